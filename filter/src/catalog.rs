@@ -1,0 +1,415 @@
+//! The snapshot compiled for the hot path: names resolved to indexes, keys decoded to bytes,
+//! per-application shared-data keys pre-built, and everything cross-checked once so the request
+//! path never meets a dangling reference.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use tollgate_protocol::{ApplicationState, Period, Snapshot, SuspensionReason};
+
+use crate::error::ConfigError;
+use crate::mapping::{Pattern, Rule};
+
+/// Longest metric name; names are also written into shared-data records (one length byte).
+pub const MAX_METRIC_NAME_BYTES: usize = 64;
+/// Most keys one application may carry (the control plane allows 5; headroom for rotation).
+pub const MAX_KEYS_PER_APPLICATION: usize = 16;
+/// Longest application or plan id.
+pub const MAX_ID_BYTES: usize = 128;
+/// Deepest metric hierarchy (3scale has two levels: hits and its methods).
+pub const MAX_METRIC_DEPTH: usize = 8;
+
+/// Prefix of the per-application counter record in shared data.
+pub const COUNTER_KEY_PREFIX: &str = "tollgate/v1/counters/";
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct MetricDef {
+    pub name: String,
+    pub parent: Option<usize>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct LimitDef {
+    pub metric: usize,
+    pub period: Period,
+    pub value: u64,
+    /// Policy name in rate-limit headers: `<metric>-<period>`, e.g. `hits-minute`.
+    pub policy_name: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct PlanDef {
+    pub id: String,
+    pub limits: Vec<LimitDef>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct AppDef {
+    pub id: String,
+    pub plan: usize,
+    pub state: ApplicationState,
+    pub state_reason: Option<SuspensionReason>,
+    pub counter_key: String,
+    /// SHA-256 of each valid key (also used to check `app_key` in app_id mode).
+    pub keys: Vec<[u8; 32]>,
+}
+
+/// Keys are SHA-256 digests, already uniformly distributed: their first 8 bytes are a perfect
+/// hash, so SipHash over 32 bytes on every request would be wasted work.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+}
+
+type DigestMap<V> = HashMap<[u8; 32], V, BuildHasherDefault<DigestHasher>>;
+
+#[derive(Debug)]
+pub struct Catalog {
+    pub metrics: Vec<MetricDef>,
+    pub rules: Vec<Rule>,
+    pub plans: Vec<PlanDef>,
+    pub apps: Vec<AppDef>,
+    by_key: DigestMap<usize>,
+    by_app_id: HashMap<String, usize>,
+    pub version: Option<String>,
+}
+
+impl Catalog {
+    pub fn compile(s: &Snapshot, at: &str) -> Result<Catalog, ConfigError> {
+        let mut metrics = Vec::with_capacity(s.metrics.len());
+        let mut metric_index = HashMap::new();
+        for (i, m) in s.metrics.iter().enumerate() {
+            let field = format!("{at}.metrics[{i}].name");
+            check_metric_name(&field, &m.name)?;
+            if metric_index.insert(m.name.clone(), i).is_some() {
+                return Err(ConfigError::new(
+                    field,
+                    format!("duplicate metric {:?}", m.name),
+                ));
+            }
+            metrics.push(MetricDef {
+                name: m.name.clone(),
+                parent: None,
+            });
+        }
+        for (i, m) in s.metrics.iter().enumerate() {
+            if let Some(parent) = &m.parent {
+                let field = format!("{at}.metrics[{i}].parent");
+                let p = *metric_index.get(parent).ok_or_else(|| {
+                    ConfigError::new(&field, format!("unknown metric {parent:?}"))
+                })?;
+                metrics[i].parent = Some(p);
+            }
+        }
+        for (i, _) in s.metrics.iter().enumerate() {
+            let mut depth = 0;
+            let mut cur = metrics[i].parent;
+            while let Some(p) = cur {
+                depth += 1;
+                if depth > MAX_METRIC_DEPTH || p == i {
+                    return Err(ConfigError::new(
+                        format!("{at}.metrics[{i}].parent"),
+                        "metric hierarchy has a cycle or is deeper than 8",
+                    ));
+                }
+                cur = metrics[p].parent;
+            }
+        }
+        let metric = |field: &str, name: &str| {
+            metric_index
+                .get(name)
+                .copied()
+                .ok_or_else(|| ConfigError::new(field, format!("unknown metric {name:?}")))
+        };
+
+        let mut rules = Vec::with_capacity(s.mapping_rules.len());
+        for (i, r) in s.mapping_rules.iter().enumerate() {
+            let f = |name: &str| format!("{at}.mapping_rules[{i}].{name}");
+            let method = r.method.to_ascii_uppercase();
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(ConfigError::new(
+                    f("method"),
+                    format!("{:?} is not an HTTP method", r.method),
+                ));
+            }
+            if r.delta == 0 {
+                return Err(ConfigError::new(f("delta"), "must be at least 1"));
+            }
+            rules.push(Rule {
+                method: (method != "ANY").then_some(method),
+                pattern: Pattern::parse(&f("pattern"), &r.pattern)?,
+                metric: metric(&f("metric"), &r.metric)?,
+                delta: r.delta,
+                last: r.last,
+            });
+        }
+
+        let mut plans = Vec::with_capacity(s.plans.len());
+        let mut plan_index = HashMap::new();
+        for (i, p) in s.plans.iter().enumerate() {
+            let field = format!("{at}.plans[{i}].id");
+            check_id(&field, &p.id)?;
+            if plan_index.insert(p.id.as_str(), i).is_some() {
+                return Err(ConfigError::new(
+                    field,
+                    format!("duplicate plan {:?}", p.id),
+                ));
+            }
+            let mut limits: Vec<LimitDef> = Vec::with_capacity(p.limits.len());
+            for (j, l) in p.limits.iter().enumerate() {
+                let field = format!("{at}.plans[{i}].limits[{j}].metric");
+                let m = metric(&field, &l.metric)?;
+                if limits.iter().any(|x| x.metric == m && x.period == l.period) {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("two limits on {:?} per {}", l.metric, l.period.as_str()),
+                    ));
+                }
+                limits.push(LimitDef {
+                    metric: m,
+                    period: l.period,
+                    value: l.value,
+                    policy_name: format!("{}-{}", l.metric, l.period.as_str()),
+                });
+            }
+            plans.push(PlanDef {
+                id: p.id.clone(),
+                limits,
+            });
+        }
+
+        let mut apps = Vec::with_capacity(s.applications.len());
+        let mut app_ids = HashMap::with_capacity(s.applications.len());
+        let mut by_key =
+            DigestMap::with_capacity_and_hasher(s.applications.len(), Default::default());
+        let mut by_app_id = HashMap::new();
+        for (i, a) in s.applications.iter().enumerate() {
+            let f = |name: &str| format!("{at}.applications[{i}].{name}");
+            check_id(&f("id"), &a.id)?;
+            if app_ids.insert(a.id.as_str(), i).is_some() {
+                return Err(ConfigError::new(
+                    f("id"),
+                    format!("duplicate application {:?}", a.id),
+                ));
+            }
+            let plan = *plan_index
+                .get(a.plan.as_str())
+                .ok_or_else(|| ConfigError::new(f("plan"), format!("unknown plan {:?}", a.plan)))?;
+            if a.key_sha256.len() > MAX_KEYS_PER_APPLICATION {
+                return Err(ConfigError::new(
+                    f("key_sha256"),
+                    format!("more than {MAX_KEYS_PER_APPLICATION} keys"),
+                ));
+            }
+            let mut keys = Vec::with_capacity(a.key_sha256.len());
+            for (k, hex) in a.key_sha256.iter().enumerate() {
+                let field = format!("{at}.applications[{i}].key_sha256[{k}]");
+                let digest = decode_sha256_hex(hex).ok_or_else(|| {
+                    ConfigError::new(&field, "must be 64 hex characters (a SHA-256 digest)")
+                })?;
+                match by_key.insert(digest, i) {
+                    Some(other) if other != i => {
+                        return Err(ConfigError::new(
+                            field,
+                            format!(
+                                "the same key hash belongs to application {:?} too",
+                                s.applications[other].id
+                            ),
+                        ))
+                    }
+                    _ => keys.push(digest),
+                }
+            }
+            if let Some(app_id) = &a.app_id {
+                check_id(&f("app_id"), app_id)?;
+                if by_app_id.insert(app_id.clone(), i).is_some() {
+                    return Err(ConfigError::new(
+                        f("app_id"),
+                        format!("duplicate app_id {app_id:?}"),
+                    ));
+                }
+            }
+            apps.push(AppDef {
+                id: a.id.clone(),
+                plan,
+                state: a.state,
+                state_reason: a.state_reason,
+                counter_key: format!("{COUNTER_KEY_PREFIX}{}", a.id),
+                keys,
+            });
+        }
+        Ok(Catalog {
+            metrics,
+            rules,
+            plans,
+            apps,
+            by_key,
+            by_app_id,
+            version: s.version.clone(),
+        })
+    }
+
+    pub fn app_by_key_digest(&self, digest: &[u8; 32]) -> Option<&AppDef> {
+        self.by_key.get(digest).map(|&i| &self.apps[i])
+    }
+
+    pub fn app_by_app_id(&self, app_id: &str) -> Option<&AppDef> {
+        self.by_app_id.get(app_id).map(|&i| &self.apps[i])
+    }
+
+    pub fn plan_of(&self, app: &AppDef) -> &PlanDef {
+        &self.plans[app.plan]
+    }
+}
+
+fn check_metric_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    // Metric names appear inside structured-field strings in headers and in shared-data records.
+    let ok = !name.is_empty()
+        && name.len() <= MAX_METRIC_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{name:?}: 1-{MAX_METRIC_NAME_BYTES} characters from A-Z a-z 0-9 _ - ."),
+        ))
+    }
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
+    // Ids travel in upstream request headers and shared-data keys: visible ASCII only.
+    let ok = !id.is_empty() && id.len() <= MAX_ID_BYTES && id.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{id:?}: 1-{MAX_ID_BYTES} visible ASCII characters"),
+        ))
+    }
+}
+
+pub fn decode_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let b = hex.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(json: &str) -> Snapshot {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn err(json: &str) -> ConfigError {
+        Catalog::compile(&snap(json), "snapshot").unwrap_err()
+    }
+
+    const KEY: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+
+    #[test]
+    fn resolves_references() {
+        let c = Catalog::compile(
+            &snap(&format!(
+                r#"{{"plans": [{{"id": "basic", "limits": [{{"metric": "search", "period": "hour", "value": 5}}]}}],
+                "applications": [{{"id": "app-1", "plan": "basic", "state": "live", "key_sha256": ["{KEY}"], "app_id": "a1"}}],
+                "metrics": [{{"name": "hits"}}, {{"name": "search", "parent": "hits"}}],
+                "mapping_rules": [{{"method": "get", "pattern": "/s", "metric": "search"}}]}}"#
+            )),
+            "snapshot",
+        )
+        .unwrap();
+        assert_eq!(c.metrics[1].parent, Some(0));
+        assert_eq!(c.plans[0].limits[0].policy_name, "search-hour");
+        assert_eq!(c.rules[0].method.as_deref(), Some("GET"));
+        let digest = decode_sha256_hex(KEY).unwrap();
+        assert_eq!(c.app_by_key_digest(&digest).unwrap().id, "app-1");
+        assert_eq!(
+            c.app_by_app_id("a1").unwrap().counter_key,
+            "tollgate/v1/counters/app-1"
+        );
+    }
+
+    #[test]
+    fn dangling_references_name_the_field() {
+        assert_eq!(
+            err(r#"{"plans": [{"id": "p", "limits": [{"metric": "nope", "period": "day", "value": 1}]}]}"#).field,
+            "snapshot.plans[0].limits[0].metric"
+        );
+        assert_eq!(
+            err(r#"{"plans": [], "applications": [{"id": "a", "plan": "gone", "state": "live"}]}"#)
+                .field,
+            "snapshot.applications[0].plan"
+        );
+        assert_eq!(
+            err(r#"{"metrics": [{"name": "hits", "parent": "x"}]}"#).field,
+            "snapshot.metrics[0].parent"
+        );
+        assert_eq!(
+            err(r#"{"metrics": [{"name": "hits"}], "mapping_rules": [{"method": "GET", "pattern": "/", "metric": "m"}]}"#).field,
+            "snapshot.mapping_rules[0].metric"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert_eq!(
+            err(r#"{"plans": [{"id": "p"}], "applications": [{"id": "a", "plan": "p", "state": "live", "key_sha256": ["abc"]}]}"#).field,
+            "snapshot.applications[0].key_sha256[0]"
+        );
+        assert_eq!(
+            err(r#"{"metrics": [{"name": "a b"}]}"#).field,
+            "snapshot.metrics[0].name"
+        );
+        assert_eq!(
+            err(r#"{"metrics": [{"name": "a", "parent": "b"}, {"name": "b", "parent": "a"}]}"#)
+                .field,
+            "snapshot.metrics[0].parent"
+        );
+        assert_eq!(
+            err(r#"{"plans": [{"id": "p"}, {"id": "p"}]}"#).field,
+            "snapshot.plans[1].id"
+        );
+        assert_eq!(
+            err(r#"{"metrics": [{"name": "hits"}], "mapping_rules": [{"method": "GET", "pattern": "/", "metric": "hits", "delta": 0}]}"#).field,
+            "snapshot.mapping_rules[0].delta"
+        );
+    }
+
+    #[test]
+    fn one_key_hash_cannot_open_two_applications() {
+        let e = err(&format!(
+            r#"{{"plans": [{{"id": "p"}}], "applications": [
+                {{"id": "a", "plan": "p", "state": "live", "key_sha256": ["{KEY}"]}},
+                {{"id": "b", "plan": "p", "state": "live", "key_sha256": ["{}"]}}]}}"#,
+            KEY.to_uppercase()
+        ));
+        assert_eq!(e.field, "snapshot.applications[1].key_sha256[0]");
+    }
+}

@@ -1,0 +1,314 @@
+//! The plugin configuration: JSON as Envoy passes it (or as Kong JSON-encodes it), parsed and
+//! validated once in `on_configure`. Unknown fields are refused so a typo cannot silently turn a
+//! setting off; every error names the field.
+
+use serde::Deserialize;
+use tollgate_protocol::Snapshot;
+
+use crate::catalog::Catalog;
+use crate::error::ConfigError;
+
+/// Largest plugin configuration accepted, in bytes (an inline snapshot of ~100k applications fits).
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024 * 1024;
+/// Longest header or query parameter name we accept in configuration.
+const MAX_NAME_BYTES: usize = 128;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    credentials: RawCredentials,
+    #[serde(default)]
+    upstream_headers: RawUpstreamHeaders,
+    #[serde(default = "yes")]
+    strip_credentials: bool,
+    #[serde(default)]
+    fail_mode: FailMode,
+    #[serde(default = "yes")]
+    stats: bool,
+    snapshot: Option<Snapshot>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    #[serde(default = "default_key_header")]
+    header: Option<String>,
+    #[serde(default = "yes")]
+    bearer: bool,
+    #[serde(default = "default_key_query")]
+    query: Option<String>,
+    #[serde(default = "default_app_id")]
+    app_id: RawPair,
+    #[serde(default = "default_app_key")]
+    app_key: RawPair,
+}
+
+impl Default for RawCredentials {
+    fn default() -> Self {
+        RawCredentials {
+            header: default_key_header(),
+            bearer: true,
+            query: default_key_query(),
+            app_id: default_app_id(),
+            app_key: default_app_key(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPair {
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    query: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamHeaders {
+    #[serde(default = "default_app_header")]
+    application: Option<String>,
+    #[serde(default = "default_plan_header")]
+    plan: Option<String>,
+}
+
+impl Default for RawUpstreamHeaders {
+    fn default() -> Self {
+        RawUpstreamHeaders {
+            application: default_app_header(),
+            plan: default_plan_header(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_key_header() -> Option<String> {
+    Some("x-api-key".into())
+}
+fn default_key_query() -> Option<String> {
+    Some("api_key".into())
+}
+fn default_app_id() -> RawPair {
+    RawPair {
+        header: Some("app-id".into()),
+        query: Some("app_id".into()),
+    }
+}
+fn default_app_key() -> RawPair {
+    RawPair {
+        header: Some("app-key".into()),
+        query: Some("app_key".into()),
+    }
+}
+fn default_app_header() -> Option<String> {
+    Some("x-tollgate-application".into())
+}
+fn default_plan_header() -> Option<String> {
+    Some("x-tollgate-plan".into())
+}
+
+/// What the filter does when it cannot decide (no snapshot yet, shared data failing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Answer 503: never admit traffic that cannot be counted (the default: this is billing).
+    #[default]
+    Closed,
+    /// Forward the request uncounted.
+    Open,
+}
+
+/// Where credentials are read from, in this order; `None` disables a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialSources {
+    pub header: Option<String>,
+    pub bearer: bool,
+    pub query: Option<String>,
+    pub app_id_header: Option<String>,
+    pub app_id_query: Option<String>,
+    pub app_key_header: Option<String>,
+    pub app_key_query: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamHeaders {
+    pub application: Option<String>,
+    pub plan: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub credentials: CredentialSources,
+    pub upstream_headers: UpstreamHeaders,
+    /// Remove the credential (header or query parameter) before forwarding.
+    pub strip_credentials: bool,
+    pub fail_mode: FailMode,
+    /// Define and increment host stats. Kong's ngx_wasm_module before metrics support traps on
+    /// `proxy_define_metric`, so the Kong example turns this off.
+    pub stats: bool,
+    pub catalog: Catalog,
+}
+
+impl Config {
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::new(
+                "",
+                format!(
+                    "configuration is {} bytes, the cap is {MAX_CONFIG_BYTES}",
+                    bytes.len()
+                ),
+            ));
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            ConfigError::new(
+                if field == "." { String::new() } else { field },
+                e.into_inner().to_string(),
+            )
+        })?;
+        let c = raw.credentials;
+        let credentials = CredentialSources {
+            header: name("credentials.header", c.header)?,
+            bearer: c.bearer,
+            query: name("credentials.query", c.query)?,
+            app_id_header: name("credentials.app_id.header", c.app_id.header)?,
+            app_id_query: name("credentials.app_id.query", c.app_id.query)?,
+            app_key_header: name("credentials.app_key.header", c.app_key.header)?,
+            app_key_query: name("credentials.app_key.query", c.app_key.query)?,
+        };
+        let pair_usable = |id: &Option<String>, key: &Option<String>| id.is_some() && key.is_some();
+        if credentials.header.is_none()
+            && !credentials.bearer
+            && credentials.query.is_none()
+            && !pair_usable(&credentials.app_id_header, &credentials.app_key_header)
+            && !pair_usable(&credentials.app_id_query, &credentials.app_key_query)
+        {
+            return Err(ConfigError::new(
+                "credentials",
+                "every credential source is disabled",
+            ));
+        }
+        let upstream_headers = UpstreamHeaders {
+            application: name(
+                "upstream_headers.application",
+                raw.upstream_headers.application,
+            )?,
+            plan: name("upstream_headers.plan", raw.upstream_headers.plan)?,
+        };
+        let snapshot = raw.snapshot.ok_or_else(|| {
+            ConfigError::new(
+                "snapshot",
+                "required (standalone mode carries the snapshot inline)",
+            )
+        })?;
+        let catalog = Catalog::compile(&snapshot, "snapshot")?;
+        Ok(Config {
+            credentials,
+            upstream_headers,
+            strip_credentials: raw.strip_credentials,
+            fail_mode: raw.fail_mode,
+            stats: raw.stats,
+            catalog,
+        })
+    }
+}
+
+/// Validates a header or query parameter name; an empty string disables the source like `null`.
+/// Header names are lowercased: that is how Envoy and Kong present them to the filter.
+fn name(field: &str, value: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(v) = value else { return Ok(None) };
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.len() > MAX_NAME_BYTES {
+        return Err(ConfigError::new(
+            field,
+            format!("longer than {MAX_NAME_BYTES} bytes"),
+        ));
+    }
+    // RFC 9110 token characters: valid as a header name and safe as a query parameter name.
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !v.bytes().all(token) {
+        return Err(ConfigError::new(
+            field,
+            format!("{v:?} is not a valid header or parameter name"),
+        ));
+    }
+    Ok(Some(v.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SNAPSHOT: &str = r#""snapshot": {"plans": [{"id": "basic", "limits": []}], "applications": [], "metrics": [{"name": "hits"}], "mapping_rules": []}"#;
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(format!("{{{extra}{SNAPSHOT}}}").as_bytes())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.credentials.header.as_deref(), Some("x-api-key"));
+        assert!(c.credentials.bearer);
+        assert_eq!(c.credentials.query.as_deref(), Some("api_key"));
+        assert_eq!(c.credentials.app_id_query.as_deref(), Some("app_id"));
+        assert_eq!(
+            c.upstream_headers.application.as_deref(),
+            Some("x-tollgate-application")
+        );
+        assert!(c.strip_credentials);
+        assert_eq!(c.fail_mode, FailMode::Closed);
+        assert!(c.stats);
+    }
+
+    #[test]
+    fn header_names_are_lowercased_and_null_disables() {
+        let c = parse(r#""credentials": {"header": "X-Key", "query": null}, "#).unwrap();
+        assert_eq!(c.credentials.header.as_deref(), Some("x-key"));
+        assert_eq!(c.credentials.query, None);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = parse(r#""credential": {}, "#).unwrap_err();
+        assert!(e.message.contains("unknown field `credential`"), "{e}");
+        let e = parse(r#""credentials": {"hedaer": "x"}, "#).unwrap_err();
+        assert_eq!(e.field, "credentials.hedaer");
+    }
+
+    #[test]
+    fn bad_types_name_the_path() {
+        let e = Config::parse(
+            br#"{"snapshot": {"plans": [{"id": "p", "limits": [{"metric": "hits", "period": "fortnight", "value": 1}]}]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "snapshot.plans[0].limits[0].period");
+    }
+
+    #[test]
+    fn invalid_header_name_and_missing_snapshot() {
+        let e = parse(r#""credentials": {"header": "x key"}, "#).unwrap_err();
+        assert_eq!(e.field, "credentials.header");
+        let e = Config::parse(b"{}").unwrap_err();
+        assert_eq!(e.field, "snapshot");
+        let e = Config::parse(b"not json").unwrap_err();
+        assert!(!e.message.is_empty());
+    }
+
+    #[test]
+    fn all_sources_disabled_is_refused() {
+        let e = parse(
+            r#""credentials": {"header": null, "bearer": false, "query": null, "app_id": {}, "app_key": {}}, "#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "credentials");
+    }
+}

@@ -1,0 +1,328 @@
+//! Exact counting across worker threads: one shared-data record per application holding the
+//! current window and count of each (metric, period) limit, updated with compare-and-swap.
+//!
+//! One key per application (not per window) keeps the shared-data key set bounded: proxy-wasm
+//! shared data has no TTL and no real delete. The period start lives inside the value, so a stale
+//! window simply reads as zero.
+//!
+//! Record layout, version 1 (little-endian):
+//! `[1u8] { [period u8] [name_len u8] [metric name] [window_start i64] [count u64] }*`
+
+use tollgate_protocol::Period;
+
+use crate::catalog::{AppDef, Catalog, LimitDef, PlanDef};
+use crate::periods::window;
+
+/// Compare-and-swap attempts before giving up on one request. Two racing workers settle in one
+/// retry; 32 is far past anything contention on a 2–64 core host produces.
+pub const MAX_CAS_ATTEMPTS: usize = 32;
+const RECORD_VERSION: u8 = 1;
+
+/// Host shared data (per VM id, shared by all workers), abstracted so it can be faked in tests.
+pub trait SharedStore {
+    /// The value and its CAS token; `(None, None)` when the key does not exist.
+    fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError>;
+    /// Writes the value if `cas` still matches; `Ok(false)` on a CAS mismatch.
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// The host answered with an unexpected status.
+    Host(u32),
+    /// Lost the CAS race `MAX_CAS_ATTEMPTS` times in a row.
+    Contended,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    period: Period,
+    metric: String,
+    window_start: i64,
+    count: u64,
+}
+
+fn period_code(p: Period) -> u8 {
+    match p {
+        Period::Minute => 0,
+        Period::Hour => 1,
+        Period::Day => 2,
+        Period::Week => 3,
+        Period::Month => 4,
+        Period::Year => 5,
+        Period::Eternity => 6,
+    }
+}
+
+fn period_from(code: u8) -> Option<Period> {
+    Period::ALL.get(usize::from(code)).copied()
+}
+
+/// Decodes a record; a corrupt or unknown-version record reads as empty (counts restart) rather
+/// than wedging the application forever.
+fn decode(bytes: &[u8]) -> Vec<Entry> {
+    let mut out = Vec::new();
+    if bytes.first() != Some(&RECORD_VERSION) {
+        return out;
+    }
+    let mut rest = &bytes[1..];
+    while !rest.is_empty() {
+        let Some(entry) = (|| {
+            let period = period_from(*rest.first()?)?;
+            let len = usize::from(*rest.get(1)?);
+            let metric = std::str::from_utf8(rest.get(2..2 + len)?).ok()?.to_string();
+            let at = 2 + len;
+            let window_start = i64::from_le_bytes(rest.get(at..at + 8)?.try_into().ok()?);
+            let count = u64::from_le_bytes(rest.get(at + 8..at + 16)?.try_into().ok()?);
+            rest = &rest[at + 16..];
+            Some(Entry {
+                period,
+                metric,
+                window_start,
+                count,
+            })
+        })() else {
+            return Vec::new();
+        };
+        out.push(entry);
+    }
+    out
+}
+
+fn encode(entries: &[Entry]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(1 + entries.iter().map(|e| 18 + e.metric.len()).sum::<usize>());
+    out.push(RECORD_VERSION);
+    for e in entries {
+        out.push(period_code(e.period));
+        // Metric names are validated to at most 64 bytes when the catalog is compiled.
+        out.push(e.metric.len().min(255) as u8);
+        out.extend_from_slice(&e.metric.as_bytes()[..e.metric.len().min(255)]);
+        out.extend_from_slice(&e.window_start.to_le_bytes());
+        out.extend_from_slice(&e.count.to_le_bytes());
+    }
+    out
+}
+
+/// One limit's state after the decision, for quota headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitState<'c> {
+    pub limit: &'c LimitDef,
+    /// Units left in the window after this request (0 when rejected).
+    pub remaining: u64,
+    /// Seconds until the window resets; `None` for eternity.
+    pub reset_in: Option<u64>,
+    /// Window length in seconds; `None` for eternity.
+    pub window_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enforcement<'c> {
+    /// Counted. `tightest` is the most constrained limit the request touched, if any.
+    Admitted { tightest: Option<LimitState<'c>> },
+    /// Nothing counted. `violated` is the limit that will stay exceeded longest.
+    Exceeded { violated: LimitState<'c> },
+}
+
+/// Usage a request adds, per metric index, after roll-up to parents.
+pub type Usage = Vec<(usize, u64)>;
+
+/// Adds `delta` to `metric` and every ancestor (`search` -> `hits`).
+pub fn add_usage(catalog: &Catalog, usage: &mut Usage, metric: usize, delta: u64) {
+    let mut cur = Some(metric);
+    while let Some(m) = cur {
+        match usage.iter_mut().find(|(k, _)| *k == m) {
+            Some((_, d)) => *d = d.saturating_add(delta),
+            None => usage.push((m, delta)),
+        }
+        cur = catalog.metrics.get(m).and_then(|d| d.parent);
+    }
+}
+
+/// Checks every limit of `plan` touched by `usage` and, if all have room, counts the usage, all
+/// in one CAS transaction on the application's record. A rejected request counts nothing.
+pub fn enforce<'c>(
+    store: &mut dyn SharedStore,
+    catalog: &'c Catalog,
+    app: &AppDef,
+    plan: &'c PlanDef,
+    usage: &Usage,
+    now: i64,
+) -> Result<Enforcement<'c>, StoreError> {
+    let touched: Vec<(&LimitDef, u64)> = plan
+        .limits
+        .iter()
+        .filter_map(|l| {
+            usage
+                .iter()
+                .find(|(m, _)| *m == l.metric)
+                .map(|(_, d)| (l, *d))
+        })
+        .collect();
+    if touched.is_empty() {
+        return Ok(Enforcement::Admitted { tightest: None });
+    }
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let (bytes, cas) = store.get(&app.counter_key)?;
+        let mut entries = bytes.as_deref().map(decode).unwrap_or_default();
+        let mut states = Vec::with_capacity(touched.len());
+        let mut violated: Option<LimitState<'c>> = None;
+        for &(limit, delta) in &touched {
+            let w = window(limit.period, now);
+            let metric = &catalog.metrics[limit.metric].name;
+            let current = entries
+                .iter()
+                .find(|e| {
+                    e.period == limit.period && e.metric == *metric && e.window_start == w.start
+                })
+                .map_or(0, |e| e.count);
+            let after = current.saturating_add(delta);
+            let state = LimitState {
+                limit,
+                remaining: limit.value.saturating_sub(after),
+                reset_in: w.reset_in(now),
+                window_secs: w.end.map(|e| (e - w.start) as u64),
+            };
+            if after > limit.value {
+                let candidate = LimitState {
+                    remaining: 0,
+                    ..state
+                };
+                // Retry-After must cover every violated limit: keep the one resetting last.
+                if violated.is_none_or(|v| later(candidate.reset_in, v.reset_in)) {
+                    violated = Some(candidate);
+                }
+            }
+            states.push((state, w.start, metric, after));
+        }
+        if let Some(violated) = violated {
+            return Ok(Enforcement::Exceeded { violated });
+        }
+        // Drop entries of limits the plan no longer has, then write the new counts.
+        entries.retain(|e| {
+            touched
+                .iter()
+                .any(|(l, _)| l.period == e.period && catalog.metrics[l.metric].name == e.metric)
+        });
+        for (state, start, metric, after) in &states {
+            let period = state.limit.period;
+            match entries
+                .iter_mut()
+                .find(|e| e.period == period && e.metric == **metric)
+            {
+                Some(e) => {
+                    e.window_start = *start;
+                    e.count = *after;
+                }
+                None => entries.push(Entry {
+                    period,
+                    metric: (*metric).clone(),
+                    window_start: *start,
+                    count: *after,
+                }),
+            }
+        }
+        if store.set(&app.counter_key, &encode(&entries), cas)? {
+            let tightest = states
+                .into_iter()
+                .map(|(s, ..)| s)
+                .reduce(|a, b| tighter(a, b));
+            return Ok(Enforcement::Admitted { tightest });
+        }
+    }
+    Err(StoreError::Contended)
+}
+
+/// Whether reset `a` comes after reset `b` (`None` = never, the latest of all).
+fn later(a: Option<u64>, b: Option<u64>) -> bool {
+    match (a, b) {
+        (None, Some(_)) => true,
+        (Some(x), Some(y)) => x > y,
+        _ => false,
+    }
+}
+
+/// The more constrained of two limits: fewer units left; on a tie, the one resetting later.
+fn tighter<'c>(a: LimitState<'c>, b: LimitState<'c>) -> LimitState<'c> {
+    if b.remaining < a.remaining || (b.remaining == a.remaining && later(b.reset_in, a.reset_in)) {
+        b
+    } else {
+        a
+    }
+}
+
+/// Creates an empty record for `app` unless one exists. Runs when a configuration is applied, so
+/// the request path always finds the key and can rely on compare-and-swap (a CAS token of 0, what a
+/// missing key has, means an unconditional write to the host).
+pub fn ensure_record(store: &mut dyn SharedStore, app: &AppDef) -> Result<(), StoreError> {
+    let (bytes, _) = store.get(&app.counter_key)?;
+    if bytes.is_none() {
+        store.set(&app.counter_key, &encode(&[]), None)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// An in-memory host with Envoy's semantics: CAS tokens from a global counter, a missing
+    /// `cas` writing unconditionally, and optional forced CAS failures to model racing workers.
+    #[derive(Default)]
+    pub struct FakeStore {
+        pub data: HashMap<String, (Vec<u8>, u32)>,
+        next_cas: u32,
+        pub fail_next_sets: usize,
+        pub sets: usize,
+    }
+
+    impl SharedStore for FakeStore {
+        fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+            Ok(match self.data.get(key) {
+                Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+                None => (None, None),
+            })
+        }
+        fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
+            self.sets += 1;
+            if self.fail_next_sets > 0 {
+                self.fail_next_sets -= 1;
+                return Ok(false);
+            }
+            if let (Some(c), Some((_, cur))) = (cas, self.data.get(key)) {
+                if c != *cur {
+                    return Ok(false);
+                }
+            }
+            self.next_cas += 1;
+            self.data
+                .insert(key.to_string(), (value.to_vec(), self.next_cas));
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn record_round_trips_and_garbage_reads_empty() {
+        let e = vec![
+            Entry {
+                period: Period::Minute,
+                metric: "hits".into(),
+                window_start: 60,
+                count: 3,
+            },
+            Entry {
+                period: Period::Eternity,
+                metric: "search".into(),
+                window_start: 0,
+                count: u64::MAX,
+            },
+        ];
+        assert_eq!(decode(&encode(&e)), e);
+        assert!(decode(&[]).is_empty());
+        assert!(decode(&[9, 1, 2]).is_empty());
+        let mut truncated = encode(&e);
+        truncated.pop();
+        assert!(decode(&truncated).is_empty());
+    }
+}

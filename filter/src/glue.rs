@@ -1,0 +1,282 @@
+//! The proxy-wasm contexts: they translate host events into calls on the decision core and apply
+//! its outcome through [`crate::host`]. No logic lives here that a native test could not see.
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+
+use crate::config::{Config, FailMode};
+use crate::counters::ensure_record;
+use crate::credentials::{extract, strip_query_params, Source};
+use crate::decision::{decide, Decision, Reason, Rejection};
+use crate::host::{self, Level, SharedData};
+use crate::response::{local_reply, quota_headers, Headers};
+
+proxy_wasm::main! {{
+    std::panic::set_hook(Box::new(|info| {
+        // Unreachable by design (clippy denies panics); if it ever happens, say where before the
+        // VM aborts.
+        host::log(Level::Error, &format!("tollgate: panic: {info}"));
+    }));
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// Stats counter ids, defined once per VM (Envoy exposes them as `wasmcustom.tollgate.*`).
+struct Stats {
+    allowed: Option<u32>,
+    unauthorized: Option<u32>,
+    errors: Option<u32>,
+    rejected: Vec<(Reason, Option<u32>)>,
+}
+
+impl Stats {
+    fn define() -> Stats {
+        Stats {
+            allowed: host::define_counter("tollgate.allowed"),
+            unauthorized: host::define_counter("tollgate.unauthorized"),
+            errors: host::define_counter("tollgate.errors"),
+            rejected: Reason::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        *r,
+                        host::define_counter(&format!("tollgate.rejected.{}", r.code())),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn rejected(&self, reason: Reason) {
+        host::increment(
+            self.rejected
+                .iter()
+                .find(|(r, _)| *r == reason)
+                .and_then(|(_, id)| *id),
+        );
+        if reason.is_auth_failure() {
+            host::increment(self.unauthorized);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Root {
+    config: Option<Rc<Config>>,
+    stats: Option<Rc<Stats>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = match host::plugin_configuration(plugin_configuration_size) {
+            Ok(b) => b,
+            Err(e) => {
+                host::log(
+                    Level::Error,
+                    &format!(
+                        "tollgate: cannot read plugin configuration (status {})",
+                        e.0
+                    ),
+                );
+                return false;
+            }
+        };
+        let config = match Config::parse(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                // Refusing the configuration makes Envoy refuse to start (or keep the last one).
+                host::log(Level::Error, &format!("tollgate: {e}"));
+                return false;
+            }
+        };
+        // Create every application's counter record before traffic can reach it, so the request
+        // path always has a CAS token (see `counters::ensure_record`).
+        let mut store = SharedData;
+        for app in &config.catalog.apps {
+            if let Err(e) = ensure_record(&mut store, app) {
+                host::log(
+                    Level::Error,
+                    &format!(
+                        "tollgate: cannot create counter record for {}: {e:?}",
+                        app.id
+                    ),
+                );
+                return false;
+            }
+        }
+        host::log(
+            Level::Info,
+            &format!(
+                "tollgate: configured with {} applications, {} plans, {} mapping rules",
+                config.catalog.apps.len(),
+                config.catalog.plans.len(),
+                config.catalog.rules.len()
+            ),
+        );
+        // Stats are defined once per VM, and only where the configuration asks for them.
+        if self.stats.is_none() {
+            self.stats = config.stats.then(Stats::define).map(Rc::new);
+        }
+        self.config = Some(Rc::new(config));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request {
+            config: self.config.clone(),
+            stats: self.stats.clone(),
+            response_headers: Headers::new(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Request {
+    config: Option<Rc<Config>>,
+    stats: Option<Rc<Stats>>,
+    /// Quota headers to add to the upstream's response.
+    response_headers: Headers,
+}
+
+impl Context for Request {}
+
+impl Request {
+    fn reply(&self, rejection: &Rejection<'_>, config: &Config) -> Action {
+        let reply = local_reply(rejection, &config.catalog, &config.credentials);
+        self.send(reply.status, &reply.headers, &reply.body);
+        if let Some(s) = &self.stats {
+            s.rejected(rejection.reason);
+        }
+        Action::Pause
+    }
+
+    fn send(&self, status: u16, headers: &Headers, body: &[u8]) {
+        if let Err(e) = host::send_local_response(status, headers, body) {
+            host::log(
+                Level::Error,
+                &format!("tollgate: local reply failed (status {})", e.0),
+            );
+        }
+    }
+
+    fn unconfigured(&self) -> Action {
+        // Only reachable where the host kept running after refusing the configuration (Kong).
+        let body = br#"{"type":"urn:tollgate:problem:unavailable","title":"The gateway filter is not configured","status":503,"code":"unavailable"}"#;
+        self.send(
+            503,
+            &vec![("content-type", "application/problem+json".to_string())],
+            body,
+        );
+        if let Some(s) = &self.stats {
+            s.rejected(Reason::Unavailable);
+        }
+        Action::Pause
+    }
+
+    fn error(&self, what: &str) {
+        host::log(Level::Warn, &format!("tollgate: {what}"));
+        if let Some(s) = &self.stats {
+            host::increment(s.errors);
+        }
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(config) = self.config.clone() else {
+            return self.unconfigured();
+        };
+        let header = |name: &str| host::request_header(name).ok().flatten();
+        let path_bytes = header(":path").unwrap_or_default();
+        let method_bytes = header(":method").unwrap_or_default();
+        let (Ok(path), Ok(method)) = (
+            std::str::from_utf8(&path_bytes),
+            std::str::from_utf8(&method_bytes),
+        ) else {
+            let r = Rejection {
+                reason: Reason::MalformedRequest,
+                detail: "request method or path is not valid UTF-8".into(),
+                quota: None,
+            };
+            return self.reply(&r, &config);
+        };
+        let presented = extract(&config.credentials, path, header);
+        let now = match host::now_secs() {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(&format!("clock unavailable (status {})", e.0));
+                return match config.fail_mode {
+                    FailMode::Open => Action::Continue,
+                    FailMode::Closed => self.reply(
+                        &Rejection {
+                            reason: Reason::Unavailable,
+                            detail: "clock unavailable".into(),
+                            quota: None,
+                        },
+                        &config,
+                    ),
+                };
+            }
+        };
+        match decide(&config, presented, method, path, now, &mut SharedData) {
+            Decision::Reject(r) => self.reply(&r, &config),
+            Decision::Forward {
+                app,
+                plan,
+                quota,
+                source,
+                uncounted,
+            } => {
+                if let Some(e) = uncounted {
+                    self.error(&format!("forwarding uncounted (fail_mode open): {e:?}"));
+                }
+                let up = &config.upstream_headers;
+                // Replacing (not adding) also overwrites any value a client sent to spoof them.
+                for (name, value) in [(&up.application, &app.id), (&up.plan, &plan.id)] {
+                    if let Some(name) = name {
+                        if host::set_request_header(name, value.as_bytes()).is_err() {
+                            self.error("cannot set upstream header");
+                        }
+                    }
+                }
+                if config.strip_credentials {
+                    let stripped = match &source {
+                        Source::Header(name) => host::remove_request_header(name),
+                        Source::Bearer => host::remove_request_header("authorization"),
+                        Source::Headers(a, b) => {
+                            host::remove_request_header(a).and(host::remove_request_header(b))
+                        }
+                        Source::Query(names) => host::set_request_header(
+                            ":path",
+                            strip_query_params(path, names).as_bytes(),
+                        ),
+                    };
+                    if stripped.is_err() {
+                        self.error("cannot strip credentials");
+                    }
+                }
+                if let Some(q) = &quota {
+                    quota_headers(q, &mut self.response_headers);
+                }
+                if let Some(s) = &self.stats {
+                    host::increment(s.allowed);
+                }
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Never pause here: Kong cannot resume a response paused in its headers phase.
+        for (name, value) in self.response_headers.drain(..) {
+            let _ = host::set_response_header(name, value.as_bytes());
+        }
+        Action::Continue
+    }
+}

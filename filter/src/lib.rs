@@ -1,0 +1,25 @@
+//! Tollgate's gateway filter.
+//!
+//! The decision logic is plain Rust in host-independent modules (tested natively and as wasm32);
+//! the proxy-wasm glue in [`glue`] only translates host events into calls on it, and every call
+//! into the host goes through [`host`], the one module allowed to touch proxy-wasm host functions
+//! (a test keeps it to the set both Envoy and Kong provide). Nothing here may panic: a panic
+//! aborts the VM and with it the gateway worker's traffic (clippy denies unwrap/expect/panic).
+
+pub mod catalog;
+pub mod config;
+pub mod counters;
+pub mod credentials;
+pub mod decision;
+pub mod error;
+pub mod mapping;
+pub mod periods;
+pub mod response;
+
+#[cfg(test)]
+mod decision_tests;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;
+#[cfg(target_arch = "wasm32")]
+mod host;

@@ -1,0 +1,296 @@
+//! 3scale-style mapping rules: which metrics a request increments.
+//!
+//! Pattern syntax (the same as 3scale/APIcast so existing rule sets carry over):
+//! - literal characters match themselves, byte for byte, on the raw (not decoded) path;
+//! - `{name}` matches one or more bytes other than `/`, `?` and `&`;
+//! - a trailing `$` anchors the pattern at the end of the path, otherwise it is a prefix match
+//!   (`/foo` matches `/foo/bar` and `/foobar`, as in APIcast);
+//! - an optional query part `?a=1&b={x}` requires each parameter to be present, with that exact
+//!   value or, for `{x}`, any value.
+//!
+//! Every matching rule applies (their deltas add up) unless a matching rule has `last` set.
+
+use crate::error::ConfigError;
+
+/// Longest accepted pattern, in bytes; longer ones are refused at configuration time.
+pub const MAX_PATTERN_BYTES: usize = 1_024;
+/// Most `{param}` wildcards in one pattern; bounds the backtracking of the matcher.
+pub const MAX_WILDCARDS: usize = 16;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Literal(Vec<u8>),
+    Wildcard,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum QueryValue {
+    Exact(String),
+    Any,
+}
+
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    pieces: Vec<Piece>,
+    anchored: bool,
+    query: Vec<(String, QueryValue)>,
+}
+
+/// A compiled rule; `metric` is an index into the catalog's metric table.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// `None` matches any method.
+    pub method: Option<String>,
+    pub pattern: Pattern,
+    pub metric: usize,
+    pub delta: u64,
+    pub last: bool,
+}
+
+impl Pattern {
+    pub fn parse(field: &str, raw: &str) -> Result<Pattern, ConfigError> {
+        let bad = |why: &str| ConfigError::new(field, format!("pattern {raw:?}: {why}"));
+        if raw.len() > MAX_PATTERN_BYTES {
+            return Err(bad("too long"));
+        }
+        if !raw.starts_with('/') {
+            return Err(bad("must start with '/'"));
+        }
+        let (path, query) = match raw.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (raw, None),
+        };
+        let (path, mut anchored) = match path.strip_suffix('$') {
+            Some(p) => (p, true),
+            None => (path, false),
+        };
+        let query = match query {
+            Some(q) => {
+                // `$` may also close the query part: `/a?b=1$`.
+                let q = match q.strip_suffix('$') {
+                    Some(q) => {
+                        anchored = true;
+                        q
+                    }
+                    None => q,
+                };
+                parse_query(q).map_err(|why| bad(&why))?
+            }
+            None => Vec::new(),
+        };
+        let mut pieces = Vec::new();
+        let mut literal = Vec::new();
+        let mut rest = path;
+        let mut wildcards = 0;
+        while let Some(open) = rest.find('{') {
+            literal.extend_from_slice(&rest.as_bytes()[..open]);
+            let after = &rest[open + 1..];
+            let close = after.find('}').ok_or_else(|| bad("unclosed '{'"))?;
+            let name = &after[..close];
+            if name.is_empty() || name.contains(['{', '/']) {
+                return Err(bad("wildcard needs a name, like {id}"));
+            }
+            if !literal.is_empty() {
+                pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+            }
+            if pieces.last() == Some(&Piece::Wildcard) {
+                return Err(bad("two wildcards must be separated by a literal"));
+            }
+            pieces.push(Piece::Wildcard);
+            wildcards += 1;
+            rest = &after[close + 1..];
+        }
+        if rest.contains('}') || rest.contains('$') {
+            return Err(bad("stray '}' or '$'"));
+        }
+        if wildcards > MAX_WILDCARDS {
+            return Err(bad("too many wildcards"));
+        }
+        literal.extend_from_slice(rest.as_bytes());
+        if !literal.is_empty() {
+            pieces.push(Piece::Literal(literal));
+        }
+        Ok(Pattern {
+            pieces,
+            anchored,
+            query,
+        })
+    }
+
+    /// Whether the raw request path (with its query string, as in `:path`) matches.
+    pub fn matches(&self, path_and_query: &str) -> bool {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, q),
+            None => (path_and_query, ""),
+        };
+        let path_matches = match self.pieces.as_slice() {
+            // The common case (no wildcard) needs no position sets.
+            [] => !self.anchored || path.is_empty(),
+            [Piece::Literal(lit)] if self.anchored => path.as_bytes() == lit.as_slice(),
+            [Piece::Literal(lit)] => path.as_bytes().starts_with(lit),
+            pieces => match_pieces(pieces, path.as_bytes(), self.anchored),
+        };
+        path_matches
+            && self.query.iter().all(|(name, want)| {
+                query_params(query).any(|(k, v)| {
+                    k == name.as_str()
+                        && match want {
+                            QueryValue::Any => !v.is_empty(),
+                            QueryValue::Exact(e) => v == e.as_str(),
+                        }
+                })
+            })
+    }
+}
+
+fn parse_query(q: &str) -> Result<Vec<(String, QueryValue)>, String> {
+    let mut out = Vec::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k.is_empty() || k.contains(['{', '}']) {
+            return Err(format!("bad query parameter {pair:?}"));
+        }
+        let value = if v.starts_with('{') && v.ends_with('}') && v.len() > 2 {
+            QueryValue::Any
+        } else if v.contains(['{', '}']) {
+            return Err(format!("bad query value {pair:?}"));
+        } else {
+            QueryValue::Exact(v.to_string())
+        };
+        out.push((k.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// `a=1&b=2` -> ("a","1"), ("b","2"); raw, not percent-decoded.
+pub fn query_params(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+/// Runs the pattern over the input as a set of reachable positions, one piece at a time, so a
+/// hostile path costs O(pieces x path length), never exponential backtracking.
+fn match_pieces(pieces: &[Piece], input: &[u8], anchored: bool) -> bool {
+    let n = input.len();
+    let mut cur = vec![false; n + 1];
+    cur[0] = true;
+    // seg_end[i]: the first '/', '?' or '&' at or after i (or n): how far a wildcard may reach.
+    let mut seg_end = vec![n; n + 1];
+    for i in (0..n).rev() {
+        seg_end[i] = if matches!(input[i], b'/' | b'?' | b'&') {
+            i
+        } else {
+            seg_end[i + 1]
+        };
+    }
+    for piece in pieces {
+        let mut next = vec![false; n + 1];
+        match piece {
+            Piece::Literal(lit) => {
+                for pos in (0..=n).filter(|&p| cur[p]) {
+                    if input[pos..].starts_with(lit) {
+                        next[pos + lit.len()] = true;
+                    }
+                }
+            }
+            Piece::Wildcard => {
+                // Each reachable pos opens the range pos+1..=seg_end[pos]; sweep with a running
+                // "open until" bound instead of marking each range.
+                let mut open_until: Option<usize> = None;
+                for j in 0..=n {
+                    if let Some(u) = open_until {
+                        if j <= u {
+                            next[j] = true;
+                        } else {
+                            open_until = None;
+                        }
+                    }
+                    if cur[j] && seg_end[j] > j {
+                        open_until = Some(open_until.map_or(seg_end[j], |u| u.max(seg_end[j])));
+                    }
+                }
+            }
+        }
+        if !next.iter().any(|&b| b) {
+            return false;
+        }
+        cur = next;
+    }
+    if anchored {
+        cur[n]
+    } else {
+        cur.iter().any(|&b| b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Pattern {
+        Pattern::parse("mapping_rules[0].pattern", s).unwrap()
+    }
+
+    #[test]
+    fn root_matches_everything_as_prefix() {
+        assert!(p("/").matches("/"));
+        assert!(p("/").matches("/anything/at/all?x=1"));
+    }
+
+    #[test]
+    fn prefix_match_is_by_characters_like_apicast() {
+        assert!(p("/foo").matches("/foo/bar"));
+        assert!(p("/foo").matches("/foobar"));
+        assert!(!p("/foo").matches("/fo"));
+    }
+
+    #[test]
+    fn dollar_anchors() {
+        assert!(p("/foo$").matches("/foo"));
+        assert!(p("/foo$").matches("/foo?x=1"));
+        assert!(!p("/foo$").matches("/foo/bar"));
+    }
+
+    #[test]
+    fn wildcards_match_one_segment_part() {
+        let pat = p("/v1/word/{word}.json$");
+        assert!(pat.matches("/v1/word/hello.json"));
+        assert!(!pat.matches("/v1/word/.json"));
+        assert!(!pat.matches("/v1/word/a/b.json"));
+        let pat = p("/users/{id}/orders/{oid}");
+        assert!(pat.matches("/users/42/orders/7"));
+        assert!(!pat.matches("/users/42/carts/7"));
+    }
+
+    #[test]
+    fn query_parameters_are_required() {
+        let pat = p("/search?q={query}&type=book");
+        assert!(pat.matches("/search?type=book&q=rust"));
+        assert!(!pat.matches("/search?q=rust"));
+        assert!(!pat.matches("/search?type=film&q=rust"));
+        assert!(!pat.matches("/search?type=book&q="));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused_with_the_field_name() {
+        for bad in [
+            "foo", "/a/{id", "/a/{}", "/{a}{b}", "/a}", "/a$b", "/x?{k}=1",
+        ] {
+            let e = Pattern::parse("mapping_rules[3].pattern", bad).unwrap_err();
+            assert_eq!(e.field, "mapping_rules[3].pattern", "{bad}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_PATTERN_BYTES));
+        assert!(Pattern::parse("f", &long).is_err());
+    }
+
+    #[test]
+    fn many_wildcards_against_hostile_path_stay_cheap() {
+        let pat = p("/{a}-{b}-{c}-{d}-{e}-{f}-{g}-{h}$");
+        // Backtracking would try every way to split 4,000 dashes among 8 wildcards.
+        let hostile = format!("/{}/", "-".repeat(4_000));
+        assert!(!pat.matches(&hostile));
+        assert!(pat.matches("/1-2-3-4-5-6-7-8"));
+    }
+}

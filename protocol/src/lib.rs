@@ -1,0 +1,200 @@
+//! The contract between the Tollgate gateway filter and the control plane.
+//!
+//! Pure serde types, no behaviour. The filter reads a [`Snapshot`] (inline in its plugin
+//! configuration in standalone mode, or fetched from the control plane) and the control plane
+//! produces exactly this shape. The JSON field names are a public contract: fields may be added,
+//! never renamed. Unknown fields are ignored on purpose so that an older filter keeps working
+//! against a newer control plane.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a gateway needs to decide a request locally.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Opaque version chosen by the producer; the filter echoes it when asking for updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub plans: Vec<Plan>,
+    #[serde(default)]
+    pub applications: Vec<Application>,
+    #[serde(default)]
+    pub metrics: Vec<Metric>,
+    #[serde(default)]
+    pub mapping_rules: Vec<MappingRule>,
+}
+
+/// A plan as the gateway sees it: only what enforcement needs (prices stay in the control plane).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub limits: Vec<Limit>,
+}
+
+/// At most `value` units of `metric` per calendar-aligned UTC `period`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    pub metric: String,
+    pub period: Period,
+    pub value: u64,
+}
+
+/// Calendar-aligned UTC windows (weeks start on Monday, ISO 8601).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+    Eternity,
+}
+
+impl Period {
+    pub const ALL: [Period; 7] = [
+        Period::Minute,
+        Period::Hour,
+        Period::Day,
+        Period::Week,
+        Period::Month,
+        Period::Year,
+        Period::Eternity,
+    ];
+
+    /// The lowercase name used in JSON, headers and problem bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Minute => "minute",
+            Period::Hour => "hour",
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+            Period::Year => "year",
+            Period::Eternity => "eternity",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Application {
+    pub id: String,
+    /// Id of a plan in the same snapshot.
+    pub plan: String,
+    pub state: ApplicationState,
+    /// Why a suspended application is suspended; `non_payment` makes the filter answer 402.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<SuspensionReason>,
+    /// Lowercase hex SHA-256 of each valid key. Plaintext keys never leave the control plane.
+    #[serde(default)]
+    pub key_sha256: Vec<String>,
+    /// Public application identifier for 3scale-style `app_id` + `app_key` authentication; the
+    /// `app_key` must then hash to one of `key_sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplicationState {
+    Live,
+    Suspended,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspensionReason {
+    /// Suspended by an admin.
+    Admin,
+    /// Suspended after the last failed charge; lifted when the invoice is paid.
+    NonPayment,
+}
+
+/// A metric (`hits`) or a method (a metric whose `parent` is `hits`); usage rolls up to parents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metric {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+/// 3scale-style mapping rule: HTTP method + path pattern -> metric increment.
+///
+/// Pattern syntax: literal characters, `{name}` wildcards matching one or more characters other
+/// than `/`, `?` and `&`, an optional `?k=v&k2={x}` query part whose parameters must be present,
+/// and a trailing `$` anchoring the path (otherwise the pattern matches as a prefix).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappingRule {
+    /// An HTTP method, or `ANY`.
+    pub method: String,
+    pub pattern: String,
+    pub metric: String,
+    #[serde(default = "default_delta")]
+    pub delta: u64,
+    /// Stop evaluating further rules when this one matches.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub last: bool,
+}
+
+fn default_delta() -> u64 {
+    1
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standalone_example_from_the_contract_parses() {
+        let json = r#"{
+          "plans": [{"id": "basic", "limits": [{"metric": "hits", "period": "minute", "value": 3}]}],
+          "applications": [{"id": "app-1", "plan": "basic", "state": "live",
+                            "key_sha256": ["2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"]}],
+          "metrics": [{"name": "hits"}, {"name": "search", "parent": "hits"}],
+          "mapping_rules": [{"method": "GET", "pattern": "/", "metric": "hits", "delta": 1}]}"#;
+        let s: Snapshot = serde_json::from_str(json).unwrap();
+        assert_eq!(s.plans[0].limits[0].period, Period::Minute);
+        assert_eq!(s.applications[0].state, ApplicationState::Live);
+        assert_eq!(s.metrics[1].parent.as_deref(), Some("hits"));
+        assert_eq!(s.mapping_rules[0].delta, 1);
+        assert!(!s.mapping_rules[0].last);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_for_forward_compatibility() {
+        let s: Snapshot =
+            serde_json::from_str(r#"{"plans": [], "added_later": {"x": 1}}"#).unwrap();
+        assert!(s.plans.is_empty());
+    }
+
+    #[test]
+    fn suspension_reason_round_trips_in_snake_case() {
+        let a = Application {
+            id: "a".into(),
+            plan: "p".into(),
+            state: ApplicationState::Suspended,
+            state_reason: Some(SuspensionReason::NonPayment),
+            key_sha256: vec![],
+            app_id: None,
+        };
+        let j = serde_json::to_string(&a).unwrap();
+        assert!(j.contains(r#""state":"suspended""#), "{j}");
+        assert!(j.contains(r#""state_reason":"non_payment""#), "{j}");
+        assert_eq!(serde_json::from_str::<Application>(&j).unwrap(), a);
+    }
+
+    #[test]
+    fn unknown_period_is_an_error() {
+        let e =
+            serde_json::from_str::<Limit>(r#"{"metric":"hits","period":"fortnight","value":1}"#);
+        assert!(e.is_err());
+    }
+}
