@@ -1,0 +1,67 @@
+import hashlib
+import http.client
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from support.envoy import Envoy, bootstrap, free_port, wasm_filter  # noqa: E402
+from support.upstream import Upstream  # noqa: E402
+
+
+def sha256_hex(key):
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def call(port, path="/", method="GET", headers=None, timeout=10):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=headers or {})
+        r = conn.getresponse()
+        body = r.read()
+        hs = {}
+        for k, v in r.getheaders():
+            hs.setdefault(k.lower(), []).append(v)
+        return Response(r.status, hs, body)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def upstream():
+    up = Upstream().start()
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def start_envoy(upstream):
+    """Starts Envoy with the filter configured by `plugin_config`; stops them all afterwards."""
+    started = []
+
+    def start(plugin_config, concurrency=2, expect_ready=True):
+        config = bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(plugin_config)])
+        envoy = Envoy(config, concurrency=concurrency)
+        started.append(envoy)
+        return envoy.start(expect_ready=expect_ready)
+
+    yield start
+    for e in started:
+        e.stop()

