@@ -182,20 +182,23 @@ def test_exact_count_under_concurrency(start_envoy, upstream):
     assert statuses.count(200) == 50, sorted(set(statuses))
     assert statuses.count(429) == clients * per_client - 50
     assert upstream.count() == 50
-    stats = envoy.stats()
-    assert stats["wasmcustom.tollgate.allowed"] == 50
-    assert stats["wasmcustom.tollgate.rejected.limit_exceeded"] == clients * per_client - 50
+    expected = {"wasmcustom.tollgate.allowed": 50,
+                "wasmcustom.tollgate.rejected.limit_exceeded": clients * per_client - 50}
+    stats = envoy.wait_stats(expected)
+    assert {k: stats.get(k) for k in expected} == expected
 
 
 def test_stats_count_rejections_by_reason(envoy):
     call(envoy.port, "/")
     call(envoy.port, "/", headers={"x-api-key": "bad"})
     call(envoy.port, "/", headers={"x-api-key": KEYS["live"]})
-    stats = envoy.stats()
-    assert stats["wasmcustom.tollgate.rejected.missing_credentials"] == 1
-    assert stats["wasmcustom.tollgate.rejected.invalid_credentials"] == 1
-    assert stats["wasmcustom.tollgate.unauthorized"] == 2
-    assert stats["wasmcustom.tollgate.allowed"] == 1
+    expected = {"wasmcustom.tollgate.rejected.missing_credentials": 1,
+                "wasmcustom.tollgate.rejected.invalid_credentials": 1,
+                "wasmcustom.tollgate.unauthorized": 2,
+                "wasmcustom.tollgate.allowed": 1,
+                "wasmcustom.tollgate.errors": 0}
+    stats = envoy.wait_stats(expected)
+    assert {k: stats.get(k) for k in expected} == expected
 
 
 def test_hostile_credentials_get_4xx_and_the_vm_survives(envoy, upstream):

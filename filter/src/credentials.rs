@@ -48,14 +48,14 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// Reads credentials in a fixed order: key header, bearer token, key query parameter, app_id +
 /// app_key (query, then headers). The first source present wins.
-pub fn extract(
+pub fn extract<'h>(
     sources: &CredentialSources,
     path: &str,
-    mut header: impl FnMut(&str) -> Option<Vec<u8>>,
+    mut header: impl FnMut(&str) -> Option<&'h [u8]>,
 ) -> Result<Presented, CredentialError> {
     if let Some(name) = &sources.header {
         if let Some(v) = header(name) {
-            return key(&v, Source::Header(name.clone()));
+            return key(v, Source::Header(name.clone()));
         }
     }
     if sources.bearer {
@@ -98,7 +98,7 @@ pub fn extract(
     if let (Some(id_name), Some(key_name)) = (&sources.app_id_header, &sources.app_key_header) {
         match (header(id_name), header(key_name)) {
             (Some(id), Some(k)) => {
-                return pair(&id, &k, Source::Headers(id_name.clone(), key_name.clone()));
+                return pair(id, k, Source::Headers(id_name.clone(), key_name.clone()));
             }
             (None, None) => {}
             _ => {
@@ -235,7 +235,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect();
-        extract(&defaults(), path, |n| h.get(n).cloned())
+        extract(&defaults(), path, |n| h.get(n).map(Vec::as_slice))
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The proxy-wasm contexts: they translate host events into calls on the decision core and apply
 //! its outcome through [`crate::host`]. No logic lives here that a native test could not see.
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -22,26 +24,55 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Stats counter ids, defined once per VM (Envoy exposes them as `wasmcustom.tollgate.*`).
+/// How often each worker adds its locally counted stats to the host's counters. Counting locally
+/// saves a host call (~0.6 us under V8) per request; stats lag by at most this interval.
+const STATS_FLUSH_INTERVAL_MS: u32 = 1_000;
+
+/// A host counter (Envoy exposes it as `wasmcustom.<name>`) with increments buffered per worker.
+struct Counter {
+    id: Option<u32>,
+    pending: Cell<u64>,
+}
+
+impl Counter {
+    fn define(name: &str) -> Counter {
+        Counter {
+            id: host::define_counter(name),
+            pending: Cell::new(0),
+        }
+    }
+
+    fn bump(&self) {
+        self.pending.set(self.pending.get().saturating_add(1));
+    }
+
+    fn flush(&self) {
+        let n = self.pending.replace(0);
+        if n > 0 {
+            host::increment(self.id, n);
+        }
+    }
+}
+
 struct Stats {
-    allowed: Option<u32>,
-    unauthorized: Option<u32>,
-    errors: Option<u32>,
-    rejected: Vec<(Reason, Option<u32>)>,
+    allowed: Counter,
+    unauthorized: Counter,
+    errors: Counter,
+    rejected: Vec<(Reason, Counter)>,
 }
 
 impl Stats {
     fn define() -> Stats {
         Stats {
-            allowed: host::define_counter("tollgate.allowed"),
-            unauthorized: host::define_counter("tollgate.unauthorized"),
-            errors: host::define_counter("tollgate.errors"),
+            allowed: Counter::define("tollgate.allowed"),
+            unauthorized: Counter::define("tollgate.unauthorized"),
+            errors: Counter::define("tollgate.errors"),
             rejected: Reason::ALL
                 .iter()
                 .map(|r| {
                     (
                         *r,
-                        host::define_counter(&format!("tollgate.rejected.{}", r.code())),
+                        Counter::define(&format!("tollgate.rejected.{}", r.code())),
                     )
                 })
                 .collect(),
@@ -49,14 +80,20 @@ impl Stats {
     }
 
     fn rejected(&self, reason: Reason) {
-        host::increment(
-            self.rejected
-                .iter()
-                .find(|(r, _)| *r == reason)
-                .and_then(|(_, id)| *id),
-        );
+        if let Some((_, c)) = self.rejected.iter().find(|(r, _)| *r == reason) {
+            c.bump();
+        }
         if reason.is_auth_failure() {
-            host::increment(self.unauthorized);
+            self.unauthorized.bump();
+        }
+    }
+
+    fn flush(&self) {
+        self.allowed.flush();
+        self.unauthorized.flush();
+        self.errors.flush();
+        for (_, c) in &self.rejected {
+            c.flush();
         }
     }
 }
@@ -119,9 +156,23 @@ impl RootContext for Root {
         // Stats are defined once per VM, and only where the configuration asks for them.
         if self.stats.is_none() {
             self.stats = config.stats.then(Stats::define).map(Rc::new);
+            if self.stats.is_some() {
+                if let Err(e) = host::set_tick_period_ms(STATS_FLUSH_INTERVAL_MS) {
+                    host::log(
+                        Level::Warn,
+                        &format!("tollgate: no tick, stats will not flush (status {})", e.0),
+                    );
+                }
+            }
         }
         self.config = Some(Rc::new(config));
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(s) = &self.stats {
+            s.flush();
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -179,10 +230,25 @@ impl Request {
         Action::Pause
     }
 
+    /// The host failed us before a decision: apply the configured fail mode.
+    fn cannot_decide(&self, config: &Config, why: &str) -> Action {
+        match config.fail_mode {
+            FailMode::Open => Action::Continue,
+            FailMode::Closed => self.reply(
+                &Rejection {
+                    reason: Reason::Unavailable,
+                    detail: why.into(),
+                    quota: None,
+                },
+                config,
+            ),
+        }
+    }
+
     fn error(&self, what: &str) {
         host::log(Level::Warn, &format!("tollgate: {what}"));
         if let Some(s) = &self.stats {
-            host::increment(s.errors);
+            s.errors.bump();
         }
     }
 }
@@ -192,9 +258,28 @@ impl HttpContext for Request {
         let Some(config) = self.config.clone() else {
             return self.unconfigured();
         };
-        let header = |name: &str| host::request_header(name).ok().flatten();
-        let path_bytes = header(":path").unwrap_or_default();
-        let method_bytes = header(":method").unwrap_or_default();
+        // One host call for all headers; a host that leaves pseudo-headers out of the map still
+        // answers for them one by one.
+        let headers = match host::request_headers() {
+            Ok(h) => h,
+            Err(e) => {
+                self.error(&format!("cannot read request headers (status {})", e.0));
+                return self.cannot_decide(&config, "request headers unavailable");
+            }
+        };
+        let pseudo = |name: &str| -> Cow<'_, [u8]> {
+            match headers.get(name) {
+                Some(v) => Cow::Borrowed(v),
+                None => Cow::Owned(
+                    host::request_header(name)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                ),
+            }
+        };
+        let path_bytes = pseudo(":path");
+        let method_bytes = pseudo(":method");
         let (Ok(path), Ok(method)) = (
             std::str::from_utf8(&path_bytes),
             std::str::from_utf8(&method_bytes),
@@ -206,22 +291,12 @@ impl HttpContext for Request {
             };
             return self.reply(&r, &config);
         };
-        let presented = extract(&config.credentials, path, header);
+        let presented = extract(&config.credentials, path, |name| headers.get(name));
         let now = match host::now_secs() {
             Ok(t) => t,
             Err(e) => {
                 self.error(&format!("clock unavailable (status {})", e.0));
-                return match config.fail_mode {
-                    FailMode::Open => Action::Continue,
-                    FailMode::Closed => self.reply(
-                        &Rejection {
-                            reason: Reason::Unavailable,
-                            detail: "clock unavailable".into(),
-                            quota: None,
-                        },
-                        &config,
-                    ),
-                };
+                return self.cannot_decide(&config, "clock unavailable");
             }
         };
         match decide(&config, presented, method, path, now, &mut SharedData) {
@@ -265,7 +340,7 @@ impl HttpContext for Request {
                     quota_headers(q, &mut self.response_headers);
                 }
                 if let Some(s) = &self.stats {
-                    host::increment(s.allowed);
+                    s.allowed.bump();
                 }
                 Action::Continue
             }

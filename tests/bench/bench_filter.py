@@ -1,0 +1,167 @@
+"""CPU cost of the Tollgate filter per request in Envoy (a benchmark, not a test).
+
+Three Envoys, each pinned to core 0 with one worker, all answering with a direct_response:
+  bare       - no HTTP filter but the router
+  native_rl  - Envoy's native local_ratelimit (bucket never empties)
+  tollgate   - the Tollgate filter, 1,000 applications, a valid key, a limit never hit
+wrk (pinned to core 1) loads them in interleaved rounds. For each run we read the Envoy process's
+CPU time from /proc (utime + stime) and divide by the requests wrk completed: CPU microseconds per
+request, plus wrk's p50/p99 latency. Figures are medians over the rounds.
+
+Usage: .venv/bin/python tests/bench/bench_filter.py [--rounds 3] [--seconds 5] [--connections 16]
+(`cargo xtask bench-filter` builds the module first.) Loopback only; every run is bounded in time.
+"""
+
+import argparse
+import hashlib
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from support.envoy import Envoy, free_port, wasm_filter  # noqa: E402
+
+APPS = 1_000
+KEY_INDEX = 500
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def key(i):
+    return f"bench-key-{i:06d}"
+
+
+def tollgate_config():
+    return {
+        "snapshot": {
+            "plans": [{"id": "p", "limits": [{"metric": "hits", "period": "day", "value": 10**15}]}],
+            "applications": [{"id": f"app-{i}", "plan": "p", "state": "live",
+                              "key_sha256": [hashlib.sha256(key(i).encode()).hexdigest()]}
+                             for i in range(APPS)],
+            "metrics": [{"name": "hits"}],
+            "mapping_rules": [{"method": "GET", "pattern": "/", "metric": "hits", "delta": 1}],
+        }
+    }
+
+
+NATIVE_RL = {
+    "name": "envoy.filters.http.local_ratelimit",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "rl",
+        "token_bucket": {"max_tokens": 1_000_000_000, "tokens_per_fill": 1_000_000_000, "fill_interval": "1s"},
+        "filter_enabled": {"runtime_key": "rl_enabled", "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "filter_enforced": {"runtime_key": "rl_enforced", "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "response_headers_to_add": [{"append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                                     "header": {"key": "x-local-rate-limit", "value": "true"}}],
+    },
+}
+
+
+def direct_response_bootstrap(filters):
+    router = {"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+    listen, admin = free_port(), free_port()
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {"listeners": [{
+            "name": "bench",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                             "http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "bench",
+                    "route_config": {"virtual_hosts": [{"name": "b", "domains": ["*"], "routes": [{
+                        "match": {"prefix": "/"},
+                        "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+                    "http_filters": filters + [router],
+                }}]}],
+        }]},
+    }
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(port, seconds, connections):
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+         "-H", f"x-api-key: {key(KEY_INDEX)}", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return requests, to_ms(*p50.groups()), to_ms(*p99.groups()), int(non2xx.group(1)) if non2xx else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--module", action="append", default=[], metavar="NAME=PATH",
+                    help="also measure another build of the module (for profiling experiments)")
+    args = ap.parse_args()
+    if os.cpu_count() < 2:
+        sys.exit("needs 2 cores: Envoy on core 0, wrk on core 1")
+
+    variants = {
+        "bare": direct_response_bootstrap([]),
+        "native_rl": direct_response_bootstrap([NATIVE_RL]),
+        "tollgate": direct_response_bootstrap([wasm_filter(tollgate_config())]),
+    }
+    for spec in args.module:
+        name, _, path = spec.partition("=")
+        variants[name] = direct_response_bootstrap([wasm_filter(tollgate_config(), wasm=path, vm_id=name)])
+    envoys = {}
+    try:
+        for name, cfg in variants.items():
+            e = Envoy(cfg, concurrency=1).start()
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(e.proc.pid)], check=True,
+                           capture_output=True)
+            envoys[name] = e
+        # Warm-up: JIT tiers in V8, connection pools, page faults.
+        for e in envoys.values():
+            run_wrk(e.port, 2, args.connections)
+        results = {name: [] for name in variants}
+        for rnd in range(args.rounds):
+            for name, e in envoys.items():
+                before = cpu_seconds(e.proc.pid)
+                requests, p50, p99, non2xx = run_wrk(e.port, args.seconds, args.connections)
+                cpu = cpu_seconds(e.proc.pid) - before
+                if non2xx:
+                    sys.exit(f"{name}: {non2xx} non-2xx answers; the benchmark is invalid")
+                results[name].append((cpu * 1e6 / requests, requests / args.seconds, p50, p99))
+                print(f"round {rnd + 1} {name:10s} {cpu * 1e6 / requests:7.2f} us CPU/req "
+                      f"{requests / args.seconds:9.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms", flush=True)
+    finally:
+        for e in envoys.values():
+            e.stop()
+
+    med = {n: [statistics.median(x[i] for x in r) for i in range(4)] for n, r in results.items()}
+    base = med["bare"][0]
+    print(f"\nEnvoy 1.39.3, --concurrency 1 pinned to core 0; wrk -t1 -c{args.connections} on core 1; "
+          f"{args.rounds} interleaved rounds x {args.seconds}s; medians")
+    print(f"{'variant':10s} {'CPU us/req':>10s} {'vs bare':>9s} {'ratio':>6s} {'req/s':>9s} "
+          f"{'p50 ms':>8s} {'p99 ms':>8s}")
+    for n, (cpu, rps, p50, p99) in med.items():
+        print(f"{n:10s} {cpu:10.2f} {cpu - base:+9.2f} {cpu / base:6.2f} {rps:9.0f} {p50:8.3f} {p99:8.3f}")
+    print(f"\nTollgate filter adds {med['tollgate'][0] - base:.2f} us CPU per request over bare Envoy "
+          f"(goal: <= 8 us); native local_ratelimit adds {med['native_rl'][0] - base:.2f} us.")
+
+
+if __name__ == "__main__":
+    main()
