@@ -21,7 +21,10 @@ struct Store(HashMap<String, (Vec<u8>, u32)>, u32);
 
 impl SharedStore for Store {
     fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        Ok(self.0.get(key).map_or((None, None), |(v, c)| (Some(v.clone()), Some(*c))))
+        Ok(self
+            .0
+            .get(key)
+            .map_or((None, None), |(v, c)| (Some(v.clone()), Some(*c))))
     }
     fn set(&mut self, key: &str, value: &[u8], _cas: Option<u32>) -> Result<bool, StoreError> {
         self.1 += 1;
@@ -33,7 +36,10 @@ impl SharedStore for Store {
 fn main() {
     let apps: Vec<String> = (0..1_000)
         .map(|i| {
-            let hex: String = sha256(format!("bench-key-{i:06}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+            let hex: String = sha256(format!("bench-key-{i:06}").as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             format!(r#"{{"id": "app-{i}", "plan": "p", "state": "live", "key_sha256": ["{hex}"]}}"#)
         })
         .collect();
@@ -51,7 +57,9 @@ fn main() {
     let key = b"bench-key-000500".to_vec();
     let start = Instant::now();
     for _ in 0..ITERATIONS {
-        let presented = extract(&config.credentials, "/", |n| (n == "x-api-key").then_some(key.as_slice()));
+        let presented = extract(&config.credentials, "/", |n| {
+            (n == "x-api-key").then_some(key.as_slice())
+        });
         match decide(&config, presented, "GET", "/", 1_795_627_872, &mut store) {
             Decision::Forward { quota: Some(q), .. } => {
                 let mut h = Headers::new();
