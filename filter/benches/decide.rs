@@ -3,6 +3,8 @@
 //! against an in-memory store, and quota header rendering. Host calls are not included; the
 //! Envoy benchmark (`cargo xtask bench-filter`) measures the whole filter.
 
+#![allow(clippy::expect_used, clippy::panic)] // a benchmark binary: failing loudly is right
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;

@@ -62,7 +62,7 @@ impl Harness {
     fn call(&mut self, method: &str, path: &str, key: Option<&str>, now: i64) -> Decision<'_> {
         let presented = extract(&self.config.credentials, path, |name| {
             (name == "x-api-key")
-                .then(|| key.map(|k| k.as_bytes().to_vec()))
+                .then_some(key.map(str::as_bytes))
                 .flatten()
         });
         decide(&self.config, presented, method, path, now, &mut self.store)
@@ -73,7 +73,7 @@ impl Harness {
         let Harness { config, store } = self;
         let presented = extract(&config.credentials, path, |name| {
             (name == "x-api-key")
-                .then(|| key.map(|k| k.as_bytes().to_vec()))
+                .then_some(key.map(str::as_bytes))
                 .flatten()
         });
         match decide(config, presented, "GET", path, NOW, store) {
