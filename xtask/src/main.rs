@@ -20,7 +20,13 @@ const DEBIAN: &[(&str, &str)] = &[
     ("node", "nodejs"),
     ("wrk", "wrk"),
     ("taskset", "util-linux"),
+    ("psql", "postgresql-client"),
+    ("pg_dump", "postgresql-client"),
 ];
+/// The PostgreSQL server the machines run; when it does not answer, a throwaway cluster is started.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Port of the throwaway cluster (never the standard one, which may be taken by a stopped server).
+const THROWAWAY_POSTGRES_PORT: u16 = 55432;
 const WASM_TARGET: &str = "wasm32-wasip1";
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -28,7 +34,7 @@ type Result<T = ()> = std::result::Result<T, String>;
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
-        Some("setup") => setup(&["node"]),
+        Some("setup") => setup(&["node", "psql", "pg_dump"]),
         Some("test") => test(),
         Some("run") => run(),
         Some("bench-filter") => bench_filter(&args[1..]),
@@ -174,7 +180,7 @@ fn wasm_runner() -> (&'static str, String) {
 }
 
 fn test() -> Result {
-    setup(&["node"])?;
+    setup(&["node", "psql", "pg_dump"])?;
     step("cargo fmt --check");
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
     step("cargo clippy (native, all targets)");
@@ -221,8 +227,120 @@ fn test() -> Result {
         &[wasm_runner()],
     )?;
     build_filter()?;
-    step("end-to-end tests (pytest: real Envoy, real HTTP)");
-    sh(".venv/bin/python", &["-m", "pytest", "-q", "tests"])
+    step("build the control plane");
+    sh("cargo", &["build", "-p", "tollgate-control-plane"])?;
+    let postgres = Postgres::ensure()?;
+    step("end-to-end tests (pytest: real Envoy, real control plane on SQLite and PostgreSQL, real HTTP)");
+    let outcome = sh_env(
+        ".venv/bin/python",
+        &["-m", "pytest", "-q", "tests"],
+        &[("TOLLGATE_TEST_POSTGRES_URL", postgres.url.clone())],
+    );
+    postgres.stop();
+    outcome
+}
+
+/// The PostgreSQL server for the suite: the machine's own if it answers, else a throwaway cluster
+/// installed from Debian and started here (stopped again by [`Postgres::stop`]).
+struct Postgres {
+    url: String,
+    throwaway: Option<PathBuf>,
+}
+
+impl Postgres {
+    fn answers(url: &str) -> bool {
+        Command::new("timeout")
+            .args(["10", "psql", url, "-Atqc", "SELECT 1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn ensure() -> Result<Postgres> {
+        if let Ok(url) = env::var("TOLLGATE_TEST_POSTGRES_URL") {
+            return Ok(Postgres {
+                url,
+                throwaway: None,
+            });
+        }
+        if Self::answers(DEFAULT_POSTGRES_URL) {
+            return Ok(Postgres {
+                url: DEFAULT_POSTGRES_URL.into(),
+                throwaway: None,
+            });
+        }
+        step("no PostgreSQL on 127.0.0.1:5432: starting a throwaway cluster");
+        let bin = || -> Option<PathBuf> {
+            let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            versions.sort();
+            versions
+                .into_iter()
+                .rev()
+                .map(|v| v.join("bin"))
+                .find(|b| b.join("initdb").exists())
+        };
+        if bin().is_none() {
+            sh("apt-get", &["update", "-qq"])?;
+            sh_env(
+                "apt-get",
+                &["install", "-y", "-qq", "postgresql"],
+                &[("DEBIAN_FRONTEND", "noninteractive".into())],
+            )?;
+        }
+        let bin =
+            bin().ok_or("PostgreSQL installed but initdb not found under /usr/lib/postgresql")?;
+        let dir = env::temp_dir().join(format!("tollgate-pg-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        sh("chown", &["postgres:postgres", &dir.display().to_string()])?;
+        let as_postgres = |cmd: String| sh("su", &["postgres", "-s", "/bin/sh", "-c", &cmd]);
+        let d = dir.display();
+        let b = bin.display();
+        as_postgres(format!(
+            "{b}/initdb -D {d}/data -A trust -U postgres >{d}/initdb.log 2>&1"
+        ))?;
+        as_postgres(format!(
+            "{b}/pg_ctl -D {d}/data -l {d}/server.log -w -o '-p {THROWAWAY_POSTGRES_PORT} -k {d} -c listen_addresses=127.0.0.1' start"
+        ))?;
+        let url = format!("postgres://postgres@127.0.0.1:{THROWAWAY_POSTGRES_PORT}/postgres");
+        sh("psql", &[&url, "-qc", "CREATE DATABASE test"])?;
+        Ok(Postgres {
+            url: format!("postgres://postgres@127.0.0.1:{THROWAWAY_POSTGRES_PORT}/test"),
+            throwaway: Some(dir),
+        })
+    }
+
+    fn stop(self) {
+        if let Some(dir) = self.throwaway {
+            let bin = fs::read_dir("/usr/lib/postgresql")
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .map(|e| e.path().join("bin/pg_ctl"));
+            if let Some(pg_ctl) = bin {
+                let _ = sh(
+                    "su",
+                    &[
+                        "postgres",
+                        "-s",
+                        "/bin/sh",
+                        "-c",
+                        &format!(
+                            "{} -D {}/data -m fast stop",
+                            pg_ctl.display(),
+                            dir.display()
+                        ),
+                    ],
+                );
+            }
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn run() -> Result {

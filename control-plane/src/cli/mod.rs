@@ -1,0 +1,555 @@
+//! The `tollgate` command line: `serve`, `migrate`, `token create` work on the database directly;
+//! everything else is a client of a running server's admin API (`--url`, `--token`), printing a
+//! table by default or the API's JSON with `--json`.
+
+mod client;
+mod table;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::http::auth::Scope;
+use crate::settings::Settings;
+use crate::store;
+use client::Client;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Tollgate control plane: admin API server and CLI"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Remote {
+    /// Admin API base URL.
+    #[arg(
+        long,
+        env = "TOLLGATE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// Admin token (Bearer).
+    #[arg(long, env = "TOLLGATE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (TOLLGATE_LISTEN, TOLLGATE_DATABASE_URL, TOLLGATE_ADMIN_TOKEN); migrates first.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Admin tokens, created directly in the database (bootstrap).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Services.
+    Services {
+        #[command(subcommand)]
+        command: ServiceCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Metrics and methods of a service.
+    Metrics {
+        #[command(subcommand)]
+        command: MetricCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Plans.
+    Plans {
+        #[command(subcommand)]
+        command: PlanCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Accounts (developers).
+    Accounts {
+        #[command(subcommand)]
+        command: AccountCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Applications.
+    Applications {
+        #[command(subcommand)]
+        command: ApplicationCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Application keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeyCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create an admin token in the database; prints it once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "write", value_parser = ["read", "write"])]
+        scope: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceCommand {
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    List,
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MetricCommand {
+    Create {
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "hit")]
+        unit: String,
+        /// Make it a method of this metric (usually `hits`).
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        service: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PlanCommand {
+    Create {
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "0")]
+        setup_fee: String,
+        #[arg(long, default_value = "0")]
+        fixed_fee: String,
+        #[arg(long, default_value_t = 0)]
+        trial_days: i64,
+        /// Publish the plan (default hidden).
+        #[arg(long)]
+        published: bool,
+        /// A limit `METRIC:PERIOD:VALUE`, e.g. `hits:minute:100`; repeatable.
+        #[arg(long = "limit")]
+        limits: Vec<String>,
+        /// A graduated price tier `METRIC:FROM:TO:UNIT_PRICE` (TO may be empty), e.g. `hits:1::0.001`.
+        #[arg(long = "price")]
+        prices: Vec<String>,
+    },
+    List {
+        #[arg(long)]
+        service: Option<String>,
+    },
+    Get {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountCommand {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        vat_rate: Option<String>,
+    },
+    List,
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ApplicationCommand {
+    /// Create an application; prints its first key once.
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        plan: String,
+        #[arg(long)]
+        name: String,
+    },
+    List {
+        #[arg(long)]
+        account: Option<String>,
+    },
+    Suspend {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create a key; prints it once.
+    Create {
+        application: String,
+    },
+    List {
+        application: String,
+    },
+    Revoke {
+        application: String,
+        key: String,
+    },
+    /// Replace a key; the old one keeps working for the grace period.
+    Rotate {
+        application: String,
+        key: String,
+        #[arg(long)]
+        grace_seconds: Option<i64>,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve => serve().await,
+        Command::Migrate => {
+            let settings = Settings::from_env()?;
+            let pool = store::connect(&settings.database_url).await?;
+            let n = store::migrate(&pool).await?;
+            println!("applied {n} migration(s)");
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Create { name, scope },
+        } => {
+            let settings = Settings::from_env()?;
+            let pool = store::connect(&settings.database_url).await?;
+            store::migrate(&pool).await?;
+            let name = crate::catalog::check_name("name", &name).map_err(|e| format!("{e:?}"))?;
+            let scope = Scope::parse(&scope).unwrap_or(Scope::Read);
+            let (row, token) = crate::http::tokens::insert_token(&pool, &name, scope)
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "admin token {} ({}) created; it is shown only now:",
+                row.0,
+                scope.as_str()
+            );
+            println!("{token}");
+            Ok(())
+        }
+        Command::Services { command, remote } => {
+            let c = Client::new(&remote)?;
+            match command {
+                ServiceCommand::Create { name } => c.show(
+                    c.post("/services", json!({"name": name})).await?,
+                    &["id", "name"],
+                ),
+                ServiceCommand::List => {
+                    c.show_list(c.get_all("/services").await?, &["id", "name", "created_at"])
+                }
+                ServiceCommand::Delete { id } => c.show(
+                    c.delete(&format!("/services/{id}")).await?,
+                    &["id", "deleted"],
+                ),
+            }
+        }
+        Command::Metrics { command, remote } => {
+            let c = Client::new(&remote)?;
+            match command {
+                MetricCommand::Create {
+                    service,
+                    name,
+                    unit,
+                    parent,
+                } => c.show(
+                    c.post(
+                        &format!("/services/{service}/metrics"),
+                        json!({"name": name, "unit": unit, "parent": parent}),
+                    )
+                    .await?,
+                    &["id", "name", "unit", "parent"],
+                ),
+                MetricCommand::List { service } => c.show_list(
+                    c.get_all(&format!("/services/{service}/metrics")).await?,
+                    &["id", "name", "unit", "parent"],
+                ),
+            }
+        }
+        Command::Plans { command, remote } => {
+            let c = Client::new(&remote)?;
+            match command {
+                PlanCommand::Create {
+                    service,
+                    name,
+                    setup_fee,
+                    fixed_fee,
+                    trial_days,
+                    published,
+                    limits,
+                    prices,
+                } => {
+                    let body = json!({
+                        "service_id": service, "name": name, "setup_fee": setup_fee, "fixed_fee": fixed_fee,
+                        "trial_days": trial_days, "state": if published { "published" } else { "hidden" },
+                        "limits": limits.iter().map(|l| parse_limit(l)).collect::<Result<Vec<_>, _>>()?,
+                        "pricing_rules": prices.iter().map(|p| parse_price(p)).collect::<Result<Vec<_>, _>>()?,
+                    });
+                    c.show(
+                        c.post("/plans", body).await?,
+                        &[
+                            "id",
+                            "name",
+                            "state",
+                            "setup_fee",
+                            "fixed_fee",
+                            "trial_days",
+                        ],
+                    )
+                }
+                PlanCommand::List { service } => {
+                    let path = match service {
+                        Some(s) => format!("/plans?service_id={s}"),
+                        None => "/plans".into(),
+                    };
+                    c.show_list(
+                        c.get_all(&path).await?,
+                        &["id", "name", "state", "fixed_fee", "service_id"],
+                    )
+                }
+                PlanCommand::Get { id } => c.show(
+                    c.get(&format!("/plans/{id}")).await?,
+                    &[
+                        "id",
+                        "name",
+                        "state",
+                        "setup_fee",
+                        "fixed_fee",
+                        "trial_days",
+                        "limits",
+                        "pricing_rules",
+                    ],
+                ),
+                PlanCommand::Delete { id } => {
+                    c.show(c.delete(&format!("/plans/{id}")).await?, &["id", "deleted"])
+                }
+            }
+        }
+        Command::Accounts { command, remote } => {
+            let c = Client::new(&remote)?;
+            match command {
+                AccountCommand::Create {
+                    name,
+                    email,
+                    vat_rate,
+                } => {
+                    let mut body = json!({"name": name, "email": email});
+                    if let Some(v) = vat_rate {
+                        body["vat_rate"] = json!(v);
+                    }
+                    c.show(
+                        c.post("/accounts", body).await?,
+                        &["id", "name", "email", "vat_rate"],
+                    )
+                }
+                AccountCommand::List => {
+                    c.show_list(c.get_all("/accounts").await?, &["id", "name", "email"])
+                }
+                AccountCommand::Delete { id } => c.show(
+                    c.delete(&format!("/accounts/{id}")).await?,
+                    &["id", "deleted"],
+                ),
+            }
+        }
+        Command::Applications { command, remote } => {
+            let c = Client::new(&remote)?;
+            match command {
+                ApplicationCommand::Create {
+                    account,
+                    plan,
+                    name,
+                } => c.show(
+                    c.post(
+                        "/applications",
+                        json!({"account_id": account, "plan_id": plan, "name": name}),
+                    )
+                    .await?,
+                    &["id", "name", "state", "plan_id", "key"],
+                ),
+                ApplicationCommand::List { account } => {
+                    let path = match account {
+                        Some(a) => format!("/applications?account_id={a}"),
+                        None => "/applications".into(),
+                    };
+                    c.show_list(
+                        c.get_all(&path).await?,
+                        &["id", "name", "state", "plan_id", "account_id"],
+                    )
+                }
+                ApplicationCommand::Suspend { id } => c.show(
+                    c.post(&format!("/applications/{id}/suspend"), json!({}))
+                        .await?,
+                    &["id", "state", "state_reason"],
+                ),
+                ApplicationCommand::Resume { id } => c.show(
+                    c.post(&format!("/applications/{id}/resume"), json!({}))
+                        .await?,
+                    &["id", "state"],
+                ),
+                ApplicationCommand::Delete { id } => c.show(
+                    c.delete(&format!("/applications/{id}")).await?,
+                    &["id", "deleted"],
+                ),
+            }
+        }
+        Command::Keys { command, remote } => {
+            let c = Client::new(&remote)?;
+            match command {
+                KeyCommand::Create { application } => c.show(
+                    c.post(&format!("/applications/{application}/keys"), json!({}))
+                        .await?,
+                    &["id", "prefix", "key"],
+                ),
+                KeyCommand::List { application } => c.show_list(
+                    c.get_all(&format!("/applications/{application}/keys"))
+                        .await?,
+                    &["id", "prefix", "created_at", "expires_at"],
+                ),
+                KeyCommand::Revoke { application, key } => c.show(
+                    c.delete(&format!("/applications/{application}/keys/{key}"))
+                        .await?,
+                    &["id", "deleted"],
+                ),
+                KeyCommand::Rotate {
+                    application,
+                    key,
+                    grace_seconds,
+                } => {
+                    let body = match grace_seconds {
+                        Some(g) => json!({"grace_seconds": g}),
+                        None => json!({}),
+                    };
+                    c.show(
+                        c.post(
+                            &format!("/applications/{application}/keys/{key}/rotate"),
+                            body,
+                        )
+                        .await?,
+                        &["id", "prefix", "key", "replaces"],
+                    )
+                }
+            }
+        }
+    }
+}
+
+fn parse_limit(s: &str) -> Result<Value, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts.as_slice() {
+        [metric, period, value] => {
+            let value: u64 = value
+                .parse()
+                .map_err(|_| format!("--limit {s:?}: VALUE must be a whole number"))?;
+            Ok(json!({"metric": metric, "period": period, "value": value}))
+        }
+        _ => Err(format!(
+            "--limit {s:?}: expected METRIC:PERIOD:VALUE, e.g. hits:minute:100"
+        )),
+    }
+}
+
+fn parse_price(s: &str) -> Result<Value, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts.as_slice() {
+        [metric, from, to, price] => {
+            let from: u64 = from
+                .parse()
+                .map_err(|_| format!("--price {s:?}: FROM must be a whole number"))?;
+            let to: Option<u64> =
+                if to.is_empty() {
+                    None
+                } else {
+                    Some(to.parse().map_err(|_| {
+                        format!("--price {s:?}: TO must be a whole number or empty")
+                    })?)
+                };
+            Ok(json!({"metric": metric, "from": from, "to": to, "unit_price": price}))
+        }
+        _ => Err(format!(
+            "--price {s:?}: expected METRIC:FROM:TO:UNIT_PRICE, e.g. hits:1::0.001"
+        )),
+    }
+}
+
+async fn serve() -> Result<(), String> {
+    let settings = Settings::from_env()?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let pool = store::connect(&settings.database_url).await?;
+    let applied = store::migrate(&pool).await?;
+    tracing::info!(applied, backend = ?store::backend_of(&settings.database_url)?, "database ready");
+    let state = crate::http::AppState {
+        pool,
+        env_token_sha256: settings
+            .admin_token
+            .as_deref()
+            .map(|t| crate::secrets::sha256_hex(t).into()),
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    tracing::info!(listen = %settings.listen, "tollgate control plane listening");
+    axum::serve(listener, crate::http::router(state))
+        .with_graceful_shutdown(async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            let term = async {
+                if let Ok(mut s) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    s.recv().await;
+                }
+            };
+            #[cfg(not(unix))]
+            let term = std::future::pending::<()>();
+            tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+            tracing::info!("shutting down");
+        })
+        .await
+        .map_err(|e| format!("server error: {e}"))
+}

@@ -1,0 +1,132 @@
+//! Admin authentication: `Authorization: Bearer <token>`, looked up by SHA-256. Scopes: `read`
+//! (GET) and `write` (everything; implies read).
+
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::secrets::{constant_time_eq, sha256_hex};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "read" => Some(Scope::Read),
+            "write" => Some(Scope::Write),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+        }
+    }
+}
+
+/// Who is calling; put in request extensions by [`layer`].
+#[derive(Clone)]
+pub struct Caller {
+    /// The token's id (`env` for TOLLGATE_ADMIN_TOKEN): idempotency keys are scoped by it.
+    pub token_id: String,
+    pub scope: Scope,
+    /// A secret only the holder of the plaintext token can re-derive (the server stores just the
+    /// token's hash): stored idempotent responses are encrypted with it, since they can carry a
+    /// freshly created API key.
+    pub response_secret: [u8; 32],
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("token_id", &self.token_id)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+fn response_secret(token: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::new()
+        .chain_update(b"tollgate idempotent response v1\0")
+        .chain_update(token.as_bytes())
+        .finalize()
+        .into()
+}
+
+pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    // Take what is needed out of the request before awaiting: `&Request` is not `Send`.
+    let header = req
+        .headers()
+        .get("authorization")
+        .map(|h| h.to_str().map(str::to_string));
+    match authenticate(&state, header).await {
+        Ok(caller) => {
+            let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            if writes && caller.scope != Scope::Write {
+                return ApiError::Forbidden(
+                    "this token has read scope; writing needs a write token".into(),
+                )
+                .into_response();
+            }
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn authenticate(
+    state: &AppState,
+    header: Option<Result<String, axum::http::header::ToStrError>>,
+) -> Result<Caller, ApiError> {
+    let header = header
+        .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <admin token>".into()))?;
+    let token = header
+        .ok()
+        .as_deref()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be `Bearer <admin token>`".into())
+        })?;
+    let digest = sha256_hex(&token);
+    if let Some(env) = &state.env_token_sha256 {
+        if constant_time_eq(env, &digest) {
+            return Ok(Caller {
+                token_id: "env".into(),
+                scope: Scope::Write,
+                response_secret: response_secret(&token),
+            });
+        }
+    }
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT id, scope FROM admin_tokens WHERE token_sha256 = $1")
+            .bind(&digest)
+            .fetch_optional(&state.pool)
+            .await?;
+    match row {
+        Some((id, scope)) => Ok(Caller {
+            token_id: id,
+            scope: Scope::parse(&scope).unwrap_or(Scope::Read),
+            response_secret: response_secret(&token),
+        }),
+        None => Err(ApiError::Unauthorized(
+            "unknown or revoked admin token".into(),
+        )),
+    }
+}

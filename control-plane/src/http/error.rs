@@ -1,0 +1,188 @@
+//! The one error type of the admin API and its one conversion to an HTTP response:
+//! `{"error": {"type", "code", "message", "param"}}`. Handlers use `?` and nothing else.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request cannot be understood (bad JSON, bad query parameter).
+    BadRequest {
+        code: &'static str,
+        message: String,
+        param: Option<String>,
+    },
+    /// 401: no valid token.
+    Unauthorized(String),
+    /// 403: a valid token without the scope.
+    Forbidden(String),
+    /// 404: no such object.
+    NotFound { resource: &'static str, id: String },
+    /// 404: no such route.
+    NoRoute(String),
+    /// 409: conflicts with the current state (a sixth key, a plan in use, a key in flight).
+    Conflict {
+        code: &'static str,
+        message: String,
+        param: Option<String>,
+    },
+    /// 422: well-formed but invalid (negative price, overlapping rules, unknown metric or plan).
+    Invalid {
+        code: &'static str,
+        message: String,
+        param: Option<String>,
+    },
+    /// 503: the database is not answering in time.
+    Unavailable(String),
+    /// 500: a bug or an unexpected database error (logged; the message stays generic).
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(
+        param: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError::Invalid {
+            code,
+            message: message.into(),
+            param: Some(param.into()),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Conflict {
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn bad_request(
+        param: Option<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+            param,
+        }
+    }
+
+    pub fn not_found(resource: &'static str, id: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            resource,
+            id: id.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut => {
+                ApiError::Unavailable("the database is busy; retry shortly".into())
+            }
+            // A concurrent change removed or still references what this request relied on.
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => ApiError::conflict(
+                "conflicting_change",
+                "a concurrent change conflicts with this request; retry",
+            ),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, code, message, param) = match self {
+            ApiError::BadRequest {
+                code,
+                message,
+                param,
+            } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                code,
+                message,
+                param,
+            ),
+            ApiError::Unauthorized(m) => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "unauthorized",
+                m,
+                None,
+            ),
+            ApiError::Forbidden(m) => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "insufficient_scope",
+                m,
+                None,
+            ),
+            ApiError::NotFound { resource, id } => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "resource_missing",
+                format!("no {resource} with id {id:?}"),
+                Some("id".to_string()),
+            ),
+            ApiError::NoRoute(path) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "route_not_found",
+                format!("no route {path}; see /openapi.json"),
+                None,
+            ),
+            ApiError::Conflict {
+                code,
+                message,
+                param,
+            } => (StatusCode::CONFLICT, "conflict_error", code, message, param),
+            ApiError::Invalid {
+                code,
+                message,
+                param,
+            } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_error",
+                code,
+                message,
+                param,
+            ),
+            ApiError::Unavailable(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "unavailable",
+                m,
+                None,
+            ),
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "api_error",
+                    "internal_error",
+                    "an internal error occurred; it has been logged".to_string(),
+                    None,
+                )
+            }
+        };
+        let body =
+            json!({"error": {"type": kind, "code": code, "message": message, "param": param}});
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            if let Ok(v) = "Bearer realm=\"tollgate-admin\"".parse() {
+                response.headers_mut().insert("www-authenticate", v);
+            }
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,38 @@
+//! A JSON body extractor whose errors are API errors naming the offending field.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::bad_request(
+                None,
+                "body_unreadable",
+                format!("cannot read the request body: {e}"),
+            )
+        })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = if bytes.is_empty() {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let param = (path != ".").then_some(path);
+        ApiError::bad_request(param, "invalid_json", e.into_inner().to_string())
+    })
+}

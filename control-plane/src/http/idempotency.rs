@@ -1,0 +1,215 @@
+//! `Idempotency-Key` on POST: the same key with the same body gets the same answer and creates
+//! nothing new; the same key with another body is refused (422).
+//!
+//! The key is claimed (a `pending` row) before the handler runs and completed with the response
+//! after it, so two concurrent requests with one key never both create: the second gets 409
+//! `idempotency_key_in_use` while the first is in flight. A 5xx answer releases the key so the
+//! client can retry. Should the process die between the handler's commit and the completion, the
+//! key stays pending (409) rather than risk a second object; keys are scoped per admin token.
+//!
+//! Stored responses can hold a just-created API key, so they are encrypted (ChaCha20-Poly1305)
+//! with a key derived from the caller's plaintext token and the idempotency key: the database
+//! alone cannot reveal them, and only the same caller retrying can replay them.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::{AppState, MAX_BODY_BYTES};
+use crate::secrets::sha256_hex;
+use crate::store::{is_unique_violation, now};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use sha2::{Digest, Sha256};
+
+/// (request_sha256, state, status, sealed response)
+type StoredRow = (String, String, Option<i64>, Option<String>);
+
+/// Longest idempotency key accepted.
+pub const MAX_KEY_BYTES: usize = 255;
+
+pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let Some(key) = req.headers().get("idempotency-key") else {
+        return next.run(req).await;
+    };
+    match handle(state, key.clone(), req, next).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn handle(
+    state: AppState,
+    key: HeaderValue,
+    req: Request,
+    next: Next,
+) -> Result<Response, Response> {
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                Some("Idempotency-Key".into()),
+                "invalid_idempotency_key",
+                format!("Idempotency-Key must be 1-{MAX_KEY_BYTES} visible ASCII characters"),
+            )
+            .into_response()
+        })?
+        .to_string();
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        return Err(
+            ApiError::Internal("idempotency layer without a caller".into()).into_response(),
+        );
+    };
+    let token_id = caller.token_id.clone();
+    let cipher = cipher_for(&caller, &key);
+    let (parts, body) = req.into_parts();
+    let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::bad_request(
+            None,
+            "body_too_large",
+            format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response()
+    })?;
+    let fingerprint = sha256_hex(&format!(
+        "{} {}\n{}",
+        parts.method,
+        parts.uri.path(),
+        String::from_utf8_lossy(&bytes)
+    ));
+
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_keys (token_id, idem_key, request_sha256, state, created_at) VALUES ($1, $2, $3, 'pending', $4)",
+    )
+    .bind(&token_id)
+    .bind(&key)
+    .bind(&fingerprint)
+    .bind(now())
+    .execute(&state.pool)
+    .await;
+    match claimed {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(replay(&state, &token_id, &key, &fingerprint, &cipher).await)
+        }
+        Err(e) => return Err(ApiError::from(e).into_response()),
+    }
+
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let (parts, body) = response.into_parts();
+    let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let completed = if parts.status.is_server_error() {
+        sqlx::query("DELETE FROM idempotency_keys WHERE token_id = $1 AND idem_key = $2")
+            .bind(&token_id)
+            .bind(&key)
+            .execute(&state.pool)
+            .await
+    } else {
+        sqlx::query(
+            "UPDATE idempotency_keys SET state = 'done', status = $3, response = $4 WHERE token_id = $1 AND idem_key = $2",
+        )
+        .bind(&token_id)
+        .bind(&key)
+        .bind(i64::from(parts.status.as_u16()))
+        .bind(seal(&cipher, &body))
+        .execute(&state.pool)
+        .await
+    };
+    if let Err(e) = completed {
+        tracing::error!(error = %e, key, "cannot record idempotency key outcome");
+    }
+    Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+fn cipher_for(caller: &Caller, idem_key: &str) -> ChaCha20Poly1305 {
+    let k: [u8; 32] = Sha256::new()
+        .chain_update(caller.response_secret)
+        .chain_update(idem_key.as_bytes())
+        .finalize()
+        .into();
+    ChaCha20Poly1305::new(Key::from_slice(&k))
+}
+
+/// base64(nonce || ciphertext).
+fn seal(cipher: &ChaCha20Poly1305, plaintext: &[u8]) -> String {
+    let mut nonce = [0u8; 12];
+    if getrandom::fill(&mut nonce).is_err() {
+        std::process::abort();
+    }
+    let mut out = nonce.to_vec();
+    out.extend(
+        cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .unwrap_or_default(),
+    );
+    STANDARD.encode(out)
+}
+
+fn open(cipher: &ChaCha20Poly1305, sealed: &str) -> Option<Vec<u8>> {
+    let raw = STANDARD.decode(sealed).ok()?;
+    let (nonce, ct) = raw.split_at_checked(12)?;
+    cipher.decrypt(Nonce::from_slice(nonce), ct).ok()
+}
+
+async fn replay(
+    state: &AppState,
+    token_id: &str,
+    key: &str,
+    fingerprint: &str,
+    cipher: &ChaCha20Poly1305,
+) -> Response {
+    let row: Result<Option<StoredRow>, _> = sqlx::query_as(
+        "SELECT request_sha256, state, status, response FROM idempotency_keys WHERE token_id = $1 AND idem_key = $2",
+    )
+    .bind(token_id)
+    .bind(key)
+    .fetch_optional(&state.pool)
+    .await;
+    match row {
+        Err(e) => ApiError::from(e).into_response(),
+        Ok(None) => ApiError::conflict(
+            "idempotency_key_in_use",
+            "this Idempotency-Key was just released; retry",
+        )
+        .into_response(),
+        Ok(Some((hash, _, _, _))) if hash != fingerprint => ApiError::Invalid {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was used with a different request".into(),
+            param: Some("Idempotency-Key".into()),
+        }
+        .into_response(),
+        Ok(Some((_, state, Some(status), Some(sealed)))) if state == "done" => {
+            let Some(body) = open(cipher, &sealed) else {
+                return ApiError::Internal("stored idempotent response does not decrypt".into())
+                    .into_response();
+            };
+            let status = u16::try_from(status)
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::OK);
+            let mut r = (status, body).into_response();
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            r
+        }
+        Ok(Some(_)) => ApiError::conflict(
+            "idempotency_key_in_use",
+            "a request with this Idempotency-Key is in progress",
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,72 @@
+//! Cursor pagination: `?limit=N&starting_after=<id>`. Ids are time-ordered, so "after" is "newer".
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+
+/// Page size when none is asked for, and the most one page may hold.
+pub const DEFAULT_PAGE: i64 = 20;
+pub const MAX_PAGE: i64 = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub limit: Option<i64>,
+    pub starting_after: Option<String>,
+}
+
+impl ListParams {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::bad_request(
+                Some("limit".into()),
+                "invalid_limit",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            )),
+        }
+    }
+
+    /// The cursor, or "" (smaller than every id) for the first page.
+    pub fn after(&self) -> &str {
+        self.starting_after.as_deref().unwrap_or("")
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub object: &'static str,
+    pub data: Vec<T>,
+    pub has_more: bool,
+    /// Pass as `starting_after` to get the next page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    pub fn map<U>(self, f: impl Fn(&T) -> U) -> Page<U> {
+        Page {
+            object: self.object,
+            data: self.data.iter().map(f).collect(),
+            has_more: self.has_more,
+            next_cursor: self.next_cursor,
+        }
+    }
+}
+
+/// Builds a page from `limit + 1` rows fetched in id order.
+pub fn page<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> &str) -> Page<T> {
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if has_more {
+        rows.last().map(|r| id(r).to_string())
+    } else {
+        None
+    };
+    Page {
+        object: "list",
+        data: rows,
+        has_more,
+        next_cursor,
+    }
+}

@@ -1,0 +1,143 @@
+//! The admin API: `/admin/api/v1/...`, Bearer tokens with read/write scopes, JSON in and out.
+
+pub mod accounts;
+pub mod applications;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod list;
+pub mod openapi;
+pub mod plans;
+pub mod services;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::store::Pool;
+
+/// Largest request body accepted (a plan with hundreds of rules fits easily).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A request taking longer than this is answered 408 and its work abandoned.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    /// SHA-256 of `TOLLGATE_ADMIN_TOKEN`, if set.
+    pub env_token_sha256: Option<Arc<str>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/services", post(services::create).get(services::list))
+        .route(
+            "/services/{id}",
+            get(services::get)
+                .patch(services::update)
+                .delete(services::remove),
+        )
+        .route(
+            "/services/{id}/metrics",
+            post(services::create_metric).get(services::list_metrics),
+        )
+        .route(
+            "/services/{id}/metrics/{metric_id}",
+            get(services::get_metric)
+                .patch(services::update_metric)
+                .delete(services::remove_metric),
+        )
+        .route(
+            "/services/{id}/mapping_rules",
+            post(services::create_mapping_rule).get(services::list_mapping_rules),
+        )
+        .route(
+            "/services/{id}/mapping_rules/{rule_id}",
+            delete(services::remove_mapping_rule),
+        )
+        .route("/plans", post(plans::create).get(plans::list))
+        .route(
+            "/plans/{id}",
+            get(plans::get).patch(plans::update).delete(plans::remove),
+        )
+        .route("/accounts", post(accounts::create).get(accounts::list))
+        .route(
+            "/accounts/{id}",
+            get(accounts::get)
+                .patch(accounts::update)
+                .delete(accounts::remove),
+        )
+        .route(
+            "/applications",
+            post(applications::create).get(applications::list),
+        )
+        .route(
+            "/applications/{id}",
+            get(applications::get)
+                .patch(applications::update)
+                .delete(applications::remove),
+        )
+        .route(
+            "/applications/{id}/keys",
+            post(applications::create_key).get(applications::list_keys),
+        )
+        .route(
+            "/applications/{id}/keys/{key_id}",
+            delete(applications::revoke_key),
+        )
+        .route(
+            "/applications/{id}/keys/{key_id}/rotate",
+            post(applications::rotate_key),
+        )
+        .route("/applications/{id}/suspend", post(applications::suspend))
+        .route("/applications/{id}/resume", post(applications::resume))
+        .route(
+            "/applications/{id}/customize_plan",
+            post(applications::customize_plan),
+        )
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{id}", delete(tokens::remove))
+        // Idempotency runs inside authentication: keys are scoped to the token that sent them.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::layer));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .nest("/admin/api/v1", admin)
+        .fallback(
+            |uri: axum::http::Uri| async move { error::ApiError::NoRoute(uri.path().to_string()) },
+        )
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error::ApiError::bad_request(
+                    None,
+                    "method_not_allowed",
+                    format!("{method} is not allowed on {}", uri.path()),
+                )
+            },
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
+}
+
+/// 200 once the database answers (migrations have run before the listener opened).
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> error::ApiResult<Json<serde_json::Value>> {
+    sqlx::query("SELECT 1").execute(&state.pool).await?;
+    Ok(Json(serde_json::json!({"status": "ok"})))
+}

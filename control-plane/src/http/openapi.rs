@@ -1,0 +1,437 @@
+//! `GET /openapi.json`: the admin API described from one route table. A test walks every path of
+//! this document against a running server, so the document cannot list a route that is not there.
+
+use serde_json::{json, Map, Value};
+
+/// (method, path, summary, request schema, response schema, success status)
+pub type Route = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    u16,
+);
+
+pub const ROUTES: &[Route] = &[
+    (
+        "get",
+        "/healthz",
+        "Readiness: 200 once the database answers",
+        None,
+        "Health",
+        200,
+    ),
+    (
+        "get",
+        "/openapi.json",
+        "This document",
+        None,
+        "OpenApi",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/services",
+        "Create a service (gets a `hits` metric)",
+        Some("ServiceInput"),
+        "Service",
+        201,
+    ),
+    (
+        "get",
+        "/admin/api/v1/services",
+        "List services",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "get",
+        "/admin/api/v1/services/{id}",
+        "Get a service",
+        None,
+        "Service",
+        200,
+    ),
+    (
+        "patch",
+        "/admin/api/v1/services/{id}",
+        "Rename a service",
+        Some("ServiceInput"),
+        "Service",
+        200,
+    ),
+    (
+        "delete",
+        "/admin/api/v1/services/{id}",
+        "Delete a service without plans",
+        None,
+        "Deleted",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/services/{id}/metrics",
+        "Create a metric or a method (parent `hits`)",
+        Some("MetricInput"),
+        "Metric",
+        201,
+    ),
+    (
+        "get",
+        "/admin/api/v1/services/{id}/metrics",
+        "List metrics",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "get",
+        "/admin/api/v1/services/{id}/metrics/{metric_id}",
+        "Get a metric",
+        None,
+        "Metric",
+        200,
+    ),
+    (
+        "patch",
+        "/admin/api/v1/services/{id}/metrics/{metric_id}",
+        "Rename a metric or change its unit",
+        Some("MetricInput"),
+        "Metric",
+        200,
+    ),
+    (
+        "delete",
+        "/admin/api/v1/services/{id}/metrics/{metric_id}",
+        "Delete an unused metric",
+        None,
+        "Deleted",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/services/{id}/mapping_rules",
+        "Create a mapping rule",
+        Some("MappingRuleInput"),
+        "MappingRule",
+        201,
+    ),
+    (
+        "get",
+        "/admin/api/v1/services/{id}/mapping_rules",
+        "List mapping rules",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "delete",
+        "/admin/api/v1/services/{id}/mapping_rules/{rule_id}",
+        "Delete a mapping rule",
+        None,
+        "Deleted",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/plans",
+        "Create a plan with limits and pricing rules",
+        Some("PlanInput"),
+        "Plan",
+        201,
+    ),
+    (
+        "get",
+        "/admin/api/v1/plans",
+        "List plans (filter: service_id)",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "get",
+        "/admin/api/v1/plans/{id}",
+        "Get a plan",
+        None,
+        "Plan",
+        200,
+    ),
+    (
+        "patch",
+        "/admin/api/v1/plans/{id}",
+        "Update a plan; limits / pricing_rules replace the set",
+        Some("PlanInput"),
+        "Plan",
+        200,
+    ),
+    (
+        "delete",
+        "/admin/api/v1/plans/{id}",
+        "Delete a plan no application uses",
+        None,
+        "Deleted",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/accounts",
+        "Create an account",
+        Some("AccountInput"),
+        "Account",
+        201,
+    ),
+    (
+        "get",
+        "/admin/api/v1/accounts",
+        "List accounts",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "get",
+        "/admin/api/v1/accounts/{id}",
+        "Get an account",
+        None,
+        "Account",
+        200,
+    ),
+    (
+        "patch",
+        "/admin/api/v1/accounts/{id}",
+        "Update an account",
+        Some("AccountInput"),
+        "Account",
+        200,
+    ),
+    (
+        "delete",
+        "/admin/api/v1/accounts/{id}",
+        "Delete an account without applications",
+        None,
+        "Deleted",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/applications",
+        "Create an application; the response has its first key, once",
+        Some("ApplicationInput"),
+        "Application",
+        201,
+    ),
+    (
+        "get",
+        "/admin/api/v1/applications",
+        "List applications (filters: account_id, plan_id)",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "get",
+        "/admin/api/v1/applications/{id}",
+        "Get an application",
+        None,
+        "Application",
+        200,
+    ),
+    (
+        "patch",
+        "/admin/api/v1/applications/{id}",
+        "Rename, describe or change the plan of an application",
+        Some("ApplicationInput"),
+        "Application",
+        200,
+    ),
+    (
+        "delete",
+        "/admin/api/v1/applications/{id}",
+        "Delete an application and its keys",
+        None,
+        "Deleted",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/applications/{id}/keys",
+        "Create a key (shown once; at most 5 active)",
+        None,
+        "ApplicationKey",
+        201,
+    ),
+    (
+        "get",
+        "/admin/api/v1/applications/{id}/keys",
+        "List live keys (prefixes only)",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "delete",
+        "/admin/api/v1/applications/{id}/keys/{key_id}",
+        "Revoke a key now",
+        None,
+        "Deleted",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/applications/{id}/keys/{key_id}/rotate",
+        "New key; the old one expires after grace_seconds (default 86400)",
+        Some("RotateInput"),
+        "ApplicationKey",
+        201,
+    ),
+    (
+        "post",
+        "/admin/api/v1/applications/{id}/suspend",
+        "Suspend (reason admin or non_payment)",
+        Some("SuspendInput"),
+        "Application",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/applications/{id}/resume",
+        "Resume a suspended application",
+        None,
+        "Application",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/applications/{id}/customize_plan",
+        "Give the application its own copy of its plan",
+        None,
+        "Plan",
+        201,
+    ),
+    (
+        "post",
+        "/admin/api/v1/tokens",
+        "Create an admin token (shown once)",
+        Some("TokenInput"),
+        "AdminToken",
+        201,
+    ),
+    (
+        "get",
+        "/admin/api/v1/tokens",
+        "List admin tokens",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "delete",
+        "/admin/api/v1/tokens/{id}",
+        "Revoke an admin token",
+        None,
+        "Deleted",
+        200,
+    ),
+];
+
+fn schemas() -> Value {
+    let money = json!({"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$", "example": "10.00"});
+    let period = json!({"type": "string", "enum": ["minute", "hour", "day", "week", "month", "year", "eternity"]});
+    let limit = json!({"type": "object", "required": ["metric", "period", "value"],
+        "properties": {"metric": {"type": "string"}, "period": period, "value": {"type": "integer", "minimum": 0}}});
+    let pricing_rule = json!({"type": "object", "required": ["metric", "from", "unit_price"],
+        "properties": {"metric": {"type": "string"}, "from": {"type": "integer", "minimum": 1},
+                       "to": {"type": ["integer", "null"]}, "unit_price": money,
+                       "model": {"type": "string", "enum": ["graduated", "volume", "package"], "default": "graduated"},
+                       "package_size": {"type": "integer", "minimum": 1}}});
+    let id = json!({"type": "string"});
+    json!({
+        "Error": {"type": "object", "properties": {"error": {"type": "object", "required": ["type", "code", "message"],
+            "properties": {"type": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"},
+                           "param": {"type": ["string", "null"]}}}}},
+        "List": {"type": "object", "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {}},
+            "has_more": {"type": "boolean"}, "next_cursor": {"type": ["string", "null"]}}},
+        "Deleted": {"type": "object", "properties": {"id": id, "object": {"type": "string"}, "deleted": {"const": true}}},
+        "OpenApi": {"type": "object"},
+        "Health": {"type": "object", "properties": {"status": {"const": "ok"}}},
+        "ServiceInput": {"type": "object", "properties": {"name": {"type": "string"}}},
+        "Service": {"type": "object", "properties": {"id": id, "object": {"const": "service"}, "name": {"type": "string"}}},
+        "MetricInput": {"type": "object", "properties": {"name": {"type": "string"}, "unit": {"type": "string"}, "parent": {"type": "string"}}},
+        "Metric": {"type": "object", "properties": {"id": id, "object": {"const": "metric"}, "name": {"type": "string"},
+            "unit": {"type": "string"}, "parent": {"type": ["string", "null"]}}},
+        "MappingRuleInput": {"type": "object", "required": ["method", "pattern", "metric"], "properties": {
+            "method": {"type": "string"}, "pattern": {"type": "string"}, "metric": {"type": "string"},
+            "delta": {"type": "integer", "minimum": 1}, "last": {"type": "boolean"}}},
+        "MappingRule": {"type": "object", "properties": {"id": id, "object": {"const": "mapping_rule"}}},
+        "PlanInput": {"type": "object", "properties": {"service_id": id, "name": {"type": "string"},
+            "state": {"type": "string", "enum": ["hidden", "published"]}, "setup_fee": money, "fixed_fee": money,
+            "trial_days": {"type": "integer", "minimum": 0}, "limits": {"type": "array", "items": limit},
+            "pricing_rules": {"type": "array", "items": pricing_rule}}},
+        "Plan": {"type": "object", "properties": {"id": id, "object": {"const": "plan"}, "setup_fee": money, "fixed_fee": money,
+            "limits": {"type": "array", "items": limit}, "pricing_rules": {"type": "array", "items": pricing_rule}}},
+        "AccountInput": {"type": "object", "properties": {"name": {"type": "string"}, "email": {"type": "string"},
+            "billing_address": {"type": "object"}, "vat_rate": money, "vat_code": {"type": "string"}}},
+        "Account": {"type": "object", "properties": {"id": id, "object": {"const": "account"}}},
+        "ApplicationInput": {"type": "object", "properties": {"account_id": id, "plan_id": id, "name": {"type": "string"},
+            "description": {"type": "string"}}},
+        "Application": {"type": "object", "properties": {"id": id, "object": {"const": "application"},
+            "state": {"type": "string", "enum": ["live", "suspended"]},
+            "key": {"type": "string", "description": "only in the response that creates the application"}}},
+        "ApplicationKey": {"type": "object", "properties": {"id": id, "prefix": {"type": "string"},
+            "key": {"type": "string", "description": "only in the response that creates the key"}}},
+        "RotateInput": {"type": "object", "properties": {"grace_seconds": {"type": "integer", "minimum": 0, "maximum": 2592000}}},
+        "SuspendInput": {"type": "object", "properties": {"reason": {"type": "string", "enum": ["admin", "non_payment"]}}},
+        "TokenInput": {"type": "object", "properties": {"name": {"type": "string"}, "scope": {"type": "string", "enum": ["read", "write"]}}},
+        "AdminToken": {"type": "object", "properties": {"id": id, "scope": {"type": "string"},
+            "token": {"type": "string", "description": "only in the response that creates the token"}}},
+    })
+}
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, summary, request, response, status) in ROUTES {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = json!({
+            "summary": summary,
+            "parameters": params,
+            "responses": {
+                status.to_string(): {"description": "success", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{response}")}}}},
+                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        });
+        if let Some(req) = request {
+            op["requestBody"] = json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{req}")}}}});
+        }
+        if *method == "post" {
+            if let Some(p) = op["parameters"].as_array_mut() {
+                p.push(json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}}));
+            }
+        }
+        if *method == "get" && *response == "List" {
+            if let Some(p) = op["parameters"].as_array_mut() {
+                p.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}));
+                p.push(
+                    json!({"name": "starting_after", "in": "query", "schema": {"type": "string"}}),
+                );
+            }
+        }
+        if path.starts_with("/admin/") {
+            op["security"] = json!([{"bearer": []}]);
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Tollgate admin API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Money is a decimal string; ids are strings; errors are {\"error\": {type, code, message, param}}."},
+        "paths": paths,
+        "components": {"schemas": schemas(), "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    })
+}

@@ -1,0 +1,97 @@
+//! Admin access tokens: shown once on creation, stored as SHA-256, scoped `read` or `write`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Scope;
+use super::error::{ApiError, ApiResult};
+use super::extract::JsonBody;
+use super::list::{page, ListParams, Page};
+use super::AppState;
+use crate::catalog::check_name;
+use crate::secrets::{new_admin_token, new_id, sha256_hex};
+use crate::store::{now, Pool};
+
+/// (id, name, scope, created_at)
+type TokenRow = (String, String, String, i64);
+
+fn token_json(r: &TokenRow) -> Value {
+    json!({"object": "admin_token", "id": r.0, "name": r.1, "scope": r.2, "created_at": r.3})
+}
+
+/// Creates a token and returns (row, plaintext). Used by the API and by `tollgate token create`.
+pub async fn insert_token(
+    pool: &Pool,
+    name: &str,
+    scope: Scope,
+) -> Result<(TokenRow, String), sqlx::Error> {
+    let token = new_admin_token();
+    let row: TokenRow = (
+        new_id("tok"),
+        name.to_string(),
+        scope.as_str().to_string(),
+        now(),
+    );
+    sqlx::query("INSERT INTO admin_tokens (id, name, token_sha256, scope, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&row.0)
+        .bind(&row.1)
+        .bind(sha256_hex(&token))
+        .bind(&row.2)
+        .bind(row.3)
+        .execute(pool)
+        .await?;
+    Ok((row, token))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenInput {
+    name: Option<String>,
+    scope: Option<String>,
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    JsonBody(input): JsonBody<TokenInput>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let name = check_name("name", input.name.as_deref().unwrap_or(""))?;
+    let scope_raw = input.scope.unwrap_or_else(|| "read".into());
+    let scope = Scope::parse(&scope_raw).ok_or_else(|| {
+        ApiError::invalid("scope", "invalid_scope", "scope is \"read\" or \"write\"")
+    })?;
+    let (row, token) = insert_token(&s.pool, &name, scope).await?;
+    let mut body = token_json(&row);
+    body["token"] = json!(token);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<Page<Value>>> {
+    let limit = p.limit()?;
+    let rows: Vec<TokenRow> = sqlx::query_as(
+        "SELECT id, name, scope, created_at FROM admin_tokens WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(p.after())
+    .bind(limit + 1)
+    .fetch_all(&s.pool)
+    .await?;
+    Ok(Json(page(rows, limit, |r| &r.0).map(token_json)))
+}
+
+pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let r = sqlx::query("DELETE FROM admin_tokens WHERE id = $1")
+        .bind(&id)
+        .execute(&s.pool)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(ApiError::not_found("admin token", id));
+    }
+    Ok(Json(
+        json!({"object": "admin_token", "id": id, "deleted": true}),
+    ))
+}

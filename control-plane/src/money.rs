@@ -1,0 +1,77 @@
+//! Money and prices: `rust_decimal::Decimal` in code, decimal strings in JSON (`"10.00"`), TEXT in
+//! the database. Never a float. Amounts here are as the admin typed them; rounding to the
+//! currency's minor unit happens once, when invoice lines are rated (billing).
+
+use rust_decimal::Decimal;
+use std::str::FromStr;
+
+/// Most decimal places accepted in a price (unit prices like "0.0000125" per call are common).
+pub const MAX_PRICE_SCALE: u32 = 10;
+/// Largest amount accepted anywhere: far above any real price, far below Decimal's limits, so
+/// sums over millions of lines cannot overflow.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
+/// Why a money string was refused (the caller names the field).
+pub fn parse_amount(raw: &str) -> Result<Decimal, String> {
+    let s = raw.trim();
+    if s.is_empty() || s != raw {
+        return Err("must be a decimal string like \"10.00\"".into());
+    }
+    if s.contains(['e', 'E']) {
+        return Err("must be a plain decimal string, not scientific notation".into());
+    }
+    let d = Decimal::from_str(s).map_err(|_| format!("{raw:?} is not a decimal number"))?;
+    if d.is_sign_negative() && !d.is_zero() {
+        return Err("must not be negative".into());
+    }
+    if d.scale() > MAX_PRICE_SCALE {
+        return Err(format!("at most {MAX_PRICE_SCALE} decimal places"));
+    }
+    if d > Decimal::from(MAX_AMOUNT) {
+        return Err(format!("at most {MAX_AMOUNT}"));
+    }
+    Ok(d.normalize().max(Decimal::ZERO))
+}
+
+/// The canonical string stored and returned: at least two decimals (`10` -> `"10.00"`), more when
+/// the price has them (`"0.0001"`).
+pub fn format_amount(d: Decimal) -> String {
+    let mut d = d.normalize();
+    if d.scale() < 2 {
+        d.rescale(2);
+    }
+    d.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_formats() {
+        assert_eq!(format_amount(parse_amount("10").unwrap()), "10.00");
+        assert_eq!(format_amount(parse_amount("10.5").unwrap()), "10.50");
+        assert_eq!(
+            format_amount(parse_amount("0.00012500").unwrap()),
+            "0.000125"
+        );
+        assert_eq!(format_amount(parse_amount("0").unwrap()), "0.00");
+        assert_eq!(format_amount(parse_amount("-0").unwrap()), "0.00");
+    }
+
+    #[test]
+    fn refuses_bad_money() {
+        for bad in [
+            "",
+            " 1",
+            "-1",
+            "1e3",
+            "abc",
+            "0.00000000001",
+            "1000000000001",
+            "1,00",
+        ] {
+            assert!(parse_amount(bad).is_err(), "{bad}");
+        }
+    }
+}

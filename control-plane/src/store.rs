@@ -1,0 +1,170 @@
+//! The database: one `sqlx::AnyPool` over SQLite (default, a file) or PostgreSQL (by URL), and
+//! migrations that run on start. The SQL is written once for both (portable types, `$N`
+//! placeholders, which sqlx's SQLite driver also understands).
+
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+use std::str::FromStr;
+
+/// Connections per process. SQLite writes serialize anyway; PostgreSQL sessions are precious when
+/// several replicas share one server.
+pub const MAX_CONNECTIONS: u32 = 16;
+/// How long a request waits for a free connection before failing with 503.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long SQLite waits on a locked database before giving up.
+pub const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+pub type Pool = AnyPool;
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn backend_of(url: &str) -> Result<Backend, String> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(format!(
+            "unsupported database URL {url:?}: use sqlite://FILE or postgres://..."
+        ))
+    }
+}
+
+pub async fn connect(url: &str) -> Result<Pool, String> {
+    sqlx::any::install_default_drivers();
+    let backend = backend_of(url)?;
+    let options = AnyConnectOptions::from_str(url)
+        .map_err(|e| format!("bad database URL: {e}"))?
+        .disable_statement_logging();
+    let pool = AnyPoolOptions::new()
+        .max_connections(if backend == Backend::Sqlite {
+            8
+        } else {
+            MAX_CONNECTIONS
+        })
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets readers proceed during a write; foreign keys are off by default in SQLite.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute(
+                        format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str(),
+                    )
+                    .await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    Ok(pool)
+}
+
+/// Migrations in order; each runs once, in its own transaction, recorded in `tollgate_migrations`.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "catalog", include_str!("../migrations/0001_catalog.sql"))];
+
+pub async fn migrate(pool: &Pool) -> Result<usize, String> {
+    let err = |e: sqlx::Error| format!("migration failed: {e}");
+    pool.execute(
+        "CREATE TABLE IF NOT EXISTS tollgate_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .await
+    .map_err(err)?;
+    let mut applied = 0;
+    for (version, name, sql) in MIGRATIONS {
+        let mut tx = pool.begin().await.map_err(err)?;
+        let done: Option<(i64,)> =
+            sqlx::query_as("SELECT version FROM tollgate_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+        if done.is_some() {
+            continue;
+        }
+        for statement in split_statements(sql) {
+            tx.execute(statement.as_str())
+                .await
+                .map_err(|e| format!("migration {version} ({name}): {e}"))?;
+        }
+        sqlx::query(
+            "INSERT INTO tollgate_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(version)
+        .bind(*name)
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// Splits a migration into statements on `;` at line ends, dropping `--` comment lines.
+fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in sql.lines() {
+        let t = line.trim();
+        if t.starts_with("--") || t.is_empty() {
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+        if t.ends_with(';') {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_statements() {
+        let s = split_statements("-- c\nCREATE TABLE a (x TEXT);\n\nCREATE INDEX i\n  ON a (x);\n");
+        assert_eq!(s.len(), 2);
+        assert!(s[1].contains("ON a (x);"));
+    }
+
+    #[tokio::test]
+    async fn migrates_sqlite_idempotently() {
+        let dir = std::env::temp_dir().join(format!("tollgate-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let pool = connect(&url).await.unwrap();
+        assert_eq!(migrate(&pool).await.unwrap(), MIGRATIONS.len());
+        assert_eq!(migrate(&pool).await.unwrap(), 0);
+    }
+}
