@@ -5,6 +5,7 @@
 //! - `cargo xtask test`: every check and test: fmt, clippy, native and wasm32 unit tests, and the
 //!   end-to-end suite against real processes. This is what CI runs.
 //! - `cargo xtask bench-filter`: the filter's CPU cost per request in Envoy (prints figures).
+//! - `cargo xtask bench-admin-api`: admin API throughput on SQLite and PostgreSQL (prints figures).
 //! - `cargo xtask setup`: only the installation step.
 
 use std::env;
@@ -38,7 +39,8 @@ fn main() {
         Some("test") => test(),
         Some("run") => run(),
         Some("bench-filter") => bench_filter(&args[1..]),
-        _ => Err("usage: cargo xtask <run|test|bench-filter|setup>".into()),
+        Some("bench-admin-api") => bench_admin_api(&args[1..]),
+        _ => Err("usage: cargo xtask <run|test|bench-filter|bench-admin-api|setup>".into()),
     };
     if let Err(e) = outcome {
         eprintln!("xtask: {e}");
@@ -363,4 +365,28 @@ fn bench_filter(extra: &[String]) -> Result {
     let mut args = vec!["tests/bench/bench_filter.py"];
     args.extend(extra.iter().map(String::as_str));
     sh(".venv/bin/python", &args)
+}
+
+fn bench_admin_api(extra: &[String]) -> Result {
+    setup(&["wrk", "psql", "pg_dump"])?;
+    step("build the control plane (release)");
+    sh(
+        "cargo",
+        &["build", "--release", "-p", "tollgate-control-plane"],
+    )?;
+    let postgres = Postgres::ensure()?;
+    step("benchmark: admin API read and write routes, SQLite and PostgreSQL");
+    let mut args = vec!["tests/bench/bench_admin_api.py"];
+    args.extend(extra.iter().map(String::as_str));
+    let bin = root().join("target/release/tollgate").display().to_string();
+    let outcome = sh_env(
+        ".venv/bin/python",
+        &args,
+        &[
+            ("TOLLGATE_TEST_POSTGRES_URL", postgres.url.clone()),
+            ("TOLLGATE_BIN", bin),
+        ],
+    );
+    postgres.stop();
+    outcome
 }
