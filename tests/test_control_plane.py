@@ -364,3 +364,57 @@ def test_cli_covers_the_admin_api(server, catalog):
     assert r.returncode != 0 and "METRIC:PERIOD:VALUE" in r.stderr
     r = server.cli("services", "list", token="wrong-token")
     assert r.returncode != 0 and "401" in r.stderr
+
+
+def test_serve_with_no_database_setting_uses_a_sqlite_file_in_the_working_directory(tmp_path):
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    from support.control_plane import binary
+    from support.envoy import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+    env["TOLLGATE_LISTEN"] = f"127.0.0.1:{port}"
+    proc = subprocess.Popen([binary(), "serve"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("not ready")
+        assert (tmp_path / "tollgate.db").exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0, "SIGTERM is a clean shutdown"
+
+
+def test_cli_migrate_and_bad_settings(tmp_path):
+    import os
+    import subprocess
+
+    from support.control_plane import binary
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+    env["TOLLGATE_DATABASE_URL"] = f"sqlite://{tmp_path}/m.db?mode=rwc"
+    first = subprocess.run([binary(), "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0 and "applied 1 migration(s)" in first.stdout, first
+    again = subprocess.run([binary(), "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "applied 0 migration(s)" in again.stdout
+    bad = subprocess.run([binary(), "migrate"], env=dict(env, TOLLGATE_DATABASE_URL="mysql://x"),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "unsupported database URL" in bad.stderr
+    bad = subprocess.run([binary(), "serve"], env=dict(env, TOLLGATE_LISTEN="nowhere"),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "TOLLGATE_LISTEN" in bad.stderr
+    bad = subprocess.run([binary(), "serve"], env=dict(env, TOLLGATE_ADMIN_TOKEN="short"),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "at least 32" in bad.stderr
