@@ -9,7 +9,21 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from support.envoy import Envoy, bootstrap, free_port, wasm_filter  # noqa: E402
+from support.control_plane import Database, Server  # noqa: E402
 from support.upstream import Upstream  # noqa: E402
+
+#: The bootstrap admin token every test server starts with (TOLLGATE_ADMIN_TOKEN).
+ADMIN_TOKEN = "test-admin-" + __import__("secrets").token_hex(16)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def server(request):
+    """A real `tollgate serve` on a fresh database, once per backend."""
+    db = Database(request.param)
+    srv = Server(db, ADMIN_TOKEN).start()
+    yield srv
+    srv.stop()
+    db.drop()
 
 
 def sha256_hex(key):

@@ -3,24 +3,12 @@ PostgreSQL (the same tests, parametrized by backend)."""
 
 import json
 import re
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from support.control_plane import Api, Database, Server
-
-ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def server(request):
-    db = Database(request.param)
-    srv = Server(db, ADMIN_TOKEN).start()
-    yield srv
-    srv.stop()
-    db.drop()
-
+from conftest import ADMIN_TOKEN
+from support.control_plane import Api
 
 @pytest.fixture
 def api(server):
@@ -406,7 +394,7 @@ def test_cli_migrate_and_bad_settings(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
     env["TOLLGATE_DATABASE_URL"] = f"sqlite://{tmp_path}/m.db?mode=rwc"
     first = subprocess.run([binary(), "migrate"], env=env, capture_output=True, text=True, timeout=60)
-    assert first.returncode == 0 and "applied 1 migration(s)" in first.stdout, first
+    assert first.returncode == 0 and "applied 2 migration(s)" in first.stdout, first
     again = subprocess.run([binary(), "migrate"], env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "applied 0 migration(s)" in again.stdout
     bad = subprocess.run([binary(), "migrate"], env=dict(env, TOLLGATE_DATABASE_URL="mysql://x"),

@@ -37,6 +37,14 @@ pub fn new_admin_token() -> String {
     )
 }
 
+/// A new gateway token: `tgw_` + 256 random bits.
+pub fn new_gateway_token() -> String {
+    format!(
+        "tgw_{}",
+        URL_SAFE_NO_PAD.encode(random::<TOKEN_RANDOM_BYTES>())
+    )
+}
+
 pub fn sha256_hex(s: &str) -> String {
     Sha256::digest(s.as_bytes())
         .iter()

@@ -72,8 +72,10 @@ pub async fn connect(url: &str) -> Result<Pool, String> {
 }
 
 /// Migrations in order; each runs once, in its own transaction, recorded in `tollgate_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "catalog", include_str!("../migrations/0001_catalog.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "catalog", include_str!("../migrations/0001_catalog.sql")),
+    (2, "gateway", include_str!("../migrations/0002_gateway.sql")),
+];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {
     let err = |e: sqlx::Error| format!("migration failed: {e}");

@@ -140,6 +140,41 @@ pub struct MappingRule {
     pub last: bool,
 }
 
+/// Metered usage a gateway sends to the control plane (`POST /gateway/v1/services/{id}/usage`).
+///
+/// `(gateway, sequence)` is the idempotency id: the control plane records it in the same
+/// transaction as the counters, so a retried report is counted once and a failed one not at all.
+/// A gateway instance numbers its reports 1, 2, 3, ... and retries a report with the same number
+/// until it is acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// Unique per gateway instance (per worker VM): a new instance id never reuses old numbers.
+    pub gateway: String,
+    pub sequence: u64,
+    pub entries: Vec<UsageEntry>,
+}
+
+/// Admitted usage of one application and metric in one minute (after roll-up to parents).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEntry {
+    pub application: String,
+    pub metric: String,
+    /// Start of the UTC minute the usage happened in (Unix seconds, a multiple of 60).
+    pub bucket_start: i64,
+    pub delta: u64,
+}
+
+/// The control plane's answer to a usage report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageAck {
+    /// True when this `(gateway, sequence)` was already counted: nothing was added this time.
+    pub duplicate: bool,
+    /// Entries counted.
+    pub accepted: u64,
+    /// Entries for applications or metrics the control plane does not know (deleted since).
+    pub ignored: u64,
+}
+
 fn default_delta() -> u64 {
     1
 }

@@ -88,6 +88,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Gateway tokens (what a gateway filter presents to the control plane).
+    GatewayTokens {
+        #[command(subcommand)]
+        command: GatewayTokenCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Application keys.
     Keys {
         #[command(subcommand)]
@@ -105,6 +112,19 @@ enum TokenCommand {
         name: String,
         #[arg(long, default_value = "write", value_parser = ["read", "write"])]
         scope: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GatewayTokenCommand {
+    /// Create a gateway token; prints it once.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    List,
+    Revoke {
+        id: String,
     },
 }
 
@@ -431,6 +451,23 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 ),
             }
         }
+        Command::GatewayTokens { command, remote } => {
+            let c = Client::new(&remote)?;
+            match command {
+                GatewayTokenCommand::Create { name } => c.show(
+                    c.post("/gateway_tokens", json!({"name": name})).await?,
+                    &["id", "name", "token"],
+                ),
+                GatewayTokenCommand::List => c.show_list(
+                    c.get_all("/gateway_tokens").await?,
+                    &["id", "name", "created_at"],
+                ),
+                GatewayTokenCommand::Revoke { id } => c.show(
+                    c.delete(&format!("/gateway_tokens/{id}")).await?,
+                    &["id", "deleted"],
+                ),
+            }
+        }
         Command::Keys { command, remote } => {
             let c = Client::new(&remote)?;
             match command {
@@ -523,13 +560,11 @@ async fn serve() -> Result<(), String> {
     let pool = store::connect(&settings.database_url).await?;
     let applied = store::migrate(&pool).await?;
     tracing::info!(applied, backend = ?store::backend_of(&settings.database_url)?, "database ready");
-    let state = crate::http::AppState {
-        pool,
-        env_token_sha256: settings
-            .admin_token
-            .as_deref()
-            .map(|t| crate::secrets::sha256_hex(t).into()),
-    };
+    let env_token = settings
+        .admin_token
+        .as_deref()
+        .map(|t| crate::secrets::sha256_hex(t).into());
+    let state = crate::http::AppState::new(pool, env_token);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;

@@ -449,3 +449,91 @@ pub async fn customize_plan(
         Json(super::plans::plan_json(&s.pool, &plan).await?),
     ))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageParams {
+    metric: Option<String>,
+    period: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+}
+
+/// Longest range one usage query may cover (two years of hourly buckets).
+pub const MAX_USAGE_RANGE_SECS: i64 = 2 * 366 * 24 * 3600;
+
+/// `GET /applications/{id}/usage?metric=hits&period=hour|day|month&since=&until=`: metered usage in
+/// calendar-aligned UTC buckets (stored per hour; days and months are sums).
+pub async fn usage(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(p): Query<UsageParams>,
+) -> ApiResult<Json<Value>> {
+    use tollgate_protocol::Period;
+    let app = fetch_app(&s.pool, &id).await?;
+    let metric = p.metric.unwrap_or_else(|| "hits".into());
+    let period = match p.period.as_deref().unwrap_or("day") {
+        "hour" => Period::Hour,
+        "day" => Period::Day,
+        "month" => Period::Month,
+        other => {
+            return Err(ApiError::bad_request(
+                Some("period".into()),
+                "invalid_period",
+                format!("{other:?}: hour, day or month"),
+            ))
+        }
+    };
+    let until = p.until.unwrap_or_else(now);
+    let default_span = match period {
+        Period::Hour => 24 * 3600,
+        Period::Day => 31 * 24 * 3600,
+        _ => 365 * 24 * 3600,
+    };
+    let since =
+        tollgate_filter::periods::window(period, p.since.unwrap_or(until - default_span)).start;
+    if until <= since || until - since > MAX_USAGE_RANGE_SECS {
+        return Err(ApiError::bad_request(
+            Some("since".into()),
+            "invalid_range",
+            "since < until, at most two years apart",
+        ));
+    }
+    let plan = fetch_plan(&s.pool, &app.2).await?;
+    let metric_id: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM metrics WHERE service_id = $1 AND name = $2")
+            .bind(&plan.1)
+            .bind(&metric)
+            .fetch_optional(&s.pool)
+            .await?;
+    let Some((metric_id,)) = metric_id else {
+        return Err(ApiError::bad_request(
+            Some("metric".into()),
+            "unknown_metric",
+            format!("the service has no metric {metric:?}"),
+        ));
+    };
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT bucket_start, value FROM usage_counters WHERE application_id = $1 AND metric_id = $2 AND bucket_start >= $3 AND bucket_start < $4 ORDER BY bucket_start",
+    )
+    .bind(&id)
+    .bind(&metric_id)
+    .bind(since)
+    .bind(until)
+    .fetch_all(&s.pool)
+    .await?;
+    let mut buckets: Vec<(i64, i64)> = Vec::new();
+    for (hour, value) in rows {
+        let start = tollgate_filter::periods::window(period, hour).start;
+        match buckets.last_mut() {
+            Some((s, v)) if *s == start => *v += value,
+            _ => buckets.push((start, value)),
+        }
+    }
+    Ok(Json(json!({
+        "object": "usage", "application_id": id, "metric": metric, "period": period.as_str(),
+        "since": since, "until": until,
+        "total": buckets.iter().map(|(_, v)| v).sum::<i64>(),
+        "buckets": buckets.iter().map(|(start, value)| json!({"start": start, "value": value})).collect::<Vec<_>>(),
+    })))
+}

@@ -5,6 +5,8 @@ pub mod applications;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod gateway;
+pub mod gateway_tokens;
 pub mod idempotency;
 pub mod list;
 pub mod openapi;
@@ -33,6 +35,17 @@ pub struct AppState {
     pub pool: Pool,
     /// SHA-256 of `TOLLGATE_ADMIN_TOKEN`, if set.
     pub env_token_sha256: Option<Arc<str>>,
+    pub snapshots: Arc<gateway::SnapshotCache>,
+}
+
+impl AppState {
+    pub fn new(pool: Pool, env_token_sha256: Option<Arc<str>>) -> AppState {
+        AppState {
+            pool,
+            env_token_sha256,
+            snapshots: Arc::default(),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -104,14 +117,33 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", delete(tokens::remove))
+        .route("/applications/{id}/usage", get(applications::usage))
+        .route(
+            "/gateway_tokens",
+            post(gateway_tokens::create).get(gateway_tokens::list),
+        )
+        .route("/gateway_tokens/{id}", delete(gateway_tokens::remove))
+        // Innermost: a successful write changes the snapshot version gateways poll.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            gateway::bump_on_write,
+        ))
         // Idempotency runs inside authentication: keys are scoped to the token that sent them.
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), auth::layer));
+    let gateways = Router::new()
+        .route("/services/{id}/snapshot", get(gateway::snapshot))
+        .route("/services/{id}/usage", post(gateway::usage))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            gateway::layer,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
+        .nest("/gateway/v1", gateways)
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .nest("/admin/api/v1", admin)
         .fallback(

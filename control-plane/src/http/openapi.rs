@@ -355,6 +355,19 @@ fn schemas() -> Value {
             "has_more": {"type": "boolean"}, "next_cursor": {"type": ["string", "null"]}}},
         "Deleted": {"type": "object", "properties": {"id": id, "object": {"type": "string"}, "deleted": {"const": true}}},
         "OpenApi": {"type": "object"},
+        "Usage": {"type": "object", "properties": {"metric": {"type": "string"}, "period": {"type": "string"},
+            "total": {"type": "integer"}, "buckets": {"type": "array", "items": {"type": "object",
+                "properties": {"start": {"type": "integer"}, "value": {"type": "integer"}}}}}},
+        "GatewayToken": {"type": "object", "properties": {"id": id, "name": {"type": "string"},
+            "token": {"type": "string", "description": "only in the response that creates the token"}}},
+        "Snapshot": {"type": "object", "description": "tollgate_protocol::Snapshot: plans, applications (key_sha256), metrics, mapping_rules, version"},
+        "UsageReport": {"type": "object", "required": ["gateway", "sequence", "entries"], "properties": {
+            "gateway": {"type": "string"}, "sequence": {"type": "integer", "minimum": 0},
+            "entries": {"type": "array", "maxItems": 10000, "items": {"type": "object", "properties": {
+                "application": {"type": "string"}, "metric": {"type": "string"},
+                "bucket_start": {"type": "integer"}, "delta": {"type": "integer", "minimum": 1}}}}}},
+        "UsageAck": {"type": "object", "properties": {"duplicate": {"type": "boolean"}, "accepted": {"type": "integer"},
+            "ignored": {"type": "integer"}}},
         "Health": {"type": "object", "properties": {"status": {"const": "ok"}}},
         "ServiceInput": {"type": "object", "properties": {"name": {"type": "string"}}},
         "Service": {"type": "object", "properties": {"id": id, "object": {"const": "service"}, "name": {"type": "string"}}},
@@ -421,7 +434,7 @@ pub fn document() -> Value {
                 );
             }
         }
-        if path.starts_with("/admin/") {
+        if path.starts_with("/admin/") || path.starts_with("/gateway/") {
             op["security"] = json!([{"bearer": []}]);
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));

@@ -1,0 +1,366 @@
+//! What gateways call: the snapshot of a service (plans, metrics, mapping rules, applications with
+//! key hashes) and usage reports. Authenticated with gateway tokens, which can do nothing else.
+//!
+//! Snapshot versions: `"<catalog revision>.<expired keys>"`. The revision is bumped by every
+//! successful admin write; the second part counts keys whose rotation grace has run out, so a
+//! key expiring with no write still changes the version. A gateway sends its version in
+//! `If-None-Match` and gets 304 while nothing changed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tollgate_protocol::{
+    Application, ApplicationState, Limit, MappingRule, Metric, Period, Plan, Snapshot,
+    SuspensionReason, UsageAck, UsageReport,
+};
+
+use super::error::{ApiError, ApiResult};
+use super::services::fetch_service;
+use super::AppState;
+use crate::secrets::sha256_hex;
+use crate::store::{is_unique_violation, now, Pool};
+
+/// Most entries in one usage report; gateways split larger flushes.
+pub const MAX_REPORT_ENTRIES: usize = 10_000;
+/// Largest delta one entry may carry (a sanity bound far above any minute of real traffic).
+pub const MAX_ENTRY_DELTA: u64 = 1 << 40;
+/// Usage older than this is refused: a gateway never buffers that long (its buffer cap is far
+/// smaller), and applied report ids are kept at least this long to recognize retries.
+pub const MAX_REPORT_AGE_SECS: i64 = 7 * 24 * 3600;
+
+/// Gateway authentication: `Authorization: Bearer <gateway token>`.
+pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(|t| sha256_hex(t.trim()));
+    let Some(digest) = token else {
+        return ApiError::Unauthorized("send Authorization: Bearer <gateway token>".into())
+            .into_response();
+    };
+    let found: Result<Option<(String,)>, _> =
+        sqlx::query_as("SELECT id FROM gateway_tokens WHERE token_sha256 = $1")
+            .bind(&digest)
+            .fetch_optional(&state.pool)
+            .await;
+    match found {
+        Ok(Some(_)) => next.run(req).await,
+        Ok(None) => {
+            ApiError::Unauthorized("unknown or revoked gateway token".into()).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+pub async fn version(pool: &Pool) -> ApiResult<String> {
+    let (revision,): (i64,) = sqlx::query_as("SELECT revision FROM catalog_revision WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    let (expired,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM application_keys WHERE expires_at IS NOT NULL AND expires_at <= $1",
+    )
+    .bind(now())
+    .fetch_one(pool)
+    .await?;
+    Ok(format!("{revision}.{expired}"))
+}
+
+/// Bumps the catalog revision after every successful admin write (wrapped around the admin API).
+pub async fn bump_on_write(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let writes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let response = next.run(req).await;
+    if writes && response.status().is_success() {
+        if let Err(e) =
+            sqlx::query("UPDATE catalog_revision SET revision = revision + 1 WHERE id = 1")
+                .execute(&state.pool)
+                .await
+        {
+            tracing::error!(error = %e, "cannot bump the catalog revision; gateways may serve a stale snapshot");
+        }
+    }
+    response
+}
+
+/// Builds the snapshot of one service as the gateway filter reads it.
+pub async fn build_snapshot(pool: &Pool, service_id: &str, version: String) -> ApiResult<Snapshot> {
+    let metric_rows: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT m.id, m.name, p.name FROM metrics m LEFT JOIN metrics p ON p.id = m.parent_id WHERE m.service_id = $1 ORDER BY m.id")
+            .bind(service_id)
+            .fetch_all(pool)
+            .await?;
+    let metrics = metric_rows
+        .iter()
+        .map(|(_, name, parent)| Metric {
+            name: name.clone(),
+            parent: parent.clone(),
+        })
+        .collect();
+    let rules: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT r.http_method, r.pattern, m.name, r.delta, r.is_last FROM mapping_rules r JOIN metrics m ON m.id = r.metric_id \
+         WHERE r.service_id = $1 ORDER BY r.id",
+    )
+    .bind(service_id)
+    .fetch_all(pool)
+    .await?;
+    let mapping_rules = rules
+        .into_iter()
+        .map(|(method, pattern, metric, delta, last)| MappingRule {
+            method,
+            pattern,
+            metric,
+            delta: delta.max(1) as u64,
+            last: last != 0,
+        })
+        .collect();
+    let plan_ids: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM plans WHERE service_id = $1 ORDER BY id")
+            .bind(service_id)
+            .fetch_all(pool)
+            .await?;
+    let limit_rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT l.plan_id, m.name, l.period, l.limit_value FROM plan_limits l JOIN plans p ON p.id = l.plan_id \
+         JOIN metrics m ON m.id = l.metric_id WHERE p.service_id = $1",
+    )
+    .bind(service_id)
+    .fetch_all(pool)
+    .await?;
+    let mut limits: HashMap<String, Vec<Limit>> = HashMap::new();
+    for (plan, metric, period, value) in limit_rows {
+        let Some(period) = parse_period(&period) else {
+            continue;
+        };
+        limits.entry(plan).or_default().push(Limit {
+            metric,
+            period,
+            value: value.max(0) as u64,
+        });
+    }
+    let plans = plan_ids
+        .into_iter()
+        .map(|(id,)| Plan {
+            limits: limits.remove(&id).unwrap_or_default(),
+            id,
+            name: None,
+        })
+        .collect();
+    let app_rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT a.id, a.plan_id, a.state, a.state_reason FROM applications a JOIN plans p ON p.id = a.plan_id WHERE p.service_id = $1 ORDER BY a.id",
+    )
+    .bind(service_id)
+    .fetch_all(pool)
+    .await?;
+    let key_rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT k.application_id, k.key_sha256 FROM application_keys k JOIN applications a ON a.id = k.application_id \
+         JOIN plans p ON p.id = a.plan_id WHERE p.service_id = $1 AND (k.expires_at IS NULL OR k.expires_at > $2) ORDER BY k.id",
+    )
+    .bind(service_id)
+    .bind(now())
+    .fetch_all(pool)
+    .await?;
+    let mut keys: HashMap<String, Vec<String>> = HashMap::new();
+    for (app, digest) in key_rows {
+        keys.entry(app).or_default().push(digest);
+    }
+    let applications = app_rows
+        .into_iter()
+        .map(|(id, plan, state, reason)| Application {
+            key_sha256: keys.remove(&id).unwrap_or_default(),
+            id,
+            plan,
+            state: if state == "live" {
+                ApplicationState::Live
+            } else {
+                ApplicationState::Suspended
+            },
+            state_reason: match reason.as_deref() {
+                Some("non_payment") => Some(SuspensionReason::NonPayment),
+                Some(_) => Some(SuspensionReason::Admin),
+                None => None,
+            },
+            app_id: None,
+        })
+        .collect();
+    Ok(Snapshot {
+        version: Some(version),
+        plans,
+        applications,
+        metrics,
+        mapping_rules,
+    })
+}
+
+fn parse_period(s: &str) -> Option<Period> {
+    Period::ALL.into_iter().find(|p| p.as_str() == s)
+}
+
+/// Serialized snapshots by service, reused while the version holds: many gateways polling every
+/// second cost one build per change, not one per poll.
+#[derive(Default)]
+pub struct SnapshotCache {
+    entries: std::sync::Mutex<HashMap<String, (String, Arc<Bytes>)>>,
+}
+
+pub async fn snapshot(
+    State(s): State<AppState>,
+    Path(service_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    fetch_service(&s.pool, &service_id).await?;
+    let version = version(&s.pool).await?;
+    let etag = format!("\"{version}\"");
+    if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        return Ok((StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response());
+    }
+    let cached = s.snapshots.entries.lock().ok().and_then(|m| {
+        m.get(&service_id)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, b)| b.clone())
+    });
+    let body = match cached {
+        Some(b) => b,
+        None => {
+            let snap = build_snapshot(&s.pool, &service_id, version.clone()).await?;
+            let bytes = Arc::new(Bytes::from(
+                serde_json::to_vec(&snap).map_err(|e| ApiError::Internal(e.to_string()))?,
+            ));
+            if let Ok(mut m) = s.snapshots.entries.lock() {
+                m.insert(service_id.clone(), (version, bytes.clone()));
+            }
+            bytes
+        }
+    };
+    let mut r = (StatusCode::OK, Bytes::clone(&body)).into_response();
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        r.headers_mut().insert("etag", v);
+    }
+    Ok(r)
+}
+
+pub async fn usage(
+    State(s): State<AppState>,
+    Path(service_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<UsageAck>> {
+    fetch_service(&s.pool, &service_id).await?;
+    let report: UsageReport = super::extract::parse(&body)?;
+    if report.gateway.is_empty() || report.gateway.len() > 128 {
+        return Err(ApiError::invalid(
+            "gateway",
+            "invalid_gateway",
+            "1-128 characters",
+        ));
+    }
+    if report.entries.len() > MAX_REPORT_ENTRIES {
+        return Err(ApiError::invalid(
+            "entries",
+            "too_many_entries",
+            format!("at most {MAX_REPORT_ENTRIES} per report"),
+        ));
+    }
+    let sequence = i64::try_from(report.sequence)
+        .map_err(|_| ApiError::invalid("sequence", "invalid_sequence", "too large"))?;
+    let oldest = now() - MAX_REPORT_AGE_SECS;
+    for (i, e) in report.entries.iter().enumerate() {
+        if e.bucket_start % 60 != 0 || e.bucket_start < oldest || e.bucket_start > now() + 300 {
+            return Err(ApiError::invalid(
+                format!("entries[{i}].bucket_start"),
+                "invalid_bucket",
+                "a recent minute boundary",
+            ));
+        }
+        if e.delta == 0 || e.delta > MAX_ENTRY_DELTA {
+            return Err(ApiError::invalid(
+                format!("entries[{i}].delta"),
+                "invalid_delta",
+                "1 to 2^40",
+            ));
+        }
+    }
+    // name -> id for the service's metrics; application ids must belong to the service.
+    let metrics: HashMap<String, String> =
+        super::services::metric_ids(&s.pool, &service_id).await?;
+    let mut tx = s.pool.begin().await?;
+    // The idempotency id first, in the same transaction as the counters: a duplicate stops here,
+    // and a failure anywhere below rolls both back (OpenMeter #5118 marked ids first, outside).
+    let claimed = sqlx::query(
+        "INSERT INTO usage_reports (gateway_id, sequence, received_at) VALUES ($1, $2, $3)",
+    )
+    .bind(&report.gateway)
+    .bind(sequence)
+    .bind(now())
+    .execute(&mut *tx)
+    .await;
+    match claimed {
+        Err(e) if is_unique_violation(&e) => {
+            return Ok(Json(UsageAck {
+                duplicate: true,
+                accepted: 0,
+                ignored: 0,
+            }))
+        }
+        other => {
+            other?;
+        }
+    }
+    let apps: Vec<(String,)> = sqlx::query_as(
+        "SELECT a.id FROM applications a JOIN plans p ON p.id = a.plan_id WHERE p.service_id = $1",
+    )
+    .bind(&service_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let apps: std::collections::HashSet<String> = apps.into_iter().map(|(a,)| a).collect();
+    // Aggregate per (application, metric, hour) before writing: one upsert per counter.
+    let mut sums: HashMap<(&str, &str, i64), i64> = HashMap::new();
+    let mut ignored = 0u64;
+    let mut accepted = 0u64;
+    for e in &report.entries {
+        match (apps.contains(&e.application), metrics.get(&e.metric)) {
+            (true, Some(metric_id)) => {
+                let hour = e.bucket_start - e.bucket_start.rem_euclid(3600);
+                *sums
+                    .entry((e.application.as_str(), metric_id.as_str(), hour))
+                    .or_default() += e.delta as i64;
+                accepted += 1;
+            }
+            _ => ignored += 1,
+        }
+    }
+    for ((app, metric, hour), delta) in sums {
+        sqlx::query(
+            "INSERT INTO usage_counters (application_id, metric_id, bucket_start, value) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (application_id, metric_id, bucket_start) DO UPDATE SET value = usage_counters.value + excluded.value",
+        )
+        .bind(app)
+        .bind(metric)
+        .bind(hour)
+        .bind(delta)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    // Forget report ids long after any retry could come (bounded table); every 1,000th report.
+    if report.sequence.is_multiple_of(1_000) {
+        let _ = sqlx::query("DELETE FROM usage_reports WHERE received_at < $1")
+            .bind(now() - 4 * MAX_REPORT_AGE_SECS)
+            .execute(&s.pool)
+            .await;
+    }
+    Ok(Json(UsageAck {
+        duplicate: false,
+        accepted,
+        ignored,
+    }))
+}

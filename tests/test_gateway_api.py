@@ -1,0 +1,178 @@
+"""What gateways call on the control plane: gateway tokens, the versioned snapshot, and usage
+reports counted exactly once. On SQLite and PostgreSQL, against real `tollgate serve` processes."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import ADMIN_TOKEN, call, sha256_hex
+from support.control_plane import Api
+from test_control_plane import assert_error
+
+
+@pytest.fixture
+def world(server):
+    api = Api(server.base, ADMIN_TOKEN)
+    svc = api.ok("POST", "/services", {"name": "Gateway test"})
+    api.ok("POST", f"/services/{svc['id']}/metrics", {"name": "search", "parent": "hits"})
+    api.ok("POST", f"/services/{svc['id']}/mapping_rules", {"method": "GET", "pattern": "/", "metric": "hits"})
+    api.ok("POST", f"/services/{svc['id']}/mapping_rules", {"method": "GET", "pattern": "/search$", "metric": "search"})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P", "limits": [
+        {"metric": "hits", "period": "day", "value": 3}, {"metric": "search", "period": "minute", "value": 1}]})
+    acct = api.ok("POST", "/accounts", {"name": "A", "email": "a@example.com"})
+    app = api.ok("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"], "name": "App"})
+    gw = api.ok("POST", "/gateway_tokens", {"name": "edge-1"})
+    return {"api": api, "gw": Api(server.base, gw["token"]), "gw_token": gw, "service": svc, "plan": plan,
+            "account": acct, "app": app, "server": server}
+
+
+def snapshot(w, etag=None):
+    headers = {"If-None-Match": etag} if etag else {}
+    return w["gw"].call("GET", f"/gateway/v1/services/{w['service']['id']}/snapshot", headers=headers)
+
+
+def report(w, gateway, sequence, entries):
+    return w["gw"].call("POST", f"/gateway/v1/services/{w['service']['id']}/usage",
+                        {"gateway": gateway, "sequence": sequence, "entries": entries})
+
+
+def minute(t=None):
+    t = int(time.time() if t is None else t)
+    return t - t % 60
+
+
+def test_gateway_tokens_are_separate_from_admin_tokens(world):
+    w = world
+    assert w["gw_token"]["token"].startswith("tgw_")
+    assert w["gw_token"]["token"] not in w["server"].db.raw_dump()
+    assert_error(w["gw"].get("/services"), 401)
+    assert_error(w["api"].call("GET", f"/gateway/v1/services/{w['service']['id']}/snapshot"), 401)
+    listed = w["api"].ok("GET", "/gateway_tokens")["data"]
+    assert [t["name"] for t in listed] == ["edge-1"] and "token" not in listed[0]
+    cli = w["server"].cli("gateway-tokens", "create", "--name", "edge-2")
+    assert cli.returncode == 0 and "tgw_" in cli.stdout, cli.stderr
+    w["api"].ok("DELETE", f"/gateway_tokens/{w['gw_token']['id']}")
+    assert_error(snapshot(w), 401)
+
+
+def test_snapshot_carries_the_service_catalog(world):
+    w = world
+    st, snap, headers = snapshot(w)
+    assert st == 200
+    assert headers["etag"] == f'"{snap["version"]}"'
+    assert snap["metrics"] == [{"name": "hits"}, {"name": "search", "parent": "hits"}]
+    assert [(r["method"], r["pattern"], r["metric"]) for r in snap["mapping_rules"]] == [
+        ("GET", "/", "hits"), ("GET", "/search$", "search")]
+    (plan,) = snap["plans"]
+    assert plan["id"] == w["plan"]["id"]
+    assert sorted(plan["limits"], key=lambda lim: lim["metric"]) == [
+        {"metric": "hits", "period": "day", "value": 3}, {"metric": "search", "period": "minute", "value": 1}]
+    (app,) = snap["applications"]
+    assert app == {"id": w["app"]["id"], "plan": w["plan"]["id"], "state": "live",
+                   "key_sha256": [sha256_hex(w["app"]["key"])]}
+    assert w["app"]["key"] not in str(snap)
+
+
+def test_snapshot_version_changes_with_the_catalog_only(world):
+    w = world
+    _, snap, headers = snapshot(w)
+    st, body, _ = snapshot(w, headers["etag"])
+    assert st == 304 and body is None
+    w["api"].ok("POST", f"/applications/{w['app']['id']}/suspend", {"reason": "non_payment"}, status=200)
+    st, snap2, headers2 = snapshot(w, headers["etag"])
+    assert st == 200 and snap2["version"] != snap["version"]
+    assert snap2["applications"][0]["state"] == "suspended"
+    assert snap2["applications"][0]["state_reason"] == "non_payment"
+    # A rotated key whose grace ran out leaves the snapshot with no write at all.
+    key_id = w["app"]["keys"][0]["id"]
+    rotated = w["api"].ok("POST", f"/applications/{w['app']['id']}/keys/{key_id}/rotate", {"grace_seconds": 1})
+    _, snap3, headers3 = snapshot(w)
+    assert len(snap3["applications"][0]["key_sha256"]) == 2
+    time.sleep(2.1)
+    st, snap4, _ = snapshot(w, headers3["etag"])
+    assert st == 200, "the expiry changed the version"
+    assert snap4["applications"][0]["key_sha256"] == [sha256_hex(rotated["key"])]
+    # Reads do not change it.
+    w["api"].ok("GET", "/services")
+    assert snapshot(w, f'"{snap4["version"]}"')[0] == 304
+
+
+def test_snapshot_is_what_the_filter_enforces(world, start_envoy):
+    """One definition: the control plane's snapshot, given to the filter inline, enforces the plan."""
+    w = world
+    _, snap, _ = snapshot(w)
+    envoy = start_envoy({"snapshot": snap})
+    key = {"x-api-key": w["app"]["key"]}
+    assert [call(envoy.port, "/", headers=key).status for _ in range(4)] == [200, 200, 200, 429]
+    assert call(envoy.port, "/", headers={"x-api-key": "nope"}).status == 403
+
+
+def test_usage_is_counted_exactly_once(world):
+    w = world
+    app, t = w["app"]["id"], minute() - 3600
+    entries = [{"application": app, "metric": "hits", "bucket_start": t, "delta": 5},
+               {"application": app, "metric": "search", "bucket_start": t, "delta": 2},
+               {"application": app, "metric": "hits", "bucket_start": t + 60, "delta": 1},
+               {"application": "app_gone", "metric": "hits", "bucket_start": t, "delta": 9}]
+    st, ack, _ = report(w, "gw-a", 1, entries)
+    assert st == 200 and ack == {"duplicate": False, "accepted": 3, "ignored": 1}
+    st, ack, _ = report(w, "gw-a", 1, entries)
+    assert st == 200 and ack == {"duplicate": True, "accepted": 0, "ignored": 0}
+    # Another gateway's sequence 1 is another report.
+    assert report(w, "gw-b", 1, entries[:1])[1]["duplicate"] is False
+    usage = w["api"].ok("GET", f"/applications/{app}/usage?metric=hits&period=hour&since={t - 3600}")
+    assert usage["total"] == 5 + 1 + 5
+    # t and t+60 may straddle an hour boundary; each bucket is hour-aligned and they add up.
+    assert all(b["start"] % 3600 == 0 for b in usage["buckets"])
+    assert sum(b["value"] for b in usage["buckets"]) == 11
+    day = w["api"].ok("GET", f"/applications/{app}/usage?metric=search&period=day&since={t - 86400}")
+    assert day["total"] == 2 and len(day["buckets"]) == 1
+    assert day["buckets"][0]["start"] % 86400 == 0
+
+
+def test_concurrent_retries_of_one_report_count_once(world):
+    w = world
+    app, t = w["app"]["id"], minute()
+    entries = [{"application": app, "metric": "hits", "bucket_start": t, "delta": 7}]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        acks = list(pool.map(lambda _: report(w, "gw-race", 42, entries), range(8)))
+    assert all(st in (200, 503) for st, _, _ in acks), acks
+    assert sum(1 for st, a, _ in acks if st == 200 and not a["duplicate"]) == 1, acks
+    assert w["api"].ok("GET", f"/applications/{app}/usage?metric=hits&period=day")["total"] == 7
+
+
+@pytest.mark.parametrize("bad, param", [
+    ({"gateway": "", "sequence": 1, "entries": []}, "gateway"),
+    ({"gateway": "g", "sequence": 1, "entries": [{"application": "a", "metric": "hits", "bucket_start": 61, "delta": 1}]},
+     "entries[0].bucket_start"),
+    ({"gateway": "g", "sequence": 1, "entries": [{"application": "a", "metric": "hits", "bucket_start": 60, "delta": 1}]},
+     "entries[0].bucket_start"),
+    ({"gateway": "g", "sequence": 1, "entries": [{"application": "a", "metric": "hits", "bucket_start": 0, "delta": 0}]},
+     None),
+    ({"gateway": "g", "sequence": -1, "entries": []}, "sequence"),
+])
+def test_bad_reports_are_refused_and_change_nothing(world, bad, param):
+    w = world
+    if bad["entries"] and bad["entries"][0]["bucket_start"] == 0:
+        bad["entries"][0]["bucket_start"] = minute()
+        param = "entries[0].delta"
+    st, body, _ = w["gw"].call("POST", f"/gateway/v1/services/{w['service']['id']}/usage", bad)
+    assert st in (400, 422), body
+    if param:
+        assert body["error"]["param"] == param, body
+    # The sequence was not consumed: the same (gateway, sequence) with a good body is counted.
+    good = {"gateway": "g", "sequence": 1, "entries": [
+        {"application": w["app"]["id"], "metric": "hits", "bucket_start": minute(), "delta": 1}]}
+    st, ack, _ = w["gw"].call("POST", f"/gateway/v1/services/{w['service']['id']}/usage", good)
+    assert st == 200 and ack["duplicate"] is False
+
+
+def test_usage_api_validates(world):
+    w = world
+    app = w["app"]["id"]
+    assert_error(w["api"].get(f"/applications/{app}/usage?period=fortnight"), 400, "invalid_period")
+    assert_error(w["api"].get(f"/applications/{app}/usage?metric=nope"), 400, "unknown_metric")
+    assert_error(w["api"].get(f"/applications/{app}/usage?since=200000&until=100"), 400, "invalid_range")
+    empty = w["api"].ok("GET", f"/applications/{app}/usage")
+    assert empty["total"] == 0 and empty["buckets"] == [] and empty["period"] == "day"
