@@ -62,3 +62,15 @@ def test_kong_example_config_runs_in_envoy(kong_filter_config, start_envoy, upst
     assert r.status == 200
     assert r.header("ratelimit-policy") == '"search-minute";q=2;w=60'
     assert call(envoy.port, "/", headers={"x-api-key": "wrong"}).status == 403
+
+
+def test_schema_accepts_control_plane_mode_for_kong(schema):
+    cp = {"service_id": "svc_1", "stats": False,
+          "control_plane": {"upstream": "127.0.0.1:8080", "token": "tgw_x", "poll_interval_ms": 1000}}
+    jsonschema.Draft4Validator(schema).validate(cp)
+    for bad in ({"service_id": "svc_1"},
+                {"service_id": "s", "control_plane": {"token": "t"}},
+                {"service_id": "s", "control_plane": {"token": "t", "cluster": "c", "upstream": "u"}},
+                {"service_id": "s", "control_plane": {"token": "t", "upstream": "u", "poll_interval_ms": 5}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.Draft4Validator(schema).validate(bad)

@@ -51,9 +51,10 @@ fn main() {
         "mapping_rules": [{{"method": "GET", "pattern": "/", "metric": "hits", "delta": 1}}]}}}}"#,
         apps.join(",")
     );
-    let config = Config::parse(json.as_bytes()).expect("bench config");
+    let (config, catalog) = Config::parse(json.as_bytes()).expect("bench config");
+    let catalog = catalog.expect("inline snapshot");
     let mut store = Store::default();
-    for app in &config.catalog.apps {
+    for app in &catalog.apps {
         ensure_record(&mut store, app).expect("record");
     }
     let key = b"bench-key-000500".to_vec();
@@ -62,7 +63,15 @@ fn main() {
         let presented = extract(&config.credentials, "/", |n| {
             (n == "x-api-key").then_some(key.as_slice())
         });
-        match decide(&config, presented, "GET", "/", 1_795_627_872, &mut store) {
+        match decide(
+            &config,
+            &catalog,
+            presented,
+            "GET",
+            "/",
+            1_795_627_872,
+            &mut store,
+        ) {
             Decision::Forward { quota: Some(q), .. } => {
                 let mut h = Headers::new();
                 quota_headers(&q, &mut h);

@@ -45,6 +45,8 @@ pub struct PlanDef {
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct AppDef {
+    /// Position in `Catalog::apps` (metering keys usage by it on the request path).
+    pub index: usize,
     pub id: String,
     pub plan: usize,
     pub state: ApplicationState,
@@ -239,6 +241,7 @@ impl Catalog {
                 }
             }
             apps.push(AppDef {
+                index: apps.len(),
                 id: a.id.clone(),
                 plan,
                 state: a.state,
@@ -256,6 +259,19 @@ impl Catalog {
             by_app_id,
             version: s.version.clone(),
         })
+    }
+
+    /// A catalog with nothing in it (for replies made before any snapshot arrived).
+    pub fn empty() -> Catalog {
+        Catalog {
+            metrics: Vec::new(),
+            rules: Vec::new(),
+            plans: Vec::new(),
+            apps: Vec::new(),
+            by_key: DigestMap::default(),
+            by_app_id: HashMap::new(),
+            version: None,
+        }
     }
 
     pub fn app_by_key_digest(&self, digest: &[u8; 32]) -> Option<&AppDef> {

@@ -27,6 +27,57 @@ struct RawConfig {
     #[serde(default = "yes")]
     stats: bool,
     snapshot: Option<Snapshot>,
+    service_id: Option<String>,
+    control_plane: Option<RawControlPlane>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControlPlane {
+    cluster: Option<String>,
+    upstream: Option<String>,
+    #[serde(default = "default_authority")]
+    authority: String,
+    token: String,
+    #[serde(default = "default_interval_ms")]
+    poll_interval_ms: u32,
+    #[serde(default = "default_interval_ms")]
+    flush_interval_ms: u32,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u32,
+    #[serde(default)]
+    fail_mode: FailMode,
+}
+
+fn default_authority() -> String {
+    "tollgate-control-plane".into()
+}
+fn default_interval_ms() -> u32 {
+    1_000
+}
+fn default_timeout_ms() -> u32 {
+    5_000
+}
+
+/// Shortest poll or flush interval accepted; keeps a misconfiguration from hammering the
+/// control plane.
+pub const MIN_INTERVAL_MS: u32 = 100;
+/// Longest poll or flush interval accepted.
+pub const MAX_INTERVAL_MS: u32 = 60_000;
+
+/// Where the control plane is and how often to talk to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlane {
+    pub service_id: String,
+    /// Envoy cluster name or Kong `host:port`: the `upstream` of `dispatch_http_call`.
+    pub upstream: String,
+    pub authority: String,
+    pub token: String,
+    pub poll_interval_ms: u32,
+    pub flush_interval_ms: u32,
+    pub timeout_ms: u32,
+    /// What requests get while no snapshot was ever received: `closed` 503, `open` forwarded uncounted.
+    pub fail_mode: FailMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,11 +201,13 @@ pub struct Config {
     /// Define and increment host stats. Kong's ngx_wasm_module before metrics support traps on
     /// `proxy_define_metric`, so the Kong example turns this off.
     pub stats: bool,
-    pub catalog: Catalog,
+    /// Set in control-plane mode; `None` in standalone mode (the snapshot came inline).
+    pub control_plane: Option<ControlPlane>,
 }
 
 impl Config {
-    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    /// The settings, and the catalog when the snapshot came inline (standalone mode).
+    pub fn parse(bytes: &[u8]) -> Result<(Config, Option<Catalog>), ConfigError> {
         if bytes.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::new(
                 "",
@@ -201,22 +254,86 @@ impl Config {
             )?,
             plan: name("upstream_headers.plan", raw.upstream_headers.plan)?,
         };
-        let snapshot = raw.snapshot.ok_or_else(|| {
-            ConfigError::new(
-                "snapshot",
-                "required (standalone mode carries the snapshot inline)",
-            )
-        })?;
-        let catalog = Catalog::compile(&snapshot, "snapshot")?;
-        Ok(Config {
-            credentials,
-            upstream_headers,
-            strip_credentials: raw.strip_credentials,
-            fail_mode: raw.fail_mode,
-            stats: raw.stats,
+        let (catalog, control_plane) = match (raw.snapshot, raw.service_id, raw.control_plane) {
+            (Some(snapshot), None, None) => (Some(Catalog::compile(&snapshot, "snapshot")?), None),
+            (None, Some(service_id), Some(cp)) => (None, Some(control_plane(service_id, cp)?)),
+            (Some(_), _, _) => {
+                return Err(ConfigError::new(
+                    "snapshot",
+                    "give either an inline snapshot (standalone) or service_id + control_plane, not both",
+                ))
+            }
+            (None, None, _) => {
+                return Err(ConfigError::new(
+                    "snapshot",
+                    "required: an inline snapshot (standalone) or service_id + control_plane",
+                ))
+            }
+            (None, Some(_), None) => return Err(ConfigError::new("control_plane", "required with service_id")),
+        };
+        Ok((
+            Config {
+                credentials,
+                upstream_headers,
+                strip_credentials: raw.strip_credentials,
+                fail_mode: raw.fail_mode,
+                stats: raw.stats,
+                control_plane,
+            },
             catalog,
-        })
+        ))
     }
+}
+
+fn control_plane(service_id: String, cp: RawControlPlane) -> Result<ControlPlane, ConfigError> {
+    let visible = |field: &str, v: &str| {
+        if v.is_empty() || v.len() > 256 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+            Err(ConfigError::new(field, "1-256 visible ASCII characters"))
+        } else {
+            Ok(())
+        }
+    };
+    visible("service_id", &service_id)?;
+    let upstream = match (cp.cluster, cp.upstream) {
+        (Some(c), None) => c,
+        (None, Some(u)) => u,
+        _ => {
+            return Err(ConfigError::new(
+                "control_plane.cluster",
+                "give exactly one of cluster (Envoy cluster name) or upstream (Kong host:port)",
+            ))
+        }
+    };
+    visible("control_plane.cluster", &upstream)?;
+    visible("control_plane.authority", &cp.authority)?;
+    visible("control_plane.token", &cp.token)?;
+    for (field, v) in [
+        ("control_plane.poll_interval_ms", cp.poll_interval_ms),
+        ("control_plane.flush_interval_ms", cp.flush_interval_ms),
+    ] {
+        if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&v) {
+            return Err(ConfigError::new(
+                field,
+                format!("{MIN_INTERVAL_MS}-{MAX_INTERVAL_MS} ms"),
+            ));
+        }
+    }
+    if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&cp.timeout_ms) {
+        return Err(ConfigError::new(
+            "control_plane.timeout_ms",
+            format!("{MIN_INTERVAL_MS}-{MAX_INTERVAL_MS} ms"),
+        ));
+    }
+    Ok(ControlPlane {
+        service_id,
+        upstream,
+        authority: cp.authority,
+        token: cp.token,
+        poll_interval_ms: cp.poll_interval_ms,
+        flush_interval_ms: cp.flush_interval_ms,
+        timeout_ms: cp.timeout_ms,
+        fail_mode: cp.fail_mode,
+    })
 }
 
 /// Validates a header or query parameter name; an empty string disables the source like `null`.
@@ -250,7 +367,7 @@ mod tests {
     const SNAPSHOT: &str = r#""snapshot": {"plans": [{"id": "basic", "limits": []}], "applications": [], "metrics": [{"name": "hits"}], "mapping_rules": []}"#;
 
     fn parse(extra: &str) -> Result<Config, ConfigError> {
-        Config::parse(format!("{{{extra}{SNAPSHOT}}}").as_bytes())
+        Config::parse(format!("{{{extra}{SNAPSHOT}}}").as_bytes()).map(|(c, _)| c)
     }
 
     #[test]
@@ -299,6 +416,7 @@ mod tests {
         assert_eq!(e.field, "credentials.header");
         let e = Config::parse(b"{}").unwrap_err();
         assert_eq!(e.field, "snapshot");
+        assert!(parse("").unwrap().control_plane.is_none());
         let e = Config::parse(b"not json").unwrap_err();
         assert!(!e.message.is_empty());
     }
@@ -310,5 +428,65 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "credentials");
+    }
+}
+
+#[cfg(test)]
+mod control_plane_tests {
+    use super::*;
+
+    fn cp(json: &str) -> Result<ControlPlane, ConfigError> {
+        Config::parse(json.as_bytes()).map(|(c, catalog)| {
+            assert!(catalog.is_none());
+            c.control_plane.unwrap()
+        })
+    }
+
+    #[test]
+    fn control_plane_mode_defaults() {
+        let c = cp(r#"{"service_id": "svc_1", "control_plane": {"cluster": "tollgate", "token": "tgw_x"}}"#).unwrap();
+        assert_eq!(c.upstream, "tollgate");
+        assert_eq!(
+            (c.poll_interval_ms, c.flush_interval_ms, c.timeout_ms),
+            (1_000, 1_000, 5_000)
+        );
+        assert_eq!(c.fail_mode, FailMode::Closed);
+        let k = cp(r#"{"service_id": "s", "control_plane": {"upstream": "127.0.0.1:8080", "token": "t", "fail_mode": "open"}}"#).unwrap();
+        assert_eq!(
+            (k.upstream.as_str(), k.fail_mode),
+            ("127.0.0.1:8080", FailMode::Open)
+        );
+    }
+
+    #[test]
+    fn control_plane_mode_errors_name_the_field() {
+        let field = |j: &str| cp(j).unwrap_err().field;
+        assert_eq!(
+            field(r#"{"service_id": "s", "control_plane": {"token": "t"}}"#),
+            "control_plane.cluster"
+        );
+        assert_eq!(
+            field(
+                r#"{"service_id": "s", "control_plane": {"cluster": "c", "upstream": "u", "token": "t"}}"#
+            ),
+            "control_plane.cluster"
+        );
+        assert_eq!(
+            field(r#"{"service_id": "s", "control_plane": {"cluster": "c"}}"#),
+            "control_plane"
+        );
+        assert_eq!(
+            field(
+                r#"{"service_id": "s", "control_plane": {"cluster": "c", "token": "t", "poll_interval_ms": 5}}"#
+            ),
+            "control_plane.poll_interval_ms"
+        );
+        assert_eq!(field(r#"{"service_id": "s"}"#), "control_plane");
+        assert_eq!(
+            field(
+                r#"{"snapshot": {}, "service_id": "s", "control_plane": {"cluster": "c", "token": "t"}}"#
+            ),
+            "snapshot"
+        );
     }
 }

@@ -104,6 +104,8 @@ pub enum Decision<'c> {
         source: Source,
         /// Set when counting failed and fail mode `open` let the request through uncounted.
         uncounted: Option<StoreError>,
+        /// What the request adds to each metric (after roll-up): metered for billing.
+        usage: Usage,
     },
     Reject(Rejection<'c>),
 }
@@ -141,14 +143,14 @@ pub fn usage_of(catalog: &Catalog, method: &str, path: &str) -> Option<Usage> {
 }
 
 pub fn decide<'c>(
-    config: &'c Config,
+    config: &Config,
+    catalog: &'c Catalog,
     presented: Result<Presented, CredentialError>,
     method: &str,
     path: &str,
     now: i64,
     store: &mut dyn SharedStore,
 ) -> Decision<'c> {
-    let catalog = &config.catalog;
     let (app, source) = match presented {
         Err(CredentialError::Missing) => {
             return reject(Reason::MissingCredentials, "send an API key")
@@ -195,6 +197,7 @@ pub fn decide<'c>(
             quota: tightest,
             source,
             uncounted: None,
+            usage,
         },
         Ok(Enforcement::Exceeded { violated }) => {
             let metric = &catalog.metrics[violated.limit.metric].name;
@@ -215,6 +218,7 @@ pub fn decide<'c>(
                 quota: None,
                 source,
                 uncounted: Some(e),
+                usage,
             },
             FailMode::Closed => reject(
                 Reason::Unavailable,

@@ -1,6 +1,7 @@
 //! End-to-end tests of the decision core against an in-memory shared store with Envoy's CAS
 //! semantics. The same tests run compiled to wasm32 under Node (see `cargo xtask test`).
 
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::counters::tests::FakeStore;
 use crate::counters::{ensure_record, StoreError};
@@ -15,7 +16,7 @@ fn hex(d: [u8; 32]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn config(extra: &str) -> Config {
+fn config(extra: &str) -> (Config, Catalog) {
     let json = format!(
         r#"{{{extra}"snapshot": {{
           "plans": [
@@ -41,22 +42,28 @@ fn config(extra: &str) -> Config {
         k4 = hex(sha256(b"key-4")),
         k5 = hex(sha256(b"key-5")),
     );
-    Config::parse(json.as_bytes()).unwrap()
+    let (config, catalog) = Config::parse(json.as_bytes()).unwrap();
+    (config, catalog.unwrap())
 }
 
 struct Harness {
     config: Config,
+    catalog: Catalog,
     store: FakeStore,
 }
 
 impl Harness {
     fn new() -> Self {
-        let config = config("");
+        let (config, catalog) = config("");
         let mut store = FakeStore::default();
-        for app in &config.catalog.apps {
+        for app in &catalog.apps {
             ensure_record(&mut store, app).unwrap();
         }
-        Harness { config, store }
+        Harness {
+            config,
+            catalog,
+            store,
+        }
     }
 
     fn call(&mut self, method: &str, path: &str, key: Option<&str>, now: i64) -> Decision<'_> {
@@ -65,19 +72,31 @@ impl Harness {
                 .then_some(key.map(str::as_bytes))
                 .flatten()
         });
-        decide(&self.config, presented, method, path, now, &mut self.store)
+        decide(
+            &self.config,
+            &self.catalog,
+            presented,
+            method,
+            path,
+            now,
+            &mut self.store,
+        )
     }
 
     /// The local reply for a request that must be rejected.
     fn reply(&mut self, path: &str, key: Option<&str>) -> LocalReply {
-        let Harness { config, store } = self;
+        let Harness {
+            config,
+            catalog,
+            store,
+        } = self;
         let presented = extract(&config.credentials, path, |name| {
             (name == "x-api-key")
                 .then_some(key.map(str::as_bytes))
                 .flatten()
         });
-        match decide(config, presented, "GET", path, NOW, store) {
-            Decision::Reject(r) => local_reply(&r, &config.catalog, &config.credentials),
+        match decide(config, catalog, presented, "GET", path, NOW, store) {
+            Decision::Reject(r) => local_reply(&r, catalog, &config.credentials),
             other => panic!("expected a rejection, got {other:?}"),
         }
     }
@@ -276,7 +295,7 @@ fn cas_races_are_retried_and_persistent_contention_fails_closed() {
 #[test]
 fn fail_open_forwards_uncounted() {
     let mut h = Harness::new();
-    h.config = config(r#""fail_mode": "open", "#);
+    h.config = config(r#""fail_mode": "open", "#).0;
     h.store.fail_next_sets = usize::MAX;
     let Decision::Forward {
         uncounted, quota, ..
@@ -292,18 +311,18 @@ fn fail_open_forwards_uncounted() {
 fn interleaved_workers_never_over_admit() {
     // Two "workers" read the same record, then both try to write: the loser must re-read.
     let mut h = Harness::new();
-    let cfg = &h.config;
-    let app = cfg.catalog.app_by_key_digest(&sha256(b"key-1")).unwrap();
+    let catalog = &h.catalog;
+    let app = catalog.app_by_key_digest(&sha256(b"key-1")).unwrap();
     let mut admitted = 0;
     for i in 0..20 {
         // Every other call, a competing write lands between our read and our write.
         h.store.fail_next_sets = i % 2;
-        let usage = crate::decision::usage_of(&cfg.catalog, "GET", "/").unwrap();
+        let usage = crate::decision::usage_of(catalog, "GET", "/").unwrap();
         if let Ok(crate::counters::Enforcement::Admitted { .. }) = crate::counters::enforce(
             &mut h.store,
-            &cfg.catalog,
+            catalog,
             app,
-            cfg.catalog.plan_of(app),
+            catalog.plan_of(app),
             &usage,
             NOW,
         ) {
@@ -335,9 +354,9 @@ fn snapshot_limit_change_keeps_counts_of_unchanged_limits() {
     assert_eq!(h.reason("GET", "/", Some("key-1")), None);
     assert_eq!(h.reason("GET", "/", Some("key-1")), None);
     // Same store, new configuration with the limit raised to 4: two used, two left.
-    let mut cfg = config("");
-    cfg.catalog.plans[0].limits[0].value = 4;
-    h.config = cfg;
+    let (_, mut catalog) = config("");
+    catalog.plans[0].limits[0].value = 4;
+    h.catalog = catalog;
     assert_eq!(h.reason("GET", "/", Some("key-1")), None);
     assert_eq!(h.reason("GET", "/", Some("key-1")), None);
     assert_eq!(

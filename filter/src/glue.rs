@@ -2,17 +2,20 @@
 //! its outcome through [`crate::host`]. No logic lives here that a native test could not see.
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
+use crate::catalog::Catalog;
 use crate::config::{Config, FailMode};
 use crate::counters::ensure_record;
 use crate::credentials::{extract, strip_query_params, Source};
 use crate::decision::{decide, Decision, Reason, Rejection};
 use crate::host::{self, Level, SharedData};
+use crate::link::Link;
+use crate::metering::Meter;
 use crate::response::{local_reply, quota_headers, Headers};
 
 proxy_wasm::main! {{
@@ -29,7 +32,7 @@ proxy_wasm::main! {{
 const STATS_FLUSH_INTERVAL_MS: u32 = 1_000;
 
 /// A host counter (Envoy exposes it as `wasmcustom.<name>`) with increments buffered per worker.
-struct Counter {
+pub struct Counter {
     id: Option<u32>,
     pending: Cell<u64>,
 }
@@ -42,8 +45,12 @@ impl Counter {
         }
     }
 
-    fn bump(&self) {
-        self.pending.set(self.pending.get().saturating_add(1));
+    pub fn bump(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.pending.set(self.pending.get().saturating_add(n));
     }
 
     fn flush(&self) {
@@ -54,11 +61,16 @@ impl Counter {
     }
 }
 
-struct Stats {
+pub struct Stats {
     allowed: Counter,
     unauthorized: Counter,
-    errors: Counter,
+    pub errors: Counter,
     rejected: Vec<(Reason, Counter)>,
+    pub snapshot_updates: Counter,
+    pub snapshot_failures: Counter,
+    pub usage_reports: Counter,
+    pub usage_report_failures: Counter,
+    pub usage_dropped: Counter,
 }
 
 impl Stats {
@@ -76,6 +88,11 @@ impl Stats {
                     )
                 })
                 .collect(),
+            snapshot_updates: Counter::define("tollgate.snapshot.updates"),
+            snapshot_failures: Counter::define("tollgate.snapshot.failures"),
+            usage_reports: Counter::define("tollgate.usage.reports"),
+            usage_report_failures: Counter::define("tollgate.usage.report_failures"),
+            usage_dropped: Counter::define("tollgate.usage.dropped_entries"),
         }
     }
 
@@ -89,22 +106,72 @@ impl Stats {
     }
 
     fn flush(&self) {
-        self.allowed.flush();
-        self.unauthorized.flush();
-        self.errors.flush();
+        for c in [
+            &self.allowed,
+            &self.unauthorized,
+            &self.errors,
+            &self.snapshot_updates,
+            &self.snapshot_failures,
+            &self.usage_reports,
+            &self.usage_report_failures,
+            &self.usage_dropped,
+        ] {
+            c.flush();
+        }
         for (_, c) in &self.rejected {
             c.flush();
         }
     }
 }
 
+/// What a worker's requests share: the settings, the catalog (swapped whole when a new snapshot
+/// arrives, so a request sees one snapshot from start to end) and the meter.
 #[derive(Default)]
-struct Root {
-    config: Option<Rc<Config>>,
-    stats: Option<Rc<Stats>>,
+pub struct Shared {
+    pub config: Option<Rc<Config>>,
+    pub catalog: Option<Rc<Catalog>>,
+    pub stats: Option<Rc<Stats>>,
+    pub meter: Option<Rc<RefCell<Meter>>>,
 }
 
-impl Context for Root {}
+#[derive(Default)]
+struct Root {
+    shared: Shared,
+    link: Option<Link>,
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(link) = &mut self.link {
+            link.on_response(token, body_size, &mut self.shared);
+        }
+    }
+}
+
+/// Creates every application's counter record before traffic can reach it, so the request path
+/// always has a CAS token (see `counters::ensure_record`).
+pub fn prepare_records(catalog: &Catalog) -> bool {
+    let mut store = SharedData;
+    for app in &catalog.apps {
+        if let Err(e) = ensure_record(&mut store, app) {
+            host::log(
+                Level::Error,
+                &format!(
+                    "tollgate: cannot create counter record for {}: {e:?}",
+                    app.id
+                ),
+            );
+            return false;
+        }
+    }
+    true
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -121,7 +188,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let config = match Config::parse(&bytes) {
+        let (config, catalog) = match Config::parse(&bytes) {
             Ok(c) => c,
             Err(e) => {
                 // Refusing the configuration makes Envoy refuse to start (or keep the last one).
@@ -129,56 +196,73 @@ impl RootContext for Root {
                 return false;
             }
         };
-        // Create every application's counter record before traffic can reach it, so the request
-        // path always has a CAS token (see `counters::ensure_record`).
-        let mut store = SharedData;
-        for app in &config.catalog.apps {
-            if let Err(e) = ensure_record(&mut store, app) {
-                host::log(
-                    Level::Error,
-                    &format!(
-                        "tollgate: cannot create counter record for {}: {e:?}",
-                        app.id
-                    ),
-                );
+        if let Some(catalog) = &catalog {
+            if !prepare_records(catalog) {
                 return false;
             }
+            host::log(
+                Level::Info,
+                &format!(
+                    "tollgate: configured with {} applications, {} plans, {} mapping rules",
+                    catalog.apps.len(),
+                    catalog.plans.len(),
+                    catalog.rules.len()
+                ),
+            );
         }
-        host::log(
-            Level::Info,
-            &format!(
-                "tollgate: configured with {} applications, {} plans, {} mapping rules",
-                config.catalog.apps.len(),
-                config.catalog.plans.len(),
-                config.catalog.rules.len()
-            ),
-        );
         // Stats are defined once per VM, and only where the configuration asks for them.
-        if self.stats.is_none() {
-            self.stats = config.stats.then(Stats::define).map(Rc::new);
-            if self.stats.is_some() {
-                if let Err(e) = host::set_tick_period_ms(STATS_FLUSH_INTERVAL_MS) {
-                    host::log(
-                        Level::Warn,
-                        &format!("tollgate: no tick, stats will not flush (status {})", e.0),
-                    );
-                }
+        if self.shared.stats.is_none() {
+            self.shared.stats = config.stats.then(Stats::define).map(Rc::new);
+        }
+        let mut tick_ms = self.shared.stats.as_ref().map(|_| STATS_FLUSH_INTERVAL_MS);
+        if let Some(cp) = &config.control_plane {
+            let link = Link::new(cp.clone());
+            host::log(
+                Level::Info,
+                &format!(
+                    "tollgate: control-plane mode, service {}, gateway {}",
+                    cp.service_id,
+                    link.gateway()
+                ),
+            );
+            tick_ms = Some(tick_ms.unwrap_or(u32::MAX).min(link.tick_ms()));
+            self.shared.meter = Some(Rc::new(RefCell::new(Meter::new(
+                link.gateway().to_string(),
+            ))));
+            link.register();
+            self.link = Some(link);
+        }
+        if let Some(ms) = tick_ms {
+            if let Err(e) = host::set_tick_period_ms(ms) {
+                host::log(
+                    Level::Warn,
+                    &format!(
+                        "tollgate: no tick (status {}): stats and the control-plane link stop",
+                        e.0
+                    ),
+                );
             }
         }
-        self.config = Some(Rc::new(config));
+        self.shared.catalog = catalog.map(Rc::new);
+        self.shared.config = Some(Rc::new(config));
         true
     }
 
     fn on_tick(&mut self) {
-        if let Some(s) = &self.stats {
+        if let Some(link) = &mut self.link {
+            link.on_tick(&mut self.shared);
+        }
+        if let Some(s) = &self.shared.stats {
             s.flush();
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
-            config: self.config.clone(),
-            stats: self.stats.clone(),
+            config: self.shared.config.clone(),
+            catalog: self.shared.catalog.clone(),
+            stats: self.shared.stats.clone(),
+            meter: self.shared.meter.clone(),
             response_headers: Headers::new(),
         }))
     }
@@ -190,7 +274,9 @@ impl RootContext for Root {
 
 struct Request {
     config: Option<Rc<Config>>,
+    catalog: Option<Rc<Catalog>>,
     stats: Option<Rc<Stats>>,
+    meter: Option<Rc<RefCell<Meter>>>,
     /// Quota headers to add to the upstream's response.
     response_headers: Headers,
 }
@@ -198,8 +284,21 @@ struct Request {
 impl Context for Request {}
 
 impl Request {
-    fn reply(&self, rejection: &Rejection<'_>, config: &Config) -> Action {
-        let reply = local_reply(rejection, &config.catalog, &config.credentials);
+    fn reply(
+        &self,
+        rejection: &Rejection<'_>,
+        config: &Config,
+        catalog: Option<&Catalog>,
+    ) -> Action {
+        let empty;
+        let catalog = match catalog {
+            Some(c) => c,
+            None => {
+                empty = Catalog::empty();
+                &empty
+            }
+        };
+        let reply = local_reply(rejection, catalog, &config.credentials);
         self.send(reply.status, &reply.headers, &reply.body);
         if let Some(s) = &self.stats {
             s.rejected(rejection.reason);
@@ -231,8 +330,8 @@ impl Request {
     }
 
     /// The host failed us before a decision: apply the configured fail mode.
-    fn cannot_decide(&self, config: &Config, why: &str) -> Action {
-        match config.fail_mode {
+    fn cannot_decide(&self, config: &Config, mode: FailMode, why: &str) -> Action {
+        match mode {
             FailMode::Open => Action::Continue,
             FailMode::Closed => self.reply(
                 &Rejection {
@@ -241,6 +340,7 @@ impl Request {
                     quota: None,
                 },
                 config,
+                None,
             ),
         }
     }
@@ -258,13 +358,29 @@ impl HttpContext for Request {
         let Some(config) = self.config.clone() else {
             return self.unconfigured();
         };
+        let Some(catalog) = self.catalog.clone() else {
+            // Control-plane mode before the first snapshot arrived.
+            let mode = config
+                .control_plane
+                .as_ref()
+                .map_or(FailMode::Closed, |cp| cp.fail_mode);
+            return self.cannot_decide(
+                &config,
+                mode,
+                "no snapshot received from the control plane yet",
+            );
+        };
         // One host call for all headers; a host that leaves pseudo-headers out of the map still
         // answers for them one by one.
         let headers = match host::request_headers() {
             Ok(h) => h,
             Err(e) => {
                 self.error(&format!("cannot read request headers (status {})", e.0));
-                return self.cannot_decide(&config, "request headers unavailable");
+                return self.cannot_decide(
+                    &config,
+                    config.fail_mode,
+                    "request headers unavailable",
+                );
             }
         };
         let pseudo = |name: &str| -> Cow<'_, [u8]> {
@@ -289,27 +405,42 @@ impl HttpContext for Request {
                 detail: "request method or path is not valid UTF-8".into(),
                 quota: None,
             };
-            return self.reply(&r, &config);
+            return self.reply(&r, &config, Some(&catalog));
         };
         let presented = extract(&config.credentials, path, |name| headers.get(name));
         let now = match host::now_secs() {
             Ok(t) => t,
             Err(e) => {
                 self.error(&format!("clock unavailable (status {})", e.0));
-                return self.cannot_decide(&config, "clock unavailable");
+                return self.cannot_decide(&config, config.fail_mode, "clock unavailable");
             }
         };
-        match decide(&config, presented, method, path, now, &mut SharedData) {
-            Decision::Reject(r) => self.reply(&r, &config),
+        match decide(
+            &config,
+            &catalog,
+            presented,
+            method,
+            path,
+            now,
+            &mut SharedData,
+        ) {
+            Decision::Reject(r) => self.reply(&r, &config, Some(&catalog)),
             Decision::Forward {
                 app,
                 plan,
                 quota,
                 source,
                 uncounted,
+                usage,
             } => {
                 if let Some(e) = uncounted {
                     self.error(&format!("forwarding uncounted (fail_mode open): {e:?}"));
+                }
+                if let Some(meter) = &self.meter {
+                    match meter.try_borrow_mut() {
+                        Ok(mut m) => m.record(app.index, &usage, now),
+                        Err(_) => self.error("meter busy: usage of one request not metered"),
+                    }
                 }
                 let up = &config.upstream_headers;
                 // Replacing (not adding) also overwrites any value a client sent to spoof them.

@@ -24,6 +24,8 @@ const CAS_MISMATCH: u32 = 8;
 
 const MAP_REQUEST_HEADERS: u32 = 0;
 const MAP_RESPONSE_HEADERS: u32 = 2;
+const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const METRIC_COUNTER: u32 = 0;
 
@@ -130,9 +132,18 @@ pub fn log(level: Level, message: &str) {
 
 /// Host time in whole Unix seconds.
 pub fn now_secs() -> Result<i64, HostStatus> {
+    now_nanos().map(|n| (n / 1_000_000_000) as i64)
+}
+
+/// Host time in Unix milliseconds.
+pub fn now_ms() -> Result<u64, HostStatus> {
+    now_nanos().map(|n| n / 1_000_000)
+}
+
+fn now_nanos() -> Result<u64, HostStatus> {
     let mut nanos: u64 = 0;
     status(unsafe { proxy_get_current_time_nanoseconds(&mut nanos) })?;
-    Ok((nanos / 1_000_000_000) as i64)
+    Ok(nanos)
 }
 
 pub fn plugin_configuration(size: usize) -> Result<Vec<u8>, HostStatus> {
@@ -144,6 +155,49 @@ pub fn plugin_configuration(size: usize) -> Result<Vec<u8>, HostStatus> {
         OK => Ok(unsafe { take(data, len) }),
         NOT_FOUND => Ok(Vec::new()),
         s => Err(HostStatus(s)),
+    }
+}
+
+/// Starts an HTTP call to `upstream` (an Envoy cluster name, or `host:port` in Kong); the answer
+/// arrives in `on_http_call_response` with the returned token.
+///
+/// The one SDK host call used: the SDK's dispatcher must register the token to route the answer
+/// (its registry is private), and it panics on an unknown token. Its wrapper turns Envoy's and
+/// Kong's failure statuses (BadArgument for an unknown cluster, InternalFailure) into errors.
+pub fn http_call(
+    upstream: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    timeout_ms: u32,
+) -> Result<u32, HostStatus> {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let body = (!body.is_empty()).then_some(body);
+    proxy_wasm::hostcalls::dispatch_http_call(
+        upstream,
+        headers,
+        body,
+        Vec::new(),
+        std::time::Duration::from_millis(u64::from(timeout_ms)),
+    )
+    .map_err(|s| HostStatus(s as u32))
+}
+
+/// The `:status` of the HTTP call being answered; `None` when it failed (reset, timeout).
+pub fn call_response_status() -> Option<u16> {
+    let v = get_header(MAP_HTTP_CALL_RESPONSE_HEADERS, ":status")
+        .ok()
+        .flatten()?;
+    std::str::from_utf8(&v).ok()?.parse().ok()
+}
+
+pub fn call_response_body(size: usize) -> Vec<u8> {
+    let mut data = null_mut();
+    let mut len = 0;
+    match unsafe {
+        proxy_get_buffer_bytes(BUFFER_HTTP_CALL_RESPONSE_BODY, 0, size, &mut data, &mut len)
+    } {
+        OK => unsafe { take(data, len) },
+        _ => Vec::new(),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod decision;
 pub mod error;
 pub mod header_map;
 pub mod mapping;
+pub mod metering;
 pub mod periods;
 pub mod response;
 
@@ -26,3 +27,5 @@ mod decision_tests;
 mod glue;
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod host;
+#[cfg(all(target_arch = "wasm32", not(test)))]
+mod link;

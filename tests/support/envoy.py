@@ -56,7 +56,17 @@ def wasm_filter(plugin_config, wasm=None, vm_id="tollgate"):
     }
 
 
-def bootstrap(listen_port, admin_port, upstream_port, filters):
+def static_cluster(name, port):
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{
+            "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+    }
+
+
+def bootstrap(listen_port, admin_port, upstream_port, filters, extra_clusters=()):
     router = {"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
     return {
@@ -79,14 +89,7 @@ def bootstrap(listen_port, admin_port, upstream_port, filters):
                     },
                 }]}],
             }],
-            "clusters": [{
-                "name": "upstream",
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{
-                    "endpoint": {"address": {"socket_address": {
-                        "address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
-            }],
+            "clusters": [static_cluster("upstream", upstream_port), *extra_clusters],
         },
     }
 

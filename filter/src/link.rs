@@ -1,0 +1,402 @@
+//! The link to the control plane (control-plane mode), driven by each worker's `on_tick`:
+//! - poll the service's snapshot (`If-None-Match` with the current version; 304 = unchanged) and
+//!   swap the worker's catalog whole when a new one arrives;
+//! - flush metered usage (see [`crate::metering`]) as reports, retried until acknowledged;
+//! - keep the worker's journal in shared data and adopt journals of dead workers.
+//!
+//! Only `dispatch_http_call` from `on_tick` is used, to a cluster name (Envoy) or `host:port`
+//! (Kong): no gRPC, no shared queues. While the control plane is away the last snapshot keeps
+//! being enforced and usage stays buffered.
+
+use std::hash::{BuildHasher, Hasher};
+use std::rc::Rc;
+
+use tollgate_protocol::Snapshot;
+
+use crate::catalog::Catalog;
+use crate::config::ControlPlane;
+use crate::counters::SharedStore;
+use crate::glue::{prepare_records, Shared};
+use crate::host::{self, Level, SharedData};
+use crate::metering::{registry_decode, registry_encode, Meter, JOURNAL_PREFIX, REGISTRY_KEY};
+
+/// How often a worker looks for journals of dead workers to adopt.
+pub const ADOPT_INTERVAL_MS: u64 = 5_000;
+/// Largest snapshot body accepted (100,000 applications in JSON fit well below it).
+pub const MAX_SNAPSHOT_BYTES: usize = 128 * 1024 * 1024;
+/// CAS attempts when updating the journal registry.
+const REGISTRY_CAS_ATTEMPTS: usize = 16;
+
+pub struct Link {
+    cp: ControlPlane,
+    gateway: String,
+    journal_key: String,
+    version: Option<String>,
+    poll: Option<u32>,
+    next_poll_ms: u64,
+    /// The report in flight: (call token, gateway id, sequence).
+    flush: Option<(u32, String, u64)>,
+    next_flush_ms: u64,
+    next_adopt_ms: u64,
+    /// Entries already counted in the `usage_dropped` stat.
+    dropped_reported: u64,
+}
+
+fn new_gateway_id(service: &str) -> String {
+    // RandomState is seeded from the host's WASI random_get: distinct per worker VM.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(host::now_ms().unwrap_or(0));
+    let service: String = service
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(32)
+        .collect();
+    format!(
+        "{service}-{:016x}{:08x}",
+        h.finish(),
+        host::now_ms().unwrap_or(0) as u32
+    )
+}
+
+impl Link {
+    pub fn new(cp: ControlPlane) -> Link {
+        let gateway = new_gateway_id(&cp.service_id);
+        Link {
+            journal_key: format!("{JOURNAL_PREFIX}{gateway}"),
+            gateway,
+            cp,
+            version: None,
+            poll: None,
+            next_poll_ms: 0,
+            flush: None,
+            next_flush_ms: 0,
+            next_adopt_ms: 0,
+            dropped_reported: 0,
+        }
+    }
+
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    /// The tick period this link needs.
+    pub fn tick_ms(&self) -> u32 {
+        self.cp
+            .poll_interval_ms
+            .min(self.cp.flush_interval_ms)
+            .min(1_000)
+    }
+
+    /// Lists this worker's journal in the registry so that others can adopt it if it dies.
+    pub fn register(&self) {
+        let mut store = SharedData;
+        for _ in 0..REGISTRY_CAS_ATTEMPTS {
+            let Ok((bytes, cas)) = store.get(REGISTRY_KEY) else {
+                return;
+            };
+            let mut ids = bytes.as_deref().map(registry_decode).unwrap_or_default();
+            if ids.contains(&self.gateway) {
+                return;
+            }
+            ids.push(self.gateway.clone());
+            if store
+                .set(REGISTRY_KEY, &registry_encode(&ids), cas)
+                .unwrap_or(false)
+            {
+                return;
+            }
+        }
+        host::log(
+            Level::Warn,
+            "tollgate: could not register the usage journal (contention)",
+        );
+    }
+
+    fn headers(&self, method: &str, path: String) -> Vec<(&'static str, String)> {
+        vec![
+            (":method", method.to_string()),
+            (":path", path),
+            (":authority", self.cp.authority.clone()),
+            ("authorization", format!("Bearer {}", self.cp.token)),
+        ]
+    }
+
+    pub fn on_tick(&mut self, shared: &mut Shared) {
+        let Ok(now) = host::now_ms() else { return };
+        self.sync_journal(shared, now);
+        if self.poll.is_none() && now >= self.next_poll_ms {
+            self.next_poll_ms = now + u64::from(self.cp.poll_interval_ms);
+            let mut headers = self.headers(
+                "GET",
+                format!("/gateway/v1/services/{}/snapshot", self.cp.service_id),
+            );
+            if let Some(v) = &self.version {
+                headers.push(("if-none-match", format!("\"{v}\"")));
+            }
+            match host::http_call(&self.cp.upstream, &headers, &[], self.cp.timeout_ms) {
+                Ok(token) => self.poll = Some(token),
+                Err(e) => self.failed(
+                    shared,
+                    &format!(
+                        "cannot call the control plane for a snapshot (status {})",
+                        e.0
+                    ),
+                    true,
+                ),
+            }
+        }
+        if self.flush.is_none() && now >= self.next_flush_ms {
+            self.next_flush_ms = now + u64::from(self.cp.flush_interval_ms);
+            self.send_report(shared);
+        }
+        if now >= self.next_adopt_ms {
+            self.next_adopt_ms = now + ADOPT_INTERVAL_MS;
+            self.adopt_orphans(shared, now);
+        }
+    }
+
+    fn send_report(&mut self, shared: &Shared) {
+        let Some(meter) = &shared.meter else { return };
+        let Ok(mut m) = meter.try_borrow_mut() else {
+            return;
+        };
+        let Some(report) = m.next_report() else {
+            return;
+        };
+        let body = serde_json::to_vec(report).unwrap_or_default();
+        let (gateway, sequence) = (report.gateway.clone(), report.sequence);
+        let mut headers = self.headers(
+            "POST",
+            format!("/gateway/v1/services/{}/usage", self.cp.service_id),
+        );
+        headers.push(("content-type", "application/json".into()));
+        match host::http_call(&self.cp.upstream, &headers, &body, self.cp.timeout_ms) {
+            Ok(token) => self.flush = Some((token, gateway, sequence)),
+            Err(e) => {
+                drop(m);
+                self.failed(
+                    shared,
+                    &format!("cannot call the control plane with usage (status {})", e.0),
+                    false,
+                );
+            }
+        }
+    }
+
+    pub fn on_response(&mut self, token: u32, body_size: usize, shared: &mut Shared) {
+        let status = host::call_response_status();
+        if self.poll == Some(token) {
+            self.poll = None;
+            match status {
+                Some(200) => self.apply_snapshot(body_size, shared),
+                Some(304) => {}
+                other => self.failed(
+                    shared,
+                    &format!("snapshot request answered {other:?}; keeping the last snapshot"),
+                    true,
+                ),
+            }
+        } else if self.flush.as_ref().is_some_and(|(t, _, _)| *t == token) {
+            let Some((_, gateway, sequence)) = self.flush.take() else {
+                return;
+            };
+            let Some(meter) = &shared.meter else { return };
+            let Ok(mut m) = meter.try_borrow_mut() else {
+                return;
+            };
+            match status {
+                Some(s) if (200..300).contains(&s) => {
+                    m.acknowledged(&gateway, sequence);
+                    drop(m);
+                    if let Some(st) = &shared.stats {
+                        st.usage_reports.bump();
+                    }
+                    // More waiting (a backlog after an outage): send the next one right away.
+                    self.next_flush_ms = 0;
+                }
+                Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
+                    m.refused(&gateway, sequence);
+                    drop(m);
+                    host::log(
+                        Level::Error,
+                        &format!("tollgate: the control plane refused usage report {gateway}/{sequence} ({s}); dropped"),
+                    );
+                    self.count_dropped(shared);
+                }
+                other => {
+                    drop(m);
+                    self.failed(
+                        shared,
+                        &format!(
+                            "usage report {gateway}/{sequence} answered {other:?}; will retry"
+                        ),
+                        false,
+                    );
+                }
+            }
+        }
+    }
+
+    fn apply_snapshot(&mut self, body_size: usize, shared: &mut Shared) {
+        if body_size > MAX_SNAPSHOT_BYTES {
+            return self.failed(
+                shared,
+                &format!("snapshot of {body_size} bytes exceeds {MAX_SNAPSHOT_BYTES}"),
+                true,
+            );
+        }
+        let body = host::call_response_body(body_size);
+        let snapshot: Snapshot = match serde_json::from_slice(&body) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.failed(shared, &format!("snapshot is not valid JSON: {e}"), true)
+            }
+        };
+        let catalog = match Catalog::compile(&snapshot, "snapshot") {
+            Ok(c) => c,
+            Err(e) => return self.failed(shared, &format!("snapshot refused: {e}"), true),
+        };
+        if !prepare_records(&catalog) {
+            return self.failed(
+                shared,
+                "cannot prepare counter records for the new snapshot",
+                true,
+            );
+        }
+        // Usage counted against the old catalog's indexes is named before the swap.
+        if let (Some(meter), Some(old)) = (&shared.meter, &shared.catalog) {
+            if let Ok(mut m) = meter.try_borrow_mut() {
+                m.fold(old);
+            }
+        }
+        host::log(
+            Level::Info,
+            &format!(
+                "tollgate: snapshot {} applied: {} applications, {} plans",
+                snapshot.version.as_deref().unwrap_or("-"),
+                catalog.apps.len(),
+                catalog.plans.len()
+            ),
+        );
+        self.version = snapshot.version;
+        shared.catalog = Some(Rc::new(catalog));
+        if let Some(st) = &shared.stats {
+            st.snapshot_updates.bump();
+        }
+    }
+
+    fn failed(&self, shared: &Shared, what: &str, snapshot: bool) {
+        host::log(Level::Warn, &format!("tollgate: {what}"));
+        if let Some(st) = &shared.stats {
+            if snapshot {
+                st.snapshot_failures.bump();
+            } else {
+                st.usage_report_failures.bump();
+            }
+        }
+    }
+
+    fn count_dropped(&mut self, shared: &Shared) {
+        let Some(meter) = &shared.meter else { return };
+        let dropped = meter
+            .try_borrow()
+            .map(|m| m.dropped_entries)
+            .unwrap_or(self.dropped_reported);
+        if dropped > self.dropped_reported {
+            if let Some(st) = &shared.stats {
+                st.usage_dropped.add(dropped - self.dropped_reported);
+            }
+            self.dropped_reported = dropped;
+        }
+    }
+
+    /// Folds request-path usage and writes the journal. If another worker adopted this journal
+    /// (it found the heartbeat stale, e.g. after a long stall), what it took is no longer ours.
+    fn sync_journal(&mut self, shared: &Shared, now: u64) {
+        let Some(meter) = &shared.meter else { return };
+        let mut store = SharedData;
+        let claimed = matches!(store.get(&self.journal_key), Ok((Some(v), _)) if v.is_empty());
+        let Ok(mut m) = meter.try_borrow_mut() else {
+            return;
+        };
+        if claimed {
+            host::log(Level::Warn, "tollgate: this worker's usage journal was adopted by another worker; starting a new one");
+            let mut fresh = Meter::new(new_gateway_id(&self.cp.service_id));
+            std::mem::swap(&mut fresh, &mut m);
+            // Keep only what was recorded after the journal was last written (not yet folded).
+            m.take_hot_from(&mut fresh);
+            self.gateway = m.gateway.clone();
+            self.journal_key = format!("{JOURNAL_PREFIX}{}", self.gateway);
+            self.flush = None;
+            drop(m);
+            self.register();
+            return;
+        }
+        if let Some(catalog) = &shared.catalog {
+            m.fold(catalog);
+        }
+        m.heartbeat_ms = now;
+        let journal = m.encode();
+        drop(m);
+        if store.set(&self.journal_key, &journal, None).is_err() {
+            host::log(Level::Warn, "tollgate: cannot write the usage journal");
+        }
+        self.count_dropped(shared);
+    }
+
+    fn adopt_orphans(&mut self, shared: &Shared, now: u64) {
+        let Some(meter) = &shared.meter else { return };
+        let mut store = SharedData;
+        let Ok((Some(registry), _)) = store.get(REGISTRY_KEY) else {
+            return;
+        };
+        let mut gone = Vec::new();
+        for id in registry_decode(&registry) {
+            if id == self.gateway {
+                continue;
+            }
+            let key = format!("{JOURNAL_PREFIX}{id}");
+            let Ok((bytes, cas)) = store.get(&key) else {
+                continue;
+            };
+            let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+                gone.push(id);
+                continue;
+            };
+            let Some(orphan) = Meter::decode(&bytes).filter(|o| o.is_orphan(now)) else {
+                continue;
+            };
+            // Claim it with compare-and-swap: of several adopters exactly one wins.
+            if store.set(&key, &[], cas).unwrap_or(false) {
+                host::log(
+                    Level::Info,
+                    &format!("tollgate: adopted the usage journal of dead worker {id}"),
+                );
+                if let Ok(mut m) = meter.try_borrow_mut() {
+                    m.adopt(orphan);
+                }
+                gone.push(id);
+            }
+        }
+        if !gone.is_empty() {
+            for _ in 0..REGISTRY_CAS_ATTEMPTS {
+                let Ok((bytes, cas)) = store.get(REGISTRY_KEY) else {
+                    return;
+                };
+                let ids: Vec<String> = bytes
+                    .as_deref()
+                    .map(registry_decode)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|i| !gone.contains(i))
+                    .collect();
+                if store
+                    .set(REGISTRY_KEY, &registry_encode(&ids), cas)
+                    .unwrap_or(false)
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
