@@ -33,3 +33,48 @@ def test_shipped_envoy_yaml_enforces_the_demo_plan(upstream):
         assert call(envoy.port, "/").status == 401
     finally:
         envoy.stop()
+
+
+def test_shipped_control_plane_template_works(upstream):
+    """envoy/envoy-control-plane.yaml (what `cargo xtask run` renders) against a real control plane."""
+    from conftest import ADMIN_TOKEN
+    from support.control_plane import Api, Database, Server
+
+    db = Database("sqlite")
+    server = Server(db, ADMIN_TOKEN).start()
+    envoy = None
+    try:
+        api = Api(server.base, ADMIN_TOKEN)
+        svc = api.ok("POST", "/services", {"name": "Template"})
+        plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P",
+                                         "limits": [{"metric": "hits", "period": "day", "value": 2}]})
+        acct = api.ok("POST", "/accounts", {"name": "A", "email": "a@example.com"})
+        app = api.ok("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"], "name": "A"})
+        token = api.ok("POST", "/gateway_tokens", {"name": "t"})["token"]
+        text = (ROOT / "envoy" / "envoy-control-plane.yaml").read_text()
+        text = text.replace("${SERVICE_ID}", svc["id"]).replace("${GATEWAY_TOKEN}", token)
+        config = yaml.safe_load(text)
+        config["admin"]["address"]["socket_address"]["port_value"] = free_port()
+        listener = config["static_resources"]["listeners"][0]
+        listener["address"]["socket_address"]["port_value"] = free_port()
+        wasm = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["config"]
+        wasm["vm_config"]["code"]["local"]["filename"] = wasm_path()
+        ports = {"demo_upstream": upstream.port, "tollgate_control_plane": server.port}
+        for cluster in config["static_resources"]["clusters"]:
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+                "socket_address"]["port_value"] = ports[cluster["name"]]
+        envoy = Envoy(config).start()
+        deadline = __import__("time").monotonic() + 10
+        statuses = []
+        while __import__("time").monotonic() < deadline:
+            statuses.append(call(envoy.port, "/", headers={"x-api-key": app["key"]}).status)
+            if statuses[-1] != 503:
+                break
+        assert statuses[-1] == 200, statuses
+        assert call(envoy.port, "/", headers={"x-api-key": app["key"]}).status == 200
+        assert call(envoy.port, "/", headers={"x-api-key": app["key"]}).status == 429
+    finally:
+        if envoy:
+            envoy.stop()
+        server.stop()
+        db.drop()

@@ -238,6 +238,7 @@ impl Link {
     }
 
     fn apply_snapshot(&mut self, body_size: usize, shared: &mut Shared) {
+        let started_ms = host::now_ms().unwrap_or(0);
         if body_size > MAX_SNAPSHOT_BYTES {
             return self.failed(
                 shared,
@@ -272,10 +273,12 @@ impl Link {
         host::log(
             Level::Info,
             &format!(
-                "tollgate: snapshot {} applied: {} applications, {} plans",
+                "tollgate: snapshot {} applied: {} applications, {} plans, {} bytes in {} ms",
                 snapshot.version.as_deref().unwrap_or("-"),
                 catalog.apps.len(),
-                catalog.plans.len()
+                catalog.plans.len(),
+                body_size,
+                host::now_ms().unwrap_or(0).saturating_sub(started_ms)
             ),
         );
         self.version = snapshot.version;

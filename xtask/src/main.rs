@@ -1,7 +1,8 @@
 //! Project automation, so set-up, tests and benchmarks need nothing but cargo:
 //!
-//! - `cargo xtask run`: installs what is missing, builds the filter, starts the demo stack
-//!   (demo upstream + Envoy with the filter) and prints how to call it. Ctrl-C stops it all.
+//! - `cargo xtask run`: installs what is missing, builds the filter and the control plane, starts
+//!   the demo stack (control plane on SQLite seeded with a demo plan, Envoy with the filter in
+//!   control-plane mode, a demo upstream) and prints how to call it. Ctrl-C stops it all.
 //! - `cargo xtask test`: every check and test: fmt, clippy, native and wasm32 unit tests, and the
 //!   end-to-end suite against real processes. This is what CI runs.
 //! - `cargo xtask bench-filter`: the filter's CPU cost per request in Envoy (prints figures).
@@ -348,7 +349,12 @@ impl Postgres {
 fn run() -> Result {
     setup(&[])?;
     build_filter()?;
-    step("start the demo upstream and Envoy with the filter");
+    step("build the control plane (release)");
+    sh(
+        "cargo",
+        &["build", "--release", "-p", "tollgate-control-plane"],
+    )?;
+    step("start the control plane, seed a demo, start Envoy with the filter and a demo upstream");
     // Replace this process with the demo script, so Ctrl-C or a SIGTERM sent to this pid reaches
     // the shell that owns (and stops) every process of the demo.
     let err = Command::new("bash")
