@@ -7,6 +7,8 @@
 //!   end-to-end suite against real processes. This is what CI runs.
 //! - `cargo xtask bench-filter`: the filter's CPU cost per request in Envoy (prints figures).
 //! - `cargo xtask bench-admin-api`: admin API throughput on SQLite and PostgreSQL (prints figures).
+//! - `cargo xtask bench-loop`: snapshot size/time for 100,000 applications, its application in
+//!   Envoy (time, RSS), and usage ingestion throughput (prints figures).
 //! - `cargo xtask setup`: only the installation step.
 
 use std::env;
@@ -41,7 +43,10 @@ fn main() {
         Some("run") => run(),
         Some("bench-filter") => bench_filter(&args[1..]),
         Some("bench-admin-api") => bench_admin_api(&args[1..]),
-        _ => Err("usage: cargo xtask <run|test|bench-filter|bench-admin-api|setup>".into()),
+        Some("bench-loop") => bench_release_script("tests/bench/bench_loop.py", &args[1..]),
+        _ => Err(
+            "usage: cargo xtask <run|test|bench-filter|bench-admin-api|bench-loop|setup>".into(),
+        ),
     };
     if let Err(e) = outcome {
         eprintln!("xtask: {e}");
@@ -374,15 +379,21 @@ fn bench_filter(extra: &[String]) -> Result {
 }
 
 fn bench_admin_api(extra: &[String]) -> Result {
+    bench_release_script("tests/bench/bench_admin_api.py", extra)
+}
+
+/// Runs a benchmark script against release builds, with PostgreSQL available.
+fn bench_release_script(script: &str, extra: &[String]) -> Result {
     setup(&["wrk", "psql", "pg_dump"])?;
+    build_filter()?;
     step("build the control plane (release)");
     sh(
         "cargo",
         &["build", "--release", "-p", "tollgate-control-plane"],
     )?;
     let postgres = Postgres::ensure()?;
-    step("benchmark: admin API read and write routes, SQLite and PostgreSQL");
-    let mut args = vec!["tests/bench/bench_admin_api.py"];
+    step(&format!("benchmark: {script}"));
+    let mut args = vec![script];
     args.extend(extra.iter().map(String::as_str));
     let bin = root().join("target/release/tollgate").display().to_string();
     let outcome = sh_env(

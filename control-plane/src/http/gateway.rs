@@ -26,6 +26,11 @@ use super::AppState;
 use crate::secrets::sha256_hex;
 use crate::store::{is_unique_violation, now, Pool};
 
+/// Application ids looked up per query, and counters upserted per statement (4 parameters each):
+/// well under SQLite's and PostgreSQL's parameter limits.
+const LOOKUP_CHUNK: usize = 500;
+const UPSERT_CHUNK: usize = 250;
+
 /// Most entries in one usage report; gateways split larger flushes.
 pub const MAX_REPORT_ENTRIES: usize = 10_000;
 /// Largest delta one entry may carry (a sanity bound far above any minute of real traffic).
@@ -154,43 +159,41 @@ pub async fn build_snapshot(pool: &Pool, service_id: &str, version: String) -> A
             name: None,
         })
         .collect();
-    let app_rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT a.id, a.plan_id, a.state, a.state_reason FROM applications a JOIN plans p ON p.id = a.plan_id WHERE p.service_id = $1 ORDER BY a.id",
-    )
-    .bind(service_id)
-    .fetch_all(pool)
-    .await?;
-    let key_rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT k.application_id, k.key_sha256 FROM application_keys k JOIN applications a ON a.id = k.application_id \
-         JOIN plans p ON p.id = a.plan_id WHERE p.service_id = $1 AND (k.expires_at IS NULL OR k.expires_at > $2) ORDER BY k.id",
+    // One pass over applications and their live keys (ordered by application): no second query
+    // and no map from application to keys; 100,000 applications is the design point.
+    let rows: Vec<(String, String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT a.id, a.plan_id, a.state, a.state_reason, k.key_sha256 FROM applications a JOIN plans p ON p.id = a.plan_id \
+         LEFT JOIN application_keys k ON k.application_id = a.id AND (k.expires_at IS NULL OR k.expires_at > $2) \
+         WHERE p.service_id = $1 ORDER BY a.id, k.id",
     )
     .bind(service_id)
     .bind(now())
     .fetch_all(pool)
     .await?;
-    let mut keys: HashMap<String, Vec<String>> = HashMap::new();
-    for (app, digest) in key_rows {
-        keys.entry(app).or_default().push(digest);
+    let mut applications: Vec<Application> = Vec::with_capacity(rows.len());
+    for (id, plan, state, reason, digest) in rows {
+        if applications.last().is_none_or(|a| a.id != id) {
+            applications.push(Application {
+                id,
+                plan,
+                state: if state == "live" {
+                    ApplicationState::Live
+                } else {
+                    ApplicationState::Suspended
+                },
+                state_reason: match reason.as_deref() {
+                    Some("non_payment") => Some(SuspensionReason::NonPayment),
+                    Some(_) => Some(SuspensionReason::Admin),
+                    None => None,
+                },
+                key_sha256: Vec::new(),
+                app_id: None,
+            });
+        }
+        if let (Some(digest), Some(app)) = (digest, applications.last_mut()) {
+            app.key_sha256.push(digest);
+        }
     }
-    let applications = app_rows
-        .into_iter()
-        .map(|(id, plan, state, reason)| Application {
-            key_sha256: keys.remove(&id).unwrap_or_default(),
-            id,
-            plan,
-            state: if state == "live" {
-                ApplicationState::Live
-            } else {
-                ApplicationState::Suspended
-            },
-            state_reason: match reason.as_deref() {
-                Some("non_payment") => Some(SuspensionReason::NonPayment),
-                Some(_) => Some(SuspensionReason::Admin),
-                None => None,
-            },
-            app_id: None,
-        })
-        .collect();
     Ok(Snapshot {
         version: Some(version),
         plans,
@@ -315,15 +318,32 @@ pub async fn usage(
             other?;
         }
     }
-    let apps: Vec<(String,)> = sqlx::query_as(
-        "SELECT a.id FROM applications a JOIN plans p ON p.id = a.plan_id WHERE p.service_id = $1",
-    )
-    .bind(&service_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let apps: std::collections::HashSet<String> = apps.into_iter().map(|(a,)| a).collect();
-    // Aggregate per (application, metric, hour) before writing: one upsert per counter.
-    let mut sums: HashMap<(&str, &str, i64), i64> = HashMap::new();
+    // Which of the report's applications belong to the service (only those, not all of them).
+    let mut wanted: Vec<&str> = report
+        .entries
+        .iter()
+        .map(|e| e.application.as_str())
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut apps: std::collections::HashSet<String> =
+        std::collections::HashSet::with_capacity(wanted.len());
+    for chunk in wanted.chunks(LOOKUP_CHUNK) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT a.id FROM applications a JOIN plans p ON p.id = a.plan_id WHERE p.service_id = $1 AND a.id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String,)>(&sql).bind(&service_id);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        apps.extend(q.fetch_all(&mut *tx).await?.into_iter().map(|(a,)| a));
+    }
+    // Aggregate per (application, metric, hour), in key order: concurrent reports then lock rows
+    // in the same order and cannot deadlock each other.
+    let mut sums: std::collections::BTreeMap<(&str, &str, i64), i64> =
+        std::collections::BTreeMap::new();
     let mut ignored = 0u64;
     let mut accepted = 0u64;
     for e in &report.entries {
@@ -338,17 +358,29 @@ pub async fn usage(
             _ => ignored += 1,
         }
     }
-    for ((app, metric, hour), delta) in sums {
-        sqlx::query(
-            "INSERT INTO usage_counters (application_id, metric_id, bucket_start, value) VALUES ($1, $2, $3, $4) \
+    let rows: Vec<((&str, &str, i64), i64)> = sums.into_iter().collect();
+    for chunk in rows.chunks(UPSERT_CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "(${}, ${}, ${}, ${})",
+                    4 * i + 1,
+                    4 * i + 2,
+                    4 * i + 3,
+                    4 * i + 4
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO usage_counters (application_id, metric_id, bucket_start, value) VALUES {} \
              ON CONFLICT (application_id, metric_id, bucket_start) DO UPDATE SET value = usage_counters.value + excluded.value",
-        )
-        .bind(app)
-        .bind(metric)
-        .bind(hour)
-        .bind(delta)
-        .execute(&mut *tx)
-        .await?;
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for ((app, metric, hour), delta) in chunk {
+            q = q.bind(*app).bind(*metric).bind(*hour).bind(*delta);
+        }
+        q.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     // Forget report ids long after any retry could come (bounded table); every 1,000th report.
