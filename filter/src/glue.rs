@@ -8,7 +8,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
-use crate::catalog::Catalog;
+use crate::catalog::{AppDef, Catalog};
 use crate::config::{Config, FailMode};
 use crate::counters::ensure_record;
 use crate::credentials::{extract, strip_query_params, Source};
@@ -156,9 +156,9 @@ impl Context for Root {
 
 /// Creates every application's counter record before traffic can reach it, so the request path
 /// always has a CAS token (see `counters::ensure_record`).
-pub fn prepare_records(catalog: &Catalog) -> bool {
+pub fn prepare_records<'a>(apps: impl IntoIterator<Item = &'a AppDef>) -> bool {
     let mut store = SharedData;
-    for app in &catalog.apps {
+    for app in apps {
         if let Err(e) = ensure_record(&mut store, app) {
             host::log(
                 Level::Error,
@@ -197,7 +197,7 @@ impl RootContext for Root {
             }
         };
         if let Some(catalog) = &catalog {
-            if !prepare_records(catalog) {
+            if !prepare_records(&catalog.apps) {
                 return false;
             }
             host::log(

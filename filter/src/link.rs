@@ -257,13 +257,26 @@ impl Link {
             Ok(c) => c,
             Err(e) => return self.failed(shared, &format!("snapshot refused: {e}"), true),
         };
-        if !prepare_records(&catalog) {
+        // Counter records exist for every application the previous snapshot had: create only the
+        // new ones (a 100,000-application catalog changes by a few applications at a time).
+        let known: std::collections::HashSet<&str> = shared
+            .catalog
+            .as_ref()
+            .map(|c| c.apps.iter().map(|a| a.id.as_str()).collect())
+            .unwrap_or_default();
+        if !prepare_records(
+            catalog
+                .apps
+                .iter()
+                .filter(|a| !known.contains(a.id.as_str())),
+        ) {
             return self.failed(
                 shared,
                 "cannot prepare counter records for the new snapshot",
                 true,
             );
         }
+        drop(known);
         // Usage counted against the old catalog's indexes is named before the swap.
         if let (Some(meter), Some(old)) = (&shared.meter, &shared.catalog) {
             if let Ok(mut m) = meter.try_borrow_mut() {

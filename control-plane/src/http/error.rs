@@ -87,6 +87,16 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut => {
                 ApiError::Unavailable("the database is busy; retry shortly".into())
             }
+            // Lock contention the client should simply retry: SQLite busy/locked, PostgreSQL
+            // deadlock or serialization failure (the transaction was rolled back whole).
+            sqlx::Error::Database(d)
+                if d.code().is_some_and(|c| {
+                    matches!(c.as_ref(), "5" | "6" | "517" | "40P01" | "40001")
+                }) =>
+            {
+                tracing::warn!(error = %d, "transaction aborted by lock contention; answered 503");
+                ApiError::Unavailable("the database is busy; retry shortly".into())
+            }
             // A concurrent change removed or still references what this request relied on.
             sqlx::Error::Database(d) if d.is_foreign_key_violation() => ApiError::conflict(
                 "conflicting_change",

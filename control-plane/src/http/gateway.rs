@@ -26,6 +26,9 @@ use super::AppState;
 use crate::secrets::sha256_hex;
 use crate::store::{is_unique_violation, now, Pool};
 
+/// (application id, plan id, state, state reason, one live key's SHA-256)
+type AppKeyRow = (String, String, String, Option<String>, Option<String>);
+
 /// Application ids looked up per query, and counters upserted per statement (4 parameters each):
 /// well under SQLite's and PostgreSQL's parameter limits.
 const LOOKUP_CHUNK: usize = 500;
@@ -161,7 +164,7 @@ pub async fn build_snapshot(pool: &Pool, service_id: &str, version: String) -> A
         .collect();
     // One pass over applications and their live keys (ordered by application): no second query
     // and no map from application to keys; 100,000 applications is the design point.
-    let rows: Vec<(String, String, String, Option<String>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<AppKeyRow> = sqlx::query_as(
         "SELECT a.id, a.plan_id, a.state, a.state_reason, k.key_sha256 FROM applications a JOIN plans p ON p.id = a.plan_id \
          LEFT JOIN application_keys k ON k.application_id = a.id AND (k.expires_at IS NULL OR k.expires_at > $2) \
          WHERE p.service_id = $1 ORDER BY a.id, k.id",
