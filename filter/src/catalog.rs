@@ -51,9 +51,17 @@ pub struct AppDef {
     pub plan: usize,
     pub state: ApplicationState,
     pub state_reason: Option<SuspensionReason>,
-    pub counter_key: String,
-    /// SHA-256 of each valid key (also used to check `app_key` in app_id mode).
-    pub keys: Vec<[u8; 32]>,
+}
+
+impl AppDef {
+    /// Shared-data key of the application's counter record. Built when needed rather than stored:
+    /// with 100,000 applications per worker VM, every byte kept per application counts.
+    pub fn counter_key(&self) -> String {
+        let mut k = String::with_capacity(COUNTER_KEY_PREFIX.len() + self.id.len());
+        k.push_str(COUNTER_KEY_PREFIX);
+        k.push_str(&self.id);
+        k
+    }
 }
 
 /// Keys are SHA-256 digests, already uniformly distributed: their first 8 bytes are a perfect
@@ -212,23 +220,19 @@ impl Catalog {
                     format!("more than {MAX_KEYS_PER_APPLICATION} keys"),
                 ));
             }
-            let mut keys = Vec::with_capacity(a.key_sha256.len());
             for (k, hex) in a.key_sha256.iter().enumerate() {
                 let field = format!("{at}.applications[{i}].key_sha256[{k}]");
                 let digest = decode_sha256_hex(hex).ok_or_else(|| {
                     ConfigError::new(&field, "must be 64 hex characters (a SHA-256 digest)")
                 })?;
-                match by_key.insert(digest, i) {
-                    Some(other) if other != i => {
-                        return Err(ConfigError::new(
-                            field,
-                            format!(
-                                "the same key hash belongs to application {:?} too",
-                                s.applications[other].id
-                            ),
-                        ))
-                    }
-                    _ => keys.push(digest),
+                if let Some(other) = by_key.insert(digest, i).filter(|&other| other != i) {
+                    return Err(ConfigError::new(
+                        field,
+                        format!(
+                            "the same key hash belongs to application {:?} too",
+                            s.applications[other].id
+                        ),
+                    ));
                 }
             }
             if let Some(app_id) = &a.app_id {
@@ -246,8 +250,6 @@ impl Catalog {
                 plan,
                 state: a.state,
                 state_reason: a.state_reason,
-                counter_key: format!("{COUNTER_KEY_PREFIX}{}", a.id),
-                keys,
             });
         }
         Ok(Catalog {
@@ -367,7 +369,7 @@ mod tests {
         let digest = decode_sha256_hex(KEY).unwrap();
         assert_eq!(c.app_by_key_digest(&digest).unwrap().id, "app-1");
         assert_eq!(
-            c.app_by_app_id("a1").unwrap().counter_key,
+            c.app_by_app_id("a1").unwrap().counter_key(),
             "tollgate/v1/counters/app-1"
         );
     }

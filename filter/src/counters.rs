@@ -162,8 +162,9 @@ pub fn enforce<'c>(
     if touched.is_empty() {
         return Ok(Enforcement::Admitted { tightest: None });
     }
+    let key = app.counter_key();
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let (bytes, cas) = store.get(&app.counter_key)?;
+        let (bytes, cas) = store.get(&key)?;
         let mut entries = bytes.as_deref().map(decode).unwrap_or_default();
         let mut states = Vec::with_capacity(touched.len());
         let mut violated: Option<LimitState<'c>> = None;
@@ -222,7 +223,7 @@ pub fn enforce<'c>(
                 }),
             }
         }
-        if store.set(&app.counter_key, &encode(&entries), cas)? {
+        if store.set(&key, &encode(&entries), cas)? {
             let tightest = states
                 .into_iter()
                 .map(|(s, ..)| s)
@@ -255,9 +256,10 @@ fn tighter<'c>(a: LimitState<'c>, b: LimitState<'c>) -> LimitState<'c> {
 /// the request path always finds the key and can rely on compare-and-swap (a CAS token of 0, what a
 /// missing key has, means an unconditional write to the host).
 pub fn ensure_record(store: &mut dyn SharedStore, app: &AppDef) -> Result<(), StoreError> {
-    let (bytes, _) = store.get(&app.counter_key)?;
+    let key = app.counter_key();
+    let (bytes, _) = store.get(&key)?;
     if bytes.is_none() {
-        store.set(&app.counter_key, &encode(&[]), None)?;
+        store.set(&key, &encode(&[]), None)?;
     }
     Ok(())
 }

@@ -167,8 +167,12 @@ pub fn decide<'c>(
         }) => {
             match catalog
                 .app_by_app_id(&app_id)
-                .filter(|a| a.keys.contains(&key_digest))
-            {
+                // The key must belong to this very application (keys are unique across apps).
+                .filter(|a| {
+                    catalog
+                        .app_by_key_digest(&key_digest)
+                        .is_some_and(|k| k.index == a.index)
+                }) {
                 Some(app) => (app, source),
                 None => return reject(Reason::InvalidCredentials, "unknown app_id or app_key"),
             }
