@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from support.envoy import Envoy, free_port, wasm_filter  # noqa: E402
+from support.envoy import Envoy, free_port, static_cluster, wasm_filter  # noqa: E402
 
 APPS = 1_000
 KEY_INDEX = 500
@@ -61,7 +61,35 @@ NATIVE_RL = {
 }
 
 
-def direct_response_bootstrap(filters):
+def start_control_plane():
+    """A release `tollgate serve` on SQLite with the benchmark's 1,000 applications and their keys."""
+    import sqlite3
+    import time as _time
+
+    from support.control_plane import Api, Database, Server
+    token = "bench-admin-token-0123456789abcdef0123456789"
+    db = Database("sqlite")
+    server = Server(db, token, extra_env={"TOLLGATE_LOG": "warn"}).start()
+    api = Api(server.base, token)
+    svc = api.ok("POST", "/services", {"name": "Bench"})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P",
+                                     "limits": [{"metric": "hits", "period": "day", "value": 10**15}]})
+    api.ok("POST", f"/services/{svc['id']}/mapping_rules", {"method": "GET", "pattern": "/", "metric": "hits"})
+    acct = api.ok("POST", "/accounts", {"name": "Bench", "email": "bench@example.com"})
+    t = int(_time.time())
+    with sqlite3.connect(db.path) as c:
+        c.executemany("INSERT INTO applications VALUES (?,?,?,?,?,?,?,?,?)",
+                      [(f"app-{i}", acct["id"], plan["id"], f"a{i}", "", "live", None, t, t) for i in range(APPS)])
+        c.executemany("INSERT INTO application_keys VALUES (?,?,?,?,?,?)",
+                      [(f"key-{i:06d}", f"app-{i}", hashlib.sha256(key(i).encode()).hexdigest(), "bench", t, None)
+                       for i in range(APPS)])
+    api.ok("PATCH", f"/services/{svc['id']}", {"name": "Bench"})  # new snapshot version
+    gw = api.ok("POST", "/gateway_tokens", {"name": "bench"})["token"]
+    config = {"service_id": svc["id"], "control_plane": {"cluster": "tollgate_control_plane", "token": gw}}
+    return {"server": server, "db": db, "config": config}
+
+
+def direct_response_bootstrap(filters, clusters=()):
     router = {"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
     listen, admin = free_port(), free_port()
@@ -81,7 +109,7 @@ def direct_response_bootstrap(filters):
                         "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
                     "http_filters": filters + [router],
                 }}]}],
-        }]},
+        }], "clusters": list(clusters)},
     }
 
 
@@ -114,6 +142,8 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--module", action="append", default=[], metavar="NAME=PATH",
                     help="also measure another build of the module (for profiling experiments)")
+    ap.add_argument("--no-metering", action="store_true",
+                    help="skip the control-plane-mode variant (needs the tollgate binary)")
     args = ap.parse_args()
     if os.cpu_count() < 2:
         sys.exit("needs 2 cores: Envoy on core 0, wrk on core 1")
@@ -123,6 +153,14 @@ def main():
         "native_rl": direct_response_bootstrap([NATIVE_RL]),
         "tollgate": direct_response_bootstrap([wasm_filter(tollgate_config())]),
     }
+    control_plane = None
+    if not args.no_metering:
+        # Metering on: the same 1,000 applications served by a real control plane, the filter in
+        # control-plane mode (snapshot polling + usage reports every second).
+        control_plane = start_control_plane()
+        variants["metering"] = direct_response_bootstrap(
+            [wasm_filter(control_plane["config"], vm_id="metering")],
+            [static_cluster("tollgate_control_plane", control_plane["server"].port)])
     for spec in args.module:
         name, _, path = spec.partition("=")
         variants[name] = direct_response_bootstrap([wasm_filter(tollgate_config(), wasm=path, vm_id=name)])
@@ -150,6 +188,9 @@ def main():
     finally:
         for e in envoys.values():
             e.stop()
+        if control_plane:
+            control_plane["server"].stop()
+            control_plane["db"].drop()
 
     med = {n: [statistics.median(x[i] for x in r) for i in range(4)] for n, r in results.items()}
     base = med["bare"][0]
@@ -161,6 +202,9 @@ def main():
         print(f"{n:10s} {cpu:10.2f} {cpu - base:+9.2f} {cpu / base:6.2f} {rps:9.0f} {p50:8.3f} {p99:8.3f}")
     print(f"\nTollgate filter adds {med['tollgate'][0] - base:.2f} us CPU per request over bare Envoy "
           f"(goal: <= 8 us); native local_ratelimit adds {med['native_rl'][0] - base:.2f} us.")
+    if "metering" in med:
+        print(f"With metering on (control-plane mode, reports every second): {med['metering'][0] - base:.2f} us "
+              f"({med['metering'][0] - med['tollgate'][0]:+.2f} us vs standalone).")
 
 
 if __name__ == "__main__":

@@ -370,12 +370,7 @@ fn run() -> Result {
 }
 
 fn bench_filter(extra: &[String]) -> Result {
-    setup(&["wrk", "taskset"])?;
-    build_filter()?;
-    step("benchmark: bare Envoy vs native local_ratelimit vs Tollgate filter");
-    let mut args = vec!["tests/bench/bench_filter.py"];
-    args.extend(extra.iter().map(String::as_str));
-    sh(".venv/bin/python", &args)
+    bench_release_script("tests/bench/bench_filter.py", extra)
 }
 
 fn bench_admin_api(extra: &[String]) -> Result {
@@ -384,7 +379,7 @@ fn bench_admin_api(extra: &[String]) -> Result {
 
 /// Runs a benchmark script against release builds, with PostgreSQL available.
 fn bench_release_script(script: &str, extra: &[String]) -> Result {
-    setup(&["wrk", "psql", "pg_dump"])?;
+    setup(&["wrk", "taskset", "psql", "pg_dump"])?;
     build_filter()?;
     step("build the control plane (release)");
     sh(
