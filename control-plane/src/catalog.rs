@@ -39,11 +39,7 @@ pub fn check_name(param: &str, name: &str) -> Result<String, ApiError> {
 
 /// Metric names travel to gateways and into quota headers: the filter's rule, applied here first.
 pub fn check_metric_name(param: &str, name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= tollgate_filter::catalog::MAX_METRIC_NAME_BYTES
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    let ok = tollgate_filter::catalog::is_valid_metric_name(name);
     if ok {
         Ok(())
     } else {

@@ -289,14 +289,18 @@ impl Catalog {
     }
 }
 
-fn check_metric_name(field: &str, name: &str) -> Result<(), ConfigError> {
-    // Metric names appear inside structured-field strings in headers and in shared-data records.
-    let ok = !name.is_empty()
+/// The metric-name rule, shared with the control plane: metric names appear inside
+/// structured-field strings in headers and in shared-data records.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= MAX_METRIC_NAME_BYTES
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn check_metric_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if is_valid_metric_name(name) {
         Ok(())
     } else {
         Err(ConfigError::new(
