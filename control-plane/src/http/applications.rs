@@ -70,12 +70,40 @@ async fn live_keys(pool: &Pool, app_id: &str) -> ApiResult<Vec<KeyRow>> {
 }
 
 async fn app_json(pool: &Pool, a: &AppRow) -> ApiResult<Value> {
-    let keys = live_keys(pool, &a.0).await?;
-    Ok(json!({
-        "object": "application", "id": a.0, "account_id": a.1, "plan_id": a.2, "name": a.3, "description": a.4,
-        "state": a.5, "state_reason": a.6, "created_at": a.7, "updated_at": a.8,
-        "keys": keys.iter().map(|k| key_json(&a.0, k)).collect::<Vec<_>>(),
-    }))
+    let mut one = apps_json(pool, std::slice::from_ref(a)).await?;
+    one.pop()
+        .ok_or_else(|| ApiError::Internal("application vanished while rendering".into()))
+}
+
+/// Application objects for a page of applications: one query for all their live keys.
+async fn apps_json(pool: &Pool, apps: &[AppRow]) -> ApiResult<Vec<Value>> {
+    if apps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = (2..=apps.len() + 1)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT application_id, id, prefix, created_at, expires_at FROM application_keys \
+         WHERE (expires_at IS NULL OR expires_at > $1) AND application_id IN ({placeholders}) ORDER BY id"
+    );
+    let mut q = sqlx::query_as::<_, (String, String, String, i64, Option<i64>)>(&sql).bind(now());
+    for a in apps {
+        q = q.bind(&a.0);
+    }
+    let keys = q.fetch_all(pool).await?;
+    Ok(apps
+        .iter()
+        .map(|a| {
+            json!({
+                "object": "application", "id": a.0, "account_id": a.1, "plan_id": a.2, "name": a.3, "description": a.4,
+                "state": a.5, "state_reason": a.6, "created_at": a.7, "updated_at": a.8,
+                "keys": keys.iter().filter(|k| k.0 == a.0)
+                    .map(|k| key_json(&a.0, &(k.1.clone(), k.2.clone(), k.3, k.4))).collect::<Vec<_>>(),
+            })
+        })
+        .collect())
 }
 
 /// Inserts a new key for `app_id` inside `tx`, refusing a sixth active key; returns the key row and
@@ -213,10 +241,7 @@ pub async fn list(
     .fetch_all(&s.pool)
     .await?;
     let pg = page(rows, limit, |r| &r.0);
-    let mut data = Vec::with_capacity(pg.data.len());
-    for r in &pg.data {
-        data.push(app_json(&s.pool, r).await?);
-    }
+    let data = apps_json(&s.pool, &pg.data).await?;
     Ok(Json(Page {
         object: pg.object,
         data,

@@ -50,31 +50,68 @@ pub async fn fetch_plan(pool: &Pool, id: &str) -> ApiResult<PlanRow> {
 
 /// The full plan object, with its limits and pricing rules.
 pub async fn plan_json(pool: &Pool, p: &PlanRow) -> ApiResult<Value> {
-    let limits: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT m.name, l.period, l.limit_value FROM plan_limits l JOIN metrics m ON m.id = l.metric_id WHERE l.plan_id = $1 ORDER BY m.name, l.period",
-    )
-    .bind(&p.0)
-    .fetch_all(pool)
-    .await?;
-    let rules: Vec<PricingRow> = sqlx::query_as(
-        "SELECT m.name, r.model, r.range_from, r.range_to, r.unit_price, r.package_size FROM pricing_rules r JOIN metrics m ON m.id = r.metric_id \
-         WHERE r.plan_id = $1 ORDER BY m.name, r.range_from",
-    )
-    .bind(&p.0)
-    .fetch_all(pool)
-    .await?;
-    Ok(json!({
-        "object": "plan", "id": p.0, "service_id": p.1, "name": p.2, "state": p.3,
-        "setup_fee": p.4, "fixed_fee": p.5, "trial_days": p.6, "custom": p.7.is_some(), "parent_plan_id": p.7,
-        "created_at": p.8, "updated_at": p.9,
-        "limits": limits.iter().map(|(m, period, v)| json!({"metric": m, "period": period, "value": v})).collect::<Vec<_>>(),
-        "pricing_rules": rules.iter().map(|(m, model, from, to, price, pkg)| {
-            let mut r = json!({"metric": m, "model": model, "from": from, "to": to, "unit_price": price});
-            if let Some(n) = pkg { r["package_size"] = json!(n); }
-            r
-        }).collect::<Vec<_>>(),
-    }))
+    let mut one = plans_json(pool, std::slice::from_ref(p)).await?;
+    one.pop()
+        .ok_or_else(|| ApiError::Internal("plan vanished while rendering".into()))
 }
+
+/// Full plan objects for a page of plans: two queries for all their limits and pricing rules,
+/// not two per plan.
+pub async fn plans_json(pool: &Pool, plans: &[PlanRow]) -> ApiResult<Vec<Value>> {
+    if plans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = (1..=plans.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let limits_sql = format!(
+        "SELECT l.plan_id, m.name, l.period, l.limit_value FROM plan_limits l JOIN metrics m ON m.id = l.metric_id \
+         WHERE l.plan_id IN ({placeholders}) ORDER BY m.name, l.period"
+    );
+    let mut q = sqlx::query_as::<_, (String, String, String, i64)>(&limits_sql);
+    for p in plans {
+        q = q.bind(&p.0);
+    }
+    let limits = q.fetch_all(pool).await?;
+    let rules_sql = format!(
+        "SELECT r.plan_id, m.name, r.model, r.range_from, r.range_to, r.unit_price, r.package_size FROM pricing_rules r \
+         JOIN metrics m ON m.id = r.metric_id WHERE r.plan_id IN ({placeholders}) ORDER BY m.name, r.range_from"
+    );
+    let mut q = sqlx::query_as::<_, PlanPricingRow>(&rules_sql);
+    for p in plans {
+        q = q.bind(&p.0);
+    }
+    let rules = q.fetch_all(pool).await?;
+    Ok(plans
+        .iter()
+        .map(|p| {
+            json!({
+                "object": "plan", "id": p.0, "service_id": p.1, "name": p.2, "state": p.3,
+                "setup_fee": p.4, "fixed_fee": p.5, "trial_days": p.6, "custom": p.7.is_some(), "parent_plan_id": p.7,
+                "created_at": p.8, "updated_at": p.9,
+                "limits": limits.iter().filter(|l| l.0 == p.0)
+                    .map(|(_, m, period, v)| json!({"metric": m, "period": period, "value": v})).collect::<Vec<_>>(),
+                "pricing_rules": rules.iter().filter(|r| r.0 == p.0).map(|(_, m, model, from, to, price, pkg)| {
+                    let mut r = json!({"metric": m, "model": model, "from": from, "to": to, "unit_price": price});
+                    if let Some(n) = pkg { r["package_size"] = json!(n); }
+                    r
+                }).collect::<Vec<_>>(),
+            })
+        })
+        .collect())
+}
+
+/// (plan id, metric name, model, from, to, unit_price, package_size)
+type PlanPricingRow = (
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    String,
+    Option<i64>,
+);
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -222,10 +259,7 @@ pub async fn list(
     .fetch_all(&s.pool)
     .await?;
     let pg = page(rows, limit, |r| &r.0);
-    let mut data = Vec::with_capacity(pg.data.len());
-    for r in &pg.data {
-        data.push(plan_json(&s.pool, r).await?);
-    }
+    let data = plans_json(&s.pool, &pg.data).await?;
     Ok(Json(Page {
         object: pg.object,
         data,
