@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::extract::JsonBody;
 use super::list::{page, ListParams, Page};
 use super::AppState;
@@ -70,14 +70,12 @@ pub async fn list(
 }
 
 pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let r = sqlx::query("DELETE FROM gateway_tokens WHERE id = $1")
-        .bind(&id)
-        .execute(&s.pool)
-        .await?;
-    if r.rows_affected() == 0 {
-        return Err(ApiError::not_found("gateway token", id));
-    }
-    Ok(Json(
-        json!({"object": "gateway_token", "id": id, "deleted": true}),
-    ))
+    super::delete_by_id(
+        &s.pool,
+        "gateway_tokens",
+        id,
+        "gateway token",
+        "gateway_token",
+    )
+    .await
 }

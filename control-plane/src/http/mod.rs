@@ -166,6 +166,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Deletes the row `id` of `table` (a constant table name) and answers the deleted object, or 404.
+pub async fn delete_by_id(
+    pool: &Pool,
+    table: &'static str,
+    id: String,
+    resource: &'static str,
+    object: &'static str,
+) -> error::ApiResult<Json<serde_json::Value>> {
+    let r = sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
+        .bind(&id)
+        .execute(pool)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(error::ApiError::not_found(resource, id));
+    }
+    Ok(Json(
+        serde_json::json!({"object": object, "id": id, "deleted": true}),
+    ))
+}
+
 /// 200 once the database answers (migrations have run before the listener opened).
 async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,

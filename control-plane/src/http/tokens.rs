@@ -84,14 +84,5 @@ pub async fn list(
 }
 
 pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let r = sqlx::query("DELETE FROM admin_tokens WHERE id = $1")
-        .bind(&id)
-        .execute(&s.pool)
-        .await?;
-    if r.rows_affected() == 0 {
-        return Err(ApiError::not_found("admin token", id));
-    }
-    Ok(Json(
-        json!({"object": "admin_token", "id": id, "deleted": true}),
-    ))
+    super::delete_by_id(&s.pool, "admin_tokens", id, "admin token", "admin_token").await
 }
