@@ -317,6 +317,8 @@ def test_cursor_pagination_walks_every_item_once(api):
         cursor = page["next_cursor"]
     assert seen == ids and pages == 3
     assert_error(api.get("/services?limit=0"), 400, "invalid_limit", "limit")
+    assert_error(api.get("/services?limit=abc"), 400, "invalid_query")
+    assert_error(api.get("/services?colour=red"), 400, "invalid_query")
     assert_error(api.get("/services?limit=101"), 400, "invalid_limit")
 
 
@@ -394,7 +396,7 @@ def test_cli_migrate_and_bad_settings(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
     env["TOLLGATE_DATABASE_URL"] = f"sqlite://{tmp_path}/m.db?mode=rwc"
     first = subprocess.run([binary(), "migrate"], env=env, capture_output=True, text=True, timeout=60)
-    assert first.returncode == 0 and "applied 2 migration(s)" in first.stdout, first
+    assert first.returncode == 0 and "applied 3 migration(s)" in first.stdout, first
     again = subprocess.run([binary(), "migrate"], env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "applied 0 migration(s)" in again.stdout
     bad = subprocess.run([binary(), "migrate"], env=dict(env, TOLLGATE_DATABASE_URL="mysql://x"),

@@ -176,3 +176,30 @@ def test_usage_api_validates(world):
     assert_error(w["api"].get(f"/applications/{app}/usage?since=200000&until=100"), 400, "invalid_range")
     empty = w["api"].ok("GET", f"/applications/{app}/usage")
     assert empty["total"] == 0 and empty["buckets"] == [] and empty["period"] == "day"
+
+
+def test_global_usage_is_what_other_instances_used(world):
+    w = world
+    app, t = w["app"]["id"], minute()
+    path = f"/gateway/v1/services/{w['service']['id']}"
+    for gw, instance, seq, delta in [("a-w1", "envoy-a", 1, 2), ("a-w2", "envoy-a", 1, 3), ("b-w1", "envoy-b", 1, 4)]:
+        st, body, _ = w["gw"].call("POST", f"{path}/usage", {"gateway": gw, "instance": instance, "sequence": seq,
+                                                              "entries": [{"application": app, "metric": "hits",
+                                                                           "bucket_start": t, "delta": delta}]})
+        assert st == 200 and body["accepted"] == 1, body
+    # A duplicate report adds nothing here either.
+    w["gw"].call("POST", f"{path}/usage", {"gateway": "b-w1", "instance": "envoy-b", "sequence": 1,
+                                           "entries": [{"application": app, "metric": "hits", "bucket_start": t, "delta": 4}]})
+
+    def others(instance):
+        st, body, _ = w["gw"].call("GET", f"{path}/global_usage?instance={instance}")
+        assert st == 200, body
+        return {(e["application"], e["metric"], e["period"]): e["value"] for e in body["entries"]}
+
+    # The plan limits hits per day and search per minute: both periods are answered.
+    assert others("envoy-a")[(app, "hits", "day")] == 4
+    assert others("envoy-b")[(app, "hits", "day")] == 5
+    assert others("envoy-c")[(app, "hits", "day")] == 9
+    assert (app, "search", "minute") not in others("envoy-c"), "no search usage anywhere"
+    assert w["api"].ok("GET", f"/applications/{app}/usage?metric=hits&period=day")["total"] == 9
+    assert_error(w["gw"].call("GET", f"{path}/global_usage"), 400, "invalid_query")

@@ -75,6 +75,11 @@ pub async fn connect(url: &str) -> Result<Pool, String> {
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "catalog", include_str!("../migrations/0001_catalog.sql")),
     (2, "gateway", include_str!("../migrations/0002_gateway.sql")),
+    (
+        3,
+        "global_usage",
+        include_str!("../migrations/0003_global_usage.sql"),
+    ),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {

@@ -1,4 +1,4 @@
-//! Metering: admitted usage, aggregated per (application, metric, UTC hour), reported to the
+//! Metering: admitted usage, aggregated per (application, metric, UTC minute), reported to the
 //! control plane exactly once.
 //!
 //! - On the request path, usage is added to a map keyed by catalog indexes (no allocation); on
@@ -26,7 +26,7 @@ use crate::counters::Usage;
 /// Entries per report (the control plane accepts up to 10,000).
 pub const MAX_REPORT_ENTRIES: usize = 5_000;
 /// Pending entries one worker buffers while the control plane is away. An entry is one
-/// (application, metric, hour): 1,000 busy applications with 3 metrics fill 3,000 per hour.
+/// (application, metric, minute): 100 busy applications with 2 metrics fill 12,000 per hour.
 pub const MAX_PENDING_ENTRIES: usize = 200_000;
 /// A journal whose heartbeat is older than this belongs to a dead worker and may be adopted.
 pub const ORPHAN_AFTER_MS: u64 = 10_000;
@@ -35,17 +35,22 @@ pub const REGISTRY_KEY: &str = "tollgate/v1/journals";
 /// Prefix of each worker's journal key.
 pub const JOURNAL_PREFIX: &str = "tollgate/v1/journal/";
 
-const HOUR: i64 = 3_600;
+/// Usage is aggregated per UTC minute: the control plane keeps hours for billing and the
+/// minutes of each gateway instance for global minute quotas.
+const BUCKET_SECS: i64 = 60;
 
-/// Unreported usage by (application id, metric name, hour start).
+/// Unreported usage by (application id, metric name, minute start).
 type Pending = BTreeMap<(String, String, i64), u64>;
 
 /// What one worker has metered and not yet had acknowledged.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Meter {
     pub gateway: String,
+    /// The gateway process (shared by its workers), sent with reports for global quotas.
+    #[serde(default)]
+    pub instance: Option<String>,
     next_sequence: u64,
-    /// Unreported usage by (application id, metric name, hour start).
+    /// Unreported usage by (application id, metric name, minute start).
     #[serde(with = "pending_as_list")]
     pending: Pending,
     /// The report sent and not yet acknowledged, re-sent as is.
@@ -71,11 +76,11 @@ impl Meter {
 
     /// Request path: adds an admitted request's usage (metric indexes of the current catalog).
     pub fn record(&mut self, app_index: usize, usage: &Usage, now: i64) {
-        let hour = now - now.rem_euclid(HOUR);
+        let minute = now - now.rem_euclid(BUCKET_SECS);
         for &(metric, delta) in usage {
             let slot = self
                 .hot
-                .entry((app_index as u32, metric as u32, hour))
+                .entry((app_index as u32, metric as u32, minute))
                 .or_insert(0);
             *slot = slot.saturating_add(delta);
         }
@@ -142,6 +147,7 @@ impl Meter {
             }
             self.in_flight = Some(UsageReport {
                 gateway: self.gateway.clone(),
+                instance: self.instance.clone(),
                 sequence: self.next_sequence,
                 entries,
             });
@@ -281,7 +287,8 @@ mod tests {
         m.fold(&c);
         let r = m.next_report().unwrap().clone();
         assert_eq!((r.gateway.as_str(), r.sequence), ("gw", 1));
-        let hour = NOW - NOW % 3_600;
+        // NOW is 12 s into its minute: NOW + 1 is the same minute.
+        let hour = NOW - NOW % 60;
         assert_eq!(
             r.entries,
             vec![

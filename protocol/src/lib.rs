@@ -148,8 +148,12 @@ pub struct MappingRule {
 /// until it is acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageReport {
-    /// Unique per gateway instance (per worker VM): a new instance id never reuses old numbers.
+    /// Unique per reporter (per worker VM): a new id never reuses old numbers.
     pub gateway: String,
+    /// The gateway process (an Envoy, a Kong node) the usage was admitted by; all its workers share
+    /// it. Global quotas subtract a gateway's own usage from what it is told others used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     pub sequence: u64,
     pub entries: Vec<UsageEntry>,
 }
@@ -162,6 +166,25 @@ pub struct UsageEntry {
     /// Start of the UTC minute the usage happened in (Unix seconds, a multiple of 60).
     pub bucket_start: i64,
     pub delta: u64,
+}
+
+/// Usage admitted by other gateway instances in the current windows of a service's limits
+/// (`GET /gateway/v1/services/{id}/global_usage?instance=<id>`): what a gateway adds to its own
+/// counts to enforce one quota across several gateways.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalUsage {
+    pub entries: Vec<GlobalUsageEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalUsageEntry {
+    pub application: String,
+    pub metric: String,
+    pub period: Period,
+    /// Start of the window the value belongs to (Unix seconds); a gateway ignores stale windows.
+    pub window_start: i64,
+    /// Usage by all other instances in that window.
+    pub value: u64,
 }
 
 /// The control plane's answer to a usage report.

@@ -1,6 +1,6 @@
 //! Accounts: the developers (customers) who own applications and receive invoices.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use rust_decimal::Decimal;
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::JsonBody;
+use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, ListParams, Page};
 use super::AppState;
 use crate::catalog::check_name;
@@ -188,7 +188,7 @@ pub async fn create(
 
 pub async fn list(
     State(s): State<AppState>,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<Value>>> {
     let limit = p.limit()?;
     let rows: Vec<AccountRow> = sqlx::query_as(&format!(

@@ -6,7 +6,7 @@
 //! [`DEFAULT_ROTATION_GRACE_SECS`], at most [`MAX_ROTATION_GRACE_SECS`]) so clients can switch
 //! without an outage; keys in their grace period do not count against the limit.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::accounts::fetch_account;
 use super::error::{ApiError, ApiResult};
-use super::extract::JsonBody;
+use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, Page};
 use super::plans::{copy_plan, fetch_plan};
 use super::AppState;
@@ -224,7 +224,7 @@ pub struct AppListParams {
 
 pub async fn list(
     State(s): State<AppState>,
-    Query(p): Query<AppListParams>,
+    ApiQuery(p): ApiQuery<AppListParams>,
 ) -> ApiResult<Json<Page<Value>>> {
     let lp = super::list::ListParams {
         limit: p.limit,
@@ -492,7 +492,7 @@ pub const MAX_USAGE_RANGE_SECS: i64 = 2 * 366 * 24 * 3600;
 pub async fn usage(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(p): Query<UsageParams>,
+    ApiQuery(p): ApiQuery<UsageParams>,
 ) -> ApiResult<Json<Value>> {
     use tollgate_protocol::Period;
     let app = fetch_app(&s.pool, &id).await?;

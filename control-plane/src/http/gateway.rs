@@ -21,10 +21,66 @@ use tollgate_protocol::{
 };
 
 use super::error::{ApiError, ApiResult};
+use super::extract::ApiQuery;
 use super::services::fetch_service;
 use super::AppState;
 use crate::secrets::sha256_hex;
 use crate::store::{is_unique_violation, now, Pool};
+
+/// Counter deltas by (application id, metric id, bucket start), in key order.
+type Sums<'a> = std::collections::BTreeMap<(&'a str, &'a str, i64), i64>;
+
+/// How long per-instance minute counts are kept (they only serve minute windows).
+pub const INSTANCE_MINUTES_KEPT_SECS: i64 = 2 * 3600;
+
+/// Adds deltas to counters of `table` with sorted multi-row upserts (sorted: concurrent reports lock
+/// rows in the same order and cannot deadlock). `instance` selects the per-instance tables.
+async fn add_counts(
+    tx: &mut crate::store::Tx,
+    table: &'static str,
+    instance: Option<&str>,
+    sums: &Sums<'_>,
+) -> ApiResult<()> {
+    let rows: Vec<(&(&str, &str, i64), &i64)> = sums.iter().collect();
+    let (cols, key, width) = match instance {
+        Some(_) => (
+            "instance, application_id, metric_id, bucket_start, value",
+            "instance, application_id, metric_id, bucket_start",
+            5,
+        ),
+        None => (
+            "application_id, metric_id, bucket_start, value",
+            "application_id, metric_id, bucket_start",
+            4,
+        ),
+    };
+    for chunk in rows.chunks(UPSERT_CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "({})",
+                    (1..=width)
+                        .map(|c| format!("${}", width * i + c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO {table} ({cols}) VALUES {} ON CONFLICT ({key}) DO UPDATE SET value = {table}.value + excluded.value",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for ((app, metric, bucket), delta) in chunk {
+            if let Some(i) = instance {
+                q = q.bind(i);
+            }
+            q = q.bind(*app).bind(*metric).bind(*bucket).bind(**delta);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
 
 /// (application id, plan id, state, state reason, one live key's SHA-256)
 type AppKeyRow = (String, String, String, Option<String>, Option<String>);
@@ -345,49 +401,38 @@ pub async fn usage(
     }
     // Aggregate per (application, metric, hour), in key order: concurrent reports then lock rows
     // in the same order and cannot deadlock each other.
-    let mut sums: std::collections::BTreeMap<(&str, &str, i64), i64> =
-        std::collections::BTreeMap::new();
+    let mut hours: Sums = Sums::new();
+    let mut minutes: Sums = Sums::new();
     let mut ignored = 0u64;
     let mut accepted = 0u64;
     for e in &report.entries {
         match (apps.contains(&e.application), metrics.get(&e.metric)) {
             (true, Some(metric_id)) => {
                 let hour = e.bucket_start - e.bucket_start.rem_euclid(3600);
-                *sums
+                *hours
                     .entry((e.application.as_str(), metric_id.as_str(), hour))
+                    .or_default() += e.delta as i64;
+                *minutes
+                    .entry((e.application.as_str(), metric_id.as_str(), e.bucket_start))
                     .or_default() += e.delta as i64;
                 accepted += 1;
             }
             _ => ignored += 1,
         }
     }
-    let rows: Vec<((&str, &str, i64), i64)> = sums.into_iter().collect();
-    for chunk in rows.chunks(UPSERT_CHUNK) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                format!(
-                    "(${}, ${}, ${}, ${})",
-                    4 * i + 1,
-                    4 * i + 2,
-                    4 * i + 3,
-                    4 * i + 4
-                )
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO usage_counters (application_id, metric_id, bucket_start, value) VALUES {} \
-             ON CONFLICT (application_id, metric_id, bucket_start) DO UPDATE SET value = usage_counters.value + excluded.value",
-            values.join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for ((app, metric, hour), delta) in chunk {
-            q = q.bind(*app).bind(*metric).bind(*hour).bind(*delta);
-        }
-        q.execute(&mut *tx).await?;
+    add_counts(&mut tx, "usage_counters", None, &hours).await?;
+    if let Some(instance) = report.instance.as_deref() {
+        add_counts(&mut tx, "usage_instance_hours", Some(instance), &hours).await?;
+        add_counts(&mut tx, "usage_instance_minutes", Some(instance), &minutes).await?;
     }
     tx.commit().await?;
-    // Forget report ids long after any retry could come (bounded table); every 1,000th report.
+    // Forget report ids long after any retry could come, and per-instance minutes past any minute
+    // window (bounded tables); every 1,000th report.
     if report.sequence.is_multiple_of(1_000) {
+        let _ = sqlx::query("DELETE FROM usage_instance_minutes WHERE bucket_start < $1")
+            .bind(now() - INSTANCE_MINUTES_KEPT_SECS)
+            .execute(&s.pool)
+            .await;
         let _ = sqlx::query("DELETE FROM usage_reports WHERE received_at < $1")
             .bind(now() - 4 * MAX_REPORT_AGE_SECS)
             .execute(&s.pool)
@@ -398,4 +443,64 @@ pub async fn usage(
         accepted,
         ignored,
     }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalUsageParams {
+    /// The asking gateway instance: its own usage is left out.
+    instance: String,
+}
+
+/// `GET /gateway/v1/services/{id}/global_usage?instance=<id>`: usage admitted by all *other*
+/// instances in the current window of every period the service's plans limit. A gateway adds it to
+/// its own counts, so a quota holds across gateways within (instances x rate x (flush + poll)).
+pub async fn global_usage(
+    State(s): State<AppState>,
+    Path(service_id): Path<String>,
+    ApiQuery(p): ApiQuery<GlobalUsageParams>,
+) -> ApiResult<Json<tollgate_protocol::GlobalUsage>> {
+    fetch_service(&s.pool, &service_id).await?;
+    let periods: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT l.period FROM plan_limits l JOIN plans p ON p.id = l.plan_id WHERE p.service_id = $1",
+    )
+    .bind(&service_id)
+    .fetch_all(&s.pool)
+    .await?;
+    let t = now();
+    let mut entries = Vec::new();
+    for period in periods.iter().filter_map(|(p,)| parse_period(p)) {
+        let window = tollgate_filter::periods::window(period, t);
+        let (table, condition) = if period == Period::Minute {
+            ("usage_instance_minutes", "u.bucket_start = $3")
+        } else {
+            // Every longer window starts on an hour: a sum of hourly rows.
+            ("usage_instance_hours", "u.bucket_start >= $3")
+        };
+        let sql = format!(
+            "SELECT a.id, m.name, CAST(SUM(u.value) AS BIGINT) FROM {table} u JOIN applications a ON a.id = u.application_id \
+             JOIN plans p ON p.id = a.plan_id JOIN metrics m ON m.id = u.metric_id \
+             WHERE p.service_id = $1 AND u.instance <> $2 AND {condition} GROUP BY a.id, m.name"
+        );
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(&sql)
+            .bind(&service_id)
+            .bind(&p.instance)
+            .bind(window.start)
+            .fetch_all(&s.pool)
+            .await?;
+        entries.extend(
+            rows.into_iter()
+                .filter(|r| r.2 > 0)
+                .map(
+                    |(application, metric, value)| tollgate_protocol::GlobalUsageEntry {
+                        application,
+                        metric,
+                        period,
+                        window_start: window.start,
+                        value: value as u64,
+                    },
+                ),
+        );
+    }
+    Ok(Json(tollgate_protocol::GlobalUsage { entries }))
 }

@@ -1,14 +1,14 @@
 //! Gateway tokens: what a gateway filter presents to fetch snapshots and report usage, and nothing
 //! else. Shown once on creation, stored as SHA-256.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiResult;
-use super::extract::JsonBody;
+use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, ListParams, Page};
 use super::AppState;
 use crate::catalog::check_name;
@@ -56,7 +56,7 @@ pub async fn create(
 
 pub async fn list(
     State(s): State<AppState>,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<Value>>> {
     let limit = p.limit()?;
     let rows: Vec<TokenRow> = sqlx::query_as(

@@ -137,6 +137,7 @@ pub fn router(state: AppState) -> Router {
     let gateways = Router::new()
         .route("/services/{id}/snapshot", get(gateway::snapshot))
         .route("/services/{id}/usage", post(gateway::usage))
+        .route("/services/{id}/global_usage", get(gateway::global_usage))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             gateway::layer,

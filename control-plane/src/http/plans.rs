@@ -1,14 +1,14 @@
 //! Plans: fees, trial, limits and pricing rules. A plan's limits and pricing rules are written
 //! whole: creating or patching them replaces the set, validated before anything is written.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::JsonBody;
+use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, Page};
 use super::services::{fetch_service, metric_ids};
 use super::AppState;
@@ -243,7 +243,7 @@ pub struct PlanListParams {
 
 pub async fn list(
     State(s): State<AppState>,
-    Query(p): Query<PlanListParams>,
+    ApiQuery(p): ApiQuery<PlanListParams>,
 ) -> ApiResult<Json<Page<Value>>> {
     let lp = super::list::ListParams {
         limit: p.limit,

@@ -1,13 +1,13 @@
 //! Services, their metrics (methods are children of `hits`) and mapping rules.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::JsonBody;
+use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, ListParams, Page};
 use super::AppState;
 use crate::catalog::{check_method, check_metric_name, check_name, check_pattern};
@@ -78,7 +78,7 @@ pub async fn create(
 
 pub async fn list(
     State(s): State<AppState>,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<Value>>> {
     let limit = p.limit()?;
     let rows: Vec<ServiceRow> = sqlx::query_as(
@@ -273,7 +273,7 @@ pub async fn create_metric(
 pub async fn list_metrics(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<Value>>> {
     fetch_service(&s.pool, &id).await?;
     let limit = p.limit()?;
@@ -455,7 +455,7 @@ pub async fn create_mapping_rule(
 pub async fn list_mapping_rules(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<Value>>> {
     fetch_service(&s.pool, &id).await?;
     let limit = p.limit()?;

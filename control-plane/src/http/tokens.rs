@@ -1,6 +1,6 @@
 //! Admin access tokens: shown once on creation, stored as SHA-256, scoped `read` or `write`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::auth::Scope;
 use super::error::{ApiError, ApiResult};
-use super::extract::JsonBody;
+use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, ListParams, Page};
 use super::AppState;
 use crate::catalog::check_name;
@@ -70,7 +70,7 @@ pub async fn create(
 
 pub async fn list(
     State(s): State<AppState>,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<Value>>> {
     let limit = p.limit()?;
     let rows: Vec<TokenRow> = sqlx::query_as(
