@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use tollgate_filter::config::Config;
-use tollgate_filter::counters::{ensure_record, SharedStore, StoreError};
+use tollgate_filter::counters::{ensure_record, NoOthers, SharedStore, StoreError};
 use tollgate_filter::credentials::{extract, sha256};
 use tollgate_filter::decision::{decide, Decision};
 use tollgate_filter::response::{quota_headers, Headers};
@@ -66,6 +66,7 @@ fn main() {
         match decide(
             &config,
             &catalog,
+            &NoOthers,
             presented,
             "GET",
             "/",

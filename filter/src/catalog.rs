@@ -90,6 +90,7 @@ pub struct Catalog {
     pub apps: Vec<AppDef>,
     by_key: DigestMap<usize>,
     by_app_id: HashMap<String, usize>,
+    apps_sorted: bool,
     pub version: Option<String>,
 }
 
@@ -252,6 +253,7 @@ impl Catalog {
                 state_reason: a.state_reason,
             });
         }
+        let apps_sorted = apps.windows(2).all(|w| w[0].id < w[1].id);
         Ok(Catalog {
             metrics,
             rules,
@@ -259,6 +261,7 @@ impl Catalog {
             apps,
             by_key,
             by_app_id,
+            apps_sorted,
             version: s.version.clone(),
         })
     }
@@ -272,8 +275,23 @@ impl Catalog {
             apps: Vec::new(),
             by_key: DigestMap::default(),
             by_app_id: HashMap::new(),
+            apps_sorted: true,
             version: None,
         }
+    }
+
+    /// Index of the application `id`: a binary search when the snapshot lists applications in id
+    /// order (the control plane does), else a scan.
+    pub fn app_index(&self, id: &str) -> Option<usize> {
+        if self.apps_sorted {
+            self.apps.binary_search_by(|a| a.id.as_str().cmp(id)).ok()
+        } else {
+            self.apps.iter().position(|a| a.id == id)
+        }
+    }
+
+    pub fn metric_index(&self, name: &str) -> Option<usize> {
+        self.metrics.iter().position(|m| m.name == name)
     }
 
     pub fn app_by_key_digest(&self, digest: &[u8; 32]) -> Option<&AppDef> {

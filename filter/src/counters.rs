@@ -124,6 +124,21 @@ pub enum Enforcement<'c> {
     Exceeded { violated: LimitState<'c> },
 }
 
+/// Usage other gateway instances admitted in a window of an application's metric, as last told by
+/// the control plane (global quotas). Zero in standalone mode.
+pub trait OthersUsage {
+    fn get(&self, app: usize, metric: usize, period: Period, window_start: i64) -> u64;
+}
+
+/// No other instances (standalone mode, or before the first global usage arrived).
+pub struct NoOthers;
+
+impl OthersUsage for NoOthers {
+    fn get(&self, _app: usize, _metric: usize, _period: Period, _window_start: i64) -> u64 {
+        0
+    }
+}
+
 /// Usage a request adds, per metric index, after roll-up to parents.
 pub type Usage = Vec<(usize, u64)>;
 
@@ -147,6 +162,7 @@ pub fn enforce<'c>(
     app: &AppDef,
     plan: &'c PlanDef,
     usage: &Usage,
+    others: &dyn OthersUsage,
     now: i64,
 ) -> Result<Enforcement<'c>, StoreError> {
     let touched: Vec<(&LimitDef, u64)> = plan
@@ -178,13 +194,16 @@ pub fn enforce<'c>(
                 })
                 .map_or(0, |e| e.count);
             let after = current.saturating_add(delta);
+            // Global quotas: what other gateway instances admitted in this window counts too.
+            let seen =
+                after.saturating_add(others.get(app.index, limit.metric, limit.period, w.start));
             let state = LimitState {
                 limit,
-                remaining: limit.value.saturating_sub(after),
+                remaining: limit.value.saturating_sub(seen),
                 reset_in: w.reset_in(now),
                 window_secs: w.end.map(|e| (e - w.start) as u64),
             };
-            if after > limit.value {
+            if seen > limit.value {
                 let candidate = LimitState {
                     remaining: 0,
                     ..state

@@ -6,7 +6,7 @@ use tollgate_protocol::{ApplicationState, SuspensionReason};
 use crate::catalog::{AppDef, Catalog, PlanDef};
 use crate::config::{Config, FailMode};
 use crate::counters::{
-    add_usage, enforce, Enforcement, LimitState, SharedStore, StoreError, Usage,
+    add_usage, enforce, Enforcement, LimitState, OthersUsage, SharedStore, StoreError, Usage,
 };
 use crate::credentials::{CredentialError, Presented, Source};
 
@@ -142,9 +142,11 @@ pub fn usage_of(catalog: &Catalog, method: &str, path: &str) -> Option<Usage> {
     matched.then_some(usage)
 }
 
+#[allow(clippy::too_many_arguments)] // each is one input of the decision; a struct would only rename them
 pub fn decide<'c>(
     config: &Config,
     catalog: &'c Catalog,
+    others: &dyn OthersUsage,
     presented: Result<Presented, CredentialError>,
     method: &str,
     path: &str,
@@ -194,7 +196,7 @@ pub fn decide<'c>(
         );
     };
     let plan = catalog.plan_of(app);
-    match enforce(store, catalog, app, plan, &usage, now) {
+    match enforce(store, catalog, app, plan, &usage, others, now) {
         Ok(Enforcement::Admitted { tightest }) => Decision::Forward {
             app,
             plan,

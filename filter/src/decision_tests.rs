@@ -4,7 +4,7 @@
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::counters::tests::FakeStore;
-use crate::counters::{ensure_record, StoreError};
+use crate::counters::{ensure_record, NoOthers, StoreError};
 use crate::credentials::{extract, sha256};
 use crate::decision::{decide, Decision, Reason};
 use crate::response::{local_reply, quota_headers, Headers, LocalReply};
@@ -75,6 +75,7 @@ impl Harness {
         decide(
             &self.config,
             &self.catalog,
+            &NoOthers,
             presented,
             method,
             path,
@@ -95,7 +96,9 @@ impl Harness {
                 .then_some(key.map(str::as_bytes))
                 .flatten()
         });
-        match decide(config, catalog, presented, "GET", path, NOW, store) {
+        match decide(
+            config, catalog, &NoOthers, presented, "GET", path, NOW, store,
+        ) {
             Decision::Reject(r) => local_reply(&r, catalog, &config.credentials),
             other => panic!("expected a rejection, got {other:?}"),
         }
@@ -324,6 +327,7 @@ fn interleaved_workers_never_over_admit() {
             app,
             catalog.plan_of(app),
             &usage,
+            &NoOthers,
             NOW,
         ) {
             admitted += 1;
@@ -357,6 +361,67 @@ fn snapshot_limit_change_keeps_counts_of_unchanged_limits() {
     let (_, mut catalog) = config("");
     catalog.plans[0].limits[0].value = 4;
     h.catalog = catalog;
+    assert_eq!(h.reason("GET", "/", Some("key-1")), None);
+    assert_eq!(h.reason("GET", "/", Some("key-1")), None);
+    assert_eq!(
+        h.reason("GET", "/", Some("key-1")),
+        Some(Reason::LimitExceeded)
+    );
+}
+
+/// Other gateway instances used this much of every window (a fixed answer for the test).
+struct Others(u64);
+
+impl crate::counters::OthersUsage for Others {
+    fn get(
+        &self,
+        _app: usize,
+        _metric: usize,
+        _period: tollgate_protocol::Period,
+        _window_start: i64,
+    ) -> u64 {
+        self.0
+    }
+}
+
+#[test]
+fn other_instances_usage_counts_toward_the_limit() {
+    let mut h = Harness::new();
+    let presented = || {
+        extract(&h.config.credentials, "/", |n| {
+            (n == "x-api-key").then_some(&b"key-1"[..])
+        })
+    };
+    // app-1: 3 hits per minute, 2 already used elsewhere: one left here.
+    let p = presented();
+    let Decision::Forward { quota: Some(q), .. } = decide(
+        &h.config,
+        &h.catalog,
+        &Others(2),
+        p,
+        "GET",
+        "/",
+        NOW,
+        &mut h.store,
+    ) else {
+        panic!("the first request fits")
+    };
+    assert_eq!(q.remaining, 0);
+    let p = presented();
+    let Decision::Reject(r) = decide(
+        &h.config,
+        &h.catalog,
+        &Others(2),
+        p,
+        "GET",
+        "/",
+        NOW,
+        &mut h.store,
+    ) else {
+        panic!("the second does not")
+    };
+    assert_eq!(r.reason, Reason::LimitExceeded);
+    // Locally only one was counted: without the others, two more fit.
     assert_eq!(h.reason("GET", "/", Some("key-1")), None);
     assert_eq!(h.reason("GET", "/", Some("key-1")), None);
     assert_eq!(

@@ -10,9 +10,10 @@ use proxy_wasm::types::{Action, ContextType};
 
 use crate::catalog::{AppDef, Catalog};
 use crate::config::{Config, FailMode};
-use crate::counters::ensure_record;
+use crate::counters::{ensure_record, NoOthers, OthersUsage};
 use crate::credentials::{extract, strip_query_params, Source};
 use crate::decision::{decide, Decision, Reason, Rejection};
+use crate::global::GlobalView;
 use crate::host::{self, Level, SharedData};
 use crate::link::Link;
 use crate::metering::Meter;
@@ -132,6 +133,8 @@ pub struct Shared {
     pub catalog: Option<Rc<Catalog>>,
     pub stats: Option<Rc<Stats>>,
     pub meter: Option<Rc<RefCell<Meter>>>,
+    /// Usage of other gateway instances (global quotas), indexed for the current catalog.
+    pub global: Option<Rc<GlobalView>>,
 }
 
 #[derive(Default)]
@@ -226,9 +229,9 @@ impl RootContext for Root {
                 ),
             );
             tick_ms = Some(tick_ms.unwrap_or(u32::MAX).min(link.tick_ms()));
-            self.shared.meter = Some(Rc::new(RefCell::new(Meter::new(
-                link.gateway().to_string(),
-            ))));
+            let mut meter = Meter::new(link.gateway().to_string());
+            meter.instance = Some(link.instance().to_string());
+            self.shared.meter = Some(Rc::new(RefCell::new(meter)));
             link.register();
             self.link = Some(link);
         }
@@ -263,6 +266,7 @@ impl RootContext for Root {
             catalog: self.shared.catalog.clone(),
             stats: self.shared.stats.clone(),
             meter: self.shared.meter.clone(),
+            global: self.shared.global.clone(),
             response_headers: Headers::new(),
         }))
     }
@@ -277,6 +281,7 @@ struct Request {
     catalog: Option<Rc<Catalog>>,
     stats: Option<Rc<Stats>>,
     meter: Option<Rc<RefCell<Meter>>>,
+    global: Option<Rc<GlobalView>>,
     /// Quota headers to add to the upstream's response.
     response_headers: Headers,
 }
@@ -408,6 +413,10 @@ impl HttpContext for Request {
             return self.reply(&r, &config, Some(&catalog));
         };
         let presented = extract(&config.credentials, path, |name| headers.get(name));
+        let others: &dyn OthersUsage = match &self.global {
+            Some(g) => g.as_ref(),
+            None => &NoOthers,
+        };
         let now = match host::now_secs() {
             Ok(t) => t,
             Err(e) => {
@@ -418,6 +427,7 @@ impl HttpContext for Request {
         match decide(
             &config,
             &catalog,
+            others,
             presented,
             method,
             path,

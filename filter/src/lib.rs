@@ -12,6 +12,7 @@ pub mod counters;
 pub mod credentials;
 pub mod decision;
 pub mod error;
+pub mod global;
 pub mod header_map;
 pub mod mapping;
 pub mod metering;

@@ -11,11 +11,12 @@
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 
-use tollgate_protocol::Snapshot;
+use tollgate_protocol::{GlobalUsage, Snapshot};
 
 use crate::catalog::Catalog;
 use crate::config::ControlPlane;
 use crate::counters::SharedStore;
+use crate::global::GlobalView;
 use crate::glue::{prepare_records, Shared};
 use crate::host::{self, Level, SharedData};
 use crate::metering::{registry_decode, registry_encode, Meter, JOURNAL_PREFIX, REGISTRY_KEY};
@@ -29,17 +30,44 @@ const REGISTRY_CAS_ATTEMPTS: usize = 16;
 
 pub struct Link {
     cp: ControlPlane,
+    /// This gateway process, shared by all its workers (global quotas leave its usage out).
+    instance: String,
     gateway: String,
     journal_key: String,
     version: Option<String>,
     poll: Option<u32>,
+    /// Global usage request in flight, and the last answer (re-indexed when the catalog changes).
+    global_poll: Option<u32>,
+    last_global: Option<GlobalUsage>,
     next_poll_ms: u64,
+    next_global_ms: u64,
     /// The report in flight: (call token, gateway id, sequence).
     flush: Option<(u32, String, u64)>,
     next_flush_ms: u64,
     next_adopt_ms: u64,
     /// Entries already counted in the `usage_dropped` stat.
     dropped_reported: u64,
+}
+
+/// Shared-data key of this gateway process's instance id.
+const INSTANCE_KEY: &str = "tollgate/v1/instance";
+
+/// The instance id all workers of this process share: the first worker to configure creates it.
+/// Shared data has no create-if-absent, so two workers configuring at the same instant could each
+/// keep their own id; the only effect is that one counts the other's usage twice (stricter, never
+/// looser, enforcement) until the process restarts.
+fn instance_id(service: &str) -> String {
+    let mut store = SharedData;
+    let read = |store: &mut SharedData| match store.get(INSTANCE_KEY) {
+        Ok((Some(v), _)) if !v.is_empty() => Some(String::from_utf8_lossy(&v).into_owned()),
+        _ => None,
+    };
+    if let Some(id) = read(&mut store) {
+        return id;
+    }
+    let id = format!("inst-{}", new_gateway_id(service));
+    let _ = store.set(INSTANCE_KEY, id.as_bytes(), None);
+    read(&mut store).unwrap_or(id)
 }
 
 fn new_gateway_id(service: &str) -> String {
@@ -63,11 +91,15 @@ impl Link {
         let gateway = new_gateway_id(&cp.service_id);
         Link {
             journal_key: format!("{JOURNAL_PREFIX}{gateway}"),
+            instance: instance_id(&cp.service_id),
             gateway,
             cp,
             version: None,
             poll: None,
+            global_poll: None,
+            last_global: None,
             next_poll_ms: 0,
+            next_global_ms: 0,
             flush: None,
             next_flush_ms: 0,
             next_adopt_ms: 0,
@@ -77,6 +109,10 @@ impl Link {
 
     pub fn gateway(&self) -> &str {
         &self.gateway
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The tick period this link needs.
@@ -145,6 +181,29 @@ impl Link {
                 ),
             }
         }
+        if self.global_poll.is_none() && shared.catalog.is_some() && now >= self.next_global_ms {
+            self.next_global_ms = now + u64::from(self.cp.poll_interval_ms);
+            let path = format!(
+                "/gateway/v1/services/{}/global_usage?instance={}",
+                self.cp.service_id, self.instance
+            );
+            match host::http_call(
+                &self.cp.upstream,
+                &self.headers("GET", path),
+                &[],
+                self.cp.timeout_ms,
+            ) {
+                Ok(token) => self.global_poll = Some(token),
+                Err(e) => self.failed(
+                    shared,
+                    &format!(
+                        "cannot call the control plane for global usage (status {})",
+                        e.0
+                    ),
+                    true,
+                ),
+            }
+        }
         if self.flush.is_none() && now >= self.next_flush_ms {
             self.next_flush_ms = now + u64::from(self.cp.flush_interval_ms);
             self.send_report(shared);
@@ -193,6 +252,32 @@ impl Link {
                 other => self.failed(
                     shared,
                     &format!("snapshot request answered {other:?}; keeping the last snapshot"),
+                    true,
+                ),
+            }
+        } else if self.global_poll == Some(token) {
+            self.global_poll = None;
+            match status {
+                Some(200) => {
+                    let body = host::call_response_body(body_size);
+                    match serde_json::from_slice::<GlobalUsage>(&body) {
+                        Ok(g) => {
+                            shared.global = shared
+                                .catalog
+                                .as_ref()
+                                .map(|c| Rc::new(GlobalView::build(c, &g)));
+                            self.last_global = Some(g);
+                        }
+                        Err(e) => self.failed(
+                            shared,
+                            &format!("global usage is not valid JSON: {e}"),
+                            true,
+                        ),
+                    }
+                }
+                other => self.failed(
+                    shared,
+                    &format!("global usage request answered {other:?}; keeping the last"),
                     true,
                 ),
             }
@@ -295,6 +380,11 @@ impl Link {
             ),
         );
         self.version = snapshot.version;
+        // Global usage is indexed by catalog positions: re-index the last answer for the new one.
+        shared.global = self
+            .last_global
+            .as_ref()
+            .map(|g| Rc::new(GlobalView::build(&catalog, g)));
         shared.catalog = Some(Rc::new(catalog));
         if let Some(st) = &shared.stats {
             st.snapshot_updates.bump();
