@@ -37,12 +37,20 @@ def loop(upstream):
                           "poll_interval_ms": 200, "flush_interval_ms": 500, "timeout_ms": 2000},
     }
     cp_port = server.port
-    envoy = Envoy(bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(config)],
+    extra = []
+
+    def make_envoy():
+        e = Envoy(bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(config)],
                             [static_cluster("tollgate_control_plane", cp_port)]), concurrency=2).start()
+        extra.append(e)
+        return e
+
+    envoy = make_envoy()
     state = {"api": api, "server": server, "db": db, "envoy": envoy, "svc": svc, "plan": plan, "small": small,
-             "account": acct, "upstream": upstream}
+             "account": acct, "upstream": upstream, "make_envoy": make_envoy}
     yield state
-    envoy.stop()
+    for e in extra:
+        e.stop()
     state["server"].stop()
     db.drop()
 
@@ -160,3 +168,53 @@ def test_control_plane_outage_loses_nothing(loop):
     metered = wait_usage(w, app["id"], admitted, timeout_s=30)
     print(f"\noutage test: {admitted} admitted at the upstream, {metered} metered")
     assert metered == admitted
+
+
+def test_global_quota_holds_across_two_envoys(loop):
+    """Two Envoys (two gateway instances) share one application's daily quota."""
+    w = loop
+    shared_plan = w["api"].ok("POST", "/plans", {"service_id": w["svc"]["id"], "name": "Shared",
+                                                 "limits": [{"metric": "hits", "period": "day", "value": 20}]})
+    app = new_app(w, shared_plan)
+    a, b = w["envoy"], w["make_envoy"]()
+    key = {"x-api-key": app["key"]}
+    wait_status(a, app["key"], 200, streak_needed=1)
+    assert [call(a.port, "/items", headers=key).status for _ in range(11)] == [200] * 11  # 12 used via A
+    wait_status(b, app["key"], 200, streak_needed=1)  # 13 used
+    # A's usage reaches the control plane within a flush (500 ms) and B within a poll (200 ms).
+    time.sleep(2.5)
+    statuses = [call(b.port, "/items", headers=key).status for _ in range(20)]
+    assert statuses.count(200) == 7, statuses
+    assert statuses[7:] == [429] * 13
+    time.sleep(2.5)
+    r = call(a.port, "/items", headers=key)
+    assert r.status == 429, "A learns of B's usage too"
+    admitted = sum(1 for r in w["upstream"].requests if r["headers"].get("x-tollgate-application") == app["id"])
+    assert admitted == 20
+
+    # Concurrent load on both: over-admission stays within instances x rate x (flush + poll).
+    concurrent_plan = w["api"].ok("POST", "/plans", {"service_id": w["svc"]["id"], "name": "Busy",
+                                                     "limits": [{"metric": "hits", "period": "day", "value": 100}]})
+    busy = new_app(w, concurrent_plan)
+    for e in (a, b):
+        wait_status(e, busy["key"], 200, streak_needed=1)
+    time.sleep(1.5)
+    rate, seconds = 40, 6  # per Envoy; bounded
+
+    def hammer(envoy, out):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            out.append(call(envoy.port, "/items", headers={"x-api-key": busy["key"]}).status)
+            time.sleep(1 / rate)
+
+    results = [[], []]
+    threads = [threading.Thread(target=hammer, args=(e, r)) for e, r in zip((a, b), results)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    admitted = sum(1 for r in w["upstream"].requests if r["headers"].get("x-tollgate-application") == busy["id"])
+    bound = 100 + 2 * rate * (0.5 + 0.2 + 0.3)  # flush + poll + one report's round trip
+    print(f"\nglobal quota 100/day, 2 Envoys at ~{rate} req/s each for {seconds} s: {admitted} admitted "
+          f"(bound {bound:.0f})")
+    assert 100 <= admitted <= bound, admitted
