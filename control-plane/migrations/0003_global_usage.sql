@@ -20,3 +20,6 @@ CREATE TABLE usage_instance_hours (
     PRIMARY KEY (instance, application_id, metric_id, bucket_start)
 );
 CREATE INDEX usage_instance_hours_bucket ON usage_instance_hours (bucket_start);
+
+-- Snapshot versions count keys whose rotation grace ran out, on every gateway poll.
+CREATE INDEX application_keys_expires ON application_keys (expires_at);

@@ -39,7 +39,7 @@ struct RawControlPlane {
     #[serde(default = "default_authority")]
     authority: String,
     token: String,
-    #[serde(default = "default_interval_ms")]
+    #[serde(default = "default_poll_ms")]
     poll_interval_ms: u32,
     #[serde(default = "default_interval_ms")]
     flush_interval_ms: u32,
@@ -51,6 +51,11 @@ struct RawControlPlane {
 
 fn default_authority() -> String {
     "tollgate-control-plane".into()
+}
+/// Polls are cheap (an unchanged snapshot is a 304): 500 ms keeps a change under a second from
+/// the API call to every worker.
+fn default_poll_ms() -> u32 {
+    500
 }
 fn default_interval_ms() -> u32 {
     1_000

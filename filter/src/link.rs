@@ -338,10 +338,12 @@ impl Link {
                 return self.failed(shared, &format!("snapshot is not valid JSON: {e}"), true)
             }
         };
+        let parsed_ms = host::now_ms().unwrap_or(0);
         let catalog = match Catalog::compile(&snapshot, "snapshot") {
             Ok(c) => c,
             Err(e) => return self.failed(shared, &format!("snapshot refused: {e}"), true),
         };
+        let compiled_ms = host::now_ms().unwrap_or(0);
         // Counter records exist for every application the previous snapshot had: create only the
         // new ones (a 100,000-application catalog changes by a few applications at a time).
         let known: std::collections::HashSet<&str> = shared
@@ -371,12 +373,15 @@ impl Link {
         host::log(
             Level::Info,
             &format!(
-                "tollgate: snapshot {} applied: {} applications, {} plans, {} bytes in {} ms",
+                "tollgate: snapshot {} applied: {} applications, {} plans, {} bytes in {} ms (parse {} ms, compile {} ms, counter records {} ms)",
                 snapshot.version.as_deref().unwrap_or("-"),
                 catalog.apps.len(),
                 catalog.plans.len(),
                 body_size,
-                host::now_ms().unwrap_or(0).saturating_sub(started_ms)
+                host::now_ms().unwrap_or(0).saturating_sub(started_ms),
+                parsed_ms.saturating_sub(started_ms),
+                compiled_ms.saturating_sub(parsed_ms),
+                host::now_ms().unwrap_or(0).saturating_sub(compiled_ms)
             ),
         );
         self.version = snapshot.version;
