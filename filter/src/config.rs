@@ -453,7 +453,7 @@ mod control_plane_tests {
         assert_eq!(c.upstream, "tollgate");
         assert_eq!(
             (c.poll_interval_ms, c.flush_interval_ms, c.timeout_ms),
-            (1_000, 1_000, 5_000)
+            (500, 1_000, 5_000)
         );
         assert_eq!(c.fail_mode, FailMode::Closed);
         let k = cp(r#"{"service_id": "s", "control_plane": {"upstream": "127.0.0.1:8080", "token": "t", "fail_mode": "open"}}"#).unwrap();
