@@ -25,6 +25,8 @@ use crate::metering::{registry_decode, registry_encode, Meter, JOURNAL_PREFIX, R
 pub const ADOPT_INTERVAL_MS: u64 = 5_000;
 /// Largest snapshot body accepted (100,000 applications in JSON fit well below it).
 pub const MAX_SNAPSHOT_BYTES: usize = 128 * 1024 * 1024;
+/// Shared-data key naming the last snapshot version whose counter records are all created.
+const PREPARED_KEY: &str = "tollgate/v1/prepared";
 /// CAS attempts when updating the journal registry.
 const REGISTRY_CAS_ATTEMPTS: usize = 16;
 
@@ -345,25 +347,34 @@ impl Link {
         };
         let compiled_ms = host::now_ms().unwrap_or(0);
         // Counter records exist for every application the previous snapshot had: create only the
-        // new ones (a 100,000-application catalog changes by a few applications at a time).
-        let known: std::collections::HashSet<&str> = shared
-            .catalog
-            .as_ref()
-            .map(|c| c.apps.iter().map(|a| a.id.as_str()).collect())
-            .unwrap_or_default();
-        if !prepare_records(
-            catalog
-                .apps
-                .iter()
-                .filter(|a| !known.contains(a.id.as_str())),
-        ) {
-            return self.failed(
-                shared,
-                "cannot prepare counter records for the new snapshot",
-                true,
-            );
+        // new ones (a 100,000-application catalog changes by a few applications at a time). The
+        // first VM to prepare a version marks it in shared data, and the others skip the work.
+        let prepared = snapshot.version.as_deref().is_some_and(
+            |v| matches!(SharedData.get(PREPARED_KEY), Ok((Some(done), _)) if done == v.as_bytes()),
+        );
+        if !prepared {
+            let known: std::collections::HashSet<&str> = shared
+                .catalog
+                .as_ref()
+                .map(|c| c.apps.iter().map(|a| a.id.as_str()).collect())
+                .unwrap_or_default();
+            if !prepare_records(
+                catalog
+                    .apps
+                    .iter()
+                    .filter(|a| !known.contains(a.id.as_str())),
+            ) {
+                return self.failed(
+                    shared,
+                    "cannot prepare counter records for the new snapshot",
+                    true,
+                );
+            }
+            drop(known);
+            if let Some(v) = snapshot.version.as_deref() {
+                let _ = SharedData.set(PREPARED_KEY, v.as_bytes(), None);
+            }
         }
-        drop(known);
         // Usage counted against the old catalog's indexes is named before the swap.
         if let (Some(meter), Some(old)) = (&shared.meter, &shared.catalog) {
             if let Ok(mut m) = meter.try_borrow_mut() {
