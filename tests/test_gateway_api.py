@@ -203,3 +203,40 @@ def test_global_usage_is_what_other_instances_used(world):
     assert (app, "search", "minute") not in others("envoy-c"), "no search usage anywhere"
     assert w["api"].ok("GET", f"/applications/{app}/usage?metric=hits&period=day")["total"] == 9
     assert_error(w["gw"].call("GET", f"{path}/global_usage"), 400, "invalid_query")
+
+
+def test_snapshot_in_the_compact_encoding(world):
+    """`Accept: application/vnd.tollgate.snapshot.v1` gets the same snapshot, compactly encoded."""
+    import json
+    import struct
+
+    w = world
+    _, as_json, _ = snapshot(w)
+    import urllib.request
+    req = urllib.request.Request(f"{w['server'].base}/gateway/v1/services/{w['service']['id']}/snapshot",
+                                 headers={"Authorization": f"Bearer {w['gw_token']['token']}",
+                                          "Accept": "application/vnd.tollgate.snapshot.v1"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200 and r.headers["content-type"] == "application/vnd.tollgate.snapshot.v1"
+        raw = r.read()
+    assert raw[:4] == b"TGS1"
+    (head_len,) = struct.unpack_from("<I", raw, 4)
+    head = json.loads(raw[8:8 + head_len])
+    at = 8 + head_len
+    (count,) = struct.unpack_from("<I", raw, at)
+    at += 4
+    apps = []
+    for _ in range(count):
+        n = raw[at]; at += 1
+        app_id = raw[at:at + n].decode(); at += n
+        (plan,) = struct.unpack_from("<I", raw, at); at += 4
+        state = raw[at]; at += 1
+        k = raw[at]; at += 1
+        keys = [raw[at + 32 * i: at + 32 * (i + 1)].hex() for i in range(k)]; at += 32 * k
+        n = raw[at]; at += 1 + n
+        apps.append({"id": app_id, "plan": head["plans"][plan]["id"], "state": ["live", "suspended", "suspended",
+                     "suspended"][state], "key_sha256": keys})
+    assert at == len(raw)
+    assert head["applications"] == []
+    assert head["plans"] == as_json["plans"] and head["version"] == as_json["version"]
+    assert apps == as_json["applications"]

@@ -198,14 +198,19 @@ impl Catalog {
             });
         }
 
-        let mut apps = Vec::with_capacity(s.applications.len());
+        let mut catalog = Catalog {
+            metrics,
+            rules,
+            plans,
+            apps: Vec::with_capacity(s.applications.len()),
+            by_key: DigestMap::with_capacity_and_hasher(s.applications.len(), Default::default()),
+            by_app_id: HashMap::new(),
+            apps_sorted: true,
+            version: s.version.clone(),
+        };
         let mut app_ids = HashMap::with_capacity(s.applications.len());
-        let mut by_key =
-            DigestMap::with_capacity_and_hasher(s.applications.len(), Default::default());
-        let mut by_app_id = HashMap::new();
         for (i, a) in s.applications.iter().enumerate() {
             let f = |name: &str| format!("{at}.applications[{i}].{name}");
-            check_id(&f("id"), &a.id)?;
             if app_ids.insert(a.id.as_str(), i).is_some() {
                 return Err(ConfigError::new(
                     f("id"),
@@ -221,49 +226,115 @@ impl Catalog {
                     format!("more than {MAX_KEYS_PER_APPLICATION} keys"),
                 ));
             }
+            let mut keys = Vec::with_capacity(a.key_sha256.len());
             for (k, hex) in a.key_sha256.iter().enumerate() {
-                let field = format!("{at}.applications[{i}].key_sha256[{k}]");
-                let digest = decode_sha256_hex(hex).ok_or_else(|| {
-                    ConfigError::new(&field, "must be 64 hex characters (a SHA-256 digest)")
-                })?;
-                if let Some(other) = by_key.insert(digest, i).filter(|&other| other != i) {
-                    return Err(ConfigError::new(
-                        field,
-                        format!(
-                            "the same key hash belongs to application {:?} too",
-                            s.applications[other].id
-                        ),
-                    ));
-                }
+                keys.push(decode_sha256_hex(hex).ok_or_else(|| {
+                    ConfigError::new(
+                        f(&format!("key_sha256[{k}]")),
+                        "must be 64 hex characters (a SHA-256 digest)",
+                    )
+                })?);
             }
-            if let Some(app_id) = &a.app_id {
-                check_id(&f("app_id"), app_id)?;
-                if by_app_id.insert(app_id.clone(), i).is_some() {
-                    return Err(ConfigError::new(
-                        f("app_id"),
-                        format!("duplicate app_id {app_id:?}"),
-                    ));
-                }
-            }
-            apps.push(AppDef {
-                index: apps.len(),
-                id: a.id.clone(),
+            catalog.push_app(
+                &f,
+                &a.id,
                 plan,
-                state: a.state,
-                state_reason: a.state_reason,
-            });
+                a.state,
+                a.state_reason,
+                &keys,
+                a.app_id.as_deref(),
+            )?;
         }
-        let apps_sorted = apps.windows(2).all(|w| w[0].id < w[1].id);
-        Ok(Catalog {
-            metrics,
-            rules,
-            plans,
-            apps,
-            by_key,
-            by_app_id,
-            apps_sorted,
-            version: s.version.clone(),
-        })
+        catalog.apps_sorted = catalog.apps.windows(2).all(|w| w[0].id < w[1].id);
+        Ok(catalog)
+    }
+
+    /// Compiles a snapshot in the compact encoding ([`tollgate_protocol::binary`]): applications go
+    /// straight from the buffer into the catalog, with no intermediate tree.
+    pub fn compile_binary(bytes: &[u8]) -> Result<Catalog, ConfigError> {
+        let (head, apps) = tollgate_protocol::binary::decode(bytes)
+            .map_err(|e| ConfigError::new("snapshot", e))?;
+        let mut catalog = Catalog::compile(&head, "snapshot")?;
+        catalog.apps.reserve(apps.len());
+        for (i, rec) in apps.enumerate() {
+            let rec =
+                rec.map_err(|e| ConfigError::new(format!("snapshot.applications[{i}]"), e))?;
+            let f = |name: &str| format!("snapshot.applications[{i}].{name}");
+            let plan = rec.plan as usize;
+            if plan >= catalog.plans.len() {
+                return Err(ConfigError::new(
+                    f("plan"),
+                    format!("plan index {plan} out of range"),
+                ));
+            }
+            let keys: Vec<[u8; 32]> = rec.digests().collect();
+            if keys.len() > MAX_KEYS_PER_APPLICATION {
+                return Err(ConfigError::new(
+                    f("key_sha256"),
+                    format!("more than {MAX_KEYS_PER_APPLICATION} keys"),
+                ));
+            }
+            // The encoding guarantees strictly increasing ids: no duplicate check needed.
+            catalog.push_app(
+                &f,
+                rec.id,
+                plan,
+                rec.state,
+                rec.state_reason,
+                &keys,
+                rec.app_id,
+            )?;
+        }
+        catalog.apps_sorted = true;
+        Ok(catalog)
+    }
+
+    /// Adds one application after checking what the caller has not.
+    #[allow(clippy::too_many_arguments)] // the fields of one application
+    fn push_app(
+        &mut self,
+        field: &dyn Fn(&str) -> String,
+        id: &str,
+        plan: usize,
+        state: ApplicationState,
+        state_reason: Option<SuspensionReason>,
+        keys: &[[u8; 32]],
+        app_id: Option<&str>,
+    ) -> Result<(), ConfigError> {
+        check_id(&field("id"), id)?;
+        let index = self.apps.len();
+        for (k, digest) in keys.iter().enumerate() {
+            if let Some(other) = self
+                .by_key
+                .insert(*digest, index)
+                .filter(|&other| other != index)
+            {
+                return Err(ConfigError::new(
+                    field(&format!("key_sha256[{k}]")),
+                    format!(
+                        "the same key hash belongs to application {:?} too",
+                        self.apps[other].id
+                    ),
+                ));
+            }
+        }
+        if let Some(app_id) = app_id {
+            check_id(&field("app_id"), app_id)?;
+            if self.by_app_id.insert(app_id.to_string(), index).is_some() {
+                return Err(ConfigError::new(
+                    field("app_id"),
+                    format!("duplicate app_id {app_id:?}"),
+                ));
+            }
+        }
+        self.apps.push(AppDef {
+            index,
+            id: id.to_string(),
+            plan,
+            state,
+            state_reason,
+        });
+        Ok(())
     }
 
     /// A catalog with nothing in it (for replies made before any snapshot arrived).
@@ -451,5 +522,53 @@ mod tests {
             KEY.to_uppercase()
         ));
         assert_eq!(e.field, "snapshot.applications[1].key_sha256[0]");
+    }
+
+    #[test]
+    fn compact_encoding_compiles_to_the_same_catalog() {
+        let json = format!(
+            r#"{{"version": "9.1", "plans": [{{"id": "p", "limits": [{{"metric": "hits", "period": "day", "value": 3}}]}}, {{"id": "q"}}],
+            "applications": [
+                {{"id": "b", "plan": "q", "state": "suspended", "state_reason": "non_payment", "key_sha256": ["{KEY}"], "app_id": "pub-b"}},
+                {{"id": "a", "plan": "p", "state": "live"}}],
+            "metrics": [{{"name": "hits"}}],
+            "mapping_rules": [{{"method": "GET", "pattern": "/", "metric": "hits"}}]}}"#
+        );
+        let snapshot = snap(&json);
+        let bytes = tollgate_protocol::binary::encode(&snapshot).unwrap();
+        let from_json = Catalog::compile(&snapshot, "snapshot").unwrap();
+        let from_binary = Catalog::compile_binary(&bytes).unwrap();
+        assert_eq!(from_binary.version.as_deref(), Some("9.1"));
+        assert_eq!(from_binary.plans, from_json.plans);
+        assert_eq!(from_binary.rules.len(), 1);
+        // Same applications (the binary form is sorted by id), same lookups.
+        assert_eq!(
+            from_binary
+                .apps
+                .iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+        let digest = decode_sha256_hex(KEY).unwrap();
+        let b = from_binary.app_by_key_digest(&digest).unwrap();
+        assert_eq!(
+            (b.id.as_str(), b.state_reason),
+            ("b", Some(SuspensionReason::NonPayment))
+        );
+        assert_eq!(from_binary.plans[b.plan].id, "q");
+        assert_eq!(from_binary.app_by_app_id("pub-b").unwrap().id, "b");
+        assert_eq!(from_binary.app_index("b"), Some(1));
+        // Truncated or foreign bytes are refused with the field.
+        assert_eq!(
+            Catalog::compile_binary(&bytes[..bytes.len() - 3])
+                .unwrap_err()
+                .field,
+            "snapshot.applications[1]"
+        );
+        assert_eq!(
+            Catalog::compile_binary(b"{}").unwrap_err().field,
+            "snapshot"
+        );
     }
 }

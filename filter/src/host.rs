@@ -190,6 +190,13 @@ pub fn call_response_status() -> Option<u16> {
     std::str::from_utf8(&v).ok()?.parse().ok()
 }
 
+/// A header of the HTTP call being answered.
+pub fn call_response_header(name: &str) -> Option<Vec<u8>> {
+    get_header(MAP_HTTP_CALL_RESPONSE_HEADERS, name)
+        .ok()
+        .flatten()
+}
+
 pub fn call_response_body(size: usize) -> Vec<u8> {
     let mut data = null_mut();
     let mut len = 0;

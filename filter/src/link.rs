@@ -171,6 +171,13 @@ impl Link {
             if let Some(v) = &self.version {
                 headers.push(("if-none-match", format!("\"{v}\"")));
             }
+            headers.push((
+                "accept",
+                format!(
+                    "{}, application/json",
+                    tollgate_protocol::binary::MEDIA_TYPE
+                ),
+            ));
             match host::http_call(&self.cp.upstream, &headers, &[], self.cp.timeout_ms) {
                 Ok(token) => self.poll = Some(token),
                 Err(e) => self.failed(
@@ -334,14 +341,21 @@ impl Link {
             );
         }
         let body = host::call_response_body(body_size);
-        let snapshot: Snapshot = match serde_json::from_slice(&body) {
-            Ok(s) => s,
-            Err(e) => {
-                return self.failed(shared, &format!("snapshot is not valid JSON: {e}"), true)
+        let binary = host::call_response_header("content-type")
+            .is_some_and(|t| t.starts_with(tollgate_protocol::binary::MEDIA_TYPE.as_bytes()));
+        let parsed_ms = host::now_ms().unwrap_or(0);
+        let compiled = if binary {
+            Catalog::compile_binary(&body)
+        } else {
+            match serde_json::from_slice::<Snapshot>(&body) {
+                Ok(s) => Catalog::compile(&s, "snapshot"),
+                Err(e) => {
+                    return self.failed(shared, &format!("snapshot is not valid JSON: {e}"), true)
+                }
             }
         };
-        let parsed_ms = host::now_ms().unwrap_or(0);
-        let catalog = match Catalog::compile(&snapshot, "snapshot") {
+        drop(body);
+        let catalog = match compiled {
             Ok(c) => c,
             Err(e) => return self.failed(shared, &format!("snapshot refused: {e}"), true),
         };
@@ -349,7 +363,8 @@ impl Link {
         // Counter records exist for every application the previous snapshot had: create only the
         // new ones (a 100,000-application catalog changes by a few applications at a time). The
         // first VM to prepare a version marks it in shared data, and the others skip the work.
-        let prepared = snapshot.version.as_deref().is_some_and(
+        let version = catalog.version.clone();
+        let prepared = version.as_deref().is_some_and(
             |v| matches!(SharedData.get(PREPARED_KEY), Ok((Some(done), _)) if done == v.as_bytes()),
         );
         if !prepared {
@@ -371,7 +386,7 @@ impl Link {
                 );
             }
             drop(known);
-            if let Some(v) = snapshot.version.as_deref() {
+            if let Some(v) = version.as_deref() {
                 let _ = SharedData.set(PREPARED_KEY, v.as_bytes(), None);
             }
         }
@@ -384,8 +399,8 @@ impl Link {
         host::log(
             Level::Info,
             &format!(
-                "tollgate: snapshot {} applied: {} applications, {} plans, {} bytes in {} ms (parse {} ms, compile {} ms, counter records {} ms)",
-                snapshot.version.as_deref().unwrap_or("-"),
+                "tollgate: snapshot {} applied: {} applications, {} plans, {} bytes in {} ms (read {} ms, decode {} ms, counter records {} ms)",
+                version.as_deref().unwrap_or("-"),
                 catalog.apps.len(),
                 catalog.plans.len(),
                 body_size,
@@ -395,7 +410,7 @@ impl Link {
                 host::now_ms().unwrap_or(0).saturating_sub(compiled_ms)
             ),
         );
-        self.version = snapshot.version;
+        self.version = version;
         // Global usage is indexed by catalog positions: re-index the last answer for the new one.
         shared.global = self
             .last_global

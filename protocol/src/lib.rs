@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod binary;
+
 /// Everything a gateway needs to decide a request locally.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {

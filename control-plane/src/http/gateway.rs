@@ -284,8 +284,14 @@ pub async fn snapshot(
     if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response());
     }
+    // The compact encoding when the gateway asks for it (the Tollgate filter does), else JSON.
+    let binary = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(tollgate_protocol::binary::MEDIA_TYPE));
+    let cache_key = format!("{service_id}/{}", if binary { "binary" } else { "json" });
     let cached = s.snapshots.entries.lock().ok().and_then(|m| {
-        m.get(&service_id)
+        m.get(&cache_key)
             .filter(|(v, _)| *v == version)
             .map(|(_, b)| b.clone())
     });
@@ -293,18 +299,26 @@ pub async fn snapshot(
         Some(b) => b,
         None => {
             let snap = build_snapshot(&s.pool, &service_id, version.clone()).await?;
-            let bytes = Arc::new(Bytes::from(
-                serde_json::to_vec(&snap).map_err(|e| ApiError::Internal(e.to_string()))?,
-            ));
+            let encoded = if binary {
+                tollgate_protocol::binary::encode(&snap).map_err(ApiError::Internal)?
+            } else {
+                serde_json::to_vec(&snap).map_err(|e| ApiError::Internal(e.to_string()))?
+            };
+            let bytes = Arc::new(Bytes::from(encoded));
             if let Ok(mut m) = s.snapshots.entries.lock() {
-                m.insert(service_id.clone(), (version, bytes.clone()));
+                m.insert(cache_key, (version, bytes.clone()));
             }
             bytes
         }
     };
     let mut r = (StatusCode::OK, Bytes::clone(&body)).into_response();
+    let content_type = if binary {
+        tollgate_protocol::binary::MEDIA_TYPE
+    } else {
+        "application/json"
+    };
     r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
+        .insert("content-type", HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&etag) {
         r.headers_mut().insert("etag", v);
     }
