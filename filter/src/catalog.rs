@@ -255,7 +255,9 @@ impl Catalog {
         let (head, apps) = tollgate_protocol::binary::decode(bytes)
             .map_err(|e| ConfigError::new("snapshot", e))?;
         let mut catalog = Catalog::compile(&head, "snapshot")?;
-        catalog.apps.reserve(apps.len());
+        // Exact sizes up front: growing by doubling would leave the peak in wasm memory for good.
+        catalog.apps.reserve_exact(apps.len());
+        catalog.by_key.reserve(apps.len());
         for (i, rec) in apps.enumerate() {
             let rec =
                 rec.map_err(|e| ConfigError::new(format!("snapshot.applications[{i}]"), e))?;

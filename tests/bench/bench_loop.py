@@ -61,9 +61,13 @@ def seed(db, api, apps):
     return svc["id"], gw, [r[0] for r in rows_app]
 
 
-def timed_get(url, token, etag=None):
+BINARY = "application/vnd.tollgate.snapshot.v1"
+
+
+def timed_get(url, token, etag=None, accept=None):
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}",
-                                               **({"If-None-Match": etag} if etag else {})})
+                                               **({"If-None-Match": etag} if etag else {}),
+                                               **({"Accept": accept} if accept else {})})
     start = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
@@ -127,6 +131,9 @@ def main():
             assert st304 == 304
             print(f"{backend}: snapshot of {args.apps} applications: {size / 1e6:.1f} MB, first {cold * 1000:.0f} ms, "
                   f"cached {warm * 1000:.0f} ms, 304 {not_modified * 1000:.1f} ms", flush=True)
+            bcold, bst, bsize, _ = timed_get(url, gw, accept=BINARY)
+            assert bst == 200
+            print(f"{backend}: compact snapshot: {bsize / 1e6:.1f} MB, first {bcold * 1000:.0f} ms", flush=True)
             rate = ingest(server, service, gw, apps, args.seconds)
             print(f"{backend}: ingestion {rate:.0f} reports/s of 1,000 counters = {rate * 1000:.0f} counters/s", flush=True)
             results.append((backend, size, cold, warm, not_modified, rate))
@@ -164,6 +171,8 @@ def apply_in_envoy(server, service, gw):
         envoy.stop()
         up.stop()
     applied = [int(m) for m in re.findall(r"applied: \d+ applications, \d+ plans, \d+ bytes in (\d+) ms", envoy.log())]
+    for line in re.findall(r"applied: .*", envoy.log()):
+        print("  ", line, flush=True)
     print(f"envoy: snapshot applied by {len(applied)} VMs in {applied} ms; RSS {before / 1024:.0f} MB -> "
           f"{after / 1024:.0f} MB (+{(after - before) / 1024:.0f} MB for all VMs)", flush=True)
     return applied, before, after
