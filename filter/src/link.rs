@@ -25,8 +25,18 @@ use crate::metering::{registry_decode, registry_encode, Meter, JOURNAL_PREFIX, R
 pub const ADOPT_INTERVAL_MS: u64 = 5_000;
 /// Largest snapshot body accepted (100,000 applications in JSON fit well below it).
 pub const MAX_SNAPSHOT_BYTES: usize = 128 * 1024 * 1024;
-/// Shared-data key naming the last snapshot version whose counter records are all created.
+/// Shared-data marker of counter-record preparation: `preparing:<ms>:<version>` or `done:<version>`.
 const PREPARED_KEY: &str = "tollgate/v1/prepared";
+/// A preparation claim older than this is abandoned (its VM died) and taken over.
+pub const CLAIM_TIMEOUT_MS: u64 = 5_000;
+
+/// A decoded snapshot waiting for its counter records.
+struct Pending {
+    catalog: Catalog,
+    started_ms: u64,
+    decoded_ms: u64,
+    body_size: usize,
+}
 /// CAS attempts when updating the journal registry.
 const REGISTRY_CAS_ATTEMPTS: usize = 16;
 
@@ -41,6 +51,8 @@ pub struct Link {
     /// Global usage request in flight, and the last answer (re-indexed when the catalog changes).
     global_poll: Option<u32>,
     last_global: Option<GlobalUsage>,
+    /// A decoded snapshot waiting to be installed.
+    pending: Option<Pending>,
     next_poll_ms: u64,
     next_global_ms: u64,
     /// The report in flight: (call token, gateway id, sequence).
@@ -100,6 +112,7 @@ impl Link {
             poll: None,
             global_poll: None,
             last_global: None,
+            pending: None,
             next_poll_ms: 0,
             next_global_ms: 0,
             flush: None,
@@ -161,6 +174,7 @@ impl Link {
 
     pub fn on_tick(&mut self, shared: &mut Shared) {
         let Ok(now) = host::now_ms() else { return };
+        self.try_install(shared);
         self.sync_journal(shared, now);
         if self.poll.is_none() && now >= self.next_poll_ms {
             self.next_poll_ms = now + u64::from(self.cp.poll_interval_ms);
@@ -343,7 +357,6 @@ impl Link {
         let body = host::call_response_body(body_size);
         let binary = host::call_response_header("content-type")
             .is_some_and(|t| t.starts_with(tollgate_protocol::binary::MEDIA_TYPE.as_bytes()));
-        let parsed_ms = host::now_ms().unwrap_or(0);
         let compiled = if binary {
             Catalog::compile_binary(&body)
         } else {
@@ -360,36 +373,75 @@ impl Link {
             Err(e) => return self.failed(shared, &format!("snapshot refused: {e}"), true),
         };
         let compiled_ms = host::now_ms().unwrap_or(0);
-        // Counter records exist for every application the previous snapshot had: create only the
-        // new ones (a 100,000-application catalog changes by a few applications at a time). The
-        // first VM to prepare a version marks it in shared data, and the others skip the work.
-        let version = catalog.version.clone();
-        let prepared = version.as_deref().is_some_and(
-            |v| matches!(SharedData.get(PREPARED_KEY), Ok((Some(done), _)) if done == v.as_bytes()),
-        );
-        if !prepared {
+        self.version = catalog.version.clone();
+        self.pending = Some(Pending {
+            catalog,
+            started_ms,
+            decoded_ms: compiled_ms.saturating_sub(started_ms),
+            body_size,
+        });
+        self.try_install(shared);
+    }
+
+    /// Installs the pending catalog once its counter records exist. Creating 100,000 records is
+    /// the slow part of applying a snapshot, so one VM claims it (compare-and-swap on a marker in
+    /// shared data) while the others wait for the marker to say it is done, re-checking every tick;
+    /// a claim older than [`CLAIM_TIMEOUT_MS`] is taken over.
+    fn try_install(&mut self, shared: &mut Shared) {
+        let Some(pending) = self.pending.as_ref() else {
+            return;
+        };
+        let now = host::now_ms().unwrap_or(0);
+        let version = pending.catalog.version.clone().unwrap_or_default();
+        let mut store = SharedData;
+        let (marker, cas) = store.get(PREPARED_KEY).unwrap_or((None, None));
+        let marker = marker
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .unwrap_or_default();
+        let done = !version.is_empty() && marker == format!("done:{version}");
+        if !done {
+            let claimed_at: Option<u64> = marker
+                .strip_prefix("preparing:")
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|t| t.parse().ok());
+            if claimed_at.is_some_and(|t| now.saturating_sub(t) < CLAIM_TIMEOUT_MS) {
+                return; // another VM is creating the records; check again next tick
+            }
+            let claim = format!("preparing:{now}:{version}");
+            if !store
+                .set(PREPARED_KEY, claim.as_bytes(), cas)
+                .unwrap_or(false)
+            {
+                return; // another VM claimed it first
+            }
+            // Records exist for every application of this worker's previous catalog: create only
+            // the new ones.
             let known: std::collections::HashSet<&str> = shared
                 .catalog
                 .as_ref()
                 .map(|c| c.apps.iter().map(|a| a.id.as_str()).collect())
                 .unwrap_or_default();
-            if !prepare_records(
-                catalog
+            let ok = prepare_records(
+                pending
+                    .catalog
                     .apps
                     .iter()
                     .filter(|a| !known.contains(a.id.as_str())),
-            ) {
+            );
+            drop(known);
+            let _ = store.set(PREPARED_KEY, format!("done:{version}").as_bytes(), None);
+            if !ok {
+                self.pending = None;
                 return self.failed(
                     shared,
                     "cannot prepare counter records for the new snapshot",
                     true,
                 );
             }
-            drop(known);
-            if let Some(v) = version.as_deref() {
-                let _ = SharedData.set(PREPARED_KEY, v.as_bytes(), None);
-            }
         }
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
         // Usage counted against the old catalog's indexes is named before the swap.
         if let (Some(meter), Some(old)) = (&shared.meter, &shared.catalog) {
             if let Ok(mut m) = meter.try_borrow_mut() {
@@ -399,18 +451,17 @@ impl Link {
         host::log(
             Level::Info,
             &format!(
-                "tollgate: snapshot {} applied: {} applications, {} plans, {} bytes in {} ms (read {} ms, decode {} ms, counter records {} ms)",
-                version.as_deref().unwrap_or("-"),
-                catalog.apps.len(),
-                catalog.plans.len(),
-                body_size,
-                host::now_ms().unwrap_or(0).saturating_sub(started_ms),
-                parsed_ms.saturating_sub(started_ms),
-                compiled_ms.saturating_sub(parsed_ms),
-                host::now_ms().unwrap_or(0).saturating_sub(compiled_ms)
+                "tollgate: snapshot {} applied: {} applications, {} plans, {} bytes in {} ms (decode {} ms, {})",
+                if version.is_empty() { "-" } else { version.as_str() },
+                pending.catalog.apps.len(),
+                pending.catalog.plans.len(),
+                pending.body_size,
+                host::now_ms().unwrap_or(now).saturating_sub(pending.started_ms),
+                pending.decoded_ms,
+                if done { "counter records made by another worker" } else { "counter records made here" },
             ),
         );
-        self.version = version;
+        let catalog = pending.catalog;
         // Global usage is indexed by catalog positions: re-index the last answer for the new one.
         shared.global = self
             .last_global
