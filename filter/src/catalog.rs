@@ -241,7 +241,7 @@ impl Catalog {
                 plan,
                 a.state,
                 a.state_reason,
-                &keys,
+                keys,
                 a.app_id.as_deref(),
             )?;
         }
@@ -269,8 +269,8 @@ impl Catalog {
                     format!("plan index {plan} out of range"),
                 ));
             }
-            let keys: Vec<[u8; 32]> = rec.digests().collect();
-            if keys.len() > MAX_KEYS_PER_APPLICATION {
+            // No per-application allocation: digests go from the buffer into the key map.
+            if rec.keys.len() / 32 > MAX_KEYS_PER_APPLICATION {
                 return Err(ConfigError::new(
                     f("key_sha256"),
                     format!("more than {MAX_KEYS_PER_APPLICATION} keys"),
@@ -283,7 +283,7 @@ impl Catalog {
                 plan,
                 rec.state,
                 rec.state_reason,
-                &keys,
+                rec.digests(),
                 rec.app_id,
             )?;
         }
@@ -300,15 +300,15 @@ impl Catalog {
         plan: usize,
         state: ApplicationState,
         state_reason: Option<SuspensionReason>,
-        keys: &[[u8; 32]],
+        keys: impl IntoIterator<Item = [u8; 32]>,
         app_id: Option<&str>,
     ) -> Result<(), ConfigError> {
         check_id(&field("id"), id)?;
         let index = self.apps.len();
-        for (k, digest) in keys.iter().enumerate() {
+        for (k, digest) in keys.into_iter().enumerate() {
             if let Some(other) = self
                 .by_key
-                .insert(*digest, index)
+                .insert(digest, index)
                 .filter(|&other| other != index)
             {
                 return Err(ConfigError::new(

@@ -27,6 +27,8 @@ pub const ADOPT_INTERVAL_MS: u64 = 5_000;
 pub const MAX_SNAPSHOT_BYTES: usize = 128 * 1024 * 1024;
 /// Shared-data marker of counter-record preparation: `preparing:<ms>:<version>` or `done:<version>`.
 const PREPARED_KEY: &str = "tollgate/v1/prepared";
+/// Tick period while waiting for another worker to finish counter records.
+const PENDING_TICK_MS: u32 = 20;
 /// A preparation claim older than this is abandoned (its VM died) and taken over.
 pub const CLAIM_TIMEOUT_MS: u64 = 5_000;
 
@@ -381,6 +383,10 @@ impl Link {
             body_size,
         });
         self.try_install(shared);
+        if self.pending.is_some() {
+            // Waiting for another worker's counter records: look again soon, not a tick later.
+            let _ = host::set_tick_period_ms(PENDING_TICK_MS);
+        }
     }
 
     /// Installs the pending catalog once its counter records exist. Creating 100,000 records is
@@ -442,6 +448,7 @@ impl Link {
         let Some(pending) = self.pending.take() else {
             return;
         };
+        let _ = host::set_tick_period_ms(self.tick_ms());
         // Usage counted against the old catalog's indexes is named before the swap.
         if let (Some(meter), Some(old)) = (&shared.meter, &shared.catalog) {
             if let Ok(mut m) = meter.try_borrow_mut() {
