@@ -252,13 +252,26 @@ impl Catalog {
     /// Compiles a snapshot in the compact encoding ([`tollgate_protocol::binary`]): applications go
     /// straight from the buffer into the catalog, with no intermediate tree.
     pub fn compile_binary(bytes: &[u8]) -> Result<Catalog, ConfigError> {
-        let (head, apps) = tollgate_protocol::binary::decode(bytes)
+        let len = bytes.len();
+        Catalog::compile_chunked(len, |off, max| {
+            bytes[off.min(len)..off.saturating_add(max).min(len)].to_vec()
+        })
+    }
+
+    /// The same, reading the encoded snapshot piece by piece (`read(offset, max_len)`): a gateway
+    /// never holds the whole body in its memory, only 64 KiB of it and the catalog.
+    pub fn compile_chunked(
+        total: usize,
+        read: impl FnMut(usize, usize) -> Vec<u8>,
+    ) -> Result<Catalog, ConfigError> {
+        let (head, mut apps) = tollgate_protocol::binary::ChunkedDecoder::new(total, read)
             .map_err(|e| ConfigError::new("snapshot", e))?;
         let mut catalog = Catalog::compile(&head, "snapshot")?;
         // Exact sizes up front: growing by doubling would leave the peak in wasm memory for good.
         catalog.apps.reserve_exact(apps.len());
         catalog.by_key.reserve(apps.len());
-        for (i, rec) in apps.enumerate() {
+        let mut i = 0;
+        while let Some(rec) = apps.next_app() {
             let rec =
                 rec.map_err(|e| ConfigError::new(format!("snapshot.applications[{i}]"), e))?;
             let f = |name: &str| format!("snapshot.applications[{i}].{name}");
@@ -286,6 +299,7 @@ impl Catalog {
                 rec.digests(),
                 rec.app_id,
             )?;
+            i += 1;
         }
         catalog.apps_sorted = true;
         Ok(catalog)

@@ -198,10 +198,21 @@ pub fn call_response_header(name: &str) -> Option<Vec<u8>> {
 }
 
 pub fn call_response_body(size: usize) -> Vec<u8> {
+    call_response_body_range(0, size)
+}
+
+/// `max_len` bytes of the HTTP call's answer from `start` (fewer at the end).
+pub fn call_response_body_range(start: usize, max_len: usize) -> Vec<u8> {
     let mut data = null_mut();
     let mut len = 0;
     match unsafe {
-        proxy_get_buffer_bytes(BUFFER_HTTP_CALL_RESPONSE_BODY, 0, size, &mut data, &mut len)
+        proxy_get_buffer_bytes(
+            BUFFER_HTTP_CALL_RESPONSE_BODY,
+            start,
+            max_len,
+            &mut data,
+            &mut len,
+        )
     } {
         OK => unsafe { take(data, len) },
         _ => Vec::new(),

@@ -356,12 +356,13 @@ impl Link {
                 true,
             );
         }
-        let body = host::call_response_body(body_size);
         let binary = host::call_response_header("content-type")
             .is_some_and(|t| t.starts_with(tollgate_protocol::binary::MEDIA_TYPE.as_bytes()));
         let compiled = if binary {
-            Catalog::compile_binary(&body)
+            // Read 64 KiB at a time: the body never sits whole in this VM's memory.
+            Catalog::compile_chunked(body_size, host::call_response_body_range)
         } else {
+            let body = host::call_response_body(body_size);
             match serde_json::from_slice::<Snapshot>(&body) {
                 Ok(s) => Catalog::compile(&s, "snapshot"),
                 Err(e) => {
@@ -369,7 +370,6 @@ impl Link {
                 }
             }
         };
-        drop(body);
         let catalog = match compiled {
             Ok(c) => c,
             Err(e) => return self.failed(shared, &format!("snapshot refused: {e}"), true),

@@ -220,6 +220,166 @@ impl<'a> Iterator for Apps<'a> {
     }
 }
 
+/// Longest encoded application record (id, plan, state, 255 keys, app id): a chunked reader keeps
+/// at least this much buffered.
+const MAX_RECORD_BYTES: usize = 1 + 255 + 4 + 1 + 1 + 255 * 32 + 1 + 255;
+/// How much a chunked reader asks for at a time.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Decodes a TGS1 snapshot read piece by piece (`read(offset, max_len)`), so the whole body never
+/// has to sit in memory: a gateway reads 64 KiB of the HTTP answer at a time.
+pub struct ChunkedDecoder<R> {
+    read: R,
+    total: usize,
+    /// Bytes from absolute offset `buf_offset`; `pos` is the next unread byte in `buf`.
+    buf: Vec<u8>,
+    buf_offset: usize,
+    pos: usize,
+    left: usize,
+    last_id: String,
+    failed: bool,
+}
+
+impl<R: FnMut(usize, usize) -> Vec<u8>> ChunkedDecoder<R> {
+    /// Reads the head; `total` is the body length.
+    pub fn new(total: usize, mut read: R) -> Result<(Snapshot, Self), String> {
+        let mut fixed = read(0, 8);
+        if fixed.len() < 8 || &fixed[..4] != MAGIC {
+            return Err("not a TGS1 snapshot".into());
+        }
+        let head_len = u32::from_le_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]) as usize;
+        if 8 + head_len + 4 > total {
+            return Err("truncated snapshot".into());
+        }
+        fixed.clear();
+        let mut head = Vec::with_capacity(head_len);
+        while head.len() < head_len {
+            let piece = read(8 + head.len(), (head_len - head.len()).min(CHUNK_BYTES));
+            if piece.is_empty() {
+                return Err("truncated snapshot".into());
+            }
+            head.extend_from_slice(&piece);
+        }
+        head.truncate(head_len);
+        let snapshot: Snapshot =
+            serde_json::from_slice(&head).map_err(|e| format!("snapshot head: {e}"))?;
+        let count = read(8 + head_len, 4);
+        if count.len() < 4 {
+            return Err("truncated snapshot".into());
+        }
+        let left = u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize;
+        let start = 8 + head_len + 4;
+        Ok((
+            snapshot,
+            ChunkedDecoder {
+                read,
+                total,
+                buf: Vec::new(),
+                buf_offset: start,
+                pos: 0,
+                left,
+                last_id: String::new(),
+                failed: false,
+            },
+        ))
+    }
+
+    pub fn len(&self) -> usize {
+        self.left
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+
+    /// The next application, borrowing from the decoder's buffer.
+    pub fn next_app(&mut self) -> Option<Result<AppRecord<'_>, String>> {
+        if self.left == 0 || self.failed {
+            return None;
+        }
+        self.left -= 1;
+        // Keep a whole record's worth buffered (or the rest of the body).
+        let unread = self.buf.len() - self.pos;
+        let end = self.buf_offset + self.buf.len();
+        if unread < MAX_RECORD_BYTES && end < self.total {
+            self.buf.drain(..self.pos);
+            self.buf_offset += self.pos;
+            self.pos = 0;
+            while self.buf.len() < MAX_RECORD_BYTES + CHUNK_BYTES
+                && self.buf_offset + self.buf.len() < self.total
+            {
+                let want = (self.total - self.buf_offset - self.buf.len()).min(CHUNK_BYTES);
+                let piece = (self.read)(self.buf_offset + self.buf.len(), want);
+                if piece.is_empty() {
+                    break;
+                }
+                self.buf.extend_from_slice(&piece);
+            }
+        }
+        let mut r = Reader {
+            b: &self.buf,
+            at: self.pos,
+        };
+        let rec = (|| {
+            let id = r.str()?;
+            if !self.last_id.is_empty() && self.last_id.as_str() >= id {
+                return Err(format!(
+                    "application ids are not strictly increasing at {id:?}"
+                ));
+            }
+            let plan = r.u32()?;
+            let (state, state_reason) = match r.u8()? {
+                0 => (ApplicationState::Live, None),
+                1 => (ApplicationState::Suspended, None),
+                2 => (ApplicationState::Suspended, Some(SuspensionReason::Admin)),
+                3 => (
+                    ApplicationState::Suspended,
+                    Some(SuspensionReason::NonPayment),
+                ),
+                other => return Err(format!("unknown application state {other}")),
+            };
+            let keys = r.u8()? as usize;
+            let keys_at = r.at;
+            r.take(keys * 32)?;
+            let app_id = r.str()?;
+            Ok((
+                id.len(),
+                plan,
+                state,
+                state_reason,
+                keys_at,
+                keys,
+                app_id.len(),
+            ))
+        })();
+        match rec {
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+            Ok((id_len, plan, state, state_reason, keys_at, keys, app_id_len)) => {
+                let id_at = self.pos + 1;
+                let app_id_at = keys_at + keys * 32 + 1;
+                self.pos = app_id_at + app_id_len;
+                self.last_id.clear();
+                let buf = &self.buf;
+                let id = std::str::from_utf8(&buf[id_at..id_at + id_len]).unwrap_or_default();
+                self.last_id.push_str(id);
+                let app_id = std::str::from_utf8(&buf[app_id_at..app_id_at + app_id_len])
+                    .unwrap_or_default();
+                Some(Ok(AppRecord {
+                    id,
+                    plan,
+                    state,
+                    state_reason,
+                    keys: &buf[keys_at..keys_at + keys * 32],
+                    app_id: (!app_id.is_empty()).then_some(app_id),
+                }))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +446,45 @@ mod tests {
         let digests: Vec<[u8; 32]> = apps[1].digests().collect();
         assert_eq!(digests, vec![[0xab; 32], [0xcd; 32]]);
         assert_eq!(apps[1].app_id, Some("public-b"));
+    }
+
+    #[test]
+    fn chunked_decoding_matches_whole_buffer_decoding() {
+        let mut big = sample();
+        big.applications = (0..3_000)
+            .map(|i| Application {
+                id: format!("app-{i:05}"),
+                plan: "p1".into(),
+                state: ApplicationState::Live,
+                state_reason: None,
+                key_sha256: vec![format!("{:064x}", i)],
+                app_id: (i % 7 == 0).then(|| format!("pub-{i}")),
+            })
+            .collect();
+        let bytes = encode(&big).unwrap();
+        let (head, whole) = decode(&bytes).unwrap();
+        let whole: Vec<String> = whole.map(|r| format!("{:?}", r.unwrap())).collect();
+        // Odd read sizes: the host may return less than asked.
+        let read =
+            |off: usize, len: usize| bytes[off..(off + len.min(777)).min(bytes.len())].to_vec();
+        let (chunked_head, mut dec) = ChunkedDecoder::new(bytes.len(), read).unwrap();
+        assert_eq!(chunked_head, head);
+        let mut chunked = Vec::new();
+        while let Some(r) = dec.next_app() {
+            chunked.push(format!("{:?}", r.unwrap()));
+        }
+        assert_eq!(chunked, whole);
+        // Truncation is an error, not a panic.
+        let cut = &bytes[..bytes.len() - 40];
+        let (_, mut dec) = ChunkedDecoder::new(cut.len(), |o: usize, l: usize| {
+            cut[o..(o + l).min(cut.len())].to_vec()
+        })
+        .unwrap();
+        let mut last = None;
+        while let Some(r) = dec.next_app() {
+            last = Some(r.is_ok());
+        }
+        assert_eq!(last, Some(false));
     }
 
     #[test]
