@@ -478,10 +478,7 @@ mod tests {
         assert_eq!(c.rules[0].method.as_deref(), Some("GET"));
         let digest = decode_sha256_hex(KEY).unwrap();
         assert_eq!(c.app_by_key_digest(&digest).unwrap().id, "app-1");
-        assert_eq!(
-            c.app_by_app_id("a1").unwrap().counter_key(),
-            "tg1/c/app-1"
-        );
+        assert_eq!(c.app_by_app_id("a1").unwrap().counter_key(), "tg1/c/app-1");
     }
 
     #[test]
