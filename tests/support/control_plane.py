@@ -11,7 +11,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from support.envoy import free_port
+from support.envoy import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 30
@@ -104,13 +104,7 @@ class Server:
             return ""
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def cli(self, *args, token=None, check=False):
         """Runs the `tollgate` CLI against this server; returns the CompletedProcess."""

@@ -15,6 +15,17 @@ ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 30
 
 
+def stop_process(proc, grace_s=10):
+    """SIGTERM, then SIGKILL after `grace_s` seconds; a no-op for a process already gone."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def envoy_binary():
     return os.environ.get("TOLLGATE_ENVOY") or str(Path(sys.executable).parent / "envoy")
 
@@ -161,10 +172,4 @@ class Envoy:
             time.sleep(0.1)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)

@@ -44,6 +44,16 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// The same page with its items replaced (rendered elsewhere, e.g. with batched queries).
+    pub fn with_data<U>(self, data: Vec<U>) -> Page<U> {
+        Page {
+            object: self.object,
+            data,
+            has_more: self.has_more,
+            next_cursor: self.next_cursor,
+        }
+    }
+
     pub fn map<U>(self, f: impl Fn(&T) -> U) -> Page<U> {
         Page {
             object: self.object,

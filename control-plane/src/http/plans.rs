@@ -260,12 +260,7 @@ pub async fn list(
     .await?;
     let pg = page(rows, limit, |r| &r.0);
     let data = plans_json(&s.pool, &pg.data).await?;
-    Ok(Json(Page {
-        object: pg.object,
-        data,
-        has_more: pg.has_more,
-        next_cursor: pg.next_cursor,
-    }))
+    Ok(Json(pg.with_data(data)))
 }
 
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
