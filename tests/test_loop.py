@@ -43,6 +43,7 @@ def loop(upstream):
         e = Envoy(bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(config)],
                             [static_cluster("tollgate_control_plane", cp_port)]), concurrency=2).start()
         extra.append(e)
+        e.wait_snapshot()
         return e
 
     envoy = make_envoy()

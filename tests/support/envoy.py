@@ -171,5 +171,18 @@ class Envoy:
                 return stats
             time.sleep(0.1)
 
+    def wait_snapshot(self, vms=None, timeout_s=15):
+        """Waits until every VM (main thread + workers) installed a snapshot (control-plane mode:
+        before that, `fail_mode` answers). Stats are flushed every second."""
+        vms = vms or self.concurrency + 1
+        deadline = time.monotonic() + timeout_s
+        updates = 0
+        while time.monotonic() < deadline:
+            updates = self.stats("wasmcustom.tollgate.snapshot").get("wasmcustom.tollgate.snapshot.updates", 0)
+            if updates >= vms:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"only {updates} of {vms} VMs installed a snapshot in {timeout_s}s:\n{self.log()[-3000:]}")
+
     def stop(self):
         stop_process(self.proc)
