@@ -5,6 +5,7 @@
 //! - [`http`]: the admin API (axum), one file per resource, errors converted in one place.
 //! - [`cli`]: `tollgate` subcommands for people at a terminal.
 
+pub mod billing;
 pub mod catalog;
 pub mod cli;
 pub mod http;

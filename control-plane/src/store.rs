@@ -80,6 +80,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "global_usage",
         include_str!("../migrations/0003_global_usage.sql"),
     ),
+    (4, "billing", include_str!("../migrations/0004_billing.sql")),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {

@@ -1,0 +1,10 @@
+//! Billing: settings, contracts, rating, invoices, billing runs, PDFs and the email outbox.
+//!
+//! The pure parts (what is owed and how it is rounded) are [`lines`], [`rating`], [`totals`] and
+//! [`currency`]; the rest reads and writes the database around them.
+
+pub mod calendar;
+pub mod currency;
+pub mod lines;
+pub mod rating;
+pub mod totals;
