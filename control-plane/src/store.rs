@@ -143,6 +143,17 @@ fn split_statements(sql: &str) -> Vec<String> {
     out
 }
 
+/// `($1, $2), ($3, $4)` for `rows` rows of `width` parameters: the VALUES of a multi-row INSERT.
+pub fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Unix seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

@@ -4,7 +4,12 @@
 //! [`currency`]; the rest reads and writes the database around them.
 
 pub mod calendar;
+pub mod contracts;
 pub mod currency;
+pub mod invoices;
 pub mod lines;
+pub mod outbox;
+pub mod pdf;
 pub mod rating;
+pub mod settings;
 pub mod totals;

@@ -35,7 +35,7 @@ type AccountRow = (
 
 const ACCOUNT_SELECT: &str = "SELECT id, name, email, billing_address, vat_rate, vat_code, created_at, updated_at FROM accounts";
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BillingAddress {
     #[serde(default)]
@@ -112,7 +112,7 @@ fn check_vat_rate(raw: &str) -> ApiResult<Decimal> {
     Ok(rate)
 }
 
-fn check_address(a: &BillingAddress) -> ApiResult<String> {
+pub fn check_address(a: &BillingAddress) -> ApiResult<String> {
     for (field, v) in [
         ("line1", &a.line1),
         ("line2", &a.line2),
@@ -250,6 +250,18 @@ pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
         return Err(ApiError::conflict(
             "account_in_use",
             format!("the account has {apps} application(s); delete them first"),
+        ));
+    }
+    let (history,): (i64,) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM contracts WHERE account_id = $1) + (SELECT COUNT(*) FROM invoices WHERE account_id = $1)",
+    )
+    .bind(&id)
+    .fetch_one(&s.pool)
+    .await?;
+    if history > 0 {
+        return Err(ApiError::conflict(
+            "account_has_billing_history",
+            "the account has contracts or invoices; they are kept for its billing history",
         ));
     }
     sqlx::query("DELETE FROM accounts WHERE id = $1")

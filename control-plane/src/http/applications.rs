@@ -204,6 +204,7 @@ pub async fn create(
     .bind(t)
     .execute(&mut *tx)
     .await?;
+    crate::billing::contracts::start(&mut tx, &id, &plan_id, t).await?;
     let (key_row, key) = insert_key(&mut tx, &id).await?;
     tx.commit().await?;
     let mut body = app_json(&s.pool, &fetch_app(&s.pool, &id).await?).await?;
@@ -283,14 +284,21 @@ pub async fn update(
             )
         })?;
     }
+    let t = now();
+    let name = name.unwrap_or(a.3);
+    let plan_id = input.plan_id.unwrap_or(a.2);
+    let mut tx = s.pool.begin().await?;
     sqlx::query("UPDATE applications SET name = $2, description = $3, plan_id = $4, updated_at = $5 WHERE id = $1")
         .bind(&id)
-        .bind(name.unwrap_or(a.3))
+        .bind(&name)
         .bind(description.unwrap_or(a.4))
-        .bind(input.plan_id.unwrap_or(a.2))
-        .bind(now())
-        .execute(&s.pool)
+        .bind(&plan_id)
+        .bind(t)
+        .execute(&mut *tx)
         .await?;
+    crate::billing::contracts::rename(&mut tx, &id, &name).await?;
+    crate::billing::contracts::change_plan(&mut tx, &id, &plan_id, t).await?;
+    tx.commit().await?;
     Ok(Json(
         app_json(&s.pool, &fetch_app(&s.pool, &id).await?).await?,
     ))
@@ -299,6 +307,7 @@ pub async fn update(
 pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     fetch_app(&s.pool, &id).await?;
     let mut tx = s.pool.begin().await?;
+    crate::billing::contracts::end(&mut tx, &id, now()).await?;
     sqlx::query("DELETE FROM application_keys WHERE application_id = $1")
         .bind(&id)
         .execute(&mut *tx)
@@ -462,6 +471,7 @@ pub async fn customize_plan(
         .bind(now())
         .execute(&mut *tx)
         .await?;
+    crate::billing::contracts::switch_to_copy(&mut tx, &id, &copy).await?;
     tx.commit().await?;
     let plan = fetch_plan(&s.pool, &copy).await?;
     Ok((

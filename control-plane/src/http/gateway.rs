@@ -55,20 +55,9 @@ async fn add_counts(
         ),
     };
     for chunk in rows.chunks(UPSERT_CHUNK) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                format!(
-                    "({})",
-                    (1..=width)
-                        .map(|c| format!("${}", width * i + c))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO {table} ({cols}) VALUES {} ON CONFLICT ({key}) DO UPDATE SET value = {table}.value + excluded.value",
-            values.join(", ")
+            crate::store::placeholders(chunk.len(), width)
         );
         let mut q = sqlx::query(&sql);
         for ((app, metric, bucket), delta) in chunk {

@@ -341,6 +341,16 @@ pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
             format!("{apps} application(s) use this plan; move them first"),
         ));
     }
+    let (contracts,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM contracts WHERE plan_id = $1")
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if contracts > 0 {
+        return Err(ApiError::conflict(
+            "plan_has_billing_history",
+            "applications were billed on this plan; it is kept for their invoices",
+        ));
+    }
     let (children,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM plans WHERE parent_plan_id = $1")
             .bind(&id)

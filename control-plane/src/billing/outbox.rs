@@ -1,0 +1,220 @@
+//! The email outbox: messages are written in the transaction that causes them (an invoice issued)
+//! and sent later by [`run_sender`] over SMTP.
+//!
+//! Delivery: a message is claimed (`sending`, with a lease) before it is handed to the SMTP server
+//! and marked `sent` right after the server accepted it, so a restart never sends a sent message
+//! again. Only a crash in the instant between the server's acceptance and that mark can repeat a
+//! message; its `Message-ID` is the outbox id, so mail systems recognize the duplicate. A failed
+//! attempt is retried with backoff, up to [`MAX_ATTEMPTS`].
+
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::http::error::ApiResult;
+use crate::secrets::new_id;
+use crate::store::{now, Pool, Tx};
+
+/// Messages claimed per sender pass.
+pub const BATCH: i64 = 20;
+/// How long a claimed message is reserved for the claiming sender before another may retry it.
+pub const CLAIM_LEASE_SECS: i64 = 120;
+/// Attempts before a message is given up (`failed`), and the first retry delay (doubling).
+pub const MAX_ATTEMPTS: i64 = 8;
+pub const FIRST_RETRY_SECS: i64 = 30;
+/// Pause between sender passes when there is nothing to send.
+pub const IDLE_POLL: Duration = Duration::from_secs(2);
+/// SMTP connection and command timeout.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Debug)]
+pub struct Email {
+    /// Enqueueing the same key twice keeps the first message only.
+    pub dedupe_key: String,
+    pub kind: &'static str,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    /// Attach this invoice's PDF.
+    pub invoice_id: Option<String>,
+}
+
+const COLUMNS: &str = "id, dedupe_key, kind, recipient, subject, body, invoice_id, state, attempts, next_attempt_at, created_at";
+
+/// Enqueues messages in `tx` (multi-row; an existing `dedupe_key` is left alone).
+pub async fn enqueue_many(tx: &mut Tx, emails: &[Email], at: i64) -> ApiResult<()> {
+    /// Rows per INSERT (11 parameters each).
+    const CHUNK: usize = 400;
+    for chunk in emails.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO email_outbox ({COLUMNS}) VALUES {} ON CONFLICT (dedupe_key) DO NOTHING",
+            crate::store::placeholders(chunk.len(), 11)
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(new_id("msg"))
+                .bind(e.dedupe_key.clone())
+                .bind(e.kind)
+                .bind(e.recipient.clone())
+                .bind(e.subject.clone())
+                .bind(e.body.clone())
+                .bind(e.invoice_id.clone())
+                .bind("pending")
+                .bind(0i64)
+                .bind(at)
+                .bind(at);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+pub async fn enqueue(tx: &mut Tx, email: &Email, at: i64) -> ApiResult<()> {
+    enqueue_many(tx, std::slice::from_ref(email), at).await
+}
+
+/// Where and as whom to send (`TOLLGATE_SMTP_URL`, `TOLLGATE_MAIL_FROM`).
+#[derive(Clone, Debug)]
+pub struct SmtpSettings {
+    /// lettre's URL form: `smtp://host:25` (plain), `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS), `smtps://host:465` (TLS).
+    pub url: String,
+    pub from: String,
+}
+
+type Claimed = (String, String, String, String, Option<String>, i64);
+
+/// Sends pending messages until the process stops. Errors are logged and retried later.
+pub async fn run_sender(pool: Pool, smtp: SmtpSettings) {
+    let transport = match AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp.url) {
+        Ok(b) => b.timeout(Some(SMTP_TIMEOUT)).build(),
+        Err(e) => {
+            tracing::error!("TOLLGATE_SMTP_URL is not usable ({e}); email is not sent");
+            return;
+        }
+    };
+    let from: Mailbox = match smtp.from.parse() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(
+                "TOLLGATE_MAIL_FROM {:?} is not an address ({e}); email is not sent",
+                smtp.from
+            );
+            return;
+        }
+    };
+    loop {
+        match send_pass(&pool, &transport, &from).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!("email outbox: {e:?}"),
+        }
+        tokio::time::sleep(IDLE_POLL).await;
+    }
+}
+
+/// One pass: claims up to [`BATCH`] due messages and sends them. Returns how many were claimed.
+pub async fn send_pass(
+    pool: &Pool,
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    from: &Mailbox,
+) -> ApiResult<usize> {
+    let t = now();
+    let due: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM email_outbox WHERE (state = 'pending' AND next_attempt_at <= $1) OR (state = 'sending' AND next_attempt_at <= $1) ORDER BY next_attempt_at, id LIMIT $2",
+    )
+    .bind(t)
+    .bind(BATCH)
+    .fetch_all(pool)
+    .await?;
+    let mut claimed = 0;
+    for (id,) in due {
+        // Claim: only one sender wins a message; the lease lets another retry if this one dies.
+        let r = sqlx::query(
+            "UPDATE email_outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = $2 WHERE id = $1 AND state IN ('pending', 'sending') AND next_attempt_at <= $3",
+        )
+        .bind(&id)
+        .bind(t + CLAIM_LEASE_SECS)
+        .bind(t)
+        .execute(pool)
+        .await?;
+        if r.rows_affected() != 1 {
+            continue;
+        }
+        claimed += 1;
+        let row: Claimed = sqlx::query_as(
+            "SELECT id, recipient, subject, body, invoice_id, attempts FROM email_outbox WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_one(pool)
+        .await?;
+        let result = match build(pool, from, &row).await {
+            Ok(message) => transport
+                .send(message)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                sqlx::query("UPDATE email_outbox SET state = 'sent', sent_at = $2, last_error = NULL WHERE id = $1")
+                    .bind(&id)
+                    .bind(now())
+                    .execute(pool)
+                    .await?;
+            }
+            Err(e) => {
+                let attempts = row.5;
+                let (state, next) = if attempts >= MAX_ATTEMPTS {
+                    ("failed", now())
+                } else {
+                    (
+                        "pending",
+                        now() + (FIRST_RETRY_SECS << (attempts - 1).clamp(0, 10)),
+                    )
+                };
+                tracing::warn!("email {id} to {}: attempt {attempts} failed: {e}", row.1);
+                sqlx::query("UPDATE email_outbox SET state = $2, next_attempt_at = $3, last_error = $4 WHERE id = $1")
+                    .bind(&id)
+                    .bind(state)
+                    .bind(next)
+                    .bind(e.chars().take(500).collect::<String>())
+                    .execute(pool)
+                    .await?;
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+async fn build(pool: &Pool, from: &Mailbox, row: &Claimed) -> Result<Message, String> {
+    let (id, recipient, subject, body, invoice_id, _) = row;
+    let to: Mailbox = recipient
+        .parse()
+        .map_err(|e| format!("bad recipient {recipient:?}: {e}"))?;
+    let builder = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(subject.clone())
+        .message_id(Some(format!("<{id}@tollgate>")));
+    let text = SinglePart::plain(body.clone());
+    let message = match invoice_id {
+        Some(inv) => {
+            let pdf = super::pdf::invoice_pdf(pool, inv)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            let name = format!("invoice-{}.pdf", pdf.0);
+            let attachment = Attachment::new(name).body(
+                pdf.1,
+                ContentType::parse("application/pdf").map_err(|e| e.to_string())?,
+            );
+            builder.multipart(MultiPart::mixed().singlepart(text).singlepart(attachment))
+        }
+        None => builder.singlepart(text),
+    };
+    message.map_err(|e| e.to_string())
+}

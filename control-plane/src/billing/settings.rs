@@ -1,0 +1,361 @@
+//! Billing settings (`GET/PUT /admin/api/v1/billing/settings`): one JSON document, validated,
+//! stored in `billing_settings`. Absent until first written; the defaults below apply until then.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::currency::Currency;
+use super::lines::Mode;
+use crate::http::accounts::BillingAddress;
+use crate::http::error::{ApiError, ApiResult};
+use crate::store::{now, Pool, Tx};
+
+/// Longest payment term.
+pub const MAX_DUE_DAYS: i64 = 365;
+/// Most charge attempts per invoice, and the longest wait between two.
+pub const MAX_RETRY_ATTEMPTS: i64 = 10;
+pub const MAX_RETRY_INTERVAL_DAYS: i64 = 30;
+/// Longest footer / zero-VAT text / seller field, and email subject and body.
+pub const MAX_TEXT_CHARS: usize = 2_000;
+pub const MAX_SUBJECT_CHARS: usize = 200;
+pub const MAX_BODY_CHARS: usize = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Numbering {
+    /// `YYYY-MM-XXXXXXXX`, counting from 1 each month.
+    Monthly,
+    /// `YYYY-XXXXXXXX`, counting from 1 each year.
+    Yearly,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Seller {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub address: BillingAddress,
+    #[serde(default)]
+    pub vat_id: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    pub attempts: i64,
+    pub interval_days: i64,
+}
+
+/// An email's subject and body. Placeholders: `{account_name}`, `{invoice_number}`, `{total}`,
+/// `{currency}`, `{due_date}`, `{period}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailText {
+    pub subject: String,
+    pub body: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailTexts {
+    pub invoice_issued: EmailText,
+    pub charge_succeeded: EmailText,
+    pub charge_failed: EmailText,
+    pub final_failure: EmailText,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSettings {
+    pub mode: Mode,
+    /// ISO 4217, upper case.
+    pub currency: String,
+    /// Whether issued invoices are charged to the stored payment method (the payments feature).
+    pub charging_enabled: bool,
+    pub numbering: Numbering,
+    /// Days from issue to due date.
+    pub due_days: i64,
+    pub invoice_footer: String,
+    /// Printed on invoices without VAT (e.g. "Reverse charge: VAT to be accounted for by the recipient").
+    pub vat_zero_text: String,
+    pub seller: Seller,
+    pub retry: Retry,
+    pub email_texts: EmailTexts,
+    /// Hour of the day (UTC) at which `tollgate serve` runs billing for the day.
+    pub run_hour_utc: i64,
+}
+
+fn text(subject: &str, body: &str) -> EmailText {
+    EmailText {
+        subject: subject.into(),
+        body: body.into(),
+    }
+}
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        BillingSettings {
+            mode: Mode::Postpaid,
+            currency: "USD".into(),
+            charging_enabled: false,
+            numbering: Numbering::Monthly,
+            due_days: 30,
+            invoice_footer: String::new(),
+            vat_zero_text: String::new(),
+            seller: Seller::default(),
+            retry: Retry {
+                attempts: 3,
+                interval_days: 3,
+            },
+            email_texts: EmailTexts {
+                invoice_issued: text(
+                    "Invoice {invoice_number}",
+                    "Hello {account_name},\n\nyour invoice {invoice_number} for {period} is ready: {total} {currency}, due on {due_date}. The PDF is attached.\n",
+                ),
+                charge_succeeded: text(
+                    "Payment received for invoice {invoice_number}",
+                    "Hello {account_name},\n\nwe charged {total} {currency} for invoice {invoice_number}. Thank you.\n",
+                ),
+                charge_failed: text(
+                    "Payment failed for invoice {invoice_number}",
+                    "Hello {account_name},\n\nwe could not charge {total} {currency} for invoice {invoice_number}. Please update your payment method; we will try again.\n",
+                ),
+                final_failure: text(
+                    "Invoice {invoice_number} could not be paid",
+                    "Hello {account_name},\n\nall attempts to charge {total} {currency} for invoice {invoice_number} failed.\n",
+                ),
+            },
+            run_hour_utc: 2,
+        }
+    }
+}
+
+fn check_text(param: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.chars().count() > max {
+        return Err(ApiError::invalid(
+            param,
+            "text_too_long",
+            format!("at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn range(param: &str, code: &'static str, v: i64, lo: i64, hi: i64) -> ApiResult<()> {
+    if v < lo || v > hi {
+        return Err(ApiError::invalid(
+            param,
+            code,
+            format!("must be from {lo} to {hi}"),
+        ));
+    }
+    Ok(())
+}
+
+impl BillingSettings {
+    pub fn currency(&self) -> Currency {
+        // Validated on write; USD only if the stored document was edited by hand.
+        Currency::parse(&self.currency).unwrap_or(Currency {
+            code: "USD",
+            exponent: 2,
+        })
+    }
+
+    pub fn validate(&self) -> ApiResult<()> {
+        if Currency::parse(&self.currency).is_none() {
+            return Err(ApiError::invalid(
+                "currency",
+                "invalid_currency",
+                format!(
+                    "{:?} is not an ISO 4217 currency code like \"EUR\"",
+                    self.currency
+                ),
+            ));
+        }
+        range(
+            "due_days",
+            "invalid_due_days",
+            self.due_days,
+            0,
+            MAX_DUE_DAYS,
+        )?;
+        range(
+            "retry.attempts",
+            "invalid_retry",
+            self.retry.attempts,
+            1,
+            MAX_RETRY_ATTEMPTS,
+        )?;
+        range(
+            "retry.interval_days",
+            "invalid_retry",
+            self.retry.interval_days,
+            1,
+            MAX_RETRY_INTERVAL_DAYS,
+        )?;
+        range("run_hour_utc", "invalid_hour", self.run_hour_utc, 0, 23)?;
+        check_text("invoice_footer", &self.invoice_footer, MAX_TEXT_CHARS)?;
+        check_text("vat_zero_text", &self.vat_zero_text, MAX_TEXT_CHARS)?;
+        check_text("seller.name", &self.seller.name, MAX_TEXT_CHARS)?;
+        check_text("seller.vat_id", &self.seller.vat_id, MAX_TEXT_CHARS)?;
+        crate::http::accounts::check_address(&self.seller.address)
+            .map_err(|e| e.with_param_prefix("seller.address"))?;
+        let t = &self.email_texts;
+        for (name, e) in [
+            ("invoice_issued", &t.invoice_issued),
+            ("charge_succeeded", &t.charge_succeeded),
+            ("charge_failed", &t.charge_failed),
+            ("final_failure", &t.final_failure),
+        ] {
+            check_text(
+                &format!("email_texts.{name}.subject"),
+                &e.subject,
+                MAX_SUBJECT_CHARS,
+            )?;
+            if e.subject.contains(['\r', '\n']) {
+                return Err(ApiError::invalid(
+                    format!("email_texts.{name}.subject"),
+                    "invalid_subject",
+                    "one line",
+                ));
+            }
+            check_text(&format!("email_texts.{name}.body"), &e.body, MAX_BODY_CHARS)?;
+        }
+        Ok(())
+    }
+}
+
+/// The stored settings, or the defaults.
+pub async fn load(pool: &Pool) -> ApiResult<BillingSettings> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT settings FROM billing_settings WHERE id = 1")
+            .fetch_optional(pool)
+            .await?;
+    match row {
+        Some((json,)) => serde_json::from_str(&json)
+            .map_err(|e| ApiError::Internal(format!("stored billing settings unreadable: {e}"))),
+        None => Ok(BillingSettings::default()),
+    }
+}
+
+/// Merges `patch` (any subset of the fields; objects merge, other values replace) into `base`.
+pub fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+/// Applies a partial update in `tx`: validates the result, refuses a currency change while money
+/// in the old currency is outstanding, and writes it.
+pub async fn update(tx: &mut Tx, patch: Value) -> ApiResult<BillingSettings> {
+    if !patch.is_object() {
+        return Err(ApiError::bad_request(None, "invalid_body", "a JSON object"));
+    }
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT settings FROM billing_settings WHERE id = 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+    let current: BillingSettings = match &row {
+        Some((json,)) => serde_json::from_str(json)
+            .map_err(|e| ApiError::Internal(format!("stored billing settings unreadable: {e}")))?,
+        None => BillingSettings::default(),
+    };
+    let mut doc = serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
+    merge(&mut doc, patch);
+    let next: BillingSettings = serde_path_to_error::deserialize(doc).map_err(|e| {
+        ApiError::invalid(
+            e.path().to_string(),
+            "invalid_settings",
+            e.inner().to_string(),
+        )
+    })?;
+    next.validate()?;
+    if next.currency != current.currency {
+        let (open,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM invoices WHERE state IN ('open', 'finalized', 'pending', 'unpaid')",
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        let (credit,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM accounts WHERE credit_balance <> '0'")
+                .fetch_one(&mut **tx)
+                .await?;
+        if open > 0 || credit > 0 {
+            return Err(ApiError::Conflict {
+                code: "currency_in_use",
+                message: format!(
+                    "{open} unsettled invoice(s) and {credit} credit balance(s) are in {}; settle them before changing the currency",
+                    current.currency
+                ),
+                param: Some("currency".into()),
+            });
+        }
+    }
+    let json = serde_json::to_string(&next).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let sql = if row.is_some() {
+        "UPDATE billing_settings SET settings = $1, updated_at = $2 WHERE id = 1"
+    } else {
+        "INSERT INTO billing_settings (id, settings, updated_at) VALUES (1, $1, $2)"
+    };
+    sqlx::query(sql)
+        .bind(json)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merges_partial_updates() {
+        let mut doc = serde_json::to_value(BillingSettings::default()).unwrap();
+        merge(
+            &mut doc,
+            json!({"currency": "EUR", "retry": {"attempts": 5}, "seller": {"name": "ACME"}}),
+        );
+        let s: BillingSettings = serde_json::from_value(doc).unwrap();
+        assert_eq!(s.currency, "EUR");
+        assert_eq!(
+            s.retry,
+            Retry {
+                attempts: 5,
+                interval_days: 3
+            }
+        );
+        assert_eq!(s.seller.name, "ACME");
+        assert_eq!(s.email_texts, BillingSettings::default().email_texts);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        let bad = |f: &dyn Fn(&mut BillingSettings)| {
+            let mut s = BillingSettings::default();
+            f(&mut s);
+            s.validate().is_err()
+        };
+        assert!(bad(&|s| s.currency = "EURO".into()));
+        assert!(bad(&|s| s.currency = "eur".into()));
+        assert!(bad(&|s| s.due_days = -1));
+        assert!(bad(&|s| s.retry.interval_days = 0));
+        assert!(bad(&|s| s.run_hour_utc = 24));
+        assert!(bad(
+            &|s| s.email_texts.charge_failed.subject = "a\nBcc: x@y.z".into()
+        ));
+    }
+}
