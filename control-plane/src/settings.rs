@@ -13,7 +13,18 @@ pub struct Settings {
     pub database_url: String,
     /// `TOLLGATE_ADMIN_TOKEN`: a bootstrap admin token with write scope (held hashed in memory).
     pub admin_token: Option<String>,
+    /// `TOLLGATE_SMTP_URL` (e.g. `smtp://127.0.0.1:2525`, `smtps://user:pass@mail.example.com`):
+    /// where invoice email goes. Without it, email waits in the outbox.
+    pub smtp_url: Option<String>,
+    /// `TOLLGATE_MAIL_FROM`: the sender of billing email.
+    pub mail_from: String,
+    /// `TOLLGATE_BILLING_SCHEDULER=off` turns the daily billing run off (runs are then started by
+    /// `tollgate billing run` or the API only).
+    pub billing_scheduler: bool,
 }
+
+/// Sender of billing email when `TOLLGATE_MAIL_FROM` is not set.
+pub const DEFAULT_MAIL_FROM: &str = "Tollgate Billing <billing@localhost>";
 
 impl Settings {
     pub fn from_env() -> Result<Settings, String> {
@@ -31,10 +42,27 @@ impl Settings {
                 return Err("TOLLGATE_ADMIN_TOKEN must be at least 32 characters".into());
             }
         }
+        let smtp_url = std::env::var("TOLLGATE_SMTP_URL")
+            .ok()
+            .filter(|u| !u.is_empty());
+        let mail_from =
+            std::env::var("TOLLGATE_MAIL_FROM").unwrap_or_else(|_| DEFAULT_MAIL_FROM.into());
+        let billing_scheduler = match std::env::var("TOLLGATE_BILLING_SCHEDULER").as_deref() {
+            Err(_) | Ok("on") | Ok("") => true,
+            Ok("off") => false,
+            Ok(other) => {
+                return Err(format!(
+                    "TOLLGATE_BILLING_SCHEDULER={other:?}: use \"on\" or \"off\""
+                ))
+            }
+        };
         Ok(Settings {
             listen,
             database_url,
             admin_token,
+            smtp_url,
+            mail_from,
+            billing_scheduler,
         })
     }
 }

@@ -525,7 +525,7 @@ pub async fn create_open(
     let start = super::calendar::month_start(today);
     sqlx::query(
         "INSERT INTO invoices (id, account_id, kind, credited_invoice_id, state, number, currency, period_start, period_end, subtotal, tax, total, created_at, updated_at) \
-         VALUES ($1, $2, 'invoice', NULL, 'open', NULL, $3, $4, $5, '0', '0', '0', $6, $6)",
+         VALUES ($1, $2, 'invoice', NULL, 'open', NULL, $3, $4, $5, $7, $7, $7, $6, $6)",
     )
     .bind(&id)
     .bind(account_id)
@@ -533,6 +533,7 @@ pub async fn create_open(
     .bind(start)
     .bind(super::calendar::next_month_start(today))
     .bind(now)
+    .bind(settings.currency().format(Decimal::ZERO))
     .execute(&mut **tx)
     .await?;
     Ok(id)

@@ -146,10 +146,9 @@ pub fn due_lines(
     let mut out = Vec::new();
     let end = contract.ends_on.unwrap_or(i64::MAX);
     let bill_from = contract.starts_on.max(contract.trial_ends_on);
-    if bill_from >= end {
-        // Ended during its trial (or on the day it started): nothing is owed.
-        return Ok(out);
-    }
+    // Ended during its trial, or on the day it started: no fee or usage is owed (but what it paid
+    // in advance is still credited below).
+    let active = bill_from < end;
     let c = &contract.id;
     let who = format!("{}: {}", plan.name, contract.application_name);
     let current = month_start(run_on);
@@ -159,7 +158,7 @@ pub fn due_lines(
         Mode::Prepaid => bill_from <= run_on,
         Mode::Postpaid => bill_from < current,
     };
-    if setup_due && !plan.setup_fee.is_zero() && !billed.contains_key(&setup_key(c)) {
+    if active && setup_due && !plan.setup_fee.is_zero() && !billed.contains_key(&setup_key(c)) {
         out.push(NewLine {
             key: Some(setup_key(c)),
             kind: LineKind::SetupFee,

@@ -191,10 +191,8 @@ fn upgrade_mid_month_both_modes() {
     let new = contract("c2", "pro", "2026-11-16", None, "2026-10-01");
     let mut billed = BilledKeys::new();
     billed.insert(setup_key("c1"), None);
-    for m in ["2026-10-01"] {
-        billed.insert(fixed_key("c1", day(m)), None);
-        billed.insert(usage_key("c1", "m_hits", day(m), 0), None);
-    }
+    billed.insert(fixed_key("c1", day("2026-10-01")), None);
+    billed.insert(usage_key("c1", "m_hits", day("2026-10-01"), 0), None);
     let mut post = billed.clone();
     let a = run(Mode::Postpaid, "2026-12-01", &old, &basic(), &mut post);
     let b = run(Mode::Postpaid, "2026-12-01", &new, &pro(), &mut post);
@@ -284,4 +282,49 @@ fn cancellation_prorates() {
     let lines = run(Mode::Postpaid, "2026-12-01", &c, &basic(), &mut billed);
     assert_eq!(sum(&lines), d("10.00"));
     assert!(run(Mode::Postpaid, "2027-01-01", &c, &basic(), &mut billed).is_empty());
+}
+
+/// Prepaid, changed plan on the day the contract started (and was billed): the contract is
+/// empty, so everything it paid is credited: 3000 JPY × 6/30 = 600 back.
+#[test]
+fn same_day_change_credits_everything_paid() {
+    let jpy = Currency::parse("JPY").unwrap();
+    let open = contract("c1", "basic", "2026-11-25", None, "2026-11-25");
+    let plan = PlanTerms {
+        fixed_fee: d("3000"),
+        setup_fee: d("0"),
+        ..basic()
+    };
+    let mut billed = BilledKeys::new();
+    let paid = due_lines(
+        Mode::Prepaid,
+        day("2026-11-25"),
+        &open,
+        &plan,
+        jpy,
+        &billed,
+        &|_, _, _| 0,
+    )
+    .unwrap();
+    assert_eq!(sum(&paid), d("600"));
+    record(&mut billed, &paid);
+    let ended = contract(
+        "c1",
+        "basic",
+        "2026-11-25",
+        Some("2026-11-25"),
+        "2026-11-25",
+    );
+    let credit = due_lines(
+        Mode::Prepaid,
+        day("2026-11-25"),
+        &ended,
+        &plan,
+        jpy,
+        &billed,
+        &|_, _, _| 0,
+    )
+    .unwrap();
+    assert_eq!(credit.len(), 1);
+    assert_eq!(credit[0].amount, d("-600"));
 }

@@ -11,5 +11,7 @@ pub mod lines;
 pub mod outbox;
 pub mod pdf;
 pub mod rating;
+pub mod run;
+pub mod scheduler;
 pub mod settings;
 pub mod totals;

@@ -74,6 +74,32 @@ impl Client {
             .await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Result<Value, String> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    /// A non-JSON resource (a PDF): its bytes, or the API's error.
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        if !resp.status().is_success() {
+            return self
+                .send(self.http.get(format!("{}{path}", self.base)))
+                .await
+                .map(|_| Vec::new());
+        }
+        resp.bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("cannot read the response: {e}"))
+    }
+
     pub async fn delete(&self, path: &str) -> Result<Value, String> {
         self.send(self.http.delete(format!("{}{path}", self.base)))
             .await

@@ -102,6 +102,70 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Billing settings and billing runs.
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Invoices and credit notes.
+    Invoices {
+        #[command(subcommand)]
+        command: InvoiceCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// Longest `tollgate billing run` waits for the run to finish before giving up (it keeps running).
+pub const RUN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How often the run's progress is polled.
+pub const RUN_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+#[derive(Subcommand, Debug)]
+enum BillingCommand {
+    /// Run billing for a date (default: today, UTC) and wait until it finishes.
+    Run {
+        /// YYYY-MM-DD
+        #[arg(long)]
+        date: Option<String>,
+        /// Start the run and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show the billing settings.
+    Settings,
+    /// Change billing settings: a JSON object with any subset of the fields.
+    Configure { json: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum InvoiceCommand {
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        /// YYYY-MM
+        #[arg(long)]
+        period: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    /// Save the invoice's PDF.
+    Pdf {
+        id: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// A state action: finalize, issue, pay or cancel.
+    Action {
+        #[arg(value_parser = ["finalize", "issue", "pay", "cancel"])]
+        action: String,
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -287,6 +351,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             println!("{token}");
             Ok(())
         }
+        Command::Billing { command, remote } => billing(command, &remote).await,
+        Command::Invoices { command, remote } => invoices(command, &remote).await,
         Command::Services { command, remote } => {
             let c = Client::new(&remote)?;
             match command {
@@ -547,6 +613,115 @@ fn parse_price(s: &str) -> Result<Value, String> {
     }
 }
 
+const INVOICE_FIELDS: &[&str] = &["id", "number", "state", "account_id", "currency", "total"];
+
+async fn billing(command: BillingCommand, remote: &Remote) -> Result<(), String> {
+    let c = Client::new(remote)?;
+    match command {
+        BillingCommand::Settings => c.show(
+            c.get("/billing/settings").await?,
+            &[
+                "mode",
+                "currency",
+                "numbering",
+                "due_days",
+                "charging_enabled",
+                "run_hour_utc",
+            ],
+        ),
+        BillingCommand::Configure { json } => {
+            let patch: Value = serde_json::from_str(&json)
+                .map_err(|e| format!("the settings must be a JSON object: {e}"))?;
+            c.show(
+                c.put("/billing/settings", patch).await?,
+                &[
+                    "mode",
+                    "currency",
+                    "numbering",
+                    "due_days",
+                    "charging_enabled",
+                    "run_hour_utc",
+                ],
+            )
+        }
+        BillingCommand::Run { date, no_wait } => {
+            let body = match date {
+                Some(d) => json!({"date": d}),
+                None => json!({}),
+            };
+            let mut run = c.post("/billing/runs", body).await?;
+            let id = run["id"].as_str().unwrap_or_default().to_string();
+            let started = std::time::Instant::now();
+            while !no_wait && run["state"] == "running" {
+                if started.elapsed() > RUN_WAIT_MAX {
+                    return Err(format!("billing run {id} still running after {RUN_WAIT_MAX:?}; check it with the API"));
+                }
+                tokio::time::sleep(RUN_POLL).await;
+                run = c.get(&format!("/billing/runs/{id}")).await?;
+            }
+            let state = run["state"].as_str().unwrap_or_default().to_string();
+            c.show(
+                run,
+                &[
+                    "id",
+                    "date",
+                    "state",
+                    "accounts_done",
+                    "invoices_issued",
+                    "error",
+                ],
+            )?;
+            match state.as_str() {
+                "succeeded" | "running" => Ok(()),
+                other => Err(format!("billing run {id} {other}")),
+            }
+        }
+    }
+}
+
+async fn invoices(command: InvoiceCommand, remote: &Remote) -> Result<(), String> {
+    let c = Client::new(remote)?;
+    match command {
+        InvoiceCommand::List {
+            account,
+            state,
+            period,
+        } => {
+            let mut q = Vec::new();
+            for (k, v) in [
+                ("account_id", account),
+                ("state", state),
+                ("period", period),
+            ] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={v}"));
+                }
+            }
+            let path = if q.is_empty() {
+                "/invoices".to_string()
+            } else {
+                format!("/invoices?{}", q.join("&"))
+            };
+            c.show_list(c.get_all(&path).await?, INVOICE_FIELDS)
+        }
+        InvoiceCommand::Show { id } => {
+            c.show(c.get(&format!("/invoices/{id}")).await?, INVOICE_FIELDS)
+        }
+        InvoiceCommand::Pdf { id, out } => {
+            let bytes = c.get_bytes(&format!("/invoices/{id}.pdf")).await?;
+            std::fs::write(&out, &bytes)
+                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            eprintln!("wrote {} ({} bytes)", out.display(), bytes.len());
+            Ok(())
+        }
+        InvoiceCommand::Action { action, id } => c.show(
+            c.post(&format!("/invoices/{id}/{action}"), json!({}))
+                .await?,
+            INVOICE_FIELDS,
+        ),
+    }
+}
+
 async fn serve() -> Result<(), String> {
     let settings = Settings::from_env()?;
     tracing_subscriber::fmt()
@@ -564,7 +739,31 @@ async fn serve() -> Result<(), String> {
         .admin_token
         .as_deref()
         .map(|t| crate::secrets::sha256_hex(t).into());
-    let state = crate::http::AppState::new(pool, env_token);
+    if store::backend_of(&settings.database_url)? == store::Backend::Sqlite {
+        // One process owns a SQLite database: a run still marked running died with the last one.
+        crate::billing::run::interrupt_all(&pool)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    let state = crate::http::AppState::new(pool.clone(), env_token);
+    if settings.billing_scheduler {
+        tokio::spawn(crate::billing::scheduler::run_scheduler(
+            pool.clone(),
+            state.billing_runs.clone(),
+        ));
+    }
+    match &settings.smtp_url {
+        Some(url) => {
+            tokio::spawn(crate::billing::outbox::run_sender(
+                pool.clone(),
+                crate::billing::outbox::SmtpSettings {
+                    url: url.clone(),
+                    from: settings.mail_from.clone(),
+                },
+            ));
+        }
+        None => tracing::warn!("TOLLGATE_SMTP_URL is not set: billing email stays in the outbox"),
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;

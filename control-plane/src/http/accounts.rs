@@ -21,7 +21,7 @@ pub const MAX_EMAIL_CHARS: usize = 254;
 /// Longest line of a billing address.
 pub const MAX_ADDRESS_FIELD_CHARS: usize = 200;
 
-/// (id, name, email, billing_address JSON, vat_rate, vat_code, created_at, updated_at)
+/// (id, name, email, billing_address JSON, vat_rate, vat_code, created_at, updated_at, credit_balance)
 type AccountRow = (
     String,
     String,
@@ -31,9 +31,10 @@ type AccountRow = (
     Option<String>,
     i64,
     i64,
+    String,
 );
 
-const ACCOUNT_SELECT: &str = "SELECT id, name, email, billing_address, vat_rate, vat_code, created_at, updated_at FROM accounts";
+const ACCOUNT_SELECT: &str = "SELECT id, name, email, billing_address, vat_rate, vat_code, created_at, updated_at, credit_balance FROM accounts";
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +57,9 @@ pub struct BillingAddress {
 fn account_json(r: &AccountRow) -> Value {
     let address: Value = serde_json::from_str(&r.3).unwrap_or_else(|_| json!({}));
     json!({"object": "account", "id": r.0, "name": r.1, "email": r.2, "billing_address": address,
-           "vat_rate": r.4, "vat_code": r.5, "created_at": r.6, "updated_at": r.7})
+           "vat_rate": r.4, "vat_code": r.5, "created_at": r.6, "updated_at": r.7,
+           // Net credit in the billing currency, used by the next invoices.
+           "credit_balance": crate::money::format_amount(r.8.parse().unwrap_or_default())})
 }
 
 pub async fn fetch_account(pool: &Pool, id: &str) -> ApiResult<AccountRow> {

@@ -120,10 +120,12 @@ impl From<sqlx::Error> for ApiError {
                 ApiError::Unavailable("the database is busy; retry shortly".into())
             }
             // A concurrent change removed or still references what this request relied on.
-            sqlx::Error::Database(d) if d.is_foreign_key_violation() => ApiError::conflict(
-                "conflicting_change",
-                "a concurrent change conflicts with this request; retry",
-            ),
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() || d.is_unique_violation() => {
+                ApiError::conflict(
+                    "conflicting_change",
+                    "a concurrent change conflicts with this request; retry",
+                )
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

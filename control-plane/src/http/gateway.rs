@@ -128,10 +128,14 @@ pub async fn version(pool: &Pool) -> ApiResult<String> {
 
 /// Bumps the catalog revision after every successful admin write (wrapped around the admin API).
 pub async fn bump_on_write(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let writes = !matches!(
-        *req.method(),
-        axum::http::Method::GET | axum::http::Method::HEAD
-    );
+    // Billing writes (settings, runs, invoices) do not change what gateways enforce.
+    let path = req.uri().path();
+    let billing = path.contains("/billing/") || path.contains("/invoices");
+    let writes = !billing
+        && !matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
     let response = next.run(req).await;
     if writes && response.status().is_success() {
         if let Err(e) =

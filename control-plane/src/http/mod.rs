@@ -3,11 +3,13 @@
 pub mod accounts;
 pub mod applications;
 pub mod auth;
+pub mod billing;
 pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod gateway_tokens;
 pub mod idempotency;
+pub mod invoices;
 pub mod list;
 pub mod openapi;
 pub mod plans;
@@ -36,6 +38,8 @@ pub struct AppState {
     /// SHA-256 of `TOLLGATE_ADMIN_TOKEN`, if set.
     pub env_token_sha256: Option<Arc<str>>,
     pub snapshots: Arc<gateway::SnapshotCache>,
+    /// Held while this process runs billing.
+    pub billing_runs: crate::billing::run::RunLock,
 }
 
 impl AppState {
@@ -44,6 +48,7 @@ impl AppState {
             pool,
             env_token_sha256,
             snapshots: Arc::default(),
+            billing_runs: Arc::default(),
         }
     }
 }
@@ -123,6 +128,27 @@ pub fn router(state: AppState) -> Router {
             post(gateway_tokens::create).get(gateway_tokens::list),
         )
         .route("/gateway_tokens/{id}", delete(gateway_tokens::remove))
+        .route(
+            "/billing/settings",
+            get(billing::get_settings).put(billing::put_settings),
+        )
+        .route(
+            "/billing/runs",
+            post(billing::start_run).get(billing::list_runs),
+        )
+        .route("/billing/runs/{id}", get(billing::get_run))
+        .route("/invoices", post(invoices::create).get(invoices::list))
+        .route("/invoices/{id}", get(invoices::get))
+        .route("/invoices/{id}/finalize", post(invoices::finalize))
+        .route("/invoices/{id}/issue", post(invoices::issue))
+        .route("/invoices/{id}/pay", post(invoices::pay))
+        .route("/invoices/{id}/cancel", post(invoices::cancel))
+        .route("/invoices/{id}/lines", post(invoices::add_line))
+        .route(
+            "/invoices/{id}/lines/{line_id}",
+            delete(invoices::remove_line),
+        )
+        .route("/invoices/{id}/credit_notes", post(invoices::credit_note))
         // Innermost: a successful write changes the snapshot version gateways poll.
         .layer(middleware::from_fn_with_state(
             state.clone(),

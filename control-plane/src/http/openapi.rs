@@ -384,6 +384,134 @@ pub const ROUTES: &[Route] = &[
     ),
     (
         "get",
+        "/admin/api/v1/billing/settings",
+        "Billing settings (defaults until first written)",
+        None,
+        "BillingSettings",
+        200,
+    ),
+    (
+        "put",
+        "/admin/api/v1/billing/settings",
+        "Update billing settings: any subset of the fields; invalid -> 422, a currency change with money outstanding -> 409",
+        Some("BillingSettings"),
+        "BillingSettings",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/billing/runs",
+        "Start a billing run for a date (default today); runs in the background, poll it",
+        Some("RunInput"),
+        "BillingRun",
+        202,
+    ),
+    (
+        "get",
+        "/admin/api/v1/billing/runs",
+        "List billing runs, newest first",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "get",
+        "/admin/api/v1/billing/runs/{id}",
+        "A billing run and its progress",
+        None,
+        "BillingRun",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/invoices",
+        "Create an open invoice for the current month (add manual lines, then issue)",
+        Some("InvoiceInput"),
+        "Invoice",
+        201,
+    ),
+    (
+        "get",
+        "/admin/api/v1/invoices",
+        "List invoices (account_id, state, period=YYYY-MM, kind=invoice|credit_note)",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "get",
+        "/admin/api/v1/invoices/{id}",
+        "An invoice with its lines",
+        None,
+        "Invoice",
+        200,
+    ),
+    (
+        "get",
+        "/admin/api/v1/invoices/{id}.pdf",
+        "An invoice as PDF (application/pdf)",
+        None,
+        "Pdf",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/invoices/{id}/finalize",
+        "open -> finalized (lines frozen)",
+        None,
+        "Invoice",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/invoices/{id}/issue",
+        "open|finalized -> pending (numbered, frozen, emailed; paid when the total is zero)",
+        None,
+        "Invoice",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/invoices/{id}/pay",
+        "pending|unpaid -> paid (payment received outside Tollgate)",
+        None,
+        "Invoice",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/invoices/{id}/cancel",
+        "Cancel an unsettled invoice (credit it used returns to the balance)",
+        None,
+        "Invoice",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/invoices/{id}/lines",
+        "Add a manual line to an open invoice",
+        Some("LineInput"),
+        "Invoice",
+        201,
+    ),
+    (
+        "delete",
+        "/admin/api/v1/invoices/{id}/lines/{line_id}",
+        "Remove a manual line from an open invoice",
+        None,
+        "Invoice",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/invoices/{id}/credit_notes",
+        "Issue a credit note for an issued invoice; its amount goes to the credit balance",
+        Some("CreditNoteInput"),
+        "Invoice",
+        201,
+    ),
+    (
+        "get",
         "/gateway/v1/services/{id}/global_usage",
         "Usage by other gateway instances in the current windows (instance=<id>)",
         None,
@@ -403,7 +531,7 @@ fn schemas() -> Value {
                        "model": {"type": "string", "enum": ["graduated", "volume", "package"], "default": "graduated"},
                        "package_size": {"type": "integer", "minimum": 1}}});
     let id = json!({"type": "string"});
-    json!({
+    let mut all = json!({
         "Error": {"type": "object", "properties": {"error": {"type": "object", "required": ["type", "code", "message"],
             "properties": {"type": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"},
                            "param": {"type": ["string", "null"]}}}}},
@@ -458,6 +586,41 @@ fn schemas() -> Value {
         "TokenInput": {"type": "object", "properties": {"name": {"type": "string"}, "scope": {"type": "string", "enum": ["read", "write"]}}},
         "AdminToken": {"type": "object", "properties": {"id": id, "scope": {"type": "string"},
             "token": {"type": "string", "description": "only in the response that creates the token"}}},
+    });
+    if let (Some(all), Value::Object(billing)) = (all.as_object_mut(), billing_schemas(&money, &id))
+    {
+        all.extend(billing);
+    }
+    all
+}
+
+fn billing_schemas(money: &Value, id: &Value) -> Value {
+    json!({
+        "BillingSettings": {"type": "object", "properties": {
+            "mode": {"type": "string", "enum": ["prepaid", "postpaid"]}, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "charging_enabled": {"type": "boolean"}, "numbering": {"type": "string", "enum": ["monthly", "yearly"]},
+            "due_days": {"type": "integer", "minimum": 0, "maximum": 365}, "invoice_footer": {"type": "string"},
+            "vat_zero_text": {"type": "string"},
+            "seller": {"type": "object", "properties": {"name": {"type": "string"}, "address": {"type": "object"}, "vat_id": {"type": "string"}}},
+            "retry": {"type": "object", "properties": {"attempts": {"type": "integer", "minimum": 1, "maximum": 10},
+                "interval_days": {"type": "integer", "minimum": 1, "maximum": 30}}},
+            "email_texts": {"type": "object", "description": "invoice_issued, charge_succeeded, charge_failed, final_failure: {subject, body}"},
+            "run_hour_utc": {"type": "integer", "minimum": 0, "maximum": 23}}},
+        "RunInput": {"type": "object", "properties": {"date": {"type": "string", "format": "date"}}},
+        "BillingRun": {"type": "object", "properties": {"id": id, "object": {"const": "billing_run"}, "date": {"type": "string"},
+            "state": {"type": "string", "enum": ["running", "succeeded", "failed", "interrupted"]},
+            "accounts_done": {"type": "integer"}, "invoices_issued": {"type": "integer"}}},
+        "InvoiceInput": {"type": "object", "required": ["account_id"], "properties": {"account_id": id}},
+        "LineInput": {"type": "object", "required": ["description", "unit_price"], "properties": {"description": {"type": "string"},
+            "quantity": {"type": "string", "default": "1"}, "unit_price": {"type": "string", "description": "decimal; negative for a discount"}}},
+        "CreditNoteInput": {"type": "object", "required": ["amount"], "properties": {"amount": money, "reason": {"type": "string"}}},
+        "Invoice": {"type": "object", "properties": {"id": id, "object": {"type": "string", "enum": ["invoice", "credit_note"]},
+            "number": {"type": ["string", "null"]}, "state": {"type": "string"}, "currency": {"type": "string"},
+            "period": {"type": "object", "properties": {"start": {"type": "string"}, "end": {"type": "string"}}},
+            "lines": {"type": "array", "items": {"type": "object", "properties": {"description": {"type": "string"},
+                "quantity": {"type": "string"}, "unit_price": {"type": "string"}, "amount": {"type": "string"}}}},
+            "subtotal": {"type": "string"}, "tax": {"type": "string"}, "total": {"type": "string"}}},
+        "Pdf": {"type": "string", "contentMediaType": "application/pdf"}
     })
 }
 

@@ -1,0 +1,649 @@
+//! Billing runs: for a date, every account's due lines ([`lines::due_lines`]) are put on an
+//! invoice that is issued at once (numbered, frozen, emailed).
+//!
+//! Accounts are processed in batches of [`DEFAULT_BATCH`] (`TOLLGATE_BILLING_BATCH`), each batch
+//! in one transaction: its lines, invoices, numbers, balances and emails commit together or not
+//! at all. Every run-made line has a unique key, so a second run for the same date, a run after a
+//! crash half-way, or two runs racing on two replicas bill nothing twice (a racing batch fails on
+//! the unique key and is redone, finding nothing left to bill).
+//!
+//! Known limit: usage a gateway reports after the run that billed its month is not billed (gateways
+//! report within seconds; the default run hour, 02:00 UTC, leaves two hours).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use super::calendar::{
+    day_of, format_date, format_month, month_start, next_month_start, previous_month_start,
+};
+use super::invoices::{
+    allocate_numbers, buyer_from_row, format_number, insert_lines, plain, plan_issue, render_text,
+    series, Buyer, BUYER_COLUMNS, INVOICE_COLUMNS,
+};
+use super::lines::{
+    due_lines, Billed, BilledKeys, Contract, LineKind, MetricPricing, Mode, NewLine, PlanTerms,
+};
+use super::outbox::{enqueue_many, Email};
+use super::rating::Tier;
+use super::settings::{self, BillingSettings};
+use crate::catalog::PricingModel;
+use crate::http::error::{ApiError, ApiResult};
+use crate::secrets::new_id;
+use crate::store::{now, Pool, Tx};
+
+/// Accounts per batch transaction.
+pub const DEFAULT_BATCH: i64 = 500;
+/// A run whose heartbeat is older than this is considered dead (its process stopped).
+pub const RUN_STALE_SECS: i64 = 10;
+/// How often a run's heartbeat is refreshed while it works.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// Attempts per batch when it conflicts with a concurrent writer.
+pub const BATCH_ATTEMPTS: usize = 3;
+
+/// Serializes runs within one process.
+pub type RunLock = Arc<tokio::sync::Mutex<()>>;
+
+pub fn batch_size() -> i64 {
+    std::env::var("TOLLGATE_BILLING_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=10_000).contains(n))
+        .unwrap_or(DEFAULT_BATCH)
+}
+
+pub const RUN_COLUMNS: &str = "id, run_on, state, accounts_done, invoices_issued, error, started_at, heartbeat_at, finished_at";
+
+pub fn run_json(r: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
+    let run_on: i64 = r.try_get("run_on")?;
+    Ok(json!({
+        "object": "billing_run", "id": r.try_get::<String, _>("id")?, "date": format_date(run_on),
+        "state": r.try_get::<String, _>("state")?,
+        "accounts_done": r.try_get::<i64, _>("accounts_done")?,
+        "invoices_issued": r.try_get::<i64, _>("invoices_issued")?,
+        "error": r.try_get::<Option<String>, _>("error")?,
+        "started_at": r.try_get::<i64, _>("started_at")?,
+        "finished_at": r.try_get::<Option<i64>, _>("finished_at")?,
+    }))
+}
+
+pub async fn fetch_run(pool: &Pool, id: &str) -> ApiResult<Value> {
+    let row = sqlx::query(&format!(
+        "SELECT {RUN_COLUMNS} FROM billing_runs WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| ApiError::not_found("billing run", id))?;
+    Ok(run_json(&row)?)
+}
+
+/// Records a new run for `run_on`, unless one is running (409). Runs whose process died (stale
+/// heartbeat) are marked `interrupted` first; their committed batches stay, the rest is redone.
+pub async fn start(pool: &Pool, run_on: i64) -> ApiResult<String> {
+    let t = now();
+    sqlx::query("UPDATE billing_runs SET state = 'interrupted', finished_at = $1 WHERE state = 'running' AND heartbeat_at < $2")
+        .bind(t)
+        .bind(t - RUN_STALE_SECS)
+        .execute(pool)
+        .await?;
+    let running: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM billing_runs WHERE state = 'running'")
+            .fetch_optional(pool)
+            .await?;
+    if let Some((id,)) = running {
+        return Err(ApiError::conflict(
+            "run_in_progress",
+            format!("billing run {id} is still running"),
+        ));
+    }
+    let id = new_id("run");
+    sqlx::query(
+        "INSERT INTO billing_runs (id, run_on, state, accounts_done, invoices_issued, error, started_at, heartbeat_at, finished_at) VALUES ($1, $2, 'running', 0, 0, NULL, $3, $3, NULL)",
+    )
+    .bind(&id)
+    .bind(run_on)
+    .bind(t)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+/// Marks runs of a stopped process as interrupted: on start-up with SQLite, whose database one
+/// process owns. (With PostgreSQL other replicas may be running; staleness decides there.)
+pub async fn interrupt_all(pool: &Pool) -> ApiResult<()> {
+    sqlx::query(
+        "UPDATE billing_runs SET state = 'interrupted', finished_at = $1 WHERE state = 'running'",
+    )
+    .bind(now())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Runs `run_id` to the end and records how it ended.
+pub async fn execute(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiResult<()> {
+    let heartbeat = {
+        let pool = pool.clone();
+        let id = run_id.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                let _ = sqlx::query(
+                    "UPDATE billing_runs SET heartbeat_at = $2 WHERE id = $1 AND state = 'running'",
+                )
+                .bind(&id)
+                .bind(now())
+                .execute(&pool)
+                .await;
+            }
+        })
+    };
+    let result = bill_all(pool, run_id, run_on, batch).await;
+    heartbeat.abort();
+    let (state, error) = match &result {
+        Ok(()) => ("succeeded", None),
+        Err(e) => {
+            tracing::error!(run = run_id, "billing run failed: {e:?}");
+            (
+                "failed",
+                Some(format!("{e:?}").chars().take(1000).collect::<String>()),
+            )
+        }
+    };
+    sqlx::query("UPDATE billing_runs SET state = $2, error = $3, finished_at = $4 WHERE id = $1")
+        .bind(run_id)
+        .bind(state)
+        .bind(error)
+        .bind(now())
+        .execute(pool)
+        .await?;
+    result
+}
+
+/// Every plan's terms, with pricing rules grouped per metric.
+pub async fn load_plans(pool: &Pool) -> ApiResult<HashMap<String, PlanTerms>> {
+    let plans: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT id, name, setup_fee, fixed_fee FROM plans")
+            .fetch_all(pool)
+            .await?;
+    let mut out: HashMap<String, PlanTerms> = plans
+        .into_iter()
+        .map(|(id, name, setup, fixed)| {
+            let terms = PlanTerms {
+                id: id.clone(),
+                name,
+                setup_fee: setup.parse().unwrap_or(Decimal::ZERO),
+                fixed_fee: fixed.parse().unwrap_or(Decimal::ZERO),
+                metrics: Vec::new(),
+            };
+            (id, terms)
+        })
+        .collect();
+    type RuleRow = (
+        String,
+        String,
+        String,
+        String,
+        i64,
+        Option<i64>,
+        String,
+        Option<i64>,
+    );
+    let rules: Vec<RuleRow> = sqlx::query_as(
+        "SELECT r.plan_id, r.metric_id, m.name, r.model, r.range_from, r.range_to, r.unit_price, r.package_size \
+         FROM pricing_rules r JOIN metrics m ON m.id = r.metric_id ORDER BY r.plan_id, m.name, r.range_from",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (plan_id, metric_id, metric_name, model, from, to, price, package) in rules {
+        let Some(plan) = out.get_mut(&plan_id) else {
+            continue;
+        };
+        let tier = Tier {
+            from: from.max(0) as u64,
+            to: to.map(|t| t.max(0) as u64),
+            unit_price: price.parse().unwrap_or(Decimal::ZERO),
+            package_size: package.map(|p| p.max(0) as u64),
+        };
+        match plan.metrics.last_mut() {
+            Some(m) if m.metric_id == metric_id => m.tiers.push(tier),
+            _ => plan.metrics.push(MetricPricing {
+                metric_id,
+                metric_name,
+                model: PricingModel::parse(&model),
+                tiers: vec![tier],
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// What one run needs in every batch.
+struct RunContext {
+    run_id: String,
+    run_on: i64,
+    today: i64,
+    settings: BillingSettings,
+    plans: HashMap<String, PlanTerms>,
+    /// The period of the invoices this run issues: the current month (prepaid) or the previous one.
+    period: (i64, i64),
+}
+
+async fn bill_all(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiResult<()> {
+    let settings = settings::load(pool).await?;
+    let period = match settings.mode {
+        Mode::Prepaid => (month_start(run_on), next_month_start(run_on)),
+        Mode::Postpaid => (previous_month_start(run_on), month_start(run_on)),
+    };
+    let ctx = RunContext {
+        run_id: run_id.to_string(),
+        run_on,
+        today: day_of(now()),
+        plans: load_plans(pool).await?,
+        settings,
+        period,
+    };
+    let mut after = String::new();
+    loop {
+        let mut attempt = 0;
+        let next = loop {
+            attempt += 1;
+            let mut tx = pool.begin().await?;
+            match bill_batch(&mut tx, &ctx, &after, batch).await {
+                Ok(next) => {
+                    tx.commit().await?;
+                    break next;
+                }
+                // A concurrent run committed the same lines first (unique keys), or lock contention.
+                Err(
+                    ApiError::Unavailable(_)
+                    | ApiError::Conflict {
+                        code: "conflicting_change",
+                        ..
+                    },
+                ) if attempt < BATCH_ATTEMPTS => {
+                    drop(tx);
+                    tracing::warn!(
+                        run = run_id,
+                        "batch after {after:?} raced another run; redoing it"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        match next {
+            Some(last) => after = last,
+            None => return Ok(()),
+        }
+    }
+}
+
+type ContractRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    i64,
+);
+
+/// Bills the accounts after `after`; returns the last account id, or `None` when none are left.
+async fn bill_batch(
+    tx: &mut Tx,
+    ctx: &RunContext,
+    after: &str,
+    batch: i64,
+) -> ApiResult<Option<String>> {
+    let t = now();
+    // A write first: on SQLite the transaction takes the write lock here (waiting its turn), so
+    // nothing read below can change before commit.
+    sqlx::query("UPDATE billing_runs SET heartbeat_at = $2 WHERE id = $1")
+        .bind(&ctx.run_id)
+        .bind(t)
+        .execute(&mut **tx)
+        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {BUYER_COLUMNS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"
+    ))
+    .bind(after)
+    .bind(batch)
+    .fetch_all(&mut **tx)
+    .await?;
+    let buyers: Vec<Buyer> = rows.iter().map(buyer_from_row).collect::<Result<_, _>>()?;
+    let (Some(first), Some(last)) = (buyers.first(), buyers.last()) else {
+        return Ok(None);
+    };
+    let (first, last) = (first.id.clone(), last.id.clone());
+    let previous = previous_month_start(ctx.run_on);
+    let contracts: Vec<ContractRow> = sqlx::query_as(
+        "SELECT id, account_id, application_id, application_name, plan_id, starts_on, ends_on, trial_ends_on FROM contracts \
+         WHERE account_id >= $1 AND account_id <= $2 AND (ends_on IS NULL OR ends_on > $3) ORDER BY account_id, starts_on, id",
+    )
+    .bind(&first)
+    .bind(&last)
+    .bind(previous)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut issued = 0i64;
+    if !contracts.is_empty() {
+        issued = bill_accounts(tx, ctx, &buyers, &contracts, &first, &last).await?;
+    }
+    sqlx::query("UPDATE billing_runs SET accounts_done = accounts_done + $2, invoices_issued = invoices_issued + $3, heartbeat_at = $4 WHERE id = $1")
+        .bind(&ctx.run_id)
+        .bind(buyers.len() as i64)
+        .bind(issued)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    Ok(Some(last))
+}
+
+/// An invoice being assembled for one account.
+struct Draft<'a> {
+    buyer: &'a Buyer,
+    /// The account's open invoice for the period (manual lines), reused; else a new one.
+    existing: Option<(String, Vec<Decimal>, i64)>,
+    lines: Vec<NewLine>,
+}
+
+async fn bill_accounts(
+    tx: &mut Tx,
+    ctx: &RunContext,
+    buyers: &[Buyer],
+    contracts: &[ContractRow],
+    first: &str,
+    last: &str,
+) -> ApiResult<i64> {
+    let previous = previous_month_start(ctx.run_on);
+    let current = month_start(ctx.run_on);
+    let currency = ctx.settings.currency();
+    // Usage of the previous month per (application, metric, day).
+    let usage_rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT u.application_id, u.metric_id, u.bucket_start / 86400, CAST(SUM(u.value) AS BIGINT) FROM usage_counters u \
+         WHERE u.application_id IN (SELECT application_id FROM contracts WHERE account_id >= $1 AND account_id <= $2) \
+         AND u.bucket_start >= $3 AND u.bucket_start < $4 GROUP BY u.application_id, u.metric_id, u.bucket_start / 86400",
+    )
+    .bind(first)
+    .bind(last)
+    .bind(previous * 86_400)
+    .bind(current * 86_400)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut usage: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
+    for (app, metric, day, value) in usage_rows {
+        usage.entry((app, metric)).or_default().push((day, value));
+    }
+    // (line key, kind, period start, period end, unit price)
+    type BilledRow = (String, String, Option<i64>, Option<i64>, String);
+    let billed_rows: Vec<BilledRow> = sqlx::query_as(
+        "SELECT l.line_key, l.kind, l.period_start, l.period_end, l.unit_price FROM invoice_lines l JOIN contracts c ON c.id = l.contract_id \
+         WHERE c.account_id >= $1 AND c.account_id <= $2 AND l.line_key IS NOT NULL AND (l.kind = 'setup_fee' OR l.period_end > $3)",
+    )
+    .bind(first)
+    .bind(last)
+    .bind(previous)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut billed = BilledKeys::new();
+    for (key, kind, start, end, price) in billed_rows {
+        let covered = match (kind == LineKind::FixedFee.as_str(), start, end) {
+            (true, Some(s), Some(e)) => Some(Billed {
+                period_start: s,
+                period_end: e,
+                unit_price: price.parse().unwrap_or(Decimal::ZERO),
+            }),
+            _ => None,
+        };
+        billed.insert(key, covered);
+    }
+    let open_rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT i.id, i.account_id, l.amount, l.position FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.id \
+         WHERE i.account_id >= $1 AND i.account_id <= $2 AND i.state = 'open' AND i.kind = 'invoice' AND i.period_start = $3",
+    )
+    .bind(first)
+    .bind(last)
+    .bind(ctx.period.0)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut open: HashMap<String, (String, Vec<Decimal>, i64)> = HashMap::new();
+    for (id, account, amount, position) in open_rows {
+        let e = open.entry(account).or_insert_with(|| (id, Vec::new(), 0));
+        e.1.push(amount.parse().unwrap_or(Decimal::ZERO));
+        e.2 = e.2.max(position);
+    }
+
+    let mut by_account: HashMap<&str, Vec<&ContractRow>> = HashMap::new();
+    for c in contracts {
+        by_account.entry(c.1.as_str()).or_default().push(c);
+    }
+    let mut drafts: Vec<Draft> = Vec::new();
+    for buyer in buyers {
+        let Some(cs) = by_account.get(buyer.id.as_str()) else {
+            continue;
+        };
+        let mut lines = Vec::new();
+        for c in cs {
+            let Some(plan) = ctx.plans.get(&c.4) else {
+                tracing::error!(
+                    contract = c.0,
+                    plan = c.4,
+                    "contract's plan is missing; not billed"
+                );
+                continue;
+            };
+            let contract = Contract {
+                id: c.0.clone(),
+                application_id: c.2.clone(),
+                application_name: c.3.clone(),
+                plan_id: c.4.clone(),
+                starts_on: c.5,
+                ends_on: c.6,
+                trial_ends_on: c.7,
+            };
+            let app = &c.2;
+            let units = |metric: &str, from: i64, to: i64| -> u64 {
+                usage
+                    .get(&(app.clone(), metric.to_string()))
+                    .map(|days| {
+                        days.iter()
+                            .filter(|(d, _)| *d >= from && *d < to)
+                            .map(|(_, v)| (*v).max(0) as u64)
+                            .sum()
+                    })
+                    .unwrap_or(0)
+            };
+            match due_lines(
+                ctx.settings.mode,
+                ctx.run_on,
+                &contract,
+                plan,
+                currency,
+                &billed,
+                &units,
+            ) {
+                Ok(l) => lines.extend(l),
+                Err(_) => tracing::error!(
+                    account = buyer.id,
+                    contract = c.0,
+                    "an amount overflows; the account is not billed"
+                ),
+            }
+        }
+        if !lines.is_empty() {
+            drafts.push(Draft {
+                buyer,
+                existing: open.remove(&buyer.id),
+                lines,
+            });
+        }
+    }
+    if drafts.is_empty() {
+        return Ok(0);
+    }
+
+    let numbering_series = series(ctx.settings.numbering, ctx.period.0, false);
+    let mut number = allocate_numbers(tx, &numbering_series, drafts.len() as i64).await?;
+    let t = now();
+    let mut new_invoices: Vec<Issued> = Vec::new();
+    let mut line_rows: Vec<(String, i64, NewLine)> = Vec::new();
+    let mut emails: Vec<Email> = Vec::new();
+    for draft in &drafts {
+        let (id, mut amounts, mut position) = match &draft.existing {
+            Some((id, amounts, position)) => (id.clone(), amounts.clone(), *position),
+            None => (new_id("inv"), Vec::new(), 0),
+        };
+        amounts.extend(draft.lines.iter().map(|l| l.amount));
+        let issue = plan_issue(&amounts, draft.buyer, &ctx.settings, currency, ctx.today)?;
+        for l in draft
+            .lines
+            .iter()
+            .chain(issue.settlement.balance_line.iter())
+        {
+            position += 1;
+            line_rows.push((id.clone(), position, l.clone()));
+        }
+        let num = format_number(&numbering_series, number);
+        number += 1;
+        let totals = &issue.settlement.totals;
+        let paid_at = (issue.state == "paid").then_some(t);
+        if draft.existing.is_some() {
+            sqlx::query(
+                "UPDATE invoices SET state = $2, number = $3, subtotal = $4, tax = $5, total = $6, vat_rate = $7, buyer = $8, seller = $9, footer = $10, billing_run_id = $11, issued_at = $12, due_on = $13, paid_at = $14, updated_at = $12 WHERE id = $1",
+            )
+            .bind(&id)
+            .bind(issue.state)
+            .bind(&num)
+            .bind(currency.format(totals.subtotal))
+            .bind(currency.format(totals.tax))
+            .bind(currency.format(totals.total))
+            .bind(plain(issue.vat_rate))
+            .bind(&issue.buyer_json)
+            .bind(&issue.seller_json)
+            .bind(&issue.footer)
+            .bind(&ctx.run_id)
+            .bind(t)
+            .bind(issue.due_on)
+            .bind(paid_at)
+            .execute(&mut **tx)
+            .await?;
+        } else {
+            new_invoices.push(Issued {
+                id: id.clone(),
+                account_id: draft.buyer.id.clone(),
+                state: issue.state,
+                number: num.clone(),
+                totals: [totals.subtotal, totals.tax, totals.total].map(|a| currency.format(a)),
+                vat_rate: plain(issue.vat_rate),
+                buyer: issue.buyer_json.clone(),
+                seller: issue.seller_json.clone(),
+                footer: issue.footer.clone(),
+                due_on: issue.due_on,
+                paid_at,
+            });
+        }
+        let balance_before: Decimal = draft.buyer.credit_balance.parse().unwrap_or(Decimal::ZERO);
+        if issue.settlement.balance_after != balance_before {
+            super::invoices::set_balance(tx, &draft.buyer.id, issue.settlement.balance_after)
+                .await?;
+        }
+        let text = &ctx.settings.email_texts.invoice_issued;
+        let render = |s: &str| {
+            render_text(
+                s,
+                &draft.buyer.name,
+                &num,
+                &currency.format(totals.total),
+                currency.code,
+                &format_date(issue.due_on),
+                &format_month(ctx.period.0),
+            )
+        };
+        emails.push(Email {
+            dedupe_key: format!("invoice_issued:{id}"),
+            kind: "invoice_issued",
+            recipient: draft.buyer.email.clone(),
+            subject: render(&text.subject),
+            body: render(&text.body),
+            invoice_id: Some(id.clone()),
+        });
+    }
+    insert_invoices(tx, ctx, currency.code, t, &new_invoices).await?;
+    let rows: Vec<(&str, i64, &NewLine, super::currency::Currency)> = line_rows
+        .iter()
+        .map(|(id, p, l)| (id.as_str(), *p, l, currency))
+        .collect();
+    insert_lines(tx, &rows).await?;
+    enqueue_many(tx, &emails, t).await?;
+    Ok(drafts.len() as i64)
+}
+
+/// A new invoice issued by a run.
+struct Issued {
+    id: String,
+    account_id: String,
+    state: &'static str,
+    number: String,
+    /// subtotal, tax, total
+    totals: [String; 3],
+    vat_rate: String,
+    buyer: String,
+    seller: String,
+    footer: String,
+    due_on: i64,
+    paid_at: Option<i64>,
+}
+
+/// Multi-row insert of the invoices a batch issued.
+async fn insert_invoices(
+    tx: &mut Tx,
+    ctx: &RunContext,
+    currency: &str,
+    t: i64,
+    rows: &[Issued],
+) -> ApiResult<()> {
+    /// Rows per INSERT (23 parameters each).
+    const CHUNK: usize = 200;
+    for chunk in rows.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO invoices ({INVOICE_COLUMNS}) VALUES {}",
+            crate::store::placeholders(chunk.len(), 23)
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            let [subtotal, tax, total] = &r.totals;
+            q = q
+                .bind(&r.id)
+                .bind(&r.account_id)
+                .bind("invoice")
+                .bind(None::<String>)
+                .bind(r.state)
+                .bind(&r.number)
+                .bind(currency)
+                .bind(ctx.period.0)
+                .bind(ctx.period.1)
+                .bind(subtotal)
+                .bind(tax)
+                .bind(total)
+                .bind(&r.vat_rate)
+                .bind(&r.buyer)
+                .bind(&r.seller)
+                .bind(&r.footer)
+                .bind(&ctx.run_id)
+                .bind(t)
+                .bind(r.due_on)
+                .bind(r.paid_at)
+                .bind(None::<i64>)
+                .bind(t)
+                .bind(t);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
