@@ -3,6 +3,7 @@ PostgreSQL (the same tests, parametrized by backend)."""
 
 import json
 import re
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -66,7 +67,7 @@ def test_healthz_and_openapi_document_every_route(server, api):
         concrete = re.sub(r"\{[^}]+\}", "does-not-exist", path)
         st, body, _ = api.call(method.upper(), concrete, body={} if method in ("post", "patch") else None)
         # Every documented route exists: whatever it answers, it is not "no such route" nor 405.
-        assert not (body and isinstance(body, dict) and body.get("error", {}).get("code") in
+        assert not (body and isinstance(body, dict) and (body.get("error") or {}).get("code") in
                     ("route_not_found", "method_not_allowed")), (method, path, st, body)
     assert_error(api.call("GET", "/admin/api/v1/nope"), 404, "route_not_found")
     assert_error(api.call("PUT", "/admin/api/v1/services"), 400, "method_not_allowed")
@@ -396,7 +397,8 @@ def test_cli_migrate_and_bad_settings(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
     env["TOLLGATE_DATABASE_URL"] = f"sqlite://{tmp_path}/m.db?mode=rwc"
     first = subprocess.run([binary(), "migrate"], env=env, capture_output=True, text=True, timeout=60)
-    assert first.returncode == 0 and "applied 3 migration(s)" in first.stdout, first
+    migrations = len(list((Path(__file__).resolve().parents[1] / "control-plane" / "migrations").glob("*.sql")))
+    assert first.returncode == 0 and f"applied {migrations} migration(s)" in first.stdout, first
     again = subprocess.run([binary(), "migrate"], env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "applied 0 migration(s)" in again.stdout
     bad = subprocess.run([binary(), "migrate"], env=dict(env, TOLLGATE_DATABASE_URL="mysql://x"),
