@@ -40,6 +40,7 @@ pub fn backend_of(url: &str) -> Result<Backend, String> {
 pub async fn connect(url: &str) -> Result<Pool, String> {
     sqlx::any::install_default_drivers();
     let backend = backend_of(url)?;
+    let _ = BACKEND.set(backend);
     let options = AnyConnectOptions::from_str(url)
         .map_err(|e| format!("bad database URL: {e}"))?
         .disable_statement_logging();
@@ -141,6 +142,37 @@ fn split_statements(sql: &str) -> Vec<String> {
         out.push(cur);
     }
     out
+}
+
+/// Parameters per multi-row statement (and per `IN` list). Measured through sqlx: on SQLite a
+/// statement's cost grows faster than its size (5,500 invoice lines: 56 ms in statements of 240
+/// parameters, 370 ms at 4,800, 950 ms at 12,000); on PostgreSQL each statement is a round trip,
+/// so larger ones win (the same lines: 75 ms at 240, 56 ms at 2,400). `IN` lists stay at 240.
+pub const PARAMS_PER_STATEMENT: usize = 240;
+pub const PARAMS_PER_STATEMENT_POSTGRES: usize = 2_400;
+
+/// The backend of the pool this process connected (set by [`connect`]).
+static BACKEND: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+
+/// Parameters per statement for this process's database.
+pub fn params_per_statement() -> usize {
+    match BACKEND.get() {
+        Some(Backend::Postgres) => PARAMS_PER_STATEMENT_POSTGRES,
+        _ => PARAMS_PER_STATEMENT,
+    }
+}
+
+/// Rows per multi-row statement for rows of `width` parameters.
+pub fn rows_per_statement(width: usize) -> usize {
+    (params_per_statement() / width.max(1)).max(1)
+}
+
+/// `($first, $first+1, ...)` with `n` placeholders: an `IN` list. Explicit lists (in chunks of
+/// [`PARAMS_PER_STATEMENT`]) let both databases use the index for each value, where a subquery or a
+/// range may make PostgreSQL's generic plan scan a whole table.
+pub fn in_list(first: usize, n: usize) -> String {
+    let items: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+    format!("({})", items.join(", "))
 }
 
 /// `($1, $2), ($3, $4)` for `rows` rows of `width` parameters: the VALUES of a multi-row INSERT.

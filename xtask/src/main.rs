@@ -7,6 +7,7 @@
 //!   end-to-end suite against real processes. This is what CI runs.
 //! - `cargo xtask bench-filter`: the filter's CPU cost per request in Envoy (prints figures).
 //! - `cargo xtask bench-admin-api`: admin API throughput on SQLite and PostgreSQL (prints figures).
+//! - `cargo xtask bench-billing`: a billing run over 100,000 accounts on SQLite and PostgreSQL.
 //! - `cargo xtask bench-loop`: snapshot size/time for 100,000 applications, its application in
 //!   Envoy (time, RSS), and usage ingestion throughput (prints figures).
 //! - `cargo xtask setup`: only the installation step.
@@ -43,9 +44,10 @@ fn main() {
         Some("run") => run(),
         Some("bench-filter") => bench_filter(&args[1..]),
         Some("bench-admin-api") => bench_admin_api(&args[1..]),
+        Some("bench-billing") => bench_billing(&args[1..]),
         Some("bench-loop") => bench_release_script("tests/bench/bench_loop.py", &args[1..]),
         _ => Err(
-            "usage: cargo xtask <run|test|bench-filter|bench-admin-api|bench-loop|setup>".into(),
+            "usage: cargo xtask <run|test|bench-filter|bench-admin-api|bench-billing|bench-loop|setup>".into(),
         ),
     };
     if let Err(e) = outcome {
@@ -375,6 +377,31 @@ fn bench_filter(extra: &[String]) -> Result {
 
 fn bench_admin_api(extra: &[String]) -> Result {
     bench_release_script("tests/bench/bench_admin_api.py", extra)
+}
+
+/// A billing run over `--accounts N` (default 100,000) accounts with 10 metrics each, on SQLite and
+/// PostgreSQL (control-plane/examples/bench_billing.rs, in release mode).
+fn bench_billing(extra: &[String]) -> Result {
+    setup(&["psql"])?;
+    let postgres = Postgres::ensure()?;
+    step("benchmark: billing run");
+    let mut args = vec![
+        "run",
+        "--release",
+        "-p",
+        "tollgate-control-plane",
+        "--example",
+        "bench_billing",
+        "--",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    let outcome = sh_env(
+        "cargo",
+        &args,
+        &[("TOLLGATE_BENCH_POSTGRES_URL", postgres.url.clone())],
+    );
+    postgres.stop();
+    outcome
 }
 
 /// Runs a benchmark script against release builds, with PostgreSQL available.

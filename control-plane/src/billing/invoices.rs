@@ -314,9 +314,7 @@ pub fn plan_issue(
 
 /// Inserts `lines` into `invoice_id` from `position` on, in multi-row statements.
 pub async fn insert_lines(tx: &mut Tx, rows: &[(&str, i64, &NewLine, Currency)]) -> ApiResult<()> {
-    /// Rows per INSERT (12 parameters each): under both databases' parameter limits.
-    const CHUNK: usize = 400;
-    for chunk in rows.chunks(CHUNK) {
+    for chunk in rows.chunks(crate::store::rows_per_statement(12)) {
         let sql = format!(
             "INSERT INTO invoice_lines ({LINE_COLUMNS}) VALUES {}",
             crate::store::placeholders(chunk.len(), 12)

@@ -129,6 +129,26 @@ pub fn usage_key(contract: &str, metric_id: &str, month: i64, part: usize) -> St
     format!("usage:{contract}:{metric_id}:{month}#{part}")
 }
 
+/// Every key [`due_lines`] may look up for `contract` on `run_on`: what to read of the billing
+/// history (by the unique key index, which stays fast however large the history grows).
+pub fn history_keys(contract: &str, plan: &PlanTerms, run_on: i64) -> Vec<String> {
+    let previous = previous_month_start(run_on);
+    let current = month_start(run_on);
+    let mut keys = vec![
+        setup_key(contract),
+        fixed_key(contract, previous),
+        fixed_key(contract, current),
+        credit_key(contract, previous),
+        credit_key(contract, current),
+    ];
+    keys.extend(
+        plan.metrics
+            .iter()
+            .map(|m| usage_key(contract, &m.metric_id, previous, 0)),
+    );
+    keys
+}
+
 fn span(from: i64, to: i64) -> String {
     format!("{} to {}", format_date(from), format_date(to - 1))
 }

@@ -45,9 +45,7 @@ const COLUMNS: &str = "id, dedupe_key, kind, recipient, subject, body, invoice_i
 
 /// Enqueues messages in `tx` (multi-row; an existing `dedupe_key` is left alone).
 pub async fn enqueue_many(tx: &mut Tx, emails: &[Email], at: i64) -> ApiResult<()> {
-    /// Rows per INSERT (11 parameters each).
-    const CHUNK: usize = 400;
-    for chunk in emails.chunks(CHUNK) {
+    for chunk in emails.chunks(crate::store::rows_per_statement(11)) {
         let sql = format!(
             "INSERT INTO email_outbox ({COLUMNS}) VALUES {} ON CONFLICT (dedupe_key) DO NOTHING",
             crate::store::placeholders(chunk.len(), 11)

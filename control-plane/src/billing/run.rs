@@ -26,7 +26,8 @@ use super::invoices::{
     series, Buyer, BUYER_COLUMNS, INVOICE_COLUMNS,
 };
 use super::lines::{
-    due_lines, Billed, BilledKeys, Contract, LineKind, MetricPricing, Mode, NewLine, PlanTerms,
+    due_lines, history_keys, Billed, BilledKeys, Contract, LineKind, MetricPricing, Mode, NewLine,
+    PlanTerms,
 };
 use super::outbox::{enqueue_many, Email};
 use super::rating::Tier;
@@ -361,36 +362,58 @@ async fn bill_accounts(
     first: &str,
     last: &str,
 ) -> ApiResult<i64> {
+    let started = std::time::Instant::now();
     let previous = previous_month_start(ctx.run_on);
     let current = month_start(ctx.run_on);
     let currency = ctx.settings.currency();
     // Usage of the previous month per (application, metric, day).
-    let usage_rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT u.application_id, u.metric_id, u.bucket_start / 86400, CAST(SUM(u.value) AS BIGINT) FROM usage_counters u \
-         WHERE u.application_id IN (SELECT application_id FROM contracts WHERE account_id >= $1 AND account_id <= $2) \
-         AND u.bucket_start >= $3 AND u.bucket_start < $4 GROUP BY u.application_id, u.metric_id, u.bucket_start / 86400",
-    )
-    .bind(first)
-    .bind(last)
-    .bind(previous * 86_400)
-    .bind(current * 86_400)
-    .fetch_all(&mut **tx)
-    .await?;
+    let mut app_ids: Vec<&str> = contracts.iter().map(|c| c.2.as_str()).collect();
+    app_ids.sort_unstable();
+    app_ids.dedup();
+    let mut usage_rows: Vec<(String, String, i64, i64)> = Vec::new();
+    for chunk in app_ids.chunks(crate::store::PARAMS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT application_id, metric_id, bucket_start / 86400, CAST(SUM(value) AS BIGINT) FROM usage_counters \
+             WHERE bucket_start >= $1 AND bucket_start < $2 AND application_id IN {} \
+             GROUP BY application_id, metric_id, bucket_start / 86400",
+            crate::store::in_list(3, chunk.len())
+        );
+        let mut q = sqlx::query_as(&sql)
+            .bind(previous * 86_400)
+            .bind(current * 86_400);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        usage_rows.extend(q.fetch_all(&mut **tx).await?);
+    }
     let mut usage: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
     for (app, metric, day, value) in usage_rows {
         usage.entry((app, metric)).or_default().push((day, value));
     }
     // (line key, kind, period start, period end, unit price)
     type BilledRow = (String, String, Option<i64>, Option<i64>, String);
-    let billed_rows: Vec<BilledRow> = sqlx::query_as(
-        "SELECT l.line_key, l.kind, l.period_start, l.period_end, l.unit_price FROM invoice_lines l JOIN contracts c ON c.id = l.contract_id \
-         WHERE c.account_id >= $1 AND c.account_id <= $2 AND l.line_key IS NOT NULL AND (l.kind = 'setup_fee' OR l.period_end > $3)",
-    )
-    .bind(first)
-    .bind(last)
-    .bind(previous)
-    .fetch_all(&mut **tx)
-    .await?;
+    let usage_done = std::time::Instant::now();
+    let keys: Vec<String> = contracts
+        .iter()
+        .filter_map(|c| {
+            ctx.plans
+                .get(&c.4)
+                .map(|plan| history_keys(&c.0, plan, ctx.run_on))
+        })
+        .flatten()
+        .collect();
+    let mut billed_rows: Vec<BilledRow> = Vec::new();
+    for chunk in keys.chunks(crate::store::PARAMS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT line_key, kind, period_start, period_end, unit_price FROM invoice_lines WHERE line_key IN {}",
+            crate::store::in_list(1, chunk.len())
+        );
+        let mut q = sqlx::query_as(&sql);
+        for k in chunk {
+            q = q.bind(k);
+        }
+        billed_rows.extend(q.fetch_all(&mut **tx).await?);
+    }
     let mut billed = BilledKeys::new();
     for (key, kind, start, end, price) in billed_rows {
         let covered = match (kind == LineKind::FixedFee.as_str(), start, end) {
@@ -403,6 +426,7 @@ async fn bill_accounts(
         };
         billed.insert(key, covered);
     }
+    let billed_done = std::time::Instant::now();
     let open_rows: Vec<(String, String, String, i64)> = sqlx::query_as(
         "SELECT i.id, i.account_id, l.amount, l.position FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.id \
          WHERE i.account_id >= $1 AND i.account_id <= $2 AND i.state = 'open' AND i.kind = 'invoice' AND i.period_start = $3",
@@ -423,6 +447,13 @@ async fn bill_accounts(
     for c in contracts {
         by_account.entry(c.1.as_str()).or_default().push(c);
     }
+    let read_done = std::time::Instant::now();
+    tracing::debug!(
+        usage_ms = (usage_done - started).as_millis() as u64,
+        billed_ms = (billed_done - usage_done).as_millis() as u64,
+        open_ms = (read_done - billed_done).as_millis() as u64,
+        "billing batch read"
+    );
     let mut drafts: Vec<Draft> = Vec::new();
     for buyer in buyers {
         let Some(cs) = by_account.get(buyer.id.as_str()) else {
@@ -574,13 +605,23 @@ async fn bill_accounts(
             invoice_id: Some(id.clone()),
         });
     }
+    let computed = std::time::Instant::now();
     insert_invoices(tx, ctx, currency.code, t, &new_invoices).await?;
+    let invoices_written = std::time::Instant::now();
     let rows: Vec<(&str, i64, &NewLine, super::currency::Currency)> = line_rows
         .iter()
         .map(|(id, p, l)| (id.as_str(), *p, l, currency))
         .collect();
     insert_lines(tx, &rows).await?;
+    let lines_written = std::time::Instant::now();
     enqueue_many(tx, &emails, t).await?;
+    tracing::debug!(
+        compute_ms = (computed - read_done).as_millis() as u64,
+        invoices_ms = (invoices_written - computed).as_millis() as u64,
+        lines_ms = (lines_written - invoices_written).as_millis() as u64,
+        emails_ms = lines_written.elapsed().as_millis() as u64,
+        "billing batch written"
+    );
     Ok(drafts.len() as i64)
 }
 
@@ -608,9 +649,7 @@ async fn insert_invoices(
     t: i64,
     rows: &[Issued],
 ) -> ApiResult<()> {
-    /// Rows per INSERT (23 parameters each).
-    const CHUNK: usize = 200;
-    for chunk in rows.chunks(CHUNK) {
+    for chunk in rows.chunks(crate::store::rows_per_statement(23)) {
         let sql = format!(
             "INSERT INTO invoices ({INVOICE_COLUMNS}) VALUES {}",
             crate::store::placeholders(chunk.len(), 23)
