@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cli;
 pub mod http;
 pub mod money;
+pub mod payments;
 pub mod secrets;
 pub mod settings;
 pub mod store;

@@ -1,7 +1,9 @@
 //! Random identifiers, API keys and admin tokens, and how they are stored (SHA-256, never plaintext).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use sha2::{Digest, Sha256};
 
 /// Bytes of randomness in an API key (192 bits; the brief asks for at least 128).
@@ -43,6 +45,46 @@ pub fn new_gateway_token() -> String {
         "tgw_{}",
         URL_SAFE_NO_PAD.encode(random::<TOKEN_RANDOM_BYTES>())
     )
+}
+
+/// A new developer (account-scoped) token: `tgd_` + 256 random bits.
+pub fn new_account_token() -> String {
+    format!(
+        "tgd_{}",
+        URL_SAFE_NO_PAD.encode(random::<TOKEN_RANDOM_BYTES>())
+    )
+}
+
+/// A 256-bit key derived from a secret and a purpose (domain separation).
+pub fn derive_key(purpose: &str, secret: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(purpose.as_bytes())
+        .chain_update([0u8])
+        .chain_update(secret)
+        .finalize()
+        .into()
+}
+
+/// Encrypts with ChaCha20-Poly1305 under `key`: base64(nonce || ciphertext || tag).
+pub fn seal(key: &[u8; 32], plaintext: &[u8]) -> String {
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+    let nonce = random::<12>();
+    let mut out = nonce.to_vec();
+    out.extend(
+        cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .unwrap_or_default(),
+    );
+    STANDARD.encode(out)
+}
+
+/// Decrypts what [`seal`] made; `None` if the key is wrong or the text was altered.
+pub fn open(key: &[u8; 32], sealed: &str) -> Option<Vec<u8>> {
+    let raw = STANDARD.decode(sealed).ok()?;
+    let (nonce, ct) = raw.split_at_checked(12)?;
+    ChaCha20Poly1305::new(Key::from_slice(key))
+        .decrypt(Nonce::from_slice(nonce), ct)
+        .ok()
 }
 
 pub fn sha256_hex(s: &str) -> String {
@@ -90,6 +132,15 @@ pub fn new_id(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seals_and_opens() {
+        let k = derive_key("test", b"secret");
+        let sealed = seal(&k, b"sk_test_123");
+        assert_eq!(open(&k, &sealed).as_deref(), Some(&b"sk_test_123"[..]));
+        assert!(open(&derive_key("test", b"other"), &sealed).is_none());
+        assert!(!sealed.contains("sk_test"));
+    }
 
     #[test]
     fn keys_are_long_random_and_hash_stably() {

@@ -21,6 +21,9 @@ pub struct Settings {
     /// `TOLLGATE_BILLING_SCHEDULER=off` turns the daily billing run off (runs are then started by
     /// `tollgate billing run` or the API only).
     pub billing_scheduler: bool,
+    /// `TOLLGATE_MASTER_KEY` (at least 32 characters): seals payment-gateway secrets at rest. Without
+    /// it the control plane refuses to store them.
+    pub master_key: Option<[u8; 32]>,
 }
 
 /// Sender of billing email when `TOLLGATE_MAIL_FROM` is not set.
@@ -56,7 +59,18 @@ impl Settings {
                 ))
             }
         };
+        let master_key = match std::env::var("TOLLGATE_MASTER_KEY") {
+            Ok(k) if k.len() >= 32 => Some(crate::secrets::derive_key(
+                "tollgate master key v1",
+                k.as_bytes(),
+            )),
+            Ok(k) if !k.is_empty() => {
+                return Err("TOLLGATE_MASTER_KEY must be at least 32 characters".into())
+            }
+            _ => None,
+        };
         Ok(Settings {
+            master_key,
             listen,
             database_url,
             admin_token,

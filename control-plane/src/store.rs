@@ -82,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0003_global_usage.sql"),
     ),
     (4, "billing", include_str!("../migrations/0004_billing.sql")),
+    (
+        5,
+        "payments",
+        include_str!("../migrations/0005_payments.sql"),
+    ),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {

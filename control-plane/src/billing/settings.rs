@@ -48,7 +48,7 @@ pub struct Retry {
 }
 
 /// An email's subject and body. Placeholders: `{account_name}`, `{invoice_number}`, `{total}`,
-/// `{currency}`, `{due_date}`, `{period}`.
+/// `{currency}`, `{due_date}`, `{period}`, and in charge emails `{update_url}` and `{reason}`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EmailText {
@@ -84,6 +84,13 @@ pub struct BillingSettings {
     pub email_texts: EmailTexts,
     /// Hour of the day (UTC) at which `tollgate serve` runs billing for the day.
     pub run_hour_utc: i64,
+    /// After the last failed charge, suspend the account's applications for non-payment (the
+    /// gateway answers 402) until an invoice is paid.
+    #[serde(default)]
+    pub suspend_on_failure: bool,
+    /// Where developers update their card (the `{update_url}` placeholder of charge emails).
+    #[serde(default)]
+    pub payment_method_url: String,
 }
 
 fn text(subject: &str, body: &str) -> EmailText {
@@ -119,7 +126,7 @@ impl Default for BillingSettings {
                 ),
                 charge_failed: text(
                     "Payment failed for invoice {invoice_number}",
-                    "Hello {account_name},\n\nwe could not charge {total} {currency} for invoice {invoice_number}. Please update your payment method; we will try again.\n",
+                    "Hello {account_name},\n\nwe could not charge {total} {currency} for invoice {invoice_number} ({reason}). Please update your payment method at {update_url}; we will try again.\n",
                 ),
                 final_failure: text(
                     "Invoice {invoice_number} could not be paid",
@@ -127,6 +134,8 @@ impl Default for BillingSettings {
                 ),
             },
             run_hour_utc: 2,
+            suspend_on_failure: false,
+            payment_method_url: String::new(),
         }
     }
 }
@@ -196,6 +205,11 @@ impl BillingSettings {
         )?;
         range("run_hour_utc", "invalid_hour", self.run_hour_utc, 0, 23)?;
         check_text("invoice_footer", &self.invoice_footer, MAX_TEXT_CHARS)?;
+        check_text(
+            "payment_method_url",
+            &self.payment_method_url,
+            MAX_TEXT_CHARS,
+        )?;
         check_text("vat_zero_text", &self.vat_zero_text, MAX_TEXT_CHARS)?;
         check_text("seller.name", &self.seller.name, MAX_TEXT_CHARS)?;
         check_text("seller.vat_id", &self.seller.vat_id, MAX_TEXT_CHARS)?;

@@ -745,7 +745,8 @@ async fn serve() -> Result<(), String> {
             .await
             .map_err(|e| format!("{e:?}"))?;
     }
-    let state = crate::http::AppState::new(pool.clone(), env_token);
+    let state =
+        crate::http::AppState::new(pool.clone(), env_token).with_master_key(settings.master_key);
     if settings.billing_scheduler {
         tokio::spawn(crate::billing::scheduler::run_scheduler(
             pool.clone(),

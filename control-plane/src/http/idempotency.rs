@@ -20,12 +20,8 @@ use axum::response::{IntoResponse, Response};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::{AppState, MAX_BODY_BYTES};
-use crate::secrets::sha256_hex;
+use crate::secrets::{open, seal, sha256_hex};
 use crate::store::{is_unique_violation, now};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use sha2::{Digest, Sha256};
 
 /// (request_sha256, state, status, sealed response)
@@ -133,34 +129,13 @@ async fn handle(
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 
-fn cipher_for(caller: &Caller, idem_key: &str) -> ChaCha20Poly1305 {
-    let k: [u8; 32] = Sha256::new()
+/// The key stored responses are sealed with: only the holder of the token can re-derive it.
+fn cipher_for(caller: &Caller, idem_key: &str) -> [u8; 32] {
+    Sha256::new()
         .chain_update(caller.response_secret)
         .chain_update(idem_key.as_bytes())
         .finalize()
-        .into();
-    ChaCha20Poly1305::new(Key::from_slice(&k))
-}
-
-/// base64(nonce || ciphertext).
-fn seal(cipher: &ChaCha20Poly1305, plaintext: &[u8]) -> String {
-    let mut nonce = [0u8; 12];
-    if getrandom::fill(&mut nonce).is_err() {
-        std::process::abort();
-    }
-    let mut out = nonce.to_vec();
-    out.extend(
-        cipher
-            .encrypt(Nonce::from_slice(&nonce), plaintext)
-            .unwrap_or_default(),
-    );
-    STANDARD.encode(out)
-}
-
-fn open(cipher: &ChaCha20Poly1305, sealed: &str) -> Option<Vec<u8>> {
-    let raw = STANDARD.decode(sealed).ok()?;
-    let (nonce, ct) = raw.split_at_checked(12)?;
-    cipher.decrypt(Nonce::from_slice(nonce), ct).ok()
+        .into()
 }
 
 async fn replay(
@@ -168,7 +143,7 @@ async fn replay(
     token_id: &str,
     key: &str,
     fingerprint: &str,
-    cipher: &ChaCha20Poly1305,
+    cipher: &[u8; 32],
 ) -> Response {
     let row: Result<Option<StoredRow>, _> = sqlx::query_as(
         "SELECT request_sha256, state, status, response FROM idempotency_keys WHERE token_id = $1 AND idem_key = $2",

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod applications;
 pub mod auth;
 pub mod billing;
+pub mod developer;
 pub mod error;
 pub mod extract;
 pub mod gateway;
@@ -12,6 +13,7 @@ pub mod idempotency;
 pub mod invoices;
 pub mod list;
 pub mod openapi;
+pub mod payment_gateway;
 pub mod plans;
 pub mod services;
 pub mod tokens;
@@ -40,6 +42,8 @@ pub struct AppState {
     pub snapshots: Arc<gateway::SnapshotCache>,
     /// Held while this process runs billing.
     pub billing_runs: crate::billing::run::RunLock,
+    /// Seals payment-gateway secrets (`TOLLGATE_MASTER_KEY`); `None`: secrets are refused.
+    pub master_key: Option<Arc<[u8; 32]>>,
 }
 
 impl AppState {
@@ -49,7 +53,13 @@ impl AppState {
             env_token_sha256,
             snapshots: Arc::default(),
             billing_runs: Arc::default(),
+            master_key: None,
         }
+    }
+
+    pub fn with_master_key(mut self, key: Option<[u8; 32]>) -> AppState {
+        self.master_key = key.map(Arc::new);
+        self
     }
 }
 
@@ -137,6 +147,18 @@ pub fn router(state: AppState) -> Router {
             post(billing::start_run).get(billing::list_runs),
         )
         .route("/billing/runs/{id}", get(billing::get_run))
+        .route(
+            "/billing/gateway",
+            get(payment_gateway::get).put(payment_gateway::put),
+        )
+        .route(
+            "/accounts/{id}/tokens",
+            post(developer::create_token).get(developer::list_tokens),
+        )
+        .route(
+            "/accounts/{id}/tokens/{token_id}",
+            delete(developer::revoke_token),
+        )
         .route("/invoices", post(invoices::create).get(invoices::list))
         .route("/invoices/{id}", get(invoices::get))
         .route("/invoices/{id}/finalize", post(invoices::finalize))
@@ -168,8 +190,17 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             gateway::layer,
         ));
+    let developers = Router::new()
+        .route("/invoices", get(developer::list_invoices))
+        .route("/invoices/{id}", get(developer::get_invoice))
+        .route("/payments", get(developer::list_payments))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            developer::layer,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
+        .nest("/api/v1", developers)
         .nest("/gateway/v1", gateways)
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .nest("/admin/api/v1", admin)

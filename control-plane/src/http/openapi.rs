@@ -512,6 +512,78 @@ pub const ROUTES: &[Route] = &[
     ),
     (
         "get",
+        "/admin/api/v1/billing/gateway",
+        "The payment gateway: provider, public fields, and for secrets only whether set and the last 4 characters",
+        None,
+        "PaymentGateway",
+        200,
+    ),
+    (
+        "put",
+        "/admin/api/v1/billing/gateway",
+        "Set the payment gateway (stripe or braintree); secrets sealed with TOLLGATE_MASTER_KEY (409 without one)",
+        Some("PaymentGatewayInput"),
+        "PaymentGateway",
+        200,
+    ),
+    (
+        "post",
+        "/admin/api/v1/accounts/{id}/tokens",
+        "Create a developer token for the account (shown once)",
+        Some("TokenInput"),
+        "AccountToken",
+        201,
+    ),
+    (
+        "get",
+        "/admin/api/v1/accounts/{id}/tokens",
+        "List the account's developer tokens",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "delete",
+        "/admin/api/v1/accounts/{id}/tokens/{token_id}",
+        "Revoke a developer token",
+        None,
+        "Deleted",
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/invoices",
+        "Developer API: the account's issued invoices and credit notes",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/invoices/{id}",
+        "Developer API: one of the account's invoices",
+        None,
+        "Invoice",
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/invoices/{id}.pdf",
+        "Developer API: an invoice as PDF",
+        None,
+        "Pdf",
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/payments",
+        "Developer API: billing history (charge attempts), newest first",
+        None,
+        "List",
+        200,
+    ),
+    (
+        "get",
         "/gateway/v1/services/{id}/global_usage",
         "Usage by other gateway instances in the current windows (instance=<id>)",
         None,
@@ -620,7 +692,17 @@ fn billing_schemas(money: &Value, id: &Value) -> Value {
             "lines": {"type": "array", "items": {"type": "object", "properties": {"description": {"type": "string"},
                 "quantity": {"type": "string"}, "unit_price": {"type": "string"}, "amount": {"type": "string"}}}},
             "subtotal": {"type": "string"}, "tax": {"type": "string"}, "total": {"type": "string"}}},
-        "Pdf": {"type": "string", "contentMediaType": "application/pdf"}
+        "Pdf": {"type": "string", "contentMediaType": "application/pdf"},
+        "PaymentGatewayInput": {"type": "object", "required": ["type"], "properties": {
+            "type": {"type": "string", "enum": ["stripe", "braintree"]},
+            "secret_key": {"type": "string"}, "publishable_key": {"type": "string"}, "webhook_secret": {"type": "string"},
+            "merchant_id": {"type": "string"}, "public_key": {"type": "string"}, "private_key": {"type": "string"},
+            "environment": {"type": "string", "enum": ["sandbox", "production"]},
+            "api_base": {"type": "string", "description": "the provider API's base URL (tests point it at an emulator)"}}},
+        "PaymentGateway": {"type": "object", "properties": {"object": {"const": "payment_gateway"}, "type": {"type": ["string", "null"]},
+            "warning": {"type": "string"}}},
+        "AccountToken": {"type": "object", "properties": {"id": id, "account_id": id, "name": {"type": "string"},
+            "token": {"type": "string", "description": "only in the response that creates the token"}}}
     })
 }
 
@@ -681,10 +763,11 @@ mod tests {
         let src = include_str!("mod.rs");
         let admin_at = src.find("let admin = Router::new()").unwrap_or(0);
         let gateways_at = src.find("let gateways = Router::new()").unwrap_or(0);
-        let after_gateways = gateways_at + "let gateways = Router::new()".len();
-        let outer_at = src[after_gateways..]
+        let developers_at = src.find("let developers = Router::new()").unwrap_or(0);
+        let after_developers = developers_at + "let developers = Router::new()".len();
+        let outer_at = src[after_developers..]
             .find("Router::new()")
-            .map_or(src.len(), |p| after_gateways + p);
+            .map_or(src.len(), |p| after_developers + p);
         let mut registered = Vec::new();
         for (at, _) in src.match_indices(".route(") {
             let rest = src[at + ".route(".len()..].trim_start();
@@ -693,8 +776,10 @@ mod tests {
             };
             let prefix = if at > admin_at && at < gateways_at {
                 "/admin/api/v1"
-            } else if at > gateways_at && at < outer_at {
+            } else if at > gateways_at && at < developers_at {
                 "/gateway/v1"
+            } else if at > developers_at && at < outer_at {
+                "/api/v1"
             } else {
                 ""
             };

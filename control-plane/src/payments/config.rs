@@ -1,0 +1,302 @@
+//! The payment gateway's settings (`PUT/GET /admin/api/v1/billing/gateway`): one provider at a
+//! time, public fields in clear, secrets sealed with the master key (`TOLLGATE_MASTER_KEY`), never
+//! returned (GET shows which are set and their last 4 characters).
+//!
+//! Switching provider: cards are stored at the provider, under the account's customer there, so they
+//! do not move. After a switch, charging uses only the new provider's cards; developers add a card
+//! again (the old provider's customers are kept, unused, in `payment_customers`). The PUT answer
+//! carries a `warning` saying so.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::http::error::{ApiError, ApiResult};
+use crate::secrets::{open, seal};
+use crate::store::{now, Pool};
+
+/// Longest field accepted (keys and ids are far shorter).
+pub const MAX_FIELD_CHARS: usize = 500;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatewayConfig {
+    Stripe {
+        secret_key: String,
+        publishable_key: String,
+        webhook_secret: String,
+        api_base: Option<String>,
+    },
+    Braintree {
+        merchant_id: String,
+        public_key: String,
+        private_key: String,
+        environment: String,
+        api_base: Option<String>,
+    },
+}
+
+impl GatewayConfig {
+    pub fn provider(&self) -> &'static str {
+        match self {
+            GatewayConfig::Stripe { .. } => "stripe",
+            GatewayConfig::Braintree { .. } => "braintree",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayInput {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    secret_key: Option<String>,
+    publishable_key: Option<String>,
+    webhook_secret: Option<String>,
+    merchant_id: Option<String>,
+    public_key: Option<String>,
+    private_key: Option<String>,
+    environment: Option<String>,
+    api_base: Option<String>,
+}
+
+const SECRETS: &[&str] = &["secret_key", "webhook_secret", "private_key"];
+
+fn field(param: &str, v: Option<String>, prefix: Option<&str>) -> ApiResult<String> {
+    let v = v.unwrap_or_default();
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(ApiError::invalid(
+            param,
+            "missing_field",
+            format!("{param} is required"),
+        ));
+    }
+    if v.chars().count() > MAX_FIELD_CHARS || v.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::invalid(
+            param,
+            "invalid_field",
+            "printable characters without spaces",
+        ));
+    }
+    if let Some(p) = prefix {
+        if !v.starts_with(p) {
+            return Err(ApiError::invalid(
+                param,
+                "invalid_field",
+                format!("expected a value starting with {p:?}"),
+            ));
+        }
+    }
+    Ok(v.to_string())
+}
+
+fn api_base(v: Option<String>) -> ApiResult<Option<String>> {
+    match v.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(u)
+            if (u.starts_with("https://") || u.starts_with("http://"))
+                && u.len() <= MAX_FIELD_CHARS =>
+        {
+            Ok(Some(if u.ends_with('/') {
+                u.to_string()
+            } else {
+                format!("{u}/")
+            }))
+        }
+        Some(_) => Err(ApiError::invalid(
+            "api_base",
+            "invalid_url",
+            "an http(s) URL",
+        )),
+    }
+}
+
+impl GatewayInput {
+    pub fn validate(self) -> ApiResult<GatewayConfig> {
+        match self.kind.as_deref() {
+            Some("stripe") => Ok(GatewayConfig::Stripe {
+                secret_key: field("secret_key", self.secret_key, Some("sk_"))?,
+                publishable_key: field("publishable_key", self.publishable_key, Some("pk_"))?,
+                webhook_secret: field("webhook_secret", self.webhook_secret, Some("whsec_"))?,
+                api_base: api_base(self.api_base)?,
+            }),
+            Some("braintree") => {
+                let environment = self.environment.unwrap_or_else(|| "sandbox".into());
+                if environment != "sandbox" && environment != "production" {
+                    return Err(ApiError::invalid(
+                        "environment",
+                        "invalid_environment",
+                        "sandbox or production",
+                    ));
+                }
+                Ok(GatewayConfig::Braintree {
+                    merchant_id: field("merchant_id", self.merchant_id, None)?,
+                    public_key: field("public_key", self.public_key, None)?,
+                    private_key: field("private_key", self.private_key, None)?,
+                    environment,
+                    api_base: api_base(self.api_base)?,
+                })
+            }
+            _ => Err(ApiError::invalid(
+                "type",
+                "invalid_gateway",
+                "\"stripe\" or \"braintree\"",
+            )),
+        }
+    }
+}
+
+fn fields(c: &GatewayConfig) -> Vec<(&'static str, Option<String>)> {
+    match c {
+        GatewayConfig::Stripe {
+            secret_key,
+            publishable_key,
+            webhook_secret,
+            api_base,
+        } => vec![
+            ("secret_key", Some(secret_key.clone())),
+            ("publishable_key", Some(publishable_key.clone())),
+            ("webhook_secret", Some(webhook_secret.clone())),
+            ("api_base", api_base.clone()),
+        ],
+        GatewayConfig::Braintree {
+            merchant_id,
+            public_key,
+            private_key,
+            environment,
+            api_base,
+        } => vec![
+            ("merchant_id", Some(merchant_id.clone())),
+            ("public_key", Some(public_key.clone())),
+            ("private_key", Some(private_key.clone())),
+            ("environment", Some(environment.clone())),
+            ("api_base", api_base.clone()),
+        ],
+    }
+}
+
+/// Stores `config`, secrets sealed. Returns the previous provider, if another.
+pub async fn store(
+    pool: &Pool,
+    master_key: Option<&[u8; 32]>,
+    config: &GatewayConfig,
+) -> ApiResult<Option<String>> {
+    let Some(key) = master_key else {
+        return Err(ApiError::conflict(
+            "master_key_required",
+            "set TOLLGATE_MASTER_KEY (at least 32 characters) on the server before storing gateway secrets",
+        ));
+    };
+    let mut doc = Map::new();
+    for (name, value) in fields(config) {
+        let Some(value) = value else { continue };
+        if SECRETS.contains(&name) {
+            let last4: String = value
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            doc.insert(
+                name.into(),
+                json!({"sealed": seal(key, value.as_bytes()), "last4": last4}),
+            );
+        } else {
+            doc.insert(name.into(), json!(value));
+        }
+    }
+    let previous: Option<(String,)> =
+        sqlx::query_as("SELECT kind FROM payment_gateway WHERE id = 1")
+            .fetch_optional(pool)
+            .await?;
+    let doc = Value::Object(doc).to_string();
+    let sql = if previous.is_some() {
+        "UPDATE payment_gateway SET kind = $1, config = $2, updated_at = $3 WHERE id = 1"
+    } else {
+        "INSERT INTO payment_gateway (id, kind, config, updated_at) VALUES (1, $1, $2, $3)"
+    };
+    sqlx::query(sql)
+        .bind(config.provider())
+        .bind(doc)
+        .bind(now())
+        .execute(pool)
+        .await?;
+    Ok(previous.map(|p| p.0).filter(|p| p != config.provider()))
+}
+
+/// The public view: which provider, public fields, and for each secret whether it is set and its
+/// last 4 characters.
+pub async fn public_view(pool: &Pool) -> ApiResult<Value> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT kind, config FROM payment_gateway WHERE id = 1")
+            .fetch_optional(pool)
+            .await?;
+    let Some((kind, config)) = row else {
+        return Ok(json!({"object": "payment_gateway", "type": null}));
+    };
+    let mut out = json!({"object": "payment_gateway", "type": kind});
+    if let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(&config) {
+        for (k, v) in doc {
+            out[&k] = match v.get("sealed") {
+                Some(_) => {
+                    json!({"set": true, "last4": v.get("last4").cloned().unwrap_or(Value::Null)})
+                }
+                None => v,
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// The configured gateway with its secrets opened, or `None` when none is configured.
+pub async fn load(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<Option<GatewayConfig>> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT kind, config FROM payment_gateway WHERE id = 1")
+            .fetch_optional(pool)
+            .await?;
+    let Some((kind, config)) = row else {
+        return Ok(None);
+    };
+    let doc: Value = serde_json::from_str(&config)
+        .map_err(|e| ApiError::Internal(format!("gateway settings unreadable: {e}")))?;
+    let get = |name: &str| -> ApiResult<Option<String>> {
+        match doc.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => {
+                let sealed = v.get("sealed").and_then(Value::as_str).unwrap_or_default();
+                let key = master_key.ok_or_else(|| {
+                    ApiError::Internal(
+                        "TOLLGATE_MASTER_KEY is not set: gateway secrets cannot be opened".into(),
+                    )
+                })?;
+                let plain = open(key, sealed).ok_or_else(|| {
+                    ApiError::Internal(
+                        "gateway secrets do not open with this TOLLGATE_MASTER_KEY".into(),
+                    )
+                })?;
+                Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
+            }
+        }
+    };
+    let req = |name: &str| -> ApiResult<String> {
+        get(name)?.ok_or_else(|| ApiError::Internal(format!("gateway setting {name} missing")))
+    };
+    Ok(Some(match kind.as_str() {
+        "stripe" => GatewayConfig::Stripe {
+            secret_key: req("secret_key")?,
+            publishable_key: req("publishable_key")?,
+            webhook_secret: req("webhook_secret")?,
+            api_base: get("api_base")?,
+        },
+        _ => GatewayConfig::Braintree {
+            merchant_id: req("merchant_id")?,
+            public_key: req("public_key")?,
+            private_key: req("private_key")?,
+            environment: req("environment")?,
+            api_base: get("api_base")?,
+        },
+    }))
+}
