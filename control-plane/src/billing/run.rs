@@ -144,7 +144,23 @@ pub async fn execute(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiR
             }
         })
     };
-    let result = bill_all(pool, run_id, run_on, batch).await;
+    let mut result = bill_all(pool, run_id, run_on, batch).await;
+    if result.is_ok() {
+        // Charging follows billing: invoices due by the run's date (issued and due, or a retry due).
+        match crate::payments::charging::charge_due(
+            pool,
+            crate::payments::config::master_key(),
+            run_on,
+        )
+        .await
+        {
+            Ok((attempted, paid)) if attempted > 0 => {
+                tracing::info!(run = run_id, attempted, paid, "charged due invoices")
+            }
+            Ok(_) => {}
+            Err(e) => result = Err(e),
+        }
+    }
     heartbeat.abort();
     let (state, error) = match &result {
         Ok(()) => ("succeeded", None),

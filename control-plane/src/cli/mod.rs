@@ -745,6 +745,9 @@ async fn serve() -> Result<(), String> {
             .await
             .map_err(|e| format!("{e:?}"))?;
     }
+    if let Some(k) = settings.master_key {
+        crate::payments::config::set_master_key(k);
+    }
     let state =
         crate::http::AppState::new(pool.clone(), env_token).with_master_key(settings.master_key);
     if settings.billing_scheduler {

@@ -14,6 +14,7 @@ pub mod invoices;
 pub mod list;
 pub mod openapi;
 pub mod payment_gateway;
+pub mod payments;
 pub mod plans;
 pub mod services;
 pub mod tokens;
@@ -171,6 +172,7 @@ pub fn router(state: AppState) -> Router {
             delete(invoices::remove_line),
         )
         .route("/invoices/{id}/credit_notes", post(invoices::credit_note))
+        .route("/invoices/{id}/charge", post(payments::admin_charge))
         // Innermost: a successful write changes the snapshot version gateways poll.
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -194,6 +196,17 @@ pub fn router(state: AppState) -> Router {
         .route("/invoices", get(developer::list_invoices))
         .route("/invoices/{id}", get(developer::get_invoice))
         .route("/payments", get(developer::list_payments))
+        .route("/invoices/{id}/pay", post(payments::pay))
+        .route(
+            "/payment_methods",
+            post(payments::add_method).get(payments::list_methods),
+        )
+        .route("/payment_methods/setup", post(payments::setup))
+        .route("/payment_methods/{id}", delete(payments::remove_method))
+        .route(
+            "/payment_methods/{id}/default",
+            post(payments::make_default),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             developer::layer,
@@ -201,6 +214,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", developers)
+        .route("/webhooks/stripe", post(payments::stripe_webhook))
         .nest("/gateway/v1", gateways)
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .nest("/admin/api/v1", admin)

@@ -14,6 +14,17 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::secrets::{open, seal};
 use crate::store::{now, Pool};
 
+/// The process's master key, for work that runs outside a request (the daily charging).
+static MASTER_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+pub fn set_master_key(key: [u8; 32]) {
+    let _ = MASTER_KEY.set(key);
+}
+
+pub fn master_key() -> Option<&'static [u8; 32]> {
+    MASTER_KEY.get()
+}
+
 /// Longest field accepted (keys and ids are far shorter).
 pub const MAX_FIELD_CHARS: usize = 500;
 

@@ -1,0 +1,595 @@
+//! Charging invoices and dunning.
+//!
+//! Never two charges for one attempt: an attempt is recorded (`pending`) before the provider is
+//! called, with an idempotency key `<invoice id>-<attempt>`; a later try of an attempt whose outcome
+//! is unknown (crash, timeout) first looks the provider's object up by that key and only then calls
+//! again with the same key (which the provider answers with the first result).
+//!
+//! Outcomes: success -> invoice `paid` (and the account's applications suspended for non-payment
+//! resume when no failed invoice is left); decline or required authentication -> `unpaid`, a "charge
+//! failed" email, another attempt `retry.interval_days` later; after `retry.attempts` failures ->
+//! `failed`, a final email and, with `suspend_on_failure`, the account's applications suspended for
+//! non-payment (the gateway answers 402 within its snapshot poll interval).
+
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use super::stripe::Stripe;
+use super::{config, Card, ChargeOutcome, ChargeRequest, PayError};
+use crate::billing::calendar::{day_of, format_date, format_month};
+use crate::billing::invoices::{self, render_text, Invoice};
+use crate::billing::outbox::{enqueue, Email};
+use crate::billing::settings::{self, BillingSettings};
+use crate::http::error::{ApiError, ApiResult};
+use crate::secrets::new_id;
+use crate::store::{now, Pool, Tx};
+
+/// Invoices charged per pass of the daily charging (the rest wait for the next pass).
+pub const MAX_CHARGES_PER_PASS: i64 = 10_000;
+
+pub enum Provider {
+    Stripe(Stripe),
+}
+
+impl Provider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::Stripe(_) => "stripe",
+        }
+    }
+}
+
+fn pay_error(e: PayError) -> ApiError {
+    match e {
+        PayError::Config(m) => ApiError::conflict("payment_gateway_misconfigured", m),
+        PayError::Provider { code, message, .. } => ApiError::Invalid {
+            code: "payment_provider_error",
+            message: format!("{code}: {message}"),
+            param: None,
+        },
+        PayError::Unavailable(m) => {
+            ApiError::Unavailable(format!("the payment provider is unavailable: {m}"))
+        }
+    }
+}
+
+/// The configured provider, or 409 `no_payment_gateway`.
+pub async fn provider(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<Provider> {
+    match config::load(pool, master_key).await? {
+        Some(config::GatewayConfig::Stripe {
+            secret_key,
+            publishable_key,
+            webhook_secret,
+            api_base,
+        }) => Ok(Provider::Stripe(
+            Stripe::new(
+                &secret_key,
+                &publishable_key,
+                &webhook_secret,
+                api_base.as_deref(),
+            )
+            .map_err(pay_error)?,
+        )),
+        Some(config::GatewayConfig::Braintree { .. }) => Err(ApiError::conflict(
+            "payment_gateway_unsupported",
+            "Braintree charging is not available in this version",
+        )),
+        None => Err(ApiError::conflict(
+            "no_payment_gateway",
+            "no payment gateway is configured (PUT /billing/gateway)",
+        )),
+    }
+}
+
+/// The account's customer at the provider: (customer id, default payment method).
+pub async fn customer(
+    pool: &Pool,
+    p: &Provider,
+    account_id: &str,
+    create: bool,
+) -> ApiResult<Option<(String, Option<String>)>> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT customer_ref, default_method_ref FROM payment_customers WHERE account_id = $1 AND provider = $2",
+    )
+    .bind(account_id)
+    .bind(p.name())
+    .fetch_optional(pool)
+    .await?;
+    if row.is_some() || !create {
+        return Ok(row);
+    }
+    let (email, name): (String, String) =
+        sqlx::query_as("SELECT email, name FROM accounts WHERE id = $1")
+            .bind(account_id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| ApiError::not_found("account", account_id))?;
+    let id = match p {
+        Provider::Stripe(s) => s
+            .create_customer(account_id, &email, &name)
+            .await
+            .map_err(pay_error)?,
+    };
+    sqlx::query(
+        "INSERT INTO payment_customers (account_id, provider, customer_ref, default_method_ref, created_at) VALUES ($1, $2, $3, NULL, $4) ON CONFLICT (account_id, provider) DO NOTHING",
+    )
+    .bind(account_id)
+    .bind(p.name())
+    .bind(&id)
+    .bind(now())
+    .execute(pool)
+    .await?;
+    // A concurrent request may have won: use what is stored.
+    Ok(sqlx::query_as("SELECT customer_ref, default_method_ref FROM payment_customers WHERE account_id = $1 AND provider = $2")
+        .bind(account_id)
+        .bind(p.name())
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub async fn set_default(
+    pool: &Pool,
+    p: &Provider,
+    account_id: &str,
+    method: Option<&str>,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE payment_customers SET default_method_ref = $3 WHERE account_id = $1 AND provider = $2")
+        .bind(account_id)
+        .bind(p.name())
+        .bind(method)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn cards(p: &Provider, customer: &str) -> ApiResult<Vec<Card>> {
+    match p {
+        Provider::Stripe(s) => s.list_cards(customer).await.map_err(pay_error),
+    }
+}
+
+/// `total` in minor units of `currency` (ISO 4217 exponent, which Stripe uses for these amounts).
+pub fn minor_units(total: Decimal, exponent: u32) -> Option<i64> {
+    let scaled = total.checked_mul(Decimal::from(10i64.pow(exponent)))?;
+    if scaled.fract() != Decimal::ZERO {
+        return None;
+    }
+    rust_decimal::prelude::ToPrimitive::to_i64(&scaled)
+}
+
+/// The result of one charge: the attempt as the API shows it.
+pub async fn attempt_json(pool: &Pool, attempt_id: &str) -> ApiResult<Value> {
+    type Row = (
+        String,
+        String,
+        i64,
+        String,
+        Option<String>,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        i64,
+    );
+    let r: Row = sqlx::query_as(
+        "SELECT id, invoice_id, attempt, provider, provider_ref, state, amount, currency, error_code, error_message, created_at FROM charge_attempts WHERE id = $1",
+    )
+    .bind(attempt_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(
+        json!({"object": "payment", "id": r.0, "invoice_id": r.1, "attempt": r.2, "provider": r.3, "reference": r.4,
+              "state": r.5, "amount": r.6, "currency": r.7, "error_code": r.8, "error_message": r.9, "created_at": r.10}),
+    )
+}
+
+/// Charges an issued invoice (`pending` or `unpaid`) with `method` or the account's default card.
+/// Returns the attempt id.
+pub async fn charge_invoice(
+    pool: &Pool,
+    master_key: Option<&[u8; 32]>,
+    invoice_id: &str,
+    method: Option<&str>,
+    today: i64,
+) -> ApiResult<String> {
+    let inv = invoices::fetch(pool, invoice_id).await?;
+    if inv.kind != "invoice" || !["pending", "unpaid"].contains(&inv.state.as_str()) {
+        return Err(ApiError::conflict(
+            "invalid_state",
+            format!("cannot charge an invoice that is {}", inv.state),
+        ));
+    }
+    let p = provider(pool, master_key).await?;
+    let currency = inv.currency();
+    let total: Decimal = inv.total.parse().unwrap_or(Decimal::ZERO);
+    let amount_minor = minor_units(total, currency.exponent).ok_or_else(|| {
+        ApiError::Internal(format!("invoice total {total} does not fit in minor units"))
+    })?;
+    // The attempt: an earlier one with an unknown outcome is finished first, else a new one.
+    let mut tx = pool.begin().await?;
+    let open: Option<(String, i64)> = sqlx::query_as(
+        "SELECT id, attempt FROM charge_attempts WHERE invoice_id = $1 AND state = 'pending' ORDER BY attempt DESC LIMIT 1",
+    )
+    .bind(invoice_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (attempt_id, attempt, resumed) = match open {
+        Some((id, n)) => (id, n, true),
+        None => {
+            let (last,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE(MAX(attempt), 0) FROM charge_attempts WHERE invoice_id = $1",
+            )
+            .bind(invoice_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let id = new_id("pay");
+            let t = now();
+            sqlx::query(
+                "INSERT INTO charge_attempts (id, invoice_id, attempt, provider, idempotency_key, provider_ref, state, amount, currency, error_code, error_message, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, NULL, 'pending', $6, $7, NULL, NULL, $8, $8)",
+            )
+            .bind(&id)
+            .bind(invoice_id)
+            .bind(last + 1)
+            .bind(p.name())
+            .bind(format!("{invoice_id}-{}", last + 1))
+            .bind(&inv.total)
+            .bind(&inv.currency)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+            (id, last + 1, false)
+        }
+    };
+    tx.commit().await?;
+    let attempt_key = format!("{invoice_id}-{attempt}");
+    let Some((customer_ref, default)) = customer(pool, &p, &inv.account_id, false).await? else {
+        apply(
+            pool,
+            &attempt_id,
+            ChargeOutcome::Declined {
+                reference: None,
+                code: "no_payment_method".into(),
+                message: "no card on file".into(),
+            },
+            today,
+        )
+        .await?;
+        return Ok(attempt_id);
+    };
+    let Some(method) = method.map(str::to_string).or(default) else {
+        apply(
+            pool,
+            &attempt_id,
+            ChargeOutcome::Declined {
+                reference: None,
+                code: "no_payment_method".into(),
+                message: "no card on file".into(),
+            },
+            today,
+        )
+        .await?;
+        return Ok(attempt_id);
+    };
+    let Provider::Stripe(stripe) = &p;
+    if resumed {
+        if let Some(found) = stripe
+            .find(&customer_ref, &attempt_key)
+            .await
+            .map_err(pay_error)?
+        {
+            apply(pool, &attempt_id, found, today).await?;
+            return Ok(attempt_id);
+        }
+    }
+    let description = format!("Invoice {}", inv.number.as_deref().unwrap_or(invoice_id));
+    let req = ChargeRequest {
+        customer: &customer_ref,
+        payment_method: &method,
+        amount_minor,
+        currency: currency.code,
+        invoice_id,
+        attempt_key: &attempt_key,
+        description: &description,
+    };
+    match stripe.charge(&req).await {
+        Ok(outcome) => apply(pool, &attempt_id, outcome, today).await?,
+        Err(PayError::Provider { code, message, .. }) => {
+            apply(
+                pool,
+                &attempt_id,
+                ChargeOutcome::Declined {
+                    reference: None,
+                    code,
+                    message,
+                },
+                today,
+            )
+            .await?
+        }
+        Err(e) => {
+            // Unknown outcome: the attempt stays pending and is looked up before any new charge.
+            tracing::warn!(
+                invoice = invoice_id,
+                attempt,
+                "charge outcome unknown: {e:?}"
+            );
+            return Err(pay_error(e));
+        }
+    }
+    Ok(attempt_id)
+}
+
+/// Records an attempt's outcome and moves the invoice (idempotent: an attempt already settled the
+/// same way changes nothing; a success always wins).
+pub async fn apply(
+    pool: &Pool,
+    attempt_id: &str,
+    outcome: ChargeOutcome,
+    today: i64,
+) -> ApiResult<()> {
+    let settings = settings::load(pool).await?;
+    let mut tx = pool.begin().await?;
+    let (invoice_id, state): (String, String) =
+        sqlx::query_as("SELECT invoice_id, state FROM charge_attempts WHERE id = $1")
+            .bind(attempt_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let new_state = match &outcome {
+        ChargeOutcome::Succeeded { .. } => "succeeded",
+        ChargeOutcome::RequiresAction { .. } => "requires_action",
+        ChargeOutcome::Declined { .. } => "failed",
+    };
+    if state == new_state || state == "succeeded" || (state == "failed" && new_state != "succeeded")
+    {
+        return Ok(());
+    }
+    let (reference, code, message) = match &outcome {
+        ChargeOutcome::Succeeded { reference } => (Some(reference.clone()), None, None),
+        ChargeOutcome::RequiresAction { reference } => (
+            Some(reference.clone()),
+            Some("authentication_required".to_string()),
+            Some("the card needs authentication: pay the invoice in the portal".to_string()),
+        ),
+        ChargeOutcome::Declined {
+            reference,
+            code,
+            message,
+        } => (reference.clone(), Some(code.clone()), Some(message.clone())),
+    };
+    let t = now();
+    sqlx::query(
+        "UPDATE charge_attempts SET state = $2, provider_ref = COALESCE($3, provider_ref), error_code = $4, error_message = $5, updated_at = $6 WHERE id = $1",
+    )
+    .bind(attempt_id)
+    .bind(new_state)
+    .bind(&reference)
+    .bind(&code)
+    .bind(&message)
+    .bind(t)
+    .execute(&mut *tx)
+    .await?;
+    let inv = fetch_tx(&mut tx, &invoice_id).await?;
+    match outcome {
+        ChargeOutcome::Succeeded { .. } if inv.state != "paid" => {
+            sqlx::query("UPDATE invoices SET state = 'paid', paid_at = $2, next_charge_on = NULL, updated_at = $2 WHERE id = $1")
+                    .bind(&invoice_id)
+                    .bind(t)
+                    .execute(&mut *tx)
+                    .await?;
+            email(
+                &mut tx,
+                &settings,
+                &inv,
+                "charge_succeeded",
+                attempt_id,
+                "",
+                t,
+            )
+            .await?;
+            resume_if_settled(&mut tx, &inv.account_id).await?;
+        }
+        _ if inv.state == "pending" || inv.state == "unpaid" => {
+            let failures = inv_failed_attempts(&mut tx, &invoice_id).await? + 1;
+            let last = failures >= settings.retry.attempts;
+            sqlx::query(
+                "UPDATE invoices SET state = $2, failed_attempts = $3, next_charge_on = $4, updated_at = $5 WHERE id = $1",
+            )
+            .bind(&invoice_id)
+            .bind(if last { "failed" } else { "unpaid" })
+            .bind(failures)
+            .bind((!last).then_some(today + settings.retry.interval_days))
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+            let reason = message.clone().unwrap_or_default();
+            if last {
+                email(
+                    &mut tx,
+                    &settings,
+                    &inv,
+                    "final_failure",
+                    attempt_id,
+                    &reason,
+                    t,
+                )
+                .await?;
+                if settings.suspend_on_failure {
+                    suspend_for_non_payment(&mut tx, &inv.account_id).await?;
+                }
+            } else {
+                email(
+                    &mut tx,
+                    &settings,
+                    &inv,
+                    "charge_failed",
+                    attempt_id,
+                    &reason,
+                    t,
+                )
+                .await?;
+            }
+        }
+        _ => {}
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn fetch_tx(tx: &mut Tx, id: &str) -> ApiResult<Invoice> {
+    let row = sqlx::query(&format!(
+        "SELECT {} FROM invoices WHERE id = $1",
+        invoices::INVOICE_COLUMNS
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Invoice::from_row(&row)?)
+}
+
+async fn inv_failed_attempts(tx: &mut Tx, id: &str) -> ApiResult<i64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT failed_attempts FROM invoices WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(n)
+}
+
+async fn email(
+    tx: &mut Tx,
+    settings: &BillingSettings,
+    inv: &Invoice,
+    kind: &'static str,
+    attempt_id: &str,
+    reason: &str,
+    t: i64,
+) -> ApiResult<()> {
+    let texts = &settings.email_texts;
+    let text = match kind {
+        "charge_succeeded" => &texts.charge_succeeded,
+        "final_failure" => &texts.final_failure,
+        _ => &texts.charge_failed,
+    };
+    let (name, email): (String, String) =
+        sqlx::query_as("SELECT name, email FROM accounts WHERE id = $1")
+            .bind(&inv.account_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    let number = inv.number.clone().unwrap_or_default();
+    let render = |s: &str| {
+        render_text(
+            s,
+            &name,
+            &number,
+            &inv.total,
+            &inv.currency,
+            &inv.due_on.map(format_date).unwrap_or_default(),
+            &format_month(inv.period_start),
+        )
+        .replace("{update_url}", &settings.payment_method_url)
+        .replace("{reason}", reason)
+    };
+    enqueue(
+        tx,
+        &Email {
+            dedupe_key: format!("{kind}:{attempt_id}"),
+            kind,
+            recipient: email,
+            subject: render(&text.subject),
+            body: render(&text.body),
+            invoice_id: None,
+        },
+        t,
+    )
+    .await
+}
+
+/// Bumps the catalog revision: gateways fetch the new snapshot on their next poll.
+async fn bump(tx: &mut Tx) -> ApiResult<()> {
+    sqlx::query("UPDATE catalog_revision SET revision = revision + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn suspend_for_non_payment(tx: &mut Tx, account_id: &str) -> ApiResult<()> {
+    sqlx::query("UPDATE applications SET state = 'suspended', state_reason = 'non_payment', updated_at = $2 WHERE account_id = $1 AND state = 'live'")
+        .bind(account_id)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    bump(tx).await
+}
+
+async fn resume_if_settled(tx: &mut Tx, account_id: &str) -> ApiResult<()> {
+    let (failed,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM invoices WHERE account_id = $1 AND state = 'failed'")
+            .bind(account_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    if failed > 0 {
+        return Ok(());
+    }
+    let r = sqlx::query("UPDATE applications SET state = 'live', state_reason = NULL, updated_at = $2 WHERE account_id = $1 AND state = 'suspended' AND state_reason = 'non_payment'")
+        .bind(account_id)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    if r.rows_affected() > 0 {
+        bump(tx).await?;
+    }
+    Ok(())
+}
+
+/// Charges every invoice due on `today` (issued and due, or unpaid with a retry due). Errors on one
+/// invoice are logged and do not stop the others. Returns (attempted, paid).
+pub async fn charge_due(
+    pool: &Pool,
+    master_key: Option<&[u8; 32]>,
+    today: i64,
+) -> ApiResult<(usize, usize)> {
+    let settings = settings::load(pool).await?;
+    if !settings.charging_enabled {
+        return Ok((0, 0));
+    }
+    let due: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM invoices WHERE kind = 'invoice' AND ((state = 'pending' AND due_on <= $1) OR (state = 'unpaid' AND next_charge_on <= $1)) ORDER BY id LIMIT $2",
+    )
+    .bind(today)
+    .bind(MAX_CHARGES_PER_PASS)
+    .fetch_all(pool)
+    .await?;
+    let (mut attempted, mut paid) = (0, 0);
+    for (id,) in due {
+        attempted += 1;
+        match charge_invoice(pool, master_key, &id, None, today).await {
+            Ok(_) => {
+                if invoices::fetch(pool, &id).await?.state == "paid" {
+                    paid += 1;
+                }
+            }
+            Err(e) => tracing::warn!(invoice = id, "charge failed to run: {e:?}"),
+        }
+    }
+    Ok((attempted, paid))
+}
+
+/// Today (UTC day number), the day charges and retries are scheduled against.
+pub fn today() -> i64 {
+    day_of(now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_in_minor_units() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(minor_units(d("49.00"), 2), Some(4900));
+        assert_eq!(minor_units(d("1500"), 0), Some(1500));
+        assert_eq!(minor_units(d("1.235"), 3), Some(1235));
+        assert_eq!(minor_units(d("0.005"), 2), None, "never rounds silently");
+    }
+}

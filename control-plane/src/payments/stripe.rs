@@ -1,0 +1,262 @@
+//! Stripe through the plain `async-stripe` client: a customer per account, SetupIntents for card
+//! entry (Stripe Elements), cards attached to the customer, and off-session PaymentIntents for
+//! charges, each with an idempotency key derived from invoice and attempt.
+//!
+//! Every call is bounded by [`CALL_TIMEOUT`]; a timed-out charge is recorded as unknown and looked up
+//! (by the attempt key in the PaymentIntent's metadata) before anything is charged again.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_core::customer::CreateCustomer;
+use stripe_core::payment_intent::{
+    CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent,
+};
+use stripe_core::setup_intent::CreateSetupIntent;
+use stripe_core::{PaymentIntent, PaymentIntentStatus};
+use stripe_payment::payment_method::{
+    AttachPaymentMethod, DetachPaymentMethod, ListPaymentMethod, ListPaymentMethodType,
+};
+
+use super::{Card, ChargeOutcome, ChargeRequest, PayError};
+
+/// Longest wait for one Stripe call (`TOLLGATE_PAYMENT_TIMEOUT_MS` overrides it).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn call_timeout() -> Duration {
+    std::env::var("TOLLGATE_PAYMENT_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| (100..=120_000).contains(ms))
+        .map_or(CALL_TIMEOUT, Duration::from_millis)
+}
+/// PaymentIntents of a customer searched when looking an attempt up.
+pub const LOOKUP_PAGE: i64 = 100;
+/// Metadata key carrying the attempt key (invoice id + attempt number).
+pub const ATTEMPT_METADATA: &str = "tollgate_attempt";
+
+pub struct Stripe {
+    client: stripe::Client,
+    pub publishable_key: String,
+    pub webhook_secret: String,
+}
+
+fn err(e: StripeError) -> PayError {
+    match e {
+        StripeError::Stripe(api, status) => PayError::Provider {
+            status,
+            code: api
+                .code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "stripe_error".into()),
+            message: api.message.unwrap_or_default(),
+        },
+        StripeError::Timeout => PayError::Unavailable("Stripe did not answer in time".into()),
+        other => PayError::Unavailable(other.to_string()),
+    }
+}
+
+async fn bounded<T>(
+    f: impl std::future::Future<Output = Result<T, StripeError>>,
+) -> Result<T, PayError> {
+    match tokio::time::timeout(call_timeout(), f).await {
+        Ok(r) => r.map_err(err),
+        Err(_) => Err(PayError::Unavailable(format!(
+            "Stripe did not answer in {:?}",
+            call_timeout()
+        ))),
+    }
+}
+
+fn outcome(pi: &PaymentIntent) -> ChargeOutcome {
+    let reference = pi.id.to_string();
+    match pi.status {
+        PaymentIntentStatus::Succeeded | PaymentIntentStatus::Processing => {
+            ChargeOutcome::Succeeded { reference }
+        }
+        PaymentIntentStatus::RequiresAction | PaymentIntentStatus::RequiresConfirmation => {
+            ChargeOutcome::RequiresAction { reference }
+        }
+        _ => {
+            let (code, message) = pi
+                .last_payment_error
+                .as_ref()
+                .map(|e| {
+                    (
+                        e.decline_code
+                            .clone()
+                            .or_else(|| e.code.as_ref().map(|c| c.to_string()))
+                            .unwrap_or_else(|| "declined".into()),
+                        e.message.clone().unwrap_or_default(),
+                    )
+                })
+                .unwrap_or_else(|| ("declined".into(), "the payment was not completed".into()));
+            ChargeOutcome::Declined {
+                reference: Some(reference),
+                code,
+                message,
+            }
+        }
+    }
+}
+
+impl Stripe {
+    pub fn new(
+        secret_key: &str,
+        publishable_key: &str,
+        webhook_secret: &str,
+        api_base: Option<&str>,
+    ) -> Result<Stripe, PayError> {
+        let mut builder = stripe::ClientBuilder::new(secret_key);
+        if let Some(base) = api_base {
+            builder = builder.url(base);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| PayError::Config(e.to_string()))?;
+        Ok(Stripe {
+            client,
+            publishable_key: publishable_key.into(),
+            webhook_secret: webhook_secret.into(),
+        })
+    }
+
+    pub async fn create_customer(
+        &self,
+        account_id: &str,
+        email: &str,
+        name: &str,
+    ) -> Result<String, PayError> {
+        let mut metadata = HashMap::new();
+        metadata.insert("tollgate_account".to_string(), account_id.to_string());
+        let c = bounded(
+            CreateCustomer::new()
+                .email(email)
+                .name(name)
+                .metadata(metadata)
+                .send(&self.client),
+        )
+        .await?;
+        Ok(c.id.to_string())
+    }
+
+    /// A SetupIntent's client secret, for Stripe Elements to collect a card.
+    pub async fn setup_intent(&self, customer: &str) -> Result<String, PayError> {
+        let si = bounded(
+            CreateSetupIntent::new()
+                .customer(customer)
+                .send(&self.client),
+        )
+        .await?;
+        si.client_secret
+            .ok_or_else(|| PayError::Unavailable("the SetupIntent has no client secret".into()))
+    }
+
+    pub async fn attach(&self, customer: &str, payment_method: &str) -> Result<Card, PayError> {
+        let pm = bounded(
+            AttachPaymentMethod::new(payment_method)
+                .customer(customer)
+                .send(&self.client),
+        )
+        .await?;
+        Ok(card_of(&pm))
+    }
+
+    pub async fn list_cards(&self, customer: &str) -> Result<Vec<Card>, PayError> {
+        let list = bounded(
+            ListPaymentMethod::new()
+                .customer(customer)
+                .type_(ListPaymentMethodType::Card)
+                .send(&self.client),
+        )
+        .await?;
+        Ok(list.data.iter().map(card_of).collect())
+    }
+
+    pub async fn detach(&self, payment_method: &str) -> Result<(), PayError> {
+        bounded(DetachPaymentMethod::new(payment_method).send(&self.client))
+            .await
+            .map(|_| ())
+    }
+
+    /// An off-session charge. Declines and SCA come back as outcomes, not errors.
+    pub async fn charge(&self, req: &ChargeRequest<'_>) -> Result<ChargeOutcome, PayError> {
+        let mut metadata = HashMap::new();
+        metadata.insert(ATTEMPT_METADATA.to_string(), req.attempt_key.to_string());
+        metadata.insert("tollgate_invoice".to_string(), req.invoice_id.to_string());
+        let key =
+            IdempotencyKey::new(req.attempt_key).map_err(|e| PayError::Config(e.to_string()))?;
+        let currency = stripe_types::Currency::from_str(&req.currency.to_lowercase())
+            .unwrap_or(stripe_types::Currency::USD);
+        let call = CreatePaymentIntent::new(req.amount_minor, currency)
+            .customer(req.customer)
+            .payment_method(req.payment_method)
+            .confirm(true)
+            .off_session(CreatePaymentIntentOffSession::Bool(true))
+            .metadata(metadata)
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(&self.client);
+        match tokio::time::timeout(call_timeout(), call).await {
+            Err(_) => Err(PayError::Unavailable(format!(
+                "Stripe did not answer in {:?}",
+                call_timeout()
+            ))),
+            Ok(Ok(pi)) => Ok(outcome(&pi)),
+            Ok(Err(StripeError::Stripe(api, status)))
+                if status == 402 || api.payment_intent.is_some() =>
+            {
+                let code = api
+                    .decline_code
+                    .clone()
+                    .or_else(|| api.code.as_ref().map(|c| c.to_string()))
+                    .unwrap_or_else(|| "declined".into());
+                let reference = api.payment_intent.as_ref().map(|pi| pi.id.to_string());
+                if code == "authentication_required" {
+                    if let Some(reference) = reference {
+                        return Ok(ChargeOutcome::RequiresAction { reference });
+                    }
+                }
+                Ok(ChargeOutcome::Declined {
+                    reference,
+                    code,
+                    message: api.message.clone().unwrap_or_default(),
+                })
+            }
+            Ok(Err(e)) => Err(err(e)),
+        }
+    }
+
+    /// The PaymentIntent an earlier call created for `attempt_key`, if any.
+    pub async fn find(
+        &self,
+        customer: &str,
+        attempt_key: &str,
+    ) -> Result<Option<ChargeOutcome>, PayError> {
+        let list = bounded(
+            ListPaymentIntent::new()
+                .customer(customer)
+                .limit(LOOKUP_PAGE)
+                .send(&self.client),
+        )
+        .await?;
+        Ok(list
+            .data
+            .iter()
+            .find(|pi| pi.metadata.get(ATTEMPT_METADATA).map(String::as_str) == Some(attempt_key))
+            .map(outcome))
+    }
+}
+
+fn card_of(pm: &stripe_shared::PaymentMethod) -> Card {
+    let c = pm.card.as_ref();
+    Card {
+        id: pm.id.to_string(),
+        brand: c.map(|c| c.brand.clone()).unwrap_or_default(),
+        last4: c.map(|c| c.last4.clone()).unwrap_or_default(),
+        exp_month: c.map(|c| c.exp_month).unwrap_or_default(),
+        exp_year: c.map(|c| c.exp_year).unwrap_or_default(),
+    }
+}
