@@ -105,3 +105,121 @@ def test_cards_and_a_successful_charge(world):
     assert_error(api.post(f"/invoices/{inv['id']}/charge"), 409, "invalid_state")
     history = dev.call("GET", "/api/v1/payments")[1]["data"]
     assert [(p["invoice_id"], p["state"], p["amount"]) for p in history] == [(inv["id"], "succeeded", "49.00")]
+
+
+def snapshot_app(w, app_id):
+    """The application as gateways receive it (admin view of the state the snapshot carries)."""
+    return w["api"].ok("GET", f"/applications/{app_id}")
+
+
+def test_declines_dunning_suspension_and_resumption(world):
+    """A declined card: an email per failure, a retry after the interval, `failed` after the last
+    attempt with the applications suspended for non-payment; a good card paid by the developer
+    resumes them."""
+    w, api = world, world["api"]
+    acct, app, dev = developer(w, "Bob")
+    add_card(w, dev, DECLINED)
+    inv = issue(api, acct["id"], "20.00")
+    # The billing run charges what is due (due_days 0: today).
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    st, run, _ = api.call("POST", "/admin/api/v1/billing/runs", {"date": today})
+    assert st == 202
+    inv = wait_state(api, inv["id"], "unpaid")
+    [attempt] = dev.call("GET", "/api/v1/payments")[1]["data"]
+    assert (attempt["state"], attempt["error_code"]) == ("failed", "card_declined"), attempt
+    assert snapshot_app(w, app["id"])["state"] == "live"
+    # Not retried before the interval; retried (and failed for good) three days later.
+    day3 = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 3 * 86400))
+    for date, expected in ((today, "unpaid"), (day3, "failed")):
+        wait_run_done(api)
+        st, run, _ = api.call("POST", "/admin/api/v1/billing/runs", {"date": date})
+        assert st == 202, run
+        wait_run_done(api)
+        assert api.ok("GET", f"/invoices/{inv['id']}")["state"] == expected
+    assert len(dev.call("GET", "/api/v1/payments")[1]["data"]) == 2
+    app_now = snapshot_app(w, app["id"])
+    assert (app_now["state"], app_now["state_reason"]) == ("suspended", "non_payment")
+    msgs = w["sink"].wait_for(3)
+    subjects = sorted(m["Subject"] for m in msgs if m["To"] == "bob@example.com")
+    n = inv["number"]
+    assert subjects == [f"Invoice {n}", f"Invoice {n} could not be paid", f"Payment failed for invoice {n}"], subjects
+    failed_mail = [m for m in msgs if m["Subject"].startswith("Payment failed")][0]
+    assert "https://portal.example/cards" in failed_mail.get_payload(decode=True).decode()
+    # The developer adds a good card and pays: paid, and the applications are live again.
+    good = add_card(w, dev, GOOD)
+    st, paid, _ = dev.call("POST", f"/api/v1/invoices/{inv['id']}/pay", {"payment_method_id": good["id"]})
+    assert st == 200 and paid["state"] == "paid", paid
+    app_now = snapshot_app(w, app["id"])
+    assert (app_now["state"], app_now["state_reason"]) == ("live", None)
+
+
+def wait_run_done(api, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api.ok("GET", "/billing/runs")["data"]
+        if all(r["state"] != "running" for r in runs):
+            return
+        time.sleep(0.05)
+    raise AssertionError("a billing run is still running")
+
+
+def test_webhooks_are_verified_and_applied_once(world):
+    """A charge whose outcome the API call did not report (the call timed out) is settled by the
+    `payment_intent.succeeded` webhook; replays and forged events change nothing."""
+    import hashlib
+    import hmac
+    import json
+    w, api = world, world["api"]
+    acct, _, dev = developer(w, "Cy")
+    add_card(w, dev, GOOD)
+    inv = issue(api, acct["id"], "12.00")
+    # Stripe accepts the charge but answers after our 1.5 s timeout: the outcome is unknown.
+    w["stripe"].delay_next_payment_intent(3)
+    st, body, _ = api.call("POST", f"/admin/api/v1/invoices/{inv['id']}/charge", {})
+    assert st == 503, body
+    # The webhook arrives (localstripe sends it about a second after the event) and settles it.
+    wait_state(api, inv["id"], "paid", timeout=15)
+    [pi] = w["stripe"].payment_intents(customer_of(w, acct["id"]))
+    # A forged event and a replayed one.
+    event = {"id": "evt_forged", "type": "payment_intent.payment_failed",
+             "data": {"object": {"id": pi["id"], "object": "payment_intent"}}}
+    raw = json.dumps(event).encode()
+    t = int(time.time())
+    bad = hmac.new(b"whsec_wrong", f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
+    st, body, _ = api.call("POST", "/webhooks/stripe", raw, headers={"Stripe-Signature": f"t={t},v1={bad}"})
+    assert st == 400 and body["error"]["code"] == "invalid_signature"
+    old = t - 600
+    sig = hmac.new(WEBHOOK_SECRET.encode(), f"{old}.".encode() + raw, hashlib.sha256).hexdigest()
+    st, body, _ = api.call("POST", "/webhooks/stripe", raw, headers={"Stripe-Signature": f"t={old},v1={sig}"})
+    assert st == 400, "outside the 5-minute tolerance"
+    sig = hmac.new(WEBHOOK_SECRET.encode(), f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
+    for _ in range(2):
+        st, body, _ = api.call("POST", "/webhooks/stripe", raw, headers={"Stripe-Signature": f"t={t},v1={sig}"})
+        assert st == 200, body
+    assert api.ok("GET", f"/invoices/{inv['id']}")["state"] == "paid", "a late failure never unpays"
+    # An intent Tollgate did not create: acknowledged, ignored.
+    other = json.dumps({"id": "evt_other", "type": "payment_intent.succeeded",
+                        "data": {"object": {"id": "pi_someone_else", "object": "payment_intent"}}}).encode()
+    sig = hmac.new(WEBHOOK_SECRET.encode(), f"{t}.".encode() + other, hashlib.sha256).hexdigest()
+    st, body, _ = api.call("POST", "/webhooks/stripe", other, headers={"Stripe-Signature": f"t={t},v1={sig}"})
+    assert (st, body["result"]) == (200, "ignored")
+
+
+def test_a_retry_after_a_timeout_never_charges_twice(world):
+    """Stripe accepted the charge but the answer timed out; the retry finds the PaymentIntent of that
+    attempt instead of creating another: one charge in localstripe."""
+    w, api = world, world["api"]
+    # Webhooks off for this account's events: only the retry may settle the invoice.
+    w["stripe"].call("POST", "/_config/webhooks/tollgate", {"url": "http://127.0.0.1:9/none", "secret": WEBHOOK_SECRET})
+    acct, _, dev = developer(w, "Dee")
+    add_card(w, dev, GOOD)
+    inv = issue(api, acct["id"], "30.00")
+    w["stripe"].delay_next_payment_intent(3)
+    st, _, _ = api.call("POST", f"/admin/api/v1/invoices/{inv['id']}/charge", {})
+    assert st == 503
+    time.sleep(3)
+    st, charged, _ = api.call("POST", f"/admin/api/v1/invoices/{inv['id']}/charge", {})
+    assert st == 200 and charged["state"] == "paid", charged
+    assert charged["payment"]["attempt"] == 1, "the same attempt, finished"
+    intents = w["stripe"].payment_intents(customer_of(w, acct["id"]))
+    assert len(intents) == 1 and intents[0]["status"] == "succeeded"

@@ -194,7 +194,8 @@ pub async fn charge_invoice(
     today: i64,
 ) -> ApiResult<String> {
     let inv = invoices::fetch(pool, invoice_id).await?;
-    if inv.kind != "invoice" || !["pending", "unpaid"].contains(&inv.state.as_str()) {
+    // `failed` too: after dunning gave up, the developer (or the admin) may still pay.
+    if inv.kind != "invoice" || !["pending", "unpaid", "failed"].contains(&inv.state.as_str()) {
         return Err(ApiError::conflict(
             "invalid_state",
             format!("cannot charge an invoice that is {}", inv.state),
