@@ -96,13 +96,25 @@ pub async fn setup(
                            "publishable_key": stripe.publishable_key}),
             ))
         }
+        Provider::Braintree(bt) => {
+            let token = bt
+                .client_token(&customer)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("{e:?}")))?;
+            Ok(Json(
+                json!({"object": "payment_method_setup", "provider": "braintree", "client_token": token}),
+            ))
+        }
     }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddMethod {
+    /// Stripe: the PaymentMethod id Stripe.js confirmed.
     payment_method_id: Option<String>,
+    /// Braintree: the nonce from Hosted Fields / Drop-in.
+    payment_method_nonce: Option<String>,
     #[serde(default)]
     default: bool,
 }
@@ -141,12 +153,13 @@ pub async fn add_method(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let pm = input
         .payment_method_id
+        .or(input.payment_method_nonce)
         .filter(|p| !p.trim().is_empty())
         .ok_or_else(|| {
             ApiError::invalid(
                 "payment_method_id",
                 "missing_field",
-                "payment_method_id is required",
+                "payment_method_id (Stripe) or payment_method_nonce (Braintree) is required",
             )
         })?;
     let p = charging::provider(&s.pool, key(&s)).await?;
@@ -154,16 +167,18 @@ pub async fn add_method(
     else {
         return Err(ApiError::Internal("customer not created".into()));
     };
-    let card = match &p {
-        Provider::Stripe(stripe) => stripe.attach(&customer, &pm).await.map_err(|e| match e {
-            crate::payments::PayError::Provider { code, message, .. } => ApiError::invalid(
-                "payment_method_id",
-                "invalid_payment_method",
-                format!("{code}: {message}"),
-            ),
-            other => ApiError::Unavailable(format!("{other:?}")),
-        })?,
+    let attached = match &p {
+        Provider::Stripe(stripe) => stripe.attach(&customer, &pm).await,
+        Provider::Braintree(bt) => bt.vault(&customer, &pm).await,
     };
+    let card = attached.map_err(|e| match e {
+        crate::payments::PayError::Provider { code, message, .. } => ApiError::invalid(
+            "payment_method_id",
+            "invalid_payment_method",
+            format!("{code}: {message}"),
+        ),
+        other => ApiError::Unavailable(format!("{other:?}")),
+    })?;
     if input.default || default.is_none() {
         charging::set_default(&s.pool, &p, &dev.account_id, Some(&card.id)).await?;
     }
@@ -211,11 +226,10 @@ pub async fn remove_method(
 ) -> ApiResult<Json<Value>> {
     let (p, default, _) = own_card(&s, &dev, &id).await?;
     match &p {
-        Provider::Stripe(stripe) => stripe
-            .detach(&id)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("{e:?}")))?,
+        Provider::Stripe(stripe) => stripe.detach(&id).await,
+        Provider::Braintree(bt) => bt.delete(&id).await,
     }
+    .map_err(|e| ApiError::Unavailable(format!("{e:?}")))?;
     if default.as_deref() == Some(id.as_str()) {
         charging::set_default(&s.pool, &p, &dev.account_id, None).await?;
     }

@@ -14,6 +14,7 @@
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+use super::braintree::Braintree;
 use super::stripe::Stripe;
 use super::{config, Card, ChargeOutcome, ChargeRequest, PayError};
 use crate::billing::calendar::{day_of, format_date, format_month};
@@ -29,12 +30,14 @@ pub const MAX_CHARGES_PER_PASS: i64 = 10_000;
 
 pub enum Provider {
     Stripe(Stripe),
+    Braintree(Braintree),
 }
 
 impl Provider {
     pub fn name(&self) -> &'static str {
         match self {
             Provider::Stripe(_) => "stripe",
+            Provider::Braintree(_) => "braintree",
         }
     }
 }
@@ -70,9 +73,15 @@ pub async fn provider(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<P
             )
             .map_err(pay_error)?,
         )),
-        Some(config::GatewayConfig::Braintree { .. }) => Err(ApiError::conflict(
-            "payment_gateway_unsupported",
-            "Braintree charging is not available in this version",
+        Some(config::GatewayConfig::Braintree {
+            public_key,
+            private_key,
+            environment,
+            api_base,
+            ..
+        }) => Ok(Provider::Braintree(
+            Braintree::new(&public_key, &private_key, &environment, api_base.as_deref())
+                .map_err(pay_error)?,
         )),
         None => Err(ApiError::conflict(
             "no_payment_gateway",
@@ -109,6 +118,7 @@ pub async fn customer(
             .create_customer(account_id, &email, &name)
             .await
             .map_err(pay_error)?,
+        Provider::Braintree(b) => b.create_customer(&email, &name).await.map_err(pay_error)?,
     };
     sqlx::query(
         "INSERT INTO payment_customers (account_id, provider, customer_ref, default_method_ref, created_at) VALUES ($1, $2, $3, NULL, $4) ON CONFLICT (account_id, provider) DO NOTHING",
@@ -145,6 +155,7 @@ pub async fn set_default(
 pub async fn cards(p: &Provider, customer: &str) -> ApiResult<Vec<Card>> {
     match p {
         Provider::Stripe(s) => s.list_cards(customer).await.map_err(pay_error),
+        Provider::Braintree(b) => b.list_cards(customer).await.map_err(pay_error),
     }
 }
 
@@ -273,13 +284,12 @@ pub async fn charge_invoice(
         .await?;
         return Ok(attempt_id);
     };
-    let Provider::Stripe(stripe) = &p;
     if resumed {
-        if let Some(found) = stripe
-            .find(&customer_ref, &attempt_key)
-            .await
-            .map_err(pay_error)?
-        {
+        let found = match &p {
+            Provider::Stripe(stripe) => stripe.find(&customer_ref, &attempt_key).await,
+            Provider::Braintree(bt) => bt.find(&attempt_key).await,
+        };
+        if let Some(found) = found.map_err(pay_error)? {
             apply(pool, &attempt_id, found, today).await?;
             return Ok(attempt_id);
         }
@@ -294,7 +304,11 @@ pub async fn charge_invoice(
         attempt_key: &attempt_key,
         description: &description,
     };
-    match stripe.charge(&req).await {
+    let charged = match &p {
+        Provider::Stripe(stripe) => stripe.charge(&req).await,
+        Provider::Braintree(bt) => bt.charge(&req, &currency.format(total)).await,
+    };
+    match charged {
         Ok(outcome) => apply(pool, &attempt_id, outcome, today).await?,
         Err(PayError::Provider { code, message, .. }) => {
             apply(

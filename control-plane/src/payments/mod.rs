@@ -1,5 +1,6 @@
 //! Payments: the payment gateway's settings, and (with the providers) cards and charging.
 
+pub mod braintree;
 pub mod config;
 pub mod stripe;
 
