@@ -29,7 +29,7 @@ use crate::store::{now, Pool, Tx};
 pub const MAX_CHARGES_PER_PASS: i64 = 10_000;
 
 pub enum Provider {
-    Stripe(Stripe),
+    Stripe(Box<Stripe>),
     Braintree(Braintree),
 }
 
@@ -64,7 +64,7 @@ pub async fn provider(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<P
             publishable_key,
             webhook_secret,
             api_base,
-        }) => Ok(Provider::Stripe(
+        }) => Ok(Provider::Stripe(Box::new(
             Stripe::new(
                 &secret_key,
                 &publishable_key,
@@ -72,7 +72,7 @@ pub async fn provider(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<P
                 api_base.as_deref(),
             )
             .map_err(pay_error)?,
-        )),
+        ))),
         Some(config::GatewayConfig::Braintree {
             public_key,
             private_key,
