@@ -191,6 +191,16 @@ pub fn placeholders(rows: usize, width: usize) -> String {
         .join(", ")
 }
 
+/// A transaction that will write after reading. On SQLite it is `BEGIN IMMEDIATE`: the write lock
+/// is taken (waiting up to the busy timeout) before the first read, so concurrent writers queue
+/// instead of failing when a read lock cannot be upgraded. On PostgreSQL a plain `BEGIN`.
+pub async fn begin_write(pool: &Pool) -> Result<Tx, sqlx::Error> {
+    match BACKEND.get() {
+        Some(Backend::Sqlite) => pool.begin_with("BEGIN IMMEDIATE").await,
+        _ => pool.begin().await,
+    }
+}
+
 /// Unix seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

@@ -8,6 +8,7 @@
 //! - `cargo xtask bench-filter`: the filter's CPU cost per request in Envoy (prints figures).
 //! - `cargo xtask bench-admin-api`: admin API throughput on SQLite and PostgreSQL (prints figures).
 //! - `cargo xtask bench-billing`: a billing run over 100,000 accounts on SQLite and PostgreSQL.
+//! - `cargo xtask bench-payments`: charges/s against localstripe; webhook to resumed at the gateway.
 //! - `cargo xtask bench-loop`: snapshot size/time for 100,000 applications, its application in
 //!   Envoy (time, RSS), and usage ingestion throughput (prints figures).
 //! - `cargo xtask setup`: only the installation step.
@@ -45,9 +46,10 @@ fn main() {
         Some("bench-filter") => bench_filter(&args[1..]),
         Some("bench-admin-api") => bench_admin_api(&args[1..]),
         Some("bench-billing") => bench_billing(&args[1..]),
+        Some("bench-payments") => bench_release_script("tests/bench/bench_payments.py", &args[1..]),
         Some("bench-loop") => bench_release_script("tests/bench/bench_loop.py", &args[1..]),
         _ => Err(
-            "usage: cargo xtask <run|test|bench-filter|bench-admin-api|bench-billing|bench-loop|setup>".into(),
+            "usage: cargo xtask <run|test|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-loop|setup>".into(),
         ),
     };
     if let Err(e) = outcome {

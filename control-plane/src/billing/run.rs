@@ -270,7 +270,7 @@ async fn bill_all(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiResu
         let mut attempt = 0;
         let next = loop {
             attempt += 1;
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::store::begin_write(pool).await?;
             match bill_batch(&mut tx, &ctx, &after, batch).await {
                 Ok(next) => {
                     tx.commit().await?;

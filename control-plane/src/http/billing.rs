@@ -33,7 +33,7 @@ pub async fn put_settings(
     if let Some(o) = patch.as_object_mut() {
         o.remove("object");
     }
-    let mut tx = s.pool.begin().await?;
+    let mut tx = crate::store::begin_write(&s.pool).await?;
     let settings = settings::update(&mut tx, patch).await?;
     tx.commit().await?;
     Ok(Json(settings_json(&settings)))

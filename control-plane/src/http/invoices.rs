@@ -150,7 +150,7 @@ pub async fn create(
     })?;
     let settings = settings::load(&s.pool).await?;
     let t = now();
-    let mut tx = s.pool.begin().await?;
+    let mut tx = crate::store::begin_write(&s.pool).await?;
     let id = invoices::create_open(&mut tx, &account_id, &settings, day_of(t), t).await?;
     tx.commit().await?;
     let inv = invoices::fetch(&s.pool, &id).await?;
@@ -165,7 +165,7 @@ async fn answer(s: &AppState, id: &str) -> ApiResult<Json<Value>> {
 
 async fn act(s: &AppState, id: &str, action: &str) -> ApiResult<Json<Value>> {
     let settings = settings::load(&s.pool).await?;
-    let mut tx = s.pool.begin().await?;
+    let mut tx = crate::store::begin_write(&s.pool).await?;
     invoices::act(&mut tx, id, action, &settings, now()).await?;
     tx.commit().await?;
     answer(s, id).await
@@ -225,7 +225,7 @@ pub async fn add_line(
             ApiError::invalid("unit_price", "missing_field", "unit_price is required")
         })?,
     )?;
-    let mut tx = s.pool.begin().await?;
+    let mut tx = crate::store::begin_write(&s.pool).await?;
     invoices::add_manual_line(&mut tx, &id, description, quantity, unit_price).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, answer(&s, &id).await?))
@@ -235,7 +235,7 @@ pub async fn remove_line(
     State(s): State<AppState>,
     Path((id, line_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let mut tx = s.pool.begin().await?;
+    let mut tx = crate::store::begin_write(&s.pool).await?;
     invoices::remove_manual_line(&mut tx, &id, &line_id).await?;
     tx.commit().await?;
     answer(&s, &id).await
@@ -270,7 +270,7 @@ pub async fn credit_note(
         ));
     }
     let settings = settings::load(&s.pool).await?;
-    let mut tx = s.pool.begin().await?;
+    let mut tx = crate::store::begin_write(&s.pool).await?;
     let cn = invoices::credit_note(&mut tx, &id, amount, &reason, &settings, now()).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, answer(&s, &cn).await?))

@@ -219,7 +219,7 @@ pub async fn charge_invoice(
         ApiError::Internal(format!("invoice total {total} does not fit in minor units"))
     })?;
     // The attempt: an earlier one with an unknown outcome is finished first, else a new one.
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin_write(pool).await?;
     let open: Option<(String, i64)> = sqlx::query_as(
         "SELECT id, attempt FROM charge_attempts WHERE invoice_id = $1 AND state = 'pending' ORDER BY attempt DESC LIMIT 1",
     )
@@ -345,7 +345,7 @@ pub async fn apply(
     today: i64,
 ) -> ApiResult<()> {
     let settings = settings::load(pool).await?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin_write(pool).await?;
     let (invoice_id, state): (String, String) =
         sqlx::query_as("SELECT invoice_id, state FROM charge_attempts WHERE id = $1")
             .bind(attempt_id)
