@@ -275,3 +275,28 @@ def test_non_payment_suspends_and_payment_resumes_at_the_gateway(upstream, strip
             envoy.stop()
         srv.stop()
         db.drop()
+
+
+def test_authentication_required_and_other_accounts_objects(world):
+    """A card that needs authentication leaves the invoice unpaid for the developer to pay; and a
+    developer can never touch another account's cards or invoices (404, as if they did not exist)."""
+    w, api = world, world["api"]
+    acct, _, dev = developer(w, "Hal")
+    add_card(w, dev, "4000002500003155")
+    inv = issue(api, acct["id"], "10.00")
+    st, body, _ = api.call("POST", f"/admin/api/v1/invoices/{inv['id']}/charge", {})
+    assert st == 200 and body["state"] == "unpaid", body
+    assert body["payment"]["state"] == "requires_action" and body["payment"]["error_code"] == "authentication_required"
+    other_acct, _, other = developer(w, "Ivy")
+    other_card = add_card(w, other, GOOD)
+    other_inv = issue(api, other_acct["id"], "5.00")
+    for method, path, body in [("POST", f"/api/v1/payment_methods/{other_card['id']}/default", {}),
+                               ("DELETE", f"/api/v1/payment_methods/{other_card['id']}", None),
+                               ("POST", f"/api/v1/invoices/{other_inv['id']}/pay", {}),
+                               ("POST", f"/api/v1/invoices/{inv['id']}/pay", {"payment_method_id": other_card["id"]}),
+                               ("GET", f"/api/v1/invoices/{other_inv['id']}", None)]:
+        st, answer, _ = dev.call(method, path, body)
+        assert st == 404 and answer["error"]["code"] == "resource_missing", (method, path, st, answer)
+    # Nothing happened to the other account's card or invoice.
+    assert [c["default"] for c in other.call("GET", "/api/v1/payment_methods")[1]["data"]] == [True]
+    assert api.ok("GET", f"/invoices/{other_inv['id']}")["state"] == "pending"
