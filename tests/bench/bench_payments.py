@@ -83,7 +83,11 @@ def webhook_to_resumed(api, stripe, server, upstream):
         st, _, _ = dev.call("POST", f"/api/v1/invoices/{inv}/pay", {})
         assert st == 503
         customer = server.db.query(f"SELECT customer_ref FROM payment_customers WHERE account_id = '{acct['id']}'")[0]
-        pi = [p for p in stripe.payment_intents(customer) if p["status"] == "succeeded"][0]
+        deadline = time.monotonic() + WAIT_S
+        while not (succeeded := [p for p in stripe.payment_intents(customer) if p["status"] == "succeeded"]):
+            assert time.monotonic() < deadline, "the delayed charge never appeared at localstripe"
+            time.sleep(0.1)
+        pi = succeeded[0]
         event = json.dumps({"id": "evt_bench", "type": "payment_intent.succeeded",
                             "data": {"object": {"id": pi["id"], "object": "payment_intent", "metadata": pi["metadata"]}}}).encode()
         t = int(time.time())

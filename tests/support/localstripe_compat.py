@@ -79,7 +79,10 @@ async def compat(request, handler):
     only_customer = None
     if request.method == "GET" and request.path == "/v1/payment_intents" and "customer" in request.query:
         only_customer = request.query["customer"]
-        query = {k: v for k, v in request.query.items() if k != "customer"}
+        only_limit = int(request.query.get("limit", "10"))
+        # Filter the whole list, then page: localstripe would page before the filter.
+        query = {k: v for k, v in request.query.items() if k not in ("customer", "limit")}
+        query["limit"] = "1000000"
         request = request.clone(rel_url=request.rel_url.with_query(query))
     try:
         response = await handler(request)
@@ -90,7 +93,9 @@ async def compat(request, handler):
         raw = body if isinstance(body, (bytes, str)) else body._value
         data = fill(json.loads(raw))
         if only_customer is not None and isinstance(data.get("data"), list):
-            data["data"] = [o for o in data["data"] if o.get("customer") == only_customer]
+            mine = [o for o in data["data"] if o.get("customer") == only_customer]
+            data["data"] = mine[:only_limit]
+            data["has_more"] = len(mine) > only_limit
         body = json.dumps(data).encode()
         response = web.Response(status=response.status, body=body, content_type="application/json")
         if request.method == "POST" and key and response.status < 500:
