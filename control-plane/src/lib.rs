@@ -11,6 +11,7 @@ pub mod cli;
 pub mod http;
 pub mod money;
 pub mod payments;
+pub mod portal;
 pub mod secrets;
 pub mod settings;
 pub mod store;

@@ -55,6 +55,16 @@ pub fn new_account_token() -> String {
     )
 }
 
+/// A new portal session cookie value: 256 random bits.
+pub fn new_session_token() -> String {
+    URL_SAFE_NO_PAD.encode(random::<TOKEN_RANDOM_BYTES>())
+}
+
+/// 16 random bytes (password salts).
+pub fn random_salt() -> [u8; 16] {
+    random::<16>()
+}
+
 /// A 256-bit key derived from a secret and a purpose (domain separation).
 pub fn derive_key(purpose: &str, secret: &[u8]) -> [u8; 32] {
     Sha256::new()

@@ -87,6 +87,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "payments",
         include_str!("../migrations/0005_payments.sql"),
     ),
+    (6, "portal", include_str!("../migrations/0006_portal.sql")),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {

@@ -81,7 +81,7 @@ pub struct AccountInput {
     vat_code: Option<String>,
 }
 
-fn check_email(email: &str) -> ApiResult<String> {
+pub fn check_email(email: &str) -> ApiResult<String> {
     let e = email.trim();
     let valid = e.chars().count() <= MAX_EMAIL_CHARS
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())

@@ -108,7 +108,7 @@ async fn apps_json(pool: &Pool, apps: &[AppRow]) -> ApiResult<Vec<Value>> {
 
 /// Inserts a new key for `app_id` inside `tx`, refusing a sixth active key; returns the key row and
 /// the plaintext key (never stored).
-async fn insert_key(tx: &mut Tx, app_id: &str) -> ApiResult<(KeyRow, String)> {
+pub(crate) async fn insert_key(tx: &mut Tx, app_id: &str) -> ApiResult<(KeyRow, String)> {
     // Lock the application row first, so two concurrent requests cannot both see room for a key
     // (PostgreSQL row lock; SQLite's write lock serializes anyway).
     sqlx::query("UPDATE applications SET updated_at = $2 WHERE id = $1")

@@ -1,0 +1,27 @@
+//! The developer portal (`/portal`), served by `tollgate serve`: sign-up, sign-in and sign-out, and
+//! the account's applications (create on a published plan, key shown once). Server-rendered HTML,
+//! forms that work without JavaScript, errors next to their field, CSRF tokens on every form.
+//!
+//! Sign-up is open: it creates an account and its first user (passwords: Argon2id, at least
+//! [`session::MIN_PASSWORD_CHARS`] characters). Sessions last [`session::SESSION_TTL_SECS`].
+
+pub mod html;
+pub mod pages;
+pub mod session;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::http::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/sign_up", get(pages::sign_up_form).post(pages::sign_up))
+        .route("/sign_in", get(pages::sign_in_form).post(pages::sign_in))
+        .route("/sign_out", post(pages::sign_out))
+        .route(
+            "/applications",
+            get(pages::applications).post(pages::create_application),
+        )
+}

@@ -1,0 +1,99 @@
+"""The developer portal's foundation through a real `tollgate serve` on SQLite and PostgreSQL:
+sign-up, sign-in, sign-out, sessions and CSRF, and applications with the key shown once. (Browser
+tests in headless Chromium come with the rest of the portal.)"""
+
+import http.client
+import re
+import urllib.parse
+
+import pytest
+
+from conftest import ADMIN_TOKEN
+from support.control_plane import Api
+
+
+class Browser:
+    """Just enough of a browser: cookies (Secure ones too, as browsers do for loopback) and forms."""
+
+    def __init__(self, port):
+        self.port = port
+        self.cookies = {}
+
+    def request(self, method, path, form=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        text = r.read().decode()
+        for k, v in r.getheaders():
+            if k.lower() == "set-cookie":
+                name, value = v.split(";")[0].split("=", 1)
+                assert "HttpOnly" in v and "Secure" in v and "SameSite=Lax" in v, v
+                if "Max-Age=0" in v:
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = value
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), text
+
+    def csrf(self, html):
+        return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+    def submit(self, path, fields):
+        _, _, html = self.request("GET", path)
+        return self.request("POST", path, dict(fields, csrf=self.csrf(html)))
+
+
+def test_sign_up_sign_in_and_applications(server):
+    api = Api(server.base, ADMIN_TOKEN)
+    svc = api.ok("POST", "/services", {"name": "Portal API"})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "Starter", "state": "published"})
+    api.ok("POST", "/plans", {"service_id": svc["id"], "name": "Secret", "state": "hidden"})
+    b = Browser(server.port)
+    assert b.request("GET", "/portal/applications")[1]["location"] == "/portal/sign_in"
+    # Errors are shown next to their field; nothing is created.
+    st, _, html = b.submit("/portal/sign_up", {"name": "", "email": "not-an-email", "password": "short"})
+    assert st == 422 and 'id="email-error"' in html and 'id="password-error"' in html and 'aria-invalid="true"' in html
+    # A form without the CSRF token is refused.
+    assert b.request("POST", "/portal/sign_up", {"name": "X", "email": "x@example.com", "password": "p" * 12})[0] == 403
+    st, headers, _ = b.submit("/portal/sign_up", {"name": "Zed Labs", "email": "Zed@Example.com", "password": "correct horse"})
+    assert st == 303 and headers["location"] == "/portal/applications" and "tg_session" in b.cookies
+    st, _, html = b.request("GET", "/portal/applications")
+    assert st == 200 and "zed@example.com" in html and "No applications yet" in html
+    assert "Starter" in html and "Secret" not in html, "only published plans are offered"
+    # Create an application: the key is shown once and works at the gateway API's level.
+    csrf = b.csrf(html)
+    assert b.request("POST", "/portal/applications", {"name": "Bot", "plan_id": plan["id"]})[0] == 403
+    st, _, html = b.request("POST", "/portal/applications", {"name": "Bot", "plan_id": plan["id"], "csrf": csrf})
+    assert st == 201, html
+    key = re.search(r'<code id="new-key">([^<]+)</code>', html).group(1)
+    assert key.startswith("tg_") and key not in b.request("GET", "/portal/applications")[2]
+    [acct] = [a for a in api.ok("GET", "/accounts")["data"] if a["email"] == "zed@example.com"]
+    [app] = api.ok("GET", f"/applications?account_id={acct['id']}")["data"]
+    assert app["name"] == "Bot" and app["plan_id"] == plan["id"]
+    # Hostile input is escaped.
+    st, _, html = b.request("POST", "/portal/applications", {"name": "<script>x</script>", "plan_id": plan["id"], "csrf": csrf})
+    assert st == 201 and "<script>x</script>" not in html and "&lt;script&gt;" in html
+    # The same email cannot sign up twice; a wrong password gets one generic answer.
+    other = Browser(server.port)
+    st, _, html = other.submit("/portal/sign_up", {"name": "Again", "email": "zed@example.com", "password": "another pass"})
+    assert st == 422 and "sign in instead" in html
+    for email, pw in (("zed@example.com", "wrong password"), ("nobody@example.com", "correct horse")):
+        st, _, html = other.submit("/portal/sign_in", {"email": email, "password": pw})
+        assert st == 401 and "The email or the password is wrong." in html
+    st, headers, _ = other.submit("/portal/sign_in", {"email": "zed@example.com", "password": "correct horse"})
+    assert st == 303 and headers["location"] == "/portal/applications"
+    # Sign out ends the session on the server: the old cookie no longer works.
+    old = dict(b.cookies)
+    _, _, html = b.request("GET", "/portal/applications")
+    assert b.request("POST", "/portal/sign_out", {"csrf": b.csrf(html)})[0] == 303
+    b.cookies = old
+    assert b.request("GET", "/portal/applications")[1]["location"] == "/portal/sign_in"
+    # Passwords and session cookies are stored hashed only.
+    dump = server.db.raw_dump()
+    assert "correct horse" not in dump and old["tg_session"] not in dump
