@@ -97,3 +97,64 @@ def test_sign_up_sign_in_and_applications(server):
     # Passwords and session cookies are stored hashed only.
     dump = server.db.raw_dump()
     assert "correct horse" not in dump and old["tg_session"] not in dump
+
+
+def sign_up(server, email):
+    b = Browser(server.port)
+    st, _, _ = b.submit("/portal/sign_up", {"name": email.split("@")[0], "email": email, "password": "long enough pw"})
+    assert st == 303
+    return b
+
+
+def test_application_page_keys_usage_billing_and_isolation(server):
+    api = Api(server.base, ADMIN_TOKEN)
+    svc = api.ok("POST", "/services", {"name": "Portal API 2"})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "Daily", "state": "published",
+                                     "limits": [{"metric": "hits", "period": "day", "value": 100}]})
+    alice, mallory = sign_up(server, "alice@example.com"), sign_up(server, "mallory@example.com")
+    _, _, html = alice.request("GET", "/portal/applications")
+    st, _, html = alice.request("POST", "/portal/applications", {"name": "Crawler", "plan_id": plan["id"], "csrf": alice.csrf(html)})
+    first_key = re.search(r'<code id="new-key">([^<]+)</code>', html).group(1)
+    app_id = re.search(r'href="/portal/applications/(app_[A-Z0-9]+)"', html).group(1)
+    # Usage reported by a gateway shows in the chart, with the daily limit and what remains.
+    gw = api.ok("POST", "/gateway_tokens", {"name": "edge"})
+    import time
+    t = int(time.time())
+    st, _, _ = Api(server.base, gw["token"]).call("POST", f"/gateway/v1/services/{svc['id']}/usage", {
+        "gateway": "edge", "sequence": 1,
+        "entries": [{"application": app_id, "metric": "hits", "bucket_start": t - t % 60, "delta": 37}]})
+    assert st == 200
+    st, _, html = alice.request("GET", f"/portal/applications/{app_id}")
+    assert st == 200 and "Hits today: 37 of 100 (remaining 63)" in html and "<svg" in html and "limit 100/day" in html
+    assert first_key not in html and first_key[:7] in html, "keys show only their prefix"
+    # Rotation: a new key shown once; the old one keeps a 24 h grace.
+    key_id = re.search(r'/keys/([^/]+)/rotate', html).group(1)
+    st, _, html = alice.request("POST", f"/portal/applications/{app_id}/keys/{key_id}/rotate", {"csrf": alice.csrf(html)})
+    assert st == 201 and "expires" in html
+    new_key = re.search(r'<code id="new-key">([^<]+)</code>', html).group(1)
+    assert new_key != first_key and new_key.startswith("tg_")
+    # An issued invoice appears on the billing page with its PDF.
+    acct = [a for a in api.ok("GET", "/accounts")["data"] if a["email"] == "alice@example.com"][0]
+    inv = api.ok("POST", "/invoices", {"account_id": acct["id"]})
+    api.ok("POST", f"/invoices/{inv['id']}/lines", {"description": "Support", "unit_price": "12"})
+    inv = api.ok("POST", f"/invoices/{inv['id']}/issue", status=200)
+    st, _, html = alice.request("GET", "/portal/billing")
+    assert st == 200 and inv["number"] in html and "12.00 USD" in html
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", f"/portal/invoices/{inv['id']}.pdf", headers={"Cookie": f"tg_session={alice.cookies['tg_session']}"})
+    r = conn.getresponse()
+    assert r.status == 200 and r.getheader("Content-Type") == "application/pdf" and r.read().startswith(b"%PDF-")
+    # Another developer sees none of it, on every route (404, like objects that do not exist).
+    _, _, mhtml = mallory.request("GET", "/portal/applications")
+    assert "Crawler" not in mhtml
+    for method, path, form in [("GET", f"/portal/applications/{app_id}", None),
+                               ("POST", f"/portal/applications/{app_id}/keys/{key_id}/rotate", {"csrf": mallory.csrf(mhtml)}),
+                               ("GET", f"/portal/invoices/{inv['id']}.pdf", None)]:
+        st, _, _ = mallory.request(method, path, form)
+        assert st == 404, (method, path, st)
+    assert inv["number"] not in mallory.request("GET", "/portal/billing")[2]
+    # Signed out: every page sends to sign-in.
+    anon = Browser(server.port)
+    for path in (f"/portal/applications/{app_id}", "/portal/billing", f"/portal/invoices/{inv['id']}.pdf"):
+        st, headers, _ = anon.request("GET", path)
+        assert st == 303 and headers["location"] == "/portal/sign_in", path

@@ -370,6 +370,26 @@ pub struct RotateInput {
     grace_seconds: Option<i64>,
 }
 
+/// Replaces active key `key_id` of `app_id`: the old one keeps working for `grace` seconds; returns
+/// the new key (plaintext, to show once).
+pub(crate) async fn rotate(
+    tx: &mut Tx,
+    app_id: &str,
+    key_id: &str,
+    grace: i64,
+) -> ApiResult<(KeyRow, String)> {
+    let r = sqlx::query("UPDATE application_keys SET expires_at = $3 WHERE application_id = $1 AND id = $2 AND expires_at IS NULL")
+        .bind(app_id)
+        .bind(key_id)
+        .bind(now() + grace)
+        .execute(&mut **tx)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(ApiError::not_found("active key", key_id));
+    }
+    insert_key(tx, app_id).await
+}
+
 pub async fn rotate_key(
     State(s): State<AppState>,
     Path((id, key_id)): Path<(String, String)>,
@@ -385,16 +405,7 @@ pub async fn rotate_key(
         ));
     }
     let mut tx = s.pool.begin().await?;
-    let r = sqlx::query("UPDATE application_keys SET expires_at = $3 WHERE application_id = $1 AND id = $2 AND expires_at IS NULL")
-        .bind(&id)
-        .bind(&key_id)
-        .bind(now() + grace)
-        .execute(&mut *tx)
-        .await?;
-    if r.rows_affected() == 0 {
-        return Err(ApiError::not_found("active key", key_id));
-    }
-    let (row, key) = insert_key(&mut tx, &id).await?;
+    let (row, key) = rotate(&mut tx, &id, &key_id, grace).await?;
     tx.commit().await?;
     let mut body = key_json(&id, &row);
     body["key"] = json!(key);

@@ -28,7 +28,7 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem;bo
 pub fn page(title: &str, signed_in_csrf: Option<&str>, body: &str) -> String {
     let nav = match signed_in_csrf {
         Some(csrf) => format!(
-            "<nav aria-label=\"Portal\"><a href=\"/portal/applications\">Applications</a>\
+            "<nav aria-label=\"Portal\"><a href=\"/portal/applications\">Applications</a><a href=\"/portal/billing\">Billing and usage</a>\
              <form method=\"post\" action=\"/portal/sign_out\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <button type=\"submit\">Sign out</button></form></nav>",
             esc(csrf)

@@ -5,6 +5,7 @@
 //! Sign-up is open: it creates an account and its first user (passwords: Argon2id, at least
 //! [`session::MIN_PASSWORD_CHARS`] characters). Sessions last [`session::SESSION_TTL_SECS`].
 
+pub mod account_pages;
 pub mod html;
 pub mod pages;
 pub mod session;
@@ -24,4 +25,11 @@ pub fn router() -> Router<AppState> {
             "/applications",
             get(pages::applications).post(pages::create_application),
         )
+        .route("/applications/{id}", get(account_pages::application))
+        .route(
+            "/applications/{id}/keys/{key_id}/rotate",
+            post(account_pages::rotate_key),
+        )
+        .route("/billing", get(account_pages::billing))
+        .route("/invoices/{file}", get(account_pages::invoice_pdf))
 }

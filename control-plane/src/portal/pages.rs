@@ -16,10 +16,10 @@ use crate::http::AppState;
 use crate::secrets::{new_id, new_session_token};
 use crate::store::now;
 
-type Fields = HashMap<String, String>;
+pub type Fields = HashMap<String, String>;
 
 /// Errors become a plain page (the API's JSON errors are for programs).
-fn failure(e: ApiError) -> Response {
+pub fn failure(e: ApiError) -> Response {
     let status = e.into_response().status();
     (
         status,
@@ -36,7 +36,7 @@ fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
 
-fn forbidden() -> Response {
+pub fn forbidden() -> Response {
     (StatusCode::FORBIDDEN, Html(page("Form expired", None, "<p>The form expired or was not sent from this site. Go back, reload it and try again.</p>"))).into_response()
 }
 
@@ -278,7 +278,7 @@ pub async fn sign_in(
 }
 
 /// The session, or a redirect to sign in.
-async fn require(s: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
+pub async fn require(s: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
     match session::current(&s.pool, headers).await {
         Ok(Some(session)) => Ok(session),
         Ok(None) => Err(redirect("/portal/sign_in")),
@@ -336,7 +336,8 @@ async fn applications_page(
         .iter()
         .map(|(name, plan, state, id)| {
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                "<tr><td><a href=\"/portal/applications/{}\">{}</a></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                esc(id),
                 esc(name),
                 esc(plan),
                 esc(state),
