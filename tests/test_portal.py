@@ -35,6 +35,7 @@ class Browser:
             if k.lower() == "set-cookie":
                 name, value = v.split(";")[0].split("=", 1)
                 assert "HttpOnly" in v and "Secure" in v and "SameSite=Lax" in v, v
+                assert "Path=/portal" in v or "Path=/admin" in v, v
                 if "Max-Age=0" in v:
                     self.cookies.pop(name, None)
                 else:
@@ -158,3 +159,44 @@ def test_application_page_keys_usage_billing_and_isolation(server):
     for path in (f"/portal/applications/{app_id}", "/portal/billing", f"/portal/invoices/{inv['id']}.pdf"):
         st, headers, _ = anon.request("GET", path)
         assert st == 303 and headers["location"] == "/portal/sign_in", path
+
+
+def test_admin_portal_sign_in_dashboard_and_invoice_actions(server):
+    api = Api(server.base, ADMIN_TOKEN)
+    acct = api.ok("POST", "/accounts", {"name": "Buyer Co", "email": "buyer@example.com"})
+    paid = api.ok("POST", "/invoices", {"account_id": acct["id"]})
+    api.ok("POST", f"/invoices/{paid['id']}/lines", {"description": "Support", "unit_price": "100"})
+    api.ok("POST", f"/invoices/{paid['id']}/issue", status=200)
+    api.ok("POST", f"/invoices/{paid['id']}/pay", status=200)
+    draft = api.ok("POST", "/invoices", {"account_id": acct["id"]})
+    api.ok("POST", f"/invoices/{draft['id']}/lines", {"description": "Consulting", "unit_price": "40.50"})
+    admin = Browser(server.port)
+    # Not signed in: every admin page sends to sign-in; a developer's session is no admin session.
+    for path in ("/admin", "/admin/invoices"):
+        assert admin.request("GET", path)[1]["location"] == "/admin/sign_in"
+    dev = Browser(server.port)
+    dev.submit("/portal/sign_up", {"name": "Dev", "email": "dev@example.com", "password": "long enough pw"})
+    dev.cookies["tg_admin"] = dev.cookies["tg_session"]
+    assert dev.request("GET", "/admin")[1]["location"] == "/admin/sign_in"
+    st, _, html = admin.submit("/admin/sign_in", {"token": "tga_wrong"})
+    assert st == 401 and 'id="token-error"' in html
+    st, headers, _ = admin.submit("/admin/sign_in", {"token": ADMIN_TOKEN})
+    assert st == 303 and headers["location"] == "/admin"
+    st, _, html = admin.request("GET", "/admin")
+    assert st == 200 and '<strong id="revenue">100.00 USD</strong>' in html
+    assert '<strong id="outstanding">0</strong>' in html
+    # Issue the draft from the invoices page: numbered, and now outstanding.
+    _, _, html = admin.request("GET", "/admin/invoices")
+    assert admin.request("POST", f"/admin/invoices/{draft['id']}/issue", {"csrf": "forged"})[0] == 403
+    st, _, html = admin.request("POST", f"/admin/invoices/{draft['id']}/issue", {"csrf": admin.csrf(html)})
+    assert st == 200 and "issue done" in html
+    assert api.ok("GET", f"/invoices/{draft['id']}")["state"] == "pending"
+    assert '<strong id="outstanding">40.50 USD</strong>' in admin.request("GET", "/admin")[2]
+    # A read-scope token may look but not act.
+    reader = api.ok("POST", "/tokens", {"name": "viewer", "scope": "read"})
+    ro = Browser(server.port)
+    ro.submit("/admin/sign_in", {"token": reader["token"]})
+    st, _, html = ro.request("GET", "/admin/invoices")
+    assert st == 200 and "/cancel" not in html
+    assert ro.request("POST", f"/admin/invoices/{draft['id']}/cancel", {"csrf": ro.csrf(html)})[0] == 403
+    assert api.ok("GET", f"/invoices/{draft['id']}")["state"] == "pending"

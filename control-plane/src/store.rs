@@ -88,6 +88,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0005_payments.sql"),
     ),
     (6, "portal", include_str!("../migrations/0006_portal.sql")),
+    (
+        7,
+        "admin_portal",
+        include_str!("../migrations/0007_admin_portal.sql"),
+    ),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {

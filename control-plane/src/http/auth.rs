@@ -85,7 +85,7 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     }
 }
 
-async fn authenticate(
+pub(crate) async fn authenticate(
     state: &AppState,
     header: Option<Result<String, axum::http::header::ToStrError>>,
 ) -> Result<Caller, ApiError> {

@@ -215,6 +215,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .nest("/api/v1", developers)
         .nest("/portal", crate::portal::router())
+        .merge(crate::portal::admin_router())
         .route("/webhooks/stripe", post(payments::stripe_webhook))
         .nest("/gateway/v1", gateways)
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))

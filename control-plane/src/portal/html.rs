@@ -43,6 +43,25 @@ pub fn page(title: &str, signed_in_csrf: Option<&str>, body: &str) -> String {
     )
 }
 
+/// An admin portal page; `csrf` (when signed in) makes the navigation.
+pub fn admin_page(title: &str, signed_in_csrf: Option<&str>, body: &str) -> String {
+    let nav = match signed_in_csrf {
+        Some(csrf) => format!(
+            "<nav aria-label=\"Admin\"><a href=\"/admin\">Dashboard</a><a href=\"/admin/invoices\">Invoices</a>\
+             <form method=\"post\" action=\"/admin/sign_out\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\">Sign out</button></form></nav>",
+            esc(csrf)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>{} · Tollgate admin</title><style>{STYLE}</style></head><body>{nav}<main><h1>{}</h1>{body}</main></body></html>",
+        esc(title),
+        esc(title)
+    )
+}
+
 /// A labelled input with its error (if any) next to it, linked for screen readers.
 pub fn field(name: &str, label: &str, kind: &str, value: &str, error: Option<&str>) -> String {
     let err = error

@@ -6,6 +6,7 @@
 //! [`session::MIN_PASSWORD_CHARS`] characters). Sessions last [`session::SESSION_TTL_SECS`].
 
 pub mod account_pages;
+pub mod admin;
 pub mod html;
 pub mod pages;
 pub mod session;
@@ -14,6 +15,19 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::http::AppState;
+
+/// The admin portal's routes (mounted at the top level, beside `/admin/api/v1`).
+pub fn admin_router() -> Router<AppState> {
+    Router::new()
+        .route("/admin", get(admin::dashboard))
+        .route(
+            "/admin/sign_in",
+            get(admin::sign_in_form).post(admin::sign_in),
+        )
+        .route("/admin/sign_out", post(admin::sign_out))
+        .route("/admin/invoices", get(admin::invoices))
+        .route("/admin/invoices/{id}/{action}", post(admin::invoice_action))
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -1,0 +1,385 @@
+//! The admin portal (`/admin`), in progress: sign-in with an admin token (a session cookie, stored as
+//! SHA-256, 12 hours; the token's scope applies: read tokens see, write tokens act), a dashboard
+//! (catalog counts, revenue and outstanding money per currency), and invoices with their actions.
+
+use std::collections::HashMap;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::html::{admin_page, esc, field};
+use super::session::{cookie, csrf_ok, set_cookie, SESSION_TTL_SECS};
+use crate::billing::calendar::{day_of, format_date, month_start, SECONDS_PER_DAY};
+use crate::http::auth::Scope;
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::secrets::{new_session_token, sha256_hex};
+use crate::store::now;
+
+pub const ADMIN_COOKIE: &str = "tg_admin";
+pub const ADMIN_CSRF_COOKIE: &str = "tg_admin_csrf";
+
+type Fields = HashMap<String, String>;
+
+struct AdminSession {
+    scope: Scope,
+    csrf: String,
+}
+
+fn redirect(to: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
+}
+
+fn failure(e: ApiError) -> Response {
+    let status = e.into_response().status();
+    (
+        status,
+        Html(admin_page(
+            "Something went wrong",
+            None,
+            "<p>Please try again.</p>",
+        )),
+    )
+        .into_response()
+}
+
+fn admin_cookie(name: &str, value: &str, max_age: i64) -> String {
+    set_cookie(name, value, max_age).replace("Path=/portal", "Path=/admin")
+}
+
+async fn current(s: &AppState, headers: &HeaderMap) -> Result<Option<AdminSession>, sqlx::Error> {
+    let Some(token) = cookie(headers, ADMIN_COOKIE) else {
+        return Ok(None);
+    };
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT scope, csrf_token FROM admin_sessions WHERE id_sha256 = $1 AND expires_at > $2",
+    )
+    .bind(sha256_hex(&token))
+    .bind(now())
+    .fetch_optional(&s.pool)
+    .await?;
+    Ok(row.map(|(scope, csrf)| AdminSession {
+        scope: Scope::parse(&scope).unwrap_or(Scope::Read),
+        csrf,
+    }))
+}
+
+async fn require(s: &AppState, headers: &HeaderMap) -> Result<AdminSession, Response> {
+    match current(s, headers).await {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(redirect("/admin/sign_in")),
+        Err(e) => Err(failure(e.into())),
+    }
+}
+
+fn sign_in_page(error: Option<&str>, status: StatusCode) -> Response {
+    let csrf = new_session_token();
+    let body = format!(
+        "<form method=\"post\" action=\"/admin/sign_in\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{}<button type=\"submit\">Sign in</button></form>",
+        field("token", "Admin token", "password", "", error)
+    );
+    (
+        status,
+        [(
+            header::SET_COOKIE,
+            admin_cookie(ADMIN_CSRF_COOKIE, &csrf, 3600),
+        )],
+        Html(admin_page("Admin sign-in", None, &body)),
+    )
+        .into_response()
+}
+
+pub async fn sign_in_form() -> Response {
+    sign_in_page(None, StatusCode::OK)
+}
+
+pub async fn sign_in(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let ok = cookie(&headers, ADMIN_CSRF_COOKIE)
+        .is_some_and(|c| csrf_ok(&c, f.get("csrf").map(String::as_str)));
+    if !ok {
+        return (
+            StatusCode::FORBIDDEN,
+            Html(admin_page(
+                "Form expired",
+                None,
+                "<p>Reload the form and try again.</p>",
+            )),
+        )
+            .into_response();
+    }
+    let token = f
+        .get("token")
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    let caller =
+        match crate::http::auth::authenticate(&s, Some(Ok(format!("Bearer {token}")))).await {
+            Ok(c) => c,
+            Err(ApiError::Unauthorized(_)) => {
+                return sign_in_page(
+                    Some("unknown or revoked admin token"),
+                    StatusCode::UNAUTHORIZED,
+                )
+            }
+            Err(e) => return failure(e),
+        };
+    let session = new_session_token();
+    let t = now();
+    let stored = sqlx::query("INSERT INTO admin_sessions (id_sha256, token_id, scope, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(sha256_hex(&session))
+        .bind(&caller.token_id)
+        .bind(caller.scope.as_str())
+        .bind(new_session_token())
+        .bind(t)
+        .bind(t + SESSION_TTL_SECS)
+        .execute(&s.pool)
+        .await;
+    if let Err(e) = stored {
+        return failure(e.into());
+    }
+    let mut r = redirect("/admin");
+    if let Ok(v) = admin_cookie(ADMIN_COOKIE, &session, SESSION_TTL_SECS).parse() {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+pub async fn sign_out(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&admin.csrf, f.get("csrf").map(String::as_str)) {
+        return (
+            StatusCode::FORBIDDEN,
+            Html(admin_page("Form expired", None, "")),
+        )
+            .into_response();
+    }
+    if let Some(token) = cookie(&headers, ADMIN_COOKIE) {
+        let _ = sqlx::query("DELETE FROM admin_sessions WHERE id_sha256 = $1")
+            .bind(sha256_hex(&token))
+            .execute(&s.pool)
+            .await;
+    }
+    let mut r = redirect("/admin/sign_in");
+    if let Ok(v) = admin_cookie(ADMIN_COOKIE, "", 0).parse() {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+pub async fn dashboard(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let month = month_start(day_of(now())) * SECONDS_PER_DAY;
+    let counts: Result<(i64, i64, i64, i64), _> = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM services), (SELECT COUNT(*) FROM plans), (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM applications)",
+    )
+    .fetch_one(&s.pool)
+    .await;
+    let money: Result<Vec<(String, String, String)>, _> = sqlx::query_as(
+        "SELECT currency, state, total FROM invoices WHERE kind = 'invoice' AND ((state = 'paid' AND paid_at >= $1) OR state IN ('pending', 'unpaid', 'failed'))",
+    )
+    .bind(month)
+    .fetch_all(&s.pool)
+    .await;
+    let (counts, money) = match (counts, money) {
+        (Ok(c), Ok(m)) => (c, m),
+        (Err(e), _) | (_, Err(e)) => return failure(e.into()),
+    };
+    // Sums per currency in Decimal (never floats).
+    let mut revenue: HashMap<String, rust_decimal::Decimal> = HashMap::new();
+    let mut outstanding: HashMap<String, rust_decimal::Decimal> = HashMap::new();
+    for (currency, state, total) in money {
+        let target = if state == "paid" {
+            &mut revenue
+        } else {
+            &mut outstanding
+        };
+        *target.entry(currency).or_default() +=
+            total.parse::<rust_decimal::Decimal>().unwrap_or_default();
+    }
+    let show = |m: &HashMap<String, rust_decimal::Decimal>| {
+        let mut v: Vec<String> = m.iter().map(|(c, a)| format!("{a} {c}")).collect();
+        v.sort();
+        if v.is_empty() {
+            "0".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let body = format!(
+        "<p>Services {} · plans {} · accounts {} · applications {}</p>\
+         <p>Revenue since {}: <strong id=\"revenue\">{}</strong></p><p>Outstanding (issued, unpaid, failed): <strong id=\"outstanding\">{}</strong></p>",
+        counts.0,
+        counts.1,
+        counts.2,
+        counts.3,
+        format_date(month / SECONDS_PER_DAY),
+        esc(&show(&revenue)),
+        esc(&show(&outstanding)),
+    );
+    Html(admin_page("Dashboard", Some(&admin.csrf), &body)).into_response()
+}
+
+type InvoiceRow = (String, Option<String>, String, String, String, String);
+
+pub async fn invoices(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<Fields>,
+) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    invoices_page(
+        &s,
+        &admin,
+        q.get("state").map(String::as_str).unwrap_or(""),
+        "",
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn invoices_page(
+    s: &AppState,
+    admin: &AdminSession,
+    state: &str,
+    notice: &str,
+    status: StatusCode,
+) -> Response {
+    let rows: Result<Vec<InvoiceRow>, _> = sqlx::query_as(
+        "SELECT i.id, i.number, i.state, i.total, i.currency, a.name FROM invoices i JOIN accounts a ON a.id = i.account_id \
+         WHERE i.kind = 'invoice' AND ($1 = '' OR i.state = $1) ORDER BY i.id DESC LIMIT 200",
+    )
+    .bind(state)
+    .fetch_all(&s.pool)
+    .await;
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => return failure(e.into()),
+    };
+    let csrf = esc(&admin.csrf);
+    let action = |id: &str, name: &str| {
+        format!(
+            "<form method=\"post\" action=\"/admin/invoices/{}/{name}\" style=\"display:inline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\">{}</button></form>",
+            esc(id),
+            name
+        )
+    };
+    let body_rows: String = rows
+        .iter()
+        .map(|(id, number, st, total, currency, account)| {
+            let actions: Vec<&str> = match st.as_str() {
+                "open" => vec!["issue", "cancel"],
+                "finalized" => vec!["issue", "cancel"],
+                "pending" | "unpaid" => vec!["charge", "cancel"],
+                "failed" => vec!["charge"],
+                _ => vec![],
+            };
+            let buttons: String = if admin.scope == Scope::Write { actions.iter().map(|a| action(id, a)).collect() } else { String::new() };
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td><a href=\"/admin/api/v1/invoices/{}.pdf\">PDF</a></td><td>{buttons}</td></tr>",
+                esc(number.as_deref().unwrap_or("(draft)")),
+                esc(account),
+                esc(st),
+                esc(total),
+                esc(currency),
+                esc(id)
+            )
+        })
+        .collect();
+    let body = format!(
+        "{notice}<table><thead><tr><th scope=\"col\">Number</th><th scope=\"col\">Account</th><th scope=\"col\">State</th><th scope=\"col\">Total</th><th scope=\"col\"></th><th scope=\"col\">Actions</th></tr></thead><tbody>{body_rows}</tbody></table>"
+    );
+    (
+        status,
+        Html(admin_page("Invoices", Some(&admin.csrf), &body)),
+    )
+        .into_response()
+}
+
+/// `POST /admin/invoices/{id}/{action}`: issue, cancel or charge, with a write-scope session.
+pub async fn invoice_action(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&admin.csrf, f.get("csrf").map(String::as_str)) {
+        return (
+            StatusCode::FORBIDDEN,
+            Html(admin_page("Form expired", None, "")),
+        )
+            .into_response();
+    }
+    if admin.scope != Scope::Write {
+        return (
+            StatusCode::FORBIDDEN,
+            Html(admin_page(
+                "Read-only",
+                Some(&admin.csrf),
+                "<p>This session's token has read scope.</p>",
+            )),
+        )
+            .into_response();
+    }
+    let result = match action.as_str() {
+        "issue" | "cancel" => {
+            async {
+                let settings = crate::billing::settings::load(&s.pool).await?;
+                let mut tx = crate::store::begin_write(&s.pool).await?;
+                crate::billing::invoices::act(&mut tx, &id, &action, &settings, now()).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            .await
+        }
+        "charge" => crate::payments::charging::charge_invoice(
+            &s.pool,
+            s.master_key.as_deref(),
+            &id,
+            None,
+            crate::payments::charging::today(),
+        )
+        .await
+        .map(|_| ()),
+        _ => Err(ApiError::not_found("action", &action)),
+    };
+    let notice = match &result {
+        Ok(()) => format!(
+            "<p class=\"notice\" role=\"status\">Invoice {}: {} done.</p>",
+            esc(&id),
+            esc(&action)
+        ),
+        Err(e) => format!(
+            "<p class=\"error\" role=\"alert\">Invoice {}: {} failed: {}</p>",
+            esc(&id),
+            esc(&action),
+            esc(&format!("{e:?}"))
+        ),
+    };
+    let status = if result.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    invoices_page(&s, &admin, "", &notice, status).await
+}
