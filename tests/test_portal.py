@@ -200,3 +200,35 @@ def test_admin_portal_sign_in_dashboard_and_invoice_actions(server):
     assert st == 200 and "/cancel" not in html
     assert ro.request("POST", f"/admin/invoices/{draft['id']}/cancel", {"csrf": ro.csrf(html)})[0] == 403
     assert api.ok("GET", f"/invoices/{draft['id']}")["state"] == "pending"
+
+
+def test_admin_billing_settings_form(server):
+    api = Api(server.base, ADMIN_TOKEN)
+    admin = Browser(server.port)
+    admin.submit("/admin/sign_in", {"token": ADMIN_TOKEN})
+    st, _, html = admin.request("GET", "/admin/billing")
+    assert st == 200 and 'name="currency"' in html and 'value="USD"' in html
+
+    def form(html, **changes):
+        fields = dict(re.findall(r'<input id="([^"]+)" name="[^"]+" type="text" value="([^"]*)"', html))
+        fields.update(dict(re.findall(r'<textarea id="([^"]+)" name="[^"]+" rows="3" cols="70">([^<]*)</textarea>', html)))
+        fields.update({"mode": "postpaid", "numbering": "monthly", "csrf": admin.csrf(html)})
+        fields.update(changes)
+        return {k: v.replace("&#39;", "'").replace("&quot;", '"').replace("&amp;", "&") for k, v in fields.items()}
+
+    # An invalid value is shown next to its field; nothing is saved.
+    st, _, bad = admin.request("POST", "/admin/billing", form(html, currency="EURO"))
+    assert st == 422 and 'id="currency-error"' in bad and 'value="EURO"' in bad
+    st, _, bad = admin.request("POST", "/admin/billing", form(html, due_days="soon"))
+    assert st == 422 and 'id="due_days-error"' in bad
+    assert api.ok("GET", "/billing/settings")["currency"] == "USD"
+    # A valid change, through the same validation as the API.
+    st, _, ok = admin.request("POST", "/admin/billing", form(html, currency="EUR", mode="prepaid", charging_enabled="on",
+                                                         due_days="14", **{"seller.name": "ACME API GmbH",
+                                                         "email_texts.invoice_issued.subject": "Ihre Rechnung {invoice_number}"}))
+    assert st == 200 and "Saved." in ok, ok
+    s = api.ok("GET", "/billing/settings")
+    assert (s["currency"], s["mode"], s["charging_enabled"], s["due_days"], s["seller"]["name"]) == \
+        ("EUR", "prepaid", True, 14, "ACME API GmbH")
+    assert s["email_texts"]["invoice_issued"]["subject"] == "Ihre Rechnung {invoice_number}"
+    assert s["email_texts"]["charge_failed"]["body"].startswith("Hello {account_name}"), "untouched texts kept"

@@ -383,3 +383,309 @@ pub async fn invoice_action(
     };
     invoices_page(&s, &admin, "", &notice, status).await
 }
+
+/// Text fields of the billing settings form: (form name, JSON path, label).
+const SETTINGS_TEXT: &[(&str, &str, &str)] = &[
+    ("currency", "currency", "Currency (ISO 4217)"),
+    ("due_days", "due_days", "Days to pay"),
+    (
+        "run_hour_utc",
+        "run_hour_utc",
+        "Daily billing run, hour (UTC)",
+    ),
+    ("retry.attempts", "retry.attempts", "Charge attempts"),
+    (
+        "retry.interval_days",
+        "retry.interval_days",
+        "Days between attempts",
+    ),
+    ("seller.name", "seller.name", "Seller name"),
+    ("seller.vat_id", "seller.vat_id", "Seller VAT id"),
+    (
+        "payment_method_url",
+        "payment_method_url",
+        "Card update page (for emails)",
+    ),
+];
+const SETTINGS_AREAS: &[(&str, &str)] = &[
+    ("invoice_footer", "Invoice footer"),
+    ("vat_zero_text", "Text on invoices without VAT"),
+    (
+        "email_texts.invoice_issued.subject",
+        "Email, invoice issued: subject",
+    ),
+    (
+        "email_texts.invoice_issued.body",
+        "Email, invoice issued: body",
+    ),
+    (
+        "email_texts.charge_succeeded.subject",
+        "Email, charge succeeded: subject",
+    ),
+    (
+        "email_texts.charge_succeeded.body",
+        "Email, charge succeeded: body",
+    ),
+    (
+        "email_texts.charge_failed.subject",
+        "Email, charge failed: subject",
+    ),
+    (
+        "email_texts.charge_failed.body",
+        "Email, charge failed: body",
+    ),
+    (
+        "email_texts.final_failure.subject",
+        "Email, final failure: subject",
+    ),
+    (
+        "email_texts.final_failure.body",
+        "Email, final failure: body",
+    ),
+];
+const NUMBER_FIELDS: &[&str] = &[
+    "due_days",
+    "run_hour_utc",
+    "retry.attempts",
+    "retry.interval_days",
+];
+
+fn get_path<'a>(v: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    path.split('.').fold(v, |v, k| &v[k])
+}
+
+fn set_path(v: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+    let mut cur = v;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, k) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            cur[*k] = value;
+            return;
+        }
+        if !cur[*k].is_object() {
+            cur[*k] = serde_json::json!({});
+        }
+        cur = &mut cur[*k];
+    }
+}
+
+fn settings_page(
+    admin: &AdminSession,
+    values: &serde_json::Value,
+    error: Option<(&str, &str)>,
+    notice: &str,
+    status: StatusCode,
+) -> Response {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let err_for = |name: &str| error.filter(|(p, _)| *p == name).map(|(_, m)| m);
+    let mut fields = String::new();
+    let select = |name: &str, label: &str, options: &[&str], current: &str| {
+        let opts: String = options
+            .iter()
+            .map(|o| {
+                format!(
+                    "<option value=\"{o}\"{}>{o}</option>",
+                    if *o == current { " selected" } else { "" }
+                )
+            })
+            .collect();
+        format!("<label for=\"{name}\">{label}</label><select id=\"{name}\" name=\"{name}\">{opts}</select>")
+    };
+    fields.push_str(&select(
+        "mode",
+        "Mode",
+        &["postpaid", "prepaid"],
+        &text(&values["mode"]),
+    ));
+    fields.push_str(&select(
+        "numbering",
+        "Invoice numbers",
+        &["monthly", "yearly"],
+        &text(&values["numbering"]),
+    ));
+    for (name, label) in [
+        ("charging_enabled", "Charge issued invoices"),
+        (
+            "suspend_on_failure",
+            "Suspend applications after the last failed charge",
+        ),
+    ] {
+        let checked = if values[name].as_bool() == Some(true) {
+            " checked"
+        } else {
+            ""
+        };
+        fields.push_str(&format!("<label><input type=\"checkbox\" name=\"{name}\" value=\"on\"{checked}> {label}</label>"));
+    }
+    for (name, path, label) in SETTINGS_TEXT {
+        fields.push_str(&field(
+            name,
+            label,
+            "text",
+            &text(get_path(values, path)),
+            err_for(name),
+        ));
+    }
+    for (name, label) in SETTINGS_AREAS {
+        let e = err_for(name)
+            .map(|m| {
+                format!(
+                    "<span class=\"error\" id=\"{name}-error\">{}</span>",
+                    esc(m)
+                )
+            })
+            .unwrap_or_default();
+        fields.push_str(&format!(
+            "<label for=\"{name}\">{}{e}</label><textarea id=\"{name}\" name=\"{name}\" rows=\"3\" cols=\"70\">{}</textarea>",
+            esc(label),
+            esc(&text(get_path(values, name)))
+        ));
+    }
+    let general = error.filter(|(p, _)| {
+        !SETTINGS_TEXT.iter().any(|t| t.0 == *p) && !SETTINGS_AREAS.iter().any(|t| t.0 == *p)
+    });
+    let general = general
+        .map(|(p, m)| {
+            format!(
+                "<p class=\"error\" role=\"alert\">{}: {}</p>",
+                esc(p),
+                esc(m)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "{notice}{general}<form method=\"post\" action=\"/admin/billing\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">{fields}<button type=\"submit\">Save</button></form>",
+        esc(&admin.csrf)
+    );
+    (
+        status,
+        Html(admin_page("Billing settings", Some(&admin.csrf), &body)),
+    )
+        .into_response()
+}
+
+pub async fn billing_settings(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match crate::billing::settings::load(&s.pool).await {
+        Ok(settings) => settings_page(
+            &admin,
+            &serde_json::to_value(&settings).unwrap_or_default(),
+            None,
+            "",
+            StatusCode::OK,
+        ),
+        Err(e) => failure(e),
+    }
+}
+
+/// Saves the whole form through the same validation as `PUT /billing/settings`; an invalid value
+/// is shown next to its field and nothing changes.
+pub async fn save_billing_settings(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&admin.csrf, f.get("csrf").map(String::as_str)) {
+        return (
+            StatusCode::FORBIDDEN,
+            Html(admin_page("Form expired", None, "")),
+        )
+            .into_response();
+    }
+    if admin.scope != Scope::Write {
+        return (
+            StatusCode::FORBIDDEN,
+            Html(admin_page(
+                "Read-only",
+                Some(&admin.csrf),
+                "<p>This session's token has read scope.</p>",
+            )),
+        )
+            .into_response();
+    }
+    let mut patch = serde_json::json!({});
+    for key in ["mode", "numbering"] {
+        if let Some(v) = f.get(key) {
+            patch[key] = serde_json::json!(v);
+        }
+    }
+    for key in ["charging_enabled", "suspend_on_failure"] {
+        patch[key] = serde_json::json!(f.get(key).is_some_and(|v| v == "on"));
+    }
+    let mut bad_number = None;
+    for (name, path, _) in SETTINGS_TEXT {
+        let Some(v) = f.get(*name) else { continue };
+        let value = if NUMBER_FIELDS.contains(name) {
+            match v.trim().parse::<i64>() {
+                Ok(n) => serde_json::json!(n),
+                Err(_) => {
+                    bad_number.get_or_insert(*name);
+                    continue;
+                }
+            }
+        } else {
+            serde_json::json!(v.trim())
+        };
+        set_path(&mut patch, path, value);
+    }
+    for (name, _) in SETTINGS_AREAS {
+        if let Some(v) = f.get(*name) {
+            set_path(&mut patch, name, serde_json::json!(v.replace("\r\n", "\n")));
+        }
+    }
+    let mut shown = patch.clone();
+    if let Some(name) = bad_number {
+        set_path(
+            &mut shown,
+            name,
+            serde_json::json!(f.get(name).cloned().unwrap_or_default()),
+        );
+        return settings_page(
+            &admin,
+            &shown,
+            Some((name, "a whole number")),
+            "",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    let saved = async {
+        let mut tx = crate::store::begin_write(&s.pool).await?;
+        let settings = crate::billing::settings::update(&mut tx, patch).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(settings)
+    }
+    .await;
+    match saved {
+        Ok(settings) => settings_page(
+            &admin,
+            &serde_json::to_value(&settings).unwrap_or_default(),
+            None,
+            "<p class=\"notice\" role=\"status\">Saved.</p>",
+            StatusCode::OK,
+        ),
+        Err(
+            ApiError::Invalid { message, param, .. } | ApiError::Conflict { message, param, .. },
+        ) => {
+            let param = param.unwrap_or_default();
+            settings_page(
+                &admin,
+                &shown,
+                Some((&param, &message)),
+                "",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+        }
+        Err(e) => failure(e),
+    }
+}

@@ -47,7 +47,7 @@ pub fn page(title: &str, signed_in_csrf: Option<&str>, body: &str) -> String {
 pub fn admin_page(title: &str, signed_in_csrf: Option<&str>, body: &str) -> String {
     let nav = match signed_in_csrf {
         Some(csrf) => format!(
-            "<nav aria-label=\"Admin\"><a href=\"/admin\">Dashboard</a><a href=\"/admin/invoices\">Invoices</a>\
+            "<nav aria-label=\"Admin\"><a href=\"/admin\">Dashboard</a><a href=\"/admin/invoices\">Invoices</a><a href=\"/admin/billing\">Billing settings</a>\
              <form method=\"post\" action=\"/admin/sign_out\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <button type=\"submit\">Sign out</button></form></nav>",
             esc(csrf)

@@ -25,6 +25,10 @@ pub fn admin_router() -> Router<AppState> {
             get(admin::sign_in_form).post(admin::sign_in),
         )
         .route("/admin/sign_out", post(admin::sign_out))
+        .route(
+            "/admin/billing",
+            get(admin::billing_settings).post(admin::save_billing_settings),
+        )
         .route("/admin/invoices", get(admin::invoices))
         .route("/admin/invoices/{id}/{action}", post(admin::invoice_action))
 }
