@@ -300,3 +300,39 @@ def test_authentication_required_and_other_accounts_objects(world):
     # Nothing happened to the other account's card or invoice.
     assert [c["default"] for c in other.call("GET", "/api/v1/payment_methods")[1]["data"]] == [True]
     assert api.ok("GET", f"/invoices/{other_inv['id']}")["state"] == "pending"
+
+
+def test_portal_pays_invoices_and_manages_cards(world):
+    """In the developer portal: cards listed, default switched, one removed; "Pay now" pays an
+    unpaid invoice with the default card. (Card entry itself goes through Stripe Elements in the
+    browser: here the card is added as Elements would, through the developer API.)"""
+    import re
+    from test_portal import Browser
+    w, api = world, world["api"]
+    b = Browser(w["server"].port)
+    st, _, _ = b.submit("/portal/sign_up", {"name": "Jo", "email": "jo@example.com", "password": "long enough pw"})
+    assert st == 303
+    acct = [a for a in api.ok("GET", "/accounts")["data"] if a["email"] == "jo@example.com"][0]
+    dev = Api(w["server"].base, api.ok("POST", f"/accounts/{acct['id']}/tokens", {})["token"])
+    declined = add_card(w, dev, DECLINED)
+    good = add_card(w, dev, GOOD)
+    inv = issue(api, acct["id"], "25.00")
+    _, _, html = b.request("GET", "/portal/billing")
+    assert "visa •••• 0341" in html and "visa •••• 4242" in html and "Pay now" in html
+    # Paying with the default (declined) card fails visibly; switching the default and paying works.
+    st, _, html = b.request("POST", f"/portal/invoices/{inv['id']}/pay", {"csrf": b.csrf(html)})
+    assert st == 402 and "The payment failed" in html
+    st, _, html = b.request("POST", f"/portal/payment_methods/{good['id']}/default", {"csrf": b.csrf(html)})
+    assert st == 200 and "Saved." in html
+    st, _, html = b.request("POST", f"/portal/invoices/{inv['id']}/pay", {"csrf": b.csrf(html)})
+    assert st == 200 and "Paid. Thank you." in html, html
+    assert api.ok("GET", f"/invoices/{inv['id']}")["state"] == "paid"
+    st, _, html = b.request("POST", f"/portal/payment_methods/{declined['id']}/delete", {"csrf": b.csrf(html)})
+    assert st == 200 and "0341" not in html
+    # Someone else's card or invoice: 404.
+    other = Browser(w["server"].port)
+    other.submit("/portal/sign_up", {"name": "Kay", "email": "kay@example.com", "password": "long enough pw"})
+    _, _, ohtml = other.request("GET", "/portal/billing")
+    for path in (f"/portal/payment_methods/{good['id']}/delete", f"/portal/invoices/{inv['id']}/pay"):
+        assert other.request("POST", path, {"csrf": other.csrf(ohtml)})[0] == 404, path
+    assert [c["last4"] for c in dev.call("GET", "/api/v1/payment_methods")[1]["data"]] == ["4242"]

@@ -9,6 +9,7 @@ use super::html::{esc, page};
 use super::pages::{failure, forbidden, require, Fields};
 use super::session::{self, Session};
 use crate::billing::calendar::{day_of, format_date, SECONDS_PER_DAY};
+use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::store::now;
 
@@ -238,10 +239,65 @@ pub async fn rotate_key(
 }
 
 pub async fn billing(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let session = match require(&s, &headers).await {
-        Ok(session) => session,
-        Err(r) => return r,
+    match require(&s, &headers).await {
+        Ok(session) => billing_page(&s, &session, "", StatusCode::OK).await,
+        Err(r) => r,
+    }
+}
+
+/// The account's cards at the configured provider, as a section with default/remove buttons.
+async fn cards_section(s: &AppState, session: &Session) -> String {
+    use crate::payments::charging;
+    let p = match charging::provider(&s.pool, s.master_key.as_deref()).await {
+        Ok(p) => p,
+        Err(_) => return "<h2>Payment methods</h2><p>Card payments are not set up.</p>".into(),
     };
+    let listed = async {
+        match charging::customer(&s.pool, &p, &session.account_id, false).await? {
+            Some((customer, default)) => {
+                Ok::<_, ApiError>((charging::cards(&p, &customer).await?, default))
+            }
+            None => Ok((Vec::new(), None)),
+        }
+    }
+    .await;
+    let (cards, default) = match listed {
+        Ok(c) => c,
+        Err(_) => return "<h2>Payment methods</h2><p class=\"error\">The payment provider is not answering; try again shortly.</p>".into(),
+    };
+    let csrf = esc(&session.csrf);
+    let rows: String = cards
+        .iter()
+        .map(|c| {
+            let is_default = default.as_deref() == Some(c.id.as_str());
+            let make_default = if is_default {
+                "default".to_string()
+            } else {
+                format!("<form method=\"post\" action=\"/portal/payment_methods/{}/default\" style=\"display:inline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\">Make default</button></form>", esc(&c.id))
+            };
+            format!(
+                "<tr><td>{} •••• {}</td><td>{:02}/{}</td><td>{make_default} <form method=\"post\" action=\"/portal/payment_methods/{}/delete\" style=\"display:inline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\">Remove</button></form></td></tr>",
+                esc(&c.brand),
+                esc(&c.last4),
+                c.exp_month,
+                c.exp_year,
+                esc(&c.id)
+            )
+        })
+        .collect();
+    if cards.is_empty() {
+        "<h2>Payment methods</h2><p>No card on file.</p>".into()
+    } else {
+        format!("<h2>Payment methods</h2><table><thead><tr><th scope=\"col\">Card</th><th scope=\"col\">Expires</th><th scope=\"col\"></th></tr></thead><tbody>{rows}</tbody></table>")
+    }
+}
+
+async fn billing_page(
+    s: &AppState,
+    session: &Session,
+    notice: &str,
+    status: StatusCode,
+) -> Response {
     let invoices: Result<Vec<InvoiceRow>, _> = sqlx::query_as(
         "SELECT id, number, state, total, currency, period_start, period_end FROM invoices WHERE account_id = $1 AND number IS NOT NULL ORDER BY id DESC LIMIT 100",
     )
@@ -259,11 +315,17 @@ pub async fn billing(State(s): State<AppState>, headers: HeaderMap) -> Response 
         (Ok(i), Ok(p)) => (i, p),
         (Err(e), _) | (_, Err(e)) => return failure(e.into()),
     };
+    let csrf = esc(&session.csrf);
     let inv_rows: String = invoices
         .iter()
         .map(|(id, number, state, total, currency, start, end)| {
+            let pay = if ["pending", "unpaid", "failed"].contains(&state.as_str()) {
+                format!("<form method=\"post\" action=\"/portal/invoices/{}/pay\" style=\"display:inline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\">Pay now</button></form>", esc(id))
+            } else {
+                String::new()
+            };
             format!(
-                "<tr><td>{}</td><td>{} to {}</td><td>{}</td><td>{} {}</td><td><a href=\"/portal/invoices/{}.pdf\">PDF</a></td></tr>",
+                "<tr><td>{}</td><td>{} to {}</td><td>{}</td><td>{} {}</td><td><a href=\"/portal/invoices/{}.pdf\">PDF</a> {pay}</td></tr>",
                 esc(number.as_deref().unwrap_or("")),
                 format_date(*start),
                 format_date(end - 1),
@@ -288,11 +350,131 @@ pub async fn billing(State(s): State<AppState>, headers: HeaderMap) -> Response 
             )
         })
         .collect();
+    let cards = cards_section(s, session).await;
     let body = format!(
-        "<h2>Invoices</h2><table><thead><tr><th scope=\"col\">Number</th><th scope=\"col\">Period</th><th scope=\"col\">State</th><th scope=\"col\">Total</th><th scope=\"col\"></th></tr></thead><tbody>{inv_rows}</tbody></table>\
-         <h2>Payments</h2><table><thead><tr><th scope=\"col\">Date</th><th scope=\"col\">Invoice</th><th scope=\"col\">Amount</th><th scope=\"col\">Result</th><th scope=\"col\">Reason</th></tr></thead><tbody>{pay_rows}</tbody></table>"
+        "{notice}<h2>Invoices</h2><table><thead><tr><th scope=\"col\">Number</th><th scope=\"col\">Period</th><th scope=\"col\">State</th><th scope=\"col\">Total</th><th scope=\"col\"></th></tr></thead><tbody>{inv_rows}</tbody></table>\
+         <h2>Payments</h2><table><thead><tr><th scope=\"col\">Date</th><th scope=\"col\">Invoice</th><th scope=\"col\">Amount</th><th scope=\"col\">Result</th><th scope=\"col\">Reason</th></tr></thead><tbody>{pay_rows}</tbody></table>{cards}"
     );
-    Html(page("Billing and usage", Some(&session.csrf), &body)).into_response()
+    (
+        status,
+        Html(page("Billing and usage", Some(&session.csrf), &body)),
+    )
+        .into_response()
+}
+
+/// `POST /portal/invoices/{id}/pay`: pays one of the account's issued invoices with the default card.
+pub async fn pay_invoice(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let session = match require(&s, &headers).await {
+        Ok(session) => session,
+        Err(r) => return r,
+    };
+    if !session::csrf_ok(&session.csrf, f.get("csrf").map(String::as_str)) {
+        return forbidden();
+    }
+    let own: Result<Option<(String,)>, _> = sqlx::query_as(
+        "SELECT id FROM invoices WHERE id = $1 AND account_id = $2 AND number IS NOT NULL",
+    )
+    .bind(&id)
+    .bind(&session.account_id)
+    .fetch_optional(&s.pool)
+    .await;
+    match own {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(&session),
+        Err(e) => return failure(e.into()),
+    }
+    use crate::payments::charging;
+    let result = async {
+        let attempt = charging::charge_invoice(
+            &s.pool,
+            s.master_key.as_deref(),
+            &id,
+            None,
+            charging::today(),
+        )
+        .await?;
+        charging::attempt_json(&s.pool, &attempt).await
+    }
+    .await;
+    let (notice, status) = match result {
+        Ok(p) if p["state"] == "succeeded" => ("<p class=\"notice\" role=\"status\">Paid. Thank you.</p>".to_string(), StatusCode::OK),
+        Ok(p) if p["state"] == "requires_action" => (
+            "<p class=\"error\" role=\"alert\">Your bank asks you to confirm this payment; confirm it in your card's app and pay again.</p>".to_string(),
+            StatusCode::PAYMENT_REQUIRED,
+        ),
+        Ok(p) => (
+            format!("<p class=\"error\" role=\"alert\">The payment failed: {}</p>", esc(p["error_message"].as_str().unwrap_or("declined"))),
+            StatusCode::PAYMENT_REQUIRED,
+        ),
+        Err(e) => (format!("<p class=\"error\" role=\"alert\">The payment could not be made: {}</p>", esc(&format!("{e:?}"))), StatusCode::CONFLICT),
+    };
+    billing_page(&s, &session, &notice, status).await
+}
+
+/// `POST /portal/payment_methods/{id}/default|delete` for a card of the account's customer.
+pub async fn card_action(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((card, action)): Path<(String, String)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let session = match require(&s, &headers).await {
+        Ok(session) => session,
+        Err(r) => return r,
+    };
+    if !session::csrf_ok(&session.csrf, f.get("csrf").map(String::as_str)) {
+        return forbidden();
+    }
+    use crate::payments::charging::{self, Provider};
+    let done = async {
+        let p = charging::provider(&s.pool, s.master_key.as_deref()).await?;
+        let Some((customer, default)) =
+            charging::customer(&s.pool, &p, &session.account_id, false).await?
+        else {
+            return Err(ApiError::not_found("payment method", &card));
+        };
+        if !charging::cards(&p, &customer)
+            .await?
+            .iter()
+            .any(|c| c.id == card)
+        {
+            return Err(ApiError::not_found("payment method", &card));
+        }
+        match action.as_str() {
+            "default" => charging::set_default(&s.pool, &p, &session.account_id, Some(&card)).await,
+            "delete" => {
+                match &p {
+                    Provider::Stripe(stripe) => stripe.detach(&card).await,
+                    Provider::Braintree(bt) => bt.delete(&card).await,
+                }
+                .map_err(|e| ApiError::Unavailable(format!("{e:?}")))?;
+                if default.as_deref() == Some(card.as_str()) {
+                    charging::set_default(&s.pool, &p, &session.account_id, None).await?;
+                }
+                Ok(())
+            }
+            _ => Err(ApiError::not_found("action", &action)),
+        }
+    }
+    .await;
+    match done {
+        Ok(()) => {
+            billing_page(
+                &s,
+                &session,
+                "<p class=\"notice\" role=\"status\">Saved.</p>",
+                StatusCode::OK,
+            )
+            .await
+        }
+        Err(ApiError::NotFound { .. }) => not_found(&session),
+        Err(e) => failure(e),
+    }
 }
 
 pub async fn invoice_pdf(

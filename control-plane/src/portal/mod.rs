@@ -49,5 +49,10 @@ pub fn router() -> Router<AppState> {
             post(account_pages::rotate_key),
         )
         .route("/billing", get(account_pages::billing))
+        .route("/invoices/{id}/pay", post(account_pages::pay_invoice))
+        .route(
+            "/payment_methods/{id}/{action}",
+            post(account_pages::card_action),
+        )
         .route("/invoices/{file}", get(account_pages::invoice_pdf))
 }
