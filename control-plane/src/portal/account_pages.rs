@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::html::{esc, page};
-use super::pages::{failure, forbidden, require, Fields};
-use super::session::{self, Session};
+use super::pages::{failure, require, require_form, Fields};
+use super::session::Session;
 use crate::billing::calendar::{day_of, format_date, SECONDS_PER_DAY};
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -197,13 +197,10 @@ pub async fn rotate_key(
     Path((id, key_id)): Path<(String, String)>,
     Form(f): Form<Fields>,
 ) -> Response {
-    let session = match require(&s, &headers).await {
+    let session = match require_form(&s, &headers, &f).await {
         Ok(session) => session,
         Err(r) => return r,
     };
-    if !session::csrf_ok(&session.csrf, f.get("csrf").map(String::as_str)) {
-        return forbidden();
-    }
     match own_app(&s, &session, &id).await {
         Ok(Some(_)) => {}
         Ok(None) => return not_found(&session),
@@ -369,13 +366,10 @@ pub async fn pay_invoice(
     Path(id): Path<String>,
     Form(f): Form<Fields>,
 ) -> Response {
-    let session = match require(&s, &headers).await {
+    let session = match require_form(&s, &headers, &f).await {
         Ok(session) => session,
         Err(r) => return r,
     };
-    if !session::csrf_ok(&session.csrf, f.get("csrf").map(String::as_str)) {
-        return forbidden();
-    }
     let own: Result<Option<(String,)>, _> = sqlx::query_as(
         "SELECT id FROM invoices WHERE id = $1 AND account_id = $2 AND number IS NOT NULL",
     )
@@ -423,13 +417,10 @@ pub async fn card_action(
     Path((card, action)): Path<(String, String)>,
     Form(f): Form<Fields>,
 ) -> Response {
-    let session = match require(&s, &headers).await {
+    let session = match require_form(&s, &headers, &f).await {
         Ok(session) => session,
         Err(r) => return r,
     };
-    if !session::csrf_ok(&session.csrf, f.get("csrf").map(String::as_str)) {
-        return forbidden();
-    }
     use crate::payments::charging::{self, Provider};
     let done = async {
         let p = charging::provider(&s.pool, s.master_key.as_deref()).await?;

@@ -73,6 +73,34 @@ async fn require(s: &AppState, headers: &HeaderMap) -> Result<AdminSession, Resp
     }
 }
 
+/// A form post from a signed-in admin with a valid CSRF token and a write-scope token.
+async fn require_write(
+    s: &AppState,
+    headers: &HeaderMap,
+    f: &Fields,
+) -> Result<AdminSession, Response> {
+    let admin = require(s, headers).await?;
+    if !csrf_ok(&admin.csrf, f.get("csrf").map(String::as_str)) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            Html(admin_page("Form expired", None, "")),
+        )
+            .into_response());
+    }
+    if admin.scope != Scope::Write {
+        return Err((
+            StatusCode::FORBIDDEN,
+            Html(admin_page(
+                "Read-only",
+                Some(&admin.csrf),
+                "<p>This session's token has read scope.</p>",
+            )),
+        )
+            .into_response());
+    }
+    Ok(admin)
+}
+
 fn sign_in_page(error: Option<&str>, status: StatusCode) -> Response {
     let csrf = new_session_token();
     let body = format!(
@@ -319,28 +347,10 @@ pub async fn invoice_action(
     Path((id, action)): Path<(String, String)>,
     Form(f): Form<Fields>,
 ) -> Response {
-    let admin = match require(&s, &headers).await {
+    let admin = match require_write(&s, &headers, &f).await {
         Ok(a) => a,
         Err(r) => return r,
     };
-    if !csrf_ok(&admin.csrf, f.get("csrf").map(String::as_str)) {
-        return (
-            StatusCode::FORBIDDEN,
-            Html(admin_page("Form expired", None, "")),
-        )
-            .into_response();
-    }
-    if admin.scope != Scope::Write {
-        return (
-            StatusCode::FORBIDDEN,
-            Html(admin_page(
-                "Read-only",
-                Some(&admin.csrf),
-                "<p>This session's token has read scope.</p>",
-            )),
-        )
-            .into_response();
-    }
     let result = match action.as_str() {
         "issue" | "cancel" => {
             async {
@@ -592,28 +602,10 @@ pub async fn save_billing_settings(
     headers: HeaderMap,
     Form(f): Form<Fields>,
 ) -> Response {
-    let admin = match require(&s, &headers).await {
+    let admin = match require_write(&s, &headers, &f).await {
         Ok(a) => a,
         Err(r) => return r,
     };
-    if !csrf_ok(&admin.csrf, f.get("csrf").map(String::as_str)) {
-        return (
-            StatusCode::FORBIDDEN,
-            Html(admin_page("Form expired", None, "")),
-        )
-            .into_response();
-    }
-    if admin.scope != Scope::Write {
-        return (
-            StatusCode::FORBIDDEN,
-            Html(admin_page(
-                "Read-only",
-                Some(&admin.csrf),
-                "<p>This session's token has read scope.</p>",
-            )),
-        )
-            .into_response();
-    }
     let mut patch = serde_json::json!({});
     for key in ["mode", "numbering"] {
         if let Some(v) = f.get(key) {

@@ -286,17 +286,26 @@ pub async fn require(s: &AppState, headers: &HeaderMap) -> Result<Session, Respo
     }
 }
 
+/// A form post from a signed-in developer with the session's CSRF token.
+pub async fn require_form(
+    s: &AppState,
+    headers: &HeaderMap,
+    f: &Fields,
+) -> Result<Session, Response> {
+    let session = require(s, headers).await?;
+    if !session::csrf_ok(&session.csrf, f.get("csrf").map(String::as_str)) {
+        return Err(forbidden());
+    }
+    Ok(session)
+}
+
 pub async fn sign_out(
     State(s): State<AppState>,
     headers: HeaderMap,
     Form(f): Form<Fields>,
 ) -> Response {
-    let session = match require(&s, &headers).await {
-        Ok(session) => session,
-        Err(r) => return r,
-    };
-    if !session::csrf_ok(&session.csrf, f.get("csrf").map(String::as_str)) {
-        return forbidden();
+    if let Err(r) = require_form(&s, &headers, &f).await {
+        return r;
     }
     if let Err(e) = session::end(&s.pool, &headers).await {
         return failure(e);
@@ -394,13 +403,10 @@ pub async fn create_application(
     headers: HeaderMap,
     Form(f): Form<Fields>,
 ) -> Response {
-    let session = match require(&s, &headers).await {
+    let session = match require_form(&s, &headers, &f).await {
         Ok(session) => session,
         Err(r) => return r,
     };
-    if !session::csrf_ok(&session.csrf, f.get("csrf").map(String::as_str)) {
-        return forbidden();
-    }
     let name = f
         .get("name")
         .map(|n| n.trim().to_string())
