@@ -160,6 +160,41 @@ pub async fn lines(pool: &Pool, invoice_id: &str) -> ApiResult<Vec<Line>> {
     Ok(rows.iter().map(line_from_row).collect::<Result<_, _>>()?)
 }
 
+/// A page of invoices as the API shows them, their lines read in one query per
+/// [`crate::store::PARAMS_PER_STATEMENT`] invoices (not one per invoice).
+pub async fn page_json(pool: &Pool, page: crate::http::list::Page<Invoice>) -> ApiResult<Value> {
+    let mut by_invoice: std::collections::HashMap<String, Vec<Line>> =
+        std::collections::HashMap::new();
+    for chunk in page.data.chunks(crate::store::PARAMS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id IN {} ORDER BY invoice_id, position",
+            crate::store::in_list(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for inv in chunk {
+            q = q.bind(&inv.id);
+        }
+        for row in q.fetch_all(pool).await? {
+            let invoice_id: String = row.try_get("invoice_id")?;
+            by_invoice
+                .entry(invoice_id)
+                .or_default()
+                .push(line_from_row(&row)?);
+        }
+    }
+    let data: Vec<Value> = page
+        .data
+        .iter()
+        .map(|inv| {
+            to_json(
+                inv,
+                by_invoice.get(&inv.id).map(Vec::as_slice).unwrap_or(&[]),
+            )
+        })
+        .collect();
+    serde_json::to_value(page.with_data(data)).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
 async fn lines_tx(tx: &mut Tx, invoice_id: &str) -> ApiResult<Vec<Line>> {
     let rows = sqlx::query(&format!(
         "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = $1 ORDER BY position"
@@ -383,13 +418,38 @@ pub async fn issue(tx: &mut Tx, id: &str, settings: &BillingSettings, now: i64) 
     }
     let series = series(settings.numbering, inv.period_start, false);
     let number = format_number(&series, allocate_numbers(tx, &series, 1).await?);
+    write_issued(tx, id, &plan, &number, currency, None, now).await?;
+    set_balance(tx, &inv.account_id, plan.settlement.balance_after).await?;
+    let email = issued_email(
+        settings,
+        &buyer,
+        id,
+        &number,
+        &plan,
+        currency,
+        inv.period_start,
+    );
+    super::outbox::enqueue(tx, &email, now).await
+}
+
+/// Writes what issuing decided onto an existing invoice row (the manual path, and a run issuing
+/// an open invoice the admin had started). `run_id`: the billing run that issued it, if any.
+pub async fn write_issued(
+    tx: &mut Tx,
+    id: &str,
+    plan: &IssuePlan,
+    number: &str,
+    currency: Currency,
+    run_id: Option<&str>,
+    now: i64,
+) -> ApiResult<()> {
     let t = &plan.settlement.totals;
     sqlx::query(
-        "UPDATE invoices SET state = $2, number = $3, subtotal = $4, tax = $5, total = $6, vat_rate = $7, buyer = $8, seller = $9, footer = $10, issued_at = $11, due_on = $12, paid_at = $13, updated_at = $11 WHERE id = $1",
+        "UPDATE invoices SET state = $2, number = $3, subtotal = $4, tax = $5, total = $6, vat_rate = $7, buyer = $8, seller = $9, footer = $10, issued_at = $11, due_on = $12, paid_at = $13, billing_run_id = COALESCE($14, billing_run_id), updated_at = $11 WHERE id = $1",
     )
     .bind(id)
     .bind(plan.state)
-    .bind(&number)
+    .bind(number)
     .bind(currency.format(t.subtotal))
     .bind(currency.format(t.tax))
     .bind(currency.format(t.total))
@@ -400,38 +460,42 @@ pub async fn issue(tx: &mut Tx, id: &str, settings: &BillingSettings, now: i64) 
     .bind(now)
     .bind(plan.due_on)
     .bind((plan.state == "paid").then_some(now))
+    .bind(run_id)
     .execute(&mut **tx)
     .await?;
-    set_balance(tx, &inv.account_id, plan.settlement.balance_after).await?;
+    Ok(())
+}
+
+/// The "invoice issued" email (with the PDF attached when sent), rendered from the settings' text.
+pub fn issued_email(
+    settings: &BillingSettings,
+    buyer: &Buyer,
+    invoice_id: &str,
+    number: &str,
+    plan: &IssuePlan,
+    currency: Currency,
+    period_start: i64,
+) -> super::outbox::Email {
     let text = &settings.email_texts.invoice_issued;
     let render = |t: &str| {
         render_text(
             t,
             &buyer.name,
-            &number,
-            &currency.format(t_total(&plan)),
+            number,
+            &currency.format(plan.settlement.totals.total),
             currency.code,
             &format_date(plan.due_on),
-            &format_month(inv.period_start),
+            &format_month(period_start),
         )
     };
-    super::outbox::enqueue(
-        tx,
-        &super::outbox::Email {
-            dedupe_key: format!("invoice_issued:{id}"),
-            kind: "invoice_issued",
-            recipient: buyer.email.clone(),
-            subject: render(&text.subject),
-            body: render(&text.body),
-            invoice_id: Some(id.to_string()),
-        },
-        now,
-    )
-    .await
-}
-
-fn t_total(plan: &IssuePlan) -> Decimal {
-    plan.settlement.totals.total
+    super::outbox::Email {
+        dedupe_key: format!("invoice_issued:{invoice_id}"),
+        kind: "invoice_issued",
+        recipient: buyer.email.clone(),
+        subject: render(&text.subject),
+        body: render(&text.body),
+        invoice_id: Some(invoice_id.to_string()),
+    }
 }
 
 pub async fn set_balance(tx: &mut Tx, account_id: &str, balance: Decimal) -> ApiResult<()> {

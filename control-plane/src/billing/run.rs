@@ -18,12 +18,10 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::calendar::{
-    day_of, format_date, format_month, month_start, next_month_start, previous_month_start,
-};
+use super::calendar::{day_of, format_date, month_start, next_month_start, previous_month_start};
 use super::invoices::{
-    allocate_numbers, buyer_from_row, format_number, insert_lines, plain, plan_issue, render_text,
-    series, Buyer, BUYER_COLUMNS, INVOICE_COLUMNS,
+    allocate_numbers, buyer_from_row, format_number, insert_lines, issued_email, plain, plan_issue,
+    series, write_issued, Buyer, BUYER_COLUMNS, INVOICE_COLUMNS,
 };
 use super::lines::{
     due_lines, history_keys, Billed, BilledKeys, Contract, LineKind, MetricPricing, Mode, NewLine,
@@ -561,25 +559,7 @@ async fn bill_accounts(
         let totals = &issue.settlement.totals;
         let paid_at = (issue.state == "paid").then_some(t);
         if draft.existing.is_some() {
-            sqlx::query(
-                "UPDATE invoices SET state = $2, number = $3, subtotal = $4, tax = $5, total = $6, vat_rate = $7, buyer = $8, seller = $9, footer = $10, billing_run_id = $11, issued_at = $12, due_on = $13, paid_at = $14, updated_at = $12 WHERE id = $1",
-            )
-            .bind(&id)
-            .bind(issue.state)
-            .bind(&num)
-            .bind(currency.format(totals.subtotal))
-            .bind(currency.format(totals.tax))
-            .bind(currency.format(totals.total))
-            .bind(plain(issue.vat_rate))
-            .bind(&issue.buyer_json)
-            .bind(&issue.seller_json)
-            .bind(&issue.footer)
-            .bind(&ctx.run_id)
-            .bind(t)
-            .bind(issue.due_on)
-            .bind(paid_at)
-            .execute(&mut **tx)
-            .await?;
+            write_issued(tx, &id, &issue, &num, currency, Some(&ctx.run_id), t).await?;
         } else {
             new_invoices.push(Issued {
                 id: id.clone(),
@@ -600,26 +580,15 @@ async fn bill_accounts(
             super::invoices::set_balance(tx, &draft.buyer.id, issue.settlement.balance_after)
                 .await?;
         }
-        let text = &ctx.settings.email_texts.invoice_issued;
-        let render = |s: &str| {
-            render_text(
-                s,
-                &draft.buyer.name,
-                &num,
-                &currency.format(totals.total),
-                currency.code,
-                &format_date(issue.due_on),
-                &format_month(ctx.period.0),
-            )
-        };
-        emails.push(Email {
-            dedupe_key: format!("invoice_issued:{id}"),
-            kind: "invoice_issued",
-            recipient: draft.buyer.email.clone(),
-            subject: render(&text.subject),
-            body: render(&text.body),
-            invoice_id: Some(id.clone()),
-        });
+        emails.push(issued_email(
+            &ctx.settings,
+            draft.buyer,
+            &id,
+            &num,
+            &issue,
+            currency,
+            ctx.period.0,
+        ));
     }
     let computed = std::time::Instant::now();
     insert_invoices(tx, ctx, currency.code, t, &new_invoices).await?;

@@ -89,16 +89,8 @@ pub async fn list(
         .iter()
         .map(Invoice::from_row)
         .collect::<Result<_, _>>()?;
-    let pg = page(invs, limit, |i| &i.id);
-    let mut data = Vec::with_capacity(pg.data.len());
-    for inv in &pg.data {
-        data.push(invoices::to_json(
-            inv,
-            &invoices::lines(&s.pool, &inv.id).await?,
-        ));
-    }
     Ok(Json(
-        serde_json::to_value(pg.with_data(data)).unwrap_or(Value::Null),
+        invoices::page_json(&s.pool, page(invs, limit, |i| &i.id)).await?,
     ))
 }
 

@@ -256,21 +256,17 @@ pub async fn charge_invoice(
     };
     tx.commit().await?;
     let attempt_key = format!("{invoice_id}-{attempt}");
-    let Some((customer_ref, default)) = customer(pool, &p, &inv.account_id, false).await? else {
-        apply(
-            pool,
-            &attempt_id,
-            ChargeOutcome::Declined {
-                reference: None,
-                code: "no_payment_method".into(),
-                message: "no card on file".into(),
-            },
-            today,
-        )
-        .await?;
-        return Ok(attempt_id);
-    };
-    let Some(method) = method.map(str::to_string).or(default) else {
+    // The customer and the card to charge: the chosen one, else the default.
+    let card =
+        customer(pool, &p, &inv.account_id, false)
+            .await?
+            .and_then(|(customer_ref, default)| {
+                method
+                    .map(str::to_string)
+                    .or(default)
+                    .map(|m| (customer_ref, m))
+            });
+    let Some((customer_ref, method)) = card else {
         apply(
             pool,
             &attempt_id,
