@@ -93,6 +93,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admin_portal",
         include_str!("../migrations/0007_admin_portal.sql"),
     ),
+    (
+        8,
+        "usage_by_time",
+        include_str!("../migrations/0008_usage_by_time.sql"),
+    ),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {

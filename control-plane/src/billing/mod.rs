@@ -10,6 +10,7 @@ pub mod invoices;
 pub mod lines;
 pub mod outbox;
 pub mod pdf;
+pub mod preview;
 pub mod rating;
 pub mod run;
 pub mod scheduler;

@@ -131,9 +131,23 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, kind, code, message, param) = match self {
+impl ApiError {
+    /// The message a client is shown (internal details stay in the log).
+    pub fn public_message(self) -> String {
+        self.into_parts().3
+    }
+
+    /// (status, type, code, message, param) of the JSON error object.
+    fn into_parts(
+        self,
+    ) -> (
+        StatusCode,
+        &'static str,
+        &'static str,
+        String,
+        Option<String>,
+    ) {
+        match self {
             ApiError::BadRequest {
                 code,
                 message,
@@ -206,7 +220,13 @@ impl IntoResponse for ApiError {
                     None,
                 )
             }
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, code, message, param) = self.into_parts();
         let body =
             json!({"error": {"type": kind, "code": code, "message": message, "param": param}});
         let mut response = (status, Json(body)).into_response();

@@ -64,8 +64,11 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let admin = Router::new()
+/// The admin API's routes with their inner layers (snapshot bump, idempotency), without
+/// authentication: [`router`] puts [`auth::layer`] around them, and the admin portal calls them
+/// in-process with the signed-in admin's [`auth::Caller`] (one validation path for both).
+pub fn admin_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
         .route("/services", post(services::create).get(services::list))
         .route(
             "/services/{id}",
@@ -183,7 +186,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             idempotency::layer,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::layer));
+}
+
+pub fn router(state: AppState) -> Router {
+    let admin =
+        admin_routes(&state).layer(middleware::from_fn_with_state(state.clone(), auth::layer));
     let gateways = Router::new()
         .route("/services/{id}/snapshot", get(gateway::snapshot))
         .route("/services/{id}/usage", post(gateway::usage))

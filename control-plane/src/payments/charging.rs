@@ -64,6 +64,7 @@ pub async fn provider(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<P
             publishable_key,
             webhook_secret,
             api_base,
+            ..
         }) => Ok(Provider::Stripe(Box::new(
             Stripe::new(
                 &secret_key,
@@ -166,6 +167,59 @@ pub fn minor_units(total: Decimal, exponent: u32) -> Option<i64> {
         return None;
     }
     rust_decimal::prelude::ToPrimitive::to_i64(&scaled)
+}
+
+/// The latest attempt on `invoice_id` that waits for the cardholder (3-D Secure): its id and the
+/// provider's reference.
+async fn awaiting_action(pool: &Pool, invoice_id: &str) -> ApiResult<Option<(String, String)>> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT id, provider_ref FROM charge_attempts WHERE invoice_id = $1 AND state = 'requires_action' ORDER BY attempt DESC LIMIT 1",
+    )
+    .bind(invoice_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(id, r)| r.map(|r| (id, r))))
+}
+
+/// What the browser needs to let the cardholder authenticate the payment of `invoice_id`: the
+/// PaymentIntent's client secret and the publishable key. `None` when nothing waits (Braintree
+/// charges never wait: its vaulted cards are charged without a challenge).
+pub async fn action_secret(
+    pool: &Pool,
+    master_key: Option<&[u8; 32]>,
+    invoice_id: &str,
+) -> ApiResult<Option<(String, String)>> {
+    let Some((_, reference)) = awaiting_action(pool, invoice_id).await? else {
+        return Ok(None);
+    };
+    let Provider::Stripe(stripe) = provider(pool, master_key).await? else {
+        return Ok(None);
+    };
+    let (_, secret) = stripe.retrieve(&reference).await.map_err(pay_error)?;
+    Ok(secret.map(|s| (s, stripe.publishable_key.clone())))
+}
+
+/// After the cardholder authenticated in the browser: asks Stripe how the PaymentIntent ended
+/// and records it (the webhook may have done so already; applying twice changes nothing). Returns
+/// the attempt id, or `None` when no attempt waited.
+pub async fn settle_action(
+    pool: &Pool,
+    master_key: Option<&[u8; 32]>,
+    invoice_id: &str,
+    today: i64,
+) -> ApiResult<Option<String>> {
+    let Some((attempt_id, reference)) = awaiting_action(pool, invoice_id).await? else {
+        return Ok(None);
+    };
+    let Provider::Stripe(stripe) = provider(pool, master_key).await? else {
+        return Ok(None);
+    };
+    let (outcome, _) = stripe.retrieve(&reference).await.map_err(pay_error)?;
+    // Still waiting (the cardholder closed the dialog): leave the attempt as it is.
+    if !matches!(outcome, ChargeOutcome::RequiresAction { .. }) {
+        apply(pool, &attempt_id, outcome, today).await?;
+    }
+    Ok(Some(attempt_id))
 }
 
 /// The result of one charge: the attempt as the API shows it.
@@ -401,6 +455,9 @@ pub async fn apply(
             .await?;
             resume_if_settled(&mut tx, &inv.account_id).await?;
         }
+        // Authentication failed after the charge asked for it: the attempt already counted as
+        // one failure when it asked; it is not counted twice.
+        ChargeOutcome::Declined { .. } if state == "requires_action" => {}
         _ if inv.state == "pending" || inv.state == "unpaid" => {
             let failures = inv_failed_attempts(&mut tx, &invoice_id).await? + 1;
             let last = failures >= settings.retry.attempts;

@@ -35,6 +35,8 @@ pub enum GatewayConfig {
         publishable_key: String,
         webhook_secret: String,
         api_base: Option<String>,
+        /// Where browsers load Stripe.js (default [`STRIPE_JS_URL`]; tests: localstripe's shim).
+        js_url: Option<String>,
     },
     Braintree {
         merchant_id: String,
@@ -42,8 +44,15 @@ pub enum GatewayConfig {
         private_key: String,
         environment: String,
         api_base: Option<String>,
+        /// Base URL of the Braintree web SDK (default [`BRAINTREE_JS_URL`]).
+        js_url: Option<String>,
     },
 }
+
+/// Stripe.js, as Stripe requires it to be loaded (never self-hosted).
+pub const STRIPE_JS_URL: &str = "https://js.stripe.com/v3/";
+/// Braintree's web SDK (client + hosted-fields), version 3.x, on Braintree's CDN.
+pub const BRAINTREE_JS_URL: &str = "https://js.braintreegateway.com/web/3.111.0/js/";
 
 impl GatewayConfig {
     pub fn provider(&self) -> &'static str {
@@ -67,6 +76,7 @@ pub struct GatewayInput {
     private_key: Option<String>,
     environment: Option<String>,
     api_base: Option<String>,
+    js_url: Option<String>,
 }
 
 const SECRETS: &[&str] = &["secret_key", "webhook_secret", "private_key"];
@@ -102,6 +112,11 @@ fn field(param: &str, v: Option<String>, prefix: Option<&str>) -> ApiResult<Stri
 }
 
 fn api_base(v: Option<String>) -> ApiResult<Option<String>> {
+    url("api_base", v)
+}
+
+/// An optional http(s) URL, stored with a trailing `/` (both uses append paths to it).
+fn url(param: &str, v: Option<String>) -> ApiResult<Option<String>> {
     match v.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
         Some(u)
@@ -114,11 +129,7 @@ fn api_base(v: Option<String>) -> ApiResult<Option<String>> {
                 format!("{u}/")
             }))
         }
-        Some(_) => Err(ApiError::invalid(
-            "api_base",
-            "invalid_url",
-            "an http(s) URL",
-        )),
+        Some(_) => Err(ApiError::invalid(param, "invalid_url", "an http(s) URL")),
     }
 }
 
@@ -130,6 +141,7 @@ impl GatewayInput {
                 publishable_key: field("publishable_key", self.publishable_key, Some("pk_"))?,
                 webhook_secret: field("webhook_secret", self.webhook_secret, Some("whsec_"))?,
                 api_base: api_base(self.api_base)?,
+                js_url: url("js_url", self.js_url)?,
             }),
             Some("braintree") => {
                 let environment = self.environment.unwrap_or_else(|| "sandbox".into());
@@ -146,6 +158,7 @@ impl GatewayInput {
                     private_key: field("private_key", self.private_key, None)?,
                     environment,
                     api_base: api_base(self.api_base)?,
+                    js_url: url("js_url", self.js_url)?,
                 })
             }
             _ => Err(ApiError::invalid(
@@ -164,11 +177,13 @@ fn fields(c: &GatewayConfig) -> Vec<(&'static str, Option<String>)> {
             publishable_key,
             webhook_secret,
             api_base,
+            js_url,
         } => vec![
             ("secret_key", Some(secret_key.clone())),
             ("publishable_key", Some(publishable_key.clone())),
             ("webhook_secret", Some(webhook_secret.clone())),
             ("api_base", api_base.clone()),
+            ("js_url", js_url.clone()),
         ],
         GatewayConfig::Braintree {
             merchant_id,
@@ -176,14 +191,26 @@ fn fields(c: &GatewayConfig) -> Vec<(&'static str, Option<String>)> {
             private_key,
             environment,
             api_base,
+            js_url,
         } => vec![
             ("merchant_id", Some(merchant_id.clone())),
             ("public_key", Some(public_key.clone())),
             ("private_key", Some(private_key.clone())),
             ("environment", Some(environment.clone())),
             ("api_base", api_base.clone()),
+            ("js_url", js_url.clone()),
         ],
     }
+}
+
+/// The secrets of `c` as (name, plaintext): the admin portal keeps a stored secret when its
+/// write-only field is left empty.
+pub fn secrets_of(c: &GatewayConfig) -> Vec<(String, String)> {
+    fields(c)
+        .into_iter()
+        .filter(|(name, _)| SECRETS.contains(name))
+        .filter_map(|(name, v)| v.map(|v| (name.to_string(), v)))
+        .collect()
 }
 
 /// Stores `config`, secrets sealed. Returns the previous provider, if another.
@@ -301,6 +328,7 @@ pub async fn load(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<Optio
             publishable_key: req("publishable_key")?,
             webhook_secret: req("webhook_secret")?,
             api_base: get("api_base")?,
+            js_url: get("js_url")?,
         },
         _ => GatewayConfig::Braintree {
             merchant_id: req("merchant_id")?,
@@ -308,6 +336,7 @@ pub async fn load(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<Optio
             private_key: req("private_key")?,
             environment: req("environment")?,
             api_base: get("api_base")?,
+            js_url: get("js_url")?,
         },
     }))
 }

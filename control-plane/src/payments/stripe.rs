@@ -12,7 +12,7 @@ use std::time::Duration;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::{
-    CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent,
+    CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
 };
 use stripe_core::setup_intent::CreateSetupIntent;
 use stripe_core::{PaymentIntent, PaymentIntentStatus};
@@ -227,6 +227,16 @@ impl Stripe {
             }
             Ok(Err(e)) => Err(err(e)),
         }
+    }
+
+    /// A PaymentIntent's outcome now, and its client secret (which Stripe.js needs to let the
+    /// cardholder authenticate a payment that requires action).
+    pub async fn retrieve(
+        &self,
+        payment_intent: &str,
+    ) -> Result<(ChargeOutcome, Option<String>), PayError> {
+        let pi = bounded(RetrievePaymentIntent::new(payment_intent).send(&self.client)).await?;
+        Ok((outcome(&pi), pi.client_secret.clone()))
     }
 
     /// The PaymentIntent an earlier call created for `attempt_key`, if any.

@@ -23,7 +23,7 @@ type PaymentRow = (Option<String>, String, String, String, Option<String>, i64);
 /// Days shown in the usage chart.
 pub const CHART_DAYS: i64 = 30;
 
-fn not_found(session: &Session) -> Response {
+pub(super) fn not_found(session: &Session) -> Response {
     (
         StatusCode::NOT_FOUND,
         Html(page(
@@ -282,14 +282,15 @@ async fn cards_section(s: &AppState, session: &Session) -> String {
             )
         })
         .collect();
+    let add = "<p><a id=\"add-card\" href=\"/portal/payment_methods/new\">Add a card</a></p>";
     if cards.is_empty() {
-        "<h2>Payment methods</h2><p>No card on file.</p>".into()
+        format!("<h2>Payment methods</h2><p>No card on file.</p>{add}")
     } else {
-        format!("<h2>Payment methods</h2><table><thead><tr><th scope=\"col\">Card</th><th scope=\"col\">Expires</th><th scope=\"col\"></th></tr></thead><tbody>{rows}</tbody></table>")
+        format!("<h2>Payment methods</h2><table class=\"sortable\"><thead><tr><th scope=\"col\">Card</th><th scope=\"col\">Expires</th><th scope=\"col\"></th></tr></thead><tbody>{rows}</tbody></table>{add}")
     }
 }
 
-async fn billing_page(
+pub(super) async fn billing_page(
     s: &AppState,
     session: &Session,
     notice: &str,
@@ -370,16 +371,9 @@ pub async fn pay_invoice(
         Ok(session) => session,
         Err(r) => return r,
     };
-    let own: Result<Option<(String,)>, _> = sqlx::query_as(
-        "SELECT id FROM invoices WHERE id = $1 AND account_id = $2 AND number IS NOT NULL",
-    )
-    .bind(&id)
-    .bind(&session.account_id)
-    .fetch_optional(&s.pool)
-    .await;
-    match own {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_found(&session),
+    match own_invoice(&s, &session, &id).await {
+        Ok(true) => {}
+        Ok(false) => return not_found(&session),
         Err(e) => return failure(e.into()),
     }
     use crate::payments::charging;
@@ -396,16 +390,33 @@ pub async fn pay_invoice(
     }
     .await;
     let (notice, status) = match result {
-        Ok(p) if p["state"] == "succeeded" => ("<p class=\"notice\" role=\"status\">Paid. Thank you.</p>".to_string(), StatusCode::OK),
-        Ok(p) if p["state"] == "requires_action" => (
-            "<p class=\"error\" role=\"alert\">Your bank asks you to confirm this payment; confirm it in your card's app and pay again.</p>".to_string(),
-            StatusCode::PAYMENT_REQUIRED,
+        Ok(p) if p["state"] == "succeeded" => (
+            "<p class=\"notice\" role=\"status\">Paid. Thank you.</p>".to_string(),
+            StatusCode::OK,
         ),
+        Ok(p) if p["state"] == "requires_action" => {
+            if let Some(r) = super::card_pages::authenticate_page(&s, &session, &id).await {
+                return r;
+            }
+            (
+                "<p class=\"error\" role=\"alert\">Your bank asks you to confirm this payment, and it cannot be confirmed here; please try again later.</p>".to_string(),
+                StatusCode::PAYMENT_REQUIRED,
+            )
+        }
         Ok(p) => (
-            format!("<p class=\"error\" role=\"alert\">The payment failed: {}</p>", esc(p["error_message"].as_str().unwrap_or("declined"))),
+            format!(
+                "<p class=\"error\" role=\"alert\">The payment failed: {}</p>",
+                esc(p["error_message"].as_str().unwrap_or("declined"))
+            ),
             StatusCode::PAYMENT_REQUIRED,
         ),
-        Err(e) => (format!("<p class=\"error\" role=\"alert\">The payment could not be made: {}</p>", esc(&format!("{e:?}"))), StatusCode::CONFLICT),
+        Err(e) => (
+            format!(
+                "<p class=\"error\" role=\"alert\">The payment could not be made: {}</p>",
+                esc(&e.public_message())
+            ),
+            StatusCode::CONFLICT,
+        ),
     };
     billing_page(&s, &session, &notice, status).await
 }
@@ -468,6 +479,23 @@ pub async fn card_action(
     }
 }
 
+/// Whether `id` is an issued invoice of the session's account.
+async fn own_invoice(s: &AppState, session: &Session, id: &str) -> Result<bool, sqlx::Error> {
+    let own: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM invoices WHERE id = $1 AND account_id = $2 AND number IS NOT NULL",
+    )
+    .bind(id)
+    .bind(&session.account_id)
+    .fetch_optional(&s.pool)
+    .await?;
+    Ok(own.is_some())
+}
+
+/// [`own_invoice`], a database error counting as "not yours".
+pub(super) async fn owns_invoice(s: &AppState, session: &Session, id: &str) -> bool {
+    own_invoice(s, session, id).await.unwrap_or(false)
+}
+
 pub async fn invoice_pdf(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -480,18 +508,11 @@ pub async fn invoice_pdf(
     let Some(id) = file.strip_suffix(".pdf") else {
         return not_found(&session);
     };
-    let own: Result<Option<(String,)>, _> = sqlx::query_as(
-        "SELECT id FROM invoices WHERE id = $1 AND account_id = $2 AND number IS NOT NULL",
-    )
-    .bind(id)
-    .bind(&session.account_id)
-    .fetch_optional(&s.pool)
-    .await;
-    match own {
-        Ok(Some(_)) => crate::http::invoices::pdf_response(&s, id)
+    match own_invoice(&s, &session, id).await {
+        Ok(true) => crate::http::invoices::pdf_response(&s, id)
             .await
             .unwrap_or_else(failure),
-        Ok(None) => not_found(&session),
+        Ok(false) => not_found(&session),
         Err(e) => failure(e.into()),
     }
 }

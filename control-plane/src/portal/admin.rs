@@ -11,7 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use super::html::{admin_page, esc, field};
 use super::session::{cookie, csrf_ok, set_cookie, SESSION_TTL_SECS};
 use crate::billing::calendar::{day_of, format_date, month_start, SECONDS_PER_DAY};
-use crate::http::auth::Scope;
+use crate::http::auth::{Caller, Scope};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::secrets::{new_session_token, sha256_hex};
@@ -20,18 +20,20 @@ use crate::store::now;
 pub const ADMIN_COOKIE: &str = "tg_admin";
 pub const ADMIN_CSRF_COOKIE: &str = "tg_admin_csrf";
 
-type Fields = HashMap<String, String>;
+pub(super) type Fields = HashMap<String, String>;
 
-struct AdminSession {
-    scope: Scope,
-    csrf: String,
+pub struct AdminSession {
+    pub scope: Scope,
+    pub csrf: String,
+    /// Who acts: the API calls the portal makes run as this token.
+    pub caller: Caller,
 }
 
-fn redirect(to: &str) -> Response {
+pub(super) fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
 
-fn failure(e: ApiError) -> Response {
+pub(super) fn failure(e: ApiError) -> Response {
     let status = e.into_response().status();
     (
         status,
@@ -52,20 +54,31 @@ async fn current(s: &AppState, headers: &HeaderMap) -> Result<Option<AdminSessio
     let Some(token) = cookie(headers, ADMIN_COOKIE) else {
         return Ok(None);
     };
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT scope, csrf_token FROM admin_sessions WHERE id_sha256 = $1 AND expires_at > $2",
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        // A revoked token ends its sessions too.
+        "SELECT s.scope, s.csrf_token, s.token_id FROM admin_sessions s WHERE s.id_sha256 = $1 AND s.expires_at > $2 \
+         AND (s.token_id = 'env' OR EXISTS (SELECT 1 FROM admin_tokens t WHERE t.id = s.token_id))",
     )
     .bind(sha256_hex(&token))
     .bind(now())
     .fetch_optional(&s.pool)
     .await?;
-    Ok(row.map(|(scope, csrf)| AdminSession {
-        scope: Scope::parse(&scope).unwrap_or(Scope::Read),
-        csrf,
+    Ok(row.map(|(scope, csrf, token_id)| {
+        let scope = Scope::parse(&scope).unwrap_or(Scope::Read);
+        AdminSession {
+            scope,
+            csrf,
+            caller: Caller {
+                token_id,
+                scope,
+                // Only keys idempotent replays, which the portal never asks for.
+                response_secret: [0; 32],
+            },
+        }
     }))
 }
 
-async fn require(s: &AppState, headers: &HeaderMap) -> Result<AdminSession, Response> {
+pub(super) async fn require(s: &AppState, headers: &HeaderMap) -> Result<AdminSession, Response> {
     match current(s, headers).await {
         Ok(Some(a)) => Ok(a),
         Ok(None) => Err(redirect("/admin/sign_in")),
@@ -74,7 +87,7 @@ async fn require(s: &AppState, headers: &HeaderMap) -> Result<AdminSession, Resp
 }
 
 /// A form post from a signed-in admin with a valid CSRF token and a write-scope token.
-async fn require_write(
+pub(super) async fn require_write(
     s: &AppState,
     headers: &HeaderMap,
     f: &Fields,
@@ -222,10 +235,22 @@ pub async fn dashboard(State(s): State<AppState>, headers: HeaderMap) -> Respons
     .bind(month)
     .fetch_all(&s.pool)
     .await;
-    let (counts, money) = match (counts, money) {
-        (Ok(c), Ok(m)) => (c, m),
-        (Err(e), _) | (_, Err(e)) => return failure(e.into()),
+    // Today's usage per service and metric (UTC day; hourly counters, read by time).
+    let usage: Result<Vec<(String, String, i64)>, _> = sqlx::query_as(
+        "SELECT s.name, m.name, CAST(SUM(c.value) AS BIGINT) FROM usage_counters c JOIN metrics m ON m.id = c.metric_id \
+         JOIN services s ON s.id = m.service_id WHERE c.bucket_start >= $1 GROUP BY s.name, m.name ORDER BY s.name, m.name",
+    )
+    .bind(day_of(now()) * SECONDS_PER_DAY)
+    .fetch_all(&s.pool)
+    .await;
+    let (counts, money, usage) = match (counts, money, usage) {
+        (Ok(c), Ok(m), Ok(u)) => (c, m, u),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return failure(e.into()),
     };
+    let usage_rows: Vec<Vec<String>> = usage
+        .iter()
+        .map(|(svc, metric, n)| vec![esc(svc), esc(metric), n.to_string()])
+        .collect();
     // Sums per currency in Decimal (never floats).
     let mut revenue: HashMap<String, rust_decimal::Decimal> = HashMap::new();
     let mut outstanding: HashMap<String, rust_decimal::Decimal> = HashMap::new();
@@ -249,7 +274,8 @@ pub async fn dashboard(State(s): State<AppState>, headers: HeaderMap) -> Respons
     };
     let body = format!(
         "<p>Services {} · plans {} · accounts {} · applications {}</p>\
-         <p>Revenue since {}: <strong id=\"revenue\">{}</strong></p><p>Outstanding (issued, unpaid, failed): <strong id=\"outstanding\">{}</strong></p>",
+         <p>Revenue since {}: <strong id=\"revenue\">{}</strong></p><p>Outstanding (issued, unpaid, failed): <strong id=\"outstanding\">{}</strong></p>\
+         <section><h2>Usage today (UTC)</h2>{}</section>",
         counts.0,
         counts.1,
         counts.2,
@@ -257,6 +283,7 @@ pub async fn dashboard(State(s): State<AppState>, headers: HeaderMap) -> Respons
         format_date(month / SECONDS_PER_DAY),
         esc(&show(&revenue)),
         esc(&show(&outstanding)),
+        super::html::table("usage today", &["Service", "Metric", "Count"], &usage_rows),
     );
     Html(admin_page("Dashboard", Some(&admin.csrf), &body)).into_response()
 }
@@ -272,28 +299,37 @@ pub async fn invoices(
         Ok(a) => a,
         Err(r) => return r,
     };
-    invoices_page(
-        &s,
-        &admin,
-        q.get("state").map(String::as_str).unwrap_or(""),
-        "",
-        StatusCode::OK,
-    )
-    .await
+    let filter = InvoiceFilter {
+        state: q.get("state").cloned().unwrap_or_default(),
+        account_id: q.get("account_id").cloned().unwrap_or_default(),
+    };
+    invoices_page(&s, &admin, &filter, "", StatusCode::OK).await
 }
 
-async fn invoices_page(
+/// Which invoices the list shows (empty: all).
+#[derive(Default)]
+pub(super) struct InvoiceFilter {
+    pub state: String,
+    pub account_id: String,
+}
+
+/// Most invoices one page lists (newest first); the admin API pages through all of them.
+const INVOICES_SHOWN: i64 = 200;
+
+pub(super) async fn invoices_page(
     s: &AppState,
     admin: &AdminSession,
-    state: &str,
+    filter: &InvoiceFilter,
     notice: &str,
     status: StatusCode,
 ) -> Response {
     let rows: Result<Vec<InvoiceRow>, _> = sqlx::query_as(
         "SELECT i.id, i.number, i.state, i.total, i.currency, a.name FROM invoices i JOIN accounts a ON a.id = i.account_id \
-         WHERE i.kind = 'invoice' AND ($1 = '' OR i.state = $1) ORDER BY i.id DESC LIMIT 200",
+         WHERE i.kind = 'invoice' AND ($1 = '' OR i.state = $1) AND ($2 = '' OR i.account_id = $2) ORDER BY i.id DESC LIMIT $3",
     )
-    .bind(state)
+    .bind(&filter.state)
+    .bind(&filter.account_id)
+    .bind(INVOICES_SHOWN)
     .fetch_all(&s.pool)
     .await;
     let rows = match rows {
@@ -312,13 +348,22 @@ async fn invoices_page(
         .iter()
         .map(|(id, number, st, total, currency, account)| {
             let actions: Vec<&str> = match st.as_str() {
-                "open" => vec!["issue", "cancel"],
+                "open" => vec!["finalize", "issue", "cancel"],
                 "finalized" => vec!["issue", "cancel"],
                 "pending" | "unpaid" => vec!["charge", "cancel"],
                 "failed" => vec!["charge"],
                 _ => vec![],
             };
-            let buttons: String = if admin.scope == Scope::Write { actions.iter().map(|a| action(id, a)).collect() } else { String::new() };
+            let mut buttons: String = if admin.scope == Scope::Write { actions.iter().map(|a| action(id, a)).collect() } else { String::new() };
+            if admin.scope == Scope::Write && matches!(st.as_str(), "pending" | "unpaid" | "paid" | "failed") {
+                // A credit note refunds part or all of an issued invoice (net amount, VAT added).
+                buttons.push_str(&format!(
+                    "<details><summary>Credit note</summary><form method=\"post\" action=\"/admin/invoices/{}/credit_note\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                     <label for=\"amount-{0}\">Net amount</label><input id=\"amount-{0}\" name=\"amount\" required>\
+                     <label for=\"reason-{0}\">Reason</label><input id=\"reason-{0}\" name=\"reason\"><button type=\"submit\">Issue credit note</button></form></details>",
+                    esc(id)
+                ));
+            }
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td><a href=\"/admin/api/v1/invoices/{}.pdf\">PDF</a></td><td>{buttons}</td></tr>",
                 esc(number.as_deref().unwrap_or("(draft)")),
@@ -351,47 +396,27 @@ pub async fn invoice_action(
         Ok(a) => a,
         Err(r) => return r,
     };
-    let result = match action.as_str() {
-        "issue" | "cancel" => {
-            async {
-                let settings = crate::billing::settings::load(&s.pool).await?;
-                let mut tx = crate::store::begin_write(&s.pool).await?;
-                crate::billing::invoices::act(&mut tx, &id, &action, &settings, now()).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-            .await
-        }
-        "charge" => crate::payments::charging::charge_invoice(
-            &s.pool,
-            s.master_key.as_deref(),
-            &id,
-            None,
-            crate::payments::charging::today(),
-        )
-        .await
-        .map(|_| ()),
-        _ => Err(ApiError::not_found("action", &action)),
-    };
-    let notice = match &result {
-        Ok(()) => format!(
+    // The admin API's own action routes: same checks, same states, same emails.
+    if !matches!(action.as_str(), "finalize" | "issue" | "cancel" | "charge") {
+        return failure(ApiError::not_found("action", &action));
+    }
+    let path = format!("/invoices/{}/{action}", super::admin_forms::seg(&id));
+    let a = super::admin_api::call(&s, &admin.caller, axum::http::Method::POST, &path, None).await;
+    let notice = match a.error() {
+        None => format!(
             "<p class=\"notice\" role=\"status\">Invoice {}: {} done.</p>",
             esc(&id),
             esc(&action)
         ),
-        Err(e) => format!(
+        Some((_, message)) => format!(
             "<p class=\"error\" role=\"alert\">Invoice {}: {} failed: {}</p>",
             esc(&id),
             esc(&action),
-            esc(&format!("{e:?}"))
+            esc(&message)
         ),
     };
-    let status = if result.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::CONFLICT
-    };
-    invoices_page(&s, &admin, "", &notice, status).await
+    let status = if a.ok() { StatusCode::OK } else { a.status };
+    invoices_page(&s, &admin, &InvoiceFilter::default(), &notice, status).await
 }
 
 /// Text fields of the billing settings form: (form name, JSON path, label).

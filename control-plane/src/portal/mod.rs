@@ -7,6 +7,11 @@
 
 pub mod account_pages;
 pub mod admin;
+pub mod admin_accounts;
+pub mod admin_api;
+pub mod admin_catalog;
+pub mod admin_forms;
+pub mod card_pages;
 pub mod html;
 pub mod pages;
 pub mod session;
@@ -31,6 +36,69 @@ pub fn admin_router() -> Router<AppState> {
         )
         .route("/admin/invoices", get(admin::invoices))
         .route("/admin/invoices/{id}/{action}", post(admin::invoice_action))
+        .route(
+            "/admin/invoices/{id}/credit_note",
+            post(admin_accounts::credit_note),
+        )
+        .route(
+            "/admin/services",
+            get(admin_catalog::services).post(admin_catalog::create_service),
+        )
+        .route("/admin/services/{id}", get(admin_catalog::service))
+        .route(
+            "/admin/services/{id}/metrics",
+            post(admin_catalog::create_metric),
+        )
+        .route(
+            "/admin/services/{id}/mapping_rules",
+            post(admin_catalog::create_rule),
+        )
+        .route(
+            "/admin/services/{id}/mapping_rules/{rule_id}/delete",
+            post(admin_catalog::delete_rule),
+        )
+        .route(
+            "/admin/plans",
+            get(admin_catalog::plans).post(admin_catalog::create_plan),
+        )
+        .route(
+            "/admin/plans/{id}",
+            get(admin_catalog::plan).post(admin_catalog::update_plan),
+        )
+        .route("/admin/plans/{id}/limits", post(admin_catalog::add_limit))
+        .route(
+            "/admin/plans/{id}/pricing_rules",
+            post(admin_catalog::add_pricing_rule),
+        )
+        .route(
+            "/admin/plans/{id}/{kind}/{index}/remove",
+            post(admin_catalog::remove_row),
+        )
+        .route(
+            "/admin/accounts",
+            get(admin_accounts::accounts).post(admin_accounts::create_account),
+        )
+        .route("/admin/accounts/{id}", get(admin_accounts::account))
+        .route(
+            "/admin/accounts/{id}/applications",
+            post(admin_accounts::create_application),
+        )
+        .route(
+            "/admin/applications/{id}/{action}",
+            post(admin_accounts::application_action),
+        )
+        .route(
+            "/admin/tokens",
+            get(admin_accounts::tokens).post(admin_accounts::create_token),
+        )
+        .route(
+            "/admin/tokens/{id}/revoke",
+            post(admin_accounts::revoke_token),
+        )
+        .route(
+            "/admin/gateway",
+            get(admin_accounts::gateway).post(admin_accounts::save_gateway),
+        )
 }
 
 pub fn router() -> Router<AppState> {
@@ -50,6 +118,9 @@ pub fn router() -> Router<AppState> {
         )
         .route("/billing", get(account_pages::billing))
         .route("/invoices/{id}/pay", post(account_pages::pay_invoice))
+        .route("/invoices/{id}/confirm", post(card_pages::confirmed))
+        .route("/payment_methods", post(card_pages::save_card))
+        .route("/payment_methods/new", get(card_pages::new_card))
         .route(
             "/payment_methods/{id}/{action}",
             post(account_pages::card_action),

@@ -1,0 +1,742 @@
+//! Admin portal: accounts and their applications (suspend, resume), admin tokens (generate, shown
+//! once, revoke), the payment gateway's credentials (write-only) and credit notes. Like the catalog
+//! pages, every change is the admin API call of the same name, made in-process.
+
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::admin::{redirect, require, require_write, AdminSession, Fields};
+use super::admin_api::{self, Answer};
+use super::admin_forms::{error_for, general_error, link, seg, text, write_form, FormError};
+use super::html::{admin_page, esc, input, notice, post_button, select, table};
+use crate::http::auth::Scope;
+use crate::http::AppState;
+
+fn get(f: &Fields, name: &str) -> String {
+    f.get(name)
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn show(admin: &AdminSession, title: &str, status: StatusCode, body: &str) -> Response {
+    (status, Html(admin_page(title, Some(&admin.csrf), body))).into_response()
+}
+
+fn failed(a: &Answer) -> StatusCode {
+    if a.ok() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        a.status
+    }
+}
+
+fn not_found(admin: &AdminSession) -> Response {
+    show(
+        admin,
+        "Not found",
+        StatusCode::NOT_FOUND,
+        "<p>There is no such object.</p>",
+    )
+}
+
+/// A secret shown once, right after it was made.
+fn shown_once(what: &str, secret: &str) -> String {
+    format!(
+        "<div class=\"notice\" role=\"status\"><p>{} Copy it now: it is stored hashed and cannot be shown again.</p><p><code id=\"secret\">{}</code></p></div>",
+        esc(what),
+        esc(secret)
+    )
+}
+
+// ---- accounts ----
+
+pub async fn accounts(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    accounts_page(&s, &admin, &Fields::new(), &None, StatusCode::OK).await
+}
+
+async fn accounts_page(
+    s: &AppState,
+    admin: &AdminSession,
+    f: &Fields,
+    e: &FormError,
+    status: StatusCode,
+) -> Response {
+    let list = admin_api::get(s, &admin.caller, "/accounts?limit=100").await;
+    let rows: Vec<Vec<String>> = list
+        .data()
+        .iter()
+        .map(|a| {
+            vec![
+                link(
+                    &format!("/admin/accounts/{}", seg(&text(&a["id"]))),
+                    &text(&a["name"]),
+                ),
+                esc(&text(&a["email"])),
+                esc(&text(&a["credit_balance"])),
+            ]
+        })
+        .collect();
+    let more = if list.body["has_more"] == json!(true) {
+        "<p>Showing the first 100 accounts; the admin API lists the rest.</p>"
+    } else {
+        ""
+    };
+    let form = write_form(
+        admin,
+        "/admin/accounts",
+        "New account",
+        &format!(
+            "{}{}",
+            input(
+                "name",
+                "Name",
+                "text",
+                &get(f, "name"),
+                error_for(e, "name"),
+                true
+            ),
+            input(
+                "email",
+                "Billing email",
+                "email",
+                &get(f, "email"),
+                error_for(e, "email"),
+                true
+            ),
+        ),
+        "Create account",
+    );
+    let body = format!(
+        "{}{}{more}{form}",
+        general_error(e, &["name", "email"]),
+        table("accounts", &["Name", "Email", "Credit"], &rows)
+    );
+    show(admin, "Accounts", status, &body)
+}
+
+pub async fn create_account(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let body = json!({"name": get(&f, "name"), "email": get(&f, "email")});
+    let a = admin_api::call(&s, &admin.caller, Method::POST, "/accounts", Some(body)).await;
+    if a.ok() {
+        return redirect(&format!("/admin/accounts/{}", seg(&text(&a.body["id"]))));
+    }
+    accounts_page(&s, &admin, &f, &a.error(), failed(&a)).await
+}
+
+pub async fn account(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    account_page(&s, &admin, &id, &Fields::new(), &None, "", StatusCode::OK).await
+}
+
+async fn account_page(
+    s: &AppState,
+    admin: &AdminSession,
+    id: &str,
+    f: &Fields,
+    e: &FormError,
+    done: &str,
+    status: StatusCode,
+) -> Response {
+    let acc = admin_api::get(s, &admin.caller, &format!("/accounts/{}", seg(id))).await;
+    if !acc.ok() {
+        return not_found(admin);
+    }
+    let apps = admin_api::get(
+        s,
+        &admin.caller,
+        &format!("/applications?limit=100&account_id={}", seg(id)),
+    )
+    .await;
+    let plans = admin_api::get(s, &admin.caller, "/plans?limit=100").await;
+    let plan_name = |pid: &str| {
+        plans
+            .data()
+            .iter()
+            .find(|p| text(&p["id"]) == pid)
+            .map(|p| text(&p["name"]))
+            .unwrap_or_else(|| pid.to_string())
+    };
+    let write = admin.scope == Scope::Write;
+    let rows: Vec<Vec<String>> = apps
+        .data()
+        .iter()
+        .map(|a| {
+            let app = text(&a["id"]);
+            let state = text(&a["state"]);
+            let reason = text(&a["state_reason"]);
+            let action = match (write, state.as_str()) {
+                (false, _) => String::new(),
+                (true, "live") => post_button(
+                    &format!("/admin/applications/{}/suspend", seg(&app)),
+                    &admin.csrf,
+                    "Suspend",
+                ),
+                (true, _) => post_button(
+                    &format!("/admin/applications/{}/resume", seg(&app)),
+                    &admin.csrf,
+                    "Resume",
+                ),
+            };
+            vec![
+                esc(&text(&a["name"])),
+                format!("<code>{}</code>", esc(&app)),
+                esc(&plan_name(&text(&a["plan_id"]))),
+                esc(&if reason.is_empty() {
+                    state
+                } else {
+                    format!("{state} ({reason})")
+                }),
+                esc(&a["keys"].as_array().map(Vec::len).unwrap_or(0).to_string()),
+                action,
+            ]
+        })
+        .collect();
+    let plan_options: Vec<(String, String)> = plans
+        .data()
+        .iter()
+        .filter(|p| p["custom"] != json!(true))
+        .map(|p| {
+            (
+                text(&p["id"]),
+                format!("{} ({})", text(&p["name"]), text(&p["state"])),
+            )
+        })
+        .collect();
+    let form = write_form(
+        admin,
+        &format!("/admin/accounts/{}/applications", seg(id)),
+        "New application",
+        &format!(
+            "{}{}",
+            input(
+                "name",
+                "Name",
+                "text",
+                &get(f, "name"),
+                error_for(e, "name"),
+                true
+            ),
+            select(
+                "plan_id",
+                "Plan",
+                &plan_options,
+                &get(f, "plan_id"),
+                error_for(e, "plan_id")
+            ),
+        ),
+        "Create application (shows its key once)",
+    );
+    let a = &acc.body;
+    let body = format!(
+        "{done}{}<p>Id <code>{}</code> · {} · credit {}</p><p><a href=\"/admin/invoices?account_id={}\">Invoices of this account</a></p>\
+         <section><h2>Applications</h2>{}{form}</section>",
+        general_error(e, &["name", "plan_id"]),
+        esc(id),
+        esc(&text(&a["email"])),
+        esc(&text(&a["credit_balance"])),
+        esc(&seg(id)),
+        table("applications", &["Name", "Id", "Plan", "State", "Keys", ""], &rows),
+    );
+    show(
+        admin,
+        &format!("Account {}", text(&a["name"])),
+        status,
+        &body,
+    )
+}
+
+pub async fn create_application(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let body = json!({"account_id": id, "name": get(&f, "name"), "plan_id": get(&f, "plan_id")});
+    let a = admin_api::call(&s, &admin.caller, Method::POST, "/applications", Some(body)).await;
+    if a.ok() {
+        let done = shown_once("Application created. Its API key:", &text(&a.body["key"]));
+        return account_page(
+            &s,
+            &admin,
+            &id,
+            &Fields::new(),
+            &None,
+            &done,
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    account_page(&s, &admin, &id, &f, &a.error(), "", failed(&a)).await
+}
+
+/// `POST /admin/applications/{id}/{suspend|resume}`; back to the application's account.
+pub async fn application_action(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if action != "suspend" && action != "resume" {
+        return not_found(&admin);
+    }
+    let app = admin_api::get(&s, &admin.caller, &format!("/applications/{}", seg(&id))).await;
+    if !app.ok() {
+        return not_found(&admin);
+    }
+    let account = text(&app.body["account_id"]);
+    let body = (action == "suspend").then(|| json!({"reason": "admin"}));
+    let a = admin_api::call(
+        &s,
+        &admin.caller,
+        Method::POST,
+        &format!("/applications/{}/{action}", seg(&id)),
+        body,
+    )
+    .await;
+    let done = if a.ok() {
+        notice(&format!(
+            "Application {} {}.",
+            text(&app.body["name"]),
+            if action == "suspend" {
+                "suspended"
+            } else {
+                "resumed"
+            }
+        ))
+    } else {
+        String::new()
+    };
+    account_page(
+        &s,
+        &admin,
+        &account,
+        &Fields::new(),
+        &a.error(),
+        &done,
+        if a.ok() { StatusCode::OK } else { failed(&a) },
+    )
+    .await
+}
+
+// ---- admin tokens ----
+
+pub async fn tokens(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    tokens_page(&s, &admin, &Fields::new(), &None, "", StatusCode::OK).await
+}
+
+async fn tokens_page(
+    s: &AppState,
+    admin: &AdminSession,
+    f: &Fields,
+    e: &FormError,
+    done: &str,
+    status: StatusCode,
+) -> Response {
+    let list = admin_api::get(s, &admin.caller, "/tokens?limit=100").await;
+    let write = admin.scope == Scope::Write;
+    let rows: Vec<Vec<String>> = list
+        .data()
+        .iter()
+        .map(|t| {
+            let id = text(&t["id"]);
+            let this = id == admin.caller.token_id;
+            vec![
+                esc(&text(&t["name"])),
+                esc(&text(&t["scope"])),
+                format!("<code>{}</code>", esc(&id)),
+                if this {
+                    "(this session)".to_string()
+                } else if write {
+                    post_button(
+                        &format!("/admin/tokens/{}/revoke", seg(&id)),
+                        &admin.csrf,
+                        "Revoke",
+                    )
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    let scopes = vec![
+        (
+            "read".to_string(),
+            "read: sees everything, changes nothing".to_string(),
+        ),
+        ("write".to_string(), "write: everything".to_string()),
+    ];
+    let form = write_form(
+        admin,
+        "/admin/tokens",
+        "New admin token",
+        &format!(
+            "{}{}",
+            input(
+                "name",
+                "Name",
+                "text",
+                &get(f, "name"),
+                error_for(e, "name"),
+                true
+            ),
+            select(
+                "scope",
+                "Scope",
+                &scopes,
+                &get(f, "scope"),
+                error_for(e, "scope")
+            ),
+        ),
+        "Generate token",
+    );
+    let body = format!(
+        "{done}{}{}{form}",
+        general_error(e, &["name", "scope"]),
+        table("admin tokens", &["Name", "Scope", "Id", ""], &rows)
+    );
+    show(admin, "Admin tokens", status, &body)
+}
+
+pub async fn create_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let body = json!({"name": get(&f, "name"), "scope": get(&f, "scope")});
+    let a = admin_api::call(&s, &admin.caller, Method::POST, "/tokens", Some(body)).await;
+    if a.ok() {
+        let done = shown_once("Token generated:", &text(&a.body["token"]));
+        return tokens_page(
+            &s,
+            &admin,
+            &Fields::new(),
+            &None,
+            &done,
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    tokens_page(&s, &admin, &f, &a.error(), "", failed(&a)).await
+}
+
+pub async fn revoke_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let a = admin_api::call(
+        &s,
+        &admin.caller,
+        Method::DELETE,
+        &format!("/tokens/{}", seg(&id)),
+        None,
+    )
+    .await;
+    if a.status == StatusCode::NOT_FOUND {
+        return not_found(&admin);
+    }
+    let done = if a.ok() {
+        notice("Token revoked.")
+    } else {
+        String::new()
+    };
+    tokens_page(
+        &s,
+        &admin,
+        &Fields::new(),
+        &a.error(),
+        &done,
+        if a.ok() { StatusCode::OK } else { failed(&a) },
+    )
+    .await
+}
+
+// ---- payment gateway ----
+
+/// (form/API name, label, secret?) per provider; secrets are write-only: never shown, and left
+/// empty they keep the stored value.
+const STRIPE_FIELDS: &[(&str, &str, bool)] = &[
+    ("secret_key", "Secret key (sk_...)", true),
+    ("publishable_key", "Publishable key (pk_...)", false),
+    ("webhook_secret", "Webhook signing secret (whsec_...)", true),
+    ("api_base", "API base URL (empty: Stripe's)", false),
+    (
+        "js_url",
+        "Stripe.js URL (empty: https://js.stripe.com/v3/)",
+        false,
+    ),
+];
+const BRAINTREE_FIELDS: &[(&str, &str, bool)] = &[
+    ("merchant_id", "Merchant id", false),
+    ("public_key", "Public key", false),
+    ("private_key", "Private key", true),
+    ("environment", "Environment (sandbox or production)", false),
+    (
+        "api_base",
+        "GraphQL endpoint base URL (empty: Braintree's)",
+        false,
+    ),
+    (
+        "js_url",
+        "Braintree web SDK base URL (empty: Braintree's CDN)",
+        false,
+    ),
+];
+
+pub async fn gateway(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    gateway_page(&s, &admin, &Fields::new(), &None, "", StatusCode::OK).await
+}
+
+async fn gateway_page(
+    s: &AppState,
+    admin: &AdminSession,
+    f: &Fields,
+    e: &FormError,
+    done: &str,
+    status: StatusCode,
+) -> Response {
+    let current = admin_api::get(s, &admin.caller, "/billing/gateway")
+        .await
+        .body;
+    let kind = text(&current["type"]);
+    let form_for = |provider: &str, title: &str, fields: &[(&str, &str, bool)]| {
+        let same = kind == provider;
+        let inputs: String = fields
+            .iter()
+            .map(|(name, label, secret)| {
+                let stored = &current[*name];
+                if *secret {
+                    let hint = if same && stored["set"] == json!(true) {
+                        format!(
+                            "{label} — set, ends in {}; leave empty to keep",
+                            text(&stored["last4"])
+                        )
+                    } else {
+                        label.to_string()
+                    };
+                    input(
+                        &format!("{provider}.{name}"),
+                        &hint,
+                        "password",
+                        "",
+                        error_for(e, name).filter(|_| get(f, "type") == provider),
+                        false,
+                    )
+                } else {
+                    let value = f
+                        .get(&format!("{provider}.{name}"))
+                        .cloned()
+                        .unwrap_or_else(|| if same { text(stored) } else { String::new() });
+                    input(
+                        &format!("{provider}.{name}"),
+                        label,
+                        "text",
+                        &value,
+                        error_for(e, name).filter(|_| get(f, "type") == provider),
+                        false,
+                    )
+                }
+            })
+            .collect();
+        write_form(
+            admin,
+            "/admin/gateway",
+            title,
+            &format!("<input type=\"hidden\" name=\"type\" value=\"{provider}\">{inputs}"),
+            &format!("Use {title}"),
+        )
+    };
+    let state = if kind.is_empty() {
+        "No payment gateway is configured: invoices are not charged.".to_string()
+    } else {
+        format!("Invoices are charged through {kind}.")
+    };
+    let body = format!(
+        "{done}{}<p id=\"gateway-state\">{}</p>{}{}",
+        general_error(
+            e,
+            &[
+                "secret_key",
+                "publishable_key",
+                "webhook_secret",
+                "api_base",
+                "js_url",
+                "merchant_id",
+                "public_key",
+                "private_key",
+                "environment"
+            ]
+        ),
+        esc(&state),
+        form_for("stripe", "Stripe", STRIPE_FIELDS),
+        form_for("braintree", "Braintree", BRAINTREE_FIELDS),
+    );
+    show(admin, "Payment gateway", status, &body)
+}
+
+/// Saves one provider's form through `PUT /billing/gateway`. Empty secret fields keep the stored
+/// secret of the same provider (opened here, server-side; never sent to the browser).
+pub async fn save_gateway(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let provider = get(&f, "type");
+    let fields = match provider.as_str() {
+        "stripe" => STRIPE_FIELDS,
+        "braintree" => BRAINTREE_FIELDS,
+        _ => {
+            return gateway_page(
+                &s,
+                &admin,
+                &f,
+                &Some(("type".into(), "choose Stripe or Braintree".into())),
+                "",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+    };
+    let stored = match crate::payments::config::load(&s.pool, s.master_key.as_deref()).await {
+        Ok(Some(c)) if c.provider() == provider => crate::payments::config::secrets_of(&c),
+        _ => Vec::new(),
+    };
+    let mut body = json!({"type": provider});
+    for (name, _, secret) in fields {
+        let mut v = get(&f, &format!("{provider}.{name}"));
+        if *secret && v.is_empty() {
+            if let Some((_, old)) = stored.iter().find(|(n, _)| n == name) {
+                v = old.clone();
+            }
+        }
+        if !v.is_empty() {
+            body[*name] = Value::String(v);
+        }
+    }
+    let a = admin_api::call(
+        &s,
+        &admin.caller,
+        Method::PUT,
+        "/billing/gateway",
+        Some(body),
+    )
+    .await;
+    if a.ok() {
+        let mut done = notice("Saved.");
+        if let Some(w) = a.body["warning"].as_str() {
+            done.push_str(&super::html::alert(w));
+        }
+        return gateway_page(&s, &admin, &Fields::new(), &None, &done, StatusCode::OK).await;
+    }
+    // Never echo secrets back into the form.
+    let mut shown = f.clone();
+    for (name, _, secret) in fields {
+        if *secret {
+            shown.remove(&format!("{provider}.{name}"));
+        }
+    }
+    gateway_page(&s, &admin, &shown, &a.error(), "", failed(&a)).await
+}
+
+// ---- credit notes ----
+
+/// `POST /admin/invoices/{id}/credit_note` (amount, reason): the credit note's page is its PDF.
+pub async fn credit_note(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let body = json!({"amount": get(&f, "amount"), "reason": get(&f, "reason")});
+    let a = admin_api::call(
+        &s,
+        &admin.caller,
+        Method::POST,
+        &format!("/invoices/{}/credit_notes", seg(&id)),
+        Some(body),
+    )
+    .await;
+    let message = match a.error() {
+        None => notice(&format!(
+            "Credit note {} issued for {} {}.",
+            text(&a.body["number"]),
+            text(&a.body["total"]),
+            text(&a.body["currency"])
+        )),
+        Some((p, m)) => super::html::alert(&format!(
+            "Credit note refused: {}{m}",
+            if p.is_empty() {
+                String::new()
+            } else {
+                format!("{p}: ")
+            }
+        )),
+    };
+    let status = if a.ok() {
+        StatusCode::CREATED
+    } else {
+        failed(&a)
+    };
+    super::admin::invoices_page(
+        &s,
+        &admin,
+        &super::admin::InvoiceFilter::default(),
+        &message,
+        status,
+    )
+    .await
+}

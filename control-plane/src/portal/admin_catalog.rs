@@ -1,0 +1,1088 @@
+//! Admin portal: services with their metrics and mapping rules, and plans with limits, pricing rules
+//! and a cost preview. Every change is the admin API call of the same name, made in-process as the
+//! signed-in admin ([`super::admin_api`]); API errors come back next to the field they name.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use super::admin::{redirect, require, require_write, AdminSession, Fields};
+use super::admin_api::{self, Answer};
+use super::admin_forms::{error_for, general_error, link, seg, text, write_form, FormError};
+use super::html::{admin_page, esc, input, notice, post_button, select, table};
+use crate::billing::currency::Currency;
+use crate::billing::preview::{month_cost, MetricPricing};
+use crate::billing::rating::Tier;
+use crate::catalog::PricingModel;
+use crate::http::AppState;
+
+const PERIODS: &[&str] = &["minute", "hour", "day", "week", "month", "year", "eternity"];
+const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY",
+];
+const MODELS: &[&str] = &["graduated", "volume", "package"];
+/// Hits the cost preview starts with when none is asked for.
+const DEFAULT_PREVIEW_UNITS: u64 = 10_000;
+
+fn options(values: &[&str]) -> Vec<(String, String)> {
+    values
+        .iter()
+        .map(|v| (v.to_string(), v.to_string()))
+        .collect()
+}
+
+fn get(f: &Fields, name: &str) -> String {
+    f.get(name)
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A whole number from a form field; anything else goes to the API as text, whose error names it.
+fn number(f: &Fields, name: &str) -> Value {
+    let v = get(f, name);
+    v.parse::<u64>().map(|n| json!(n)).unwrap_or(json!(v))
+}
+
+fn optional_number(f: &Fields, name: &str) -> Value {
+    if get(f, name).is_empty() {
+        Value::Null
+    } else {
+        number(f, name)
+    }
+}
+
+fn show(admin: &AdminSession, title: &str, status: StatusCode, body: &str) -> Response {
+    (status, Html(admin_page(title, Some(&admin.csrf), body))).into_response()
+}
+
+fn error_status(a: &Answer) -> StatusCode {
+    if a.ok() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        a.status
+    }
+}
+
+// ---- services ----
+
+pub async fn services(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    services_page(&s, &admin, &Fields::new(), &None, StatusCode::OK).await
+}
+
+async fn services_page(
+    s: &AppState,
+    admin: &AdminSession,
+    f: &Fields,
+    e: &FormError,
+    status: StatusCode,
+) -> Response {
+    let list = admin_api::get(s, &admin.caller, "/services?limit=100").await;
+    let rows: Vec<Vec<String>> = list
+        .data()
+        .iter()
+        .map(|v| {
+            let id = text(&v["id"]);
+            vec![
+                link(&format!("/admin/services/{id}"), &text(&v["name"])),
+                format!("<code>{}</code>", esc(&id)),
+            ]
+        })
+        .collect();
+    let form = write_form(
+        admin,
+        "/admin/services",
+        "New service",
+        &input(
+            "name",
+            "Name",
+            "text",
+            &get(f, "name"),
+            error_for(e, "name"),
+            true,
+        ),
+        "Create service",
+    );
+    let body = format!(
+        "{}{}{form}",
+        general_error(e, &["name"]),
+        table("services", &["Name", "Id"], &rows)
+    );
+    show(admin, "Services", status, &body)
+}
+
+pub async fn create_service(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let a = admin_api::call(
+        &s,
+        &admin.caller,
+        Method::POST,
+        "/services",
+        Some(json!({"name": get(&f, "name")})),
+    )
+    .await;
+    if a.ok() {
+        return redirect(&format!("/admin/services/{}", seg(&text(&a.body["id"]))));
+    }
+    services_page(&s, &admin, &f, &a.error(), error_status(&a)).await
+}
+
+pub async fn service(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    service_page(&s, &admin, &id, &Fields::new(), &None, "", StatusCode::OK).await
+}
+
+async fn service_page(
+    s: &AppState,
+    admin: &AdminSession,
+    id: &str,
+    f: &Fields,
+    e: &FormError,
+    done: &str,
+    status: StatusCode,
+) -> Response {
+    let base = format!("/services/{}", seg(id));
+    let svc = admin_api::get(s, &admin.caller, &base).await;
+    if !svc.ok() {
+        return not_found(admin, svc.status);
+    }
+    let metrics = admin_api::get(s, &admin.caller, &format!("{base}/metrics?limit=100")).await;
+    let rules = admin_api::get(s, &admin.caller, &format!("{base}/mapping_rules?limit=100")).await;
+    let metric_rows: Vec<Vec<String>> = metrics
+        .data()
+        .iter()
+        .map(|m| {
+            vec![
+                esc(&text(&m["name"])),
+                esc(&text(&m["unit"])),
+                esc(&text(&m["parent"])),
+            ]
+        })
+        .collect();
+    let names: Vec<String> = metrics.data().iter().map(|m| text(&m["name"])).collect();
+    let metric_options: Vec<(String, String)> =
+        names.iter().map(|n| (n.clone(), n.clone())).collect();
+    let mut parents = vec![(String::new(), "(none: a metric of its own)".to_string())];
+    parents.extend(metric_options.iter().cloned());
+    let rule_rows: Vec<Vec<String>> = rules
+        .data()
+        .iter()
+        .map(|r| {
+            let rid = text(&r["id"]);
+            vec![
+                esc(&text(&r["method"])),
+                format!("<code>{}</code>", esc(&text(&r["pattern"]))),
+                esc(&text(&r["metric"])),
+                esc(&text(&r["delta"])),
+                if admin.scope == crate::http::auth::Scope::Write {
+                    post_button(
+                        &format!(
+                            "/admin/services/{}/mapping_rules/{}/delete",
+                            seg(id),
+                            seg(&rid)
+                        ),
+                        &admin.csrf,
+                        "Delete",
+                    )
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    let metric_form = write_form(
+        admin,
+        &format!("/admin/services/{}/metrics", seg(id)),
+        "New metric or method",
+        &format!(
+            "{}{}{}",
+            input(
+                "name",
+                "Name",
+                "text",
+                &get(f, "name"),
+                error_for(e, "name"),
+                true
+            ),
+            input(
+                "unit",
+                "Unit",
+                "text",
+                f.get("unit").map(String::as_str).unwrap_or("hit"),
+                error_for(e, "unit"),
+                true
+            ),
+            select(
+                "parent",
+                "Parent (a method rolls up into it)",
+                &parents,
+                &get(f, "parent"),
+                error_for(e, "parent")
+            ),
+        ),
+        "Add metric",
+    );
+    let rule_form = write_form(
+        admin,
+        &format!("/admin/services/{}/mapping_rules", seg(id)),
+        "New mapping rule",
+        &format!(
+            "{}{}{}{}",
+            select(
+                "method",
+                "HTTP method",
+                &options(METHODS),
+                &get(f, "method"),
+                error_for(e, "method")
+            ),
+            input(
+                "pattern",
+                "Path pattern (e.g. /v1/search/{id}$)",
+                "text",
+                &get(f, "pattern"),
+                error_for(e, "pattern"),
+                true
+            ),
+            select(
+                "metric",
+                "Metric",
+                &metric_options,
+                &get(f, "metric"),
+                error_for(e, "metric")
+            ),
+            input(
+                "delta",
+                "Counts",
+                "number",
+                f.get("delta").map(String::as_str).unwrap_or("1"),
+                error_for(e, "delta"),
+                true
+            ),
+        ),
+        "Add rule",
+    );
+    let body = format!(
+        "{done}{}<p>Id <code>{}</code></p><section><h2>Metrics</h2>{}{metric_form}</section>\
+         <section><h2>Mapping rules</h2>{}{rule_form}</section>",
+        general_error(
+            e,
+            &["name", "unit", "parent", "method", "pattern", "metric", "delta"]
+        ),
+        esc(id),
+        table("metrics", &["Name", "Unit", "Parent"], &metric_rows),
+        table(
+            "mapping rules",
+            &["Method", "Pattern", "Metric", "Counts", ""],
+            &rule_rows
+        ),
+    );
+    show(
+        admin,
+        &format!("Service {}", text(&svc.body["name"])),
+        status,
+        &body,
+    )
+}
+
+fn not_found(admin: &AdminSession, status: StatusCode) -> Response {
+    let status = if status.is_success() {
+        StatusCode::NOT_FOUND
+    } else {
+        status
+    };
+    show(
+        admin,
+        "Not found",
+        status,
+        "<p>There is no such object.</p>",
+    )
+}
+
+pub async fn create_metric(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let mut body = json!({"name": get(&f, "name"), "unit": get(&f, "unit")});
+    let parent = get(&f, "parent");
+    if !parent.is_empty() {
+        body["parent"] = json!(parent);
+    }
+    let a = admin_api::call(
+        &s,
+        &admin.caller,
+        Method::POST,
+        &format!("/services/{}/metrics", seg(&id)),
+        Some(body),
+    )
+    .await;
+    after(&s, &admin, &id, &f, a, "Metric added.").await
+}
+
+pub async fn create_rule(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let body = json!({"method": get(&f, "method"), "pattern": get(&f, "pattern"),
+                      "metric": get(&f, "metric"), "delta": number(&f, "delta")});
+    let a = admin_api::call(
+        &s,
+        &admin.caller,
+        Method::POST,
+        &format!("/services/{}/mapping_rules", seg(&id)),
+        Some(body),
+    )
+    .await;
+    after(&s, &admin, &id, &f, a, "Mapping rule added.").await
+}
+
+pub async fn delete_rule(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rule)): Path<(String, String)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let a = admin_api::call(
+        &s,
+        &admin.caller,
+        Method::DELETE,
+        &format!("/services/{}/mapping_rules/{}", seg(&id), seg(&rule)),
+        None,
+    )
+    .await;
+    after(&s, &admin, &id, &Fields::new(), a, "Mapping rule deleted.").await
+}
+
+async fn after(
+    s: &AppState,
+    admin: &AdminSession,
+    id: &str,
+    f: &Fields,
+    a: Answer,
+    done: &str,
+) -> Response {
+    if a.ok() {
+        service_page(
+            s,
+            admin,
+            id,
+            &Fields::new(),
+            &None,
+            &notice(done),
+            StatusCode::OK,
+        )
+        .await
+    } else {
+        service_page(s, admin, id, f, &a.error(), "", error_status(&a)).await
+    }
+}
+
+// ---- plans ----
+
+async fn service_options(s: &AppState, admin: &AdminSession) -> Vec<(String, String)> {
+    admin_api::get(s, &admin.caller, "/services?limit=100")
+        .await
+        .data()
+        .iter()
+        .map(|v| (text(&v["id"]), text(&v["name"])))
+        .collect()
+}
+
+pub async fn plans(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    plans_page(&s, &admin, &Fields::new(), &None, StatusCode::OK).await
+}
+
+async fn plans_page(
+    s: &AppState,
+    admin: &AdminSession,
+    f: &Fields,
+    e: &FormError,
+    status: StatusCode,
+) -> Response {
+    let services = service_options(s, admin).await;
+    let list = admin_api::get(s, &admin.caller, "/plans?limit=100").await;
+    let rows: Vec<Vec<String>> = list
+        .data()
+        .iter()
+        .filter(|p| p["custom"] != json!(true))
+        .map(|p| {
+            let service = services
+                .iter()
+                .find(|(id, _)| *id == text(&p["service_id"]))
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default();
+            vec![
+                link(
+                    &format!("/admin/plans/{}", seg(&text(&p["id"]))),
+                    &text(&p["name"]),
+                ),
+                esc(&service),
+                esc(&text(&p["state"])),
+                esc(&text(&p["fixed_fee"])),
+                esc(&text(&p["setup_fee"])),
+                esc(&text(&p["trial_days"])),
+            ]
+        })
+        .collect();
+    let form = write_form(
+        admin,
+        "/admin/plans",
+        "New plan",
+        &format!(
+            "{}{}{}{}{}",
+            select(
+                "service_id",
+                "Service",
+                &services,
+                &get(f, "service_id"),
+                error_for(e, "service_id")
+            ),
+            input(
+                "name",
+                "Name",
+                "text",
+                &get(f, "name"),
+                error_for(e, "name"),
+                true
+            ),
+            input(
+                "fixed_fee",
+                "Monthly fee",
+                "text",
+                f.get("fixed_fee").map(String::as_str).unwrap_or("0"),
+                error_for(e, "fixed_fee"),
+                true
+            ),
+            input(
+                "setup_fee",
+                "Setup fee",
+                "text",
+                f.get("setup_fee").map(String::as_str).unwrap_or("0"),
+                error_for(e, "setup_fee"),
+                true
+            ),
+            input(
+                "trial_days",
+                "Trial days",
+                "number",
+                f.get("trial_days").map(String::as_str).unwrap_or("0"),
+                error_for(e, "trial_days"),
+                true
+            ),
+        ),
+        "Create plan",
+    );
+    let body = format!(
+        "{}{}{form}",
+        general_error(
+            e,
+            &["service_id", "name", "fixed_fee", "setup_fee", "trial_days"]
+        ),
+        table(
+            "plans",
+            &[
+                "Name",
+                "Service",
+                "State",
+                "Monthly fee",
+                "Setup fee",
+                "Trial days"
+            ],
+            &rows
+        )
+    );
+    show(admin, "Plans", status, &body)
+}
+
+fn plan_fields(f: &Fields) -> Value {
+    json!({"name": get(f, "name"), "fixed_fee": get(f, "fixed_fee"), "setup_fee": get(f, "setup_fee"),
+           "trial_days": number(f, "trial_days")})
+}
+
+pub async fn create_plan(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let mut body = plan_fields(&f);
+    body["service_id"] = json!(get(&f, "service_id"));
+    let a = admin_api::call(&s, &admin.caller, Method::POST, "/plans", Some(body)).await;
+    if a.ok() {
+        return redirect(&format!("/admin/plans/{}", seg(&text(&a.body["id"]))));
+    }
+    plans_page(&s, &admin, &f, &a.error(), error_status(&a)).await
+}
+
+pub async fn plan(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Fields>,
+) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    plan_page(
+        &s,
+        &admin,
+        &id,
+        &q,
+        &Fields::new(),
+        &None,
+        "",
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// The preview's figures: units asked per priced metric, and the cost or why it has none.
+fn preview(
+    plan: &Value,
+    currency: &str,
+    q: &Fields,
+) -> (BTreeMap<String, u64>, Result<String, String>) {
+    let Some(cur) = Currency::parse(currency) else {
+        return (
+            BTreeMap::new(),
+            Err(format!("unknown billing currency {currency}")),
+        );
+    };
+    let mut pricing: BTreeMap<String, MetricPricing> = BTreeMap::new();
+    for r in plan["pricing_rules"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let model = match r["model"].as_str() {
+            Some("volume") => PricingModel::Volume,
+            Some("package") => PricingModel::Package,
+            _ => PricingModel::Graduated,
+        };
+        let entry = pricing.entry(text(&r["metric"])).or_insert(MetricPricing {
+            model,
+            tiers: Vec::new(),
+        });
+        entry.tiers.push(Tier {
+            from: r["from"].as_u64().unwrap_or(1),
+            to: r["to"].as_u64(),
+            unit_price: Decimal::from_str(&text(&r["unit_price"])).unwrap_or_default(),
+            package_size: r["package_size"].as_u64(),
+        });
+    }
+    if pricing.is_empty() {
+        pricing.insert(
+            "hits".into(),
+            MetricPricing {
+                model: PricingModel::Graduated,
+                tiers: Vec::new(),
+            },
+        );
+    }
+    let mut units = BTreeMap::new();
+    for metric in pricing.keys() {
+        let raw = q
+            .get(&format!("units.{metric}"))
+            .map(|v| v.trim().to_string());
+        let n = match raw.as_deref() {
+            None | Some("") => DEFAULT_PREVIEW_UNITS,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => return (units, Err(format!("{metric}: a whole number of units"))),
+            },
+        };
+        units.insert(metric.clone(), n);
+    }
+    let fee = Decimal::from_str(&text(&plan["fixed_fee"])).unwrap_or_default();
+    match month_cost(cur, fee, &pricing, &units) {
+        Ok(c) => {
+            let parts: Vec<String> = c
+                .usage
+                .iter()
+                .map(|(m, a)| {
+                    format!(
+                        "{} for {} {m}",
+                        cur.format(*a),
+                        units.get(m).copied().unwrap_or(0)
+                    )
+                })
+                .collect();
+            (
+                units,
+                Ok(format!(
+                    "{} {currency} a month: monthly fee {}, usage {} (before VAT; a first month is prorated and the setup fee added)",
+                    cur.format(c.total),
+                    cur.format(c.fixed_fee),
+                    parts.join(", ")
+                )),
+            )
+        }
+        Err(_) => (units, Err("the amount is too large to compute".into())),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn plan_page(
+    s: &AppState,
+    admin: &AdminSession,
+    id: &str,
+    q: &Fields,
+    f: &Fields,
+    e: &FormError,
+    done: &str,
+    status: StatusCode,
+) -> Response {
+    let p = admin_api::get(s, &admin.caller, &format!("/plans/{}", seg(id))).await;
+    if !p.ok() {
+        return not_found(admin, p.status);
+    }
+    let plan = &p.body;
+    let settings = admin_api::get(s, &admin.caller, "/billing/settings").await;
+    let currency = text(&settings.body["currency"]);
+    let metrics = admin_api::get(
+        s,
+        &admin.caller,
+        &format!(
+            "/services/{}/metrics?limit=100",
+            seg(&text(&plan["service_id"]))
+        ),
+    )
+    .await;
+    let metric_options: Vec<(String, String)> = metrics
+        .data()
+        .iter()
+        .map(|m| (text(&m["name"]), text(&m["name"])))
+        .collect();
+    let base = format!("/admin/plans/{}", seg(id));
+    let write = admin.scope == crate::http::auth::Scope::Write;
+    let remove = |kind: &str, i: usize| {
+        if write {
+            post_button(&format!("{base}/{kind}/{i}/remove"), &admin.csrf, "Remove")
+        } else {
+            String::new()
+        }
+    };
+    let limit_rows: Vec<Vec<String>> = plan["limits"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            vec![
+                esc(&text(&l["metric"])),
+                esc(&text(&l["period"])),
+                esc(&text(&l["value"])),
+                remove("limits", i),
+            ]
+        })
+        .collect();
+    let rule_rows: Vec<Vec<String>> = plan["pricing_rules"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            vec![
+                esc(&text(&r["metric"])),
+                esc(&text(&r["model"])),
+                esc(&text(&r["from"])),
+                esc(&if r["to"].is_null() {
+                    "no end".to_string()
+                } else {
+                    text(&r["to"])
+                }),
+                esc(&text(&r["unit_price"])),
+                esc(&text(&r["package_size"])),
+                remove("pricing_rules", i),
+            ]
+        })
+        .collect();
+    let val = |name: &str| f.get(name).cloned().unwrap_or_else(|| text(&plan[name]));
+    let details = write_form(
+        admin,
+        &base,
+        "Plan",
+        &format!(
+            "{}{}{}{}{}",
+            input(
+                "name",
+                "Name",
+                "text",
+                &val("name"),
+                error_for(e, "name"),
+                true
+            ),
+            select(
+                "state",
+                "State",
+                &options(&["hidden", "published"]),
+                &val("state"),
+                error_for(e, "state")
+            ),
+            input(
+                "fixed_fee",
+                &format!("Monthly fee ({currency})"),
+                "text",
+                &val("fixed_fee"),
+                error_for(e, "fixed_fee"),
+                true
+            ),
+            input(
+                "setup_fee",
+                &format!("Setup fee ({currency})"),
+                "text",
+                &val("setup_fee"),
+                error_for(e, "setup_fee"),
+                true
+            ),
+            input(
+                "trial_days",
+                "Trial days",
+                "number",
+                &val("trial_days"),
+                error_for(e, "trial_days"),
+                true
+            ),
+        ),
+        "Save plan",
+    );
+    let limit_form = write_form(
+        admin,
+        &format!("{base}/limits"),
+        "New limit",
+        &format!(
+            "{}{}{}",
+            select(
+                "metric",
+                "Metric",
+                &metric_options,
+                &get(f, "metric"),
+                error_for(e, "metric")
+            ),
+            select(
+                "period",
+                "Period",
+                &options(PERIODS),
+                &get(f, "period"),
+                error_for(e, "period")
+            ),
+            input(
+                "value",
+                "At most",
+                "number",
+                &get(f, "value"),
+                error_for(e, "value"),
+                true
+            ),
+        ),
+        "Add limit",
+    );
+    let rule_form = write_form(
+        admin,
+        &format!("{base}/pricing_rules"),
+        "New pricing rule",
+        &format!(
+            "{}{}{}{}{}{}",
+            select(
+                "rule_metric",
+                "Metric",
+                &metric_options,
+                &get(f, "rule_metric"),
+                error_for(e, "rule_metric")
+            ),
+            select(
+                "model",
+                "Model",
+                &options(MODELS),
+                &get(f, "model"),
+                error_for(e, "model")
+            ),
+            input(
+                "from",
+                "From unit",
+                "number",
+                f.get("from").map(String::as_str).unwrap_or("1"),
+                error_for(e, "from"),
+                true
+            ),
+            input(
+                "to",
+                "To unit (empty: no end)",
+                "number",
+                &get(f, "to"),
+                error_for(e, "to"),
+                false
+            ),
+            input(
+                "unit_price",
+                &format!("Price per unit, or per package ({currency})"),
+                "text",
+                &get(f, "unit_price"),
+                error_for(e, "unit_price"),
+                true
+            ),
+            input(
+                "package_size",
+                "Package size (package model)",
+                "number",
+                &get(f, "package_size"),
+                error_for(e, "package_size"),
+                false
+            ),
+        ),
+        "Add pricing rule",
+    );
+    let (units, cost) = preview(plan, &currency, q);
+    let unit_inputs: String = units
+        .iter()
+        .map(|(m, n)| {
+            input(
+                &format!("units.{m}"),
+                &format!("Units of {m} in a month"),
+                "number",
+                &n.to_string(),
+                None,
+                true,
+            )
+        })
+        .collect();
+    let cost = match cost {
+        Ok(c) => format!(
+            "<p id=\"preview\" role=\"status\"><strong>{}</strong></p>",
+            esc(&c)
+        ),
+        Err(m) => format!(
+            "<p id=\"preview\" class=\"error\" role=\"alert\">{}</p>",
+            esc(&m)
+        ),
+    };
+    let body = format!(
+        "{done}{}<p>Id <code>{}</code> · service <code>{}</code></p>{details}\
+         <section><h2>Limits</h2>{}{limit_form}</section>\
+         <section><h2>Pricing rules</h2>{}{rule_form}</section>\
+         <section><h2>Cost preview</h2><form method=\"get\" action=\"{}\">{unit_inputs}<button type=\"submit\">Preview</button></form>{cost}</section>",
+        general_error(e, &["name", "state", "fixed_fee", "setup_fee", "trial_days", "metric", "period", "value", "rule_metric", "model", "from", "to", "unit_price", "package_size"]),
+        esc(id),
+        esc(&text(&plan["service_id"])),
+        table("limits", &["Metric", "Period", "At most", ""], &limit_rows),
+        table("pricing rules", &["Metric", "Model", "From", "To", "Unit price", "Package", ""], &rule_rows),
+        esc(&base),
+    );
+    show(
+        admin,
+        &format!("Plan {}", text(&plan["name"])),
+        status,
+        &body,
+    )
+}
+
+/// PATCHes the plan and shows it again: the notice on success, the error by its field otherwise.
+async fn patch_plan(
+    s: &AppState,
+    admin: &AdminSession,
+    id: &str,
+    body: Value,
+    f: &Fields,
+    done: &str,
+) -> Response {
+    let a = admin_api::call(
+        s,
+        &admin.caller,
+        Method::PATCH,
+        &format!("/plans/{}", seg(id)),
+        Some(body),
+    )
+    .await;
+    if a.ok() {
+        plan_page(
+            s,
+            admin,
+            id,
+            &Fields::new(),
+            &Fields::new(),
+            &None,
+            &notice(done),
+            StatusCode::OK,
+        )
+        .await
+    } else {
+        // Errors about a rule row name e.g. `pricing_rules[2].metric`: the form's field is `rule_metric`.
+        let e = a.error().map(|(p, m)| {
+            if p.starts_with("pricing_rules") && p.ends_with(".metric") {
+                ("rule_metric".to_string(), m)
+            } else {
+                (p, m)
+            }
+        });
+        plan_page(s, admin, id, &Fields::new(), f, &e, "", error_status(&a)).await
+    }
+}
+
+async fn current_plan(s: &AppState, admin: &AdminSession, id: &str) -> Option<Value> {
+    let p = admin_api::get(s, &admin.caller, &format!("/plans/{}", seg(id))).await;
+    p.ok().then_some(p.body)
+}
+
+/// The plan's rules as the API takes them back (the read form has extra keys only for display).
+fn rules_input(plan: &Value) -> Vec<Value> {
+    plan["pricing_rules"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|r| {
+            let mut v = json!({"metric": r["metric"], "model": r["model"], "from": r["from"], "to": r["to"], "unit_price": r["unit_price"]});
+            if !r["package_size"].is_null() {
+                v["package_size"] = r["package_size"].clone();
+            }
+            v
+        })
+        .collect()
+}
+
+pub async fn update_plan(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let mut body = plan_fields(&f);
+    body["state"] = json!(get(&f, "state"));
+    patch_plan(&s, &admin, &id, body, &f, "Plan saved.").await
+}
+
+pub async fn add_limit(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(plan) = current_plan(&s, &admin, &id).await else {
+        return not_found(&admin, StatusCode::NOT_FOUND);
+    };
+    let mut limits = plan["limits"].as_array().cloned().unwrap_or_default();
+    limits.push(json!({"metric": get(&f, "metric"), "period": get(&f, "period"), "value": number(&f, "value")}));
+    patch_plan(
+        &s,
+        &admin,
+        &id,
+        json!({"limits": limits}),
+        &f,
+        "Limit added.",
+    )
+    .await
+}
+
+pub async fn add_pricing_rule(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(plan) = current_plan(&s, &admin, &id).await else {
+        return not_found(&admin, StatusCode::NOT_FOUND);
+    };
+    let mut rules = rules_input(&plan);
+    let mut rule = json!({"metric": get(&f, "rule_metric"), "model": get(&f, "model"), "from": number(&f, "from"),
+                          "to": optional_number(&f, "to"), "unit_price": get(&f, "unit_price")});
+    if !get(&f, "package_size").is_empty() {
+        rule["package_size"] = number(&f, "package_size");
+    }
+    rules.push(rule);
+    patch_plan(
+        &s,
+        &admin,
+        &id,
+        json!({"pricing_rules": rules}),
+        &f,
+        "Pricing rule added.",
+    )
+    .await
+}
+
+/// `POST /admin/plans/{id}/{limits|pricing_rules}/{index}/remove`.
+pub async fn remove_row(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, kind, index)): Path<(String, String, usize)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require_write(&s, &headers, &f).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(plan) = current_plan(&s, &admin, &id).await else {
+        return not_found(&admin, StatusCode::NOT_FOUND);
+    };
+    let mut rows = match kind.as_str() {
+        "limits" => plan["limits"].as_array().cloned().unwrap_or_default(),
+        "pricing_rules" => rules_input(&plan),
+        _ => return not_found(&admin, StatusCode::NOT_FOUND),
+    };
+    if index >= rows.len() {
+        return not_found(&admin, StatusCode::NOT_FOUND);
+    }
+    rows.remove(index);
+    let mut body = json!({});
+    body[kind.as_str()] = json!(rows);
+    patch_plan(&s, &admin, &id, body, &Fields::new(), "Removed.").await
+}

@@ -1,0 +1,104 @@
+//! Small pieces every admin portal page shares: reading an API error back onto the form field it
+//! names, path segments for in-process API calls, and the "write scope only" form wrapper.
+
+use super::admin::AdminSession;
+use super::html::{alert, csrf_input, esc};
+use crate::http::auth::Scope;
+
+/// An API error as `(param, message)`; `param` is the API's field path (`limits[2].value`).
+pub type FormError = Option<(String, String)>;
+
+/// The form field an API error path points at: its last segment (`limits[2].value` -> `value`,
+/// `seller.name` stays whole when the form uses dotted names).
+fn field_of(param: &str) -> &str {
+    param.rsplit('.').next().unwrap_or(param)
+}
+
+/// The error message for form field `name`, if the API named it.
+pub fn error_for<'a>(e: &'a FormError, name: &str) -> Option<&'a str> {
+    e.as_ref()
+        .filter(|(p, _)| p == name || field_of(p) == name)
+        .map(|(_, m)| m.as_str())
+}
+
+/// An alert for an error that names none of `fields` (shown above the form).
+pub fn general_error(e: &FormError, fields: &[&str]) -> String {
+    match e {
+        Some((p, m)) if !fields.iter().any(|f| p == f || field_of(p) == *f) => {
+            if p.is_empty() {
+                alert(m)
+            } else {
+                alert(&format!("{p}: {m}"))
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// Percent-encodes one path segment for an in-process API call, so an id taken from a portal URL
+/// can never reach another API route.
+pub fn seg(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A post form for write sessions; read-only sessions see nothing (the server refuses anyway).
+pub fn write_form(
+    admin: &AdminSession,
+    action: &str,
+    title: &str,
+    inner: &str,
+    submit: &str,
+) -> String {
+    if admin.scope != Scope::Write {
+        return String::new();
+    }
+    format!(
+        "<form method=\"post\" action=\"{}\"><fieldset><legend>{}</legend>{}{inner}<button type=\"submit\">{}</button></fieldset></form>",
+        esc(action),
+        esc(title),
+        csrf_input(&admin.csrf),
+        esc(submit)
+    )
+}
+
+/// A text cell linking to `href`.
+pub fn link(href: &str, text: &str) -> String {
+    format!("<a href=\"{}\">{}</a>", esc(href), esc(text))
+}
+
+/// A JSON value shown as text (strings without quotes, null as empty).
+pub fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_land_on_their_field() {
+        let e: FormError = Some(("limits[1].value".into(), "too big".into()));
+        assert_eq!(error_for(&e, "value"), Some("too big"));
+        assert_eq!(error_for(&e, "metric"), None);
+        assert_eq!(general_error(&e, &["value"]), "");
+        assert!(general_error(&e, &["metric"]).contains("too big"));
+    }
+
+    #[test]
+    fn segments_cannot_escape() {
+        assert_eq!(seg("plan_01AB-x"), "plan_01AB-x");
+        assert_eq!(seg("../tokens?x=1"), "%2E%2E%2Ftokens%3Fx%3D1");
+    }
+}
