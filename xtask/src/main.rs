@@ -28,6 +28,9 @@ const DEBIAN: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
     ("psql", "postgresql-client"),
     ("pg_dump", "postgresql-client"),
+    // The portal's browser tests drive Debian's headless Chromium through its WebDriver.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 /// The PostgreSQL server the machines run; when it does not answer, a throwaway cluster is started.
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -192,7 +195,7 @@ fn wasm_runner() -> (&'static str, String) {
 }
 
 fn test() -> Result {
-    setup(&["node", "psql", "pg_dump"])?;
+    setup(&["node", "psql", "pg_dump", "chromium", "chromedriver"])?;
     step("cargo fmt --check");
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
     step("cargo clippy (native, all targets)");

@@ -557,12 +557,15 @@ fn settings_page(
         fields.push_str(&format!("<label><input type=\"checkbox\" name=\"{name}\" value=\"on\"{checked}> {label}</label>"));
     }
     for (name, path, label) in SETTINGS_TEXT {
-        fields.push_str(&field(
+        // Not `required`: seller and card-page fields may stay empty, and the browser must not
+        // block the form over them; the server validates every field.
+        fields.push_str(&super::html::input(
             name,
             label,
             "text",
             &text(get_path(values, path)),
             err_for(name),
+            false,
         ));
     }
     for (name, label) in SETTINGS_AREAS {
