@@ -3,6 +3,7 @@ sign-up, sign-in, sign-out, sessions and CSRF, and applications with the key sho
 tests in headless Chromium come with the rest of the portal.)"""
 
 import http.client
+import os
 import re
 import urllib.parse
 
@@ -232,3 +233,80 @@ def test_admin_billing_settings_form(server):
         ("EUR", "prepaid", True, 14, "ACME API GmbH")
     assert s["email_texts"]["invoice_issued"]["subject"] == "Ihre Rechnung {invoice_number}"
     assert s["email_texts"]["charge_failed"]["body"].startswith("Hello {account_name}"), "untouched texts kept"
+
+
+def portal_routes():
+    """(method, path) of every portal route, read from control-plane/src/portal/mod.rs, so that a
+    route added there without a line in the access test below fails that test."""
+    src = open(os.path.join(os.path.dirname(__file__), "..", "control-plane", "src", "portal", "mod.rs")).read()
+    admin_part, dev_part = src.split("pub fn router()")
+    routes = []
+    for part, prefix in ((admin_part, ""), (dev_part, "/portal")):
+        for m in re.finditer(r'\.route\(\s*"([^"]+)",\s*([^;]*?)\)\s*(?=\.route|\s*\}|$)', part, re.S):
+            path, handlers = m.group(1), m.group(2)
+            for method in re.findall(r'\b(get|post)\(', handlers):
+                routes.append((method.upper(), prefix + (path if path != "/" else "")))
+    assert len(routes) > 30, routes
+    return routes
+
+
+def test_every_portal_route_is_closed_to_other_accounts_and_to_developers(server):
+    """Another developer gets 404 for the first one's objects on every id-bearing route; every admin
+    route refuses a developer's session (sends to the admin sign-in) and every admin form refuses a
+    read-scope session (403) and changes nothing."""
+    api = Api(server.base, ADMIN_TOKEN)
+    svc = api.ok("POST", "/services", {"name": "Access API"})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "Open", "state": "published"})
+    alice, mallory = sign_up(server, "alice@access.example"), sign_up(server, "mallory@access.example")
+    _, _, html = alice.request("GET", "/portal/applications")
+    _, _, html = alice.request("POST", "/portal/applications", {"name": "Secret app", "plan_id": plan["id"],
+                                                               "csrf": alice.csrf(html)})
+    app_id = re.search(r'href="/portal/applications/(app_[A-Z0-9]+)"', html).group(1)
+    _, _, html = alice.request("GET", f"/portal/applications/{app_id}")
+    key_id = re.search(r'/keys/([^/]+)/rotate', html).group(1)
+    acct = [a for a in api.ok("GET", "/accounts")["data"] if a["email"] == "alice@access.example"][0]
+    inv = api.ok("POST", "/invoices", {"account_id": acct["id"]})
+    api.ok("POST", f"/invoices/{inv['id']}/lines", {"description": "Secret line", "unit_price": "7"})
+    inv = api.ok("POST", f"/invoices/{inv['id']}/issue", status=200)
+    alices = {"id": app_id, "key_id": key_id, "file": f"{inv['id']}.pdf", "action": "default"}
+    ids = {"/portal/invoices/{id}/pay": inv["id"], "/portal/invoices/{id}/confirm": inv["id"],
+           "/portal/payment_methods/{id}/{action}": "pm_of_alice"}
+    _, _, mhtml = mallory.request("GET", "/portal/applications")
+    csrf = mallory.csrf(mhtml)
+    reader = api.ok("POST", "/tokens", {"name": "viewer", "scope": "read"})
+    ro = Browser(server.port)
+    ro.submit("/admin/sign_in", {"token": reader["token"]})
+    ro_csrf = ro.csrf(ro.request("GET", "/admin")[2])
+    dev_as_admin = Browser(server.port)
+    dev_as_admin.cookies = {"tg_admin": mallory.cookies["tg_session"], "tg_session": mallory.cookies["tg_session"]}
+    admin_ids = {"id": app_id, "rule_id": "mr_x", "kind": "limits", "index": "0", "action": "suspend"}
+    before = api.ok("GET", f"/applications/{app_id}")
+    checked = 0
+    for method, path in portal_routes():
+        if path.startswith("/admin"):
+            if path in ("/admin/sign_in",):
+                continue
+            url = re.sub(r"\{(\w+)\}", lambda m: admin_ids[m.group(1)], path)
+            form = {"csrf": csrf} if method == "POST" else None
+            st, headers, body = dev_as_admin.request(method, url, form)
+            assert st == 303 and headers["location"] == "/admin/sign_in", (method, path, st)
+            assert "Secret" not in body
+            if method == "POST" and path != "/admin/sign_out":
+                st, _, _ = ro.request(method, url, {"csrf": ro_csrf})
+                assert st == 403, ("read scope", method, path, st)
+            checked += 1
+        elif "{" in path:
+            url = ids.get(path) and path.replace("{id}", ids[path]).replace("{action}", "default")
+            url = url or re.sub(r"\{(\w+)\}", lambda m: alices[m.group(1)], path)
+            st, _, body = mallory.request(method, url, {"csrf": csrf} if method == "POST" else None)
+            assert st == 404, (method, path, st)
+            assert "Secret" not in body
+            checked += 1
+        elif method == "GET":
+            st, _, body = mallory.request("GET", path)
+            assert st in (200, 303, 409) and "Secret" not in body and inv["number"] not in body, (path, st)
+            checked += 1
+    assert checked > 30
+    after = api.ok("GET", f"/applications/{app_id}")
+    assert after["state"] == before["state"] == "live" and after["keys"] == before["keys"], "nothing changed"
+    assert api.ok("GET", f"/invoices/{inv['id']}")["state"] == "pending"

@@ -350,8 +350,8 @@ pub(super) async fn billing_page(
         .collect();
     let cards = cards_section(s, session).await;
     let body = format!(
-        "{notice}<h2>Invoices</h2><table><thead><tr><th scope=\"col\">Number</th><th scope=\"col\">Period</th><th scope=\"col\">State</th><th scope=\"col\">Total</th><th scope=\"col\"></th></tr></thead><tbody>{inv_rows}</tbody></table>\
-         <h2>Payments</h2><table><thead><tr><th scope=\"col\">Date</th><th scope=\"col\">Invoice</th><th scope=\"col\">Amount</th><th scope=\"col\">Result</th><th scope=\"col\">Reason</th></tr></thead><tbody>{pay_rows}</tbody></table>{cards}"
+        "{notice}<h2>Invoices</h2><table class=\"sortable\"><thead><tr><th scope=\"col\">Number</th><th scope=\"col\">Period</th><th scope=\"col\">State</th><th scope=\"col\">Total</th><th scope=\"col\"></th></tr></thead><tbody>{inv_rows}</tbody></table>\
+         <h2>Payments</h2><table class=\"sortable\"><thead><tr><th scope=\"col\">Date</th><th scope=\"col\">Invoice</th><th scope=\"col\">Amount</th><th scope=\"col\">Result</th><th scope=\"col\">Reason</th></tr></thead><tbody>{pay_rows}</tbody></table>{cards}"
     );
     (
         status,
@@ -434,7 +434,11 @@ pub async fn card_action(
     };
     use crate::payments::charging::{self, Provider};
     let done = async {
-        let p = charging::provider(&s.pool, s.master_key.as_deref()).await?;
+        // Without a gateway there are no cards: any card id is "not found".
+        let p = match charging::provider(&s.pool, s.master_key.as_deref()).await {
+            Err(ApiError::Conflict { .. }) => return Err(ApiError::not_found("payment method", &card)),
+            other => other?,
+        };
         let Some((customer, default)) =
             charging::customer(&s.pool, &p, &session.account_id, false).await?
         else {

@@ -25,7 +25,7 @@ input,select{font:inherit;padding:.35rem;min-width:18rem}button{font:inherit;pad
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem;border-bottom:1px solid #ddd}code{word-break:break-all}\
 form.inline{display:inline}form.inline button{margin:0 .25rem 0 0;padding:.2rem .6rem}textarea{font:inherit;width:100%}\
 table.sortable th{cursor:pointer}th[aria-sort=ascending]::after{content:\" \\25B2\"}th[aria-sort=descending]::after{content:\" \\25BC\"}\
-section{margin-top:2rem}fieldset{border:1px solid #ccc;margin-top:1rem}.empty{color:#555}";
+section{margin-top:2rem}fieldset{border:1px solid #ccc;margin-top:1rem}fieldset>button{display:block}.empty{color:#555}";
 
 /// Sorts `table.sortable` by the clicked (or Enter-pressed) column; numbers compare as numbers.
 const SORT_SCRIPT: &str = "document.querySelectorAll('table.sortable th').forEach(function(th,i){th.tabIndex=0;\
