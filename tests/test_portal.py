@@ -310,3 +310,41 @@ def test_every_portal_route_is_closed_to_other_accounts_and_to_developers(server
     after = api.ok("GET", f"/applications/{app_id}")
     assert after["state"] == before["state"] == "live" and after["keys"] == before["keys"], "nothing changed"
     assert api.ok("GET", f"/invoices/{inv['id']}")["state"] == "pending"
+
+
+def test_admin_tokens_and_credit_notes_from_the_portal(server):
+    api = Api(server.base, ADMIN_TOKEN)
+    acct = api.ok("POST", "/accounts", {"name": "Credit Co", "email": "credit@example.com"})
+    inv = api.ok("POST", "/invoices", {"account_id": acct["id"]})
+    api.ok("POST", f"/invoices/{inv['id']}/lines", {"description": "Support", "unit_price": "100"})
+    inv = api.ok("POST", f"/invoices/{inv['id']}/issue", status=200)
+    admin = Browser(server.port)
+    admin.submit("/admin/sign_in", {"token": ADMIN_TOKEN})
+    # A token is shown once, works on the API, and is gone once revoked (its sessions too).
+    st, _, html = admin.submit("/admin/tokens", {"name": "ci", "scope": "write"})
+    assert st == 201, html
+    token = re.search(r'<code id="secret">([^<]+)</code>', html).group(1)
+    assert token not in admin.request("GET", "/admin/tokens")[2]
+    assert Api(server.base, token).call("GET", "/admin/api/v1/accounts")[0] == 200
+    other = Browser(server.port)
+    other.submit("/admin/sign_in", {"token": token})
+    assert other.request("GET", "/admin")[0] == 200
+    [row] = [t for t in api.ok("GET", "/tokens")["data"] if t["name"] == "ci"]
+    _, _, html = admin.request("GET", "/admin/tokens")
+    st, _, html = admin.request("POST", f"/admin/tokens/{row['id']}/revoke", {"csrf": admin.csrf(html)})
+    assert st == 200 and "Token revoked." in html
+    assert Api(server.base, token).call("GET", "/admin/api/v1/accounts")[0] == 401
+    assert other.request("GET", "/admin")[1]["location"] == "/admin/sign_in", "a revoked token's session ends"
+    # Bad input is shown next to the field.
+    st, _, html = admin.submit("/admin/tokens", {"name": "", "scope": "write"})
+    assert st == 422 and 'id="name-error"' in html
+    # A credit note from the invoices page: numbered, negative, and refused beyond the invoice.
+    _, _, html = admin.request("GET", "/admin/invoices")
+    csrf = admin.csrf(html)
+    st, _, html = admin.request("POST", f"/admin/invoices/{inv['id']}/credit_note", {"csrf": csrf, "amount": "500", "reason": "x"})
+    assert st == 409 or st == 422, st
+    assert "Credit note refused" in html
+    st, _, html = admin.request("POST", f"/admin/invoices/{inv['id']}/credit_note",
+                                {"csrf": csrf, "amount": "25", "reason": "Outage"})
+    assert st == 201 and re.search(r"Credit note CN-[0-9-]+ issued for 25.00 USD", html), html
+    assert api.ok("GET", f"/accounts/{acct['id']}")["credit_balance"] == "25.00", "exactly one credit note"

@@ -436,7 +436,9 @@ pub async fn card_action(
     let done = async {
         // Without a gateway there are no cards: any card id is "not found".
         let p = match charging::provider(&s.pool, s.master_key.as_deref()).await {
-            Err(ApiError::Conflict { .. }) => return Err(ApiError::not_found("payment method", &card)),
+            Err(ApiError::Conflict { .. }) => {
+                return Err(ApiError::not_found("payment method", &card))
+            }
             other => other?,
         };
         let Some((customer, default)) =

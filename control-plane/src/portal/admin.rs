@@ -376,7 +376,7 @@ pub(super) async fn invoices_page(
         })
         .collect();
     let body = format!(
-        "{notice}<table><thead><tr><th scope=\"col\">Number</th><th scope=\"col\">Account</th><th scope=\"col\">State</th><th scope=\"col\">Total</th><th scope=\"col\"></th><th scope=\"col\">Actions</th></tr></thead><tbody>{body_rows}</tbody></table>"
+        "{notice}<table class=\"sortable\"><thead><tr><th scope=\"col\">Number</th><th scope=\"col\">Account</th><th scope=\"col\">State</th><th scope=\"col\">Total</th><th scope=\"col\"></th><th scope=\"col\">Actions</th></tr></thead><tbody>{body_rows}</tbody></table>"
     );
     (
         status,
