@@ -71,6 +71,8 @@ Tollgate demo is up: control plane + Envoy with the filter (control-plane mode) 
 Plan "Demo": 5 hits/minute, 2 searches/minute, 10.00/month, 0.001 per hit.
 
   admin API      http://127.0.0.1:$CP/admin/api/v1   (docs: http://127.0.0.1:$CP/openapi.json)
+  admin portal   http://127.0.0.1:$CP/admin           (sign in with the admin token)
+  dev portal     http://127.0.0.1:$CP/portal/sign_up
   admin token    $TOLLGATE_ADMIN_TOKEN
   demo key       $KEY   (application $APP_ID)
 
