@@ -143,6 +143,25 @@ class Chromium:
     def click(self, css):
         self._s("POST", f"/element/{self.find(css)}/click", {})
 
+    def submit(self, css, expect=None, timeout=WAIT_TIMEOUT_S):
+        """Clicks `css` and waits for the next page to load (and show `expect`): the old page may
+        carry the same notice, so waiting for text alone could race the navigation."""
+        self.script("window.__tollgateStale = true")
+        self.click(css)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fresh = self.script("return !window.__tollgateStale && document.readyState === 'complete'")
+            except WebDriverError:
+                fresh = False  # the document went away mid-call
+            if fresh:
+                break
+            if time.monotonic() > deadline:
+                raise WebDriverError(f"clicking {css!r} loaded no new page:\n{self.text()[:2000]}")
+            time.sleep(0.05)
+        if expect:
+            self.wait_for_text(expect, timeout)
+
     def select(self, css, label):
         """Chooses the option of `<select>` `css` whose text contains `label`."""
         done = self.script(

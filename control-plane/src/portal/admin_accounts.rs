@@ -4,42 +4,17 @@
 
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::admin::{redirect, require, require_write, AdminSession, Fields};
-use super::admin_api::{self, Answer};
-use super::admin_forms::{error_for, general_error, link, seg, text, write_form, FormError};
-use super::html::{admin_page, esc, input, notice, post_button, select, table};
+use super::admin_api;
+use super::admin_forms::{
+    error_for, failed, general_error, get, link, not_found, seg, show, text, write_form, FormError,
+};
+use super::html::{esc, input, notice, post_button, select, table};
 use crate::http::auth::Scope;
 use crate::http::AppState;
-
-fn get(f: &Fields, name: &str) -> String {
-    f.get(name)
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default()
-}
-
-fn show(admin: &AdminSession, title: &str, status: StatusCode, body: &str) -> Response {
-    (status, Html(admin_page(title, Some(&admin.csrf), body))).into_response()
-}
-
-fn failed(a: &Answer) -> StatusCode {
-    if a.ok() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        a.status
-    }
-}
-
-fn not_found(admin: &AdminSession) -> Response {
-    show(
-        admin,
-        "Not found",
-        StatusCode::NOT_FOUND,
-        "<p>There is no such object.</p>",
-    )
-}
 
 /// A secret shown once, right after it was made.
 fn shown_once(what: &str, secret: &str) -> String {

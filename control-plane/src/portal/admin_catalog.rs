@@ -7,14 +7,16 @@ use std::str::FromStr;
 
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use super::admin::{redirect, require, require_write, AdminSession, Fields};
 use super::admin_api::{self, Answer};
-use super::admin_forms::{error_for, general_error, link, seg, text, write_form, FormError};
-use super::html::{admin_page, esc, input, notice, post_button, select, table};
+use super::admin_forms::{
+    error_for, failed, general_error, get, link, not_found, seg, show, text, write_form, FormError,
+};
+use super::html::{esc, input, notice, post_button, select, table};
 use crate::billing::currency::Currency;
 use crate::billing::preview::{month_cost, MetricPricing};
 use crate::billing::rating::Tier;
@@ -36,12 +38,6 @@ fn options(values: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn get(f: &Fields, name: &str) -> String {
-    f.get(name)
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// A whole number from a form field; anything else goes to the API as text, whose error names it.
 fn number(f: &Fields, name: &str) -> Value {
     let v = get(f, name);
@@ -53,18 +49,6 @@ fn optional_number(f: &Fields, name: &str) -> Value {
         Value::Null
     } else {
         number(f, name)
-    }
-}
-
-fn show(admin: &AdminSession, title: &str, status: StatusCode, body: &str) -> Response {
-    (status, Html(admin_page(title, Some(&admin.csrf), body))).into_response()
-}
-
-fn error_status(a: &Answer) -> StatusCode {
-    if a.ok() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        a.status
     }
 }
 
@@ -139,7 +123,7 @@ pub async fn create_service(
     if a.ok() {
         return redirect(&format!("/admin/services/{}", seg(&text(&a.body["id"]))));
     }
-    services_page(&s, &admin, &f, &a.error(), error_status(&a)).await
+    services_page(&s, &admin, &f, &a.error(), failed(&a)).await
 }
 
 pub async fn service(
@@ -166,7 +150,7 @@ async fn service_page(
     let base = format!("/services/{}", seg(id));
     let svc = admin_api::get(s, &admin.caller, &base).await;
     if !svc.ok() {
-        return not_found(admin, svc.status);
+        return not_found(admin);
     }
     let metrics = admin_api::get(s, &admin.caller, &format!("{base}/metrics?limit=100")).await;
     let rules = admin_api::get(s, &admin.caller, &format!("{base}/mapping_rules?limit=100")).await;
@@ -306,20 +290,6 @@ async fn service_page(
     )
 }
 
-fn not_found(admin: &AdminSession, status: StatusCode) -> Response {
-    let status = if status.is_success() {
-        StatusCode::NOT_FOUND
-    } else {
-        status
-    };
-    show(
-        admin,
-        "Not found",
-        status,
-        "<p>There is no such object.</p>",
-    )
-}
-
 pub async fn create_metric(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -410,7 +380,7 @@ async fn after(
         )
         .await
     } else {
-        service_page(s, admin, id, f, &a.error(), "", error_status(&a)).await
+        service_page(s, admin, id, f, &a.error(), "", failed(&a)).await
     }
 }
 
@@ -555,7 +525,7 @@ pub async fn create_plan(
     if a.ok() {
         return redirect(&format!("/admin/plans/{}", seg(&text(&a.body["id"]))));
     }
-    plans_page(&s, &admin, &f, &a.error(), error_status(&a)).await
+    plans_page(&s, &admin, &f, &a.error(), failed(&a)).await
 }
 
 pub async fn plan(
@@ -679,7 +649,7 @@ async fn plan_page(
 ) -> Response {
     let p = admin_api::get(s, &admin.caller, &format!("/plans/{}", seg(id))).await;
     if !p.ok() {
-        return not_found(admin, p.status);
+        return not_found(admin);
     }
     let plan = &p.body;
     let settings = admin_api::get(s, &admin.caller, "/billing/settings").await;
@@ -961,7 +931,7 @@ async fn patch_plan(
                 (p, m)
             }
         });
-        plan_page(s, admin, id, &Fields::new(), f, &e, "", error_status(&a)).await
+        plan_page(s, admin, id, &Fields::new(), f, &e, "", failed(&a)).await
     }
 }
 
@@ -1013,7 +983,7 @@ pub async fn add_limit(
         Err(r) => return r,
     };
     let Some(plan) = current_plan(&s, &admin, &id).await else {
-        return not_found(&admin, StatusCode::NOT_FOUND);
+        return not_found(&admin);
     };
     let mut limits = plan["limits"].as_array().cloned().unwrap_or_default();
     limits.push(json!({"metric": get(&f, "metric"), "period": get(&f, "period"), "value": number(&f, "value")}));
@@ -1039,7 +1009,7 @@ pub async fn add_pricing_rule(
         Err(r) => return r,
     };
     let Some(plan) = current_plan(&s, &admin, &id).await else {
-        return not_found(&admin, StatusCode::NOT_FOUND);
+        return not_found(&admin);
     };
     let mut rules = rules_input(&plan);
     let mut rule = json!({"metric": get(&f, "rule_metric"), "model": get(&f, "model"), "from": number(&f, "from"),
@@ -1071,15 +1041,15 @@ pub async fn remove_row(
         Err(r) => return r,
     };
     let Some(plan) = current_plan(&s, &admin, &id).await else {
-        return not_found(&admin, StatusCode::NOT_FOUND);
+        return not_found(&admin);
     };
     let mut rows = match kind.as_str() {
         "limits" => plan["limits"].as_array().cloned().unwrap_or_default(),
         "pricing_rules" => rules_input(&plan),
-        _ => return not_found(&admin, StatusCode::NOT_FOUND),
+        _ => return not_found(&admin),
     };
     if index >= rows.len() {
-        return not_found(&admin, StatusCode::NOT_FOUND);
+        return not_found(&admin);
     }
     rows.remove(index);
     let mut body = json!({});

@@ -1,8 +1,12 @@
 //! Small pieces every admin portal page shares: reading an API error back onto the form field it
 //! names, path segments for in-process API calls, and the "write scope only" form wrapper.
 
-use super::admin::AdminSession;
-use super::html::{alert, csrf_input, esc};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use super::admin::{AdminSession, Fields};
+use super::admin_api::Answer;
+use super::html::{admin_page, alert, csrf_input, esc};
 use crate::http::auth::Scope;
 
 /// An API error as `(param, message)`; `param` is the API's field path (`limits[2].value`).
@@ -66,6 +70,36 @@ pub fn write_form(
         esc(title),
         csrf_input(&admin.csrf),
         esc(submit)
+    )
+}
+
+/// A trimmed form field ("" when absent).
+pub fn get(f: &Fields, name: &str) -> String {
+    f.get(name)
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// An admin page with the navigation.
+pub fn show(admin: &AdminSession, title: &str, status: StatusCode, body: &str) -> Response {
+    (status, Html(admin_page(title, Some(&admin.csrf), body))).into_response()
+}
+
+/// The status to show an API refusal with (never a 2xx for a form that failed).
+pub fn failed(a: &Answer) -> StatusCode {
+    if a.ok() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        a.status
+    }
+}
+
+pub fn not_found(admin: &AdminSession) -> Response {
+    show(
+        admin,
+        "Not found",
+        StatusCode::NOT_FOUND,
+        "<p>There is no such object.</p>",
     )
 }
 
