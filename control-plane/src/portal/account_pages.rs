@@ -1,12 +1,12 @@
 //! Portal pages of one account's objects: an application (keys, rotation, usage chart with the
 //! plan's limits) and billing (invoices with PDFs, payments). Another account's objects are 404.
 
-use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::html::{esc, page};
-use super::pages::{failure, require, require_form, Fields};
+use super::pages::{failure, SessionForm};
 use super::session::Session;
 use crate::billing::calendar::{day_of, format_date, SECONDS_PER_DAY};
 use crate::http::error::ApiError;
@@ -182,25 +182,17 @@ async fn app_page(
 
 pub async fn application(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    session: Session,
     Path(id): Path<String>,
 ) -> Response {
-    match require(&s, &headers).await {
-        Ok(session) => app_page(&s, &session, &id, "", StatusCode::OK).await,
-        Err(r) => r,
-    }
+    app_page(&s, &session, &id, "", StatusCode::OK).await
 }
 
 pub async fn rotate_key(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path((id, key_id)): Path<(String, String)>,
-    Form(f): Form<Fields>,
+    SessionForm { session, .. }: SessionForm,
 ) -> Response {
-    let session = match require_form(&s, &headers, &f).await {
-        Ok(session) => session,
-        Err(r) => return r,
-    };
     match own_app(&s, &session, &id).await {
         Ok(Some(_)) => {}
         Ok(None) => return not_found(&session),
@@ -235,11 +227,8 @@ pub async fn rotate_key(
     }
 }
 
-pub async fn billing(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    match require(&s, &headers).await {
-        Ok(session) => billing_page(&s, &session, "", StatusCode::OK).await,
-        Err(r) => r,
-    }
+pub async fn billing(State(s): State<AppState>, session: Session) -> Response {
+    billing_page(&s, &session, "", StatusCode::OK).await
 }
 
 /// The account's cards at the configured provider, as a section with default/remove buttons.
@@ -363,14 +352,9 @@ pub(super) async fn billing_page(
 /// `POST /portal/invoices/{id}/pay`: pays one of the account's issued invoices with the default card.
 pub async fn pay_invoice(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<Fields>,
+    SessionForm { session, .. }: SessionForm,
 ) -> Response {
-    let session = match require_form(&s, &headers, &f).await {
-        Ok(session) => session,
-        Err(r) => return r,
-    };
     match own_invoice(&s, &session, &id).await {
         Ok(true) => {}
         Ok(false) => return not_found(&session),
@@ -424,14 +408,9 @@ pub async fn pay_invoice(
 /// `POST /portal/payment_methods/{id}/default|delete` for a card of the account's customer.
 pub async fn card_action(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path((card, action)): Path<(String, String)>,
-    Form(f): Form<Fields>,
+    SessionForm { session, .. }: SessionForm,
 ) -> Response {
-    let session = match require_form(&s, &headers, &f).await {
-        Ok(session) => session,
-        Err(r) => return r,
-    };
     use crate::payments::charging::{self, Provider};
     let done = async {
         // Without a gateway there are no cards: any card id is "not found".
@@ -504,13 +483,9 @@ pub(super) async fn owns_invoice(s: &AppState, session: &Session, id: &str) -> b
 
 pub async fn invoice_pdf(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    session: Session,
     Path(file): Path<String>,
 ) -> Response {
-    let session = match require(&s, &headers).await {
-        Ok(session) => session,
-        Err(r) => return r,
-    };
     let Some(id) = file.strip_suffix(".pdf") else {
         return not_found(&session);
     };

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
@@ -78,7 +79,7 @@ async fn current(s: &AppState, headers: &HeaderMap) -> Result<Option<AdminSessio
     }))
 }
 
-pub(super) async fn require(s: &AppState, headers: &HeaderMap) -> Result<AdminSession, Response> {
+async fn require(s: &AppState, headers: &HeaderMap) -> Result<AdminSession, Response> {
     match current(s, headers).await {
         Ok(Some(a)) => Ok(a),
         Ok(None) => Err(redirect("/admin/sign_in")),
@@ -86,8 +87,37 @@ pub(super) async fn require(s: &AppState, headers: &HeaderMap) -> Result<AdminSe
     }
 }
 
+/// A signed-in admin, as a handler argument; otherwise the answer is the sign-in redirect.
+impl FromRequestParts<AppState> for AdminSession {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        require(s, &parts.headers).await
+    }
+}
+
+/// A form post from a signed-in admin with a valid CSRF token and a write-scope token, as a
+/// handler argument (the form is read first, then checked by [`require_write`]).
+pub struct WriteForm {
+    pub admin: AdminSession,
+    pub fields: Fields,
+}
+
+impl FromRequest<AppState> for WriteForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, s: &AppState) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let Form(fields) = Form::<Fields>::from_request(req, s)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let admin = require_write(s, &headers, &fields).await?;
+        Ok(WriteForm { admin, fields })
+    }
+}
+
 /// A form post from a signed-in admin with a valid CSRF token and a write-scope token.
-pub(super) async fn require_write(
+async fn require_write(
     s: &AppState,
     headers: &HeaderMap,
     f: &Fields,
@@ -218,11 +248,7 @@ pub async fn sign_out(
     r
 }
 
-pub async fn dashboard(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let admin = match require(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+pub async fn dashboard(State(s): State<AppState>, admin: AdminSession) -> Response {
     let month = month_start(day_of(now())) * SECONDS_PER_DAY;
     let counts: Result<(i64, i64, i64, i64), _> = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM services), (SELECT COUNT(*) FROM plans), (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM applications)",
@@ -292,13 +318,9 @@ type InvoiceRow = (String, Option<String>, String, String, String, String);
 
 pub async fn invoices(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminSession,
     Query(q): Query<Fields>,
 ) -> Response {
-    let admin = match require(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let filter = InvoiceFilter {
         state: q.get("state").cloned().unwrap_or_default(),
         account_id: q.get("account_id").cloned().unwrap_or_default(),
@@ -388,14 +410,9 @@ pub(super) async fn invoices_page(
 /// `POST /admin/invoices/{id}/{action}`: issue, cancel or charge, with a write-scope session.
 pub async fn invoice_action(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     // The admin API's own action routes: same checks, same states, same emails.
     if !matches!(action.as_str(), "finalize" | "issue" | "cancel" | "charge") {
         return failure(ApiError::not_found("action", &action));
@@ -606,11 +623,7 @@ fn settings_page(
         .into_response()
 }
 
-pub async fn billing_settings(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let admin = match require(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+pub async fn billing_settings(State(s): State<AppState>, admin: AdminSession) -> Response {
     match crate::billing::settings::load(&s.pool).await {
         Ok(settings) => settings_page(
             &admin,
@@ -627,13 +640,8 @@ pub async fn billing_settings(State(s): State<AppState>, headers: HeaderMap) -> 
 /// is shown next to its field and nothing changes.
 pub async fn save_billing_settings(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let mut patch = serde_json::json!({});
     for key in ["mode", "numbering"] {
         if let Some(v) = f.get(key) {

@@ -2,12 +2,12 @@
 //! once, revoke), the payment gateway's credentials (write-only) and credit notes. Like the catalog
 //! pages, every change is the admin API call of the same name, made in-process.
 
-use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::admin::{redirect, require, require_write, AdminSession, Fields};
+use super::admin::{redirect, AdminSession, Fields, WriteForm};
 use super::admin_api;
 use super::admin_forms::{
     error_for, failed, general_error, get, link, not_found, seg, show, text, write_form, FormError,
@@ -27,11 +27,7 @@ fn shown_once(what: &str, secret: &str) -> String {
 
 // ---- accounts ----
 
-pub async fn accounts(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let admin = match require(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+pub async fn accounts(State(s): State<AppState>, admin: AdminSession) -> Response {
     accounts_page(&s, &admin, &Fields::new(), &None, StatusCode::OK).await
 }
 
@@ -97,13 +93,8 @@ async fn accounts_page(
 
 pub async fn create_account(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let body = json!({"name": get(&f, "name"), "email": get(&f, "email")});
     let a = admin_api::call(&s, &admin.caller, Method::POST, "/accounts", Some(body)).await;
     if a.ok() {
@@ -114,13 +105,9 @@ pub async fn create_account(
 
 pub async fn account(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminSession,
     Path(id): Path<String>,
 ) -> Response {
-    let admin = match require(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     account_page(&s, &admin, &id, &Fields::new(), &None, "", StatusCode::OK).await
 }
 
@@ -243,14 +230,9 @@ async fn account_page(
 
 pub async fn create_application(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let body = json!({"account_id": id, "name": get(&f, "name"), "plan_id": get(&f, "plan_id")});
     let a = admin_api::call(&s, &admin.caller, Method::POST, "/applications", Some(body)).await;
     if a.ok() {
@@ -272,14 +254,9 @@ pub async fn create_application(
 /// `POST /admin/applications/{id}/{suspend|resume}`; back to the application's account.
 pub async fn application_action(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     if action != "suspend" && action != "resume" {
         return not_found(&admin);
     }
@@ -324,11 +301,7 @@ pub async fn application_action(
 
 // ---- admin tokens ----
 
-pub async fn tokens(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let admin = match require(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+pub async fn tokens(State(s): State<AppState>, admin: AdminSession) -> Response {
     tokens_page(&s, &admin, &Fields::new(), &None, "", StatusCode::OK).await
 }
 
@@ -407,13 +380,8 @@ async fn tokens_page(
 
 pub async fn create_token(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let body = json!({"name": get(&f, "name"), "scope": get(&f, "scope")});
     let a = admin_api::call(&s, &admin.caller, Method::POST, "/tokens", Some(body)).await;
     if a.ok() {
@@ -433,14 +401,9 @@ pub async fn create_token(
 
 pub async fn revoke_token(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let a = admin_api::call(
         &s,
         &admin.caller,
@@ -500,11 +463,7 @@ const BRAINTREE_FIELDS: &[(&str, &str, bool)] = &[
     ),
 ];
 
-pub async fn gateway(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let admin = match require(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+pub async fn gateway(State(s): State<AppState>, admin: AdminSession) -> Response {
     gateway_page(&s, &admin, &Fields::new(), &None, "", StatusCode::OK).await
 }
 
@@ -599,13 +558,8 @@ async fn gateway_page(
 /// secret of the same provider (opened here, server-side; never sent to the browser).
 pub async fn save_gateway(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let provider = get(&f, "type");
     let fields = match provider.as_str() {
         "stripe" => STRIPE_FIELDS,
@@ -668,14 +622,9 @@ pub async fn save_gateway(
 /// `POST /admin/invoices/{id}/credit_note` (amount, reason): the credit note's page is its PDF.
 pub async fn credit_note(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let body = json!({"amount": get(&f, "amount"), "reason": get(&f, "reason")});
     let a = admin_api::call(
         &s,

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use super::admin::{redirect, require, require_write, AdminSession, Fields};
+use super::admin::{redirect, AdminSession, Fields, WriteForm};
 use super::admin_api::{self, Answer};
 use super::admin_forms::{
     error_for, failed, general_error, get, link, not_found, seg, show, text, write_form, FormError,
@@ -54,11 +54,7 @@ fn optional_number(f: &Fields, name: &str) -> Value {
 
 // ---- services ----
 
-pub async fn services(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let admin = match require(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+pub async fn services(State(s): State<AppState>, admin: AdminSession) -> Response {
     services_page(&s, &admin, &Fields::new(), &None, StatusCode::OK).await
 }
 
@@ -105,13 +101,8 @@ async fn services_page(
 
 pub async fn create_service(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let a = admin_api::call(
         &s,
         &admin.caller,
@@ -128,13 +119,9 @@ pub async fn create_service(
 
 pub async fn service(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminSession,
     Path(id): Path<String>,
 ) -> Response {
-    let admin = match require(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     service_page(&s, &admin, &id, &Fields::new(), &None, "", StatusCode::OK).await
 }
 
@@ -292,14 +279,9 @@ async fn service_page(
 
 pub async fn create_metric(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let mut body = json!({"name": get(&f, "name"), "unit": get(&f, "unit")});
     let parent = get(&f, "parent");
     if !parent.is_empty() {
@@ -318,14 +300,9 @@ pub async fn create_metric(
 
 pub async fn create_rule(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let body = json!({"method": get(&f, "method"), "pattern": get(&f, "pattern"),
                       "metric": get(&f, "metric"), "delta": number(&f, "delta")});
     let a = admin_api::call(
@@ -341,14 +318,9 @@ pub async fn create_rule(
 
 pub async fn delete_rule(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path((id, rule)): Path<(String, String)>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let a = admin_api::call(
         &s,
         &admin.caller,
@@ -395,11 +367,7 @@ async fn service_options(s: &AppState, admin: &AdminSession) -> Vec<(String, Str
         .collect()
 }
 
-pub async fn plans(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let admin = match require(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+pub async fn plans(State(s): State<AppState>, admin: AdminSession) -> Response {
     plans_page(&s, &admin, &Fields::new(), &None, StatusCode::OK).await
 }
 
@@ -512,13 +480,8 @@ fn plan_fields(f: &Fields) -> Value {
 
 pub async fn create_plan(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let mut body = plan_fields(&f);
     body["service_id"] = json!(get(&f, "service_id"));
     let a = admin_api::call(&s, &admin.caller, Method::POST, "/plans", Some(body)).await;
@@ -530,14 +493,10 @@ pub async fn create_plan(
 
 pub async fn plan(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminSession,
     Path(id): Path<String>,
     Query(q): Query<Fields>,
 ) -> Response {
-    let admin = match require(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     plan_page(
         &s,
         &admin,
@@ -959,14 +918,9 @@ fn rules_input(plan: &Value) -> Vec<Value> {
 
 pub async fn update_plan(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let mut body = plan_fields(&f);
     body["state"] = json!(get(&f, "state"));
     patch_plan(&s, &admin, &id, body, &f, "Plan saved.").await
@@ -974,14 +928,9 @@ pub async fn update_plan(
 
 pub async fn add_limit(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let Some(plan) = current_plan(&s, &admin, &id).await else {
         return not_found(&admin);
     };
@@ -1000,14 +949,9 @@ pub async fn add_limit(
 
 pub async fn add_pricing_rule(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let Some(plan) = current_plan(&s, &admin, &id).await else {
         return not_found(&admin);
     };
@@ -1032,14 +976,9 @@ pub async fn add_pricing_rule(
 /// `POST /admin/plans/{id}/{limits|pricing_rules}/{index}/remove`.
 pub async fn remove_row(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path((id, kind, index)): Path<(String, String, usize)>,
-    Form(f): Form<Fields>,
+    WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    let admin = match require_write(&s, &headers, &f).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let Some(plan) = current_plan(&s, &admin, &id).await else {
         return not_found(&admin);
     };

@@ -4,14 +4,14 @@
 //! provider's id (Stripe PaymentMethod) or one-time nonce (Braintree). These are the only portal
 //! pages that need JavaScript, because the providers require their scripts for card entry.
 
-use axum::extract::{Form, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
 use serde_json::{json, Value};
 
 use super::html::{alert, csrf_input, esc, notice, page};
-use super::pages::{failure, require, require_form, Fields};
+use super::pages::{failure, SessionForm};
 use super::session::Session;
 use crate::http::developer::Developer;
 use crate::http::error::ApiError;
@@ -39,11 +39,7 @@ async fn js_url(s: &AppState, default: &str) -> String {
 }
 
 /// `GET /portal/payment_methods/new`: the provider's card form.
-pub async fn new_card(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let session = match require(&s, &headers).await {
-        Ok(session) => session,
-        Err(r) => return r,
-    };
+pub async fn new_card(State(s): State<AppState>, session: Session) -> Response {
     card_form(&s, &session, "", StatusCode::OK).await
 }
 
@@ -113,13 +109,8 @@ async fn card_form(s: &AppState, session: &Session, message: &str, status: Statu
 /// `POST /portal/payment_methods`: attaches the card the provider's script confirmed.
 pub async fn save_card(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    SessionForm { session, fields: f }: SessionForm,
 ) -> Response {
-    let session = match require_form(&s, &headers, &f).await {
-        Ok(session) => session,
-        Err(r) => return r,
-    };
     let dev = Developer {
         account_id: session.account_id.clone(),
     };
@@ -199,14 +190,9 @@ pub async fn authenticate_page(
 /// payment ended (asking Stripe, not trusting the browser).
 pub async fn confirmed(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<Fields>,
+    SessionForm { session, .. }: SessionForm,
 ) -> Response {
-    let session = match require_form(&s, &headers, &f).await {
-        Ok(session) => session,
-        Err(r) => return r,
-    };
     if !super::account_pages::owns_invoice(&s, &session, &id).await {
         return super::account_pages::not_found(&session);
     }

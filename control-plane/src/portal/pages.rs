@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Form, State};
+use axum::extract::{Form, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
@@ -286,6 +287,35 @@ pub async fn require(s: &AppState, headers: &HeaderMap) -> Result<Session, Respo
     }
 }
 
+/// A signed-in developer, as a handler argument; otherwise the answer is the sign-in redirect.
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        require(s, &parts.headers).await
+    }
+}
+
+/// A form post from a signed-in developer with the session's CSRF token, as a handler argument
+/// (the form is read first, then checked by [`require_form`]).
+pub struct SessionForm {
+    pub session: Session,
+    pub fields: Fields,
+}
+
+impl FromRequest<AppState> for SessionForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, s: &AppState) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let Form(fields) = Form::<Fields>::from_request(req, s)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let session = require_form(s, &headers, &fields).await?;
+        Ok(SessionForm { session, fields })
+    }
+}
+
 /// A form post from a signed-in developer with the session's CSRF token.
 pub async fn require_form(
     s: &AppState,
@@ -391,22 +421,14 @@ async fn applications_page(
         .into_response()
 }
 
-pub async fn applications(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    match require(&s, &headers).await {
-        Ok(session) => applications_page(&s, &session, "", None, StatusCode::OK).await,
-        Err(r) => r,
-    }
+pub async fn applications(State(s): State<AppState>, session: Session) -> Response {
+    applications_page(&s, &session, "", None, StatusCode::OK).await
 }
 
 pub async fn create_application(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    SessionForm { session, fields: f }: SessionForm,
 ) -> Response {
-    let session = match require_form(&s, &headers, &f).await {
-        Ok(session) => session,
-        Err(r) => return r,
-    };
     let name = f
         .get("name")
         .map(|n| n.trim().to_string())
