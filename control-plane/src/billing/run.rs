@@ -182,10 +182,25 @@ pub async fn execute(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiR
 
 /// Every plan's terms, with pricing rules grouped per metric.
 pub async fn load_plans(pool: &Pool) -> ApiResult<HashMap<String, PlanTerms>> {
-    let plans: Vec<(String, String, String, String)> =
-        sqlx::query_as("SELECT id, name, setup_fee, fixed_fee FROM plans")
-            .fetch_all(pool)
-            .await?;
+    load_plans_where(pool, "").await
+}
+
+/// One plan's terms (the admin portal's cost preview prices them as a run would).
+pub async fn load_plan(pool: &Pool, id: &str) -> ApiResult<Option<PlanTerms>> {
+    if id.is_empty() {
+        return Ok(None);
+    }
+    Ok(load_plans_where(pool, id).await?.remove(id))
+}
+
+/// The terms of plan `only`, or of every plan when `only` is empty.
+async fn load_plans_where(pool: &Pool, only: &str) -> ApiResult<HashMap<String, PlanTerms>> {
+    let plans: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT id, name, setup_fee, fixed_fee FROM plans WHERE ($1 = '' OR id = $1)",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?;
     let mut out: HashMap<String, PlanTerms> = plans
         .into_iter()
         .map(|(id, name, setup, fixed)| {
@@ -211,8 +226,10 @@ pub async fn load_plans(pool: &Pool) -> ApiResult<HashMap<String, PlanTerms>> {
     );
     let rules: Vec<RuleRow> = sqlx::query_as(
         "SELECT r.plan_id, r.metric_id, m.name, r.model, r.range_from, r.range_to, r.unit_price, r.package_size \
-         FROM pricing_rules r JOIN metrics m ON m.id = r.metric_id ORDER BY r.plan_id, m.name, r.range_from",
+         FROM pricing_rules r JOIN metrics m ON m.id = r.metric_id WHERE ($1 = '' OR r.plan_id = $1) \
+         ORDER BY r.plan_id, m.name, r.range_from",
     )
+    .bind(only)
     .fetch_all(pool)
     .await?;
     for (plan_id, metric_id, metric_name, model, from, to, price, package) in rules {

@@ -3,7 +3,6 @@
 //! signed-in admin ([`super::admin_api`]); API errors come back next to the field they name.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
@@ -18,9 +17,8 @@ use super::admin_forms::{
 };
 use super::html::{esc, input, notice, post_button, select, table};
 use crate::billing::currency::Currency;
-use crate::billing::preview::{month_cost, MetricPricing};
-use crate::billing::rating::Tier;
-use crate::catalog::PricingModel;
+use crate::billing::lines::PlanTerms;
+use crate::billing::preview::month_cost;
 use crate::http::AppState;
 
 const PERIODS: &[&str] = &["minute", "hour", "day", "week", "month", "year", "eternity"];
@@ -510,51 +508,32 @@ pub async fn plan(
     .await
 }
 
-/// The preview's figures: units asked per priced metric, and the cost or why it has none.
+/// The preview's figures: units asked per priced metric ("hits" when none is priced), and the
+/// cost of a month at those units, or why there is none.
 fn preview(
-    plan: &Value,
+    plan: Option<&PlanTerms>,
     currency: &str,
     q: &Fields,
 ) -> (BTreeMap<String, u64>, Result<String, String>) {
+    let Some(plan) = plan else {
+        return (BTreeMap::new(), Err("the plan is gone".into()));
+    };
     let Some(cur) = Currency::parse(currency) else {
         return (
             BTreeMap::new(),
             Err(format!("unknown billing currency {currency}")),
         );
     };
-    let mut pricing: BTreeMap<String, MetricPricing> = BTreeMap::new();
-    for r in plan["pricing_rules"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-    {
-        let model = match r["model"].as_str() {
-            Some("volume") => PricingModel::Volume,
-            Some("package") => PricingModel::Package,
-            _ => PricingModel::Graduated,
-        };
-        let entry = pricing.entry(text(&r["metric"])).or_insert(MetricPricing {
-            model,
-            tiers: Vec::new(),
-        });
-        entry.tiers.push(Tier {
-            from: r["from"].as_u64().unwrap_or(1),
-            to: r["to"].as_u64(),
-            unit_price: Decimal::from_str(&text(&r["unit_price"])).unwrap_or_default(),
-            package_size: r["package_size"].as_u64(),
-        });
-    }
-    if pricing.is_empty() {
-        pricing.insert(
-            "hits".into(),
-            MetricPricing {
-                model: PricingModel::Graduated,
-                tiers: Vec::new(),
-            },
-        );
+    let mut names: Vec<&str> = plan
+        .metrics
+        .iter()
+        .map(|m| m.metric_name.as_str())
+        .collect();
+    if names.is_empty() {
+        names.push("hits");
     }
     let mut units = BTreeMap::new();
-    for metric in pricing.keys() {
+    for metric in names {
         let raw = q
             .get(&format!("units.{metric}"))
             .map(|v| v.trim().to_string());
@@ -565,31 +544,24 @@ fn preview(
                 Err(_) => return (units, Err(format!("{metric}: a whole number of units"))),
             },
         };
-        units.insert(metric.clone(), n);
+        units.insert(metric.to_string(), n);
     }
-    let fee = Decimal::from_str(&text(&plan["fixed_fee"])).unwrap_or_default();
-    match month_cost(cur, fee, &pricing, &units) {
+    match month_cost(cur, plan, &units) {
         Ok(c) => {
-            let parts: Vec<String> = c
-                .usage
+            let parts: Vec<String> = units
                 .iter()
-                .map(|(m, a)| {
-                    format!(
-                        "{} for {} {m}",
-                        cur.format(*a),
-                        units.get(m).copied().unwrap_or(0)
-                    )
+                .map(|(m, n)| {
+                    let amount = c.usage.get(m).copied().unwrap_or(Decimal::ZERO);
+                    format!("{} for {n} {m}", cur.format(amount))
                 })
                 .collect();
-            (
-                units,
-                Ok(format!(
-                    "{} {currency} a month: monthly fee {}, usage {} (before VAT; a first month is prorated and the setup fee added)",
-                    cur.format(c.total),
-                    cur.format(c.fixed_fee),
-                    parts.join(", ")
-                )),
-            )
+            let text = format!(
+                "{} {currency} a month: monthly fee {}, usage {} (before VAT; a first month is prorated and the setup fee added)",
+                cur.format(c.total),
+                cur.format(c.fixed_fee),
+                parts.join(", ")
+            );
+            (units, Ok(text))
         }
         Err(_) => (units, Err("the amount is too large to compute".into())),
     }
@@ -808,7 +780,13 @@ async fn plan_page(
         ),
         "Add pricing rule",
     );
-    let (units, cost) = preview(plan, &currency, q);
+    let (units, cost) = match crate::billing::run::load_plan(&s.pool, id).await {
+        Ok(terms) => preview(terms.as_ref(), &currency, q),
+        Err(e) => (
+            BTreeMap::new(),
+            Err(format!("no preview: {}", e.public_message())),
+        ),
+    };
     let unit_inputs: String = units
         .iter()
         .map(|(m, n)| {
