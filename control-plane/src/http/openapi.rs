@@ -772,7 +772,8 @@ fn billing_schemas(money: &Value, id: &Value) -> Value {
         "PaymentMethod": {"type": "object", "properties": {"id": id, "brand": {"type": "string"}, "last4": {"type": "string"},
             "exp_month": {"type": "integer"}, "exp_year": {"type": "integer"}, "default": {"type": "boolean"}}},
         "PaymentMethodSetup": {"type": "object", "properties": {"provider": {"type": "string"}, "client_secret": {"type": "string"},
-            "publishable_key": {"type": "string"}}},
+            "publishable_key": {"type": "string"}, "client_token": {"type": "string", "description": "Braintree"},
+            "js_url": {"type": "string", "description": "where the browser loads Stripe.js or the Braintree web SDK"}}},
         "WebhookAck": {"type": "object", "properties": {"received": {"type": "boolean"}, "result": {"type": "string"}}},
         "AccountToken": {"type": "object", "properties": {"id": id, "account_id": id, "name": {"type": "string"},
             "token": {"type": "string", "description": "only in the response that creates the token"}}}

@@ -93,7 +93,7 @@ pub async fn setup(
                 .map_err(|e| ApiError::Unavailable(format!("{e:?}")))?;
             Ok(Json(
                 json!({"object": "payment_method_setup", "provider": "stripe", "client_secret": secret,
-                           "publishable_key": stripe.publishable_key}),
+                           "publishable_key": stripe.publishable_key, "js_url": stripe.js_url}),
             ))
         }
         Provider::Braintree(bt) => {
@@ -102,7 +102,8 @@ pub async fn setup(
                 .await
                 .map_err(|e| ApiError::Unavailable(format!("{e:?}")))?;
             Ok(Json(
-                json!({"object": "payment_method_setup", "provider": "braintree", "client_token": token}),
+                json!({"object": "payment_method_setup", "provider": "braintree", "client_token": token,
+                           "js_url": bt.js_url}),
             ))
         }
     }

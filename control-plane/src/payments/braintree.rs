@@ -27,6 +27,8 @@ pub struct Braintree {
     http: reqwest::Client,
     endpoint: String,
     authorization: String,
+    /// Base URL of the web SDK browsers load ([`super::config::BRAINTREE_JS_URL`] unless set).
+    pub js_url: String,
 }
 
 const CARD_FIELDS: &str = "id details { __typename ... on CreditCardDetails { brandCode last4 expirationMonth expirationYear } }";
@@ -118,6 +120,7 @@ impl Braintree {
                 "Basic {}",
                 STANDARD.encode(format!("{public_key}:{private_key}"))
             ),
+            js_url: super::config::BRAINTREE_JS_URL.into(),
         })
     }
 

@@ -40,6 +40,14 @@ impl Provider {
             Provider::Braintree(_) => "braintree",
         }
     }
+
+    /// Where browsers load the provider's card-collection script.
+    pub fn js_url(&self) -> &str {
+        match self {
+            Provider::Stripe(stripe) => &stripe.js_url,
+            Provider::Braintree(bt) => &bt.js_url,
+        }
+    }
 }
 
 fn pay_error(e: PayError) -> ApiError {
@@ -64,26 +72,36 @@ pub async fn provider(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<P
             publishable_key,
             webhook_secret,
             api_base,
-            ..
-        }) => Ok(Provider::Stripe(Box::new(
-            Stripe::new(
+            js_url,
+        }) => {
+            let mut stripe = Stripe::new(
                 &secret_key,
                 &publishable_key,
                 &webhook_secret,
                 api_base.as_deref(),
             )
-            .map_err(pay_error)?,
-        ))),
+            .map_err(pay_error)?;
+            if let Some(js_url) = js_url {
+                stripe.js_url = js_url;
+            }
+            Ok(Provider::Stripe(Box::new(stripe)))
+        }
         Some(config::GatewayConfig::Braintree {
             public_key,
             private_key,
             environment,
             api_base,
+            js_url,
             ..
-        }) => Ok(Provider::Braintree(
-            Braintree::new(&public_key, &private_key, &environment, api_base.as_deref())
-                .map_err(pay_error)?,
-        )),
+        }) => {
+            let mut bt =
+                Braintree::new(&public_key, &private_key, &environment, api_base.as_deref())
+                    .map_err(pay_error)?;
+            if let Some(js_url) = js_url {
+                bt.js_url = js_url;
+            }
+            Ok(Provider::Braintree(bt))
+        }
         None => Err(ApiError::conflict(
             "no_payment_gateway",
             "no payment gateway is configured (PUT /billing/gateway)",
@@ -181,14 +199,21 @@ async fn awaiting_action(pool: &Pool, invoice_id: &str) -> ApiResult<Option<(Str
     Ok(row.and_then(|(id, r)| r.map(|r| (id, r))))
 }
 
-/// What the browser needs to let the cardholder authenticate the payment of `invoice_id`: the
-/// PaymentIntent's client secret and the publishable key. `None` when nothing waits (Braintree
-/// charges never wait: its vaulted cards are charged without a challenge).
+/// What the browser needs to let the cardholder authenticate a payment.
+pub struct ActionSecret {
+    pub client_secret: String,
+    pub publishable_key: String,
+    pub js_url: String,
+}
+
+/// What the browser needs to let the cardholder authenticate the payment of `invoice_id`. `None`
+/// when nothing waits (Braintree charges never wait: its vaulted cards are charged without a
+/// challenge).
 pub async fn action_secret(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
     invoice_id: &str,
-) -> ApiResult<Option<(String, String)>> {
+) -> ApiResult<Option<ActionSecret>> {
     let Some((_, reference)) = awaiting_action(pool, invoice_id).await? else {
         return Ok(None);
     };
@@ -196,7 +221,11 @@ pub async fn action_secret(
         return Ok(None);
     };
     let (_, secret) = stripe.retrieve(&reference).await.map_err(pay_error)?;
-    Ok(secret.map(|s| (s, stripe.publishable_key.clone())))
+    Ok(secret.map(|client_secret| ActionSecret {
+        client_secret,
+        publishable_key: stripe.publishable_key.clone(),
+        js_url: stripe.js_url.clone(),
+    }))
 }
 
 /// After the cardholder authenticated in the browser: asks Stripe how the PaymentIntent ended

@@ -41,6 +41,8 @@ pub struct Stripe {
     client: stripe::Client,
     pub publishable_key: String,
     pub webhook_secret: String,
+    /// Where browsers load Stripe.js for this account ([`super::config::STRIPE_JS_URL`] unless set).
+    pub js_url: String,
 }
 
 fn err(e: StripeError) -> PayError {
@@ -120,6 +122,7 @@ impl Stripe {
             client,
             publishable_key: publishable_key.into(),
             webhook_secret: webhook_secret.into(),
+            js_url: super::config::STRIPE_JS_URL.into(),
         })
     }
 

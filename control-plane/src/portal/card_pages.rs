@@ -17,7 +17,6 @@ use crate::http::developer::Developer;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::payments::charging;
-use crate::payments::config::{BRAINTREE_JS_URL, STRIPE_JS_URL};
 
 /// Pages carrying a client secret or token are never cached.
 fn no_store(status: StatusCode, html: String) -> Response {
@@ -28,14 +27,6 @@ fn no_store(status: StatusCode, html: String) -> Response {
 /// value cannot end the script).
 fn js_string(v: &str) -> String {
     json!(v).to_string().replace('<', "\\u003c")
-}
-
-async fn js_url(s: &AppState, default: &str) -> String {
-    crate::payments::config::public_view(&s.pool)
-        .await
-        .ok()
-        .and_then(|v| v["js_url"].as_str().map(str::to_string))
-        .unwrap_or_else(|| default.to_string())
 }
 
 /// `GET /portal/payment_methods/new`: the provider's card form.
@@ -67,7 +58,6 @@ async fn card_form(s: &AppState, session: &Session, message: &str, status: Statu
         <label><input type=\"checkbox\" name=\"default\" value=\"on\"> Make it the default card</label>\
         <button id=\"save-card\" type=\"submit\">Save card</button></form>";
     let body = if setup["provider"] == "stripe" {
-        let js = js_url(s, STRIPE_JS_URL).await;
         format!(
             "{form_start}<input type=\"hidden\" name=\"payment_method_id\" id=\"payment_method_id\">\
              <label for=\"card-element\">Card</label><div id=\"card-element\" class=\"card-field\"></div>{common_end}\
@@ -79,12 +69,11 @@ async fn card_form(s: &AppState, session: &Session, message: &str, status: Statu
              stripe.confirmCardSetup({},{{payment_method:{{card:card}}}}).then(function(r){{\
              if(r.error){{out.textContent=(r.error&&r.error.message)||'The card was not accepted.';btn.disabled=false;return;}}\
              var id=r.setupIntent.payment_method;pm.value=(typeof id==='string')?id:id.id;form.submit();}});}});}})();</script>",
-            esc(&js),
+            esc(setup["js_url"].as_str().unwrap_or_default()),
             js_string(setup["publishable_key"].as_str().unwrap_or_default()),
             js_string(setup["client_secret"].as_str().unwrap_or_default()),
         )
     } else {
-        let js = js_url(s, BRAINTREE_JS_URL).await;
         format!(
             "{form_start}<input type=\"hidden\" name=\"payment_method_nonce\" id=\"payment_method_nonce\">\
              <label for=\"bt-number\">Card number</label><div id=\"bt-number\" class=\"card-field\"></div>\
@@ -99,7 +88,7 @@ async fn card_form(s: &AppState, session: &Session, message: &str, status: Statu
              form.addEventListener('submit',function(ev){{if(nonce.value)return;ev.preventDefault();btn.disabled=true;out.textContent='';\
              fields.tokenize(function(err,payload){{if(err){{out.textContent=err.message||'The card was not accepted.';btn.disabled=false;return;}}\
              nonce.value=payload.nonce;form.submit();}});}});}});}});}})();</script>",
-            esc(&js),
+            esc(setup["js_url"].as_str().unwrap_or_default()),
             js_string(setup["client_token"].as_str().unwrap_or_default()),
         )
     };
@@ -160,12 +149,10 @@ pub async fn authenticate_page(
     session: &Session,
     invoice_id: &str,
 ) -> Option<Response> {
-    let (secret, publishable) =
-        charging::action_secret(&s.pool, s.master_key.as_deref(), invoice_id)
-            .await
-            .ok()
-            .flatten()?;
-    let js = js_url(s, STRIPE_JS_URL).await;
+    let action = charging::action_secret(&s.pool, s.master_key.as_deref(), invoice_id)
+        .await
+        .ok()
+        .flatten()?;
     let body = format!(
         "<p role=\"alert\">Your bank asks you to confirm this payment.</p>\
          <form id=\"confirm-form\" method=\"post\" action=\"/portal/invoices/{}/confirm\">{}\
@@ -176,9 +163,9 @@ pub async fn authenticate_page(
          done=true;form.submit();}});}});}})();</script>",
         esc(invoice_id),
         csrf_input(&session.csrf),
-        esc(&js),
-        js_string(&publishable),
-        js_string(&secret),
+        esc(&action.js_url),
+        js_string(&action.publishable_key),
+        js_string(&action.client_secret),
     );
     Some(no_store(
         StatusCode::PAYMENT_REQUIRED,
