@@ -163,6 +163,35 @@ pub struct AppInput {
     description: Option<String>,
 }
 
+/// Inserts a live application (checked input) inside `tx`, starts its plan contract and makes its
+/// first key. Returns (application id, key row, plaintext key). The API and the developer portal
+/// both create applications through this.
+pub(crate) async fn insert_application(
+    tx: &mut Tx,
+    account_id: &str,
+    plan_id: &str,
+    name: &str,
+    description: &str,
+) -> ApiResult<(String, KeyRow, String)> {
+    let id = new_id("app");
+    let t = now();
+    sqlx::query(
+        "INSERT INTO applications (id, account_id, plan_id, name, description, state, state_reason, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'live', NULL, $6, $6)",
+    )
+    .bind(&id)
+    .bind(account_id)
+    .bind(plan_id)
+    .bind(name)
+    .bind(description)
+    .bind(t)
+    .execute(&mut **tx)
+    .await?;
+    crate::billing::contracts::start(tx, &id, plan_id, t).await?;
+    let (key_row, key) = insert_key(tx, &id).await?;
+    Ok((id, key_row, key))
+}
+
 pub async fn create(
     State(s): State<AppState>,
     JsonBody(input): JsonBody<AppInput>,
@@ -189,23 +218,9 @@ pub async fn create(
             format!("no plan with id {plan_id:?}"),
         )
     })?;
-    let id = new_id("app");
-    let t = now();
     let mut tx = s.pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO applications (id, account_id, plan_id, name, description, state, state_reason, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'live', NULL, $6, $6)",
-    )
-    .bind(&id)
-    .bind(&account_id)
-    .bind(&plan_id)
-    .bind(&name)
-    .bind(&description)
-    .bind(t)
-    .execute(&mut *tx)
-    .await?;
-    crate::billing::contracts::start(&mut tx, &id, &plan_id, t).await?;
-    let (key_row, key) = insert_key(&mut tx, &id).await?;
+    let (id, key_row, key) =
+        insert_application(&mut tx, &account_id, &plan_id, &name, &description).await?;
     tx.commit().await?;
     let mut body = app_json(&s.pool, &fetch_app(&s.pool, &id).await?).await?;
     // The plaintext key, this once; it cannot be retrieved again.

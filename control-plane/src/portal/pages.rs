@@ -483,21 +483,10 @@ async fn insert_application(
     plan_id: &str,
     name: &str,
 ) -> ApiResult<String> {
-    let id = new_id("app");
-    let t = now();
     let mut tx = crate::store::begin_write(&s.pool).await?;
-    sqlx::query(
-        "INSERT INTO applications (id, account_id, plan_id, name, description, state, state_reason, created_at, updated_at) VALUES ($1, $2, $3, $4, '', 'live', NULL, $5, $5)",
-    )
-    .bind(&id)
-    .bind(account_id)
-    .bind(plan_id)
-    .bind(name)
-    .bind(t)
-    .execute(&mut *tx)
-    .await?;
-    crate::billing::contracts::start(&mut tx, &id, plan_id, t).await?;
-    let (_, key) = crate::http::applications::insert_key(&mut tx, &id).await?;
+    let (_, _, key) =
+        crate::http::applications::insert_application(&mut tx, account_id, plan_id, name, "")
+            .await?;
     sqlx::query("UPDATE catalog_revision SET revision = revision + 1 WHERE id = 1")
         .execute(&mut *tx)
         .await?;
