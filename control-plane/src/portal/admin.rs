@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
+use super::admin_forms::{options, text};
 use super::html::{admin_page, esc, field};
 use super::session::{cookie, csrf_ok, set_cookie, SESSION_TTL_SECS};
 use crate::billing::calendar::{day_of, format_date, month_start, SECONDS_PER_DAY};
@@ -528,36 +529,21 @@ fn settings_page(
     notice: &str,
     status: StatusCode,
 ) -> Response {
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    };
     let err_for = |name: &str| error.filter(|(p, _)| *p == name).map(|(_, m)| m);
     let mut fields = String::new();
-    let select = |name: &str, label: &str, options: &[&str], current: &str| {
-        let opts: String = options
-            .iter()
-            .map(|o| {
-                format!(
-                    "<option value=\"{o}\"{}>{o}</option>",
-                    if *o == current { " selected" } else { "" }
-                )
-            })
-            .collect();
-        format!("<label for=\"{name}\">{label}</label><select id=\"{name}\" name=\"{name}\">{opts}</select>")
-    };
-    fields.push_str(&select(
+    fields.push_str(&super::html::select(
         "mode",
         "Mode",
-        &["postpaid", "prepaid"],
+        &options(&["postpaid", "prepaid"]),
         &text(&values["mode"]),
+        err_for("mode"),
     ));
-    fields.push_str(&select(
+    fields.push_str(&super::html::select(
         "numbering",
         "Invoice numbers",
-        &["monthly", "yearly"],
+        &options(&["monthly", "yearly"]),
         &text(&values["numbering"]),
+        err_for("numbering"),
     ));
     for (name, label) in [
         ("charging_enabled", "Charge issued invoices"),

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use super::admin::{redirect, AdminSession, Fields, WriteForm};
 use super::admin_api::{self, Answer};
 use super::admin_forms::{
-    error_for, failed, general_error, get, link, not_found, seg, show, text, write_form, FormError,
+    error_for, failed, general_error, get, link, not_found, options, seg, show, text, write_form,
+    FormError,
 };
 use super::html::{esc, input, notice, post_button, select, table};
 use crate::billing::currency::Currency;
@@ -28,13 +29,6 @@ const METHODS: &[&str] = &[
 const MODELS: &[&str] = &["graduated", "volume", "package"];
 /// Hits the cost preview starts with when none is asked for.
 const DEFAULT_PREVIEW_UNITS: u64 = 10_000;
-
-fn options(values: &[&str]) -> Vec<(String, String)> {
-    values
-        .iter()
-        .map(|v| (v.to_string(), v.to_string()))
-        .collect()
-}
 
 /// A whole number from a form field; anything else goes to the API as text, whose error names it.
 fn number(f: &Fields, name: &str) -> Value {

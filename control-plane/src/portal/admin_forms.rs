@@ -108,6 +108,14 @@ pub fn link(href: &str, text: &str) -> String {
     format!("<a href=\"{}\">{}</a>", esc(href), esc(text))
 }
 
+/// `<select>` options whose value is their label.
+pub fn options(values: &[&str]) -> Vec<(String, String)> {
+    values
+        .iter()
+        .map(|v| (v.to_string(), v.to_string()))
+        .collect()
+}
+
 /// A JSON value shown as text (strings without quotes, null as empty).
 pub fn text(v: &serde_json::Value) -> String {
     match v {
