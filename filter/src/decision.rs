@@ -9,6 +9,7 @@ use crate::counters::{
     add_usage, enforce, Enforcement, LimitState, OthersUsage, SharedStore, StoreError, Usage,
 };
 use crate::credentials::{CredentialError, Presented, Source};
+use crate::mapping::normalize_path;
 
 /// Why the filter answered a request itself. The code strings are a public contract: they appear
 /// in problem bodies and stats names.
@@ -189,7 +190,11 @@ pub fn decide<'c>(
             _ => reject(Reason::ApplicationSuspended, "the application is suspended"),
         };
     }
-    let Some(usage) = usage_of(catalog, method, path) else {
+    let normalized = match normalize_path(path) {
+        Ok(p) => p,
+        Err(why) => return reject(Reason::MalformedRequest, why),
+    };
+    let Some(usage) = usage_of(catalog, method, &normalized) else {
         return reject(
             Reason::NoMappingRule,
             format!("no mapping rule matches {method} {path}"),

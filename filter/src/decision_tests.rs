@@ -261,6 +261,31 @@ fn delta_larger_than_remaining_is_rejected_whole() {
 }
 
 #[test]
+fn every_spelling_of_a_metered_path_is_metered_alike() {
+    let mut h = Harness::new();
+    // search-plan allows 2 searches a minute: each spelling uses one, the third is refused.
+    for path in ["/x/../search", "//s%65arch?q=1"] {
+        let Decision::Forward { usage, .. } = h.call("GET", path, Some("key-2"), NOW) else {
+            panic!("{path} should be admitted")
+        };
+        assert_eq!(usage.len(), 2, "{path} counts search and hits: {usage:?}");
+    }
+    assert_eq!(
+        h.reason("GET", "/./search", Some("key-2")),
+        Some(Reason::LimitExceeded)
+    );
+    assert_eq!(
+        h.reason("GET", "/search%zz", Some("key-2")),
+        Some(Reason::MalformedRequest)
+    );
+    // Methods are case-sensitive (RFC 9110): `get` is not `GET`, so no rule matches.
+    assert_eq!(
+        h.reason("get", "/", Some("key-1")),
+        Some(Reason::NoMappingRule)
+    );
+}
+
+#[test]
 fn no_matching_rule_is_404_and_plan_without_limits_has_no_quota() {
     let mut h = Harness::new();
     assert_eq!(

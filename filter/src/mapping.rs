@@ -1,7 +1,7 @@
 //! 3scale-style mapping rules: which metrics a request increments.
 //!
 //! Pattern syntax (the same as 3scale/APIcast so existing rule sets carry over):
-//! - literal characters match themselves, byte for byte, on the raw (not decoded) path;
+//! - literal characters match themselves, byte for byte, on the normalized path (below);
 //! - `{name}` matches one or more bytes other than `/`, `?` and `&`;
 //! - a trailing `$` anchors the pattern at the end of the path, otherwise it is a prefix match
 //!   (`/foo` matches `/foo/bar` and `/foobar`, as in APIcast);
@@ -9,6 +9,12 @@
 //!   value or, for `{x}`, any value.
 //!
 //! Every matching rule applies (their deltas add up) unless a matching rule has `last` set.
+//!
+//! Rules match the *normalized* path ([`normalize_path`]): `/a/../search`, `//search` and
+//! `/s%65arch` all meet the rules written for `/search`, so no spelling of a path an upstream
+//! resolves to a metered resource escapes its metric. Patterns must be written in normal form.
+
+use std::borrow::Cow;
 
 use crate::error::ConfigError;
 
@@ -64,6 +70,15 @@ impl Pattern {
             Some(p) => (p, true),
             None => (path, false),
         };
+        match normalize_path(path) {
+            Ok(normal) if normal != path => {
+                return Err(bad(&format!(
+                    "requests are matched on normalized paths; write it as {normal:?}"
+                )))
+            }
+            Ok(_) => {}
+            Err(why) => return Err(bad(why)),
+        }
         let query = match query {
             Some(q) => {
                 // `$` may also close the query part: `/a?b=1$`.
@@ -162,6 +177,93 @@ fn parse_query(q: &str) -> Result<Vec<(String, QueryValue)>, String> {
     Ok(out)
 }
 
+/// The path a request is metered by: the path part of `:path` with percent-escapes of unreserved
+/// characters decoded and other escapes' hex in upper case (RFC 3986 6.2.2), empty segments
+/// merged (`//`), and `.` / `..` segments resolved (`..` never climbs above the root); the query
+/// is kept as it came. Borrowed, with no allocation, when there is nothing to normalize (the
+/// common case: one scan of the path). A `%` not followed by two hex digits is an error (400).
+pub fn normalize_path(path_and_query: &str) -> Result<Cow<'_, str>, &'static str> {
+    let (path, query) = match path_and_query.find('?') {
+        Some(at) => path_and_query.split_at(at),
+        None => (path_and_query, ""),
+    };
+    let b = path.as_bytes();
+    let dirty = b
+        .iter()
+        .enumerate()
+        .any(|(i, &c)| c == b'%' || (c == b'/' && matches!(b.get(i + 1), Some(b'/' | b'.'))));
+    if !path.starts_with('/') || !dirty {
+        return Ok(Cow::Borrowed(path_and_query));
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(path_and_query.len());
+    out.push(b'/');
+    let mut segments = path[1..].split('/').peekable();
+    let mut decoded = Vec::new();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        decoded.clear();
+        decode_unreserved(segment.as_bytes(), &mut decoded)?;
+        match decoded.as_slice() {
+            // Merged (`//`), or the trailing slash `out` already ends with.
+            b"" | b"." => {}
+            b".." => {
+                // `out` ends with '/': drop the segment before it, never the root.
+                if out.len() > 1 {
+                    out.pop();
+                    let cut = out.iter().rposition(|&c| c == b'/').map_or(1, |i| i + 1);
+                    out.truncate(cut);
+                }
+            }
+            seg => {
+                out.extend_from_slice(seg);
+                if !last {
+                    out.push(b'/');
+                }
+            }
+        }
+    }
+    out.extend_from_slice(query.as_bytes());
+    // Only ASCII was decoded and the rest copied from a str: always UTF-8.
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| "path is not valid UTF-8 after decoding")
+}
+
+/// Appends `segment` with `%XX` of unreserved characters decoded and other escapes upper-cased.
+fn decode_unreserved(segment: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
+    let hex = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut i = 0;
+    while i < segment.len() {
+        let c = segment[i];
+        if c != b'%' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let (Some(hi), Some(lo)) = (
+            segment.get(i + 1).copied().and_then(hex),
+            segment.get(i + 2).copied().and_then(hex),
+        ) else {
+            return Err("path has a '%' not followed by two hex digits");
+        };
+        let byte = hi << 4 | lo;
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte);
+        } else {
+            out.push(b'%');
+            out.push(segment[i + 1].to_ascii_uppercase());
+            out.push(segment[i + 2].to_ascii_uppercase());
+        }
+        i += 3;
+    }
+    Ok(())
+}
+
 /// `a=1&b=2` -> ("a","1"), ("b","2"); raw, not percent-decoded.
 pub fn query_params(query: &str) -> impl Iterator<Item = (&str, &str)> {
     query
@@ -244,6 +346,44 @@ mod tests {
         assert!(p("/foo").matches("/foo/bar"));
         assert!(p("/foo").matches("/foobar"));
         assert!(!p("/foo").matches("/fo"));
+    }
+
+    fn norm(s: &str) -> String {
+        normalize_path(s).unwrap().into_owned()
+    }
+
+    #[test]
+    fn paths_are_normalized_before_matching() {
+        assert!(matches!(
+            normalize_path("/search?q=a%2F"),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert_eq!(norm("/x/../search"), "/search");
+        assert_eq!(norm("/x/%2e%2E/search"), "/search");
+        assert_eq!(norm("//search"), "/search");
+        assert_eq!(norm("/./a//b/./c/"), "/a/b/c/");
+        assert_eq!(norm("/s%65arch?q=%65"), "/search?q=%65");
+        assert_eq!(norm("/a/b/.."), "/a/");
+        assert_eq!(norm("/../../x"), "/x");
+        assert_eq!(norm("/.."), "/");
+        assert_eq!(norm("/a%2fb/%c3%a9"), "/a%2Fb/%C3%A9");
+        assert_eq!(norm("/.well-known/x"), "/.well-known/x");
+        assert_eq!(
+            normalize_path("/a%zz"),
+            Err("path has a '%' not followed by two hex digits")
+        );
+        assert!(normalize_path("/a%4").is_err());
+        // Not an origin-form path (`*`, or garbage): left alone, no rule starts without '/'.
+        assert_eq!(norm("*"), "*");
+    }
+
+    #[test]
+    fn patterns_must_be_in_normal_form() {
+        for bad in ["/a/../search", "//search", "/s%65arch", "/a%2fb", "/a%z"] {
+            assert!(Pattern::parse("f", bad).is_err(), "{bad} should be refused");
+        }
+        assert!(Pattern::parse("f", "/.well-known/{x}$").is_ok());
+        assert!(Pattern::parse("f", "/a%2Fb$").is_ok());
     }
 
     #[test]
