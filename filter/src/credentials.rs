@@ -5,6 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::config::CredentialSources;
+use crate::header_map::HeaderMap;
 use crate::mapping::query_params;
 
 /// Longest credential accepted, in bytes; longer ones get 400 before any hashing.
@@ -44,6 +45,36 @@ pub enum CredentialError {
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// [`extract`] over the request's header map, refusing a credential sent more than once in the
+/// place it was taken from (two `x-api-key` headers, `?api_key=a&api_key=b`): which one a client
+/// meant is ambiguous, and proxies on either side of the gateway may pick differently. Only the
+/// source actually used is checked, so the common request costs one more scan of one name.
+pub fn extract_from(
+    sources: &CredentialSources,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Presented, CredentialError> {
+    let presented = extract(sources, path, |name| headers.get(name))?;
+    let source = match &presented {
+        Presented::Key { source, .. } | Presented::Pair { source, .. } => source,
+    };
+    let repeated = match source {
+        Source::Header(name) => headers.count(name) > 1,
+        Source::Bearer => headers.count("authorization") > 1,
+        Source::Headers(a, b) => headers.count(a) > 1 || headers.count(b) > 1,
+        Source::Query(names) => {
+            let query = path.split_once('?').map_or("", |(_, q)| q);
+            names
+                .iter()
+                .any(|n| query_params(query).filter(|(k, _)| k == n).count() > 1)
+        }
+    };
+    if repeated {
+        return Err(CredentialError::Malformed("credential sent more than once"));
+    }
+    Ok(presented)
 }
 
 /// Reads credentials in a fixed order: key header, bearer token, key query parameter, app_id +
@@ -228,6 +259,37 @@ mod tests {
             app_key_header: Some("app-key".into()),
             app_key_query: Some("app_key".into()),
         }
+    }
+
+    #[test]
+    fn a_credential_sent_twice_where_it_was_taken_from_is_refused() {
+        use crate::header_map::tests::serialize;
+        let from = |path: &str, pairs: &[(&str, &str)]| {
+            extract_from(&defaults(), path, &HeaderMap::parse(serialize(pairs)))
+        };
+        let twice = Err(CredentialError::Malformed("credential sent more than once"));
+        assert_eq!(from("/", &[("x-api-key", "a"), ("x-api-key", "b")]), twice);
+        assert_eq!(from("/?api_key=a&api_key=b", &[]), twice);
+        assert_eq!(
+            from(
+                "/",
+                &[("authorization", "Bearer a"), ("authorization", "Bearer b")]
+            ),
+            twice
+        );
+        assert_eq!(
+            from("/", &[("app-id", "i"), ("app-key", "a"), ("app-key", "b")]),
+            twice
+        );
+        // A repeated header that is not the source used is none of the filter's business.
+        assert!(matches!(
+            from("/?api_key=a&api_key=b", &[("x-api-key", "k")]),
+            Ok(Presented::Key {
+                source: Source::Header(_),
+                ..
+            })
+        ));
+        assert!(from("/?api_key=a", &[("x-other", "1"), ("x-other", "2")]).is_ok());
     }
 
     fn run(path: &str, headers: &[(&str, &[u8])]) -> Result<Presented, CredentialError> {

@@ -11,7 +11,7 @@ use proxy_wasm::types::{Action, ContextType};
 use crate::catalog::{AppDef, Catalog};
 use crate::config::{Config, FailMode};
 use crate::counters::{ensure_record, NoOthers, OthersUsage};
-use crate::credentials::{extract, strip_query_params, Source};
+use crate::credentials::{extract_from, strip_query_params, Source};
 use crate::decision::{decide, Decision, Reason, Rejection};
 use crate::global::GlobalView;
 use crate::host::{self, Level, SharedData};
@@ -412,7 +412,7 @@ impl HttpContext for Request {
             };
             return self.reply(&r, &config, Some(&catalog));
         };
-        let presented = extract(&config.credentials, path, |name| headers.get(name));
+        let presented = extract_from(&config.credentials, path, &headers);
         let others: &dyn OthersUsage = match &self.global {
             Some(g) => g.as_ref(),
             None => &NoOthers,

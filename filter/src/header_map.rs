@@ -53,6 +53,14 @@ impl HeaderMap {
         })
     }
 
+    /// How many times `name` occurs.
+    pub fn count(&self, name: &str) -> usize {
+        self.entries
+            .iter()
+            .filter(|&&(ns, nl, _, _)| self.buf.get(ns..ns + nl) == Some(name.as_bytes()))
+            .count()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -63,10 +71,11 @@ impl HeaderMap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
+    /// The host's encoding of a header map, for tests that need one.
+    pub(crate) fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
         let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
         for (k, v) in pairs {
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());

@@ -117,6 +117,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Snapshot, Apps<'_>), String> {
     let head: Snapshot =
         serde_json::from_slice(r.take(head_len)?).map_err(|e| format!("snapshot head: {e}"))?;
     let count = r.u32()? as usize;
+    check_count(count, bytes.len() - r.at)?;
     Ok((
         head,
         Apps {
@@ -220,6 +221,39 @@ impl<'a> Iterator for Apps<'a> {
     }
 }
 
+/// Shortest encoded application record (lengths of id and app id, plan, state, key count): bounds
+/// the application count a body of a given size can hold before anything is reserved for it.
+const MIN_RECORD_BYTES: usize = 1 + 4 + 1 + 1 + 1;
+
+/// Refuses a count the remaining bytes cannot hold (a corrupt or hostile body would otherwise
+/// make the gateway reserve memory for billions of applications).
+fn check_count(count: usize, remaining: usize) -> Result<(), String> {
+    if count > remaining / MIN_RECORD_BYTES {
+        return Err(format!(
+            "the snapshot claims {count} applications but has {remaining} bytes left"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads exactly `len` bytes at `offset` through a reader that may return less than asked.
+fn read_exact(
+    read: &mut impl FnMut(usize, usize) -> Vec<u8>,
+    offset: usize,
+    len: usize,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(len.min(CHUNK_BYTES));
+    while out.len() < len {
+        let piece = read(offset + out.len(), (len - out.len()).min(CHUNK_BYTES));
+        if piece.is_empty() {
+            return Err("truncated snapshot".into());
+        }
+        out.extend_from_slice(&piece);
+    }
+    out.truncate(len);
+    Ok(out)
+}
+
 /// Longest encoded application record (id, plan, state, 255 keys, app id): a chunked reader keeps
 /// at least this much buffered.
 const MAX_RECORD_BYTES: usize = 1 + 255 + 4 + 1 + 1 + 255 * 32 + 1 + 255;
@@ -243,32 +277,22 @@ pub struct ChunkedDecoder<R> {
 impl<R: FnMut(usize, usize) -> Vec<u8>> ChunkedDecoder<R> {
     /// Reads the head; `total` is the body length.
     pub fn new(total: usize, mut read: R) -> Result<(Snapshot, Self), String> {
-        let mut fixed = read(0, 8);
-        if fixed.len() < 8 || &fixed[..4] != MAGIC {
-            return Err("not a TGS1 snapshot".into());
-        }
+        let fixed = read_exact(&mut read, 0, 8.min(total))
+            .ok()
+            .filter(|f| f.len() == 8 && &f[..4] == MAGIC)
+            .ok_or("not a TGS1 snapshot")?;
         let head_len = u32::from_le_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]) as usize;
-        if 8 + head_len + 4 > total {
+        if head_len.saturating_add(8 + 4) > total {
             return Err("truncated snapshot".into());
         }
-        fixed.clear();
-        let mut head = Vec::with_capacity(head_len);
-        while head.len() < head_len {
-            let piece = read(8 + head.len(), (head_len - head.len()).min(CHUNK_BYTES));
-            if piece.is_empty() {
-                return Err("truncated snapshot".into());
-            }
-            head.extend_from_slice(&piece);
-        }
-        head.truncate(head_len);
+        let head = read_exact(&mut read, 8, head_len)?;
         let snapshot: Snapshot =
             serde_json::from_slice(&head).map_err(|e| format!("snapshot head: {e}"))?;
-        let count = read(8 + head_len, 4);
-        if count.len() < 4 {
-            return Err("truncated snapshot".into());
-        }
+        drop(head);
+        let count = read_exact(&mut read, 8 + head_len, 4)?;
         let left = u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize;
         let start = 8 + head_len + 4;
+        check_count(left, total - start)?;
         Ok((
             snapshot,
             ChunkedDecoder {
@@ -505,5 +529,35 @@ mod tests {
         let mut bad = sample();
         bad.applications[0].key_sha256 = vec!["zz".into()];
         assert!(encode(&bad).is_err());
+    }
+
+    /// Found by the `snapshot` fuzz target: a count field of 0xFFFFFFFF made the gateway
+    /// reserve room for four billion applications, and a reader returning short pieces was
+    /// taken for a foreign body.
+    #[test]
+    fn counts_are_bounded_by_the_body_and_short_reads_are_read_on() {
+        let bytes = encode(&sample()).unwrap();
+        let head_len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        let mut huge = bytes.clone();
+        huge[8 + head_len..12 + head_len].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = decode(&huge).err().unwrap();
+        assert!(err.contains("claims 4294967295 applications"), "{err}");
+        let len = huge.len();
+        let chunked = ChunkedDecoder::new(len, |off, max| huge[off..(off + max).min(len)].to_vec());
+        assert!(chunked.is_err());
+        let (_, whole) = decode(&bytes).unwrap();
+        let whole: Vec<String> = whole.map(|a| a.unwrap().id.to_string()).collect();
+        let len = bytes.len();
+        for piece in [1, 3, 7] {
+            let (_, mut apps) = ChunkedDecoder::new(len, |off, max| {
+                bytes[off..(off + max.min(piece)).min(len)].to_vec()
+            })
+            .unwrap();
+            let mut ids = Vec::new();
+            while let Some(a) = apps.next_app() {
+                ids.push(a.unwrap().id.to_string());
+            }
+            assert_eq!(ids, whole, "pieces of {piece} bytes");
+        }
     }
 }

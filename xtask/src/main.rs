@@ -11,7 +11,10 @@
 //! - `cargo xtask bench-payments`: charges/s against localstripe; webhook to resumed at the gateway.
 //! - `cargo xtask bench-loop`: snapshot size/time for 100,000 applications, its application in
 //!   Envoy (time, RSS), and usage ingestion throughput (prints figures).
+//! - `cargo xtask fuzz`: the filter's libFuzzer targets (`fuzz/`), bounded in time or runs.
 //! - `cargo xtask setup`: only the installation step.
+
+mod fuzz;
 
 use std::env;
 use std::fs;
@@ -51,8 +54,9 @@ fn main() {
         Some("bench-billing") => bench_billing(&args[1..]),
         Some("bench-payments") => bench_release_script("tests/bench/bench_payments.py", &args[1..]),
         Some("bench-loop") => bench_release_script("tests/bench/bench_loop.py", &args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => Err(
-            "usage: cargo xtask <run|test|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-loop|setup>".into(),
+            "usage: cargo xtask <run|test|fuzz|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-loop|setup>".into(),
         ),
     };
     if let Err(e) = outcome {
@@ -241,6 +245,8 @@ fn test() -> Result {
         ],
         &[wasm_runner()],
     )?;
+    fuzz::check()?;
+    fuzz::fuzz(&["--seconds".into(), fuzz::TEST_SECONDS.to_string()])?;
     build_filter()?;
     step("build the control plane");
     sh("cargo", &["build", "-p", "tollgate-control-plane"])?;

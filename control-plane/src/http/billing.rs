@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiQuery, JsonBody};
+use super::extract::{ApiQuery, JsonBody, RawBody};
 use super::list::{page, ListParams, Page};
 use super::AppState;
 use crate::billing::calendar::{day_of, parse_date};
@@ -50,7 +50,7 @@ pub struct RunInput {
 /// The body may be empty (bill today).
 pub async fn start_run(
     State(s): State<AppState>,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let input: RunInput = if body.iter().all(u8::is_ascii_whitespace) {
         RunInput::default()

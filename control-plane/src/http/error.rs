@@ -14,6 +14,8 @@ pub enum ApiError {
         message: String,
         param: Option<String>,
     },
+    /// 413: a body over [`super::MAX_BODY_BYTES`].
+    TooLarge,
     /// 401: no valid token.
     Unauthorized(String),
     /// 403: a valid token without the scope.
@@ -109,6 +111,22 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut => {
                 ApiError::Unavailable("the database is busy; retry shortly".into())
             }
+            // The database went away (restart, failover, network): nothing was committed, the
+            // pool reconnects on its own; the client retries.
+            sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) => {
+                tracing::warn!(error = %e, "database unreachable; answered 503");
+                ApiError::Unavailable("the database is unreachable; retry shortly".into())
+            }
+            // PostgreSQL connection exceptions (class 08) and shutdown / not yet accepting
+            // connections (57P01-57P03).
+            sqlx::Error::Database(d)
+                if d.code().is_some_and(|c| {
+                    c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+                }) =>
+            {
+                tracing::warn!(error = %d, "database connection lost; answered 503");
+                ApiError::Unavailable("the database is unreachable; retry shortly".into())
+            }
             // Lock contention the client should simply retry: SQLite busy/locked, PostgreSQL
             // deadlock or serialization failure (the transaction was rolled back whole).
             sqlx::Error::Database(d)
@@ -158,6 +176,16 @@ impl ApiError {
                 code,
                 message,
                 param,
+            ),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "body_too_large",
+                format!(
+                    "request bodies are limited to {} bytes",
+                    super::MAX_BODY_BYTES
+                ),
+                None,
             ),
             ApiError::Unauthorized(m) => (
                 StatusCode::UNAUTHORIZED,

@@ -12,14 +12,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::bad_request(
-                None,
-                "body_unreadable",
-                format!("cannot read the request body: {e}"),
-            )
-        })?;
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         parse(&bytes).map(JsonBody)
+    }
+}
+
+/// The body as bytes (for routes that verify a signature or decode it themselves), with the
+/// size limit answered as the API's 413 error object instead of axum's plain text.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::bad_request(
+                        None,
+                        "body_unreadable",
+                        format!("cannot read the request body: {e}"),
+                    )
+                }
+            })
     }
 }
 

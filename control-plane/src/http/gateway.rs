@@ -21,7 +21,7 @@ use tollgate_protocol::{
 };
 
 use super::error::{ApiError, ApiResult};
-use super::extract::ApiQuery;
+use super::extract::{ApiQuery, RawBody};
 use super::services::fetch_service;
 use super::AppState;
 use crate::secrets::sha256_hex;
@@ -321,7 +321,7 @@ pub async fn snapshot(
 pub async fn usage(
     State(s): State<AppState>,
     Path(service_id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<UsageAck>> {
     fetch_service(&s.pool, &service_id).await?;
     let report: UsageReport = super::extract::parse(&body)?;

@@ -69,14 +69,9 @@ async fn handle(
     let token_id = caller.token_id.clone();
     let cipher = cipher_for(&caller, &key);
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        ApiError::bad_request(
-            None,
-            "body_too_large",
-            format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
-        )
-        .into_response()
-    })?;
+    let bytes = to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::TooLarge.into_response())?;
     let fingerprint = sha256_hex(&format!(
         "{} {}\n{}",
         parts.method,

@@ -1,7 +1,6 @@
 //! Payment routes: the Stripe webhook, the admin's "charge now", and the developer's cards and
 //! "pay now" (`/api/v1`, account-scoped).
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
@@ -10,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::developer::{own_invoice, Developer};
 use super::error::{ApiError, ApiResult};
-use super::extract::JsonBody;
+use super::extract::{JsonBody, RawBody};
 use super::AppState;
 use crate::billing::invoices;
 use crate::payments::charging::{self, today, Provider};
@@ -46,7 +45,7 @@ pub async fn admin_charge(
 pub async fn stripe_webhook(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
     let Some(config::GatewayConfig::Stripe { webhook_secret, .. }) =
         config::load(&s.pool, key(&s)).await?
