@@ -82,7 +82,8 @@ class Server:
         self.proc = None
 
     def start(self):
-        log = open(self.log_path, "w")
+        # Appended: a restarted server's log follows the killed one's (tests read them whole).
+        log = open(self.log_path, "a")
         self.proc = subprocess.Popen([binary(), "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -105,6 +106,17 @@ class Server:
 
     def stop(self):
         stop_process(self.proc)
+
+    def kill(self):
+        """SIGKILL: no graceful shutdown, no flush, whatever was in flight is cut."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self):
+        """kill -9, then a new process on the same port and database."""
+        self.kill()
+        return self.start()
 
     def cli(self, *args, token=None, check=False):
         """Runs the `tollgate` CLI against this server; returns the CompletedProcess."""

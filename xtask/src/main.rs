@@ -199,7 +199,7 @@ fn wasm_runner() -> (&'static str, String) {
 }
 
 fn test() -> Result {
-    setup(&["node", "psql", "pg_dump", "chromium", "chromedriver"])?;
+    setup(&["node", "psql", "pg_dump", "chromium", "chromedriver", "wrk"])?;
     step("cargo fmt --check");
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
     step("cargo clippy (native, all targets)");
