@@ -251,6 +251,7 @@ fn test() -> Result {
     step("build the control plane");
     sh("cargo", &["build", "-p", "tollgate-control-plane"])?;
     let postgres = Postgres::ensure()?;
+    postgres_server_bin()?;
     step("end-to-end tests (pytest: real Envoy, real control plane on SQLite and PostgreSQL, real HTTP)");
     let outcome = sh_env(
         ".venv/bin/python",
@@ -259,6 +260,35 @@ fn test() -> Result {
     );
     postgres.stop();
     outcome
+}
+
+/// Debian's PostgreSQL server binaries (installed when missing): for a throwaway cluster, and for
+/// the fault tests, which stop and restart a server of their own.
+fn postgres_server_bin() -> Result<PathBuf> {
+    let bin = || -> Option<PathBuf> {
+        let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        versions.sort();
+        versions
+            .into_iter()
+            .rev()
+            .map(|v| v.join("bin"))
+            .find(|b| b.join("initdb").exists())
+    };
+    if bin().is_none() {
+        step("apt-get install postgresql (server binaries)");
+        sh("apt-get", &["update", "-qq"])?;
+        sh_env(
+            "apt-get",
+            &["install", "-y", "-qq", "postgresql"],
+            &[("DEBIAN_FRONTEND", "noninteractive".into())],
+        )?;
+    }
+    bin()
+        .ok_or_else(|| "PostgreSQL installed but initdb not found under /usr/lib/postgresql".into())
 }
 
 /// The PostgreSQL server for the suite: the machine's own if it answers, else a throwaway cluster
@@ -292,29 +322,7 @@ impl Postgres {
             });
         }
         step("no PostgreSQL on 127.0.0.1:5432: starting a throwaway cluster");
-        let bin = || -> Option<PathBuf> {
-            let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
-                .ok()?
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            versions.sort();
-            versions
-                .into_iter()
-                .rev()
-                .map(|v| v.join("bin"))
-                .find(|b| b.join("initdb").exists())
-        };
-        if bin().is_none() {
-            sh("apt-get", &["update", "-qq"])?;
-            sh_env(
-                "apt-get",
-                &["install", "-y", "-qq", "postgresql"],
-                &[("DEBIAN_FRONTEND", "noninteractive".into())],
-            )?;
-        }
-        let bin =
-            bin().ok_or("PostgreSQL installed but initdb not found under /usr/lib/postgresql")?;
+        let bin = postgres_server_bin()?;
         let dir = env::temp_dir().join(format!("tollgate-pg-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
