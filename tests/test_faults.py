@@ -178,3 +178,41 @@ def test_postgres_restart_under_load_is_503_then_recovers():
     finally:
         server.stop()
         cluster.destroy()
+
+
+from test_loop import loop, new_app, usage_total  # noqa: E402,F401  (the closed-loop fixture)
+from conftest import call  # noqa: E402
+
+
+def test_envoy_restart_takes_its_counts_back_from_the_control_plane(loop):
+    """An application with 30 hits a day uses 20 through one Envoy, which is drained (one flush
+    interval) and stopped; a new Envoy process, with empty shared data, learns those 20 from the
+    control plane's global usage and admits exactly the 10 left."""
+    w = loop
+    plan = w["api"].ok("POST", "/plans", {"service_id": w["svc"]["id"], "name": "Thirty",
+                                          "limits": [{"metric": "hits", "period": "day", "value": 30}]})
+    app = new_app(w, plan)
+    key = {"x-api-key": app["key"]}
+    first = w["envoy"]
+    deadline = time.monotonic() + 15
+    while call(first.port, "/items", headers=key).status != 200:  # the app reached the snapshot
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    statuses = [call(first.port, "/items", headers=key).status for _ in range(19)]
+    assert statuses == [200] * 19
+    # Drain: one flush interval (500 ms here) and its acknowledgement, then stop.
+    deadline = time.monotonic() + 15
+    while usage_total(w, app["id"]) != 20:
+        assert time.monotonic() < deadline, usage_total(w, app["id"])
+        time.sleep(0.1)
+    first.stop()
+    second = w["make_envoy"]()  # waits for every worker's snapshot
+    time.sleep(2)  # ten global-usage polls (200 ms)
+    statuses = [call(second.port, "/items", headers=key).status for _ in range(15)]
+    assert statuses == [200] * 10 + [429] * 5, statuses
+    admitted = sum(1 for r in w["upstream"].requests if r["headers"].get("x-tollgate-application") == app["id"])
+    assert admitted == 30
+    deadline = time.monotonic() + 15
+    while usage_total(w, app["id"]) != 30:
+        assert time.monotonic() < deadline, usage_total(w, app["id"])
+        time.sleep(0.1)
