@@ -47,6 +47,15 @@ pub struct Stripe {
 
 fn err(e: StripeError) -> PayError {
     match e {
+        // A 5xx may come after Stripe acted on the request (and 429 asks for a later retry): the
+        // outcome is unknown, never a decline, or dunning's next attempt (a new idempotency key)
+        // could charge the card a second time.
+        StripeError::Stripe(api, status) if status >= 500 || status == 429 => {
+            PayError::Unavailable(format!(
+                "Stripe answered {status}: {}",
+                api.message.unwrap_or_default()
+            ))
+        }
         StripeError::Stripe(api, status) => PayError::Provider {
             status,
             code: api

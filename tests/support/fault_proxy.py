@@ -1,0 +1,104 @@
+"""A fault-injecting HTTP proxy for the payment providers: forwards to the real emulator and, for
+requests matching a rule, answers 5xx before forwarding, forwards and then answers 5xx (the
+provider acted, the answer is lost), or forwards and holds the answer past the client's timeout."""
+
+import http.client
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+#: Longest a "hang" holds an answer (far past any client timeout the tests set).
+HANG_S = 5
+
+
+class FaultProxy:
+    def __init__(self, target):
+        self.target = urllib.parse.urlsplit(target)
+        self.lock = threading.Lock()
+        self.rules = []  # [method, path prefix, mode, remaining (None: forever)]
+        self.seen = []  # (method, path, what happened)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                mode = proxy._take(self.command, self.path)
+                if mode == "fail_before":
+                    proxy._log(self.command, self.path, "500 before forwarding")
+                    return self._answer(500, b'{"error": {"type": "api_error", "message": "injected"}}')
+                status, headers, answer = proxy._forward(self.command, self.path, self.headers, body)
+                if mode == "fail_after":
+                    proxy._log(self.command, self.path, f"forwarded ({status}), answered 500")
+                    return self._answer(500, b'{"error": {"type": "api_error", "message": "injected"}}')
+                if mode == "hang":
+                    proxy._log(self.command, self.path, f"forwarded ({status}), held {HANG_S}s")
+                    time.sleep(HANG_S)
+                else:
+                    proxy._log(self.command, self.path, f"forwarded ({status})")
+                self._answer(status, answer, headers)
+
+            def _answer(self, status, body, headers=()):
+                self.send_response(status)
+                for k, v in headers:
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                        self.send_header(k, v)
+                if not any(k.lower() == "content-type" for k, _ in headers):
+                    self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the client gave up (timeout): that is the point of a hang
+
+            do_GET = do_POST = do_DELETE = do_PUT = _any
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def inject(self, method, prefix, mode, times=1):
+        """The next `times` requests `method prefix*` get `mode` (times=None: until `heal()`)."""
+        with self.lock:
+            self.rules.append([method, prefix, mode, times])
+
+    def heal(self):
+        with self.lock:
+            self.rules.clear()
+
+    def calls(self, method, prefix):
+        with self.lock:
+            return [s for s in self.seen if s[0] == method and s[1].startswith(prefix)]
+
+    def _take(self, method, path):
+        with self.lock:
+            for rule in self.rules:
+                if rule[0] == method and path.startswith(rule[1]) and rule[3] != 0:
+                    if rule[3] is not None:
+                        rule[3] -= 1
+                    return rule[2]
+        return None
+
+    def _log(self, method, path, what):
+        with self.lock:
+            self.seen.append((method, path, what))
+
+    def _forward(self, method, path, headers, body):
+        conn = http.client.HTTPConnection(self.target.hostname, self.target.port, timeout=30)
+        try:
+            fwd = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+            conn.request(method, path, body=body or None, headers=fwd)
+            r = conn.getresponse()
+            return r.status, r.getheaders(), r.read()
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.server.shutdown()
