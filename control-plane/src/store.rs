@@ -98,6 +98,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "usage_by_time",
         include_str!("../migrations/0008_usage_by_time.sql"),
     ),
+    (
+        9,
+        "token_expiry",
+        include_str!("../migrations/0009_token_expiry.sql"),
+    ),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {

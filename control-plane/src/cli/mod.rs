@@ -176,6 +176,9 @@ enum TokenCommand {
         name: String,
         #[arg(long, default_value = "write", value_parser = ["read", "write"])]
         scope: String,
+        /// Days until the token expires (1 to 3650); without it, it lasts until revoked.
+        #[arg(long)]
+        expires_in_days: Option<i64>,
     },
 }
 
@@ -333,14 +336,21 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Token {
-            command: TokenCommand::Create { name, scope },
+            command:
+                TokenCommand::Create {
+                    name,
+                    scope,
+                    expires_in_days,
+                },
         } => {
             let settings = Settings::from_env()?;
             let pool = store::connect(&settings.database_url).await?;
             store::migrate(&pool).await?;
             let name = crate::catalog::check_name("name", &name).map_err(|e| format!("{e:?}"))?;
             let scope = Scope::parse(&scope).unwrap_or(Scope::Read);
-            let (row, token) = crate::http::tokens::insert_token(&pool, &name, scope)
+            let expires_at =
+                crate::http::tokens::expiry(expires_in_days).map_err(|e| e.public_message())?;
+            let (row, token) = crate::http::tokens::insert_token(&pool, &name, scope, expires_at)
                 .await
                 .map_err(|e| e.to_string())?;
             eprintln!(

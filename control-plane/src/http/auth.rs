@@ -114,13 +114,16 @@ pub(crate) async fn authenticate(
             });
         }
     }
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT id, scope FROM admin_tokens WHERE token_sha256 = $1")
+    let row: Option<(String, String, Option<i64>)> =
+        sqlx::query_as("SELECT id, scope, expires_at FROM admin_tokens WHERE token_sha256 = $1")
             .bind(&digest)
             .fetch_optional(&state.pool)
             .await?;
     match row {
-        Some((id, scope)) => Ok(Caller {
+        Some((_, _, Some(expires_at))) if expires_at <= crate::store::now() => {
+            Err(ApiError::Unauthorized("the admin token has expired".into()))
+        }
+        Some((id, scope, _)) => Ok(Caller {
             token_id: id,
             scope: Scope::parse(&scope).unwrap_or(Scope::Read),
             response_secret: response_secret(&token),

@@ -40,14 +40,17 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
             .into_response();
     };
     let digest = sha256_hex(&token);
-    let row: Result<Option<(String, String)>, _> = sqlx::query_as(
-        "SELECT account_id, token_sha256 FROM account_tokens WHERE token_sha256 = $1",
+    let row: Result<Option<(String, String, Option<i64>)>, _> = sqlx::query_as(
+        "SELECT account_id, token_sha256, expires_at FROM account_tokens WHERE token_sha256 = $1",
     )
     .bind(&digest)
     .fetch_optional(&state.pool)
     .await;
     match row {
-        Ok(Some((account_id, stored))) if constant_time_eq(&stored, &digest) => {
+        Ok(Some((_, _, Some(expires_at)))) if expires_at <= now() => {
+            ApiError::Unauthorized("the account token has expired".into()).into_response()
+        }
+        Ok(Some((account_id, stored, _))) if constant_time_eq(&stored, &digest) => {
             req.extensions_mut().insert(Developer { account_id });
             next.run(req).await
         }
@@ -60,6 +63,8 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
 #[serde(deny_unknown_fields)]
 pub struct TokenInput {
     name: Option<String>,
+    /// 1..=3650 days; absent: until revoked.
+    expires_in_days: Option<i64>,
 }
 
 /// Admin: `POST /accounts/{id}/tokens` -> `{"id", "token"}` (the token is shown only here).
@@ -70,21 +75,23 @@ pub async fn create_token(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     super::accounts::fetch_account(&s.pool, &account_id).await?;
     let name = crate::catalog::check_name("name", input.name.as_deref().unwrap_or("developer"))?;
+    let expires_at = super::tokens::expiry(input.expires_in_days)?;
     let token = new_account_token();
     let id = new_id("atok");
     let t = now();
-    sqlx::query("INSERT INTO account_tokens (id, account_id, name, token_sha256, created_at) VALUES ($1, $2, $3, $4, $5)")
+    sqlx::query("INSERT INTO account_tokens (id, account_id, name, token_sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&id)
         .bind(&account_id)
         .bind(&name)
         .bind(sha256_hex(&token))
         .bind(t)
+        .bind(expires_at)
         .execute(&s.pool)
         .await?;
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({"object": "account_token", "id": id, "account_id": account_id, "name": name, "token": token, "created_at": t}),
+            json!({"object": "account_token", "id": id, "account_id": account_id, "name": name, "token": token, "created_at": t, "expires_at": expires_at}),
         ),
     ))
 }
@@ -94,15 +101,15 @@ pub async fn list_tokens(
     Path(account_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     super::accounts::fetch_account(&s.pool, &account_id).await?;
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT id, name, created_at FROM account_tokens WHERE account_id = $1 ORDER BY id",
+    let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT id, name, created_at, expires_at FROM account_tokens WHERE account_id = $1 ORDER BY id",
     )
     .bind(&account_id)
     .fetch_all(&s.pool)
     .await?;
     let data: Vec<Value> = rows
         .iter()
-        .map(|(id, name, t)| json!({"object": "account_token", "id": id, "account_id": account_id, "name": name, "created_at": t}))
+        .map(|(id, name, t, exp)| json!({"object": "account_token", "id": id, "account_id": account_id, "name": name, "created_at": t, "expires_at": exp}))
         .collect();
     Ok(Json(
         json!({"object": "list", "data": data, "has_more": false, "next_cursor": null}),

@@ -719,8 +719,11 @@ fn schemas() -> Value {
             "key": {"type": "string", "description": "only in the response that creates the key"}}},
         "RotateInput": {"type": "object", "properties": {"grace_seconds": {"type": "integer", "minimum": 0, "maximum": 2592000}}},
         "SuspendInput": {"type": "object", "properties": {"reason": {"type": "string", "enum": ["admin", "non_payment"]}}},
-        "TokenInput": {"type": "object", "properties": {"name": {"type": "string"}, "scope": {"type": "string", "enum": ["read", "write"]}}},
+        "TokenInput": {"type": "object", "properties": {"name": {"type": "string"},
+            "scope": {"type": "string", "enum": ["read", "write"], "description": "admin tokens only"},
+            "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650, "description": "absent: until revoked"}}},
         "AdminToken": {"type": "object", "properties": {"id": id, "scope": {"type": "string"},
+            "expires_at": {"type": ["integer", "null"], "description": "Unix seconds; null: until revoked"},
             "token": {"type": "string", "description": "only in the response that creates the token"}}},
     });
     if let (Some(all), Value::Object(billing)) = (all.as_object_mut(), billing_schemas(&money, &id))
@@ -776,6 +779,7 @@ fn billing_schemas(money: &Value, id: &Value) -> Value {
             "js_url": {"type": "string", "description": "where the browser loads Stripe.js or the Braintree web SDK"}}},
         "WebhookAck": {"type": "object", "properties": {"received": {"type": "boolean"}, "result": {"type": "string"}}},
         "AccountToken": {"type": "object", "properties": {"id": id, "account_id": id, "name": {"type": "string"},
+            "expires_at": {"type": ["integer", "null"], "description": "Unix seconds; null: until revoked"},
             "token": {"type": "string", "description": "only in the response that creates the token"}}}
     })
 }

@@ -15,11 +15,28 @@ use crate::catalog::check_name;
 use crate::secrets::{new_admin_token, new_id, sha256_hex};
 use crate::store::{now, Pool};
 
-/// (id, name, scope, created_at)
-type TokenRow = (String, String, String, i64);
+/// (id, name, scope, created_at, expires_at)
+type TokenRow = (String, String, String, i64, Option<i64>);
+
+/// Longest lifetime a token may be given (`expires_in_days`); without one it lasts until revoked.
+pub const MAX_TOKEN_DAYS: i64 = 3_650;
 
 fn token_json(r: &TokenRow) -> Value {
-    json!({"object": "admin_token", "id": r.0, "name": r.1, "scope": r.2, "created_at": r.3})
+    json!({"object": "admin_token", "id": r.0, "name": r.1, "scope": r.2, "created_at": r.3,
+           "expires_at": r.4})
+}
+
+/// `expires_in_days` (1..=[`MAX_TOKEN_DAYS`]) as an expiry time, from now.
+pub fn expiry(days: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match days {
+        None => Ok(None),
+        Some(d) if (1..=MAX_TOKEN_DAYS).contains(&d) => Ok(Some(now() + d * 86_400)),
+        Some(_) => Err(ApiError::invalid(
+            "expires_in_days",
+            "invalid_expiry",
+            format!("expires_in_days is 1 to {MAX_TOKEN_DAYS}, or absent for no expiry"),
+        )),
+    }
 }
 
 /// Creates a token and returns (row, plaintext). Used by the API and by `tollgate token create`.
@@ -27,6 +44,7 @@ pub async fn insert_token(
     pool: &Pool,
     name: &str,
     scope: Scope,
+    expires_at: Option<i64>,
 ) -> Result<(TokenRow, String), sqlx::Error> {
     let token = new_admin_token();
     let row: TokenRow = (
@@ -34,13 +52,15 @@ pub async fn insert_token(
         name.to_string(),
         scope.as_str().to_string(),
         now(),
+        expires_at,
     );
-    sqlx::query("INSERT INTO admin_tokens (id, name, token_sha256, scope, created_at) VALUES ($1, $2, $3, $4, $5)")
+    sqlx::query("INSERT INTO admin_tokens (id, name, token_sha256, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&row.0)
         .bind(&row.1)
         .bind(sha256_hex(&token))
         .bind(&row.2)
         .bind(row.3)
+        .bind(row.4)
         .execute(pool)
         .await?;
     Ok((row, token))
@@ -51,6 +71,7 @@ pub async fn insert_token(
 pub struct TokenInput {
     name: Option<String>,
     scope: Option<String>,
+    expires_in_days: Option<i64>,
 }
 
 pub async fn create(
@@ -62,7 +83,8 @@ pub async fn create(
     let scope = Scope::parse(&scope_raw).ok_or_else(|| {
         ApiError::invalid("scope", "invalid_scope", "scope is \"read\" or \"write\"")
     })?;
-    let (row, token) = insert_token(&s.pool, &name, scope).await?;
+    let expires_at = expiry(input.expires_in_days)?;
+    let (row, token) = insert_token(&s.pool, &name, scope, expires_at).await?;
     let mut body = token_json(&row);
     body["token"] = json!(token);
     Ok((StatusCode::CREATED, Json(body)))
@@ -74,7 +96,7 @@ pub async fn list(
 ) -> ApiResult<Json<Page<Value>>> {
     let limit = p.limit()?;
     let rows: Vec<TokenRow> = sqlx::query_as(
-        "SELECT id, name, scope, created_at FROM admin_tokens WHERE id > $1 ORDER BY id LIMIT $2",
+        "SELECT id, name, scope, created_at, expires_at FROM admin_tokens WHERE id > $1 ORDER BY id LIMIT $2",
     )
     .bind(p.after())
     .bind(limit + 1)

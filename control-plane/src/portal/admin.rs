@@ -59,7 +59,7 @@ async fn current(s: &AppState, headers: &HeaderMap) -> Result<Option<AdminSessio
     let row: Option<(String, String, String)> = sqlx::query_as(
         // A revoked token ends its sessions too.
         "SELECT s.scope, s.csrf_token, s.token_id FROM admin_sessions s WHERE s.id_sha256 = $1 AND s.expires_at > $2 \
-         AND (s.token_id = 'env' OR EXISTS (SELECT 1 FROM admin_tokens t WHERE t.id = s.token_id))",
+         AND (s.token_id = 'env' OR EXISTS (SELECT 1 FROM admin_tokens t WHERE t.id = s.token_id AND (t.expires_at IS NULL OR t.expires_at > $2)))",
     )
     .bind(sha256_hex(&token))
     .bind(now())
