@@ -12,6 +12,8 @@
 //! - `cargo xtask bench-loop`: snapshot size/time for 100,000 applications, its application in
 //!   Envoy (time, RSS), and usage ingestion throughput (prints figures).
 //! - `cargo xtask fuzz`: the filter's libFuzzer targets (`fuzz/`), bounded in time or runs.
+//! - `cargo xtask soak`: ten minutes of load through Envoy + filter + control plane on
+//!   PostgreSQL (`--seconds N` to change): usage exact, memory flat (prints the samples).
 //! - `cargo xtask setup`: only the installation step.
 
 mod fuzz;
@@ -55,8 +57,9 @@ fn main() {
         Some("bench-payments") => bench_release_script("tests/bench/bench_payments.py", &args[1..]),
         Some("bench-loop") => bench_release_script("tests/bench/bench_loop.py", &args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("soak") => bench_release_script("tests/bench/soak.py", &args[1..]),
         _ => Err(
-            "usage: cargo xtask <run|test|fuzz|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-loop|setup>".into(),
+            "usage: cargo xtask <run|test|fuzz|soak|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-loop|setup>".into(),
         ),
     };
     if let Err(e) = outcome {
