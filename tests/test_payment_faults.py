@@ -10,9 +10,9 @@ import pytest
 from conftest import ADMIN_TOKEN
 from support.control_plane import Api
 from support.fault_proxy import FaultProxy
-from support.stripe import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, LocalStripe
+from support.stripe import WEBHOOK_SECRET, LocalStripe
 from test_billing import db, start_server  # noqa: F401
-from test_stripe import GOOD, MASTER_KEY, add_card, customer_of, developer, issue
+from test_stripe import GOOD, MASTER_KEY, add_card, customer_of, developer, issue, use_stripe
 
 #: The control plane's per-call timeout here (TOLLGATE_PAYMENT_TIMEOUT_MS); the proxy's hang is longer.
 TIMEOUT_MS = 1500
@@ -25,13 +25,7 @@ def faulty(db):  # noqa: F811
     proxy = FaultProxy(stripe.base)
     srv = start_server(db, TOLLGATE_MASTER_KEY=MASTER_KEY, TOLLGATE_PAYMENT_TIMEOUT_MS=str(TIMEOUT_MS))
     api = Api(srv.base, ADMIN_TOKEN)
-    st, body, _ = api.call("PUT", "/admin/api/v1/billing/gateway", {
-        "type": "stripe", "secret_key": SECRET_KEY, "publishable_key": PUBLISHABLE_KEY,
-        "webhook_secret": WEBHOOK_SECRET, "api_base": proxy.base})
-    assert st == 200, body
-    st, body, _ = api.call("PUT", "/admin/api/v1/billing/settings", {
-        "charging_enabled": True, "due_days": 0, "retry": {"attempts": 2, "interval_days": 3}})
-    assert st == 200, body
+    use_stripe(api, proxy.base)
     # No webhooks: only Tollgate's own retry may settle a charge whose answer was lost.
     stripe.call("POST", "/_config/webhooks/tollgate", {"url": "http://127.0.0.1:9/none", "secret": WEBHOOK_SECRET})
     yield {"api": api, "server": srv, "stripe": stripe, "proxy": proxy, "db": db}

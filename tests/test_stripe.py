@@ -29,18 +29,22 @@ def world(db, stripe):  # noqa: F811
     sink = SmtpSink().start()
     srv = start_server(db, sink, TOLLGATE_MASTER_KEY=MASTER_KEY, TOLLGATE_PAYMENT_TIMEOUT_MS="1500")
     api = Api(srv.base, ADMIN_TOKEN)
-    st, body, _ = api.call("PUT", "/admin/api/v1/billing/gateway", {
-        "type": "stripe", "secret_key": SECRET_KEY, "publishable_key": PUBLISHABLE_KEY,
-        "webhook_secret": WEBHOOK_SECRET, "api_base": stripe.base})
-    assert st == 200, body
-    st, body, _ = api.call("PUT", "/admin/api/v1/billing/settings", {
-        "charging_enabled": True, "due_days": 0, "suspend_on_failure": True,
-        "retry": {"attempts": 2, "interval_days": 3}, "payment_method_url": "https://portal.example/cards"})
-    assert st == 200, body
+    use_stripe(api, stripe.base, {"suspend_on_failure": True, "payment_method_url": "https://portal.example/cards"})
     stripe.register_webhook(f"{srv.base}/webhooks/stripe")
     yield {"api": api, "server": srv, "stripe": stripe, "sink": sink, "db": db}
     srv.stop()
     sink.stop()
+
+
+def use_stripe(api, api_base, settings=None):
+    """Stripe (at `api_base`) as the payment gateway, charging on, two attempts three days apart."""
+    st, body, _ = api.call("PUT", "/admin/api/v1/billing/gateway", {
+        "type": "stripe", "secret_key": SECRET_KEY, "publishable_key": PUBLISHABLE_KEY,
+        "webhook_secret": WEBHOOK_SECRET, "api_base": api_base})
+    assert st == 200, body
+    st, body, _ = api.call("PUT", "/admin/api/v1/billing/settings", {
+        "charging_enabled": True, "due_days": 0, "retry": {"attempts": 2, "interval_days": 3}, **(settings or {})})
+    assert st == 200, body
 
 
 def developer(w, name):
@@ -239,11 +243,7 @@ def test_non_payment_suspends_and_payment_resumes_at_the_gateway(upstream, strip
     envoy = None
     try:
         api = Api(srv.base, ADMIN_TOKEN)
-        api.call("PUT", "/admin/api/v1/billing/gateway", {
-            "type": "stripe", "secret_key": SECRET_KEY, "publishable_key": PUBLISHABLE_KEY,
-            "webhook_secret": WEBHOOK_SECRET, "api_base": stripe.base})
-        api.call("PUT", "/admin/api/v1/billing/settings", {
-            "charging_enabled": True, "due_days": 0, "suspend_on_failure": True, "retry": {"attempts": 1}})
+        use_stripe(api, stripe.base, {"suspend_on_failure": True, "retry": {"attempts": 1}})
         w = {"api": api, "server": srv, "stripe": stripe}
         acct, app, dev = developer(w, "Eve")
         svc_id = api.ok("GET", f"/plans/{app['plan_id']}")["service_id"]

@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from support.envoy import Envoy, free_port, static_cluster, wasm_filter  # noqa: E402
+from support.envoy import Envoy, free_port, http_listener, static_cluster, wasm_filter  # noqa: E402
 
 APPS = 1_000
 KEY_INDEX = 500
@@ -90,26 +90,11 @@ def start_control_plane():
 
 
 def direct_response_bootstrap(filters, clusters=()):
-    router = {"name": "envoy.filters.http.router", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
     listen, admin = free_port(), free_port()
+    ok = {"direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {"listeners": [{
-            "name": "bench",
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-            "filter_chains": [{"filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network."
-                             "http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": "bench",
-                    "route_config": {"virtual_hosts": [{"name": "b", "domains": ["*"], "routes": [{
-                        "match": {"prefix": "/"},
-                        "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
-                    "http_filters": filters + [router],
-                }}]}],
-        }], "clusters": list(clusters)},
+        "static_resources": {"listeners": [http_listener("bench", listen, ok, filters)], "clusters": list(clusters)},
     }
 
 

@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from support.control_plane import Api, Database, Server  # noqa: E402
-from support.envoy import Envoy, bootstrap, free_port, static_cluster, wasm_filter  # noqa: E402
+from support.envoy import Envoy, bootstrap, free_port, http_listener, static_cluster, wasm_filter  # noqa: E402
 
 TOKEN = "soak-admin-token-0123456789abcdef0123456789"
 #: Applications in the load: most on a plan that never limits, TIGHT_APPS on 100 hits a minute.
@@ -70,21 +70,7 @@ def postgres_rss_mb():
 
 def origin_listener(port):
     """A listener answering 200 itself: an origin that costs nothing and counts exactly (stats)."""
-    return {
-        "name": "origin",
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network."
-                         "http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "origin",
-                "route_config": {"virtual_hosts": [{"name": "origin", "domains": ["*"], "routes": [{
-                    "match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
-                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-            }}]}],
-    }
+    return http_listener("origin", port, {"direct_response": {"status": 200, "body": {"inline_string": "ok"}}})
 
 
 def run(seconds, connections, log=print):

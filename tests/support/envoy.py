@@ -77,29 +77,35 @@ def static_cluster(name, port):
     }
 
 
+ROUTER = {"name": "envoy.filters.http.router", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+
+def http_listener(name, port, action, filters=()):
+    """An HTTP listener on 127.0.0.1:`port` whose one route (prefix `/`) does `action` (a route
+    action such as {"route": {"cluster": "upstream"}} or {"direct_response": ...})."""
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                         "http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{
+                    "name": name, "domains": ["*"], "routes": [{"match": {"prefix": "/"}, **action}]}]},
+                "http_filters": [*filters, ROUTER],
+            },
+        }]}],
+    }
+
+
 def bootstrap(listen_port, admin_port, upstream_port, filters, extra_clusters=()):
-    router = {"name": "envoy.filters.http.router", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
-            "listeners": [{
-                "name": "api",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network."
-                                 "http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "api",
-                        "route_config": {"virtual_hosts": [{
-                            "name": "api", "domains": ["*"],
-                            "routes": [{"match": {"prefix": "/"},
-                                        "route": {"cluster": "upstream"}}]}]},
-                        "http_filters": filters + [router],
-                    },
-                }]}],
-            }],
+            "listeners": [http_listener("api", listen_port, {"route": {"cluster": "upstream"}}, filters)],
             "clusters": [static_cluster("upstream", upstream_port), *extra_clusters],
         },
     }
