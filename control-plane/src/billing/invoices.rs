@@ -170,7 +170,7 @@ pub async fn page_json(pool: &Pool, page: crate::http::list::Page<Invoice>) -> A
             "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id IN {} ORDER BY invoice_id, position",
             crate::store::in_list(1, chunk.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(&sql).persistent(false); // one text per page size: not cached
         for inv in chunk {
             q = q.bind(&inv.id);
         }
@@ -354,7 +354,7 @@ pub async fn insert_lines(tx: &mut Tx, rows: &[(&str, i64, &NewLine, Currency)])
             "INSERT INTO invoice_lines ({LINE_COLUMNS}) VALUES {}",
             crate::store::placeholders(chunk.len(), 12)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(&sql).persistent(false); // one text per row count: not cached
         for (invoice_id, position, l, currency) in chunk {
             q = q
                 .bind(new_id("il"))

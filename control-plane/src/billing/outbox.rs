@@ -50,7 +50,7 @@ pub async fn enqueue_many(tx: &mut Tx, emails: &[Email], at: i64) -> ApiResult<(
             "INSERT INTO email_outbox ({COLUMNS}) VALUES {} ON CONFLICT (dedupe_key) DO NOTHING",
             crate::store::placeholders(chunk.len(), 11)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(&sql).persistent(false); // one text per row count: not cached
         for e in chunk {
             q = q
                 .bind(new_id("msg"))

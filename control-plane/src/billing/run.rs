@@ -410,6 +410,7 @@ async fn bill_accounts(
             crate::store::in_list(3, chunk.len())
         );
         let mut q = sqlx::query_as(&sql)
+            .persistent(false) // one text per chunk size: not cached
             .bind(previous * 86_400)
             .bind(current * 86_400);
         for id in chunk {
@@ -439,7 +440,7 @@ async fn bill_accounts(
             "SELECT line_key, kind, period_start, period_end, unit_price FROM invoice_lines WHERE line_key IN {}",
             crate::store::in_list(1, chunk.len())
         );
-        let mut q = sqlx::query_as(&sql);
+        let mut q = sqlx::query_as(&sql).persistent(false); // one text per chunk size: not cached
         for k in chunk {
             q = q.bind(k);
         }
@@ -656,7 +657,7 @@ async fn insert_invoices(
             "INSERT INTO invoices ({INVOICE_COLUMNS}) VALUES {}",
             crate::store::placeholders(chunk.len(), 23)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(&sql).persistent(false); // one text per row count: not cached
         for r in chunk {
             let [subtotal, tax, total] = &r.totals;
             q = q

@@ -59,7 +59,9 @@ async fn add_counts(
             "INSERT INTO {table} ({cols}) VALUES {} ON CONFLICT ({key}) DO UPDATE SET value = {table}.value + excluded.value",
             crate::store::placeholders(chunk.len(), width)
         );
-        let mut q = sqlx::query(&sql);
+        // One statement text per row count: not kept in the prepared-statement caches (each
+        // connection's, and PostgreSQL's per session), which would fill with every arity seen.
+        let mut q = sqlx::query(&sql).persistent(false);
         for ((app, metric, bucket), delta) in chunk {
             if let Some(i) = instance {
                 q = q.bind(i);
@@ -400,7 +402,9 @@ pub async fn usage(
             "SELECT a.id FROM applications a JOIN plans p ON p.id = a.plan_id WHERE p.service_id = $1 AND a.id IN ({})",
             placeholders.join(", ")
         );
-        let mut q = sqlx::query_as::<_, (String,)>(&sql).bind(&service_id);
+        let mut q = sqlx::query_as::<_, (String,)>(&sql)
+            .persistent(false)
+            .bind(&service_id);
         for id in chunk {
             q = q.bind(*id);
         }
