@@ -180,7 +180,7 @@ def test_postgres_restart_under_load_is_503_then_recovers():
         cluster.destroy()
 
 
-from test_loop import loop, new_app, usage_total  # noqa: E402,F401  (the closed-loop fixture)
+from test_loop import loop, new_app, usage_total, wait_known  # noqa: E402,F401  (the closed-loop fixture)
 from conftest import call  # noqa: E402
 
 
@@ -194,12 +194,9 @@ def test_envoy_restart_takes_its_counts_back_from_the_control_plane(loop):
     app = new_app(w, plan)
     key = {"x-api-key": app["key"]}
     first = w["envoy"]
-    deadline = time.monotonic() + 15
-    while call(first.port, "/items", headers=key).status != 200:  # the app reached the snapshot
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    statuses = [call(first.port, "/items", headers=key).status for _ in range(19)]
-    assert statuses == [200] * 19
+    wait_known(first, app["key"])  # every worker has the app, no quota used
+    statuses = [call(first.port, "/items", headers=key).status for _ in range(20)]
+    assert statuses == [200] * 20
     # Drain: one flush interval (500 ms here) and its acknowledgement, then stop.
     deadline = time.monotonic() + 15
     while usage_total(w, app["id"]) != 20:

@@ -61,17 +61,23 @@ def new_app(w, plan=None):
                                                  "plan_id": (plan or w["plan"])["id"], "name": "app"})
 
 
-def wait_status(envoy, key, want, timeout_s=PROPAGATION_TIMEOUT_S, streak_needed=6):
+def wait_status(envoy, key, want, timeout_s=PROPAGATION_TIMEOUT_S, streak_needed=6, method="GET"):
     """Seconds until a request with `key` gets `want` on several consecutive tries (both workers)."""
     start = time.monotonic()
     streak = 0
     while time.monotonic() - start < timeout_s:
-        st = call(envoy.port, "/items", headers={"x-api-key": key}).status
+        st = call(envoy.port, "/items", method=method, headers={"x-api-key": key}).status
         streak = streak + 1 if st == want else 0
         if streak >= streak_needed:
             return time.monotonic() - start
         time.sleep(0.02)
     raise AssertionError(f"still not {want} after {timeout_s}s (last {st})")
+
+
+def wait_known(envoy, key):
+    """Until every worker knows the key, without using any quota: no rule maps POST here, so a
+    known key gets 404 `no_mapping_rule` (nothing counted) and an unknown one 403."""
+    return wait_status(envoy, key, 404, method="POST")
 
 
 def usage_total(w, app_id, metric="hits"):
@@ -116,7 +122,8 @@ def test_changes_reach_every_worker_quickly(loop):
 def test_every_admitted_hit_is_metered_once(loop):
     w = loop
     app = new_app(w, w["small"])
-    # One admitted probe: the plan allows only 5 a day.
+    # One admitted probe once both workers know the app: the plan allows only 5 a day.
+    wait_known(w["envoy"], app["key"])
     wait_status(w["envoy"], app["key"], 200, streak_needed=1)
     # The helper's probe requests count too; read the upstream for the truth.
     statuses = [call(w["envoy"].port, "/search", headers={"x-api-key": app["key"]}).status for _ in range(10)]
@@ -179,8 +186,10 @@ def test_global_quota_holds_across_two_envoys(loop):
     app = new_app(w, shared_plan)
     a, b = w["envoy"], w["make_envoy"]()
     key = {"x-api-key": app["key"]}
+    wait_known(a, app["key"])
     wait_status(a, app["key"], 200, streak_needed=1)
     assert [call(a.port, "/items", headers=key).status for _ in range(11)] == [200] * 11  # 12 used via A
+    wait_known(b, app["key"])
     wait_status(b, app["key"], 200, streak_needed=1)  # 13 used
     # A's usage reaches the control plane within a flush (500 ms) and B within a poll (200 ms).
     time.sleep(2.5)
@@ -198,6 +207,7 @@ def test_global_quota_holds_across_two_envoys(loop):
                                                      "limits": [{"metric": "hits", "period": "day", "value": 100}]})
     busy = new_app(w, concurrent_plan)
     for e in (a, b):
+        wait_known(e, busy["key"])
         wait_status(e, busy["key"], 200, streak_needed=1)
     time.sleep(1.5)
     rate, seconds = 40, 6  # per Envoy; bounded
