@@ -12,6 +12,7 @@ from support.control_plane import Api
 from support.fault_proxy import FaultProxy
 from support.stripe import WEBHOOK_SECRET, LocalStripe
 from test_billing import db, start_server  # noqa: F401
+from test_braintree import contract  # noqa: F401
 from test_stripe import GOOD, MASTER_KEY, add_card, customer_of, developer, issue, use_stripe
 
 #: The control plane's per-call timeout here (TOLLGATE_PAYMENT_TIMEOUT_MS); the proxy's hang is longer.
@@ -94,3 +95,40 @@ def test_a_provider_down_for_good_is_retried_boundedly_and_logged(faulty):
     assert st == 200 and paid["state"] == "paid", paid
     intents = w["stripe"].payment_intents(customer_of(w, acct["id"]))
     assert [pi["status"] for pi in intents] == ["succeeded"]
+
+
+@pytest.fixture
+def faulty_braintree(db, contract):  # noqa: F811
+    from test_braintree import MASTER_KEY as BT_MASTER_KEY, PRIVATE_KEY, PUBLIC_KEY
+    proxy = FaultProxy(contract)
+    srv = start_server(db, TOLLGATE_MASTER_KEY=BT_MASTER_KEY, TOLLGATE_PAYMENT_TIMEOUT_MS=str(TIMEOUT_MS))
+    api = Api(srv.base, ADMIN_TOKEN)
+    st, body, _ = api.call("PUT", "/admin/api/v1/billing/gateway", {
+        "type": "braintree", "merchant_id": "tollgate", "public_key": PUBLIC_KEY, "private_key": PRIVATE_KEY,
+        "environment": "sandbox", "api_base": proxy.base})
+    assert st == 200, body
+    api.call("PUT", "/admin/api/v1/billing/settings", {"charging_enabled": True, "due_days": 0})
+    yield {"api": api, "server": srv, "contract": contract, "proxy": proxy, "db": db}
+    srv.stop()
+    proxy.stop()
+
+
+@pytest.mark.parametrize("mode", ["fail_before", "fail_after", "hang"])
+def test_a_failing_braintree_never_charges_twice(faulty_braintree, mode):
+    from test_braintree import transactions, vault
+    w, api, proxy = faulty_braintree, faulty_braintree["api"], faulty_braintree["proxy"]
+    acct, _, dev = developer(w, f"B{mode}")
+    assert vault(dev, "fake-valid-nonce")[0] == 201
+    inv = issue(api, acct["id"], "25.00")
+    proxy.inject("POST", "/graphql", mode, contains="chargePaymentMethod")
+    st, body, _ = charge(api, inv["id"])
+    assert st == 503 and body["error"]["code"], (st, body)
+    assert api.ok("GET", f"/invoices/{inv['id']}")["state"] == "pending"
+    if mode == "hang":
+        time.sleep(4)
+    st, paid, _ = charge(api, inv["id"])
+    assert st == 200 and paid["state"] == "paid" and paid["payment"]["attempt"] == 1, paid
+    mine = [t for t in transactions(w["contract"]) if t.get("orderId", "").startswith(inv["id"])]
+    assert len(mine) == 1, mine
+    charges = proxy.calls("POST", "/graphql", contains="chargePaymentMethod")
+    assert len(charges) == (2 if mode == "fail_before" else 1), charges

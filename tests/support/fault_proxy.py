@@ -16,7 +16,7 @@ class FaultProxy:
     def __init__(self, target):
         self.target = urllib.parse.urlsplit(target)
         self.lock = threading.Lock()
-        self.rules = []  # [method, path prefix, mode, remaining (None: forever)]
+        self.rules = []  # [method, path prefix, mode, remaining (None: forever), body substring]
         self.seen = []  # (method, path, what happened)
         proxy = self
 
@@ -25,19 +25,19 @@ class FaultProxy:
 
             def _any(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                mode = proxy._take(self.command, self.path)
+                mode = proxy._take(self.command, self.path, body)
                 if mode == "fail_before":
-                    proxy._log(self.command, self.path, "500 before forwarding")
+                    proxy._log(self.command, self.path, "500 before forwarding", body)
                     return self._answer(500, b'{"error": {"type": "api_error", "message": "injected"}}')
                 status, headers, answer = proxy._forward(self.command, self.path, self.headers, body)
                 if mode == "fail_after":
-                    proxy._log(self.command, self.path, f"forwarded ({status}), answered 500")
+                    proxy._log(self.command, self.path, f"forwarded ({status}), answered 500", body)
                     return self._answer(500, b'{"error": {"type": "api_error", "message": "injected"}}')
                 if mode == "hang":
-                    proxy._log(self.command, self.path, f"forwarded ({status}), held {HANG_S}s")
+                    proxy._log(self.command, self.path, f"forwarded ({status}), held {HANG_S}s", body)
                     time.sleep(HANG_S)
                 else:
-                    proxy._log(self.command, self.path, f"forwarded ({status})")
+                    proxy._log(self.command, self.path, f"forwarded ({status})", body)
                 self._answer(status, answer, headers)
 
             def _answer(self, status, body, headers=()):
@@ -64,31 +64,34 @@ class FaultProxy:
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def inject(self, method, prefix, mode, times=1):
-        """The next `times` requests `method prefix*` get `mode` (times=None: until `heal()`)."""
+    def inject(self, method, prefix, mode, times=1, contains=None):
+        """The next `times` requests `method prefix*` (whose body holds `contains`, if given: one
+        GraphQL operation among others on the same path) get `mode` (times=None: until `heal()`)."""
         with self.lock:
-            self.rules.append([method, prefix, mode, times])
+            self.rules.append([method, prefix, mode, times, contains.encode() if contains else None])
 
     def heal(self):
         with self.lock:
             self.rules.clear()
 
-    def calls(self, method, prefix):
+    def calls(self, method, prefix, contains=None):
         with self.lock:
-            return [s for s in self.seen if s[0] == method and s[1].startswith(prefix)]
+            return [s for s in self.seen if s[0] == method and s[1].startswith(prefix)
+                    and (contains is None or contains.encode() in s[3])]
 
-    def _take(self, method, path):
+    def _take(self, method, path, body):
         with self.lock:
             for rule in self.rules:
-                if rule[0] == method and path.startswith(rule[1]) and rule[3] != 0:
+                if (rule[0] == method and path.startswith(rule[1]) and rule[3] != 0
+                        and (rule[4] is None or rule[4] in body)):
                     if rule[3] is not None:
                         rule[3] -= 1
                     return rule[2]
         return None
 
-    def _log(self, method, path, what):
+    def _log(self, method, path, what, body):
         with self.lock:
-            self.seen.append((method, path, what))
+            self.seen.append((method, path, what, body))
 
     def _forward(self, method, path, headers, body):
         conn = http.client.HTTPConnection(self.target.hostname, self.target.port, timeout=30)
