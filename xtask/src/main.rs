@@ -127,17 +127,22 @@ fn setup(commands: &[&str]) -> Result {
         .map(|(_, pkg)| *pkg)
         .collect();
     if !missing.is_empty() {
-        step(&format!("apt-get install {}", missing.join(" ")));
-        sh("apt-get", &["update", "-qq"])?;
-        let mut args = vec!["install", "-y", "-qq"];
-        args.extend(&missing);
-        sh_env(
-            "apt-get",
-            &args,
-            &[("DEBIAN_FRONTEND", "noninteractive".into())],
-        )?;
+        apt_install(&missing)?;
     }
     python_venv()
+}
+
+/// `apt-get install` of Debian packages, non-interactively, after refreshing the package lists.
+fn apt_install(packages: &[&str]) -> Result {
+    step(&format!("apt-get install {}", packages.join(" ")));
+    sh("apt-get", &["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq"];
+    args.extend(packages);
+    sh_env(
+        "apt-get",
+        &args,
+        &[("DEBIAN_FRONTEND", "noninteractive".into())],
+    )
 }
 
 /// `.venv` with the pinned packages of tests/requirements.txt (re-installed when that changes).
@@ -155,12 +160,7 @@ fn python_venv() -> Result {
         step("python3 -m venv .venv");
         if sh(PYTHON, &["-m", "venv", ".venv"]).is_err() {
             // Debian's python3 ships venv separately.
-            sh("apt-get", &["update", "-qq"])?;
-            sh_env(
-                "apt-get",
-                &["install", "-y", "-qq", "python3-venv"],
-                &[("DEBIAN_FRONTEND", "noninteractive".into())],
-            )?;
+            apt_install(&["python3-venv"])?;
             sh(PYTHON, &["-m", "venv", ".venv"])?;
         }
     }
@@ -282,13 +282,7 @@ fn postgres_server_bin() -> Result<PathBuf> {
             .find(|b| b.join("initdb").exists())
     };
     if bin().is_none() {
-        step("apt-get install postgresql (server binaries)");
-        sh("apt-get", &["update", "-qq"])?;
-        sh_env(
-            "apt-get",
-            &["install", "-y", "-qq", "postgresql"],
-            &[("DEBIAN_FRONTEND", "noninteractive".into())],
-        )?;
+        apt_install(&["postgresql"])?;
     }
     bin()
         .ok_or_else(|| "PostgreSQL installed but initdb not found under /usr/lib/postgresql".into())
