@@ -74,11 +74,7 @@ impl Currency {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
-
-    fn d(s: &str) -> Decimal {
-        Decimal::from_str(s).unwrap()
-    }
+    use crate::billing::test_support::d;
 
     #[test]
     fn knows_minor_units() {

@@ -4,12 +4,9 @@
 
 use super::*;
 use crate::billing::calendar::parse_date;
+use crate::billing::test_support::d;
 use crate::billing::totals::settle;
-use std::str::FromStr;
 
-fn d(s: &str) -> Decimal {
-    Decimal::from_str(s).unwrap()
-}
 fn day(s: &str) -> i64 {
     parse_date(s).unwrap()
 }

@@ -16,3 +16,27 @@ pub mod run;
 pub mod scheduler;
 pub mod settings;
 pub mod totals;
+
+/// Helpers shared by the billing unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+
+    use super::rating::Tier;
+
+    /// A decimal literal.
+    pub fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    /// A price tier without a package size.
+    pub fn tier(from: u64, to: Option<u64>, price: &str) -> Tier {
+        Tier {
+            from,
+            to,
+            unit_price: d(price),
+            package_size: None,
+        }
+    }
+}

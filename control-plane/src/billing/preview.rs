@@ -49,22 +49,8 @@ pub fn month_cost(
 mod tests {
     use super::*;
     use crate::billing::lines::MetricPricing;
-    use crate::billing::rating::Tier;
+    use crate::billing::test_support::{d, tier};
     use crate::catalog::PricingModel;
-    use std::str::FromStr;
-
-    fn d(s: &str) -> Decimal {
-        Decimal::from_str(s).unwrap()
-    }
-
-    fn tier(from: u64, to: Option<u64>, price: &str) -> Tier {
-        Tier {
-            from,
-            to,
-            unit_price: d(price),
-            package_size: None,
-        }
-    }
 
     #[test]
     fn graduated_month_worked_example() {

@@ -100,22 +100,11 @@ pub fn line_amount(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::billing::test_support::{d, tier};
     use proptest::prelude::*;
-    use std::str::FromStr;
 
-    fn d(s: &str) -> Decimal {
-        Decimal::from_str(s).unwrap()
-    }
     fn usd() -> Currency {
         Currency::parse("USD").unwrap()
-    }
-    fn tier(from: u64, to: Option<u64>, price: &str) -> Tier {
-        Tier {
-            from,
-            to,
-            unit_price: d(price),
-            package_size: None,
-        }
     }
     fn total(model: PricingModel, tiers: &[Tier], units: u64) -> Decimal {
         price_usage(model, tiers, units)

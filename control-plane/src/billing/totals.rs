@@ -114,12 +114,8 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::billing::test_support::d;
     use proptest::prelude::*;
-    use std::str::FromStr;
-
-    fn d(s: &str) -> Decimal {
-        Decimal::from_str(s).unwrap()
-    }
 
     #[test]
     fn carries_and_applies_credit() {
