@@ -22,7 +22,7 @@ use crate::store::now;
 pub const ADMIN_COOKIE: &str = "tg_admin";
 pub const ADMIN_CSRF_COOKIE: &str = "tg_admin_csrf";
 
-pub(super) type Fields = HashMap<String, String>;
+pub(super) use super::Fields;
 
 pub struct AdminSession {
     pub scope: Scope,
@@ -108,10 +108,7 @@ impl FromRequest<AppState> for WriteForm {
     type Rejection = Response;
 
     async fn from_request(req: Request, s: &AppState) -> Result<Self, Response> {
-        let headers = req.headers().clone();
-        let Form(fields) = Form::<Fields>::from_request(req, s)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let (headers, fields) = super::read_form(req, s).await?;
         let admin = require_write(s, &headers, &fields).await?;
         Ok(WriteForm { admin, fields })
     }

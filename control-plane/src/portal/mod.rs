@@ -16,10 +16,28 @@ pub mod html;
 pub mod pages;
 pub mod session;
 
+use std::collections::HashMap;
+
+use axum::extract::{Form, FromRequest, Request};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::http::AppState;
+
+/// A posted form's fields by name.
+pub type Fields = HashMap<String, String>;
+
+/// The request's headers and its form, for the form extractors of both portals, which check the
+/// session and its CSRF token from the two.
+async fn read_form(req: Request, s: &AppState) -> Result<(HeaderMap, Fields), Response> {
+    let headers = req.headers().clone();
+    let Form(fields) = Form::<Fields>::from_request(req, s)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((headers, fields))
+}
 
 /// The admin portal's routes (mounted at the top level, beside `/admin/api/v1`).
 pub fn admin_router() -> Router<AppState> {

@@ -17,7 +17,7 @@ use crate::http::AppState;
 use crate::secrets::{new_id, new_session_token};
 use crate::store::now;
 
-pub type Fields = HashMap<String, String>;
+pub use super::Fields;
 
 /// Errors become a plain page (the API's JSON errors are for programs).
 pub fn failure(e: ApiError) -> Response {
@@ -307,10 +307,7 @@ impl FromRequest<AppState> for SessionForm {
     type Rejection = Response;
 
     async fn from_request(req: Request, s: &AppState) -> Result<Self, Response> {
-        let headers = req.headers().clone();
-        let Form(fields) = Form::<Fields>::from_request(req, s)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let (headers, fields) = super::read_form(req, s).await?;
         let session = require_form(s, &headers, &fields).await?;
         Ok(SessionForm { session, fields })
     }
