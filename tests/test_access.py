@@ -29,12 +29,9 @@ def fill(path, ids):
 def fingerprint(db, account=None):
     """Row counts of every table, every invoice's state and `account`'s default card. (A caller's
     own setup call may create its own provider customer: that table is compared for `account`.)"""
-    tables = (db.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-              if db.backend == "sqlite" else db.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
-    # Idempotency records and sessions are bookkeeping of the requests themselves.
-    # webhook_events: the provider's own events arrive whenever they like.
-    tables = sorted(t for t in tables if t not in ("idempotency_keys", "payment_customers", "webhook_events"))
-    return {t: db.query(f"SELECT COUNT(*) FROM {t}")[0] for t in tables} | {
+    # Idempotency records are bookkeeping of the requests themselves; webhook_events: the
+    # provider's own events arrive whenever they like.
+    return db.row_counts(exclude=("idempotency_keys", "payment_customers", "webhook_events")) | {
         "invoices": db.query("SELECT id, state FROM invoices ORDER BY id"),
         "default card": db.query(f"SELECT default_method_ref FROM payment_customers WHERE account_id = '{account}'")}
 

@@ -14,6 +14,7 @@ from http.client import HTTPResponse
 import pytest
 
 from conftest import call, sha256_hex
+from support.envoy import rss_kb
 from test_envoy_filter import KEYS, assert_problem, standalone
 
 #: Distinct unknown keys sent in the flood, at most (wrk stops at FLOOD_SECONDS whatever the count).
@@ -104,11 +105,6 @@ def test_odd_methods_are_never_metered_as_get(envoy, upstream):
     r = call(envoy.port, "/", headers={"x-api-key": KEYS["burst"]})
     assert r.status == 200 and r.header("x-ratelimit-remaining") == "49", "the odd requests counted nothing"
     assert upstream.count() == 1
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
 WRK_SCRIPT = """

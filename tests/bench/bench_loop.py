@@ -27,7 +27,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from support.control_plane import Api, Database, Server  # noqa: E402
-from support.envoy import Envoy, bootstrap, free_port, static_cluster, wasm_filter  # noqa: E402
+from support.envoy import Envoy, bootstrap, free_port, rss_kb, static_cluster, wasm_filter  # noqa: E402
 
 TOKEN = "bench-admin-token-0123456789abcdef0123456789"
 
@@ -75,11 +75,6 @@ def timed_get(url, token, etag=None, accept=None):
     except urllib.error.HTTPError as e:
         body, status, tag = e.read(), e.code, None
     return time.perf_counter() - start, status, len(body), tag
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
 def ingest(server, service, gw, apps, seconds):

@@ -21,7 +21,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from support.control_plane import Api, Database, Server  # noqa: E402
-from support.envoy import Envoy, bootstrap, free_port, http_listener, static_cluster, wasm_filter  # noqa: E402
+from support.envoy import (  # noqa: E402
+    Envoy, bootstrap, free_port, http_listener, rss_kb, static_cluster, wasm_filter)
 
 TOKEN = "soak-admin-token-0123456789abcdef0123456789"
 #: Applications in the load: most on a plan that never limits, TIGHT_APPS on 100 hits a minute.
@@ -44,14 +45,6 @@ function request()
   return wrk.format("GET", path, {["x-api-key"] = keys[(n %% #keys) + 1]})
 end
 """
-
-
-def rss_mb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
-    except (OSError, AttributeError):
-        return 0.0
 
 
 def postgres_rss_mb():
@@ -113,8 +106,8 @@ def run(seconds, connections, log=print):
         started = time.monotonic()
         samples = []  # (t, envoy MiB, control plane MiB, postgres MiB)
         while wrk.poll() is None and time.monotonic() - started < seconds + 30:
-            samples.append((round(time.monotonic() - started), rss_mb(envoy.proc.pid),
-                            rss_mb(server.proc.pid), postgres_rss_mb()))
+            samples.append((round(time.monotonic() - started), rss_kb(envoy.proc.pid) / 1024,
+                            rss_kb(server.proc.pid) / 1024, postgres_rss_mb()))
             time.sleep(SAMPLE_S)
         out = wrk.communicate(timeout=60)[0]
         os.unlink(script)

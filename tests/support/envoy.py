@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,6 +25,12 @@ def stop_process(proc, grace_s=10):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def rss_kb(pid):
+    """Resident memory of a live process, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
 def envoy_binary():
