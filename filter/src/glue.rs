@@ -468,10 +468,9 @@ impl HttpContext for Request {
                         Source::Headers(a, b) => {
                             host::remove_request_header(a).and(host::remove_request_header(b))
                         }
-                        Source::Query(names) => host::set_request_header(
-                            ":path",
-                            strip_query_params(path, names).as_bytes(),
-                        ),
+                        Source::Query(names) => {
+                            host::set_request_path(&strip_query_params(path, names))
+                        }
                     };
                     if stripped.is_err() {
                         self.error("cannot strip credentials");

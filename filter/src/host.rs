@@ -85,6 +85,18 @@ extern "C" {
         value_size: usize,
         cas: u32,
     ) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,
@@ -256,6 +268,55 @@ pub fn set_request_header(name: &str, value: &[u8]) -> Result<(), HostStatus> {
             value.len(),
         )
     })
+}
+
+/// Forwards the request to `path` (an origin-form `:path`, query string included).
+///
+/// Envoy takes the query string inside `:path`. Kong's ngx_wasm_module does not: it traps the VM
+/// when a filter sets a `:path` holding a query string ("NYI - cannot set request path with
+/// querystring"), and a `:path` set without one leaves nginx's `$args` (the query it forwards) as
+/// the client sent it. So on nginx the path and the query are set apart: `:path` without the
+/// query, and `$args` through the `ngx.args` property.
+pub fn set_request_path(path: &str) -> Result<(), HostStatus> {
+    if !is_nginx() {
+        return set_request_header(":path", path.as_bytes());
+    }
+    let (bare, query) = path.split_once('?').unwrap_or((path, ""));
+    set_request_header(":path", bare.as_bytes())?;
+    set_property(NGX_ARGS, query.as_bytes())
+}
+
+/// The `ngx.args` property (nginx's `$args`), as a NUL-separated property path.
+const NGX_ARGS: &[u8] = b"ngx\0args";
+
+thread_local! {
+    static NGINX: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether the host is nginx (Kong's ngx_wasm_module): only it answers `ngx.*` properties
+/// (Envoy answers "not found"). Asked once per VM, in a request context (nginx variables belong
+/// to a request), and only on the path that rewrites the query.
+fn is_nginx() -> bool {
+    NGINX.with(|c| {
+        if let Some(known) = c.get() {
+            return known;
+        }
+        let nginx = get_property(NGX_ARGS).is_ok();
+        c.set(Some(nginx));
+        nginx
+    })
+}
+
+/// A property; its path is the segments joined by NUL bytes.
+fn get_property(path: &[u8]) -> Result<Vec<u8>, HostStatus> {
+    let mut data = null_mut();
+    let mut len = 0;
+    status(unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut len) })?;
+    Ok(unsafe { take(data, len) })
+}
+
+fn set_property(path: &[u8], value: &[u8]) -> Result<(), HostStatus> {
+    status(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
 }
 
 pub fn remove_request_header(name: &str) -> Result<(), HostStatus> {

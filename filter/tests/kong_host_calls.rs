@@ -30,6 +30,7 @@ const KONG_IMPLEMENTS: &[&str] = &[
     "proxy_get_shared_data",
     "proxy_set_shared_data",
     "proxy_get_property",
+    "proxy_set_property",
 ];
 
 /// Not implemented by older ngx_wasm_module builds: allowed only behind the `stats` switch.
@@ -287,6 +288,28 @@ fn response_headers_never_pause() {
     assert!(
         fn_body(glue, "on_http_response_body").is_none(),
         "no response body callback"
+    );
+}
+
+/// Kong traps the VM when a filter sets a `:path` that holds a query string, so `:path` is only
+/// ever written by `host::set_request_path`, which keeps the query out of it on nginx.
+#[test]
+fn path_is_set_only_where_the_query_is_kept_apart_on_kong() {
+    let write = "set_request_header(\":path\"";
+    let mut total = 0;
+    let mut guarded = 0;
+    for (path, src) in sources() {
+        total += src.matches(write).count();
+        if path.ends_with("src/host.rs") {
+            let body = fn_body(&src, "set_request_path").unwrap();
+            assert!(body.contains("is_nginx()") && body.contains("set_property(NGX_ARGS"));
+            guarded += body.matches(write).count();
+        }
+    }
+    assert!(guarded > 0);
+    assert_eq!(
+        total, guarded,
+        ":path written outside host::set_request_path"
     );
 }
 

@@ -1,9 +1,12 @@
 """CPU cost of the Tollgate filter per request in Envoy (a benchmark, not a test).
 
-Three Envoys, each pinned to core 0 with one worker, all answering with a direct_response:
+Envoys, each pinned to core 0 with one worker, all answering with a direct_response:
   bare       - no HTTP filter but the router
   native_rl  - Envoy's native local_ratelimit (bucket never empties)
+  floor      - a Rust proxy-wasm filter that does nothing (--floor, tests/bench/noop-filter): what
+               the host spends on any wasm filter, which no filter can go below
   tollgate   - the Tollgate filter, 1,000 applications, a valid key, a limit never hit
+  metering   - the same in control-plane mode (snapshot polling, usage reports every second)
 wrk (pinned to core 1) loads them in interleaved rounds. For each run we read the Envoy process's
 CPU time from /proc (utime + stime) and divide by the requests wrk completed: CPU microseconds per
 request, plus wrk's p50/p99 latency. Figures are medians over the rounds.
@@ -127,6 +130,8 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--module", action="append", default=[], metavar="NAME=PATH",
                     help="also measure another build of the module (for profiling experiments)")
+    ap.add_argument("--floor", metavar="PATH",
+                    help="the no-op proxy-wasm filter (cargo xtask bench-filter builds and passes it)")
     ap.add_argument("--no-metering", action="store_true",
                     help="skip the control-plane-mode variant (needs the tollgate binary)")
     args = ap.parse_args()
@@ -138,6 +143,8 @@ def main():
         "native_rl": direct_response_bootstrap([NATIVE_RL]),
         "tollgate": direct_response_bootstrap([wasm_filter(tollgate_config())]),
     }
+    if args.floor:
+        variants["floor"] = direct_response_bootstrap([wasm_filter({}, wasm=args.floor, vm_id="floor")])
     control_plane = None
     if not args.no_metering:
         # Metering on: the same 1,000 applications served by a real control plane, the filter in
@@ -187,6 +194,10 @@ def main():
         print(f"{n:10s} {cpu:10.2f} {cpu - base:+9.2f} {cpu / base:6.2f} {rps:9.0f} {p50:8.3f} {p99:8.3f}")
     print(f"\nTollgate filter adds {med['tollgate'][0] - base:.2f} us CPU per request over bare Envoy "
           f"(goal: <= 8 us); native local_ratelimit adds {med['native_rl'][0] - base:.2f} us.")
+    if "floor" in med:
+        floor = med["floor"][0]
+        print(f"The no-op wasm filter (the host's floor) adds {floor - base:.2f} us; over it, Tollgate adds "
+              f"{med['tollgate'][0] - floor:.2f} us.")
     if "metering" in med:
         print(f"With metering on (control-plane mode, reports every second): {med['metering'][0] - base:.2f} us "
               f"({med['metering'][0] - med['tollgate'][0]:+.2f} us vs standalone).")

@@ -217,13 +217,15 @@ fn test() -> Result {
             "warnings",
         ],
     )?;
-    step("cargo clippy (filter as wasm32)");
+    step("cargo clippy (filter and the benchmark's no-op filter as wasm32)");
     sh(
         "cargo",
         &[
             "clippy",
             "-p",
             "tollgate-filter",
+            "-p",
+            "tollgate-bench-noop",
             "--target",
             WASM_TARGET,
             "--",
@@ -387,8 +389,25 @@ fn run() -> Result {
     Err(format!("cannot start xtask/assets/demo.sh: {err}"))
 }
 
+/// The filter's CPU cost in Envoy, over bare Envoy and over a no-op proxy-wasm filter (the host's
+/// floor, built from `tests/bench/noop-filter`).
 fn bench_filter(extra: &[String]) -> Result {
-    bench_release_script("tests/bench/bench_filter.py", extra)
+    step("build the benchmark's no-op filter (wasm32-wasip1, release)");
+    sh(
+        "cargo",
+        &[
+            "build",
+            "-p",
+            "tollgate-bench-noop",
+            "--target",
+            WASM_TARGET,
+            "--release",
+        ],
+    )?;
+    let floor = root().join("target/wasm32-wasip1/release/tollgate_bench_noop.wasm");
+    let mut args = vec!["--floor".to_string(), floor.display().to_string()];
+    args.extend(extra.iter().cloned());
+    bench_release_script("tests/bench/bench_filter.py", &args)
 }
 
 fn bench_admin_api(extra: &[String]) -> Result {
