@@ -127,7 +127,7 @@ def run(seconds, connections, log=print):
             return int(rows[0])
 
         deadline = time.monotonic() + SETTLE_S
-        while time.monotonic() < deadline and not (admitted() == at_origin() == metered()):
+        while time.monotonic() < deadline and admitted() != metered():
             time.sleep(0.5)
         time.sleep(3)  # stays equal: nothing arrives late or twice
         figures = {"seconds": seconds, "connections": connections, "requests": sent,
@@ -151,7 +151,12 @@ def run(seconds, connections, log=print):
 def check(figures):
     """The soak's claims: exact usage, flat memory after the warm-up (the first quarter)."""
     assert figures["requests"] > 0 and figures["rejected_429_or_other"] > 0, figures
-    assert figures["admitted_by_filter"] == figures["reached_origin"] == figures["metered"], figures
+    # Every admitted hit is metered, exactly. The origin answered each of them too, except the
+    # requests wrk abandons when its time is up (admitted and counted, then reset before the origin's
+    # answer completed): at most one per connection.
+    assert figures["admitted_by_filter"] == figures["metered"], figures
+    abandoned = figures["admitted_by_filter"] - figures["reached_origin"]
+    assert 0 <= abandoned <= figures["connections"], figures
     assert figures["admitted_by_filter"] + figures["rejected_429_or_other"] >= figures["requests"], figures
     samples = figures["samples"]
     warm = [s for s in samples if s[0] >= figures["seconds"] / 4]

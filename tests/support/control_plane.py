@@ -86,8 +86,12 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.admin_token = admin_token
         self.log_path = os.path.join(tempfile.mkdtemp(prefix="tollgate-cp-"), "server.log")
+        # The daily billing run starts by itself once the UTC hour passes `run_hour_utc` (02:00 by
+        # default): a test server runs without it, so what a test counts does not depend on the
+        # hour it runs at. Tests of the scheduler turn it on (TOLLGATE_BILLING_SCHEDULER=on).
         self.env = dict(os.environ, TOLLGATE_LISTEN=f"127.0.0.1:{self.port}", TOLLGATE_DATABASE_URL=db.url,
-                        TOLLGATE_ADMIN_TOKEN=admin_token, **(extra_env or {}))
+                        TOLLGATE_ADMIN_TOKEN=admin_token, TOLLGATE_BILLING_SCHEDULER="off")
+        self.env.update(extra_env or {})
         self.proc = None
 
     def start(self):
