@@ -1,7 +1,8 @@
 """A bounded soak through the whole data path (a benchmark-style run with assertions): wrk ->
 Envoy (--concurrency 2) with the filter in control-plane mode -> an origin answering 200, the
 control plane on PostgreSQL receiving every hit. At the end the usage the control plane stored
-equals what the filter admitted and what reached the origin, exactly; the resident memory of
+equals what the filter admitted, exactly, and the origin answered all of it but the requests wrk
+abandons at its deadline (at most one per connection); the resident memory of
 Envoy and of the control plane, sampled every SAMPLE_S seconds, stays flat after the warm-up.
 
 Usage: .venv/bin/python tests/bench/soak.py [--seconds 600] [--connections 4]

@@ -97,7 +97,9 @@ function mapOf(type) {
   return null;
 }
 
-// ngx_proxy_wasm_maps special keys: computed on read, some settable.
+// ngx_proxy_wasm_maps special keys: computed on read, some settable; listed first in the pairs.
+const SPECIAL_KEYS = [':path', ':method', ':scheme', ':authority'];
+
 function special(key) {
   switch (key) {
     case ':path': return req.args ? `${req.uri}?${req.args}` : req.uri;
@@ -133,6 +135,9 @@ function setHeader(type, key, value) {
   return OK;
 }
 
+// Property paths arrive NUL-separated; ngx_wasm_module reads them dotted.
+const propertyPath = (ptr, len) => str(ptr, len).split('\0').join('.');
+
 const env = {
   proxy_log(level, ptr, len) { logs.push(`[${level}] ${str(ptr, len)}`); return OK; },
   proxy_get_current_time_nanoseconds(ret) {
@@ -149,25 +154,19 @@ const env = {
     const map = mapOf(type);
     if (!map) return BAD_ARGUMENT;
     // Kong lists the special keys first, then the nginx header list.
-    const extras = type === REQUEST_HEADERS ? [':path', ':method', ':scheme', ':authority'].map((k) => [k, special(k)]) : [];
+    const extras = type === REQUEST_HEADERS ? SPECIAL_KEYS.map((k) => [k, special(k)]) : [];
     giveBack(serializePairs([...extras, ...map]), retPtr, retSize);
     return OK;
   },
   proxy_get_header_map_value(type, kPtr, kLen, retPtr, retSize) {
     const key = str(kPtr, kLen);
-    const v = type === REQUEST_HEADERS && special(key) !== null ? special(key) : mapOf(type)?.find(([k]) => k === key)?.[1];
+    const v = (type === REQUEST_HEADERS ? special(key) : null) ?? mapOf(type)?.find(([k]) => k === key)?.[1];
     if (v === undefined) return NOT_FOUND;
     giveBack(enc.encode(v), retPtr, retSize);
     return OK;
   },
   proxy_replace_header_map_value(type, kPtr, kLen, vPtr, vLen) {
     return setHeader(type, str(kPtr, kLen), str(vPtr, vLen));
-  },
-  proxy_add_header_map_value(type, kPtr, kLen, vPtr, vLen) {
-    const map = mapOf(type);
-    if (!map) return BAD_ARGUMENT;
-    map.push([str(kPtr, kLen), str(vPtr, vLen)]);
-    return OK;
   },
   proxy_remove_header_map_value(type, kPtr, kLen) {
     const key = str(kPtr, kLen);
@@ -195,8 +194,7 @@ const env = {
     return OK;
   },
   proxy_get_property(pPtr, pLen, retPtr, retSize) {
-    // Paths arrive NUL-separated; ngx_wasm_module reads them dotted.
-    const path = str(pPtr, pLen).split('\0').join('.');
+    const path = propertyPath(pPtr, pLen);
     let v = null;
     if (path === 'plugin_name') v = 'tollgate';
     else if (path === 'ngx.args' && req) v = req.args;
@@ -207,12 +205,11 @@ const env = {
     return OK;
   },
   proxy_set_property(pPtr, pLen, vPtr, vLen) {
-    const path = str(pPtr, pLen).split('\0').join('.');
+    const path = propertyPath(pPtr, pLen);
     if (path === 'ngx.args' && req) { req.args = str(vPtr, vLen); return OK; }
     logs.push(`[error] variable "${path}" is not changeable`);
     return BAD_ARGUMENT;
   },
-  proxy_set_effective_context() { return OK; },
 };
 
 const wasi = new WASI({ version: 'preview1', args: [], env: {}, returnOnExit: true });

@@ -179,17 +179,15 @@ fn python_venv() -> Result {
 }
 
 fn build_filter() -> Result {
-    step("build the filter (wasm32-wasip1, release)");
+    build_wasm("tollgate-filter", "the filter")
+}
+
+/// A release build of a workspace package for wasm32-wasip1.
+fn build_wasm(package: &str, what: &str) -> Result {
+    step(&format!("build {what} ({WASM_TARGET}, release)"));
     sh(
         "cargo",
-        &[
-            "build",
-            "-p",
-            "tollgate-filter",
-            "--target",
-            WASM_TARGET,
-            "--release",
-        ],
+        &["build", "-p", package, "--target", WASM_TARGET, "--release"],
     )
 }
 
@@ -392,18 +390,7 @@ fn run() -> Result {
 /// The filter's CPU cost in Envoy, over bare Envoy and over a no-op proxy-wasm filter (the host's
 /// floor, built from `tests/bench/noop-filter`).
 fn bench_filter(extra: &[String]) -> Result {
-    step("build the benchmark's no-op filter (wasm32-wasip1, release)");
-    sh(
-        "cargo",
-        &[
-            "build",
-            "-p",
-            "tollgate-bench-noop",
-            "--target",
-            WASM_TARGET,
-            "--release",
-        ],
-    )?;
+    build_wasm("tollgate-bench-noop", "the benchmark's no-op filter")?;
     let floor = root().join("target/wasm32-wasip1/release/tollgate_bench_noop.wasm");
     let mut args = vec!["--floor".to_string(), floor.display().to_string()];
     args.extend(extra.iter().cloned());
