@@ -103,6 +103,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "token_expiry",
         include_str!("../migrations/0009_token_expiry.sql"),
     ),
+    (
+        14,
+        "one_billing_run",
+        include_str!("../migrations/0014_one_billing_run.sql"),
+    ),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {

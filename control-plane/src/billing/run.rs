@@ -33,7 +33,7 @@ use super::settings::{self, BillingSettings};
 use crate::catalog::PricingModel;
 use crate::http::error::{ApiError, ApiResult};
 use crate::secrets::new_id;
-use crate::store::{now, Pool, Tx};
+use crate::store::{is_unique_violation, now, Pool, Tx};
 
 /// Accounts per batch transaction.
 pub const DEFAULT_BATCH: i64 = 500;
@@ -83,45 +83,64 @@ pub async fn fetch_run(pool: &Pool, id: &str) -> ApiResult<Value> {
 
 /// Records a new run for `run_on`, unless one is running (409). Runs whose process died (stale
 /// heartbeat) are marked `interrupted` first; their committed batches stay, the rest is redone.
+///
+/// One run at a time holds across replicas: the insert itself fails on the unique index
+/// `billing_runs_one_running` (migration 0014) when another process's run is running, so two
+/// control planes starting a run at the same instant cannot both pass a check and both insert.
 pub async fn start(pool: &Pool, run_on: i64) -> ApiResult<String> {
+    match insert_run(pool, run_on, false).await? {
+        Some(id) => Ok(id),
+        None => Err(ApiError::Internal(
+            "a run insert without a condition inserted nothing".into(),
+        )),
+    }
+}
+
+/// The scheduler's start: like [`start`], but records nothing (`None`) when a run for `run_on`
+/// has already succeeded, checked in the same statement as the insert, so a replica whose check
+/// came before another replica's run finished does not bill the day a second time.
+pub async fn start_unless_succeeded(pool: &Pool, run_on: i64) -> ApiResult<Option<String>> {
+    insert_run(pool, run_on, true).await
+}
+
+async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResult<Option<String>> {
     let t = now();
     sqlx::query("UPDATE billing_runs SET state = 'interrupted', finished_at = $1 WHERE state = 'running' AND heartbeat_at < $2")
         .bind(t)
         .bind(t - RUN_STALE_SECS)
         .execute(pool)
         .await?;
-    let running: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM billing_runs WHERE state = 'running'")
-            .fetch_optional(pool)
-            .await?;
-    if let Some((id,)) = running {
-        return Err(ApiError::conflict(
-            "run_in_progress",
-            format!("billing run {id} is still running"),
-        ));
-    }
     let id = new_id("run");
-    sqlx::query(
-        "INSERT INTO billing_runs (id, run_on, state, accounts_done, invoices_issued, error, started_at, heartbeat_at, finished_at) VALUES ($1, $2, 'running', 0, 0, NULL, $3, $3, NULL)",
-    )
+    let condition = if unless_succeeded {
+        "WHERE NOT EXISTS (SELECT 1 FROM billing_runs WHERE run_on = $2 AND state = 'succeeded')"
+    } else {
+        ""
+    };
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO billing_runs (id, run_on, state, accounts_done, invoices_issued, error, started_at, heartbeat_at, finished_at) \
+         SELECT $1, $2, 'running', 0, 0, NULL, $3, $3, NULL {condition}"
+    ))
     .bind(&id)
     .bind(run_on)
     .bind(t)
     .execute(pool)
-    .await?;
-    Ok(id)
-}
-
-/// Marks runs of a stopped process as interrupted: on start-up with SQLite, whose database one
-/// process owns. (With PostgreSQL other replicas may be running; staleness decides there.)
-pub async fn interrupt_all(pool: &Pool) -> ApiResult<()> {
-    sqlx::query(
-        "UPDATE billing_runs SET state = 'interrupted', finished_at = $1 WHERE state = 'running'",
-    )
-    .bind(now())
-    .execute(pool)
-    .await?;
-    Ok(())
+    .await;
+    match inserted {
+        Ok(done) if done.rows_affected() == 1 => Ok(Some(id)),
+        Ok(_) => Ok(None),
+        Err(e) if is_unique_violation(&e) => {
+            let running: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM billing_runs WHERE state = 'running'")
+                    .fetch_optional(pool)
+                    .await?;
+            let which = running.map(|(id,)| format!(" {id}")).unwrap_or_default();
+            Err(ApiError::conflict(
+                "run_in_progress",
+                format!("billing run{which} is still running"),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Runs `run_id` to the end and records how it ended.

@@ -42,9 +42,11 @@ async fn tick(pool: &Pool, lock: &RunLock) -> ApiResult<()> {
     let Ok(_guard) = lock.clone().try_lock_owned() else {
         return Ok(());
     };
-    let id = match run::start(pool, today).await {
-        Ok(id) => id,
-        Err(ApiError::Conflict { .. }) => return Ok(()),
+    // Another replica may have run today's billing since the check above: the start re-checks
+    // in its insert, and a run in progress elsewhere is a conflict, not an error.
+    let id = match run::start_unless_succeeded(pool, today).await {
+        Ok(Some(id)) => id,
+        Ok(None) | Err(ApiError::Conflict { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
     tracing::info!(run = id, "daily billing run started");

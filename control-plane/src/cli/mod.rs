@@ -749,12 +749,9 @@ async fn serve() -> Result<(), String> {
         .admin_token
         .as_deref()
         .map(|t| crate::secrets::sha256_hex(t).into());
-    if store::backend_of(&settings.database_url)? == store::Backend::Sqlite {
-        // One process owns a SQLite database: a run still marked running died with the last one.
-        crate::billing::run::interrupt_all(&pool)
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-    }
+    // A run still marked running is left to staleness (`run::RUN_STALE_SECS`) on SQLite too:
+    // another process may share the file and be running it, and marking it interrupted here
+    // would let a second run start beside it.
     if let Some(k) = settings.master_key {
         crate::payments::config::set_master_key(k);
     }
