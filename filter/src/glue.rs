@@ -118,6 +118,7 @@ impl Stats {
             &self.errors,
             &self.snapshot_updates,
             &self.snapshot_failures,
+            &self.snapshot_skipped_applications,
             &self.usage_reports,
             &self.usage_report_failures,
             &self.usage_dropped,
