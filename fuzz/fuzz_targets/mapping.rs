@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
         if let Err(e) = canonical_query(q, &mut again) {
             panic!("normalized {path:?} to {normal:?}, whose query then fails: {e}");
         }
-        assert_eq!(again, q, "query canonicalization is not idempotent for {path:?}");
+        assert_eq!(
+            again, q,
+            "query canonicalization is not idempotent for {path:?}"
+        );
     }
     if let Ok(p) = Pattern::parse("mapping_rules[0].pattern", pattern) {
         let _ = p.matches(&normal);
