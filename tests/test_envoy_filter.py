@@ -219,8 +219,9 @@ def test_hostile_credentials_get_4xx_and_the_vm_survives(envoy, upstream):
     ({"snapshot": {"plans": [{"id": "p", "limits": [{"metric": "nope", "period": "day", "value": 1}]}]}},
      "snapshot.plans[0].limits[0].metric"),
     ({"credentials": {"hedaer": "x"}, "snapshot": {}}, "credentials.hedaer"),
-    ({"snapshot": {"plans": [], "applications": [
-        {"id": "a", "plan": "p", "state": "live", "key_sha256": ["zz"]}]}}, "snapshot.applications[0].plan"),
+    # (An invalid application is skipped, not refused: tests/test_filter_invariants.py.)
+    ({"snapshot": {"metrics": [{"name": "hits"}], "mapping_rules": [
+        {"method": "GET", "pattern": "/", "metric": "m"}]}}, "snapshot.mapping_rules[0].metric"),
 ])
 def test_bad_configuration_is_refused_and_names_the_field(start_envoy, bad, field):
     envoy = start_envoy(bad, expect_ready=False)

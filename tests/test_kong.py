@@ -44,7 +44,6 @@ def test_shipped_kong_config_is_valid(schema, kong_filter_config):
     lambda c: c.update(typo=1),
     lambda c: c.update(fail_mode="sometimes"),
     lambda c: c["snapshot"]["plans"][0]["limits"][0].update(period="fortnight"),
-    lambda c: c["snapshot"]["applications"][0].update(key_sha256=["not-a-digest"]),
     lambda c: c["snapshot"]["mapping_rules"][0].update(delta=0),
     lambda c: c["credentials"].update(header="x key"),
     lambda c: c.pop("snapshot"),
@@ -57,6 +56,23 @@ def test_schema_refuses_what_the_filter_refuses(schema, kong_filter_config, muta
     envoy = start_envoy(bad, expect_ready=False)
     assert envoy.wait_exit() != 0
     assert "tollgate: invalid configuration" in envoy.log()
+
+
+def test_schema_refuses_a_bad_application_the_filter_skips(schema, kong_filter_config, start_envoy, upstream):
+    """An invalid application is refused by the schema (an operator's typo shows at once) but a
+    filter given one skips that application and serves the rest (issue 15 item 2)."""
+    bad = json.loads(json.dumps(kong_filter_config))
+    bad["snapshot"]["applications"].append(
+        {"id": "zz-bad", "plan": bad["snapshot"]["plans"][0]["id"], "state": "live", "key_sha256": ["not-a-digest"]})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(schema).validate(bad)
+    bad["stats"] = True  # Envoy has metrics: count the skipped application
+    envoy = start_envoy(bad)
+    assert call(envoy.port, "/a", headers={"x-api-key": DEMO_KEY}).status == 200
+    skipped = "wasmcustom.tollgate.snapshot.skipped_applications"
+    # Each VM that compiles the configuration (the main thread's and each worker's) counts it.
+    stats = envoy.wait_stats({skipped: 3})
+    assert stats.get(skipped, 0) >= 1, stats
 
 
 def test_kong_example_config_runs_in_envoy(kong_filter_config, start_envoy, upstream):
@@ -84,9 +100,14 @@ KONG_HOST = Path(__file__).resolve().parent / "support" / "kong_host.mjs"
 DEMO_KEY = "tollgate-demo-key"
 
 
-def run_in_kong_host(tmp_path, config, requests):
+#: The shm_kv zones docs/kong.md tells operators to declare (kong.conf `nginx_wasm_shm_kv_tg1`
+#: for the counters, `nginx_wasm_shm_kv_tollgate` for control-plane mode's journals and markers).
+SHM_KV_ZONES = ["tg1", "tollgate"]
+
+
+def run_in_kong_host(tmp_path, config, requests, shm_kv=SHM_KV_ZONES):
     scenario = tmp_path / "scenario.json"
-    scenario.write_text(json.dumps({"config": config, "requests": requests}))
+    scenario.write_text(json.dumps({"config": config, "requests": requests, "shm_kv": shm_kv}))
     out = subprocess.run(["node", str(KONG_HOST), wasm_path(), str(scenario)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -135,3 +156,23 @@ def test_the_kong_like_host_traps_where_kong_does(tmp_path, kong_filter_config):
     config = dict(kong_filter_config, stats=True)
     out = run_in_kong_host(tmp_path, json.dumps(config), [])
     assert out["trapped"] == "proxy_define_metric is not callable in Kong"
+
+
+@pytest.mark.parametrize("zones", [[], ["tollgate"], ["other"]])
+def test_without_the_shm_kv_zone_shared_data_traps_and_the_filter_never_serves(
+        tmp_path, kong_filter_config, zones):
+    """Issue 15 item 14: ngx_wasm_module has no shared data outside a declared `shm_kv` zone and
+    traps on get/set there. The counters (`tg1/...`) need the `tg1` zone (or a default `*` zone):
+    without it the filter's configuration traps, so Kong never runs the filter chain and no request
+    is forwarded uncounted, whatever `fail_mode` says (a trap is not a store error the filter sees)."""
+    for fail_mode in ("closed", "open"):
+        config = dict(kong_filter_config, fail_mode=fail_mode)
+        out = run_in_kong_host(tmp_path, json.dumps(config), [
+            {"uri": "/a", "args": "", "headers": [["host", "localhost"], ["x-api-key", DEMO_KEY]]}],
+            shm_kv=zones)
+        assert not out["configured"]
+        assert out["trapped"] == "failed getting value from shm (could not resolve namespace)", out
+        assert out["results"] == []
+    # The default zone alone serves every namespace.
+    out = run_in_kong_host(tmp_path, json.dumps(kong_filter_config), [], shm_kv=["*"])
+    assert out["configured"] and out["trapped"] is None, out

@@ -13,7 +13,11 @@ use crate::mapping::{Pattern, Rule};
 /// Longest metric name; names are also written into shared-data records (one length byte).
 pub const MAX_METRIC_NAME_BYTES: usize = 64;
 /// Most keys one application may carry (the control plane allows 5; headroom for rotation).
+/// An application with more is skipped (left out of the catalog, counted and logged); the rest
+/// of the snapshot installs.
 pub const MAX_KEYS_PER_APPLICATION: usize = 16;
+/// How many skipped applications' reasons a catalog keeps for the log (all are counted).
+pub const MAX_SKIPPED_REASONS_KEPT: usize = 8;
 /// Longest application or plan id.
 pub const MAX_ID_BYTES: usize = 128;
 /// Deepest metric hierarchy (3scale has two levels: hits and its methods).
@@ -93,6 +97,11 @@ pub struct Catalog {
     by_app_id: HashMap<String, usize>,
     apps_sorted: bool,
     pub version: Option<String>,
+    /// Applications of the snapshot left out because they were invalid (too many keys, a bad
+    /// digest, an unknown plan, ...): one bad application never refuses the whole snapshot.
+    pub skipped_apps: usize,
+    /// Why, for the first [`MAX_SKIPPED_REASONS_KEPT`] of them.
+    pub skipped_reasons: Vec<ConfigError>,
 }
 
 impl Catalog {
@@ -208,43 +217,48 @@ impl Catalog {
             by_app_id: HashMap::new(),
             apps_sorted: true,
             version: s.version.clone(),
+            skipped_apps: 0,
+            skipped_reasons: Vec::new(),
         };
         let mut app_ids = HashMap::with_capacity(s.applications.len());
         for (i, a) in s.applications.iter().enumerate() {
             let f = |name: &str| format!("{at}.applications[{i}].{name}");
-            if app_ids.insert(a.id.as_str(), i).is_some() {
-                return Err(ConfigError::new(
-                    f("id"),
-                    format!("duplicate application {:?}", a.id),
-                ));
+            let added = (|| {
+                if app_ids.contains_key(a.id.as_str()) {
+                    return Err(ConfigError::new(
+                        f("id"),
+                        format!("duplicate application {:?}", a.id),
+                    ));
+                }
+                let plan = *plan_index.get(a.plan.as_str()).ok_or_else(|| {
+                    ConfigError::new(f("plan"), format!("unknown plan {:?}", a.plan))
+                })?;
+                check_key_count(&f, a.key_sha256.len())?;
+                let mut keys = Vec::with_capacity(a.key_sha256.len() * 32);
+                for (k, hex) in a.key_sha256.iter().enumerate() {
+                    keys.extend_from_slice(&decode_sha256_hex(hex).ok_or_else(|| {
+                        ConfigError::new(
+                            f(&format!("key_sha256[{k}]")),
+                            "must be 64 hex characters (a SHA-256 digest)",
+                        )
+                    })?);
+                }
+                catalog.push_app(
+                    &f,
+                    &a.id,
+                    plan,
+                    a.state,
+                    a.state_reason,
+                    &keys,
+                    a.app_id.as_deref(),
+                )
+            })();
+            match added {
+                Ok(()) => {
+                    app_ids.insert(a.id.as_str(), i);
+                }
+                Err(e) => catalog.skip(e),
             }
-            let plan = *plan_index
-                .get(a.plan.as_str())
-                .ok_or_else(|| ConfigError::new(f("plan"), format!("unknown plan {:?}", a.plan)))?;
-            if a.key_sha256.len() > MAX_KEYS_PER_APPLICATION {
-                return Err(ConfigError::new(
-                    f("key_sha256"),
-                    format!("more than {MAX_KEYS_PER_APPLICATION} keys"),
-                ));
-            }
-            let mut keys = Vec::with_capacity(a.key_sha256.len());
-            for (k, hex) in a.key_sha256.iter().enumerate() {
-                keys.push(decode_sha256_hex(hex).ok_or_else(|| {
-                    ConfigError::new(
-                        f(&format!("key_sha256[{k}]")),
-                        "must be 64 hex characters (a SHA-256 digest)",
-                    )
-                })?);
-            }
-            catalog.push_app(
-                &f,
-                &a.id,
-                plan,
-                a.state,
-                a.state_reason,
-                keys,
-                a.app_id.as_deref(),
-            )?;
         }
         catalog.apps_sorted = catalog.apps.windows(2).all(|w| w[0].id < w[1].id);
         Ok(catalog)
@@ -277,36 +291,37 @@ impl Catalog {
                 rec.map_err(|e| ConfigError::new(format!("snapshot.applications[{i}]"), e))?;
             let f = |name: &str| format!("snapshot.applications[{i}].{name}");
             let plan = rec.plan as usize;
-            if plan >= catalog.plans.len() {
-                return Err(ConfigError::new(
+            let added = if plan >= catalog.plans.len() {
+                Err(ConfigError::new(
                     f("plan"),
                     format!("plan index {plan} out of range"),
-                ));
+                ))
+            } else if let Err(e) = check_key_count(&f, rec.keys.len() / 32) {
+                Err(e)
+            } else {
+                // The encoding guarantees strictly increasing ids: no duplicate check needed.
+                // No per-application allocation: digests go from the buffer into the key map.
+                catalog.push_app(
+                    &f,
+                    rec.id,
+                    plan,
+                    rec.state,
+                    rec.state_reason,
+                    rec.keys,
+                    rec.app_id,
+                )
+            };
+            if let Err(e) = added {
+                catalog.skip(e);
             }
-            // No per-application allocation: digests go from the buffer into the key map.
-            if rec.keys.len() / 32 > MAX_KEYS_PER_APPLICATION {
-                return Err(ConfigError::new(
-                    f("key_sha256"),
-                    format!("more than {MAX_KEYS_PER_APPLICATION} keys"),
-                ));
-            }
-            // The encoding guarantees strictly increasing ids: no duplicate check needed.
-            catalog.push_app(
-                &f,
-                rec.id,
-                plan,
-                rec.state,
-                rec.state_reason,
-                rec.digests(),
-                rec.app_id,
-            )?;
             i += 1;
         }
         catalog.apps_sorted = true;
         Ok(catalog)
     }
 
-    /// Adds one application after checking what the caller has not.
+    /// Adds one application after checking what the caller has not; on an error nothing of the
+    /// application is added (its keys open nothing).
     #[allow(clippy::too_many_arguments)] // the fields of one application
     fn push_app(
         &mut self,
@@ -315,17 +330,20 @@ impl Catalog {
         plan: usize,
         state: ApplicationState,
         state_reason: Option<SuspensionReason>,
-        keys: impl IntoIterator<Item = [u8; 32]>,
+        keys: &[u8],
         app_id: Option<&str>,
     ) -> Result<(), ConfigError> {
         check_id(&field("id"), id)?;
         let index = self.apps.len();
-        for (k, digest) in keys.into_iter().enumerate() {
-            if let Some(other) = self
-                .by_key
-                .insert(digest, index)
-                .filter(|&other| other != index)
-            {
+        let digests = || {
+            keys.chunks_exact(32).map(|c| {
+                let mut d = [0u8; 32];
+                d.copy_from_slice(c);
+                d
+            })
+        };
+        for (k, digest) in digests().enumerate() {
+            if let Some(&other) = self.by_key.get(&digest) {
                 return Err(ConfigError::new(
                     field(&format!("key_sha256[{k}]")),
                     format!(
@@ -337,12 +355,16 @@ impl Catalog {
         }
         if let Some(app_id) = app_id {
             check_id(&field("app_id"), app_id)?;
-            if self.by_app_id.insert(app_id.to_string(), index).is_some() {
+            if self.by_app_id.contains_key(app_id) {
                 return Err(ConfigError::new(
                     field("app_id"),
                     format!("duplicate app_id {app_id:?}"),
                 ));
             }
+            self.by_app_id.insert(app_id.to_string(), index);
+        }
+        for digest in digests() {
+            self.by_key.insert(digest, index);
         }
         self.apps.push(AppDef {
             index,
@@ -352,6 +374,26 @@ impl Catalog {
             state_reason,
         });
         Ok(())
+    }
+
+    /// Leaves one application out: counted, and its reason kept for the log.
+    fn skip(&mut self, why: ConfigError) {
+        self.skipped_apps += 1;
+        if self.skipped_reasons.len() < MAX_SKIPPED_REASONS_KEPT {
+            self.skipped_reasons.push(why);
+        }
+    }
+
+    /// One log line about skipped applications, `None` when none was.
+    pub fn skipped_summary(&self) -> Option<String> {
+        (self.skipped_apps > 0).then(|| {
+            let reasons: Vec<String> = self.skipped_reasons.iter().map(|e| e.to_string()).collect();
+            format!(
+                "{} invalid applications skipped (their keys open nothing; the rest applies): {}",
+                self.skipped_apps,
+                reasons.join("; ")
+            )
+        })
     }
 
     /// A catalog with nothing in it (for replies made before any snapshot arrived).
@@ -365,6 +407,8 @@ impl Catalog {
             by_app_id: HashMap::new(),
             apps_sorted: true,
             version: None,
+            skipped_apps: 0,
+            skipped_reasons: Vec::new(),
         }
     }
 
@@ -416,6 +460,16 @@ fn check_metric_name(field: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
+fn check_key_count(field: &dyn Fn(&str) -> String, keys: usize) -> Result<(), ConfigError> {
+    if keys > MAX_KEYS_PER_APPLICATION {
+        return Err(ConfigError::new(
+            field("key_sha256"),
+            format!("{keys} keys, more than {MAX_KEYS_PER_APPLICATION}"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
     // Ids travel in upstream request headers and shared-data keys: visible ASCII only.
     let ok = !id.is_empty() && id.len() <= MAX_ID_BYTES && id.bytes().all(|b| b.is_ascii_graphic());
@@ -455,8 +509,85 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    /// The error refusing the snapshot, or else the reason its (first) bad application was
+    /// skipped for.
     fn err(json: &str) -> ConfigError {
-        Catalog::compile(&snap(json), "snapshot").unwrap_err()
+        match Catalog::compile(&snap(json), "snapshot") {
+            Err(e) => e,
+            Ok(c) => c.skipped_reasons.into_iter().next().unwrap(),
+        }
+    }
+
+    /// Issue 15 item 2: an application over the key bound (or otherwise invalid) is left out,
+    /// counted, and the rest of the snapshot installs, from JSON and from the compact encoding.
+    #[test]
+    fn one_bad_application_is_skipped_not_the_snapshot() {
+        let many: Vec<String> = (0..=MAX_KEYS_PER_APPLICATION)
+            .map(|i| format!("{:064x}", i + 1))
+            .collect();
+        let snapshot = snap(&format!(
+            r#"{{"plans": [{{"id": "p"}}], "applications": [
+                {{"id": "a", "plan": "p", "state": "live", "key_sha256": ["{KEY}"]}},
+                {{"id": "b", "plan": "p", "state": "live", "key_sha256": {many:?}}},
+                {{"id": "c", "plan": "gone", "state": "live", "key_sha256": ["{k2}"]}},
+                {{"id": "d", "plan": "p", "state": "suspended", "key_sha256": ["{k3}"]}}]}}"#,
+            k2 = "ab".repeat(32),
+            k3 = "cd".repeat(32),
+        ));
+        let from_json = Catalog::compile(&snapshot, "snapshot").unwrap();
+        let ids: Vec<&str> = from_json.apps.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a", "d"]);
+        assert_eq!(from_json.skipped_apps, 2);
+        assert_eq!(
+            from_json.skipped_reasons[0].field,
+            "snapshot.applications[1].key_sha256"
+        );
+        // The skipped application's keys open nothing; the others' still do.
+        assert!(from_json
+            .app_by_key_digest(&decode_sha256_hex(&many[0]).unwrap())
+            .is_none());
+        assert_eq!(
+            from_json
+                .app_by_key_digest(&decode_sha256_hex(KEY).unwrap())
+                .unwrap()
+                .id,
+            "a"
+        );
+        assert!(from_json
+            .skipped_summary()
+            .unwrap()
+            .contains("2 invalid applications skipped"));
+        // The compact encoding carries up to 255 keys: the filter skips the application there too.
+        let mut encodable = snapshot.clone();
+        encodable.applications.remove(2);
+        let bytes = tollgate_protocol::binary::encode(&encodable).unwrap();
+        let from_binary = Catalog::compile_binary(&bytes).unwrap();
+        let ids: Vec<&str> = from_binary.apps.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a", "d"]);
+        assert_eq!(from_binary.skipped_apps, 1);
+        assert!(from_binary
+            .app_by_key_digest(&decode_sha256_hex(&many[3]).unwrap())
+            .is_none());
+        // A key shared with an earlier application: the later one is skipped, the key keeps
+        // opening the first.
+        let c = Catalog::compile(
+            &snap(&format!(
+                r#"{{"plans": [{{"id": "p"}}], "applications": [
+                {{"id": "a", "plan": "p", "state": "live", "key_sha256": ["{KEY}"]}},
+                {{"id": "b", "plan": "p", "state": "live", "key_sha256": ["{k2}", "{KEY}"]}}]}}"#,
+                k2 = "ab".repeat(32)
+            )),
+            "snapshot",
+        )
+        .unwrap();
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(
+            c.app_by_key_digest(&decode_sha256_hex(KEY).unwrap())
+                .unwrap()
+                .id,
+            "a"
+        );
+        assert!(c.app_by_key_digest(&[0xab; 32]).is_none());
     }
 
     const KEY: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";

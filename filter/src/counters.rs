@@ -218,12 +218,11 @@ pub fn enforce<'c>(
         if let Some(violated) = violated {
             return Ok(Enforcement::Exceeded { violated });
         }
-        // Drop entries of limits the plan no longer has, then write the new counts.
-        entries.retain(|e| {
-            touched
-                .iter()
-                .any(|(l, _)| l.period == e.period && catalog.metrics[l.metric].name == e.metric)
-        });
+        // Only the entries of the limits this request touched change. Every other entry stays as
+        // it is (another method's count, another plan's limit the application may return to),
+        // except entries of metrics the catalog no longer has, which no limit can read again:
+        // that keeps the record bounded by the catalog.
+        entries.retain(|e| catalog.metrics.iter().any(|m| m.name == e.metric));
         for (state, start, metric, after) in &states {
             let period = state.limit.period;
             match entries
@@ -345,5 +344,193 @@ pub(crate) mod tests {
         let mut truncated = encode(&e);
         truncated.pop();
         assert!(decode(&truncated).is_empty());
+    }
+
+    /// Issue 15 item 1: a request on an unmetered method (`/other`, counting only `hits`) used to
+    /// drop the `search` entry, so alternating `/other` and `/search` admitted every search.
+    #[test]
+    fn a_request_on_another_method_keeps_the_method_count() {
+        let (catalog, _) = property_catalog(&[(0, 1, 100), (1, 1, 2)], &[]);
+        let mut store = FakeStore::default();
+        let app = &catalog.apps[0];
+        ensure_record(&mut store, app).unwrap();
+        let plan = &catalog.plans[0];
+        let mut admitted_searches = 0;
+        for i in 0..6 {
+            let metric = if i % 2 == 0 { 2 } else { 1 }; // "other", then "search"
+            let mut usage = Usage::new();
+            add_usage(&catalog, &mut usage, metric, 1);
+            let r = enforce(
+                &mut store,
+                &catalog,
+                app,
+                plan,
+                &usage,
+                &NoOthers,
+                3_600 * 100,
+            );
+            if metric == 1 && matches!(r, Ok(Enforcement::Admitted { .. })) {
+                admitted_searches += 1;
+            }
+        }
+        assert_eq!(admitted_searches, 2);
+    }
+
+    /// Metrics of the property catalog: `hits`, its methods `search` and `other`, and `data`.
+    const PROPERTY_METRICS: [(&str, Option<&str>); 4] = [
+        ("hits", None),
+        ("search", Some("hits")),
+        ("other", Some("hits")),
+        ("data", None),
+    ];
+
+    /// A catalog with one application and two plans built from `(metric, period, value)` limits.
+    fn property_catalog(
+        plan_a: &[(usize, usize, u64)],
+        plan_b: &[(usize, usize, u64)],
+    ) -> (Catalog, ()) {
+        let limits = |ls: &[(usize, usize, u64)]| {
+            let mut seen = Vec::new();
+            ls.iter()
+                .filter(|(m, p, _)| {
+                    let fresh = !seen.contains(&(*m, *p));
+                    seen.push((*m, *p));
+                    fresh
+                })
+                .map(|&(m, p, v)| {
+                    serde_json::json!({"metric": PROPERTY_METRICS[m].0,
+                        "period": Period::ALL[p].as_str(), "value": v})
+                })
+                .collect::<Vec<_>>()
+        };
+        let metrics: Vec<_> = PROPERTY_METRICS
+            .iter()
+            .map(|(n, p)| serde_json::json!({"name": n, "parent": p}))
+            .collect();
+        let snapshot = serde_json::json!({
+            "plans": [{"id": "a", "limits": limits(plan_a)}, {"id": "b", "limits": limits(plan_b)}],
+            "applications": [{"id": "app", "plan": "a", "state": "live"}],
+            "metrics": metrics,
+        });
+        let snapshot: tollgate_protocol::Snapshot = serde_json::from_value(snapshot).unwrap();
+        (Catalog::compile(&snapshot, "snapshot").unwrap(), ())
+    }
+
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Step {
+        /// Seconds the clock moves forward before the request (0 often: same window).
+        advance: i64,
+        /// Which plan the application is on for this request (plans change under traffic).
+        plan: usize,
+        /// Metrics the request increments, with their deltas (none: an unmetered request).
+        usage: Vec<(usize, u64)>,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        (
+            prop_oneof![3 => Just(0i64), 1 => 0i64..4_000, 1 => 0i64..40_000_000],
+            prop_oneof![4 => Just(0usize), 1 => Just(1usize)],
+            proptest::collection::vec((0usize..4, 1u64..4), 0..3),
+        )
+            .prop_map(|(advance, plan, usage)| Step {
+                advance,
+                plan,
+                usage,
+            })
+    }
+
+    fn limits() -> impl Strategy<Value = Vec<(usize, usize, u64)>> {
+        proptest::collection::vec((0usize..4, 0usize..7, 0u64..6), 0..5)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            // No files: the same test runs under wasm32-wasip1 with no file system.
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Any sequence of requests over any plans and clock: for every limit and window, the
+        /// admitted count never exceeds the limit and always equals what a model that counts
+        /// every admitted request says (so nothing is lost or reset either); a rejected request
+        /// leaves the record byte for byte as it was; and the decision is exactly the model's.
+        #[test]
+        fn counts_never_exceed_limits_and_rejections_change_nothing(
+            plan_a in limits(),
+            plan_b in limits(),
+            start in 0i64..4_000_000_000,
+            steps in proptest::collection::vec(step(), 1..40),
+        ) {
+            let (catalog, ()) = property_catalog(&plan_a, &plan_b);
+            let app = &catalog.apps[0];
+            let mut store = FakeStore::default();
+            ensure_record(&mut store, app).unwrap();
+            // Model: admitted units per (metric, period, window start), of every admitted request.
+            let mut model: HashMap<(usize, Period, i64), u64> = HashMap::new();
+            let mut now = start;
+            for s in &steps {
+                now += s.advance;
+                let plan = &catalog.plans[s.plan];
+                let mut usage = Usage::new();
+                for &(m, d) in &s.usage {
+                    add_usage(&catalog, &mut usage, m, d);
+                }
+                let fits = plan.limits.iter().all(|l| {
+                    usage.iter().find(|(m, _)| *m == l.metric).is_none_or(|&(_, d)| {
+                        let w = window(l.period, now).start;
+                        model.get(&(l.metric, l.period, w)).copied().unwrap_or(0) + d <= l.value
+                    })
+                });
+                let before = store.data.clone();
+                let r = enforce(&mut store, &catalog, app, plan, &usage, &NoOthers, now).unwrap();
+                match r {
+                    Enforcement::Admitted { .. } => {
+                        prop_assert!(fits, "admitted over a limit at {now}: {s:?}");
+                        for l in &plan.limits {
+                            if let Some(&(_, d)) = usage.iter().find(|(m, _)| *m == l.metric) {
+                                let w = window(l.period, now).start;
+                                *model.entry((l.metric, l.period, w)).or_default() += d;
+                            }
+                        }
+                    }
+                    Enforcement::Exceeded { .. } => {
+                        prop_assert!(!fits, "rejected with room left at {now}: {s:?}");
+                        prop_assert_eq!(&store.data, &before, "a rejected request changed the record");
+                    }
+                }
+                // Every limit of every plan: the stored count of the current window is the model's.
+                let entries = decode(&store.data[&app.counter_key()].0);
+                for p in &catalog.plans {
+                    for l in &p.limits {
+                        let w = window(l.period, now).start;
+                        let stored = entries
+                            .iter()
+                            .find(|e| e.period == l.period && e.metric == catalog.metrics[l.metric].name && e.window_start == w)
+                            .map_or(0, |e| e.count);
+                        let want = model.get(&(l.metric, l.period, w)).copied().unwrap_or(0);
+                        prop_assert_eq!(stored, want, "count of {} at {}", l.policy_name, now);
+                    }
+                }
+                // Admitted under either plan, a count stays within the larger of the two limits.
+                for p in &catalog.plans {
+                    for l in &p.limits {
+                        let w = window(l.period, now).start;
+                        let bound = catalog
+                            .plans
+                            .iter()
+                            .flat_map(|q| &q.limits)
+                            .filter(|x| x.metric == l.metric && x.period == l.period)
+                            .map(|x| x.value)
+                            .max()
+                            .unwrap_or(0);
+                        let n = model.get(&(l.metric, l.period, w)).copied().unwrap_or(0);
+                        prop_assert!(n <= bound, "{} admitted {} > {}", l.policy_name, n, bound);
+                    }
+                }
+            }
+        }
     }
 }

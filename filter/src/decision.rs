@@ -195,9 +195,12 @@ pub fn decide<'c>(
         Err(why) => return reject(Reason::MalformedRequest, why),
     };
     let Some(usage) = usage_of(catalog, method, &normalized) else {
+        // The path only: the query may carry a credential (`?api_key=`) or other secrets, and a
+        // response body is no place to echo them.
+        let path_only = normalized.split_once('?').map_or(&*normalized, |(p, _)| p);
         return reject(
             Reason::NoMappingRule,
-            format!("no mapping rule matches {method} {path}"),
+            format!("no mapping rule matches {method} {path_only}"),
         );
     };
     let plan = catalog.plan_of(app);

@@ -69,6 +69,8 @@ pub struct Stats {
     rejected: Vec<(Reason, Counter)>,
     pub snapshot_updates: Counter,
     pub snapshot_failures: Counter,
+    /// Invalid applications left out of an installed snapshot (the rest of it applied).
+    pub snapshot_skipped_applications: Counter,
     pub usage_reports: Counter,
     pub usage_report_failures: Counter,
     pub usage_dropped: Counter,
@@ -91,6 +93,9 @@ impl Stats {
                 .collect(),
             snapshot_updates: Counter::define("tollgate.snapshot.updates"),
             snapshot_failures: Counter::define("tollgate.snapshot.failures"),
+            snapshot_skipped_applications: Counter::define(
+                "tollgate.snapshot.skipped_applications",
+            ),
             usage_reports: Counter::define("tollgate.usage.reports"),
             usage_report_failures: Counter::define("tollgate.usage.report_failures"),
             usage_dropped: Counter::define("tollgate.usage.dropped_entries"),
@@ -113,6 +118,7 @@ impl Stats {
             &self.errors,
             &self.snapshot_updates,
             &self.snapshot_failures,
+            &self.snapshot_skipped_applications,
             &self.usage_reports,
             &self.usage_report_failures,
             &self.usage_dropped,
@@ -244,6 +250,12 @@ impl RootContext for Root {
                         e.0
                     ),
                 );
+            }
+        }
+        if let Some(summary) = catalog.as_ref().and_then(Catalog::skipped_summary) {
+            host::log(Level::Warn, &format!("tollgate: snapshot: {summary}"));
+            if let (Some(s), Some(c)) = (&self.shared.stats, &catalog) {
+                s.snapshot_skipped_applications.add(c.skipped_apps as u64);
             }
         }
         self.shared.catalog = catalog.map(Rc::new);

@@ -469,6 +469,16 @@ impl Link {
             ),
         );
         let catalog = pending.catalog;
+        if let Some(summary) = catalog.skipped_summary() {
+            host::log(
+                Level::Warn,
+                &format!("tollgate: snapshot {version}: {summary}"),
+            );
+            if let Some(st) = &shared.stats {
+                st.snapshot_skipped_applications
+                    .add(catalog.skipped_apps as u64);
+            }
+        }
         // Global usage is indexed by catalog positions: re-index the last answer for the new one.
         shared.global = self
             .last_global

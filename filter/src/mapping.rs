@@ -6,7 +6,8 @@
 //! - a trailing `$` anchors the pattern at the end of the path, otherwise it is a prefix match
 //!   (`/foo` matches `/foo/bar` and `/foobar`, as in APIcast);
 //! - an optional query part `?a=1&b={x}` requires each parameter to be present, with that exact
-//!   value or, for `{x}`, any value.
+//!   value or, for `{x}`, any value. Names and values compare decoded (`%XX` and `+`), as an
+//!   upstream reads them: `?tier=premium` also meets `?tier=premi%75m` and `?%74ier=premium`.
 //!
 //! Every matching rule applies (their deltas add up) unless a matching rule has `last` set.
 //!
@@ -165,14 +166,17 @@ fn parse_query(q: &str) -> Result<Vec<(String, QueryValue)>, String> {
         if k.is_empty() || k.contains(['{', '}']) {
             return Err(format!("bad query parameter {pair:?}"));
         }
+        // Names and values are compared in canonical form, the form requests are normalized to.
+        let canonical =
+            |raw: &str| canonical_component(raw).map_err(|why| format!("{why} in {pair:?}"));
         let value = if v.starts_with('{') && v.ends_with('}') && v.len() > 2 {
             QueryValue::Any
         } else if v.contains(['{', '}']) {
             return Err(format!("bad query value {pair:?}"));
         } else {
-            QueryValue::Exact(v.to_string())
+            QueryValue::Exact(canonical(v)?)
         };
-        out.push((k.to_string(), value));
+        out.push((canonical(k)?, value));
     }
     Ok(out)
 }
@@ -180,7 +184,7 @@ fn parse_query(q: &str) -> Result<Vec<(String, QueryValue)>, String> {
 /// The path a request is metered by: the path part of `:path` with percent-escapes of unreserved
 /// characters decoded and other escapes' hex in upper case (RFC 3986 6.2.2), empty segments
 /// merged (`//`), and `.` / `..` segments resolved (`..` never climbs above the root); the query
-/// is kept as it came. Borrowed, with no allocation, when there is nothing to normalize (the
+/// in its canonical spelling ([`canonical_query`]). Borrowed, with no allocation, when there is nothing to normalize (the
 /// common case: one scan of the path). A `%` not followed by two hex digits is an error (400).
 pub fn normalize_path(path_and_query: &str) -> Result<Cow<'_, str>, &'static str> {
     let (path, query) = match path_and_query.find('?') {
@@ -192,8 +196,16 @@ pub fn normalize_path(path_and_query: &str) -> Result<Cow<'_, str>, &'static str
         .iter()
         .enumerate()
         .any(|(i, &c)| c == b'%' || (c == b'/' && matches!(b.get(i + 1), Some(b'/' | b'.'))));
-    if !path.starts_with('/') || !dirty {
+    let query_dirty = !query.is_empty() && !is_canonical_query(&query.as_bytes()[1..]);
+    if !path.starts_with('/') || (!dirty && !query_dirty) {
         return Ok(Cow::Borrowed(path_and_query));
+    }
+    if !dirty {
+        let mut out = String::with_capacity(path_and_query.len() + 8);
+        out.push_str(path);
+        out.push('?');
+        canonical_query(&query[1..], &mut out)?;
+        return Ok(Cow::Owned(out));
     }
     let mut out: Vec<u8> = Vec::with_capacity(path_and_query.len());
     out.push(b'/');
@@ -222,11 +234,130 @@ pub fn normalize_path(path_and_query: &str) -> Result<Cow<'_, str>, &'static str
             }
         }
     }
-    out.extend_from_slice(query.as_bytes());
     // Only ASCII was decoded and the rest copied from a str: always UTF-8.
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| "path is not valid UTF-8 after decoding")
+    let mut out = String::from_utf8(out).map_err(|_| "path is not valid UTF-8 after decoding")?;
+    if let Some(q) = query.strip_prefix('?') {
+        out.push('?');
+        canonical_query(q, &mut out)?;
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// Whether a query is already canonical ([`canonical_query`]): unreserved characters, the `&` /
+/// `=` structure (only the first `=` of a parameter is literal), and upper-case escapes of bytes
+/// that are not unreserved. One scan, no allocation: the common query needs no copy.
+fn is_canonical_query(q: &[u8]) -> bool {
+    let mut i = 0;
+    let mut seen_eq = false;
+    while i < q.len() {
+        match q[i] {
+            b'&' => seen_eq = false,
+            b'=' if !seen_eq => seen_eq = true,
+            b'%' => {
+                let upper_hex = |c: Option<&u8>| matches!(c, Some(b'0'..=b'9' | b'A'..=b'F'));
+                if !upper_hex(q.get(i + 1)) || !upper_hex(q.get(i + 2)) {
+                    return false;
+                }
+                let byte = hex_digit(q[i + 1]).unwrap_or(0) << 4 | hex_digit(q[i + 2]).unwrap_or(0);
+                if is_unreserved(byte) {
+                    return false;
+                }
+                i += 2;
+            }
+            c if is_unreserved(c) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
+fn is_unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Appends the canonical spelling of a query string: each name and value (split on literal `&`
+/// and the first `=`) decoded as an upstream decodes it (`%XX`, and `+` for a space, as in
+/// `application/x-www-form-urlencoded`), then written with unreserved characters literal and
+/// every other byte as `%XX` in upper case. Two spellings an upstream decodes to the same
+/// parameters get the same canonical form: `?tier=premi%75m`, `?%74ier=premium` and
+/// `?tier=premium` are one query, `?q=a+b` is `?q=a%20b`. A `%` not followed by two hex digits
+/// is an error (400).
+pub fn canonical_query(query: &str, out: &mut String) -> Result<(), &'static str> {
+    let mut bytes = Vec::new();
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let (name, value) = match pair.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (pair, None),
+        };
+        bytes.clear();
+        decode_component(name, &mut bytes)?;
+        encode_component(&bytes, out);
+        if let Some(value) = value {
+            out.push('=');
+            bytes.clear();
+            decode_component(value, &mut bytes)?;
+            encode_component(&bytes, out);
+        }
+    }
+    Ok(())
+}
+
+/// The canonical spelling of one query name or value (see [`canonical_query`]).
+pub fn canonical_component(raw: &str) -> Result<String, &'static str> {
+    let mut bytes = Vec::new();
+    decode_component(raw, &mut bytes)?;
+    let mut out = String::with_capacity(raw.len());
+    encode_component(&bytes, &mut out);
+    Ok(out)
+}
+
+fn decode_component(raw: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    b.get(i + 1).copied().and_then(hex_digit),
+                    b.get(i + 2).copied().and_then(hex_digit),
+                ) else {
+                    return Err("query has a '%' not followed by two hex digits");
+                };
+                out.push(hi << 4 | lo);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn encode_component(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in bytes {
+        if is_unreserved(c) {
+            out.push(char::from(c));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(c >> 4)]));
+            out.push(char::from(HEX[usize::from(c & 15)]));
+        }
+    }
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// Appends `segment` with `%XX` of unreserved characters decoded and other escapes upper-cased.
@@ -264,7 +395,8 @@ fn decode_unreserved(segment: &[u8], out: &mut Vec<u8>) -> Result<(), &'static s
     Ok(())
 }
 
-/// `a=1&b=2` -> ("a","1"), ("b","2"); raw, not percent-decoded.
+/// `a=1&b=2` -> ("a","1"), ("b","2"); as written (rules match the canonical form of a query,
+/// which [`normalize_path`] makes).
 pub fn query_params(query: &str) -> impl Iterator<Item = (&str, &str)> {
     query
         .split('&')
@@ -362,7 +494,7 @@ mod tests {
         assert_eq!(norm("/x/%2e%2E/search"), "/search");
         assert_eq!(norm("//search"), "/search");
         assert_eq!(norm("/./a//b/./c/"), "/a/b/c/");
-        assert_eq!(norm("/s%65arch?q=%65"), "/search?q=%65");
+        assert_eq!(norm("/s%65arch?q=%65"), "/search?q=e");
         assert_eq!(norm("/a/b/.."), "/a/");
         assert_eq!(norm("/../../x"), "/x");
         assert_eq!(norm("/.."), "/");
@@ -432,5 +564,38 @@ mod tests {
         let hostile = format!("/{}/", "-".repeat(4_000));
         assert!(!pat.matches(&hostile));
         assert!(pat.matches("/1-2-3-4-5-6-7-8"));
+    }
+
+    /// Issue 15 item 3: query names and values compare as an upstream decodes them.
+    #[test]
+    fn query_spellings_meet_the_same_rule() {
+        let pat = p("/plans?tier=premium");
+        for spelling in [
+            "/plans?tier=premium",
+            "/plans?tier=premi%75m",
+            "/plans?%74ier=premium",
+            "/plans?%74%69%65%72=%70remium",
+            "/plans?x=1&tier=PREMIUM&tier=premium",
+        ] {
+            assert!(pat.matches(&norm(spelling)), "{spelling}");
+        }
+        assert!(!pat.matches(&norm("/plans?tier=premium2")));
+        assert!(!pat.matches(&norm("/plans?tier%3Dpremium")));
+        let spaced = p("/s?q=a%20b");
+        assert!(spaced.matches(&norm("/s?q=a+b")));
+        assert!(spaced.matches(&norm("/s?q=a%20b")));
+        assert!(p("/s?q=a+b").matches(&norm("/s?q=a%20b")));
+        assert_eq!(norm("/s?q=a+b&r=%c3%a9&t=!"), "/s?q=a%20b&r=%C3%A9&t=%21");
+        assert_eq!(norm("//s?q=%7e"), "/s?q=~");
+        assert!(matches!(
+            normalize_path("/s?q=rust&x=1"),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert_eq!(
+            normalize_path("/s?q=%zz"),
+            Err("query has a '%' not followed by two hex digits")
+        );
+        assert!(normalize_path("//s?q=%4").is_err());
+        assert!(Pattern::parse("f", "/s?q=%z").is_err());
     }
 }

@@ -58,13 +58,24 @@ fn short(field: &str, s: &str) -> Result<u8, String> {
     u8::try_from(s.len()).map_err(|_| format!("{field} {s:?} is longer than 255 bytes"))
 }
 
-/// Encodes a snapshot; applications must be sorted by id (they are sorted here if they are not).
+/// Encodes a snapshot (applications are sorted by id here). An application the format cannot
+/// carry (more than 255 keys, an id or app id over 255 bytes, a key that is not a SHA-256 hex
+/// digest, an unknown plan) is left out rather than failing the whole snapshot: a gateway then
+/// treats its keys as unknown, and every other application still reaches every gateway. Use
+/// [`encode_reporting`] to learn which were left out.
 pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, String> {
+    encode_reporting(snapshot).map(|(bytes, _)| bytes)
+}
+
+/// [`encode`], also returning why each left-out application was left out (for the producer's
+/// log). Fails only when the head itself cannot be written.
+pub fn encode_reporting(snapshot: &Snapshot) -> Result<(Vec<u8>, Vec<String>), String> {
     let head = Snapshot {
         applications: Vec::new(),
         ..snapshot.clone()
     };
     let head = serde_json::to_vec(&head).map_err(|e| e.to_string())?;
+    let head_len = u32::try_from(head.len()).map_err(|_| "snapshot head over 4 GiB".to_string())?;
     let plan_index: std::collections::HashMap<&str, u32> = snapshot
         .plans
         .iter()
@@ -75,36 +86,68 @@ pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, String> {
     apps.sort_by(|a, b| a.id.cmp(&b.id));
     let mut out = Vec::with_capacity(12 + head.len() + apps.len() * 80);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    out.extend_from_slice(&head_len.to_le_bytes());
     out.extend_from_slice(&head);
-    out.extend_from_slice(&(apps.len() as u32).to_le_bytes());
+    let count_at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut count = 0u32;
+    let mut skipped = Vec::new();
+    let mut last_id: Option<&str> = None;
     for a in apps {
-        out.push(short("application id", &a.id)?);
-        out.extend_from_slice(a.id.as_bytes());
-        let plan = plan_index
-            .get(a.plan.as_str())
-            .ok_or_else(|| format!("application {} has unknown plan {}", a.id, a.plan))?;
-        out.extend_from_slice(&plan.to_le_bytes());
-        out.push(match (a.state, a.state_reason) {
-            (ApplicationState::Live, _) => 0,
-            (ApplicationState::Suspended, None) => 1,
-            (ApplicationState::Suspended, Some(SuspensionReason::Admin)) => 2,
-            (ApplicationState::Suspended, Some(SuspensionReason::NonPayment)) => 3,
-        });
-        out.push(
-            u8::try_from(a.key_sha256.len())
-                .map_err(|_| format!("application {} has too many keys", a.id))?,
-        );
-        for k in &a.key_sha256 {
-            out.extend_from_slice(&hex32(k).ok_or_else(|| {
-                format!("application {}: {k:?} is not a SHA-256 hex digest", a.id)
-            })?);
+        if last_id == Some(a.id.as_str()) {
+            // Ids must be strictly increasing: a second application with one id is left out.
+            skipped.push(format!("application {} appears twice", a.id));
+            continue;
         }
-        let app_id = a.app_id.as_deref().unwrap_or("");
-        out.push(short("app_id", app_id)?);
-        out.extend_from_slice(app_id.as_bytes());
+        last_id = Some(a.id.as_str());
+        let start = out.len();
+        match encode_app(a, &plan_index, &mut out) {
+            Ok(()) => count += 1,
+            Err(why) => {
+                out.truncate(start);
+                skipped.push(why);
+            }
+        }
     }
-    Ok(out)
+    out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    Ok((out, skipped))
+}
+
+fn encode_app(
+    a: &Application,
+    plan_index: &std::collections::HashMap<&str, u32>,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.push(short("application id", &a.id)?);
+    out.extend_from_slice(a.id.as_bytes());
+    let plan = plan_index
+        .get(a.plan.as_str())
+        .ok_or_else(|| format!("application {} has unknown plan {}", a.id, a.plan))?;
+    out.extend_from_slice(&plan.to_le_bytes());
+    out.push(match (a.state, a.state_reason) {
+        (ApplicationState::Live, _) => 0,
+        (ApplicationState::Suspended, None) => 1,
+        (ApplicationState::Suspended, Some(SuspensionReason::Admin)) => 2,
+        (ApplicationState::Suspended, Some(SuspensionReason::NonPayment)) => 3,
+    });
+    out.push(u8::try_from(a.key_sha256.len()).map_err(|_| {
+        format!(
+            "application {} has {} keys, more than the encoding's 255",
+            a.id,
+            a.key_sha256.len()
+        )
+    })?);
+    for k in &a.key_sha256 {
+        out.extend_from_slice(
+            &hex32(k).ok_or_else(|| {
+                format!("application {}: {k:?} is not a SHA-256 hex digest", a.id)
+            })?,
+        );
+    }
+    let app_id = a.app_id.as_deref().unwrap_or("");
+    out.push(short("app_id", app_id)?);
+    out.extend_from_slice(app_id.as_bytes());
+    Ok(())
 }
 
 /// Decodes the head (the snapshot without applications) and an iterator over the applications.
@@ -526,9 +569,46 @@ mod tests {
         unsorted[first_id] = b'c';
         let (_, apps) = decode(&unsorted).unwrap();
         assert!(apps.collect::<Vec<_>>().iter().any(Result::is_err));
-        let mut bad = sample();
-        bad.applications[0].key_sha256 = vec!["zz".into()];
-        assert!(encode(&bad).is_err());
+    }
+
+    /// Issue 15 item 2: above 255 keys (or with a bad digest) one application is left out and
+    /// reported; the others are encoded and decode as before.
+    #[test]
+    fn an_application_the_format_cannot_carry_is_left_out_not_the_snapshot() {
+        let mut s = sample();
+        s.applications[0].key_sha256 = (0..300).map(|i| format!("{i:064x}")).collect();
+        s.applications.push(Application {
+            id: "c".into(),
+            plan: "p1".into(),
+            state: ApplicationState::Live,
+            state_reason: None,
+            key_sha256: vec!["zz".into()],
+            app_id: None,
+        });
+        s.applications.push(Application {
+            id: "d".into(),
+            plan: "p1".into(),
+            state: ApplicationState::Live,
+            state_reason: None,
+            key_sha256: vec!["ef".repeat(32)],
+            app_id: None,
+        });
+        let (bytes, skipped) = encode_reporting(&s).unwrap();
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(
+            skipped[0].contains("application b has 300 keys"),
+            "{skipped:?}"
+        );
+        let (_, apps) = decode(&bytes).unwrap();
+        let ids: Vec<&str> = apps.map(|a| a.unwrap().id).collect();
+        assert_eq!(ids, ["a", "d"]);
+        // 255 keys is what the format carries: encoded (a gateway applies its own bound).
+        s.applications[0].key_sha256.truncate(255);
+        let (bytes, skipped) = encode_reporting(&s).unwrap();
+        assert_eq!(skipped.len(), 1);
+        let (_, apps) = decode(&bytes).unwrap();
+        let keys: Vec<usize> = apps.map(|a| a.unwrap().keys.len() / 32).collect();
+        assert_eq!(keys, [0, 255, 1]);
     }
 
     /// Found by the `snapshot` fuzz target: a count field of 0xFFFFFFFF made the gateway

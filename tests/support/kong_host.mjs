@@ -7,7 +7,8 @@
 // missing (Kong builds without metrics support), and the response-headers phase cannot pause.
 //
 // Usage: node kong_host.mjs <filter.wasm> <scenario.json>
-// scenario: {"config": "<plugin configuration string>", "requests": [{"method": "GET",
+// scenario: {"config": "<plugin configuration string>", "shm_kv": ["<zone>", ...],
+//            "requests": [{"method": "GET",
 //            "uri": "/a", "args": "q=1", "headers": [["x-api-key", "k"]]}]}
 // Prints one JSON object: {"configured": bool, "trapped": null or the trap during configuration,
 // "logs": [...], "results": [{"action", "trapped",
@@ -90,6 +91,19 @@ let req = null;
 const logs = [];
 const shared = new Map(); // key -> {value: Uint8Array, cas}
 let nextCas = 1;
+// ngx_wasm_module keeps shared data only in `shm_kv <name> <size>` zones of the wasm{} block
+// (kong.conf: `nginx_wasm_shm_kv_<name> = <size>`; Kong 3.4/3.5: `nginx_wasm_shm_<name>`). A key
+// `ns/rest` lives in zone `ns` when one is declared, else in the default zone `*`; with neither,
+// proxy_get_shared_data and proxy_set_shared_data trap (ngx_wasm_shm_kv_resolve_key declines).
+// None is declared unless the scenario says so: `"shm_kv": ["tg1", "tollgate"]`.
+const shmZones = new Set(scenario.shm_kv ?? []);
+function shmZone(key, trap) {
+  const slash = key.indexOf('/');
+  const ns = slash > 0 ? key.slice(0, slash) : '';
+  if (ns && shmZones.has(ns)) return ns;
+  if (shmZones.has('*')) return '*';
+  throw new Trap(trap);
+}
 
 function mapOf(type) {
   if (type === REQUEST_HEADERS && req) return req.headers;
@@ -180,6 +194,7 @@ const env = {
     return OK;
   },
   proxy_get_shared_data(kPtr, kLen, retPtr, retSize, retCas) {
+    shmZone(str(kPtr, kLen), 'failed getting value from shm (could not resolve namespace)');
     const e = shared.get(str(kPtr, kLen));
     if (!e) return NOT_FOUND;
     giveBack(e.value, retPtr, retSize);
@@ -188,6 +203,7 @@ const env = {
   },
   proxy_set_shared_data(kPtr, kLen, vPtr, vLen, cas) {
     const key = str(kPtr, kLen);
+    shmZone(key, 'failed setting value to shm (could not resolve namespace)');
     const e = shared.get(key);
     if (cas !== 0 && e && e.cas !== cas) return 8; // CasMismatch
     shared.set(key, { value: mem().slice(vPtr, vPtr + vLen), cas: nextCas++ });

@@ -295,7 +295,14 @@ pub async fn snapshot(
         None => {
             let snap = build_snapshot(&s.pool, &service_id, version.clone()).await?;
             let encoded = if binary {
-                tollgate_protocol::binary::encode(&snap).map_err(ApiError::Internal)?
+                // An application the compact format cannot carry is left out (its keys open
+                // nothing on the gateways), never the whole snapshot.
+                let (bytes, skipped) = tollgate_protocol::binary::encode_reporting(&snap)
+                    .map_err(ApiError::Internal)?;
+                for why in skipped {
+                    tracing::warn!("snapshot of service {service_id}: {why}; left out");
+                }
+                bytes
             } else {
                 serde_json::to_vec(&snap).map_err(|e| ApiError::Internal(e.to_string()))?
             };
