@@ -759,7 +759,9 @@ async fn serve() -> Result<(), String> {
         crate::payments::config::set_master_key(k);
     }
     let state =
-        crate::http::AppState::new(pool.clone(), env_token).with_master_key(settings.master_key);
+        crate::http::AppState::new(pool.clone(), env_token)
+        .with_master_key(settings.master_key)
+        .with_limits(settings.limits.clone());
     if settings.billing_scheduler {
         tokio::spawn(crate::billing::scheduler::run_scheduler(
             pool.clone(),
@@ -782,7 +784,11 @@ async fn serve() -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     tracing::info!(listen = %settings.listen, "tollgate control plane listening");
-    axum::serve(listener, crate::http::router(state))
+    axum::serve(
+        listener,
+        crate::http::router(state)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
         .with_graceful_shutdown(async {
             let ctrl_c = tokio::signal::ctrl_c();
             #[cfg(unix)]
