@@ -171,10 +171,17 @@ impl Limiter {
             .hit(ip, self.settings.sign_ups_per_ip_per_hour, SECS_PER_HOUR)
     }
 
-    /// One key rotation of application `app_id`.
-    pub fn rotation(&self, app_id: &str) -> Result<(), u64> {
+    /// Seconds to wait when application `app_id` has used its rotations of this hour.
+    pub fn rotation_blocked(&self, app_id: &str) -> Option<u64> {
         self.rotations
-            .hit(app_id, MAX_ROTATIONS_PER_APPLICATION_PER_HOUR, SECS_PER_HOUR)
+            .blocked(app_id, MAX_ROTATIONS_PER_APPLICATION_PER_HOUR, SECS_PER_HOUR)
+    }
+
+    /// Counts one rotation of application `app_id`.
+    pub fn rotated(&self, app_id: &str) {
+        let _ = self
+            .rotations
+            .hit(app_id, MAX_ROTATIONS_PER_APPLICATION_PER_HOUR, SECS_PER_HOUR);
     }
 
     /// A slot for one Argon2id computation, waiting at most [`PASSWORD_HASH_WAIT_SECS`].

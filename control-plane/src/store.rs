@@ -103,6 +103,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "token_expiry",
         include_str!("../migrations/0009_token_expiry.sql"),
     ),
+    (
+        12,
+        "admin_session_token_digest",
+        include_str!("../migrations/0012_admin_session_token_digest.sql"),
+    ),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {

@@ -421,7 +421,7 @@ pub(crate) async fn rotate(
     key_id: &str,
     grace: i64,
 ) -> ApiResult<(KeyRow, String)> {
-    if let Err(retry_after) = limits.rotation(app_id) {
+    if let Some(retry_after) = limits.rotation_blocked(app_id) {
         return Err(ApiError::TooManyRequests {
             code: "rotation_rate_limited",
             message: format!(
@@ -446,7 +446,10 @@ pub(crate) async fn rotate(
     if r.rows_affected() == 0 {
         return Err(ApiError::not_found("active key", key_id));
     }
-    insert_key(tx, app_id).await
+    let made = insert_key(tx, app_id).await?;
+    // Only rotations that happen count (a refused one leaves the window as it was).
+    limits.rotated(app_id);
+    Ok(made)
 }
 
 pub async fn rotate_key(

@@ -276,7 +276,7 @@ async fn cards_section(s: &AppState, session: &Session) -> String {
             )
         })
         .collect();
-    let add = "<p><a id=\"add-card\" href=\"/portal/payment_methods/new\">Add a card</a></p>";
+    let add = super::card_pages::start_card_form(&session.csrf);
     if cards.is_empty() {
         format!("<h2>Payment methods</h2><p>No card on file.</p>{add}")
     } else {
