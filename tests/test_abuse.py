@@ -123,6 +123,7 @@ def test_viewing_the_card_page_creates_nothing_at_the_provider(serve, stripe):  
     before = len(stripe_customers(stripe))
     for _ in range(5):
         st, _, html = b.request("GET", "/portal/payment_methods/new")
+        assert len(stripe_customers(stripe)) == before, "a GET made a Stripe customer"
         assert st == 200 and 'id="add-card"' in html and "seti_" not in html
     _, _, html = b.request("GET", "/portal/billing")
     assert 'id="add-card"' in html

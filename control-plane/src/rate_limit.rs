@@ -173,15 +173,20 @@ impl Limiter {
 
     /// Seconds to wait when application `app_id` has used its rotations of this hour.
     pub fn rotation_blocked(&self, app_id: &str) -> Option<u64> {
-        self.rotations
-            .blocked(app_id, MAX_ROTATIONS_PER_APPLICATION_PER_HOUR, SECS_PER_HOUR)
+        self.rotations.blocked(
+            app_id,
+            MAX_ROTATIONS_PER_APPLICATION_PER_HOUR,
+            SECS_PER_HOUR,
+        )
     }
 
     /// Counts one rotation of application `app_id`.
     pub fn rotated(&self, app_id: &str) {
-        let _ = self
-            .rotations
-            .hit(app_id, MAX_ROTATIONS_PER_APPLICATION_PER_HOUR, SECS_PER_HOUR);
+        let _ = self.rotations.hit(
+            app_id,
+            MAX_ROTATIONS_PER_APPLICATION_PER_HOUR,
+            SECS_PER_HOUR,
+        );
     }
 
     /// A slot for one Argon2id computation, waiting at most [`PASSWORD_HASH_WAIT_SECS`].
@@ -199,13 +204,14 @@ impl Limiter {
     /// `X-Forwarded-For` entry.
     pub fn client_ip(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
         if self.settings.trust_forwarded_for {
+            // The last entry only (earlier ones are whatever the client sent).
             let forwarded = headers
                 .get_all("x-forwarded-for")
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-                .last();
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|s| s.trim().parse::<IpAddr>().ok());
             if let Some(ip) = forwarded {
                 return ip.to_string();
             }

@@ -37,7 +37,10 @@ pub async fn new_card(session: Session) -> Response {
         "<p>Cards are entered in the payment provider's form.</p>{}",
         start_card_form(&session.csrf)
     );
-    no_store(StatusCode::OK, page("Add a card", Some(&session.csrf), &body))
+    no_store(
+        StatusCode::OK,
+        page("Add a card", Some(&session.csrf), &body),
+    )
 }
 
 /// The form (one button, `#add-card`) that opens the provider's card form.

@@ -513,14 +513,7 @@ pub async fn create_application(
         }
         Err(e @ ApiError::Conflict { .. }) => {
             let message = e.public_message();
-            applications_page(
-                &s,
-                &session,
-                "",
-                Some(&message),
-                StatusCode::CONFLICT,
-            )
-            .await
+            applications_page(&s, &session, "", Some(&message), StatusCode::CONFLICT).await
         }
         Err(e) => failure(e),
     }
@@ -547,7 +540,9 @@ async fn insert_application(
     if held >= cap {
         return Err(ApiError::conflict(
             "application_limit_reached",
-            format!("an account creates at most {cap} applications itself; ask the provider for more"),
+            format!(
+                "an account creates at most {cap} applications itself; ask the provider for more"
+            ),
         ));
     }
     let (_, _, key) =

@@ -65,7 +65,11 @@ pub async fn hash_password(limits: &Limiter, password: String) -> ApiResult<Stri
 
 /// Checks `password` against an Argon2id hash, under the same concurrency bound as
 /// [`hash_password`].
-pub async fn verify_password(limits: &Limiter, password: String, stored: String) -> ApiResult<bool> {
+pub async fn verify_password(
+    limits: &Limiter,
+    password: String,
+    stored: String,
+) -> ApiResult<bool> {
     let _slot = limits.hash_slot().await.ok_or_else(busy)?;
     Ok(tokio::task::spawn_blocking(move || {
         PasswordHash::new(&stored)
