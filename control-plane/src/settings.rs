@@ -24,6 +24,62 @@ pub struct Settings {
     /// `TOLLGATE_MASTER_KEY` (at least 32 characters): seals payment-gateway secrets at rest. Without
     /// it the control plane refuses to store them.
     pub master_key: Option<[u8; 32]>,
+    /// Abuse limits: `TOLLGATE_SIGN_IN_FAILURES_PER_ACCOUNT`, `TOLLGATE_SIGN_IN_ATTEMPTS_PER_IP`,
+    /// `TOLLGATE_SIGN_IN_WINDOW_SECS`, `TOLLGATE_SIGN_UPS_PER_IP_PER_HOUR`,
+    /// `TOLLGATE_MAX_APPLICATIONS_PER_ACCOUNT`, `TOLLGATE_MAX_CONCURRENT_PASSWORD_HASHES`,
+    /// `TOLLGATE_TRUST_FORWARDED_FOR` (defaults in [`crate::rate_limit`]).
+    pub limits: crate::rate_limit::LimitSettings,
+}
+
+/// A positive integer setting, or its default when unset.
+fn positive<T: std::str::FromStr + PartialOrd + Default + Copy>(
+    name: &str,
+    default: T,
+) -> Result<T, String> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) if v.is_empty() => Ok(default),
+        Ok(v) => match v.parse::<T>() {
+            Ok(n) if n > T::default() => Ok(n),
+            _ => Err(format!("{name}={v:?}: a positive integer")),
+        },
+    }
+}
+
+fn limits_from_env() -> Result<crate::rate_limit::LimitSettings, String> {
+    let d = crate::rate_limit::LimitSettings::default();
+    Ok(crate::rate_limit::LimitSettings {
+        sign_in_failures_per_account: positive(
+            "TOLLGATE_SIGN_IN_FAILURES_PER_ACCOUNT",
+            d.sign_in_failures_per_account,
+        )?,
+        sign_in_attempts_per_ip: positive(
+            "TOLLGATE_SIGN_IN_ATTEMPTS_PER_IP",
+            d.sign_in_attempts_per_ip,
+        )?,
+        sign_in_window_secs: positive("TOLLGATE_SIGN_IN_WINDOW_SECS", d.sign_in_window_secs)?,
+        sign_ups_per_ip_per_hour: positive(
+            "TOLLGATE_SIGN_UPS_PER_IP_PER_HOUR",
+            d.sign_ups_per_ip_per_hour,
+        )?,
+        max_applications_per_account: positive(
+            "TOLLGATE_MAX_APPLICATIONS_PER_ACCOUNT",
+            d.max_applications_per_account,
+        )?,
+        max_concurrent_password_hashes: positive(
+            "TOLLGATE_MAX_CONCURRENT_PASSWORD_HASHES",
+            d.max_concurrent_password_hashes,
+        )?,
+        trust_forwarded_for: match std::env::var("TOLLGATE_TRUST_FORWARDED_FOR").as_deref() {
+            Err(_) | Ok("") | Ok("false") => false,
+            Ok("true") => true,
+            Ok(other) => {
+                return Err(format!(
+                    "TOLLGATE_TRUST_FORWARDED_FOR={other:?}: use \"true\" or \"false\""
+                ))
+            }
+        },
+    })
 }
 
 /// Sender of billing email when `TOLLGATE_MAIL_FROM` is not set.
@@ -70,6 +126,7 @@ impl Settings {
             _ => None,
         };
         Ok(Settings {
+            limits: limits_from_env()?,
             master_key,
             listen,
             database_url,

@@ -755,8 +755,9 @@ async fn serve() -> Result<(), String> {
     if let Some(k) = settings.master_key {
         crate::payments::config::set_master_key(k);
     }
-    let state =
-        crate::http::AppState::new(pool.clone(), env_token).with_master_key(settings.master_key);
+    let state = crate::http::AppState::new(pool.clone(), env_token)
+        .with_master_key(settings.master_key)
+        .with_limits(settings.limits.clone());
     if settings.billing_scheduler {
         tokio::spawn(crate::billing::scheduler::run_scheduler(
             pool.clone(),
@@ -779,22 +780,25 @@ async fn serve() -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     tracing::info!(listen = %settings.listen, "tollgate control plane listening");
-    axum::serve(listener, crate::http::router(state))
-        .with_graceful_shutdown(async {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            let term = async {
-                if let Ok(mut s) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                {
-                    s.recv().await;
-                }
-            };
-            #[cfg(not(unix))]
-            let term = std::future::pending::<()>();
-            tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-            tracing::info!("shutting down");
-        })
-        .await
-        .map_err(|e| format!("server error: {e}"))
+    axum::serve(
+        listener,
+        crate::http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                s.recv().await;
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        tracing::info!("shutting down");
+    })
+    .await
+    .map_err(|e| format!("server error: {e}"))
 }

@@ -4,7 +4,12 @@
 //! SHA-256. An application holds at most [`MAX_ACTIVE_KEYS`] active keys. Rotating a key creates
 //! a new one and lets the old one keep working for a grace period (default
 //! [`DEFAULT_ROTATION_GRACE_SECS`], at most [`MAX_ROTATION_GRACE_SECS`]) so clients can switch
-//! without an outage; keys in their grace period do not count against the limit.
+//! without an outage; keys in their grace period do not count against that limit, but every live
+//! key (active or in grace) counts against [`MAX_LIVE_KEYS`], a hard cap well below the filter's
+//! per-application bound ([`tollgate_filter::catalog::MAX_KEYS_PER_APPLICATION`]), and an
+//! application is rotated at most [`crate::rate_limit::MAX_ROTATIONS_PER_APPLICATION_PER_HOUR`]
+//! times an hour. Every writer (admin API, CLI, admin and developer portals) goes through
+//! [`insert_key`] and [`rotate`].
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -23,6 +28,12 @@ use crate::secrets::{key_prefix, new_api_key, new_id, sha256_hex};
 use crate::store::{now, Pool, Tx};
 
 pub const MAX_ACTIVE_KEYS: i64 = 5;
+/// Most live keys (active plus in their grace period) an application holds at once.
+pub const MAX_LIVE_KEYS: i64 = 10;
+const _: () = assert!(
+    MAX_LIVE_KEYS as usize * 3 / 2 <= tollgate_filter::catalog::MAX_KEYS_PER_APPLICATION,
+    "the live-key cap must stay well below the filter's per-application bound"
+);
 pub const DEFAULT_ROTATION_GRACE_SECS: i64 = 24 * 3600;
 pub const MAX_ROTATION_GRACE_SECS: i64 = 30 * 24 * 3600;
 /// Longest application description.
@@ -122,6 +133,21 @@ pub(crate) async fn insert_key(tx: &mut Tx, app_id: &str) -> ApiResult<(KeyRow, 
     .bind(app_id)
     .fetch_one(&mut **tx)
     .await?;
+    let (live,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM application_keys WHERE application_id = $1 AND (expires_at IS NULL OR expires_at > $2)",
+    )
+    .bind(app_id)
+    .bind(now())
+    .fetch_one(&mut **tx)
+    .await?;
+    if live >= MAX_LIVE_KEYS {
+        return Err(ApiError::conflict(
+            "live_key_limit_reached",
+            format!(
+                "an application has at most {MAX_LIVE_KEYS} live keys, counting rotated keys in their grace period; revoke one"
+            ),
+        ));
+    }
     if active >= MAX_ACTIVE_KEYS {
         return Err(ApiError::conflict(
             "key_limit_reached",
@@ -342,7 +368,7 @@ pub async fn create_key(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     fetch_app(&s.pool, &id).await?;
-    let mut tx = s.pool.begin().await?;
+    let mut tx = crate::store::begin_write(&s.pool).await?;
     let (row, key) = insert_key(&mut tx, &id).await?;
     tx.commit().await?;
     let mut body = key_json(&id, &row);
@@ -386,13 +412,31 @@ pub struct RotateInput {
 }
 
 /// Replaces active key `key_id` of `app_id`: the old one keeps working for `grace` seconds; returns
-/// the new key (plaintext, to show once).
+/// the new key (plaintext, to show once). Refused (429) past the application's rotation rate and
+/// (409) when the new key would exceed [`MAX_LIVE_KEYS`]; nothing is written then.
 pub(crate) async fn rotate(
+    limits: &crate::rate_limit::Limiter,
     tx: &mut Tx,
     app_id: &str,
     key_id: &str,
     grace: i64,
 ) -> ApiResult<(KeyRow, String)> {
+    if let Some(retry_after) = limits.rotation_blocked(app_id) {
+        return Err(ApiError::TooManyRequests {
+            code: "rotation_rate_limited",
+            message: format!(
+                "an application's keys are rotated at most {} times an hour",
+                crate::rate_limit::MAX_ROTATIONS_PER_APPLICATION_PER_HOUR
+            ),
+            retry_after,
+        });
+    }
+    // The application row first, as in insert_key: concurrent rotations then queue here.
+    sqlx::query("UPDATE applications SET updated_at = $2 WHERE id = $1")
+        .bind(app_id)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
     let r = sqlx::query("UPDATE application_keys SET expires_at = $3 WHERE application_id = $1 AND id = $2 AND expires_at IS NULL")
         .bind(app_id)
         .bind(key_id)
@@ -402,7 +446,10 @@ pub(crate) async fn rotate(
     if r.rows_affected() == 0 {
         return Err(ApiError::not_found("active key", key_id));
     }
-    insert_key(tx, app_id).await
+    let made = insert_key(tx, app_id).await?;
+    // Only rotations that happen count (a refused one leaves the window as it was).
+    limits.rotated(app_id);
+    Ok(made)
 }
 
 pub async fn rotate_key(
@@ -419,8 +466,8 @@ pub async fn rotate_key(
             format!("0-{MAX_ROTATION_GRACE_SECS} seconds"),
         ));
     }
-    let mut tx = s.pool.begin().await?;
-    let (row, key) = rotate(&mut tx, &id, &key_id, grace).await?;
+    let mut tx = crate::store::begin_write(&s.pool).await?;
+    let (row, key) = rotate(&s.limits, &mut tx, &id, &key_id, grace).await?;
     tx.commit().await?;
     let mut body = key_json(&id, &row);
     body["key"] = json!(key);

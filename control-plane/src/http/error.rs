@@ -36,6 +36,12 @@ pub enum ApiError {
         message: String,
         param: Option<String>,
     },
+    /// 429: a rate limit (see `crate::rate_limit`); answered with `Retry-After`.
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after: u64,
+    },
     /// 503: the database is not answering in time.
     Unavailable(String),
     /// 500: a bug or an unexpected database error (logged; the message stays generic).
@@ -155,6 +161,14 @@ impl ApiError {
         self.into_parts().3
     }
 
+    /// Seconds to send in `Retry-After`, for a rate limit.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     /// (status, type, code, message, param) of the JSON error object.
     fn into_parts(
         self,
@@ -231,6 +245,13 @@ impl ApiError {
                 message,
                 param,
             ),
+            ApiError::TooManyRequests { code, message, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                code,
+                message,
+                None,
+            ),
             ApiError::Unavailable(m) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",
@@ -254,10 +275,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = self.retry_after();
         let (status, kind, code, message, param) = self.into_parts();
         let body =
             json!({"error": {"type": kind, "code": code, "message": message, "param": param}});
         let mut response = (status, Json(body)).into_response();
+        if let Some(Ok(v)) = retry_after.map(|s| s.to_string().parse()) {
+            response.headers_mut().insert("retry-after", v);
+        }
         if status == StatusCode::UNAUTHORIZED {
             if let Ok(v) = "Bearer realm=\"tollgate-admin\"".parse() {
                 response.headers_mut().insert("www-authenticate", v);

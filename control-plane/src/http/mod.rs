@@ -45,6 +45,8 @@ pub struct AppState {
     pub billing_runs: crate::billing::run::RunLock,
     /// Seals payment-gateway secrets (`TOLLGATE_MASTER_KEY`); `None`: secrets are refused.
     pub master_key: Option<Arc<[u8; 32]>>,
+    /// Sign-in, sign-up, rotation and Argon2id limits (in this process).
+    pub limits: Arc<crate::rate_limit::Limiter>,
 }
 
 impl AppState {
@@ -55,7 +57,13 @@ impl AppState {
             snapshots: Arc::default(),
             billing_runs: Arc::default(),
             master_key: None,
+            limits: crate::rate_limit::Limiter::new(Default::default()),
         }
+    }
+
+    pub fn with_limits(mut self, settings: crate::rate_limit::LimitSettings) -> AppState {
+        self.limits = crate::rate_limit::Limiter::new(settings);
+        self
     }
 
     pub fn with_master_key(mut self, key: Option<[u8; 32]>) -> AppState {

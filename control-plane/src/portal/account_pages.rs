@@ -201,6 +201,7 @@ pub async fn rotate_key(
     let rotated = async {
         let mut tx = crate::store::begin_write(&s.pool).await?;
         let (_, key) = crate::http::applications::rotate(
+            &s.limits,
             &mut tx,
             &id,
             &key_id,
@@ -223,7 +224,11 @@ pub async fn rotate_key(
             app_page(&s, &session, &id, &notice, StatusCode::CREATED).await
         }
         Err(crate::http::error::ApiError::NotFound { .. }) => not_found(&session),
-        Err(e) => failure(e),
+        Err(e @ crate::http::error::ApiError::Conflict { .. }) => {
+            let message = super::html::alert(&e.public_message());
+            app_page(&s, &session, &id, &message, StatusCode::CONFLICT).await
+        }
+        Err(e) => super::pages::signed_in_failure(e, &session),
     }
 }
 
@@ -271,7 +276,7 @@ async fn cards_section(s: &AppState, session: &Session) -> String {
             )
         })
         .collect();
-    let add = "<p><a id=\"add-card\" href=\"/portal/payment_methods/new\">Add a card</a></p>";
+    let add = super::card_pages::start_card_form(&session.csrf);
     if cards.is_empty() {
         format!("<h2>Payment methods</h2><p>No card on file.</p>{add}")
     } else {

@@ -57,12 +57,15 @@ async fn current(s: &AppState, headers: &HeaderMap) -> Result<Option<AdminSessio
         return Ok(None);
     };
     let row: Option<(String, String, String)> = sqlx::query_as(
-        // A revoked token ends its sessions too.
+        // A revoked token ends its sessions too; so does a changed (or removed)
+        // TOLLGATE_ADMIN_TOKEN for the sessions opened with it.
         "SELECT s.scope, s.csrf_token, s.token_id FROM admin_sessions s WHERE s.id_sha256 = $1 AND s.expires_at > $2 \
-         AND (s.token_id = 'env' OR EXISTS (SELECT 1 FROM admin_tokens t WHERE t.id = s.token_id AND (t.expires_at IS NULL OR t.expires_at > $2)))",
+         AND ((s.token_id = 'env' AND s.env_token_sha256 = $3) \
+              OR (s.token_id <> 'env' AND EXISTS (SELECT 1 FROM admin_tokens t WHERE t.id = s.token_id AND (t.expires_at IS NULL OR t.expires_at > $2))))",
     )
     .bind(sha256_hex(&token))
     .bind(now())
+    .bind(s.env_token_sha256.as_deref().unwrap_or(""))
     .fetch_optional(&s.pool)
     .await?;
     Ok(row.map(|(scope, csrf, token_id)| {
@@ -165,6 +168,7 @@ pub async fn sign_in_form() -> Response {
 
 pub async fn sign_in(
     State(s): State<AppState>,
+    crate::rate_limit::ClientIp(ip): crate::rate_limit::ClientIp,
     headers: HeaderMap,
     Form(f): Form<Fields>,
 ) -> Response {
@@ -177,6 +181,19 @@ pub async fn sign_in(
                 "Form expired",
                 None,
                 "<p>Reload the form and try again.</p>",
+            )),
+        )
+            .into_response();
+    }
+    // Admin sign-ins share the per-IP sign-in window with the developer portal.
+    if let Err(retry_after) = s.limits.sign_in_attempt(&format!("admin:{ip}")) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry_after.to_string())],
+            Html(admin_page(
+                "Too many attempts",
+                None,
+                "<p>Too many sign-in attempts from this address; try again later.</p>",
             )),
         )
             .into_response();
@@ -198,13 +215,17 @@ pub async fn sign_in(
         };
     let session = new_session_token();
     let t = now();
-    let stored = sqlx::query("INSERT INTO admin_sessions (id_sha256, token_id, scope, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+    let env_digest = (caller.token_id == "env")
+        .then(|| s.env_token_sha256.as_deref().map(str::to_string))
+        .flatten();
+    let stored = sqlx::query("INSERT INTO admin_sessions (id_sha256, token_id, scope, csrf_token, created_at, expires_at, env_token_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(sha256_hex(&session))
         .bind(&caller.token_id)
         .bind(caller.scope.as_str())
         .bind(new_session_token())
         .bind(t)
         .bind(t + SESSION_TTL_SECS)
+        .bind(env_digest)
         .execute(&s.pool)
         .await;
     if let Err(e) = stored {

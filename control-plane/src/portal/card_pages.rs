@@ -29,8 +29,34 @@ fn js_string(v: &str) -> String {
     json!(v).to_string().replace('<', "\\u003c")
 }
 
-/// `GET /portal/payment_methods/new`: the provider's card form.
-pub async fn new_card(State(s): State<AppState>, session: Session) -> Response {
+/// `GET /portal/payment_methods/new`: a button that starts card entry. Nothing is created at the
+/// provider on a GET (a customer and a SetupIntent or client token per page view would let anyone
+/// with a session make provider objects by reloading); the POST below does it.
+pub async fn new_card(session: Session) -> Response {
+    let body = format!(
+        "<p>Cards are entered in the payment provider's form.</p>{}",
+        start_card_form(&session.csrf)
+    );
+    no_store(
+        StatusCode::OK,
+        page("Add a card", Some(&session.csrf), &body),
+    )
+}
+
+/// The form (one button, `#add-card`) that opens the provider's card form.
+pub fn start_card_form(csrf: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/portal/payment_methods/new\">{}<button id=\"add-card\" type=\"submit\">Add a card</button></form>",
+        csrf_input(csrf)
+    )
+}
+
+/// `POST /portal/payment_methods/new`: the provider's card form (creates the provider customer if
+/// needed and a SetupIntent or client token).
+pub async fn start_card(
+    State(s): State<AppState>,
+    SessionForm { session, .. }: SessionForm,
+) -> Response {
     card_form(&s, &session, "", StatusCode::OK).await
 }
 

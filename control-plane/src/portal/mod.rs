@@ -138,7 +138,10 @@ pub fn router() -> Router<AppState> {
         .route("/invoices/{id}/pay", post(account_pages::pay_invoice))
         .route("/invoices/{id}/confirm", post(card_pages::confirmed))
         .route("/payment_methods", post(card_pages::save_card))
-        .route("/payment_methods/new", get(card_pages::new_card))
+        .route(
+            "/payment_methods/new",
+            get(card_pages::new_card).post(card_pages::start_card),
+        )
         .route(
             "/payment_methods/{id}/{action}",
             post(account_pages::card_action),

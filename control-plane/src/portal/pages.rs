@@ -14,6 +14,7 @@ use super::session::{
 };
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::AppState;
+use crate::rate_limit::ClientIp;
 use crate::secrets::{new_id, new_session_token};
 use crate::store::now;
 
@@ -35,6 +36,26 @@ pub fn failure(e: ApiError) -> Response {
 
 fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
+}
+
+/// 429: a rate limit of the portals, with `Retry-After`.
+pub fn too_many(retry_after: u64, signed_in_csrf: Option<&str>) -> Response {
+    let minutes = retry_after.div_ceil(60);
+    let body = format!("<p class=\"error\" role=\"alert\">Too many attempts. Try again in {minutes} minute(s).</p>");
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, retry_after.to_string())],
+        Html(page("Too many attempts", signed_in_csrf, &body)),
+    )
+        .into_response()
+}
+
+/// An error of a signed-in form: limits as their own page, the rest as [`failure`].
+pub fn signed_in_failure(e: ApiError, session: &Session) -> Response {
+    match e.retry_after() {
+        Some(r) => too_many(r, Some(&session.csrf)),
+        None => failure(e),
+    }
 }
 
 pub fn forbidden() -> Response {
@@ -125,6 +146,7 @@ fn signed_in(token: &str) -> Response {
 
 pub async fn sign_up(
     State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Form(f): Form<Fields>,
 ) -> Response {
@@ -176,6 +198,9 @@ pub async fn sign_up(
     if !errors.is_empty() {
         return sign_up_page(&f, &errors, StatusCode::UNPROCESSABLE_ENTITY);
     }
+    if let Err(retry_after) = s.limits.sign_up_attempt(&ip) {
+        return too_many(retry_after, None);
+    }
     match create_user(&s, &name, &email, password).await {
         Ok(token) => signed_in(&token),
         Err(e) => failure(e),
@@ -190,7 +215,7 @@ fn error_message(e: ApiError) -> String {
 }
 
 async fn create_user(s: &AppState, name: &str, email: &str, password: String) -> ApiResult<String> {
-    let hash = session::hash_password(password).await?;
+    let hash = session::hash_password(&s.limits, password).await?;
     let account_id = new_id("acct");
     let user_id = new_id("usr");
     let t = now();
@@ -241,6 +266,7 @@ pub async fn sign_in_form() -> Response {
 
 pub async fn sign_in(
     State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Form(f): Form<Fields>,
 ) -> Response {
@@ -251,6 +277,15 @@ pub async fn sign_in(
         .get("email")
         .map(|e| e.trim().to_lowercase())
         .unwrap_or_default();
+    // Per IP, then per account: a locked account refuses even the right password until its
+    // window ends (the answer is the same for emails with and without an account).
+    let account_key = format!("portal:{email}");
+    if let Err(retry_after) = s.limits.sign_in_attempt(&ip) {
+        return too_many(retry_after, None);
+    }
+    if let Some(retry_after) = s.limits.account_locked(&account_key) {
+        return too_many(retry_after, None);
+    }
     let password = f.get("password").cloned().unwrap_or_default();
     let row: Result<Option<(String, String)>, _> =
         sqlx::query_as("SELECT id, password_hash FROM portal_users WHERE email = $1")
@@ -264,8 +299,14 @@ pub async fn sign_in(
     // The same answer for an unknown email and a wrong password (no account enumeration); a dummy
     // verification keeps the timing alike.
     let (user_id, stored) = row.unwrap_or_else(|| (String::new(), "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0000000000000000000000000000000000000000000".into()));
-    let ok = session::verify_password(password, stored).await && !user_id.is_empty();
-    if !ok {
+    let ok = match session::verify_password(&s.limits, password, stored).await {
+        Ok(ok) => ok && !user_id.is_empty(),
+        Err(e) => return failure(e),
+    };
+    if ok {
+        s.limits.sign_in_failures.clear(&account_key);
+    } else {
+        s.limits.sign_in_failed(&account_key);
         return sign_in_page(
             &email,
             Some("The email or the password is wrong."),
@@ -470,6 +511,10 @@ pub async fn create_application(
             );
             applications_page(&s, &session, &notice, None, StatusCode::CREATED).await
         }
+        Err(e @ ApiError::Conflict { .. }) => {
+            let message = e.public_message();
+            applications_page(&s, &session, "", Some(&message), StatusCode::CONFLICT).await
+        }
         Err(e) => failure(e),
     }
 }
@@ -481,6 +526,25 @@ async fn insert_application(
     name: &str,
 ) -> ApiResult<String> {
     let mut tx = crate::store::begin_write(&s.pool).await?;
+    // Lock the account row (PostgreSQL; SQLite's write lock serializes anyway) so two concurrent
+    // creations cannot both see room under the cap.
+    sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE id = $1")
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+    let (held,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM applications WHERE account_id = $1")
+        .bind(account_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let cap = s.limits.settings.max_applications_per_account;
+    if held >= cap {
+        return Err(ApiError::conflict(
+            "application_limit_reached",
+            format!(
+                "an account creates at most {cap} applications itself; ask the provider for more"
+            ),
+        ));
+    }
     let (_, _, key) =
         crate::http::applications::insert_application(&mut tx, account_id, plan_id, name, "")
             .await?;

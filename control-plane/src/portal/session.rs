@@ -6,6 +6,7 @@ use argon2::Argon2;
 use axum::http::HeaderMap;
 
 use crate::http::error::{ApiError, ApiResult};
+use crate::rate_limit::Limiter;
 use crate::secrets::{constant_time_eq, new_session_token, random_salt, sha256_hex};
 use crate::store::{now, Pool};
 
@@ -42,8 +43,14 @@ pub fn set_cookie(name: &str, value: &str, max_age: i64) -> String {
     format!("{name}={value}; Path=/portal; HttpOnly; Secure; SameSite=Lax; Max-Age={max_age}")
 }
 
-/// Argon2id with the crate's default parameters, off the async threads.
-pub async fn hash_password(password: String) -> ApiResult<String> {
+fn busy() -> ApiError {
+    ApiError::Unavailable("too many sign-ins at once; retry shortly".into())
+}
+
+/// Argon2id with the crate's default parameters, off the async threads, at most
+/// `TOLLGATE_MAX_CONCURRENT_PASSWORD_HASHES` at once (503 after a bounded wait).
+pub async fn hash_password(limits: &Limiter, password: String) -> ApiResult<String> {
+    let _slot = limits.hash_slot().await.ok_or_else(busy)?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::encode_b64(&random_salt())
             .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -56,8 +63,15 @@ pub async fn hash_password(password: String) -> ApiResult<String> {
     .map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
-pub async fn verify_password(password: String, stored: String) -> bool {
-    tokio::task::spawn_blocking(move || {
+/// Checks `password` against an Argon2id hash, under the same concurrency bound as
+/// [`hash_password`].
+pub async fn verify_password(
+    limits: &Limiter,
+    password: String,
+    stored: String,
+) -> ApiResult<bool> {
+    let _slot = limits.hash_slot().await.ok_or_else(busy)?;
+    Ok(tokio::task::spawn_blocking(move || {
         PasswordHash::new(&stored)
             .map(|h| {
                 Argon2::default()
@@ -67,7 +81,7 @@ pub async fn verify_password(password: String, stored: String) -> bool {
             .unwrap_or(false)
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or(false))
 }
 
 /// Starts a session; returns the cookie value (only its hash is stored).

@@ -1,0 +1,268 @@
+//! In-process abuse limits (documented in docs/portal.md, "Limits"): fixed-window counters keyed by
+//! client IP, account or application, bounded in memory, and a bound on concurrent Argon2id work.
+//!
+//! The counters live in this process: with several replicas each enforces its own windows (an
+//! attacker gets at most replicas x the limit). The client IP is the socket's peer address; behind
+//! a reverse proxy every request then comes from the proxy, unless `TOLLGATE_TRUST_FORWARDED_FOR=true`
+//! says to take the last address of `X-Forwarded-For` (the one the nearest proxy appended).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use tokio::sync::Semaphore;
+
+use crate::store::now;
+
+/// Most keys one [`Windows`] tracks; when full, expired windows are dropped, then the oldest.
+pub const MAX_TRACKED_KEYS: usize = 10_000;
+/// Default: failed sign-ins per account (email) per window before the account is locked for the
+/// rest of the window (a right password is refused too).
+pub const DEFAULT_SIGN_IN_FAILURES_PER_ACCOUNT: u32 = 10;
+/// Default: sign-in attempts (portal and admin portal) per client IP per window.
+pub const DEFAULT_SIGN_IN_ATTEMPTS_PER_IP: u32 = 50;
+/// Default length of the sign-in windows.
+pub const DEFAULT_SIGN_IN_WINDOW_SECS: i64 = 15 * 60;
+/// Default: sign-ups per client IP per hour.
+pub const DEFAULT_SIGN_UPS_PER_IP_PER_HOUR: u32 = 20;
+/// Default: applications one account may hold when it creates them itself (portal).
+pub const DEFAULT_MAX_APPLICATIONS_PER_ACCOUNT: i64 = 20;
+/// Default: Argon2id hashes or verifications running at once.
+pub const DEFAULT_MAX_CONCURRENT_PASSWORD_HASHES: usize = 4;
+/// How long a sign-in or sign-up waits for an Argon2id slot before it is answered 503.
+pub const PASSWORD_HASH_WAIT_SECS: u64 = 5;
+/// Key rotations per application per hour (admin API, portal, CLI).
+pub const MAX_ROTATIONS_PER_APPLICATION_PER_HOUR: u32 = 10;
+const SECS_PER_HOUR: i64 = 3600;
+
+/// The configured limits (`TOLLGATE_*` settings; see [`crate::settings`]).
+#[derive(Clone, Debug)]
+pub struct LimitSettings {
+    pub sign_in_failures_per_account: u32,
+    pub sign_in_attempts_per_ip: u32,
+    pub sign_in_window_secs: i64,
+    pub sign_ups_per_ip_per_hour: u32,
+    pub max_applications_per_account: i64,
+    pub max_concurrent_password_hashes: usize,
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            sign_in_failures_per_account: DEFAULT_SIGN_IN_FAILURES_PER_ACCOUNT,
+            sign_in_attempts_per_ip: DEFAULT_SIGN_IN_ATTEMPTS_PER_IP,
+            sign_in_window_secs: DEFAULT_SIGN_IN_WINDOW_SECS,
+            sign_ups_per_ip_per_hour: DEFAULT_SIGN_UPS_PER_IP_PER_HOUR,
+            max_applications_per_account: DEFAULT_MAX_APPLICATIONS_PER_ACCOUNT,
+            max_concurrent_password_hashes: DEFAULT_MAX_CONCURRENT_PASSWORD_HASHES,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// Fixed windows: key -> (window start, count).
+#[derive(Default)]
+pub struct Windows {
+    map: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl Windows {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, (i64, u32)>) -> R) -> R {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut m)
+    }
+
+    /// Seconds until `key`'s window ends if it has reached `limit`, without counting.
+    pub fn blocked(&self, key: &str, limit: u32, window_secs: i64) -> Option<u64> {
+        let t = now();
+        self.with(|m| match m.get(key) {
+            Some(&(start, n)) if t < start + window_secs && n >= limit => {
+                Some((start + window_secs - t).max(1) as u64)
+            }
+            _ => None,
+        })
+    }
+
+    /// Counts one event for `key`; `Err(retry_after_secs)` (and nothing counted) when the window
+    /// already holds `limit`.
+    pub fn hit(&self, key: &str, limit: u32, window_secs: i64) -> Result<(), u64> {
+        let t = now();
+        self.with(|m| {
+            if !m.contains_key(key) && m.len() >= MAX_TRACKED_KEYS {
+                m.retain(|_, (start, _)| t < *start + window_secs);
+                if m.len() >= MAX_TRACKED_KEYS {
+                    if let Some(oldest) = m.iter().min_by_key(|(_, v)| v.0).map(|(k, _)| k.clone())
+                    {
+                        m.remove(&oldest);
+                    }
+                }
+            }
+            let e = m.entry(key.to_string()).or_insert((t, 0));
+            if t >= e.0 + window_secs {
+                *e = (t, 0);
+            }
+            if e.1 >= limit {
+                return Err((e.0 + window_secs - t).max(1) as u64);
+            }
+            e.1 += 1;
+            Ok(())
+        })
+    }
+
+    /// Forgets `key` (a successful sign-in clears the account's failures).
+    pub fn clear(&self, key: &str) {
+        self.with(|m| m.remove(key));
+    }
+}
+
+/// The process's limiters, shared through `AppState`.
+pub struct Limiter {
+    pub settings: LimitSettings,
+    pub sign_in_ip: Windows,
+    pub sign_in_failures: Windows,
+    pub sign_up_ip: Windows,
+    pub rotations: Windows,
+    pub hashes: Semaphore,
+}
+
+impl Limiter {
+    pub fn new(settings: LimitSettings) -> Arc<Limiter> {
+        Arc::new(Limiter {
+            hashes: Semaphore::new(settings.max_concurrent_password_hashes.max(1)),
+            settings,
+            sign_in_ip: Windows::default(),
+            sign_in_failures: Windows::default(),
+            sign_up_ip: Windows::default(),
+            rotations: Windows::default(),
+        })
+    }
+
+    /// One sign-in attempt from `ip`.
+    pub fn sign_in_attempt(&self, ip: &str) -> Result<(), u64> {
+        self.sign_in_ip.hit(
+            ip,
+            self.settings.sign_in_attempts_per_ip,
+            self.settings.sign_in_window_secs,
+        )
+    }
+
+    /// Whether `account` (an email or token kind) is locked after too many failures.
+    pub fn account_locked(&self, account: &str) -> Option<u64> {
+        self.sign_in_failures.blocked(
+            account,
+            self.settings.sign_in_failures_per_account,
+            self.settings.sign_in_window_secs,
+        )
+    }
+
+    pub fn sign_in_failed(&self, account: &str) {
+        let _ = self.sign_in_failures.hit(
+            account,
+            self.settings.sign_in_failures_per_account,
+            self.settings.sign_in_window_secs,
+        );
+    }
+
+    pub fn sign_up_attempt(&self, ip: &str) -> Result<(), u64> {
+        self.sign_up_ip
+            .hit(ip, self.settings.sign_ups_per_ip_per_hour, SECS_PER_HOUR)
+    }
+
+    /// Seconds to wait when application `app_id` has used its rotations of this hour.
+    pub fn rotation_blocked(&self, app_id: &str) -> Option<u64> {
+        self.rotations.blocked(
+            app_id,
+            MAX_ROTATIONS_PER_APPLICATION_PER_HOUR,
+            SECS_PER_HOUR,
+        )
+    }
+
+    /// Counts one rotation of application `app_id`.
+    pub fn rotated(&self, app_id: &str) {
+        let _ = self.rotations.hit(
+            app_id,
+            MAX_ROTATIONS_PER_APPLICATION_PER_HOUR,
+            SECS_PER_HOUR,
+        );
+    }
+
+    /// A slot for one Argon2id computation, waiting at most [`PASSWORD_HASH_WAIT_SECS`].
+    pub async fn hash_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(
+            Duration::from_secs(PASSWORD_HASH_WAIT_SECS),
+            self.hashes.acquire(),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+    }
+
+    /// The client's address: the socket peer, or with `trust_forwarded_for` the last
+    /// `X-Forwarded-For` entry.
+    pub fn client_ip(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
+        if self.settings.trust_forwarded_for {
+            // The last entry only (earlier ones are whatever the client sent).
+            let forwarded = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|s| s.trim().parse::<IpAddr>().ok());
+            if let Some(ip) = forwarded {
+                return ip.to_string();
+            }
+        }
+        peer.map(|p| p.ip().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// The client's address as the limits see it (see [`Limiter::client_ip`]), as a handler argument.
+pub struct ClientIp(pub String);
+
+impl axum::extract::FromRequestParts<crate::http::AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &crate::http::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        Ok(ClientIp(s.limits.client_ip(peer, &parts.headers)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_refuses_past_its_limit_and_counts_nothing_then() {
+        let w = Windows::default();
+        for _ in 0..3 {
+            assert!(w.hit("a", 3, 60).is_ok());
+        }
+        let retry = w.hit("a", 3, 60).unwrap_err();
+        assert!((1..=60).contains(&retry));
+        assert!(w.blocked("a", 3, 60).is_some());
+        assert!(w.hit("b", 3, 60).is_ok(), "keys are independent");
+        w.clear("a");
+        assert!(w.hit("a", 3, 60).is_ok());
+    }
+
+    #[test]
+    fn tracked_keys_stay_bounded() {
+        let w = Windows::default();
+        for i in 0..MAX_TRACKED_KEYS + 50 {
+            let _ = w.hit(&format!("k{i}"), 1, 3600);
+        }
+        assert!(w.with(|m| m.len()) <= MAX_TRACKED_KEYS);
+    }
+}
