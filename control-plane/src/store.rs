@@ -103,6 +103,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "token_expiry",
         include_str!("../migrations/0009_token_expiry.sql"),
     ),
+    (
+        13,
+        "gateway_token_scope",
+        include_str!("../migrations/0013_gateway_token_scope.sql"),
+    ),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {

@@ -184,10 +184,19 @@ enum TokenCommand {
 
 #[derive(Subcommand, Debug)]
 enum GatewayTokenCommand {
-    /// Create a gateway token; prints it once.
+    /// Create a gateway token scoped to services; prints it once.
     Create {
         #[arg(long)]
         name: String,
+        /// A service the token may serve (snapshot, usage, global usage); repeat for several.
+        #[arg(long = "service", required = true)]
+        services: Vec<String>,
+    },
+    /// Replace the services a gateway token may serve.
+    SetServices {
+        id: String,
+        #[arg(long = "service", required = true)]
+        services: Vec<String>,
     },
     List,
     Revoke {
@@ -530,13 +539,25 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::GatewayTokens { command, remote } => {
             let c = Client::new(&remote)?;
             match command {
-                GatewayTokenCommand::Create { name } => c.show(
-                    c.post("/gateway_tokens", json!({"name": name})).await?,
-                    &["id", "name", "token"],
+                GatewayTokenCommand::Create { name, services } => c.show(
+                    c.post(
+                        "/gateway_tokens",
+                        json!({"name": name, "service_ids": services}),
+                    )
+                    .await?,
+                    &["id", "name", "service_ids", "token"],
+                ),
+                GatewayTokenCommand::SetServices { id, services } => c.show(
+                    c.patch(
+                        &format!("/gateway_tokens/{id}"),
+                        json!({"service_ids": services}),
+                    )
+                    .await?,
+                    &["id", "name", "service_ids"],
                 ),
                 GatewayTokenCommand::List => c.show_list(
                     c.get_all("/gateway_tokens").await?,
-                    &["id", "name", "created_at"],
+                    &["id", "name", "service_ids", "created_at"],
                 ),
                 GatewayTokenCommand::Revoke { id } => c.show(
                     c.delete(&format!("/gateway_tokens/{id}")).await?,

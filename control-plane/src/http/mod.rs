@@ -141,7 +141,12 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
             "/gateway_tokens",
             post(gateway_tokens::create).get(gateway_tokens::list),
         )
-        .route("/gateway_tokens/{id}", delete(gateway_tokens::remove))
+        .route(
+            "/gateway_tokens/{id}",
+            get(gateway_tokens::get)
+                .patch(gateway_tokens::update)
+                .delete(gateway_tokens::remove),
+        )
         .route(
             "/billing/settings",
             get(billing::get_settings).put(billing::put_settings),
