@@ -48,6 +48,9 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Delete expired sessions, old idempotency records and expired rotated keys once, and exit
+    /// (`tollgate serve` does the same every hour).
+    Purge,
     /// Admin tokens, created directly in the database (bootstrap).
     Token {
         #[command(subcommand)]
@@ -337,6 +340,19 @@ enum KeyCommand {
 pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve => serve().await,
+        Command::Purge => {
+            let settings = Settings::from_env()?;
+            let pool = store::connect(&settings.database_url).await?;
+            store::migrate(&pool).await?;
+            let p = crate::purge::purge_once(&pool)
+                .await
+                .map_err(|e| format!("purge failed: {e}"))?;
+            println!(
+                "purged {} portal session(s), {} admin session(s), {} idempotency record(s), {} expired key(s)",
+                p.portal_sessions, p.admin_sessions, p.idempotency_keys, p.application_keys
+            );
+            Ok(())
+        }
         Command::Migrate => {
             let settings = Settings::from_env()?;
             let pool = store::connect(&settings.database_url).await?;
@@ -781,6 +797,10 @@ async fn serve() -> Result<(), String> {
     }
     let state =
         crate::http::AppState::new(pool.clone(), env_token).with_master_key(settings.master_key);
+    tokio::spawn(crate::purge::run_purger(
+        pool.clone(),
+        crate::purge::interval_from_env()?,
+    ));
     if settings.billing_scheduler {
         tokio::spawn(crate::billing::scheduler::run_scheduler(
             pool.clone(),

@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod payment_gateway;
 pub mod payments;
 pub mod plans;
+pub mod security_headers;
 pub mod services;
 pub mod tokens;
 
@@ -226,9 +227,26 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", developers)
-        .nest("/portal", crate::portal::router())
-        .merge(crate::portal::admin_router())
-        .route("/webhooks/stripe", post(payments::stripe_webhook))
+        .nest(
+            "/portal",
+            crate::portal::router().layer(middleware::from_fn_with_state(
+                state.clone(),
+                security_headers::layer,
+            )),
+        )
+        .merge(
+            crate::portal::admin_router().layer(middleware::from_fn_with_state(
+                state.clone(),
+                security_headers::layer,
+            )),
+        )
+        // Unauthenticated until the signature is checked: a smaller cap than the API's.
+        .route(
+            "/webhooks/stripe",
+            post(payments::stripe_webhook).layer(DefaultBodyLimit::max(
+                crate::payments::webhooks::MAX_WEBHOOK_BYTES,
+            )),
+        )
         .nest("/gateway/v1", gateways)
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .nest("/admin/api/v1", admin)
