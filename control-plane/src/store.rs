@@ -277,7 +277,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tollgate-url-{}", std::process::id()));
         let file = dir.join("sub").join("t.db");
         let url = format!("sqlite://{}", file.display());
-        assert_eq!(sqlite_url_creating(&url).unwrap(), format!("{url}?mode=rwc"));
+        assert_eq!(
+            sqlite_url_creating(&url).unwrap(),
+            format!("{url}?mode=rwc")
+        );
         assert!(file.parent().unwrap().is_dir());
         let with_query = format!("{url}?cache=shared");
         assert_eq!(

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::Extension;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use tollgate_protocol::{
     Application, ApplicationState, Limit, MappingRule, Metric, Period, Plan, Snapshot,
@@ -374,7 +374,11 @@ pub async fn usage(
             "1-128 characters",
         ));
     }
-    if report.instance.as_deref().is_some_and(|i| i.is_empty() || i.len() > 128) {
+    if report
+        .instance
+        .as_deref()
+        .is_some_and(|i| i.is_empty() || i.len() > 128)
+    {
         return Err(ApiError::invalid(
             "instance",
             "invalid_instance",
@@ -393,7 +397,10 @@ pub async fn usage(
     let t = now();
     let oldest = t - MAX_REPORT_AGE_SECS;
     for (i, e) in report.entries.iter().enumerate() {
-        if e.bucket_start % 60 != 0 || e.bucket_start < oldest || e.bucket_start > t + MAX_CLOCK_SKEW_SECS {
+        if e.bucket_start % 60 != 0
+            || e.bucket_start < oldest
+            || e.bucket_start > t + MAX_CLOCK_SKEW_SECS
+        {
             return Err(ApiError::invalid(
                 format!("entries[{i}].bucket_start"),
                 "invalid_bucket",

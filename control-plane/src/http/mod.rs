@@ -227,19 +227,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", developers)
-        .nest(
-            "/portal",
-            crate::portal::router().layer(middleware::from_fn_with_state(
-                state.clone(),
-                security_headers::layer,
-            )),
-        )
-        .merge(
-            crate::portal::admin_router().layer(middleware::from_fn_with_state(
-                state.clone(),
-                security_headers::layer,
-            )),
-        )
+        .nest("/portal", crate::portal::router())
+        .merge(crate::portal::admin_router())
         // Unauthenticated until the signature is checked: a smaller cap than the API's.
         .route(
             "/webhooks/stripe",
@@ -262,6 +251,11 @@ pub fn router(state: AppState) -> Router {
                 )
             },
         )
+        // Portal pages (and the portals' not-found answers): CSP and the other security headers.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers::layer,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

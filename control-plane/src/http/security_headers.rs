@@ -115,11 +115,27 @@ async fn provider_hosts(state: &AppState) -> Option<(String, Option<String>)> {
             .ok()?;
     let (kind, config) = row?;
     let doc: serde_json::Value = serde_json::from_str(&config).ok()?;
-    let js_url = doc.get("js_url").and_then(|v| v.as_str()).map(str::to_string);
+    let js_url = doc
+        .get("js_url")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     Some((kind, js_url))
 }
 
+/// Whether a path is a portal page: the developer portal (`/portal...`) or the admin portal
+/// (`/admin...` but not the admin API under `/admin/api/`).
+pub fn is_portal_path(path: &str) -> bool {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    (under("/portal") || under("/admin")) && !under("/admin/api")
+}
+
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !is_portal_path(req.uri().path()) {
+        return next.run(req).await;
+    }
     let provider = provider_hosts(&state).await;
     let mut response = next.run(req).await;
     let csp = content_security_policy(provider.as_ref().map(|(k, j)| (k.as_str(), j.as_deref())));
@@ -128,7 +144,10 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         h.insert("content-security-policy", v);
     }
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static(REFERRER_POLICY));
     response
 }
@@ -138,17 +157,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn portal_paths() {
+        for p in [
+            "/portal",
+            "/portal/",
+            "/portal/billing",
+            "/admin",
+            "/admin/tokens",
+        ] {
+            assert!(is_portal_path(p), "{p}");
+        }
+        for p in [
+            "/admin/api/v1/services",
+            "/administrator",
+            "/portals",
+            "/gateway/v1/x",
+            "/",
+        ] {
+            assert!(!is_portal_path(p), "{p}");
+        }
+    }
+
+    #[test]
     fn policy_allows_the_configured_provider_only() {
         let none = content_security_policy(None);
         assert!(none.contains("frame-src 'none'") && !none.contains("stripe"));
         let stripe = content_security_policy(Some(("stripe", None)));
         assert!(stripe.contains("script-src 'self' 'unsafe-inline' https://js.stripe.com"));
         assert!(!stripe.contains("braintree"));
-        let bt = content_security_policy(Some((
-            "braintree",
-            Some("http://127.0.0.1:9999/js/sdk/"),
-        )));
-        assert!(bt.contains("http://127.0.0.1:9999") && bt.contains("https://assets.braintreegateway.com"));
+        let bt =
+            content_security_policy(Some(("braintree", Some("http://127.0.0.1:9999/js/sdk/"))));
+        assert!(
+            bt.contains("http://127.0.0.1:9999")
+                && bt.contains("https://assets.braintreegateway.com")
+        );
         assert!(!bt.contains("stripe") && bt.contains("frame-ancestors 'none'"));
         // A js_url that could inject directives is not used.
         let odd = content_security_policy(Some(("stripe", Some("https://x.test; script-src *"))));
