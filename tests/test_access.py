@@ -70,7 +70,8 @@ def test_admin_routes_refuse_every_other_kind_of_token(world):
     acct, app, dev = developer(w, "Carol")
     base = w["server"].base
     svc_id = api.ok("GET", f"/plans/{app['plan_id']}")["service_id"]
-    gateway = api.ok("POST", "/gateway_tokens", {"name": "edge", "service_ids": [svc_id]})["token"]
+    gateway_token = api.ok("POST", "/gateway_tokens", {"name": "edge", "service_ids": [svc_id]})
+    gateway = gateway_token["token"]
     reader = api.ok("POST", "/tokens", {"name": "auditor", "scope": "read"})["token"]
     revoked = api.ok("POST", "/tokens", {"name": "gone", "scope": "write"})
     api.ok("DELETE", f"/tokens/{revoked['id']}")
@@ -107,6 +108,9 @@ def test_admin_routes_refuse_every_other_kind_of_token(world):
             url = fill(path, {"id": svc["id"]}) + ("?instance=i" if path.endswith("global_usage") else "")
             st, _, _ = Api(base, token).call(method, url, {} if method == "POST" else None)
             assert st == 401, (method, url, st)
+    # A gateway token reads only its services' snapshots.
+    assert Api(base, gateway).call("GET", f"/gateway/v1/services/{svc['id']}/snapshot")[0] == 403
+    api.ok("PATCH", f"/gateway_tokens/{gateway_token['id']}", {"service_ids": [svc_id, svc["id"]]})
     assert Api(base, gateway).call("GET", f"/gateway/v1/services/{svc['id']}/snapshot")[0] == 200
     # Expiry bounds: 1..3650 days.
     for bad in (0, -1, 3651):
