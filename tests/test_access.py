@@ -67,9 +67,11 @@ def test_developers_see_and_touch_only_their_own_account(world):
 
 def test_admin_routes_refuse_every_other_kind_of_token(world):
     w, api = world, world["api"]
-    acct, _, dev = developer(w, "Carol")
+    acct, app, dev = developer(w, "Carol")
     base = w["server"].base
-    gateway = api.ok("POST", "/gateway_tokens", {"name": "edge"})["token"]
+    svc_id = api.ok("GET", f"/plans/{app['plan_id']}")["service_id"]
+    gateway_token = api.ok("POST", "/gateway_tokens", {"name": "edge", "service_ids": [svc_id]})
+    gateway = gateway_token["token"]
     reader = api.ok("POST", "/tokens", {"name": "auditor", "scope": "read"})["token"]
     revoked = api.ok("POST", "/tokens", {"name": "gone", "scope": "write"})
     api.ok("DELETE", f"/tokens/{revoked['id']}")
@@ -106,6 +108,9 @@ def test_admin_routes_refuse_every_other_kind_of_token(world):
             url = fill(path, {"id": svc["id"]}) + ("?instance=i" if path.endswith("global_usage") else "")
             st, _, _ = Api(base, token).call(method, url, {} if method == "POST" else None)
             assert st == 401, (method, url, st)
+    # A gateway token reads only its services' snapshots.
+    assert Api(base, gateway).call("GET", f"/gateway/v1/services/{svc['id']}/snapshot")[0] == 403
+    api.ok("PATCH", f"/gateway_tokens/{gateway_token['id']}", {"service_ids": [svc_id, svc["id"]]})
     assert Api(base, gateway).call("GET", f"/gateway/v1/services/{svc['id']}/snapshot")[0] == 200
     # Expiry bounds: 1..3650 days.
     for bad in (0, -1, 3651):
@@ -133,7 +138,8 @@ def test_secrets_never_reach_the_logs_or_the_database(db, stripe):  # noqa: F811
         acct, app, dev = developer(w, "Secretive")
         secrets = [ADMIN_TOKEN, MASTER_KEY, SECRET_KEY, WEBHOOK_SECRET, app["key"], dev.token]
         secrets.append(api.ok("POST", "/tokens", {"name": "t", "scope": "write"})["token"])
-        secrets.append(api.ok("POST", "/gateway_tokens", {"name": "g"})["token"])
+        svc_id = api.ok("GET", f"/plans/{app['plan_id']}")["service_id"]
+        secrets.append(api.ok("POST", "/gateway_tokens", {"name": "g", "service_ids": [svc_id]})["token"])
         key_id = api.ok("GET", f"/applications/{app['id']}/keys")["data"][0]["id"]
         secrets.append(api.ok("POST", f"/applications/{app['id']}/keys/{key_id}/rotate", {})["key"])
         st, made, _ = api.call("POST", f"/admin/api/v1/applications/{app['id']}/keys", {},

@@ -79,7 +79,7 @@ def catalog(api, fixed="30", setup="10", trial_days=0, name="Basic"):
 
 
 def report_usage(server, api, svc, app_id, hits):
-    gw = api.ok("POST", "/gateway_tokens", {"name": f"edge-{time.monotonic_ns()}"})
+    gw = api.ok("POST", "/gateway_tokens", {"name": f"edge-{time.monotonic_ns()}", "service_ids": [svc["id"]]})
     t = int(time.time())
     st, ack, _ = Api(server.base, gw["token"]).call(
         "POST", f"/gateway/v1/services/{svc['id']}/usage",

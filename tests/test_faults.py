@@ -60,7 +60,7 @@ def test_kill_9_during_ingestion_counts_every_report_exactly_once(db):
     try:
         api = Api(server.base, ADMIN_TOKEN)
         svc, apps = catalog(api, 25)
-        token = api.ok("POST", "/gateway_tokens", {"name": "edge"})["token"]
+        token = api.ok("POST", "/gateway_tokens", {"name": "edge", "service_ids": [svc["id"]]})["token"]
         path = f"/gateway/v1/services/{svc['id']}/usage"
         rng = random.Random(7)
         now = int(time.time())

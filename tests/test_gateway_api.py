@@ -22,7 +22,7 @@ def world(server):
         {"metric": "hits", "period": "day", "value": 3}, {"metric": "search", "period": "minute", "value": 1}]})
     acct = api.ok("POST", "/accounts", {"name": "A", "email": "a@example.com"})
     app = api.ok("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"], "name": "App"})
-    gw = api.ok("POST", "/gateway_tokens", {"name": "edge-1"})
+    gw = api.ok("POST", "/gateway_tokens", {"name": "edge-1", "service_ids": [svc["id"]]})
     return {"api": api, "gw": Api(server.base, gw["token"]), "gw_token": gw, "service": svc, "plan": plan,
             "account": acct, "app": app, "server": server}
 
@@ -50,7 +50,8 @@ def test_gateway_tokens_are_separate_from_admin_tokens(world):
     assert_error(w["api"].call("GET", f"/gateway/v1/services/{w['service']['id']}/snapshot"), 401)
     listed = w["api"].ok("GET", "/gateway_tokens")["data"]
     assert [t["name"] for t in listed] == ["edge-1"] and "token" not in listed[0]
-    cli = w["server"].cli("gateway-tokens", "create", "--name", "edge-2")
+    assert listed[0]["service_ids"] == [w["service"]["id"]]
+    cli = w["server"].cli("gateway-tokens", "create", "--name", "edge-2", "--service", w["service"]["id"])
     assert cli.returncode == 0 and "tgw_" in cli.stdout, cli.stderr
     w["api"].ok("DELETE", f"/gateway_tokens/{w['gw_token']['id']}")
     assert_error(snapshot(w), 401)

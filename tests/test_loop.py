@@ -30,7 +30,7 @@ def loop(upstream):
     small = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "Small",
                                       "limits": [{"metric": "hits", "period": "day", "value": 5}]})
     acct = api.ok("POST", "/accounts", {"name": "Dev", "email": "dev@example.com"})
-    gw = api.ok("POST", "/gateway_tokens", {"name": "envoy"})
+    gw = api.ok("POST", "/gateway_tokens", {"name": "envoy", "service_ids": [svc["id"]]})
     config = {
         "service_id": svc["id"],
         "control_plane": {"cluster": "tollgate_control_plane", "authority": "tollgate", "token": gw["token"],

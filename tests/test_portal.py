@@ -119,7 +119,7 @@ def test_application_page_keys_usage_billing_and_isolation(server):
     first_key = re.search(r'<code id="new-key">([^<]+)</code>', html).group(1)
     app_id = re.search(r'href="/portal/applications/(app_[A-Z0-9]+)"', html).group(1)
     # Usage reported by a gateway shows in the chart, with the daily limit and what remains.
-    gw = api.ok("POST", "/gateway_tokens", {"name": "edge"})
+    gw = api.ok("POST", "/gateway_tokens", {"name": "edge", "service_ids": [svc["id"]]})
     import time
     t = int(time.time())
     st, _, _ = Api(server.base, gw["token"]).call("POST", f"/gateway/v1/services/{svc['id']}/usage", {

@@ -43,7 +43,7 @@ def world(db, upstream):  # noqa: F811
 
 
 def start_envoy(w, service_id):
-    gw = w["api"].ok("POST", "/gateway_tokens", {"name": "browser-test envoy"})
+    gw = w["api"].ok("POST", "/gateway_tokens", {"name": "browser-test envoy", "service_ids": [service_id]})
     config = {"service_id": service_id,
               "control_plane": {"cluster": "tollgate_control_plane", "authority": "tollgate", "token": gw["token"],
                                 "poll_interval_ms": 200, "flush_interval_ms": 500, "timeout_ms": 2000}}

@@ -50,7 +50,7 @@ def test_shipped_control_plane_template_works(upstream):
                                          "limits": [{"metric": "hits", "period": "day", "value": 2}]})
         acct = api.ok("POST", "/accounts", {"name": "A", "email": "a@example.com"})
         app = api.ok("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"], "name": "A"})
-        token = api.ok("POST", "/gateway_tokens", {"name": "t"})["token"]
+        token = api.ok("POST", "/gateway_tokens", {"name": "t", "service_ids": [svc["id"]]})["token"]
         text = (ROOT / "envoy" / "envoy-control-plane.yaml").read_text()
         text = text.replace("${SERVICE_ID}", svc["id"]).replace("${GATEWAY_TOKEN}", token)
         config = yaml.safe_load(text)

@@ -248,7 +248,7 @@ def test_non_payment_suspends_and_payment_resumes_at_the_gateway(upstream, strip
         acct, app, dev = developer(w, "Eve")
         svc_id = api.ok("GET", f"/plans/{app['plan_id']}")["service_id"]
         api.ok("POST", f"/services/{svc_id}/mapping_rules", {"method": "GET", "pattern": "/", "metric": "hits"})
-        gw = api.ok("POST", "/gateway_tokens", {"name": "edge"})
+        gw = api.ok("POST", "/gateway_tokens", {"name": "edge", "service_ids": [svc_id]})
         config = {"service_id": svc_id, "control_plane": {
             "cluster": "tollgate_control_plane", "authority": "tollgate", "token": gw["token"]}}
         envoy = Envoy(bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(config)],

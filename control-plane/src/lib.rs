@@ -12,6 +12,7 @@ pub mod http;
 pub mod money;
 pub mod payments;
 pub mod portal;
+pub mod purge;
 pub mod rate_limit;
 pub mod secrets;
 pub mod settings;

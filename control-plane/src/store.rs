@@ -37,11 +37,38 @@ pub fn backend_of(url: &str) -> Result<Backend, String> {
     }
 }
 
+/// A SQLite URL that creates its file: `sqlite://path` alone opens read-write without creating
+/// (sqlx's default), which fails on first start with "unable to open database file". Adds
+/// `mode=rwc` when no mode is given and creates the file's directory; an explicit `mode=` is kept.
+pub fn sqlite_url_creating(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|kv| kv.starts_with("mode=")) {
+        return Ok(url.to_string());
+    }
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))?;
+        }
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}mode=rwc"))
+}
+
 pub async fn connect(url: &str) -> Result<Pool, String> {
     sqlx::any::install_default_drivers();
     let backend = backend_of(url)?;
     let _ = BACKEND.set(backend);
-    let options = AnyConnectOptions::from_str(url)
+    let url = if backend == Backend::Sqlite {
+        sqlite_url_creating(url)?
+    } else {
+        url.to_string()
+    };
+    let options = AnyConnectOptions::from_str(&url)
         .map_err(|e| format!("bad database URL: {e}"))?
         .disable_statement_logging();
     let pool = AnyPoolOptions::new()
@@ -123,6 +150,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "admin_session_token_digest",
         include_str!("../migrations/0012_admin_session_token_digest.sql"),
+    ),
+    (
+        13,
+        "gateway_token_scope",
+        include_str!("../migrations/0013_gateway_token_scope.sql"),
     ),
     (
         14,
@@ -264,6 +296,29 @@ mod tests {
         let s = split_statements("-- c\nCREATE TABLE a (x TEXT);\n\nCREATE INDEX i\n  ON a (x);\n");
         assert_eq!(s.len(), 2);
         assert!(s[1].contains("ON a (x);"));
+    }
+
+    #[test]
+    fn sqlite_urls_create_their_file_unless_a_mode_is_given() {
+        let dir = std::env::temp_dir().join(format!("tollgate-url-{}", std::process::id()));
+        let file = dir.join("sub").join("t.db");
+        let url = format!("sqlite://{}", file.display());
+        assert_eq!(
+            sqlite_url_creating(&url).unwrap(),
+            format!("{url}?mode=rwc")
+        );
+        assert!(file.parent().unwrap().is_dir());
+        let with_query = format!("{url}?cache=shared");
+        assert_eq!(
+            sqlite_url_creating(&with_query).unwrap(),
+            format!("{with_query}&mode=rwc")
+        );
+        let ro = format!("{url}?mode=ro");
+        assert_eq!(sqlite_url_creating(&ro).unwrap(), ro);
+        assert_eq!(
+            sqlite_url_creating("sqlite::memory:").unwrap(),
+            "sqlite::memory:"
+        );
     }
 
     #[tokio::test]

@@ -87,7 +87,7 @@ def start_control_plane():
                       [(f"key-{i:06d}", f"app-{i}", hashlib.sha256(key(i).encode()).hexdigest(), "bench", t, None)
                        for i in range(APPS)])
     api.ok("PATCH", f"/services/{svc['id']}", {"name": "Bench"})  # new snapshot version
-    gw = api.ok("POST", "/gateway_tokens", {"name": "bench"})["token"]
+    gw = api.ok("POST", "/gateway_tokens", {"name": "bench", "service_ids": [svc["id"]]})["token"]
     config = {"service_id": svc["id"], "control_plane": {"cluster": "tollgate_control_plane", "token": gw}}
     return {"server": server, "db": db, "config": config}
 

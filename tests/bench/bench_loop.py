@@ -57,7 +57,7 @@ def seed(db, api, apps):
         copy("application_keys", rows_key)
     # Any admin write bumps the snapshot version, as a real change would.
     api.ok("PATCH", f"/services/{svc['id']}", {"name": "Bench"})
-    gw = api.ok("POST", "/gateway_tokens", {"name": "bench"})["token"]
+    gw = api.ok("POST", "/gateway_tokens", {"name": "bench", "service_ids": [svc["id"]]})["token"]
     return svc["id"], gw, [r[0] for r in rows_app]
 
 

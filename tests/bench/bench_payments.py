@@ -65,7 +65,7 @@ def webhook_to_resumed(api, stripe, server, upstream):
     plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P"})
     acct, dev, inv = setup_account(api, stripe, server.base, "wh", card="4000000000000341")
     app = api.ok("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"], "name": "a"})
-    gw = api.ok("POST", "/gateway_tokens", {"name": "edge"})
+    gw = api.ok("POST", "/gateway_tokens", {"name": "edge", "service_ids": [svc["id"]]})
     config = {"service_id": svc["id"], "control_plane": {"cluster": "cp", "authority": "tollgate", "token": gw["token"]}}
     envoy = Envoy(bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(config)],
                             [static_cluster("cp", server.port)]), concurrency=2).start()

@@ -89,7 +89,7 @@ def run(seconds, connections, log=print):
         keys = [api.ok("POST", "/applications", {"account_id": acct["id"], "name": f"a{i}",
                                                  "plan_id": (tight if i < TIGHT_APPS else big)["id"]})["key"]
                 for i in range(APPS)]
-        gw = api.ok("POST", "/gateway_tokens", {"name": "soak"})["token"]
+        gw = api.ok("POST", "/gateway_tokens", {"name": "soak", "service_ids": [svc["id"]]})["token"]
         config = {"service_id": svc["id"], "control_plane": {
             "cluster": "tollgate_control_plane", "authority": "tollgate", "token": gw}}
         origin = free_port()

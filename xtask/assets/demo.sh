@@ -42,7 +42,7 @@ ACCOUNT=$($TOLLGATE accounts create --name "Demo Developer" --email dev@example.
 APP=$($TOLLGATE applications create --account "$ACCOUNT" --plan "$PLAN" --name "Demo App" --json)
 APP_ID=$(echo "$APP" | json "['id']")
 KEY=$(echo "$APP" | json "['key']")
-GATEWAY_TOKEN=$($TOLLGATE gateway-tokens create --name demo-envoy --json | json "['token']")
+GATEWAY_TOKEN=$($TOLLGATE gateway-tokens create --name demo-envoy --service "$SERVICE" --json | json "['token']")
 
 SERVICE_ID="$SERVICE" GATEWAY_TOKEN="$GATEWAY_TOKEN" $PY -c '
 import os, sys

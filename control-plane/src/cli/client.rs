@@ -79,6 +79,11 @@ impl Client {
             .await
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> Result<Value, String> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
     /// A non-JSON resource (a PDF): its bytes, or the API's error.
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, String> {
         let resp = self

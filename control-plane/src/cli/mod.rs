@@ -48,6 +48,9 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Delete expired sessions, old idempotency records and expired rotated keys once, and exit
+    /// (`tollgate serve` does the same every hour).
+    Purge,
     /// Admin tokens, created directly in the database (bootstrap).
     Token {
         #[command(subcommand)]
@@ -184,10 +187,19 @@ enum TokenCommand {
 
 #[derive(Subcommand, Debug)]
 enum GatewayTokenCommand {
-    /// Create a gateway token; prints it once.
+    /// Create a gateway token scoped to services; prints it once.
     Create {
         #[arg(long)]
         name: String,
+        /// A service the token may serve (snapshot, usage, global usage); repeat for several.
+        #[arg(long = "service", required = true)]
+        services: Vec<String>,
+    },
+    /// Replace the services a gateway token may serve.
+    SetServices {
+        id: String,
+        #[arg(long = "service", required = true)]
+        services: Vec<String>,
     },
     List,
     Revoke {
@@ -328,6 +340,19 @@ enum KeyCommand {
 pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve => serve().await,
+        Command::Purge => {
+            let settings = Settings::from_env()?;
+            let pool = store::connect(&settings.database_url).await?;
+            store::migrate(&pool).await?;
+            let p = crate::purge::purge_once(&pool)
+                .await
+                .map_err(|e| format!("purge failed: {e}"))?;
+            println!(
+                "purged {} portal session(s), {} admin session(s), {} idempotency record(s), {} expired key(s)",
+                p.portal_sessions, p.admin_sessions, p.idempotency_keys, p.application_keys
+            );
+            Ok(())
+        }
         Command::Migrate => {
             let settings = Settings::from_env()?;
             let pool = store::connect(&settings.database_url).await?;
@@ -530,13 +555,25 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::GatewayTokens { command, remote } => {
             let c = Client::new(&remote)?;
             match command {
-                GatewayTokenCommand::Create { name } => c.show(
-                    c.post("/gateway_tokens", json!({"name": name})).await?,
-                    &["id", "name", "token"],
+                GatewayTokenCommand::Create { name, services } => c.show(
+                    c.post(
+                        "/gateway_tokens",
+                        json!({"name": name, "service_ids": services}),
+                    )
+                    .await?,
+                    &["id", "name", "service_ids", "token"],
+                ),
+                GatewayTokenCommand::SetServices { id, services } => c.show(
+                    c.patch(
+                        &format!("/gateway_tokens/{id}"),
+                        json!({"service_ids": services}),
+                    )
+                    .await?,
+                    &["id", "name", "service_ids"],
                 ),
                 GatewayTokenCommand::List => c.show_list(
                     c.get_all("/gateway_tokens").await?,
-                    &["id", "name", "created_at"],
+                    &["id", "name", "service_ids", "created_at"],
                 ),
                 GatewayTokenCommand::Revoke { id } => c.show(
                     c.delete(&format!("/gateway_tokens/{id}")).await?,
@@ -758,6 +795,10 @@ async fn serve() -> Result<(), String> {
     let state = crate::http::AppState::new(pool.clone(), env_token)
         .with_master_key(settings.master_key)
         .with_limits(settings.limits.clone());
+    tokio::spawn(crate::purge::run_purger(
+        pool.clone(),
+        crate::purge::interval_from_env()?,
+    ));
     if settings.billing_scheduler {
         tokio::spawn(crate::billing::scheduler::run_scheduler(
             pool.clone(),

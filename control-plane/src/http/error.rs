@@ -196,8 +196,9 @@ impl ApiError {
                 "invalid_request_error",
                 "body_too_large",
                 format!(
-                    "request bodies are limited to {} bytes",
-                    super::MAX_BODY_BYTES
+                    "request bodies are limited to {} bytes ({} on provider webhooks)",
+                    super::MAX_BODY_BYTES,
+                    crate::payments::webhooks::MAX_WEBHOOK_BYTES
                 ),
                 None,
             ),

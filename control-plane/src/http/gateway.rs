@@ -14,6 +14,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use tollgate_protocol::{
     Application, ApplicationState, Limit, MappingRule, Metric, Period, Plan, Snapshot,
@@ -81,16 +82,48 @@ type AppKeyRow = (String, String, String, Option<String>, Option<String>);
 const LOOKUP_CHUNK: usize = 500;
 const UPSERT_CHUNK: usize = 250;
 
-/// Most entries in one usage report; gateways split larger flushes.
+/// Most entries in one usage report; gateways split larger flushes (the filter sends at most 5,000).
 pub const MAX_REPORT_ENTRIES: usize = 10_000;
-/// Largest delta one entry may carry (a sanity bound far above any minute of real traffic).
-pub const MAX_ENTRY_DELTA: u64 = 1 << 40;
-/// Usage older than this is refused: a gateway never buffers that long (its buffer cap is far
-/// smaller), and applied report ids are kept at least this long to recognize retries.
+/// Largest delta one counter (application, metric, minute) may receive from one report, summed
+/// over the report's entries for it: a sanity bound far above any minute of real traffic (a
+/// mapping rule adds at most 2^32 - 1 per request), so one report cannot add an unbounded amount.
+pub const MAX_COUNTER_DELTA_PER_REPORT: u64 = 1 << 40;
+/// Usage older than this is refused. A gateway keeps unacknowledged reports and retries them while
+/// the control plane is down, so usage may arrive late; 7 days covers an outage over a long weekend
+/// with margin. Applied report ids are kept 4 times as long to recognize retries.
 pub const MAX_REPORT_AGE_SECS: i64 = 7 * 24 * 3600;
+/// How far in the future (by this server's clock) a report's minute may start: gateway clocks drift.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+
+/// The gateway token that authenticated a request (its id), put in the request's extensions by
+/// [`layer`]: usage and instances are namespaced by it and its services bound what it may do.
+#[derive(Clone, Debug)]
+pub struct GatewayCaller {
+    pub token_id: String,
+}
+
+impl GatewayCaller {
+    /// 403 unless the token is scoped to the service (checked before the service's existence, so a
+    /// token learns nothing about services outside its scope).
+    async fn check_scope(&self, pool: &Pool, service_id: &str) -> ApiResult<()> {
+        if super::gateway_tokens::in_scope(pool, &self.token_id, service_id).await? {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this gateway token is not scoped to service {service_id}"
+            )))
+        }
+    }
+
+    /// A gateway-chosen name (gateway id, instance id) in this token's namespace: two tokens using
+    /// the same name never share report ids or per-instance counts.
+    fn namespaced(&self, name: &str) -> String {
+        format!("{}/{name}", self.token_id)
+    }
+}
 
 /// Gateway authentication: `Authorization: Bearer <gateway token>`.
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let token = req
         .headers()
         .get("authorization")
@@ -107,7 +140,10 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
             .fetch_optional(&state.pool)
             .await;
     match found {
-        Ok(Some(_)) => next.run(req).await,
+        Ok(Some((token_id,))) => {
+            req.extensions_mut().insert(GatewayCaller { token_id });
+            next.run(req).await
+        }
         Ok(None) => {
             ApiError::Unauthorized("unknown or revoked gateway token".into()).into_response()
         }
@@ -270,9 +306,11 @@ pub struct SnapshotCache {
 
 pub async fn snapshot(
     State(s): State<AppState>,
+    Extension(caller): Extension<GatewayCaller>,
     Path(service_id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    caller.check_scope(&s.pool, &service_id).await?;
     fetch_service(&s.pool, &service_id).await?;
     let version = version(&s.pool).await?;
     let etag = format!("\"{version}\"");
@@ -329,15 +367,28 @@ pub async fn snapshot(
 
 pub async fn usage(
     State(s): State<AppState>,
+    Extension(caller): Extension<GatewayCaller>,
     Path(service_id): Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult<Json<UsageAck>> {
+    caller.check_scope(&s.pool, &service_id).await?;
     fetch_service(&s.pool, &service_id).await?;
     let report: UsageReport = super::extract::parse(&body)?;
     if report.gateway.is_empty() || report.gateway.len() > 128 {
         return Err(ApiError::invalid(
             "gateway",
             "invalid_gateway",
+            "1-128 characters",
+        ));
+    }
+    if report
+        .instance
+        .as_deref()
+        .is_some_and(|i| i.is_empty() || i.len() > 128)
+    {
+        return Err(ApiError::invalid(
+            "instance",
+            "invalid_instance",
             "1-128 characters",
         ));
     }
@@ -350,49 +401,51 @@ pub async fn usage(
     }
     let sequence = i64::try_from(report.sequence)
         .map_err(|_| ApiError::invalid("sequence", "invalid_sequence", "too large"))?;
-    let oldest = now() - MAX_REPORT_AGE_SECS;
+    let t = now();
+    let oldest = t - MAX_REPORT_AGE_SECS;
     for (i, e) in report.entries.iter().enumerate() {
-        if e.bucket_start % 60 != 0 || e.bucket_start < oldest || e.bucket_start > now() + 300 {
+        if e.bucket_start % 60 != 0
+            || e.bucket_start < oldest
+            || e.bucket_start > t + MAX_CLOCK_SKEW_SECS
+        {
             return Err(ApiError::invalid(
                 format!("entries[{i}].bucket_start"),
                 "invalid_bucket",
                 "a recent minute boundary",
             ));
         }
-        if e.delta == 0 || e.delta > MAX_ENTRY_DELTA {
+        if e.delta == 0 || e.delta > MAX_COUNTER_DELTA_PER_REPORT {
             return Err(ApiError::invalid(
                 format!("entries[{i}].delta"),
                 "invalid_delta",
-                "1 to 2^40",
+                format!("1 to {MAX_COUNTER_DELTA_PER_REPORT}"),
             ));
         }
     }
+    // The same bound on each counter's sum over the report (entries may repeat a counter).
+    let mut per_counter: HashMap<(&str, &str, i64), u64> = HashMap::new();
+    for (i, e) in report.entries.iter().enumerate() {
+        let sum = per_counter
+            .entry((e.application.as_str(), e.metric.as_str(), e.bucket_start))
+            .or_default();
+        *sum += e.delta;
+        if *sum > MAX_COUNTER_DELTA_PER_REPORT {
+            return Err(ApiError::invalid(
+                format!("entries[{i}].delta"),
+                "counter_delta_too_large",
+                format!(
+                    "at most {MAX_COUNTER_DELTA_PER_REPORT} per application, metric and minute in one report"
+                ),
+            ));
+        }
+    }
+    drop(per_counter);
+    let gateway_id = caller.namespaced(&report.gateway);
+    let instance = report.instance.as_deref().map(|i| caller.namespaced(i));
     // name -> id for the service's metrics; application ids must belong to the service.
     let metrics: HashMap<String, String> =
         super::services::metric_ids(&s.pool, &service_id).await?;
     let mut tx = s.pool.begin().await?;
-    // The idempotency id first, in the same transaction as the counters: a duplicate stops here,
-    // and a failure anywhere below rolls both back (OpenMeter #5118 marked ids first, outside).
-    let claimed = sqlx::query(
-        "INSERT INTO usage_reports (gateway_id, sequence, received_at) VALUES ($1, $2, $3)",
-    )
-    .bind(&report.gateway)
-    .bind(sequence)
-    .bind(now())
-    .execute(&mut *tx)
-    .await;
-    match claimed {
-        Err(e) if is_unique_violation(&e) => {
-            return Ok(Json(UsageAck {
-                duplicate: true,
-                accepted: 0,
-                ignored: 0,
-            }))
-        }
-        other => {
-            other?;
-        }
-    }
     // Which of the report's applications belong to the service (only those, not all of them).
     let mut wanted: Vec<&str> = report
         .entries
@@ -416,6 +469,55 @@ pub async fn usage(
             q = q.bind(*id);
         }
         apps.extend(q.fetch_all(&mut *tx).await?.into_iter().map(|(a,)| a));
+        // Applications of services outside the token's scope: the whole report is refused (a
+        // token never counts usage on another customer's applications). Unknown ids (deleted
+        // applications a stale snapshot still had) are only ignored.
+        let sql = format!(
+            "SELECT a.id FROM applications a JOIN plans p ON p.id = a.plan_id WHERE a.id IN ({}) \
+             AND p.service_id NOT IN (SELECT service_id FROM gateway_token_services WHERE token_id = $1) ORDER BY a.id LIMIT 1",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String,)>(&sql)
+            .persistent(false)
+            .bind(&caller.token_id);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        if let Some((outside,)) = q.fetch_optional(&mut *tx).await? {
+            let i = report
+                .entries
+                .iter()
+                .position(|e| e.application == outside)
+                .unwrap_or(0);
+            return Err(ApiError::invalid(
+                format!("entries[{i}].application"),
+                "application_out_of_scope",
+                "an application of a service this gateway token is not scoped to; nothing was recorded",
+            ));
+        }
+    }
+    // The idempotency id, in the same transaction as the counters: a duplicate stops here, and a
+    // failure anywhere below rolls both back (OpenMeter #5118 marked ids first, outside). Report
+    // ids are namespaced by token: another token cannot claim this one's (gateway, sequence).
+    let claimed = sqlx::query(
+        "INSERT INTO usage_reports (gateway_id, sequence, received_at) VALUES ($1, $2, $3)",
+    )
+    .bind(&gateway_id)
+    .bind(sequence)
+    .bind(now())
+    .execute(&mut *tx)
+    .await;
+    match claimed {
+        Err(e) if is_unique_violation(&e) => {
+            return Ok(Json(UsageAck {
+                duplicate: true,
+                accepted: 0,
+                ignored: 0,
+            }))
+        }
+        other => {
+            other?;
+        }
     }
     // Aggregate per (application, metric, hour), in key order: concurrent reports then lock rows
     // in the same order and cannot deadlock each other.
@@ -439,7 +541,7 @@ pub async fn usage(
         }
     }
     add_counts(&mut tx, "usage_counters", None, &hours).await?;
-    if let Some(instance) = report.instance.as_deref() {
+    if let Some(instance) = instance.as_deref() {
         add_counts(&mut tx, "usage_instance_hours", Some(instance), &hours).await?;
         add_counts(&mut tx, "usage_instance_minutes", Some(instance), &minutes).await?;
     }
@@ -475,10 +577,14 @@ pub struct GlobalUsageParams {
 /// its own counts, so a quota holds across gateways within (instances x rate x (flush + poll)).
 pub async fn global_usage(
     State(s): State<AppState>,
+    Extension(caller): Extension<GatewayCaller>,
     Path(service_id): Path<String>,
     ApiQuery(p): ApiQuery<GlobalUsageParams>,
 ) -> ApiResult<Json<tollgate_protocol::GlobalUsage>> {
+    caller.check_scope(&s.pool, &service_id).await?;
     fetch_service(&s.pool, &service_id).await?;
+    // Instances are stored in the reporting token's namespace (see [`usage`]).
+    let own_instance = caller.namespaced(&p.instance);
     let periods: Vec<(String,)> = sqlx::query_as(
         "SELECT DISTINCT l.period FROM plan_limits l JOIN plans p ON p.id = l.plan_id WHERE p.service_id = $1",
     )
@@ -502,7 +608,7 @@ pub async fn global_usage(
         );
         let rows: Vec<(String, String, i64)> = sqlx::query_as(&sql)
             .bind(&service_id)
-            .bind(&p.instance)
+            .bind(&own_instance)
             .bind(window.start)
             .fetch_all(&s.pool)
             .await?;

@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod payment_gateway;
 pub mod payments;
 pub mod plans;
+pub mod security_headers;
 pub mod services;
 pub mod tokens;
 
@@ -149,7 +150,12 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
             "/gateway_tokens",
             post(gateway_tokens::create).get(gateway_tokens::list),
         )
-        .route("/gateway_tokens/{id}", delete(gateway_tokens::remove))
+        .route(
+            "/gateway_tokens/{id}",
+            get(gateway_tokens::get)
+                .patch(gateway_tokens::update)
+                .delete(gateway_tokens::remove),
+        )
         .route(
             "/billing/settings",
             get(billing::get_settings).put(billing::put_settings),
@@ -231,7 +237,13 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", developers)
         .nest("/portal", crate::portal::router())
         .merge(crate::portal::admin_router())
-        .route("/webhooks/stripe", post(payments::stripe_webhook))
+        // Unauthenticated until the signature is checked: a smaller cap than the API's.
+        .route(
+            "/webhooks/stripe",
+            post(payments::stripe_webhook).layer(DefaultBodyLimit::max(
+                crate::payments::webhooks::MAX_WEBHOOK_BYTES,
+            )),
+        )
         .nest("/gateway/v1", gateways)
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .nest("/admin/api/v1", admin)
@@ -247,6 +259,11 @@ pub fn router(state: AppState) -> Router {
                 )
             },
         )
+        // Portal pages (and the portals' not-found answers): CSP and the other security headers.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers::layer,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

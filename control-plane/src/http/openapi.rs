@@ -345,8 +345,8 @@ pub const ROUTES: &[Route] = &[
     (
         "post",
         "/admin/api/v1/gateway_tokens",
-        "Create a gateway token (shown once)",
-        Some("ServiceInput"),
+        "Create a gateway token scoped to services (shown once)",
+        Some("GatewayTokenInput"),
         "GatewayToken",
         201,
     ),
@@ -356,6 +356,22 @@ pub const ROUTES: &[Route] = &[
         "List gateway tokens",
         None,
         "List",
+        200,
+    ),
+    (
+        "get",
+        "/admin/api/v1/gateway_tokens/{id}",
+        "Get a gateway token (without the token)",
+        None,
+        "GatewayToken",
+        200,
+    ),
+    (
+        "patch",
+        "/admin/api/v1/gateway_tokens/{id}",
+        "Replace the services a gateway token may serve",
+        Some("GatewayTokenScope"),
+        "GatewayToken",
         200,
     ),
     (
@@ -678,7 +694,12 @@ fn schemas() -> Value {
         "Usage": {"type": "object", "properties": {"metric": {"type": "string"}, "period": {"type": "string"},
             "total": {"type": "integer"}, "buckets": {"type": "array", "items": {"type": "object",
                 "properties": {"start": {"type": "integer"}, "value": {"type": "integer"}}}}}},
+        "GatewayTokenInput": {"type": "object", "required": ["name", "service_ids"], "properties": {"name": {"type": "string"},
+            "service_ids": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string"}}}},
+        "GatewayTokenScope": {"type": "object", "required": ["service_ids"], "properties": {
+            "service_ids": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string"}}}},
         "GatewayToken": {"type": "object", "properties": {"id": id, "name": {"type": "string"},
+            "service_ids": {"type": "array", "items": {"type": "string"}, "description": "the services this token may serve"},
             "token": {"type": "string", "description": "only in the response that creates the token"}}},
         "Snapshot": {"type": "object", "description": "tollgate_protocol::Snapshot: plans, applications (key_sha256), metrics, mapping_rules, version"},
         "UsageReport": {"type": "object", "required": ["gateway", "sequence", "entries"], "properties": {
