@@ -74,6 +74,22 @@ def test_every_spelling_of_a_query_meets_its_rule(start_envoy, upstream):
     assert upstream.count() == before
 
 
+def test_every_spelling_of_the_credential_name_is_the_credential(start_envoy, upstream):
+    """`api%5Fkey` decodes to `api_key` at the upstream: it is read as the key, stripped before
+    forwarding, and counted with `api_key` when the credential is sent twice (before, a second
+    spelling passed the "sent twice" check and reached the upstream)."""
+    envoy = start_envoy(config([{"id": "p", "limits": [{"metric": "hits", "period": "day", "value": 100}]}],
+                               [{"method": "GET", "pattern": "/", "metric": "hits"}]))
+    other = "k-smuggled-" + uuid.uuid4().hex
+    r = call(envoy.port, f"/a?api%5Fkey={KEY}&x=1")
+    assert r.status == 200, r.body
+    assert upstream.last()["path"] == "/a?x=1"
+    before = upstream.count()
+    for path in [f"/a?api_key={KEY}&api%5Fkey={other}", f"/a?api%5fkey={other}&api_key={KEY}"]:
+        assert_problem(call(envoy.port, path), 400, "malformed_credentials")
+    assert upstream.count() == before
+
+
 def test_no_filter_made_response_echoes_the_key(start_envoy, upstream):
     """Every answer the filter makes itself (400, 401, 402, 403, 404, 429) to a request carrying a
     key in its query: the key is in no header and no body (the 404 used to echo the query)."""

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::CredentialSources;
 use crate::header_map::HeaderMap;
-use crate::mapping::query_params;
+use crate::mapping::{query_name_is, query_params};
 
 /// Longest credential accepted, in bytes; longer ones get 400 before any hashing.
 pub const MAX_CREDENTIAL_BYTES: usize = 256;
@@ -66,9 +66,12 @@ pub fn extract_from(
         Source::Headers(a, b) => headers.count(a) > 1 || headers.count(b) > 1,
         Source::Query(names) => {
             let query = path.split_once('?').map_or("", |(_, q)| q);
-            names
-                .iter()
-                .any(|n| query_params(query).filter(|(k, _)| k == n).count() > 1)
+            names.iter().any(|n| {
+                query_params(query)
+                    .filter(|(k, _)| query_name_is(k, n))
+                    .count()
+                    > 1
+            })
         }
     };
     if repeated {
@@ -193,7 +196,7 @@ fn trim_ascii(v: &[u8]) -> &[u8] {
 
 fn param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query_params(query)
-        .find(|(k, _)| *k == name)
+        .find(|(k, _)| query_name_is(k, name))
         .map(|(_, v)| v)
 }
 
@@ -234,7 +237,7 @@ pub fn strip_query_params(path: &str, names: &[String]) -> String {
         .split('&')
         .filter(|pair| {
             let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && !names.iter().any(|n| n == k)
+            !pair.is_empty() && !names.iter().any(|n| query_name_is(k, n))
         })
         .collect();
     if kept.is_empty() {
@@ -270,6 +273,16 @@ mod tests {
         let twice = Err(CredentialError::Malformed("credential sent more than once"));
         assert_eq!(from("/", &[("x-api-key", "a"), ("x-api-key", "b")]), twice);
         assert_eq!(from("/?api_key=a&api_key=b", &[]), twice);
+        // Another spelling of the name is the same parameter to the upstream that decodes it.
+        assert_eq!(from("/?api_key=a&api%5Fkey=b", &[]), twice);
+        assert_eq!(from("/?app_id=i&app_key=a&app%5fkey=b", &[]), twice);
+        assert!(matches!(
+            from("/?api%5Fkey=a", &[]),
+            Ok(Presented::Key {
+                source: Source::Query(_),
+                ..
+            })
+        ));
         assert_eq!(
             from(
                 "/",
@@ -396,5 +409,7 @@ mod tests {
         assert_eq!(strip_query_params("/a?api_key=k", &names), "/a");
         assert_eq!(strip_query_params("/a", &names), "/a");
         assert_eq!(strip_query_params("/a?x=1&api_key=k&y", &names), "/a?x=1&y");
+        assert_eq!(strip_query_params("/a?api%5Fkey=k&b=2", &names), "/a?b=2");
+        assert_eq!(strip_query_params("/a?api%5fkey=k", &names), "/a");
     }
 }

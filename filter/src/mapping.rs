@@ -315,6 +315,18 @@ pub fn canonical_component(raw: &str) -> Result<String, &'static str> {
     Ok(out)
 }
 
+/// Whether a query parameter's name, as sent, decodes (`%XX`, `+`) to `name`: credentials are
+/// found, counted and stripped by what the upstream will decode, so `api%5Fkey` is `api_key`
+/// (a second spelling would otherwise pass the "sent twice" check and reach the upstream). A
+/// name with a bad escape is no name.
+pub fn query_name_is(raw: &str, name: &str) -> bool {
+    if !raw.contains(['%', '+']) {
+        return raw == name;
+    }
+    let mut bytes = Vec::with_capacity(raw.len());
+    decode_component(raw, &mut bytes).is_ok() && bytes == name.as_bytes()
+}
+
 fn decode_component(raw: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
     let b = raw.as_bytes();
     let mut i = 0;
