@@ -103,6 +103,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "token_expiry",
         include_str!("../migrations/0009_token_expiry.sql"),
     ),
+    (
+        10,
+        "charge_lease",
+        include_str!("../migrations/0010_charge_lease.sql"),
+    ),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {
@@ -214,6 +219,17 @@ pub async fn begin_write(pool: &Pool) -> Result<Tx, sqlx::Error> {
     match BACKEND.get() {
         Some(Backend::Sqlite) => pool.begin_with("BEGIN IMMEDIATE").await,
         _ => pool.begin().await,
+    }
+}
+
+/// Appended to a `SELECT` inside a [`begin_write`] transaction to lock the rows it reads until
+/// the transaction ends: ` FOR UPDATE` on PostgreSQL (a plain `BEGIN` locks nothing, so two
+/// read-modify-write transactions would both read the old row); nothing on SQLite, where
+/// `BEGIN IMMEDIATE` already serializes write transactions.
+pub fn for_update() -> &'static str {
+    match BACKEND.get() {
+        Some(Backend::Postgres) => " FOR UPDATE",
+        _ => "",
     }
 }
 
