@@ -101,20 +101,36 @@ pub async fn connect(url: &str) -> Result<Pool, String> {
 
 /// Migrations in order; each runs once, in its own transaction, recorded in `tollgate_migrations`.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "catalog", include_str!("../migrations/0001_catalog.sql")),
-    (2, "gateway", include_str!("../migrations/0002_gateway.sql")),
+    (
+        1,
+        "catalog",
+        include_str!("../migrations/0001_catalog.sql"),
+    ),
+    (
+        2,
+        "gateway",
+        include_str!("../migrations/0002_gateway.sql"),
+    ),
     (
         3,
         "global_usage",
         include_str!("../migrations/0003_global_usage.sql"),
     ),
-    (4, "billing", include_str!("../migrations/0004_billing.sql")),
+    (
+        4,
+        "billing",
+        include_str!("../migrations/0004_billing.sql"),
+    ),
     (
         5,
         "payments",
         include_str!("../migrations/0005_payments.sql"),
     ),
-    (6, "portal", include_str!("../migrations/0006_portal.sql")),
+    (
+        6,
+        "portal",
+        include_str!("../migrations/0006_portal.sql"),
+    ),
     (
         7,
         "admin_portal",
@@ -129,6 +145,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "token_expiry",
         include_str!("../migrations/0009_token_expiry.sql"),
+    ),
+    (
+        10,
+        "charge_lease",
+        include_str!("../migrations/0010_charge_lease.sql"),
     ),
     (
         12,
@@ -256,6 +277,17 @@ pub async fn begin_write(pool: &Pool) -> Result<Tx, sqlx::Error> {
     match BACKEND.get() {
         Some(Backend::Sqlite) => pool.begin_with("BEGIN IMMEDIATE").await,
         _ => pool.begin().await,
+    }
+}
+
+/// Appended to a `SELECT` inside a [`begin_write`] transaction to lock the rows it reads until
+/// the transaction ends: ` FOR UPDATE` on PostgreSQL (a plain `BEGIN` locks nothing, so two
+/// read-modify-write transactions would both read the old row); nothing on SQLite, where
+/// `BEGIN IMMEDIATE` already serializes write transactions.
+pub fn for_update() -> &'static str {
+    match BACKEND.get() {
+        Some(Backend::Postgres) => " FOR UPDATE",
+        _ => "",
     }
 }
 

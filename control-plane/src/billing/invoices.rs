@@ -139,9 +139,14 @@ pub async fn fetch(pool: &Pool, id: &str) -> ApiResult<Invoice> {
     Ok(Invoice::from_row(&row)?)
 }
 
+/// Reads the invoice inside a write transaction and locks its row until the transaction ends
+/// (PostgreSQL; SQLite's write transactions are serialized already): every read-modify-write of
+/// an invoice (issue, state actions, lines, credit notes) goes through here, so two concurrent
+/// ones run one after the other and the second sees what the first wrote.
 async fn fetch_tx(tx: &mut Tx, id: &str) -> ApiResult<Invoice> {
     let row = sqlx::query(&format!(
-        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1"
+        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1{}",
+        crate::store::for_update()
     ))
     .bind(id)
     .fetch_optional(&mut **tx)
@@ -403,8 +408,10 @@ pub async fn issue(tx: &mut Tx, id: &str, settings: &BillingSettings, now: i64) 
     let currency = inv.currency();
     let lines = lines_tx(tx, id).await?;
     let amounts: Vec<Decimal> = lines.iter().map(|l| dec(&l.amount)).collect();
+    // Locked: the credit balance read here is written back below.
     let row = sqlx::query(&format!(
-        "SELECT {BUYER_COLUMNS} FROM accounts WHERE id = $1"
+        "SELECT {BUYER_COLUMNS} FROM accounts WHERE id = $1{}",
+        crate::store::for_update()
     ))
     .bind(&inv.account_id)
     .fetch_one(&mut **tx)
@@ -552,7 +559,10 @@ pub async fn act(
             .sum();
         if !moved.is_zero() {
             let (balance,): (String,) =
-                sqlx::query_as("SELECT credit_balance FROM accounts WHERE id = $1")
+                sqlx::query_as(&format!(
+                "SELECT credit_balance FROM accounts WHERE id = $1{}",
+                crate::store::for_update()
+            ))
                     .bind(&inv.account_id)
                     .fetch_one(&mut **tx)
                     .await?;
@@ -778,7 +788,10 @@ pub async fn credit_note(
         period_end: None,
     };
     insert_lines(tx, &[(cn.as_str(), 1, &line, currency)]).await?;
-    let (balance,): (String,) = sqlx::query_as("SELECT credit_balance FROM accounts WHERE id = $1")
+    let (balance,): (String,) = sqlx::query_as(&format!(
+                "SELECT credit_balance FROM accounts WHERE id = $1{}",
+                crate::store::for_update()
+            ))
         .bind(&inv.account_id)
         .fetch_one(&mut **tx)
         .await?;

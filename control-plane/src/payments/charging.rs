@@ -278,6 +278,111 @@ pub async fn attempt_json(pool: &Pool, attempt_id: &str) -> ApiResult<Value> {
     )
 }
 
+/// How long a request that claimed a charge holds it (seconds). Longer than every provider call
+/// a charge makes (a lookup and a charge, each bounded by the provider's call timeout, at most
+/// [`super::stripe::CALL_TIMEOUT`] = 20 s by default, 120 s when overridden): while it is held,
+/// another pay of the same invoice gets 409 `charge_in_progress`; after it expires (the process
+/// holding it died) the next pay looks the attempt up at the provider before charging.
+pub const CHARGE_LEASE_SECS: i64 = 300;
+
+/// `failed` too: after dunning gave up, the developer (or the admin) may still pay.
+fn check_chargeable(inv: &Invoice) -> ApiResult<()> {
+    if inv.kind != "invoice" || !["pending", "unpaid", "failed"].contains(&inv.state.as_str()) {
+        return Err(ApiError::conflict(
+            "invalid_state",
+            format!("cannot charge an invoice that is {}", inv.state),
+        ));
+    }
+    Ok(())
+}
+
+fn in_progress() -> ApiError {
+    ApiError::conflict(
+        "charge_in_progress",
+        "a payment of this invoice is being made; look at the invoice again in a moment",
+    )
+}
+
+/// Claims the charge of `inv` in one write transaction that locks the invoice row (PostgreSQL;
+/// SQLite serializes write transactions) and re-checks its state: the earlier attempt whose
+/// outcome is unknown when nobody holds it (resumed: looked up before charging), else a new
+/// attempt. A pending attempt another request holds (its lease not expired) answers 409
+/// `charge_in_progress`: never a second provider call. Returns (attempt id, attempt, resumed).
+async fn claim(
+    pool: &Pool,
+    invoice_id: &str,
+    p: &Provider,
+    inv: &Invoice,
+) -> ApiResult<(String, i64, bool)> {
+    let mut tx = crate::store::begin_write(pool).await?;
+    let current = fetch_tx(&mut tx, invoice_id).await?;
+    check_chargeable(&current)?;
+    let t = now();
+    let open: Option<(String, i64)> = sqlx::query_as(
+        "SELECT id, attempt FROM charge_attempts WHERE invoice_id = $1 AND state = 'pending' ORDER BY attempt DESC LIMIT 1",
+    )
+    .bind(invoice_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let claimed = match open {
+        Some((id, n)) => {
+            let r = sqlx::query(
+                "UPDATE charge_attempts SET lease_until = $2, updated_at = $3 WHERE id = $1 AND state = 'pending' AND (lease_until IS NULL OR lease_until <= $3)",
+            )
+            .bind(&id)
+            .bind(t + CHARGE_LEASE_SECS)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() != 1 {
+                return Err(in_progress());
+            }
+            (id, n, true)
+        }
+        None => {
+            let (last,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE(MAX(attempt), 0) FROM charge_attempts WHERE invoice_id = $1",
+            )
+            .bind(invoice_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let id = new_id("pay");
+            let inserted = sqlx::query(
+                "INSERT INTO charge_attempts (id, invoice_id, attempt, provider, idempotency_key, provider_ref, state, amount, currency, error_code, error_message, created_at, updated_at, lease_until) \
+                 VALUES ($1, $2, $3, $4, $5, NULL, 'pending', $6, $7, NULL, NULL, $8, $8, $9)",
+            )
+            .bind(&id)
+            .bind(invoice_id)
+            .bind(last + 1)
+            .bind(p.name())
+            .bind(format!("{invoice_id}-{}", last + 1))
+            .bind(&inv.total)
+            .bind(&inv.currency)
+            .bind(t)
+            .bind(t + CHARGE_LEASE_SECS)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                // Another request inserted this attempt first.
+                Err(e) if crate::store::is_unique_violation(&e) => return Err(in_progress()),
+                r => r?,
+            };
+            (id, last + 1, false)
+        }
+    };
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Gives a pending attempt's lease up (its outcome is unknown: the next pay looks it up at once).
+async fn release(pool: &Pool, attempt_id: &str) -> ApiResult<()> {
+    sqlx::query("UPDATE charge_attempts SET lease_until = NULL WHERE id = $1 AND state = 'pending'")
+        .bind(attempt_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Charges an issued invoice (`pending` or `unpaid`) with `method` or the account's default card.
 /// Returns the attempt id.
 pub async fn charge_invoice(
@@ -288,56 +393,14 @@ pub async fn charge_invoice(
     today: i64,
 ) -> ApiResult<String> {
     let inv = invoices::fetch(pool, invoice_id).await?;
-    // `failed` too: after dunning gave up, the developer (or the admin) may still pay.
-    if inv.kind != "invoice" || !["pending", "unpaid", "failed"].contains(&inv.state.as_str()) {
-        return Err(ApiError::conflict(
-            "invalid_state",
-            format!("cannot charge an invoice that is {}", inv.state),
-        ));
-    }
+    check_chargeable(&inv)?;
     let p = provider(pool, master_key).await?;
     let currency = inv.currency();
     let total: Decimal = inv.total.parse().unwrap_or(Decimal::ZERO);
     let amount_minor = minor_units(total, currency.exponent).ok_or_else(|| {
         ApiError::Internal(format!("invoice total {total} does not fit in minor units"))
     })?;
-    // The attempt: an earlier one with an unknown outcome is finished first, else a new one.
-    let mut tx = crate::store::begin_write(pool).await?;
-    let open: Option<(String, i64)> = sqlx::query_as(
-        "SELECT id, attempt FROM charge_attempts WHERE invoice_id = $1 AND state = 'pending' ORDER BY attempt DESC LIMIT 1",
-    )
-    .bind(invoice_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (attempt_id, attempt, resumed) = match open {
-        Some((id, n)) => (id, n, true),
-        None => {
-            let (last,): (i64,) = sqlx::query_as(
-                "SELECT COALESCE(MAX(attempt), 0) FROM charge_attempts WHERE invoice_id = $1",
-            )
-            .bind(invoice_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let id = new_id("pay");
-            let t = now();
-            sqlx::query(
-                "INSERT INTO charge_attempts (id, invoice_id, attempt, provider, idempotency_key, provider_ref, state, amount, currency, error_code, error_message, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, NULL, 'pending', $6, $7, NULL, NULL, $8, $8)",
-            )
-            .bind(&id)
-            .bind(invoice_id)
-            .bind(last + 1)
-            .bind(p.name())
-            .bind(format!("{invoice_id}-{}", last + 1))
-            .bind(&inv.total)
-            .bind(&inv.currency)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
-            (id, last + 1, false)
-        }
-    };
-    tx.commit().await?;
+    let (attempt_id, attempt, resumed) = claim(pool, invoice_id, &p, &inv).await?;
     let attempt_key = format!("{invoice_id}-{attempt}");
     // The customer and the card to charge: the chosen one, else the default.
     let card =
@@ -403,7 +466,9 @@ pub async fn charge_invoice(
             .await?
         }
         Err(e) => {
-            // Unknown outcome: the attempt stays pending and is looked up before any new charge.
+            // Unknown outcome: the attempt stays pending and is looked up before any new charge;
+            // the lease is released so that the next try looks it up at once.
+            release(pool, &attempt_id).await?;
             tracing::warn!(
                 invoice = invoice_id,
                 attempt,
@@ -425,11 +490,17 @@ pub async fn apply(
 ) -> ApiResult<()> {
     let settings = settings::load(pool).await?;
     let mut tx = crate::store::begin_write(pool).await?;
-    let (invoice_id, state): (String, String) =
-        sqlx::query_as("SELECT invoice_id, state FROM charge_attempts WHERE id = $1")
+    let (invoice_id,): (String,) =
+        sqlx::query_as("SELECT invoice_id FROM charge_attempts WHERE id = $1")
             .bind(attempt_id)
             .fetch_one(&mut *tx)
             .await?;
+    // The invoice row first (the order `claim` locks in), then the attempt's state as it is now.
+    let inv = fetch_tx(&mut tx, &invoice_id).await?;
+    let (state,): (String,) = sqlx::query_as("SELECT state FROM charge_attempts WHERE id = $1")
+        .bind(attempt_id)
+        .fetch_one(&mut *tx)
+        .await?;
     let new_state = match &outcome {
         ChargeOutcome::Succeeded { .. } => "succeeded",
         ChargeOutcome::RequiresAction { .. } => "requires_action",
@@ -454,7 +525,7 @@ pub async fn apply(
     };
     let t = now();
     sqlx::query(
-        "UPDATE charge_attempts SET state = $2, provider_ref = COALESCE($3, provider_ref), error_code = $4, error_message = $5, updated_at = $6 WHERE id = $1",
+        "UPDATE charge_attempts SET state = $2, provider_ref = COALESCE($3, provider_ref), error_code = $4, error_message = $5, updated_at = $6, lease_until = NULL WHERE id = $1",
     )
     .bind(attempt_id)
     .bind(new_state)
@@ -464,7 +535,6 @@ pub async fn apply(
     .bind(t)
     .execute(&mut *tx)
     .await?;
-    let inv = fetch_tx(&mut tx, &invoice_id).await?;
     match outcome {
         ChargeOutcome::Succeeded { .. } if inv.state != "paid" => {
             sqlx::query("UPDATE invoices SET state = 'paid', paid_at = $2, next_charge_on = NULL, updated_at = $2 WHERE id = $1")
@@ -534,10 +604,12 @@ pub async fn apply(
     Ok(())
 }
 
+/// The invoice, its row locked until `tx` ends (see [`crate::store::for_update`]).
 async fn fetch_tx(tx: &mut Tx, id: &str) -> ApiResult<Invoice> {
     let row = sqlx::query(&format!(
-        "SELECT {} FROM invoices WHERE id = $1",
-        invoices::INVOICE_COLUMNS
+        "SELECT {} FROM invoices WHERE id = $1{}",
+        invoices::INVOICE_COLUMNS,
+        crate::store::for_update()
     ))
     .bind(id)
     .fetch_one(&mut **tx)

@@ -49,8 +49,9 @@ fn err(e: StripeError) -> PayError {
     match e {
         // A 5xx may come after Stripe acted on the request (and 429 asks for a later retry): the
         // outcome is unknown, never a decline, or dunning's next attempt (a new idempotency key)
-        // could charge the card a second time.
-        StripeError::Stripe(api, status) if status >= 500 || status == 429 => {
+        // could charge the card a second time. 409: the idempotency key is in use by a request
+        // still running (or was used with other parameters): unknown too, looked up later.
+        StripeError::Stripe(api, status) if status >= 500 || status == 429 || status == 409 => {
             PayError::Unavailable(format!(
                 "Stripe answered {status}: {}",
                 api.message.unwrap_or_default()
