@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cli;
 pub mod http;
 pub mod money;
+pub mod outbound;
 pub mod payments;
 pub mod portal;
 pub mod purge;

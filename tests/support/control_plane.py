@@ -90,7 +90,8 @@ class Server:
         # default): a test server runs without it, so what a test counts does not depend on the
         # hour it runs at. Tests of the scheduler turn it on (TOLLGATE_BILLING_SCHEDULER=on).
         self.env = dict(os.environ, TOLLGATE_LISTEN=f"127.0.0.1:{self.port}", TOLLGATE_DATABASE_URL=db.url,
-                        TOLLGATE_ADMIN_TOKEN=admin_token, TOLLGATE_BILLING_SCHEDULER="off")
+                        TOLLGATE_ADMIN_TOKEN=admin_token, TOLLGATE_BILLING_SCHEDULER="off",
+                        TOLLGATE_ALLOW_LOOPBACK_URLS="true")  # localstripe, contract server, proxies
         self.env.update(extra_env or {})
         self.proc = None
 

@@ -295,6 +295,15 @@ pub async fn update(tx: &mut Tx, patch: Value) -> ApiResult<BillingSettings> {
         )
     })?;
     next.validate()?;
+    // A billing currency the configured payment provider cannot charge is refused now, not at
+    // the first charge.
+    let gateway: Option<(String,)> =
+        sqlx::query_as("SELECT kind FROM payment_gateway WHERE id = 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+    if let Some((kind,)) = gateway {
+        crate::payments::units::check(&kind, next.currency())?;
+    }
     if next.currency != current.currency {
         let (open,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM invoices WHERE state IN ('open', 'finalized', 'pending', 'unpaid')",

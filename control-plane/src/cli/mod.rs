@@ -792,6 +792,12 @@ async fn serve() -> Result<(), String> {
     if let Some(k) = settings.master_key {
         crate::payments::config::set_master_key(k);
     }
+    if crate::outbound::init_from_env() {
+        tracing::warn!(
+            "{}=true: outbound URLs may point at loopback hosts over plain http (test set-ups only)",
+            crate::outbound::ALLOW_LOOPBACK_ENV
+        );
+    }
     let state = crate::http::AppState::new(pool.clone(), env_token)
         .with_master_key(settings.master_key)
         .with_limits(settings.limits.clone());

@@ -20,6 +20,9 @@ pub async fn put(
     JsonBody(input): JsonBody<GatewayInput>,
 ) -> ApiResult<Json<Value>> {
     let cfg = input.validate()?;
+    // The billing currency must be one the new provider can charge.
+    let billing = crate::billing::settings::load(&s.pool).await?;
+    crate::payments::units::check(cfg.provider(), billing.currency())?;
     let previous = config::store(&s.pool, s.master_key.as_deref(), &cfg).await?;
     let mut view = config::public_view(&s.pool).await?;
     if let Some(previous) = previous {

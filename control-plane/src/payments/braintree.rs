@@ -258,12 +258,10 @@ impl Braintree {
         .map(|_| ())
     }
 
-    /// `amount` as Braintree wants it: a decimal string in the merchant account's currency.
-    pub async fn charge(
-        &self,
-        req: &ChargeRequest<'_>,
-        amount: &str,
-    ) -> Result<ChargeOutcome, PayError> {
+    /// A charge of `req.amount`, written as Braintree wants it ([`super::units::braintree_amount`]).
+    pub async fn charge(&self, req: &ChargeRequest<'_>) -> Result<ChargeOutcome, PayError> {
+        let amount = super::units::braintree_amount(req.currency, req.amount)
+            .map_err(|e| PayError::Config(format!("{e:?}")))?;
         let data = self
             .call(
                 &format!("mutation Charge($input: ChargePaymentMethodInput!) {{ chargePaymentMethod(input: $input) {{ transaction {{ {TRANSACTION_FIELDS} }} }} }}"),

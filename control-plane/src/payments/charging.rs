@@ -178,15 +178,6 @@ pub async fn cards(p: &Provider, customer: &str) -> ApiResult<Vec<Card>> {
     }
 }
 
-/// `total` in minor units of `currency` (ISO 4217 exponent, which Stripe uses for these amounts).
-pub fn minor_units(total: Decimal, exponent: u32) -> Option<i64> {
-    let scaled = total.checked_mul(Decimal::from(10i64.pow(exponent)))?;
-    if scaled.fract() != Decimal::ZERO {
-        return None;
-    }
-    rust_decimal::prelude::ToPrimitive::to_i64(&scaled)
-}
-
 /// The latest attempt on `invoice_id` that waits for the cardholder (3-D Secure): its id and the
 /// provider's reference.
 async fn awaiting_action(pool: &Pool, invoice_id: &str) -> ApiResult<Option<(String, String)>> {
@@ -397,9 +388,8 @@ pub async fn charge_invoice(
     let p = provider(pool, master_key).await?;
     let currency = inv.currency();
     let total: Decimal = inv.total.parse().unwrap_or(Decimal::ZERO);
-    let amount_minor = minor_units(total, currency.exponent).ok_or_else(|| {
-        ApiError::Internal(format!("invoice total {total} does not fit in minor units"))
-    })?;
+    // Before any provider call: a currency the provider cannot charge is refused (422).
+    super::units::check(p.name(), currency)?;
     let (attempt_id, attempt, resumed) = claim(pool, invoice_id, &p, &inv).await?;
     let attempt_key = format!("{invoice_id}-{attempt}");
     // The customer and the card to charge: the chosen one, else the default.
@@ -440,15 +430,15 @@ pub async fn charge_invoice(
     let req = ChargeRequest {
         customer: &customer_ref,
         payment_method: &method,
-        amount_minor,
-        currency: currency.code,
+        amount: total,
+        currency,
         invoice_id,
         attempt_key: &attempt_key,
         description: &description,
     };
     let charged = match &p {
         Provider::Stripe(stripe) => stripe.charge(&req).await,
-        Provider::Braintree(bt) => bt.charge(&req, &currency.format(total)).await,
+        Provider::Braintree(bt) => bt.charge(&req).await,
     };
     match charged {
         Ok(outcome) => apply(pool, &attempt_id, outcome, today).await?,
@@ -747,18 +737,4 @@ pub async fn charge_due(
 /// Today (UTC day number), the day charges and retries are scheduled against.
 pub fn today() -> i64 {
     day_of(now())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amounts_in_minor_units() {
-        let d = |s: &str| s.parse::<Decimal>().unwrap();
-        assert_eq!(minor_units(d("49.00"), 2), Some(4900));
-        assert_eq!(minor_units(d("1500"), 0), Some(1500));
-        assert_eq!(minor_units(d("1.235"), 3), Some(1235));
-        assert_eq!(minor_units(d("0.005"), 2), None, "never rounds silently");
-    }
 }

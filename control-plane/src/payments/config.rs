@@ -119,17 +119,20 @@ fn api_base(v: Option<String>) -> ApiResult<Option<String>> {
 fn url(param: &str, v: Option<String>) -> ApiResult<Option<String>> {
     match v.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(u)
-            if (u.starts_with("https://") || u.starts_with("http://"))
-                && u.len() <= MAX_FIELD_CHARS =>
-        {
+        Some(u) if u.len() <= MAX_FIELD_CHARS => {
+            // The one outbound-URL rule (https to a public host; loopback only when opted in).
+            crate::outbound::check(u).map_err(|m| ApiError::invalid(param, "invalid_url", m))?;
             Ok(Some(if u.ends_with('/') {
                 u.to_string()
             } else {
                 format!("{u}/")
             }))
         }
-        Some(_) => Err(ApiError::invalid(param, "invalid_url", "an http(s) URL")),
+        Some(_) => Err(ApiError::invalid(
+            param,
+            "invalid_url",
+            "an https URL of a public host",
+        )),
     }
 }
 
@@ -211,6 +214,18 @@ pub fn secrets_of(c: &GatewayConfig) -> Vec<(String, String)> {
         .filter(|(name, _)| SECRETS.contains(name))
         .filter_map(|(name, v)| v.map(|v| (name.to_string(), v)))
         .collect()
+}
+
+/// Whether `form_api_base` (as typed; empty = the provider's default) names the `api_base` stored
+/// in `c`.
+pub fn same_api_base(c: &GatewayConfig, form_api_base: &str) -> bool {
+    let stored = match c {
+        GatewayConfig::Stripe { api_base, .. } | GatewayConfig::Braintree { api_base, .. } => {
+            api_base.as_deref().unwrap_or("")
+        }
+    };
+    let typed = form_api_base.trim();
+    stored.trim_end_matches('/') == typed.trim_end_matches('/')
 }
 
 /// Stores `config`, secrets sealed. Returns the previous provider, if another.

@@ -3,6 +3,7 @@
 pub mod braintree;
 pub mod config;
 pub mod stripe;
+pub mod units;
 
 /// A stored card as the provider describes it (never the number).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -19,9 +20,10 @@ pub struct Card {
 pub struct ChargeRequest<'a> {
     pub customer: &'a str,
     pub payment_method: &'a str,
-    /// In the currency's minor unit (cents).
-    pub amount_minor: i64,
-    pub currency: &'a str,
+    /// The invoice total in the currency's major unit, rounded to its ISO 4217 minor unit; each
+    /// provider writes it in its own unit ([`units`]).
+    pub amount: rust_decimal::Decimal,
+    pub currency: crate::billing::currency::Currency,
     pub invoice_id: &'a str,
     /// `<invoice id>-<attempt>`: the idempotency key and the lookup key of this attempt.
     pub attempt_key: &'a str,

@@ -201,9 +201,14 @@ impl Stripe {
         metadata.insert("tollgate_invoice".to_string(), req.invoice_id.to_string());
         let key =
             IdempotencyKey::new(req.attempt_key).map_err(|e| PayError::Config(e.to_string()))?;
-        let currency = stripe_types::Currency::from_str(&req.currency.to_lowercase())
-            .unwrap_or(stripe_types::Currency::USD);
-        let call = CreatePaymentIntent::new(req.amount_minor, currency)
+        // Never a fallback currency: a code the client does not know is refused, not sent as USD.
+        let currency = stripe_types::Currency::from_str(&req.currency.code.to_lowercase())
+            .map_err(|_| {
+                PayError::Config(format!("Stripe cannot charge in {}", req.currency.code))
+            })?;
+        let amount = super::units::stripe_amount(req.currency, req.amount)
+            .map_err(|e| PayError::Config(format!("{e:?}")))?;
+        let call = CreatePaymentIntent::new(amount, currency)
             .customer(req.customer)
             .payment_method(req.payment_method)
             .confirm(true)

@@ -555,7 +555,8 @@ async fn gateway_page(
 }
 
 /// Saves one provider's form through `PUT /billing/gateway`. Empty secret fields keep the stored
-/// secret of the same provider (opened here, server-side; never sent to the browser).
+/// secret of the same provider and the same `api_base` (opened here, server-side; never sent to the
+/// browser).
 pub async fn save_gateway(
     State(s): State<AppState>,
     WriteForm { admin, fields: f }: WriteForm,
@@ -577,7 +578,17 @@ pub async fn save_gateway(
         }
     };
     let stored = match crate::payments::config::load(&s.pool, s.master_key.as_deref()).await {
-        Ok(Some(c)) if c.provider() == provider => crate::payments::config::secrets_of(&c),
+        // A stored secret is kept only for the host it was entered for: a changed api_base needs
+        // every secret typed again (else one edit would send them to any host).
+        Ok(Some(c))
+            if c.provider() == provider
+                && crate::payments::config::same_api_base(
+                    &c,
+                    &get(&f, &format!("{provider}.api_base")),
+                ) =>
+        {
+            crate::payments::config::secrets_of(&c)
+        }
         _ => Vec::new(),
     };
     let mut body = json!({"type": provider});
