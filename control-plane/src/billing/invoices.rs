@@ -558,14 +558,13 @@ pub async fn act(
             .map(|l| -dec(&l.amount))
             .sum();
         if !moved.is_zero() {
-            let (balance,): (String,) =
-                sqlx::query_as(&format!(
+            let (balance,): (String,) = sqlx::query_as(&format!(
                 "SELECT credit_balance FROM accounts WHERE id = $1{}",
                 crate::store::for_update()
             ))
-                    .bind(&inv.account_id)
-                    .fetch_one(&mut **tx)
-                    .await?;
+            .bind(&inv.account_id)
+            .fetch_one(&mut **tx)
+            .await?;
             set_balance(
                 tx,
                 &inv.account_id,
@@ -789,12 +788,12 @@ pub async fn credit_note(
     };
     insert_lines(tx, &[(cn.as_str(), 1, &line, currency)]).await?;
     let (balance,): (String,) = sqlx::query_as(&format!(
-                "SELECT credit_balance FROM accounts WHERE id = $1{}",
-                crate::store::for_update()
-            ))
-        .bind(&inv.account_id)
-        .fetch_one(&mut **tx)
-        .await?;
+        "SELECT credit_balance FROM accounts WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(&inv.account_id)
+    .fetch_one(&mut **tx)
+    .await?;
     set_balance(tx, &inv.account_id, dec(&balance) + amount).await?;
     Ok(cn)
 }

@@ -367,10 +367,12 @@ async fn claim(
 
 /// Gives a pending attempt's lease up (its outcome is unknown: the next pay looks it up at once).
 async fn release(pool: &Pool, attempt_id: &str) -> ApiResult<()> {
-    sqlx::query("UPDATE charge_attempts SET lease_until = NULL WHERE id = $1 AND state = 'pending'")
-        .bind(attempt_id)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE charge_attempts SET lease_until = NULL WHERE id = $1 AND state = 'pending'",
+    )
+    .bind(attempt_id)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
