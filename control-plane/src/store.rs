@@ -101,36 +101,20 @@ pub async fn connect(url: &str) -> Result<Pool, String> {
 
 /// Migrations in order; each runs once, in its own transaction, recorded in `tollgate_migrations`.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "catalog",
-        include_str!("../migrations/0001_catalog.sql"),
-    ),
-    (
-        2,
-        "gateway",
-        include_str!("../migrations/0002_gateway.sql"),
-    ),
+    (1, "catalog", include_str!("../migrations/0001_catalog.sql")),
+    (2, "gateway", include_str!("../migrations/0002_gateway.sql")),
     (
         3,
         "global_usage",
         include_str!("../migrations/0003_global_usage.sql"),
     ),
-    (
-        4,
-        "billing",
-        include_str!("../migrations/0004_billing.sql"),
-    ),
+    (4, "billing", include_str!("../migrations/0004_billing.sql")),
     (
         5,
         "payments",
         include_str!("../migrations/0005_payments.sql"),
     ),
-    (
-        6,
-        "portal",
-        include_str!("../migrations/0006_portal.sql"),
-    ),
+    (6, "portal", include_str!("../migrations/0006_portal.sql")),
     (
         7,
         "admin_portal",
