@@ -192,12 +192,14 @@ pub fn normalize_path(path_and_query: &str) -> Result<Cow<'_, str>, &'static str
         None => (path_and_query, ""),
     };
     let b = path.as_bytes();
-    let dirty = b
-        .iter()
-        .enumerate()
-        .any(|(i, &c)| c == b'%' || (c == b'/' && matches!(b.get(i + 1), Some(b'/' | b'.'))));
+    // A path that does not start with '/' (not one Envoy or nginx forwards) is left as it is,
+    // but its query is still canonical, so no spelling of a parameter escapes a rule.
+    let dirty = path.starts_with('/')
+        && b.iter()
+            .enumerate()
+            .any(|(i, &c)| c == b'%' || (c == b'/' && matches!(b.get(i + 1), Some(b'/' | b'.'))));
     let query_dirty = !query.is_empty() && !is_canonical_query(&query.as_bytes()[1..]);
-    if !path.starts_with('/') || (!dirty && !query_dirty) {
+    if !dirty && !query_dirty {
         return Ok(Cow::Borrowed(path_and_query));
     }
     if !dirty {
@@ -579,6 +581,15 @@ mod tests {
     }
 
     /// Issue 15 item 3: query names and values compare as an upstream decodes them.
+    #[test]
+    fn a_query_is_canonical_even_after_a_path_that_is_not_absolute() {
+        // Found by the mapping fuzz target: the query was left raw when the path did not start
+        // with '/'.
+        assert_eq!(norm("\n/n?s/"), "\n/n?s%2F");
+        assert_eq!(norm("x?tier=premi%75m"), "x?tier=premium");
+        assert_eq!(norm("x?tier=premium"), "x?tier=premium");
+    }
+
     #[test]
     fn query_spellings_meet_the_same_rule() {
         let pat = p("/plans?tier=premium");
