@@ -423,9 +423,17 @@ pub async fn charge_invoice(
             Provider::Stripe(stripe) => stripe.find(&customer_ref, &attempt_key).await,
             Provider::Braintree(bt) => bt.find(&attempt_key).await,
         };
-        if let Some(found) = found.map_err(pay_error)? {
-            apply(pool, &attempt_id, found, today).await?;
-            return Ok(attempt_id);
+        match found {
+            Ok(Some(found)) => {
+                apply(pool, &attempt_id, found, today).await?;
+                return Ok(attempt_id);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // The lookup failed: the outcome stays unknown, and the next try looks again.
+                release(pool, &attempt_id).await?;
+                return Err(pay_error(e));
+            }
         }
     }
     let description = format!("Invoice {}", inv.number.as_deref().unwrap_or(invoice_id));
