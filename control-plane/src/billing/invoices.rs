@@ -505,6 +505,19 @@ pub fn issued_email(
     }
 }
 
+/// An account's credit balance, its row locked until the transaction ends (PostgreSQL; SQLite's
+/// write transactions are serialized already), for a read-modify-write through [`set_balance`].
+async fn locked_balance(tx: &mut Tx, account_id: &str) -> ApiResult<Decimal> {
+    let (balance,): (String,) = sqlx::query_as(&format!(
+        "SELECT credit_balance FROM accounts WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(account_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(dec(&balance))
+}
+
 pub async fn set_balance(tx: &mut Tx, account_id: &str, balance: Decimal) -> ApiResult<()> {
     sqlx::query("UPDATE accounts SET credit_balance = $2 WHERE id = $1")
         .bind(account_id)
@@ -558,19 +571,8 @@ pub async fn act(
             .map(|l| -dec(&l.amount))
             .sum();
         if !moved.is_zero() {
-            let (balance,): (String,) = sqlx::query_as(&format!(
-                "SELECT credit_balance FROM accounts WHERE id = $1{}",
-                crate::store::for_update()
-            ))
-            .bind(&inv.account_id)
-            .fetch_one(&mut **tx)
-            .await?;
-            set_balance(
-                tx,
-                &inv.account_id,
-                (dec(&balance) + moved).max(Decimal::ZERO),
-            )
-            .await?;
+            let balance = locked_balance(tx, &inv.account_id).await?;
+            set_balance(tx, &inv.account_id, (balance + moved).max(Decimal::ZERO)).await?;
         }
     }
     sqlx::query(
@@ -787,13 +789,7 @@ pub async fn credit_note(
         period_end: None,
     };
     insert_lines(tx, &[(cn.as_str(), 1, &line, currency)]).await?;
-    let (balance,): (String,) = sqlx::query_as(&format!(
-        "SELECT credit_balance FROM accounts WHERE id = $1{}",
-        crate::store::for_update()
-    ))
-    .bind(&inv.account_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    set_balance(tx, &inv.account_id, dec(&balance) + amount).await?;
+    let balance = locked_balance(tx, &inv.account_id).await?;
+    set_balance(tx, &inv.account_id, balance + amount).await?;
     Ok(cn)
 }
