@@ -119,8 +119,13 @@ fn line_from_row(r: &sqlx::any::AnyRow) -> Result<Line, sqlx::Error> {
     })
 }
 
-fn dec(s: &str) -> Decimal {
-    s.parse().unwrap_or(Decimal::ZERO)
+fn dec(s: &str) -> ApiResult<Decimal> {
+    Ok(crate::money::stored(s)?)
+}
+
+/// The sum of stored amounts; the first that does not parse is an error.
+fn sum_stored<'a>(amounts: impl IntoIterator<Item = &'a str>) -> ApiResult<Decimal> {
+    amounts.into_iter().map(dec).sum()
 }
 
 /// A decimal as stored: plain, no trailing zeros beyond what it has.
@@ -220,7 +225,7 @@ pub fn to_json(inv: &Invoice, lines: &[Line]) -> Value {
         .vat_rate
         .as_deref()
         .map(dec)
-        .is_some_and(|r| r.is_zero());
+        .is_some_and(|r| r.is_ok_and(|r| r.is_zero()));
     let seller = parse(&inv.seller);
     json!({
         "object": if inv.kind == "credit_note" { "credit_note" } else { "invoice" },
@@ -323,10 +328,10 @@ pub fn plan_issue(
     currency: Currency,
     today: i64,
 ) -> Result<IssuePlan, ApiError> {
-    let vat_rate = dec(&buyer.vat_rate);
+    let vat_rate = dec(&buyer.vat_rate)?;
     let settlement = settle(
         amounts.iter().sum(),
-        dec(&buyer.credit_balance),
+        dec(&buyer.credit_balance)?,
         vat_rate,
         currency,
     );
@@ -407,7 +412,10 @@ pub async fn issue(tx: &mut Tx, id: &str, settings: &BillingSettings, now: i64) 
     }
     let currency = inv.currency();
     let lines = lines_tx(tx, id).await?;
-    let amounts: Vec<Decimal> = lines.iter().map(|l| dec(&l.amount)).collect();
+    let amounts: Vec<Decimal> = lines
+        .iter()
+        .map(|l| dec(&l.amount))
+        .collect::<ApiResult<_>>()?;
     // Locked: the credit balance read here is written back below.
     let row = sqlx::query(&format!(
         "SELECT {BUYER_COLUMNS} FROM accounts WHERE id = $1{}",
@@ -515,7 +523,7 @@ async fn locked_balance(tx: &mut Tx, account_id: &str) -> ApiResult<Decimal> {
     .bind(account_id)
     .fetch_one(&mut **tx)
     .await?;
-    Ok(dec(&balance))
+    dec(&balance)
 }
 
 pub async fn set_balance(tx: &mut Tx, account_id: &str, balance: Decimal) -> ApiResult<()> {
@@ -562,14 +570,15 @@ pub async fn act(
     if action == "cancel" {
         // Credit used by this invoice goes back to the balance; credit it carried is taken back.
         let lines = lines_tx(tx, id).await?;
-        let moved: Decimal = lines
-            .iter()
-            .filter(|l| {
-                l.kind == LineKind::CreditApplied.as_str()
-                    || l.kind == LineKind::CreditCarried.as_str()
-            })
-            .map(|l| -dec(&l.amount))
-            .sum();
+        let moved = -sum_stored(
+            lines
+                .iter()
+                .filter(|l| {
+                    l.kind == LineKind::CreditApplied.as_str()
+                        || l.kind == LineKind::CreditCarried.as_str()
+                })
+                .map(|l| l.amount.as_str()),
+        )?;
         if !moved.is_zero() {
             let balance = locked_balance(tx, &inv.account_id).await?;
             set_balance(tx, &inv.account_id, (balance + moved).max(Decimal::ZERO)).await?;
@@ -668,7 +677,7 @@ pub async fn add_manual_line(
 
 /// An open invoice shows the running sum of its lines (tax is computed when issued).
 pub async fn refresh_open_totals(tx: &mut Tx, id: &str, currency: Currency) -> ApiResult<()> {
-    let sum: Decimal = lines_tx(tx, id).await?.iter().map(|l| dec(&l.amount)).sum();
+    let sum = sum_stored(lines_tx(tx, id).await?.iter().map(|l| l.amount.as_str()))?;
     sqlx::query("UPDATE invoices SET subtotal = $2, total = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(currency.format(sum))
@@ -731,8 +740,8 @@ pub async fn credit_note(
     .bind(id)
     .fetch_all(&mut **tx)
     .await?;
-    let already: Decimal = credited.iter().map(|(s,)| dec(s)).sum();
-    let left = dec(&inv.subtotal) - already;
+    let already = sum_stored(credited.iter().map(|(s,)| s.as_str()))?;
+    let left = dec(&inv.subtotal)? - already;
     if amount > left {
         return Err(ApiError::invalid(
             "amount",
@@ -743,7 +752,13 @@ pub async fn credit_note(
             ),
         ));
     }
-    let vat_rate = inv.vat_rate.as_deref().map(dec).unwrap_or(Decimal::ZERO);
+    // An invoice issued without VAT stores none: zero is the stored fact, not a fallback.
+    let vat_rate = inv
+        .vat_rate
+        .as_deref()
+        .map(dec)
+        .transpose()?
+        .unwrap_or(Decimal::ZERO);
     let tax = currency.round(amount * vat_rate / Decimal::ONE_HUNDRED);
     let today = super::calendar::day_of(now);
     let series = series(settings.numbering, today, true);

@@ -111,6 +111,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::money::CorruptAmount> for ApiError {
+    fn from(e: crate::money::CorruptAmount) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {

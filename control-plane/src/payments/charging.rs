@@ -11,7 +11,6 @@
 //! `failed`, a final email and, with `suspend_on_failure`, the account's applications suspended for
 //! non-payment (the gateway answers 402 within its snapshot poll interval).
 
-use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use super::braintree::Braintree;
@@ -389,7 +388,7 @@ pub async fn charge_invoice(
     check_chargeable(&inv)?;
     let p = provider(pool, master_key).await?;
     let currency = inv.currency();
-    let total: Decimal = inv.total.parse().unwrap_or(Decimal::ZERO);
+    let total = crate::money::stored(&inv.total)?;
     // Before any provider call: a currency the provider cannot charge is refused (422).
     super::units::check(p.name(), currency)?;
     let (attempt_id, attempt, resumed) = claim(pool, invoice_id, &p, &inv).await?;
