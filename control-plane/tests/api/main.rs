@@ -10,11 +10,11 @@
 // A test crate: a failed unwrap or assertion is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-// mod admin;
+mod admin;
 mod catalog;
 // mod developer;
 mod errors;
-// mod gateway;
-// mod idempotency;
+mod gateway;
+mod idempotency;
 mod keys;
 mod support;
