@@ -12,7 +12,7 @@
 
 mod admin;
 mod catalog;
-// mod developer;
+mod developer;
 mod errors;
 mod gateway;
 mod idempotency;
