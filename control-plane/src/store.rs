@@ -361,4 +361,31 @@ mod tests {
         assert_eq!(migrate(&pool).await.unwrap(), MIGRATIONS.len());
         assert_eq!(migrate(&pool).await.unwrap(), 0);
     }
+
+    #[tokio::test]
+    async fn in_memory_pools_keep_one_private_database() {
+        let a = connect_in_memory().await.unwrap();
+        let b = connect_in_memory().await.unwrap();
+        assert_eq!(migrate(&a).await.unwrap(), MIGRATIONS.len());
+        // Every query of the pool sees the same database: the second migration finds it done.
+        assert_eq!(migrate(&a).await.unwrap(), 0);
+        let mut tx = begin_write(&a).await.unwrap();
+        sqlx::query(
+            "INSERT INTO services (id, name, created_at, updated_at) VALUES ('svc_1', 'S', 0, 0)",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
+            .fetch_one(&a)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(
+            migrate(&b).await.unwrap(),
+            MIGRATIONS.len(),
+            "another pool, another database"
+        );
+    }
 }
