@@ -10,6 +10,7 @@
 // A test crate: a failed unwrap or assertion is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod access;
 mod admin;
 mod catalog;
 mod developer;
