@@ -400,3 +400,25 @@ async fn payments_are_refused_before_any_provider_call_without_a_gateway() {
         .await
         .error(409, "invalid_state");
 }
+
+#[tokio::test]
+async fn the_stripe_webhook_refuses_before_reading_an_event() {
+    let app = TestApp::new().await;
+    let hook = app.client("", None);
+    let before = app.row_counts().await;
+    // Without Stripe configured there is no secret to check a signature with.
+    hook.request(
+        "POST",
+        "/webhooks/stripe",
+        Some(&json!({"id": "evt_1", "type": "payment_intent.succeeded"})),
+        &[("stripe-signature", "t=1,v1=00")],
+    )
+    .await
+    .error(409, "no_payment_gateway");
+    // Unauthenticated until the signature is checked: a smaller body cap than the API's.
+    let big = vec![b' '; tollgate_control_plane::payments::webhooks::MAX_WEBHOOK_BYTES + 1];
+    hook.raw("POST", "/webhooks/stripe", Some(big), &[])
+        .await
+        .error(413, "body_too_large");
+    assert_eq!(app.row_counts().await, before);
+}
