@@ -191,3 +191,21 @@ def test_an_unknown_stored_currency_is_never_charged_as_usd(world):
     assert st == 409 and body["error"]["code"] == "unknown_currency" and "ZZZ" in body["error"]["message"], body
     assert charge_calls(w["contract"]) == 0
     assert w["db"].query(f"SELECT COUNT(*) FROM charge_attempts WHERE invoice_id = '{inv['id']}'") == ["0"]
+
+
+def test_the_admin_gateway_form_edits_merchant_accounts(world):
+    from test_portal import Browser
+    w, api = world, world["api"]
+    admin = Browser(w["server"].port)
+    assert admin.submit("/admin/sign_in", {"token": ADMIN_TOKEN})[0] == 303
+    _, _, html = admin.request("GET", "/admin/gateway")
+    assert 'value="EUR=tollgate_eur, JPY=tollgate_jpy, USD=tollgate_usd"' in html, html
+    form = {"type": "braintree", "braintree.merchant_id": "tollgate", "braintree.public_key": PUBLIC_KEY,
+            "braintree.private_key": "", "braintree.environment": "sandbox", "braintree.api_base": w["contract"]}
+    # Without the billing currency's account: refused, next to the field; nothing changes.
+    st, _, html = admin.submit("/admin/gateway", {**form, "braintree.merchant_accounts": "EUR=tollgate_eur"})
+    assert st == 422 and "merchant_accounts needs an account" in html, (st, html[:500])
+    assert api.ok("GET", "/billing/gateway")["merchant_accounts"] == MERCHANT_ACCOUNTS
+    st, _, html = admin.submit("/admin/gateway", {**form, "braintree.merchant_accounts": "usd=tollgate_usd\njpy=tollgate_jpy"})
+    assert st == 200 and "Saved." in html, (st, html[:500])
+    assert api.ok("GET", "/billing/gateway")["merchant_accounts"] == {"USD": "tollgate_usd", "JPY": "tollgate_jpy"}
