@@ -15,7 +15,8 @@ or of the default account when it names none, as at Braintree; each transaction 
 unknown id is a VALIDATION error 91513 "Merchant account ID is invalid." and charges nothing; an
 amount with more decimals than the account's currency allows is 81503 (amount format).
 
-`POST /_contract/delay_next_charge?seconds=S` makes the next charge happen but answer S seconds late.
+`POST /_contract/delay_next_charge?seconds=S` makes the next charge happen but answer S seconds late
+(and, as at Braintree, a search by its order id finds nothing until it has answered).
 `GET /_contract/transactions`: every transaction; `GET /_contract/charge_calls`: how many
 `chargePaymentMethod` calls arrived (refused ones included).
 Run: python braintree_contract.py --port PORT --public-key K --private-key P
@@ -31,7 +32,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STATE = {"customers": {}, "methods": {}, "transactions": [], "delay": 0.0,
-         "merchant_accounts": {"tollgate_usd": "USD"}, "default_account": "tollgate_usd", "charge_calls": 0}
+         "merchant_accounts": {"tollgate_usd": "USD"}, "default_account": "tollgate_usd", "charge_calls": 0,
+         "in_flight": set()}
 #: Decimal places of the currencies the tests use (Braintree: "must match the currency format of the
 #: merchant account"); others are taken as two.
 DECIMALS = {"JPY": 0, "ISK": 0, "KRW": 0, "KWD": 3, "BHD": 3}
@@ -140,7 +142,9 @@ def handle(query, variables):
         return ok({"chargePaymentMethod": {"transaction": tx}})
     if "search" in query and "transactions" in query:
         order = v.get("orderId", {}).get("is")
-        edges = [{"node": tx} for tx in STATE["transactions"] if tx["orderId"] == order]
+        # As at Braintree, a transaction is not found while its charge call is still in flight.
+        edges = [{"node": tx} for tx in STATE["transactions"]
+                 if tx["orderId"] == order and tx["id"] not in STATE["in_flight"]]
         return ok({"search": {"transactions": {"edges": edges, "pageInfo": {"hasNextPage": False}}}})
     if "node(" in query:
         customer = variables.get("id")
@@ -192,10 +196,15 @@ def make_handler(public_key, private_key):
             with LOCK:
                 answer = handle(query, body.get("variables") or {})
                 delay = STATE["delay"] if "chargePaymentMethod" in query else 0
+                tx = ((answer.get("data") or {}).get("chargePaymentMethod") or {}).get("transaction")
                 if delay:
                     STATE["delay"] = 0.0
+                    if tx:
+                        STATE["in_flight"].add(tx["id"])
             if delay:
                 time.sleep(delay)
+                with LOCK:
+                    STATE["in_flight"].discard(tx["id"] if tx else None)
             self.send(200, answer)
 
     return Handler
