@@ -156,34 +156,30 @@ def test_twenty_pays_at_once_over_api_portal_and_admin_charge_the_card_once(prov
     assert len(messages) == 2, [m["Subject"] for m in messages]
 
 
-def wait_pending_attempt(db, invoice_id, timeout=5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if db.query(f"SELECT state FROM charge_attempts WHERE invoice_id = '{invoice_id}'") == ["pending"]:
-            return
-        time.sleep(0.02)
-    raise AssertionError("the charge was not claimed")
-
-
-def charge_in_background(api, invoice_id):
+def charge_in_flight(w, name):
+    """An invoice of a new developer whose admin charge is at the provider (claimed, its answer
+    held): (invoice, thread of the charge, dict that gets its answer)."""
+    acct, _, _ = signed_up(w, name)
+    inv = issue(w["api"], acct["id"], "25.00")
+    hold_next_charge(w)
     out = {}
 
     def run():
-        out["answer"] = api.call("POST", f"/admin/api/v1/invoices/{invoice_id}/charge", {})
+        out["answer"] = w["api"].call("POST", f"/admin/api/v1/invoices/{inv['id']}/charge", {})
 
     t = threading.Thread(target=run)
     t.start()
-    return t, out
+    deadline = time.monotonic() + 5
+    while w["db"].query(f"SELECT state FROM charge_attempts WHERE invoice_id = '{inv['id']}'") != ["pending"]:
+        assert time.monotonic() < deadline, "the charge was not claimed"
+        time.sleep(0.02)
+    return inv, t, out
 
 
 @pytest.mark.parametrize("provider", ["braintree"], indirect=True)
 def test_mark_paid_and_cancel_wait_for_a_charge_in_flight(provider):
     w, api = provider, provider["api"]
-    acct, _, _ = signed_up(w, "Busy")
-    inv = issue(api, acct["id"], "25.00")
-    hold_next_charge(w)
-    t, out = charge_in_background(api, inv["id"])
-    wait_pending_attempt(w["db"], inv["id"])
+    inv, t, out = charge_in_flight(w, "Busy")
     # The provider has the charge: marking the invoice paid or cancelling it now would race its
     # answer (the previous build accepted both; the answer then made a cancelled invoice paid).
     for action in ("pay", "cancel"):
@@ -202,11 +198,7 @@ def test_a_success_after_the_lease_expired_and_a_cancel_is_kept_for_refund(provi
     money was taken: it is recorded (`refund_due`, the provider's reference, an error in the log),
     the invoice stays cancelled (its credit already went back), no "payment received" email."""
     w, api = provider, provider["api"]
-    acct, _, _ = signed_up(w, "Late")
-    inv = issue(api, acct["id"], "25.00")
-    hold_next_charge(w)
-    t, out = charge_in_background(api, inv["id"])
-    wait_pending_attempt(w["db"], inv["id"])
+    inv, t, out = charge_in_flight(w, "Late")
     w["db"].query(f"UPDATE charge_attempts SET lease_until = 1 WHERE invoice_id = '{inv['id']}'")
     assert api.ok("POST", f"/invoices/{inv['id']}/cancel", status=200)["state"] == "cancelled"
     t.join(timeout=30)
