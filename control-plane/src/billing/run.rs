@@ -414,7 +414,7 @@ async fn bill_accounts(
     let started = std::time::Instant::now();
     let previous = previous_month_start(ctx.run_on);
     let current = month_start(ctx.run_on);
-    let currency = ctx.settings.currency();
+    let currency = ctx.settings.currency()?;
     // Usage of the previous month per (application, metric, day).
     let mut app_ids: Vec<&str> = contracts.iter().map(|c| c.2.as_str()).collect();
     app_ids.sort_unstable();

@@ -392,6 +392,14 @@ pub async fn pay_invoice(
                 StatusCode::PAYMENT_REQUIRED,
             )
         }
+        // Charged for an invoice cancelled meanwhile: not a failure; the operator refunds it.
+        Ok(p) if p["state"] == crate::payments::charging::REFUND_DUE => (
+            format!(
+                "<p class=\"error\" role=\"alert\">{}</p>",
+                esc(p["error_message"].as_str().unwrap_or_default())
+            ),
+            StatusCode::CONFLICT,
+        ),
         Ok(p) => (
             format!(
                 "<p class=\"error\" role=\"alert\">The payment failed: {}</p>",

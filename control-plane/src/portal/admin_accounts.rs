@@ -461,7 +461,43 @@ const BRAINTREE_FIELDS: &[(&str, &str, bool)] = &[
         "Braintree web SDK base URL (empty: Braintree's CDN)",
         false,
     ),
+    (
+        MERCHANT_ACCOUNTS,
+        "Merchant account per currency (EUR=account-id, JPY=account-id)",
+        false,
+    ),
 ];
+
+/// The Braintree field that is an object in the API (currency -> merchant account id) and
+/// `EUR=id, JPY=id` in the form.
+const MERCHANT_ACCOUNTS: &str = "merchant_accounts";
+
+fn merchant_accounts_text(stored: &Value) -> String {
+    stored
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(code, id)| format!("{code}={}", text(id)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// `EUR=id, JPY=id` (commas, spaces or new lines between pairs) as the API's object; a pair
+/// without `=` keeps an empty id, which the API refuses with the field named.
+fn merchant_accounts_json(typed: &str) -> Value {
+    Value::Object(
+        typed
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (code, id) = pair.split_once('=').unwrap_or((pair, ""));
+                (code.trim().to_uppercase(), json!(id.trim()))
+            })
+            .collect(),
+    )
+}
 
 pub async fn gateway(State(s): State<AppState>, admin: AdminSession) -> Response {
     gateway_page(&s, &admin, &Fields::new(), &None, "", StatusCode::OK).await
@@ -506,7 +542,11 @@ async fn gateway_page(
                     let value = f
                         .get(&format!("{provider}.{name}"))
                         .cloned()
-                        .unwrap_or_else(|| if same { text(stored) } else { String::new() });
+                        .unwrap_or_else(|| match (same, *name) {
+                            (false, _) => String::new(),
+                            (true, MERCHANT_ACCOUNTS) => merchant_accounts_text(stored),
+                            (true, _) => text(stored),
+                        });
                     input(
                         &format!("{provider}.{name}"),
                         label,
@@ -544,7 +584,8 @@ async fn gateway_page(
                 "merchant_id",
                 "public_key",
                 "private_key",
-                "environment"
+                "environment",
+                MERCHANT_ACCOUNTS
             ]
         ),
         esc(&state),
@@ -599,7 +640,9 @@ pub async fn save_gateway(
                 v = old.clone();
             }
         }
-        if !v.is_empty() {
+        if *name == MERCHANT_ACCOUNTS {
+            body[*name] = merchant_accounts_json(&v);
+        } else if !v.is_empty() {
             body[*name] = Value::String(v);
         }
     }
