@@ -285,3 +285,242 @@ impl Journal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::counters::SharedStore;
+    use crate::host::fake::{FakeHost, World};
+    use crate::link::harness::{snapshot, ControlPlane, Mode, Worker, START_MS};
+    use crate::metering::ORPHAN_AFTER_MS;
+
+    /// Workers on snapshot v1 (`a1`, `a2`), their first tick done.
+    fn workers(world: &Rc<World>, cp: &mut ControlPlane, n: usize) -> Vec<Worker> {
+        (0..n)
+            .map(|_| {
+                let mut w = Worker::start(world);
+                w.tick();
+                cp.serve(&mut w);
+                assert_eq!(w.version(), Some("v1"));
+                w
+            })
+            .collect()
+    }
+
+    /// Ticks and serves every live worker, one flush interval apart, until nothing is left to
+    /// report (bounded).
+    fn deliver_everything(world: &World, cp: &mut ControlPlane, workers: &mut [&mut Worker]) {
+        for _ in 0..10 {
+            world.advance_ms(1_000);
+            for w in workers.iter_mut() {
+                w.tick();
+                cp.serve(w);
+            }
+        }
+        for w in workers.iter() {
+            let m = w.shared.meter.as_ref().unwrap().borrow();
+            assert_eq!(m.unacknowledged_entries(), 0, "{} delivered all", m.gateway);
+        }
+    }
+
+    fn registry(world: &World) -> Vec<String> {
+        registry_decode(&world.value(REGISTRY_KEY).unwrap_or_default())
+    }
+
+    #[test]
+    fn a_dead_workers_journal_is_adopted_once_and_no_hit_is_lost_or_counted_twice() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1", "a2"]));
+        let mut ws = workers(&world, &mut cp, 3);
+        let mut c = ws.pop().unwrap();
+        let b = Rc::new(RefCell::new(ws.pop().unwrap()));
+        let mut a = ws.pop().unwrap();
+        let dead_id = c.link.gateway().to_string();
+        assert_eq!(registry(&world).len(), 3);
+
+        // C reports 5 hits; the control plane counts them but the answer is lost.
+        c.hits("a1", 5);
+        world.advance_ms(1_000);
+        c.tick();
+        cp.usage_mode = Mode::CountThenTimeout;
+        cp.serve(&mut c);
+        assert_eq!(cp.hits("a1"), 5);
+        // 7 more, journaled on the next tick; then C's VM is torn down.
+        c.hits("a1", 7);
+        c.hits("a2", 2);
+        world.advance_ms(100);
+        c.tick();
+        c.host.die();
+        cp.usage_mode = Mode::Up;
+
+        // A and B live on; C's journal is not an orphan until its heartbeat is ORPHAN_AFTER_MS
+        // old.
+        for _ in 0..(ORPHAN_AFTER_MS / 1_000) {
+            world.advance_ms(1_000);
+            for w in [&mut a, &mut *b.borrow_mut()] {
+                w.tick();
+                cp.serve(w);
+            }
+        }
+        assert_eq!(
+            world
+                .value(&format!("{JOURNAL_PREFIX}{dead_id}"))
+                .map(|v| v.is_empty()),
+            Some(false)
+        );
+        // Now both look for orphans at the same moment: B claims C's journal between A's read
+        // and A's compare-and-swap.
+        world.advance_ms(1_000);
+        a.link.journal.next_adopt_ms = 0;
+        b.borrow_mut().link.journal.next_adopt_ms = 0;
+        let journal_key = format!("{JOURNAL_PREFIX}{dead_id}");
+        let b2 = Rc::clone(&b);
+        world.after_get(&journal_key, move || b2.borrow_mut().tick());
+        a.tick();
+        let mut b = Rc::try_unwrap(b).ok().unwrap().into_inner();
+        assert!(b.host.logged("adopted the usage journal of dead worker"));
+        assert!(
+            !a.host.logged("adopted the usage journal"),
+            "A lost the compare-and-swap"
+        );
+        assert_eq!(world.value(&journal_key).unwrap(), b"", "claimed");
+        assert!(!registry(&world).contains(&dead_id));
+
+        deliver_everything(&world, &mut cp, &mut [&mut a, &mut b]);
+        // C's report went again under its own id and sequence (counted once), the rest as B's.
+        assert!(
+            cp.deliveries > cp.counted.len(),
+            "the lost answer was retried"
+        );
+        assert_eq!(cp.counted.keys().filter(|(g, _)| *g == dead_id).count(), 1);
+        assert_eq!(cp.hits("a1"), 12);
+        assert_eq!(cp.hits("a2"), 2);
+    }
+
+    #[test]
+    fn a_stalled_worker_taken_for_dead_starts_a_new_journal_without_double_counting() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        let mut ws = workers(&world, &mut cp, 2);
+        let mut c = ws.pop().unwrap();
+        let mut a = ws.pop().unwrap();
+        let old_id = c.link.gateway().to_string();
+
+        // C's first report (3) is acknowledged.
+        c.hits("a1", 3);
+        world.advance_ms(1_000);
+        c.tick();
+        cp.serve(&mut c);
+        // Its second (2) goes out, is journaled in flight on the next tick, and its answer is
+        // slow; 4 more hits are recorded and not yet journaled when C stalls.
+        c.hits("a1", 2);
+        world.advance_ms(1_000);
+        c.tick();
+        world.advance_ms(100);
+        c.tick();
+        let late = c.take_calls("/usage");
+        assert_eq!(late.len(), 1);
+        c.hits("a1", 4);
+
+        // A takes C for dead and delivers its journal: the report in flight under C's id.
+        world.advance_ms(ORPHAN_AFTER_MS + ADOPT_INTERVAL_MS);
+        a.tick();
+        assert!(a.host.logged(&format!("dead worker {old_id}")));
+        deliver_everything(&world, &mut cp, &mut [&mut a]);
+        assert_eq!(cp.hits("a1"), 5);
+
+        // C wakes up: what it had journaled is A's now; it keeps only the 4 unjournaled hits.
+        c.tick();
+        assert!(c
+            .host
+            .logged("adopted by another worker; starting a new one"));
+        assert_ne!(c.link.gateway(), old_id);
+        assert!(registry(&world).contains(&c.link.gateway().to_string()));
+        // C's slow report reaches the control plane after all: a duplicate, and its answer
+        // changes nothing at C.
+        let stale = cp.answer(&late[0]);
+        c.deliver(late[0].token, stale);
+        deliver_everything(&world, &mut cp, &mut [&mut a, &mut c]);
+        assert_eq!(cp.hits("a1"), 9);
+        assert_eq!(cp.counted.keys().filter(|(g, _)| *g == old_id).count(), 2);
+    }
+
+    #[test]
+    fn reports_are_retried_through_5xx_and_timeouts_and_a_refused_one_is_dropped_and_counted() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        let mut w = workers(&world, &mut cp, 1).pop().unwrap();
+        w.hits("a1", 4);
+        let mut sent = Vec::new();
+        for (i, mode) in [
+            Mode::Status(503),
+            Mode::Timeout,
+            Mode::Status(500),
+            Mode::Status(429),
+            Mode::Status(408),
+            Mode::Up,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            cp.usage_mode = mode;
+            world.advance_ms(1_000);
+            w.tick();
+            let report = w.take_calls("/usage").remove(0);
+            sent.push(report.body.clone());
+            let answer = cp.answer(&report);
+            w.deliver(report.token, answer);
+            let failures = w.counter("tollgate.usage.report_failures");
+            assert_eq!(failures, (i as u64 + 1).min(5), "{mode:?}");
+            w.host.calls.clear();
+        }
+        assert!(sent.windows(2).all(|p| p[0] == p[1]), "re-sent unchanged");
+        assert_eq!(cp.hits("a1"), 4);
+        assert_eq!(w.counter("tollgate.usage.reports"), 1);
+
+        // A 4xx can never be accepted: dropped, counted, never re-sent.
+        w.hits("a1", 2);
+        cp.usage_mode = Mode::Status(400);
+        world.advance_ms(1_000);
+        w.tick();
+        cp.serve(&mut w);
+        assert_eq!(w.counter("tollgate.usage.dropped_entries"), 1);
+        assert!(w.host.logged("refused usage report"));
+        world.advance_ms(1_000);
+        w.tick();
+        assert!(w.take_calls("/usage").is_empty());
+        assert_eq!(cp.hits("a1"), 4);
+    }
+
+    #[test]
+    fn registration_retries_through_concurrent_registry_writes() {
+        let world = World::new(START_MS);
+        // An earlier worker registered (a registry that does not exist yet has no CAS token to
+        // guard its first write: see `register`).
+        FakeHost::new(&world)
+            .set(REGISTRY_KEY, b"gw-first", None)
+            .unwrap();
+        // Three other workers register between this one's read and its compare-and-swap.
+        for i in 0..3 {
+            let mut other = FakeHost::new(&world);
+            let w2 = Rc::clone(&world);
+            world.after_get(REGISTRY_KEY, move || {
+                let mut ids = registry(&w2);
+                ids.push(format!("gw-other-{i}"));
+                assert!(other
+                    .set(REGISTRY_KEY, &registry_encode(&ids), None)
+                    .unwrap());
+            });
+        }
+        let w = Worker::start(&world);
+        let ids = registry(&world);
+        assert_eq!(ids.len(), 5, "{ids:?}");
+        assert!(ids.contains(&w.link.gateway().to_string()));
+        assert_eq!(world.writes(REGISTRY_KEY), 5);
+    }
+}
