@@ -136,11 +136,15 @@ impl Journal {
         let Ok(mut m) = meter.try_borrow_mut() else {
             return;
         };
+        let new_report = !m.has_report_waiting();
         let Some(report) = m.next_report() else {
             return;
         };
         let body = serde_json::to_vec(report).unwrap_or_default();
         let (gateway, sequence) = (report.gateway.clone(), report.sequence);
+        if new_report && !self.journal_in_flight(&m, host) {
+            return; // adopted since this tick's sync: the next sync starts a new journal
+        }
         let mut headers = call_headers(
             cp,
             "POST",
@@ -163,6 +167,30 @@ impl Journal {
                     &format!("cannot call the control plane with usage (status {})", e.0),
                     Failure::Usage,
                 );
+            }
+        }
+    }
+
+    /// Journals a report just put in flight, before it can reach the control plane. Otherwise
+    /// the journal would still hold its entries as pending until the next tick, and a worker
+    /// torn down in between (the report counted) would leave them to an adopter that reports
+    /// them again under its own id: counted twice. In flight, the adopter re-sends the report
+    /// under this worker's id and sequence, which the control plane counts once.
+    ///
+    /// Compare-and-swap against this tick's read, so a journal another worker claimed meanwhile
+    /// is not brought back; `false` then, and nothing is sent.
+    fn journal_in_flight<H: Host>(&self, meter: &Meter, host: &mut H) -> bool {
+        let cas = match host.get(&self.key) {
+            Ok((Some(v), _)) if v.is_empty() => return false,
+            Ok((_, cas)) => cas,
+            Err(_) => None,
+        };
+        match host.set(&self.key, &meter.encode(), cas) {
+            Ok(written) => written,
+            Err(_) => {
+                // As when the tick's journal write fails: the report still goes.
+                host.log(Level::Warn, "tollgate: cannot write the usage journal");
+                true
             }
         }
     }
@@ -448,6 +476,33 @@ mod tests {
         deliver_everything(&world, &mut cp, &mut [&mut a, &mut c]);
         assert_eq!(cp.hits("a1"), 9);
         assert_eq!(cp.counted.keys().filter(|(g, _)| *g == old_id).count(), 2);
+    }
+
+    #[test]
+    fn a_worker_dying_right_after_sending_a_report_leaves_it_in_flight_not_pending() {
+        for mode in [Mode::Up, Mode::CountThenTimeout] {
+            let world = World::new(START_MS);
+            let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+            let mut ws = workers(&world, &mut cp, 2);
+            let mut c = ws.pop().unwrap();
+            let mut a = ws.pop().unwrap();
+            // C journals 6 hits, sends them, the control plane counts them, and C's VM is torn
+            // down before its next tick.
+            c.hits("a1", 6);
+            world.advance_ms(1_000);
+            c.tick();
+            cp.usage_mode = mode;
+            cp.serve(&mut c);
+            cp.usage_mode = Mode::Up;
+            assert_eq!(cp.hits("a1"), 6, "{mode:?}");
+            c.host.die();
+            // A adopts C's journal: the report goes again under C's id, a duplicate.
+            world.advance_ms(ORPHAN_AFTER_MS + ADOPT_INTERVAL_MS);
+            a.tick();
+            assert!(a.host.logged("adopted the usage journal"), "{mode:?}");
+            deliver_everything(&world, &mut cp, &mut [&mut a]);
+            assert_eq!(cp.hits("a1"), 6, "{mode:?}: counted once");
+        }
     }
 
     #[test]
