@@ -243,3 +243,92 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+    use tollgate_protocol::Period;
+
+    use super::harness::{snapshot, ControlPlane, Worker, START_MS};
+    use super::*;
+    use crate::counters::OthersUsage;
+    use crate::host::fake::{Answer, World};
+    use crate::periods::window;
+
+    /// Answers the snapshot polls made so far (304 while the version is unchanged).
+    fn answer_snapshot_polls(w: &mut Worker, cp: &mut ControlPlane) {
+        for call in w.take_calls("/snapshot") {
+            let answer = cp.answer(&call);
+            w.deliver(call.token, answer);
+        }
+    }
+
+    #[test]
+    fn global_usage_survives_failures_and_follows_the_catalog_across_a_swap() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1", "a2"]));
+        let mut w = Worker::start(&world);
+        w.tick();
+        cp.serve(&mut w);
+        let minute = window(Period::Minute, w.host.now_secs().unwrap()).start;
+        let others = |w: &Worker, app: &str| {
+            let c = w.catalog().unwrap();
+            let g = w.shared.global.as_ref().unwrap();
+            g.get(c.app_index(app).unwrap(), 0, Period::Minute, minute)
+        };
+
+        // Asked only once a catalog is installed; the answer is indexed for it.
+        world.advance_ms(500);
+        w.tick();
+        answer_snapshot_polls(&mut w, &mut cp);
+        let call = w.take_calls("/global_usage").remove(0);
+        assert!(call
+            .path()
+            .ends_with(&format!("instance={}", w.link.instance())));
+        let body = format!(
+            r#"{{"entries": [{{"application": "a2", "metric": "hits", "period": "minute",
+                "window_start": {minute}, "value": 7}}]}}"#
+        );
+        w.deliver(
+            call.token,
+            Answer {
+                body: body.into_bytes(),
+                ..Answer::status(200)
+            },
+        );
+        assert_eq!(others(&w, "a2"), 7);
+
+        // 503, a timeout and a body that is not JSON keep the last answer.
+        for (i, answer) in [
+            Answer::status(503),
+            Answer::failed(),
+            Answer {
+                body: b"{".to_vec(),
+                ..Answer::status(200)
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            world.advance_ms(500);
+            w.tick();
+            answer_snapshot_polls(&mut w, &mut cp);
+            let call = w.take_calls("/global_usage").remove(0);
+            w.deliver(call.token, answer);
+            assert_eq!(others(&w, "a2"), 7);
+            assert_eq!(w.counter("tollgate.snapshot.failures"), i as u64 + 1);
+        }
+
+        // A new catalog moves a2 to another index: the last answer is re-indexed for it.
+        cp.snapshot = snapshot("v2", &["a0", "a1", "a2"]);
+        world.advance_ms(500);
+        w.tick();
+        w.take_calls("/global_usage");
+        cp.serve(&mut w);
+        assert_eq!(w.version(), Some("v2"));
+        assert_eq!(w.catalog().unwrap().app_index("a2"), Some(2));
+        assert_eq!(others(&w, "a2"), 7);
+        assert_eq!(others(&w, "a0"), 0);
+    }
+}
