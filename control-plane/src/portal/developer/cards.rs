@@ -81,16 +81,24 @@ async fn card_form(
         }
         Err(e) => return failure(e),
     };
+    let body = card_entry(message, &session.csrf, &setup);
+    no_store(status, page("Add a card", Some(&session.csrf), body))
+}
+
+/// The card form for the provider `setup` names (the answer of the payments API's setup call):
+/// Stripe Elements or Braintree Hosted Fields, the provider's script and the glue script, which
+/// reads the key and secret (or client token) from the form's `data-` attributes.
+fn card_entry(message: Markup, csrf: &str, setup: &Value) -> Markup {
     let text = |k: &str| setup[k].as_str().unwrap_or_default().to_string();
     let js_url = text("js_url");
     let stripe = setup["provider"] == "stripe";
-    let body = html! {
+    html! {
         (message)
         form id="card-form" method="post" action="/portal/payment_methods"
             data-publishable-key=[stripe.then(|| text("publishable_key"))]
             data-client-secret=[stripe.then(|| text("client_secret"))]
             data-client-token=[(!stripe).then(|| text("client_token"))] {
-            (csrf_input(&session.csrf))
+            (csrf_input(csrf))
             @if stripe {
                 input type="hidden" name="payment_method_id" id="payment_method_id";
                 label for="card-element" { "Card" }
@@ -116,8 +124,7 @@ async fn card_form(
             script src={ (js_url) "hosted-fields.min.js" } {}
             script src=(assets::BRAINTREE_CARD.url()) {}
         }
-    };
-    no_store(status, page("Add a card", Some(&session.csrf), body))
+    }
 }
 
 /// `POST /portal/payment_methods`: attaches the card the provider's script confirmed.
@@ -228,4 +235,42 @@ pub async fn confirmed(
         ),
     };
     super::billing::billing_page(&s, &session, message, status).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_forms_carry_their_values_in_escaped_data_attributes() {
+        let hostile = "x\"><script>alert(1)</script>";
+        let stripe = card_entry(
+            html! {},
+            "tok",
+            &json!({"provider": "stripe", "js_url": "https://js.stripe.com/v3/",
+                    "publishable_key": hostile, "client_secret": "seti_1_secret_2"}),
+        )
+        .into_string();
+        assert!(stripe
+            .contains("data-publishable-key=\"x&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\""));
+        assert!(stripe.contains("data-client-secret=\"seti_1_secret_2\""));
+        assert!(stripe.contains("<script src=\"https://js.stripe.com/v3/\"></script>"));
+        assert!(stripe.contains("/portal/assets/stripe-card.js?v="));
+        assert!(!stripe.contains("<script>") && !stripe.contains("data-client-token"));
+        let bt = card_entry(
+            html! {},
+            "tok",
+            &json!({"provider": "braintree", "js_url": "https://js.braintreegateway.com/web/3.97.2/js/",
+                    "client_token": hostile}),
+        )
+        .into_string();
+        assert!(
+            bt.contains("data-client-token=\"x&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\"")
+        );
+        assert!(bt.contains(
+            "src=\"https://js.braintreegateway.com/web/3.97.2/js/hosted-fields.min.js\""
+        ));
+        assert!(bt.contains("/portal/assets/braintree-card.js?v=") && bt.contains("id=\"bt-cvv\""));
+        assert!(!bt.contains("<script>") && !bt.contains("data-publishable-key"));
+    }
 }
