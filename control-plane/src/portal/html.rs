@@ -4,7 +4,8 @@
 //!
 //! Pages are written with [maud]'s `html!` templates. Every value interpolated into a template is
 //! escaped when the page is rendered — text and attribute values alike — unless it is already
-//! [`Markup`], which only a template (or [`PreEscaped`], never used on data) produces. So escaping
+//! [`Markup`], which only a template produces (`maud::PreEscaped`, which would wrap raw text, is
+//! used nowhere in the portals). So escaping
 //! cannot be forgotten: a `&str` from the database or a form always comes out as text.
 //!
 //! Why maud rather than askama or minijinja: these pages are built from small shared pieces (a
