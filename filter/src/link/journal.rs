@@ -20,6 +20,7 @@
 
 use super::{call_headers, failed, new_gateway_id, Failure};
 use crate::config::ControlPlane;
+use crate::counters::StoreError;
 use crate::host::{Host, Level};
 use crate::metering::{registry_decode, registry_encode, Meter, JOURNAL_PREFIX, REGISTRY_KEY};
 use crate::worker::Shared;
@@ -28,6 +29,29 @@ use crate::worker::Shared;
 pub const ADOPT_INTERVAL_MS: u64 = 5_000;
 /// CAS attempts when updating the journal registry.
 pub const REGISTRY_CAS_ATTEMPTS: usize = 16;
+
+/// The CAS token [`create_if_absent`] writes with on Envoy, where any token writes a missing key
+/// and a token other than the key's own is refused. Tokens come from one counter per process
+/// (from 1, one per write), so a key created in the moment between a read and this write, at
+/// start-up, never has this one.
+const CREATE_CAS: u32 = u32::MAX;
+
+/// Writes `key` only if it does not exist; `Ok(false)` when another worker created it first.
+///
+/// The hosts differ on a missing key: Envoy writes it whatever the token, and writes an existing
+/// key unconditionally for token 0 (`cas` `None`); ngx_wasm_module (Kong) writes a missing key for
+/// token 0 only, and an existing key only for its own token. So: [`CREATE_CAS`] first (Envoy:
+/// created, or refused because the key exists; Kong: always refused), then, if the key is still
+/// missing (only on Kong), token 0, which Kong writes only to a missing key.
+fn create_if_absent<H: Host>(host: &mut H, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+    if host.set(key, value, Some(CREATE_CAS))? {
+        return Ok(true);
+    }
+    match host.get(key)? {
+        (None, _) => host.set(key, value, None),
+        (Some(_), _) => Ok(false),
+    }
+}
 
 /// The usage report in flight.
 struct InFlight {
@@ -70,6 +94,11 @@ impl Journal {
     }
 
     /// Lists this worker's journal in the registry so that others can adopt it if it dies.
+    ///
+    /// Every write is conditional, the first one included: an unconditional write creating the
+    /// registry could overwrite the id another worker registered a moment before, and a journal
+    /// missing from the registry is never adopted. A missing key has no CAS token, so the first
+    /// write is [`create_if_absent`].
     pub fn register<H: Host>(&self, host: &mut H) {
         for _ in 0..REGISTRY_CAS_ATTEMPTS {
             let Ok((bytes, cas)) = host.get(REGISTRY_KEY) else {
@@ -80,10 +109,14 @@ impl Journal {
                 return;
             }
             ids.push(self.gateway.clone());
-            if host
-                .set(REGISTRY_KEY, &registry_encode(&ids), cas)
-                .unwrap_or(false)
-            {
+            let value = registry_encode(&ids);
+            let written = match (bytes, cas) {
+                (Some(_), Some(cas)) => host.set(REGISTRY_KEY, &value, Some(cas)),
+                (None, _) => create_if_absent(host, REGISTRY_KEY, &value),
+                // A value without a token cannot be updated conditionally: read again.
+                (Some(_), None) => Ok(false),
+            };
+            if written.unwrap_or(false) {
                 return;
             }
         }
@@ -553,10 +586,27 @@ mod tests {
     }
 
     #[test]
+    fn two_workers_creating_the_registry_at_once_are_both_listed() {
+        let world = World::new(START_MS);
+        // No registry yet. B starts and registers between A's read of the missing registry and
+        // A's write: A's first write must not overwrite B's id.
+        let b: Rc<RefCell<Option<Worker>>> = Rc::new(RefCell::new(None));
+        let (b2, w2) = (Rc::clone(&b), Rc::clone(&world));
+        world.after_get(REGISTRY_KEY, move || {
+            *b2.borrow_mut() = Some(Worker::start(&w2));
+        });
+        let a = Worker::start(&world);
+        let b = b.borrow_mut().take().unwrap();
+        let ids = registry(&world);
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert!(ids.contains(&a.link.gateway().to_string()), "{ids:?}");
+        assert!(ids.contains(&b.link.gateway().to_string()), "{ids:?}");
+    }
+
+    #[test]
     fn registration_retries_through_concurrent_registry_writes() {
         let world = World::new(START_MS);
-        // An earlier worker registered (a registry that does not exist yet has no CAS token to
-        // guard its first write: see `register`).
+        // An earlier worker registered (creating the registry is the other test's race).
         FakeHost::new(&world)
             .set(REGISTRY_KEY, b"gw-first", None)
             .unwrap();
