@@ -4,7 +4,8 @@
 //! - **Journal.** Every tick a worker folds its request-path usage ([`Meter`]) and writes its
 //!   whole meter, with a heartbeat, to `tollgate/v1/journal/<gateway>` in shared data; the
 //!   registry [`REGISTRY_KEY`] lists the gateway ids that have journals (updated with
-//!   compare-and-swap, [`REGISTRY_CAS_ATTEMPTS`] tries).
+//!   compare-and-swap, [`REGISTRY_CAS_ATTEMPTS`] tries; a worker writes its journal before it
+//!   lists its id).
 //! - **Reports.** Every `flush_interval_ms` the next report goes out; it stays in flight, re-sent
 //!   unchanged (same gateway id and sequence), until a 2xx. A 4xx other than 408/429 can never be
 //!   accepted: the report is dropped and counted in `usage.dropped_entries`. A 5xx, 408, 429, a
@@ -100,6 +101,14 @@ impl Journal {
     /// missing from the registry is never adopted. A missing key has no CAS token, so the first
     /// write is [`create_if_absent`].
     pub fn register<H: Host>(&self, host: &mut H) {
+        // The journal exists before its id is listed: an adopter takes a listed id without a
+        // journal for one already adopted and drops it, and this worker's first tick (its first
+        // journal write) may come after another worker's adoption pass.
+        let mut first = Meter::new(self.gateway.clone());
+        first.heartbeat_ms = host.now_ms().unwrap_or(0);
+        if create_if_absent(host, &self.key, &first.encode()).is_err() {
+            host.log(Level::Warn, "tollgate: cannot write the usage journal");
+        }
         for _ in 0..REGISTRY_CAS_ATTEMPTS {
             let Ok((bytes, cas)) = host.get(REGISTRY_KEY) else {
                 return;
@@ -601,6 +610,30 @@ mod tests {
         assert_eq!(ids.len(), 2, "{ids:?}");
         assert!(ids.contains(&a.link.gateway().to_string()), "{ids:?}");
         assert!(ids.contains(&b.link.gateway().to_string()), "{ids:?}");
+    }
+
+    #[test]
+    fn a_worker_is_adoptable_before_its_first_tick_even_if_another_looks_for_orphans_first() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        let mut a = Worker::start(&world);
+        let mut b = Worker::start(&world);
+        // A's first tick (an adoption pass) runs before B's first tick.
+        a.tick();
+        cp.serve(&mut a);
+        assert!(registry(&world).contains(&b.link.gateway().to_string()));
+        b.tick();
+        cp.serve(&mut b);
+        // B journals 3 hits and dies: A adopts its journal and every hit is counted.
+        b.hits("a1", 3);
+        world.advance_ms(100);
+        b.tick();
+        b.host.die();
+        world.advance_ms(ORPHAN_AFTER_MS + ADOPT_INTERVAL_MS);
+        a.tick();
+        assert!(a.host.logged("adopted the usage journal"));
+        deliver_everything(&world, &mut cp, &mut [&mut a]);
+        assert_eq!(cp.hits("a1"), 3);
     }
 
     #[test]
