@@ -28,6 +28,8 @@ pub struct World {
     /// Successful writes per key.
     writes: RefCell<HashMap<String, usize>>,
     after_get: RefCell<Vec<(String, Hook)>>,
+    /// Writes of keys starting with this fail with a host error (shared data full).
+    refused_prefix: RefCell<Option<String>>,
 }
 
 impl World {
@@ -37,6 +39,7 @@ impl World {
             now_ms: Cell::new(now_ms),
             writes: RefCell::new(HashMap::new()),
             after_get: RefCell::new(Vec::new()),
+            refused_prefix: RefCell::new(None),
         })
     }
 
@@ -64,6 +67,12 @@ impl World {
         self.after_get
             .borrow_mut()
             .push((key.to_string(), Box::new(hook)));
+    }
+
+    /// From now on writes of keys starting with `prefix` fail with a host error (as when shared
+    /// data is full); `None` lets them through again.
+    pub fn refuse_writes(&self, prefix: Option<&str>) {
+        *self.refused_prefix.borrow_mut() = prefix.map(str::to_string);
     }
 
     fn take_hook(&self, key: &str) -> Option<Hook> {
@@ -199,6 +208,15 @@ impl SharedStore for FakeHost {
 
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
         if self.dead {
+            return Err(StoreError::Host(INTERNAL_FAILURE));
+        }
+        let refused = self
+            .world
+            .refused_prefix
+            .borrow()
+            .as_deref()
+            .is_some_and(|p| key.starts_with(p));
+        if refused {
             return Err(StoreError::Host(INTERNAL_FAILURE));
         }
         let written = self.world.store.borrow_mut().set(key, value, cas)?;

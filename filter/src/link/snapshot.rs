@@ -10,7 +10,9 @@
 //! 3. **Claim and prepare.** Before a catalog can serve traffic each of its new applications
 //!    needs a counter record in shared data. Creating 100,000 records is the slow part, so one
 //!    worker claims the work with compare-and-swap on [`PREPARED_KEY`]
-//!    (`preparing:<ms>:<version>`), creates the records, and marks `done:<version>`. The others
+//!    (`preparing:<ms>:<version>`), creates the records, and marks `done:<version>` (or, when
+//!    creating them failed, `failed:<version>`: it, or the next worker to look, tries again on
+//!    its next tick, [`MAX_PREPARE_ATTEMPTS`] times per worker). The others
 //!    keep serving their old catalog, re-check every [`PENDING_TICK_MS`], and install when they
 //!    read `done:` for their version. A claim older than [`CLAIM_TIMEOUT_MS`] belongs to a
 //!    worker that died: the next worker to look takes it over.
@@ -39,12 +41,18 @@ pub const PENDING_TICK_MS: u32 = 20;
 /// A preparation claim older than this is abandoned (its VM died) and taken over.
 pub const CLAIM_TIMEOUT_MS: u64 = 5_000;
 
+/// Attempts at creating a snapshot's counter records (one per tick while pending) before the
+/// snapshot is given up.
+pub const MAX_PREPARE_ATTEMPTS: u32 = 3;
+
 /// A decoded snapshot waiting for its counter records.
 struct Pending {
     catalog: Catalog,
     started_ms: u64,
     decoded_ms: u64,
     body_size: usize,
+    /// Failed attempts at creating its counter records.
+    prepare_attempts: u32,
 }
 
 /// One worker's side of the protocol.
@@ -185,6 +193,7 @@ impl SnapshotSync {
             started_ms,
             decoded_ms: compiled_ms.saturating_sub(started_ms),
             body_size,
+            prepare_attempts: 0,
         });
         self.try_install(tick_ms, last_global, shared, host);
         if self.pending.is_some() {
@@ -227,6 +236,12 @@ impl SnapshotSync {
             {
                 return; // another VM claimed it first
             }
+            // The claim's token: the outcome is written over this claim only, not over the claim
+            // of a worker that took over meanwhile.
+            let claim_cas = match host.get(PREPARED_KEY) {
+                Ok((Some(m), cas)) if m == claim.as_bytes() => cas,
+                _ => None,
+            };
             // Records exist for every application of this worker's previous catalog: create only
             // the new ones.
             let known: HashSet<&str> = shared
@@ -243,13 +258,31 @@ impl SnapshotSync {
                     .filter(|a| !known.contains(a.id.as_str())),
             );
             drop(known);
-            let _ = host.set(PREPARED_KEY, format!("done:{version}").as_bytes(), None);
+            // `done:` only once every record exists: the others install on it. A failure releases
+            // the claim (`failed:`), so the next worker to look tries at once.
+            let outcome = if ok { "done" } else { "failed" };
+            if let Some(cas) = claim_cas {
+                let _ = host.set(
+                    PREPARED_KEY,
+                    format!("{outcome}:{version}").as_bytes(),
+                    Some(cas),
+                );
+            }
             if !ok {
-                self.pending = None;
+                let attempts = self.pending.as_ref().map_or(0, |p| p.prepare_attempts) + 1;
+                let gave_up = attempts >= MAX_PREPARE_ATTEMPTS;
+                if gave_up {
+                    self.pending = None;
+                } else if let Some(p) = self.pending.as_mut() {
+                    p.prepare_attempts = attempts;
+                }
                 return failed(
                     host,
                     shared,
-                    "cannot prepare counter records for the new snapshot",
+                    &format!(
+                        "cannot prepare counter records for snapshot {version} (attempt {attempts} of {MAX_PREPARE_ATTEMPTS}); {}",
+                        if gave_up { "keeping the last snapshot" } else { "will retry" }
+                    ),
                     Failure::Snapshot,
                 );
             }
@@ -473,6 +506,40 @@ mod tests {
             4,
             "v1 claim + done, v2 claim + done"
         );
+    }
+
+    #[test]
+    fn records_that_cannot_be_made_are_never_marked_done_and_are_made_on_a_retry() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        let mut a = installed(&world, &mut cp);
+        let mut b = installed(&world, &mut cp);
+        cp.snapshot = snapshot("v2", &["a1", "a2"]);
+
+        // Shared data refuses new counter records: A claims v2's and cannot make them.
+        world.refuse_writes(Some(crate::catalog::COUNTER_KEY_PREFIX));
+        world.advance_ms(500);
+        a.tick();
+        cp.serve(&mut a);
+        assert_eq!(a.version(), Some("v1"));
+        assert!(a.link.snapshot.is_pending(), "A tries again");
+        assert_eq!(world.value(PREPARED_KEY).unwrap(), b"failed:v2");
+        // B gets v2 and does not install it without a2's record.
+        b.tick();
+        cp.serve(&mut b);
+        assert_eq!(b.version(), Some("v1"));
+        assert_ne!(world.value(PREPARED_KEY).unwrap(), b"done:v2");
+
+        // Shared data takes writes again: the next tick makes the records and both install.
+        world.refuse_writes(None);
+        world.advance_ms(u64::from(PENDING_TICK_MS));
+        a.tick();
+        b.tick();
+        assert_eq!(a.version(), Some("v2"));
+        assert_eq!(b.version(), Some("v2"));
+        assert!(has_record(&world, &a, "a2"));
+        assert_eq!(world.value(PREPARED_KEY).unwrap(), b"done:v2");
+        assert_eq!(a.host.tick_ms, Some(a.link.tick_ms()));
     }
 
     #[test]
