@@ -1,7 +1,8 @@
 //! The snapshot install protocol.
 //!
 //! 1. **Poll.** Every `poll_interval_ms` a worker asks for the service's snapshot with
-//!    `If-None-Match` set to the version it last decoded; 304 means unchanged. Any other answer
+//!    `If-None-Match` set to the version it installed (or the one waiting for its counter
+//!    records); 304 means unchanged. Any other answer
 //!    than 200 or 304, a timeout, or a body that does not decode keeps the installed snapshot
 //!    (counted in `snapshot.failures`), and the next poll asks again.
 //! 2. **Decode.** A binary snapshot is read from the host 64 KiB at a time into a catalog
@@ -58,7 +59,8 @@ struct Pending {
 /// One worker's side of the protocol.
 #[derive(Default)]
 pub struct SnapshotSync {
-    /// Version of the last snapshot decoded (sent as `If-None-Match`).
+    /// Version of the snapshot installed. Recorded on a whole install, not on decode: a snapshot
+    /// that decoded but could not be installed is asked for again at the next poll.
     version: Option<String>,
     /// Snapshot request in flight.
     poll: Option<u32>,
@@ -89,7 +91,14 @@ impl SnapshotSync {
             "GET",
             format!("/gateway/v1/services/{}/snapshot", cp.service_id),
         );
-        if let Some(v) = &self.version {
+        // While a snapshot waits for its counter records, asking for it again would only decode
+        // it again: ask for something newer.
+        let asked = self
+            .pending
+            .as_ref()
+            .and_then(|p| p.catalog.version.as_ref())
+            .or(self.version.as_ref());
+        if let Some(v) = asked {
             headers.push(("if-none-match", format!("\"{v}\"")));
         }
         headers.push((
@@ -187,7 +196,6 @@ impl SnapshotSync {
             }
         };
         let compiled_ms = host.now_ms().unwrap_or(0);
-        self.version = catalog.version.clone();
         self.pending = Some(Pending {
             catalog,
             started_ms,
@@ -323,6 +331,7 @@ impl SnapshotSync {
         }
         // Global usage is indexed by catalog positions: re-index the last answer for the new one.
         shared.global = last_global.map(|g| Rc::new(GlobalView::build(&catalog, g)));
+        self.version = catalog.version.clone();
         shared.catalog = Some(Rc::new(catalog));
         if let Some(st) = &shared.stats {
             st.snapshot_updates.bump();
@@ -540,6 +549,42 @@ mod tests {
         assert!(has_record(&world, &a, "a2"));
         assert_eq!(world.value(PREPARED_KEY).unwrap(), b"done:v2");
         assert_eq!(a.host.tick_ms, Some(a.link.tick_ms()));
+    }
+
+    #[test]
+    fn a_snapshot_given_up_before_it_installed_is_fetched_again_at_the_next_poll() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        let mut w = installed(&world, &mut cp);
+        cp.snapshot = snapshot("v2", &["a1", "a2"]);
+
+        // v2 decodes, but its counter records cannot be made: given up after every attempt.
+        world.refuse_writes(Some(crate::catalog::COUNTER_KEY_PREFIX));
+        world.advance_ms(500);
+        w.tick();
+        cp.serve(&mut w);
+        for _ in 1..MAX_PREPARE_ATTEMPTS {
+            assert!(w.link.snapshot.is_pending());
+            world.advance_ms(u64::from(PENDING_TICK_MS));
+            w.tick();
+            w.host.calls.clear();
+        }
+        assert!(!w.link.snapshot.is_pending());
+        assert_eq!(
+            w.version(),
+            Some("v1"),
+            "the last good snapshot is enforced"
+        );
+
+        // The next poll still names v1, so the control plane sends v2 again, and it installs.
+        world.refuse_writes(None);
+        world.advance_ms(500);
+        w.tick();
+        let poll = w.take_calls("/snapshot").remove(0);
+        assert_eq!(poll.header("if-none-match"), Some("\"v1\""));
+        w.deliver(poll.token, cp.answer(&poll));
+        assert_eq!(w.version(), Some("v2"));
+        assert!(has_record(&world, &w, "a2"));
     }
 
     #[test]
