@@ -65,6 +65,9 @@ pub struct Meter {
     hot: HashMap<(u32, u32, i64), u64>,
 }
 
+/// Request-path counts not yet folded into a journal ([`Meter::unfolded`]).
+pub struct Unfolded(HashMap<(u32, u32, i64), u64>);
+
 impl Meter {
     pub fn new(gateway: String) -> Meter {
         Meter {
@@ -83,6 +86,20 @@ impl Meter {
                 .entry((app_index as u32, metric as u32, minute))
                 .or_insert(0);
             *slot = slot.saturating_add(delta);
+        }
+    }
+
+    /// A copy of the request-path counts not yet folded: what the journal does not hold yet, kept
+    /// aside while a journal write may still be refused.
+    pub fn unfolded(&self) -> Unfolded {
+        Unfolded(self.hot.clone())
+    }
+
+    /// Adds counts [`Meter::unfolded`] kept aside back as not yet folded.
+    pub fn restore_unfolded(&mut self, counts: Unfolded) {
+        for (k, v) in counts.0 {
+            let slot = self.hot.entry(k).or_insert(0);
+            *slot = slot.saturating_add(v);
         }
     }
 

@@ -23,7 +23,9 @@ use super::{call_headers, failed, new_gateway_id, Failure};
 use crate::config::ControlPlane;
 use crate::counters::StoreError;
 use crate::host::{Host, Level};
-use crate::metering::{registry_decode, registry_encode, Meter, JOURNAL_PREFIX, REGISTRY_KEY};
+use crate::metering::{
+    registry_decode, registry_encode, Meter, Unfolded, JOURNAL_PREFIX, REGISTRY_KEY,
+};
 use crate::worker::Shared;
 
 /// How often a worker looks for journals of dead workers to adopt.
@@ -137,35 +139,67 @@ impl Journal {
 
     /// Folds request-path usage and writes the journal. If another worker adopted this journal
     /// (it found the heartbeat stale, e.g. after a long stall), what it took is no longer ours.
+    ///
+    /// The write is a compare-and-swap against the read that found the journal ours, as in
+    /// [`Journal::journal_in_flight`]: an adopter claiming it in between makes the write fail,
+    /// rather than the write bringing back usage the adopter now reports (counted twice).
     pub fn sync<H: Host>(&mut self, cp: &ControlPlane, shared: &Shared, host: &mut H, now: u64) {
         let Some(meter) = &shared.meter else { return };
-        let claimed = matches!(host.get(&self.key), Ok((Some(v), _)) if v.is_empty());
+        let read = host.get(&self.key);
+        let claimed = matches!(&read, Ok((Some(v), _)) if v.is_empty());
+        let cas = read.map_or(None, |(_, cas)| cas);
         let Ok(mut m) = meter.try_borrow_mut() else {
             return;
         };
         if claimed {
-            host.log(Level::Warn, "tollgate: this worker's usage journal was adopted by another worker; starting a new one");
-            let mut fresh = Meter::new(new_gateway_id(host, &cp.service_id));
-            std::mem::swap(&mut fresh, &mut m);
-            // Keep only what was recorded after the journal was last written (not yet folded).
-            m.take_hot_from(&mut fresh);
-            self.gateway = m.gateway.clone();
-            self.key = format!("{JOURNAL_PREFIX}{}", self.gateway);
-            self.flush = None;
             drop(m);
-            self.register(host);
-            return;
+            return self.start_new_journal(cp, shared, host, None);
         }
+        // What the claimed journal would not hold if the write below is refused.
+        let unjournaled = m.unfolded();
         if let Some(catalog) = &shared.catalog {
             m.fold(catalog);
         }
         m.heartbeat_ms = now;
         let journal = m.encode();
         drop(m);
-        if host.set(&self.key, &journal, None).is_err() {
-            host.log(Level::Warn, "tollgate: cannot write the usage journal");
+        match host.set(&self.key, &journal, cas) {
+            Ok(true) => {}
+            // Claimed between the read and this write: the adopter has the journal as last
+            // written; this tick's usage is not in it.
+            Ok(false) => return self.start_new_journal(cp, shared, host, Some(unjournaled)),
+            Err(_) => host.log(Level::Warn, "tollgate: cannot write the usage journal"),
         }
         self.count_dropped(shared);
+    }
+
+    /// This worker's journal was adopted: starts a new one under a new gateway id, keeping only
+    /// the usage the adopted journal does not hold (recorded after its last write, and
+    /// `unjournaled`, folded since).
+    fn start_new_journal<H: Host>(
+        &mut self,
+        cp: &ControlPlane,
+        shared: &Shared,
+        host: &mut H,
+        unjournaled: Option<Unfolded>,
+    ) {
+        let Some(meter) = &shared.meter else { return };
+        let Ok(mut m) = meter.try_borrow_mut() else {
+            return;
+        };
+        host.log(Level::Warn, "tollgate: this worker's usage journal was adopted by another worker; starting a new one");
+        let mut fresh = Meter::new(new_gateway_id(host, &cp.service_id));
+        std::mem::swap(&mut fresh, &mut m);
+        // Keep only what was recorded after the journal was last written (not yet folded).
+        m.take_hot_from(&mut fresh);
+        if let Some(counts) = unjournaled {
+            m.restore_unfolded(counts);
+        }
+        self.gateway = m.gateway.clone();
+        self.key = format!("{JOURNAL_PREFIX}{}", self.gateway);
+        self.flush = None;
+        drop(m);
+        self.register(host);
     }
 
     /// Sends the next report when the flush interval has passed and none is in flight.
@@ -518,6 +552,42 @@ mod tests {
         deliver_everything(&world, &mut cp, &mut [&mut a, &mut c]);
         assert_eq!(cp.hits("a1"), 9);
         assert_eq!(cp.counted.keys().filter(|(g, _)| *g == old_id).count(), 2);
+    }
+
+    #[test]
+    fn a_journal_adopted_between_the_ticks_read_and_write_is_not_brought_back() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        let mut ws = workers(&world, &mut cp, 2);
+        let c = Rc::new(RefCell::new(ws.pop().unwrap()));
+        let a = ws.pop().unwrap();
+        let old_id = c.borrow().link.gateway().to_string();
+        // C journals 5 hits (pending, not reported yet), records 4 more, and stalls.
+        c.borrow_mut().hits("a1", 5);
+        world.advance_ms(100);
+        c.borrow_mut().tick();
+        c.borrow_mut().hits("a1", 4);
+        world.advance_ms(ORPHAN_AFTER_MS + ADOPT_INTERVAL_MS);
+
+        // C wakes up; A takes it for dead and adopts its journal between C's read of it and C's
+        // write.
+        let a = Rc::new(RefCell::new(a));
+        let a2 = Rc::clone(&a);
+        world.after_get(&format!("{JOURNAL_PREFIX}{old_id}"), move || {
+            a2.borrow_mut().tick();
+        });
+        c.borrow_mut().tick();
+        let mut a = Rc::try_unwrap(a).ok().unwrap().into_inner();
+        let mut c = Rc::try_unwrap(c).ok().unwrap().into_inner();
+        assert!(a.host.logged(&format!("dead worker {old_id}")));
+        assert_eq!(
+            world.value(&format!("{JOURNAL_PREFIX}{old_id}")).unwrap(),
+            b"",
+            "the claimed journal stays claimed"
+        );
+        assert_ne!(c.link.gateway(), old_id, "C starts a new journal");
+        deliver_everything(&world, &mut cp, &mut [&mut a, &mut c]);
+        assert_eq!(cp.hits("a1"), 9, "each hit counted once");
     }
 
     #[test]
