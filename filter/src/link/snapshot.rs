@@ -2,9 +2,9 @@
 //!
 //! 1. **Poll.** Every `poll_interval_ms` a worker asks for the service's snapshot with
 //!    `If-None-Match` set to the version it installed (or the one waiting for its counter
-//!    records); 304 means unchanged. Any other answer
-//!    than 200 or 304, a timeout, or a body that does not decode keeps the installed snapshot
-//!    (counted in `snapshot.failures`), and the next poll asks again.
+//!    records); 304 means unchanged. Any other answer than 200 or 304, a timeout, or a body that
+//!    does not decode keeps the installed snapshot (counted in `snapshot.failures`), and the next
+//!    poll asks again.
 //! 2. **Decode.** A binary snapshot is read from the host 64 KiB at a time into a catalog
 //!    ([`Catalog::compile_chunked`]): the body never sits whole in the VM's memory, and a body
 //!    cut short is refused whole. A JSON snapshot is parsed in one piece.
@@ -13,9 +13,9 @@
 //!    worker claims the work with compare-and-swap on [`PREPARED_KEY`]
 //!    (`preparing:<ms>:<version>`), creates the records, and marks `done:<version>` (or, when
 //!    creating them failed, `failed:<version>`: it, or the next worker to look, tries again on
-//!    its next tick, [`MAX_PREPARE_ATTEMPTS`] times per worker). The others
-//!    keep serving their old catalog, re-check every [`PENDING_TICK_MS`], and install when they
-//!    read `done:` for their version. A claim older than [`CLAIM_TIMEOUT_MS`] belongs to a
+//!    its next tick, [`MAX_PREPARE_ATTEMPTS`] times per worker). The others keep serving their
+//!    old catalog, re-check every [`PENDING_TICK_MS`], and install when they read `done:` for
+//!    their version. A claim older than [`CLAIM_TIMEOUT_MS`] belongs to a
 //!    worker that died: the next worker to look takes it over.
 //! 4. **Swap.** Usage counted against the old catalog's indexes is folded into names, then the
 //!    worker's catalog is replaced whole (a request sees one snapshot from start to end) and the
