@@ -104,12 +104,17 @@ impl Braintree {
         environment: &str,
         api_base: Option<&str>,
     ) -> Result<Braintree, PayError> {
+        if let Some(base) = api_base {
+            // A stored URL is checked again where it is used (the database may hold an older one).
+            crate::outbound::check(base).map_err(|m| PayError::Config(format!("api_base: {m}")))?;
+        }
         let endpoint = match api_base {
             Some(base) => format!("{base}graphql"),
             None if environment == "production" => PRODUCTION_URL.into(),
             None => SANDBOX_URL.into(),
         };
-        let http = reqwest::Client::builder()
+        // The outbound-URL rule at connect time (no private or loopback address, no redirects).
+        let http = crate::outbound::http_client()
             .timeout(timeout())
             .build()
             .map_err(|e| PayError::Config(e.to_string()))?;
