@@ -80,18 +80,15 @@ pub fn address_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
 }
 
 /// Why a name was not resolved: every address it has is one the rule refuses (or it has none).
-/// Carries the name, never a URL or path.
+/// The text names no host (it may reach a developer); the log line beside it does.
 #[derive(Debug)]
-pub struct NoAllowedAddress {
-    host: String,
-}
+pub struct NoAllowedAddress;
 
 impl std::fmt::Display for NoAllowedAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} resolves to no public address (loopback, private, link-local and unique-local addresses are refused; loopback only with {ALLOW_LOOPBACK_ENV}=true)",
-            self.host
+            "the host resolves to no public address (loopback, private, link-local and unique-local addresses are refused; loopback only with {ALLOW_LOOPBACK_ENV}=true)"
         )
     }
 }
@@ -115,12 +112,26 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 .filter(|a| address_allowed(a.ip(), allow_loopback))
                 .collect();
             if kept.is_empty() {
-                tracing::warn!(host, "outbound connection refused: {}", NoAllowedAddress { host: host.clone() });
-                return Err(Box::new(NoAllowedAddress { host }) as Box<dyn std::error::Error + Send + Sync>);
+                tracing::warn!(host, "outbound connection refused: {NoAllowedAddress}");
+                return Err(Box::new(NoAllowedAddress) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// A transport error as text that may reach a developer: its causes (the resolver's refusal is
+/// one), never the URL.
+pub fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// A client builder for outbound calls under the process's rule: the guarded resolver, no
@@ -219,7 +230,10 @@ mod tests {
         let Err(e) = refused else {
             panic!("localhost resolved without the opt-in")
         };
-        assert!(e.to_string().contains("resolves to no public address"), "{e}");
+        assert!(
+            e.to_string().contains("resolves to no public address"),
+            "{e}"
+        );
         let name = reqwest::dns::Name::from_str("localhost").unwrap();
         let allowed = GuardedResolver {
             allow_loopback: true,

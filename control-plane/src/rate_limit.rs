@@ -200,16 +200,21 @@ impl Limiter {
     }
 
     /// [`Limiter::token_blocked`] as the API's 429 error object.
-    pub fn token_rate_limited(&self, kind: TokenKind, ip: &str) -> Option<crate::http::error::ApiError> {
-        self.token_blocked(kind, ip)
-            .map(|retry_after| crate::http::error::ApiError::TooManyRequests {
+    pub fn token_rate_limited(
+        &self,
+        kind: TokenKind,
+        ip: &str,
+    ) -> Option<crate::http::error::ApiError> {
+        self.token_blocked(kind, ip).map(|retry_after| {
+            crate::http::error::ApiError::TooManyRequests {
                 code: "authentication_rate_limited",
                 message: format!(
                     "too many failed {} token authentications from this address; retry later",
                     kind.as_str()
                 ),
                 retry_after,
-            })
+            }
+        })
     }
 
     /// The client address of a request in a middleware (see [`Limiter::client_ip`]).

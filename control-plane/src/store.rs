@@ -283,6 +283,14 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Unix milliseconds (where seconds are too coarse to order two events).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }

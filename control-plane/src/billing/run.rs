@@ -33,7 +33,7 @@ use super::settings::{self, BillingSettings};
 use crate::catalog::PricingModel;
 use crate::http::error::{ApiError, ApiResult};
 use crate::secrets::new_id;
-use crate::store::{is_unique_violation, now, Pool, Tx};
+use crate::store::{is_unique_violation, now, now_ms, Pool, Tx};
 
 /// Accounts per batch transaction.
 pub const DEFAULT_BATCH: i64 = 500;
@@ -91,7 +91,7 @@ pub async fn start(pool: &Pool, run_on: i64) -> ApiResult<String> {
     match insert_run(pool, run_on, false).await? {
         Some(id) => Ok(id),
         None => Err(ApiError::Internal(
-            "a run insert without a condition inserted nothing".into(),
+            "a run insert inserted nothing, and no run overlapped it".into(),
         )),
     }
 }
@@ -104,30 +104,57 @@ pub async fn start_unless_succeeded(pool: &Pool, run_on: i64) -> ApiResult<Optio
 }
 
 async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResult<Option<String>> {
+    // When the start was asked for: the decision is taken against this instant, not the later
+    // one at which the insert gets the database. On SQLite a write waits for the one writer lock
+    // and its busy handler is no queue: a start that arrived while another replica's run was
+    // working can get the lock only after that run ended, and would then start a second run of
+    // a start burst (issue 15, item 6 on SQLite). A run that was running at `t` (it started by
+    // then and ended at or after it) therefore refuses this start as `run_in_progress` too.
     let t = now();
+    let t_ms = now_ms();
     sqlx::query("UPDATE billing_runs SET state = 'interrupted', finished_at = $1 WHERE state = 'running' AND heartbeat_at < $2")
         .bind(t)
         .bind(t - RUN_STALE_SECS)
         .execute(pool)
         .await?;
     let id = new_id("run");
+    // Runs that ended at or after `t_ms` (succeeded or failed; interrupted ones were dead, not
+    // working) were running when this start arrived.
+    let overlap = "NOT EXISTS (SELECT 1 FROM billing_runs WHERE state IN ('succeeded', 'failed') AND started_at_ms <= $4 AND finished_at_ms >= $4)";
     let condition = if unless_succeeded {
-        "WHERE NOT EXISTS (SELECT 1 FROM billing_runs WHERE run_on = $2 AND state = 'succeeded')"
+        format!("WHERE {overlap} AND NOT EXISTS (SELECT 1 FROM billing_runs WHERE run_on = $2 AND state = 'succeeded')")
     } else {
-        ""
+        format!("WHERE {overlap}")
     };
     let inserted = sqlx::query(&format!(
-        "INSERT INTO billing_runs (id, run_on, state, accounts_done, invoices_issued, error, started_at, heartbeat_at, finished_at) \
-         SELECT $1, $2, 'running', 0, 0, NULL, $3, $3, NULL {condition}"
+        "INSERT INTO billing_runs (id, run_on, state, accounts_done, invoices_issued, error, started_at, heartbeat_at, finished_at, started_at_ms) \
+         SELECT $1, $2, 'running', 0, 0, NULL, $3, $3, NULL, $4 {condition}"
     ))
     .bind(&id)
     .bind(run_on)
     .bind(t)
+    .bind(t_ms)
     .execute(pool)
     .await;
     match inserted {
         Ok(done) if done.rows_affected() == 1 => Ok(Some(id)),
-        Ok(_) => Ok(None),
+        Ok(_) => {
+            let overlapped: Option<(String,)> = sqlx::query_as(
+                "SELECT id FROM billing_runs WHERE state IN ('succeeded', 'failed') AND started_at_ms <= $1 AND finished_at_ms >= $1 ORDER BY id LIMIT 1",
+            )
+            .bind(t_ms)
+            .fetch_optional(pool)
+            .await?;
+            match overlapped {
+                Some((id,)) => Err(ApiError::conflict(
+                    "run_in_progress",
+                    format!(
+                        "billing run {id} was running when this start arrived (it has ended since)"
+                    ),
+                )),
+                None => Ok(None),
+            }
+        }
         Err(e) if is_unique_violation(&e) => {
             let running: Option<(String,)> =
                 sqlx::query_as("SELECT id FROM billing_runs WHERE state = 'running'")
@@ -189,11 +216,12 @@ pub async fn execute(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiR
             )
         }
     };
-    sqlx::query("UPDATE billing_runs SET state = $2, error = $3, finished_at = $4 WHERE id = $1")
+    sqlx::query("UPDATE billing_runs SET state = $2, error = $3, finished_at = $4, finished_at_ms = $5 WHERE id = $1")
         .bind(run_id)
         .bind(state)
         .bind(error)
         .bind(now())
+        .bind(now_ms())
         .execute(pool)
         .await?;
     result

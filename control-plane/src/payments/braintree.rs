@@ -140,7 +140,9 @@ impl Braintree {
             .json(&json!({"query": query, "variables": variables}))
             .send()
             .await
-            .map_err(|e| PayError::Unavailable(format!("Braintree: {e}")))?;
+            .map_err(|e| {
+                PayError::Unavailable(format!("Braintree: {}", crate::outbound::describe(e)))
+            })?;
         let status = resp.status().as_u16();
         match status {
             401 | 403 => {
@@ -155,10 +157,12 @@ impl Braintree {
                 )))
             }
         }
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| PayError::Unavailable(format!("Braintree: bad JSON: {e}")))?;
+        let body: Value = resp.json().await.map_err(|e| {
+            PayError::Unavailable(format!(
+                "Braintree: bad JSON: {}",
+                crate::outbound::describe(e)
+            ))
+        })?;
         if let Some(err) = body["errors"].as_array().and_then(|e| e.first()) {
             let class = err["extensions"]["errorClass"]
                 .as_str()

@@ -404,11 +404,12 @@ pub async fn reseal_first_format(pool: &Pool, key: &[u8; 32]) -> Result<usize, s
         }
     }
     if resealed > 0 {
-        let done = sqlx::query("UPDATE payment_gateway SET config = $1 WHERE id = 1 AND config = $2")
-            .bind(Value::Object(doc).to_string())
-            .bind(&config)
-            .execute(pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE payment_gateway SET config = $1 WHERE id = 1 AND config = $2")
+                .bind(Value::Object(doc).to_string())
+                .bind(&config)
+                .execute(pool)
+                .await?;
         if done.rows_affected() == 0 {
             return Ok(0);
         }

@@ -125,8 +125,8 @@ impl Stripe {
             // A stored URL is checked again where it is used (the database may hold an older one).
             crate::outbound::check(base).map_err(|m| PayError::Config(format!("api_base: {m}")))?;
         }
-        let client = super::stripe_http::StripeHttp::new(secret_key, api_base)
-            .map_err(PayError::Config)?;
+        let client =
+            super::stripe_http::StripeHttp::new(secret_key, api_base).map_err(PayError::Config)?;
         Ok(Stripe {
             client,
             publishable_key: publishable_key.into(),

@@ -52,15 +52,7 @@ fn transport_error(e: reqwest::Error) -> StripeError {
     if e.is_timeout() {
         return StripeError::Timeout;
     }
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    StripeError::ClientError(text)
+    StripeError::ClientError(crate::outbound::describe(e))
 }
 
 impl StripeClient for StripeHttp {
