@@ -150,6 +150,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "one_billing_run",
         include_str!("../migrations/0014_one_billing_run.sql"),
     ),
+    (
+        17,
+        "billing_run_millis",
+        include_str!("../migrations/0017_billing_run_millis.sql"),
+    ),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {

@@ -107,9 +107,10 @@ async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResu
     // When the start was asked for: the decision is taken against this instant, not the later
     // one at which the insert gets the database. On SQLite a write waits for the one writer lock
     // and its busy handler is no queue: a start that arrived while another replica's run was
-    // working can get the lock only after that run ended, and would then start a second run of
-    // a start burst (issue 15, item 6 on SQLite). A run that was running at `t` (it started by
-    // then and ended at or after it) therefore refuses this start as `run_in_progress` too.
+    // working, or just before another start of the same burst, can get the lock only after that
+    // run ended, and then started a second run of one burst (issue 15, item 6 on SQLite). A run
+    // that ended at or after `t_ms` worked while this start waited: the start is refused as
+    // `run_in_progress` too. A start sent after a run ended is accepted as before.
     let t = now();
     let t_ms = now_ms();
     sqlx::query("UPDATE billing_runs SET state = 'interrupted', finished_at = $1 WHERE state = 'running' AND heartbeat_at < $2")
@@ -119,16 +120,16 @@ async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResu
         .await?;
     let id = new_id("run");
     // Runs that ended at or after `t_ms` (succeeded or failed; interrupted ones were dead, not
-    // working) were running when this start arrived.
-    let overlap = "NOT EXISTS (SELECT 1 FROM billing_runs WHERE state IN ('succeeded', 'failed') AND started_at_ms <= $4 AND finished_at_ms >= $4)";
+    // working) were working while this start waited.
+    let overlap = "NOT EXISTS (SELECT 1 FROM billing_runs WHERE state IN ('succeeded', 'failed') AND finished_at_ms >= $4)";
     let condition = if unless_succeeded {
         format!("WHERE {overlap} AND NOT EXISTS (SELECT 1 FROM billing_runs WHERE run_on = $2 AND state = 'succeeded')")
     } else {
         format!("WHERE {overlap}")
     };
     let inserted = sqlx::query(&format!(
-        "INSERT INTO billing_runs (id, run_on, state, accounts_done, invoices_issued, error, started_at, heartbeat_at, finished_at, started_at_ms) \
-         SELECT $1, $2, 'running', 0, 0, NULL, $3, $3, NULL, $4 {condition}"
+        "INSERT INTO billing_runs (id, run_on, state, accounts_done, invoices_issued, error, started_at, heartbeat_at, finished_at) \
+         SELECT $1, $2, 'running', 0, 0, NULL, $3, $3, NULL {condition}"
     ))
     .bind(&id)
     .bind(run_on)
@@ -140,7 +141,7 @@ async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResu
         Ok(done) if done.rows_affected() == 1 => Ok(Some(id)),
         Ok(_) => {
             let overlapped: Option<(String,)> = sqlx::query_as(
-                "SELECT id FROM billing_runs WHERE state IN ('succeeded', 'failed') AND started_at_ms <= $1 AND finished_at_ms >= $1 ORDER BY id LIMIT 1",
+                "SELECT id FROM billing_runs WHERE state IN ('succeeded', 'failed') AND finished_at_ms >= $1 ORDER BY id LIMIT 1",
             )
             .bind(t_ms)
             .fetch_optional(pool)
