@@ -25,10 +25,12 @@ pub const DEFAULT_SIGN_IN_FAILURES_PER_ACCOUNT: u32 = 10;
 pub const DEFAULT_SIGN_IN_ATTEMPTS_PER_IP: u32 = 50;
 /// Default length of the sign-in windows.
 pub const DEFAULT_SIGN_IN_WINDOW_SECS: i64 = 15 * 60;
-/// Default: failed bearer-token authentications (developer, admin and gateway API) per client IP
-/// per sign-in window, per kind of token; past it every bearer request of that kind from the
-/// address is answered 429 until the window ends. Valid tokens never count. Tokens carry 256
-/// random bits, so this bounds the lookups a guesser costs, not its odds.
+/// Default: failed bearer-token authentications (developer and admin API) per client IP per
+/// sign-in window, per kind of token; past it every bearer request of that kind from the address
+/// is answered 429 until the window ends. Valid tokens never count. Tokens carry 256 random bits,
+/// so this bounds the lookups a guesser costs, not its odds. Gateway tokens are not limited:
+/// gateways poll every second, often from one address behind NAT, and one gateway left with a
+/// revoked token would lock its whole fleet out of snapshots and usage reports.
 pub const DEFAULT_TOKEN_FAILURES_PER_IP: u32 = 100;
 /// Default: sign-ups per client IP per hour.
 pub const DEFAULT_SIGN_UPS_PER_IP_PER_HOUR: u32 = 20;
@@ -182,7 +184,8 @@ impl Limiter {
 
     /// Whether `ip` has used its failed authentications with `kind` of bearer token this window
     /// (seconds to wait). Checked before the token is looked up.
-    pub fn token_blocked(&self, kind: TokenKind, ip: &str) -> Option<u64> {
+    pub fn token_blocked(&self, kind: TokenKind, ip: Option<&str>) -> Option<u64> {
+        let ip = ip?;
         self.token_failures.blocked(
             &kind.key(ip),
             self.settings.token_failures_per_ip,
@@ -191,7 +194,8 @@ impl Limiter {
     }
 
     /// Counts one failed authentication with `kind` of bearer token from `ip`.
-    pub fn token_failed(&self, kind: TokenKind, ip: &str) {
+    pub fn token_failed(&self, kind: TokenKind, ip: Option<&str>) {
+        let Some(ip) = ip else { return };
         let _ = self.token_failures.hit(
             &kind.key(ip),
             self.settings.token_failures_per_ip,
@@ -203,7 +207,7 @@ impl Limiter {
     pub fn token_rate_limited(
         &self,
         kind: TokenKind,
-        ip: &str,
+        ip: Option<&str>,
     ) -> Option<crate::http::error::ApiError> {
         self.token_blocked(kind, ip).map(|retry_after| {
             crate::http::error::ApiError::TooManyRequests {
@@ -217,13 +221,16 @@ impl Limiter {
         })
     }
 
-    /// The client address of a request in a middleware (see [`Limiter::client_ip`]).
-    pub fn client_ip_of(&self, req: &axum::extract::Request) -> String {
+    /// The client address of a request in a middleware (see [`Limiter::client_ip`]), or `None`
+    /// for a request without a peer address: only in-process calls have none (`tollgate serve`
+    /// always records the peer), and lumping them under one "unknown" address would let one
+    /// caller's failures limit every other.
+    pub fn client_ip_of(&self, req: &axum::extract::Request) -> Option<String> {
         let peer = req
             .extensions()
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
-        self.client_ip(peer, req.headers())
+            .map(|c| c.0)?;
+        Some(self.client_ip(Some(peer), req.headers()))
     }
 
     /// Seconds to wait when application `app_id` has used its rotations of this hour.
@@ -276,13 +283,12 @@ impl Limiter {
     }
 }
 
-/// The kinds of bearer token, each with its own failure windows (a guesser of developer tokens
-/// does not lock out a gateway behind the same address).
+/// The kinds of bearer token limited, each with its own failure windows (a guesser of developer
+/// tokens does not lock the admin API out).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenKind {
     Developer,
     Admin,
-    Gateway,
 }
 
 impl TokenKind {
@@ -290,7 +296,6 @@ impl TokenKind {
         match self {
             TokenKind::Developer => "account",
             TokenKind::Admin => "admin",
-            TokenKind::Gateway => "gateway",
         }
     }
 

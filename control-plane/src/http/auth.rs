@@ -73,7 +73,10 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     // Failed authentications are limited per client address, like sign-in (a missing header is
     // not a guess and does not count; a valid token never counts).
     let ip = state.limits.client_ip_of(&req);
-    if let Some(limited) = state.limits.token_rate_limited(TokenKind::Admin, &ip) {
+    if let Some(limited) = state
+        .limits
+        .token_rate_limited(TokenKind::Admin, ip.as_deref())
+    {
         return limited.into_response();
     }
     let presented = header.is_some();
@@ -91,7 +94,7 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         }
         Err(e) => {
             if presented && matches!(e, ApiError::Unauthorized(_)) {
-                state.limits.token_failed(TokenKind::Admin, &ip);
+                state.limits.token_failed(TokenKind::Admin, ip.as_deref());
             }
             e.into_response()
         }

@@ -42,7 +42,10 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     };
     // Failed lookups are limited per client address, like sign-in; a valid token never counts.
     let ip = state.limits.client_ip_of(&req);
-    if let Some(limited) = state.limits.token_rate_limited(TokenKind::Developer, &ip) {
+    if let Some(limited) = state
+        .limits
+        .token_rate_limited(TokenKind::Developer, ip.as_deref())
+    {
         return limited.into_response();
     }
     let digest = sha256_hex(&token);
@@ -54,7 +57,9 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     .await;
     match row {
         Ok(Some((_, _, Some(expires_at)))) if expires_at <= now() => {
-            state.limits.token_failed(TokenKind::Developer, &ip);
+            state
+                .limits
+                .token_failed(TokenKind::Developer, ip.as_deref());
             ApiError::Unauthorized("the account token has expired".into()).into_response()
         }
         Ok(Some((account_id, stored, _))) if constant_time_eq(&stored, &digest) => {
@@ -62,7 +67,9 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
             next.run(req).await
         }
         Ok(_) => {
-            state.limits.token_failed(TokenKind::Developer, &ip);
+            state
+                .limits
+                .token_failed(TokenKind::Developer, ip.as_deref());
             ApiError::Unauthorized("unknown or revoked account token".into()).into_response()
         }
         Err(e) => ApiError::from(e).into_response(),

@@ -25,7 +25,6 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, RawBody};
 use super::services::fetch_service;
 use super::AppState;
-use crate::rate_limit::TokenKind;
 use crate::secrets::sha256_hex;
 use crate::store::{is_unique_violation, now, Pool};
 
@@ -153,10 +152,6 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         return ApiError::Unauthorized("send Authorization: Bearer <gateway token>".into())
             .into_response();
     };
-    let ip = state.limits.client_ip_of(&req);
-    if let Some(limited) = state.limits.token_rate_limited(TokenKind::Gateway, &ip) {
-        return limited.into_response();
-    }
     let found: Result<Option<(String,)>, _> =
         sqlx::query_as("SELECT id FROM gateway_tokens WHERE token_sha256 = $1")
             .bind(&digest)
@@ -168,7 +163,6 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
             next.run(req).await
         }
         Ok(None) => {
-            state.limits.token_failed(TokenKind::Gateway, &ip);
             ApiError::Unauthorized("unknown or revoked gateway token".into()).into_response()
         }
         Err(e) => ApiError::from(e).into_response(),

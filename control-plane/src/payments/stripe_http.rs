@@ -60,6 +60,8 @@ impl StripeClient for StripeHttp {
 
     async fn execute(&self, req: CustomizedStripeRequest) -> Result<Bytes, StripeError> {
         let (req, config) = req.into_pieces();
+        // Method and path only: the query and body may carry customer data, the headers the key.
+        tracing::debug!(method = ?req.method, path = req.path, "stripe request");
         let mut url = format!("{}v1{}", self.api_base, req.path);
         if let Some(query) = &req.query {
             url.push('?');
