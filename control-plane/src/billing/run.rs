@@ -150,7 +150,7 @@ async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResu
                 Some((id,)) => Err(ApiError::conflict(
                     "run_in_progress",
                     format!(
-                        "billing run {id} was running when this start arrived (it has ended since)"
+                        "billing run {id} ran while this start waited for the database (it has ended since)"
                     ),
                 )),
                 None => Ok(None),
