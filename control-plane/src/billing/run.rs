@@ -127,6 +127,9 @@ async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResu
     } else {
         format!("WHERE {overlap}")
     };
+    // In a transaction, so the conditions can be read again after the insert (below) and the
+    // insert undone if they no longer hold.
+    let mut tx = crate::store::begin_write(pool).await?;
     let inserted = sqlx::query(&format!(
         "INSERT INTO billing_runs (id, run_on, state, accounts_done, invoices_issued, error, started_at, heartbeat_at, finished_at) \
          SELECT $1, $2, 'running', 0, 0, NULL, $3, $3, NULL {condition}"
@@ -135,28 +138,40 @@ async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResu
     .bind(run_on)
     .bind(t)
     .bind(t_ms)
-    .execute(pool)
+    .execute(&mut *tx)
     .await;
     match inserted {
-        Ok(done) if done.rows_affected() == 1 => Ok(Some(id)),
-        Ok(_) => {
-            let overlapped: Option<(String,)> = sqlx::query_as(
-                "SELECT id FROM billing_runs WHERE state IN ('succeeded', 'failed') AND finished_at_ms >= $1 ORDER BY id LIMIT 1",
-            )
-            .bind(t_ms)
-            .fetch_optional(pool)
-            .await?;
-            match overlapped {
-                Some((id,)) => Err(ApiError::conflict(
-                    "run_in_progress",
-                    format!(
-                        "billing run {id} ran while this start waited for the database (it has ended since)"
-                    ),
-                )),
-                None => Ok(None),
+        Ok(done) if done.rows_affected() == 1 => {
+            // PostgreSQL reads the insert's conditions in the snapshot its statement began with:
+            // when it then waited on the unique index for the running run to end, that run's end
+            // ('succeeded', finished_at_ms) is not in it, and both conditions passed although the
+            // run had just billed the day. A new statement sees what committed meanwhile.
+            let also_succeeded = if unless_succeeded {
+                " OR (run_on = $3 AND state = 'succeeded')"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SELECT id FROM billing_runs WHERE id <> $1 AND ((state IN ('succeeded', 'failed') AND finished_at_ms >= $2){also_succeeded}) LIMIT 1"
+            );
+            let mut check = sqlx::query_as::<_, (String,)>(&sql).bind(&id).bind(t_ms);
+            if unless_succeeded {
+                check = check.bind(run_on);
             }
+            let blocking = check.fetch_optional(&mut *tx).await?;
+            if blocking.is_none() {
+                tx.commit().await?;
+                return Ok(Some(id));
+            }
+            drop(tx);
+            refusal(pool, t_ms).await
+        }
+        Ok(_) => {
+            drop(tx);
+            refusal(pool, t_ms).await
         }
         Err(e) if is_unique_violation(&e) => {
+            drop(tx);
             let running: Option<(String,)> =
                 sqlx::query_as("SELECT id FROM billing_runs WHERE state = 'running'")
                     .fetch_optional(pool)
@@ -168,6 +183,24 @@ async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResu
             ))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Why a start recorded nothing: a run that ended after the start arrived at `t_ms` (409
+/// `run_in_progress`), else (the scheduler's start) today's run had already succeeded (`None`).
+async fn refusal(pool: &Pool, t_ms: i64) -> ApiResult<Option<String>> {
+    let overlapped: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM billing_runs WHERE state IN ('succeeded', 'failed') AND finished_at_ms >= $1 ORDER BY id LIMIT 1",
+    )
+    .bind(t_ms)
+    .fetch_optional(pool)
+    .await?;
+    match overlapped {
+        Some((id,)) => Err(ApiError::conflict(
+            "run_in_progress",
+            format!("billing run {id} ran while this start waited for the database (it has ended since)"),
+        )),
+        None => Ok(None),
     }
 }
 
