@@ -152,3 +152,33 @@ def test_admin_sessions_die_when_the_env_admin_token_changes(serve):
     # The new token signs in.
     st, _, _ = Browser(server.port).submit("/admin/sign_in", {"token": server.env["TOLLGATE_ADMIN_TOKEN"]})
     assert st == 303
+
+
+def test_failed_bearer_tokens_are_limited_per_ip_and_valid_tokens_are_not(serve):
+    """Guessing developer API tokens: past TOLLGATE_TOKEN_FAILURES_PER_IP misses from one address
+    every developer-API request from it is 429 with Retry-After and the error object, for a while;
+    valid tokens never count (a busy client with a good token is never limited), and the admin
+    API's window is its own."""
+    server = serve(TOLLGATE_TOKEN_FAILURES_PER_IP="5")
+    admin = Api(server.base, ADMIN_TOKEN)
+    acct = admin.ok("POST", "/accounts", {"name": "T", "email": "t@example.com"})
+    good = Api(server.base, admin.ok("POST", f"/accounts/{acct['id']}/tokens", {})["token"])
+    for _ in range(20):
+        assert good.call("GET", "/api/v1/invoices")[0] == 200, "valid tokens do not count"
+    statuses = []
+    for i in range(8):
+        st, body, headers = Api(server.base, f"tgd_guess{i:02d}" + "x" * 40).call("GET", "/api/v1/invoices")
+        statuses.append(st)
+        if st == 429:
+            assert body["error"]["code"] == "authentication_rate_limited", body
+            assert 0 < int(headers["retry-after"]) <= 15 * 60
+    assert statuses == [401] * 5 + [429] * 3, statuses
+    # The address is limited now, whatever token it sends (a right guess would not get through).
+    st, body, _ = good.call("GET", "/api/v1/invoices")
+    assert st == 429 and body["error"]["code"] == "authentication_rate_limited", (st, body)
+    # Admin tokens have their own window: the admin API still answers from this address.
+    assert admin.call("GET", "/admin/api/v1/accounts")[0] == 200
+    for i in range(5):
+        assert Api(server.base, f"tga_wrong{i}" + "y" * 40).call("GET", "/admin/api/v1/accounts")[0] == 401
+    st, body, headers = Api(server.base, "tga_wrong" + "y" * 40).call("GET", "/admin/api/v1/accounts")
+    assert st == 429 and body["error"]["code"] == "authentication_rate_limited" and int(headers["retry-after"]) > 0

@@ -65,6 +65,9 @@ def test_developers_see_and_touch_only_their_own_account(world):
     assert [i["id"] for i in dev_a.call("GET", "/api/v1/invoices")[1]["data"]] != []
 
 
+# Hundreds of wrong tokens from one address: past the per-address failure limit (test_abuse.py tests
+# it) they would be 429, and this test is about which tokens are refused, not how often.
+@pytest.mark.server_env(TOLLGATE_TOKEN_FAILURES_PER_IP="100000")
 def test_admin_routes_refuse_every_other_kind_of_token(world):
     w, api = world, world["api"]
     acct, app, dev = developer(w, "Carol")
@@ -154,7 +157,7 @@ def test_secrets_never_reach_the_logs_or_the_database(db, stripe):  # noqa: F811
         secrets.append(wrong)
         time.sleep(2)  # the webhook localstripe sends about a second after the charge
         log = srv.log()
-        assert len(log) > 10_000, "the run logged at trace level"
+        assert " DEBUG " in log and "stripe request" in log, "the run logged at trace level, Stripe calls too"
         found = [s[:12] + "..." for s in secrets if s in log]
         assert not found, f"secrets in the log: {found}"
         dump = db.raw_dump()

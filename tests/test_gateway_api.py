@@ -241,3 +241,56 @@ def test_snapshot_in_the_compact_encoding(world):
     assert head["applications"] == []
     assert head["plans"] == as_json["plans"] and head["version"] == as_json["version"]
     assert apps == as_json["applications"]
+
+
+I64_MAX = 2**63 - 1
+MAX_COUNTER_VALUE = 2**48  # http::gateway::MAX_COUNTER_VALUE
+MAX_COUNTER_DELTA_PER_REPORT = 2**40
+
+
+def usage_total(w, metric):
+    since = minute() - 86400
+    return w["api"].ok("GET", f"/applications/{w['app']['id']}/usage?metric={metric}&period=hour&since={since}")["total"]
+
+
+def test_a_report_that_would_overflow_a_counter_is_refused_whole(world):
+    """A counter near the top of i64 (stored so by a long history, or reached by reports): the
+    next report adding to it is 422 counter_overflow, not a database error the gateway retries
+    forever (PostgreSQL) or a counter silently turned into a float (SQLite); none of the report is
+    recorded, and its sequence is not consumed. The filter drops a report refused with a 4xx."""
+    w = world
+    app, db = w["app"]["id"], w["server"].db
+    hour = minute() - 2 * 3600
+    hour -= hour % 3600
+    st, ack, _ = report(w, "gw-o", 1, [{"application": app, "metric": "hits", "bucket_start": hour, "delta": 1}])
+    assert st == 200 and ack["accepted"] == 1
+    db.query(f"UPDATE usage_counters SET value = {I64_MAX - 5} WHERE application_id = '{app}'")
+    entries = [{"application": app, "metric": "search", "bucket_start": hour, "delta": 3},
+               {"application": app, "metric": "hits", "bucket_start": hour, "delta": 10}]
+    st, body, _ = report(w, "gw-o", 2, entries)
+    assert st == 422 and body["error"]["code"] == "counter_overflow", (st, body)
+    assert db.query(f"SELECT value FROM usage_counters WHERE application_id = '{app}'") == [str(I64_MAX - 5)]
+    assert usage_total(w, "search") == 0, "nothing of the refused report was recorded"
+    st, ack, _ = report(w, "gw-o", 2, entries[:1])
+    assert st == 200 and ack == {"duplicate": False, "accepted": 1, "ignored": 0}, ack
+    assert usage_total(w, "search") == 3
+
+
+def test_reports_alone_cannot_push_a_counter_past_its_bound(world):
+    """With a gateway token only: reports of the largest deltas allowed, one after the other, fill
+    one hour's counter up to MAX_COUNTER_VALUE; the report that would pass it is refused whole."""
+    w = world
+    app = w["app"]["id"]
+    hour = minute() - 3 * 3600
+    hour -= hour % 3600
+    per_report = [{"application": app, "metric": "hits", "bucket_start": hour + 60 * m,
+                   "delta": MAX_COUNTER_DELTA_PER_REPORT} for m in range(60)]
+    sent, seq = 0, 0
+    while sent + 60 * MAX_COUNTER_DELTA_PER_REPORT <= MAX_COUNTER_VALUE:
+        seq += 1
+        st, ack, _ = report(w, "gw-fill", seq, per_report)
+        assert st == 200 and ack["accepted"] == 60, (st, ack)
+        sent += 60 * MAX_COUNTER_DELTA_PER_REPORT
+    st, body, _ = report(w, "gw-fill", seq + 1, per_report)
+    assert st == 422 and body["error"]["code"] == "counter_overflow", (st, body)
+    assert usage_total(w, "hits") == sent

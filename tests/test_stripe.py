@@ -25,9 +25,12 @@ def stripe():
 
 
 @pytest.fixture
-def world(db, stripe):  # noqa: F811
+def world(db, stripe, request):  # noqa: F811
+    """A server on Stripe; a test's `@pytest.mark.server_env(NAME="value")` adds to its environment."""
     sink = SmtpSink().start()
-    srv = start_server(db, sink, TOLLGATE_MASTER_KEY=MASTER_KEY, TOLLGATE_PAYMENT_TIMEOUT_MS="1500")
+    marker = request.node.get_closest_marker("server_env")
+    srv = start_server(db, sink, TOLLGATE_MASTER_KEY=MASTER_KEY, TOLLGATE_PAYMENT_TIMEOUT_MS="1500",
+                       **(marker.kwargs if marker else {}))
     api = Api(srv.base, ADMIN_TOKEN)
     use_stripe(api, stripe.base, {"suspend_on_failure": True, "payment_method_url": "https://portal.example/cards"})
     stripe.register_webhook(f"{srv.base}/webhooks/stripe")

@@ -25,6 +25,13 @@ pub const DEFAULT_SIGN_IN_FAILURES_PER_ACCOUNT: u32 = 10;
 pub const DEFAULT_SIGN_IN_ATTEMPTS_PER_IP: u32 = 50;
 /// Default length of the sign-in windows.
 pub const DEFAULT_SIGN_IN_WINDOW_SECS: i64 = 15 * 60;
+/// Default: failed bearer-token authentications (developer and admin API) per client IP per
+/// sign-in window, per kind of token; past it every bearer request of that kind from the address
+/// is answered 429 until the window ends. Valid tokens never count. Tokens carry 256 random bits,
+/// so this bounds the lookups a guesser costs, not its odds. Gateway tokens are not limited:
+/// gateways poll every second, often from one address behind NAT, and one gateway left with a
+/// revoked token would lock its whole fleet out of snapshots and usage reports.
+pub const DEFAULT_TOKEN_FAILURES_PER_IP: u32 = 100;
 /// Default: sign-ups per client IP per hour.
 pub const DEFAULT_SIGN_UPS_PER_IP_PER_HOUR: u32 = 20;
 /// Default: applications one account may hold when it creates them itself (portal).
@@ -44,6 +51,7 @@ pub struct LimitSettings {
     pub sign_in_attempts_per_ip: u32,
     pub sign_in_window_secs: i64,
     pub sign_ups_per_ip_per_hour: u32,
+    pub token_failures_per_ip: u32,
     pub max_applications_per_account: i64,
     pub max_concurrent_password_hashes: usize,
     pub trust_forwarded_for: bool,
@@ -56,6 +64,7 @@ impl Default for LimitSettings {
             sign_in_attempts_per_ip: DEFAULT_SIGN_IN_ATTEMPTS_PER_IP,
             sign_in_window_secs: DEFAULT_SIGN_IN_WINDOW_SECS,
             sign_ups_per_ip_per_hour: DEFAULT_SIGN_UPS_PER_IP_PER_HOUR,
+            token_failures_per_ip: DEFAULT_TOKEN_FAILURES_PER_IP,
             max_applications_per_account: DEFAULT_MAX_APPLICATIONS_PER_ACCOUNT,
             max_concurrent_password_hashes: DEFAULT_MAX_CONCURRENT_PASSWORD_HASHES,
             trust_forwarded_for: false,
@@ -124,6 +133,7 @@ pub struct Limiter {
     pub sign_in_ip: Windows,
     pub sign_in_failures: Windows,
     pub sign_up_ip: Windows,
+    pub token_failures: Windows,
     pub rotations: Windows,
     pub hashes: Semaphore,
 }
@@ -136,6 +146,7 @@ impl Limiter {
             sign_in_ip: Windows::default(),
             sign_in_failures: Windows::default(),
             sign_up_ip: Windows::default(),
+            token_failures: Windows::default(),
             rotations: Windows::default(),
         })
     }
@@ -169,6 +180,57 @@ impl Limiter {
     pub fn sign_up_attempt(&self, ip: &str) -> Result<(), u64> {
         self.sign_up_ip
             .hit(ip, self.settings.sign_ups_per_ip_per_hour, SECS_PER_HOUR)
+    }
+
+    /// Whether `ip` has used its failed authentications with `kind` of bearer token this window
+    /// (seconds to wait). Checked before the token is looked up.
+    pub fn token_blocked(&self, kind: TokenKind, ip: Option<&str>) -> Option<u64> {
+        let ip = ip?;
+        self.token_failures.blocked(
+            &kind.key(ip),
+            self.settings.token_failures_per_ip,
+            self.settings.sign_in_window_secs,
+        )
+    }
+
+    /// Counts one failed authentication with `kind` of bearer token from `ip`.
+    pub fn token_failed(&self, kind: TokenKind, ip: Option<&str>) {
+        let Some(ip) = ip else { return };
+        let _ = self.token_failures.hit(
+            &kind.key(ip),
+            self.settings.token_failures_per_ip,
+            self.settings.sign_in_window_secs,
+        );
+    }
+
+    /// [`Limiter::token_blocked`] as the API's 429 error object.
+    pub fn token_rate_limited(
+        &self,
+        kind: TokenKind,
+        ip: Option<&str>,
+    ) -> Option<crate::http::error::ApiError> {
+        self.token_blocked(kind, ip).map(|retry_after| {
+            crate::http::error::ApiError::TooManyRequests {
+                code: "authentication_rate_limited",
+                message: format!(
+                    "too many failed {} token authentications from this address; retry later",
+                    kind.as_str()
+                ),
+                retry_after,
+            }
+        })
+    }
+
+    /// The client address of a request in a middleware (see [`Limiter::client_ip`]), or `None`
+    /// for a request without a peer address: only in-process calls have none (`tollgate serve`
+    /// always records the peer), and lumping them under one "unknown" address would let one
+    /// caller's failures limit every other.
+    pub fn client_ip_of(&self, req: &axum::extract::Request) -> Option<String> {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)?;
+        Some(self.client_ip(Some(peer), req.headers()))
     }
 
     /// Seconds to wait when application `app_id` has used its rotations of this hour.
@@ -218,6 +280,27 @@ impl Limiter {
         }
         peer.map(|p| p.ip().to_string())
             .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// The kinds of bearer token limited, each with its own failure windows (a guesser of developer
+/// tokens does not lock the admin API out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    Developer,
+    Admin,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Developer => "account",
+            TokenKind::Admin => "admin",
+        }
+    }
+
+    fn key(self, ip: &str) -> String {
+        format!("{}:{ip}", self.as_str())
     }
 }
 

@@ -2,7 +2,7 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use sha2::{Digest, Sha256};
 
@@ -75,23 +75,110 @@ pub fn derive_key(purpose: &str, secret: &[u8]) -> [u8; 32] {
         .into()
 }
 
-/// Encrypts with ChaCha20-Poly1305 under `key`: base64(nonce || ciphertext || tag).
-pub fn seal(key: &[u8; 32], plaintext: &[u8]) -> String {
+/// Where a sealed value belongs (its associated data): the table, the field and the owning row or
+/// settings key. A value sealed for one place does not open in another, so someone with write
+/// access to the database cannot move a secret between fields or rows (for example the webhook
+/// secret into the API key's field) and have Tollgate use it as the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealedAt<'a> {
+    pub table: &'a str,
+    pub field: &'a str,
+    pub row: &'a str,
+}
+
+impl SealedAt<'_> {
+    /// The associated data: a version tag, then each part with its length (so no two places
+    /// encode alike, whatever bytes a row key holds).
+    fn associated_data(&self) -> Vec<u8> {
+        let mut ad = b"tollgate sealed v2".to_vec();
+        for part in [self.table, self.field, self.row] {
+            ad.extend((part.len() as u64).to_be_bytes());
+            ad.extend(part.as_bytes());
+        }
+        ad
+    }
+}
+
+impl std::fmt::Display for SealedAt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{} of {}", self.table, self.field, self.row)
+    }
+}
+
+/// The prefix of the current sealed format: `v2:` + base64(nonce || ciphertext || tag), sealed
+/// with [`SealedAt`] as associated data. Values without it are the first format (no associated
+/// data), read only to be re-sealed ([`open_v1`]).
+pub const SEALED_V2_PREFIX: &str = "v2:";
+const NONCE_BYTES: usize = 12;
+
+/// Why a sealed value did not open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// Sealed in the first format (no associated data): only [`open_v1`] reads it.
+    FirstFormat,
+    /// Not base64 of a nonce and a tag.
+    Malformed,
+    /// Sealed with another key, for another place, or altered.
+    Refused,
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OpenError::FirstFormat => "sealed in the first format, without its place; a server start re-seals it",
+            OpenError::Malformed => "not a sealed value",
+            OpenError::Refused => {
+                "does not open here: sealed with another master key, for another field or row, or altered"
+            }
+        })
+    }
+}
+
+/// Encrypts with ChaCha20-Poly1305 under `key`, bound to `at`: `v2:` + base64(nonce || ciphertext || tag).
+pub fn seal(key: &[u8; 32], plaintext: &[u8], at: SealedAt<'_>) -> String {
     let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
-    let nonce = random::<12>();
+    let nonce = random::<NONCE_BYTES>();
+    let ad = at.associated_data();
     let mut out = nonce.to_vec();
     out.extend(
         cipher
-            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &ad,
+                },
+            )
             .unwrap_or_default(),
     );
-    STANDARD.encode(out)
+    format!("{SEALED_V2_PREFIX}{}", STANDARD.encode(out))
 }
 
-/// Decrypts what [`seal`] made; `None` if the key is wrong or the text was altered.
-pub fn open(key: &[u8; 32], sealed: &str) -> Option<Vec<u8>> {
+/// Decrypts what [`seal`] made for the same place `at`.
+pub fn open(key: &[u8; 32], sealed: &str, at: SealedAt<'_>) -> Result<Vec<u8>, OpenError> {
+    let Some(body) = sealed.strip_prefix(SEALED_V2_PREFIX) else {
+        return Err(if STANDARD.decode(sealed).is_ok() {
+            OpenError::FirstFormat
+        } else {
+            OpenError::Malformed
+        });
+    };
+    let raw = STANDARD.decode(body).map_err(|_| OpenError::Malformed)?;
+    let (nonce, ct) = raw
+        .split_at_checked(NONCE_BYTES)
+        .ok_or(OpenError::Malformed)?;
+    let ad = at.associated_data();
+    ChaCha20Poly1305::new(Key::from_slice(key))
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &ad })
+        .map_err(|_| OpenError::Refused)
+}
+
+/// Decrypts a value of the first format (base64(nonce || ciphertext || tag), no associated
+/// data), so that it can be re-sealed with [`seal`]; `None` if the key is wrong or the text was
+/// altered. A `v2:` value never opens here (its tag covers associated data).
+pub fn open_v1(key: &[u8; 32], sealed: &str) -> Option<Vec<u8>> {
     let raw = STANDARD.decode(sealed).ok()?;
-    let (nonce, ct) = raw.split_at_checked(12)?;
+    let (nonce, ct) = raw.split_at_checked(NONCE_BYTES)?;
     ChaCha20Poly1305::new(Key::from_slice(key))
         .decrypt(Nonce::from_slice(nonce), ct)
         .ok()
@@ -163,6 +250,12 @@ pub fn new_id(prefix: &str) -> String {
 mod tests {
     use super::*;
 
+    const AT: SealedAt<'static> = SealedAt {
+        table: "payment_gateway",
+        field: "secret_key",
+        row: "1",
+    };
+
     #[test]
     fn ids_made_in_one_millisecond_sort_in_creation_order() {
         let ids: Vec<String> = (0..2000).map(|_| new_id("svc")).collect();
@@ -176,10 +269,59 @@ mod tests {
     #[test]
     fn seals_and_opens() {
         let k = derive_key("test", b"secret");
-        let sealed = seal(&k, b"sk_test_123");
-        assert_eq!(open(&k, &sealed).as_deref(), Some(&b"sk_test_123"[..]));
-        assert!(open(&derive_key("test", b"other"), &sealed).is_none());
+        let sealed = seal(&k, b"sk_test_123", AT);
+        assert!(sealed.starts_with(SEALED_V2_PREFIX));
+        assert_eq!(open(&k, &sealed, AT).as_deref(), Ok(&b"sk_test_123"[..]));
+        assert_eq!(
+            open(&derive_key("test", b"other"), &sealed, AT),
+            Err(OpenError::Refused)
+        );
         assert!(!sealed.contains("sk_test"));
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_where_it_was_sealed() {
+        let k = derive_key("test", b"secret");
+        let sealed = seal(&k, b"sk_test_123", AT);
+        for elsewhere in [
+            SealedAt {
+                field: "webhook_secret",
+                ..AT
+            },
+            SealedAt { row: "2", ..AT },
+            SealedAt {
+                table: "idempotency_keys",
+                ..AT
+            },
+            // Lengths are encoded: moving a character between parts is another place.
+            SealedAt {
+                field: "secret_key1",
+                row: "",
+                ..AT
+            },
+        ] {
+            assert_eq!(open(&k, &sealed, elsewhere), Err(OpenError::Refused));
+        }
+        // Stripping the version does not make it a first-format value that opens.
+        let stripped = sealed.trim_start_matches(SEALED_V2_PREFIX);
+        assert!(open_v1(&k, stripped).is_none());
+    }
+
+    #[test]
+    fn first_format_values_open_only_through_open_v1() {
+        let k = derive_key("test", b"secret");
+        // What the first format's `seal` wrote: base64(nonce || ciphertext || tag), no data.
+        let nonce = [7u8; NONCE_BYTES];
+        let mut raw = nonce.to_vec();
+        raw.extend(
+            ChaCha20Poly1305::new(Key::from_slice(&k))
+                .encrypt(Nonce::from_slice(&nonce), &b"whsec_abc"[..])
+                .unwrap(),
+        );
+        let v1 = STANDARD.encode(raw);
+        assert_eq!(open(&k, &v1, AT), Err(OpenError::FirstFormat));
+        assert_eq!(open_v1(&k, &v1).as_deref(), Some(&b"whsec_abc"[..]));
+        assert_eq!(open(&k, "v2:***", AT), Err(OpenError::Malformed));
     }
 
     #[test]

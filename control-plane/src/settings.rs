@@ -62,6 +62,7 @@ fn limits_from_env() -> Result<crate::rate_limit::LimitSettings, String> {
             "TOLLGATE_SIGN_UPS_PER_IP_PER_HOUR",
             d.sign_ups_per_ip_per_hour,
         )?,
+        token_failures_per_ip: positive("TOLLGATE_TOKEN_FAILURES_PER_IP", d.token_failures_per_ip)?,
         max_applications_per_account: positive(
             "TOLLGATE_MAX_APPLICATIONS_PER_ACCOUNT",
             d.max_applications_per_account,

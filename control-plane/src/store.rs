@@ -181,6 +181,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "one_billing_run",
         include_str!("../migrations/0014_one_billing_run.sql"),
     ),
+    (
+        17,
+        "billing_run_millis",
+        include_str!("../migrations/0017_billing_run_millis.sql"),
+    ),
 ];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {
@@ -311,6 +316,14 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds (where seconds are too coarse to order two events).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 

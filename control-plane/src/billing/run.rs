@@ -34,7 +34,7 @@ use crate::catalog::PricingModel;
 use crate::http::error::{ApiError, ApiResult};
 use crate::money::stored;
 use crate::secrets::new_id;
-use crate::store::{is_unique_violation, now, Pool, Tx};
+use crate::store::{is_unique_violation, now, now_ms, Pool, Tx};
 
 /// Accounts per batch transaction.
 pub const DEFAULT_BATCH: i64 = 500;
@@ -92,7 +92,7 @@ pub async fn start(pool: &Pool, run_on: i64) -> ApiResult<String> {
     match insert_run(pool, run_on, false).await? {
         Some(id) => Ok(id),
         None => Err(ApiError::Internal(
-            "a run insert without a condition inserted nothing".into(),
+            "a run insert inserted nothing, and no run overlapped it".into(),
         )),
     }
 }
@@ -105,18 +105,32 @@ pub async fn start_unless_succeeded(pool: &Pool, run_on: i64) -> ApiResult<Optio
 }
 
 async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResult<Option<String>> {
+    // When the start was asked for: the decision is taken against this instant, not the later
+    // one at which the insert gets the database. On SQLite a write waits for the one writer lock
+    // and its busy handler is no queue: a start that arrived while another replica's run was
+    // working, or just before another start of the same burst, can get the lock only after that
+    // run ended, and then started a second run of one burst (issue 15, item 6 on SQLite). A run
+    // that ended at or after `t_ms` worked while this start waited: the start is refused as
+    // `run_in_progress` too. A start sent after a run ended is accepted as before.
     let t = now();
+    let t_ms = now_ms();
     sqlx::query("UPDATE billing_runs SET state = 'interrupted', finished_at = $1 WHERE state = 'running' AND heartbeat_at < $2")
         .bind(t)
         .bind(t - RUN_STALE_SECS)
         .execute(pool)
         .await?;
     let id = new_id("run");
+    // Runs that ended at or after `t_ms` (succeeded or failed; interrupted ones were dead, not
+    // working) were working while this start waited.
+    let overlap = "NOT EXISTS (SELECT 1 FROM billing_runs WHERE state IN ('succeeded', 'failed') AND finished_at_ms >= $4)";
     let condition = if unless_succeeded {
-        "WHERE NOT EXISTS (SELECT 1 FROM billing_runs WHERE run_on = $2 AND state = 'succeeded')"
+        format!("WHERE {overlap} AND NOT EXISTS (SELECT 1 FROM billing_runs WHERE run_on = $2 AND state = 'succeeded')")
     } else {
-        ""
+        format!("WHERE {overlap}")
     };
+    // In a transaction, so the conditions can be read again after the insert (below) and the
+    // insert undone if they no longer hold.
+    let mut tx = crate::store::begin_write(pool).await?;
     let inserted = sqlx::query(&format!(
         "INSERT INTO billing_runs (id, run_on, state, accounts_done, invoices_issued, error, started_at, heartbeat_at, finished_at) \
          SELECT $1, $2, 'running', 0, 0, NULL, $3, $3, NULL {condition}"
@@ -124,12 +138,41 @@ async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResu
     .bind(&id)
     .bind(run_on)
     .bind(t)
-    .execute(pool)
+    .bind(t_ms)
+    .execute(&mut *tx)
     .await;
     match inserted {
-        Ok(done) if done.rows_affected() == 1 => Ok(Some(id)),
-        Ok(_) => Ok(None),
+        Ok(done) if done.rows_affected() == 1 => {
+            // PostgreSQL reads the insert's conditions in the snapshot its statement began with:
+            // when it then waited on the unique index for the running run to end, that run's end
+            // ('succeeded', finished_at_ms) is not in it, and both conditions passed although the
+            // run had just billed the day. A new statement sees what committed meanwhile.
+            let also_succeeded = if unless_succeeded {
+                " OR (run_on = $3 AND state = 'succeeded')"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SELECT id FROM billing_runs WHERE id <> $1 AND ((state IN ('succeeded', 'failed') AND finished_at_ms >= $2){also_succeeded}) LIMIT 1"
+            );
+            let mut check = sqlx::query_as::<_, (String,)>(&sql).bind(&id).bind(t_ms);
+            if unless_succeeded {
+                check = check.bind(run_on);
+            }
+            let blocking = check.fetch_optional(&mut *tx).await?;
+            if blocking.is_none() {
+                tx.commit().await?;
+                return Ok(Some(id));
+            }
+            drop(tx);
+            refusal(pool, t_ms).await
+        }
+        Ok(_) => {
+            drop(tx);
+            refusal(pool, t_ms).await
+        }
         Err(e) if is_unique_violation(&e) => {
+            drop(tx);
             let running: Option<(String,)> =
                 sqlx::query_as("SELECT id FROM billing_runs WHERE state = 'running'")
                     .fetch_optional(pool)
@@ -141,6 +184,24 @@ async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResu
             ))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Why a start recorded nothing: a run that ended after the start arrived at `t_ms` (409
+/// `run_in_progress`), else (the scheduler's start) today's run had already succeeded (`None`).
+async fn refusal(pool: &Pool, t_ms: i64) -> ApiResult<Option<String>> {
+    let overlapped: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM billing_runs WHERE state IN ('succeeded', 'failed') AND finished_at_ms >= $1 ORDER BY id LIMIT 1",
+    )
+    .bind(t_ms)
+    .fetch_optional(pool)
+    .await?;
+    match overlapped {
+        Some((id,)) => Err(ApiError::conflict(
+            "run_in_progress",
+            format!("billing run {id} ran while this start waited for the database (it has ended since)"),
+        )),
+        None => Ok(None),
     }
 }
 
@@ -190,11 +251,12 @@ pub async fn execute(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiR
             )
         }
     };
-    sqlx::query("UPDATE billing_runs SET state = $2, error = $3, finished_at = $4 WHERE id = $1")
+    sqlx::query("UPDATE billing_runs SET state = $2, error = $3, finished_at = $4, finished_at_ms = $5 WHERE id = $1")
         .bind(run_id)
         .bind(state)
         .bind(error)
         .bind(now())
+        .bind(now_ms())
         .execute(pool)
         .await?;
     result

@@ -791,6 +791,13 @@ async fn serve() -> Result<(), String> {
     // would let a second run start beside it.
     if let Some(k) = settings.master_key {
         crate::payments::config::set_master_key(k);
+        // Secrets sealed before they carried their place are re-sealed now, before anything opens
+        // them: afterwards only values bound to their field are used (docs/payments.md).
+        match crate::payments::config::reseal_first_format(&pool, &k).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "gateway secrets re-sealed in the current format"),
+            Err(e) => return Err(format!("cannot re-seal gateway secrets: {e}")),
+        }
     }
     if crate::outbound::init_from_env() {
         tracing::warn!(

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::rate_limit::TokenKind;
 use crate::secrets::{constant_time_eq, sha256_hex};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +70,16 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         .headers()
         .get("authorization")
         .map(|h| h.to_str().map(str::to_string));
+    // Failed authentications are limited per client address, like sign-in (a missing header is
+    // not a guess and does not count; a valid token never counts).
+    let ip = state.limits.client_ip_of(&req);
+    if let Some(limited) = state
+        .limits
+        .token_rate_limited(TokenKind::Admin, ip.as_deref())
+    {
+        return limited.into_response();
+    }
+    let presented = header.is_some();
     match authenticate(&state, header).await {
         Ok(caller) => {
             let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
@@ -81,7 +92,12 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if presented && matches!(e, ApiError::Unauthorized(_)) {
+                state.limits.token_failed(TokenKind::Admin, ip.as_deref());
+            }
+            e.into_response()
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, ListParams};
 use super::AppState;
 use crate::billing::invoices::{self, Invoice, INVOICE_COLUMNS};
+use crate::rate_limit::TokenKind;
 use crate::secrets::{constant_time_eq, new_account_token, new_id, sha256_hex};
 use crate::store::now;
 
@@ -39,6 +40,14 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         return ApiError::Unauthorized("send Authorization: Bearer <account token>".into())
             .into_response();
     };
+    // Failed lookups are limited per client address, like sign-in; a valid token never counts.
+    let ip = state.limits.client_ip_of(&req);
+    if let Some(limited) = state
+        .limits
+        .token_rate_limited(TokenKind::Developer, ip.as_deref())
+    {
+        return limited.into_response();
+    }
     let digest = sha256_hex(&token);
     let row: Result<Option<(String, String, Option<i64>)>, _> = sqlx::query_as(
         "SELECT account_id, token_sha256, expires_at FROM account_tokens WHERE token_sha256 = $1",
@@ -48,13 +57,21 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     .await;
     match row {
         Ok(Some((_, _, Some(expires_at)))) if expires_at <= now() => {
+            state
+                .limits
+                .token_failed(TokenKind::Developer, ip.as_deref());
             ApiError::Unauthorized("the account token has expired".into()).into_response()
         }
         Ok(Some((account_id, stored, _))) if constant_time_eq(&stored, &digest) => {
             req.extensions_mut().insert(Developer { account_id });
             next.run(req).await
         }
-        Ok(_) => ApiError::Unauthorized("unknown or revoked account token".into()).into_response(),
+        Ok(_) => {
+            state
+                .limits
+                .token_failed(TokenKind::Developer, ip.as_deref());
+            ApiError::Unauthorized("unknown or revoked account token".into()).into_response()
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -56,8 +56,11 @@ async fn add_counts(
         ),
     };
     for chunk in rows.chunks(UPSERT_CHUNK) {
+        // A row the report would take past MAX_COUNTER_VALUE is left as it is (the WHERE), and
+        // the statement then touched fewer rows than it carried: the caller rolls back.
         let sql = format!(
-            "INSERT INTO {table} ({cols}) VALUES {} ON CONFLICT ({key}) DO UPDATE SET value = {table}.value + excluded.value",
+            "INSERT INTO {table} ({cols}) VALUES {} ON CONFLICT ({key}) DO UPDATE SET value = {table}.value + excluded.value \
+             WHERE {table}.value <= {MAX_COUNTER_VALUE} - excluded.value",
             crate::store::placeholders(chunk.len(), width)
         );
         // One statement text per row count: not kept in the prepared-statement caches (each
@@ -69,7 +72,16 @@ async fn add_counts(
             }
             q = q.bind(*app).bind(*metric).bind(*bucket).bind(**delta);
         }
-        q.execute(&mut **tx).await?;
+        let done = q.execute(&mut **tx).await?;
+        if done.rows_affected() < chunk.len() as u64 {
+            return Err(ApiError::invalid(
+                "entries",
+                "counter_overflow",
+                format!(
+                    "this report would take a usage counter past {MAX_COUNTER_VALUE} (per application, metric and hour); nothing was recorded"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -88,6 +100,12 @@ pub const MAX_REPORT_ENTRIES: usize = 10_000;
 /// over the report's entries for it: a sanity bound far above any minute of real traffic (a
 /// mapping rule adds at most 2^32 - 1 per request), so one report cannot add an unbounded amount.
 pub const MAX_COUNTER_DELTA_PER_REPORT: u64 = 1 << 40;
+/// Most one stored counter (application, metric, and hour or minute) may hold. A report that
+/// would take one past it is refused whole (422 `counter_overflow`, nothing recorded; the filter
+/// drops a report refused with a 4xx instead of retrying it). Far above any real hour of
+/// traffic (2^48 is 78 billion a second), and low enough that sums over a year of hours, which
+/// billing and global usage compute, stay within i64: 8,784 x 2^48 < 2^62.
+pub const MAX_COUNTER_VALUE: i64 = 1 << 48;
 /// Usage older than this is refused. A gateway keeps unacknowledged reports and retries them while
 /// the control plane is down, so usage may arrive late; 7 days covers an outage over a long weekend
 /// with margin. Applied report ids are kept 4 times as long to recognize retries.
@@ -529,12 +547,21 @@ pub async fn usage(
         match (apps.contains(&e.application), metrics.get(&e.metric)) {
             (true, Some(metric_id)) => {
                 let hour = e.bucket_start - e.bucket_start.rem_euclid(3600);
-                *hours
-                    .entry((e.application.as_str(), metric_id.as_str(), hour))
-                    .or_default() += e.delta as i64;
-                *minutes
-                    .entry((e.application.as_str(), metric_id.as_str(), e.bucket_start))
-                    .or_default() += e.delta as i64;
+                // Deltas are at most MAX_COUNTER_DELTA_PER_REPORT per minute (checked above), so
+                // an hour's sum is at most 60 times that: well within i64, still checked.
+                let delta = i64::try_from(e.delta).unwrap_or(i64::MAX);
+                for (sums, bucket) in [(&mut hours, hour), (&mut minutes, e.bucket_start)] {
+                    let sum = sums
+                        .entry((e.application.as_str(), metric_id.as_str(), bucket))
+                        .or_default();
+                    *sum = sum.checked_add(delta).ok_or_else(|| {
+                        ApiError::invalid(
+                            "entries",
+                            "counter_overflow",
+                            "this report's deltas overflow a usage counter; nothing was recorded",
+                        )
+                    })?;
+                }
                 accepted += 1;
             }
             _ => ignored += 1,

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::{AppState, MAX_BODY_BYTES};
-use crate::secrets::{open, seal, sha256_hex};
+use crate::secrets::{open, open_v1, seal, sha256_hex, OpenError, SealedAt};
 use crate::store::{is_unique_violation, now};
 use sha2::{Digest, Sha256};
 
@@ -114,7 +114,7 @@ async fn handle(
         .bind(&token_id)
         .bind(&key)
         .bind(i64::from(parts.status.as_u16()))
-        .bind(seal(&cipher, &body))
+        .bind(seal(&cipher, &body, response_at(&row_key(&token_id, &key))))
         .execute(&state.pool)
         .await
     };
@@ -122,6 +122,31 @@ async fn handle(
         tracing::error!(error = %e, key, "cannot record idempotency key outcome");
     }
     Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+/// The row key of a stored response (token ids hold no `/`, so no two rows share one).
+fn row_key(token_id: &str, idem_key: &str) -> String {
+    format!("{token_id}/{idem_key}")
+}
+
+/// Where a stored response is sealed: its row of `idempotency_keys`.
+fn response_at(row: &str) -> SealedAt<'_> {
+    SealedAt {
+        table: "idempotency_keys",
+        field: "response",
+        row,
+    }
+}
+
+/// Opens a stored response. Responses stored before sealed values carried their place (the first
+/// format) are still read: their key is already derived from the token and the idempotency key
+/// ([`cipher_for`]), so they too open only in their own row; they expire within a day.
+fn open_response(cipher: &[u8; 32], sealed: &str, row: &str) -> Option<Vec<u8>> {
+    match open(cipher, sealed, response_at(row)) {
+        Ok(body) => Some(body),
+        Err(OpenError::FirstFormat) => open_v1(cipher, sealed),
+        Err(_) => None,
+    }
 }
 
 /// The key stored responses are sealed with: only the holder of the token can re-derive it.
@@ -161,7 +186,7 @@ async fn replay(
         }
         .into_response(),
         Ok(Some((_, state, Some(status), Some(sealed)))) if state == "done" => {
-            let Some(body) = open(cipher, &sealed) else {
+            let Some(body) = open_response(cipher, &sealed, &row_key(token_id, key)) else {
                 return ApiError::Internal("stored idempotent response does not decrypt".into())
                     .into_response();
             };

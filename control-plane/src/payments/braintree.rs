@@ -117,12 +117,17 @@ impl Braintree {
         api_base: Option<&str>,
         merchant_accounts: MerchantAccounts,
     ) -> Result<Braintree, PayError> {
+        if let Some(base) = api_base {
+            // A stored URL is checked again where it is used (the database may hold an older one).
+            crate::outbound::check(base).map_err(|m| PayError::Config(format!("api_base: {m}")))?;
+        }
         let endpoint = match api_base {
             Some(base) => format!("{base}graphql"),
             None if environment == "production" => PRODUCTION_URL.into(),
             None => SANDBOX_URL.into(),
         };
-        let http = reqwest::Client::builder()
+        // The outbound-URL rule at connect time (no private or loopback address, no redirects).
+        let http = crate::outbound::http_client()
             .timeout(timeout())
             .build()
             .map_err(|e| PayError::Config(e.to_string()))?;
@@ -149,7 +154,9 @@ impl Braintree {
             .json(&json!({"query": query, "variables": variables}))
             .send()
             .await
-            .map_err(|e| PayError::Unavailable(format!("Braintree: {e}")))?;
+            .map_err(|e| {
+                PayError::Unavailable(format!("Braintree: {}", crate::outbound::describe(e)))
+            })?;
         let status = resp.status().as_u16();
         match status {
             401 | 403 => {
@@ -164,10 +171,12 @@ impl Braintree {
                 )))
             }
         }
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| PayError::Unavailable(format!("Braintree: bad JSON: {e}")))?;
+        let body: Value = resp.json().await.map_err(|e| {
+            PayError::Unavailable(format!(
+                "Braintree: bad JSON: {}",
+                crate::outbound::describe(e)
+            ))
+        })?;
         if let Some(err) = body["errors"].as_array().and_then(|e| e.first()) {
             let class = err["extensions"]["errorClass"]
                 .as_str()

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::billing::currency::Currency;
 
 use crate::http::error::{ApiError, ApiResult};
-use crate::secrets::{open, seal};
+use crate::secrets::{open, open_v1, seal, SealedAt, SEALED_V2_PREFIX};
 use crate::store::{now, Pool};
 
 /// The process's master key, for work that runs outside a request (the daily charging).
@@ -164,6 +164,20 @@ pub struct GatewayInput {
 }
 
 const SECRETS: &[&str] = &["secret_key", "webhook_secret", "private_key"];
+
+/// The table holding the gateway settings, and its one row's key.
+const TABLE: &str = "payment_gateway";
+const ROW: &str = "1";
+
+/// Where the secret `field` of the gateway settings is sealed: a value sealed for one field (or
+/// lifted from another table) does not open as another.
+fn sealed_at(field: &str) -> SealedAt<'_> {
+    SealedAt {
+        table: TABLE,
+        field,
+        row: ROW,
+    }
+}
 
 fn field(param: &str, v: Option<String>, prefix: Option<&str>) -> ApiResult<String> {
     let v = v.unwrap_or_default();
@@ -347,7 +361,7 @@ pub async fn store(
                 .collect();
             doc.insert(
                 name.into(),
-                json!({"sealed": seal(key, value.as_bytes()), "last4": last4}),
+                json!({"sealed": seal(key, value.as_bytes(), sealed_at(name)), "last4": last4}),
             );
         } else {
             doc.insert(name.into(), json!(value));
@@ -460,10 +474,11 @@ pub async fn load(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<Optio
                         "TOLLGATE_MASTER_KEY is not set: gateway secrets cannot be opened".into(),
                     )
                 })?;
-                let plain = open(key, sealed).ok_or_else(|| {
-                    ApiError::Internal(
-                        "gateway secrets do not open with this TOLLGATE_MASTER_KEY".into(),
-                    )
+                let plain = open(key, sealed, sealed_at(name)).map_err(|e| {
+                    // Never fall back to using it: a value moved here from another field would
+                    // be sent as this one.
+                    tracing::error!(field = name, "gateway secret {name} refused: {e}");
+                    ApiError::Internal(format!("gateway secret {name} {e}"))
                 })?;
                 Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
             }
@@ -490,4 +505,50 @@ pub async fn load(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<Optio
             merchant_accounts: stored_merchant_accounts(&config)?,
         },
     }))
+}
+
+/// Re-seals gateway secrets still in the first sealed format (no associated data) in the current
+/// one, bound to their field; run at start-up, before anything opens them. Returns how many were
+/// re-sealed. A value that does not open with this key is left as it is (and refused when used).
+/// The row is replaced only if nobody changed it meanwhile (another replica starting, an admin
+/// saving the settings).
+pub async fn reseal_first_format(pool: &Pool, key: &[u8; 32]) -> Result<usize, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT config FROM payment_gateway WHERE id = 1")
+        .fetch_optional(pool)
+        .await?;
+    let Some((config,)) = row else { return Ok(0) };
+    let Ok(Value::Object(mut doc)) = serde_json::from_str::<Value>(&config) else {
+        return Ok(0);
+    };
+    let mut resealed = 0;
+    for name in SECRETS {
+        let Some(slot) = doc.get_mut(*name).and_then(|v| v.get_mut("sealed")) else {
+            continue;
+        };
+        let Some(sealed) = slot.as_str().filter(|s| !s.starts_with(SEALED_V2_PREFIX)) else {
+            continue;
+        };
+        match open_v1(key, sealed) {
+            Some(plain) => {
+                *slot = json!(seal(key, &plain, sealed_at(name)));
+                resealed += 1;
+            }
+            None => tracing::error!(
+                field = name,
+                "gateway secret {name} (first sealed format) does not open with this TOLLGATE_MASTER_KEY; left as it is"
+            ),
+        }
+    }
+    if resealed > 0 {
+        let done =
+            sqlx::query("UPDATE payment_gateway SET config = $1 WHERE id = 1 AND config = $2")
+                .bind(Value::Object(doc).to_string())
+                .bind(&config)
+                .execute(pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Ok(0);
+        }
+    }
+    Ok(resealed)
 }

@@ -3,6 +3,7 @@
 pub mod braintree;
 pub mod config;
 pub mod stripe;
+pub mod stripe_http;
 pub mod units;
 
 /// A stored card as the provider describes it (never the number).

@@ -38,7 +38,7 @@ pub const LOOKUP_PAGE: i64 = 100;
 pub const ATTEMPT_METADATA: &str = "tollgate_attempt";
 
 pub struct Stripe {
-    client: stripe::Client,
+    client: super::stripe_http::StripeHttp,
     pub publishable_key: String,
     pub webhook_secret: String,
     /// Where browsers load Stripe.js for this account ([`super::config::STRIPE_JS_URL`] unless set).
@@ -121,13 +121,12 @@ impl Stripe {
         webhook_secret: &str,
         api_base: Option<&str>,
     ) -> Result<Stripe, PayError> {
-        let mut builder = stripe::ClientBuilder::new(secret_key);
         if let Some(base) = api_base {
-            builder = builder.url(base);
+            // A stored URL is checked again where it is used (the database may hold an older one).
+            crate::outbound::check(base).map_err(|m| PayError::Config(format!("api_base: {m}")))?;
         }
-        let client = builder
-            .build()
-            .map_err(|e| PayError::Config(e.to_string()))?;
+        let client =
+            super::stripe_http::StripeHttp::new(secret_key, api_base).map_err(PayError::Config)?;
         Ok(Stripe {
             client,
             publishable_key: publishable_key.into(),
