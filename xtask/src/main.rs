@@ -14,8 +14,11 @@
 //! - `cargo xtask fuzz`: the filter's libFuzzer targets (`fuzz/`), bounded in time or runs.
 //! - `cargo xtask soak`: ten minutes of load through Envoy + filter + control plane on
 //!   PostgreSQL (`--seconds N` to change): usage exact, memory flat (prints the samples).
+//! - `cargo xtask deny`: `cargo deny check` (advisories, licences, duplicate majors, sources), as
+//!   in `cargo xtask test`; installs cargo-deny the first time.
 //! - `cargo xtask setup`: only the installation step.
 
+mod deny;
 mod fuzz;
 
 use std::env;
@@ -42,6 +45,9 @@ const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Port of the throwaway cluster (never the standard one, which may be taken by a stopped server).
 const THROWAWAY_POSTGRES_PORT: u16 = 55432;
 const WASM_TARGET: &str = "wasm32-wasip1";
+/// The Cargo profile of the gateway filter (fat LTO, one codegen unit, abort: see Cargo.toml);
+/// its modules land in `target/wasm32-wasip1/wasm/`.
+const WASM_PROFILE: &str = "wasm";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -57,9 +63,10 @@ fn main() {
         Some("bench-payments") => bench_release_script("tests/bench/bench_payments.py", &args[1..]),
         Some("bench-loop") => bench_release_script("tests/bench/bench_loop.py", &args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("deny") => deny::deny(),
         Some("soak") => bench_release_script("tests/bench/soak.py", &args[1..]),
         _ => Err(
-            "usage: cargo xtask <run|test|fuzz|soak|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-loop|setup>".into(),
+            "usage: cargo xtask <run|test|fuzz|deny|soak|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-loop|setup>".into(),
         ),
     };
     if let Err(e) = outcome {
@@ -182,12 +189,22 @@ fn build_filter() -> Result {
     build_wasm("tollgate-filter", "the filter")
 }
 
-/// A release build of a workspace package for wasm32-wasip1.
+/// A build of a workspace package for wasm32-wasip1 with the filter's profile.
 fn build_wasm(package: &str, what: &str) -> Result {
-    step(&format!("build {what} ({WASM_TARGET}, release)"));
+    step(&format!(
+        "build {what} ({WASM_TARGET}, profile {WASM_PROFILE})"
+    ));
     sh(
         "cargo",
-        &["build", "-p", package, "--target", WASM_TARGET, "--release"],
+        &[
+            "build",
+            "-p",
+            package,
+            "--target",
+            WASM_TARGET,
+            "--profile",
+            WASM_PROFILE,
+        ],
     )
 }
 
@@ -231,6 +248,7 @@ fn test() -> Result {
             "warnings",
         ],
     )?;
+    deny::deny()?;
     step("cargo test (native)");
     sh("cargo", &["test", "--workspace"])?;
     step("cargo test (decision core compiled to wasm32, run under Node's WASI)");
@@ -255,14 +273,54 @@ fn test() -> Result {
     sh("cargo", &["build", "-p", "tollgate-control-plane"])?;
     let postgres = Postgres::ensure()?;
     postgres_server_bin()?;
-    step("end-to-end tests (pytest: real Envoy, real control plane on SQLite and PostgreSQL, real HTTP)");
-    let outcome = sh_env(
-        ".venv/bin/python",
-        &["-m", "pytest", "-q", "tests"],
-        &[("TOLLGATE_TEST_POSTGRES_URL", postgres.url.clone())],
-    );
+    let outcome = end_to_end(&postgres.url);
     postgres.stop();
     outcome
+}
+
+/// pytest workers for the end-to-end suite: its tests mostly wait (process start-up, Envoy
+/// loading the module, polling), so three share two cores well. Every test has its own ports,
+/// temp dirs and PostgreSQL database (tests/support), so they are independent.
+const PYTEST_WORKERS: &str = "3";
+
+/// The end-to-end suite in two runs: everything but the `exclusive` tests on [`PYTEST_WORKERS`]
+/// workers, then the `exclusive` ones (wall-clock bounds, load, server restarts: tests/pytest.ini)
+/// one at a time with nothing else running. Each prints its 20 slowest tests.
+fn end_to_end(postgres_url: &str) -> Result {
+    let envs = [("TOLLGATE_TEST_POSTGRES_URL", postgres_url.to_string())];
+    step(&format!(
+        "end-to-end tests on {PYTEST_WORKERS} workers (pytest: real Envoy, real control plane on SQLite and PostgreSQL, real HTTP)"
+    ));
+    let parallel = sh_env(
+        ".venv/bin/python",
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            PYTEST_WORKERS,
+            "-m",
+            "not exclusive",
+            "--durations=20",
+            "tests",
+        ],
+        &envs,
+    );
+    step("end-to-end tests marked exclusive, one at a time");
+    let exclusive = sh_env(
+        ".venv/bin/python",
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "exclusive",
+            "--durations=20",
+            "tests",
+        ],
+        &envs,
+    );
+    parallel.and(exclusive)
 }
 
 /// Debian's PostgreSQL server binaries (installed when missing): for a throwaway cluster, and for
@@ -391,7 +449,11 @@ fn run() -> Result {
 /// floor, built from `tests/bench/noop-filter`).
 fn bench_filter(extra: &[String]) -> Result {
     build_wasm("tollgate-bench-noop", "the benchmark's no-op filter")?;
-    let floor = root().join("target/wasm32-wasip1/release/tollgate_bench_noop.wasm");
+    let floor = root()
+        .join("target")
+        .join(WASM_TARGET)
+        .join(WASM_PROFILE)
+        .join("tollgate_bench_noop.wasm");
     let mut args = vec!["--floor".to_string(), floor.display().to_string()];
     args.extend(extra.iter().cloned());
     bench_release_script("tests/bench/bench_filter.py", &args)
