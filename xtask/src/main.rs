@@ -82,6 +82,36 @@ fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set (relative to the root), else `target/`.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(|d| root().join(d))
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// A module built by [`build_wasm`].
+fn wasm_module(file: &str) -> PathBuf {
+    target_dir().join(WASM_TARGET).join(WASM_PROFILE).join(file)
+}
+
+/// The paths of what was built, for the scripts (demo, benchmarks, pytest) to run.
+fn built(control_plane: &str) -> [(&'static str, String); 2] {
+    [
+        (
+            "TOLLGATE_BIN",
+            target_dir()
+                .join(control_plane)
+                .join("tollgate")
+                .display()
+                .to_string(),
+        ),
+        (
+            "TOLLGATE_WASM",
+            wasm_module("tollgate_filter.wasm").display().to_string(),
+        ),
+    ]
+}
+
 fn venv() -> PathBuf {
     root().join(".venv")
 }
@@ -287,7 +317,12 @@ const PYTEST_WORKERS: &str = "3";
 /// workers, then the `exclusive` ones (wall-clock bounds, load, server restarts: tests/pytest.ini)
 /// one at a time with nothing else running. Each prints its 20 slowest tests.
 fn end_to_end(postgres_url: &str) -> Result {
-    let envs = [("TOLLGATE_TEST_POSTGRES_URL", postgres_url.to_string())];
+    let [bin, wasm] = built("debug");
+    let envs = [
+        ("TOLLGATE_TEST_POSTGRES_URL", postgres_url.to_string()),
+        bin,
+        wasm,
+    ];
     step(&format!(
         "end-to-end tests on {PYTEST_WORKERS} workers (pytest: real Envoy, real control plane on SQLite and PostgreSQL, real HTTP)"
     ));
@@ -440,6 +475,7 @@ fn run() -> Result {
     // the shell that owns (and stops) every process of the demo.
     let err = Command::new("bash")
         .arg(root().join("xtask/assets/demo.sh"))
+        .envs(built("release"))
         .current_dir(root())
         .exec();
     Err(format!("cannot start xtask/assets/demo.sh: {err}"))
@@ -449,11 +485,7 @@ fn run() -> Result {
 /// floor, built from `tests/bench/noop-filter`).
 fn bench_filter(extra: &[String]) -> Result {
     build_wasm("tollgate-bench-noop", "the benchmark's no-op filter")?;
-    let floor = root()
-        .join("target")
-        .join(WASM_TARGET)
-        .join(WASM_PROFILE)
-        .join("tollgate_bench_noop.wasm");
+    let floor = wasm_module("tollgate_bench_noop.wasm");
     let mut args = vec!["--floor".to_string(), floor.display().to_string()];
     args.extend(extra.iter().cloned());
     bench_release_script("tests/bench/bench_filter.py", &args)
@@ -501,13 +533,14 @@ fn bench_release_script(script: &str, extra: &[String]) -> Result {
     step(&format!("benchmark: {script}"));
     let mut args = vec![script];
     args.extend(extra.iter().map(String::as_str));
-    let bin = root().join("target/release/tollgate").display().to_string();
+    let [bin, wasm] = built("release");
     let outcome = sh_env(
         ".venv/bin/python",
         &args,
         &[
             ("TOLLGATE_TEST_POSTGRES_URL", postgres.url.clone()),
-            ("TOLLGATE_BIN", bin),
+            bin,
+            wasm,
         ],
     );
     postgres.stop();
