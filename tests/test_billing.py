@@ -393,3 +393,21 @@ def test_scheduler_runs_billing_daily(db):
         assert runs and runs[0]["date"] == today().isoformat(), runs
     finally:
         srv.stop()
+
+
+def test_a_stored_amount_that_does_not_parse_stops_billing_instead_of_reading_zero(billing):
+    """A corrupted amount in the database (a bad migration, a hand edit) used to be read as zero:
+    an account's credit balance showed "0.00" and its next invoice was issued without the credit
+    (or, with a corrupt fixed fee, free). Now every reader refuses: a 500 with the error object,
+    and nothing is issued or changed."""
+    api = Api(billing.base, ADMIN_TOKEN)
+    acct = api.ok("POST", "/accounts", {"name": "Corrupt", "email": "corrupt@example.com", "vat_rate": "0"})
+    inv = api.ok("POST", "/invoices", {"account_id": acct["id"]})
+    api.ok("POST", f"/invoices/{inv['id']}/lines", {"description": "Work", "unit_price": "50"})
+    billing.db.query(f"UPDATE accounts SET credit_balance = '12,50' WHERE id = '{acct['id']}'")
+    assert_error(api.get(f"/accounts/{acct['id']}"), 500, "internal_error")
+    assert_error(api.post(f"/invoices/{inv['id']}/issue"), 500, "internal_error")
+    after = api.ok("GET", f"/invoices/{inv['id']}")
+    assert (after["state"], after["number"]) == ("open", None)
+    assert billing.db.query(f"SELECT credit_balance FROM accounts WHERE id = '{acct['id']}'") == ["12,50"]
+    assert "is not a decimal" in billing.log()

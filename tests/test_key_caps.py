@@ -14,7 +14,7 @@ from test_portal import sign_up
 
 MAX_LIVE_KEYS = 10  # control-plane/src/http/applications.rs
 MAX_ROTATIONS_PER_HOUR = 10  # control-plane/src/rate_limit.rs
-FILTER_MAX_KEYS_PER_APPLICATION = 16  # filter/src/catalog.rs
+FILTER_MAX_KEYS_PER_APPLICATION = 16  # rules/src/names.rs
 
 
 def portal_app(server, email):

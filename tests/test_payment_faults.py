@@ -99,13 +99,13 @@ def test_a_provider_down_for_good_is_retried_boundedly_and_logged(faulty):
 
 @pytest.fixture
 def faulty_braintree(db, contract):  # noqa: F811
-    from test_braintree import MASTER_KEY as BT_MASTER_KEY, PRIVATE_KEY, PUBLIC_KEY
+    from test_braintree import MASTER_KEY as BT_MASTER_KEY, MERCHANT_ACCOUNTS, PRIVATE_KEY, PUBLIC_KEY
     proxy = FaultProxy(contract)
     srv = start_server(db, TOLLGATE_MASTER_KEY=BT_MASTER_KEY, TOLLGATE_PAYMENT_TIMEOUT_MS=str(TIMEOUT_MS))
     api = Api(srv.base, ADMIN_TOKEN)
     st, body, _ = api.call("PUT", "/admin/api/v1/billing/gateway", {
         "type": "braintree", "merchant_id": "tollgate", "public_key": PUBLIC_KEY, "private_key": PRIVATE_KEY,
-        "environment": "sandbox", "api_base": proxy.base})
+        "environment": "sandbox", "api_base": proxy.base, "merchant_accounts": MERCHANT_ACCOUNTS})
     assert st == 200, body
     api.call("PUT", "/admin/api/v1/billing/settings", {"charging_enabled": True, "due_days": 0})
     yield {"api": api, "server": srv, "contract": contract, "proxy": proxy, "db": db}

@@ -54,9 +54,11 @@ def test_gateway_secrets_need_the_master_key_and_are_never_shown(db):  # noqa: F
         for secret in (STRIPE["secret_key"], STRIPE["webhook_secret"]):
             assert secret not in dump and secret not in str(view)
         st, view, _ = put_gateway(api, {"type": "braintree", "merchant_id": "m1", "public_key": "pub",
-                                        "private_key": "priv-secret-1234", "environment": "sandbox"})
+                                        "private_key": "priv-secret-1234", "environment": "sandbox",
+                                        "merchant_accounts": {"USD": "m1_usd"}})
         assert st == 200 and view["type"] == "braintree" and "must add a card again" in view["warning"]
         assert view["private_key"] == {"set": True, "last4": "1234"}
+        assert view["merchant_accounts"] == {"USD": "m1_usd"}
     finally:
         srv.stop()
 

@@ -39,7 +39,7 @@ pub fn check_name(param: &str, name: &str) -> Result<String, ApiError> {
 
 /// Metric names travel to gateways and into quota headers: the filter's rule, applied here first.
 pub fn check_metric_name(param: &str, name: &str) -> Result<(), ApiError> {
-    let ok = tollgate_filter::catalog::is_valid_metric_name(name);
+    let ok = tollgate_rules::names::is_valid_metric_name(name);
     if ok {
         Ok(())
     } else {
@@ -300,7 +300,7 @@ pub fn check_method(method: &str) -> Result<String, ApiError> {
 }
 
 pub fn check_pattern(pattern: &str) -> Result<(), ApiError> {
-    tollgate_filter::mapping::Pattern::parse("pattern", pattern)
+    tollgate_rules::mapping::Pattern::parse("pattern", pattern)
         .map(|_| ())
         .map_err(|e| ApiError::invalid("pattern", "invalid_pattern", e.message))
 }

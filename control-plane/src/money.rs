@@ -33,6 +33,27 @@ pub fn parse_amount(raw: &str) -> Result<Decimal, String> {
     Ok(d.normalize().max(Decimal::ZERO))
 }
 
+/// An amount read back from the database that is not a decimal: a corrupted row or a bug in a
+/// writer. Reading it as zero would bill, credit or charge the wrong amount, so every reader
+/// stops instead (an internal error, logged with the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptAmount {
+    pub raw: String,
+}
+
+impl std::fmt::Display for CorruptAmount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stored amount {:?} is not a decimal", self.raw)
+    }
+}
+
+impl std::error::Error for CorruptAmount {}
+
+/// An amount as stored (TEXT written by Tollgate itself): parsed exactly, never defaulted.
+pub fn stored(raw: &str) -> Result<Decimal, CorruptAmount> {
+    Decimal::from_str(raw).map_err(|_| CorruptAmount { raw: raw.into() })
+}
+
 /// The canonical string stored and returned: at least two decimals (`10` -> `"10.00"`), more when
 /// the price has them (`"0.0001"`).
 pub fn format_amount(d: Decimal) -> String {
@@ -57,6 +78,14 @@ mod tests {
         );
         assert_eq!(format_amount(parse_amount("0").unwrap()), "0.00");
         assert_eq!(format_amount(parse_amount("-0").unwrap()), "0.00");
+    }
+
+    #[test]
+    fn stored_amounts_parse_exactly_or_fail() {
+        assert_eq!(stored("-12.50").unwrap(), Decimal::new(-1250, 2));
+        for bad in ["", "abc", "1,00", "NaN"] {
+            assert_eq!(stored(bad).unwrap_err().raw, bad);
+        }
     }
 
     #[test]

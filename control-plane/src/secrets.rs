@@ -117,8 +117,16 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// The last id value this process made (see [`new_id`]).
+static LAST_ID: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+
 /// A time-ordered id: `<prefix>_` + 48-bit milliseconds + 80 random bits in Crockford base32 (ULID
 /// layout). Sorting ids sorts by creation, which cursor pagination relies on.
+///
+/// Monotonic within the process (ULID's monotonic variant): an id made in the same millisecond as
+/// the previous one (or after the clock stepped back) is the previous one plus one, so two creates
+/// in one millisecond still list in creation order. Across replicas, ids of one millisecond sort
+/// in an arbitrary but stable order.
 pub fn new_id(prefix: &str) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let millis = std::time::SystemTime::now()
@@ -126,10 +134,22 @@ pub fn new_id(prefix: &str) -> String {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let rand = random::<10>();
-    let mut value: u128 = u128::from(millis & 0xFFFF_FFFF_FFFF) << 80;
+    let mut fresh: u128 = u128::from(millis & 0xFFFF_FFFF_FFFF) << 80;
     for (i, b) in rand.iter().enumerate() {
-        value |= u128::from(*b) << (72 - 8 * i);
+        fresh |= u128::from(*b) << (72 - 8 * i);
     }
+    let value = {
+        // A poisoned lock still holds a valid last value (a plain integer).
+        let mut last = LAST_ID.lock().unwrap_or_else(|e| e.into_inner());
+        let next = if fresh >> 80 <= *last >> 80 {
+            // 80 random bits leave ~2^79 increments before the millisecond field would carry.
+            *last + 1
+        } else {
+            fresh
+        };
+        *last = next;
+        next
+    };
     let mut out = String::with_capacity(prefix.len() + 27);
     out.push_str(prefix);
     out.push('_');
@@ -142,6 +162,16 @@ pub fn new_id(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_made_in_one_millisecond_sort_in_creation_order() {
+        let ids: Vec<String> = (0..2000).map(|_| new_id("svc")).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len());
+    }
 
     #[test]
     fn seals_and_opens() {

@@ -68,15 +68,46 @@ pub async fn connect(url: &str) -> Result<Pool, String> {
     } else {
         url.to_string()
     };
-    let options = AnyConnectOptions::from_str(&url)
+    let max_connections = if backend == Backend::Sqlite {
+        8
+    } else {
+        MAX_CONNECTIONS
+    };
+    open_pool(
+        &url,
+        backend,
+        AnyPoolOptions::new().max_connections(max_connections),
+    )
+    .await
+}
+
+/// Connections of a [`connect_in_memory`] pool: one. A SQLite database in memory lives only as long
+/// as a connection to it, and a second connection would need SQLite's shared cache, whose table
+/// locks make a reader wait on another connection's open transaction where WAL (the file
+/// database's mode) lets it read: one connection behaves like the file, requests queue for it.
+pub const MEMORY_MAX_CONNECTIONS: u32 = 1;
+
+/// A new, private, empty SQLite database in memory (not migrated: call [`migrate`]), with the
+/// file database's pragmas. For tests of the HTTP layer in-process (`control-plane/tests/`) and
+/// for trying things out; it is gone when the pool is dropped.
+pub async fn connect_in_memory() -> Result<Pool, String> {
+    sqlx::any::install_default_drivers();
+    let _ = BACKEND.set(Backend::Sqlite);
+    // The one connection is kept for the pool's life (no idle timeout, no maximum lifetime): a
+    // replaced connection would open a new, empty database.
+    let options = AnyPoolOptions::new()
+        .max_connections(MEMORY_MAX_CONNECTIONS)
+        .min_connections(MEMORY_MAX_CONNECTIONS)
+        .idle_timeout(None)
+        .max_lifetime(None);
+    open_pool("sqlite::memory:", Backend::Sqlite, options).await
+}
+
+async fn open_pool(url: &str, backend: Backend, options: AnyPoolOptions) -> Result<Pool, String> {
+    let connect_options = AnyConnectOptions::from_str(url)
         .map_err(|e| format!("bad database URL: {e}"))?
         .disable_statement_logging();
-    let pool = AnyPoolOptions::new()
-        .max_connections(if backend == Backend::Sqlite {
-            8
-        } else {
-            MAX_CONNECTIONS
-        })
+    let pool = options
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(move |conn, _| {
             Box::pin(async move {
@@ -93,7 +124,7 @@ pub async fn connect(url: &str) -> Result<Pool, String> {
                 Ok(())
             })
         })
-        .connect_with(options)
+        .connect_with(connect_options)
         .await
         .map_err(|e| format!("cannot connect to the database: {e}"))?;
     Ok(pool)
@@ -329,5 +360,32 @@ mod tests {
         let pool = connect(&url).await.unwrap();
         assert_eq!(migrate(&pool).await.unwrap(), MIGRATIONS.len());
         assert_eq!(migrate(&pool).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn in_memory_pools_keep_one_private_database() {
+        let a = connect_in_memory().await.unwrap();
+        let b = connect_in_memory().await.unwrap();
+        assert_eq!(migrate(&a).await.unwrap(), MIGRATIONS.len());
+        // Every query of the pool sees the same database: the second migration finds it done.
+        assert_eq!(migrate(&a).await.unwrap(), 0);
+        let mut tx = begin_write(&a).await.unwrap();
+        sqlx::query(
+            "INSERT INTO services (id, name, created_at, updated_at) VALUES ('svc_1', 'S', 0, 0)",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
+            .fetch_one(&a)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(
+            migrate(&b).await.unwrap(),
+            MIGRATIONS.len(),
+            "another pool, another database"
+        );
     }
 }

@@ -7,15 +7,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use tollgate_protocol::{ApplicationState, Period, Snapshot, SuspensionReason};
 
-use crate::error::ConfigError;
-use crate::mapping::{Pattern, Rule};
+use tollgate_rules::mapping::Pattern;
+pub use tollgate_rules::names::{
+    is_valid_metric_name, MAX_KEYS_PER_APPLICATION, MAX_METRIC_NAME_BYTES,
+};
 
-/// Longest metric name; names are also written into shared-data records (one length byte).
-pub const MAX_METRIC_NAME_BYTES: usize = 64;
-/// Most keys one application may carry (the control plane allows 5; headroom for rotation).
-/// An application with more is skipped (left out of the catalog, counted and logged); the rest
-/// of the snapshot installs.
-pub const MAX_KEYS_PER_APPLICATION: usize = 16;
+use crate::error::ConfigError;
+
 /// How many skipped applications' reasons a catalog keeps for the log (all are counted).
 pub const MAX_SKIPPED_REASONS_KEPT: usize = 8;
 /// Longest application or plan id.
@@ -26,6 +24,17 @@ pub const MAX_METRIC_DEPTH: usize = 8;
 /// Prefix of the per-application counter record in shared data.
 /// Short on purpose: with 100,000 applications every byte of the key is 100 kB of shared data.
 pub const COUNTER_KEY_PREFIX: &str = "tg1/c/";
+
+/// A compiled mapping rule; `metric` is an index into the catalog's metric table.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// `None` matches any method.
+    pub method: Option<String>,
+    pub pattern: Pattern,
+    pub metric: usize,
+    pub delta: u64,
+    pub last: bool,
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct MetricDef {
@@ -437,16 +446,6 @@ impl Catalog {
     pub fn plan_of(&self, app: &AppDef) -> &PlanDef {
         &self.plans[app.plan]
     }
-}
-
-/// The metric-name rule, shared with the control plane: metric names appear inside
-/// structured-field strings in headers and in shared-data records.
-pub fn is_valid_metric_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_METRIC_NAME_BYTES
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn check_metric_name(field: &str, name: &str) -> Result<(), ConfigError> {

@@ -2,28 +2,30 @@
 //! its outcome through [`crate::host`]. No logic lives here that a native test could not see.
 
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
-use crate::catalog::{AppDef, Catalog};
+use crate::catalog::Catalog;
 use crate::config::{Config, FailMode};
-use crate::counters::{ensure_record, NoOthers, OthersUsage};
+use crate::counters::{NoOthers, OthersUsage};
 use crate::credentials::{extract_from, strip_query_params, Source};
 use crate::decision::{decide, Decision, Reason, Rejection};
 use crate::global::GlobalView;
-use crate::host::{self, Level, SharedData};
+use crate::host::wasm::{self as host, ProxyWasm};
+use crate::host::{Host, Level};
 use crate::link::Link;
 use crate::metering::Meter;
 use crate::response::{local_reply, quota_headers, Headers};
+use crate::worker::{prepare_records, Shared, Stats};
 
 proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         // Unreachable by design (clippy denies panics); if it ever happens, say where before the
         // VM aborts.
-        host::log(Level::Error, &format!("tollgate: panic: {info}"));
+        ProxyWasm.log(Level::Error, &format!("tollgate: panic: {info}"));
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
@@ -32,121 +34,11 @@ proxy_wasm::main! {{
 /// saves a host call (~0.6 us under V8) per request; stats lag by at most this interval.
 const STATS_FLUSH_INTERVAL_MS: u32 = 1_000;
 
-/// A host counter (Envoy exposes it as `wasmcustom.<name>`) with increments buffered per worker.
-pub struct Counter {
-    id: Option<u32>,
-    pending: Cell<u64>,
-}
-
-impl Counter {
-    fn define(name: &str) -> Counter {
-        Counter {
-            id: host::define_counter(name),
-            pending: Cell::new(0),
-        }
-    }
-
-    pub fn bump(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        self.pending.set(self.pending.get().saturating_add(n));
-    }
-
-    fn flush(&self) {
-        let n = self.pending.replace(0);
-        if n > 0 {
-            host::increment(self.id, n);
-        }
-    }
-}
-
-pub struct Stats {
-    allowed: Counter,
-    unauthorized: Counter,
-    pub errors: Counter,
-    rejected: Vec<(Reason, Counter)>,
-    pub snapshot_updates: Counter,
-    pub snapshot_failures: Counter,
-    /// Invalid applications left out of an installed snapshot (the rest of it applied).
-    pub snapshot_skipped_applications: Counter,
-    pub usage_reports: Counter,
-    pub usage_report_failures: Counter,
-    pub usage_dropped: Counter,
-}
-
-impl Stats {
-    fn define() -> Stats {
-        Stats {
-            allowed: Counter::define("tollgate.allowed"),
-            unauthorized: Counter::define("tollgate.unauthorized"),
-            errors: Counter::define("tollgate.errors"),
-            rejected: Reason::ALL
-                .iter()
-                .map(|r| {
-                    (
-                        *r,
-                        Counter::define(&format!("tollgate.rejected.{}", r.code())),
-                    )
-                })
-                .collect(),
-            snapshot_updates: Counter::define("tollgate.snapshot.updates"),
-            snapshot_failures: Counter::define("tollgate.snapshot.failures"),
-            snapshot_skipped_applications: Counter::define(
-                "tollgate.snapshot.skipped_applications",
-            ),
-            usage_reports: Counter::define("tollgate.usage.reports"),
-            usage_report_failures: Counter::define("tollgate.usage.report_failures"),
-            usage_dropped: Counter::define("tollgate.usage.dropped_entries"),
-        }
-    }
-
-    fn rejected(&self, reason: Reason) {
-        if let Some((_, c)) = self.rejected.iter().find(|(r, _)| *r == reason) {
-            c.bump();
-        }
-        if reason.is_auth_failure() {
-            self.unauthorized.bump();
-        }
-    }
-
-    fn flush(&self) {
-        for c in [
-            &self.allowed,
-            &self.unauthorized,
-            &self.errors,
-            &self.snapshot_updates,
-            &self.snapshot_failures,
-            &self.snapshot_skipped_applications,
-            &self.usage_reports,
-            &self.usage_report_failures,
-            &self.usage_dropped,
-        ] {
-            c.flush();
-        }
-        for (_, c) in &self.rejected {
-            c.flush();
-        }
-    }
-}
-
-/// What a worker's requests share: the settings, the catalog (swapped whole when a new snapshot
-/// arrives, so a request sees one snapshot from start to end) and the meter.
-#[derive(Default)]
-pub struct Shared {
-    pub config: Option<Rc<Config>>,
-    pub catalog: Option<Rc<Catalog>>,
-    pub stats: Option<Rc<Stats>>,
-    pub meter: Option<Rc<RefCell<Meter>>>,
-    /// Usage of other gateway instances (global quotas), indexed for the current catalog.
-    pub global: Option<Rc<GlobalView>>,
-}
-
 #[derive(Default)]
 struct Root {
     shared: Shared,
     link: Option<Link>,
+    host: ProxyWasm,
 }
 
 impl Context for Root {
@@ -158,28 +50,9 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         if let Some(link) = &mut self.link {
-            link.on_response(token, body_size, &mut self.shared);
+            link.on_response(token, body_size, &mut self.shared, &mut self.host);
         }
     }
-}
-
-/// Creates every application's counter record before traffic can reach it, so the request path
-/// always has a CAS token (see `counters::ensure_record`).
-pub fn prepare_records<'a>(apps: impl IntoIterator<Item = &'a AppDef>) -> bool {
-    let mut store = SharedData;
-    for app in apps {
-        if let Err(e) = ensure_record(&mut store, app) {
-            host::log(
-                Level::Error,
-                &format!(
-                    "tollgate: cannot create counter record for {}: {e:?}",
-                    app.id
-                ),
-            );
-            return false;
-        }
-    }
-    true
 }
 
 impl RootContext for Root {
@@ -187,7 +60,7 @@ impl RootContext for Root {
         let bytes = match host::plugin_configuration(plugin_configuration_size) {
             Ok(b) => b,
             Err(e) => {
-                host::log(
+                ProxyWasm.log(
                     Level::Error,
                     &format!(
                         "tollgate: cannot read plugin configuration (status {})",
@@ -201,15 +74,15 @@ impl RootContext for Root {
             Ok(c) => c,
             Err(e) => {
                 // Refusing the configuration makes Envoy refuse to start (or keep the last one).
-                host::log(Level::Error, &format!("tollgate: {e}"));
+                ProxyWasm.log(Level::Error, &format!("tollgate: {e}"));
                 return false;
             }
         };
         if let Some(catalog) = &catalog {
-            if !prepare_records(&catalog.apps) {
+            if !prepare_records(&mut self.host, &catalog.apps) {
                 return false;
             }
-            host::log(
+            ProxyWasm.log(
                 Level::Info,
                 &format!(
                     "tollgate: configured with {} applications, {} plans, {} mapping rules",
@@ -221,12 +94,15 @@ impl RootContext for Root {
         }
         // Stats are defined once per VM, and only where the configuration asks for them.
         if self.shared.stats.is_none() {
-            self.shared.stats = config.stats.then(Stats::define).map(Rc::new);
+            self.shared.stats = config
+                .stats
+                .then(|| Stats::define(&mut self.host))
+                .map(Rc::new);
         }
         let mut tick_ms = self.shared.stats.as_ref().map(|_| STATS_FLUSH_INTERVAL_MS);
         if let Some(cp) = &config.control_plane {
-            let link = Link::new(cp.clone());
-            host::log(
+            let link = Link::new(cp.clone(), &mut self.host);
+            ProxyWasm.log(
                 Level::Info,
                 &format!(
                     "tollgate: control-plane mode, service {}, gateway {}",
@@ -238,12 +114,12 @@ impl RootContext for Root {
             let mut meter = Meter::new(link.gateway().to_string());
             meter.instance = Some(link.instance().to_string());
             self.shared.meter = Some(Rc::new(RefCell::new(meter)));
-            link.register();
+            link.register(&mut self.host);
             self.link = Some(link);
         }
         if let Some(ms) = tick_ms {
-            if let Err(e) = host::set_tick_period_ms(ms) {
-                host::log(
+            if let Err(e) = self.host.set_tick_period_ms(ms) {
+                ProxyWasm.log(
                     Level::Warn,
                     &format!(
                         "tollgate: no tick (status {}): stats and the control-plane link stop",
@@ -253,7 +129,7 @@ impl RootContext for Root {
             }
         }
         if let Some(summary) = catalog.as_ref().and_then(Catalog::skipped_summary) {
-            host::log(Level::Warn, &format!("tollgate: snapshot: {summary}"));
+            ProxyWasm.log(Level::Warn, &format!("tollgate: snapshot: {summary}"));
             if let (Some(s), Some(c)) = (&self.shared.stats, &catalog) {
                 s.snapshot_skipped_applications.add(c.skipped_apps as u64);
             }
@@ -265,10 +141,10 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(link) = &mut self.link {
-            link.on_tick(&mut self.shared);
+            link.on_tick(&mut self.shared, &mut self.host);
         }
         if let Some(s) = &self.shared.stats {
-            s.flush();
+            s.flush(&mut self.host);
         }
     }
 
@@ -325,7 +201,7 @@ impl Request {
 
     fn send(&self, status: u16, headers: &Headers, body: &[u8]) {
         if let Err(e) = host::send_local_response(status, headers, body) {
-            host::log(
+            ProxyWasm.log(
                 Level::Error,
                 &format!("tollgate: local reply failed (status {})", e.0),
             );
@@ -363,7 +239,7 @@ impl Request {
     }
 
     fn error(&self, what: &str) {
-        host::log(Level::Warn, &format!("tollgate: {what}"));
+        ProxyWasm.log(Level::Warn, &format!("tollgate: {what}"));
         if let Some(s) = &self.stats {
             s.errors.bump();
         }
@@ -429,7 +305,7 @@ impl HttpContext for Request {
             Some(g) => g.as_ref(),
             None => &NoOthers,
         };
-        let now = match host::now_secs() {
+        let now = match ProxyWasm.now_secs() {
             Ok(t) => t,
             Err(e) => {
                 self.error(&format!("clock unavailable (status {})", e.0));
@@ -444,7 +320,7 @@ impl HttpContext for Request {
             method,
             path,
             now,
-            &mut SharedData,
+            &mut ProxyWasm,
         ) {
             Decision::Reject(r) => self.reply(&r, &config, Some(&catalog)),
             Decision::Forward {

@@ -156,6 +156,12 @@ impl Meter {
         self.in_flight.as_ref()
     }
 
+    /// Whether a report is waiting for an answer (its own in flight, or adopted ones): then
+    /// [`Meter::next_report`] returns one of those rather than making a new one.
+    pub fn has_report_waiting(&self) -> bool {
+        self.in_flight.is_some() || !self.adopted.is_empty()
+    }
+
     /// The control plane answered 2xx for `(gateway, sequence)`: that report is done.
     pub fn acknowledged(&mut self, gateway: &str, sequence: u64) {
         self.settle(gateway, sequence);

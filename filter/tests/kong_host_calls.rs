@@ -3,9 +3,9 @@
 //! imports, so the wasm import section proves nothing; what the filter can call is decided by its
 //! source. This test holds the source to three rules:
 //!
-//! 1. only `src/host.rs` declares host imports or touches the SDK's host-calling API;
-//! 2. `src/host.rs` imports nothing Kong lacks, and the metric imports (missing from Kong builds
-//!    without metrics support) are only reachable with `stats` on;
+//! 1. only `src/host/wasm.rs` declares host imports or touches the SDK's host-calling API;
+//! 2. `src/host/wasm.rs` imports nothing Kong lacks, and the metric imports (missing from Kong
+//!    builds without metrics support) are only reachable with `stats` on;
 //! 3. the response-headers callback never pauses (Kong cannot resume there).
 
 #![allow(clippy::unwrap_used)] // a test crate: a failed unwrap is a failed test
@@ -55,8 +55,8 @@ const KONG_TRAPS: &[&str] = &[
     "proxy_get_metric",
 ];
 
-/// SDK methods that call the host (and panic on unexpected statuses); only `host.rs` may reach
-/// the host, so none of these may be called anywhere.
+/// SDK methods that call the host (and panic on unexpected statuses); only `host/wasm.rs` may
+/// reach the host, so none of these may be called anywhere.
 const SDK_HOST_METHODS: &[&str] = &[
     "get_current_time",
     "get_property",
@@ -96,6 +96,13 @@ const SDK_HOST_METHODS: &[&str] = &[
     "get_log_level",
     "set_log_level",
 ];
+
+/// The one module that reaches the proxy-wasm host.
+const HOST: &str = "src/host/wasm.rs";
+
+/// Test-only modules (a fake host and the link's test harness): never in the wasm module, so
+/// the reachability rules below do not count them. `test_only_modules_are_test_only` checks it.
+const TEST_ONLY: &[&str] = &["src/host/fake.rs", "src/link/harness.rs"];
 
 fn sources() -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
@@ -164,9 +171,17 @@ fn reaches_host(src: &str) -> Vec<String> {
     found
 }
 
-/// The body of `fn name(...)`, by brace matching.
+/// The body of the first `fn name(...)` or `fn name<...>(...)`, by brace matching.
 fn fn_body<'s>(src: &'s str, name: &str) -> Option<&'s str> {
-    let start = src.find(&format!("fn {name}("))?;
+    let start = [format!("fn {name}("), format!("fn {name}<")]
+        .iter()
+        .filter_map(|sig| src.find(sig.as_str()))
+        .min()?;
+    body_from(src, start)
+}
+
+/// The body of the function whose signature starts at `start`.
+fn body_from(src: &str, start: usize) -> Option<&str> {
     let open = start + src[start..].find('{')?;
     let mut depth = 0;
     for (i, c) in src[open..].char_indices() {
@@ -184,11 +199,15 @@ fn fn_body<'s>(src: &'s str, name: &str) -> Option<&'s str> {
     None
 }
 
+fn is(path: &Path, file: &str) -> bool {
+    path.ends_with(file)
+}
+
 #[test]
-fn only_host_rs_reaches_the_host() {
+fn only_the_host_module_reaches_the_host() {
     let mut bad = Vec::new();
     for (path, src) in sources() {
-        if path.file_name().is_some_and(|n| n == "host.rs") {
+        if is(&path, HOST) {
             continue;
         }
         for v in reaches_host(&src) {
@@ -197,17 +216,14 @@ fn only_host_rs_reaches_the_host() {
     }
     assert!(
         bad.is_empty(),
-        "host calls outside src/host.rs:\n{}",
+        "host calls outside {HOST}:\n{}",
         bad.join("\n")
     );
 }
 
 #[test]
-fn host_rs_imports_only_what_kong_implements() {
-    let (_, src) = sources()
-        .into_iter()
-        .find(|(p, _)| p.ends_with("src/host.rs"))
-        .unwrap();
+fn the_host_module_imports_only_what_kong_implements() {
+    let (_, src) = sources().into_iter().find(|(p, _)| is(p, HOST)).unwrap();
     let imported = imports(&src);
     assert!(imported.len() >= 8, "parsed too few imports: {imported:?}");
     for name in &imported {
@@ -225,16 +241,8 @@ fn host_rs_imports_only_what_kong_implements() {
 #[test]
 fn metric_calls_run_only_with_stats_on() {
     let all = sources();
-    let glue = &all
-        .iter()
-        .find(|(p, _)| p.ends_with("src/glue.rs"))
-        .unwrap()
-        .1;
-    let host = &all
-        .iter()
-        .find(|(p, _)| p.ends_with("src/host.rs"))
-        .unwrap()
-        .1;
+    let file = |name: &str| &all.iter().find(|(p, _)| is(p, name)).unwrap().1;
+    let (host, worker, glue) = (file(HOST), file("src/worker.rs"), file("src/glue.rs"));
     // proxy_define_metric is called from exactly one host function...
     assert_eq!(
         host.matches("proxy_define_metric(").count(),
@@ -249,24 +257,45 @@ fn metric_calls_run_only_with_stats_on() {
         increment.contains("if let Some(id) = counter"),
         "{increment}"
     );
-    // ...and define_counter is only reached through Stats::define, which only runs when the
-    // configuration turns stats on.
+    // ...define_counter only from Counter::define, Counter::define only from Stats::define...
+    let counter_define = fn_body(worker, "define").unwrap();
+    assert_eq!(worker.matches(".define_counter(").count(), 1);
+    assert_eq!(counter_define.matches(".define_counter(").count(), 1);
+    let stats_define = body_from(worker, worker.find("pub fn define<").unwrap()).unwrap();
+    assert_eq!(
+        worker.matches("Counter::define(").count(),
+        stats_define.matches("Counter::define(").count()
+    );
+    // ...and Stats::define only where the configuration turns stats on.
     for (path, src) in &all {
-        let calls = src.matches("define_counter(").count();
-        if path.ends_with("src/glue.rs") {
-            let stats_define = fn_body(src, "define").unwrap();
-            assert_eq!(
-                calls,
-                stats_define.matches("define_counter(").count(),
-                "{}",
+        if src.contains("define_counter(") {
+            assert!(
+                path.starts_with(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/host"))
+                    || is(path, "src/worker.rs"),
+                "{} defines metrics",
                 path.display()
             );
-        } else if !path.ends_with("src/host.rs") {
+        }
+        let calls = src.matches("Stats::define").count();
+        if is(path, "src/glue.rs") {
+            assert_eq!(calls, 1);
+        } else if !TEST_ONLY.iter().any(|t| is(path, t)) {
             assert_eq!(calls, 0, "{}", path.display());
         }
     }
-    assert_eq!(glue.matches("Stats::define").count(), 1);
-    assert!(glue.contains("config.stats.then(Stats::define)"));
+    // rustfmt may break the chain across lines: compare without whitespace.
+    let glue: String = glue.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(glue.contains("config.stats.then(||Stats::define("));
+}
+
+#[test]
+fn test_only_modules_are_test_only() {
+    let all = sources();
+    let file = |name: &str| &all.iter().find(|(p, _)| is(p, name)).unwrap().1;
+    assert!(file("src/host/mod.rs").contains("#[cfg(test)]\npub mod fake;"));
+    assert!(file("src/link/mod.rs").contains("#[cfg(test)]\nmod harness;"));
+    assert!(file("src/host/mod.rs")
+        .contains("#[cfg(all(target_arch = \"wasm32\", not(test)))]\npub mod wasm;"));
 }
 
 #[test]
@@ -292,7 +321,7 @@ fn response_headers_never_pause() {
 }
 
 /// Kong traps the VM when a filter sets a `:path` that holds a query string, so `:path` is only
-/// ever written by `host::set_request_path`, which keeps the query out of it on nginx.
+/// ever written by `host::wasm::set_request_path`, which keeps the query out of it on nginx.
 #[test]
 fn path_is_set_only_where_the_query_is_kept_apart_on_kong() {
     let write = "set_request_header(\":path\"";
@@ -300,7 +329,7 @@ fn path_is_set_only_where_the_query_is_kept_apart_on_kong() {
     let mut guarded = 0;
     for (path, src) in sources() {
         total += src.matches(write).count();
-        if path.ends_with("src/host.rs") {
+        if is(&path, HOST) {
             let body = fn_body(&src, "set_request_path").unwrap();
             assert!(body.contains("is_nginx()") && body.contains("set_property(NGX_ARGS"));
             guarded += body.matches(write).count();
@@ -309,7 +338,7 @@ fn path_is_set_only_where_the_query_is_kept_apart_on_kong() {
     assert!(guarded > 0);
     assert_eq!(
         total, guarded,
-        ":path written outside host::set_request_path"
+        ":path written outside host::wasm::set_request_path"
     );
 }
 

@@ -9,7 +9,16 @@ with that legacy code, 3000.00-3000.99 FAILED (3000), 5001.00 GATEWAY_REJECTED. 
 real server checks here: Basic credentials (401), the Braintree-Version header, the amount format.
 State: customers, vaulted cards, transactions (searchable by orderId).
 
-`POST /_contract/delay_next_charge?seconds=S` makes the next charge happen but answer S seconds late.
+Merchant accounts (`--merchant-accounts USD=acct_usd,EUR=acct_eur,JPY=acct_jpy`; the first is the
+default): a transaction is in the currency of the merchant account it names (`merchantAccountId`),
+or of the default account when it names none, as at Braintree; each transaction records both. An
+unknown id is a VALIDATION error 91513 "Merchant account ID is invalid." and charges nothing; an
+amount with more decimals than the account's currency allows is 81503 (amount format).
+
+`POST /_contract/delay_next_charge?seconds=S` makes the next charge happen but answer S seconds late
+(and, as at Braintree, a search by its order id finds nothing until it has answered).
+`GET /_contract/transactions`: every transaction; `GET /_contract/charge_calls`: how many
+`chargePaymentMethod` calls arrived (refused ones included).
 Run: python braintree_contract.py --port PORT --public-key K --private-key P
 """
 
@@ -22,7 +31,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"customers": {}, "methods": {}, "transactions": [], "delay": 0.0}
+STATE = {"customers": {}, "methods": {}, "transactions": [], "delay": 0.0,
+         "merchant_accounts": {"tollgate_usd": "USD"}, "default_account": "tollgate_usd", "charge_calls": 0,
+         "in_flight": set()}
+#: Decimal places of the currencies the tests use (Braintree: "must match the currency format of the
+#: merchant account"); others are taken as two.
+DECIMALS = {"JPY": 0, "ISK": 0, "KRW": 0, "KWD": 3, "BHD": 3}
 LOCK = threading.Lock()
 IDS = itertools.count(1)
 NONCES = {
@@ -55,7 +69,7 @@ def card_node(m):
                                        "last4": m["last4"], "expirationMonth": "12", "expirationYear": "2034"}}
 
 
-def transaction(amount, order_id, method_id):
+def transaction(amount, order_id, method_id, account_id, currency):
     value = float(amount)
     status, history = "SUBMITTED_FOR_SETTLEMENT", [{"status": "SUBMITTED_FOR_SETTLEMENT", "timestamp": "2026-01-01T00:00:00Z"}]
     if 2000 <= value < 3000:
@@ -71,7 +85,8 @@ def transaction(amount, order_id, method_id):
         status = "GATEWAY_REJECTED"
         history = [{"status": status, "timestamp": "2026-01-01T00:00:00Z", "gatewayRejectionReason": "APPLICATION_INCOMPLETE"}]
     tx = {"id": gid("transaction"), "legacyId": f"{next(IDS):08x}", "status": status, "orderId": order_id,
-          "amount": {"value": amount, "currencyCode": "USD"}, "paymentMethod": {"id": method_id},
+          "amount": {"value": amount, "currencyCode": currency}, "merchantAccountId": account_id,
+          "paymentMethod": {"id": method_id},
           "statusHistory": history}
     return tx
 
@@ -112,16 +127,24 @@ def handle(query, variables):
         method = v.get("paymentMethodId")
         t = v.get("transaction", {})
         amount = str(t.get("amount", ""))
-        if not AMOUNT.match(amount) or float(amount) <= 0:
+        STATE["charge_calls"] += 1
+        account = t.get("merchantAccountId") or STATE["default_account"]
+        if account not in STATE["merchant_accounts"]:
+            return error("Merchant account ID is invalid.", "VALIDATION", "91513", ["chargePaymentMethod"])
+        currency = STATE["merchant_accounts"][account]
+        decimals = len(amount.split(".")[1]) if "." in amount else 0
+        if not AMOUNT.match(amount) or float(amount) <= 0 or decimals > DECIMALS.get(currency, 2):
             return error("Amount is an invalid format.", "VALIDATION", "81503", ["chargePaymentMethod"])
         if method not in STATE["methods"]:
             return error("Unknown or expired payment method ID.", "VALIDATION", "91565", ["chargePaymentMethod"])
-        tx = transaction(amount, t.get("orderId"), method)
+        tx = transaction(amount, t.get("orderId"), method, account, currency)
         STATE["transactions"].append(tx)
         return ok({"chargePaymentMethod": {"transaction": tx}})
     if "search" in query and "transactions" in query:
         order = v.get("orderId", {}).get("is")
-        edges = [{"node": tx} for tx in STATE["transactions"] if tx["orderId"] == order]
+        # As at Braintree, a transaction is not found while its charge call is still in flight.
+        edges = [{"node": tx} for tx in STATE["transactions"]
+                 if tx["orderId"] == order and tx["id"] not in STATE["in_flight"]]
         return ok({"search": {"transactions": {"edges": edges, "pageInfo": {"hasNextPage": False}}}})
     if "node(" in query:
         customer = variables.get("id")
@@ -151,6 +174,9 @@ def make_handler(public_key, private_key):
             if self.path == "/_contract/transactions":
                 with LOCK:
                     return self.send(200, STATE["transactions"])
+            if self.path == "/_contract/charge_calls":
+                with LOCK:
+                    return self.send(200, {"charge_calls": STATE["charge_calls"]})
             self.send(404, {})
 
         def do_POST(self):
@@ -170,10 +196,15 @@ def make_handler(public_key, private_key):
             with LOCK:
                 answer = handle(query, body.get("variables") or {})
                 delay = STATE["delay"] if "chargePaymentMethod" in query else 0
+                tx = ((answer.get("data") or {}).get("chargePaymentMethod") or {}).get("transaction")
                 if delay:
                     STATE["delay"] = 0.0
+                    if tx:
+                        STATE["in_flight"].add(tx["id"])
             if delay:
                 time.sleep(delay)
+                with LOCK:
+                    STATE["in_flight"].discard(tx["id"] if tx else None)
             self.send(200, answer)
 
     return Handler
@@ -184,7 +215,12 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--public-key", required=True)
     parser.add_argument("--private-key", required=True)
+    parser.add_argument("--merchant-accounts", default="USD=tollgate_usd",
+                        help="CUR=id,...: the merchant accounts and their currencies; the first is the default")
     args = parser.parse_args()
+    pairs = [p.split("=", 1) for p in args.merchant_accounts.split(",") if p]
+    STATE["merchant_accounts"] = {account: currency for currency, account in pairs}
+    STATE["default_account"] = pairs[0][1]
     ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args.public_key, args.private_key)).serve_forever()
 
 

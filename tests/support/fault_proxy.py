@@ -1,6 +1,8 @@
 """A fault-injecting HTTP proxy for the payment providers: forwards to the real emulator and, for
 requests matching a rule, answers 5xx before forwarding, forwards and then answers 5xx (the
-provider acted, the answer is lost), or forwards and holds the answer past the client's timeout."""
+provider acted, the answer is lost), forwards and holds the answer past the client's timeout
+("hang"), or forwards and holds the answer a moment shorter than it ("delay": a charge kept in
+flight while other requests arrive)."""
 
 import http.client
 import threading
@@ -10,13 +12,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 #: Longest a "hang" holds an answer (far past any client timeout the tests set).
 HANG_S = 5
+#: How long a "delay" holds an answer by default (under the suite's 1.5 s payment timeout).
+DELAY_S = 0.8
 
 
 class FaultProxy:
     def __init__(self, target):
         self.target = urllib.parse.urlsplit(target)
         self.lock = threading.Lock()
-        self.rules = []  # [method, path prefix, mode, remaining (None: forever), body substring]
+        self.rules = []  # [method, path prefix, mode, remaining (None: forever), body substring, seconds]
         self.seen = []  # (method, path, what happened)
         proxy = self
 
@@ -25,7 +29,7 @@ class FaultProxy:
 
             def _any(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                mode = proxy._take(self.command, self.path, body)
+                mode, seconds = proxy._take(self.command, self.path, body)
                 if mode == "fail_before":
                     proxy._log(self.command, self.path, "500 before forwarding", body)
                     return self._answer(500, b'{"error": {"type": "api_error", "message": "injected"}}')
@@ -36,6 +40,9 @@ class FaultProxy:
                 if mode == "hang":
                     proxy._log(self.command, self.path, f"forwarded ({status}), held {HANG_S}s", body)
                     time.sleep(HANG_S)
+                elif mode == "delay":
+                    proxy._log(self.command, self.path, f"forwarded ({status}), delayed {seconds}s", body)
+                    time.sleep(seconds)
                 else:
                     proxy._log(self.command, self.path, f"forwarded ({status})", body)
                 self._answer(status, answer, headers)
@@ -64,11 +71,12 @@ class FaultProxy:
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def inject(self, method, prefix, mode, times=1, contains=None):
+    def inject(self, method, prefix, mode, times=1, contains=None, seconds=DELAY_S):
         """The next `times` requests `method prefix*` (whose body holds `contains`, if given: one
-        GraphQL operation among others on the same path) get `mode` (times=None: until `heal()`)."""
+        GraphQL operation among others on the same path) get `mode` (times=None: until `heal()`);
+        `seconds`: how long a "delay" holds the answer."""
         with self.lock:
-            self.rules.append([method, prefix, mode, times, contains.encode() if contains else None])
+            self.rules.append([method, prefix, mode, times, contains.encode() if contains else None, seconds])
 
     def heal(self):
         with self.lock:
@@ -86,8 +94,8 @@ class FaultProxy:
                         and (rule[4] is None or rule[4] in body)):
                     if rule[3] is not None:
                         rule[3] -= 1
-                    return rule[2]
-        return None
+                    return rule[2], rule[5]
+        return None, 0
 
     def _log(self, method, path, what, body):
         with self.lock:

@@ -62,6 +62,8 @@ class Chromium:
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM,
                                    "args": CHROMIUM_FLAGS + [f"--user-data-dir={self.profile}/data"]},
+            # The console is kept, so a test can see what the page reported (CSP violations).
+            "goog:loggingPrefs": {"browser": "ALL"},
         }}}
         self.session = self._call("POST", "/session", caps)["sessionId"]
         return self
@@ -108,6 +110,11 @@ class Chromium:
 
     def script(self, js, *args):
         return self._s("POST", "/execute/sync", {"script": js, "args": list(args)})
+
+    def console(self):
+        """The browser console's entries since the last call, as {"level", "message", ...}
+        (chromedriver's log command): a blocked script or style is reported there."""
+        return self._s("POST", "/se/log", {"type": "browser"})
 
     def text(self):
         return self.script("return document.body.innerText")

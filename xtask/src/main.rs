@@ -262,13 +262,15 @@ fn test() -> Result {
             "warnings",
         ],
     )?;
-    step("cargo clippy (filter and the benchmark's no-op filter as wasm32)");
+    step("cargo clippy (filter, its rules and the benchmark's no-op filter as wasm32)");
     sh(
         "cargo",
         &[
             "clippy",
             "-p",
             "tollgate-filter",
+            "-p",
+            "tollgate-rules",
             "-p",
             "tollgate-bench-noop",
             "--target",
@@ -281,13 +283,15 @@ fn test() -> Result {
     deny::deny()?;
     step("cargo test (native)");
     sh("cargo", &["test", "--workspace"])?;
-    step("cargo test (decision core compiled to wasm32, run under Node's WASI)");
+    step("cargo test (decision core and the link's protocols compiled to wasm32, run under Node's WASI)");
     sh_env(
         "cargo",
         &[
             "test",
             "-p",
             "tollgate-filter",
+            "-p",
+            "tollgate-rules",
             "-p",
             "tollgate-protocol",
             "--lib",

@@ -1,7 +1,7 @@
 //! Billing days: day numbers (days since 1970-01-01, UTC), calendar months, `YYYY-MM-DD` dates.
-//! The calendar arithmetic itself is the gateway filter's (`tollgate_filter::periods`).
+//! The calendar arithmetic itself is the one gateways use (`tollgate_rules::periods`).
 
-use tollgate_filter::periods::{civil_from_days, days_from_civil};
+use tollgate_rules::periods::{civil_from_days, days_from_civil};
 
 pub const SECONDS_PER_DAY: i64 = 86_400;
 

@@ -36,7 +36,17 @@ pub struct Currency {
     pub exponent: u32,
 }
 
+/// A stored currency code that is not one of ours (a row edited by hand, or written by another
+/// version): an error wherever it is met, never a guess (an amount charged in the wrong currency).
+#[derive(Debug, PartialEq, Eq)]
+pub struct UnknownCurrency(pub String);
+
 impl Currency {
+    /// The currency of a stored code (invoices, settings), or [`UnknownCurrency`].
+    pub fn stored(code: &str) -> Result<Currency, UnknownCurrency> {
+        Currency::parse(code).ok_or_else(|| UnknownCurrency(code.to_string()))
+    }
+
     /// The currency for an upper-case code, or `None` when ISO 4217 has no such active code.
     pub fn parse(code: &str) -> Option<Currency> {
         for (list, exponent) in [
@@ -85,6 +95,8 @@ mod tests {
         assert!(Currency::parse("usd").is_none());
         assert!(Currency::parse("XXX").is_none());
         assert!(Currency::parse("").is_none());
+        assert_eq!(Currency::stored("ZZZ"), Err(UnknownCurrency("ZZZ".into())));
+        assert_eq!(Currency::stored("JPY").map(|c| c.exponent), Ok(0));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sqlx::Row;
 
 use super::calendar::{format_date, format_month, year_of};
-use super::currency::Currency;
+use super::currency::{Currency, UnknownCurrency};
 use super::lines::{LineKind, NewLine};
 use super::settings::{BillingSettings, Numbering};
 use super::totals::{check, settle, Settlement};
@@ -82,11 +82,9 @@ impl Invoice {
         })
     }
 
-    pub fn currency(&self) -> Currency {
-        Currency::parse(&self.currency).unwrap_or(Currency {
-            code: "USD",
-            exponent: 2,
-        })
+    /// The invoice's currency; an unknown stored code is an error (never charged as USD).
+    pub fn currency(&self) -> Result<Currency, UnknownCurrency> {
+        Currency::stored(&self.currency)
     }
 }
 
@@ -119,8 +117,13 @@ fn line_from_row(r: &sqlx::any::AnyRow) -> Result<Line, sqlx::Error> {
     })
 }
 
-fn dec(s: &str) -> Decimal {
-    s.parse().unwrap_or(Decimal::ZERO)
+fn dec(s: &str) -> ApiResult<Decimal> {
+    Ok(crate::money::stored(s)?)
+}
+
+/// The sum of stored amounts; the first that does not parse is an error.
+fn sum_stored<'a>(amounts: impl IntoIterator<Item = &'a str>) -> ApiResult<Decimal> {
+    amounts.into_iter().map(dec).sum()
 }
 
 /// A decimal as stored: plain, no trailing zeros beyond what it has.
@@ -220,7 +223,7 @@ pub fn to_json(inv: &Invoice, lines: &[Line]) -> Value {
         .vat_rate
         .as_deref()
         .map(dec)
-        .is_some_and(|r| r.is_zero());
+        .is_some_and(|r| r.is_ok_and(|r| r.is_zero()));
     let seller = parse(&inv.seller);
     json!({
         "object": if inv.kind == "credit_note" { "credit_note" } else { "invoice" },
@@ -323,10 +326,10 @@ pub fn plan_issue(
     currency: Currency,
     today: i64,
 ) -> Result<IssuePlan, ApiError> {
-    let vat_rate = dec(&buyer.vat_rate);
+    let vat_rate = dec(&buyer.vat_rate)?;
     let settlement = settle(
         amounts.iter().sum(),
-        dec(&buyer.credit_balance),
+        dec(&buyer.credit_balance)?,
         vat_rate,
         currency,
     );
@@ -405,9 +408,12 @@ pub async fn issue(tx: &mut Tx, id: &str, settings: &BillingSettings, now: i64) 
     if inv.state != "open" && inv.state != "finalized" {
         return Err(transition_error(&inv, "issue"));
     }
-    let currency = inv.currency();
+    let currency = inv.currency()?;
     let lines = lines_tx(tx, id).await?;
-    let amounts: Vec<Decimal> = lines.iter().map(|l| dec(&l.amount)).collect();
+    let amounts: Vec<Decimal> = lines
+        .iter()
+        .map(|l| dec(&l.amount))
+        .collect::<ApiResult<_>>()?;
     // Locked: the credit balance read here is written back below.
     let row = sqlx::query(&format!(
         "SELECT {BUYER_COLUMNS} FROM accounts WHERE id = $1{}",
@@ -515,7 +521,7 @@ async fn locked_balance(tx: &mut Tx, account_id: &str) -> ApiResult<Decimal> {
     .bind(account_id)
     .fetch_one(&mut **tx)
     .await?;
-    Ok(dec(&balance))
+    dec(&balance)
 }
 
 pub async fn set_balance(tx: &mut Tx, account_id: &str, balance: Decimal) -> ApiResult<()> {
@@ -532,6 +538,42 @@ fn transition_error(inv: &Invoice, action: &str) -> ApiError {
         "invalid_state",
         format!("cannot {action} an invoice that is {}", inv.state),
     )
+}
+
+/// Whether a charge of the invoice holds its lease at `now` (claimed by a request that is still
+/// waiting for the provider; see `payments::charging::claim`).
+async fn charge_in_flight(tx: &mut Tx, id: &str, now: i64) -> ApiResult<bool> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM charge_attempts WHERE invoice_id = $1 AND state = 'pending' AND lease_until > $2",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(n > 0)
+}
+
+/// What cancelling an invoice gives back to the credit balance: the credit it used (its "credit
+/// applied" line, negative) comes back, the credit it carried (positive) is taken back.
+fn balance_moved_by_cancel(lines: &[Line]) -> ApiResult<Decimal> {
+    let carried = sum_stored(
+        lines
+            .iter()
+            .filter(|l| {
+                l.kind == LineKind::CreditApplied.as_str()
+                    || l.kind == LineKind::CreditCarried.as_str()
+            })
+            .map(|l| l.amount.as_str()),
+    )?;
+    Ok(-carried)
+}
+
+/// The balance after a cancel moves `moved`, exactly; `None` when that would be negative (the
+/// credit the invoice carried was spent since). Never clamped: a clamp to zero would let the spent
+/// credit stay spent and the cancelled invoice's credit vanish from the books (money appearing).
+fn balance_after_cancel(balance: Decimal, moved: Decimal) -> Option<Decimal> {
+    let after = balance.checked_add(moved)?;
+    (after >= Decimal::ZERO).then_some(after)
 }
 
 /// The state actions an admin can take: finalize, issue, pay (mark paid), cancel.
@@ -559,20 +601,26 @@ pub async fn act(
     if !from.contains(&inv.state.as_str()) {
         return Err(transition_error(&inv, action));
     }
+    if (action == "pay" || action == "cancel") && charge_in_flight(tx, id, now).await? {
+        // The provider's answer would land on an invoice settled meanwhile.
+        return Err(crate::payments::charging::in_progress());
+    }
     if action == "cancel" {
-        // Credit used by this invoice goes back to the balance; credit it carried is taken back.
         let lines = lines_tx(tx, id).await?;
-        let moved: Decimal = lines
-            .iter()
-            .filter(|l| {
-                l.kind == LineKind::CreditApplied.as_str()
-                    || l.kind == LineKind::CreditCarried.as_str()
-            })
-            .map(|l| -dec(&l.amount))
-            .sum();
+        let moved = balance_moved_by_cancel(&lines)?;
         if !moved.is_zero() {
             let balance = locked_balance(tx, &inv.account_id).await?;
-            set_balance(tx, &inv.account_id, (balance + moved).max(Decimal::ZERO)).await?;
+            let after = balance_after_cancel(balance, moved).ok_or_else(|| {
+                ApiError::conflict(
+                    "credit_already_used",
+                    format!(
+                        "this invoice carried {} to the account's credit balance and only {} is left: cancel what used it first",
+                        plain(-moved),
+                        plain(balance)
+                    ),
+                )
+            })?;
+            set_balance(tx, &inv.account_id, after).await?;
         }
     }
     sqlx::query(
@@ -606,7 +654,7 @@ pub async fn create_open(
     .bind(start)
     .bind(super::calendar::next_month_start(today))
     .bind(now)
-    .bind(settings.currency().format(Decimal::ZERO))
+    .bind(settings.currency()?.format(Decimal::ZERO))
     .execute(&mut **tx)
     .await?;
     Ok(id)
@@ -634,7 +682,7 @@ pub async fn add_manual_line(
     if inv.state != "open" {
         return Err(transition_error(&inv, "add lines to"));
     }
-    let currency = inv.currency();
+    let currency = inv.currency()?;
     let amount = quantity
         .checked_mul(unit_price)
         .map(|a| currency.round(a))
@@ -668,7 +716,7 @@ pub async fn add_manual_line(
 
 /// An open invoice shows the running sum of its lines (tax is computed when issued).
 pub async fn refresh_open_totals(tx: &mut Tx, id: &str, currency: Currency) -> ApiResult<()> {
-    let sum: Decimal = lines_tx(tx, id).await?.iter().map(|l| dec(&l.amount)).sum();
+    let sum = sum_stored(lines_tx(tx, id).await?.iter().map(|l| l.amount.as_str()))?;
     sqlx::query("UPDATE invoices SET subtotal = $2, total = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(currency.format(sum))
@@ -693,7 +741,7 @@ pub async fn remove_manual_line(tx: &mut Tx, id: &str, line_id: &str) -> ApiResu
     if r.rows_affected() == 0 {
         return Err(ApiError::not_found("manual invoice line", line_id));
     }
-    refresh_open_totals(tx, id, inv.currency()).await
+    refresh_open_totals(tx, id, inv.currency()?).await
 }
 
 /// A credit note for an issued invoice: its own numbered document (series `CN-...`), taxed at the
@@ -716,7 +764,7 @@ pub async fn credit_note(
             "only issued invoices can be credited",
         ));
     }
-    let currency = inv.currency();
+    let currency = inv.currency()?;
     let amount = currency.round(amount);
     if amount <= Decimal::ZERO {
         return Err(ApiError::invalid(
@@ -731,8 +779,8 @@ pub async fn credit_note(
     .bind(id)
     .fetch_all(&mut **tx)
     .await?;
-    let already: Decimal = credited.iter().map(|(s,)| dec(s)).sum();
-    let left = dec(&inv.subtotal) - already;
+    let already = sum_stored(credited.iter().map(|(s,)| s.as_str()))?;
+    let left = dec(&inv.subtotal)? - already;
     if amount > left {
         return Err(ApiError::invalid(
             "amount",
@@ -743,7 +791,13 @@ pub async fn credit_note(
             ),
         ));
     }
-    let vat_rate = inv.vat_rate.as_deref().map(dec).unwrap_or(Decimal::ZERO);
+    // An invoice issued without VAT stores none: zero is the stored fact, not a fallback.
+    let vat_rate = inv
+        .vat_rate
+        .as_deref()
+        .map(dec)
+        .transpose()?
+        .unwrap_or(Decimal::ZERO);
     let tax = currency.round(amount * vat_rate / Decimal::ONE_HUNDRED);
     let today = super::calendar::day_of(now);
     let series = series(settings.numbering, today, true);
@@ -792,4 +846,49 @@ pub async fn credit_note(
     let balance = locked_balance(tx, &inv.account_id).await?;
     set_balance(tx, &inv.account_id, balance + amount).await?;
     Ok(cn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::test_support::d;
+
+    fn line(kind: LineKind, amount: &str) -> Line {
+        Line {
+            id: "l".into(),
+            position: 1,
+            kind: kind.as_str().into(),
+            line_key: None,
+            description: String::new(),
+            quantity: "1".into(),
+            unit_price: amount.into(),
+            amount: amount.into(),
+            period_start: None,
+            period_end: None,
+        }
+    }
+
+    #[test]
+    fn cancel_gives_back_exactly_the_credit_used_and_takes_back_the_credit_carried() {
+        let used = [
+            line(LineKind::Manual, "50.00"),
+            line(LineKind::CreditApplied, "-30.00"),
+        ];
+        assert_eq!(balance_moved_by_cancel(&used).unwrap(), d("30.00"));
+        assert_eq!(balance_after_cancel(d("0"), d("30.00")), Some(d("30.00")));
+        let carried = [
+            line(LineKind::Manual, "-20.00"),
+            line(LineKind::CreditCarried, "20.00"),
+        ];
+        assert_eq!(balance_moved_by_cancel(&carried).unwrap(), d("-20.00"));
+        assert_eq!(balance_after_cancel(d("25"), d("-20.00")), Some(d("5.00")));
+        assert_eq!(balance_after_cancel(d("20"), d("-20.00")), Some(d("0.00")));
+    }
+
+    #[test]
+    fn cancel_never_clamps_a_balance_it_cannot_take_back() {
+        // The carried credit was spent since: clamping to 0 (the old rule) let 15 appear.
+        assert_eq!(balance_after_cancel(d("5"), d("-20.00")), None);
+        assert_eq!(balance_after_cancel(Decimal::MAX, Decimal::ONE), None);
+    }
 }

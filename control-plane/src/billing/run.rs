@@ -32,6 +32,7 @@ use super::rating::Tier;
 use super::settings::{self, BillingSettings};
 use crate::catalog::PricingModel;
 use crate::http::error::{ApiError, ApiResult};
+use crate::money::stored;
 use crate::secrets::new_id;
 use crate::store::{is_unique_violation, now, Pool, Tx};
 
@@ -220,19 +221,17 @@ async fn load_plans_where(pool: &Pool, only: &str) -> ApiResult<HashMap<String, 
     .bind(only)
     .fetch_all(pool)
     .await?;
-    let mut out: HashMap<String, PlanTerms> = plans
-        .into_iter()
-        .map(|(id, name, setup, fixed)| {
-            let terms = PlanTerms {
-                id: id.clone(),
-                name,
-                setup_fee: setup.parse().unwrap_or(Decimal::ZERO),
-                fixed_fee: fixed.parse().unwrap_or(Decimal::ZERO),
-                metrics: Vec::new(),
-            };
-            (id, terms)
-        })
-        .collect();
+    let mut out: HashMap<String, PlanTerms> = HashMap::with_capacity(plans.len());
+    for (id, name, setup, fixed) in plans {
+        let terms = PlanTerms {
+            id: id.clone(),
+            name,
+            setup_fee: stored(&setup)?,
+            fixed_fee: stored(&fixed)?,
+            metrics: Vec::new(),
+        };
+        out.insert(id, terms);
+    }
     type RuleRow = (
         String,
         String,
@@ -258,7 +257,7 @@ async fn load_plans_where(pool: &Pool, only: &str) -> ApiResult<HashMap<String, 
         let tier = Tier {
             from: from.max(0) as u64,
             to: to.map(|t| t.max(0) as u64),
-            unit_price: price.parse().unwrap_or(Decimal::ZERO),
+            unit_price: stored(&price)?,
             package_size: package.map(|p| p.max(0) as u64),
         };
         match plan.metrics.last_mut() {
@@ -415,7 +414,7 @@ async fn bill_accounts(
     let started = std::time::Instant::now();
     let previous = previous_month_start(ctx.run_on);
     let current = month_start(ctx.run_on);
-    let currency = ctx.settings.currency();
+    let currency = ctx.settings.currency()?;
     // Usage of the previous month per (application, metric, day).
     let mut app_ids: Vec<&str> = contracts.iter().map(|c| c.2.as_str()).collect();
     app_ids.sort_unstable();
@@ -471,7 +470,7 @@ async fn bill_accounts(
             (true, Some(s), Some(e)) => Some(Billed {
                 period_start: s,
                 period_end: e,
-                unit_price: price.parse().unwrap_or(Decimal::ZERO),
+                unit_price: stored(&price)?,
             }),
             _ => None,
         };
@@ -490,7 +489,7 @@ async fn bill_accounts(
     let mut open: HashMap<String, (String, Vec<Decimal>, i64)> = HashMap::new();
     for (id, account, amount, position) in open_rows {
         let e = open.entry(account).or_insert_with(|| (id, Vec::new(), 0));
-        e.1.push(amount.parse().unwrap_or(Decimal::ZERO));
+        e.1.push(stored(&amount)?);
         e.2 = e.2.max(position);
     }
 
@@ -612,7 +611,7 @@ async fn bill_accounts(
                 paid_at,
             });
         }
-        let balance_before: Decimal = draft.buyer.credit_balance.parse().unwrap_or(Decimal::ZERO);
+        let balance_before = stored(&draft.buyer.credit_balance)?;
         if issue.settlement.balance_after != balance_before {
             super::invoices::set_balance(tx, &draft.buyer.id, issue.settlement.balance_after)
                 .await?;

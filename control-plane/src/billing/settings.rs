@@ -163,12 +163,10 @@ fn range(param: &str, code: &'static str, v: i64, lo: i64, hi: i64) -> ApiResult
 }
 
 impl BillingSettings {
-    pub fn currency(&self) -> Currency {
-        // Validated on write; USD only if the stored document was edited by hand.
-        Currency::parse(&self.currency).unwrap_or(Currency {
-            code: "USD",
-            exponent: 2,
-        })
+    /// Validated on write; a stored document edited by hand with an unknown code is an error,
+    /// never a guessed currency.
+    pub fn currency(&self) -> Result<Currency, super::currency::UnknownCurrency> {
+        Currency::stored(&self.currency)
     }
 
     pub fn validate(&self) -> ApiResult<()> {
@@ -297,13 +295,8 @@ pub async fn update(tx: &mut Tx, patch: Value) -> ApiResult<BillingSettings> {
     next.validate()?;
     // A billing currency the configured payment provider cannot charge is refused now, not at
     // the first charge.
-    let gateway: Option<(String,)> =
-        sqlx::query_as("SELECT kind FROM payment_gateway WHERE id = 1")
-            .fetch_optional(&mut **tx)
-            .await?;
-    if let Some((kind,)) = gateway {
-        crate::payments::units::check(&kind, next.currency())?;
-    }
+    // (Braintree: a merchant account in it.)
+    crate::payments::config::check_stored(tx, next.currency()?).await?;
     if next.currency != current.currency {
         let (open,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM invoices WHERE state IN ('open', 'finalized', 'pending', 'unpaid')",

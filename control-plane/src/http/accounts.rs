@@ -54,12 +54,14 @@ pub struct BillingAddress {
     pub country: String,
 }
 
-fn account_json(r: &AccountRow) -> Value {
+fn account_json(r: &AccountRow) -> ApiResult<Value> {
     let address: Value = serde_json::from_str(&r.3).unwrap_or_else(|_| json!({}));
-    json!({"object": "account", "id": r.0, "name": r.1, "email": r.2, "billing_address": address,
+    Ok(
+        json!({"object": "account", "id": r.0, "name": r.1, "email": r.2, "billing_address": address,
            "vat_rate": r.4, "vat_code": r.5, "created_at": r.6, "updated_at": r.7,
            // Net credit in the billing currency, used by the next invoices.
-           "credit_balance": crate::money::format_amount(r.8.parse().unwrap_or_default())})
+           "credit_balance": crate::money::format_amount(crate::money::stored(&r.8)?)}),
+    )
 }
 
 pub async fn fetch_account(pool: &Pool, id: &str) -> ApiResult<AccountRow> {
@@ -185,7 +187,7 @@ pub async fn create(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(account_json(&fetch_account(&s.pool, &id).await?)),
+        Json(account_json(&fetch_account(&s.pool, &id).await?)?),
     ))
 }
 
@@ -201,11 +203,11 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(&s.pool)
     .await?;
-    Ok(Json(page(rows, limit, |r| &r.0).map(account_json)))
+    Ok(Json(page(rows, limit, |r| &r.0).try_map(account_json)?))
 }
 
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(account_json(&fetch_account(&s.pool, &id).await?)))
+    Ok(Json(account_json(&fetch_account(&s.pool, &id).await?)?))
 }
 
 pub async fn update(
@@ -240,7 +242,7 @@ pub async fn update(
         .bind(now())
         .execute(&s.pool)
         .await?;
-    Ok(Json(account_json(&fetch_account(&s.pool, &id).await?)))
+    Ok(Json(account_json(&fetch_account(&s.pool, &id).await?)?))
 }
 
 pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {

@@ -6,7 +6,7 @@
 //! [`DEFAULT_ROTATION_GRACE_SECS`], at most [`MAX_ROTATION_GRACE_SECS`]) so clients can switch
 //! without an outage; keys in their grace period do not count against that limit, but every live
 //! key (active or in grace) counts against [`MAX_LIVE_KEYS`], a hard cap well below the filter's
-//! per-application bound ([`tollgate_filter::catalog::MAX_KEYS_PER_APPLICATION`]), and an
+//! per-application bound ([`tollgate_rules::names::MAX_KEYS_PER_APPLICATION`]), and an
 //! application is rotated at most [`crate::rate_limit::MAX_ROTATIONS_PER_APPLICATION_PER_HOUR`]
 //! times an hour. Every writer (admin API, CLI, admin and developer portals) goes through
 //! [`insert_key`] and [`rotate`].
@@ -31,7 +31,7 @@ pub const MAX_ACTIVE_KEYS: i64 = 5;
 /// Most live keys (active plus in their grace period) an application holds at once.
 pub const MAX_LIVE_KEYS: i64 = 10;
 const _: () = assert!(
-    MAX_LIVE_KEYS as usize * 3 / 2 <= tollgate_filter::catalog::MAX_KEYS_PER_APPLICATION,
+    MAX_LIVE_KEYS as usize * 3 / 2 <= tollgate_rules::names::MAX_KEYS_PER_APPLICATION,
     "the live-key cap must stay well below the filter's per-application bound"
 );
 pub const DEFAULT_ROTATION_GRACE_SECS: i64 = 24 * 3600;
@@ -594,7 +594,7 @@ pub async fn usage(
         _ => 365 * 24 * 3600,
     };
     let since =
-        tollgate_filter::periods::window(period, p.since.unwrap_or(until - default_span)).start;
+        tollgate_rules::periods::window(period, p.since.unwrap_or(until - default_span)).start;
     if until <= since || until - since > MAX_USAGE_RANGE_SECS {
         return Err(ApiError::bad_request(
             Some("since".into()),
@@ -627,7 +627,7 @@ pub async fn usage(
     .await?;
     let mut buckets: Vec<(i64, i64)> = Vec::new();
     for (hour, value) in rows {
-        let start = tollgate_filter::periods::window(period, hour).start;
+        let start = tollgate_rules::periods::window(period, hour).start;
         match buckets.last_mut() {
             Some((s, v)) if *s == start => *v += value,
             _ => buckets.push((start, value)),

@@ -111,6 +111,24 @@ impl ApiError {
     }
 }
 
+impl From<crate::money::CorruptAmount> for ApiError {
+    fn from(e: crate::money::CorruptAmount) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::billing::currency::UnknownCurrency> for ApiError {
+    fn from(e: crate::billing::currency::UnknownCurrency) -> Self {
+        ApiError::conflict(
+            "unknown_currency",
+            format!(
+                "the stored currency code {:?} is not an ISO 4217 code Tollgate knows: nothing is issued or charged in a guessed currency; correct the stored value",
+                e.0
+            ),
+        )
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {

@@ -594,7 +594,7 @@ pub async fn global_usage(
     let t = now();
     let mut entries = Vec::new();
     for period in periods.iter().filter_map(|(p,)| parse_period(p)) {
-        let window = tollgate_filter::periods::window(period, t);
+        let window = tollgate_rules::periods::window(period, t);
         let (table, condition) = if period == Period::Minute {
             ("usage_instance_minutes", "u.bucket_start = $3")
         } else {

@@ -54,6 +54,12 @@ impl<T> Page<T> {
         }
     }
 
+    /// The same page with each item converted; the first conversion that fails is the answer.
+    pub fn try_map<U, E>(self, f: impl Fn(&T) -> Result<U, E>) -> Result<Page<U>, E> {
+        let data = self.data.iter().map(f).collect::<Result<_, E>>()?;
+        Ok(self.with_data(data))
+    }
+
     pub fn map<U>(self, f: impl Fn(&T) -> U) -> Page<U> {
         Page {
             object: self.object,

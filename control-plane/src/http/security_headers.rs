@@ -2,8 +2,10 @@
 //! `Content-Security-Policy`, `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and
 //! `Referrer-Policy`.
 //!
-//! The CSP allows what the pages load: their own inline style and scripts (the table sorter, the
-//! card pages' glue), and the configured payment provider's card-collection script and frames —
+//! The CSP allows what the pages load: the portal's own style sheet and scripts, served from
+//! `/portal/assets/` (the table sorter, the card pages' glue; no inline script or style anywhere,
+//! so `script-src` and `style-src` forbid inline code: an injected `<script>` or `onclick=` does
+//! not run), and the configured payment provider's card-collection script and frames —
 //! Stripe Elements (js.stripe.com, its frames and hooks.stripe.com for 3-D Secure, api.stripe.com)
 //! or Braintree Hosted Fields (js/assets/api.braintreegateway.com, braintree-api.com), plus the
 //! origin of the configured `js_url` (tests point it at an emulator). Nothing else: no other
@@ -92,7 +94,7 @@ pub fn content_security_policy(provider: Option<(&str, Option<&str>)>) -> String
         }
     };
     format!(
-        "default-src 'self'; script-src 'self' 'unsafe-inline'{}; style-src 'self' 'unsafe-inline'; \
+        "default-src 'self'; script-src 'self'{}; style-src 'self'; \
          img-src 'self' data:{}; frame-src{}; connect-src 'self'{}; form-action 'self'; \
          frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
         join(&script),
@@ -183,7 +185,14 @@ mod tests {
         let none = content_security_policy(None);
         assert!(none.contains("frame-src 'none'") && !none.contains("stripe"));
         let stripe = content_security_policy(Some(("stripe", None)));
-        assert!(stripe.contains("script-src 'self' 'unsafe-inline' https://js.stripe.com"));
+        assert!(stripe.contains("script-src 'self' https://js.stripe.com"));
+        // No inline script or style, whatever the provider.
+        for p in [&none, &stripe] {
+            assert!(
+                !p.contains("unsafe-inline") && !p.contains("unsafe-eval"),
+                "{p}"
+            );
+        }
         assert!(!stripe.contains("braintree"));
         let bt =
             content_security_policy(Some(("braintree", Some("http://127.0.0.1:9999/js/sdk/"))));

@@ -5,6 +5,11 @@
 //! (`<invoice id>-<attempt>`), and an attempt whose outcome is unknown is first searched by that
 //! order id before anything is charged again. Declines are data (a transaction with status
 //! PROCESSOR_DECLINED / GATEWAY_REJECTED / FAILED), not errors. Card charges get no webhooks.
+//!
+//! Currency: a Braintree transaction is in the currency of its merchant account, never of the
+//! amount, so every charge names the merchant account of the invoice's currency
+//! (`merchantAccountId`, from the gateway settings' `merchant_accounts`); a currency without one is
+//! refused before any call.
 
 use std::time::Duration;
 
@@ -12,6 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::config::MerchantAccounts;
 use super::{Card, ChargeOutcome, ChargeRequest, PayError};
 
 /// The API version sent in `Braintree-Version`.
@@ -29,7 +35,13 @@ pub struct Braintree {
     authorization: String,
     /// Base URL of the web SDK browsers load ([`super::config::BRAINTREE_JS_URL`] unless set).
     pub js_url: String,
+    /// The merchant account per currency that charges are made on.
+    pub merchant_accounts: MerchantAccounts,
 }
+
+/// Braintree's legacy codes for a merchant account id that is unknown or suspended: a
+/// configuration error (nothing was charged), never a decline of the card.
+const MERCHANT_ACCOUNT_CODES: &[&str] = &["91513", "91514"];
 
 const CARD_FIELDS: &str = "id details { __typename ... on CreditCardDetails { brandCode last4 expirationMonth expirationYear } }";
 const TRANSACTION_FIELDS: &str = "id status statusHistory { status ... on ProcessorDeclinedEvent { processorResponse { legacyCode message } } ... on GatewayRejectedEvent { gatewayRejectionReason } ... on FailedEvent { processorResponse { legacyCode message } } }";
@@ -103,6 +115,7 @@ impl Braintree {
         private_key: &str,
         environment: &str,
         api_base: Option<&str>,
+        merchant_accounts: MerchantAccounts,
     ) -> Result<Braintree, PayError> {
         let endpoint = match api_base {
             Some(base) => format!("{base}graphql"),
@@ -121,6 +134,7 @@ impl Braintree {
                 STANDARD.encode(format!("{public_key}:{private_key}"))
             ),
             js_url: super::config::BRAINTREE_JS_URL.into(),
+            merchant_accounts,
         })
     }
 
@@ -163,8 +177,12 @@ impl Braintree {
                 |c| format!("{}_{c}", class.to_lowercase()),
             );
             let message = err["message"].as_str().unwrap_or_default().to_string();
+            let legacy = err["extensions"]["legacyCode"].as_str().unwrap_or_default();
             return Err(match class {
                 "AUTHENTICATION" | "AUTHORIZATION" => PayError::Config(message),
+                "VALIDATION" if MERCHANT_ACCOUNT_CODES.contains(&legacy) => {
+                    PayError::Config(format!("Braintree merchant account: {message}"))
+                }
                 "INTERNAL" | "SERVICE_AVAILABILITY" | "RESOURCE_LIMIT" => {
                     PayError::Unavailable(message)
                 }
@@ -258,15 +276,26 @@ impl Braintree {
         .map(|_| ())
     }
 
-    /// A charge of `req.amount`, written as Braintree wants it ([`super::units::braintree_amount`]).
+    /// A charge of `req.amount`, written as Braintree wants it ([`super::units::braintree_amount`]),
+    /// on the merchant account of `req.currency`.
     pub async fn charge(&self, req: &ChargeRequest<'_>) -> Result<ChargeOutcome, PayError> {
         let amount = super::units::braintree_amount(req.currency, req.amount)
             .map_err(|e| PayError::Config(format!("{e:?}")))?;
+        // Checked before the attempt was claimed too; here so that no path charges without it.
+        let account = self
+            .merchant_accounts
+            .for_currency(req.currency)
+            .ok_or_else(|| {
+                PayError::Config(format!(
+                    "no Braintree merchant account in {}",
+                    req.currency.code
+                ))
+            })?;
         let data = self
             .call(
                 &format!("mutation Charge($input: ChargePaymentMethodInput!) {{ chargePaymentMethod(input: $input) {{ transaction {{ {TRANSACTION_FIELDS} }} }} }}"),
                 json!({"input": {"paymentMethodId": req.payment_method,
-                                 "transaction": {"amount": amount, "orderId": req.attempt_key, "paymentInitiator": "UNSCHEDULED"}}}),
+                                 "transaction": {"amount": amount, "merchantAccountId": account, "orderId": req.attempt_key, "paymentInitiator": "UNSCHEDULED"}}}),
             )
             .await?;
         Ok(outcome(&data["chargePaymentMethod"]["transaction"]))

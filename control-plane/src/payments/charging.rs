@@ -11,7 +11,6 @@
 //! `failed`, a final email and, with `suspend_on_failure`, the account's applications suspended for
 //! non-payment (the gateway answers 402 within its snapshot poll interval).
 
-use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use super::braintree::Braintree;
@@ -47,6 +46,19 @@ impl Provider {
             Provider::Stripe(stripe) => &stripe.js_url,
             Provider::Braintree(bt) => &bt.js_url,
         }
+    }
+
+    /// Whether this provider can charge in `currency`, decided before any call to it.
+    pub fn check_currency(
+        &self,
+        currency: crate::billing::currency::Currency,
+    ) -> Result<(), super::units::UnitError> {
+        let none = super::config::MerchantAccounts::default();
+        let accounts = match self {
+            Provider::Braintree(bt) => &bt.merchant_accounts,
+            Provider::Stripe(_) => &none,
+        };
+        super::units::check_gateway(self.name(), accounts, currency)
     }
 }
 
@@ -92,11 +104,17 @@ pub async fn provider(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<P
             environment,
             api_base,
             js_url,
+            merchant_accounts,
             ..
         }) => {
-            let mut bt =
-                Braintree::new(&public_key, &private_key, &environment, api_base.as_deref())
-                    .map_err(pay_error)?;
+            let mut bt = Braintree::new(
+                &public_key,
+                &private_key,
+                &environment,
+                api_base.as_deref(),
+                merchant_accounts,
+            )
+            .map_err(pay_error)?;
             if let Some(js_url) = js_url {
                 bt.js_url = js_url;
             }
@@ -276,9 +294,16 @@ pub async fn attempt_json(pool: &Pool, attempt_id: &str) -> ApiResult<Value> {
 /// holding it died) the next pay looks the attempt up at the provider before charging.
 pub const CHARGE_LEASE_SECS: i64 = 300;
 
-/// `failed` too: after dunning gave up, the developer (or the admin) may still pay.
+/// Invoice states a charge may be made in: `failed` too (after dunning gave up, the developer or
+/// the admin may still pay).
+const CHARGEABLE: &[&str] = &["pending", "unpaid", "failed"];
+
+/// The attempt state of a charge that succeeded at the provider for an invoice that was no longer
+/// chargeable (cancelled or marked paid meanwhile): the money is to be returned by the operator.
+pub const REFUND_DUE: &str = "refund_due";
+
 fn check_chargeable(inv: &Invoice) -> ApiResult<()> {
-    if inv.kind != "invoice" || !["pending", "unpaid", "failed"].contains(&inv.state.as_str()) {
+    if inv.kind != "invoice" || !CHARGEABLE.contains(&inv.state.as_str()) {
         return Err(ApiError::conflict(
             "invalid_state",
             format!("cannot charge an invoice that is {}", inv.state),
@@ -287,7 +312,9 @@ fn check_chargeable(inv: &Invoice) -> ApiResult<()> {
     Ok(())
 }
 
-fn in_progress() -> ApiError {
+/// A charge of the invoice is in flight (its lease is held): 409 `charge_in_progress`, also for an
+/// admin's mark-paid or cancel meanwhile.
+pub fn in_progress() -> ApiError {
     ApiError::conflict(
         "charge_in_progress",
         "a payment of this invoice is being made; look at the invoice again in a moment",
@@ -388,10 +415,12 @@ pub async fn charge_invoice(
     let inv = invoices::fetch(pool, invoice_id).await?;
     check_chargeable(&inv)?;
     let p = provider(pool, master_key).await?;
-    let currency = inv.currency();
-    let total: Decimal = inv.total.parse().unwrap_or(Decimal::ZERO);
-    // Before any provider call: a currency the provider cannot charge is refused (422).
-    super::units::check(p.name(), currency)?;
+    // Never a guessed currency: an unknown stored code is an error.
+    let currency = inv.currency()?;
+    let total = crate::money::stored(&inv.total)?;
+    // Before any provider call: a currency the provider cannot charge (its units, or for
+    // Braintree no merchant account in it) is refused (422).
+    p.check_currency(currency)?;
     let (attempt_id, attempt, resumed) = claim(pool, invoice_id, &p, &inv).await?;
     let attempt_key = format!("{invoice_id}-{attempt}");
     // The customer and the card to charge: the chosen one, else the default.
@@ -506,9 +535,41 @@ pub async fn apply(
         ChargeOutcome::RequiresAction { .. } => "requires_action",
         ChargeOutcome::Declined { .. } => "failed",
     };
-    if state == new_state || state == "succeeded" || (state == "failed" && new_state != "succeeded")
+    if state == new_state
+        || state == "succeeded"
+        || state == REFUND_DUE
+        || (state == "failed" && new_state != "succeeded")
     {
         return Ok(());
+    }
+    if let ChargeOutcome::Succeeded { reference } = &outcome {
+        if !CHARGEABLE.contains(&inv.state.as_str()) {
+            // The money was taken for an invoice settled meanwhile (cancelled or marked paid
+            // while this charge's lease had expired): it is recorded, never lost, and never
+            // turns the invoice back to paid (a cancel already gave its credit back).
+            tracing::error!(
+                invoice = invoice_id,
+                attempt = attempt_id,
+                reference = reference.as_str(),
+                "charge succeeded at the provider for an invoice that is {}: refund it there (charge attempt state refund_due)",
+                inv.state
+            );
+            sqlx::query(
+                "UPDATE charge_attempts SET state = $2, provider_ref = $3, error_code = 'charged_after_settlement', error_message = $4, updated_at = $5, lease_until = NULL WHERE id = $1",
+            )
+            .bind(attempt_id)
+            .bind(REFUND_DUE)
+            .bind(reference)
+            .bind(format!(
+                "the invoice was {} while this payment was made: the amount is to be refunded",
+                inv.state
+            ))
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
     }
     let (reference, code, message) = match &outcome {
         ChargeOutcome::Succeeded { reference } => (Some(reference.clone()), None, None),

@@ -7,8 +7,12 @@
 //! again (the old provider's customers are kept, unused, in `payment_customers`). The PUT answer
 //! carries a `warning` saying so.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+
+use crate::billing::currency::Currency;
 
 use crate::http::error::{ApiError, ApiResult};
 use crate::secrets::{open, seal};
@@ -27,6 +31,69 @@ pub fn master_key() -> Option<&'static [u8; 32]> {
 
 /// Longest field accepted (keys and ids are far shorter).
 pub const MAX_FIELD_CHARS: usize = 500;
+/// Most Braintree merchant accounts (one per currency) in the gateway settings: more than the
+/// currencies Braintree presents charges in, and a bound on the stored document.
+pub const MAX_MERCHANT_ACCOUNTS: usize = 100;
+
+/// Braintree's merchant account per currency. A Braintree charge is made in the currency of the
+/// merchant account it names (`merchantAccountId`; without one, the default account's currency,
+/// whatever the invoice says), so Tollgate always names the invoice currency's account and refuses
+/// a charge in a currency that has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MerchantAccounts(BTreeMap<&'static str, String>);
+
+impl MerchantAccounts {
+    /// The merchant account that charges in `currency`, if one is configured.
+    pub fn for_currency(&self, currency: Currency) -> Option<&str> {
+        self.0.get(currency.code).map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn to_json(&self) -> Value {
+        Value::Object(
+            self.0
+                .iter()
+                .map(|(code, id)| (code.to_string(), json!(id)))
+                .collect(),
+        )
+    }
+
+    /// Validates `{"EUR": "<merchant account id>", ...}`: known ISO 4217 codes Braintree charges
+    /// in, ids as any other field, at most [`MAX_MERCHANT_ACCOUNTS`].
+    pub fn parse(v: &BTreeMap<String, String>) -> ApiResult<MerchantAccounts> {
+        if v.len() > MAX_MERCHANT_ACCOUNTS {
+            return Err(ApiError::invalid(
+                "merchant_accounts",
+                "too_many_merchant_accounts",
+                format!("at most {MAX_MERCHANT_ACCOUNTS} merchant accounts"),
+            ));
+        }
+        let mut out = BTreeMap::new();
+        for (code, id) in v {
+            let param = format!("merchant_accounts.{code}");
+            let currency = Currency::parse(code).ok_or_else(|| {
+                ApiError::invalid(
+                    param.clone(),
+                    "invalid_currency",
+                    "an ISO 4217 currency code like \"EUR\"",
+                )
+            })?;
+            super::units::check("braintree", currency).map_err(|_| {
+                ApiError::invalid(
+                    param.clone(),
+                    "currency_not_supported_by_provider",
+                    format!("braintree cannot charge in {code}"),
+                )
+            })?;
+            let id = field(&param, Some(id.clone()), None)?;
+            out.insert(currency.code, id);
+        }
+        Ok(MerchantAccounts(out))
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GatewayConfig {
@@ -46,6 +113,9 @@ pub enum GatewayConfig {
         api_base: Option<String>,
         /// Base URL of the Braintree web SDK (default [`BRAINTREE_JS_URL`]).
         js_url: Option<String>,
+        /// Empty in a configuration stored before merchant accounts existed: every charge is then
+        /// refused (`currency_has_no_merchant_account`) until they are entered.
+        merchant_accounts: MerchantAccounts,
     },
 }
 
@@ -60,6 +130,18 @@ impl GatewayConfig {
             GatewayConfig::Stripe { .. } => "stripe",
             GatewayConfig::Braintree { .. } => "braintree",
         }
+    }
+
+    /// Whether this gateway can charge in `currency` (see [`super::units::check_gateway`]).
+    pub fn check_currency(&self, currency: Currency) -> Result<(), super::units::UnitError> {
+        let none = MerchantAccounts::default();
+        let accounts = match self {
+            GatewayConfig::Braintree {
+                merchant_accounts, ..
+            } => merchant_accounts,
+            GatewayConfig::Stripe { .. } => &none,
+        };
+        super::units::check_gateway(self.provider(), accounts, currency)
     }
 }
 
@@ -77,6 +159,8 @@ pub struct GatewayInput {
     environment: Option<String>,
     api_base: Option<String>,
     js_url: Option<String>,
+    /// Braintree only: `{"EUR": "<merchant account id>", ...}`.
+    merchant_accounts: Option<BTreeMap<String, String>>,
 }
 
 const SECRETS: &[&str] = &["secret_key", "webhook_secret", "private_key"];
@@ -139,6 +223,11 @@ fn url(param: &str, v: Option<String>) -> ApiResult<Option<String>> {
 impl GatewayInput {
     pub fn validate(self) -> ApiResult<GatewayConfig> {
         match self.kind.as_deref() {
+            Some("stripe") if self.merchant_accounts.is_some() => Err(ApiError::invalid(
+                "merchant_accounts",
+                "invalid_field",
+                "merchant accounts are a Braintree setting",
+            )),
             Some("stripe") => Ok(GatewayConfig::Stripe {
                 secret_key: field("secret_key", self.secret_key, Some("sk_"))?,
                 publishable_key: field("publishable_key", self.publishable_key, Some("pk_"))?,
@@ -162,6 +251,9 @@ impl GatewayInput {
                     environment,
                     api_base: api_base(self.api_base)?,
                     js_url: url("js_url", self.js_url)?,
+                    merchant_accounts: MerchantAccounts::parse(
+                        &self.merchant_accounts.unwrap_or_default(),
+                    )?,
                 })
             }
             _ => Err(ApiError::invalid(
@@ -195,6 +287,7 @@ fn fields(c: &GatewayConfig) -> Vec<(&'static str, Option<String>)> {
             environment,
             api_base,
             js_url,
+            ..
         } => vec![
             ("merchant_id", Some(merchant_id.clone())),
             ("public_key", Some(public_key.clone())),
@@ -260,6 +353,12 @@ pub async fn store(
             doc.insert(name.into(), json!(value));
         }
     }
+    if let GatewayConfig::Braintree {
+        merchant_accounts, ..
+    } = config
+    {
+        doc.insert("merchant_accounts".into(), merchant_accounts.to_json());
+    }
     let previous: Option<(String,)> =
         sqlx::query_as("SELECT kind FROM payment_gateway WHERE id = 1")
             .fetch_optional(pool)
@@ -290,6 +389,9 @@ pub async fn public_view(pool: &Pool) -> ApiResult<Value> {
         return Ok(json!({"object": "payment_gateway", "type": null}));
     };
     let mut out = json!({"object": "payment_gateway", "type": kind});
+    if kind == "braintree" && stored_merchant_accounts(&config)?.is_empty() {
+        out["warning"] = json!(NO_MERCHANT_ACCOUNTS);
+    }
     if let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(&config) {
         for (k, v) in doc {
             out[&k] = match v.get("sealed") {
@@ -301,6 +403,39 @@ pub async fn public_view(pool: &Pool) -> ApiResult<Value> {
         }
     }
     Ok(out)
+}
+
+/// Shown on a Braintree configuration stored before merchant accounts existed.
+pub const NO_MERCHANT_ACCOUNTS: &str = "no merchant accounts are configured: every Braintree charge is refused until merchant_accounts names one per currency charged";
+
+/// The merchant accounts of a stored gateway document (empty when it has none: stored before
+/// they existed, or a Stripe gateway).
+fn stored_merchant_accounts(config: &str) -> ApiResult<MerchantAccounts> {
+    let doc: Value = serde_json::from_str(config)
+        .map_err(|e| ApiError::Internal(format!("gateway settings unreadable: {e}")))?;
+    match doc.get("merchant_accounts") {
+        None | Some(Value::Null) => Ok(MerchantAccounts::default()),
+        Some(v) => {
+            let map: BTreeMap<String, String> = serde_json::from_value(v.clone()).map_err(|e| {
+                ApiError::Internal(format!("stored merchant accounts unreadable: {e}"))
+            })?;
+            MerchantAccounts::parse(&map)
+                .map_err(|e| ApiError::Internal(format!("stored merchant accounts invalid: {e:?}")))
+        }
+    }
+}
+
+/// Whether the stored gateway (if any) can charge in `currency`: the provider's units and, for
+/// Braintree, a merchant account in it. Reads public fields only (no master key needed).
+pub async fn check_stored(tx: &mut crate::store::Tx, currency: Currency) -> ApiResult<()> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT kind, config FROM payment_gateway WHERE id = 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+    if let Some((kind, config)) = row {
+        super::units::check_gateway(&kind, &stored_merchant_accounts(&config)?, currency)?;
+    }
+    Ok(())
 }
 
 /// The configured gateway with its secrets opened, or `None` when none is configured.
@@ -352,6 +487,7 @@ pub async fn load(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<Optio
             environment: req("environment")?,
             api_base: get("api_base")?,
             js_url: get("js_url")?,
+            merchant_accounts: stored_merchant_accounts(&config)?,
         },
     }))
 }

@@ -13,6 +13,7 @@
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
+use super::config::MerchantAccounts;
 use crate::billing::currency::Currency;
 use crate::http::error::ApiError;
 
@@ -45,6 +46,9 @@ pub enum UnitError {
         provider: &'static str,
         currency: &'static str,
     },
+    /// Braintree has no merchant account in this currency (it would charge the default
+    /// account's currency instead).
+    NoMerchantAccount { currency: &'static str },
     /// The amount does not fit the provider's integer.
     TooLarge,
 }
@@ -56,6 +60,13 @@ impl From<UnitError> for ApiError {
                 "currency",
                 "currency_not_supported_by_provider",
                 format!("{provider} cannot charge in {currency}"),
+            ),
+            UnitError::NoMerchantAccount { currency } => ApiError::invalid(
+                "currency",
+                "currency_has_no_merchant_account",
+                format!(
+                    "the Braintree gateway settings have no merchant account in {currency} (merchant_accounts): nothing is charged in another currency"
+                ),
             ),
             UnitError::TooLarge => ApiError::invalid(
                 "amount",
@@ -96,6 +107,23 @@ pub fn check(provider: &str, currency: Currency) -> Result<(), UnitError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// Whether the gateway of `provider` with `accounts` can charge in `currency`: [`check`], and for
+/// Braintree a merchant account in that currency (a charge names it; none is ever left to
+/// Braintree's default account, whose currency may be another).
+pub fn check_gateway(
+    provider: &str,
+    accounts: &MerchantAccounts,
+    currency: Currency,
+) -> Result<(), UnitError> {
+    check(provider, currency)?;
+    if provider == "braintree" && accounts.for_currency(currency).is_none() {
+        return Err(UnitError::NoMerchantAccount {
+            currency: currency.code,
+        });
+    }
+    Ok(())
 }
 
 /// `amount` (in `currency`'s major unit) as Stripe's integer API amount.
@@ -189,5 +217,51 @@ mod tests {
         assert_eq!(braintree_amount(c("ISK"), d("3000")).unwrap(), "3000");
         assert!(braintree_amount(c("CLF"), d("1")).is_err());
         assert!(check("braintree", c("IQD")).is_ok());
+    }
+
+    fn accounts(pairs: &[(&str, &str)]) -> crate::http::error::ApiResult<MerchantAccounts> {
+        MerchantAccounts::parse(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn braintree_charges_only_where_a_merchant_account_is() {
+        let a = accounts(&[("EUR", "acct_eur"), ("JPY", "acct_jpy")]).unwrap();
+        assert_eq!(a.for_currency(c("JPY")), Some("acct_jpy"));
+        assert!(check_gateway("braintree", &a, c("EUR")).is_ok());
+        assert_eq!(
+            check_gateway("braintree", &a, c("USD")),
+            Err(UnitError::NoMerchantAccount { currency: "USD" })
+        );
+        // A configuration stored before merchant accounts: nothing is chargeable.
+        assert!(check_gateway("braintree", &MerchantAccounts::default(), c("USD")).is_err());
+        // Stripe has no merchant accounts; only its units decide.
+        assert!(check_gateway("stripe", &MerchantAccounts::default(), c("USD")).is_ok());
+    }
+
+    #[test]
+    fn merchant_accounts_are_validated() {
+        assert!(accounts(&[("XYZ", "a")]).is_err(), "unknown code");
+        assert!(accounts(&[("eur", "a")]).is_err(), "upper case only");
+        assert!(
+            accounts(&[("CLF", "a")]).is_err(),
+            "not a Braintree currency"
+        );
+        assert!(accounts(&[("EUR", "")]).is_err(), "empty id");
+        assert!(accounts(&[("EUR", "a b")]).is_err(), "spaces");
+        // The count is bounded before anything else is looked at.
+        let limit = super::super::config::MAX_MERCHANT_ACCOUNTS;
+        let many: std::collections::BTreeMap<String, String> = (0..=limit)
+            .map(|i| (format!("C{i:03}"), "a".to_string()))
+            .collect();
+        let e = MerchantAccounts::parse(&many).unwrap_err();
+        assert!(
+            format!("{e:?}").contains("too_many_merchant_accounts"),
+            "{e:?}"
+        );
     }
 }

@@ -5,15 +5,10 @@
 //! Sign-up is open: it creates an account and its first user (passwords: Argon2id, at least
 //! [`session::MIN_PASSWORD_CHARS`] characters). Sessions last [`session::SESSION_TTL_SECS`].
 
-pub mod account_pages;
 pub mod admin;
-pub mod admin_accounts;
-pub mod admin_api;
-pub mod admin_catalog;
-pub mod admin_forms;
-pub mod card_pages;
+pub mod assets;
+pub mod developer;
 pub mod html;
-pub mod pages;
 pub mod session;
 
 use std::collections::HashMap;
@@ -42,109 +37,123 @@ async fn read_form(req: Request, s: &AppState) -> Result<(HeaderMap, Fields), Re
 /// The admin portal's routes (mounted at the top level, beside `/admin/api/v1`).
 pub fn admin_router() -> Router<AppState> {
     Router::new()
-        .route("/admin", get(admin::dashboard))
+        .route("/admin", get(admin::dashboard::dashboard))
         .route(
             "/admin/sign_in",
-            get(admin::sign_in_form).post(admin::sign_in),
+            get(admin::access::sign_in_form).post(admin::access::sign_in),
         )
-        .route("/admin/sign_out", post(admin::sign_out))
+        .route("/admin/sign_out", post(admin::access::sign_out))
         .route(
             "/admin/billing",
-            get(admin::billing_settings).post(admin::save_billing_settings),
+            get(admin::billing::billing_settings).post(admin::billing::save_billing_settings),
         )
-        .route("/admin/invoices", get(admin::invoices))
-        .route("/admin/invoices/{id}/{action}", post(admin::invoice_action))
+        .route("/admin/invoices", get(admin::billing::invoices))
+        .route(
+            "/admin/invoices/{id}/{action}",
+            post(admin::billing::invoice_action),
+        )
         .route(
             "/admin/invoices/{id}/credit_note",
-            post(admin_accounts::credit_note),
+            post(admin::accounts::credit_note),
         )
         .route(
             "/admin/services",
-            get(admin_catalog::services).post(admin_catalog::create_service),
+            get(admin::catalog::services).post(admin::catalog::create_service),
         )
-        .route("/admin/services/{id}", get(admin_catalog::service))
+        .route("/admin/services/{id}", get(admin::catalog::service))
         .route(
             "/admin/services/{id}/metrics",
-            post(admin_catalog::create_metric),
+            post(admin::catalog::create_metric),
         )
         .route(
             "/admin/services/{id}/mapping_rules",
-            post(admin_catalog::create_rule),
+            post(admin::catalog::create_rule),
         )
         .route(
             "/admin/services/{id}/mapping_rules/{rule_id}/delete",
-            post(admin_catalog::delete_rule),
+            post(admin::catalog::delete_rule),
         )
         .route(
             "/admin/plans",
-            get(admin_catalog::plans).post(admin_catalog::create_plan),
+            get(admin::catalog::plans).post(admin::catalog::create_plan),
         )
         .route(
             "/admin/plans/{id}",
-            get(admin_catalog::plan).post(admin_catalog::update_plan),
+            get(admin::catalog::plan).post(admin::catalog::update_plan),
         )
-        .route("/admin/plans/{id}/limits", post(admin_catalog::add_limit))
+        .route("/admin/plans/{id}/limits", post(admin::catalog::add_limit))
         .route(
             "/admin/plans/{id}/pricing_rules",
-            post(admin_catalog::add_pricing_rule),
+            post(admin::catalog::add_pricing_rule),
         )
         .route(
             "/admin/plans/{id}/{kind}/{index}/remove",
-            post(admin_catalog::remove_row),
+            post(admin::catalog::remove_row),
         )
         .route(
             "/admin/accounts",
-            get(admin_accounts::accounts).post(admin_accounts::create_account),
+            get(admin::accounts::accounts).post(admin::accounts::create_account),
         )
-        .route("/admin/accounts/{id}", get(admin_accounts::account))
+        .route("/admin/accounts/{id}", get(admin::accounts::account))
         .route(
             "/admin/accounts/{id}/applications",
-            post(admin_accounts::create_application),
+            post(admin::accounts::create_application),
         )
         .route(
             "/admin/applications/{id}/{action}",
-            post(admin_accounts::application_action),
+            post(admin::accounts::application_action),
         )
         .route(
             "/admin/tokens",
-            get(admin_accounts::tokens).post(admin_accounts::create_token),
+            get(admin::accounts::tokens).post(admin::accounts::create_token),
         )
         .route(
             "/admin/tokens/{id}/revoke",
-            post(admin_accounts::revoke_token),
+            post(admin::accounts::revoke_token),
         )
         .route(
             "/admin/gateway",
-            get(admin_accounts::gateway).post(admin_accounts::save_gateway),
+            get(admin::accounts::gateway).post(admin::accounts::save_gateway),
         )
 }
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(pages::home))
-        .route("/sign_up", get(pages::sign_up_form).post(pages::sign_up))
-        .route("/sign_in", get(pages::sign_in_form).post(pages::sign_in))
-        .route("/sign_out", post(pages::sign_out))
+        .route("/", get(developer::access::home))
+        .route(
+            "/sign_up",
+            get(developer::access::sign_up_form).post(developer::access::sign_up),
+        )
+        .route(
+            "/sign_in",
+            get(developer::access::sign_in_form).post(developer::access::sign_in),
+        )
+        .route("/sign_out", post(developer::access::sign_out))
         .route(
             "/applications",
-            get(pages::applications).post(pages::create_application),
+            get(developer::applications::applications)
+                .post(developer::applications::create_application),
         )
-        .route("/applications/{id}", get(account_pages::application))
+        .route(
+            "/applications/{id}",
+            get(developer::applications::application),
+        )
         .route(
             "/applications/{id}/keys/{key_id}/rotate",
-            post(account_pages::rotate_key),
+            post(developer::applications::rotate_key),
         )
-        .route("/billing", get(account_pages::billing))
-        .route("/invoices/{id}/pay", post(account_pages::pay_invoice))
-        .route("/invoices/{id}/confirm", post(card_pages::confirmed))
-        .route("/payment_methods", post(card_pages::save_card))
+        .route("/billing", get(developer::billing::billing))
+        .route("/invoices/{id}/pay", post(developer::billing::pay_invoice))
+        .route("/invoices/{id}/confirm", post(developer::cards::confirmed))
+        .route("/payment_methods", post(developer::cards::save_card))
         .route(
             "/payment_methods/new",
-            get(card_pages::new_card).post(card_pages::start_card),
+            get(developer::cards::new_card).post(developer::cards::start_card),
         )
         .route(
             "/payment_methods/{id}/{action}",
-            post(account_pages::card_action),
+            post(developer::billing::card_action),
         )
-        .route("/invoices/{file}", get(account_pages::invoice_pdf))
+        .route("/invoices/{file}", get(developer::billing::invoice_pdf))
+        .route("/assets/{file}", get(assets::serve))
 }

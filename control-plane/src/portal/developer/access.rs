@@ -1,4 +1,14 @@
-//! Portal pages and form handlers.
+//! Developer portal: signing up, in and out, the session and CSRF checks every signed-in form
+//! goes through, and the error pages all developer pages share.
+//!
+//! Sign-up does not tell whether an email already has an account: a taken email gets the same
+//! answer (303 to the applications, a session cookie, the CSRF cookie cleared) after the same work
+//! (an Argon2 hash, one write transaction) as a new one. The new owner is signed in; for a taken
+//! email the cookie is a random token no session has, so the browser lands on the sign-in page,
+//! and the account's owner is told by email that someone tried to sign up with the address
+//! (at most one such email a day). Someone probing emails learns an address is taken only by
+//! completing a sign-up, which counts against the per-IP sign-up limit in both cases, and
+//! alerts the owner.
 
 use std::collections::HashMap;
 
@@ -7,18 +17,18 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::html::{esc, field, page};
-use super::session::{
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::AppState;
+use crate::portal::html::{alert, csrf_input, field, html, page, Markup};
+use crate::portal::session::{
     self, Session, CSRF_COOKIE, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, SESSION_COOKIE,
     SESSION_TTL_SECS,
 };
-use crate::http::error::{ApiError, ApiResult};
-use crate::http::AppState;
 use crate::rate_limit::ClientIp;
 use crate::secrets::{new_id, new_session_token};
 use crate::store::now;
 
-pub use super::Fields;
+pub use crate::portal::Fields;
 
 /// Errors become a plain page (the API's JSON errors are for programs).
 pub fn failure(e: ApiError) -> Response {
@@ -28,7 +38,7 @@ pub fn failure(e: ApiError) -> Response {
         Html(page(
             "Something went wrong",
             None,
-            "<p>Please try again.</p>",
+            html! { p { "Please try again." } },
         )),
     )
         .into_response()
@@ -41,11 +51,13 @@ fn redirect(to: &str) -> Response {
 /// 429: a rate limit of the portals, with `Retry-After`.
 pub fn too_many(retry_after: u64, signed_in_csrf: Option<&str>) -> Response {
     let minutes = retry_after.div_ceil(60);
-    let body = format!("<p class=\"error\" role=\"alert\">Too many attempts. Try again in {minutes} minute(s).</p>");
+    let body = alert(&format!(
+        "Too many attempts. Try again in {minutes} minute(s)."
+    ));
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, retry_after.to_string())],
-        Html(page("Too many attempts", signed_in_csrf, &body)),
+        Html(page("Too many attempts", signed_in_csrf, body)),
     )
         .into_response()
 }
@@ -59,7 +71,14 @@ pub fn signed_in_failure(e: ApiError, session: &Session) -> Response {
 }
 
 pub fn forbidden() -> Response {
-    (StatusCode::FORBIDDEN, Html(page("Form expired", None, "<p>The form expired or was not sent from this site. Go back, reload it and try again.</p>"))).into_response()
+    let body = html! {
+        p { "The form expired or was not sent from this site. Go back, reload it and try again." }
+    };
+    (
+        StatusCode::FORBIDDEN,
+        Html(page("Form expired", None, body)),
+    )
+        .into_response()
 }
 
 pub async fn home(State(s): State<AppState>, headers: HeaderMap) -> Response {
@@ -74,23 +93,27 @@ pub async fn home(State(s): State<AppState>, headers: HeaderMap) -> Response {
 fn anonymous_form(
     title: &str,
     action: &str,
-    fields: &str,
+    fields: Markup,
     button: &str,
-    notice: &str,
+    notice: Markup,
     status: StatusCode,
 ) -> Response {
     let csrf = new_session_token();
-    let body = format!(
-        "{notice}<form method=\"post\" action=\"{action}\" novalidate><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{fields}<button type=\"submit\">{}</button></form>",
-        esc(button)
-    );
+    let body = html! {
+        (notice)
+        form method="post" action=(action) novalidate {
+            (csrf_input(&csrf))
+            (fields)
+            button type="submit" { (button) }
+        }
+    };
     (
         status,
         [(
             header::SET_COOKIE,
             session::set_cookie(CSRF_COOKIE, &csrf, 3600),
         )],
-        Html(page(title, None, &body)),
+        Html(page(title, None, body)),
     )
         .into_response()
 }
@@ -98,24 +121,23 @@ fn anonymous_form(
 fn sign_up_page(f: &Fields, errors: &HashMap<&str, String>, status: StatusCode) -> Response {
     let v = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
     let e = |k: &str| errors.get(k).map(String::as_str);
-    let fields = format!(
-        "{}{}{}",
-        field("name", "Company or your name", "text", v("name"), e("name")),
-        field("email", "Email", "email", v("email"), e("email")),
-        field(
+    let fields = html! {
+        (field("name", "Company or your name", "text", v("name"), e("name")))
+        (field("email", "Email", "email", v("email"), e("email")))
+        (field(
             "password",
             &format!("Password (at least {MIN_PASSWORD_CHARS} characters)"),
             "password",
             "",
             e("password")
-        ),
-    );
+        ))
+    };
     anonymous_form(
         "Sign up",
         "/portal/sign_up",
-        &fields,
+        fields,
         "Create account",
-        "",
+        html! {},
         status,
     )
 }
@@ -178,36 +200,57 @@ pub async fn sign_up(
             format!("{MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"),
         );
     }
-    if errors.is_empty() {
-        let taken: Result<Option<(String,)>, _> =
-            sqlx::query_as("SELECT id FROM portal_users WHERE email = $1")
-                .bind(&email)
-                .fetch_optional(&s.pool)
-                .await;
-        match taken {
-            Ok(Some(_)) => {
-                errors.insert(
-                    "email",
-                    "an account with this email exists: sign in instead".into(),
-                );
-            }
-            Ok(None) => {}
-            Err(e) => return failure(e.into()),
-        }
-    }
     if !errors.is_empty() {
         return sign_up_page(&f, &errors, StatusCode::UNPROCESSABLE_ENTITY);
     }
+    // The limit counts taken and free emails alike, so probing for accounts costs sign-ups.
     if let Err(retry_after) = s.limits.sign_up_attempt(&ip) {
         return too_many(retry_after, None);
     }
-    match create_user(&s, &name, &email, password).await {
+    let taken: Result<Option<(String,)>, _> =
+        sqlx::query_as("SELECT id FROM portal_users WHERE email = $1")
+            .bind(&email)
+            .fetch_optional(&s.pool)
+            .await;
+    let created = match taken {
+        Ok(None) => create_user(&s, &name, &email, password).await,
+        Ok(Some(_)) => sign_up_taken(&s, &email, password).await,
+        Err(e) => return failure(e.into()),
+    };
+    match created {
         Ok(token) => signed_in(&token),
         Err(e) => failure(e),
     }
 }
 
-fn error_message(e: ApiError) -> String {
+/// A sign-up with an email that has an account: the same work as [`create_user`] (an Argon2 hash
+/// of the password, one write transaction) and a cookie of the same form, but the token opens no
+/// session. The owner gets an email (one a day at most, by its dedupe key) saying someone tried.
+async fn sign_up_taken(s: &AppState, email: &str, password: String) -> ApiResult<String> {
+    session::hash_password(&s.limits, password).await?;
+    let t = now();
+    let mut tx = crate::store::begin_write(&s.pool).await?;
+    let notice = crate::billing::outbox::Email {
+        dedupe_key: format!(
+            "sign_up_taken:{email}:{}",
+            crate::billing::calendar::day_of(t)
+        ),
+        kind: "sign_up_taken",
+        recipient: email.to_string(),
+        subject: "Someone tried to sign up with your email".into(),
+        body: format!(
+            "Hello,\n\nsomeone tried to create a developer account with {email}, which already has \
+             one. If it was you, sign in with your password instead.\nIf it was not you, nothing \
+             changed: no one got access to your account.\n"
+        ),
+        invoice_id: None,
+    };
+    crate::billing::outbox::enqueue(&mut tx, &notice, t).await?;
+    tx.commit().await?;
+    Ok(new_session_token())
+}
+
+pub(super) fn error_message(e: ApiError) -> String {
     match e {
         ApiError::Invalid { message, .. } | ApiError::BadRequest { message, .. } => message,
         _ => "invalid".into(),
@@ -242,20 +285,17 @@ async fn create_user(s: &AppState, name: &str, email: &str, password: String) ->
 }
 
 fn sign_in_page(email: &str, error: Option<&str>, status: StatusCode) -> Response {
-    let notice = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
-        .unwrap_or_default();
-    let fields = format!(
-        "{}{}",
-        field("email", "Email", "email", email, None),
-        field("password", "Password", "password", "", None)
-    );
+    let notice = html! { @if let Some(e) = error { (alert(e)) } };
+    let fields = html! {
+        (field("email", "Email", "email", email, None))
+        (field("password", "Password", "password", "", None))
+    };
     anonymous_form(
         "Sign in",
         "/portal/sign_in",
-        &fields,
+        fields,
         "Sign in",
-        &notice,
+        notice,
         status,
     )
 }
@@ -348,7 +388,7 @@ impl FromRequest<AppState> for SessionForm {
     type Rejection = Response;
 
     async fn from_request(req: Request, s: &AppState) -> Result<Self, Response> {
-        let (headers, fields) = super::read_form(req, s).await?;
+        let (headers, fields) = crate::portal::read_form(req, s).await?;
         let session = require_form(s, &headers, &fields).await?;
         Ok(SessionForm { session, fields })
     }
@@ -386,171 +426,4 @@ pub async fn sign_out(
         ),
     );
     r
-}
-
-async fn applications_page(
-    s: &AppState,
-    session: &Session,
-    notice: &str,
-    error: Option<&str>,
-    status: StatusCode,
-) -> Response {
-    let apps: Result<Vec<(String, String, String, String)>, _> = sqlx::query_as(
-        "SELECT a.name, p.name, a.state, a.id FROM applications a JOIN plans p ON p.id = a.plan_id WHERE a.account_id = $1 ORDER BY a.id",
-    )
-    .bind(&session.account_id)
-    .fetch_all(&s.pool)
-    .await;
-    let plans: Result<Vec<(String, String)>, _> =
-        sqlx::query_as("SELECT id, name FROM plans WHERE state = 'published' AND parent_plan_id IS NULL ORDER BY name, id")
-            .fetch_all(&s.pool)
-            .await;
-    let (apps, plans) = match (apps, plans) {
-        (Ok(a), Ok(p)) => (a, p),
-        (Err(e), _) | (_, Err(e)) => return failure(e.into()),
-    };
-    let rows: String = apps
-        .iter()
-        .map(|(name, plan, state, id)| {
-            format!(
-                "<tr><td><a href=\"/portal/applications/{}\">{}</a></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-                esc(id),
-                esc(name),
-                esc(plan),
-                esc(state),
-                esc(id)
-            )
-        })
-        .collect();
-    let table = if apps.is_empty() {
-        "<p>No applications yet.</p>".to_string()
-    } else {
-        format!("<table><caption>Your applications</caption><thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Plan</th><th scope=\"col\">State</th><th scope=\"col\">Id</th></tr></thead><tbody>{rows}</tbody></table>")
-    };
-    let options: String = plans
-        .iter()
-        .map(|(id, name)| format!("<option value=\"{}\">{}</option>", esc(id), esc(name)))
-        .collect();
-    let err = error
-        .map(|e| format!("<span class=\"error\" id=\"app-error\">{}</span>", esc(e)))
-        .unwrap_or_default();
-    let form = if plans.is_empty() {
-        "<p>No plan is published yet.</p>".to_string()
-    } else {
-        format!(
-            "<h2>New application</h2><form method=\"post\" action=\"/portal/applications\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-             <label for=\"name\">Name{err}</label><input id=\"name\" name=\"name\" required>\
-             <label for=\"plan_id\">Plan</label><select id=\"plan_id\" name=\"plan_id\">{options}</select>\
-             <button type=\"submit\">Create application</button></form>",
-            esc(&session.csrf)
-        )
-    };
-    (
-        status,
-        Html(page(
-            "Applications",
-            Some(&session.csrf),
-            &format!(
-                "{notice}<p>Signed in as {}</p>{table}{form}",
-                esc(&session.email)
-            ),
-        )),
-    )
-        .into_response()
-}
-
-pub async fn applications(State(s): State<AppState>, session: Session) -> Response {
-    applications_page(&s, &session, "", None, StatusCode::OK).await
-}
-
-pub async fn create_application(
-    State(s): State<AppState>,
-    SessionForm { session, fields: f }: SessionForm,
-) -> Response {
-    let name = f
-        .get("name")
-        .map(|n| n.trim().to_string())
-        .unwrap_or_default();
-    if let Err(e) = crate::catalog::check_name("name", &name) {
-        return applications_page(
-            &s,
-            &session,
-            "",
-            Some(&error_message(e)),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
-    }
-    let plan_id = f.get("plan_id").cloned().unwrap_or_default();
-    let published: Result<Option<(String,)>, _> = sqlx::query_as(
-        "SELECT id FROM plans WHERE id = $1 AND state = 'published' AND parent_plan_id IS NULL",
-    )
-    .bind(&plan_id)
-    .fetch_optional(&s.pool)
-    .await;
-    match published {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return applications_page(
-                &s,
-                &session,
-                "",
-                Some("choose one of the published plans"),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(e) => return failure(e.into()),
-    }
-    match insert_application(&s, &session.account_id, &plan_id, &name).await {
-        Ok(key) => {
-            let notice = format!(
-                "<div class=\"notice\" role=\"status\"><p>Application <strong>{}</strong> created. Its API key, shown only now:</p><p><code id=\"new-key\">{}</code></p></div>",
-                esc(&name),
-                esc(&key)
-            );
-            applications_page(&s, &session, &notice, None, StatusCode::CREATED).await
-        }
-        Err(e @ ApiError::Conflict { .. }) => {
-            let message = e.public_message();
-            applications_page(&s, &session, "", Some(&message), StatusCode::CONFLICT).await
-        }
-        Err(e) => failure(e),
-    }
-}
-
-async fn insert_application(
-    s: &AppState,
-    account_id: &str,
-    plan_id: &str,
-    name: &str,
-) -> ApiResult<String> {
-    let mut tx = crate::store::begin_write(&s.pool).await?;
-    // Lock the account row (PostgreSQL; SQLite's write lock serializes anyway) so two concurrent
-    // creations cannot both see room under the cap.
-    sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE id = $1")
-        .bind(account_id)
-        .execute(&mut *tx)
-        .await?;
-    let (held,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM applications WHERE account_id = $1")
-        .bind(account_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let cap = s.limits.settings.max_applications_per_account;
-    if held >= cap {
-        return Err(ApiError::conflict(
-            "application_limit_reached",
-            format!(
-                "an account creates at most {cap} applications itself; ask the provider for more"
-            ),
-        ));
-    }
-    let (_, _, key) =
-        crate::http::applications::insert_application(&mut tx, account_id, plan_id, name, "")
-            .await?;
-    sqlx::query("UPDATE catalog_revision SET revision = revision + 1 WHERE id = 1")
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(key)
 }

@@ -1,6 +1,6 @@
 //! Admin portal: services with their metrics and mapping rules, and plans with limits, pricing rules
 //! and a cost preview. Every change is the admin API call of the same name, made in-process as the
-//! signed-in admin ([`super::admin_api`]); API errors come back next to the field they name.
+//! signed-in admin ([`super::api`]); API errors come back next to the field they name.
 
 use std::collections::BTreeMap;
 
@@ -10,17 +10,17 @@ use axum::response::Response;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use super::admin::{redirect, AdminSession, Fields, WriteForm};
-use super::admin_api::{self, Answer};
-use super::admin_forms::{
+use super::access::{redirect, AdminSession, Fields, WriteForm};
+use super::api::{self as admin_api, Answer};
+use super::forms::{
     error_for, failed, general_error, get, link, not_found, options, seg, show, text, write_form,
     FormError,
 };
-use super::html::{esc, input, notice, post_button, select, table};
 use crate::billing::currency::Currency;
 use crate::billing::lines::PlanTerms;
 use crate::billing::preview::month_cost;
 use crate::http::AppState;
+use crate::portal::html::{html, input, notice, post_button, select, table, Markup};
 
 const PERIODS: &[&str] = &["minute", "hour", "day", "week", "month", "year", "eternity"];
 const METHODS: &[&str] = &[
@@ -58,14 +58,14 @@ async fn services_page(
     status: StatusCode,
 ) -> Response {
     let list = admin_api::get(s, &admin.caller, "/services?limit=100").await;
-    let rows: Vec<Vec<String>> = list
+    let rows: Vec<Vec<Markup>> = list
         .data()
         .iter()
         .map(|v| {
             let id = text(&v["id"]);
             vec![
                 link(&format!("/admin/services/{id}"), &text(&v["name"])),
-                format!("<code>{}</code>", esc(&id)),
+                html! { code { (id) } },
             ]
         })
         .collect();
@@ -73,7 +73,7 @@ async fn services_page(
         admin,
         "/admin/services",
         "New service",
-        &input(
+        input(
             "name",
             "Name",
             "text",
@@ -83,12 +83,12 @@ async fn services_page(
         ),
         "Create service",
     );
-    let body = format!(
-        "{}{}{form}",
-        general_error(e, &["name"]),
-        table("services", &["Name", "Id"], &rows)
-    );
-    show(admin, "Services", status, &body)
+    let body = html! {
+        (general_error(e, &["name"]))
+        (table("services", &["Name", "Id"], &rows))
+        (form)
+    };
+    show(admin, "Services", status, body)
 }
 
 pub async fn create_service(
@@ -114,7 +114,16 @@ pub async fn service(
     admin: AdminSession,
     Path(id): Path<String>,
 ) -> Response {
-    service_page(&s, &admin, &id, &Fields::new(), &None, "", StatusCode::OK).await
+    service_page(
+        &s,
+        &admin,
+        &id,
+        &Fields::new(),
+        &None,
+        html! {},
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn service_page(
@@ -123,7 +132,7 @@ async fn service_page(
     id: &str,
     f: &Fields,
     e: &FormError,
-    done: &str,
+    done: Markup,
     status: StatusCode,
 ) -> Response {
     let base = format!("/services/{}", seg(id));
@@ -133,14 +142,14 @@ async fn service_page(
     }
     let metrics = admin_api::get(s, &admin.caller, &format!("{base}/metrics?limit=100")).await;
     let rules = admin_api::get(s, &admin.caller, &format!("{base}/mapping_rules?limit=100")).await;
-    let metric_rows: Vec<Vec<String>> = metrics
+    let metric_rows: Vec<Vec<Markup>> = metrics
         .data()
         .iter()
         .map(|m| {
             vec![
-                esc(&text(&m["name"])),
-                esc(&text(&m["unit"])),
-                esc(&text(&m["parent"])),
+                html! { (text(&m["name"])) },
+                html! { (text(&m["unit"])) },
+                html! { (text(&m["parent"])) },
             ]
         })
         .collect();
@@ -149,16 +158,16 @@ async fn service_page(
         names.iter().map(|n| (n.clone(), n.clone())).collect();
     let mut parents = vec![(String::new(), "(none: a metric of its own)".to_string())];
     parents.extend(metric_options.iter().cloned());
-    let rule_rows: Vec<Vec<String>> = rules
+    let rule_rows: Vec<Vec<Markup>> = rules
         .data()
         .iter()
         .map(|r| {
             let rid = text(&r["id"]);
             vec![
-                esc(&text(&r["method"])),
-                format!("<code>{}</code>", esc(&text(&r["pattern"]))),
-                esc(&text(&r["metric"])),
-                esc(&text(&r["delta"])),
+                html! { (text(&r["method"])) },
+                html! { code { (text(&r["pattern"])) } },
+                html! { (text(&r["metric"])) },
+                html! { (text(&r["delta"])) },
                 if admin.scope == crate::http::auth::Scope::Write {
                     post_button(
                         &format!(
@@ -170,7 +179,7 @@ async fn service_page(
                         "Delete",
                     )
                 } else {
-                    String::new()
+                    html! {}
                 },
             ]
         })
@@ -179,93 +188,91 @@ async fn service_page(
         admin,
         &format!("/admin/services/{}/metrics", seg(id)),
         "New metric or method",
-        &format!(
-            "{}{}{}",
-            input(
+        html! {
+            (input(
                 "name",
                 "Name",
                 "text",
                 &get(f, "name"),
                 error_for(e, "name"),
                 true
-            ),
-            input(
+            ))
+            (input(
                 "unit",
                 "Unit",
                 "text",
                 f.get("unit").map(String::as_str).unwrap_or("hit"),
                 error_for(e, "unit"),
                 true
-            ),
-            select(
+            ))
+            (select(
                 "parent",
                 "Parent (a method rolls up into it)",
                 &parents,
                 &get(f, "parent"),
                 error_for(e, "parent")
-            ),
-        ),
+            ))
+        },
         "Add metric",
     );
     let rule_form = write_form(
         admin,
         &format!("/admin/services/{}/mapping_rules", seg(id)),
         "New mapping rule",
-        &format!(
-            "{}{}{}{}",
-            select(
+        html! {
+            (select(
                 "method",
                 "HTTP method",
                 &options(METHODS),
                 &get(f, "method"),
                 error_for(e, "method")
-            ),
-            input(
+            ))
+            (input(
                 "pattern",
                 "Path pattern (e.g. /v1/search/{id}$)",
                 "text",
                 &get(f, "pattern"),
                 error_for(e, "pattern"),
                 true
-            ),
-            select(
+            ))
+            (select(
                 "metric",
                 "Metric",
                 &metric_options,
                 &get(f, "metric"),
                 error_for(e, "metric")
-            ),
-            input(
+            ))
+            (input(
                 "delta",
                 "Counts",
                 "number",
                 f.get("delta").map(String::as_str).unwrap_or("1"),
                 error_for(e, "delta"),
                 true
-            ),
-        ),
+            ))
+        },
         "Add rule",
     );
-    let body = format!(
-        "{done}{}<p>Id <code>{}</code></p><section><h2>Metrics</h2>{}{metric_form}</section>\
-         <section><h2>Mapping rules</h2>{}{rule_form}</section>",
-        general_error(
-            e,
-            &["name", "unit", "parent", "method", "pattern", "metric", "delta"]
-        ),
-        esc(id),
-        table("metrics", &["Name", "Unit", "Parent"], &metric_rows),
-        table(
-            "mapping rules",
-            &["Method", "Pattern", "Metric", "Counts", ""],
-            &rule_rows
-        ),
-    );
+    let body = html! {
+        (done)
+        (general_error(e, &["name", "unit", "parent", "method", "pattern", "metric", "delta"]))
+        p { "Id " code { (id) } }
+        section {
+            h2 { "Metrics" }
+            (table("metrics", &["Name", "Unit", "Parent"], &metric_rows))
+            (metric_form)
+        }
+        section {
+            h2 { "Mapping rules" }
+            (table("mapping rules", &["Method", "Pattern", "Metric", "Counts", ""], &rule_rows))
+            (rule_form)
+        }
+    };
     show(
         admin,
         &format!("Service {}", text(&svc.body["name"])),
         status,
-        &body,
+        body,
     )
 }
 
@@ -339,12 +346,12 @@ async fn after(
             id,
             &Fields::new(),
             &None,
-            &notice(done),
+            notice(done),
             StatusCode::OK,
         )
         .await
     } else {
-        service_page(s, admin, id, f, &a.error(), "", failed(&a)).await
+        service_page(s, admin, id, f, &a.error(), html! {}, failed(&a)).await
     }
 }
 
@@ -372,7 +379,7 @@ async fn plans_page(
 ) -> Response {
     let services = service_options(s, admin).await;
     let list = admin_api::get(s, &admin.caller, "/plans?limit=100").await;
-    let rows: Vec<Vec<String>> = list
+    let rows: Vec<Vec<Markup>> = list
         .data()
         .iter()
         .filter(|p| p["custom"] != json!(true))
@@ -387,11 +394,11 @@ async fn plans_page(
                     &format!("/admin/plans/{}", seg(&text(&p["id"]))),
                     &text(&p["name"]),
                 ),
-                esc(&service),
-                esc(&text(&p["state"])),
-                esc(&text(&p["fixed_fee"])),
-                esc(&text(&p["setup_fee"])),
-                esc(&text(&p["trial_days"])),
+                html! { (service) },
+                html! { (text(&p["state"])) },
+                html! { (text(&p["fixed_fee"])) },
+                html! { (text(&p["setup_fee"])) },
+                html! { (text(&p["trial_days"])) },
             ]
         })
         .collect();
@@ -399,70 +406,59 @@ async fn plans_page(
         admin,
         "/admin/plans",
         "New plan",
-        &format!(
-            "{}{}{}{}{}",
-            select(
+        html! {
+            (select(
                 "service_id",
                 "Service",
                 &services,
                 &get(f, "service_id"),
                 error_for(e, "service_id")
-            ),
-            input(
+            ))
+            (input(
                 "name",
                 "Name",
                 "text",
                 &get(f, "name"),
                 error_for(e, "name"),
                 true
-            ),
-            input(
+            ))
+            (input(
                 "fixed_fee",
                 "Monthly fee",
                 "text",
                 f.get("fixed_fee").map(String::as_str).unwrap_or("0"),
                 error_for(e, "fixed_fee"),
                 true
-            ),
-            input(
+            ))
+            (input(
                 "setup_fee",
                 "Setup fee",
                 "text",
                 f.get("setup_fee").map(String::as_str).unwrap_or("0"),
                 error_for(e, "setup_fee"),
                 true
-            ),
-            input(
+            ))
+            (input(
                 "trial_days",
                 "Trial days",
                 "number",
                 f.get("trial_days").map(String::as_str).unwrap_or("0"),
                 error_for(e, "trial_days"),
                 true
-            ),
-        ),
+            ))
+        },
         "Create plan",
     );
-    let body = format!(
-        "{}{}{form}",
-        general_error(
-            e,
-            &["service_id", "name", "fixed_fee", "setup_fee", "trial_days"]
-        ),
-        table(
+    let body = html! {
+        (general_error(e, &["service_id", "name", "fixed_fee", "setup_fee", "trial_days"]))
+        (table(
             "plans",
-            &[
-                "Name",
-                "Service",
-                "State",
-                "Monthly fee",
-                "Setup fee",
-                "Trial days"
-            ],
+            &["Name", "Service", "State", "Monthly fee", "Setup fee", "Trial days"],
             &rows
-        )
-    );
-    show(admin, "Plans", status, &body)
+        ))
+        (form)
+    };
+    show(admin, "Plans", status, body)
 }
 
 fn plan_fields(f: &Fields) -> Value {
@@ -496,7 +492,7 @@ pub async fn plan(
         &q,
         &Fields::new(),
         &None,
-        "",
+        html! {},
         StatusCode::OK,
     )
     .await
@@ -569,7 +565,7 @@ async fn plan_page(
     q: &Fields,
     f: &Fields,
     e: &FormError,
-    done: &str,
+    done: Markup,
     status: StatusCode,
 ) -> Response {
     let p = admin_api::get(s, &admin.caller, &format!("/plans/{}", seg(id))).await;
@@ -599,10 +595,10 @@ async fn plan_page(
         if write {
             post_button(&format!("{base}/{kind}/{i}/remove"), &admin.csrf, "Remove")
         } else {
-            String::new()
+            html! {}
         }
     };
-    let limit_rows: Vec<Vec<String>> = plan["limits"]
+    let limit_rows: Vec<Vec<Markup>> = plan["limits"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or(&[])
@@ -610,14 +606,14 @@ async fn plan_page(
         .enumerate()
         .map(|(i, l)| {
             vec![
-                esc(&text(&l["metric"])),
-                esc(&text(&l["period"])),
-                esc(&text(&l["value"])),
+                html! { (text(&l["metric"])) },
+                html! { (text(&l["period"])) },
+                html! { (text(&l["value"])) },
                 remove("limits", i),
             ]
         })
         .collect();
-    let rule_rows: Vec<Vec<String>> = plan["pricing_rules"]
+    let rule_rows: Vec<Vec<Markup>> = plan["pricing_rules"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or(&[])
@@ -625,16 +621,14 @@ async fn plan_page(
         .enumerate()
         .map(|(i, r)| {
             vec![
-                esc(&text(&r["metric"])),
-                esc(&text(&r["model"])),
-                esc(&text(&r["from"])),
-                esc(&if r["to"].is_null() {
-                    "no end".to_string()
-                } else {
-                    text(&r["to"])
-                }),
-                esc(&text(&r["unit_price"])),
-                esc(&text(&r["package_size"])),
+                html! { (text(&r["metric"])) },
+                html! { (text(&r["model"])) },
+                html! { (text(&r["from"])) },
+                html! {
+                    @if r["to"].is_null() { "no end" } @else { (text(&r["to"])) }
+                },
+                html! { (text(&r["unit_price"])) },
+                html! { (text(&r["package_size"])) },
                 remove("pricing_rules", i),
             ]
         })
@@ -644,134 +638,131 @@ async fn plan_page(
         admin,
         &base,
         "Plan",
-        &format!(
-            "{}{}{}{}{}",
-            input(
+        html! {
+            (input(
                 "name",
                 "Name",
                 "text",
                 &val("name"),
                 error_for(e, "name"),
                 true
-            ),
-            select(
+            ))
+            (select(
                 "state",
                 "State",
                 &options(&["hidden", "published"]),
                 &val("state"),
                 error_for(e, "state")
-            ),
-            input(
+            ))
+            (input(
                 "fixed_fee",
                 &format!("Monthly fee ({currency})"),
                 "text",
                 &val("fixed_fee"),
                 error_for(e, "fixed_fee"),
                 true
-            ),
-            input(
+            ))
+            (input(
                 "setup_fee",
                 &format!("Setup fee ({currency})"),
                 "text",
                 &val("setup_fee"),
                 error_for(e, "setup_fee"),
                 true
-            ),
-            input(
+            ))
+            (input(
                 "trial_days",
                 "Trial days",
                 "number",
                 &val("trial_days"),
                 error_for(e, "trial_days"),
                 true
-            ),
-        ),
+            ))
+        },
         "Save plan",
     );
     let limit_form = write_form(
         admin,
         &format!("{base}/limits"),
         "New limit",
-        &format!(
-            "{}{}{}",
-            select(
+        html! {
+            (select(
                 "metric",
                 "Metric",
                 &metric_options,
                 &get(f, "metric"),
                 error_for(e, "metric")
-            ),
-            select(
+            ))
+            (select(
                 "period",
                 "Period",
                 &options(PERIODS),
                 &get(f, "period"),
                 error_for(e, "period")
-            ),
-            input(
+            ))
+            (input(
                 "value",
                 "At most",
                 "number",
                 &get(f, "value"),
                 error_for(e, "value"),
                 true
-            ),
-        ),
+            ))
+        },
         "Add limit",
     );
     let rule_form = write_form(
         admin,
         &format!("{base}/pricing_rules"),
         "New pricing rule",
-        &format!(
-            "{}{}{}{}{}{}",
-            select(
+        html! {
+            (select(
                 "rule_metric",
                 "Metric",
                 &metric_options,
                 &get(f, "rule_metric"),
                 error_for(e, "rule_metric")
-            ),
-            select(
+            ))
+            (select(
                 "model",
                 "Model",
                 &options(MODELS),
                 &get(f, "model"),
                 error_for(e, "model")
-            ),
-            input(
+            ))
+            (input(
                 "from",
                 "From unit",
                 "number",
                 f.get("from").map(String::as_str).unwrap_or("1"),
                 error_for(e, "from"),
                 true
-            ),
-            input(
+            ))
+            (input(
                 "to",
                 "To unit (empty: no end)",
                 "number",
                 &get(f, "to"),
                 error_for(e, "to"),
                 false
-            ),
-            input(
+            ))
+            (input(
                 "unit_price",
                 &format!("Price per unit, or per package ({currency})"),
                 "text",
                 &get(f, "unit_price"),
                 error_for(e, "unit_price"),
                 true
-            ),
-            input(
+            ))
+            (input(
                 "package_size",
                 "Package size (package model)",
                 "number",
                 &get(f, "package_size"),
                 error_for(e, "package_size"),
                 false
-            ),
-        ),
+            ))
+        },
         "Add pricing rule",
     );
     let (units, cost) = match crate::billing::run::load_plan(&s.pool, id).await {
@@ -781,7 +772,7 @@ async fn plan_page(
             Err(format!("no preview: {}", e.public_message())),
         ),
     };
-    let unit_inputs: String = units
+    let unit_inputs: Vec<Markup> = units
         .iter()
         .map(|(m, n)| {
             input(
@@ -794,33 +785,38 @@ async fn plan_page(
             )
         })
         .collect();
-    let cost = match cost {
-        Ok(c) => format!(
-            "<p id=\"preview\" role=\"status\"><strong>{}</strong></p>",
-            esc(&c)
-        ),
-        Err(m) => format!(
-            "<p id=\"preview\" class=\"error\" role=\"alert\">{}</p>",
-            esc(&m)
-        ),
+    let body = html! {
+        (done)
+        (general_error(e, &["name", "state", "fixed_fee", "setup_fee", "trial_days", "metric", "period", "value", "rule_metric", "model", "from", "to", "unit_price", "package_size"]))
+        p { "Id " code { (id) } " · service " code { (text(&plan["service_id"])) } }
+        (details)
+        section {
+            h2 { "Limits" }
+            (table("limits", &["Metric", "Period", "At most", ""], &limit_rows))
+            (limit_form)
+        }
+        section {
+            h2 { "Pricing rules" }
+            (table("pricing rules", &["Metric", "Model", "From", "To", "Unit price", "Package", ""], &rule_rows))
+            (rule_form)
+        }
+        section {
+            h2 { "Cost preview" }
+            form method="get" action=(base) {
+                @for i in &unit_inputs { (i) }
+                button type="submit" { "Preview" }
+            }
+            @match &cost {
+                Ok(c) => p id="preview" role="status" { strong { (c) } },
+                Err(m) => p id="preview" class="error" role="alert" { (m) },
+            }
+        }
     };
-    let body = format!(
-        "{done}{}<p>Id <code>{}</code> · service <code>{}</code></p>{details}\
-         <section><h2>Limits</h2>{}{limit_form}</section>\
-         <section><h2>Pricing rules</h2>{}{rule_form}</section>\
-         <section><h2>Cost preview</h2><form method=\"get\" action=\"{}\">{unit_inputs}<button type=\"submit\">Preview</button></form>{cost}</section>",
-        general_error(e, &["name", "state", "fixed_fee", "setup_fee", "trial_days", "metric", "period", "value", "rule_metric", "model", "from", "to", "unit_price", "package_size"]),
-        esc(id),
-        esc(&text(&plan["service_id"])),
-        table("limits", &["Metric", "Period", "At most", ""], &limit_rows),
-        table("pricing rules", &["Metric", "Model", "From", "To", "Unit price", "Package", ""], &rule_rows),
-        esc(&base),
-    );
     show(
         admin,
         &format!("Plan {}", text(&plan["name"])),
         status,
-        &body,
+        body,
     )
 }
 
@@ -849,7 +845,7 @@ async fn patch_plan(
             &Fields::new(),
             &Fields::new(),
             &None,
-            &notice(done),
+            notice(done),
             StatusCode::OK,
         )
         .await
@@ -862,7 +858,7 @@ async fn patch_plan(
                 (p, m)
             }
         });
-        plan_page(s, admin, id, &Fields::new(), f, &e, "", failed(&a)).await
+        plan_page(s, admin, id, &Fields::new(), f, &e, html! {}, failed(&a)).await
     }
 }
 

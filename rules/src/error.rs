@@ -1,4 +1,5 @@
-//! Configuration errors: each names the offending field so `on_configure` can log it.
+//! Configuration errors: each names the offending field, so the filter's `on_configure` can log
+//! it and the control plane can answer with the message of the rule that refused the value.
 
 use std::fmt;
 

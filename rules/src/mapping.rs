@@ -43,17 +43,6 @@ pub struct Pattern {
     query: Vec<(String, QueryValue)>,
 }
 
-/// A compiled rule; `metric` is an index into the catalog's metric table.
-#[derive(Clone, Debug)]
-pub struct Rule {
-    /// `None` matches any method.
-    pub method: Option<String>,
-    pub pattern: Pattern,
-    pub metric: usize,
-    pub delta: u64,
-    pub last: bool,
-}
-
 impl Pattern {
     pub fn parse(field: &str, raw: &str) -> Result<Pattern, ConfigError> {
         let bad = |why: &str| ConfigError::new(field, format!("pattern {raw:?}: {why}"));

@@ -4,10 +4,10 @@
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
-use super::admin::{AdminSession, Fields};
-use super::admin_api::Answer;
-use super::html::{admin_page, alert, csrf_input, esc};
+use super::access::{AdminSession, Fields};
+use super::api::Answer;
 use crate::http::auth::Scope;
+use crate::portal::html::{admin_page, alert, csrf_input, html, Markup};
 
 /// An API error as `(param, message)`; `param` is the API's field path (`limits[2].value`).
 pub type FormError = Option<(String, String)>;
@@ -26,7 +26,7 @@ pub fn error_for<'a>(e: &'a FormError, name: &str) -> Option<&'a str> {
 }
 
 /// An alert for an error that names none of `fields` (shown above the form).
-pub fn general_error(e: &FormError, fields: &[&str]) -> String {
+pub fn general_error(e: &FormError, fields: &[&str]) -> Markup {
     match e {
         Some((p, m)) if !fields.iter().any(|f| p == f || field_of(p) == *f) => {
             if p.is_empty() {
@@ -35,7 +35,7 @@ pub fn general_error(e: &FormError, fields: &[&str]) -> String {
                 alert(&format!("{p}: {m}"))
             }
         }
-        _ => String::new(),
+        _ => html! {},
     }
 }
 
@@ -58,19 +58,21 @@ pub fn write_form(
     admin: &AdminSession,
     action: &str,
     title: &str,
-    inner: &str,
+    inner: Markup,
     submit: &str,
-) -> String {
-    if admin.scope != Scope::Write {
-        return String::new();
+) -> Markup {
+    html! {
+        @if admin.scope == Scope::Write {
+            form method="post" action=(action) {
+                fieldset {
+                    legend { (title) }
+                    (csrf_input(&admin.csrf))
+                    (inner)
+                    button type="submit" { (submit) }
+                }
+            }
+        }
     }
-    format!(
-        "<form method=\"post\" action=\"{}\"><fieldset><legend>{}</legend>{}{inner}<button type=\"submit\">{}</button></fieldset></form>",
-        esc(action),
-        esc(title),
-        csrf_input(&admin.csrf),
-        esc(submit)
-    )
 }
 
 /// A trimmed form field ("" when absent).
@@ -81,7 +83,7 @@ pub fn get(f: &Fields, name: &str) -> String {
 }
 
 /// An admin page with the navigation.
-pub fn show(admin: &AdminSession, title: &str, status: StatusCode, body: &str) -> Response {
+pub fn show(admin: &AdminSession, title: &str, status: StatusCode, body: Markup) -> Response {
     (status, Html(admin_page(title, Some(&admin.csrf), body))).into_response()
 }
 
@@ -99,13 +101,13 @@ pub fn not_found(admin: &AdminSession) -> Response {
         admin,
         "Not found",
         StatusCode::NOT_FOUND,
-        "<p>There is no such object.</p>",
+        html! { p { "There is no such object." } },
     )
 }
 
 /// A text cell linking to `href`.
-pub fn link(href: &str, text: &str) -> String {
-    format!("<a href=\"{}\">{}</a>", esc(href), esc(text))
+pub fn link(href: &str, text: &str) -> Markup {
+    html! { a href=(href) { (text) } }
 }
 
 /// `<select>` options whose value is their label.
@@ -134,8 +136,10 @@ mod tests {
         let e: FormError = Some(("limits[1].value".into(), "too big".into()));
         assert_eq!(error_for(&e, "value"), Some("too big"));
         assert_eq!(error_for(&e, "metric"), None);
-        assert_eq!(general_error(&e, &["value"]), "");
-        assert!(general_error(&e, &["metric"]).contains("too big"));
+        assert_eq!(general_error(&e, &["value"]).into_string(), "");
+        assert!(general_error(&e, &["metric"])
+            .into_string()
+            .contains("too big"));
     }
 
     #[test]

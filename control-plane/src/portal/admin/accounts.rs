@@ -7,21 +7,21 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::admin::{redirect, AdminSession, Fields, WriteForm};
-use super::admin_api;
-use super::admin_forms::{
+use super::access::{redirect, AdminSession, Fields, WriteForm};
+use super::api as admin_api;
+use super::forms::{
     error_for, failed, general_error, get, link, not_found, seg, show, text, write_form, FormError,
 };
-use super::html::{esc, input, notice, post_button, select, table};
 use crate::http::auth::Scope;
 use crate::http::AppState;
+use crate::portal::html::{alert, html, input, notice, post_button, select, table, Markup};
 
 /// A secret shown once, right after it was made.
-fn shown_once(what: &str, secret: &str) -> String {
-    format!(
-        "<div class=\"notice\" role=\"status\"><p>{} Copy it now: it is stored hashed and cannot be shown again.</p><p><code id=\"secret\">{}</code></p></div>",
-        esc(what),
-        esc(secret)
+fn shown_once(what: &str, secret: &str) -> Markup {
+    crate::portal::html::shown_once(
+        &format!("{what} Copy it now: it is stored hashed and cannot be shown again."),
+        "secret",
+        secret,
     )
 }
 
@@ -39,7 +39,7 @@ async fn accounts_page(
     status: StatusCode,
 ) -> Response {
     let list = admin_api::get(s, &admin.caller, "/accounts?limit=100").await;
-    let rows: Vec<Vec<String>> = list
+    let rows: Vec<Vec<Markup>> = list
         .data()
         .iter()
         .map(|a| {
@@ -48,47 +48,43 @@ async fn accounts_page(
                     &format!("/admin/accounts/{}", seg(&text(&a["id"]))),
                     &text(&a["name"]),
                 ),
-                esc(&text(&a["email"])),
-                esc(&text(&a["credit_balance"])),
+                html! { (text(&a["email"])) },
+                html! { (text(&a["credit_balance"])) },
             ]
         })
         .collect();
-    let more = if list.body["has_more"] == json!(true) {
-        "<p>Showing the first 100 accounts; the admin API lists the rest.</p>"
-    } else {
-        ""
-    };
+    let more = list.body["has_more"] == json!(true);
     let form = write_form(
         admin,
         "/admin/accounts",
         "New account",
-        &format!(
-            "{}{}",
-            input(
+        html! {
+            (input(
                 "name",
                 "Name",
                 "text",
                 &get(f, "name"),
                 error_for(e, "name"),
                 true
-            ),
-            input(
+            ))
+            (input(
                 "email",
                 "Billing email",
                 "email",
                 &get(f, "email"),
                 error_for(e, "email"),
                 true
-            ),
-        ),
+            ))
+        },
         "Create account",
     );
-    let body = format!(
-        "{}{}{more}{form}",
-        general_error(e, &["name", "email"]),
-        table("accounts", &["Name", "Email", "Credit"], &rows)
-    );
-    show(admin, "Accounts", status, &body)
+    let body = html! {
+        (general_error(e, &["name", "email"]))
+        (table("accounts", &["Name", "Email", "Credit"], &rows))
+        @if more { p { "Showing the first 100 accounts; the admin API lists the rest." } }
+        (form)
+    };
+    show(admin, "Accounts", status, body)
 }
 
 pub async fn create_account(
@@ -108,7 +104,16 @@ pub async fn account(
     admin: AdminSession,
     Path(id): Path<String>,
 ) -> Response {
-    account_page(&s, &admin, &id, &Fields::new(), &None, "", StatusCode::OK).await
+    account_page(
+        &s,
+        &admin,
+        &id,
+        &Fields::new(),
+        &None,
+        html! {},
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn account_page(
@@ -117,7 +122,7 @@ async fn account_page(
     id: &str,
     f: &Fields,
     e: &FormError,
-    done: &str,
+    done: Markup,
     status: StatusCode,
 ) -> Response {
     let acc = admin_api::get(s, &admin.caller, &format!("/accounts/{}", seg(id))).await;
@@ -140,7 +145,7 @@ async fn account_page(
             .unwrap_or_else(|| pid.to_string())
     };
     let write = admin.scope == Scope::Write;
-    let rows: Vec<Vec<String>> = apps
+    let rows: Vec<Vec<Markup>> = apps
         .data()
         .iter()
         .map(|a| {
@@ -148,7 +153,7 @@ async fn account_page(
             let state = text(&a["state"]);
             let reason = text(&a["state_reason"]);
             let action = match (write, state.as_str()) {
-                (false, _) => String::new(),
+                (false, _) => html! {},
                 (true, "live") => post_button(
                     &format!("/admin/applications/{}/suspend", seg(&app)),
                     &admin.csrf,
@@ -160,16 +165,17 @@ async fn account_page(
                     "Resume",
                 ),
             };
+            let state = if reason.is_empty() {
+                state
+            } else {
+                format!("{state} ({reason})")
+            };
             vec![
-                esc(&text(&a["name"])),
-                format!("<code>{}</code>", esc(&app)),
-                esc(&plan_name(&text(&a["plan_id"]))),
-                esc(&if reason.is_empty() {
-                    state
-                } else {
-                    format!("{state} ({reason})")
-                }),
-                esc(&a["keys"].as_array().map(Vec::len).unwrap_or(0).to_string()),
+                html! { (text(&a["name"])) },
+                html! { code { (app) } },
+                html! { (plan_name(&text(&a["plan_id"]))) },
+                html! { (state) },
+                html! { (a["keys"].as_array().map(Vec::len).unwrap_or(0)) },
                 action,
             ]
         })
@@ -189,42 +195,42 @@ async fn account_page(
         admin,
         &format!("/admin/accounts/{}/applications", seg(id)),
         "New application",
-        &format!(
-            "{}{}",
-            input(
+        html! {
+            (input(
                 "name",
                 "Name",
                 "text",
                 &get(f, "name"),
                 error_for(e, "name"),
                 true
-            ),
-            select(
+            ))
+            (select(
                 "plan_id",
                 "Plan",
                 &plan_options,
                 &get(f, "plan_id"),
                 error_for(e, "plan_id")
-            ),
-        ),
+            ))
+        },
         "Create application (shows its key once)",
     );
     let a = &acc.body;
-    let body = format!(
-        "{done}{}<p>Id <code>{}</code> · {} · credit {}</p><p><a href=\"/admin/invoices?account_id={}\">Invoices of this account</a></p>\
-         <section><h2>Applications</h2>{}{form}</section>",
-        general_error(e, &["name", "plan_id"]),
-        esc(id),
-        esc(&text(&a["email"])),
-        esc(&text(&a["credit_balance"])),
-        esc(&seg(id)),
-        table("applications", &["Name", "Id", "Plan", "State", "Keys", ""], &rows),
-    );
+    let body = html! {
+        (done)
+        (general_error(e, &["name", "plan_id"]))
+        p { "Id " code { (id) } " · " (text(&a["email"])) " · credit " (text(&a["credit_balance"])) }
+        p { a href={ "/admin/invoices?account_id=" (seg(id)) } { "Invoices of this account" } }
+        section {
+            h2 { "Applications" }
+            (table("applications", &["Name", "Id", "Plan", "State", "Keys", ""], &rows))
+            (form)
+        }
+    };
     show(
         admin,
         &format!("Account {}", text(&a["name"])),
         status,
-        &body,
+        body,
     )
 }
 
@@ -243,12 +249,12 @@ pub async fn create_application(
             &id,
             &Fields::new(),
             &None,
-            &done,
+            done,
             StatusCode::CREATED,
         )
         .await;
     }
-    account_page(&s, &admin, &id, &f, &a.error(), "", failed(&a)).await
+    account_page(&s, &admin, &id, &f, &a.error(), html! {}, failed(&a)).await
 }
 
 /// `POST /admin/applications/{id}/{suspend|resume}`; back to the application's account.
@@ -285,7 +291,7 @@ pub async fn application_action(
             }
         ))
     } else {
-        String::new()
+        html! {}
     };
     account_page(
         &s,
@@ -293,7 +299,7 @@ pub async fn application_action(
         &account,
         &Fields::new(),
         &a.error(),
-        &done,
+        done,
         if a.ok() { StatusCode::OK } else { failed(&a) },
     )
     .await
@@ -302,7 +308,7 @@ pub async fn application_action(
 // ---- admin tokens ----
 
 pub async fn tokens(State(s): State<AppState>, admin: AdminSession) -> Response {
-    tokens_page(&s, &admin, &Fields::new(), &None, "", StatusCode::OK).await
+    tokens_page(&s, &admin, &Fields::new(), &None, html! {}, StatusCode::OK).await
 }
 
 async fn tokens_page(
@@ -310,23 +316,23 @@ async fn tokens_page(
     admin: &AdminSession,
     f: &Fields,
     e: &FormError,
-    done: &str,
+    done: Markup,
     status: StatusCode,
 ) -> Response {
     let list = admin_api::get(s, &admin.caller, "/tokens?limit=100").await;
     let write = admin.scope == Scope::Write;
-    let rows: Vec<Vec<String>> = list
+    let rows: Vec<Vec<Markup>> = list
         .data()
         .iter()
         .map(|t| {
             let id = text(&t["id"]);
             let this = id == admin.caller.token_id;
             vec![
-                esc(&text(&t["name"])),
-                esc(&text(&t["scope"])),
-                format!("<code>{}</code>", esc(&id)),
+                html! { (text(&t["name"])) },
+                html! { (text(&t["scope"])) },
+                html! { code { (id) } },
                 if this {
-                    "(this session)".to_string()
+                    html! { "(this session)" }
                 } else if write {
                     post_button(
                         &format!("/admin/tokens/{}/revoke", seg(&id)),
@@ -334,7 +340,7 @@ async fn tokens_page(
                         "Revoke",
                     )
                 } else {
-                    String::new()
+                    html! {}
                 },
             ]
         })
@@ -350,32 +356,32 @@ async fn tokens_page(
         admin,
         "/admin/tokens",
         "New admin token",
-        &format!(
-            "{}{}",
-            input(
+        html! {
+            (input(
                 "name",
                 "Name",
                 "text",
                 &get(f, "name"),
                 error_for(e, "name"),
                 true
-            ),
-            select(
+            ))
+            (select(
                 "scope",
                 "Scope",
                 &scopes,
                 &get(f, "scope"),
                 error_for(e, "scope")
-            ),
-        ),
+            ))
+        },
         "Generate token",
     );
-    let body = format!(
-        "{done}{}{}{form}",
-        general_error(e, &["name", "scope"]),
-        table("admin tokens", &["Name", "Scope", "Id", ""], &rows)
-    );
-    show(admin, "Admin tokens", status, &body)
+    let body = html! {
+        (done)
+        (general_error(e, &["name", "scope"]))
+        (table("admin tokens", &["Name", "Scope", "Id", ""], &rows))
+        (form)
+    };
+    show(admin, "Admin tokens", status, body)
 }
 
 pub async fn create_token(
@@ -386,17 +392,9 @@ pub async fn create_token(
     let a = admin_api::call(&s, &admin.caller, Method::POST, "/tokens", Some(body)).await;
     if a.ok() {
         let done = shown_once("Token generated:", &text(&a.body["token"]));
-        return tokens_page(
-            &s,
-            &admin,
-            &Fields::new(),
-            &None,
-            &done,
-            StatusCode::CREATED,
-        )
-        .await;
+        return tokens_page(&s, &admin, &Fields::new(), &None, done, StatusCode::CREATED).await;
     }
-    tokens_page(&s, &admin, &f, &a.error(), "", failed(&a)).await
+    tokens_page(&s, &admin, &f, &a.error(), html! {}, failed(&a)).await
 }
 
 pub async fn revoke_token(
@@ -418,14 +416,14 @@ pub async fn revoke_token(
     let done = if a.ok() {
         notice("Token revoked.")
     } else {
-        String::new()
+        html! {}
     };
     tokens_page(
         &s,
         &admin,
         &Fields::new(),
         &a.error(),
-        &done,
+        done,
         if a.ok() { StatusCode::OK } else { failed(&a) },
     )
     .await
@@ -461,10 +459,46 @@ const BRAINTREE_FIELDS: &[(&str, &str, bool)] = &[
         "Braintree web SDK base URL (empty: Braintree's CDN)",
         false,
     ),
+    (
+        MERCHANT_ACCOUNTS,
+        "Merchant account per currency (EUR=account-id, JPY=account-id)",
+        false,
+    ),
 ];
 
+/// The Braintree field that is an object in the API (currency -> merchant account id) and
+/// `EUR=id, JPY=id` in the form.
+const MERCHANT_ACCOUNTS: &str = "merchant_accounts";
+
+fn merchant_accounts_text(stored: &Value) -> String {
+    stored
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(code, id)| format!("{code}={}", text(id)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// `EUR=id, JPY=id` (commas, spaces or new lines between pairs) as the API's object; a pair
+/// without `=` keeps an empty id, which the API refuses with the field named.
+fn merchant_accounts_json(typed: &str) -> Value {
+    Value::Object(
+        typed
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (code, id) = pair.split_once('=').unwrap_or((pair, ""));
+                (code.trim().to_uppercase(), json!(id.trim()))
+            })
+            .collect(),
+    )
+}
+
 pub async fn gateway(State(s): State<AppState>, admin: AdminSession) -> Response {
-    gateway_page(&s, &admin, &Fields::new(), &None, "", StatusCode::OK).await
+    gateway_page(&s, &admin, &Fields::new(), &None, html! {}, StatusCode::OK).await
 }
 
 async fn gateway_page(
@@ -472,7 +506,7 @@ async fn gateway_page(
     admin: &AdminSession,
     f: &Fields,
     e: &FormError,
-    done: &str,
+    done: Markup,
     status: StatusCode,
 ) -> Response {
     let current = admin_api::get(s, &admin.caller, "/billing/gateway")
@@ -481,7 +515,7 @@ async fn gateway_page(
     let kind = text(&current["type"]);
     let form_for = |provider: &str, title: &str, fields: &[(&str, &str, bool)]| {
         let same = kind == provider;
-        let inputs: String = fields
+        let inputs: Vec<Markup> = fields
             .iter()
             .map(|(name, label, secret)| {
                 let stored = &current[*name];
@@ -506,7 +540,11 @@ async fn gateway_page(
                     let value = f
                         .get(&format!("{provider}.{name}"))
                         .cloned()
-                        .unwrap_or_else(|| if same { text(stored) } else { String::new() });
+                        .unwrap_or_else(|| match (same, *name) {
+                            (false, _) => String::new(),
+                            (true, MERCHANT_ACCOUNTS) => merchant_accounts_text(stored),
+                            (true, _) => text(stored),
+                        });
                     input(
                         &format!("{provider}.{name}"),
                         label,
@@ -522,7 +560,10 @@ async fn gateway_page(
             admin,
             "/admin/gateway",
             title,
-            &format!("<input type=\"hidden\" name=\"type\" value=\"{provider}\">{inputs}"),
+            html! {
+                input type="hidden" name="type" value=(provider);
+                @for i in &inputs { (i) }
+            },
             &format!("Use {title}"),
         )
     };
@@ -531,27 +572,29 @@ async fn gateway_page(
     } else {
         format!("Invoices are charged through {kind}.")
     };
-    let body = format!(
-        "{done}{}<p id=\"gateway-state\">{}</p>{}{}",
-        general_error(
-            e,
-            &[
-                "secret_key",
-                "publishable_key",
-                "webhook_secret",
-                "api_base",
-                "js_url",
-                "merchant_id",
-                "public_key",
-                "private_key",
-                "environment"
-            ]
-        ),
-        esc(&state),
-        form_for("stripe", "Stripe", STRIPE_FIELDS),
-        form_for("braintree", "Braintree", BRAINTREE_FIELDS),
+    let general = general_error(
+        e,
+        &[
+            "secret_key",
+            "publishable_key",
+            "webhook_secret",
+            "api_base",
+            "js_url",
+            "merchant_id",
+            "public_key",
+            "private_key",
+            "environment",
+            MERCHANT_ACCOUNTS,
+        ],
     );
-    show(admin, "Payment gateway", status, &body)
+    let body = html! {
+        (done)
+        (general)
+        p id="gateway-state" { (state) }
+        (form_for("stripe", "Stripe", STRIPE_FIELDS))
+        (form_for("braintree", "Braintree", BRAINTREE_FIELDS))
+    };
+    show(admin, "Payment gateway", status, body)
 }
 
 /// Saves one provider's form through `PUT /billing/gateway`. Empty secret fields keep the stored
@@ -571,7 +614,7 @@ pub async fn save_gateway(
                 &admin,
                 &f,
                 &Some(("type".into(), "choose Stripe or Braintree".into())),
-                "",
+                html! {},
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await
@@ -599,7 +642,9 @@ pub async fn save_gateway(
                 v = old.clone();
             }
         }
-        if !v.is_empty() {
+        if *name == MERCHANT_ACCOUNTS {
+            body[*name] = merchant_accounts_json(&v);
+        } else if !v.is_empty() {
             body[*name] = Value::String(v);
         }
     }
@@ -612,11 +657,11 @@ pub async fn save_gateway(
     )
     .await;
     if a.ok() {
-        let mut done = notice("Saved.");
-        if let Some(w) = a.body["warning"].as_str() {
-            done.push_str(&super::html::alert(w));
-        }
-        return gateway_page(&s, &admin, &Fields::new(), &None, &done, StatusCode::OK).await;
+        let done = html! {
+            (notice("Saved."))
+            @if let Some(w) = a.body["warning"].as_str() { (alert(w)) }
+        };
+        return gateway_page(&s, &admin, &Fields::new(), &None, done, StatusCode::OK).await;
     }
     // Never echo secrets back into the form.
     let mut shown = f.clone();
@@ -625,7 +670,7 @@ pub async fn save_gateway(
             shown.remove(&format!("{provider}.{name}"));
         }
     }
-    gateway_page(&s, &admin, &shown, &a.error(), "", failed(&a)).await
+    gateway_page(&s, &admin, &shown, &a.error(), html! {}, failed(&a)).await
 }
 
 // ---- credit notes ----
@@ -652,7 +697,7 @@ pub async fn credit_note(
             text(&a.body["total"]),
             text(&a.body["currency"])
         )),
-        Some((p, m)) => super::html::alert(&format!(
+        Some((p, m)) => alert(&format!(
             "Credit note refused: {}{m}",
             if p.is_empty() {
                 String::new()
@@ -666,11 +711,11 @@ pub async fn credit_note(
     } else {
         failed(&a)
     };
-    super::admin::invoices_page(
+    super::billing::invoices_page(
         &s,
         &admin,
-        &super::admin::InvoiceFilter::default(),
-        &message,
+        &super::billing::InvoiceFilter::default(),
+        message,
         status,
     )
     .await

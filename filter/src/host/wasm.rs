@@ -1,4 +1,5 @@
-//! Every call from the filter into the proxy-wasm host, and nothing else.
+//! Every call from the filter into the proxy-wasm host, and nothing else: [`ProxyWasm`], the
+//! [`Host`] of the module Envoy and Kong load, and the request path's header and reply calls.
 //!
 //! Why our own imports instead of `proxy_wasm::hostcalls`: the SDK's wrappers `panic!` on any
 //! status they did not expect (and `get_map_value` unwraps non-UTF-8 header values), and a panic
@@ -16,6 +17,7 @@
 
 use std::ptr::{null, null_mut};
 
+use super::{Host, HostStatus, Level};
 use crate::counters::{SharedStore, StoreError};
 use crate::header_map::HeaderMap;
 
@@ -107,10 +109,6 @@ extern "C" {
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
 }
 
-/// A non-OK status from the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HostStatus(pub u32);
-
 fn status(s: u32) -> Result<(), HostStatus> {
     if s == OK {
         Ok(())
@@ -131,32 +129,90 @@ unsafe fn take(data: *mut u8, size: usize) -> Vec<u8> {
     }
 }
 
-#[derive(Clone, Copy)]
-pub enum Level {
-    Info = 2,
-    Warn = 3,
-    Error = 4,
-}
+/// The proxy-wasm host (Envoy, Kong). Zero-sized: every call compiles to the import call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProxyWasm;
 
-pub fn log(level: Level, message: &str) {
-    // Nothing useful can be done if logging itself fails.
-    let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
-}
+impl Host for ProxyWasm {
+    fn now_nanos(&self) -> Result<u64, HostStatus> {
+        let mut nanos: u64 = 0;
+        status(unsafe { proxy_get_current_time_nanoseconds(&mut nanos) })?;
+        Ok(nanos)
+    }
 
-/// Host time in whole Unix seconds.
-pub fn now_secs() -> Result<i64, HostStatus> {
-    now_nanos().map(|n| (n / 1_000_000_000) as i64)
-}
+    fn log(&self, level: Level, message: &str) {
+        // Nothing useful can be done if logging itself fails.
+        let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+    }
 
-/// Host time in Unix milliseconds.
-pub fn now_ms() -> Result<u64, HostStatus> {
-    now_nanos().map(|n| n / 1_000_000)
-}
+    fn set_tick_period_ms(&mut self, period_ms: u32) -> Result<(), HostStatus> {
+        status(unsafe { proxy_set_tick_period_milliseconds(period_ms) })
+    }
 
-fn now_nanos() -> Result<u64, HostStatus> {
-    let mut nanos: u64 = 0;
-    status(unsafe { proxy_get_current_time_nanoseconds(&mut nanos) })?;
-    Ok(nanos)
+    /// The one SDK host call used: the SDK's dispatcher must register the token to route the
+    /// answer (its registry is private), and it panics on an unknown token. Its wrapper turns
+    /// Envoy's and Kong's failure statuses (BadArgument for an unknown cluster,
+    /// InternalFailure) into errors.
+    fn http_call(
+        &mut self,
+        upstream: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+        timeout_ms: u32,
+    ) -> Result<u32, HostStatus> {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = (!body.is_empty()).then_some(body);
+        proxy_wasm::hostcalls::dispatch_http_call(
+            upstream,
+            headers,
+            body,
+            Vec::new(),
+            std::time::Duration::from_millis(u64::from(timeout_ms)),
+        )
+        .map_err(|s| HostStatus(s as u32))
+    }
+
+    fn call_response_status(&self) -> Option<u16> {
+        let v = get_header(MAP_HTTP_CALL_RESPONSE_HEADERS, ":status")
+            .ok()
+            .flatten()?;
+        std::str::from_utf8(&v).ok()?.parse().ok()
+    }
+
+    fn call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        get_header(MAP_HTTP_CALL_RESPONSE_HEADERS, name)
+            .ok()
+            .flatten()
+    }
+
+    fn call_response_body_range(&self, start: usize, max_len: usize) -> Vec<u8> {
+        let mut data = null_mut();
+        let mut len = 0;
+        match unsafe {
+            proxy_get_buffer_bytes(
+                BUFFER_HTTP_CALL_RESPONSE_BODY,
+                start,
+                max_len,
+                &mut data,
+                &mut len,
+            )
+        } {
+            OK => unsafe { take(data, len) },
+            _ => Vec::new(),
+        }
+    }
+
+    fn define_counter(&mut self, name: &str) -> Option<u32> {
+        let mut id = 0;
+        (unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) } == OK)
+            .then_some(id)
+    }
+
+    fn increment(&mut self, counter: Option<u32>, delta: u64) {
+        if let Some(id) = counter {
+            let _ = unsafe { proxy_increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX)) };
+        }
+    }
 }
 
 pub fn plugin_configuration(size: usize) -> Result<Vec<u8>, HostStatus> {
@@ -168,67 +224,6 @@ pub fn plugin_configuration(size: usize) -> Result<Vec<u8>, HostStatus> {
         OK => Ok(unsafe { take(data, len) }),
         NOT_FOUND => Ok(Vec::new()),
         s => Err(HostStatus(s)),
-    }
-}
-
-/// Starts an HTTP call to `upstream` (an Envoy cluster name, or `host:port` in Kong); the answer
-/// arrives in `on_http_call_response` with the returned token.
-///
-/// The one SDK host call used: the SDK's dispatcher must register the token to route the answer
-/// (its registry is private), and it panics on an unknown token. Its wrapper turns Envoy's and
-/// Kong's failure statuses (BadArgument for an unknown cluster, InternalFailure) into errors.
-pub fn http_call(
-    upstream: &str,
-    headers: &[(&str, String)],
-    body: &[u8],
-    timeout_ms: u32,
-) -> Result<u32, HostStatus> {
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let body = (!body.is_empty()).then_some(body);
-    proxy_wasm::hostcalls::dispatch_http_call(
-        upstream,
-        headers,
-        body,
-        Vec::new(),
-        std::time::Duration::from_millis(u64::from(timeout_ms)),
-    )
-    .map_err(|s| HostStatus(s as u32))
-}
-
-/// The `:status` of the HTTP call being answered; `None` when it failed (reset, timeout).
-pub fn call_response_status() -> Option<u16> {
-    let v = get_header(MAP_HTTP_CALL_RESPONSE_HEADERS, ":status")
-        .ok()
-        .flatten()?;
-    std::str::from_utf8(&v).ok()?.parse().ok()
-}
-
-/// A header of the HTTP call being answered.
-pub fn call_response_header(name: &str) -> Option<Vec<u8>> {
-    get_header(MAP_HTTP_CALL_RESPONSE_HEADERS, name)
-        .ok()
-        .flatten()
-}
-
-pub fn call_response_body(size: usize) -> Vec<u8> {
-    call_response_body_range(0, size)
-}
-
-/// `max_len` bytes of the HTTP call's answer from `start` (fewer at the end).
-pub fn call_response_body_range(start: usize, max_len: usize) -> Vec<u8> {
-    let mut data = null_mut();
-    let mut len = 0;
-    match unsafe {
-        proxy_get_buffer_bytes(
-            BUFFER_HTTP_CALL_RESPONSE_BODY,
-            start,
-            max_len,
-            &mut data,
-            &mut len,
-        )
-    } {
-        OK => unsafe { take(data, len) },
-        _ => Vec::new(),
     }
 }
 
@@ -249,10 +244,6 @@ pub fn request_headers() -> Result<HeaderMap, HostStatus> {
     let mut len = 0;
     status(unsafe { proxy_get_header_map_pairs(MAP_REQUEST_HEADERS, &mut data, &mut len) })?;
     Ok(HeaderMap::parse(unsafe { take(data, len) }))
-}
-
-pub fn set_tick_period_ms(period_ms: u32) -> Result<(), HostStatus> {
-    status(unsafe { proxy_set_tick_period_milliseconds(period_ms) })
 }
 
 pub fn request_header(name: &str) -> Result<Option<Vec<u8>>, HostStatus> {
@@ -378,23 +369,8 @@ fn serialize_map(map: &[(&str, String)]) -> Vec<u8> {
     out
 }
 
-/// A counter; `None` where the host refused to define it (stats are best effort).
-pub fn define_counter(name: &str) -> Option<u32> {
-    let mut id = 0;
-    (unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) } == OK)
-        .then_some(id)
-}
-
-pub fn increment(counter: Option<u32>, delta: u64) {
-    if let Some(id) = counter {
-        let _ = unsafe { proxy_increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX)) };
-    }
-}
-
 /// Shared data of this VM id (shared by every worker of the gateway).
-pub struct SharedData;
-
-impl SharedStore for SharedData {
+impl SharedStore for ProxyWasm {
     fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
         let mut data = null_mut();
         let mut len = 0;

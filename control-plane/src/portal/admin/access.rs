@@ -1,0 +1,267 @@
+//! The admin portal (`/admin`): sign-in with an admin token (a session cookie, stored as SHA-256,
+//! 12 hours; the token's scope applies: read tokens see, write tokens act), the session and CSRF
+//! checks every admin form goes through, and the admin error pages.
+
+use axum::extract::{Form, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::http::auth::{Caller, Scope};
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::portal::html::{admin_page, csrf_input, field, html};
+use crate::portal::session::{cookie, csrf_ok, set_cookie, SESSION_TTL_SECS};
+use crate::secrets::{new_session_token, sha256_hex};
+use crate::store::now;
+
+pub const ADMIN_COOKIE: &str = "tg_admin";
+pub const ADMIN_CSRF_COOKIE: &str = "tg_admin_csrf";
+
+pub use crate::portal::Fields;
+
+pub struct AdminSession {
+    pub scope: Scope,
+    pub csrf: String,
+    /// Who acts: the API calls the portal makes run as this token.
+    pub caller: Caller,
+}
+
+pub(super) fn redirect(to: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
+}
+
+pub(super) fn failure(e: ApiError) -> Response {
+    let status = e.into_response().status();
+    (
+        status,
+        Html(admin_page(
+            "Something went wrong",
+            None,
+            html! { p { "Please try again." } },
+        )),
+    )
+        .into_response()
+}
+
+fn admin_cookie(name: &str, value: &str, max_age: i64) -> String {
+    set_cookie(name, value, max_age).replace("Path=/portal", "Path=/admin")
+}
+
+async fn current(s: &AppState, headers: &HeaderMap) -> Result<Option<AdminSession>, sqlx::Error> {
+    let Some(token) = cookie(headers, ADMIN_COOKIE) else {
+        return Ok(None);
+    };
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        // A revoked token ends its sessions too; so does a changed (or removed)
+        // TOLLGATE_ADMIN_TOKEN for the sessions opened with it.
+        "SELECT s.scope, s.csrf_token, s.token_id FROM admin_sessions s WHERE s.id_sha256 = $1 AND s.expires_at > $2 \
+         AND ((s.token_id = 'env' AND s.env_token_sha256 = $3) \
+              OR (s.token_id <> 'env' AND EXISTS (SELECT 1 FROM admin_tokens t WHERE t.id = s.token_id AND (t.expires_at IS NULL OR t.expires_at > $2))))",
+    )
+    .bind(sha256_hex(&token))
+    .bind(now())
+    .bind(s.env_token_sha256.as_deref().unwrap_or(""))
+    .fetch_optional(&s.pool)
+    .await?;
+    Ok(row.map(|(scope, csrf, token_id)| {
+        let scope = Scope::parse(&scope).unwrap_or(Scope::Read);
+        AdminSession {
+            scope,
+            csrf,
+            caller: Caller {
+                token_id,
+                scope,
+                // Only keys idempotent replays, which the portal never asks for.
+                response_secret: [0; 32],
+            },
+        }
+    }))
+}
+
+async fn require(s: &AppState, headers: &HeaderMap) -> Result<AdminSession, Response> {
+    match current(s, headers).await {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(redirect("/admin/sign_in")),
+        Err(e) => Err(failure(e.into())),
+    }
+}
+
+/// A signed-in admin, as a handler argument; otherwise the answer is the sign-in redirect.
+impl FromRequestParts<AppState> for AdminSession {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        require(s, &parts.headers).await
+    }
+}
+
+/// A form post from a signed-in admin with a valid CSRF token and a write-scope token, as a
+/// handler argument (the form is read first, then checked by [`require_write`]).
+pub struct WriteForm {
+    pub admin: AdminSession,
+    pub fields: Fields,
+}
+
+impl FromRequest<AppState> for WriteForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, s: &AppState) -> Result<Self, Response> {
+        let (headers, fields) = crate::portal::read_form(req, s).await?;
+        let admin = require_write(s, &headers, &fields).await?;
+        Ok(WriteForm { admin, fields })
+    }
+}
+
+/// A form post from a signed-in admin with a valid CSRF token and a write-scope token.
+async fn require_write(
+    s: &AppState,
+    headers: &HeaderMap,
+    f: &Fields,
+) -> Result<AdminSession, Response> {
+    let admin = require(s, headers).await?;
+    if !csrf_ok(&admin.csrf, f.get("csrf").map(String::as_str)) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            Html(admin_page("Form expired", None, html! {})),
+        )
+            .into_response());
+    }
+    if admin.scope != Scope::Write {
+        return Err((
+            StatusCode::FORBIDDEN,
+            Html(admin_page(
+                "Read-only",
+                Some(&admin.csrf),
+                html! { p { "This session's token has read scope." } },
+            )),
+        )
+            .into_response());
+    }
+    Ok(admin)
+}
+
+fn sign_in_page(error: Option<&str>, status: StatusCode) -> Response {
+    let csrf = new_session_token();
+    let body = html! {
+        form method="post" action="/admin/sign_in" {
+            (csrf_input(&csrf))
+            (field("token", "Admin token", "password", "", error))
+            button type="submit" { "Sign in" }
+        }
+    };
+    (
+        status,
+        [(
+            header::SET_COOKIE,
+            admin_cookie(ADMIN_CSRF_COOKIE, &csrf, 3600),
+        )],
+        Html(admin_page("Admin sign-in", None, body)),
+    )
+        .into_response()
+}
+
+pub async fn sign_in_form() -> Response {
+    sign_in_page(None, StatusCode::OK)
+}
+
+pub async fn sign_in(
+    State(s): State<AppState>,
+    crate::rate_limit::ClientIp(ip): crate::rate_limit::ClientIp,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let ok = cookie(&headers, ADMIN_CSRF_COOKIE)
+        .is_some_and(|c| csrf_ok(&c, f.get("csrf").map(String::as_str)));
+    if !ok {
+        return (
+            StatusCode::FORBIDDEN,
+            Html(admin_page(
+                "Form expired",
+                None,
+                html! { p { "Reload the form and try again." } },
+            )),
+        )
+            .into_response();
+    }
+    // Admin sign-ins share the per-IP sign-in window with the developer portal.
+    if let Err(retry_after) = s.limits.sign_in_attempt(&format!("admin:{ip}")) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry_after.to_string())],
+            Html(admin_page(
+                "Too many attempts",
+                None,
+                html! { p { "Too many sign-in attempts from this address; try again later." } },
+            )),
+        )
+            .into_response();
+    }
+    let token = f
+        .get("token")
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    let caller =
+        match crate::http::auth::authenticate(&s, Some(Ok(format!("Bearer {token}")))).await {
+            Ok(c) => c,
+            Err(ApiError::Unauthorized(_)) => {
+                return sign_in_page(
+                    Some("unknown or revoked admin token"),
+                    StatusCode::UNAUTHORIZED,
+                )
+            }
+            Err(e) => return failure(e),
+        };
+    let session = new_session_token();
+    let t = now();
+    let env_digest = (caller.token_id == "env")
+        .then(|| s.env_token_sha256.as_deref().map(str::to_string))
+        .flatten();
+    let stored = sqlx::query("INSERT INTO admin_sessions (id_sha256, token_id, scope, csrf_token, created_at, expires_at, env_token_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(sha256_hex(&session))
+        .bind(&caller.token_id)
+        .bind(caller.scope.as_str())
+        .bind(new_session_token())
+        .bind(t)
+        .bind(t + SESSION_TTL_SECS)
+        .bind(env_digest)
+        .execute(&s.pool)
+        .await;
+    if let Err(e) = stored {
+        return failure(e.into());
+    }
+    let mut r = redirect("/admin");
+    if let Ok(v) = admin_cookie(ADMIN_COOKIE, &session, SESSION_TTL_SECS).parse() {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+pub async fn sign_out(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    let admin = match require(&s, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&admin.csrf, f.get("csrf").map(String::as_str)) {
+        return (
+            StatusCode::FORBIDDEN,
+            Html(admin_page("Form expired", None, html! {})),
+        )
+            .into_response();
+    }
+    if let Some(token) = cookie(&headers, ADMIN_COOKIE) {
+        let _ = sqlx::query("DELETE FROM admin_sessions WHERE id_sha256 = $1")
+            .bind(sha256_hex(&token))
+            .execute(&s.pool)
+            .await;
+    }
+    let mut r = redirect("/admin/sign_in");
+    if let Ok(v) = admin_cookie(ADMIN_COOKIE, "", 0).parse() {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}

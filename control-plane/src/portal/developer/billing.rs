@@ -1,0 +1,313 @@
+//! Developer portal: billing and usage (invoices with PDFs and a pay button, payments, the cards
+//! on file), paying an invoice, making a card the default or removing it. Another account's
+//! invoices and cards are 404.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use super::access::{failure, SessionForm};
+use crate::billing::calendar::{day_of, format_date};
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::portal::html::{alert, html, notice, page, plain_post_button, Markup};
+use crate::portal::session::Session;
+/// (id, number, state, total, currency, period_start, period_end)
+type InvoiceRow = (String, Option<String>, String, String, String, i64, i64);
+/// (invoice number, state, amount, currency, error message, created_at)
+type PaymentRow = (Option<String>, String, String, String, Option<String>, i64);
+
+pub(super) fn not_found(session: &Session) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html(page(
+            "Not found",
+            Some(&session.csrf),
+            html! { p { "There is nothing here." } },
+        )),
+    )
+        .into_response()
+}
+
+/// (name, plan id, plan name, state, state reason) of an application of the session's account.
+pub async fn billing(State(s): State<AppState>, session: Session) -> Response {
+    billing_page(&s, &session, html! {}, StatusCode::OK).await
+}
+
+/// The account's cards at the configured provider, as a section with default/remove buttons.
+async fn cards_section(s: &AppState, session: &Session) -> Markup {
+    use crate::payments::charging;
+    let p = match charging::provider(&s.pool, s.master_key.as_deref()).await {
+        Ok(p) => p,
+        Err(_) => {
+            return html! { h2 { "Payment methods" } p { "Card payments are not set up." } };
+        }
+    };
+    let listed = async {
+        match charging::customer(&s.pool, &p, &session.account_id, false).await? {
+            Some((customer, default)) => {
+                Ok::<_, ApiError>((charging::cards(&p, &customer).await?, default))
+            }
+            None => Ok((Vec::new(), None)),
+        }
+    }
+    .await;
+    let (cards, default) = match listed {
+        Ok(c) => c,
+        Err(_) => {
+            return html! {
+                h2 { "Payment methods" }
+                p class="error" { "The payment provider is not answering; try again shortly." }
+            };
+        }
+    };
+    let csrf = &session.csrf;
+    html! {
+        h2 { "Payment methods" }
+        @if cards.is_empty() {
+            p { "No card on file." }
+        } @else {
+            table class="sortable" {
+                thead { tr { th scope="col" { "Card" } th scope="col" { "Expires" } th scope="col" {} } }
+                tbody {
+                    @for c in &cards {
+                        tr {
+                            td { (c.brand) " •••• " (c.last4) }
+                            td { (format!("{:02}", c.exp_month)) "/" (c.exp_year) }
+                            td {
+                                @if default.as_deref() == Some(c.id.as_str()) {
+                                    "default"
+                                } @else {
+                                    (plain_post_button(&format!("/portal/payment_methods/{}/default", c.id), csrf, "Make default"))
+                                }
+                                " "
+                                (plain_post_button(&format!("/portal/payment_methods/{}/delete", c.id), csrf, "Remove"))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (super::cards::start_card_form(csrf))
+    }
+}
+
+pub(super) async fn billing_page(
+    s: &AppState,
+    session: &Session,
+    notice: Markup,
+    status: StatusCode,
+) -> Response {
+    let invoices: Result<Vec<InvoiceRow>, _> = sqlx::query_as(
+        "SELECT id, number, state, total, currency, period_start, period_end FROM invoices WHERE account_id = $1 AND number IS NOT NULL ORDER BY id DESC LIMIT 100",
+    )
+    .bind(&session.account_id)
+    .fetch_all(&s.pool)
+    .await;
+    let payments: Result<Vec<PaymentRow>, _> = sqlx::query_as(
+        "SELECT i.number, a.state, a.amount, a.currency, a.error_message, a.created_at FROM charge_attempts a JOIN invoices i ON i.id = a.invoice_id \
+         WHERE i.account_id = $1 ORDER BY a.created_at DESC, a.id DESC LIMIT 100",
+    )
+    .bind(&session.account_id)
+    .fetch_all(&s.pool)
+    .await;
+    let (invoices, payments) = match (invoices, payments) {
+        (Ok(i), Ok(p)) => (i, p),
+        (Err(e), _) | (_, Err(e)) => return failure(e.into()),
+    };
+    let cards = cards_section(s, session).await;
+    let body = html! {
+        (notice)
+        h2 { "Invoices" }
+        table class="sortable" {
+            thead { tr {
+                th scope="col" { "Number" } th scope="col" { "Period" } th scope="col" { "State" }
+                th scope="col" { "Total" } th scope="col" {}
+            } }
+            tbody {
+                @for (id, number, state, total, currency, start, end) in &invoices {
+                    tr {
+                        td { (number.as_deref().unwrap_or("")) }
+                        td { (format_date(*start)) " to " (format_date(end - 1)) }
+                        td { (state) }
+                        td { (total) " " (currency) }
+                        td {
+                            a href={ "/portal/invoices/" (id) ".pdf" } { "PDF" }
+                            " "
+                            @if ["pending", "unpaid", "failed"].contains(&state.as_str()) {
+                                (plain_post_button(&format!("/portal/invoices/{id}/pay"), &session.csrf, "Pay now"))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Payments" }
+        table class="sortable" {
+            thead { tr {
+                th scope="col" { "Date" } th scope="col" { "Invoice" } th scope="col" { "Amount" }
+                th scope="col" { "Result" } th scope="col" { "Reason" }
+            } }
+            tbody {
+                @for (number, state, amount, currency, error, at) in &payments {
+                    tr {
+                        td { (format_date(day_of(*at))) }
+                        td { (number.as_deref().unwrap_or("")) }
+                        td { (amount) " " (currency) }
+                        td { (state) }
+                        td { (error.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+        (cards)
+    };
+    (
+        status,
+        Html(page("Billing and usage", Some(&session.csrf), body)),
+    )
+        .into_response()
+}
+
+/// `POST /portal/invoices/{id}/pay`: pays one of the account's issued invoices with the default card.
+pub async fn pay_invoice(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    SessionForm { session, .. }: SessionForm,
+) -> Response {
+    match own_invoice(&s, &session, &id).await {
+        Ok(true) => {}
+        Ok(false) => return not_found(&session),
+        Err(e) => return failure(e.into()),
+    }
+    use crate::payments::charging;
+    let result = async {
+        let attempt = charging::charge_invoice(
+            &s.pool,
+            s.master_key.as_deref(),
+            &id,
+            None,
+            charging::today(),
+        )
+        .await?;
+        charging::attempt_json(&s.pool, &attempt).await
+    }
+    .await;
+    let (message, status) = match result {
+        Ok(p) if p["state"] == "succeeded" => (notice("Paid. Thank you."), StatusCode::OK),
+        Ok(p) if p["state"] == "requires_action" => {
+            if let Some(r) = super::cards::authenticate_page(&s, &session, &id).await {
+                return r;
+            }
+            (
+                alert("Your bank asks you to confirm this payment, and it cannot be confirmed here; please try again later."),
+                StatusCode::PAYMENT_REQUIRED,
+            )
+        }
+        // Charged for an invoice cancelled meanwhile: not a failure; the operator refunds it.
+        Ok(p) if p["state"] == charging::REFUND_DUE => (
+            alert(p["error_message"].as_str().unwrap_or_default()),
+            StatusCode::CONFLICT,
+        ),
+        Ok(p) => (
+            alert(&format!(
+                "The payment failed: {}",
+                p["error_message"].as_str().unwrap_or("declined")
+            )),
+            StatusCode::PAYMENT_REQUIRED,
+        ),
+        Err(e) => (
+            alert(&format!(
+                "The payment could not be made: {}",
+                e.public_message()
+            )),
+            StatusCode::CONFLICT,
+        ),
+    };
+    billing_page(&s, &session, message, status).await
+}
+
+/// `POST /portal/payment_methods/{id}/default|delete` for a card of the account's customer.
+pub async fn card_action(
+    State(s): State<AppState>,
+    Path((card, action)): Path<(String, String)>,
+    SessionForm { session, .. }: SessionForm,
+) -> Response {
+    use crate::payments::charging::{self, Provider};
+    let done = async {
+        // Without a gateway there are no cards: any card id is "not found".
+        let p = match charging::provider(&s.pool, s.master_key.as_deref()).await {
+            Err(ApiError::Conflict { .. }) => {
+                return Err(ApiError::not_found("payment method", &card))
+            }
+            other => other?,
+        };
+        let Some((customer, default)) =
+            charging::customer(&s.pool, &p, &session.account_id, false).await?
+        else {
+            return Err(ApiError::not_found("payment method", &card));
+        };
+        if !charging::cards(&p, &customer)
+            .await?
+            .iter()
+            .any(|c| c.id == card)
+        {
+            return Err(ApiError::not_found("payment method", &card));
+        }
+        match action.as_str() {
+            "default" => charging::set_default(&s.pool, &p, &session.account_id, Some(&card)).await,
+            "delete" => {
+                match &p {
+                    Provider::Stripe(stripe) => stripe.detach(&card).await,
+                    Provider::Braintree(bt) => bt.delete(&card).await,
+                }
+                .map_err(|e| ApiError::Unavailable(format!("{e:?}")))?;
+                if default.as_deref() == Some(card.as_str()) {
+                    charging::set_default(&s.pool, &p, &session.account_id, None).await?;
+                }
+                Ok(())
+            }
+            _ => Err(ApiError::not_found("action", &action)),
+        }
+    }
+    .await;
+    match done {
+        Ok(()) => billing_page(&s, &session, notice("Saved."), StatusCode::OK).await,
+        Err(ApiError::NotFound { .. }) => not_found(&session),
+        Err(e) => failure(e),
+    }
+}
+
+/// Whether `id` is an issued invoice of the session's account.
+async fn own_invoice(s: &AppState, session: &Session, id: &str) -> Result<bool, sqlx::Error> {
+    let own: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM invoices WHERE id = $1 AND account_id = $2 AND number IS NOT NULL",
+    )
+    .bind(id)
+    .bind(&session.account_id)
+    .fetch_optional(&s.pool)
+    .await?;
+    Ok(own.is_some())
+}
+
+/// [`own_invoice`], a database error counting as "not yours".
+pub(super) async fn owns_invoice(s: &AppState, session: &Session, id: &str) -> bool {
+    own_invoice(s, session, id).await.unwrap_or(false)
+}
+
+pub async fn invoice_pdf(
+    State(s): State<AppState>,
+    session: Session,
+    Path(file): Path<String>,
+) -> Response {
+    let Some(id) = file.strip_suffix(".pdf") else {
+        return not_found(&session);
+    };
+    match own_invoice(&s, &session, id).await {
+        Ok(true) => crate::http::invoices::pdf_response(&s, id)
+            .await
+            .unwrap_or_else(failure),
+        Ok(false) => not_found(&session),
+        Err(e) => failure(e.into()),
+    }
+}

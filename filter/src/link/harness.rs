@@ -1,0 +1,260 @@
+//! Test harness of the link's protocols: workers of one gateway process on a fake host, and a
+//! fake control plane that answers their calls the way `tollgate serve` does (snapshot with
+//! `ETag`/304, usage reports counted once per `(gateway, sequence)`), or fails them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use tollgate_protocol::{Snapshot, UsageReport};
+
+use super::Link;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::counters::{add_usage, Usage};
+use crate::credentials::sha256;
+use crate::host::fake::{Answer, Call, FakeHost, World};
+use crate::host::Host;
+use crate::metering::Meter;
+use crate::worker::{Shared, Stats};
+
+/// 2026-11-25T17:31:12Z, in host milliseconds.
+pub const START_MS: u64 = 1_795_627_872_000;
+
+/// The plugin configuration of control-plane mode, stats on.
+const CONFIG: &str = r#"{"service_id": "svc_1", "stats": true,
+    "control_plane": {"cluster": "tollgate", "token": "tgw_x"}}"#;
+
+/// A snapshot: plan `p` (1,000 hits a minute) and the given live applications, each with the
+/// key `key-<id>`.
+pub fn snapshot(version: &str, apps: &[&str]) -> Snapshot {
+    let apps: Vec<serde_json::Value> = apps
+        .iter()
+        .map(|id| {
+            let key: String = sha256(format!("key-{id}").as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            serde_json::json!({"id": id, "plan": "p", "state": "live", "key_sha256": [key]})
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "version": version,
+        "plans": [{"id": "p", "limits": [{"metric": "hits", "period": "minute", "value": 1000}]}],
+        "metrics": [{"name": "hits"}],
+        "mapping_rules": [{"method": "GET", "pattern": "/", "metric": "hits", "delta": 1}],
+        "applications": apps,
+    }))
+    .unwrap()
+}
+
+/// One worker VM as the glue runs it: `on_configure` in control-plane mode, then ticks and
+/// call answers.
+pub struct Worker {
+    pub link: Link,
+    pub shared: Shared,
+    pub host: FakeHost,
+}
+
+impl Worker {
+    /// What `on_configure` does in control-plane mode.
+    pub fn start(world: &Rc<World>) -> Worker {
+        let mut host = FakeHost::new(world);
+        let (config, catalog) = Config::parse(CONFIG.as_bytes()).unwrap();
+        assert!(catalog.is_none());
+        let link = Link::new(config.control_plane.clone().unwrap(), &mut host);
+        let mut meter = Meter::new(link.gateway().to_string());
+        meter.instance = Some(link.instance().to_string());
+        link.register(&mut host);
+        let shared = Shared {
+            stats: config.stats.then(|| Rc::new(Stats::define(&mut host))),
+            meter: Some(Rc::new(RefCell::new(meter))),
+            config: Some(Rc::new(config)),
+            ..Shared::default()
+        };
+        Worker { link, shared, host }
+    }
+
+    /// `on_tick`: the link, then the stats flush.
+    pub fn tick(&mut self) {
+        self.link.on_tick(&mut self.shared, &mut self.host);
+        if let Some(s) = &self.shared.stats {
+            s.flush(&mut self.host);
+        }
+    }
+
+    /// `on_http_call_response` with `answer` for the call `token`.
+    pub fn deliver(&mut self, token: u32, answer: Answer) {
+        let size = answer.body_size();
+        self.host.answer = Some(answer);
+        self.link
+            .on_response(token, size, &mut self.shared, &mut self.host);
+        self.host.answer = None;
+        if let Some(s) = &self.shared.stats {
+            s.flush(&mut self.host);
+        }
+    }
+
+    /// Takes the calls made so far whose path contains `part`.
+    pub fn take_calls(&mut self, part: &str) -> Vec<Call> {
+        let (taken, kept) = std::mem::take(&mut self.host.calls)
+            .into_iter()
+            .partition(|c| c.path().contains(part));
+        self.host.calls = kept;
+        taken
+    }
+
+    pub fn catalog(&self) -> Option<&Catalog> {
+        self.shared.catalog.as_deref()
+    }
+
+    pub fn version(&self) -> Option<&str> {
+        self.catalog()?.version.as_deref()
+    }
+
+    /// What the request path does for `n` admitted requests of `app` on metric `hits`.
+    pub fn hits(&mut self, app: &str, n: u64) {
+        let catalog = self.shared.catalog.clone().expect("a catalog");
+        let index = catalog.app_index(app).expect("a known application");
+        let mut usage = Usage::new();
+        add_usage(
+            &catalog,
+            &mut usage,
+            catalog.metric_index("hits").unwrap(),
+            1,
+        );
+        let now = self.host.now_secs().unwrap();
+        let meter = self.shared.meter.clone().unwrap();
+        for _ in 0..n {
+            meter.borrow_mut().record(index, &usage, now);
+        }
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.host.counter(name)
+    }
+}
+
+/// How the fake control plane answers one kind of call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Up,
+    /// Answers with this status.
+    Status(u16),
+    /// The call times out (no `:status`).
+    Timeout,
+    /// Counts the report, then its answer is lost (timeout): the worker must retry it.
+    CountThenTimeout,
+}
+
+/// The control plane, as the gateway sees it.
+pub struct ControlPlane {
+    pub snapshot: Snapshot,
+    /// Serve the compact binary encoding (else JSON).
+    pub binary: bool,
+    pub snapshot_mode: Mode,
+    pub usage_mode: Mode,
+    /// Reports counted, by `(gateway, sequence)`: the control plane's exactly-once ingestion.
+    pub counted: BTreeMap<(String, u64), UsageReport>,
+    /// Report deliveries, duplicates included.
+    pub deliveries: usize,
+}
+
+impl ControlPlane {
+    pub fn new(snapshot: Snapshot) -> ControlPlane {
+        ControlPlane {
+            snapshot,
+            binary: true,
+            snapshot_mode: Mode::Up,
+            usage_mode: Mode::Up,
+            counted: BTreeMap::new(),
+            deliveries: 0,
+        }
+    }
+
+    /// Answers every call `worker` made so far, in order.
+    pub fn serve(&mut self, worker: &mut Worker) {
+        for call in std::mem::take(&mut worker.host.calls) {
+            let answer = self.answer(&call);
+            worker.deliver(call.token, answer);
+        }
+    }
+
+    pub fn answer(&mut self, call: &Call) -> Answer {
+        let path = call.path();
+        if path.ends_with("/snapshot") {
+            self.answer_snapshot(call)
+        } else if path.contains("/global_usage") {
+            Answer {
+                body: br#"{"entries": []}"#.to_vec(),
+                ..Answer::status(200)
+            }
+        } else if path.ends_with("/usage") {
+            self.answer_report(call)
+        } else {
+            Answer::status(404)
+        }
+    }
+
+    fn answer_snapshot(&mut self, call: &Call) -> Answer {
+        match self.snapshot_mode {
+            Mode::Status(s) => return Answer::status(s),
+            Mode::Timeout | Mode::CountThenTimeout => return Answer::failed(),
+            Mode::Up => {}
+        }
+        let version = self.snapshot.version.clone().unwrap_or_default();
+        if call.header("if-none-match") == Some(format!("\"{version}\"").as_str()) {
+            return Answer::status(304);
+        }
+        let (content_type, body) = if self.binary {
+            (
+                tollgate_protocol::binary::MEDIA_TYPE,
+                tollgate_protocol::binary::encode(&self.snapshot).unwrap(),
+            )
+        } else {
+            (
+                "application/json",
+                serde_json::to_vec(&self.snapshot).unwrap(),
+            )
+        };
+        Answer {
+            headers: vec![("content-type".into(), content_type.as_bytes().to_vec())],
+            body,
+            ..Answer::status(200)
+        }
+    }
+
+    fn answer_report(&mut self, call: &Call) -> Answer {
+        match self.usage_mode {
+            Mode::Status(s) => return Answer::status(s),
+            Mode::Timeout => return Answer::failed(),
+            Mode::Up | Mode::CountThenTimeout => {}
+        }
+        let report: UsageReport = serde_json::from_slice(&call.body).unwrap();
+        self.deliveries += 1;
+        let key = (report.gateway.clone(), report.sequence);
+        if let Some(seen) = self.counted.get(&key) {
+            // A retry must be the same report: the id alone decides what was counted.
+            assert_eq!(seen, &report, "report {key:?} re-sent with other content");
+        } else {
+            self.counted.insert(key, report);
+        }
+        if self.usage_mode == Mode::CountThenTimeout {
+            Answer::failed()
+        } else {
+            Answer::status(200)
+        }
+    }
+
+    /// Hits of `app` counted (each report once).
+    pub fn hits(&self, app: &str) -> u64 {
+        self.counted
+            .values()
+            .flat_map(|r| &r.entries)
+            .filter(|e| e.application == app && e.metric == "hits")
+            .map(|e| e.delta)
+            .sum()
+    }
+}

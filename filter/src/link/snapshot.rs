@@ -1,0 +1,519 @@
+//! The snapshot install protocol.
+//!
+//! 1. **Poll.** Every `poll_interval_ms` a worker asks for the service's snapshot with
+//!    `If-None-Match` set to the version it last decoded; 304 means unchanged. Any other answer
+//!    than 200 or 304, a timeout, or a body that does not decode keeps the installed snapshot
+//!    (counted in `snapshot.failures`), and the next poll asks again.
+//! 2. **Decode.** A binary snapshot is read from the host 64 KiB at a time into a catalog
+//!    ([`Catalog::compile_chunked`]): the body never sits whole in the VM's memory, and a body
+//!    cut short is refused whole. A JSON snapshot is parsed in one piece.
+//! 3. **Claim and prepare.** Before a catalog can serve traffic each of its new applications
+//!    needs a counter record in shared data. Creating 100,000 records is the slow part, so one
+//!    worker claims the work with compare-and-swap on [`PREPARED_KEY`]
+//!    (`preparing:<ms>:<version>`), creates the records, and marks `done:<version>`. The others
+//!    keep serving their old catalog, re-check every [`PENDING_TICK_MS`], and install when they
+//!    read `done:` for their version. A claim older than [`CLAIM_TIMEOUT_MS`] belongs to a
+//!    worker that died: the next worker to look takes it over.
+//! 4. **Swap.** Usage counted against the old catalog's indexes is folded into names, then the
+//!    worker's catalog is replaced whole (a request sees one snapshot from start to end) and the
+//!    last global usage is re-indexed for it.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use tollgate_protocol::{GlobalUsage, Snapshot};
+
+use super::{call_headers, failed, Failure};
+use crate::catalog::Catalog;
+use crate::config::ControlPlane;
+use crate::global::GlobalView;
+use crate::host::{Host, Level};
+use crate::worker::{prepare_records, Shared};
+
+/// Largest snapshot body accepted (100,000 applications in JSON fit well below it).
+pub const MAX_SNAPSHOT_BYTES: usize = 128 * 1024 * 1024;
+/// Shared-data marker of counter-record preparation: `preparing:<ms>:<version>` or `done:<version>`.
+pub const PREPARED_KEY: &str = "tollgate/v1/prepared";
+/// Tick period while waiting for another worker to finish counter records.
+pub const PENDING_TICK_MS: u32 = 20;
+/// A preparation claim older than this is abandoned (its VM died) and taken over.
+pub const CLAIM_TIMEOUT_MS: u64 = 5_000;
+
+/// A decoded snapshot waiting for its counter records.
+struct Pending {
+    catalog: Catalog,
+    started_ms: u64,
+    decoded_ms: u64,
+    body_size: usize,
+}
+
+/// One worker's side of the protocol.
+#[derive(Default)]
+pub struct SnapshotSync {
+    /// Version of the last snapshot decoded (sent as `If-None-Match`).
+    version: Option<String>,
+    /// Snapshot request in flight.
+    poll: Option<u32>,
+    next_poll_ms: u64,
+    /// A decoded snapshot waiting to be installed.
+    pending: Option<Pending>,
+}
+
+impl SnapshotSync {
+    /// Whether `token` is this protocol's request.
+    pub fn owns(&self, token: u32) -> bool {
+        self.poll == Some(token)
+    }
+
+    /// Whether a decoded snapshot waits for its counter records.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Asks for the snapshot when the poll interval has passed and no request is in flight.
+    pub fn poll<H: Host>(&mut self, cp: &ControlPlane, shared: &Shared, host: &mut H, now: u64) {
+        if self.poll.is_some() || now < self.next_poll_ms {
+            return;
+        }
+        self.next_poll_ms = now + u64::from(cp.poll_interval_ms);
+        let mut headers = call_headers(
+            cp,
+            "GET",
+            format!("/gateway/v1/services/{}/snapshot", cp.service_id),
+        );
+        if let Some(v) = &self.version {
+            headers.push(("if-none-match", format!("\"{v}\"")));
+        }
+        headers.push((
+            "accept",
+            format!(
+                "{}, application/json",
+                tollgate_protocol::binary::MEDIA_TYPE
+            ),
+        ));
+        match host.http_call(&cp.upstream, &headers, &[], cp.timeout_ms) {
+            Ok(token) => self.poll = Some(token),
+            Err(e) => failed(
+                host,
+                shared,
+                &format!(
+                    "cannot call the control plane for a snapshot (status {})",
+                    e.0
+                ),
+                Failure::Snapshot,
+            ),
+        }
+    }
+
+    /// The control plane answered the snapshot request (`status` `None`: reset or timeout).
+    pub fn on_answer<H: Host>(
+        &mut self,
+        status: Option<u16>,
+        body_size: usize,
+        tick_ms: u32,
+        last_global: Option<&GlobalUsage>,
+        shared: &mut Shared,
+        host: &mut H,
+    ) {
+        self.poll = None;
+        match status {
+            Some(200) => self.decode(body_size, tick_ms, last_global, shared, host),
+            Some(304) => {}
+            other => failed(
+                host,
+                shared,
+                &format!("snapshot request answered {other:?}; keeping the last snapshot"),
+                Failure::Snapshot,
+            ),
+        }
+    }
+
+    fn decode<H: Host>(
+        &mut self,
+        body_size: usize,
+        tick_ms: u32,
+        last_global: Option<&GlobalUsage>,
+        shared: &mut Shared,
+        host: &mut H,
+    ) {
+        let started_ms = host.now_ms().unwrap_or(0);
+        if body_size > MAX_SNAPSHOT_BYTES {
+            return failed(
+                host,
+                shared,
+                &format!("snapshot of {body_size} bytes exceeds {MAX_SNAPSHOT_BYTES}"),
+                Failure::Snapshot,
+            );
+        }
+        let binary = host
+            .call_response_header("content-type")
+            .is_some_and(|t| t.starts_with(tollgate_protocol::binary::MEDIA_TYPE.as_bytes()));
+        let compiled = if binary {
+            // Read 64 KiB at a time: the body never sits whole in this VM's memory.
+            Catalog::compile_chunked(body_size, |start, max_len| {
+                host.call_response_body_range(start, max_len)
+            })
+        } else {
+            let body = host.call_response_body(body_size);
+            match serde_json::from_slice::<Snapshot>(&body) {
+                Ok(s) => Catalog::compile(&s, "snapshot"),
+                Err(e) => {
+                    return failed(
+                        host,
+                        shared,
+                        &format!("snapshot is not valid JSON: {e}"),
+                        Failure::Snapshot,
+                    )
+                }
+            }
+        };
+        let catalog = match compiled {
+            Ok(c) => c,
+            Err(e) => {
+                return failed(
+                    host,
+                    shared,
+                    &format!("snapshot refused: {e}"),
+                    Failure::Snapshot,
+                )
+            }
+        };
+        let compiled_ms = host.now_ms().unwrap_or(0);
+        self.version = catalog.version.clone();
+        self.pending = Some(Pending {
+            catalog,
+            started_ms,
+            decoded_ms: compiled_ms.saturating_sub(started_ms),
+            body_size,
+        });
+        self.try_install(tick_ms, last_global, shared, host);
+        if self.pending.is_some() {
+            // Waiting for another worker's counter records: look again soon, not a tick later.
+            let _ = host.set_tick_period_ms(PENDING_TICK_MS);
+        }
+    }
+
+    /// Installs the pending catalog once its counter records exist (steps 3 and 4 of the module
+    /// documentation); a no-op while nothing is pending.
+    pub fn try_install<H: Host>(
+        &mut self,
+        tick_ms: u32,
+        last_global: Option<&GlobalUsage>,
+        shared: &mut Shared,
+        host: &mut H,
+    ) {
+        let Some(pending) = self.pending.as_ref() else {
+            return;
+        };
+        let now = host.now_ms().unwrap_or(0);
+        let version = pending.catalog.version.clone().unwrap_or_default();
+        let (marker, cas) = host.get(PREPARED_KEY).unwrap_or((None, None));
+        let marker = marker
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .unwrap_or_default();
+        let done = !version.is_empty() && marker == format!("done:{version}");
+        if !done {
+            let claimed_at: Option<u64> = marker
+                .strip_prefix("preparing:")
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|t| t.parse().ok());
+            if claimed_at.is_some_and(|t| now.saturating_sub(t) < CLAIM_TIMEOUT_MS) {
+                return; // another VM is creating the records; check again next tick
+            }
+            let claim = format!("preparing:{now}:{version}");
+            if !host
+                .set(PREPARED_KEY, claim.as_bytes(), cas)
+                .unwrap_or(false)
+            {
+                return; // another VM claimed it first
+            }
+            // Records exist for every application of this worker's previous catalog: create only
+            // the new ones.
+            let known: HashSet<&str> = shared
+                .catalog
+                .as_ref()
+                .map(|c| c.apps.iter().map(|a| a.id.as_str()).collect())
+                .unwrap_or_default();
+            let ok = prepare_records(
+                host,
+                pending
+                    .catalog
+                    .apps
+                    .iter()
+                    .filter(|a| !known.contains(a.id.as_str())),
+            );
+            drop(known);
+            let _ = host.set(PREPARED_KEY, format!("done:{version}").as_bytes(), None);
+            if !ok {
+                self.pending = None;
+                return failed(
+                    host,
+                    shared,
+                    "cannot prepare counter records for the new snapshot",
+                    Failure::Snapshot,
+                );
+            }
+        }
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let _ = host.set_tick_period_ms(tick_ms);
+        // Usage counted against the old catalog's indexes is named before the swap.
+        if let (Some(meter), Some(old)) = (&shared.meter, &shared.catalog) {
+            if let Ok(mut m) = meter.try_borrow_mut() {
+                m.fold(old);
+            }
+        }
+        host.log(
+            Level::Info,
+            &format!(
+                "tollgate: snapshot {} applied: {} applications, {} plans, {} bytes in {} ms (decode {} ms, {})",
+                if version.is_empty() { "-" } else { version.as_str() },
+                pending.catalog.apps.len(),
+                pending.catalog.plans.len(),
+                pending.body_size,
+                host.now_ms().unwrap_or(now).saturating_sub(pending.started_ms),
+                pending.decoded_ms,
+                if done { "counter records made by another worker" } else { "counter records made here" },
+            ),
+        );
+        let catalog = pending.catalog;
+        if let Some(summary) = catalog.skipped_summary() {
+            host.log(
+                Level::Warn,
+                &format!("tollgate: snapshot {version}: {summary}"),
+            );
+            if let Some(st) = &shared.stats {
+                st.snapshot_skipped_applications
+                    .add(catalog.skipped_apps as u64);
+            }
+        }
+        // Global usage is indexed by catalog positions: re-index the last answer for the new one.
+        shared.global = last_global.map(|g| Rc::new(GlobalView::build(&catalog, g)));
+        shared.catalog = Some(Rc::new(catalog));
+        if let Some(st) = &shared.stats {
+            st.snapshot_updates.bump();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::host::fake::World;
+    use crate::link::harness::{snapshot, ControlPlane, Mode, Worker, START_MS};
+
+    fn apps(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("app-{i:04}")).collect()
+    }
+
+    fn refs(ids: &[String]) -> Vec<&str> {
+        ids.iter().map(String::as_str).collect()
+    }
+
+    /// A worker on snapshot `v1` of `ids`, served by `cp`.
+    fn installed(world: &Rc<World>, cp: &mut ControlPlane) -> Worker {
+        let mut w = Worker::start(world);
+        w.tick();
+        cp.serve(&mut w);
+        assert_eq!(w.version(), cp.snapshot.version.as_deref());
+        w
+    }
+
+    fn has_record(world: &World, w: &Worker, app: &str) -> bool {
+        let catalog = w.catalog().unwrap();
+        let app = &catalog.apps[catalog.app_index(app).unwrap()];
+        world.value(&app.counter_key()).is_some()
+    }
+
+    #[test]
+    fn a_snapshot_read_in_pieces_installs_whole_with_every_record() {
+        let world = World::new(START_MS);
+        let ids = apps(300);
+        let mut cp = ControlPlane::new(snapshot("v1", &refs(&ids)));
+        let mut w = Worker::start(&world);
+        // The host hands the body out 1,000 bytes at a time.
+        w.host.max_read_bytes = 1_000;
+        w.tick();
+        assert!(w.catalog().is_none(), "nothing before the first snapshot");
+        cp.serve(&mut w);
+        let catalog = w.catalog().unwrap();
+        assert_eq!(catalog.version.as_deref(), Some("v1"));
+        assert_eq!(catalog.apps.len(), 300);
+        assert!(w.host.body_reads.get() > 10, "read in pieces");
+        for id in &ids {
+            assert!(has_record(&world, &w, id), "{id} has its counter record");
+        }
+        assert_eq!(world.value(PREPARED_KEY).unwrap(), b"done:v1");
+        assert_eq!(w.counter("tollgate.snapshot.updates"), 1);
+        assert_eq!(w.host.tick_ms, Some(w.link.tick_ms()));
+
+        // The next poll names the version; 304 changes nothing.
+        world.advance_ms(500);
+        w.tick();
+        let polls = w.take_calls("/snapshot");
+        assert_eq!(polls[0].header("if-none-match"), Some("\"v1\""));
+        let before = w.shared.catalog.clone().unwrap();
+        w.deliver(polls[0].token, cp.answer(&polls[0]));
+        assert!(Rc::ptr_eq(&before, w.shared.catalog.as_ref().unwrap()));
+        assert_eq!(w.counter("tollgate.snapshot.updates"), 1);
+        assert_eq!(w.counter("tollgate.snapshot.failures"), 0);
+    }
+
+    #[test]
+    fn failures_and_bodies_cut_short_keep_the_old_snapshot_until_a_new_one_installs_whole() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1", "a2"]));
+        let mut w = installed(&world, &mut cp);
+        let old = w.shared.catalog.clone().unwrap();
+        cp.snapshot = snapshot("v2", &["a1", "a2", "a3"]);
+
+        type Fail = fn(&mut ControlPlane);
+        let cases: [(&str, Fail, bool); 5] = [
+            ("503", |cp| cp.snapshot_mode = Mode::Status(503), false),
+            ("500", |cp| cp.snapshot_mode = Mode::Status(500), false),
+            ("timeout", |cp| cp.snapshot_mode = Mode::Timeout, false),
+            ("binary cut short", |cp| cp.snapshot_mode = Mode::Up, true),
+            ("JSON cut short", |cp| cp.binary = false, true),
+        ];
+        for (i, (what, set_up, cut)) in cases.into_iter().enumerate() {
+            set_up(&mut cp);
+            world.advance_ms(500);
+            w.tick();
+            let poll = w.take_calls("/snapshot").remove(0);
+            // A failed snapshot never advances the version asked for.
+            assert_eq!(poll.header("if-none-match"), Some("\"v1\""), "{what}");
+            let mut answer = cp.answer(&poll);
+            if cut {
+                // The body ends early (reset mid-body) while its announced size stays.
+                answer.announced_size = Some(answer.body.len());
+                answer.body.truncate(answer.body.len() - 10);
+            }
+            w.deliver(poll.token, answer);
+            assert!(
+                Rc::ptr_eq(&old, w.shared.catalog.as_ref().unwrap()),
+                "{what}: the old snapshot is kept"
+            );
+            assert_eq!(
+                w.counter("tollgate.snapshot.failures"),
+                i as u64 + 1,
+                "{what}"
+            );
+        }
+        assert!(
+            world
+                .value(&{
+                    let mut k = crate::catalog::COUNTER_KEY_PREFIX.to_string();
+                    k.push_str("a3");
+                    k
+                })
+                .is_none(),
+            "nothing of a refused snapshot reached shared data"
+        );
+
+        // The control plane is back: the next poll installs v2 whole.
+        cp.binary = true;
+        world.advance_ms(500);
+        w.tick();
+        cp.serve(&mut w);
+        assert_eq!(w.version(), Some("v2"));
+        assert_eq!(w.catalog().unwrap().apps.len(), 3);
+        assert!(has_record(&world, &w, "a3"));
+        assert_eq!(w.counter("tollgate.snapshot.updates"), 2);
+    }
+
+    #[test]
+    fn of_two_racing_workers_one_makes_the_records_and_both_install() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        let mut a = installed(&world, &mut cp);
+        let b = Rc::new(RefCell::new(installed(&world, &mut cp)));
+        let cp = Rc::new(RefCell::new(cp));
+        cp.borrow_mut().snapshot = snapshot("v2", &["a1", "a2"]);
+        world.advance_ms(500);
+        a.tick();
+        b.borrow_mut().tick();
+        let poll_a = a.take_calls("/snapshot").remove(0);
+        let answer_a = cp.borrow_mut().answer(&poll_a);
+
+        // Between A's read of the marker and its compare-and-swap, B gets v2, claims the work,
+        // makes the records and installs.
+        let (b2, cp2) = (Rc::clone(&b), Rc::clone(&cp));
+        world.after_get(PREPARED_KEY, move || {
+            let mut b = b2.borrow_mut();
+            let poll = b.take_calls("/snapshot").remove(0);
+            let answer = cp2.borrow_mut().answer(&poll);
+            b.deliver(poll.token, answer);
+        });
+        a.deliver(poll_a.token, answer_a);
+        let b = Rc::try_unwrap(b).ok().unwrap().into_inner();
+        assert_eq!(b.version(), Some("v2"));
+        assert!(b.host.logged("counter records made here"));
+        // A lost the claim: it keeps v1 and looks again soon.
+        assert_eq!(a.version(), Some("v1"));
+        assert_eq!(a.host.tick_ms, Some(PENDING_TICK_MS));
+
+        world.advance_ms(u64::from(PENDING_TICK_MS));
+        a.tick();
+        assert_eq!(a.version(), Some("v2"));
+        assert!(a.host.logged("counter records made by another worker"));
+        assert_eq!(a.host.tick_ms, Some(a.link.tick_ms()));
+        let a2 = {
+            let c = a.catalog().unwrap();
+            c.apps[c.app_index("a2").unwrap()].counter_key()
+        };
+        assert_eq!(world.writes(&a2), 1, "the new record is made once");
+        assert_eq!(
+            world.writes(PREPARED_KEY),
+            4,
+            "v1 claim + done, v2 claim + done"
+        );
+    }
+
+    #[test]
+    fn a_claim_left_by_a_dead_worker_is_taken_over_after_the_timeout() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        let mut a = installed(&world, &mut cp);
+        let mut b = installed(&world, &mut cp);
+        let old_b = b.shared.catalog.clone().unwrap();
+        cp.snapshot = snapshot("v2", &["a1", "a2", "a3"]);
+
+        // A claims v2's records and dies right after writing the claim.
+        a.host.die_after_set = Some(PREPARED_KEY.to_string());
+        world.advance_ms(500);
+        a.tick();
+        cp.serve(&mut a);
+        assert!(a.host.is_dead());
+        let marker = String::from_utf8(world.value(PREPARED_KEY).unwrap()).unwrap();
+        assert!(marker.starts_with("preparing:"), "{marker}");
+
+        // B gets v2 and waits for A's records, serving v1 meanwhile.
+        b.tick();
+        let poll = b.take_calls("/snapshot").remove(0);
+        let answer = cp.answer(&poll);
+        b.deliver(poll.token, answer);
+        for _ in 0..(CLAIM_TIMEOUT_MS / 1_000) {
+            assert!(Rc::ptr_eq(&old_b, b.shared.catalog.as_ref().unwrap()));
+            assert!(b.link.snapshot.is_pending());
+            assert_eq!(b.host.tick_ms, Some(PENDING_TICK_MS));
+            world.advance_ms(999);
+            b.tick();
+            b.host.calls.clear();
+        }
+        // Past the timeout B takes the claim over and installs v2 with every record.
+        world.advance_ms(CLAIM_TIMEOUT_MS);
+        b.tick();
+        assert_eq!(b.version(), Some("v2"));
+        assert!(b.host.logged("counter records made here"));
+        for id in ["a1", "a2", "a3"] {
+            assert!(has_record(&world, &b, id), "{id}");
+        }
+        assert_eq!(world.value(PREPARED_KEY).unwrap(), b"done:v2");
+    }
+}

@@ -1,0 +1,150 @@
+//! What one worker VM keeps between requests: the state its request contexts share, its stats,
+//! and the counter records it creates before traffic can reach an application. Written against
+//! [`Host`] so the control-plane link's native tests drive the very same state.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use crate::catalog::{AppDef, Catalog};
+use crate::config::Config;
+use crate::counters::ensure_record;
+use crate::decision::Reason;
+use crate::global::GlobalView;
+use crate::host::{Host, Level};
+use crate::metering::Meter;
+
+/// A host counter (Envoy exposes it as `wasmcustom.<name>`) with increments buffered per worker.
+pub struct Counter {
+    id: Option<u32>,
+    pending: Cell<u64>,
+}
+
+impl Counter {
+    fn define<H: Host>(host: &mut H, name: &str) -> Counter {
+        Counter {
+            id: host.define_counter(name),
+            pending: Cell::new(0),
+        }
+    }
+
+    pub fn bump(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.pending.set(self.pending.get().saturating_add(n));
+    }
+
+    fn flush<H: Host>(&self, host: &mut H) {
+        let n = self.pending.replace(0);
+        if n > 0 {
+            host.increment(self.id, n);
+        }
+    }
+}
+
+pub struct Stats {
+    pub allowed: Counter,
+    unauthorized: Counter,
+    pub errors: Counter,
+    rejected: Vec<(Reason, Counter)>,
+    pub snapshot_updates: Counter,
+    pub snapshot_failures: Counter,
+    /// Invalid applications left out of an installed snapshot (the rest of it applied).
+    pub snapshot_skipped_applications: Counter,
+    pub usage_reports: Counter,
+    pub usage_report_failures: Counter,
+    pub usage_dropped: Counter,
+}
+
+impl Stats {
+    /// Defines the host counters. Only called where the configuration turns stats on: Kong builds
+    /// without metrics support trap on the metric calls.
+    pub fn define<H: Host>(host: &mut H) -> Stats {
+        Stats {
+            allowed: Counter::define(host, "tollgate.allowed"),
+            unauthorized: Counter::define(host, "tollgate.unauthorized"),
+            errors: Counter::define(host, "tollgate.errors"),
+            rejected: Reason::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        *r,
+                        Counter::define(host, &format!("tollgate.rejected.{}", r.code())),
+                    )
+                })
+                .collect(),
+            snapshot_updates: Counter::define(host, "tollgate.snapshot.updates"),
+            snapshot_failures: Counter::define(host, "tollgate.snapshot.failures"),
+            snapshot_skipped_applications: Counter::define(
+                host,
+                "tollgate.snapshot.skipped_applications",
+            ),
+            usage_reports: Counter::define(host, "tollgate.usage.reports"),
+            usage_report_failures: Counter::define(host, "tollgate.usage.report_failures"),
+            usage_dropped: Counter::define(host, "tollgate.usage.dropped_entries"),
+        }
+    }
+
+    pub fn rejected(&self, reason: Reason) {
+        if let Some((_, c)) = self.rejected.iter().find(|(r, _)| *r == reason) {
+            c.bump();
+        }
+        if reason.is_auth_failure() {
+            self.unauthorized.bump();
+        }
+    }
+
+    /// Adds the locally counted increments to the host's counters.
+    pub fn flush<H: Host>(&self, host: &mut H) {
+        for c in [
+            &self.allowed,
+            &self.unauthorized,
+            &self.errors,
+            &self.snapshot_updates,
+            &self.snapshot_failures,
+            &self.snapshot_skipped_applications,
+            &self.usage_reports,
+            &self.usage_report_failures,
+            &self.usage_dropped,
+        ] {
+            c.flush(host);
+        }
+        for (_, c) in &self.rejected {
+            c.flush(host);
+        }
+    }
+}
+
+/// What a worker's requests share: the settings, the catalog (swapped whole when a new snapshot
+/// arrives, so a request sees one snapshot from start to end) and the meter.
+#[derive(Default)]
+pub struct Shared {
+    pub config: Option<Rc<Config>>,
+    pub catalog: Option<Rc<Catalog>>,
+    pub stats: Option<Rc<Stats>>,
+    pub meter: Option<Rc<RefCell<Meter>>>,
+    /// Usage of other gateway instances (global quotas), indexed for the current catalog.
+    pub global: Option<Rc<GlobalView>>,
+}
+
+/// Creates every application's counter record before traffic can reach it, so the request path
+/// always has a CAS token (see `counters::ensure_record`).
+pub fn prepare_records<'a, H: Host>(
+    host: &mut H,
+    apps: impl IntoIterator<Item = &'a AppDef>,
+) -> bool {
+    for app in apps {
+        if let Err(e) = ensure_record(host, app) {
+            host.log(
+                Level::Error,
+                &format!(
+                    "tollgate: cannot create counter record for {}: {e:?}",
+                    app.id
+                ),
+            );
+            return false;
+        }
+    }
+    true
+}
