@@ -11,6 +11,9 @@ from conftest import ADMIN_TOKEN
 from support.control_plane import Api
 from test_billing import catalog, db, next_month, start_server, today, wait_run  # noqa: F401
 
+# Not beside other tests (tests/pytest.ini): replicas racing for one billing run within timed windows.
+pytestmark = pytest.mark.exclusive
+
 ACCOUNTS = 40
 #: Concurrent start requests per round, split over the two replicas.
 STARTS_PER_ROUND = 20

@@ -183,6 +183,9 @@ def test_postgres_restart_under_load_is_503_then_recovers():
 from test_loop import loop, new_app, usage_total, wait_known  # noqa: E402,F401  (the closed-loop fixture)
 from conftest import call  # noqa: E402
 
+# Not beside other tests (tests/pytest.ini): kill -9 and PostgreSQL restarts under load, with retry deadlines.
+pytestmark = pytest.mark.exclusive
+
 
 def test_envoy_restart_takes_its_counts_back_from_the_control_plane(loop):
     """An application with 30 hits a day uses 20 through one Envoy, which is drained (one flush

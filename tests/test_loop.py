@@ -12,6 +12,9 @@ from conftest import ADMIN_TOKEN, call
 from support.control_plane import Api, Database, Server
 from support.envoy import Envoy, bootstrap, free_port, static_cluster, wasm_filter
 
+# Not beside other tests (tests/pytest.ini): wall-clock bounds on propagation to every worker and traffic counts during an outage.
+pytestmark = pytest.mark.exclusive
+
 #: How long a change may take to reach every worker in these tests (the figure is printed).
 PROPAGATION_TIMEOUT_S = 10
 

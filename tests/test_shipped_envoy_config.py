@@ -19,7 +19,7 @@ def test_shipped_envoy_yaml_enforces_the_demo_plan(upstream):
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     wasm = hcm["http_filters"][0]["typed_config"]["config"]
     assert wasm["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
-    assert wasm["vm_config"]["code"]["local"]["filename"] == "target/wasm32-wasip1/release/tollgate_filter.wasm"
+    assert wasm["vm_config"]["code"]["local"]["filename"] == "target/wasm32-wasip1/wasm/tollgate_filter.wasm"
     wasm["vm_config"]["code"]["local"]["filename"] = wasm_path()
     cluster = config["static_resources"]["clusters"][0]
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][

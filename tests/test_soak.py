@@ -7,6 +7,9 @@ import pytest
 
 from bench.soak import check, run
 
+# Not beside other tests (tests/pytest.ini): a minute of wrk load with bounds on admitted requests and memory.
+pytestmark = pytest.mark.exclusive
+
 #: Length of the soak inside the test command.
 SOAK_SECONDS = 60
 

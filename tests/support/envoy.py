@@ -39,7 +39,7 @@ def envoy_binary():
 
 def wasm_path():
     return os.environ.get("TOLLGATE_WASM") or str(
-        ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate_filter.wasm")
+        ROOT / "target" / "wasm32-wasip1" / "wasm" / "tollgate_filter.wasm")
 
 
 def free_port():

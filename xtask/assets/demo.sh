@@ -7,7 +7,9 @@ cd "$(dirname "$0")/../.."
 LISTEN=10000 ADMIN=9901 UPSTREAM=8081 CP=8080
 DIR=.tollgate/demo
 PY=.venv/bin/python
-TOLLGATE=target/release/tollgate
+# `cargo xtask run` passes where it built them (CARGO_TARGET_DIR is honoured).
+TOLLGATE=${TOLLGATE_BIN:-target/release/tollgate}
+WASM=${TOLLGATE_WASM:-target/wasm32-wasip1/wasm/tollgate_filter.wasm}
 trap 'trap - EXIT INT TERM; kill 0 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
 fail() { echo "demo: $*" >&2; exit 1; }
 json() { $PY -c "import json,sys; print(json.load(sys.stdin)$1)"; }
@@ -44,11 +46,12 @@ APP_ID=$(echo "$APP" | json "['id']")
 KEY=$(echo "$APP" | json "['key']")
 GATEWAY_TOKEN=$($TOLLGATE gateway-tokens create --name demo-envoy --service "$SERVICE" --json | json "['token']")
 
-SERVICE_ID="$SERVICE" GATEWAY_TOKEN="$GATEWAY_TOKEN" $PY -c '
+SERVICE_ID="$SERVICE" GATEWAY_TOKEN="$GATEWAY_TOKEN" WASM="$WASM" $PY -c '
 import os, sys
 t = open("envoy/envoy-control-plane.yaml").read()
 for k in ("SERVICE_ID", "GATEWAY_TOKEN"):
     t = t.replace("${" + k + "}", os.environ[k])
+t = t.replace("target/wasm32-wasip1/wasm/tollgate_filter.wasm", os.environ["WASM"])
 open(sys.argv[1], "w").write(t)' "$DIR/envoy.yaml"
 .venv/bin/envoy -c "$DIR/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
   --log-path "$DIR/envoy.log" &

@@ -62,19 +62,26 @@ pub fn check() -> Result {
         "cargo",
         &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"],
     )?;
-    sh(
+    // With the fuzz build's profile, target, flags and target directory, so what clippy builds
+    // first (libfuzzer-sys's build script compiles libFuzzer's C++) is reused by that build.
+    let triple = host_triple()?;
+    sh_env(
         "cargo",
         &[
             "clippy",
+            "--release",
             "--manifest-path",
             "fuzz/Cargo.toml",
             "--target-dir",
-            "target/fuzz-check",
+            "target/fuzz",
+            "--target",
+            &triple,
             "--bins",
             "--",
             "-D",
             "warnings",
         ],
+        &[("RUSTFLAGS", RUSTFLAGS.into())],
     )
 }
 

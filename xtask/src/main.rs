@@ -14,8 +14,11 @@
 //! - `cargo xtask fuzz`: the filter's libFuzzer targets (`fuzz/`), bounded in time or runs.
 //! - `cargo xtask soak`: ten minutes of load through Envoy + filter + control plane on
 //!   PostgreSQL (`--seconds N` to change): usage exact, memory flat (prints the samples).
+//! - `cargo xtask deny`: `cargo deny check` (advisories, licences, duplicate majors, sources), as
+//!   in `cargo xtask test`; installs cargo-deny the first time.
 //! - `cargo xtask setup`: only the installation step.
 
+mod deny;
 mod fuzz;
 
 use std::env;
@@ -42,6 +45,9 @@ const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Port of the throwaway cluster (never the standard one, which may be taken by a stopped server).
 const THROWAWAY_POSTGRES_PORT: u16 = 55432;
 const WASM_TARGET: &str = "wasm32-wasip1";
+/// The Cargo profile of the gateway filter (fat LTO, one codegen unit, abort: see Cargo.toml);
+/// its modules land in `target/wasm32-wasip1/wasm/`.
+const WASM_PROFILE: &str = "wasm";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -57,9 +63,10 @@ fn main() {
         Some("bench-payments") => bench_release_script("tests/bench/bench_payments.py", &args[1..]),
         Some("bench-loop") => bench_release_script("tests/bench/bench_loop.py", &args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("deny") => deny::deny(),
         Some("soak") => bench_release_script("tests/bench/soak.py", &args[1..]),
         _ => Err(
-            "usage: cargo xtask <run|test|fuzz|soak|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-loop|setup>".into(),
+            "usage: cargo xtask <run|test|fuzz|deny|soak|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-loop|setup>".into(),
         ),
     };
     if let Err(e) = outcome {
@@ -73,6 +80,36 @@ fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set (relative to the root), else `target/`.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(|d| root().join(d))
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// A module built by [`build_wasm`].
+fn wasm_module(file: &str) -> PathBuf {
+    target_dir().join(WASM_TARGET).join(WASM_PROFILE).join(file)
+}
+
+/// The paths of what was built, for the scripts (demo, benchmarks, pytest) to run.
+fn built(control_plane: &str) -> [(&'static str, String); 2] {
+    [
+        (
+            "TOLLGATE_BIN",
+            target_dir()
+                .join(control_plane)
+                .join("tollgate")
+                .display()
+                .to_string(),
+        ),
+        (
+            "TOLLGATE_WASM",
+            wasm_module("tollgate_filter.wasm").display().to_string(),
+        ),
+    ]
 }
 
 fn venv() -> PathBuf {
@@ -182,12 +219,22 @@ fn build_filter() -> Result {
     build_wasm("tollgate-filter", "the filter")
 }
 
-/// A release build of a workspace package for wasm32-wasip1.
+/// A build of a workspace package for wasm32-wasip1 with the filter's profile.
 fn build_wasm(package: &str, what: &str) -> Result {
-    step(&format!("build {what} ({WASM_TARGET}, release)"));
+    step(&format!(
+        "build {what} ({WASM_TARGET}, profile {WASM_PROFILE})"
+    ));
     sh(
         "cargo",
-        &["build", "-p", package, "--target", WASM_TARGET, "--release"],
+        &[
+            "build",
+            "-p",
+            package,
+            "--target",
+            WASM_TARGET,
+            "--profile",
+            WASM_PROFILE,
+        ],
     )
 }
 
@@ -233,6 +280,7 @@ fn test() -> Result {
             "warnings",
         ],
     )?;
+    deny::deny()?;
     step("cargo test (native)");
     sh("cargo", &["test", "--workspace"])?;
     step("cargo test (decision core and the link's protocols compiled to wasm32, run under Node's WASI)");
@@ -259,14 +307,59 @@ fn test() -> Result {
     sh("cargo", &["build", "-p", "tollgate-control-plane"])?;
     let postgres = Postgres::ensure()?;
     postgres_server_bin()?;
-    step("end-to-end tests (pytest: real Envoy, real control plane on SQLite and PostgreSQL, real HTTP)");
-    let outcome = sh_env(
-        ".venv/bin/python",
-        &["-m", "pytest", "-q", "tests"],
-        &[("TOLLGATE_TEST_POSTGRES_URL", postgres.url.clone())],
-    );
+    let outcome = end_to_end(&postgres.url);
     postgres.stop();
     outcome
+}
+
+/// pytest workers for the end-to-end suite: its tests mostly wait (process start-up, Envoy
+/// loading the module, polling), so three share two cores well. Every test has its own ports,
+/// temp dirs and PostgreSQL database (tests/support), so they are independent.
+const PYTEST_WORKERS: &str = "3";
+
+/// The end-to-end suite in two runs: everything but the `exclusive` tests on [`PYTEST_WORKERS`]
+/// workers, then the `exclusive` ones (wall-clock bounds, load, server restarts: tests/pytest.ini)
+/// one at a time with nothing else running. Each prints its 20 slowest tests.
+fn end_to_end(postgres_url: &str) -> Result {
+    let [bin, wasm] = built("debug");
+    let envs = [
+        ("TOLLGATE_TEST_POSTGRES_URL", postgres_url.to_string()),
+        bin,
+        wasm,
+    ];
+    step(&format!(
+        "end-to-end tests on {PYTEST_WORKERS} workers (pytest: real Envoy, real control plane on SQLite and PostgreSQL, real HTTP)"
+    ));
+    let parallel = sh_env(
+        ".venv/bin/python",
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            PYTEST_WORKERS,
+            "-m",
+            "not exclusive",
+            "--durations=20",
+            "tests",
+        ],
+        &envs,
+    );
+    step("end-to-end tests marked exclusive, one at a time");
+    let exclusive = sh_env(
+        ".venv/bin/python",
+        &[
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "exclusive",
+            "--durations=20",
+            "tests",
+        ],
+        &envs,
+    );
+    parallel.and(exclusive)
 }
 
 /// Debian's PostgreSQL server binaries (installed when missing): for a throwaway cluster, and for
@@ -386,6 +479,7 @@ fn run() -> Result {
     // the shell that owns (and stops) every process of the demo.
     let err = Command::new("bash")
         .arg(root().join("xtask/assets/demo.sh"))
+        .envs(built("release"))
         .current_dir(root())
         .exec();
     Err(format!("cannot start xtask/assets/demo.sh: {err}"))
@@ -395,7 +489,7 @@ fn run() -> Result {
 /// floor, built from `tests/bench/noop-filter`).
 fn bench_filter(extra: &[String]) -> Result {
     build_wasm("tollgate-bench-noop", "the benchmark's no-op filter")?;
-    let floor = root().join("target/wasm32-wasip1/release/tollgate_bench_noop.wasm");
+    let floor = wasm_module("tollgate_bench_noop.wasm");
     let mut args = vec!["--floor".to_string(), floor.display().to_string()];
     args.extend(extra.iter().cloned());
     bench_release_script("tests/bench/bench_filter.py", &args)
@@ -443,13 +537,14 @@ fn bench_release_script(script: &str, extra: &[String]) -> Result {
     step(&format!("benchmark: {script}"));
     let mut args = vec![script];
     args.extend(extra.iter().map(String::as_str));
-    let bin = root().join("target/release/tollgate").display().to_string();
+    let [bin, wasm] = built("release");
     let outcome = sh_env(
         ".venv/bin/python",
         &args,
         &[
             ("TOLLGATE_TEST_POSTGRES_URL", postgres.url.clone()),
-            ("TOLLGATE_BIN", bin),
+            bin,
+            wasm,
         ],
     );
     postgres.stop();

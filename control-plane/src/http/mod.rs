@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod applications;
 pub mod auth;
 pub mod billing;
+pub mod catch_panic;
 pub mod developer;
 pub mod error;
 pub mod extract;
@@ -269,6 +270,7 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        .layer(catch_panic::layer())
         .with_state(state)
 }
 

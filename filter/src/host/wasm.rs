@@ -12,6 +12,7 @@
 //! appears here, if any module but this one reaches the host, or if the metric calls (missing
 //! from Kong builds without metrics support) can run while `stats` is off.
 
+// The workspace denies unsafe code; calling the host's imported functions needs it, here only.
 #![allow(unsafe_code)]
 
 use std::ptr::{null, null_mut};
