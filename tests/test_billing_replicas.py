@@ -7,6 +7,8 @@ SQLite file or one PostgreSQL database."""
 import threading
 import time
 
+import pytest
+
 from conftest import ADMIN_TOKEN
 from support.control_plane import Api
 from test_billing import catalog, db, next_month, start_server, today, wait_run  # noqa: F401
