@@ -133,7 +133,7 @@ class Listener:
 
 
 BRAINTREE = {"type": "braintree", "merchant_id": "m", "public_key": "bt_pub", "private_key": "bt_private_1",
-             "environment": "sandbox"}
+             "environment": "sandbox", "merchant_accounts": {"USD": "m_usd"}}
 
 
 def developer_of(api, srv):
