@@ -157,6 +157,14 @@ async fn main_async() -> Res<()> {
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
     let which = arg("--db").unwrap_or_else(|| "both".into());
+    if which == "both" {
+        // One database per process, as `tollgate serve` runs: the store's backend is process-wide
+        // (set by the first `store::connect`), so PostgreSQL after SQLite in one process would get
+        // SQLite's `BEGIN IMMEDIATE`.
+        return ["sqlite", "postgres"]
+            .into_iter()
+            .try_for_each(in_own_process);
+    }
     println!("billing run benchmark: {accounts} accounts × {METRICS} metrics, batch {} accounts/transaction", run::batch_size());
     if which == "sqlite" || which == "both" {
         let dir =
@@ -183,6 +191,32 @@ async fn main_async() -> Res<()> {
         r?;
     }
     Ok(())
+}
+
+/// This benchmark again, for one database, in a child process; its output is this one's.
+fn in_own_process(db: &str) -> Res<()> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // Every argument but a `--db` pair (an explicit `--db both` would start this again).
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = Vec::with_capacity(given.len() + 2);
+    let mut rest = given.into_iter();
+    while let Some(a) = rest.next() {
+        if a == "--db" {
+            rest.next();
+        } else {
+            args.push(a);
+        }
+    }
+    args.extend(["--db".to_string(), db.to_string()]);
+    let status = std::process::Command::new(exe)
+        .args(&args)
+        .status()
+        .map_err(|e| format!("cannot start the {db} benchmark: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the {db} benchmark failed ({status})"))
+    }
 }
 
 fn main() {
