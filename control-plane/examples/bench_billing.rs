@@ -10,10 +10,10 @@
 use std::time::Instant;
 
 use sqlx::Executor;
-use tollgate_control_plane::billing::calendar::{
+use tollgate_control_plane::domain::billing::calendar::{
     day_of, month_start, previous_month_start, SECONDS_PER_DAY,
 };
-use tollgate_control_plane::billing::run;
+use tollgate_control_plane::domain::billing::run;
 use tollgate_control_plane::store::{self, Pool};
 
 const METRICS: usize = 10;

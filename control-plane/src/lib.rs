@@ -1,17 +1,15 @@
 //! Tollgate's control plane: the `tollgate` binary's library.
 //!
 //! - [`store`]: the database (SQLite by default, PostgreSQL by URL), migrations, ids and time.
-//! - [`catalog`]: validation rules of what is sold (limits, pricing rules, mapping rules).
+//! - [`domain`]: catalog, accounts, billing and payments; knows nothing of HTTP.
 //! - [`http`]: the admin API (axum), one file per resource, errors converted in one place.
 //! - [`cli`]: `tollgate` subcommands for people at a terminal.
 
-pub mod billing;
-pub mod catalog;
 pub mod cli;
+pub mod domain;
 pub mod http;
 pub mod money;
 pub mod outbound;
-pub mod payments;
 pub mod portal;
 pub mod purge;
 pub mod rate_limit;

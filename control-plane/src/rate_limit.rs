@@ -208,17 +208,16 @@ impl Limiter {
         &self,
         kind: TokenKind,
         ip: Option<&str>,
-    ) -> Option<crate::http::error::ApiError> {
-        self.token_blocked(kind, ip).map(|retry_after| {
-            crate::http::error::ApiError::TooManyRequests {
+    ) -> Option<crate::domain::DomainError> {
+        self.token_blocked(kind, ip)
+            .map(|retry_after| crate::domain::DomainError::RateLimited {
                 code: "authentication_rate_limited",
                 message: format!(
                     "too many failed {} token authentications from this address; retry later",
                     kind.as_str()
                 ),
                 retry_after,
-            }
-        })
+            })
     }
 
     /// The client address of a request in a middleware (see [`Limiter::client_ip`]), or `None`

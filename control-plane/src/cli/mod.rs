@@ -371,7 +371,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let settings = Settings::from_env()?;
             let pool = store::connect(&settings.database_url).await?;
             store::migrate(&pool).await?;
-            let name = crate::catalog::check_name("name", &name).map_err(|e| format!("{e:?}"))?;
+            let name =
+                crate::domain::catalog::check_name("name", &name).map_err(|e| format!("{e:?}"))?;
             let scope = Scope::parse(&scope).unwrap_or(Scope::Read);
             let expires_at =
                 crate::http::tokens::expiry(expires_in_days).map_err(|e| e.public_message())?;
@@ -790,10 +791,10 @@ async fn serve() -> Result<(), String> {
     // another process may share the file and be running it, and marking it interrupted here
     // would let a second run start beside it.
     if let Some(k) = settings.master_key {
-        crate::payments::config::set_master_key(k);
+        crate::domain::payments::config::set_master_key(k);
         // Secrets sealed before they carried their place are re-sealed now, before anything opens
         // them: afterwards only values bound to their field are used (docs/payments.md).
-        match crate::payments::config::reseal_first_format(&pool, &k).await {
+        match crate::domain::payments::config::reseal_first_format(&pool, &k).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(n, "gateway secrets re-sealed in the current format"),
             Err(e) => return Err(format!("cannot re-seal gateway secrets: {e}")),
@@ -813,16 +814,16 @@ async fn serve() -> Result<(), String> {
         crate::purge::interval_from_env()?,
     ));
     if settings.billing_scheduler {
-        tokio::spawn(crate::billing::scheduler::run_scheduler(
+        tokio::spawn(crate::domain::billing::scheduler::run_scheduler(
             pool.clone(),
             state.billing_runs.clone(),
         ));
     }
     match &settings.smtp_url {
         Some(url) => {
-            tokio::spawn(crate::billing::outbox::run_sender(
+            tokio::spawn(crate::domain::billing::outbox::run_sender(
                 pool.clone(),
-                crate::billing::outbox::SmtpSettings {
+                crate::domain::billing::outbox::SmtpSettings {
                     url: url.clone(),
                     from: settings.mail_from.clone(),
                 },

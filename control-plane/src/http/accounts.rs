@@ -4,22 +4,18 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, ListParams, Page};
 use super::AppState;
-use crate::catalog::check_name;
+use crate::domain::accounts::{check_address, check_email, BillingAddress};
+use crate::domain::catalog::check_name;
 use crate::money::parse_amount;
 use crate::secrets::new_id;
 use crate::store::{now, Pool};
-
-/// Longest email address (RFC 5321's path limit).
-pub const MAX_EMAIL_CHARS: usize = 254;
-/// Longest line of a billing address.
-pub const MAX_ADDRESS_FIELD_CHARS: usize = 200;
 
 /// (id, name, email, billing_address JSON, vat_rate, vat_code, created_at, updated_at, credit_balance)
 type AccountRow = (
@@ -35,24 +31,6 @@ type AccountRow = (
 );
 
 const ACCOUNT_SELECT: &str = "SELECT id, name, email, billing_address, vat_rate, vat_code, created_at, updated_at, credit_balance FROM accounts";
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct BillingAddress {
-    #[serde(default)]
-    pub line1: String,
-    #[serde(default)]
-    pub line2: String,
-    #[serde(default)]
-    pub city: String,
-    #[serde(default)]
-    pub postal_code: String,
-    #[serde(default)]
-    pub region: String,
-    /// ISO 3166-1 alpha-2, e.g. "DE".
-    #[serde(default)]
-    pub country: String,
-}
 
 fn account_json(r: &AccountRow) -> ApiResult<Value> {
     let address: Value = serde_json::from_str(&r.3).unwrap_or_else(|_| json!({}));
@@ -83,27 +61,6 @@ pub struct AccountInput {
     vat_code: Option<String>,
 }
 
-pub fn check_email(email: &str) -> ApiResult<String> {
-    let e = email.trim();
-    let valid = e.chars().count() <= MAX_EMAIL_CHARS
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
-        && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        });
-    if valid {
-        Ok(e.to_string())
-    } else {
-        Err(ApiError::invalid(
-            "email",
-            "invalid_email",
-            format!("{email:?} is not an email address"),
-        ))
-    }
-}
-
 fn check_vat_rate(raw: &str) -> ApiResult<Decimal> {
     let rate =
         parse_amount(raw).map_err(|m| ApiError::invalid("vat_rate", "invalid_vat_rate", m))?;
@@ -115,34 +72,6 @@ fn check_vat_rate(raw: &str) -> ApiResult<Decimal> {
         ));
     }
     Ok(rate)
-}
-
-pub fn check_address(a: &BillingAddress) -> ApiResult<String> {
-    for (field, v) in [
-        ("line1", &a.line1),
-        ("line2", &a.line2),
-        ("city", &a.city),
-        ("postal_code", &a.postal_code),
-        ("region", &a.region),
-    ] {
-        if v.chars().count() > MAX_ADDRESS_FIELD_CHARS || v.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                format!("billing_address.{field}"),
-                "invalid_address",
-                format!("at most {MAX_ADDRESS_FIELD_CHARS} printable characters"),
-            ));
-        }
-    }
-    let country_ok = a.country.is_empty()
-        || (a.country.len() == 2 && a.country.bytes().all(|b| b.is_ascii_uppercase()));
-    if !country_ok {
-        return Err(ApiError::invalid(
-            "billing_address.country",
-            "invalid_country",
-            "an ISO 3166-1 alpha-2 code like \"DE\"",
-        ));
-    }
-    serde_json::to_string(a).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 fn check_vat_code(code: &str) -> ApiResult<Option<String>> {

@@ -23,7 +23,7 @@ use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, Page};
 use super::plans::{copy_plan, fetch_plan};
 use super::AppState;
-use crate::catalog::check_name;
+use crate::domain::catalog::check_name;
 use crate::secrets::{key_prefix, new_api_key, new_id, sha256_hex};
 use crate::store::{now, Pool, Tx};
 
@@ -213,7 +213,7 @@ pub(crate) async fn insert_application(
     .bind(t)
     .execute(&mut **tx)
     .await?;
-    crate::billing::contracts::start(tx, &id, plan_id, t).await?;
+    crate::domain::billing::contracts::start(tx, &id, plan_id, t).await?;
     let (key_row, key) = insert_key(tx, &id).await?;
     Ok((id, key_row, key))
 }
@@ -337,8 +337,8 @@ pub async fn update(
         .bind(t)
         .execute(&mut *tx)
         .await?;
-    crate::billing::contracts::rename(&mut tx, &id, &name).await?;
-    crate::billing::contracts::change_plan(&mut tx, &id, &plan_id, t).await?;
+    crate::domain::billing::contracts::rename(&mut tx, &id, &name).await?;
+    crate::domain::billing::contracts::change_plan(&mut tx, &id, &plan_id, t).await?;
     tx.commit().await?;
     Ok(Json(
         app_json(&s.pool, &fetch_app(&s.pool, &id).await?).await?,
@@ -348,7 +348,7 @@ pub async fn update(
 pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     fetch_app(&s.pool, &id).await?;
     let mut tx = s.pool.begin().await?;
-    crate::billing::contracts::end(&mut tx, &id, now()).await?;
+    crate::domain::billing::contracts::end(&mut tx, &id, now()).await?;
     sqlx::query("DELETE FROM application_keys WHERE application_id = $1")
         .bind(&id)
         .execute(&mut *tx)
@@ -536,7 +536,10 @@ pub async fn customize_plan(
     }
     let mut tx = s.pool.begin().await?;
     let name = format!("{} (custom for {})", plan.2, a.3);
-    let name: String = name.chars().take(crate::catalog::MAX_NAME_CHARS).collect();
+    let name: String = name
+        .chars()
+        .take(crate::domain::catalog::MAX_NAME_CHARS)
+        .collect();
     let copy = copy_plan(&mut tx, &plan, &name).await?;
     sqlx::query("UPDATE applications SET plan_id = $2, updated_at = $3 WHERE id = $1")
         .bind(&id)
@@ -544,7 +547,7 @@ pub async fn customize_plan(
         .bind(now())
         .execute(&mut *tx)
         .await?;
-    crate::billing::contracts::switch_to_copy(&mut tx, &id, &copy).await?;
+    crate::domain::billing::contracts::switch_to_copy(&mut tx, &id, &copy).await?;
     tx.commit().await?;
     let plan = fetch_plan(&s.pool, &copy).await?;
     Ok((

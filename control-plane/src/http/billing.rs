@@ -10,8 +10,8 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, JsonBody, RawBody};
 use super::list::{page, ListParams, Page};
 use super::AppState;
-use crate::billing::calendar::{day_of, parse_date};
-use crate::billing::{run, settings};
+use crate::domain::billing::calendar::{day_of, parse_date};
+use crate::domain::billing::{run, settings};
 use crate::store::now;
 
 pub async fn get_settings(State(s): State<AppState>) -> ApiResult<Json<Value>> {

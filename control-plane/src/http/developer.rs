@@ -15,7 +15,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, ListParams};
 use super::AppState;
-use crate::billing::invoices::{self, Invoice, INVOICE_COLUMNS};
+use crate::domain::billing::invoices::{self, Invoice, INVOICE_COLUMNS};
 use crate::rate_limit::TokenKind;
 use crate::secrets::{constant_time_eq, new_account_token, new_id, sha256_hex};
 use crate::store::now;
@@ -91,7 +91,8 @@ pub async fn create_token(
     JsonBody(input): JsonBody<TokenInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     super::accounts::fetch_account(&s.pool, &account_id).await?;
-    let name = crate::catalog::check_name("name", input.name.as_deref().unwrap_or("developer"))?;
+    let name =
+        crate::domain::catalog::check_name("name", input.name.as_deref().unwrap_or("developer"))?;
     let expires_at = super::tokens::expiry(input.expires_in_days)?;
     let token = new_account_token();
     let id = new_id("atok");

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::domain::DomainError;
+
 #[derive(Debug)]
 pub enum ApiError {
     /// 400: the request cannot be understood (bad JSON, bad query parameter).
@@ -111,65 +113,74 @@ impl ApiError {
     }
 }
 
-impl From<crate::money::CorruptAmount> for ApiError {
-    fn from(e: crate::money::CorruptAmount) -> Self {
-        ApiError::Internal(e.to_string())
-    }
-}
-
-impl From<crate::billing::currency::UnknownCurrency> for ApiError {
-    fn from(e: crate::billing::currency::UnknownCurrency) -> Self {
-        ApiError::conflict(
-            "unknown_currency",
-            format!(
-                "the stored currency code {:?} is not an ISO 4217 code Tollgate knows: nothing is issued or charged in a guessed currency; correct the stored value",
-                e.0
-            ),
-        )
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Malformed {
+                code,
+                message,
+                param,
+            } => ApiError::BadRequest {
+                code,
+                message,
+                param,
+            },
+            DomainError::NotFound { resource, id } => ApiError::NotFound { resource, id },
+            DomainError::Conflict {
+                code,
+                message,
+                param,
+            } => ApiError::Conflict {
+                code,
+                message,
+                param,
+            },
+            DomainError::Invalid {
+                code,
+                message,
+                param,
+            } => ApiError::Invalid {
+                code,
+                message,
+                param,
+            },
+            DomainError::Forbidden(m) => ApiError::Forbidden(m),
+            DomainError::RateLimited {
+                code,
+                message,
+                retry_after,
+            } => ApiError::TooManyRequests {
+                code,
+                message,
+                retry_after,
+            },
+            DomainError::Unavailable(m) => ApiError::Unavailable(m),
+            DomainError::Internal(m) => ApiError::Internal(m),
+        }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut => {
-                ApiError::Unavailable("the database is busy; retry shortly".into())
-            }
-            // The database went away (restart, failover, network): nothing was committed, the
-            // pool reconnects on its own; the client retries.
-            sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) => {
-                tracing::warn!(error = %e, "database unreachable; answered 503");
-                ApiError::Unavailable("the database is unreachable; retry shortly".into())
-            }
-            // PostgreSQL connection exceptions (class 08) and shutdown / not yet accepting
-            // connections (57P01-57P03).
-            sqlx::Error::Database(d)
-                if d.code().is_some_and(|c| {
-                    c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
-                }) =>
-            {
-                tracing::warn!(error = %d, "database connection lost; answered 503");
-                ApiError::Unavailable("the database is unreachable; retry shortly".into())
-            }
-            // Lock contention the client should simply retry: SQLite busy/locked, PostgreSQL
-            // deadlock or serialization failure (the transaction was rolled back whole).
-            sqlx::Error::Database(d)
-                if d.code().is_some_and(|c| {
-                    matches!(c.as_ref(), "5" | "6" | "517" | "40P01" | "40001")
-                }) =>
-            {
-                tracing::warn!(error = %d, "transaction aborted by lock contention; answered 503");
-                ApiError::Unavailable("the database is busy; retry shortly".into())
-            }
-            // A concurrent change removed or still references what this request relied on.
-            sqlx::Error::Database(d) if d.is_foreign_key_violation() || d.is_unique_violation() => {
-                ApiError::conflict(
-                    "conflicting_change",
-                    "a concurrent change conflicts with this request; retry",
-                )
-            }
-            other => ApiError::Internal(other.to_string()),
-        }
+        DomainError::from(e).into()
+    }
+}
+
+impl From<crate::domain::billing::currency::UnknownCurrency> for ApiError {
+    fn from(e: crate::domain::billing::currency::UnknownCurrency) -> Self {
+        DomainError::from(e).into()
+    }
+}
+
+impl From<crate::domain::payments::units::UnitError> for ApiError {
+    fn from(e: crate::domain::payments::units::UnitError) -> Self {
+        DomainError::from(e).into()
+    }
+}
+
+impl From<crate::money::CorruptAmount> for ApiError {
+    fn from(e: crate::money::CorruptAmount) -> Self {
+        DomainError::from(e).into()
     }
 }
 
@@ -216,7 +227,7 @@ impl ApiError {
                 format!(
                     "request bodies are limited to {} bytes ({} on provider webhooks)",
                     super::MAX_BODY_BYTES,
-                    crate::payments::webhooks::MAX_WEBHOOK_BYTES
+                    crate::domain::payments::webhooks::MAX_WEBHOOK_BYTES
                 ),
                 None,
             ),
@@ -312,3 +323,10 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A domain error answered directly (a handler that returns `DomainResult`).
+impl IntoResponse for DomainError {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}

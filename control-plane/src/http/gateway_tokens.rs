@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, ListParams, Page};
 use super::AppState;
-use crate::catalog::check_name;
+use crate::domain::catalog::check_name;
 use crate::secrets::{new_gateway_token, new_id, sha256_hex};
 use crate::store::{now, Pool};
 

@@ -13,9 +13,9 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, JsonBody};
 use super::list::page;
 use super::AppState;
-use crate::billing::calendar::{day_of, parse_date};
-use crate::billing::invoices::{self, Invoice, INVOICE_COLUMNS};
-use crate::billing::{pdf, settings};
+use crate::domain::billing::calendar::{day_of, parse_date};
+use crate::domain::billing::invoices::{self, Invoice, INVOICE_COLUMNS};
+use crate::domain::billing::{pdf, settings};
 use crate::store::now;
 
 /// Longest manual line description.

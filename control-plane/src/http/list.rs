@@ -1,12 +1,10 @@
 //! Cursor pagination: `?limit=N&starting_after=<id>`. Ids are time-ordered, so "after" is "newer".
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::error::ApiError;
 
-/// Page size when none is asked for, and the most one page may hold.
-pub const DEFAULT_PAGE: i64 = 20;
-pub const MAX_PAGE: i64 = 100;
+pub use crate::domain::page::{page, Page, PageRequest, DEFAULT_PAGE, MAX_PAGE};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,57 +30,12 @@ impl ListParams {
     pub fn after(&self) -> &str {
         self.starting_after.as_deref().unwrap_or("")
     }
-}
 
-#[derive(Debug, Serialize)]
-pub struct Page<T> {
-    pub object: &'static str,
-    pub data: Vec<T>,
-    pub has_more: bool,
-    /// Pass as `starting_after` to get the next page.
-    pub next_cursor: Option<String>,
-}
-
-impl<T> Page<T> {
-    /// The same page with its items replaced (rendered elsewhere, e.g. with batched queries).
-    pub fn with_data<U>(self, data: Vec<U>) -> Page<U> {
-        Page {
-            object: self.object,
-            data,
-            has_more: self.has_more,
-            next_cursor: self.next_cursor,
-        }
-    }
-
-    /// The same page with each item converted; the first conversion that fails is the answer.
-    pub fn try_map<U, E>(self, f: impl Fn(&T) -> Result<U, E>) -> Result<Page<U>, E> {
-        let data = self.data.iter().map(f).collect::<Result<_, E>>()?;
-        Ok(self.with_data(data))
-    }
-
-    pub fn map<U>(self, f: impl Fn(&T) -> U) -> Page<U> {
-        Page {
-            object: self.object,
-            data: self.data.iter().map(f).collect(),
-            has_more: self.has_more,
-            next_cursor: self.next_cursor,
-        }
-    }
-}
-
-/// Builds a page from `limit + 1` rows fetched in id order.
-pub fn page<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> &str) -> Page<T> {
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor = if has_more {
-        rows.last().map(|r| id(r).to_string())
-    } else {
-        None
-    };
-    Page {
-        object: "list",
-        data: rows,
-        has_more,
-        next_cursor,
+    /// The page the domain is asked for (the limit checked).
+    pub fn request(&self) -> Result<PageRequest, ApiError> {
+        Ok(PageRequest {
+            limit: self.limit()?,
+            after: self.after().to_string(),
+        })
     }
 }

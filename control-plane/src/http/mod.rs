@@ -44,7 +44,7 @@ pub struct AppState {
     pub env_token_sha256: Option<Arc<str>>,
     pub snapshots: Arc<gateway::SnapshotCache>,
     /// Held while this process runs billing.
-    pub billing_runs: crate::billing::run::RunLock,
+    pub billing_runs: crate::domain::billing::run::RunLock,
     /// Seals payment-gateway secrets (`TOLLGATE_MASTER_KEY`); `None`: secrets are refused.
     pub master_key: Option<Arc<[u8; 32]>>,
     /// Sign-in, sign-up, rotation and Argon2id limits (in this process).
@@ -242,7 +242,7 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/webhooks/stripe",
             post(payments::stripe_webhook).layer(DefaultBodyLimit::max(
-                crate::payments::webhooks::MAX_WEBHOOK_BYTES,
+                crate::domain::payments::webhooks::MAX_WEBHOOK_BYTES,
             )),
         )
         .nest("/gateway/v1", gateways)

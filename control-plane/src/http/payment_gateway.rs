@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
 use super::AppState;
-use crate::payments::config::{self, GatewayInput};
-use crate::payments::units::UnitError;
+use crate::domain::payments::config::{self, GatewayInput};
+use crate::domain::payments::units::UnitError;
 
 pub async fn get(State(s): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(config::public_view(&s.pool).await?))
@@ -22,7 +22,7 @@ pub async fn put(
 ) -> ApiResult<Json<Value>> {
     let cfg = input.validate()?;
     // The billing currency must be one the new provider can charge.
-    let billing = crate::billing::settings::load(&s.pool).await?;
+    let billing = crate::domain::billing::settings::load(&s.pool).await?;
     // (Braintree: a merchant account in it; the error names the missing entry.)
     cfg.check_currency(billing.currency()?)
         .map_err(|e| match e {

@@ -11,9 +11,9 @@ use super::developer::{own_invoice, Developer};
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, RawBody};
 use super::AppState;
-use crate::billing::invoices;
-use crate::payments::charging::{self, today, Provider};
-use crate::payments::{config, webhooks};
+use crate::domain::billing::invoices;
+use crate::domain::payments::charging::{self, today, Provider};
+use crate::domain::payments::{config, webhooks};
 use crate::store::now;
 
 fn key(s: &AppState) -> Option<&[u8; 32]> {
@@ -122,7 +122,12 @@ pub struct AddMethod {
 async fn list_json(
     s: &AppState,
     dev: &Developer,
-) -> ApiResult<(Provider, String, Option<String>, Vec<crate::payments::Card>)> {
+) -> ApiResult<(
+    Provider,
+    String,
+    Option<String>,
+    Vec<crate::domain::payments::Card>,
+)> {
     let p = charging::provider(&s.pool, key(s)).await?;
     let Some((customer, default)) = charging::customer(&s.pool, &p, &dev.account_id, false).await?
     else {
@@ -132,7 +137,7 @@ async fn list_json(
     Ok((p, customer, default, cards))
 }
 
-fn cards_json(cards: &[crate::payments::Card], default: Option<&str>) -> Value {
+fn cards_json(cards: &[crate::domain::payments::Card], default: Option<&str>) -> Value {
     let data: Vec<Value> = cards
         .iter()
         .map(|c| {
@@ -172,7 +177,7 @@ pub async fn add_method(
         Provider::Braintree(bt) => bt.vault(&customer, &pm).await,
     };
     let card = attached.map_err(|e| match e {
-        crate::payments::PayError::Provider { code, message, .. } => ApiError::invalid(
+        crate::domain::payments::PayError::Provider { code, message, .. } => ApiError::invalid(
             "payment_method_id",
             "invalid_payment_method",
             format!("{code}: {message}"),
@@ -201,7 +206,7 @@ async fn own_card(
     s: &AppState,
     dev: &Developer,
     id: &str,
-) -> ApiResult<(Provider, Option<String>, Vec<crate::payments::Card>)> {
+) -> ApiResult<(Provider, Option<String>, Vec<crate::domain::payments::Card>)> {
     let (p, _, default, cards) = list_json(s, dev).await?;
     if !cards.iter().any(|c| c.id == id) {
         return Err(ApiError::not_found("payment method", id));

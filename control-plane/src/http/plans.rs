@@ -12,7 +12,7 @@ use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, Page};
 use super::services::{fetch_service, metric_ids};
 use super::AppState;
-use crate::catalog::{
+use crate::domain::catalog::{
     check_limits, check_money, check_name, check_pricing_rules, check_trial_days, LimitInput,
     PricingModel, PricingRuleInput,
 };
@@ -147,7 +147,7 @@ async fn write_rules(
     tx: &mut Tx,
     plan_id: &str,
     limits: Option<&[(String, LimitInput)]>,
-    rules: Option<&[crate::catalog::PricingRule]>,
+    rules: Option<&[crate::domain::catalog::PricingRule]>,
 ) -> ApiResult<()> {
     if let Some(limits) = limits {
         sqlx::query("DELETE FROM plan_limits WHERE plan_id = $1")

@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::AppState;
-use crate::payments::config::{BRAINTREE_JS_URL, STRIPE_JS_URL};
+use crate::domain::payments::config::{BRAINTREE_JS_URL, STRIPE_JS_URL};
 
 /// `Referrer-Policy`: full URLs (which may carry ids) only to the portal itself, origins elsewhere.
 pub const REFERRER_POLICY: &str = "strict-origin-when-cross-origin";

@@ -10,7 +10,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, ListParams, Page};
 use super::AppState;
-use crate::catalog::{check_method, check_metric_name, check_name, check_pattern};
+use crate::domain::catalog::{check_method, check_metric_name, check_name, check_pattern};
 use crate::secrets::new_id;
 use crate::store::{is_unique_violation, now, Pool};
 

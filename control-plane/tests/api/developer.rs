@@ -416,7 +416,7 @@ async fn the_stripe_webhook_refuses_before_reading_an_event() {
     .await
     .error(409, "no_payment_gateway");
     // Unauthenticated until the signature is checked: a smaller body cap than the API's.
-    let big = vec![b' '; tollgate_control_plane::payments::webhooks::MAX_WEBHOOK_BYTES + 1];
+    let big = vec![b' '; tollgate_control_plane::domain::payments::webhooks::MAX_WEBHOOK_BYTES + 1];
     hook.raw("POST", "/webhooks/stripe", Some(big), &[])
         .await
         .error(413, "body_too_large");

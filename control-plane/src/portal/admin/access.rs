@@ -31,7 +31,8 @@ pub(super) fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
 
-pub(super) fn failure(e: ApiError) -> Response {
+pub(super) fn failure(e: impl Into<ApiError>) -> Response {
+    let e: ApiError = e.into();
     let status = e.into_response().status();
     (
         status,
@@ -83,7 +84,7 @@ async fn require(s: &AppState, headers: &HeaderMap) -> Result<AdminSession, Resp
     match current(s, headers).await {
         Ok(Some(a)) => Ok(a),
         Ok(None) => Err(redirect("/admin/sign_in")),
-        Err(e) => Err(failure(e.into())),
+        Err(e) => Err(failure(e)),
     }
 }
 
@@ -228,7 +229,7 @@ pub async fn sign_in(
         .execute(&s.pool)
         .await;
     if let Err(e) = stored {
-        return failure(e.into());
+        return failure(e);
     }
     let mut r = redirect("/admin");
     if let Ok(v) = admin_cookie(ADMIN_COOKIE, &session, SESSION_TTL_SECS).parse() {

@@ -620,17 +620,18 @@ pub async fn save_gateway(
             .await
         }
     };
-    let stored = match crate::payments::config::load(&s.pool, s.master_key.as_deref()).await {
+    let stored = match crate::domain::payments::config::load(&s.pool, s.master_key.as_deref()).await
+    {
         // A stored secret is kept only for the host it was entered for: a changed api_base needs
         // every secret typed again (else one edit would send them to any host).
         Ok(Some(c))
             if c.provider() == provider
-                && crate::payments::config::same_api_base(
+                && crate::domain::payments::config::same_api_base(
                     &c,
                     &get(&f, &format!("{provider}.api_base")),
                 ) =>
         {
-            crate::payments::config::secrets_of(&c)
+            crate::domain::payments::config::secrets_of(&c)
         }
         _ => Vec::new(),
     };

@@ -56,7 +56,7 @@ pub(super) async fn invoices_page(
     .await;
     let rows = match rows {
         Ok(r) => r,
-        Err(e) => return failure(e.into()),
+        Err(e) => return failure(e),
     };
     let csrf = &admin.csrf;
     let write = admin.scope == Scope::Write;
@@ -272,7 +272,7 @@ fn settings_page(
 }
 
 pub async fn billing_settings(State(s): State<AppState>, admin: AdminSession) -> Response {
-    match crate::billing::settings::load(&s.pool).await {
+    match crate::domain::billing::settings::load(&s.pool).await {
         Ok(settings) => settings_page(
             &admin,
             &serde_json::to_value(&settings).unwrap_or_default(),
@@ -337,7 +337,7 @@ pub async fn save_billing_settings(
     }
     let saved = async {
         let mut tx = crate::store::begin_write(&s.pool).await?;
-        let settings = crate::billing::settings::update(&mut tx, patch).await?;
+        let settings = crate::domain::billing::settings::update(&mut tx, patch).await?;
         tx.commit().await?;
         Ok::<_, ApiError>(settings)
     }

@@ -16,9 +16,9 @@ use super::forms::{
     error_for, failed, general_error, get, link, not_found, options, seg, show, text, write_form,
     FormError,
 };
-use crate::billing::currency::Currency;
-use crate::billing::lines::PlanTerms;
-use crate::billing::preview::month_cost;
+use crate::domain::billing::currency::Currency;
+use crate::domain::billing::lines::PlanTerms;
+use crate::domain::billing::preview::month_cost;
 use crate::http::AppState;
 use crate::portal::html::{html, input, notice, post_button, select, table, Markup};
 
@@ -765,7 +765,7 @@ async fn plan_page(
         },
         "Add pricing rule",
     );
-    let (units, cost) = match crate::billing::run::load_plan(&s.pool, id).await {
+    let (units, cost) = match crate::domain::billing::run::load_plan(&s.pool, id).await {
         Ok(terms) => preview(terms.as_ref(), &currency, q),
         Err(e) => (
             BTreeMap::new(),

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::access::{failure, AdminSession};
-use crate::billing::calendar::{day_of, format_date, month_start, SECONDS_PER_DAY};
+use crate::domain::billing::calendar::{day_of, format_date, month_start, SECONDS_PER_DAY};
 use crate::http::AppState;
 use crate::portal::html::{admin_page, html, table, Markup};
 use crate::store::now;
@@ -35,7 +35,7 @@ pub async fn dashboard(State(s): State<AppState>, admin: AdminSession) -> Respon
     .await;
     let (counts, money, usage) = match (counts, money, usage) {
         (Ok(c), Ok(m), Ok(u)) => (c, m, u),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return failure(e.into()),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return failure(e),
     };
     let usage_rows: Vec<Vec<Markup>> = usage
         .iter()

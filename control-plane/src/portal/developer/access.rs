@@ -31,7 +31,8 @@ use crate::store::now;
 pub use crate::portal::Fields;
 
 /// Errors become a plain page (the API's JSON errors are for programs).
-pub fn failure(e: ApiError) -> Response {
+pub fn failure(e: impl Into<ApiError>) -> Response {
+    let e: ApiError = e.into();
     let status = e.into_response().status();
     (
         status,
@@ -180,10 +181,10 @@ pub async fn sign_up(
         .get("name")
         .map(|n| n.trim().to_string())
         .unwrap_or_default();
-    if let Err(e) = crate::catalog::check_name("name", &name) {
+    if let Err(e) = crate::domain::catalog::check_name("name", &name) {
         errors.insert("name", error_message(e));
     }
-    let email = match crate::http::accounts::check_email(
+    let email = match crate::domain::accounts::check_email(
         f.get("email").map(String::as_str).unwrap_or(""),
     ) {
         Ok(e) => e.to_lowercase(),
@@ -215,7 +216,7 @@ pub async fn sign_up(
     let created = match taken {
         Ok(None) => create_user(&s, &name, &email, password).await,
         Ok(Some(_)) => sign_up_taken(&s, &email, password).await,
-        Err(e) => return failure(e.into()),
+        Err(e) => return failure(e),
     };
     match created {
         Ok(token) => signed_in(&token),
@@ -230,10 +231,10 @@ async fn sign_up_taken(s: &AppState, email: &str, password: String) -> ApiResult
     session::hash_password(&s.limits, password).await?;
     let t = now();
     let mut tx = crate::store::begin_write(&s.pool).await?;
-    let notice = crate::billing::outbox::Email {
+    let notice = crate::domain::billing::outbox::Email {
         dedupe_key: format!(
             "sign_up_taken:{email}:{}",
-            crate::billing::calendar::day_of(t)
+            crate::domain::billing::calendar::day_of(t)
         ),
         kind: "sign_up_taken",
         recipient: email.to_string(),
@@ -245,12 +246,13 @@ async fn sign_up_taken(s: &AppState, email: &str, password: String) -> ApiResult
         ),
         invoice_id: None,
     };
-    crate::billing::outbox::enqueue(&mut tx, &notice, t).await?;
+    crate::domain::billing::outbox::enqueue(&mut tx, &notice, t).await?;
     tx.commit().await?;
     Ok(new_session_token())
 }
 
-pub(super) fn error_message(e: ApiError) -> String {
+pub(super) fn error_message(e: impl Into<ApiError>) -> String {
+    let e: ApiError = e.into();
     match e {
         ApiError::Invalid { message, .. } | ApiError::BadRequest { message, .. } => message,
         _ => "invalid".into(),
@@ -334,7 +336,7 @@ pub async fn sign_in(
             .await;
     let row = match row {
         Ok(r) => r,
-        Err(e) => return failure(e.into()),
+        Err(e) => return failure(e),
     };
     // The same answer for an unknown email and a wrong password (no account enumeration); a dummy
     // verification keeps the timing alike.

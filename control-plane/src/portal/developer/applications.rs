@@ -8,7 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::access::{error_message, failure, SessionForm};
 use super::billing::not_found;
-use crate::billing::calendar::{day_of, format_date, SECONDS_PER_DAY};
+use crate::domain::billing::calendar::{day_of, format_date, SECONDS_PER_DAY};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::AppState;
 use crate::portal::html::{alert, csrf_input, error_span, html, page, shown_once, Markup};
@@ -37,7 +37,7 @@ async fn applications_page(
             .await;
     let (apps, plans) = match (apps, plans) {
         (Ok(a), Ok(p)) => (a, p),
-        (Err(e), _) | (_, Err(e)) => return failure(e.into()),
+        (Err(e), _) | (_, Err(e)) => return failure(e),
     };
     let body = html! {
         (notice)
@@ -96,7 +96,7 @@ pub async fn create_application(
         .get("name")
         .map(|n| n.trim().to_string())
         .unwrap_or_default();
-    if let Err(e) = crate::catalog::check_name("name", &name) {
+    if let Err(e) = crate::domain::catalog::check_name("name", &name) {
         return applications_page(
             &s,
             &session,
@@ -125,7 +125,7 @@ pub async fn create_application(
             )
             .await
         }
-        Err(e) => return failure(e.into()),
+        Err(e) => return failure(e),
     }
     match insert_application(&s, &session.account_id, &plan_id, &name).await {
         Ok(key) => {
@@ -242,7 +242,7 @@ async fn app_page(
     let app = match own_app(s, session, id).await {
         Ok(Some(a)) => a,
         Ok(None) => return not_found(session),
-        Err(e) => return failure(e.into()),
+        Err(e) => return failure(e),
     };
     let t = now();
     let keys: Result<Vec<KeyRow>, _> = sqlx::query_as(
@@ -269,7 +269,7 @@ async fn app_page(
     .await;
     let (keys, usage, limits) = match (keys, usage, limits) {
         (Ok(k), Ok(u), Ok(l)) => (k, u, l),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return failure(e.into()),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return failure(e),
     };
     let daily = limits
         .iter()
@@ -343,7 +343,7 @@ pub async fn rotate_key(
     match own_app(&s, &session, &id).await {
         Ok(Some(_)) => {}
         Ok(None) => return not_found(&session),
-        Err(e) => return failure(e.into()),
+        Err(e) => return failure(e),
     }
     let rotated = async {
         let mut tx = crate::store::begin_write(&s.pool).await?;

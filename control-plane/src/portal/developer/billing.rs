@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::access::{failure, SessionForm};
-use crate::billing::calendar::{day_of, format_date};
+use crate::domain::billing::calendar::{day_of, format_date};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::portal::html::{alert, html, notice, page, plain_post_button, Markup};
@@ -36,7 +36,7 @@ pub async fn billing(State(s): State<AppState>, session: Session) -> Response {
 
 /// The account's cards at the configured provider, as a section with default/remove buttons.
 async fn cards_section(s: &AppState, session: &Session) -> Markup {
-    use crate::payments::charging;
+    use crate::domain::payments::charging;
     let p = match charging::provider(&s.pool, s.master_key.as_deref()).await {
         Ok(p) => p,
         Err(_) => {
@@ -113,7 +113,7 @@ pub(super) async fn billing_page(
     .await;
     let (invoices, payments) = match (invoices, payments) {
         (Ok(i), Ok(p)) => (i, p),
-        (Err(e), _) | (_, Err(e)) => return failure(e.into()),
+        (Err(e), _) | (_, Err(e)) => return failure(e),
     };
     let cards = cards_section(s, session).await;
     let body = html! {
@@ -178,9 +178,9 @@ pub async fn pay_invoice(
     match own_invoice(&s, &session, &id).await {
         Ok(true) => {}
         Ok(false) => return not_found(&session),
-        Err(e) => return failure(e.into()),
+        Err(e) => return failure(e),
     }
-    use crate::payments::charging;
+    use crate::domain::payments::charging;
     let result = async {
         let attempt = charging::charge_invoice(
             &s.pool,
@@ -233,11 +233,11 @@ pub async fn card_action(
     Path((card, action)): Path<(String, String)>,
     SessionForm { session, .. }: SessionForm,
 ) -> Response {
-    use crate::payments::charging::{self, Provider};
+    use crate::domain::payments::charging::{self, Provider};
     let done = async {
         // Without a gateway there are no cards: any card id is "not found".
         let p = match charging::provider(&s.pool, s.master_key.as_deref()).await {
-            Err(ApiError::Conflict { .. }) => {
+            Err(crate::domain::DomainError::Conflict { .. }) => {
                 return Err(ApiError::not_found("payment method", &card))
             }
             other => other?,
@@ -255,7 +255,9 @@ pub async fn card_action(
             return Err(ApiError::not_found("payment method", &card));
         }
         match action.as_str() {
-            "default" => charging::set_default(&s.pool, &p, &session.account_id, Some(&card)).await,
+            "default" => {
+                Ok(charging::set_default(&s.pool, &p, &session.account_id, Some(&card)).await?)
+            }
             "delete" => {
                 match &p {
                     Provider::Stripe(stripe) => stripe.detach(&card).await,
@@ -308,6 +310,6 @@ pub async fn invoice_pdf(
             .await
             .unwrap_or_else(failure),
         Ok(false) => not_found(&session),
-        Err(e) => failure(e.into()),
+        Err(e) => failure(e),
     }
 }

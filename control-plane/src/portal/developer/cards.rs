@@ -13,10 +13,10 @@ use axum::Extension;
 use serde_json::{json, Value};
 
 use super::access::{failure, SessionForm};
+use crate::domain::payments::charging;
 use crate::http::developer::Developer;
 use crate::http::error::ApiError;
 use crate::http::AppState;
-use crate::payments::charging;
 use crate::portal::assets;
 use crate::portal::html::{alert, csrf_input, html, notice, page, Markup};
 use crate::portal::session::Session;

@@ -5,7 +5,7 @@
 use rust_decimal::Decimal;
 
 use super::currency::Currency;
-use crate::catalog::PricingModel;
+use crate::domain::catalog::PricingModel;
 
 /// One pricing rule of a metric: units `from..=to` (1-based), a price per unit (or per package).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub fn line_amount(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::test_support::{d, tier};
+    use crate::domain::billing::test_support::{d, tier};
     use proptest::prelude::*;
 
     fn usd() -> Currency {

@@ -48,9 +48,9 @@ pub fn month_cost(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::lines::MetricPricing;
-    use crate::billing::test_support::{d, tier};
-    use crate::catalog::PricingModel;
+    use crate::domain::billing::lines::MetricPricing;
+    use crate::domain::billing::test_support::{d, tier};
+    use crate::domain::catalog::PricingModel;
 
     #[test]
     fn graduated_month_worked_example() {

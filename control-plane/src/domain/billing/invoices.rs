@@ -15,7 +15,7 @@ use super::currency::{Currency, UnknownCurrency};
 use super::lines::{LineKind, NewLine};
 use super::settings::{BillingSettings, Numbering};
 use super::totals::{check, settle, Settlement};
-use crate::http::error::{ApiError, ApiResult};
+use crate::domain::{DomainError, DomainResult};
 use crate::money::parse_amount;
 use crate::secrets::new_id;
 use crate::store::{Pool, Tx};
@@ -117,12 +117,12 @@ fn line_from_row(r: &sqlx::any::AnyRow) -> Result<Line, sqlx::Error> {
     })
 }
 
-fn dec(s: &str) -> ApiResult<Decimal> {
+fn dec(s: &str) -> DomainResult<Decimal> {
     Ok(crate::money::stored(s)?)
 }
 
 /// The sum of stored amounts; the first that does not parse is an error.
-fn sum_stored<'a>(amounts: impl IntoIterator<Item = &'a str>) -> ApiResult<Decimal> {
+fn sum_stored<'a>(amounts: impl IntoIterator<Item = &'a str>) -> DomainResult<Decimal> {
     amounts.into_iter().map(dec).sum()
 }
 
@@ -131,14 +131,14 @@ pub fn plain(d: Decimal) -> String {
     d.normalize().to_string()
 }
 
-pub async fn fetch(pool: &Pool, id: &str) -> ApiResult<Invoice> {
+pub async fn fetch(pool: &Pool, id: &str) -> DomainResult<Invoice> {
     let row = sqlx::query(&format!(
         "SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(pool)
     .await?
-    .ok_or_else(|| ApiError::not_found("invoice", id))?;
+    .ok_or_else(|| DomainError::not_found("invoice", id))?;
     Ok(Invoice::from_row(&row)?)
 }
 
@@ -146,7 +146,7 @@ pub async fn fetch(pool: &Pool, id: &str) -> ApiResult<Invoice> {
 /// (PostgreSQL; SQLite's write transactions are serialized already): every read-modify-write of
 /// an invoice (issue, state actions, lines, credit notes) goes through here, so two concurrent
 /// ones run one after the other and the second sees what the first wrote.
-async fn fetch_tx(tx: &mut Tx, id: &str) -> ApiResult<Invoice> {
+async fn fetch_tx(tx: &mut Tx, id: &str) -> DomainResult<Invoice> {
     let row = sqlx::query(&format!(
         "SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1{}",
         crate::store::for_update()
@@ -154,11 +154,11 @@ async fn fetch_tx(tx: &mut Tx, id: &str) -> ApiResult<Invoice> {
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or_else(|| ApiError::not_found("invoice", id))?;
+    .ok_or_else(|| DomainError::not_found("invoice", id))?;
     Ok(Invoice::from_row(&row)?)
 }
 
-pub async fn lines(pool: &Pool, invoice_id: &str) -> ApiResult<Vec<Line>> {
+pub async fn lines(pool: &Pool, invoice_id: &str) -> DomainResult<Vec<Line>> {
     let rows = sqlx::query(&format!(
         "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = $1 ORDER BY position"
     ))
@@ -170,7 +170,7 @@ pub async fn lines(pool: &Pool, invoice_id: &str) -> ApiResult<Vec<Line>> {
 
 /// A page of invoices as the API shows them, their lines read in one query per
 /// [`crate::store::PARAMS_PER_STATEMENT`] invoices (not one per invoice).
-pub async fn page_json(pool: &Pool, page: crate::http::list::Page<Invoice>) -> ApiResult<Value> {
+pub async fn page_json(pool: &Pool, page: crate::domain::Page<Invoice>) -> DomainResult<Value> {
     let mut by_invoice: std::collections::HashMap<String, Vec<Line>> =
         std::collections::HashMap::new();
     for chunk in page.data.chunks(crate::store::PARAMS_PER_STATEMENT) {
@@ -200,10 +200,10 @@ pub async fn page_json(pool: &Pool, page: crate::http::list::Page<Invoice>) -> A
             )
         })
         .collect();
-    serde_json::to_value(page.with_data(data)).map_err(|e| ApiError::Internal(e.to_string()))
+    serde_json::to_value(page.with_data(data)).map_err(|e| DomainError::Internal(e.to_string()))
 }
 
-async fn lines_tx(tx: &mut Tx, invoice_id: &str) -> ApiResult<Vec<Line>> {
+async fn lines_tx(tx: &mut Tx, invoice_id: &str) -> DomainResult<Vec<Line>> {
     let rows = sqlx::query(&format!(
         "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = $1 ORDER BY position"
     ))
@@ -266,7 +266,7 @@ pub fn format_number(series: &str, n: i64) -> String {
 
 /// Reserves `count` consecutive numbers in `series` inside `tx`; returns the first. Gapless: the
 /// counter moves only if the issuing transaction commits.
-pub async fn allocate_numbers(tx: &mut Tx, series: &str, count: i64) -> ApiResult<i64> {
+pub async fn allocate_numbers(tx: &mut Tx, series: &str, count: i64) -> DomainResult<i64> {
     let (last,): (i64,) = sqlx::query_as(
         "INSERT INTO invoice_counters (series, last_number) VALUES ($1, $2) \
          ON CONFLICT (series) DO UPDATE SET last_number = invoice_counters.last_number + excluded.last_number \
@@ -325,7 +325,7 @@ pub fn plan_issue(
     settings: &BillingSettings,
     currency: Currency,
     today: i64,
-) -> Result<IssuePlan, ApiError> {
+) -> Result<IssuePlan, DomainError> {
     let vat_rate = dec(&buyer.vat_rate)?;
     let settlement = settle(
         amounts.iter().sum(),
@@ -335,7 +335,7 @@ pub fn plan_issue(
     );
     let mut all: Vec<Decimal> = amounts.to_vec();
     all.extend(settlement.balance_line.iter().map(|l| l.amount));
-    check(&all, &settlement.totals, currency).map_err(|e| ApiError::Internal(e.0))?;
+    check(&all, &settlement.totals, currency).map_err(|e| DomainError::Internal(e.0))?;
     let address: Value = serde_json::from_str(&buyer.billing_address).unwrap_or(Value::Null);
     let buyer_json = json!({"name": buyer.name, "email": buyer.email, "address": address, "vat_code": buyer.vat_code});
     let s = &settings.seller;
@@ -356,7 +356,10 @@ pub fn plan_issue(
 }
 
 /// Inserts `lines` into `invoice_id` from `position` on, in multi-row statements.
-pub async fn insert_lines(tx: &mut Tx, rows: &[(&str, i64, &NewLine, Currency)]) -> ApiResult<()> {
+pub async fn insert_lines(
+    tx: &mut Tx,
+    rows: &[(&str, i64, &NewLine, Currency)],
+) -> DomainResult<()> {
     for chunk in rows.chunks(crate::store::rows_per_statement(12)) {
         let sql = format!(
             "INSERT INTO invoice_lines ({LINE_COLUMNS}) VALUES {}",
@@ -403,7 +406,12 @@ pub fn render_text(
 }
 
 /// Issues one open or finalized invoice (the manual path; runs issue in batches).
-pub async fn issue(tx: &mut Tx, id: &str, settings: &BillingSettings, now: i64) -> ApiResult<()> {
+pub async fn issue(
+    tx: &mut Tx,
+    id: &str,
+    settings: &BillingSettings,
+    now: i64,
+) -> DomainResult<()> {
     let inv = fetch_tx(tx, id).await?;
     if inv.state != "open" && inv.state != "finalized" {
         return Err(transition_error(&inv, "issue"));
@@ -413,7 +421,7 @@ pub async fn issue(tx: &mut Tx, id: &str, settings: &BillingSettings, now: i64) 
     let amounts: Vec<Decimal> = lines
         .iter()
         .map(|l| dec(&l.amount))
-        .collect::<ApiResult<_>>()?;
+        .collect::<DomainResult<_>>()?;
     // Locked: the credit balance read here is written back below.
     let row = sqlx::query(&format!(
         "SELECT {BUYER_COLUMNS} FROM accounts WHERE id = $1{}",
@@ -455,7 +463,7 @@ pub async fn write_issued(
     currency: Currency,
     run_id: Option<&str>,
     now: i64,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     let t = &plan.settlement.totals;
     sqlx::query(
         "UPDATE invoices SET state = $2, number = $3, subtotal = $4, tax = $5, total = $6, vat_rate = $7, buyer = $8, seller = $9, footer = $10, issued_at = $11, due_on = $12, paid_at = $13, billing_run_id = COALESCE($14, billing_run_id), updated_at = $11 WHERE id = $1",
@@ -513,7 +521,7 @@ pub fn issued_email(
 
 /// An account's credit balance, its row locked until the transaction ends (PostgreSQL; SQLite's
 /// write transactions are serialized already), for a read-modify-write through [`set_balance`].
-async fn locked_balance(tx: &mut Tx, account_id: &str) -> ApiResult<Decimal> {
+async fn locked_balance(tx: &mut Tx, account_id: &str) -> DomainResult<Decimal> {
     let (balance,): (String,) = sqlx::query_as(&format!(
         "SELECT credit_balance FROM accounts WHERE id = $1{}",
         crate::store::for_update()
@@ -524,7 +532,7 @@ async fn locked_balance(tx: &mut Tx, account_id: &str) -> ApiResult<Decimal> {
     dec(&balance)
 }
 
-pub async fn set_balance(tx: &mut Tx, account_id: &str, balance: Decimal) -> ApiResult<()> {
+pub async fn set_balance(tx: &mut Tx, account_id: &str, balance: Decimal) -> DomainResult<()> {
     sqlx::query("UPDATE accounts SET credit_balance = $2 WHERE id = $1")
         .bind(account_id)
         .bind(plain(balance))
@@ -533,8 +541,8 @@ pub async fn set_balance(tx: &mut Tx, account_id: &str, balance: Decimal) -> Api
     Ok(())
 }
 
-fn transition_error(inv: &Invoice, action: &str) -> ApiError {
-    ApiError::conflict(
+fn transition_error(inv: &Invoice, action: &str) -> DomainError {
+    DomainError::conflict(
         "invalid_state",
         format!("cannot {action} an invoice that is {}", inv.state),
     )
@@ -542,7 +550,7 @@ fn transition_error(inv: &Invoice, action: &str) -> ApiError {
 
 /// Whether a charge of the invoice holds its lease at `now` (claimed by a request that is still
 /// waiting for the provider; see `payments::charging::claim`).
-async fn charge_in_flight(tx: &mut Tx, id: &str, now: i64) -> ApiResult<bool> {
+async fn charge_in_flight(tx: &mut Tx, id: &str, now: i64) -> DomainResult<bool> {
     let (n,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM charge_attempts WHERE invoice_id = $1 AND state = 'pending' AND lease_until > $2",
     )
@@ -555,7 +563,7 @@ async fn charge_in_flight(tx: &mut Tx, id: &str, now: i64) -> ApiResult<bool> {
 
 /// What cancelling an invoice gives back to the credit balance: the credit it used (its "credit
 /// applied" line, negative) comes back, the credit it carried (positive) is taken back.
-fn balance_moved_by_cancel(lines: &[Line]) -> ApiResult<Decimal> {
+fn balance_moved_by_cancel(lines: &[Line]) -> DomainResult<Decimal> {
     let carried = sum_stored(
         lines
             .iter()
@@ -583,10 +591,10 @@ pub async fn act(
     action: &str,
     settings: &BillingSettings,
     now: i64,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     let inv = fetch_tx(tx, id).await?;
     if inv.kind != "invoice" {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "invalid_state",
             "credit notes have no state actions",
         ));
@@ -596,14 +604,18 @@ pub async fn act(
         "issue" => return issue(tx, id, settings, now).await,
         "pay" => (&["pending", "unpaid"], "paid"),
         "cancel" => (UNSETTLED, "cancelled"),
-        _ => return Err(ApiError::NoRoute(format!("/invoices/{id}/{action}"))),
+        _ => {
+            return Err(DomainError::Internal(format!(
+                "unknown invoice action {action:?}"
+            )))
+        }
     };
     if !from.contains(&inv.state.as_str()) {
         return Err(transition_error(&inv, action));
     }
     if (action == "pay" || action == "cancel") && charge_in_flight(tx, id, now).await? {
         // The provider's answer would land on an invoice settled meanwhile.
-        return Err(crate::payments::charging::in_progress());
+        return Err(crate::domain::payments::charging::in_progress());
     }
     if action == "cancel" {
         let lines = lines_tx(tx, id).await?;
@@ -611,7 +623,7 @@ pub async fn act(
         if !moved.is_zero() {
             let balance = locked_balance(tx, &inv.account_id).await?;
             let after = balance_after_cancel(balance, moved).ok_or_else(|| {
-                ApiError::conflict(
+                DomainError::conflict(
                     "credit_already_used",
                     format!(
                         "this invoice carried {} to the account's credit balance and only {} is left: cancel what used it first",
@@ -641,7 +653,7 @@ pub async fn create_open(
     settings: &BillingSettings,
     today: i64,
     now: i64,
-) -> ApiResult<String> {
+) -> DomainResult<String> {
     let id = new_id("inv");
     let start = super::calendar::month_start(today);
     sqlx::query(
@@ -661,12 +673,12 @@ pub async fn create_open(
 }
 
 /// Parses a manual line's signed decimal (negative unit prices make discounts).
-pub fn parse_signed(param: &str, raw: &str) -> ApiResult<Decimal> {
+pub fn parse_signed(param: &str, raw: &str) -> DomainResult<Decimal> {
     let (neg, body) = match raw.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, raw),
     };
-    let v = parse_amount(body).map_err(|m| ApiError::invalid(param, "invalid_amount", m))?;
+    let v = parse_amount(body).map_err(|m| DomainError::invalid(param, "invalid_amount", m))?;
     Ok(if neg { -v } else { v })
 }
 
@@ -677,7 +689,7 @@ pub async fn add_manual_line(
     description: &str,
     quantity: Decimal,
     unit_price: Decimal,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     let inv = fetch_tx(tx, id).await?;
     if inv.state != "open" {
         return Err(transition_error(&inv, "add lines to"));
@@ -687,7 +699,7 @@ pub async fn add_manual_line(
         .checked_mul(unit_price)
         .map(|a| currency.round(a))
         .ok_or_else(|| {
-            ApiError::invalid(
+            DomainError::invalid(
                 "quantity",
                 "amount_too_large",
                 "quantity × unit_price is too large",
@@ -715,7 +727,7 @@ pub async fn add_manual_line(
 }
 
 /// An open invoice shows the running sum of its lines (tax is computed when issued).
-pub async fn refresh_open_totals(tx: &mut Tx, id: &str, currency: Currency) -> ApiResult<()> {
+pub async fn refresh_open_totals(tx: &mut Tx, id: &str, currency: Currency) -> DomainResult<()> {
     let sum = sum_stored(lines_tx(tx, id).await?.iter().map(|l| l.amount.as_str()))?;
     sqlx::query("UPDATE invoices SET subtotal = $2, total = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
@@ -726,7 +738,7 @@ pub async fn refresh_open_totals(tx: &mut Tx, id: &str, currency: Currency) -> A
     Ok(())
 }
 
-pub async fn remove_manual_line(tx: &mut Tx, id: &str, line_id: &str) -> ApiResult<()> {
+pub async fn remove_manual_line(tx: &mut Tx, id: &str, line_id: &str) -> DomainResult<()> {
     let inv = fetch_tx(tx, id).await?;
     if inv.state != "open" {
         return Err(transition_error(&inv, "remove lines from"));
@@ -739,7 +751,7 @@ pub async fn remove_manual_line(tx: &mut Tx, id: &str, line_id: &str) -> ApiResu
     .execute(&mut **tx)
     .await?;
     if r.rows_affected() == 0 {
-        return Err(ApiError::not_found("manual invoice line", line_id));
+        return Err(DomainError::not_found("manual invoice line", line_id));
     }
     refresh_open_totals(tx, id, inv.currency()?).await
 }
@@ -754,12 +766,12 @@ pub async fn credit_note(
     reason: &str,
     settings: &BillingSettings,
     now: i64,
-) -> ApiResult<String> {
+) -> DomainResult<String> {
     let inv = fetch_tx(tx, id).await?;
     if inv.kind != "invoice"
         || !["pending", "paid", "unpaid", "failed"].contains(&inv.state.as_str())
     {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "invalid_state",
             "only issued invoices can be credited",
         ));
@@ -767,7 +779,7 @@ pub async fn credit_note(
     let currency = inv.currency()?;
     let amount = currency.round(amount);
     if amount <= Decimal::ZERO {
-        return Err(ApiError::invalid(
+        return Err(DomainError::invalid(
             "amount",
             "invalid_amount",
             format!("more than zero in {}", currency.code),
@@ -782,7 +794,7 @@ pub async fn credit_note(
     let already = sum_stored(credited.iter().map(|(s,)| s.as_str()))?;
     let left = dec(&inv.subtotal)? - already;
     if amount > left {
-        return Err(ApiError::invalid(
+        return Err(DomainError::invalid(
             "amount",
             "exceeds_invoice",
             format!(
@@ -851,7 +863,7 @@ pub async fn credit_note(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::test_support::d;
+    use crate::domain::billing::test_support::d;
 
     fn line(kind: LineKind, amount: &str) -> Line {
         Line {

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_protocol::Period;
 
-use crate::http::error::ApiError;
+use crate::domain::DomainError;
 use crate::money::parse_amount;
 
 /// Longest name of a service, plan, account or application.
@@ -18,17 +18,17 @@ pub const MAX_PRICING_RULES_PER_PLAN: usize = 500;
 /// Longest trial.
 pub const MAX_TRIAL_DAYS: i64 = 3_650;
 
-pub fn check_name(param: &str, name: &str) -> Result<String, ApiError> {
+pub fn check_name(param: &str, name: &str) -> Result<String, DomainError> {
     let trimmed = name.trim();
     if trimmed.is_empty() || trimmed.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::invalid(
+        return Err(DomainError::invalid(
             param,
             "invalid_name",
             format!("must be 1-{MAX_NAME_CHARS} characters"),
         ));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
+        return Err(DomainError::invalid(
             param,
             "invalid_name",
             "must not contain control characters",
@@ -38,12 +38,12 @@ pub fn check_name(param: &str, name: &str) -> Result<String, ApiError> {
 }
 
 /// Metric names travel to gateways and into quota headers: the filter's rule, applied here first.
-pub fn check_metric_name(param: &str, name: &str) -> Result<(), ApiError> {
+pub fn check_metric_name(param: &str, name: &str) -> Result<(), DomainError> {
     let ok = tollgate_rules::names::is_valid_metric_name(name);
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(DomainError::invalid(
             param,
             "invalid_metric_name",
             "1-64 characters from A-Z a-z 0-9 _ - .",
@@ -51,15 +51,15 @@ pub fn check_metric_name(param: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
-pub fn check_money(param: &str, raw: &str) -> Result<Decimal, ApiError> {
-    parse_amount(raw).map_err(|m| ApiError::invalid(param, "invalid_amount", m))
+pub fn check_money(param: &str, raw: &str) -> Result<Decimal, DomainError> {
+    parse_amount(raw).map_err(|m| DomainError::invalid(param, "invalid_amount", m))
 }
 
-pub fn check_trial_days(days: i64) -> Result<i64, ApiError> {
+pub fn check_trial_days(days: i64) -> Result<i64, DomainError> {
     if (0..=MAX_TRIAL_DAYS).contains(&days) {
         Ok(days)
     } else {
-        Err(ApiError::invalid(
+        Err(DomainError::invalid(
             "trial_days",
             "invalid_trial_days",
             format!("must be 0-{MAX_TRIAL_DAYS}"),
@@ -137,9 +137,9 @@ pub struct PricingRule {
 pub fn check_limits(
     limits: &[LimitInput],
     metrics: &HashMap<String, String>,
-) -> Result<Vec<(String, LimitInput)>, ApiError> {
+) -> Result<Vec<(String, LimitInput)>, DomainError> {
     if limits.len() > MAX_LIMITS_PER_PLAN {
-        return Err(ApiError::invalid(
+        return Err(DomainError::invalid(
             "limits",
             "too_many_limits",
             format!("at most {MAX_LIMITS_PER_PLAN}"),
@@ -149,14 +149,14 @@ pub fn check_limits(
     for (i, l) in limits.iter().enumerate() {
         let param = format!("limits[{i}].metric");
         let metric_id = metrics.get(&l.metric).ok_or_else(|| {
-            ApiError::invalid(
+            DomainError::invalid(
                 &param,
                 "unknown_metric",
                 format!("the service has no metric {:?}", l.metric),
             )
         })?;
         if i64::try_from(l.value).is_err() {
-            return Err(ApiError::invalid(
+            return Err(DomainError::invalid(
                 format!("limits[{i}].value"),
                 "invalid_limit",
                 "too large",
@@ -166,7 +166,7 @@ pub fn check_limits(
             .iter()
             .any(|(m, o)| m == metric_id && o.period == l.period)
         {
-            return Err(ApiError::invalid(
+            return Err(DomainError::invalid(
                 param,
                 "duplicate_limit",
                 format!("two limits on {:?} per {}", l.metric, l.period.as_str()),
@@ -181,9 +181,9 @@ pub fn check_limits(
 pub fn check_pricing_rules(
     rules: &[PricingRuleInput],
     metrics: &HashMap<String, String>,
-) -> Result<Vec<PricingRule>, ApiError> {
+) -> Result<Vec<PricingRule>, DomainError> {
     if rules.len() > MAX_PRICING_RULES_PER_PLAN {
-        return Err(ApiError::invalid(
+        return Err(DomainError::invalid(
             "pricing_rules",
             "too_many_pricing_rules",
             format!("at most {MAX_PRICING_RULES_PER_PLAN}"),
@@ -193,21 +193,21 @@ pub fn check_pricing_rules(
     for (i, r) in rules.iter().enumerate() {
         let p = |f: &str| format!("pricing_rules[{i}].{f}");
         let metric_id = metrics.get(&r.metric).ok_or_else(|| {
-            ApiError::invalid(
+            DomainError::invalid(
                 p("metric"),
                 "unknown_metric",
                 format!("the service has no metric {:?}", r.metric),
             )
         })?;
         if r.from < 1 {
-            return Err(ApiError::invalid(
+            return Err(DomainError::invalid(
                 p("from"),
                 "invalid_range",
                 "tiers start at unit 1 or later",
             ));
         }
         if r.to.is_some_and(|to| to < r.from) {
-            return Err(ApiError::invalid(
+            return Err(DomainError::invalid(
                 p("to"),
                 "invalid_range",
                 "`to` must be at least `from`",
@@ -218,20 +218,20 @@ pub fn check_pricing_rules(
             .flatten()
             .any(|v| i64::try_from(*v).is_err())
         {
-            return Err(ApiError::invalid(p("to"), "invalid_range", "too large"));
+            return Err(DomainError::invalid(p("to"), "invalid_range", "too large"));
         }
         let unit_price = check_money(&p("unit_price"), &r.unit_price)?;
         match (r.model, r.package_size) {
             (PricingModel::Package, Some(n)) if n >= 1 => {}
             (PricingModel::Package, _) => {
-                return Err(ApiError::invalid(
+                return Err(DomainError::invalid(
                     p("package_size"),
                     "invalid_package_size",
                     "package pricing needs package_size >= 1",
                 ))
             }
             (_, Some(_)) => {
-                return Err(ApiError::invalid(
+                return Err(DomainError::invalid(
                     p("package_size"),
                     "invalid_package_size",
                     "only package pricing has a package_size",
@@ -265,14 +265,14 @@ pub fn check_pricing_rules(
             let (_, a) = pair[0];
             let (j, b) = pair[1];
             if a.model != b.model {
-                return Err(ApiError::invalid(
+                return Err(DomainError::invalid(
                     format!("pricing_rules[{j}].model"),
                     "mixed_pricing_models",
                     "all pricing rules of one metric must use the same model",
                 ));
             }
             if a.to.is_none_or(|to| to >= b.from) {
-                return Err(ApiError::invalid(
+                return Err(DomainError::invalid(
                     format!("pricing_rules[{j}].from"),
                     "overlapping_pricing_rules",
                     format!(
@@ -287,10 +287,10 @@ pub fn check_pricing_rules(
 }
 
 /// A mapping rule's method: an HTTP method token or `ANY`.
-pub fn check_method(method: &str) -> Result<String, ApiError> {
+pub fn check_method(method: &str) -> Result<String, DomainError> {
     let m = method.to_ascii_uppercase();
     if m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(ApiError::invalid(
+        return Err(DomainError::invalid(
             "method",
             "invalid_method",
             format!("{method:?} is not an HTTP method"),
@@ -299,10 +299,10 @@ pub fn check_method(method: &str) -> Result<String, ApiError> {
     Ok(m)
 }
 
-pub fn check_pattern(pattern: &str) -> Result<(), ApiError> {
+pub fn check_pattern(pattern: &str) -> Result<(), DomainError> {
     tollgate_rules::mapping::Pattern::parse("pattern", pattern)
         .map(|_| ())
-        .map_err(|e| ApiError::invalid("pattern", "invalid_pattern", e.message))
+        .map_err(|e| DomainError::invalid("pattern", "invalid_pattern", e.message))
 }
 
 #[cfg(test)]
@@ -327,9 +327,9 @@ mod tests {
         }
     }
 
-    fn code(e: ApiError) -> (&'static str, Option<String>) {
+    fn code(e: DomainError) -> (&'static str, Option<String>) {
         match e {
-            ApiError::Invalid { code, param, .. } => (code, param),
+            DomainError::Invalid { code, param, .. } => (code, param),
             other => panic!("{other:?}"),
         }
     }

@@ -13,7 +13,7 @@ use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::http::error::ApiResult;
+use crate::domain::DomainResult;
 use crate::secrets::new_id;
 use crate::store::{now, Pool, Tx};
 
@@ -44,7 +44,7 @@ pub struct Email {
 const COLUMNS: &str = "id, dedupe_key, kind, recipient, subject, body, invoice_id, state, attempts, next_attempt_at, created_at";
 
 /// Enqueues messages in `tx` (multi-row; an existing `dedupe_key` is left alone).
-pub async fn enqueue_many(tx: &mut Tx, emails: &[Email], at: i64) -> ApiResult<()> {
+pub async fn enqueue_many(tx: &mut Tx, emails: &[Email], at: i64) -> DomainResult<()> {
     for chunk in emails.chunks(crate::store::rows_per_statement(11)) {
         let sql = format!(
             "INSERT INTO email_outbox ({COLUMNS}) VALUES {} ON CONFLICT (dedupe_key) DO NOTHING",
@@ -70,7 +70,7 @@ pub async fn enqueue_many(tx: &mut Tx, emails: &[Email], at: i64) -> ApiResult<(
     Ok(())
 }
 
-pub async fn enqueue(tx: &mut Tx, email: &Email, at: i64) -> ApiResult<()> {
+pub async fn enqueue(tx: &mut Tx, email: &Email, at: i64) -> DomainResult<()> {
     enqueue_many(tx, std::slice::from_ref(email), at).await
 }
 
@@ -119,7 +119,7 @@ pub async fn send_pass(
     pool: &Pool,
     transport: &AsyncSmtpTransport<Tokio1Executor>,
     from: &Mailbox,
-) -> ApiResult<usize> {
+) -> DomainResult<usize> {
     let t = now();
     let due: Vec<(String,)> = sqlx::query_as(
         "SELECT id FROM email_outbox WHERE (state = 'pending' AND next_attempt_at <= $1) OR (state = 'sending' AND next_attempt_at <= $1) ORDER BY next_attempt_at, id LIMIT $2",

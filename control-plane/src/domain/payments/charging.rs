@@ -16,11 +16,11 @@ use serde_json::{json, Value};
 use super::braintree::Braintree;
 use super::stripe::Stripe;
 use super::{config, Card, ChargeOutcome, ChargeRequest, PayError};
-use crate::billing::calendar::{day_of, format_date, format_month};
-use crate::billing::invoices::{self, render_text, Invoice};
-use crate::billing::outbox::{enqueue, Email};
-use crate::billing::settings::{self, BillingSettings};
-use crate::http::error::{ApiError, ApiResult};
+use crate::domain::billing::calendar::{day_of, format_date, format_month};
+use crate::domain::billing::invoices::{self, render_text, Invoice};
+use crate::domain::billing::outbox::{enqueue, Email};
+use crate::domain::billing::settings::{self, BillingSettings};
+use crate::domain::{DomainError, DomainResult};
 use crate::secrets::new_id;
 use crate::store::{now, Pool, Tx};
 
@@ -51,7 +51,7 @@ impl Provider {
     /// Whether this provider can charge in `currency`, decided before any call to it.
     pub fn check_currency(
         &self,
-        currency: crate::billing::currency::Currency,
+        currency: crate::domain::billing::currency::Currency,
     ) -> Result<(), super::units::UnitError> {
         let none = super::config::MerchantAccounts::default();
         let accounts = match self {
@@ -62,22 +62,22 @@ impl Provider {
     }
 }
 
-fn pay_error(e: PayError) -> ApiError {
+fn pay_error(e: PayError) -> DomainError {
     match e {
-        PayError::Config(m) => ApiError::conflict("payment_gateway_misconfigured", m),
-        PayError::Provider { code, message, .. } => ApiError::Invalid {
+        PayError::Config(m) => DomainError::conflict("payment_gateway_misconfigured", m),
+        PayError::Provider { code, message, .. } => DomainError::Invalid {
             code: "payment_provider_error",
             message: format!("{code}: {message}"),
             param: None,
         },
         PayError::Unavailable(m) => {
-            ApiError::Unavailable(format!("the payment provider is unavailable: {m}"))
+            DomainError::Unavailable(format!("the payment provider is unavailable: {m}"))
         }
     }
 }
 
 /// The configured provider, or 409 `no_payment_gateway`.
-pub async fn provider(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<Provider> {
+pub async fn provider(pool: &Pool, master_key: Option<&[u8; 32]>) -> DomainResult<Provider> {
     match config::load(pool, master_key).await? {
         Some(config::GatewayConfig::Stripe {
             secret_key,
@@ -120,7 +120,7 @@ pub async fn provider(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<P
             }
             Ok(Provider::Braintree(bt))
         }
-        None => Err(ApiError::conflict(
+        None => Err(DomainError::conflict(
             "no_payment_gateway",
             "no payment gateway is configured (PUT /billing/gateway)",
         )),
@@ -133,7 +133,7 @@ pub async fn customer(
     p: &Provider,
     account_id: &str,
     create: bool,
-) -> ApiResult<Option<(String, Option<String>)>> {
+) -> DomainResult<Option<(String, Option<String>)>> {
     let row: Option<(String, Option<String>)> = sqlx::query_as(
         "SELECT customer_ref, default_method_ref FROM payment_customers WHERE account_id = $1 AND provider = $2",
     )
@@ -149,7 +149,7 @@ pub async fn customer(
             .bind(account_id)
             .fetch_optional(pool)
             .await?
-            .ok_or_else(|| ApiError::not_found("account", account_id))?;
+            .ok_or_else(|| DomainError::not_found("account", account_id))?;
     let id = match p {
         Provider::Stripe(s) => s
             .create_customer(account_id, &email, &name)
@@ -179,7 +179,7 @@ pub async fn set_default(
     p: &Provider,
     account_id: &str,
     method: Option<&str>,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     sqlx::query("UPDATE payment_customers SET default_method_ref = $3 WHERE account_id = $1 AND provider = $2")
         .bind(account_id)
         .bind(p.name())
@@ -189,7 +189,7 @@ pub async fn set_default(
     Ok(())
 }
 
-pub async fn cards(p: &Provider, customer: &str) -> ApiResult<Vec<Card>> {
+pub async fn cards(p: &Provider, customer: &str) -> DomainResult<Vec<Card>> {
     match p {
         Provider::Stripe(s) => s.list_cards(customer).await.map_err(pay_error),
         Provider::Braintree(b) => b.list_cards(customer).await.map_err(pay_error),
@@ -198,7 +198,7 @@ pub async fn cards(p: &Provider, customer: &str) -> ApiResult<Vec<Card>> {
 
 /// The latest attempt on `invoice_id` that waits for the cardholder (3-D Secure): its id and the
 /// provider's reference.
-async fn awaiting_action(pool: &Pool, invoice_id: &str) -> ApiResult<Option<(String, String)>> {
+async fn awaiting_action(pool: &Pool, invoice_id: &str) -> DomainResult<Option<(String, String)>> {
     let row: Option<(String, Option<String>)> = sqlx::query_as(
         "SELECT id, provider_ref FROM charge_attempts WHERE invoice_id = $1 AND state = 'requires_action' ORDER BY attempt DESC LIMIT 1",
     )
@@ -222,7 +222,7 @@ pub async fn action_secret(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
     invoice_id: &str,
-) -> ApiResult<Option<ActionSecret>> {
+) -> DomainResult<Option<ActionSecret>> {
     let Some((_, reference)) = awaiting_action(pool, invoice_id).await? else {
         return Ok(None);
     };
@@ -245,7 +245,7 @@ pub async fn settle_action(
     master_key: Option<&[u8; 32]>,
     invoice_id: &str,
     today: i64,
-) -> ApiResult<Option<String>> {
+) -> DomainResult<Option<String>> {
     let Some((attempt_id, reference)) = awaiting_action(pool, invoice_id).await? else {
         return Ok(None);
     };
@@ -261,7 +261,7 @@ pub async fn settle_action(
 }
 
 /// The result of one charge: the attempt as the API shows it.
-pub async fn attempt_json(pool: &Pool, attempt_id: &str) -> ApiResult<Value> {
+pub async fn attempt_json(pool: &Pool, attempt_id: &str) -> DomainResult<Value> {
     type Row = (
         String,
         String,
@@ -302,9 +302,9 @@ const CHARGEABLE: &[&str] = &["pending", "unpaid", "failed"];
 /// chargeable (cancelled or marked paid meanwhile): the money is to be returned by the operator.
 pub const REFUND_DUE: &str = "refund_due";
 
-fn check_chargeable(inv: &Invoice) -> ApiResult<()> {
+fn check_chargeable(inv: &Invoice) -> DomainResult<()> {
     if inv.kind != "invoice" || !CHARGEABLE.contains(&inv.state.as_str()) {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "invalid_state",
             format!("cannot charge an invoice that is {}", inv.state),
         ));
@@ -314,8 +314,8 @@ fn check_chargeable(inv: &Invoice) -> ApiResult<()> {
 
 /// A charge of the invoice is in flight (its lease is held): 409 `charge_in_progress`, also for an
 /// admin's mark-paid or cancel meanwhile.
-pub fn in_progress() -> ApiError {
-    ApiError::conflict(
+pub fn in_progress() -> DomainError {
+    DomainError::conflict(
         "charge_in_progress",
         "a payment of this invoice is being made; look at the invoice again in a moment",
     )
@@ -331,7 +331,7 @@ async fn claim(
     invoice_id: &str,
     p: &Provider,
     inv: &Invoice,
-) -> ApiResult<(String, i64, bool)> {
+) -> DomainResult<(String, i64, bool)> {
     let mut tx = crate::store::begin_write(pool).await?;
     let current = fetch_tx(&mut tx, invoice_id).await?;
     check_chargeable(&current)?;
@@ -393,7 +393,7 @@ async fn claim(
 }
 
 /// Gives a pending attempt's lease up (its outcome is unknown: the next pay looks it up at once).
-async fn release(pool: &Pool, attempt_id: &str) -> ApiResult<()> {
+async fn release(pool: &Pool, attempt_id: &str) -> DomainResult<()> {
     sqlx::query(
         "UPDATE charge_attempts SET lease_until = NULL WHERE id = $1 AND state = 'pending'",
     )
@@ -411,7 +411,7 @@ pub async fn charge_invoice(
     invoice_id: &str,
     method: Option<&str>,
     today: i64,
-) -> ApiResult<String> {
+) -> DomainResult<String> {
     let inv = invoices::fetch(pool, invoice_id).await?;
     check_chargeable(&inv)?;
     let p = provider(pool, master_key).await?;
@@ -516,7 +516,7 @@ pub async fn apply(
     attempt_id: &str,
     outcome: ChargeOutcome,
     today: i64,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     let settings = settings::load(pool).await?;
     let mut tx = crate::store::begin_write(pool).await?;
     let (invoice_id,): (String,) =
@@ -666,7 +666,7 @@ pub async fn apply(
 }
 
 /// The invoice, its row locked until `tx` ends (see [`crate::store::for_update`]).
-async fn fetch_tx(tx: &mut Tx, id: &str) -> ApiResult<Invoice> {
+async fn fetch_tx(tx: &mut Tx, id: &str) -> DomainResult<Invoice> {
     let row = sqlx::query(&format!(
         "SELECT {} FROM invoices WHERE id = $1{}",
         invoices::INVOICE_COLUMNS,
@@ -678,7 +678,7 @@ async fn fetch_tx(tx: &mut Tx, id: &str) -> ApiResult<Invoice> {
     Ok(Invoice::from_row(&row)?)
 }
 
-async fn inv_failed_attempts(tx: &mut Tx, id: &str) -> ApiResult<i64> {
+async fn inv_failed_attempts(tx: &mut Tx, id: &str) -> DomainResult<i64> {
     let (n,): (i64,) = sqlx::query_as("SELECT failed_attempts FROM invoices WHERE id = $1")
         .bind(id)
         .fetch_one(&mut **tx)
@@ -694,7 +694,7 @@ async fn email(
     attempt_id: &str,
     reason: &str,
     t: i64,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     let texts = &settings.email_texts;
     let text = match kind {
         "charge_succeeded" => &texts.charge_succeeded,
@@ -736,14 +736,14 @@ async fn email(
 }
 
 /// Bumps the catalog revision: gateways fetch the new snapshot on their next poll.
-async fn bump(tx: &mut Tx) -> ApiResult<()> {
+async fn bump(tx: &mut Tx) -> DomainResult<()> {
     sqlx::query("UPDATE catalog_revision SET revision = revision + 1 WHERE id = 1")
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
-async fn suspend_for_non_payment(tx: &mut Tx, account_id: &str) -> ApiResult<()> {
+async fn suspend_for_non_payment(tx: &mut Tx, account_id: &str) -> DomainResult<()> {
     sqlx::query("UPDATE applications SET state = 'suspended', state_reason = 'non_payment', updated_at = $2 WHERE account_id = $1 AND state = 'live'")
         .bind(account_id)
         .bind(now())
@@ -752,7 +752,7 @@ async fn suspend_for_non_payment(tx: &mut Tx, account_id: &str) -> ApiResult<()>
     bump(tx).await
 }
 
-async fn resume_if_settled(tx: &mut Tx, account_id: &str) -> ApiResult<()> {
+async fn resume_if_settled(tx: &mut Tx, account_id: &str) -> DomainResult<()> {
     let (failed,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM invoices WHERE account_id = $1 AND state = 'failed'")
             .bind(account_id)
@@ -778,7 +778,7 @@ pub async fn charge_due(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
     today: i64,
-) -> ApiResult<(usize, usize)> {
+) -> DomainResult<(usize, usize)> {
     let settings = settings::load(pool).await?;
     if !settings.charging_enabled {
         return Ok((0, 0));

@@ -84,7 +84,7 @@ impl Currency {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::test_support::d;
+    use crate::domain::billing::test_support::d;
 
     #[test]
     fn knows_minor_units() {

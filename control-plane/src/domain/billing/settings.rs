@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::currency::Currency;
 use super::lines::Mode;
-use crate::http::accounts::BillingAddress;
-use crate::http::error::{ApiError, ApiResult};
+use crate::domain::accounts::BillingAddress;
+use crate::domain::{DomainError, DomainResult};
 use crate::store::{now, Pool, Tx};
 
 /// Longest payment term.
@@ -140,9 +140,9 @@ impl Default for BillingSettings {
     }
 }
 
-fn check_text(param: &str, value: &str, max: usize) -> ApiResult<()> {
+fn check_text(param: &str, value: &str, max: usize) -> DomainResult<()> {
     if value.chars().count() > max {
-        return Err(ApiError::invalid(
+        return Err(DomainError::invalid(
             param,
             "text_too_long",
             format!("at most {max} characters"),
@@ -151,9 +151,9 @@ fn check_text(param: &str, value: &str, max: usize) -> ApiResult<()> {
     Ok(())
 }
 
-fn range(param: &str, code: &'static str, v: i64, lo: i64, hi: i64) -> ApiResult<()> {
+fn range(param: &str, code: &'static str, v: i64, lo: i64, hi: i64) -> DomainResult<()> {
     if v < lo || v > hi {
-        return Err(ApiError::invalid(
+        return Err(DomainError::invalid(
             param,
             code,
             format!("must be from {lo} to {hi}"),
@@ -169,9 +169,9 @@ impl BillingSettings {
         Currency::stored(&self.currency)
     }
 
-    pub fn validate(&self) -> ApiResult<()> {
+    pub fn validate(&self) -> DomainResult<()> {
         if Currency::parse(&self.currency).is_none() {
-            return Err(ApiError::invalid(
+            return Err(DomainError::invalid(
                 "currency",
                 "invalid_currency",
                 format!(
@@ -211,7 +211,7 @@ impl BillingSettings {
         check_text("vat_zero_text", &self.vat_zero_text, MAX_TEXT_CHARS)?;
         check_text("seller.name", &self.seller.name, MAX_TEXT_CHARS)?;
         check_text("seller.vat_id", &self.seller.vat_id, MAX_TEXT_CHARS)?;
-        crate::http::accounts::check_address(&self.seller.address)
+        crate::domain::accounts::check_address(&self.seller.address)
             .map_err(|e| e.with_param_prefix("seller.address"))?;
         let t = &self.email_texts;
         for (name, e) in [
@@ -226,7 +226,7 @@ impl BillingSettings {
                 MAX_SUBJECT_CHARS,
             )?;
             if e.subject.contains(['\r', '\n']) {
-                return Err(ApiError::invalid(
+                return Err(DomainError::invalid(
                     format!("email_texts.{name}.subject"),
                     "invalid_subject",
                     "one line",
@@ -239,14 +239,14 @@ impl BillingSettings {
 }
 
 /// The stored settings, or the defaults.
-pub async fn load(pool: &Pool) -> ApiResult<BillingSettings> {
+pub async fn load(pool: &Pool) -> DomainResult<BillingSettings> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT settings FROM billing_settings WHERE id = 1")
             .fetch_optional(pool)
             .await?;
     match row {
         Some((json,)) => serde_json::from_str(&json)
-            .map_err(|e| ApiError::Internal(format!("stored billing settings unreadable: {e}"))),
+            .map_err(|e| DomainError::Internal(format!("stored billing settings unreadable: {e}"))),
         None => Ok(BillingSettings::default()),
     }
 }
@@ -270,23 +270,29 @@ pub fn merge(base: &mut Value, patch: Value) {
 
 /// Applies a partial update in `tx`: validates the result, refuses a currency change while money
 /// in the old currency is outstanding, and writes it.
-pub async fn update(tx: &mut Tx, patch: Value) -> ApiResult<BillingSettings> {
+pub async fn update(tx: &mut Tx, patch: Value) -> DomainResult<BillingSettings> {
     if !patch.is_object() {
-        return Err(ApiError::bad_request(None, "invalid_body", "a JSON object"));
+        return Err(DomainError::malformed(
+            None,
+            "invalid_body",
+            "a JSON object",
+        ));
     }
     let row: Option<(String,)> =
         sqlx::query_as("SELECT settings FROM billing_settings WHERE id = 1")
             .fetch_optional(&mut **tx)
             .await?;
     let current: BillingSettings = match &row {
-        Some((json,)) => serde_json::from_str(json)
-            .map_err(|e| ApiError::Internal(format!("stored billing settings unreadable: {e}")))?,
+        Some((json,)) => serde_json::from_str(json).map_err(|e| {
+            DomainError::Internal(format!("stored billing settings unreadable: {e}"))
+        })?,
         None => BillingSettings::default(),
     };
-    let mut doc = serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut doc =
+        serde_json::to_value(&current).map_err(|e| DomainError::Internal(e.to_string()))?;
     merge(&mut doc, patch);
     let next: BillingSettings = serde_path_to_error::deserialize(doc).map_err(|e| {
-        ApiError::invalid(
+        DomainError::invalid(
             e.path().to_string(),
             "invalid_settings",
             e.inner().to_string(),
@@ -296,7 +302,7 @@ pub async fn update(tx: &mut Tx, patch: Value) -> ApiResult<BillingSettings> {
     // A billing currency the configured payment provider cannot charge is refused now, not at
     // the first charge.
     // (Braintree: a merchant account in it.)
-    crate::payments::config::check_stored(tx, next.currency()?).await?;
+    crate::domain::payments::config::check_stored(tx, next.currency()?).await?;
     if next.currency != current.currency {
         let (open,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM invoices WHERE state IN ('open', 'finalized', 'pending', 'unpaid')",
@@ -308,7 +314,7 @@ pub async fn update(tx: &mut Tx, patch: Value) -> ApiResult<BillingSettings> {
                 .fetch_one(&mut **tx)
                 .await?;
         if open > 0 || credit > 0 {
-            return Err(ApiError::Conflict {
+            return Err(DomainError::Conflict {
                 code: "currency_in_use",
                 message: format!(
                     "{open} unsettled invoice(s) and {credit} credit balance(s) are in {}; settle them before changing the currency",
@@ -318,7 +324,7 @@ pub async fn update(tx: &mut Tx, patch: Value) -> ApiResult<BillingSettings> {
             });
         }
     }
-    let json = serde_json::to_string(&next).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let json = serde_json::to_string(&next).map_err(|e| DomainError::Internal(e.to_string()))?;
     let sql = if row.is_some() {
         "UPDATE billing_settings SET settings = $1, updated_at = $2 WHERE id = 1"
     } else {

@@ -10,7 +10,7 @@ use sha2::Sha256;
 
 use super::charging::{self, today};
 use super::ChargeOutcome;
-use crate::http::error::{ApiError, ApiResult};
+use crate::domain::{DomainError, DomainResult};
 use crate::store::{is_unique_violation, now, Pool};
 
 /// How far a signature's timestamp may be from now (Stripe's own default).
@@ -59,14 +59,14 @@ pub fn verify_stripe(
 }
 
 /// Applies a verified Stripe event. Returns what was done, for the log and the answer.
-pub async fn apply_stripe(pool: &Pool, event: &Value) -> ApiResult<&'static str> {
+pub async fn apply_stripe(pool: &Pool, event: &Value) -> DomainResult<&'static str> {
     let id = event.get("id").and_then(Value::as_str).unwrap_or_default();
     let kind = event
         .get("type")
         .and_then(Value::as_str)
         .unwrap_or_default();
     if id.is_empty() {
-        return Err(ApiError::bad_request(
+        return Err(DomainError::malformed(
             None,
             "invalid_event",
             "the event has no id",

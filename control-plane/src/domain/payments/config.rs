@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::billing::currency::Currency;
+use crate::domain::billing::currency::Currency;
 
-use crate::http::error::{ApiError, ApiResult};
+use crate::domain::{DomainError, DomainResult};
 use crate::secrets::{open, open_v1, seal, SealedAt, SEALED_V2_PREFIX};
 use crate::store::{now, Pool};
 
@@ -63,9 +63,9 @@ impl MerchantAccounts {
 
     /// Validates `{"EUR": "<merchant account id>", ...}`: known ISO 4217 codes Braintree charges
     /// in, ids as any other field, at most [`MAX_MERCHANT_ACCOUNTS`].
-    pub fn parse(v: &BTreeMap<String, String>) -> ApiResult<MerchantAccounts> {
+    pub fn parse(v: &BTreeMap<String, String>) -> DomainResult<MerchantAccounts> {
         if v.len() > MAX_MERCHANT_ACCOUNTS {
-            return Err(ApiError::invalid(
+            return Err(DomainError::invalid(
                 "merchant_accounts",
                 "too_many_merchant_accounts",
                 format!("at most {MAX_MERCHANT_ACCOUNTS} merchant accounts"),
@@ -75,14 +75,14 @@ impl MerchantAccounts {
         for (code, id) in v {
             let param = format!("merchant_accounts.{code}");
             let currency = Currency::parse(code).ok_or_else(|| {
-                ApiError::invalid(
+                DomainError::invalid(
                     param.clone(),
                     "invalid_currency",
                     "an ISO 4217 currency code like \"EUR\"",
                 )
             })?;
             super::units::check("braintree", currency).map_err(|_| {
-                ApiError::invalid(
+                DomainError::invalid(
                     param.clone(),
                     "currency_not_supported_by_provider",
                     format!("braintree cannot charge in {code}"),
@@ -179,11 +179,11 @@ fn sealed_at(field: &str) -> SealedAt<'_> {
     }
 }
 
-fn field(param: &str, v: Option<String>, prefix: Option<&str>) -> ApiResult<String> {
+fn field(param: &str, v: Option<String>, prefix: Option<&str>) -> DomainResult<String> {
     let v = v.unwrap_or_default();
     let v = v.trim();
     if v.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(DomainError::invalid(
             param,
             "missing_field",
             format!("{param} is required"),
@@ -191,7 +191,7 @@ fn field(param: &str, v: Option<String>, prefix: Option<&str>) -> ApiResult<Stri
     }
     if v.chars().count() > MAX_FIELD_CHARS || v.chars().any(|c| c.is_whitespace() || c.is_control())
     {
-        return Err(ApiError::invalid(
+        return Err(DomainError::invalid(
             param,
             "invalid_field",
             "printable characters without spaces",
@@ -199,7 +199,7 @@ fn field(param: &str, v: Option<String>, prefix: Option<&str>) -> ApiResult<Stri
     }
     if let Some(p) = prefix {
         if !v.starts_with(p) {
-            return Err(ApiError::invalid(
+            return Err(DomainError::invalid(
                 param,
                 "invalid_field",
                 format!("expected a value starting with {p:?}"),
@@ -209,24 +209,24 @@ fn field(param: &str, v: Option<String>, prefix: Option<&str>) -> ApiResult<Stri
     Ok(v.to_string())
 }
 
-fn api_base(v: Option<String>) -> ApiResult<Option<String>> {
+fn api_base(v: Option<String>) -> DomainResult<Option<String>> {
     url("api_base", v)
 }
 
 /// An optional http(s) URL, stored with a trailing `/` (both uses append paths to it).
-fn url(param: &str, v: Option<String>) -> ApiResult<Option<String>> {
+fn url(param: &str, v: Option<String>) -> DomainResult<Option<String>> {
     match v.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
         Some(u) if u.len() <= MAX_FIELD_CHARS => {
             // The one outbound-URL rule (https to a public host; loopback only when opted in).
-            crate::outbound::check(u).map_err(|m| ApiError::invalid(param, "invalid_url", m))?;
+            crate::outbound::check(u).map_err(|m| DomainError::invalid(param, "invalid_url", m))?;
             Ok(Some(if u.ends_with('/') {
                 u.to_string()
             } else {
                 format!("{u}/")
             }))
         }
-        Some(_) => Err(ApiError::invalid(
+        Some(_) => Err(DomainError::invalid(
             param,
             "invalid_url",
             "an https URL of a public host",
@@ -235,9 +235,9 @@ fn url(param: &str, v: Option<String>) -> ApiResult<Option<String>> {
 }
 
 impl GatewayInput {
-    pub fn validate(self) -> ApiResult<GatewayConfig> {
+    pub fn validate(self) -> DomainResult<GatewayConfig> {
         match self.kind.as_deref() {
-            Some("stripe") if self.merchant_accounts.is_some() => Err(ApiError::invalid(
+            Some("stripe") if self.merchant_accounts.is_some() => Err(DomainError::invalid(
                 "merchant_accounts",
                 "invalid_field",
                 "merchant accounts are a Braintree setting",
@@ -252,7 +252,7 @@ impl GatewayInput {
             Some("braintree") => {
                 let environment = self.environment.unwrap_or_else(|| "sandbox".into());
                 if environment != "sandbox" && environment != "production" {
-                    return Err(ApiError::invalid(
+                    return Err(DomainError::invalid(
                         "environment",
                         "invalid_environment",
                         "sandbox or production",
@@ -270,7 +270,7 @@ impl GatewayInput {
                     )?,
                 })
             }
-            _ => Err(ApiError::invalid(
+            _ => Err(DomainError::invalid(
                 "type",
                 "invalid_gateway",
                 "\"stripe\" or \"braintree\"",
@@ -340,9 +340,9 @@ pub async fn store(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
     config: &GatewayConfig,
-) -> ApiResult<Option<String>> {
+) -> DomainResult<Option<String>> {
     let Some(key) = master_key else {
-        return Err(ApiError::conflict(
+        return Err(DomainError::conflict(
             "master_key_required",
             "set TOLLGATE_MASTER_KEY (at least 32 characters) on the server before storing gateway secrets",
         ));
@@ -394,7 +394,7 @@ pub async fn store(
 
 /// The public view: which provider, public fields, and for each secret whether it is set and its
 /// last 4 characters.
-pub async fn public_view(pool: &Pool) -> ApiResult<Value> {
+pub async fn public_view(pool: &Pool) -> DomainResult<Value> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT kind, config FROM payment_gateway WHERE id = 1")
             .fetch_optional(pool)
@@ -424,24 +424,25 @@ pub const NO_MERCHANT_ACCOUNTS: &str = "no merchant accounts are configured: eve
 
 /// The merchant accounts of a stored gateway document (empty when it has none: stored before
 /// they existed, or a Stripe gateway).
-fn stored_merchant_accounts(config: &str) -> ApiResult<MerchantAccounts> {
+fn stored_merchant_accounts(config: &str) -> DomainResult<MerchantAccounts> {
     let doc: Value = serde_json::from_str(config)
-        .map_err(|e| ApiError::Internal(format!("gateway settings unreadable: {e}")))?;
+        .map_err(|e| DomainError::Internal(format!("gateway settings unreadable: {e}")))?;
     match doc.get("merchant_accounts") {
         None | Some(Value::Null) => Ok(MerchantAccounts::default()),
         Some(v) => {
             let map: BTreeMap<String, String> = serde_json::from_value(v.clone()).map_err(|e| {
-                ApiError::Internal(format!("stored merchant accounts unreadable: {e}"))
+                DomainError::Internal(format!("stored merchant accounts unreadable: {e}"))
             })?;
-            MerchantAccounts::parse(&map)
-                .map_err(|e| ApiError::Internal(format!("stored merchant accounts invalid: {e:?}")))
+            MerchantAccounts::parse(&map).map_err(|e| {
+                DomainError::Internal(format!("stored merchant accounts invalid: {e:?}"))
+            })
         }
     }
 }
 
 /// Whether the stored gateway (if any) can charge in `currency`: the provider's units and, for
 /// Braintree, a merchant account in it. Reads public fields only (no master key needed).
-pub async fn check_stored(tx: &mut crate::store::Tx, currency: Currency) -> ApiResult<()> {
+pub async fn check_stored(tx: &mut crate::store::Tx, currency: Currency) -> DomainResult<()> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT kind, config FROM payment_gateway WHERE id = 1")
             .fetch_optional(&mut **tx)
@@ -453,7 +454,10 @@ pub async fn check_stored(tx: &mut crate::store::Tx, currency: Currency) -> ApiR
 }
 
 /// The configured gateway with its secrets opened, or `None` when none is configured.
-pub async fn load(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<Option<GatewayConfig>> {
+pub async fn load(
+    pool: &Pool,
+    master_key: Option<&[u8; 32]>,
+) -> DomainResult<Option<GatewayConfig>> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT kind, config FROM payment_gateway WHERE id = 1")
             .fetch_optional(pool)
@@ -462,15 +466,15 @@ pub async fn load(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<Optio
         return Ok(None);
     };
     let doc: Value = serde_json::from_str(&config)
-        .map_err(|e| ApiError::Internal(format!("gateway settings unreadable: {e}")))?;
-    let get = |name: &str| -> ApiResult<Option<String>> {
+        .map_err(|e| DomainError::Internal(format!("gateway settings unreadable: {e}")))?;
+    let get = |name: &str| -> DomainResult<Option<String>> {
         match doc.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(v) => {
                 let sealed = v.get("sealed").and_then(Value::as_str).unwrap_or_default();
                 let key = master_key.ok_or_else(|| {
-                    ApiError::Internal(
+                    DomainError::Internal(
                         "TOLLGATE_MASTER_KEY is not set: gateway secrets cannot be opened".into(),
                     )
                 })?;
@@ -478,14 +482,14 @@ pub async fn load(pool: &Pool, master_key: Option<&[u8; 32]>) -> ApiResult<Optio
                     // Never fall back to using it: a value moved here from another field would
                     // be sent as this one.
                     tracing::error!(field = name, "gateway secret {name} refused: {e}");
-                    ApiError::Internal(format!("gateway secret {name} {e}"))
+                    DomainError::Internal(format!("gateway secret {name} {e}"))
                 })?;
                 Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
             }
         }
     };
-    let req = |name: &str| -> ApiResult<String> {
-        get(name)?.ok_or_else(|| ApiError::Internal(format!("gateway setting {name} missing")))
+    let req = |name: &str| -> DomainResult<String> {
+        get(name)?.ok_or_else(|| DomainError::Internal(format!("gateway setting {name} missing")))
     };
     Ok(Some(match kind.as_str() {
         "stripe" => GatewayConfig::Stripe {

@@ -24,7 +24,7 @@ pub struct ChargeRequest<'a> {
     /// The invoice total in the currency's major unit, rounded to its ISO 4217 minor unit; each
     /// provider writes it in its own unit ([`units`]).
     pub amount: rust_decimal::Decimal,
-    pub currency: crate::billing::currency::Currency,
+    pub currency: crate::domain::billing::currency::Currency,
     pub invoice_id: &'a str,
     /// `<invoice id>-<attempt>`: the idempotency key and the lookup key of this attempt.
     pub attempt_key: &'a str,

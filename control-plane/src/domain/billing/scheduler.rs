@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::calendar::{day_of, SECONDS_PER_DAY};
 use super::run::{self, RunLock};
 use super::settings;
-use crate::http::error::{ApiError, ApiResult};
+use crate::domain::{DomainError, DomainResult};
 use crate::store::{now, Pool};
 
 pub const FIRST_CHECK: Duration = Duration::from_secs(5);
@@ -23,7 +23,7 @@ pub async fn run_scheduler(pool: Pool, lock: RunLock) {
     }
 }
 
-async fn tick(pool: &Pool, lock: &RunLock) -> ApiResult<()> {
+async fn tick(pool: &Pool, lock: &RunLock) -> DomainResult<()> {
     let settings = settings::load(pool).await?;
     let t = now();
     let today = day_of(t);
@@ -46,7 +46,7 @@ async fn tick(pool: &Pool, lock: &RunLock) -> ApiResult<()> {
     // in its insert, and a run in progress elsewhere is a conflict, not an error.
     let id = match run::start_unless_succeeded(pool, today).await {
         Ok(Some(id)) => id,
-        Ok(None) | Err(ApiError::Conflict { .. }) => return Ok(()),
+        Ok(None) | Err(DomainError::Conflict { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
     tracing::info!(run = id, "daily billing run started");

@@ -3,9 +3,9 @@
 //! graduated (1–1,000 free, then 0.01); Pro 90.00/month, no setup fee, the same hits pricing.
 
 use super::*;
-use crate::billing::calendar::parse_date;
-use crate::billing::test_support::d;
-use crate::billing::totals::settle;
+use crate::domain::billing::calendar::parse_date;
+use crate::domain::billing::test_support::d;
+use crate::domain::billing::totals::settle;
 
 fn day(s: &str) -> i64 {
     parse_date(s).unwrap()

@@ -114,7 +114,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::test_support::d;
+    use crate::domain::billing::test_support::d;
     use proptest::prelude::*;
 
     #[test]

@@ -14,8 +14,8 @@
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::config::MerchantAccounts;
-use crate::billing::currency::Currency;
-use crate::http::error::ApiError;
+use crate::domain::billing::currency::Currency;
+use crate::domain::DomainError;
 
 /// Stripe's zero-decimal currencies: the API amount is in whole units.
 const STRIPE_ZERO_DECIMAL: &[&str] = &[
@@ -53,22 +53,22 @@ pub enum UnitError {
     TooLarge,
 }
 
-impl From<UnitError> for ApiError {
-    fn from(e: UnitError) -> ApiError {
+impl From<UnitError> for DomainError {
+    fn from(e: UnitError) -> DomainError {
         match e {
-            UnitError::Unsupported { provider, currency } => ApiError::invalid(
+            UnitError::Unsupported { provider, currency } => DomainError::invalid(
                 "currency",
                 "currency_not_supported_by_provider",
                 format!("{provider} cannot charge in {currency}"),
             ),
-            UnitError::NoMerchantAccount { currency } => ApiError::invalid(
+            UnitError::NoMerchantAccount { currency } => DomainError::invalid(
                 "currency",
                 "currency_has_no_merchant_account",
                 format!(
                     "the Braintree gateway settings have no merchant account in {currency} (merchant_accounts): nothing is charged in another currency"
                 ),
             ),
-            UnitError::TooLarge => ApiError::invalid(
+            UnitError::TooLarge => DomainError::invalid(
                 "amount",
                 "amount_too_large",
                 "the amount does not fit the payment provider's amount field",
@@ -148,7 +148,7 @@ pub fn braintree_amount(currency: Currency, amount: Decimal) -> Result<String, U
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::test_support::d;
+    use crate::domain::billing::test_support::d;
 
     fn c(code: &str) -> Currency {
         Currency::parse(code).unwrap()
@@ -219,7 +219,7 @@ mod tests {
         assert!(check("braintree", c("IQD")).is_ok());
     }
 
-    fn accounts(pairs: &[(&str, &str)]) -> crate::http::error::ApiResult<MerchantAccounts> {
+    fn accounts(pairs: &[(&str, &str)]) -> crate::domain::DomainResult<MerchantAccounts> {
         MerchantAccounts::parse(
             &pairs
                 .iter()

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::calendar::format_date;
 use super::invoices::{self, Invoice, Line};
-use crate::http::error::ApiResult;
+use crate::domain::DomainResult;
 use crate::store::Pool;
 
 const PAGE_W: f32 = 595.0;
@@ -20,7 +20,7 @@ const BOTTOM: f32 = 110.0;
 const DESCRIPTION_CHARS: usize = 58;
 
 /// `(file name stem, PDF bytes)` of invoice `id`.
-pub async fn invoice_pdf(pool: &Pool, id: &str) -> ApiResult<(String, Vec<u8>)> {
+pub async fn invoice_pdf(pool: &Pool, id: &str) -> DomainResult<(String, Vec<u8>)> {
     let inv = invoices::fetch(pool, id).await?;
     let lines = invoices::lines(pool, id).await?;
     let stem = inv

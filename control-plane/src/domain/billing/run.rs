@@ -30,8 +30,8 @@ use super::lines::{
 use super::outbox::{enqueue_many, Email};
 use super::rating::Tier;
 use super::settings::{self, BillingSettings};
-use crate::catalog::PricingModel;
-use crate::http::error::{ApiError, ApiResult};
+use crate::domain::catalog::PricingModel;
+use crate::domain::{DomainError, DomainResult};
 use crate::money::stored;
 use crate::secrets::new_id;
 use crate::store::{is_unique_violation, now, now_ms, Pool, Tx};
@@ -71,14 +71,14 @@ pub fn run_json(r: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
     }))
 }
 
-pub async fn fetch_run(pool: &Pool, id: &str) -> ApiResult<Value> {
+pub async fn fetch_run(pool: &Pool, id: &str) -> DomainResult<Value> {
     let row = sqlx::query(&format!(
         "SELECT {RUN_COLUMNS} FROM billing_runs WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(pool)
     .await?
-    .ok_or_else(|| ApiError::not_found("billing run", id))?;
+    .ok_or_else(|| DomainError::not_found("billing run", id))?;
     Ok(run_json(&row)?)
 }
 
@@ -88,10 +88,10 @@ pub async fn fetch_run(pool: &Pool, id: &str) -> ApiResult<Value> {
 /// One run at a time holds across replicas: the insert itself fails on the unique index
 /// `billing_runs_one_running` (migration 0014) when another process's run is running, so two
 /// control planes starting a run at the same instant cannot both pass a check and both insert.
-pub async fn start(pool: &Pool, run_on: i64) -> ApiResult<String> {
+pub async fn start(pool: &Pool, run_on: i64) -> DomainResult<String> {
     match insert_run(pool, run_on, false).await? {
         Some(id) => Ok(id),
-        None => Err(ApiError::Internal(
+        None => Err(DomainError::Internal(
             "a run insert inserted nothing, and no run overlapped it".into(),
         )),
     }
@@ -100,11 +100,15 @@ pub async fn start(pool: &Pool, run_on: i64) -> ApiResult<String> {
 /// The scheduler's start: like [`start`], but records nothing (`None`) when a run for `run_on`
 /// has already succeeded, checked in the same statement as the insert, so a replica whose check
 /// came before another replica's run finished does not bill the day a second time.
-pub async fn start_unless_succeeded(pool: &Pool, run_on: i64) -> ApiResult<Option<String>> {
+pub async fn start_unless_succeeded(pool: &Pool, run_on: i64) -> DomainResult<Option<String>> {
     insert_run(pool, run_on, true).await
 }
 
-async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResult<Option<String>> {
+async fn insert_run(
+    pool: &Pool,
+    run_on: i64,
+    unless_succeeded: bool,
+) -> DomainResult<Option<String>> {
     // When the start was asked for: the decision is taken against this instant, not the later
     // one at which the insert gets the database. On SQLite a write waits for the one writer lock
     // and its busy handler is no queue: a start that arrived while another replica's run was
@@ -178,7 +182,7 @@ async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResu
                     .fetch_optional(pool)
                     .await?;
             let which = running.map(|(id,)| format!(" {id}")).unwrap_or_default();
-            Err(ApiError::conflict(
+            Err(DomainError::conflict(
                 "run_in_progress",
                 format!("billing run{which} is still running"),
             ))
@@ -189,7 +193,7 @@ async fn insert_run(pool: &Pool, run_on: i64, unless_succeeded: bool) -> ApiResu
 
 /// Why a start recorded nothing: a run that ended after the start arrived at `t_ms` (409
 /// `run_in_progress`), else (the scheduler's start) today's run had already succeeded (`None`).
-async fn refusal(pool: &Pool, t_ms: i64) -> ApiResult<Option<String>> {
+async fn refusal(pool: &Pool, t_ms: i64) -> DomainResult<Option<String>> {
     let overlapped: Option<(String,)> = sqlx::query_as(
         "SELECT id FROM billing_runs WHERE state IN ('succeeded', 'failed') AND finished_at_ms >= $1 ORDER BY id LIMIT 1",
     )
@@ -197,7 +201,7 @@ async fn refusal(pool: &Pool, t_ms: i64) -> ApiResult<Option<String>> {
     .fetch_optional(pool)
     .await?;
     match overlapped {
-        Some((id,)) => Err(ApiError::conflict(
+        Some((id,)) => Err(DomainError::conflict(
             "run_in_progress",
             format!("billing run {id} ran while this start waited for the database (it has ended since)"),
         )),
@@ -206,7 +210,7 @@ async fn refusal(pool: &Pool, t_ms: i64) -> ApiResult<Option<String>> {
 }
 
 /// Runs `run_id` to the end and records how it ended.
-pub async fn execute(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiResult<()> {
+pub async fn execute(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> DomainResult<()> {
     let heartbeat = {
         let pool = pool.clone();
         let id = run_id.to_string();
@@ -226,9 +230,9 @@ pub async fn execute(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiR
     let mut result = bill_all(pool, run_id, run_on, batch).await;
     if result.is_ok() {
         // Charging follows billing: invoices due by the run's date (issued and due, or a retry due).
-        match crate::payments::charging::charge_due(
+        match crate::domain::payments::charging::charge_due(
             pool,
-            crate::payments::config::master_key(),
+            crate::domain::payments::config::master_key(),
             run_on,
         )
         .await
@@ -263,12 +267,12 @@ pub async fn execute(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiR
 }
 
 /// Every plan's terms, with pricing rules grouped per metric.
-pub async fn load_plans(pool: &Pool) -> ApiResult<HashMap<String, PlanTerms>> {
+pub async fn load_plans(pool: &Pool) -> DomainResult<HashMap<String, PlanTerms>> {
     load_plans_where(pool, "").await
 }
 
 /// One plan's terms (the admin portal's cost preview prices them as a run would).
-pub async fn load_plan(pool: &Pool, id: &str) -> ApiResult<Option<PlanTerms>> {
+pub async fn load_plan(pool: &Pool, id: &str) -> DomainResult<Option<PlanTerms>> {
     if id.is_empty() {
         return Ok(None);
     }
@@ -276,7 +280,7 @@ pub async fn load_plan(pool: &Pool, id: &str) -> ApiResult<Option<PlanTerms>> {
 }
 
 /// The terms of plan `only`, or of every plan when `only` is empty.
-async fn load_plans_where(pool: &Pool, only: &str) -> ApiResult<HashMap<String, PlanTerms>> {
+async fn load_plans_where(pool: &Pool, only: &str) -> DomainResult<HashMap<String, PlanTerms>> {
     let plans: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT id, name, setup_fee, fixed_fee FROM plans WHERE ($1 = '' OR id = $1)",
     )
@@ -346,7 +350,7 @@ struct RunContext {
     period: (i64, i64),
 }
 
-async fn bill_all(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiResult<()> {
+async fn bill_all(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> DomainResult<()> {
     let settings = settings::load(pool).await?;
     let period = match settings.mode {
         Mode::Prepaid => (month_start(run_on), next_month_start(run_on)),
@@ -373,8 +377,8 @@ async fn bill_all(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> ApiResu
                 }
                 // A concurrent run committed the same lines first (unique keys), or lock contention.
                 Err(
-                    ApiError::Unavailable(_)
-                    | ApiError::Conflict {
+                    DomainError::Unavailable(_)
+                    | DomainError::Conflict {
                         code: "conflicting_change",
                         ..
                     },
@@ -412,7 +416,7 @@ async fn bill_batch(
     ctx: &RunContext,
     after: &str,
     batch: i64,
-) -> ApiResult<Option<String>> {
+) -> DomainResult<Option<String>> {
     let t = now();
     // A write first: on SQLite the transaction takes the write lock here (waiting its turn), so
     // nothing read below can change before commit.
@@ -472,7 +476,7 @@ async fn bill_accounts(
     contracts: &[ContractRow],
     first: &str,
     last: &str,
-) -> ApiResult<i64> {
+) -> DomainResult<i64> {
     let started = std::time::Instant::now();
     let previous = previous_month_start(ctx.run_on);
     let current = month_start(ctx.run_on);
@@ -731,7 +735,7 @@ async fn insert_invoices(
     currency: &str,
     t: i64,
     rows: &[Issued],
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     for chunk in rows.chunks(crate::store::rows_per_statement(23)) {
         let sql = format!(
             "INSERT INTO invoices ({INVOICE_COLUMNS}) VALUES {}",

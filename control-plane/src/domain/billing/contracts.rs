@@ -2,11 +2,11 @@
 //! application change that causes them, so billing always sees the history the gateway enforced.
 
 use super::calendar::day_of;
-use crate::http::error::ApiResult;
+use crate::domain::DomainResult;
 use crate::secrets::new_id;
 use crate::store::Tx;
 
-async fn trial_days(tx: &mut Tx, plan_id: &str) -> ApiResult<i64> {
+async fn trial_days(tx: &mut Tx, plan_id: &str) -> DomainResult<i64> {
     let (days,): (i64,) = sqlx::query_as("SELECT trial_days FROM plans WHERE id = $1")
         .bind(plan_id)
         .fetch_one(&mut **tx)
@@ -21,7 +21,7 @@ async fn insert(
     starts_on: i64,
     trial_ends_on: i64,
     now: i64,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     sqlx::query(
         "INSERT INTO contracts (id, account_id, application_id, application_name, plan_id, starts_on, ends_on, trial_ends_on, created_at) \
          SELECT $1, account_id, id, name, $2, $3, NULL, $4, $5 FROM applications WHERE id = $6",
@@ -38,7 +38,7 @@ async fn insert(
 }
 
 /// A new application: its first contract starts today, with the plan's trial.
-pub async fn start(tx: &mut Tx, application_id: &str, plan_id: &str, now: i64) -> ApiResult<()> {
+pub async fn start(tx: &mut Tx, application_id: &str, plan_id: &str, now: i64) -> DomainResult<()> {
     let today = day_of(now);
     let trial = trial_days(tx, plan_id).await?;
     insert(tx, application_id, plan_id, today, today + trial, now).await
@@ -51,7 +51,7 @@ pub async fn change_plan(
     application_id: &str,
     plan_id: &str,
     now: i64,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     let today = day_of(now);
     let current: Option<(String, String, i64)> = sqlx::query_as(
         "SELECT id, plan_id, trial_ends_on FROM contracts WHERE application_id = $1 AND ends_on IS NULL",
@@ -75,7 +75,7 @@ pub async fn change_plan(
 }
 
 /// A customized copy of the same plan continues the same contract (no new setup fee).
-pub async fn switch_to_copy(tx: &mut Tx, application_id: &str, plan_id: &str) -> ApiResult<()> {
+pub async fn switch_to_copy(tx: &mut Tx, application_id: &str, plan_id: &str) -> DomainResult<()> {
     sqlx::query("UPDATE contracts SET plan_id = $2 WHERE application_id = $1 AND ends_on IS NULL")
         .bind(application_id)
         .bind(plan_id)
@@ -85,7 +85,7 @@ pub async fn switch_to_copy(tx: &mut Tx, application_id: &str, plan_id: &str) ->
 }
 
 /// The application is deleted: its contract ends after today (the day of deletion is billed).
-pub async fn end(tx: &mut Tx, application_id: &str, now: i64) -> ApiResult<()> {
+pub async fn end(tx: &mut Tx, application_id: &str, now: i64) -> DomainResult<()> {
     sqlx::query("UPDATE contracts SET ends_on = $2 WHERE application_id = $1 AND ends_on IS NULL")
         .bind(application_id)
         .bind(day_of(now) + 1)
@@ -95,7 +95,7 @@ pub async fn end(tx: &mut Tx, application_id: &str, now: i64) -> ApiResult<()> {
 }
 
 /// Keeps the name printed on invoices current.
-pub async fn rename(tx: &mut Tx, application_id: &str, name: &str) -> ApiResult<()> {
+pub async fn rename(tx: &mut Tx, application_id: &str, name: &str) -> DomainResult<()> {
     sqlx::query(
         "UPDATE contracts SET application_name = $2 WHERE application_id = $1 AND ends_on IS NULL",
     )

@@ -22,7 +22,7 @@ use rust_decimal::Decimal;
 use super::calendar::{format_date, month_start, next_month_start, previous_month_start};
 use super::currency::Currency;
 use super::rating::{line_amount, price_usage, Overflow, Tier};
-use crate::catalog::PricingModel;
+use crate::domain::catalog::PricingModel;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
