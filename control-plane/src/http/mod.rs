@@ -1,6 +1,7 @@
 //! The admin API: `/admin/api/v1/...`, Bearer tokens with read/write scopes, JSON in and out.
 
 pub mod accounts;
+pub mod api_doc;
 pub mod applications;
 pub mod auth;
 pub mod billing;

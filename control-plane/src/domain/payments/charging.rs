@@ -735,21 +735,13 @@ async fn email(
     .await
 }
 
-/// Bumps the catalog revision: gateways fetch the new snapshot on their next poll.
-async fn bump(tx: &mut Tx) -> DomainResult<()> {
-    sqlx::query("UPDATE catalog_revision SET revision = revision + 1 WHERE id = 1")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 async fn suspend_for_non_payment(tx: &mut Tx, account_id: &str) -> DomainResult<()> {
     sqlx::query("UPDATE applications SET state = 'suspended', state_reason = 'non_payment', updated_at = $2 WHERE account_id = $1 AND state = 'live'")
         .bind(account_id)
         .bind(now())
         .execute(&mut **tx)
         .await?;
-    bump(tx).await
+    crate::domain::catalog::revision::bump(tx).await
 }
 
 async fn resume_if_settled(tx: &mut Tx, account_id: &str) -> DomainResult<()> {
@@ -767,7 +759,7 @@ async fn resume_if_settled(tx: &mut Tx, account_id: &str) -> DomainResult<()> {
         .execute(&mut **tx)
         .await?;
     if r.rows_affected() > 0 {
-        bump(tx).await?;
+        crate::domain::catalog::revision::bump(tx).await?;
     }
     Ok(())
 }

@@ -1,5 +1,8 @@
 //! Validation rules of the catalog, independent of HTTP and SQL: what makes a limit, a pricing
 //! rule or a mapping rule acceptable. Errors name the offending field (`limits[2].metric`).
+//! [`revision`] is the one writer of the catalog revision gateways poll.
+
+pub mod revision;
 
 use std::collections::HashMap;
 
