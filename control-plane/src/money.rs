@@ -64,6 +64,54 @@ pub fn format_amount(d: Decimal) -> String {
     d.to_string()
 }
 
+/// An amount of money as the APIs show it: a [`Decimal`] serialized as its canonical string
+/// ([`format_amount`]: `"10.00"`, `"0.000125"`), never a JSON number. Response types use it for
+/// every money field, so the OpenAPI document says "string" exactly where the wire has one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount(pub Decimal);
+
+impl Amount {
+    /// An amount as stored (see [`stored`]): exact, or an error, never zero.
+    pub fn stored(raw: &str) -> Result<Amount, CorruptAmount> {
+        stored(raw).map(Amount)
+    }
+}
+
+impl From<Decimal> for Amount {
+    fn from(d: Decimal) -> Self {
+        Amount(d)
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_amount(self.0))
+    }
+}
+
+impl serde::Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_amount(self.0))
+    }
+}
+
+/// The pattern of [`format_amount`]'s output, as the OpenAPI document states it.
+pub const AMOUNT_PATTERN: &str = r"^-?[0-9]+\.[0-9]{2,}$";
+
+impl utoipa::PartialSchema for Amount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(AMOUNT_PATTERN))
+            .description(Some(
+                "A decimal amount as a string, at least two decimals (\"10.00\", \"0.000125\")",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Amount {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +126,13 @@ mod tests {
         );
         assert_eq!(format_amount(parse_amount("0").unwrap()), "0.00");
         assert_eq!(format_amount(parse_amount("-0").unwrap()), "0.00");
+    }
+
+    #[test]
+    fn amounts_serialize_as_canonical_strings() {
+        let a = Amount(parse_amount("10.5").unwrap());
+        assert_eq!(serde_json::to_string(&a).unwrap(), "\"10.50\"");
+        assert_eq!(Amount::stored("x").unwrap_err().raw, "x");
     }
 
     #[test]

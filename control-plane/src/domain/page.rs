@@ -23,8 +23,9 @@ impl Default for PageRequest {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
+    /// Always `"list"`.
     pub object: &'static str,
     pub data: Vec<T>,
     pub has_more: bool,
