@@ -1,8 +1,14 @@
-//! Validation rules of the catalog, independent of HTTP and SQL: what makes a limit, a pricing
-//! rule or a mapping rule acceptable. Errors name the offending field (`limits[2].metric`).
-//! [`revision`] is the one writer of the catalog revision gateways poll.
+//! The catalog: what is sold and enforced. This module holds its validation rules, independent of
+//! HTTP and SQL (what makes a limit, a pricing rule or a mapping rule acceptable; errors name the
+//! offending field, `limits[2].metric`); [`services`], [`metrics`], [`mapping_rules`] and
+//! [`plans`] read and write it. [`revision`] is the one writer of the catalog revision gateways
+//! poll: every write here that changes what a gateway sees bumps it in its own transaction.
 
+pub mod mapping_rules;
+pub mod metrics;
+pub mod plans;
 pub mod revision;
+pub mod services;
 
 use std::collections::HashMap;
 
@@ -20,6 +26,44 @@ pub const MAX_LIMITS_PER_PLAN: usize = 200;
 pub const MAX_PRICING_RULES_PER_PLAN: usize = 500;
 /// Longest trial.
 pub const MAX_TRIAL_DAYS: i64 = 3_650;
+
+/// The answer to a delete: which object is gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    /// The kind of object deleted (`"service"`, `"plan"`, ...).
+    pub object: &'static str,
+    pub id: String,
+    /// Always `true`.
+    pub deleted: bool,
+}
+
+impl Deleted {
+    pub fn new(object: &'static str, id: impl Into<String>) -> Deleted {
+        Deleted {
+            object,
+            id: id.into(),
+            deleted: true,
+        }
+    }
+}
+
+/// A period as stored (`plan_limits.period`, written from [`Period::as_str`]); anything else is
+/// a corrupted row, never a guessed period.
+pub fn stored_period(raw: &str) -> Result<Period, DomainError> {
+    Period::ALL
+        .into_iter()
+        .find(|p| p.as_str() == raw)
+        .ok_or_else(|| DomainError::Internal(format!("stored period {raw:?} is not a period")))
+}
+
+/// The OpenAPI schema of a [`Period`] (defined in `tollgate_protocol`, which knows nothing of
+/// OpenAPI): one of its lowercase names.
+pub fn period_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(Period::ALL.into_iter().map(Period::as_str)))
+        .build()
+}
 
 pub fn check_name(param: &str, name: &str) -> Result<String, DomainError> {
     let trimmed = name.trim();
@@ -70,15 +114,17 @@ pub fn check_trial_days(days: i64) -> Result<i64, DomainError> {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitInput {
+    /// The name of a metric of the plan's service.
     pub metric: String,
+    #[schema(schema_with = period_schema)]
     pub period: Period,
     pub value: u64,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PricingModel {
     /// Each unit at the price of its tier (3scale's behaviour).
@@ -99,6 +145,20 @@ impl PricingModel {
         }
     }
 
+    /// A model as stored (`pricing_rules.model`, written from [`PricingModel::as_str`]): anything
+    /// else is a corrupted row, never priced as a guessed model.
+    pub fn stored(raw: &str) -> Result<PricingModel, DomainError> {
+        [
+            PricingModel::Graduated,
+            PricingModel::Volume,
+            PricingModel::Package,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == raw)
+        .ok_or_else(|| DomainError::Internal(format!("stored pricing model {raw:?} is unknown")))
+    }
+
+    /// Lenient: an unknown model reads as graduated (billing's reader; prefer [`Self::stored`]).
     pub fn parse(s: &str) -> PricingModel {
         match s {
             "volume" => PricingModel::Volume,
@@ -108,9 +168,10 @@ impl PricingModel {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PricingRuleInput {
+    /// The name of a metric of the plan's service.
     pub metric: String,
     /// First unit of the tier (1-based, inclusive).
     pub from: u64,

@@ -1,12 +1,17 @@
-//! Small pieces every admin portal page shares: reading an API error back onto the form field it
-//! names, path segments for in-process API calls, and the "write scope only" form wrapper.
+//! Small pieces every admin portal page shares: reading a form into the API's input type and a
+//! refusal back onto the form field it names, path segments, and the "write scope only" form
+//! wrapper.
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::access::{AdminSession, Fields};
 use super::api::Answer;
+use crate::domain::DomainError;
 use crate::http::auth::Scope;
+use crate::http::error::ApiError;
 use crate::portal::html::{admin_page, alert, csrf_input, html, Markup};
 
 /// An API error as `(param, message)`; `param` is the API's field path (`limits[2].value`).
@@ -39,8 +44,8 @@ pub fn general_error(e: &FormError, fields: &[&str]) -> Markup {
     }
 }
 
-/// Percent-encodes one path segment for an in-process API call, so an id taken from a portal URL
-/// can never reach another API route.
+/// Percent-encodes one path segment of a portal link or an in-process API call, so an id taken
+/// from a portal URL can never reach another route.
 pub fn seg(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for b in id.bytes() {
@@ -87,7 +92,42 @@ pub fn show(admin: &AdminSession, title: &str, status: StatusCode, body: Markup)
     (status, Html(admin_page(title, Some(&admin.csrf), body))).into_response()
 }
 
-/// The status to show an API refusal with (never a 2xx for a form that failed).
+/// A form's fields, gathered as the JSON body an admin would send the API, read into the API's
+/// input type by the API's own reader: a field of the wrong shape (`"trial_days": "ten"`) is
+/// refused with the words, field path and 400 the API answers.
+pub fn parsed<T: DeserializeOwned>(body: &Value) -> Result<T, DomainError> {
+    crate::http::extract::parse(body.to_string().as_bytes()).map_err(|e| match e {
+        ApiError::BadRequest {
+            code,
+            message,
+            param,
+        } => DomainError::Malformed {
+            code,
+            message,
+            param,
+        },
+        other => DomainError::Internal(format!("reading a form: {other:?}")),
+    })
+}
+
+/// A domain refusal as a form shows it: the status the API answers it with and `(param,
+/// message)` as the API's error object carries them (`param` empty when it names no field).
+pub fn refused(e: DomainError) -> (StatusCode, FormError) {
+    let param = match &e {
+        DomainError::Malformed { param, .. }
+        | DomainError::Conflict { param, .. }
+        | DomainError::Invalid { param, .. } => param.clone().unwrap_or_default(),
+        DomainError::NotFound { .. } => "id".to_string(),
+        _ => String::new(),
+    };
+    let message = e.to_string();
+    // The one mapping of domain errors to statuses (http/error.rs); it also logs internal errors.
+    let status = e.into_response().status();
+    (status, Some((param, message)))
+}
+
+/// The status to show an API refusal with (never a 2xx for a form that failed); for the pages
+/// that still call the API in-process ([`super::api`]).
 pub fn failed(a: &Answer) -> StatusCode {
     if a.ok() {
         StatusCode::UNPROCESSABLE_ENTITY
