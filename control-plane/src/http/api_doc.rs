@@ -73,6 +73,8 @@ struct Base;
 fn parts() -> Vec<Document> {
     vec![
         // e.g. super::services::ServicesApi::openapi(),
+        super::tokens::TokensApi::openapi(),
+        super::gateway_tokens::GatewayTokensApi::openapi(),
     ]
 }
 
