@@ -59,6 +59,7 @@ pub struct AdminToken {
     pub scope: Scope,
     pub created_at: i64,
     /// Unix seconds; `null`: until revoked.
+    #[schema(required = true)]
     pub expires_at: Option<i64>,
 }
 
