@@ -9,6 +9,7 @@
 //! - [`billing`]: contracts, rating, invoices, the billing run and its scheduler.
 //! - [`payments`]: payment gateways (Stripe, Braintree), charging an issued invoice, webhooks.
 
+pub mod access;
 pub mod accounts;
 pub mod billing;
 pub mod catalog;

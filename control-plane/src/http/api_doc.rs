@@ -78,6 +78,8 @@ fn parts() -> Vec<Document> {
         // e.g. super::services::ServicesApi::openapi(),
         super::services::ServicesApi::openapi(),
         super::plans::PlansApi::openapi(),
+        super::tokens::TokensApi::openapi(),
+        super::gateway_tokens::GatewayTokensApi::openapi(),
     ]
 }
 

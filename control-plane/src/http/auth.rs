@@ -8,31 +8,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::domain::access::tokens::{self, TokenCheck};
 use crate::rate_limit::TokenKind;
-use crate::secrets::{constant_time_eq, sha256_hex};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    Read,
-    Write,
-}
-
-impl Scope {
-    pub fn parse(s: &str) -> Option<Scope> {
-        match s {
-            "read" => Some(Scope::Read),
-            "write" => Some(Scope::Write),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Write => "write",
-        }
-    }
-}
+pub use crate::domain::access::tokens::Scope;
 
 /// Who is calling; put in request extensions by [`layer`].
 #[derive(Clone)]
@@ -120,31 +99,14 @@ pub(crate) async fn authenticate(
         .ok_or_else(|| {
             ApiError::Unauthorized("the Authorization header must be `Bearer <admin token>`".into())
         })?;
-    let digest = sha256_hex(&token);
-    if let Some(env) = &state.env_token_sha256 {
-        if constant_time_eq(env, &digest) {
-            return Ok(Caller {
-                token_id: "env".into(),
-                scope: Scope::Write,
-                response_secret: response_secret(&token),
-            });
-        }
-    }
-    let row: Option<(String, String, Option<i64>)> =
-        sqlx::query_as("SELECT id, scope, expires_at FROM admin_tokens WHERE token_sha256 = $1")
-            .bind(&digest)
-            .fetch_optional(&state.pool)
-            .await?;
-    match row {
-        Some((_, _, Some(expires_at))) if expires_at <= crate::store::now() => {
-            Err(ApiError::Unauthorized("the admin token has expired".into()))
-        }
-        Some((id, scope, _)) => Ok(Caller {
+    match tokens::check(&state.pool, state.env_token_sha256.as_deref(), &token).await? {
+        TokenCheck::Valid { id, scope } => Ok(Caller {
             token_id: id,
-            scope: Scope::parse(&scope).unwrap_or(Scope::Read),
+            scope,
             response_secret: response_secret(&token),
         }),
-        None => Err(ApiError::Unauthorized(
+        TokenCheck::Expired => Err(ApiError::Unauthorized("the admin token has expired".into())),
+        TokenCheck::Unknown => Err(ApiError::Unauthorized(
             "unknown or revoked admin token".into(),
         )),
     }

@@ -7,13 +7,15 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::http::auth::{Caller, Scope};
+use crate::domain::access::sessions::{self, SESSION_TTL_SECS};
+use crate::domain::access::tokens::{self, Scope, TokenCheck};
+use crate::domain::DomainResult;
+use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::portal::html::{admin_page, csrf_input, field, html};
-use crate::portal::session::{cookie, csrf_ok, set_cookie, SESSION_TTL_SECS};
-use crate::secrets::{new_session_token, sha256_hex};
-use crate::store::now;
+use crate::portal::session::{cookie, csrf_ok, set_cookie};
+use crate::secrets::new_session_token;
 
 pub const ADMIN_COOKIE: &str = "tg_admin";
 pub const ADMIN_CSRF_COOKIE: &str = "tg_admin_csrf";
@@ -49,34 +51,20 @@ fn admin_cookie(name: &str, value: &str, max_age: i64) -> String {
     set_cookie(name, value, max_age).replace("Path=/portal", "Path=/admin")
 }
 
-async fn current(s: &AppState, headers: &HeaderMap) -> Result<Option<AdminSession>, sqlx::Error> {
+async fn current(s: &AppState, headers: &HeaderMap) -> DomainResult<Option<AdminSession>> {
     let Some(token) = cookie(headers, ADMIN_COOKIE) else {
         return Ok(None);
     };
-    let row: Option<(String, String, String)> = sqlx::query_as(
-        // A revoked token ends its sessions too; so does a changed (or removed)
-        // TOLLGATE_ADMIN_TOKEN for the sessions opened with it.
-        "SELECT s.scope, s.csrf_token, s.token_id FROM admin_sessions s WHERE s.id_sha256 = $1 AND s.expires_at > $2 \
-         AND ((s.token_id = 'env' AND s.env_token_sha256 = $3) \
-              OR (s.token_id <> 'env' AND EXISTS (SELECT 1 FROM admin_tokens t WHERE t.id = s.token_id AND (t.expires_at IS NULL OR t.expires_at > $2))))",
-    )
-    .bind(sha256_hex(&token))
-    .bind(now())
-    .bind(s.env_token_sha256.as_deref().unwrap_or(""))
-    .fetch_optional(&s.pool)
-    .await?;
-    Ok(row.map(|(scope, csrf, token_id)| {
-        let scope = Scope::parse(&scope).unwrap_or(Scope::Read);
-        AdminSession {
-            scope,
-            csrf,
-            caller: Caller {
-                token_id,
-                scope,
-                // Only keys idempotent replays, which the portal never asks for.
-                response_secret: [0; 32],
-            },
-        }
+    let grant = sessions::current_admin(&s.pool, &token, s.env_token_sha256.as_deref()).await?;
+    Ok(grant.map(|g| AdminSession {
+        scope: g.scope,
+        csrf: g.csrf,
+        caller: Caller {
+            token_id: g.token_id,
+            scope: g.scope,
+            // Only keys idempotent replays, which the portal never asks for.
+            response_secret: [0; 32],
+        },
     }))
 }
 
@@ -202,35 +190,27 @@ pub async fn sign_in(
         .get("token")
         .map(|t| t.trim().to_string())
         .unwrap_or_default();
-    let caller =
-        match crate::http::auth::authenticate(&s, Some(Ok(format!("Bearer {token}")))).await {
-            Ok(c) => c,
-            Err(ApiError::Unauthorized(_)) => {
-                return sign_in_page(
-                    Some("unknown or revoked admin token"),
-                    StatusCode::UNAUTHORIZED,
-                )
-            }
-            Err(e) => return failure(e),
-        };
-    let session = new_session_token();
-    let t = now();
-    let env_digest = (caller.token_id == "env")
-        .then(|| s.env_token_sha256.as_deref().map(str::to_string))
-        .flatten();
-    let stored = sqlx::query("INSERT INTO admin_sessions (id_sha256, token_id, scope, csrf_token, created_at, expires_at, env_token_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(sha256_hex(&session))
-        .bind(&caller.token_id)
-        .bind(caller.scope.as_str())
-        .bind(new_session_token())
-        .bind(t)
-        .bind(t + SESSION_TTL_SECS)
-        .bind(env_digest)
-        .execute(&s.pool)
-        .await;
-    if let Err(e) = stored {
-        return failure(e);
-    }
+    // An empty field is no token at all, like an empty Bearer header; an expired token gets the
+    // same answer as an unknown one.
+    let env = s.env_token_sha256.as_deref();
+    let checked = match token.is_empty() {
+        true => Ok(TokenCheck::Unknown),
+        false => tokens::check(&s.pool, env, &token).await,
+    };
+    let (token_id, scope) = match checked {
+        Ok(TokenCheck::Valid { id, scope }) => (id, scope),
+        Ok(TokenCheck::Expired | TokenCheck::Unknown) => {
+            return sign_in_page(
+                Some("unknown or revoked admin token"),
+                StatusCode::UNAUTHORIZED,
+            )
+        }
+        Err(e) => return failure(e),
+    };
+    let session = match sessions::start_admin(&s.pool, &token_id, scope, env).await {
+        Ok(session) => session,
+        Err(e) => return failure(e),
+    };
     let mut r = redirect("/admin");
     if let Ok(v) = admin_cookie(ADMIN_COOKIE, &session, SESSION_TTL_SECS).parse() {
         r.headers_mut().append(header::SET_COOKIE, v);
@@ -255,10 +235,8 @@ pub async fn sign_out(
             .into_response();
     }
     if let Some(token) = cookie(&headers, ADMIN_COOKIE) {
-        let _ = sqlx::query("DELETE FROM admin_sessions WHERE id_sha256 = $1")
-            .bind(sha256_hex(&token))
-            .execute(&s.pool)
-            .await;
+        // Signing out always clears the cookie; a session left behind expires on its own.
+        let _ = sessions::end_admin(&s.pool, &token).await;
     }
     let mut r = redirect("/admin/sign_in");
     if let Ok(v) = admin_cookie(ADMIN_COOKIE, "", 0).parse() {

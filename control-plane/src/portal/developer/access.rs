@@ -17,16 +17,15 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::http::error::{ApiError, ApiResult};
+use crate::domain::access::{passwords, users};
+use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::portal::html::{alert, csrf_input, field, html, page, Markup};
 use crate::portal::session::{
-    self, Session, CSRF_COOKIE, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, SESSION_COOKIE,
-    SESSION_TTL_SECS,
+    self, Session, CSRF_COOKIE, MIN_PASSWORD_CHARS, SESSION_COOKIE, SESSION_TTL_SECS,
 };
 use crate::rate_limit::ClientIp;
-use crate::secrets::{new_id, new_session_token};
-use crate::store::now;
+use crate::secrets::new_session_token;
 
 pub use crate::portal::Fields;
 
@@ -194,12 +193,8 @@ pub async fn sign_up(
         }
     };
     let password = f.get("password").cloned().unwrap_or_default();
-    let chars = password.chars().count();
-    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
-        errors.insert(
-            "password",
-            format!("{MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"),
-        );
+    if let Err(e) = passwords::check_password(&password) {
+        errors.insert("password", error_message(e));
     }
     if !errors.is_empty() {
         return sign_up_page(&f, &errors, StatusCode::UNPROCESSABLE_ENTITY);
@@ -208,47 +203,15 @@ pub async fn sign_up(
     if let Err(retry_after) = s.limits.sign_up_attempt(&ip) {
         return too_many(retry_after, None);
     }
-    let taken: Result<Option<(String,)>, _> =
-        sqlx::query_as("SELECT id FROM portal_users WHERE email = $1")
-            .bind(&email)
-            .fetch_optional(&s.pool)
-            .await;
-    let created = match taken {
-        Ok(None) => create_user(&s, &name, &email, password).await,
-        Ok(Some(_)) => sign_up_taken(&s, &email, password).await,
-        Err(e) => return failure(e),
+    let sign_up = users::SignUp {
+        name,
+        email,
+        password,
     };
-    match created {
+    match users::sign_up(&s.pool, &s.limits, sign_up).await {
         Ok(token) => signed_in(&token),
         Err(e) => failure(e),
     }
-}
-
-/// A sign-up with an email that has an account: the same work as [`create_user`] (an Argon2 hash
-/// of the password, one write transaction) and a cookie of the same form, but the token opens no
-/// session. The owner gets an email (one a day at most, by its dedupe key) saying someone tried.
-async fn sign_up_taken(s: &AppState, email: &str, password: String) -> ApiResult<String> {
-    session::hash_password(&s.limits, password).await?;
-    let t = now();
-    let mut tx = crate::store::begin_write(&s.pool).await?;
-    let notice = crate::domain::billing::outbox::Email {
-        dedupe_key: format!(
-            "sign_up_taken:{email}:{}",
-            crate::domain::billing::calendar::day_of(t)
-        ),
-        kind: "sign_up_taken",
-        recipient: email.to_string(),
-        subject: "Someone tried to sign up with your email".into(),
-        body: format!(
-            "Hello,\n\nsomeone tried to create a developer account with {email}, which already has \
-             one. If it was you, sign in with your password instead.\nIf it was not you, nothing \
-             changed: no one got access to your account.\n"
-        ),
-        invoice_id: None,
-    };
-    crate::domain::billing::outbox::enqueue(&mut tx, &notice, t).await?;
-    tx.commit().await?;
-    Ok(new_session_token())
 }
 
 pub(super) fn error_message(e: impl Into<ApiError>) -> String {
@@ -257,33 +220,6 @@ pub(super) fn error_message(e: impl Into<ApiError>) -> String {
         ApiError::Invalid { message, .. } | ApiError::BadRequest { message, .. } => message,
         _ => "invalid".into(),
     }
-}
-
-async fn create_user(s: &AppState, name: &str, email: &str, password: String) -> ApiResult<String> {
-    let hash = session::hash_password(&s.limits, password).await?;
-    let account_id = new_id("acct");
-    let user_id = new_id("usr");
-    let t = now();
-    let mut tx = crate::store::begin_write(&s.pool).await?;
-    sqlx::query(
-        "INSERT INTO accounts (id, name, email, billing_address, vat_rate, vat_code, created_at, updated_at) VALUES ($1, $2, $3, '{}', '0', NULL, $4, $4)",
-    )
-    .bind(&account_id)
-    .bind(name)
-    .bind(email)
-    .bind(t)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO portal_users (id, account_id, email, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&user_id)
-        .bind(&account_id)
-        .bind(email)
-        .bind(hash)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    session::start(&s.pool, &user_id).await
 }
 
 fn sign_in_page(email: &str, error: Option<&str>, status: StatusCode) -> Response {
@@ -329,32 +265,20 @@ pub async fn sign_in(
         return too_many(retry_after, None);
     }
     let password = f.get("password").cloned().unwrap_or_default();
-    let row: Result<Option<(String, String)>, _> =
-        sqlx::query_as("SELECT id, password_hash FROM portal_users WHERE email = $1")
-            .bind(&email)
-            .fetch_optional(&s.pool)
-            .await;
-    let row = match row {
-        Ok(r) => r,
+    // The same answer for an unknown email and a wrong password (no account enumeration).
+    let user_id = match users::authenticate(&s.pool, &s.limits, &email, password).await {
+        Ok(found) => found,
         Err(e) => return failure(e),
     };
-    // The same answer for an unknown email and a wrong password (no account enumeration); a dummy
-    // verification keeps the timing alike.
-    let (user_id, stored) = row.unwrap_or_else(|| (String::new(), "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0000000000000000000000000000000000000000000".into()));
-    let ok = match session::verify_password(&s.limits, password, stored).await {
-        Ok(ok) => ok && !user_id.is_empty(),
-        Err(e) => return failure(e),
-    };
-    if ok {
-        s.limits.sign_in_failures.clear(&account_key);
-    } else {
+    let Some(user_id) = user_id else {
         s.limits.sign_in_failed(&account_key);
         return sign_in_page(
             &email,
             Some("The email or the password is wrong."),
             StatusCode::UNAUTHORIZED,
         );
-    }
+    };
+    s.limits.sign_in_failures.clear(&account_key);
     match session::start(&s.pool, &user_id).await {
         Ok(token) => signed_in(&token),
         Err(e) => failure(e),
