@@ -41,7 +41,10 @@ impl utoipa::Modify for Tokens {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = doc.components.get_or_insert_with(Default::default);
         for (name, what) in [
-            ("admin_token", "an admin API token (`tollgate token create`)"),
+            (
+                "admin_token",
+                "an admin API token (`tollgate token create`)",
+            ),
             ("developer_token", "a developer API token of one account"),
             ("gateway_token", "a gateway token, scoped to services"),
         ] {
@@ -73,6 +76,8 @@ struct Base;
 fn parts() -> Vec<Document> {
     vec![
         // e.g. super::services::ServicesApi::openapi(),
+        super::payment_gateway::PaymentGatewayApi::openapi(),
+        super::payments::PaymentsApi::openapi(),
     ]
 }
 

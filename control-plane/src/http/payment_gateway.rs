@@ -2,46 +2,58 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
 
-use super::error::{ApiError, ApiResult};
+use super::api_doc::ErrorBody;
+use super::error::ApiResult;
 use super::extract::JsonBody;
 use super::AppState;
-use crate::domain::payments::config::{self, GatewayInput};
-use crate::domain::payments::units::UnitError;
+use crate::domain::payments::config::{self, FieldView, GatewayInput, GatewayView, SecretView};
 
-pub async fn get(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/billing/gateway",
+    tag = "payments",
+    responses(
+        (status = 200, description = "The gateway settings (secrets shown as set/last4)", body = GatewayView),
+        (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn get(State(s): State<AppState>) -> ApiResult<Json<GatewayView>> {
     Ok(Json(config::public_view(&s.pool).await?))
 }
 
 /// Replaces the gateway settings (all fields of the chosen type). 422 on invalid input, 409 without a
 /// master key; nothing is stored in either case.
+#[utoipa::path(
+    put,
+    path = "/admin/api/v1/billing/gateway",
+    tag = "payments",
+    request_body = GatewayInput,
+    responses(
+        (status = 200, description = "Stored; `warning` after a switch of provider", body = GatewayView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 409, description = "`master_key_required`, or a stored billing currency Tollgate does not know", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn put(
     State(s): State<AppState>,
     JsonBody(input): JsonBody<GatewayInput>,
-) -> ApiResult<Json<Value>> {
-    let cfg = input.validate()?;
-    // The billing currency must be one the new provider can charge.
-    let billing = crate::domain::billing::settings::load(&s.pool).await?;
-    // (Braintree: a merchant account in it; the error names the missing entry.)
-    cfg.check_currency(billing.currency()?)
-        .map_err(|e| match e {
-            UnitError::NoMerchantAccount { currency } => ApiError::invalid(
-                format!("merchant_accounts.{currency}"),
-                "currency_has_no_merchant_account",
-                format!(
-                    "the billing currency is {currency}: merchant_accounts needs an account in it"
-                ),
-            ),
-            e => e.into(),
-        })?;
-    let previous = config::store(&s.pool, s.master_key.as_deref(), &cfg).await?;
-    let mut view = config::public_view(&s.pool).await?;
-    if let Some(previous) = previous {
-        view["warning"] = json!(format!(
-            "switched from {previous} to {}: cards stored at {previous} are not used any more; developers must add a card again",
-            cfg.provider()
-        ));
-    }
-    Ok(Json(view))
+) -> ApiResult<Json<GatewayView>> {
+    Ok(Json(
+        config::save(&s.pool, s.master_key.as_deref(), input).await?,
+    ))
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(get, put),
+    components(schemas(GatewayView, GatewayInput, FieldView, SecretView))
+)]
+pub struct PaymentGatewayApi;
