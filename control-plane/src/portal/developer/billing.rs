@@ -27,7 +27,7 @@ pub(super) fn not_found(session: &Session) -> Response {
         .into_response()
 }
 
-/// (name, plan id, plan name, state, state reason) of an application of the session's account.
+/// The billing page: issued invoices, payments and the cards on file.
 pub async fn billing(State(s): State<AppState>, session: Session) -> Response {
     billing_page(&s, &session, html! {}, StatusCode::OK).await
 }
