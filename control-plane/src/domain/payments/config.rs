@@ -111,7 +111,7 @@ pub enum GatewayConfig {
         merchant_id: String,
         public_key: String,
         private_key: String,
-        environment: String,
+        environment: BraintreeEnvironment,
         api_base: Option<String>,
         /// Base URL of the Braintree web SDK (default [`BRAINTREE_JS_URL`]).
         js_url: Option<String>,
@@ -119,6 +119,30 @@ pub enum GatewayConfig {
         /// refused (`currency_has_no_merchant_account`) until they are entered.
         merchant_accounts: MerchantAccounts,
     },
+}
+
+/// Which Braintree the credentials are for (its API host, unless `api_base` names another).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BraintreeEnvironment {
+    Sandbox,
+    Production,
+}
+
+impl BraintreeEnvironment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BraintreeEnvironment::Sandbox => "sandbox",
+            BraintreeEnvironment::Production => "production",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BraintreeEnvironment> {
+        match s {
+            "sandbox" => Some(BraintreeEnvironment::Sandbox),
+            "production" => Some(BraintreeEnvironment::Production),
+            _ => None,
+        }
+    }
 }
 
 /// Stripe.js, as Stripe requires it to be loaded (never self-hosted).
@@ -270,14 +294,15 @@ impl GatewayInput {
                 js_url: url("js_url", self.js_url)?,
             }),
             Some("braintree") => {
-                let environment = self.environment.unwrap_or_else(|| "sandbox".into());
-                if environment != "sandbox" && environment != "production" {
-                    return Err(DomainError::invalid(
-                        "environment",
-                        "invalid_environment",
-                        "sandbox or production",
-                    ));
-                }
+                let environment =
+                    BraintreeEnvironment::parse(self.environment.as_deref().unwrap_or("sandbox"))
+                        .ok_or_else(|| {
+                        DomainError::invalid(
+                            "environment",
+                            "invalid_environment",
+                            "sandbox or production",
+                        )
+                    })?;
                 Ok(GatewayConfig::Braintree {
                     merchant_id: field("merchant_id", self.merchant_id, None)?,
                     public_key: field("public_key", self.public_key, None)?,
@@ -326,7 +351,7 @@ fn fields(c: &GatewayConfig) -> Vec<(&'static str, Option<String>)> {
             ("merchant_id", Some(merchant_id.clone())),
             ("public_key", Some(public_key.clone())),
             ("private_key", Some(private_key.clone())),
-            ("environment", Some(environment.clone())),
+            ("environment", Some(environment.as_str().to_string())),
             ("api_base", api_base.clone()),
             ("js_url", js_url.clone()),
         ],
@@ -680,7 +705,12 @@ pub async fn load(
             merchant_id: req("merchant_id", d.merchant_id)?,
             public_key: req("public_key", d.public_key)?,
             private_key: req("private_key", d.private_key)?,
-            environment: req("environment", d.environment)?,
+            environment: {
+                let e = req("environment", d.environment)?;
+                BraintreeEnvironment::parse(&e).ok_or_else(|| {
+                    DomainError::Internal(format!("unknown stored Braintree environment {e:?}"))
+                })?
+            },
             api_base: get("api_base", d.api_base)?,
             js_url: get("js_url", d.js_url)?,
             merchant_accounts,

@@ -68,7 +68,7 @@ impl Provider {
                 let mut bt = Braintree::new(
                     &public_key,
                     &private_key,
-                    &environment,
+                    environment,
                     api_base.as_deref(),
                     merchant_accounts,
                 )
