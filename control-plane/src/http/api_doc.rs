@@ -80,6 +80,8 @@ fn parts() -> Vec<Document> {
         super::plans::PlansApi::openapi(),
         super::tokens::TokensApi::openapi(),
         super::gateway_tokens::GatewayTokensApi::openapi(),
+        super::payment_gateway::PaymentGatewayApi::openapi(),
+        super::payments::PaymentsApi::openapi(),
     ]
 }
 

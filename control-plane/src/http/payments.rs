@@ -1,272 +1,273 @@
 //! Payment routes: the Stripe webhook, the admin's "charge now", and the developer's cards and
-//! "pay now" (`/api/v1`, account-scoped).
+//! "pay now" (`/api/v1`, account-scoped). Each calls one function of `domain::payments`.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
-use super::developer::{own_invoice, Developer};
-use super::error::{ApiError, ApiResult};
+use super::api_doc::ErrorBody;
+use super::developer::Developer;
+use super::error::ApiResult;
 use super::extract::{JsonBody, RawBody};
 use super::AppState;
-use crate::domain::billing::invoices;
-use crate::domain::payments::charging::{self, today, Provider};
-use crate::domain::payments::{config, webhooks};
-use crate::store::now;
+use crate::domain::payments::attempts::{AttemptState, Payment};
+use crate::domain::payments::cards::{
+    self, AddMethod, AddedPaymentMethod, BraintreeSetup, CardSetup, PaymentMethod,
+    RemovedPaymentMethod, StripeSetup,
+};
+use crate::domain::payments::charging::{self, ChargedInvoice};
+use crate::domain::payments::webhooks::{self, WebhookReceipt, WebhookResult};
+use crate::domain::payments::ProviderKind;
+use crate::domain::Page;
 
 fn key(s: &AppState) -> Option<&[u8; 32]> {
     s.master_key.as_deref()
 }
 
-async fn invoice_with_payment(
-    s: &AppState,
-    invoice_id: &str,
-    attempt_id: &str,
-) -> ApiResult<Json<Value>> {
-    let inv = invoices::fetch(&s.pool, invoice_id).await?;
-    let lines = invoices::lines(&s.pool, invoice_id).await?;
-    let mut body = invoices::to_json(&inv, &lines);
-    body["payment"] = charging::attempt_json(&s.pool, attempt_id).await?;
-    Ok(Json(body))
-}
-
 /// `POST /admin/api/v1/invoices/{id}/charge`: charge now with the account's default card.
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/invoices/{id}/charge",
+    tag = "payments",
+    params(("id" = String, Path, description = "The invoice")),
+    responses(
+        (status = 200, description = "The invoice after the attempt, with the attempt as `payment` (a decline is a 200 with a failed payment)", body = ChargedInvoice),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`invalid_state`, `charge_in_progress`, `no_payment_gateway`, `payment_gateway_misconfigured`, `unknown_currency`", body = ErrorBody),
+        (status = 422, description = "A currency the provider cannot charge in", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+        (status = 503, description = "The provider did not answer: the outcome is looked up before the next charge", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn admin_charge(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let attempt = charging::charge_invoice(&s.pool, key(&s), &id, None, today()).await?;
-    invoice_with_payment(&s, &id, &attempt).await
+) -> ApiResult<Json<ChargedInvoice>> {
+    Ok(Json(charging::charge_now(&s.pool, key(&s), &id).await?))
 }
 
 /// `POST /webhooks/stripe`.
+#[utoipa::path(
+    post,
+    path = "/webhooks/stripe",
+    tag = "payments",
+    params(("Stripe-Signature" = String, Header, description = "t=<unix>,v1=<hex HMAC-SHA256>")),
+    request_body(content = Object, description = "A Stripe event", content_type = "application/json"),
+    responses(
+        (status = 200, body = WebhookReceipt),
+        (status = 400, description = "`invalid_signature`, `invalid_json`, `invalid_event`", body = ErrorBody),
+        (status = 409, description = "Stripe is not the configured gateway", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+    )
+)]
 pub async fn stripe_webhook(
     State(s): State<AppState>,
     headers: HeaderMap,
     RawBody(body): RawBody,
-) -> ApiResult<Json<Value>> {
-    let Some(config::GatewayConfig::Stripe { webhook_secret, .. }) =
-        config::load(&s.pool, key(&s)).await?
-    else {
-        return Err(ApiError::conflict(
-            "no_payment_gateway",
-            "Stripe is not the configured payment gateway",
-        ));
-    };
+) -> ApiResult<Json<WebhookReceipt>> {
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    webhooks::verify_stripe(signature, &body, &webhook_secret, now()).map_err(|why| {
-        ApiError::bad_request(Some("Stripe-Signature".into()), "invalid_signature", why)
-    })?;
-    let event: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(None, "invalid_json", format!("the event is not JSON: {e}"))
-    })?;
-    let result = webhooks::apply_stripe(&s.pool, &event).await?;
-    let id = event.get("id").and_then(|v| v.as_str()).unwrap_or_default();
-    let kind = event
-        .get("type")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    tracing::info!(event = id, kind, result, "stripe webhook");
-    Ok(Json(json!({"received": true, "result": result})))
+    Ok(Json(
+        webhooks::receive_stripe(&s.pool, key(&s), signature, &body).await?,
+    ))
 }
 
 /// `POST /api/v1/payment_methods/setup`: what the browser needs to collect a card.
+#[utoipa::path(
+    post,
+    path = "/api/v1/payment_methods/setup",
+    tag = "payments",
+    responses(
+        (status = 200, body = CardSetup),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "No payment gateway is configured", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("developer_token" = []))
+)]
 pub async fn setup(
     State(s): State<AppState>,
     Extension(dev): Extension<Developer>,
-) -> ApiResult<Json<Value>> {
-    let p = charging::provider(&s.pool, key(&s)).await?;
-    let Some((customer, _)) = charging::customer(&s.pool, &p, &dev.account_id, true).await? else {
-        return Err(ApiError::Internal("customer not created".into()));
-    };
-    match &p {
-        Provider::Stripe(stripe) => {
-            let secret = stripe
-                .setup_intent(&customer)
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("{e:?}")))?;
-            Ok(Json(
-                json!({"object": "payment_method_setup", "provider": "stripe", "client_secret": secret,
-                           "publishable_key": stripe.publishable_key, "js_url": stripe.js_url}),
-            ))
-        }
-        Provider::Braintree(bt) => {
-            let token = bt
-                .client_token(&customer)
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("{e:?}")))?;
-            Ok(Json(
-                json!({"object": "payment_method_setup", "provider": "braintree", "client_token": token,
-                           "js_url": bt.js_url}),
-            ))
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddMethod {
-    /// Stripe: the PaymentMethod id Stripe.js confirmed.
-    payment_method_id: Option<String>,
-    /// Braintree: the nonce from Hosted Fields / Drop-in.
-    payment_method_nonce: Option<String>,
-    #[serde(default)]
-    default: bool,
-}
-
-async fn list_json(
-    s: &AppState,
-    dev: &Developer,
-) -> ApiResult<(
-    Provider,
-    String,
-    Option<String>,
-    Vec<crate::domain::payments::Card>,
-)> {
-    let p = charging::provider(&s.pool, key(s)).await?;
-    let Some((customer, default)) = charging::customer(&s.pool, &p, &dev.account_id, false).await?
-    else {
-        return Ok((p, String::new(), None, Vec::new()));
-    };
-    let cards = charging::cards(&p, &customer).await?;
-    Ok((p, customer, default, cards))
-}
-
-fn cards_json(cards: &[crate::domain::payments::Card], default: Option<&str>) -> Value {
-    let data: Vec<Value> = cards
-        .iter()
-        .map(|c| {
-            let mut v = json!(c);
-            v["object"] = json!("payment_method");
-            v["default"] = json!(Some(c.id.as_str()) == default);
-            v
-        })
-        .collect();
-    json!({"object": "list", "data": data, "has_more": false, "next_cursor": null})
+) -> ApiResult<Json<CardSetup>> {
+    Ok(Json(cards::setup(&s.pool, key(&s), &dev.account_id).await?))
 }
 
 /// `POST /api/v1/payment_methods`: attach a confirmed card; the first card becomes the default.
+#[utoipa::path(
+    post,
+    path = "/api/v1/payment_methods",
+    tag = "payments",
+    request_body = AddMethod,
+    responses(
+        (status = 201, body = AddedPaymentMethod),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "No payment gateway is configured", body = ErrorBody),
+        (status = 422, description = "`missing_field`, `invalid_payment_method`", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("developer_token" = []))
+)]
 pub async fn add_method(
     State(s): State<AppState>,
     Extension(dev): Extension<Developer>,
     JsonBody(input): JsonBody<AddMethod>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let pm = input
-        .payment_method_id
-        .or(input.payment_method_nonce)
-        .filter(|p| !p.trim().is_empty())
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "payment_method_id",
-                "missing_field",
-                "payment_method_id (Stripe) or payment_method_nonce (Braintree) is required",
-            )
-        })?;
-    let p = charging::provider(&s.pool, key(&s)).await?;
-    let Some((customer, default)) = charging::customer(&s.pool, &p, &dev.account_id, true).await?
-    else {
-        return Err(ApiError::Internal("customer not created".into()));
-    };
-    let attached = match &p {
-        Provider::Stripe(stripe) => stripe.attach(&customer, &pm).await,
-        Provider::Braintree(bt) => bt.vault(&customer, &pm).await,
-    };
-    let card = attached.map_err(|e| match e {
-        crate::domain::payments::PayError::Provider { code, message, .. } => ApiError::invalid(
-            "payment_method_id",
-            "invalid_payment_method",
-            format!("{code}: {message}"),
-        ),
-        other => ApiError::Unavailable(format!("{other:?}")),
-    })?;
-    if input.default || default.is_none() {
-        charging::set_default(&s.pool, &p, &dev.account_id, Some(&card.id)).await?;
-    }
-    let (_, _, default, cards) = list_json(&s, &dev).await?;
-    let mut one = cards_json(&[card], default.as_deref())["data"][0].clone();
-    one["cards"] = json!(cards.len());
-    Ok((StatusCode::CREATED, Json(one)))
+) -> ApiResult<(StatusCode, Json<AddedPaymentMethod>)> {
+    let added = cards::add(&s.pool, key(&s), &dev.account_id, input).await?;
+    Ok((StatusCode::CREATED, Json(added)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/payment_methods",
+    tag = "payments",
+    responses(
+        (status = 200, body = Page<PaymentMethod>),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "No payment gateway is configured", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("developer_token" = []))
+)]
 pub async fn list_methods(
     State(s): State<AppState>,
     Extension(dev): Extension<Developer>,
-) -> ApiResult<Json<Value>> {
-    let (_, _, default, cards) = list_json(&s, &dev).await?;
-    Ok(Json(cards_json(&cards, default.as_deref())))
+) -> ApiResult<Json<Page<PaymentMethod>>> {
+    Ok(Json(
+        cards::methods(&s.pool, key(&s), &dev.account_id).await?,
+    ))
 }
 
-/// A card of the caller's customer, or 404 (another account's card looks like no card).
-async fn own_card(
-    s: &AppState,
-    dev: &Developer,
-    id: &str,
-) -> ApiResult<(Provider, Option<String>, Vec<crate::domain::payments::Card>)> {
-    let (p, _, default, cards) = list_json(s, dev).await?;
-    if !cards.iter().any(|c| c.id == id) {
-        return Err(ApiError::not_found("payment method", id));
-    }
-    Ok((p, default, cards))
-}
-
+#[utoipa::path(
+    post,
+    path = "/api/v1/payment_methods/{id}/default",
+    tag = "payments",
+    params(("id" = String, Path, description = "A card of the account")),
+    responses(
+        (status = 200, body = Page<PaymentMethod>),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "No payment gateway is configured", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("developer_token" = []))
+)]
 pub async fn make_default(
     State(s): State<AppState>,
     Extension(dev): Extension<Developer>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let (p, _, cards) = own_card(&s, &dev, &id).await?;
-    charging::set_default(&s.pool, &p, &dev.account_id, Some(&id)).await?;
-    Ok(Json(cards_json(&cards, Some(&id))))
+) -> ApiResult<Json<Page<PaymentMethod>>> {
+    Ok(Json(
+        cards::make_default(&s.pool, key(&s), &dev.account_id, &id).await?,
+    ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/payment_methods/{id}",
+    tag = "payments",
+    params(("id" = String, Path, description = "A card of the account")),
+    responses(
+        (status = 200, body = RemovedPaymentMethod),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "No payment gateway is configured", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("developer_token" = []))
+)]
 pub async fn remove_method(
     State(s): State<AppState>,
     Extension(dev): Extension<Developer>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let (p, default, _) = own_card(&s, &dev, &id).await?;
-    match &p {
-        Provider::Stripe(stripe) => stripe.detach(&id).await,
-        Provider::Braintree(bt) => bt.delete(&id).await,
-    }
-    .map_err(|e| ApiError::Unavailable(format!("{e:?}")))?;
-    if default.as_deref() == Some(id.as_str()) {
-        charging::set_default(&s.pool, &p, &dev.account_id, None).await?;
-    }
+) -> ApiResult<Json<RemovedPaymentMethod>> {
     Ok(Json(
-        json!({"object": "payment_method", "id": id, "deleted": true}),
+        cards::remove(&s.pool, key(&s), &dev.account_id, &id).await?,
     ))
 }
 
-#[derive(Deserialize, Default)]
+/// `POST /api/v1/invoices/{id}/pay`: a chosen card of the account's, else the default.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayInput {
     payment_method_id: Option<String>,
 }
 
 /// `POST /api/v1/invoices/{id}/pay`: pay now with the default card or a chosen one of the account's.
+#[utoipa::path(
+    post,
+    path = "/api/v1/invoices/{id}/pay",
+    tag = "payments",
+    params(("id" = String, Path, description = "An issued invoice of the account")),
+    request_body(content = PayInput, description = "Optional: the card to charge"),
+    responses(
+        (status = 200, description = "The invoice after the attempt, with the attempt as `payment`", body = ChargedInvoice),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "Not an issued invoice or a card of the account", body = ErrorBody),
+        (status = 409, description = "`invalid_state`, `charge_in_progress`, `no_payment_gateway`", body = ErrorBody),
+        (status = 422, description = "A currency the provider cannot charge in", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("developer_token" = []))
+)]
 pub async fn pay(
     State(s): State<AppState>,
     Extension(dev): Extension<Developer>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<PayInput>,
-) -> ApiResult<Json<Value>> {
-    own_invoice(&s, &dev, &id).await?;
-    if let Some(pm) = &input.payment_method_id {
-        own_card(&s, &dev, pm).await?;
-    }
-    let attempt = charging::charge_invoice(
-        &s.pool,
-        key(&s),
-        &id,
-        input.payment_method_id.as_deref(),
-        today(),
-    )
-    .await?;
-    invoice_with_payment(&s, &id, &attempt).await
+) -> ApiResult<Json<ChargedInvoice>> {
+    Ok(Json(
+        charging::pay_own(
+            &s.pool,
+            key(&s),
+            &dev.account_id,
+            &id,
+            input.payment_method_id.as_deref(),
+        )
+        .await?,
+    ))
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        admin_charge,
+        stripe_webhook,
+        setup,
+        add_method,
+        list_methods,
+        make_default,
+        remove_method,
+        pay
+    ),
+    components(schemas(
+        ChargedInvoice,
+        Payment,
+        AttemptState,
+        ProviderKind,
+        CardSetup,
+        StripeSetup,
+        BraintreeSetup,
+        AddMethod,
+        AddedPaymentMethod,
+        PaymentMethod,
+        RemovedPaymentMethod,
+        PayInput,
+        WebhookReceipt,
+        WebhookResult
+    ))
+)]
+pub struct PaymentsApi;

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::config::MerchantAccounts;
+use super::config::{BraintreeEnvironment, MerchantAccounts};
 use super::{Card, ChargeOutcome, ChargeRequest, PayError};
 
 /// The API version sent in `Braintree-Version`.
@@ -113,7 +113,7 @@ impl Braintree {
     pub fn new(
         public_key: &str,
         private_key: &str,
-        environment: &str,
+        environment: BraintreeEnvironment,
         api_base: Option<&str>,
         merchant_accounts: MerchantAccounts,
     ) -> Result<Braintree, PayError> {
@@ -123,7 +123,7 @@ impl Braintree {
         }
         let endpoint = match api_base {
             Some(base) => format!("{base}graphql"),
-            None if environment == "production" => PRODUCTION_URL.into(),
+            None if environment == BraintreeEnvironment::Production => PRODUCTION_URL.into(),
             None => SANDBOX_URL.into(),
         };
         // The outbound-URL rule at connect time (no private or loopback address, no redirects).

@@ -11,11 +11,14 @@
 //! `failed`, a final email and, with `suspend_on_failure`, the account's applications suspended for
 //! non-payment (the gateway answers 402 within its snapshot poll interval).
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
-use super::braintree::Braintree;
-use super::stripe::Stripe;
-use super::{config, Card, ChargeOutcome, ChargeRequest, PayError};
+use super::attempts::{self, AttemptState, Payment};
+use super::cards::customer;
+use super::provider::{configured, pay_error, provider, Provider};
+use super::statement::CHARGEABLE;
+use super::{ChargeOutcome, ChargeRequest, PayError};
 use crate::domain::billing::calendar::{day_of, format_date, format_month};
 use crate::domain::billing::invoices::{self, render_text, Invoice};
 use crate::domain::billing::outbox::{enqueue, Email};
@@ -27,185 +30,33 @@ use crate::store::{now, Pool, Tx};
 /// Invoices charged per pass of the daily charging (the rest wait for the next pass).
 pub const MAX_CHARGES_PER_PASS: i64 = 10_000;
 
-pub enum Provider {
-    Stripe(Box<Stripe>),
-    Braintree(Braintree),
-}
-
-impl Provider {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Provider::Stripe(_) => "stripe",
-            Provider::Braintree(_) => "braintree",
-        }
-    }
-
-    /// Where browsers load the provider's card-collection script.
-    pub fn js_url(&self) -> &str {
-        match self {
-            Provider::Stripe(stripe) => &stripe.js_url,
-            Provider::Braintree(bt) => &bt.js_url,
-        }
-    }
-
-    /// Whether this provider can charge in `currency`, decided before any call to it.
-    pub fn check_currency(
-        &self,
-        currency: crate::domain::billing::currency::Currency,
-    ) -> Result<(), super::units::UnitError> {
-        let none = super::config::MerchantAccounts::default();
-        let accounts = match self {
-            Provider::Braintree(bt) => &bt.merchant_accounts,
-            Provider::Stripe(_) => &none,
-        };
-        super::units::check_gateway(self.name(), accounts, currency)
-    }
-}
-
-fn pay_error(e: PayError) -> DomainError {
-    match e {
-        PayError::Config(m) => DomainError::conflict("payment_gateway_misconfigured", m),
-        PayError::Provider { code, message, .. } => DomainError::Invalid {
-            code: "payment_provider_error",
-            message: format!("{code}: {message}"),
-            param: None,
-        },
-        PayError::Unavailable(m) => {
-            DomainError::Unavailable(format!("the payment provider is unavailable: {m}"))
-        }
-    }
-}
-
-/// The configured provider, or 409 `no_payment_gateway`.
-pub async fn provider(pool: &Pool, master_key: Option<&[u8; 32]>) -> DomainResult<Provider> {
-    match config::load(pool, master_key).await? {
-        Some(config::GatewayConfig::Stripe {
-            secret_key,
-            publishable_key,
-            webhook_secret,
-            api_base,
-            js_url,
-        }) => {
-            let mut stripe = Stripe::new(
-                &secret_key,
-                &publishable_key,
-                &webhook_secret,
-                api_base.as_deref(),
-            )
-            .map_err(pay_error)?;
-            if let Some(js_url) = js_url {
-                stripe.js_url = js_url;
-            }
-            Ok(Provider::Stripe(Box::new(stripe)))
-        }
-        Some(config::GatewayConfig::Braintree {
-            public_key,
-            private_key,
-            environment,
-            api_base,
-            js_url,
-            merchant_accounts,
-            ..
-        }) => {
-            let mut bt = Braintree::new(
-                &public_key,
-                &private_key,
-                &environment,
-                api_base.as_deref(),
-                merchant_accounts,
-            )
-            .map_err(pay_error)?;
-            if let Some(js_url) = js_url {
-                bt.js_url = js_url;
-            }
-            Ok(Provider::Braintree(bt))
-        }
-        None => Err(DomainError::conflict(
-            "no_payment_gateway",
-            "no payment gateway is configured (PUT /billing/gateway)",
-        )),
-    }
-}
-
-/// The account's customer at the provider: (customer id, default payment method).
-pub async fn customer(
-    pool: &Pool,
-    p: &Provider,
-    account_id: &str,
-    create: bool,
-) -> DomainResult<Option<(String, Option<String>)>> {
-    let row: Option<(String, Option<String>)> = sqlx::query_as(
-        "SELECT customer_ref, default_method_ref FROM payment_customers WHERE account_id = $1 AND provider = $2",
-    )
-    .bind(account_id)
-    .bind(p.name())
-    .fetch_optional(pool)
-    .await?;
-    if row.is_some() || !create {
-        return Ok(row);
-    }
-    let (email, name): (String, String) =
-        sqlx::query_as("SELECT email, name FROM accounts WHERE id = $1")
-            .bind(account_id)
-            .fetch_optional(pool)
-            .await?
-            .ok_or_else(|| DomainError::not_found("account", account_id))?;
-    let id = match p {
-        Provider::Stripe(s) => s
-            .create_customer(account_id, &email, &name)
-            .await
-            .map_err(pay_error)?,
-        Provider::Braintree(b) => b.create_customer(&email, &name).await.map_err(pay_error)?,
-    };
-    sqlx::query(
-        "INSERT INTO payment_customers (account_id, provider, customer_ref, default_method_ref, created_at) VALUES ($1, $2, $3, NULL, $4) ON CONFLICT (account_id, provider) DO NOTHING",
-    )
-    .bind(account_id)
-    .bind(p.name())
-    .bind(&id)
-    .bind(now())
-    .execute(pool)
-    .await?;
-    // A concurrent request may have won: use what is stored.
-    Ok(sqlx::query_as("SELECT customer_ref, default_method_ref FROM payment_customers WHERE account_id = $1 AND provider = $2")
-        .bind(account_id)
-        .bind(p.name())
-        .fetch_optional(pool)
-        .await?)
-}
-
-pub async fn set_default(
-    pool: &Pool,
-    p: &Provider,
-    account_id: &str,
-    method: Option<&str>,
-) -> DomainResult<()> {
-    sqlx::query("UPDATE payment_customers SET default_method_ref = $3 WHERE account_id = $1 AND provider = $2")
-        .bind(account_id)
-        .bind(p.name())
-        .bind(method)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-pub async fn cards(p: &Provider, customer: &str) -> DomainResult<Vec<Card>> {
-    match p {
-        Provider::Stripe(s) => s.list_cards(customer).await.map_err(pay_error),
-        Provider::Braintree(b) => b.list_cards(customer).await.map_err(pay_error),
-    }
-}
-
 /// The latest attempt on `invoice_id` that waits for the cardholder (3-D Secure): its id and the
 /// provider's reference.
-async fn awaiting_action(pool: &Pool, invoice_id: &str) -> DomainResult<Option<(String, String)>> {
-    let row: Option<(String, Option<String>)> = sqlx::query_as(
+async fn awaiting_action(pool: &Pool, invoice_id: &str) -> DomainResult<Option<AwaitingAction>> {
+    let row: Option<AwaitingRow> = sqlx::query_as(
         "SELECT id, provider_ref FROM charge_attempts WHERE invoice_id = $1 AND state = 'requires_action' ORDER BY attempt DESC LIMIT 1",
     )
     .bind(invoice_id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|(id, r)| r.map(|r| (id, r))))
+    Ok(row.and_then(|r| {
+        r.provider_ref.map(|reference| AwaitingAction {
+            attempt_id: r.id,
+            reference,
+        })
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct AwaitingRow {
+    id: String,
+    provider_ref: Option<String>,
+}
+
+/// An attempt waiting for the cardholder, and the provider's object to ask about it.
+struct AwaitingAction {
+    attempt_id: String,
+    reference: String,
 }
 
 /// What the browser needs to let the cardholder authenticate a payment.
@@ -223,13 +74,16 @@ pub async fn action_secret(
     master_key: Option<&[u8; 32]>,
     invoice_id: &str,
 ) -> DomainResult<Option<ActionSecret>> {
-    let Some((_, reference)) = awaiting_action(pool, invoice_id).await? else {
+    let Some(waiting) = awaiting_action(pool, invoice_id).await? else {
         return Ok(None);
     };
     let Provider::Stripe(stripe) = provider(pool, master_key).await? else {
         return Ok(None);
     };
-    let (_, secret) = stripe.retrieve(&reference).await.map_err(pay_error)?;
+    let (_, secret) = stripe
+        .retrieve(&waiting.reference)
+        .await
+        .map_err(pay_error)?;
     Ok(secret.map(|client_secret| ActionSecret {
         client_secret,
         publishable_key: stripe.publishable_key.clone(),
@@ -246,45 +100,71 @@ pub async fn settle_action(
     invoice_id: &str,
     today: i64,
 ) -> DomainResult<Option<String>> {
-    let Some((attempt_id, reference)) = awaiting_action(pool, invoice_id).await? else {
+    let Some(waiting) = awaiting_action(pool, invoice_id).await? else {
         return Ok(None);
     };
     let Provider::Stripe(stripe) = provider(pool, master_key).await? else {
         return Ok(None);
     };
-    let (outcome, _) = stripe.retrieve(&reference).await.map_err(pay_error)?;
+    let (outcome, _) = stripe
+        .retrieve(&waiting.reference)
+        .await
+        .map_err(pay_error)?;
     // Still waiting (the cardholder closed the dialog): leave the attempt as it is.
     if !matches!(outcome, ChargeOutcome::RequiresAction { .. }) {
-        apply(pool, &attempt_id, outcome, today).await?;
+        apply(pool, &waiting.attempt_id, outcome, today).await?;
     }
-    Ok(Some(attempt_id))
+    Ok(Some(waiting.attempt_id))
 }
 
-/// The result of one charge: the attempt as the API shows it.
-pub async fn attempt_json(pool: &Pool, attempt_id: &str) -> DomainResult<Value> {
-    type Row = (
-        String,
-        String,
-        i64,
-        String,
-        Option<String>,
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        i64,
-    );
-    let r: Row = sqlx::query_as(
-        "SELECT id, invoice_id, attempt, provider, provider_ref, state, amount, currency, error_code, error_message, created_at FROM charge_attempts WHERE id = $1",
-    )
-    .bind(attempt_id)
-    .fetch_one(pool)
-    .await?;
-    Ok(
-        json!({"object": "payment", "id": r.0, "invoice_id": r.1, "attempt": r.2, "provider": r.3, "reference": r.4,
-              "state": r.5, "amount": r.6, "currency": r.7, "error_code": r.8, "error_message": r.9, "created_at": r.10}),
-    )
+/// An invoice as the API shows it after a charge, with the attempt made (`payment`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ChargedInvoice {
+    /// The invoice, as `GET /invoices/{id}` shows it.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub invoice: Value,
+    pub payment: Payment,
+}
+
+async fn charged(pool: &Pool, invoice_id: &str, attempt_id: &str) -> DomainResult<ChargedInvoice> {
+    let inv = invoices::fetch(pool, invoice_id).await?;
+    let lines = invoices::lines(pool, invoice_id).await?;
+    Ok(ChargedInvoice {
+        invoice: invoices::to_json(&inv, &lines),
+        payment: attempts::fetch(pool, attempt_id).await?,
+    })
+}
+
+/// `POST /admin/api/v1/invoices/{id}/charge`: charges now with the account's default card.
+pub async fn charge_now(
+    pool: &Pool,
+    master_key: Option<&[u8; 32]>,
+    invoice_id: &str,
+) -> DomainResult<ChargedInvoice> {
+    let attempt = charge_invoice(pool, master_key, invoice_id, None, today()).await?;
+    charged(pool, invoice_id, &attempt).await
+}
+
+/// `POST /api/v1/invoices/{id}/pay`: the developer pays one of the account's issued invoices with
+/// the default card or a chosen one of the account's (another account's invoice or card is 404).
+pub async fn pay_own(
+    pool: &Pool,
+    master_key: Option<&[u8; 32]>,
+    account_id: &str,
+    invoice_id: &str,
+    method: Option<&str>,
+) -> DomainResult<ChargedInvoice> {
+    let inv = invoices::fetch(pool, invoice_id).await?;
+    if inv.account_id != account_id || inv.number.is_none() {
+        return Err(DomainError::not_found("invoice", invoice_id));
+    }
+    if let Some(pm) = method {
+        let p = provider(pool, master_key).await?;
+        super::cards::own_card(pool, &p, account_id, pm).await?;
+    }
+    let attempt = charge_invoice(pool, master_key, invoice_id, method, today()).await?;
+    charged(pool, invoice_id, &attempt).await
 }
 
 /// How long a request that claimed a charge holds it (seconds). Longer than every provider call
@@ -293,14 +173,6 @@ pub async fn attempt_json(pool: &Pool, attempt_id: &str) -> DomainResult<Value> 
 /// another pay of the same invoice gets 409 `charge_in_progress`; after it expires (the process
 /// holding it died) the next pay looks the attempt up at the provider before charging.
 pub const CHARGE_LEASE_SECS: i64 = 300;
-
-/// Invoice states a charge may be made in: `failed` too (after dunning gave up, the developer or
-/// the admin may still pay).
-const CHARGEABLE: &[&str] = &["pending", "unpaid", "failed"];
-
-/// The attempt state of a charge that succeeded at the provider for an invoice that was no longer
-/// chargeable (cancelled or marked paid meanwhile): the money is to be returned by the operator.
-pub const REFUND_DUE: &str = "refund_due";
 
 fn check_chargeable(inv: &Invoice) -> DomainResult<()> {
     if inv.kind != "invoice" || !CHARGEABLE.contains(&inv.state.as_str()) {
@@ -336,14 +208,14 @@ async fn claim(
     let current = fetch_tx(&mut tx, invoice_id).await?;
     check_chargeable(&current)?;
     let t = now();
-    let open: Option<(String, i64)> = sqlx::query_as(
+    let open: Option<OpenAttempt> = sqlx::query_as(
         "SELECT id, attempt FROM charge_attempts WHERE invoice_id = $1 AND state = 'pending' ORDER BY attempt DESC LIMIT 1",
     )
     .bind(invoice_id)
     .fetch_optional(&mut *tx)
     .await?;
     let claimed = match open {
-        Some((id, n)) => {
+        Some(OpenAttempt { id, attempt: n }) => {
             let r = sqlx::query(
                 "UPDATE charge_attempts SET lease_until = $2, updated_at = $3 WHERE id = $1 AND state = 'pending' AND (lease_until IS NULL OR lease_until <= $3)",
             )
@@ -358,7 +230,7 @@ async fn claim(
             (id, n, true)
         }
         None => {
-            let (last,): (i64,) = sqlx::query_as(
+            let last: i64 = sqlx::query_scalar(
                 "SELECT COALESCE(MAX(attempt), 0) FROM charge_attempts WHERE invoice_id = $1",
             )
             .bind(invoice_id)
@@ -392,6 +264,12 @@ async fn claim(
     Ok(claimed)
 }
 
+#[derive(sqlx::FromRow)]
+struct OpenAttempt {
+    id: String,
+    attempt: i64,
+}
+
 /// Gives a pending attempt's lease up (its outcome is unknown: the next pay looks it up at once).
 async fn release(pool: &Pool, attempt_id: &str) -> DomainResult<()> {
     sqlx::query(
@@ -414,25 +292,25 @@ pub async fn charge_invoice(
 ) -> DomainResult<String> {
     let inv = invoices::fetch(pool, invoice_id).await?;
     check_chargeable(&inv)?;
-    let p = provider(pool, master_key).await?;
+    let gateway = configured(pool, master_key).await?;
+    let p = Provider::from_config(gateway.clone())?;
     // Never a guessed currency: an unknown stored code is an error.
     let currency = inv.currency()?;
     let total = crate::money::stored(&inv.total)?;
     // Before any provider call: a currency the provider cannot charge (its units, or for
     // Braintree no merchant account in it) is refused (422).
-    p.check_currency(currency)?;
+    gateway.check_currency(currency)?;
     let (attempt_id, attempt, resumed) = claim(pool, invoice_id, &p, &inv).await?;
     let attempt_key = format!("{invoice_id}-{attempt}");
     // The customer and the card to charge: the chosen one, else the default.
-    let card =
-        customer(pool, &p, &inv.account_id, false)
-            .await?
-            .and_then(|(customer_ref, default)| {
-                method
-                    .map(str::to_string)
-                    .or(default)
-                    .map(|m| (customer_ref, m))
-            });
+    let card = customer(pool, &p, &inv.account_id, false)
+        .await?
+        .and_then(|c| {
+            method
+                .map(str::to_string)
+                .or(c.default_method_ref)
+                .map(|m| (c.customer_ref, m))
+        });
     let Some((customer_ref, method)) = card else {
         apply(
             pool,
@@ -519,26 +397,27 @@ pub async fn apply(
 ) -> DomainResult<()> {
     let settings = settings::load(pool).await?;
     let mut tx = crate::store::begin_write(pool).await?;
-    let (invoice_id,): (String,) =
-        sqlx::query_as("SELECT invoice_id FROM charge_attempts WHERE id = $1")
+    let invoice_id: String =
+        sqlx::query_scalar("SELECT invoice_id FROM charge_attempts WHERE id = $1")
             .bind(attempt_id)
             .fetch_one(&mut *tx)
             .await?;
     // The invoice row first (the order `claim` locks in), then the attempt's state as it is now.
     let inv = fetch_tx(&mut tx, &invoice_id).await?;
-    let (state,): (String,) = sqlx::query_as("SELECT state FROM charge_attempts WHERE id = $1")
+    let state: String = sqlx::query_scalar("SELECT state FROM charge_attempts WHERE id = $1")
         .bind(attempt_id)
         .fetch_one(&mut *tx)
         .await?;
+    let state = AttemptState::stored(&state)?;
     let new_state = match &outcome {
-        ChargeOutcome::Succeeded { .. } => "succeeded",
-        ChargeOutcome::RequiresAction { .. } => "requires_action",
-        ChargeOutcome::Declined { .. } => "failed",
+        ChargeOutcome::Succeeded { .. } => AttemptState::Succeeded,
+        ChargeOutcome::RequiresAction { .. } => AttemptState::RequiresAction,
+        ChargeOutcome::Declined { .. } => AttemptState::Failed,
     };
     if state == new_state
-        || state == "succeeded"
-        || state == REFUND_DUE
-        || (state == "failed" && new_state != "succeeded")
+        || state == AttemptState::Succeeded
+        || state == AttemptState::RefundDue
+        || (state == AttemptState::Failed && new_state != AttemptState::Succeeded)
     {
         return Ok(());
     }
@@ -558,7 +437,7 @@ pub async fn apply(
                 "UPDATE charge_attempts SET state = $2, provider_ref = $3, error_code = 'charged_after_settlement', error_message = $4, updated_at = $5, lease_until = NULL WHERE id = $1",
             )
             .bind(attempt_id)
-            .bind(REFUND_DUE)
+            .bind(AttemptState::RefundDue.as_str())
             .bind(reference)
             .bind(format!(
                 "the invoice was {} while this payment was made: the amount is to be refunded",
@@ -589,7 +468,7 @@ pub async fn apply(
         "UPDATE charge_attempts SET state = $2, provider_ref = COALESCE($3, provider_ref), error_code = $4, error_message = $5, updated_at = $6, lease_until = NULL WHERE id = $1",
     )
     .bind(attempt_id)
-    .bind(new_state)
+    .bind(new_state.as_str())
     .bind(&reference)
     .bind(&code)
     .bind(&message)
@@ -607,7 +486,7 @@ pub async fn apply(
                 &mut tx,
                 &settings,
                 &inv,
-                "charge_succeeded",
+                Notice::ChargeSucceeded,
                 attempt_id,
                 "",
                 t,
@@ -617,7 +496,7 @@ pub async fn apply(
         }
         // Authentication failed after the charge asked for it: the attempt already counted as
         // one failure when it asked; it is not counted twice.
-        ChargeOutcome::Declined { .. } if state == "requires_action" => {}
+        ChargeOutcome::Declined { .. } if state == AttemptState::RequiresAction => {}
         _ if inv.state == "pending" || inv.state == "unpaid" => {
             let failures = inv_failed_attempts(&mut tx, &invoice_id).await? + 1;
             let last = failures >= settings.retry.attempts;
@@ -637,7 +516,7 @@ pub async fn apply(
                     &mut tx,
                     &settings,
                     &inv,
-                    "final_failure",
+                    Notice::FinalFailure,
                     attempt_id,
                     &reason,
                     t,
@@ -651,7 +530,7 @@ pub async fn apply(
                     &mut tx,
                     &settings,
                     &inv,
-                    "charge_failed",
+                    Notice::ChargeFailed,
                     attempt_id,
                     &reason,
                     t,
@@ -679,29 +558,56 @@ async fn fetch_tx(tx: &mut Tx, id: &str) -> DomainResult<Invoice> {
 }
 
 async fn inv_failed_attempts(tx: &mut Tx, id: &str) -> DomainResult<i64> {
-    let (n,): (i64,) = sqlx::query_as("SELECT failed_attempts FROM invoices WHERE id = $1")
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(n)
+    Ok(
+        sqlx::query_scalar("SELECT failed_attempts FROM invoices WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
+#[derive(sqlx::FromRow)]
+struct Recipient {
+    name: String,
+    email: String,
+}
+
+/// The emails a charge's outcome sends (their kind in the outbox).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Notice {
+    ChargeSucceeded,
+    ChargeFailed,
+    /// The last attempt dunning makes failed.
+    FinalFailure,
+}
+
+impl Notice {
+    fn as_str(self) -> &'static str {
+        match self {
+            Notice::ChargeSucceeded => "charge_succeeded",
+            Notice::ChargeFailed => "charge_failed",
+            Notice::FinalFailure => "final_failure",
+        }
+    }
 }
 
 async fn email(
     tx: &mut Tx,
     settings: &BillingSettings,
     inv: &Invoice,
-    kind: &'static str,
+    notice: Notice,
     attempt_id: &str,
     reason: &str,
     t: i64,
 ) -> DomainResult<()> {
     let texts = &settings.email_texts;
-    let text = match kind {
-        "charge_succeeded" => &texts.charge_succeeded,
-        "final_failure" => &texts.final_failure,
-        _ => &texts.charge_failed,
+    let text = match notice {
+        Notice::ChargeSucceeded => &texts.charge_succeeded,
+        Notice::FinalFailure => &texts.final_failure,
+        Notice::ChargeFailed => &texts.charge_failed,
     };
-    let (name, email): (String, String) =
+    let kind = notice.as_str();
+    let Recipient { name, email } =
         sqlx::query_as("SELECT name, email FROM accounts WHERE id = $1")
             .bind(&inv.account_id)
             .fetch_one(&mut **tx)
@@ -745,11 +651,12 @@ async fn suspend_for_non_payment(tx: &mut Tx, account_id: &str) -> DomainResult<
 }
 
 async fn resume_if_settled(tx: &mut Tx, account_id: &str) -> DomainResult<()> {
-    let (failed,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM invoices WHERE account_id = $1 AND state = 'failed'")
-            .bind(account_id)
-            .fetch_one(&mut **tx)
-            .await?;
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM invoices WHERE account_id = $1 AND state = 'failed'",
+    )
+    .bind(account_id)
+    .fetch_one(&mut **tx)
+    .await?;
     if failed > 0 {
         return Ok(());
     }
@@ -775,7 +682,7 @@ pub async fn charge_due(
     if !settings.charging_enabled {
         return Ok((0, 0));
     }
-    let due: Vec<(String,)> = sqlx::query_as(
+    let due: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM invoices WHERE kind = 'invoice' AND ((state = 'pending' AND due_on <= $1) OR (state = 'unpaid' AND next_charge_on <= $1)) ORDER BY id LIMIT $2",
     )
     .bind(today)
@@ -783,7 +690,7 @@ pub async fn charge_due(
     .fetch_all(pool)
     .await?;
     let (mut attempted, mut paid) = (0, 0);
-    for (id,) in due {
+    for id in due {
         attempted += 1;
         match charge_invoice(pool, master_key, &id, None, today).await {
             Ok(_) => {

@@ -9,9 +9,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::units::UnitError;
+use super::ProviderKind;
 use crate::domain::billing::currency::Currency;
 
 use crate::domain::{DomainError, DomainResult};
@@ -81,7 +83,7 @@ impl MerchantAccounts {
                     "an ISO 4217 currency code like \"EUR\"",
                 )
             })?;
-            super::units::check("braintree", currency).map_err(|_| {
+            super::units::check(ProviderKind::Braintree, currency).map_err(|_| {
                 DomainError::invalid(
                     param.clone(),
                     "currency_not_supported_by_provider",
@@ -109,7 +111,7 @@ pub enum GatewayConfig {
         merchant_id: String,
         public_key: String,
         private_key: String,
-        environment: String,
+        environment: BraintreeEnvironment,
         api_base: Option<String>,
         /// Base URL of the Braintree web SDK (default [`BRAINTREE_JS_URL`]).
         js_url: Option<String>,
@@ -119,21 +121,51 @@ pub enum GatewayConfig {
     },
 }
 
+/// Which Braintree the credentials are for (its API host, unless `api_base` names another).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BraintreeEnvironment {
+    Sandbox,
+    Production,
+}
+
+impl BraintreeEnvironment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BraintreeEnvironment::Sandbox => "sandbox",
+            BraintreeEnvironment::Production => "production",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BraintreeEnvironment> {
+        match s {
+            "sandbox" => Some(BraintreeEnvironment::Sandbox),
+            "production" => Some(BraintreeEnvironment::Production),
+            _ => None,
+        }
+    }
+}
+
 /// Stripe.js, as Stripe requires it to be loaded (never self-hosted).
 pub const STRIPE_JS_URL: &str = "https://js.stripe.com/v3/";
 /// Braintree's web SDK (client + hosted-fields), version 3.x, on Braintree's CDN.
 pub const BRAINTREE_JS_URL: &str = "https://js.braintreegateway.com/web/3.111.0/js/";
 
 impl GatewayConfig {
-    pub fn provider(&self) -> &'static str {
+    pub fn kind(&self) -> ProviderKind {
         match self {
-            GatewayConfig::Stripe { .. } => "stripe",
-            GatewayConfig::Braintree { .. } => "braintree",
+            GatewayConfig::Stripe { .. } => ProviderKind::Stripe,
+            GatewayConfig::Braintree { .. } => ProviderKind::Braintree,
         }
     }
 
-    /// Whether this gateway can charge in `currency` (see [`super::units::check_gateway`]).
-    pub fn check_currency(&self, currency: Currency) -> Result<(), super::units::UnitError> {
+    /// The provider's name as stored.
+    pub fn provider(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// Whether this gateway can charge in `currency` (see [`super::units::check_gateway`]): the
+    /// one currency check, used when the gateway is saved and before every charge.
+    pub fn check_currency(&self, currency: Currency) -> Result<(), UnitError> {
         let none = MerchantAccounts::default();
         let accounts = match self {
             GatewayConfig::Braintree {
@@ -141,26 +173,38 @@ impl GatewayConfig {
             } => merchant_accounts,
             GatewayConfig::Stripe { .. } => &none,
         };
-        super::units::check_gateway(self.provider(), accounts, currency)
+        super::units::check_gateway(self.kind(), accounts, currency)
     }
 }
 
-#[derive(Deserialize)]
+/// `PUT /billing/gateway`: all fields of the chosen `type` (secrets are write-only).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayInput {
+    /// `stripe` or `braintree` (checked by [`GatewayInput::validate`], so that an unknown value
+    /// is the 422 `invalid_gateway`, not a 400).
     #[serde(rename = "type")]
-    kind: Option<String>,
-    secret_key: Option<String>,
-    publishable_key: Option<String>,
-    webhook_secret: Option<String>,
-    merchant_id: Option<String>,
-    public_key: Option<String>,
-    private_key: Option<String>,
-    environment: Option<String>,
-    api_base: Option<String>,
-    js_url: Option<String>,
+    pub kind: Option<String>,
+    /// Stripe: `sk_...`.
+    pub secret_key: Option<String>,
+    /// Stripe: `pk_...`.
+    pub publishable_key: Option<String>,
+    /// Stripe: `whsec_...`.
+    pub webhook_secret: Option<String>,
+    /// Braintree.
+    pub merchant_id: Option<String>,
+    /// Braintree.
+    pub public_key: Option<String>,
+    /// Braintree.
+    pub private_key: Option<String>,
+    /// Braintree: `sandbox` (default) or `production`.
+    pub environment: Option<String>,
+    /// The provider's API base URL (https; tests: a local fake).
+    pub api_base: Option<String>,
+    /// Where browsers load the provider's script.
+    pub js_url: Option<String>,
     /// Braintree only: `{"EUR": "<merchant account id>", ...}`.
-    merchant_accounts: Option<BTreeMap<String, String>>,
+    pub merchant_accounts: Option<BTreeMap<String, String>>,
 }
 
 const SECRETS: &[&str] = &["secret_key", "webhook_secret", "private_key"];
@@ -250,14 +294,15 @@ impl GatewayInput {
                 js_url: url("js_url", self.js_url)?,
             }),
             Some("braintree") => {
-                let environment = self.environment.unwrap_or_else(|| "sandbox".into());
-                if environment != "sandbox" && environment != "production" {
-                    return Err(DomainError::invalid(
-                        "environment",
-                        "invalid_environment",
-                        "sandbox or production",
-                    ));
-                }
+                let environment =
+                    BraintreeEnvironment::parse(self.environment.as_deref().unwrap_or("sandbox"))
+                        .ok_or_else(|| {
+                        DomainError::invalid(
+                            "environment",
+                            "invalid_environment",
+                            "sandbox or production",
+                        )
+                    })?;
                 Ok(GatewayConfig::Braintree {
                     merchant_id: field("merchant_id", self.merchant_id, None)?,
                     public_key: field("public_key", self.public_key, None)?,
@@ -306,7 +351,7 @@ fn fields(c: &GatewayConfig) -> Vec<(&'static str, Option<String>)> {
             ("merchant_id", Some(merchant_id.clone())),
             ("public_key", Some(public_key.clone())),
             ("private_key", Some(private_key.clone())),
-            ("environment", Some(environment.clone())),
+            ("environment", Some(environment.as_str().to_string())),
             ("api_base", api_base.clone()),
             ("js_url", js_url.clone()),
         ],
@@ -333,6 +378,81 @@ pub fn same_api_base(c: &GatewayConfig, form_api_base: &str) -> bool {
     };
     let typed = form_api_base.trim();
     stored.trim_end_matches('/') == typed.trim_end_matches('/')
+}
+
+/// The stored gateway row.
+#[derive(sqlx::FromRow)]
+struct GatewayRow {
+    kind: String,
+    config: String,
+}
+
+/// One field of the stored settings document: a public value in clear, or a sealed secret with
+/// its last 4 characters.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredField {
+    Plain(String),
+    Sealed {
+        sealed: String,
+        #[serde(default)]
+        last4: Option<String>,
+    },
+}
+
+/// The stored settings document (`payment_gateway.config`), as [`store`] writes it. Fields it
+/// does not know are passed over (a later version may add some).
+#[derive(Deserialize, Default)]
+struct StoredDoc {
+    secret_key: Option<StoredField>,
+    publishable_key: Option<StoredField>,
+    webhook_secret: Option<StoredField>,
+    merchant_id: Option<StoredField>,
+    public_key: Option<StoredField>,
+    private_key: Option<StoredField>,
+    environment: Option<StoredField>,
+    api_base: Option<StoredField>,
+    js_url: Option<StoredField>,
+    /// Absent in a Braintree configuration stored before merchant accounts existed.
+    merchant_accounts: Option<BTreeMap<String, String>>,
+}
+
+/// The stored gateway, read once: its provider and its document.
+struct StoredGateway {
+    kind: ProviderKind,
+    doc: StoredDoc,
+}
+
+impl TryFrom<GatewayRow> for StoredGateway {
+    type Error = DomainError;
+
+    fn try_from(r: GatewayRow) -> DomainResult<StoredGateway> {
+        Ok(StoredGateway {
+            kind: ProviderKind::stored(&r.kind)?,
+            doc: serde_json::from_str(&r.config)
+                .map_err(|e| DomainError::Internal(format!("gateway settings unreadable: {e}")))?,
+        })
+    }
+}
+
+impl StoredGateway {
+    /// The merchant accounts (empty when none are stored: stored before they existed, or a
+    /// Stripe gateway).
+    fn merchant_accounts(&self) -> DomainResult<MerchantAccounts> {
+        match &self.doc.merchant_accounts {
+            None => Ok(MerchantAccounts::default()),
+            Some(map) => MerchantAccounts::parse(map).map_err(|e| {
+                DomainError::Internal(format!("stored merchant accounts invalid: {e:?}"))
+            }),
+        }
+    }
+}
+
+const SELECT_GATEWAY: &str = "SELECT kind, config FROM payment_gateway WHERE id = 1";
+
+async fn stored(pool: &Pool) -> DomainResult<Option<StoredGateway>> {
+    let row: Option<GatewayRow> = sqlx::query_as(SELECT_GATEWAY).fetch_optional(pool).await?;
+    row.map(StoredGateway::try_from).transpose()
 }
 
 /// Stores `config`, secrets sealed. Returns the previous provider, if another.
@@ -392,63 +512,149 @@ pub async fn store(
     Ok(previous.map(|p| p.0).filter(|p| p != config.provider()))
 }
 
-/// The public view: which provider, public fields, and for each secret whether it is set and its
-/// last 4 characters.
-pub async fn public_view(pool: &Pool) -> DomainResult<Value> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT kind, config FROM payment_gateway WHERE id = 1")
-            .fetch_optional(pool)
-            .await?;
-    let Some((kind, config)) = row else {
-        return Ok(json!({"object": "payment_gateway", "type": null}));
-    };
-    let mut out = json!({"object": "payment_gateway", "type": kind});
-    if kind == "braintree" && stored_merchant_accounts(&config)?.is_empty() {
-        out["warning"] = json!(NO_MERCHANT_ACCOUNTS);
-    }
-    if let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(&config) {
-        for (k, v) in doc {
-            out[&k] = match v.get("sealed") {
-                Some(_) => {
-                    json!({"set": true, "last4": v.get("last4").cloned().unwrap_or(Value::Null)})
-                }
-                None => v,
-            };
+/// A secret as the settings show it: whether it is set, and its last 4 characters.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SecretView {
+    pub set: bool,
+    pub last4: Option<String>,
+}
+
+/// A stored field as the settings show it: a public value, or a secret's [`SecretView`].
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum FieldView {
+    Value(String),
+    Secret(SecretView),
+}
+
+impl From<StoredField> for FieldView {
+    fn from(f: StoredField) -> FieldView {
+        match f {
+            StoredField::Plain(v) => FieldView::Value(v),
+            StoredField::Sealed { last4, .. } => FieldView::Secret(SecretView { set: true, last4 }),
         }
     }
-    Ok(out)
+}
+
+/// The gateway settings as the API shows them (`GET/PUT /billing/gateway`): which provider, its
+/// public fields, and for each secret whether it is set and its last 4 characters. Only the
+/// fields stored for the provider appear; `type` is null when none is configured.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct GatewayView {
+    /// `payment_gateway`.
+    pub object: &'static str,
+    #[serde(rename = "type")]
+    pub kind: Option<ProviderKind>,
+    /// A Braintree configuration without merchant accounts, or (PUT) a switch of provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<FieldView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publishable_key: Option<FieldView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<FieldView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<FieldView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<FieldView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<FieldView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<FieldView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<FieldView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub js_url: Option<FieldView>,
+    /// Braintree: `{"EUR": "<merchant account id>", ...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_accounts: Option<BTreeMap<String, String>>,
+}
+
+/// The public view: which provider, public fields, and for each secret whether it is set and its
+/// last 4 characters.
+pub async fn public_view(pool: &Pool) -> DomainResult<GatewayView> {
+    let Some(g) = stored(pool).await? else {
+        return Ok(GatewayView {
+            object: "payment_gateway",
+            kind: None,
+            warning: None,
+            secret_key: None,
+            publishable_key: None,
+            webhook_secret: None,
+            merchant_id: None,
+            public_key: None,
+            private_key: None,
+            environment: None,
+            api_base: None,
+            js_url: None,
+            merchant_accounts: None,
+        });
+    };
+    let warning = (g.kind == ProviderKind::Braintree && g.merchant_accounts()?.is_empty())
+        .then(|| NO_MERCHANT_ACCOUNTS.to_string());
+    let d = g.doc;
+    Ok(GatewayView {
+        object: "payment_gateway",
+        kind: Some(g.kind),
+        warning,
+        secret_key: d.secret_key.map(Into::into),
+        publishable_key: d.publishable_key.map(Into::into),
+        webhook_secret: d.webhook_secret.map(Into::into),
+        merchant_id: d.merchant_id.map(Into::into),
+        public_key: d.public_key.map(Into::into),
+        private_key: d.private_key.map(Into::into),
+        environment: d.environment.map(Into::into),
+        api_base: d.api_base.map(Into::into),
+        js_url: d.js_url.map(Into::into),
+        merchant_accounts: d.merchant_accounts,
+    })
+}
+
+/// `PUT /billing/gateway`: validates `input` (422), checks that the billing currency is one the
+/// new provider can charge (422; for Braintree the error names the missing merchant account),
+/// stores it (409 without a master key) and returns the view, with a warning after a switch of
+/// provider. Nothing is stored when any check fails.
+pub async fn save(
+    pool: &Pool,
+    master_key: Option<&[u8; 32]>,
+    input: GatewayInput,
+) -> DomainResult<GatewayView> {
+    let cfg = input.validate()?;
+    let billing = crate::domain::billing::settings::load(pool).await?;
+    cfg.check_currency(billing.currency()?)
+        .map_err(|e| match e {
+            UnitError::NoMerchantAccount { currency } => DomainError::invalid(
+                format!("merchant_accounts.{currency}"),
+                "currency_has_no_merchant_account",
+                format!(
+                    "the billing currency is {currency}: merchant_accounts needs an account in it"
+                ),
+            ),
+            e => e.into(),
+        })?;
+    let previous = store(pool, master_key, &cfg).await?;
+    let mut view = public_view(pool).await?;
+    if let Some(previous) = previous {
+        view.warning = Some(format!(
+            "switched from {previous} to {}: cards stored at {previous} are not used any more; developers must add a card again",
+            cfg.provider()
+        ));
+    }
+    Ok(view)
 }
 
 /// Shown on a Braintree configuration stored before merchant accounts existed.
 pub const NO_MERCHANT_ACCOUNTS: &str = "no merchant accounts are configured: every Braintree charge is refused until merchant_accounts names one per currency charged";
 
-/// The merchant accounts of a stored gateway document (empty when it has none: stored before
-/// they existed, or a Stripe gateway).
-fn stored_merchant_accounts(config: &str) -> DomainResult<MerchantAccounts> {
-    let doc: Value = serde_json::from_str(config)
-        .map_err(|e| DomainError::Internal(format!("gateway settings unreadable: {e}")))?;
-    match doc.get("merchant_accounts") {
-        None | Some(Value::Null) => Ok(MerchantAccounts::default()),
-        Some(v) => {
-            let map: BTreeMap<String, String> = serde_json::from_value(v.clone()).map_err(|e| {
-                DomainError::Internal(format!("stored merchant accounts unreadable: {e}"))
-            })?;
-            MerchantAccounts::parse(&map).map_err(|e| {
-                DomainError::Internal(format!("stored merchant accounts invalid: {e:?}"))
-            })
-        }
-    }
-}
-
 /// Whether the stored gateway (if any) can charge in `currency`: the provider's units and, for
 /// Braintree, a merchant account in it. Reads public fields only (no master key needed).
 pub async fn check_stored(tx: &mut crate::store::Tx, currency: Currency) -> DomainResult<()> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT kind, config FROM payment_gateway WHERE id = 1")
-            .fetch_optional(&mut **tx)
-            .await?;
-    if let Some((kind, config)) = row {
-        super::units::check_gateway(&kind, &stored_merchant_accounts(&config)?, currency)?;
+    let row: Option<GatewayRow> = sqlx::query_as(SELECT_GATEWAY)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(g) = row.map(StoredGateway::try_from).transpose()? {
+        super::units::check_gateway(g.kind, &g.merchant_accounts()?, currency)?;
     }
     Ok(())
 }
@@ -458,27 +664,22 @@ pub async fn load(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
 ) -> DomainResult<Option<GatewayConfig>> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT kind, config FROM payment_gateway WHERE id = 1")
-            .fetch_optional(pool)
-            .await?;
-    let Some((kind, config)) = row else {
+    let Some(g) = stored(pool).await? else {
         return Ok(None);
     };
-    let doc: Value = serde_json::from_str(&config)
-        .map_err(|e| DomainError::Internal(format!("gateway settings unreadable: {e}")))?;
-    let get = |name: &str| -> DomainResult<Option<String>> {
-        match doc.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => {
-                let sealed = v.get("sealed").and_then(Value::as_str).unwrap_or_default();
+    let merchant_accounts = g.merchant_accounts()?;
+    let d = g.doc;
+    let get = |name: &str, f: Option<StoredField>| -> DomainResult<Option<String>> {
+        match f {
+            None => Ok(None),
+            Some(StoredField::Plain(s)) => Ok(Some(s)),
+            Some(StoredField::Sealed { sealed, .. }) => {
                 let key = master_key.ok_or_else(|| {
                     DomainError::Internal(
                         "TOLLGATE_MASTER_KEY is not set: gateway secrets cannot be opened".into(),
                     )
                 })?;
-                let plain = open(key, sealed, sealed_at(name)).map_err(|e| {
+                let plain = open(key, &sealed, sealed_at(name)).map_err(|e| {
                     // Never fall back to using it: a value moved here from another field would
                     // be sent as this one.
                     tracing::error!(field = name, "gateway secret {name} refused: {e}");
@@ -488,25 +689,31 @@ pub async fn load(
             }
         }
     };
-    let req = |name: &str| -> DomainResult<String> {
-        get(name)?.ok_or_else(|| DomainError::Internal(format!("gateway setting {name} missing")))
+    let req = |name: &str, f: Option<StoredField>| -> DomainResult<String> {
+        get(name, f)?
+            .ok_or_else(|| DomainError::Internal(format!("gateway setting {name} missing")))
     };
-    Ok(Some(match kind.as_str() {
-        "stripe" => GatewayConfig::Stripe {
-            secret_key: req("secret_key")?,
-            publishable_key: req("publishable_key")?,
-            webhook_secret: req("webhook_secret")?,
-            api_base: get("api_base")?,
-            js_url: get("js_url")?,
+    Ok(Some(match g.kind {
+        ProviderKind::Stripe => GatewayConfig::Stripe {
+            secret_key: req("secret_key", d.secret_key)?,
+            publishable_key: req("publishable_key", d.publishable_key)?,
+            webhook_secret: req("webhook_secret", d.webhook_secret)?,
+            api_base: get("api_base", d.api_base)?,
+            js_url: get("js_url", d.js_url)?,
         },
-        _ => GatewayConfig::Braintree {
-            merchant_id: req("merchant_id")?,
-            public_key: req("public_key")?,
-            private_key: req("private_key")?,
-            environment: req("environment")?,
-            api_base: get("api_base")?,
-            js_url: get("js_url")?,
-            merchant_accounts: stored_merchant_accounts(&config)?,
+        ProviderKind::Braintree => GatewayConfig::Braintree {
+            merchant_id: req("merchant_id", d.merchant_id)?,
+            public_key: req("public_key", d.public_key)?,
+            private_key: req("private_key", d.private_key)?,
+            environment: {
+                let e = req("environment", d.environment)?;
+                BraintreeEnvironment::parse(&e).ok_or_else(|| {
+                    DomainError::Internal(format!("unknown stored Braintree environment {e:?}"))
+                })?
+            },
+            api_base: get("api_base", d.api_base)?,
+            js_url: get("js_url", d.js_url)?,
+            merchant_accounts,
         },
     }))
 }

@@ -14,6 +14,7 @@
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::config::MerchantAccounts;
+use super::ProviderKind;
 use crate::domain::billing::currency::Currency;
 use crate::domain::DomainError;
 
@@ -97,15 +98,17 @@ fn stripe_unit(currency: Currency) -> Result<(u32, i64), UnitError> {
     })
 }
 
-/// Whether the provider named `provider` ("stripe" or "braintree") can charge in `currency`.
-pub fn check(provider: &str, currency: Currency) -> Result<(), UnitError> {
+/// Whether `provider` can charge in `currency`.
+pub fn check(provider: ProviderKind, currency: Currency) -> Result<(), UnitError> {
     match provider {
-        "stripe" => stripe_unit(currency).map(|_| ()),
-        _ if BRAINTREE_UNSUPPORTED.contains(&currency.code) => Err(UnitError::Unsupported {
-            provider: "braintree",
-            currency: currency.code,
-        }),
-        _ => Ok(()),
+        ProviderKind::Stripe => stripe_unit(currency).map(|_| ()),
+        ProviderKind::Braintree if BRAINTREE_UNSUPPORTED.contains(&currency.code) => {
+            Err(UnitError::Unsupported {
+                provider: "braintree",
+                currency: currency.code,
+            })
+        }
+        ProviderKind::Braintree => Ok(()),
     }
 }
 
@@ -113,12 +116,12 @@ pub fn check(provider: &str, currency: Currency) -> Result<(), UnitError> {
 /// Braintree a merchant account in that currency (a charge names it; none is ever left to
 /// Braintree's default account, whose currency may be another).
 pub fn check_gateway(
-    provider: &str,
+    provider: ProviderKind,
     accounts: &MerchantAccounts,
     currency: Currency,
 ) -> Result<(), UnitError> {
     check(provider, currency)?;
-    if provider == "braintree" && accounts.for_currency(currency).is_none() {
+    if provider == ProviderKind::Braintree && accounts.for_currency(currency).is_none() {
         return Err(UnitError::NoMerchantAccount {
             currency: currency.code,
         });
@@ -141,7 +144,7 @@ pub fn stripe_amount(currency: Currency, amount: Decimal) -> Result<i64, UnitErr
 /// `amount` as Braintree's decimal string in the currency's unit (ISO decimals: "49.00", "1500",
 /// "1.235").
 pub fn braintree_amount(currency: Currency, amount: Decimal) -> Result<String, UnitError> {
-    check("braintree", currency)?;
+    check(ProviderKind::Braintree, currency)?;
     Ok(currency.format(currency.round(amount)))
 }
 
@@ -200,9 +203,9 @@ mod tests {
                 }),
                 "{code}"
             );
-            assert!(check("stripe", c(code)).is_err());
+            assert!(check(ProviderKind::Stripe, c(code)).is_err());
         }
-        assert!(check("stripe", c("ISK")).is_ok());
+        assert!(check(ProviderKind::Stripe, c("ISK")).is_ok());
         assert_eq!(
             stripe_amount(c("USD"), Decimal::MAX),
             Err(UnitError::TooLarge)
@@ -216,7 +219,7 @@ mod tests {
         assert_eq!(braintree_amount(c("KWD"), d("1.235")).unwrap(), "1.235");
         assert_eq!(braintree_amount(c("ISK"), d("3000")).unwrap(), "3000");
         assert!(braintree_amount(c("CLF"), d("1")).is_err());
-        assert!(check("braintree", c("IQD")).is_ok());
+        assert!(check(ProviderKind::Braintree, c("IQD")).is_ok());
     }
 
     fn accounts(pairs: &[(&str, &str)]) -> crate::domain::DomainResult<MerchantAccounts> {
@@ -232,15 +235,22 @@ mod tests {
     fn braintree_charges_only_where_a_merchant_account_is() {
         let a = accounts(&[("EUR", "acct_eur"), ("JPY", "acct_jpy")]).unwrap();
         assert_eq!(a.for_currency(c("JPY")), Some("acct_jpy"));
-        assert!(check_gateway("braintree", &a, c("EUR")).is_ok());
+        assert!(check_gateway(ProviderKind::Braintree, &a, c("EUR")).is_ok());
         assert_eq!(
-            check_gateway("braintree", &a, c("USD")),
+            check_gateway(ProviderKind::Braintree, &a, c("USD")),
             Err(UnitError::NoMerchantAccount { currency: "USD" })
         );
         // A configuration stored before merchant accounts: nothing is chargeable.
-        assert!(check_gateway("braintree", &MerchantAccounts::default(), c("USD")).is_err());
+        assert!(check_gateway(
+            ProviderKind::Braintree,
+            &MerchantAccounts::default(),
+            c("USD")
+        )
+        .is_err());
         // Stripe has no merchant accounts; only its units decide.
-        assert!(check_gateway("stripe", &MerchantAccounts::default(), c("USD")).is_ok());
+        assert!(
+            check_gateway(ProviderKind::Stripe, &MerchantAccounts::default(), c("USD")).is_ok()
+        );
     }
 
     #[test]

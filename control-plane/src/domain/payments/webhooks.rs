@@ -5,10 +5,12 @@
 //! and ignored (a Stripe account may be shared with other systems).
 
 use hmac::{Hmac, Mac};
+use serde::Serialize;
 use serde_json::Value;
 use sha2::Sha256;
 
 use super::charging::{self, today};
+use super::config::{self, GatewayConfig};
 use super::ChargeOutcome;
 use crate::domain::{DomainError, DomainResult};
 use crate::store::{is_unique_violation, now, Pool};
@@ -58,8 +60,76 @@ pub fn verify_stripe(
     }
 }
 
+/// What became of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookResult {
+    /// The outcome was recorded on the attempt.
+    Applied,
+    /// This event id was applied before.
+    Duplicate,
+    /// Not an event Tollgate acts on, or about an intent Tollgate did not create.
+    Ignored,
+    /// Known and needing nothing (a card set up in the browser).
+    Acknowledged,
+}
+
+impl WebhookResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookResult::Applied => "applied",
+            WebhookResult::Duplicate => "duplicate",
+            WebhookResult::Ignored => "ignored",
+            WebhookResult::Acknowledged => "acknowledged",
+        }
+    }
+}
+
+/// The answer to the provider.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookReceipt {
+    /// Always true.
+    pub received: bool,
+    pub result: WebhookResult,
+}
+
+/// `POST /webhooks/stripe`: checks the `Stripe-Signature` header (400 `invalid_signature`) with
+/// the configured endpoint secret (409 `no_payment_gateway` when Stripe is not the gateway),
+/// reads the event (400 `invalid_json`) and applies it.
+pub async fn receive_stripe(
+    pool: &Pool,
+    master_key: Option<&[u8; 32]>,
+    signature: &str,
+    body: &[u8],
+) -> DomainResult<WebhookReceipt> {
+    let Some(GatewayConfig::Stripe { webhook_secret, .. }) = config::load(pool, master_key).await?
+    else {
+        return Err(DomainError::conflict(
+            "no_payment_gateway",
+            "Stripe is not the configured payment gateway",
+        ));
+    };
+    verify_stripe(signature, body, &webhook_secret, now()).map_err(|why| {
+        DomainError::malformed(Some("Stripe-Signature".into()), "invalid_signature", why)
+    })?;
+    let event: Value = serde_json::from_slice(body).map_err(|e| {
+        DomainError::malformed(None, "invalid_json", format!("the event is not JSON: {e}"))
+    })?;
+    let result = apply_stripe(pool, &event).await?;
+    let id = event.get("id").and_then(Value::as_str).unwrap_or_default();
+    let kind = event
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    tracing::info!(event = id, kind, result = result.as_str(), "stripe webhook");
+    Ok(WebhookReceipt {
+        received: true,
+        result,
+    })
+}
+
 /// Applies a verified Stripe event. Returns what was done, for the log and the answer.
-pub async fn apply_stripe(pool: &Pool, event: &Value) -> DomainResult<&'static str> {
+pub async fn apply_stripe(pool: &Pool, event: &Value) -> DomainResult<WebhookResult> {
     let id = event.get("id").and_then(Value::as_str).unwrap_or_default();
     let kind = event
         .get("type")
@@ -113,19 +183,19 @@ pub async fn apply_stripe(pool: &Pool, event: &Value) -> DomainResult<&'static s
             }
         }
         // Card entry completes in the browser and is attached by the portal; nothing to do here.
-        "setup_intent.succeeded" => return Ok("acknowledged"),
-        _ => return Ok("ignored"),
+        "setup_intent.succeeded" => return Ok(WebhookResult::Acknowledged),
+        _ => return Ok(WebhookResult::Ignored),
     };
     // The attempt: by the PaymentIntent id we stored, or by the attempt key in its metadata.
-    let attempt: Option<(String,)> = sqlx::query_as(
+    let attempt: Option<String> = sqlx::query_scalar(
         "SELECT id FROM charge_attempts WHERE provider = 'stripe' AND (provider_ref = $1 OR idempotency_key = $2) LIMIT 1",
     )
     .bind(&intent)
     .bind(&attempt_key)
     .fetch_optional(pool)
     .await?;
-    let Some((attempt_id,)) = attempt else {
-        return Ok("ignored");
+    let Some(attempt_id) = attempt else {
+        return Ok(WebhookResult::Ignored);
     };
     match sqlx::query(
         "INSERT INTO webhook_events (provider, event_id, received_at) VALUES ('stripe', $1, $2)",
@@ -136,7 +206,7 @@ pub async fn apply_stripe(pool: &Pool, event: &Value) -> DomainResult<&'static s
     .await
     {
         Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => return Ok("duplicate"),
+        Err(e) if is_unique_violation(&e) => return Ok(WebhookResult::Duplicate),
         Err(e) => return Err(e.into()),
     }
     if let Err(e) = charging::apply(pool, &attempt_id, outcome, today()).await {
@@ -148,7 +218,7 @@ pub async fn apply_stripe(pool: &Pool, event: &Value) -> DomainResult<&'static s
                 .await;
         return Err(e);
     }
-    Ok("applied")
+    Ok(WebhookResult::Applied)
 }
 
 #[cfg(test)]

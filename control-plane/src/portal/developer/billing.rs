@@ -8,14 +8,12 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::access::{failure, SessionForm};
 use crate::domain::billing::calendar::{day_of, format_date};
-use crate::http::error::ApiError;
+use crate::domain::payments::attempts::{self, AttemptState};
+use crate::domain::payments::{cards, charging, provider, statement};
+use crate::domain::DomainError;
 use crate::http::AppState;
 use crate::portal::html::{alert, html, notice, page, plain_post_button, Markup};
 use crate::portal::session::Session;
-/// (id, number, state, total, currency, period_start, period_end)
-type InvoiceRow = (String, Option<String>, String, String, String, i64, i64);
-/// (invoice number, state, amount, currency, error message, created_at)
-type PaymentRow = (Option<String>, String, String, String, Option<String>, i64);
 
 pub(super) fn not_found(session: &Session) -> Response {
     (
@@ -29,30 +27,20 @@ pub(super) fn not_found(session: &Session) -> Response {
         .into_response()
 }
 
-/// (name, plan id, plan name, state, state reason) of an application of the session's account.
+/// The billing page: issued invoices, payments and the cards on file.
 pub async fn billing(State(s): State<AppState>, session: Session) -> Response {
     billing_page(&s, &session, html! {}, StatusCode::OK).await
 }
 
 /// The account's cards at the configured provider, as a section with default/remove buttons.
 async fn cards_section(s: &AppState, session: &Session) -> Markup {
-    use crate::domain::payments::charging;
-    let p = match charging::provider(&s.pool, s.master_key.as_deref()).await {
+    let p = match provider::provider(&s.pool, s.master_key.as_deref()).await {
         Ok(p) => p,
         Err(_) => {
             return html! { h2 { "Payment methods" } p { "Card payments are not set up." } };
         }
     };
-    let listed = async {
-        match charging::customer(&s.pool, &p, &session.account_id, false).await? {
-            Some((customer, default)) => {
-                Ok::<_, ApiError>((charging::cards(&p, &customer).await?, default))
-            }
-            None => Ok((Vec::new(), None)),
-        }
-    }
-    .await;
-    let (cards, default) = match listed {
+    let (default, cards) = match cards::list(&s.pool, &p, &session.account_id).await {
         Ok(c) => c,
         Err(_) => {
             return html! {
@@ -98,19 +86,8 @@ pub(super) async fn billing_page(
     notice: Markup,
     status: StatusCode,
 ) -> Response {
-    let invoices: Result<Vec<InvoiceRow>, _> = sqlx::query_as(
-        "SELECT id, number, state, total, currency, period_start, period_end FROM invoices WHERE account_id = $1 AND number IS NOT NULL ORDER BY id DESC LIMIT 100",
-    )
-    .bind(&session.account_id)
-    .fetch_all(&s.pool)
-    .await;
-    let payments: Result<Vec<PaymentRow>, _> = sqlx::query_as(
-        "SELECT i.number, a.state, a.amount, a.currency, a.error_message, a.created_at FROM charge_attempts a JOIN invoices i ON i.id = a.invoice_id \
-         WHERE i.account_id = $1 ORDER BY a.created_at DESC, a.id DESC LIMIT 100",
-    )
-    .bind(&session.account_id)
-    .fetch_all(&s.pool)
-    .await;
+    let invoices = statement::issued_invoices(&s.pool, &session.account_id).await;
+    let payments = attempts::history(&s.pool, &session.account_id).await;
     let (invoices, payments) = match (invoices, payments) {
         (Ok(i), Ok(p)) => (i, p),
         (Err(e), _) | (_, Err(e)) => return failure(e),
@@ -125,17 +102,17 @@ pub(super) async fn billing_page(
                 th scope="col" { "Total" } th scope="col" {}
             } }
             tbody {
-                @for (id, number, state, total, currency, start, end) in &invoices {
+                @for inv in &invoices {
                     tr {
-                        td { (number.as_deref().unwrap_or("")) }
-                        td { (format_date(*start)) " to " (format_date(end - 1)) }
-                        td { (state) }
-                        td { (total) " " (currency) }
+                        td { (inv.number.as_deref().unwrap_or("")) }
+                        td { (format_date(inv.period_start)) " to " (format_date(inv.period_end - 1)) }
+                        td { (inv.state) }
+                        td { (inv.total) " " (inv.currency) }
                         td {
-                            a href={ "/portal/invoices/" (id) ".pdf" } { "PDF" }
+                            a href={ "/portal/invoices/" (inv.id) ".pdf" } { "PDF" }
                             " "
-                            @if ["pending", "unpaid", "failed"].contains(&state.as_str()) {
-                                (plain_post_button(&format!("/portal/invoices/{id}/pay"), &session.csrf, "Pay now"))
+                            @if inv.payable() {
+                                (plain_post_button(&format!("/portal/invoices/{}/pay", inv.id), &session.csrf, "Pay now"))
                             }
                         }
                     }
@@ -149,13 +126,13 @@ pub(super) async fn billing_page(
                 th scope="col" { "Result" } th scope="col" { "Reason" }
             } }
             tbody {
-                @for (number, state, amount, currency, error, at) in &payments {
+                @for line in &payments {
                     tr {
-                        td { (format_date(day_of(*at))) }
-                        td { (number.as_deref().unwrap_or("")) }
-                        td { (amount) " " (currency) }
-                        td { (state) }
-                        td { (error.as_deref().unwrap_or("")) }
+                        td { (format_date(day_of(line.created_at))) }
+                        td { (line.invoice_number.as_deref().unwrap_or("")) }
+                        td { (line.amount) " " (line.currency) }
+                        td { (line.state.as_str()) }
+                        td { (line.error_message.as_deref().unwrap_or("")) }
                     }
                 }
             }
@@ -180,7 +157,6 @@ pub async fn pay_invoice(
         Ok(false) => return not_found(&session),
         Err(e) => return failure(e),
     }
-    use crate::domain::payments::charging;
     let result = async {
         let attempt = charging::charge_invoice(
             &s.pool,
@@ -190,12 +166,12 @@ pub async fn pay_invoice(
             charging::today(),
         )
         .await?;
-        charging::attempt_json(&s.pool, &attempt).await
+        attempts::fetch(&s.pool, &attempt).await
     }
     .await;
     let (message, status) = match result {
-        Ok(p) if p["state"] == "succeeded" => (notice("Paid. Thank you."), StatusCode::OK),
-        Ok(p) if p["state"] == "requires_action" => {
+        Ok(p) if p.state == AttemptState::Succeeded => (notice("Paid. Thank you."), StatusCode::OK),
+        Ok(p) if p.state == AttemptState::RequiresAction => {
             if let Some(r) = super::cards::authenticate_page(&s, &session, &id).await {
                 return r;
             }
@@ -205,14 +181,14 @@ pub async fn pay_invoice(
             )
         }
         // Charged for an invoice cancelled meanwhile: not a failure; the operator refunds it.
-        Ok(p) if p["state"] == charging::REFUND_DUE => (
-            alert(p["error_message"].as_str().unwrap_or_default()),
+        Ok(p) if p.state == AttemptState::RefundDue => (
+            alert(p.error_message.as_deref().unwrap_or_default()),
             StatusCode::CONFLICT,
         ),
         Ok(p) => (
             alert(&format!(
                 "The payment failed: {}",
-                p["error_message"].as_str().unwrap_or("declined")
+                p.error_message.as_deref().unwrap_or("declined")
             )),
             StatusCode::PAYMENT_REQUIRED,
         ),
@@ -233,63 +209,40 @@ pub async fn card_action(
     Path((card, action)): Path<(String, String)>,
     SessionForm { session, .. }: SessionForm,
 ) -> Response {
-    use crate::domain::payments::charging::{self, Provider};
+    let account = &session.account_id;
     let done = async {
         // Without a gateway there are no cards: any card id is "not found".
-        let p = match charging::provider(&s.pool, s.master_key.as_deref()).await {
-            Err(crate::domain::DomainError::Conflict { .. }) => {
-                return Err(ApiError::not_found("payment method", &card))
+        let p = match provider::provider(&s.pool, s.master_key.as_deref()).await {
+            Err(DomainError::Conflict { .. }) => {
+                return Err(DomainError::not_found("payment method", &card))
             }
             other => other?,
         };
-        let Some((customer, default)) =
-            charging::customer(&s.pool, &p, &session.account_id, false).await?
-        else {
-            return Err(ApiError::not_found("payment method", &card));
-        };
-        if !charging::cards(&p, &customer)
-            .await?
-            .iter()
-            .any(|c| c.id == card)
-        {
-            return Err(ApiError::not_found("payment method", &card));
-        }
         match action.as_str() {
-            "default" => {
-                Ok(charging::set_default(&s.pool, &p, &session.account_id, Some(&card)).await?)
+            "default" => cards::make_default_at(&s.pool, &p, account, &card)
+                .await
+                .map(drop),
+            "delete" => cards::remove_at(&s.pool, &p, account, &card)
+                .await
+                .map(drop),
+            // An unknown action on one's own card is as much "not found" as another's card.
+            _ => {
+                cards::own_card(&s.pool, &p, account, &card).await?;
+                Err(DomainError::not_found("action", &action))
             }
-            "delete" => {
-                match &p {
-                    Provider::Stripe(stripe) => stripe.detach(&card).await,
-                    Provider::Braintree(bt) => bt.delete(&card).await,
-                }
-                .map_err(|e| ApiError::Unavailable(format!("{e:?}")))?;
-                if default.as_deref() == Some(card.as_str()) {
-                    charging::set_default(&s.pool, &p, &session.account_id, None).await?;
-                }
-                Ok(())
-            }
-            _ => Err(ApiError::not_found("action", &action)),
         }
     }
     .await;
     match done {
         Ok(()) => billing_page(&s, &session, notice("Saved."), StatusCode::OK).await,
-        Err(ApiError::NotFound { .. }) => not_found(&session),
+        Err(DomainError::NotFound { .. }) => not_found(&session),
         Err(e) => failure(e),
     }
 }
 
 /// Whether `id` is an issued invoice of the session's account.
-async fn own_invoice(s: &AppState, session: &Session, id: &str) -> Result<bool, sqlx::Error> {
-    let own: Option<(String,)> = sqlx::query_as(
-        "SELECT id FROM invoices WHERE id = $1 AND account_id = $2 AND number IS NOT NULL",
-    )
-    .bind(id)
-    .bind(&session.account_id)
-    .fetch_optional(&s.pool)
-    .await?;
-    Ok(own.is_some())
+async fn own_invoice(s: &AppState, session: &Session, id: &str) -> Result<bool, DomainError> {
+    statement::owns_issued_invoice(&s.pool, &session.account_id, id).await
 }
 
 /// [`own_invoice`], a database error counting as "not yours".

@@ -9,13 +9,11 @@
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::Extension;
-use serde_json::{json, Value};
 
 use super::access::{failure, SessionForm};
-use crate::domain::payments::charging;
-use crate::http::developer::Developer;
-use crate::http::error::ApiError;
+use crate::domain::payments::cards::{self, AddMethod, CardSetup};
+use crate::domain::payments::{charging, statement};
+use crate::domain::DomainError;
 use crate::http::AppState;
 use crate::portal::assets;
 use crate::portal::html::{alert, csrf_input, html, notice, page, Markup};
@@ -65,13 +63,9 @@ async fn card_form(
     message: Markup,
     status: StatusCode,
 ) -> Response {
-    let dev = Developer {
-        account_id: session.account_id.clone(),
-    };
-    let setup = crate::http::payments::setup(State(s.clone()), Extension(dev)).await;
-    let setup: Value = match setup {
-        Ok(axum::Json(v)) => v,
-        Err(ApiError::Conflict { .. }) => {
+    let setup = match cards::setup(&s.pool, s.master_key.as_deref(), &session.account_id).await {
+        Ok(setup) => setup,
+        Err(DomainError::Conflict { .. }) => {
             let body =
                 html! { p { "Card payments are not set up yet. Please contact the provider." } };
             return no_store(
@@ -85,19 +79,32 @@ async fn card_form(
     no_store(status, page("Add a card", Some(&session.csrf), body))
 }
 
-/// The card form for the provider `setup` names (the answer of the payments API's setup call):
+/// The card form for the provider `setup` names (what the payments API's setup call answers):
 /// Stripe Elements or Braintree Hosted Fields, the provider's script and the glue script, which
 /// reads the key and secret (or client token) from the form's `data-` attributes.
-fn card_entry(message: Markup, csrf: &str, setup: &Value) -> Markup {
-    let text = |k: &str| setup[k].as_str().unwrap_or_default().to_string();
-    let js_url = text("js_url");
-    let stripe = setup["provider"] == "stripe";
+fn card_entry(message: Markup, csrf: &str, setup: &CardSetup) -> Markup {
+    let (stripe, js_url, publishable_key, client_secret, client_token) = match setup {
+        CardSetup::Stripe(st) => (
+            true,
+            st.js_url.as_str(),
+            Some(st.publishable_key.as_str()),
+            Some(st.client_secret.as_str()),
+            None,
+        ),
+        CardSetup::Braintree(bt) => (
+            false,
+            bt.js_url.as_str(),
+            None,
+            None,
+            Some(bt.client_token.as_str()),
+        ),
+    };
     html! {
         (message)
         form id="card-form" method="post" action="/portal/payment_methods"
-            data-publishable-key=[stripe.then(|| text("publishable_key"))]
-            data-client-secret=[stripe.then(|| text("client_secret"))]
-            data-client-token=[(!stripe).then(|| text("client_token"))] {
+            data-publishable-key=[publishable_key]
+            data-client-secret=[client_secret]
+            data-client-token=[client_token] {
             (csrf_input(csrf))
             @if stripe {
                 input type="hidden" name="payment_method_id" id="payment_method_id";
@@ -132,36 +139,26 @@ pub async fn save_card(
     State(s): State<AppState>,
     SessionForm { session, fields: f }: SessionForm,
 ) -> Response {
-    let dev = Developer {
-        account_id: session.account_id.clone(),
+    let field = |name: &str| {
+        f.get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
     };
-    let mut input = json!({"default": f.get("default").is_some_and(|v| v == "on")});
-    for name in ["payment_method_id", "payment_method_nonce"] {
-        if let Some(v) = f.get(name).filter(|v| !v.trim().is_empty()) {
-            input[name] = json!(v.trim());
-        }
-    }
-    let added = match crate::http::extract::parse(input.to_string().as_bytes()) {
-        Ok(input) => {
-            crate::http::payments::add_method(
-                State(s.clone()),
-                Extension(dev),
-                crate::http::extract::JsonBody(input),
-            )
-            .await
-        }
-        Err(e) => Err(e),
+    let input = AddMethod {
+        payment_method_id: field("payment_method_id"),
+        payment_method_nonce: field("payment_method_nonce"),
+        default: f.get("default").is_some_and(|v| v == "on"),
     };
-    match added {
-        Ok((_, axum::Json(card))) => {
+    match cards::add(&s.pool, s.master_key.as_deref(), &session.account_id, input).await {
+        Ok(added) => {
             let text = format!(
                 "Card {} ending in {} saved.",
-                card["brand"].as_str().unwrap_or("card"),
-                card["last4"].as_str().unwrap_or("")
+                added.method.brand, added.method.last4
             );
             super::billing::billing_page(&s, &session, notice(&text), StatusCode::OK).await
         }
-        Err(ApiError::Invalid { message, .. }) => {
+        Err(DomainError::Invalid { message, .. }) => {
             card_form(
                 &s,
                 &session,
@@ -214,14 +211,10 @@ pub async fn confirmed(
     }
     let settled =
         charging::settle_action(&s.pool, s.master_key.as_deref(), &id, charging::today()).await;
-    let paid: Option<(String,)> = sqlx::query_as("SELECT state FROM invoices WHERE id = $1")
-        .bind(&id)
-        .fetch_optional(&s.pool)
-        .await
-        .ok()
-        .flatten();
-    let (message, status) = match (settled, paid.as_ref().map(|p| p.0.as_str())) {
-        (_, Some("paid")) => (notice("Paid. Thank you."), StatusCode::OK),
+    // A database error reads as "not paid": the page says so and the developer may look again.
+    let paid = statement::is_paid(&s.pool, &id).await.unwrap_or(false);
+    let (message, status) = match (settled, paid) {
+        (_, true) => (notice("Paid. Thank you."), StatusCode::OK),
         (Err(e), _) => (
             alert(&format!(
                 "The payment could not be checked: {}",
@@ -247,8 +240,13 @@ mod tests {
         let stripe = card_entry(
             html! {},
             "tok",
-            &json!({"provider": "stripe", "js_url": "https://js.stripe.com/v3/",
-                    "publishable_key": hostile, "client_secret": "seti_1_secret_2"}),
+            &CardSetup::Stripe(cards::StripeSetup {
+                object: "payment_method_setup",
+                provider: crate::domain::payments::ProviderKind::Stripe,
+                js_url: "https://js.stripe.com/v3/".into(),
+                publishable_key: hostile.into(),
+                client_secret: "seti_1_secret_2".into(),
+            }),
         )
         .into_string();
         assert!(stripe
@@ -260,8 +258,12 @@ mod tests {
         let bt = card_entry(
             html! {},
             "tok",
-            &json!({"provider": "braintree", "js_url": "https://js.braintreegateway.com/web/3.97.2/js/",
-                    "client_token": hostile}),
+            &CardSetup::Braintree(cards::BraintreeSetup {
+                object: "payment_method_setup",
+                provider: crate::domain::payments::ProviderKind::Braintree,
+                js_url: "https://js.braintreegateway.com/web/3.97.2/js/".into(),
+                client_token: hostile.into(),
+            }),
         )
         .into_string();
         assert!(
