@@ -6,7 +6,7 @@
 //! `async-stripe`'s client for the requests Tollgate makes: bearer secret key, `Stripe-Version`,
 //! form bodies, one attempt with the request's idempotency key, Stripe's error object.
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use stripe::StripeError;
 use stripe_client_core::{CustomizedStripeRequest, StripeClient, StripeMethod};
 
