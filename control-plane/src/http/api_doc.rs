@@ -73,6 +73,8 @@ struct Base;
 fn parts() -> Vec<Document> {
     vec![
         // e.g. super::services::ServicesApi::openapi(),
+        super::accounts::AccountsApi::openapi(),
+        super::applications::ApplicationsApi::openapi(),
     ]
 }
 
