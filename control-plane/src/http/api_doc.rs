@@ -82,6 +82,8 @@ fn parts() -> Vec<Document> {
         super::gateway_tokens::GatewayTokensApi::openapi(),
         super::payment_gateway::PaymentGatewayApi::openapi(),
         super::payments::PaymentsApi::openapi(),
+        super::accounts::AccountsApi::openapi(),
+        super::applications::ApplicationsApi::openapi(),
     ]
 }
 

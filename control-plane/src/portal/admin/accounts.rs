@@ -1,6 +1,8 @@
 //! Admin portal: accounts and their applications (suspend, resume), admin tokens (generate, shown
-//! once, revoke), the payment gateway's credentials (write-only) and credit notes. Like the catalog
-//! pages, every change is the admin API call of the same name, made in-process.
+//! once, revoke), the payment gateway's credentials (write-only) and credit notes. Accounts and
+//! applications call `domain::accounts` directly (the same functions the admin API calls, so the
+//! same validation and the same catalog revision bump); tokens, the gateway and credit notes are
+//! still the admin API call of the same name, made in-process, until their areas move likewise.
 
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
@@ -12,9 +14,32 @@ use super::api as admin_api;
 use super::forms::{
     error_for, failed, general_error, get, link, not_found, seg, show, text, write_form, FormError,
 };
+use crate::domain::accounts::account::{self, AccountInput};
+use crate::domain::accounts::applications::{
+    self, AppFilter, AppInput, ApplicationState, SuspendInput, SuspensionReason,
+};
+use crate::domain::{DomainError, PageRequest};
 use crate::http::auth::Scope;
 use crate::http::AppState;
 use crate::portal::html::{alert, html, input, notice, post_button, select, table, Markup};
+
+/// Most accounts (and applications of one account) a page lists; the admin API lists the rest.
+const PAGE_ROWS: i64 = 100;
+
+/// A refused domain call as the form shows it: the field it names (the API error object's
+/// `param`) with its message, and the status the page is answered with (the API's).
+fn refusal(e: DomainError) -> (FormError, StatusCode) {
+    let param = match &e {
+        DomainError::Malformed { param, .. }
+        | DomainError::Conflict { param, .. }
+        | DomainError::Invalid { param, .. } => param.clone().unwrap_or_default(),
+        DomainError::NotFound { .. } => "id".to_string(),
+        _ => String::new(),
+    };
+    let message = e.to_string();
+    let status = axum::response::IntoResponse::into_response(e).status();
+    (Some((param, message)), status)
+}
 
 /// A secret shown once, right after it was made.
 fn shown_once(what: &str, secret: &str) -> Markup {
@@ -38,22 +63,28 @@ async fn accounts_page(
     e: &FormError,
     status: StatusCode,
 ) -> Response {
-    let list = admin_api::get(s, &admin.caller, "/accounts?limit=100").await;
+    let first = PageRequest {
+        limit: PAGE_ROWS,
+        after: String::new(),
+    };
+    // A failed read shows an empty list, as the in-process API call did.
+    let (list, more) = match account::list(&s.pool, &first).await {
+        Ok(p) => (p.data, p.has_more),
+        Err(e) => {
+            tracing::error!(error = %e, "admin portal: cannot list accounts");
+            (Vec::new(), false)
+        }
+    };
     let rows: Vec<Vec<Markup>> = list
-        .data()
         .iter()
         .map(|a| {
             vec![
-                link(
-                    &format!("/admin/accounts/{}", seg(&text(&a["id"]))),
-                    &text(&a["name"]),
-                ),
-                html! { (text(&a["email"])) },
-                html! { (text(&a["credit_balance"])) },
+                link(&format!("/admin/accounts/{}", seg(&a.id)), &a.name),
+                html! { (a.email) },
+                html! { (a.credit_balance) },
             ]
         })
         .collect();
-    let more = list.body["has_more"] == json!(true);
     let form = write_form(
         admin,
         "/admin/accounts",
@@ -91,12 +122,18 @@ pub async fn create_account(
     State(s): State<AppState>,
     WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let body = json!({"name": get(&f, "name"), "email": get(&f, "email")});
-    let a = admin_api::call(&s, &admin.caller, Method::POST, "/accounts", Some(body)).await;
-    if a.ok() {
-        return redirect(&format!("/admin/accounts/{}", seg(&text(&a.body["id"]))));
+    let input = AccountInput {
+        name: Some(get(&f, "name")),
+        email: Some(get(&f, "email")),
+        ..AccountInput::default()
+    };
+    match account::create(&s.pool, &input).await {
+        Ok(a) => redirect(&format!("/admin/accounts/{}", seg(&a.id))),
+        Err(e) => {
+            let (e, status) = refusal(e);
+            accounts_page(&s, &admin, &f, &e, status).await
+        }
     }
-    accounts_page(&s, &admin, &f, &a.error(), failed(&a)).await
 }
 
 pub async fn account(
@@ -125,71 +162,73 @@ async fn account_page(
     done: Markup,
     status: StatusCode,
 ) -> Response {
-    let acc = admin_api::get(s, &admin.caller, &format!("/accounts/{}", seg(id))).await;
-    if !acc.ok() {
+    let Ok(acc) = account::get(&s.pool, id).await else {
         return not_found(admin);
-    }
-    let apps = admin_api::get(
-        s,
-        &admin.caller,
-        &format!("/applications?limit=100&account_id={}", seg(id)),
-    )
-    .await;
-    let plans = admin_api::get(s, &admin.caller, "/plans?limit=100").await;
+    };
+    let of_account = AppFilter {
+        account_id: Some(id.to_string()),
+        plan_id: None,
+    };
+    let first = PageRequest {
+        limit: PAGE_ROWS,
+        after: String::new(),
+    };
+    // Failed reads show empty lists, as the in-process API calls did.
+    let apps = applications::list(&s.pool, &of_account, &first)
+        .await
+        .map(|p| p.data)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "admin portal: cannot list applications");
+            Vec::new()
+        });
+    let plans = applications::plan_choices(&s.pool, PAGE_ROWS)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "admin portal: cannot list plans");
+            Vec::new()
+        });
     let plan_name = |pid: &str| {
         plans
-            .data()
             .iter()
-            .find(|p| text(&p["id"]) == pid)
-            .map(|p| text(&p["name"]))
+            .find(|p| p.id == pid)
+            .map(|p| p.name.clone())
             .unwrap_or_else(|| pid.to_string())
     };
     let write = admin.scope == Scope::Write;
     let rows: Vec<Vec<Markup>> = apps
-        .data()
         .iter()
         .map(|a| {
-            let app = text(&a["id"]);
-            let state = text(&a["state"]);
-            let reason = text(&a["state_reason"]);
-            let action = match (write, state.as_str()) {
+            let action = match (write, a.state) {
                 (false, _) => html! {},
-                (true, "live") => post_button(
-                    &format!("/admin/applications/{}/suspend", seg(&app)),
+                (true, ApplicationState::Live) => post_button(
+                    &format!("/admin/applications/{}/suspend", seg(&a.id)),
                     &admin.csrf,
                     "Suspend",
                 ),
                 (true, _) => post_button(
-                    &format!("/admin/applications/{}/resume", seg(&app)),
+                    &format!("/admin/applications/{}/resume", seg(&a.id)),
                     &admin.csrf,
                     "Resume",
                 ),
             };
-            let state = if reason.is_empty() {
-                state
-            } else {
-                format!("{state} ({reason})")
+            let state = match a.state_reason {
+                None => a.state.as_str().to_string(),
+                Some(reason) => format!("{} ({})", a.state.as_str(), reason.as_str()),
             };
             vec![
-                html! { (text(&a["name"])) },
-                html! { code { (app) } },
-                html! { (plan_name(&text(&a["plan_id"]))) },
+                html! { (a.name) },
+                html! { code { (a.id) } },
+                html! { (plan_name(&a.plan_id)) },
                 html! { (state) },
-                html! { (a["keys"].as_array().map(Vec::len).unwrap_or(0)) },
+                html! { (a.keys.len()) },
                 action,
             ]
         })
         .collect();
     let plan_options: Vec<(String, String)> = plans
-        .data()
         .iter()
-        .filter(|p| p["custom"] != json!(true))
-        .map(|p| {
-            (
-                text(&p["id"]),
-                format!("{} ({})", text(&p["name"]), text(&p["state"])),
-            )
-        })
+        .filter(|p| !p.custom)
+        .map(|p| (p.id.clone(), format!("{} ({})", p.name, p.state)))
         .collect();
     let form = write_form(
         admin,
@@ -214,11 +253,10 @@ async fn account_page(
         },
         "Create application (shows its key once)",
     );
-    let a = &acc.body;
     let body = html! {
         (done)
         (general_error(e, &["name", "plan_id"]))
-        p { "Id " code { (id) } " · " (text(&a["email"])) " · credit " (text(&a["credit_balance"])) }
+        p { "Id " code { (id) } " · " (acc.email) " · credit " (acc.credit_balance) }
         p { a href={ "/admin/invoices?account_id=" (seg(id)) } { "Invoices of this account" } }
         section {
             h2 { "Applications" }
@@ -226,12 +264,7 @@ async fn account_page(
             (form)
         }
     };
-    show(
-        admin,
-        &format!("Account {}", text(&a["name"])),
-        status,
-        body,
-    )
+    show(admin, &format!("Account {}", acc.name), status, body)
 }
 
 pub async fn create_application(
@@ -239,22 +272,31 @@ pub async fn create_application(
     Path(id): Path<String>,
     WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let body = json!({"account_id": id, "name": get(&f, "name"), "plan_id": get(&f, "plan_id")});
-    let a = admin_api::call(&s, &admin.caller, Method::POST, "/applications", Some(body)).await;
-    if a.ok() {
-        let done = shown_once("Application created. Its API key:", &text(&a.body["key"]));
-        return account_page(
-            &s,
-            &admin,
-            &id,
-            &Fields::new(),
-            &None,
-            done,
-            StatusCode::CREATED,
-        )
-        .await;
+    let input = AppInput {
+        account_id: Some(id.clone()),
+        name: Some(get(&f, "name")),
+        plan_id: Some(get(&f, "plan_id")),
+        description: None,
+    };
+    match applications::create(&s.pool, &input).await {
+        Ok(created) => {
+            let done = shown_once("Application created. Its API key:", &created.key);
+            account_page(
+                &s,
+                &admin,
+                &id,
+                &Fields::new(),
+                &None,
+                done,
+                StatusCode::CREATED,
+            )
+            .await
+        }
+        Err(e) => {
+            let (e, status) = refusal(e);
+            account_page(&s, &admin, &id, &f, &e, html! {}, status).await
+        }
     }
-    account_page(&s, &admin, &id, &f, &a.error(), html! {}, failed(&a)).await
 }
 
 /// `POST /admin/applications/{id}/{suspend|resume}`; back to the application's account.
@@ -266,41 +308,44 @@ pub async fn application_action(
     if action != "suspend" && action != "resume" {
         return not_found(&admin);
     }
-    let app = admin_api::get(&s, &admin.caller, &format!("/applications/{}", seg(&id))).await;
-    if !app.ok() {
+    let Ok(app) = applications::get(&s.pool, &id).await else {
         return not_found(&admin);
-    }
-    let account = text(&app.body["account_id"]);
-    let body = (action == "suspend").then(|| json!({"reason": "admin"}));
-    let a = admin_api::call(
-        &s,
-        &admin.caller,
-        Method::POST,
-        &format!("/applications/{}/{action}", seg(&id)),
-        body,
-    )
-    .await;
-    let done = if a.ok() {
-        notice(&format!(
-            "Application {} {}.",
-            text(&app.body["name"]),
-            if action == "suspend" {
-                "suspended"
-            } else {
-                "resumed"
-            }
-        ))
+    };
+    let done = if action == "suspend" {
+        let input = SuspendInput {
+            reason: Some(SuspensionReason::Admin),
+        };
+        applications::suspend(&s.pool, &id, &input).await
     } else {
-        html! {}
+        applications::resume(&s.pool, &id).await
+    };
+    let (done, e, status) = match done {
+        Ok(_) => (
+            notice(&format!(
+                "Application {} {}.",
+                app.name,
+                if action == "suspend" {
+                    "suspended"
+                } else {
+                    "resumed"
+                }
+            )),
+            None,
+            StatusCode::OK,
+        ),
+        Err(e) => {
+            let (e, status) = refusal(e);
+            (html! {}, e, status)
+        }
     };
     account_page(
         &s,
         &admin,
-        &account,
+        &app.account_id,
         &Fields::new(),
-        &a.error(),
+        &e,
         done,
-        if a.ok() { StatusCode::OK } else { failed(&a) },
+        status,
     )
     .await
 }

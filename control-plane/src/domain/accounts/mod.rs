@@ -1,4 +1,15 @@
-//! Developer accounts: who is billed, where (billing address, VAT) and how to reach them.
+//! Developer accounts: who is billed, where (billing address, VAT) and how to reach them, and
+//! what they hold: applications (an account on a plan), their API keys and their usage.
+//!
+//! - [`account`]: accounts (create, read, update, delete) and their credit balance.
+//! - [`applications`]: applications, their state (live, suspended and why) and plan changes.
+//! - [`keys`]: API keys: shown once, stored hashed, capped, rotated with a grace period.
+//! - [`usage`]: metered usage of one application in calendar buckets.
+
+pub mod account;
+pub mod applications;
+pub mod keys;
+pub mod usage;
 
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +20,7 @@ pub const MAX_EMAIL_CHARS: usize = 254;
 /// Longest line of a billing address.
 pub const MAX_ADDRESS_FIELD_CHARS: usize = 200;
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BillingAddress {
     #[serde(default)]

@@ -1,0 +1,617 @@
+//! Applications: an account on a plan, with its keys. An application is live or suspended (by an
+//! admin, or for an unpaid invoice); gateways enforce both, so every change here bumps the
+//! catalog revision in its transaction.
+
+use serde::{Deserialize, Serialize};
+
+use super::account::{self, Deleted};
+use super::keys::{self, ApplicationKey, NewKey};
+use crate::domain::billing::contracts;
+use crate::domain::catalog::{check_name, revision};
+use crate::domain::page::page;
+use crate::domain::{DomainError, DomainResult, Page, PageRequest};
+use crate::secrets::new_id;
+use crate::store::{now, Pool, Tx};
+
+/// Longest application description.
+pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
+
+/// Whether gateways let an application's keys through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplicationState {
+    Live,
+    Suspended,
+}
+
+impl ApplicationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplicationState::Live => "live",
+            ApplicationState::Suspended => "suspended",
+        }
+    }
+
+    fn parse(s: &str) -> DomainResult<ApplicationState> {
+        match s {
+            "live" => Ok(ApplicationState::Live),
+            "suspended" => Ok(ApplicationState::Suspended),
+            other => Err(DomainError::Internal(format!(
+                "stored application state {other:?} is not live or suspended"
+            ))),
+        }
+    }
+}
+
+/// Why an application is suspended: by an admin, or for an unpaid invoice (lifted when it is paid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspensionReason {
+    Admin,
+    NonPayment,
+}
+
+impl SuspensionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspensionReason::Admin => "admin",
+            SuspensionReason::NonPayment => "non_payment",
+        }
+    }
+
+    fn parse(s: &str) -> DomainResult<SuspensionReason> {
+        match s {
+            "admin" => Ok(SuspensionReason::Admin),
+            "non_payment" => Ok(SuspensionReason::NonPayment),
+            other => Err(DomainError::Internal(format!(
+                "stored suspension reason {other:?} is not admin or non_payment"
+            ))),
+        }
+    }
+
+    fn parse_stored(s: Option<&str>) -> DomainResult<Option<SuspensionReason>> {
+        s.map(SuspensionReason::parse).transpose()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AppRow {
+    id: String,
+    account_id: String,
+    plan_id: String,
+    name: String,
+    description: String,
+    state: String,
+    state_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const APP_SELECT: &str =
+    "SELECT id, account_id, plan_id, name, description, state, state_reason, created_at, updated_at FROM applications";
+
+/// An application as the admin API shows it, with its live keys.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Application {
+    /// Always `"application"`.
+    pub object: &'static str,
+    pub id: String,
+    pub account_id: String,
+    pub plan_id: String,
+    pub name: String,
+    pub description: String,
+    pub state: ApplicationState,
+    /// Set while suspended.
+    pub state_reason: Option<SuspensionReason>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The live keys: active ones, and rotated ones in their grace period.
+    pub keys: Vec<ApplicationKey>,
+}
+
+impl AppRow {
+    fn into_application(self, keys: Vec<ApplicationKey>) -> DomainResult<Application> {
+        Ok(Application {
+            object: "application",
+            state: ApplicationState::parse(&self.state)?,
+            state_reason: SuspensionReason::parse_stored(self.state_reason.as_deref())?,
+            id: self.id,
+            account_id: self.account_id,
+            plan_id: self.plan_id,
+            name: self.name,
+            description: self.description,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            keys,
+        })
+    }
+}
+
+/// A new application's answer: the application and its first key, in plaintext this once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedApplication {
+    #[serde(flatten)]
+    pub application: Application,
+    /// The plaintext key, this once; it cannot be retrieved again.
+    pub key: String,
+    pub key_id: String,
+}
+
+/// What `POST /applications` and `PATCH /applications/{id}` take; on update, absent fields stay
+/// and `account_id`, if sent, must be the application's own.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppInput {
+    pub account_id: Option<String>,
+    pub plan_id: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Which applications a list holds (absent: all).
+#[derive(Debug, Default)]
+pub struct AppFilter {
+    pub account_id: Option<String>,
+    pub plan_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendInput {
+    /// Default `admin`.
+    pub reason: Option<SuspensionReason>,
+}
+
+fn check_description(d: &str) -> DomainResult<String> {
+    if d.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(DomainError::invalid(
+            "description",
+            "invalid_description",
+            format!("at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    Ok(d.to_string())
+}
+
+async fn fetch_row(pool: &Pool, id: &str) -> DomainResult<AppRow> {
+    sqlx::query_as(&format!("{APP_SELECT} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| DomainError::not_found("application", id))
+}
+
+/// Not found unless application `id` exists.
+pub async fn must_exist(pool: &Pool, id: &str) -> DomainResult<()> {
+    let found: Option<(String,)> = sqlx::query_as("SELECT id FROM applications WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(DomainError::not_found("application", id)),
+    }
+}
+
+async fn plan_exists(pool: &Pool, id: &str) -> DomainResult<bool> {
+    let found: Option<(String,)> = sqlx::query_as("SELECT id FROM plans WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
+}
+
+fn unknown_plan(plan_id: &str) -> DomainError {
+    DomainError::invalid(
+        "plan_id",
+        "unknown_plan",
+        format!("no plan with id {plan_id:?}"),
+    )
+}
+
+/// Application objects for rows: one query for all their live keys.
+async fn render(pool: &Pool, rows: Vec<AppRow>) -> DomainResult<Vec<Application>> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut keys = keys::live_of(pool, &ids).await?;
+    rows.into_iter()
+        .map(|r| {
+            let (mine, rest) = keys.drain(..).partition(|k| k.application_id == r.id);
+            keys = rest;
+            r.into_application(mine.into_iter().map(ApplicationKey::from).collect())
+        })
+        .collect()
+}
+
+/// The application `id` with its live keys.
+pub async fn get(pool: &Pool, id: &str) -> DomainResult<Application> {
+    let row = fetch_row(pool, id).await?;
+    render(pool, vec![row])
+        .await?
+        .pop()
+        .ok_or_else(|| DomainError::Internal("application vanished while rendering".into()))
+}
+
+/// A page of applications in id order, optionally of one account or on one plan.
+pub async fn list(
+    pool: &Pool,
+    filter: &AppFilter,
+    req: &PageRequest,
+) -> DomainResult<Page<Application>> {
+    let rows: Vec<AppRow> = sqlx::query_as(&format!(
+        "{APP_SELECT} WHERE id > $1 AND ($2 = '' OR account_id = $2) AND ($3 = '' OR plan_id = $3) ORDER BY id LIMIT $4"
+    ))
+    .bind(&req.after)
+    .bind(filter.account_id.as_deref().unwrap_or_default())
+    .bind(filter.plan_id.as_deref().unwrap_or_default())
+    .bind(req.limit + 1)
+    .fetch_all(pool)
+    .await?;
+    let pg = page(rows, req.limit, |r| &r.id);
+    let Page {
+        object,
+        data,
+        has_more,
+        next_cursor,
+    } = pg;
+    Ok(Page {
+        object,
+        data: render(pool, data).await?,
+        has_more,
+        next_cursor,
+    })
+}
+
+/// Inserts a live application (checked input) inside `tx`, starts its plan contract, makes its
+/// first key and bumps the catalog revision.
+async fn insert_application(
+    tx: &mut Tx,
+    account_id: &str,
+    plan_id: &str,
+    name: &str,
+    description: &str,
+) -> DomainResult<(String, NewKey)> {
+    let id = new_id("app");
+    let t = now();
+    sqlx::query(
+        "INSERT INTO applications (id, account_id, plan_id, name, description, state, state_reason, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'live', NULL, $6, $6)",
+    )
+    .bind(&id)
+    .bind(account_id)
+    .bind(plan_id)
+    .bind(name)
+    .bind(description)
+    .bind(t)
+    .execute(&mut **tx)
+    .await?;
+    contracts::start(tx, &id, plan_id, t).await?;
+    let key = keys::insert_key(tx, &id).await?;
+    revision::bump(tx).await?;
+    Ok((id, key))
+}
+
+async fn created(pool: &Pool, id: &str, key: NewKey) -> DomainResult<CreatedApplication> {
+    Ok(CreatedApplication {
+        application: get(pool, id).await?,
+        key: key.key,
+        key_id: key.key_object.id,
+    })
+}
+
+/// Creates an application (admin): account and plan must exist; its first key is in the answer.
+pub async fn create(pool: &Pool, input: &AppInput) -> DomainResult<CreatedApplication> {
+    let account_id = input.account_id.as_deref().ok_or_else(|| {
+        DomainError::invalid("account_id", "missing_field", "account_id is required")
+    })?;
+    let plan_id = input
+        .plan_id
+        .as_deref()
+        .ok_or_else(|| DomainError::invalid("plan_id", "missing_field", "plan_id is required"))?;
+    let name = check_name("name", input.name.as_deref().unwrap_or(""))?;
+    let description = check_description(input.description.as_deref().unwrap_or(""))?;
+    if !account::exists(pool, account_id).await? {
+        return Err(DomainError::invalid(
+            "account_id",
+            "unknown_account",
+            format!("no account with id {account_id:?}"),
+        ));
+    }
+    if !plan_exists(pool, plan_id).await? {
+        return Err(unknown_plan(plan_id));
+    }
+    let mut tx = crate::store::begin_write(pool).await?;
+    let (id, key) = insert_application(&mut tx, account_id, plan_id, &name, &description).await?;
+    tx.commit().await?;
+    created(pool, &id, key).await
+}
+
+/// A plan a developer may put a new application on: published and not an application's copy.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct OfferedPlan {
+    pub id: String,
+    pub name: String,
+}
+
+/// The plans developers choose from, by name.
+pub async fn offered_plans(pool: &Pool) -> DomainResult<Vec<OfferedPlan>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name FROM plans WHERE state = 'published' AND parent_plan_id IS NULL ORDER BY name, id",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Whether `plan_id` is one of the [`offered_plans`].
+pub async fn is_offered(pool: &Pool, plan_id: &str) -> DomainResult<bool> {
+    let found: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM plans WHERE id = $1 AND state = 'published' AND parent_plan_id IS NULL",
+    )
+    .bind(plan_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// Creates an application the account's developer asked for (name and plan checked by the
+/// caller), refused once the account holds `cap` applications.
+pub async fn create_for_developer(
+    pool: &Pool,
+    account_id: &str,
+    plan_id: &str,
+    name: &str,
+    cap: i64,
+) -> DomainResult<CreatedApplication> {
+    let mut tx = crate::store::begin_write(pool).await?;
+    // Lock the account row (PostgreSQL; SQLite's write lock serializes anyway) so two concurrent
+    // creations cannot both see room under the cap.
+    sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE id = $1")
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+    let (held,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM applications WHERE account_id = $1")
+        .bind(account_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if held >= cap {
+        return Err(DomainError::conflict(
+            "application_limit_reached",
+            format!(
+                "an account creates at most {cap} applications itself; ask the provider for more"
+            ),
+        ));
+    }
+    let (id, key) = insert_application(&mut tx, account_id, plan_id, name, "").await?;
+    tx.commit().await?;
+    created(pool, &id, key).await
+}
+
+/// Changes the fields `input` has; a new plan ends the current contract and starts one on it.
+pub async fn update(pool: &Pool, id: &str, input: &AppInput) -> DomainResult<Application> {
+    let a = fetch_row(pool, id).await?;
+    if input
+        .account_id
+        .as_ref()
+        .is_some_and(|acc| *acc != a.account_id)
+    {
+        return Err(DomainError::invalid(
+            "account_id",
+            "immutable",
+            "an application cannot move to another account",
+        ));
+    }
+    let name = input
+        .name
+        .as_deref()
+        .map(|n| check_name("name", n))
+        .transpose()?;
+    let description = input
+        .description
+        .as_deref()
+        .map(check_description)
+        .transpose()?;
+    if let Some(plan_id) = &input.plan_id {
+        if !plan_exists(pool, plan_id).await? {
+            return Err(unknown_plan(plan_id));
+        }
+    }
+    let t = now();
+    let name = name.unwrap_or(a.name);
+    let plan_id = input.plan_id.clone().unwrap_or(a.plan_id);
+    let mut tx = crate::store::begin_write(pool).await?;
+    sqlx::query("UPDATE applications SET name = $2, description = $3, plan_id = $4, updated_at = $5 WHERE id = $1")
+        .bind(id)
+        .bind(&name)
+        .bind(description.unwrap_or(a.description))
+        .bind(&plan_id)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+    contracts::rename(&mut tx, id, &name).await?;
+    contracts::change_plan(&mut tx, id, &plan_id, t).await?;
+    revision::bump(&mut tx).await?;
+    tx.commit().await?;
+    get(pool, id).await
+}
+
+/// Deletes an application and its keys; its contract ends (kept for billing).
+pub async fn delete(pool: &Pool, id: &str) -> DomainResult<Deleted> {
+    fetch_row(pool, id).await?;
+    let mut tx = crate::store::begin_write(pool).await?;
+    contracts::end(&mut tx, id, now()).await?;
+    sqlx::query("DELETE FROM application_keys WHERE application_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM applications WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    revision::bump(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Deleted::new("application", id))
+}
+
+/// Suspends the application (reason default `admin`): gateways refuse its keys.
+pub async fn suspend(pool: &Pool, id: &str, input: &SuspendInput) -> DomainResult<Application> {
+    fetch_row(pool, id).await?;
+    let reason = input.reason.unwrap_or(SuspensionReason::Admin);
+    let mut tx = crate::store::begin_write(pool).await?;
+    sqlx::query("UPDATE applications SET state = 'suspended', state_reason = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(reason.as_str())
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+    revision::bump(&mut tx).await?;
+    tx.commit().await?;
+    get(pool, id).await
+}
+
+/// Makes the application live again, whatever suspended it.
+pub async fn resume(pool: &Pool, id: &str) -> DomainResult<Application> {
+    fetch_row(pool, id).await?;
+    let mut tx = crate::store::begin_write(pool).await?;
+    sqlx::query("UPDATE applications SET state = 'live', state_reason = NULL, updated_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+    revision::bump(&mut tx).await?;
+    tx.commit().await?;
+    get(pool, id).await
+}
+
+/// The name of application `app_name`'s own copy of plan `plan_name` (cut to the name limit).
+pub fn custom_plan_name(plan_name: &str, app_name: &str) -> String {
+    format!("{plan_name} (custom for {app_name})")
+        .chars()
+        .take(crate::domain::catalog::MAX_NAME_CHARS)
+        .collect()
+}
+
+/// Inside `tx` (where the copy `plan_id` was just made): puts application `id` on its customized
+/// plan, carrying its contract over without a new billing period.
+pub async fn switch_to_copy(tx: &mut Tx, id: &str, plan_id: &str) -> DomainResult<()> {
+    sqlx::query("UPDATE applications SET plan_id = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(plan_id)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    contracts::switch_to_copy(tx, id, plan_id).await?;
+    revision::bump(tx).await?;
+    Ok(())
+}
+
+/// One row of a developer's list of their applications.
+#[derive(Clone, Debug)]
+pub struct AccountApplication {
+    pub id: String,
+    pub name: String,
+    pub plan_name: String,
+    pub state: ApplicationState,
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountApplicationRow {
+    id: String,
+    name: String,
+    plan_name: String,
+    state: String,
+}
+
+/// The applications of `account_id`, in id order, with their plans' names.
+pub async fn of_account(pool: &Pool, account_id: &str) -> DomainResult<Vec<AccountApplication>> {
+    let rows: Vec<AccountApplicationRow> = sqlx::query_as(
+        "SELECT a.id, a.name, p.name AS plan_name, a.state FROM applications a JOIN plans p ON p.id = a.plan_id WHERE a.account_id = $1 ORDER BY a.id",
+    )
+    .bind(account_id)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(AccountApplication {
+                state: ApplicationState::parse(&r.state)?,
+                id: r.id,
+                name: r.name,
+                plan_name: r.plan_name,
+            })
+        })
+        .collect()
+}
+
+/// One application of an account as its developer sees it.
+#[derive(Clone, Debug)]
+pub struct OwnApplication {
+    pub name: String,
+    pub plan_id: String,
+    pub plan_name: String,
+    pub state: ApplicationState,
+    pub state_reason: Option<SuspensionReason>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OwnApplicationRow {
+    name: String,
+    plan_id: String,
+    plan_name: String,
+    state: String,
+    state_reason: Option<String>,
+}
+
+/// Application `id` if it belongs to `account_id`; `None` for another account's, like a missing one.
+pub async fn own(pool: &Pool, account_id: &str, id: &str) -> DomainResult<Option<OwnApplication>> {
+    let row: Option<OwnApplicationRow> = sqlx::query_as(
+        "SELECT a.name, a.plan_id, p.name AS plan_name, a.state, a.state_reason FROM applications a JOIN plans p ON p.id = a.plan_id WHERE a.id = $1 AND a.account_id = $2",
+    )
+    .bind(id)
+    .bind(account_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok(OwnApplication {
+            state: ApplicationState::parse(&r.state)?,
+            state_reason: SuspensionReason::parse_stored(r.state_reason.as_deref())?,
+            name: r.name,
+            plan_id: r.plan_id,
+            plan_name: r.plan_name,
+        })
+    })
+    .transpose()
+}
+
+/// A plan an admin may put an application on, as the admin portal's form lists it.
+#[derive(Clone, Debug)]
+pub struct PlanChoice {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    /// An application's own copy (not offered for new applications).
+    pub custom: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct PlanChoiceRow {
+    id: String,
+    name: String,
+    state: String,
+    parent_plan_id: Option<String>,
+}
+
+/// The first `limit` plans in id order (the admin portal's choice of plans).
+pub async fn plan_choices(pool: &Pool, limit: i64) -> DomainResult<Vec<PlanChoice>> {
+    let rows: Vec<PlanChoiceRow> =
+        sqlx::query_as("SELECT id, name, state, parent_plan_id FROM plans ORDER BY id LIMIT $1")
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PlanChoice {
+            custom: r.parent_plan_id.is_some(),
+            id: r.id,
+            name: r.name,
+            state: r.state,
+        })
+        .collect())
+}

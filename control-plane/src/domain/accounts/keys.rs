@@ -1,0 +1,301 @@
+//! Application keys.
+//!
+//! A key is 192 random bits, shown exactly once (in the response that creates it) and stored as
+//! SHA-256. An application holds at most [`MAX_ACTIVE_KEYS`] active keys. Rotating a key creates
+//! a new one and lets the old one keep working for a grace period (default
+//! [`DEFAULT_ROTATION_GRACE_SECS`], at most [`MAX_ROTATION_GRACE_SECS`]) so clients can switch
+//! without an outage; keys in their grace period do not count against that limit, but every live
+//! key (active or in grace) counts against [`MAX_LIVE_KEYS`], a hard cap well below the filter's
+//! per-application bound ([`tollgate_rules::names::MAX_KEYS_PER_APPLICATION`]), and an
+//! application is rotated at most [`crate::rate_limit::MAX_ROTATIONS_PER_APPLICATION_PER_HOUR`]
+//! times an hour. Every writer (admin API, CLI, admin and developer portals) goes through
+//! [`insert_key`] and [`rotate`].
+
+use serde::{Deserialize, Serialize};
+
+use super::account::Deleted;
+use super::applications;
+use crate::domain::catalog::revision;
+use crate::domain::{DomainError, DomainResult, Page};
+use crate::secrets::{key_prefix, new_api_key, new_id, sha256_hex};
+use crate::store::{now, Pool, Tx};
+
+pub const MAX_ACTIVE_KEYS: i64 = 5;
+/// Most live keys (active plus in their grace period) an application holds at once.
+pub const MAX_LIVE_KEYS: i64 = 10;
+const _: () = assert!(
+    MAX_LIVE_KEYS as usize * 3 / 2 <= tollgate_rules::names::MAX_KEYS_PER_APPLICATION,
+    "the live-key cap must stay well below the filter's per-application bound"
+);
+pub const DEFAULT_ROTATION_GRACE_SECS: i64 = 24 * 3600;
+pub const MAX_ROTATION_GRACE_SECS: i64 = 30 * 24 * 3600;
+
+#[derive(sqlx::FromRow)]
+pub(super) struct KeyRow {
+    pub application_id: String,
+    pub id: String,
+    pub prefix: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// The columns of [`KeyRow`], in its order.
+pub(super) const KEY_COLUMNS: &str = "application_id, id, prefix, created_at, expires_at";
+
+/// A key as listed: never the key itself, only its first characters.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct ApplicationKey {
+    /// Always `"application_key"`.
+    pub object: &'static str,
+    pub id: String,
+    pub application_id: String,
+    /// The key's first characters, to tell keys apart.
+    pub prefix: String,
+    pub created_at: i64,
+    /// `null` while active; set when the key was rotated (it works until then).
+    pub expires_at: Option<i64>,
+}
+
+impl From<KeyRow> for ApplicationKey {
+    fn from(k: KeyRow) -> ApplicationKey {
+        ApplicationKey {
+            object: "application_key",
+            id: k.id,
+            application_id: k.application_id,
+            prefix: k.prefix,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+        }
+    }
+}
+
+/// A key just made: the plaintext key is in this answer only.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NewKey {
+    #[serde(flatten)]
+    pub key_object: ApplicationKey,
+    /// The plaintext key, this once; it cannot be retrieved again.
+    pub key: String,
+}
+
+/// A rotation's answer: the new key and when the old one stops working.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RotatedKey {
+    #[serde(flatten)]
+    pub key_object: ApplicationKey,
+    /// The plaintext new key, this once.
+    pub key: String,
+    pub replaces: Replaced,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Replaced {
+    /// The rotated key.
+    pub id: String,
+    /// It works until then.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateInput {
+    /// How long the old key keeps working: 0 to 30 days in seconds, default one day.
+    pub grace_seconds: Option<i64>,
+}
+
+/// The live keys (active, and rotated ones in their grace period) of applications `app_ids`, in
+/// id order: one query for a whole page of applications.
+pub(super) async fn live_of(pool: &Pool, app_ids: &[&str]) -> DomainResult<Vec<KeyRow>> {
+    if app_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = (2..=app_ids.len() + 1)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM application_keys \
+         WHERE (expires_at IS NULL OR expires_at > $1) AND application_id IN ({placeholders}) ORDER BY id"
+    );
+    let mut q = sqlx::query_as::<_, KeyRow>(&sql).bind(now());
+    for id in app_ids {
+        q = q.bind(*id);
+    }
+    Ok(q.fetch_all(pool).await?)
+}
+
+/// The live keys of application `app_id`, oldest first.
+pub async fn live(pool: &Pool, app_id: &str) -> DomainResult<Vec<ApplicationKey>> {
+    Ok(live_of(pool, &[app_id])
+        .await?
+        .into_iter()
+        .map(ApplicationKey::from)
+        .collect())
+}
+
+/// The live keys of application `app_id` as one page (not found if there is no such
+/// application): an application holds at most [`MAX_LIVE_KEYS`].
+pub async fn list(pool: &Pool, app_id: &str) -> DomainResult<Page<ApplicationKey>> {
+    applications::must_exist(pool, app_id).await?;
+    Ok(Page {
+        object: "list",
+        data: live(pool, app_id).await?,
+        has_more: false,
+        next_cursor: None,
+    })
+}
+
+/// Inserts a new key for `app_id` inside `tx`, refusing past [`MAX_LIVE_KEYS`] live or
+/// [`MAX_ACTIVE_KEYS`] active keys; returns the key and its plaintext (never stored). The caller
+/// bumps the catalog revision in the same transaction.
+pub(super) async fn insert_key(tx: &mut Tx, app_id: &str) -> DomainResult<NewKey> {
+    // Lock the application row first, so two concurrent requests cannot both see room for a key
+    // (PostgreSQL row lock; SQLite's write lock serializes anyway).
+    sqlx::query("UPDATE applications SET updated_at = $2 WHERE id = $1")
+        .bind(app_id)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    let (active,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM application_keys WHERE application_id = $1 AND expires_at IS NULL",
+    )
+    .bind(app_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let (live,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM application_keys WHERE application_id = $1 AND (expires_at IS NULL OR expires_at > $2)",
+    )
+    .bind(app_id)
+    .bind(now())
+    .fetch_one(&mut **tx)
+    .await?;
+    if live >= MAX_LIVE_KEYS {
+        return Err(DomainError::conflict(
+            "live_key_limit_reached",
+            format!(
+                "an application has at most {MAX_LIVE_KEYS} live keys, counting rotated keys in their grace period; revoke one"
+            ),
+        ));
+    }
+    if active >= MAX_ACTIVE_KEYS {
+        return Err(DomainError::conflict(
+            "key_limit_reached",
+            format!(
+                "an application has at most {MAX_ACTIVE_KEYS} active keys; revoke or rotate one"
+            ),
+        ));
+    }
+    let key = new_api_key();
+    let made = ApplicationKey {
+        object: "application_key",
+        id: new_id("key"),
+        application_id: app_id.to_string(),
+        prefix: key_prefix(&key),
+        created_at: now(),
+        expires_at: None,
+    };
+    sqlx::query("INSERT INTO application_keys (id, application_id, key_sha256, prefix, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, NULL)")
+        .bind(&made.id)
+        .bind(app_id)
+        .bind(sha256_hex(&key))
+        .bind(&made.prefix)
+        .bind(made.created_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(NewKey {
+        key_object: made,
+        key,
+    })
+}
+
+/// Makes another active key for application `app_id`.
+pub async fn create(pool: &Pool, app_id: &str) -> DomainResult<NewKey> {
+    applications::must_exist(pool, app_id).await?;
+    let mut tx = crate::store::begin_write(pool).await?;
+    let made = insert_key(&mut tx, app_id).await?;
+    revision::bump(&mut tx).await?;
+    tx.commit().await?;
+    Ok(made)
+}
+
+/// Revokes key `key_id` of application `app_id` at once (no grace period).
+pub async fn revoke(pool: &Pool, app_id: &str, key_id: &str) -> DomainResult<Deleted> {
+    applications::must_exist(pool, app_id).await?;
+    let mut tx = crate::store::begin_write(pool).await?;
+    let r = sqlx::query("DELETE FROM application_keys WHERE application_id = $1 AND id = $2")
+        .bind(app_id)
+        .bind(key_id)
+        .execute(&mut *tx)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(DomainError::not_found("key", key_id));
+    }
+    revision::bump(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Deleted::new("application_key", key_id))
+}
+
+/// Checks a requested grace period (absent: [`DEFAULT_ROTATION_GRACE_SECS`]).
+pub fn grace_of(input: &RotateInput) -> DomainResult<i64> {
+    let grace = input.grace_seconds.unwrap_or(DEFAULT_ROTATION_GRACE_SECS);
+    if !(0..=MAX_ROTATION_GRACE_SECS).contains(&grace) {
+        return Err(DomainError::invalid(
+            "grace_seconds",
+            "invalid_grace",
+            format!("0-{MAX_ROTATION_GRACE_SECS} seconds"),
+        ));
+    }
+    Ok(grace)
+}
+
+/// Replaces active key `key_id` of `app_id`: the old one keeps working for `grace` seconds; returns
+/// the new key (plaintext, to show once). Refused (rate-limited) past the application's rotation
+/// rate and (conflict) when the new key would exceed [`MAX_LIVE_KEYS`]; nothing is written then.
+/// The application must exist (checked by the caller); the revision is bumped here.
+pub async fn rotate(
+    limits: &crate::rate_limit::Limiter,
+    pool: &Pool,
+    app_id: &str,
+    key_id: &str,
+    grace: i64,
+) -> DomainResult<RotatedKey> {
+    if let Some(retry_after) = limits.rotation_blocked(app_id) {
+        return Err(DomainError::RateLimited {
+            code: "rotation_rate_limited",
+            message: format!(
+                "an application's keys are rotated at most {} times an hour",
+                crate::rate_limit::MAX_ROTATIONS_PER_APPLICATION_PER_HOUR
+            ),
+            retry_after,
+        });
+    }
+    let mut tx = crate::store::begin_write(pool).await?;
+    // The application row first, as in insert_key: concurrent rotations then queue here.
+    sqlx::query("UPDATE applications SET updated_at = $2 WHERE id = $1")
+        .bind(app_id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+    let r = sqlx::query("UPDATE application_keys SET expires_at = $3 WHERE application_id = $1 AND id = $2 AND expires_at IS NULL")
+        .bind(app_id)
+        .bind(key_id)
+        .bind(now() + grace)
+        .execute(&mut *tx)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(DomainError::not_found("active key", key_id));
+    }
+    let made = insert_key(&mut tx, app_id).await?;
+    revision::bump(&mut tx).await?;
+    tx.commit().await?;
+    // Only rotations that happen count (a refused one leaves the window as it was).
+    limits.rotated(app_id);
+    Ok(RotatedKey {
+        key_object: made.key_object,
+        key: made.key,
+        replaces: Replaced {
+            id: key_id.to_string(),
+            expires_at: now() + grace,
+        },
+    })
+}
