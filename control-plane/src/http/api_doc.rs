@@ -73,6 +73,7 @@ struct Base;
 fn parts() -> Vec<Document> {
     vec![
         // e.g. super::services::ServicesApi::openapi(),
+        super::billing::BillingApi::openapi(),
     ]
 }
 

@@ -549,7 +549,7 @@ fn transition_error(inv: &Invoice, action: &str) -> DomainError {
 }
 
 /// Whether a charge of the invoice holds its lease at `now` (claimed by a request that is still
-/// waiting for the provider; see `payments::charging::claim`).
+/// waiting for the provider; charging claims it, see `docs/architecture.md`).
 async fn charge_in_flight(tx: &mut Tx, id: &str, now: i64) -> DomainResult<bool> {
     let (n,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM charge_attempts WHERE invoice_id = $1 AND state = 'pending' AND lease_until > $2",
@@ -559,6 +559,15 @@ async fn charge_in_flight(tx: &mut Tx, id: &str, now: i64) -> DomainResult<bool>
     .fetch_one(&mut **tx)
     .await?;
     Ok(n > 0)
+}
+
+/// 409 `charge_in_progress`: the answer a second charge gets while one is in flight, also given
+/// to an admin's mark-paid or cancel meanwhile (same code and message as charging's).
+pub fn charge_in_progress() -> DomainError {
+    DomainError::conflict(
+        "charge_in_progress",
+        "a payment of this invoice is being made; look at the invoice again in a moment",
+    )
 }
 
 /// What cancelling an invoice gives back to the credit balance: the credit it used (its "credit
@@ -615,7 +624,7 @@ pub async fn act(
     }
     if (action == "pay" || action == "cancel") && charge_in_flight(tx, id, now).await? {
         // The provider's answer would land on an invoice settled meanwhile.
-        return Err(crate::domain::payments::charging::in_progress());
+        return Err(charge_in_progress());
     }
     if action == "cancel" {
         let lines = lines_tx(tx, id).await?;

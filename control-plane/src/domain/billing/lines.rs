@@ -24,7 +24,9 @@ use super::currency::Currency;
 use super::rating::{line_amount, price_usage, Overflow, Tier};
 use crate::domain::catalog::PricingModel;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Prepaid,

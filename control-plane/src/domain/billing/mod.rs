@@ -13,7 +13,6 @@ pub mod pdf;
 pub mod preview;
 pub mod rating;
 pub mod run;
-pub mod scheduler;
 pub mod settings;
 pub mod totals;
 
