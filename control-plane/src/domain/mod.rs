@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod billing;
 pub mod catalog;
 pub mod error;
+pub mod overview;
 pub mod page;
 pub mod payments;
 pub mod scheduler;

@@ -74,6 +74,7 @@ fn parts() -> Vec<Document> {
     vec![
         // e.g. super::services::ServicesApi::openapi(),
         super::billing::BillingApi::openapi(),
+        super::invoices::InvoicesApi::openapi(),
     ]
 }
 

@@ -8,6 +8,7 @@ pub mod contracts;
 pub mod currency;
 pub mod invoices;
 pub mod lines;
+pub mod manual;
 pub mod outbox;
 pub mod pdf;
 pub mod preview;

@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use super::calendar::{day_of, format_date, month_start, next_month_start, previous_month_start};
 use super::invoices::{
-    allocate_numbers, buyer_from_row, format_number, insert_lines, issued_email, plain, plan_issue,
-    series, write_issued, Buyer, BUYER_COLUMNS, INVOICE_COLUMNS,
+    allocate_numbers, format_number, insert_lines, issued_email, plain, plan_issue, series,
+    write_issued, Buyer, BuyerRow, InvoiceState, BUYER_COLUMNS, INVOICE_COLUMNS,
 };
 use super::lines::{
     due_lines, history_keys, Billed, BilledKeys, Contract, LineKind, MetricPricing, Mode, NewLine,
@@ -550,14 +550,17 @@ async fn bill_batch(
         .bind(t)
         .execute(&mut **tx)
         .await?;
-    let rows = sqlx::query(&format!(
+    let rows: Vec<BuyerRow> = sqlx::query_as(&format!(
         "SELECT {BUYER_COLUMNS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"
     ))
     .bind(after)
     .bind(batch)
     .fetch_all(&mut **tx)
     .await?;
-    let buyers: Vec<Buyer> = rows.iter().map(buyer_from_row).collect::<Result<_, _>>()?;
+    let buyers = rows
+        .into_iter()
+        .map(Buyer::try_from)
+        .collect::<DomainResult<Vec<_>>>()?;
     let (Some(first), Some(last)) = (buyers.first(), buyers.last()) else {
         return Ok(None);
     };
@@ -788,7 +791,7 @@ async fn bill_accounts(
         let num = format_number(&numbering_series, number);
         number += 1;
         let totals = &issue.settlement.totals;
-        let paid_at = (issue.state == "paid").then_some(t);
+        let paid_at = (issue.state == InvoiceState::Paid).then_some(t);
         if draft.existing.is_some() {
             write_issued(tx, &id, &issue, &num, currency, Some(&ctx.run_id), t).await?;
         } else {
@@ -806,8 +809,7 @@ async fn bill_accounts(
                 paid_at,
             });
         }
-        let balance_before = stored(&draft.buyer.credit_balance)?;
-        if issue.settlement.balance_after != balance_before {
+        if issue.settlement.balance_after != draft.buyer.credit_balance {
             super::invoices::set_balance(tx, &draft.buyer.id, issue.settlement.balance_after)
                 .await?;
         }
@@ -845,7 +847,7 @@ async fn bill_accounts(
 struct Issued {
     id: String,
     account_id: String,
-    state: &'static str,
+    state: InvoiceState,
     number: String,
     /// subtotal, tax, total
     totals: [String; 3],
@@ -878,7 +880,7 @@ async fn insert_invoices(
                 .bind(&r.account_id)
                 .bind("invoice")
                 .bind(None::<String>)
-                .bind(r.state)
+                .bind(r.state.as_str())
                 .bind(&r.number)
                 .bind(currency)
                 .bind(ctx.period.0)
