@@ -262,3 +262,28 @@ pub async fn credit_note(
         Json(manual::credit_note(&s.pool, &id, input).await?),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_billing_and_invoice_routes_are_in_the_generated_document() {
+        let doc = crate::http::api_doc::generated();
+        for path in [
+            "/admin/api/v1/invoices",
+            "/admin/api/v1/invoices/{id}",
+            "/admin/api/v1/invoices/{id}/lines/{line_id}",
+            "/admin/api/v1/invoices/{id}/credit_notes",
+            "/admin/api/v1/billing/runs",
+            "/admin/api/v1/billing/settings",
+        ] {
+            assert!(
+                doc.paths.paths.contains_key(path),
+                "{path} is not documented"
+            );
+        }
+        let schemas = &doc.components.expect("components").schemas;
+        for name in ["InvoiceObject", "BillingRun", "SettingsObject", "LineKind"] {
+            assert!(schemas.contains_key(name), "schema {name} is missing");
+        }
+    }
+}
