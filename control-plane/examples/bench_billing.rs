@@ -14,6 +14,7 @@ use tollgate_control_plane::domain::billing::calendar::{
     day_of, month_start, previous_month_start, SECONDS_PER_DAY,
 };
 use tollgate_control_plane::domain::billing::run;
+use tollgate_control_plane::domain::scheduler;
 use tollgate_control_plane::store::{self, Pool};
 
 const METRICS: usize = 10;
@@ -123,7 +124,7 @@ async fn bench(label: &str, url: &str, accounts: usize) -> Res<()> {
         let id = run::start(&pool, run_on)
             .await
             .map_err(|e| format!("{e:?}"))?;
-        run::execute(&pool, &id, run_on, run::batch_size())
+        scheduler::bill_then_charge(&pool, &id, run_on, run::batch_size())
             .await
             .map_err(|e| format!("{e:?}"))?;
         let took = t.elapsed();

@@ -814,7 +814,7 @@ async fn serve() -> Result<(), String> {
         crate::purge::interval_from_env()?,
     ));
     if settings.billing_scheduler {
-        tokio::spawn(crate::domain::billing::scheduler::run_scheduler(
+        tokio::spawn(crate::domain::scheduler::run_scheduler(
             pool.clone(),
             state.billing_runs.clone(),
         ));

@@ -1,21 +1,24 @@
 //! The domain: what Tollgate sells, to whom, what was used, what is owed and what was charged.
 //! Functions take a pool or a transaction and return [`DomainError`]; nothing here knows about
-//! HTTP. `http/`, `portal/`, `cli/` and the billing scheduler call into it; only `http/error.rs`
+//! HTTP. `http/`, `portal/`, `cli/` and the scheduler call into it; only `http/error.rs`
 //! turns a [`DomainError`] into a status code.
 //!
 //! - [`catalog`]: services, metrics, mapping rules, plans, limits and pricing rules, and the
 //!   catalog revision gateways poll.
 //! - [`accounts`]: developer accounts (billing address, VAT) and their applications and keys.
-//! - [`billing`]: contracts, rating, invoices, the billing run and its scheduler.
+//! - [`billing`]: contracts, rating, invoices, the billing run.
 //! - [`payments`]: payment gateways (Stripe, Braintree), charging an issued invoice, webhooks.
+//! - [`scheduler`]: the daily run, and what every run does: billing, then charging.
 
 pub mod access;
 pub mod accounts;
 pub mod billing;
 pub mod catalog;
 pub mod error;
+pub mod overview;
 pub mod page;
 pub mod payments;
+pub mod scheduler;
 
 pub use error::{DomainError, DomainResult};
 pub use page::{Page, PageRequest};

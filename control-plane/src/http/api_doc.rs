@@ -84,6 +84,8 @@ fn parts() -> Vec<Document> {
         super::payments::PaymentsApi::openapi(),
         super::accounts::AccountsApi::openapi(),
         super::applications::ApplicationsApi::openapi(),
+        super::billing::BillingApi::openapi(),
+        super::invoices::InvoicesApi::openapi(),
     ]
 }
 

@@ -4,42 +4,53 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, JsonBody, RawBody};
-use super::list::{page, ListParams, Page};
+use super::list::{ListParams, Page};
 use super::AppState;
 use crate::domain::billing::calendar::{day_of, parse_date};
-use crate::domain::billing::{run, settings};
+use crate::domain::billing::run::{self, BillingRun, RunState};
+use crate::domain::billing::settings::{self, BillingSettings, SettingsObject};
+use crate::http::api_doc::ErrorBody;
 use crate::store::now;
 
-pub async fn get_settings(State(s): State<AppState>) -> ApiResult<Json<Value>> {
-    let settings = settings::load(&s.pool).await?;
-    Ok(Json(settings_json(&settings)))
-}
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(get_settings, put_settings, start_run, get_run, list_runs),
+    components(schemas(SettingsObject, BillingSettings, BillingRun, RunState, RunInput))
+)]
+pub struct BillingApi;
 
-fn settings_json(settings: &settings::BillingSettings) -> Value {
-    let mut v = serde_json::to_value(settings).unwrap_or_else(|_| json!({}));
-    v["object"] = json!("billing_settings");
-    v
+#[utoipa::path(get, path = "/admin/api/v1/billing/settings", tag = "billing",
+    responses((status = 200, body = SettingsObject), (status = 401, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn get_settings(State(s): State<AppState>) -> ApiResult<Json<SettingsObject>> {
+    Ok(Json(settings::load(&s.pool).await?.into()))
 }
 
 /// Any subset of the fields; nested objects merge. Invalid -> 422 and nothing changes.
+#[utoipa::path(put, path = "/admin/api/v1/billing/settings", tag = "billing",
+    request_body(content = BillingSettings, description = "any subset of the fields; nested objects merge"),
+    responses((status = 200, body = SettingsObject), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("admin_token" = [])))]
 pub async fn put_settings(
     State(s): State<AppState>,
-    JsonBody(mut patch): JsonBody<Value>,
-) -> ApiResult<Json<Value>> {
-    if let Some(o) = patch.as_object_mut() {
-        o.remove("object");
-    }
+    JsonBody(patch): JsonBody<Value>,
+) -> ApiResult<Json<SettingsObject>> {
     let mut tx = crate::store::begin_write(&s.pool).await?;
-    let settings = settings::update(&mut tx, patch).await?;
+    let settings = settings::update(&mut tx, patch, |tx, currency| {
+        Box::pin(crate::domain::payments::config::check_stored(tx, currency))
+    })
+    .await?;
     tx.commit().await?;
-    Ok(Json(settings_json(&settings)))
+    Ok(Json(settings.into()))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunInput {
     /// `YYYY-MM-DD`; today (UTC) when absent.
@@ -47,11 +58,18 @@ pub struct RunInput {
 }
 
 /// Starts a billing run in the background and answers 202 with it; poll `GET /billing/runs/{id}`.
-/// The body may be empty (bill today).
+/// The body may be empty (bill today). The run bills, then charges what is due (the scheduler's
+/// [`crate::domain::scheduler::bill_then_charge`]).
+#[utoipa::path(post, path = "/admin/api/v1/billing/runs", tag = "billing",
+    request_body(content = Option<RunInput>, description = "may be empty: bill today"),
+    responses((status = 202, body = BillingRun), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("admin_token" = [])))]
 pub async fn start_run(
     State(s): State<AppState>,
     RawBody(body): RawBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<BillingRun>)> {
     let input: RunInput = if body.iter().all(u8::is_ascii_whitespace) {
         RunInput::default()
     } else {
@@ -78,7 +96,9 @@ pub async fn start_run(
     let run_id = id.clone();
     tokio::spawn(async move {
         let _guard = guard;
-        let _ = run::execute(&pool, &run_id, run_on, run::batch_size()).await;
+        let _ =
+            crate::domain::scheduler::bill_then_charge(&pool, &run_id, run_on, run::batch_size())
+                .await;
     });
     Ok((
         StatusCode::ACCEPTED,
@@ -86,26 +106,31 @@ pub async fn start_run(
     ))
 }
 
-pub async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/admin/api/v1/billing/runs/{id}", tag = "billing",
+    params(("id" = String, Path, description = "billing run id")),
+    responses((status = 200, body = BillingRun), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn get_run(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BillingRun>> {
     Ok(Json(run::fetch_run(&s.pool, &id).await?))
 }
 
+#[utoipa::path(get, path = "/admin/api/v1/billing/runs", tag = "billing",
+    params(
+        ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
+        ("starting_after" = Option<String>, Query, description = "the last id seen (runs are newest first)")),
+    responses((status = 200, body = crate::domain::Page<BillingRun>),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("admin_token" = [])))]
 pub async fn list_runs(
     State(s): State<AppState>,
     ApiQuery(p): ApiQuery<ListParams>,
-) -> ApiResult<Json<Page<Value>>> {
+) -> ApiResult<Json<Page<BillingRun>>> {
     let limit = p.limit()?;
-    // Newest first: the cursor is the last id seen.
-    let after = p.starting_after.clone().unwrap_or_else(|| "~".into());
-    let rows = sqlx::query(&format!(
-        "SELECT {} FROM billing_runs WHERE id < $1 ORDER BY id DESC LIMIT $2",
-        run::RUN_COLUMNS
+    Ok(Json(
+        run::list_runs(&s.pool, limit, p.starting_after.as_deref()).await?,
     ))
-    .bind(after)
-    .bind(limit + 1)
-    .fetch_all(&s.pool)
-    .await?;
-    let runs: Vec<Value> = rows.iter().map(run::run_json).collect::<Result<_, _>>()?;
-    let pg = page(runs, limit, |r| r["id"].as_str().unwrap_or(""));
-    Ok(Json(pg))
 }

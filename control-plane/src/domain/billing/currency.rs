@@ -81,6 +81,41 @@ impl Currency {
     }
 }
 
+/// An amount in a currency as invoices show and store it: exactly the currency's decimals
+/// (`"1250"` JPY, `"12.50"` EUR, `"1.250"` KWD; [`Currency::format`]). Not
+/// [`crate::money::Amount`], whose at-least-two decimals would write `"1250.00"` yen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Money {
+    pub amount: Decimal,
+    pub currency: Currency,
+}
+
+impl std::fmt::Display for Money {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.currency.format(self.amount))
+    }
+}
+
+impl serde::Serialize for Money {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"^-?[0-9]+(\.[0-9]+)?$"))
+            .description(Some(
+                "A decimal amount as a string with the currency's decimals (\"12.50\" EUR, \"1250\" JPY)",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Money {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

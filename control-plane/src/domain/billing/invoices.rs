@@ -6,16 +6,19 @@
 //! `unpaid`, and the last failed attempt `failed`. `cancelled` from any unsettled state. An
 //! invoice whose total is zero is `paid` when issued. Credit notes are `issued` documents.
 
+use std::collections::HashMap;
+
 use rust_decimal::Decimal;
+use serde::Serialize;
 use serde_json::{json, Value};
-use sqlx::Row;
 
 use super::calendar::{format_date, format_month, year_of};
-use super::currency::{Currency, UnknownCurrency};
+use super::currency::{Currency, Money};
 use super::lines::{LineKind, NewLine};
 use super::settings::{BillingSettings, Numbering};
 use super::totals::{check, settle, Settlement};
-use crate::domain::{DomainError, DomainResult};
+use crate::domain::page::page;
+use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::money::parse_amount;
 use crate::secrets::new_id;
 use crate::store::{Pool, Tx};
@@ -23,24 +26,179 @@ use crate::store::{Pool, Tx};
 pub const INVOICE_COLUMNS: &str = "id, account_id, kind, credited_invoice_id, state, number, currency, period_start, period_end, subtotal, tax, total, vat_rate, buyer, seller, footer, billing_run_id, issued_at, due_on, paid_at, cancelled_at, created_at, updated_at";
 const LINE_COLUMNS: &str = "id, invoice_id, position, kind, line_key, contract_id, description, quantity, unit_price, amount, period_start, period_end";
 
+/// Where an invoice is (see the module comment); credit notes are always `issued`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceState {
+    Open,
+    Finalized,
+    Pending,
+    Paid,
+    Unpaid,
+    Failed,
+    Cancelled,
+    Issued,
+}
+
+impl InvoiceState {
+    pub const ALL: [InvoiceState; 8] = [
+        InvoiceState::Open,
+        InvoiceState::Finalized,
+        InvoiceState::Pending,
+        InvoiceState::Paid,
+        InvoiceState::Unpaid,
+        InvoiceState::Failed,
+        InvoiceState::Cancelled,
+        InvoiceState::Issued,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceState::Open => "open",
+            InvoiceState::Finalized => "finalized",
+            InvoiceState::Pending => "pending",
+            InvoiceState::Paid => "paid",
+            InvoiceState::Unpaid => "unpaid",
+            InvoiceState::Failed => "failed",
+            InvoiceState::Cancelled => "cancelled",
+            InvoiceState::Issued => "issued",
+        }
+    }
+
+    /// The state named `s` (a filter, a stored value), or `None`.
+    pub fn from_name(s: &str) -> Option<InvoiceState> {
+        InvoiceState::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// A stored state; an unknown one is an error, never a guess.
+    pub fn parse(s: &str) -> DomainResult<InvoiceState> {
+        InvoiceState::from_name(s)
+            .ok_or_else(|| DomainError::Internal(format!("unknown invoice state {s:?} stored")))
+    }
+
+    /// Money is still expected (or the invoice is still being prepared).
+    pub fn unsettled(self) -> bool {
+        UNSETTLED.contains(&self.as_str())
+    }
+}
+
+impl std::fmt::Display for InvoiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An invoice, or a credit note (its own numbered document crediting an issued invoice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceKind {
+    Invoice,
+    CreditNote,
+}
+
+impl InvoiceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceKind::Invoice => "invoice",
+            InvoiceKind::CreditNote => "credit_note",
+        }
+    }
+
+    /// The kind named `s` (a filter, a stored value), or `None`.
+    pub fn from_name(s: &str) -> Option<InvoiceKind> {
+        [InvoiceKind::Invoice, InvoiceKind::CreditNote]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
+    /// A stored kind; an unknown one is an error, never a guess.
+    pub fn parse(s: &str) -> DomainResult<InvoiceKind> {
+        InvoiceKind::from_name(s)
+            .ok_or_else(|| DomainError::Internal(format!("unknown invoice kind {s:?} stored")))
+    }
+}
+
+impl std::fmt::Display for InvoiceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state actions an admin can take on an invoice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvoiceAction {
+    /// Freeze the lines (`open` -> `finalized`).
+    Finalize,
+    /// Number, freeze and email it (`open`/`finalized` -> `pending`, or `paid` when zero).
+    Issue,
+    /// Mark it paid outside Tollgate (`pending`/`unpaid` -> `paid`).
+    Pay,
+    /// Cancel it from any unsettled state.
+    Cancel,
+}
+
+impl InvoiceAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceAction::Finalize => "finalize",
+            InvoiceAction::Issue => "issue",
+            InvoiceAction::Pay => "pay",
+            InvoiceAction::Cancel => "cancel",
+        }
+    }
+}
+
 /// States in which money is still expected (or the invoice is still being prepared).
 pub const UNSETTLED: &[&str] = &["open", "finalized", "pending", "unpaid"];
 
+/// An `invoices` row as stored.
+#[derive(sqlx::FromRow)]
+pub struct InvoiceRow {
+    id: String,
+    account_id: String,
+    kind: String,
+    credited_invoice_id: Option<String>,
+    state: String,
+    number: Option<String>,
+    currency: String,
+    period_start: i64,
+    period_end: i64,
+    subtotal: String,
+    tax: String,
+    total: String,
+    vat_rate: Option<String>,
+    buyer: Option<String>,
+    seller: Option<String>,
+    footer: Option<String>,
+    billing_run_id: Option<String>,
+    issued_at: Option<i64>,
+    due_on: Option<i64>,
+    paid_at: Option<i64>,
+    cancelled_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// An invoice or credit note: amounts parsed, state and kind known (a stored value that is not is
+/// an error when read, never a default).
 #[derive(Clone, Debug)]
 pub struct Invoice {
     pub id: String,
     pub account_id: String,
-    pub kind: String,
+    pub kind: InvoiceKind,
     pub credited_invoice_id: Option<String>,
-    pub state: String,
+    pub state: InvoiceState,
     pub number: Option<String>,
-    pub currency: String,
+    pub currency: Currency,
     pub period_start: i64,
     pub period_end: i64,
-    pub subtotal: String,
-    pub tax: String,
-    pub total: String,
-    pub vat_rate: Option<String>,
+    pub subtotal: Decimal,
+    pub tax: Decimal,
+    pub total: Decimal,
+    /// Frozen when issued; `None` before (and on invoices issued without VAT data).
+    pub vat_rate: Option<Decimal>,
+    /// Frozen JSON documents (buyer: name, email, address, vat_code; seller: name, address,
+    /// vat_id, vat_zero_text), as written when issued.
     pub buyer: Option<String>,
     pub seller: Option<String>,
     pub footer: Option<String>,
@@ -53,68 +211,106 @@ pub struct Invoice {
     pub updated_at: i64,
 }
 
-impl Invoice {
-    pub fn from_row(r: &sqlx::any::AnyRow) -> Result<Invoice, sqlx::Error> {
+impl TryFrom<InvoiceRow> for Invoice {
+    type Error = DomainError;
+
+    fn try_from(r: InvoiceRow) -> DomainResult<Invoice> {
         Ok(Invoice {
-            id: r.try_get("id")?,
-            account_id: r.try_get("account_id")?,
-            kind: r.try_get("kind")?,
-            credited_invoice_id: r.try_get("credited_invoice_id")?,
-            state: r.try_get("state")?,
-            number: r.try_get("number")?,
-            currency: r.try_get("currency")?,
-            period_start: r.try_get("period_start")?,
-            period_end: r.try_get("period_end")?,
-            subtotal: r.try_get("subtotal")?,
-            tax: r.try_get("tax")?,
-            total: r.try_get("total")?,
-            vat_rate: r.try_get("vat_rate")?,
-            buyer: r.try_get("buyer")?,
-            seller: r.try_get("seller")?,
-            footer: r.try_get("footer")?,
-            billing_run_id: r.try_get("billing_run_id")?,
-            issued_at: r.try_get("issued_at")?,
-            due_on: r.try_get("due_on")?,
-            paid_at: r.try_get("paid_at")?,
-            cancelled_at: r.try_get("cancelled_at")?,
-            created_at: r.try_get("created_at")?,
-            updated_at: r.try_get("updated_at")?,
+            kind: InvoiceKind::parse(&r.kind)?,
+            state: InvoiceState::parse(&r.state)?,
+            currency: Currency::stored(&r.currency)?,
+            subtotal: dec(&r.subtotal)?,
+            tax: dec(&r.tax)?,
+            total: dec(&r.total)?,
+            vat_rate: r.vat_rate.as_deref().map(dec).transpose()?,
+            id: r.id,
+            account_id: r.account_id,
+            credited_invoice_id: r.credited_invoice_id,
+            number: r.number,
+            period_start: r.period_start,
+            period_end: r.period_end,
+            buyer: r.buyer,
+            seller: r.seller,
+            footer: r.footer,
+            billing_run_id: r.billing_run_id,
+            issued_at: r.issued_at,
+            due_on: r.due_on,
+            paid_at: r.paid_at,
+            cancelled_at: r.cancelled_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
         })
     }
+}
 
-    /// The invoice's currency; an unknown stored code is an error (never charged as USD).
-    pub fn currency(&self) -> Result<Currency, UnknownCurrency> {
-        Currency::stored(&self.currency)
+impl Invoice {
+    /// A row read with [`INVOICE_COLUMNS`].
+    pub fn from_row(r: &sqlx::any::AnyRow) -> DomainResult<Invoice> {
+        <InvoiceRow as sqlx::FromRow<_>>::from_row(r)?.try_into()
     }
+
+    /// An amount of this invoice in its currency, as it is shown.
+    pub fn money(&self, amount: Decimal) -> Money {
+        Money {
+            amount,
+            currency: self.currency,
+        }
+    }
+}
+
+/// An `invoice_lines` row as stored.
+#[derive(sqlx::FromRow)]
+struct LineRow {
+    id: String,
+    invoice_id: String,
+    position: i64,
+    kind: String,
+    line_key: Option<String>,
+    description: String,
+    quantity: String,
+    unit_price: String,
+    amount: String,
+    period_start: Option<i64>,
+    period_end: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Line {
     pub id: String,
+    pub invoice_id: String,
     pub position: i64,
-    pub kind: String,
+    pub kind: LineKind,
     pub line_key: Option<String>,
     pub description: String,
-    pub quantity: String,
-    pub unit_price: String,
-    pub amount: String,
+    pub quantity: Decimal,
+    pub unit_price: Decimal,
+    pub amount: Decimal,
     pub period_start: Option<i64>,
     pub period_end: Option<i64>,
 }
 
-fn line_from_row(r: &sqlx::any::AnyRow) -> Result<Line, sqlx::Error> {
-    Ok(Line {
-        id: r.try_get("id")?,
-        position: r.try_get("position")?,
-        kind: r.try_get("kind")?,
-        line_key: r.try_get("line_key")?,
-        description: r.try_get("description")?,
-        quantity: r.try_get("quantity")?,
-        unit_price: r.try_get("unit_price")?,
-        amount: r.try_get("amount")?,
-        period_start: r.try_get("period_start")?,
-        period_end: r.try_get("period_end")?,
-    })
+impl TryFrom<LineRow> for Line {
+    type Error = DomainError;
+
+    fn try_from(r: LineRow) -> DomainResult<Line> {
+        Ok(Line {
+            kind: LineKind::parse(&r.kind)?,
+            quantity: dec(&r.quantity)?,
+            unit_price: dec(&r.unit_price)?,
+            amount: dec(&r.amount)?,
+            id: r.id,
+            invoice_id: r.invoice_id,
+            position: r.position,
+            line_key: r.line_key,
+            description: r.description,
+            period_start: r.period_start,
+            period_end: r.period_end,
+        })
+    }
+}
+
+fn lines_of(rows: Vec<LineRow>) -> DomainResult<Vec<Line>> {
+    rows.into_iter().map(Line::try_from).collect()
 }
 
 fn dec(s: &str) -> DomainResult<Decimal> {
@@ -131,15 +327,39 @@ pub fn plain(d: Decimal) -> String {
     d.normalize().to_string()
 }
 
+/// A decimal shown as stored by [`plain`] (quantities, unit prices, VAT rates): `"3"`, `"0.0001"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plain(pub Decimal);
+
+impl serde::Serialize for Plain {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&plain(self.0))
+    }
+}
+
+impl utoipa::PartialSchema for Plain {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"^-?[0-9]+(\.[0-9]+)?$"))
+            .description(Some(
+                "A decimal as a string, no trailing zeros (\"3\", \"0.0001\")",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Plain {}
+
 pub async fn fetch(pool: &Pool, id: &str) -> DomainResult<Invoice> {
-    let row = sqlx::query(&format!(
+    sqlx::query_as::<_, InvoiceRow>(&format!(
         "SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(pool)
     .await?
-    .ok_or_else(|| DomainError::not_found("invoice", id))?;
-    Ok(Invoice::from_row(&row)?)
+    .ok_or_else(|| DomainError::not_found("invoice", id))?
+    .try_into()
 }
 
 /// Reads the invoice inside a write transaction and locks its row until the transaction ends
@@ -147,104 +367,301 @@ pub async fn fetch(pool: &Pool, id: &str) -> DomainResult<Invoice> {
 /// an invoice (issue, state actions, lines, credit notes) goes through here, so two concurrent
 /// ones run one after the other and the second sees what the first wrote.
 async fn fetch_tx(tx: &mut Tx, id: &str) -> DomainResult<Invoice> {
-    let row = sqlx::query(&format!(
+    sqlx::query_as::<_, InvoiceRow>(&format!(
         "SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1{}",
         crate::store::for_update()
     ))
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or_else(|| DomainError::not_found("invoice", id))?;
-    Ok(Invoice::from_row(&row)?)
+    .ok_or_else(|| DomainError::not_found("invoice", id))?
+    .try_into()
 }
 
 pub async fn lines(pool: &Pool, invoice_id: &str) -> DomainResult<Vec<Line>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = $1 ORDER BY position"
-    ))
-    .bind(invoice_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.iter().map(line_from_row).collect::<Result<_, _>>()?)
+    lines_of(
+        sqlx::query_as(&format!(
+            "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = $1 ORDER BY position"
+        ))
+        .bind(invoice_id)
+        .fetch_all(pool)
+        .await?,
+    )
+}
+
+async fn lines_tx(tx: &mut Tx, invoice_id: &str) -> DomainResult<Vec<Line>> {
+    lines_of(
+        sqlx::query_as(&format!(
+            "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = $1 ORDER BY position"
+        ))
+        .bind(invoice_id)
+        .fetch_all(&mut **tx)
+        .await?,
+    )
+}
+
+/// An invoice with its lines as the API shows it.
+pub async fn object(pool: &Pool, id: &str) -> DomainResult<InvoiceObject> {
+    let inv = fetch(pool, id).await?;
+    let lines = lines(pool, id).await?;
+    Ok(InvoiceObject::new(&inv, &lines))
 }
 
 /// A page of invoices as the API shows them, their lines read in one query per
 /// [`crate::store::PARAMS_PER_STATEMENT`] invoices (not one per invoice).
-pub async fn page_json(pool: &Pool, page: crate::domain::Page<Invoice>) -> DomainResult<Value> {
-    let mut by_invoice: std::collections::HashMap<String, Vec<Line>> =
-        std::collections::HashMap::new();
+pub async fn page_objects(pool: &Pool, page: Page<Invoice>) -> DomainResult<Page<InvoiceObject>> {
+    let mut by_invoice: HashMap<String, Vec<Line>> = HashMap::new();
     for chunk in page.data.chunks(crate::store::PARAMS_PER_STATEMENT) {
         let sql = format!(
             "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id IN {} ORDER BY invoice_id, position",
             crate::store::in_list(1, chunk.len())
         );
-        let mut q = sqlx::query(&sql).persistent(false); // one text per page size: not cached
+        let mut q = sqlx::query_as::<_, LineRow>(&sql).persistent(false); // one text per page size: not cached
         for inv in chunk {
             q = q.bind(&inv.id);
         }
-        for row in q.fetch_all(pool).await? {
-            let invoice_id: String = row.try_get("invoice_id")?;
+        for line in lines_of(q.fetch_all(pool).await?)? {
             by_invoice
-                .entry(invoice_id)
+                .entry(line.invoice_id.clone())
                 .or_default()
-                .push(line_from_row(&row)?);
+                .push(line);
         }
     }
-    let data: Vec<Value> = page
-        .data
-        .iter()
-        .map(|inv| {
-            to_json(
-                inv,
-                by_invoice.get(&inv.id).map(Vec::as_slice).unwrap_or(&[]),
-            )
-        })
-        .collect();
-    serde_json::to_value(page.with_data(data)).map_err(|e| DomainError::Internal(e.to_string()))
+    Ok(page.map(|inv| {
+        InvoiceObject::new(
+            inv,
+            by_invoice.get(&inv.id).map(Vec::as_slice).unwrap_or(&[]),
+        )
+    }))
 }
 
-async fn lines_tx(tx: &mut Tx, invoice_id: &str) -> DomainResult<Vec<Line>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = $1 ORDER BY position"
+/// [`page_objects`] as a JSON value, for handlers that still answer `Value`.
+pub async fn page_json(pool: &Pool, page: Page<Invoice>) -> DomainResult<Value> {
+    serde_json::to_value(page_objects(pool, page).await?)
+        .map_err(|e| DomainError::Internal(e.to_string()))
+}
+
+/// Which invoices a list shows.
+#[derive(Clone, Debug)]
+pub struct InvoiceFilter {
+    /// Only this account's (all when `None`).
+    pub account_id: Option<String>,
+    /// Only in this state (all when `None`).
+    pub state: Option<InvoiceState>,
+    /// Only those whose period starts on this day (all when `None`).
+    pub period_start: Option<i64>,
+    pub kind: InvoiceKind,
+}
+
+/// A page of invoices (admin API), in id order.
+pub async fn list(
+    pool: &Pool,
+    filter: &InvoiceFilter,
+    req: &PageRequest,
+) -> DomainResult<Page<InvoiceObject>> {
+    let rows: Vec<InvoiceRow> = sqlx::query_as(&format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE id > $1 AND ($2 = '' OR account_id = $2) AND ($3 = '' OR state = $3) \
+         AND ($4 < 0 OR period_start = $4) AND kind = $5 ORDER BY id LIMIT $6"
     ))
-    .bind(invoice_id)
-    .fetch_all(&mut **tx)
+    .bind(&req.after)
+    .bind(filter.account_id.as_deref().unwrap_or_default())
+    .bind(filter.state.map(InvoiceState::as_str).unwrap_or_default())
+    .bind(filter.period_start.unwrap_or(-1))
+    .bind(filter.kind.as_str())
+    .bind(req.limit + 1)
+    .fetch_all(pool)
     .await?;
-    Ok(rows.iter().map(line_from_row).collect::<Result<_, _>>()?)
+    let invs = rows
+        .into_iter()
+        .map(Invoice::try_from)
+        .collect::<DomainResult<Vec<_>>>()?;
+    page_objects(pool, page(invs, req.limit, |i| &i.id)).await
 }
 
-/// The invoice as the API shows it. `period.end` is the last day covered (inclusive).
+/// One row of the admin portal's invoice list.
+#[derive(Clone, Debug)]
+pub struct InvoiceSummary {
+    pub id: String,
+    pub number: Option<String>,
+    pub state: InvoiceState,
+    pub total: Money,
+    pub account_name: String,
+}
+
+/// The newest `limit` invoices (not credit notes) with their account's name, newest first; the
+/// admin portal's list.
+pub async fn newest(
+    pool: &Pool,
+    state: Option<InvoiceState>,
+    account_id: Option<&str>,
+    limit: i64,
+) -> DomainResult<Vec<InvoiceSummary>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+        number: Option<String>,
+        state: String,
+        total: String,
+        currency: String,
+        account_name: String,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT i.id, i.number, i.state, i.total, i.currency, a.name AS account_name FROM invoices i JOIN accounts a ON a.id = i.account_id \
+         WHERE i.kind = 'invoice' AND ($1 = '' OR i.state = $1) AND ($2 = '' OR i.account_id = $2) ORDER BY i.id DESC LIMIT $3",
+    )
+    .bind(state.map(InvoiceState::as_str).unwrap_or_default())
+    .bind(account_id.unwrap_or_default())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(InvoiceSummary {
+                state: InvoiceState::parse(&r.state)?,
+                total: Money {
+                    amount: dec(&r.total)?,
+                    currency: Currency::stored(&r.currency)?,
+                },
+                id: r.id,
+                number: r.number,
+                account_name: r.account_name,
+            })
+        })
+        .collect()
+}
+
+/// A period as the API shows it: first and last day covered (inclusive), `YYYY-MM-DD`.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Period {
+    pub start: String,
+    pub end: String,
+}
+
+impl Period {
+    /// The days `start..end` (end exclusive, as stored).
+    fn of(start: i64, end: i64) -> Period {
+        Period {
+            start: format_date(start),
+            end: format_date(end - 1),
+        }
+    }
+}
+
+/// An invoice line as the API shows it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct LineObject {
+    pub id: String,
+    pub kind: LineKind,
+    pub description: String,
+    pub quantity: Plain,
+    pub unit_price: Plain,
+    pub amount: Money,
+    /// What a fee or usage line covers; `null` for manual and credit lines.
+    pub period: Option<Period>,
+}
+
+/// An invoice or credit note as the API shows it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct InvoiceObject {
+    /// `"invoice"` or `"credit_note"`.
+    pub object: InvoiceKind,
+    pub id: String,
+    pub account_id: String,
+    pub number: Option<String>,
+    pub state: InvoiceState,
+    /// ISO 4217.
+    pub currency: &'static str,
+    pub period: Period,
+    pub lines: Vec<LineObject>,
+    pub subtotal: Money,
+    pub tax: Money,
+    pub total: Money,
+    pub vat_rate: Option<Plain>,
+    /// The seller's text for invoices without VAT, on those.
+    pub vat_note: Option<String>,
+    /// Frozen when issued: name, email, address, vat_code.
+    #[schema(value_type = Option<Object>)]
+    pub buyer: Option<Value>,
+    /// Frozen when issued: name, address, vat_id, vat_zero_text.
+    #[schema(value_type = Option<Object>)]
+    pub seller: Option<Value>,
+    pub footer: Option<String>,
+    pub credited_invoice_id: Option<String>,
+    pub billing_run_id: Option<String>,
+    pub issued_at: Option<i64>,
+    /// `YYYY-MM-DD`.
+    pub due_date: Option<String>,
+    pub paid_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl InvoiceObject {
+    pub fn new(inv: &Invoice, lines: &[Line]) -> InvoiceObject {
+        // A frozen document that does not parse is shown as null (as it always was).
+        let parse = |s: &Option<String>| {
+            s.as_deref()
+                .and_then(|j| serde_json::from_str::<Value>(j).ok())
+        };
+        let vat_zero = inv.vat_rate.is_some_and(|r| r.is_zero());
+        let seller = parse(&inv.seller);
+        let vat_note = if vat_zero {
+            seller
+                .as_ref()
+                .and_then(|s| s.get("vat_zero_text"))
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        } else {
+            None
+        };
+        InvoiceObject {
+            object: inv.kind,
+            id: inv.id.clone(),
+            account_id: inv.account_id.clone(),
+            number: inv.number.clone(),
+            state: inv.state,
+            currency: inv.currency.code,
+            period: Period::of(inv.period_start, inv.period_end),
+            lines: lines
+                .iter()
+                .map(|l| LineObject {
+                    id: l.id.clone(),
+                    kind: l.kind,
+                    description: l.description.clone(),
+                    quantity: Plain(l.quantity),
+                    unit_price: Plain(l.unit_price),
+                    amount: inv.money(l.amount),
+                    period: match (l.period_start, l.period_end) {
+                        (Some(s), Some(e)) => Some(Period::of(s, e)),
+                        _ => None,
+                    },
+                })
+                .collect(),
+            subtotal: inv.money(inv.subtotal),
+            tax: inv.money(inv.tax),
+            total: inv.money(inv.total),
+            vat_rate: inv.vat_rate.map(Plain),
+            vat_note,
+            buyer: parse(&inv.buyer),
+            seller,
+            footer: inv.footer.clone(),
+            credited_invoice_id: inv.credited_invoice_id.clone(),
+            billing_run_id: inv.billing_run_id.clone(),
+            issued_at: inv.issued_at,
+            due_date: inv.due_on.map(format_date),
+            paid_at: inv.paid_at,
+            cancelled_at: inv.cancelled_at,
+            created_at: inv.created_at,
+            updated_at: inv.updated_at,
+        }
+    }
+}
+
+/// [`InvoiceObject`] as a JSON value, for handlers that add to it (the payment of a charge).
 pub fn to_json(inv: &Invoice, lines: &[Line]) -> Value {
-    let parse = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|j| serde_json::from_str::<Value>(j).ok())
-    };
-    let vat_zero = inv
-        .vat_rate
-        .as_deref()
-        .map(dec)
-        .is_some_and(|r| r.is_ok_and(|r| r.is_zero()));
-    let seller = parse(&inv.seller);
-    json!({
-        "object": if inv.kind == "credit_note" { "credit_note" } else { "invoice" },
-        "id": inv.id, "account_id": inv.account_id, "number": inv.number, "state": inv.state,
-        "currency": inv.currency,
-        "period": {"start": format_date(inv.period_start), "end": format_date(inv.period_end - 1)},
-        "lines": lines.iter().map(|l| json!({
-            "id": l.id, "kind": l.kind, "description": l.description, "quantity": l.quantity,
-            "unit_price": l.unit_price, "amount": l.amount,
-            "period": match (l.period_start, l.period_end) {
-                (Some(s), Some(e)) => json!({"start": format_date(s), "end": format_date(e - 1)}),
-                _ => Value::Null,
-            },
-        })).collect::<Vec<_>>(),
-        "subtotal": inv.subtotal, "tax": inv.tax, "total": inv.total, "vat_rate": inv.vat_rate,
-        "vat_note": if vat_zero { seller.as_ref().and_then(|s| s.get("vat_zero_text").cloned()).filter(|t| t != "") } else { None },
-        "buyer": parse(&inv.buyer), "seller": seller, "footer": inv.footer,
-        "credited_invoice_id": inv.credited_invoice_id, "billing_run_id": inv.billing_run_id,
-        "issued_at": inv.issued_at, "due_date": inv.due_on.map(format_date), "paid_at": inv.paid_at,
-        "cancelled_at": inv.cancelled_at, "created_at": inv.created_at, "updated_at": inv.updated_at,
-    })
+    serde_json::to_value(InvoiceObject::new(inv, lines)).unwrap_or(Value::Null)
 }
 
 /// The series an invoice's number belongs to (see `Numbering`); credit notes have their own.
@@ -285,32 +702,49 @@ pub struct Buyer {
     pub id: String,
     pub name: String,
     pub email: String,
+    /// JSON, as stored on the account.
     pub billing_address: String,
-    pub vat_rate: String,
+    pub vat_rate: Decimal,
     pub vat_code: Option<String>,
-    pub credit_balance: String,
+    pub credit_balance: Decimal,
 }
 
 pub const BUYER_COLUMNS: &str =
     "id, name, email, billing_address, vat_rate, vat_code, credit_balance";
 
-pub fn buyer_from_row(r: &sqlx::any::AnyRow) -> Result<Buyer, sqlx::Error> {
-    Ok(Buyer {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        email: r.try_get("email")?,
-        billing_address: r.try_get("billing_address")?,
-        vat_rate: r.try_get("vat_rate")?,
-        vat_code: r.try_get("vat_code")?,
-        credit_balance: r.try_get("credit_balance")?,
-    })
+/// An `accounts` row read with [`BUYER_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub struct BuyerRow {
+    id: String,
+    name: String,
+    email: String,
+    billing_address: String,
+    vat_rate: String,
+    vat_code: Option<String>,
+    credit_balance: String,
+}
+
+impl TryFrom<BuyerRow> for Buyer {
+    type Error = DomainError;
+
+    fn try_from(r: BuyerRow) -> DomainResult<Buyer> {
+        Ok(Buyer {
+            vat_rate: dec(&r.vat_rate)?,
+            credit_balance: dec(&r.credit_balance)?,
+            id: r.id,
+            name: r.name,
+            email: r.email,
+            billing_address: r.billing_address,
+            vat_code: r.vat_code,
+        })
+    }
 }
 
 /// Everything issuing decides, computed without the database.
 #[derive(Clone, Debug)]
 pub struct IssuePlan {
     pub settlement: Settlement,
-    pub state: &'static str,
+    pub state: InvoiceState,
     pub buyer_json: String,
     pub seller_json: String,
     pub footer: String,
@@ -326,10 +760,10 @@ pub fn plan_issue(
     currency: Currency,
     today: i64,
 ) -> Result<IssuePlan, DomainError> {
-    let vat_rate = dec(&buyer.vat_rate)?;
+    let vat_rate = buyer.vat_rate;
     let settlement = settle(
         amounts.iter().sum(),
-        dec(&buyer.credit_balance)?,
+        buyer.credit_balance,
         vat_rate,
         currency,
     );
@@ -342,9 +776,9 @@ pub fn plan_issue(
     let seller_json = json!({"name": s.name, "address": s.address, "vat_id": s.vat_id, "vat_zero_text": settings.vat_zero_text});
     Ok(IssuePlan {
         state: if settlement.totals.total.is_zero() {
-            "paid"
+            InvoiceState::Paid
         } else {
-            "pending"
+            InvoiceState::Pending
         },
         settlement,
         buyer_json: buyer_json.to_string(),
@@ -413,24 +847,21 @@ pub async fn issue(
     now: i64,
 ) -> DomainResult<()> {
     let inv = fetch_tx(tx, id).await?;
-    if inv.state != "open" && inv.state != "finalized" {
+    if !matches!(inv.state, InvoiceState::Open | InvoiceState::Finalized) {
         return Err(transition_error(&inv, "issue"));
     }
-    let currency = inv.currency()?;
+    let currency = inv.currency;
     let lines = lines_tx(tx, id).await?;
-    let amounts: Vec<Decimal> = lines
-        .iter()
-        .map(|l| dec(&l.amount))
-        .collect::<DomainResult<_>>()?;
+    let amounts: Vec<Decimal> = lines.iter().map(|l| l.amount).collect();
     // Locked: the credit balance read here is written back below.
-    let row = sqlx::query(&format!(
+    let buyer: Buyer = sqlx::query_as::<_, BuyerRow>(&format!(
         "SELECT {BUYER_COLUMNS} FROM accounts WHERE id = $1{}",
         crate::store::for_update()
     ))
     .bind(&inv.account_id)
     .fetch_one(&mut **tx)
-    .await?;
-    let buyer = buyer_from_row(&row)?;
+    .await?
+    .try_into()?;
     let today = super::calendar::day_of(now);
     let plan = plan_issue(&amounts, &buyer, settings, currency, today)?;
     if let Some(l) = &plan.settlement.balance_line {
@@ -469,7 +900,7 @@ pub async fn write_issued(
         "UPDATE invoices SET state = $2, number = $3, subtotal = $4, tax = $5, total = $6, vat_rate = $7, buyer = $8, seller = $9, footer = $10, issued_at = $11, due_on = $12, paid_at = $13, billing_run_id = COALESCE($14, billing_run_id), updated_at = $11 WHERE id = $1",
     )
     .bind(id)
-    .bind(plan.state)
+    .bind(plan.state.as_str())
     .bind(number)
     .bind(currency.format(t.subtotal))
     .bind(currency.format(t.tax))
@@ -480,7 +911,7 @@ pub async fn write_issued(
     .bind(&plan.footer)
     .bind(now)
     .bind(plan.due_on)
-    .bind((plan.state == "paid").then_some(now))
+    .bind((plan.state == InvoiceState::Paid).then_some(now))
     .bind(run_id)
     .execute(&mut **tx)
     .await?;
@@ -549,7 +980,7 @@ fn transition_error(inv: &Invoice, action: &str) -> DomainError {
 }
 
 /// Whether a charge of the invoice holds its lease at `now` (claimed by a request that is still
-/// waiting for the provider; see `payments::charging::claim`).
+/// waiting for the provider; charging claims it, see `docs/architecture.md`).
 async fn charge_in_flight(tx: &mut Tx, id: &str, now: i64) -> DomainResult<bool> {
     let (n,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM charge_attempts WHERE invoice_id = $1 AND state = 'pending' AND lease_until > $2",
@@ -561,18 +992,23 @@ async fn charge_in_flight(tx: &mut Tx, id: &str, now: i64) -> DomainResult<bool>
     Ok(n > 0)
 }
 
+/// 409 `charge_in_progress`: the answer a second charge gets while one is in flight, also given
+/// to an admin's mark-paid or cancel meanwhile (same code and message as charging's).
+pub fn charge_in_progress() -> DomainError {
+    DomainError::conflict(
+        "charge_in_progress",
+        "a payment of this invoice is being made; look at the invoice again in a moment",
+    )
+}
+
 /// What cancelling an invoice gives back to the credit balance: the credit it used (its "credit
 /// applied" line, negative) comes back, the credit it carried (positive) is taken back.
 fn balance_moved_by_cancel(lines: &[Line]) -> DomainResult<Decimal> {
-    let carried = sum_stored(
-        lines
-            .iter()
-            .filter(|l| {
-                l.kind == LineKind::CreditApplied.as_str()
-                    || l.kind == LineKind::CreditCarried.as_str()
-            })
-            .map(|l| l.amount.as_str()),
-    )?;
+    let carried: Decimal = lines
+        .iter()
+        .filter(|l| matches!(l.kind, LineKind::CreditApplied | LineKind::CreditCarried))
+        .map(|l| l.amount)
+        .sum();
     Ok(-carried)
 }
 
@@ -588,36 +1024,33 @@ fn balance_after_cancel(balance: Decimal, moved: Decimal) -> Option<Decimal> {
 pub async fn act(
     tx: &mut Tx,
     id: &str,
-    action: &str,
+    action: InvoiceAction,
     settings: &BillingSettings,
     now: i64,
 ) -> DomainResult<()> {
     let inv = fetch_tx(tx, id).await?;
-    if inv.kind != "invoice" {
+    if inv.kind != InvoiceKind::Invoice {
         return Err(DomainError::conflict(
             "invalid_state",
             "credit notes have no state actions",
         ));
     }
-    let (from, to): (&[&str], &str) = match action {
-        "finalize" => (&["open"], "finalized"),
-        "issue" => return issue(tx, id, settings, now).await,
-        "pay" => (&["pending", "unpaid"], "paid"),
-        "cancel" => (UNSETTLED, "cancelled"),
-        _ => {
-            return Err(DomainError::Internal(format!(
-                "unknown invoice action {action:?}"
-            )))
-        }
+    let (from, to): (&[&str], InvoiceState) = match action {
+        InvoiceAction::Finalize => (&["open"], InvoiceState::Finalized),
+        InvoiceAction::Issue => return issue(tx, id, settings, now).await,
+        InvoiceAction::Pay => (&["pending", "unpaid"], InvoiceState::Paid),
+        InvoiceAction::Cancel => (UNSETTLED, InvoiceState::Cancelled),
     };
     if !from.contains(&inv.state.as_str()) {
-        return Err(transition_error(&inv, action));
+        return Err(transition_error(&inv, action.as_str()));
     }
-    if (action == "pay" || action == "cancel") && charge_in_flight(tx, id, now).await? {
+    if matches!(action, InvoiceAction::Pay | InvoiceAction::Cancel)
+        && charge_in_flight(tx, id, now).await?
+    {
         // The provider's answer would land on an invoice settled meanwhile.
-        return Err(crate::domain::payments::charging::in_progress());
+        return Err(charge_in_progress());
     }
-    if action == "cancel" {
+    if action == InvoiceAction::Cancel {
         let lines = lines_tx(tx, id).await?;
         let moved = balance_moved_by_cancel(&lines)?;
         if !moved.is_zero() {
@@ -639,7 +1072,7 @@ pub async fn act(
         "UPDATE invoices SET state = $2, paid_at = CASE WHEN $2 = 'paid' THEN $3 ELSE paid_at END, cancelled_at = CASE WHEN $2 = 'cancelled' THEN $3 ELSE cancelled_at END, updated_at = $3 WHERE id = $1",
     )
     .bind(id)
-    .bind(to)
+    .bind(to.as_str())
     .bind(now)
     .execute(&mut **tx)
     .await?;
@@ -691,10 +1124,10 @@ pub async fn add_manual_line(
     unit_price: Decimal,
 ) -> DomainResult<()> {
     let inv = fetch_tx(tx, id).await?;
-    if inv.state != "open" {
+    if inv.state != InvoiceState::Open {
         return Err(transition_error(&inv, "add lines to"));
     }
-    let currency = inv.currency()?;
+    let currency = inv.currency;
     let amount = quantity
         .checked_mul(unit_price)
         .map(|a| currency.round(a))
@@ -728,7 +1161,7 @@ pub async fn add_manual_line(
 
 /// An open invoice shows the running sum of its lines (tax is computed when issued).
 pub async fn refresh_open_totals(tx: &mut Tx, id: &str, currency: Currency) -> DomainResult<()> {
-    let sum = sum_stored(lines_tx(tx, id).await?.iter().map(|l| l.amount.as_str()))?;
+    let sum: Decimal = lines_tx(tx, id).await?.iter().map(|l| l.amount).sum();
     sqlx::query("UPDATE invoices SET subtotal = $2, total = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(currency.format(sum))
@@ -740,7 +1173,7 @@ pub async fn refresh_open_totals(tx: &mut Tx, id: &str, currency: Currency) -> D
 
 pub async fn remove_manual_line(tx: &mut Tx, id: &str, line_id: &str) -> DomainResult<()> {
     let inv = fetch_tx(tx, id).await?;
-    if inv.state != "open" {
+    if inv.state != InvoiceState::Open {
         return Err(transition_error(&inv, "remove lines from"));
     }
     let r = sqlx::query(
@@ -753,7 +1186,7 @@ pub async fn remove_manual_line(tx: &mut Tx, id: &str, line_id: &str) -> DomainR
     if r.rows_affected() == 0 {
         return Err(DomainError::not_found("manual invoice line", line_id));
     }
-    refresh_open_totals(tx, id, inv.currency()?).await
+    refresh_open_totals(tx, id, inv.currency).await
 }
 
 /// A credit note for an issued invoice: its own numbered document (series `CN-...`), taxed at the
@@ -768,15 +1201,21 @@ pub async fn credit_note(
     now: i64,
 ) -> DomainResult<String> {
     let inv = fetch_tx(tx, id).await?;
-    if inv.kind != "invoice"
-        || !["pending", "paid", "unpaid", "failed"].contains(&inv.state.as_str())
+    if inv.kind != InvoiceKind::Invoice
+        || !matches!(
+            inv.state,
+            InvoiceState::Pending
+                | InvoiceState::Paid
+                | InvoiceState::Unpaid
+                | InvoiceState::Failed
+        )
     {
         return Err(DomainError::conflict(
             "invalid_state",
             "only issued invoices can be credited",
         ));
     }
-    let currency = inv.currency()?;
+    let currency = inv.currency;
     let amount = currency.round(amount);
     if amount <= Decimal::ZERO {
         return Err(DomainError::invalid(
@@ -792,7 +1231,7 @@ pub async fn credit_note(
     .fetch_all(&mut **tx)
     .await?;
     let already = sum_stored(credited.iter().map(|(s,)| s.as_str()))?;
-    let left = dec(&inv.subtotal)? - already;
+    let left = inv.subtotal - already;
     if amount > left {
         return Err(DomainError::invalid(
             "amount",
@@ -804,12 +1243,7 @@ pub async fn credit_note(
         ));
     }
     // An invoice issued without VAT stores none: zero is the stored fact, not a fallback.
-    let vat_rate = inv
-        .vat_rate
-        .as_deref()
-        .map(dec)
-        .transpose()?
-        .unwrap_or(Decimal::ZERO);
+    let vat_rate = inv.vat_rate.unwrap_or(Decimal::ZERO);
     let tax = currency.round(amount * vat_rate / Decimal::ONE_HUNDRED);
     let today = super::calendar::day_of(now);
     let series = series(settings.numbering, today, true);
@@ -823,13 +1257,13 @@ pub async fn credit_note(
     .bind(&inv.account_id)
     .bind(id)
     .bind(&number)
-    .bind(&inv.currency)
+    .bind(inv.currency.code)
     .bind(inv.period_start)
     .bind(inv.period_end)
     .bind(currency.format(amount))
     .bind(currency.format(tax))
     .bind(currency.format(amount + tax))
-    .bind(&inv.vat_rate)
+    .bind(inv.vat_rate.map(plain))
     .bind(&inv.buyer)
     .bind(&inv.seller)
     .bind(&inv.footer)
@@ -868,13 +1302,14 @@ mod tests {
     fn line(kind: LineKind, amount: &str) -> Line {
         Line {
             id: "l".into(),
+            invoice_id: "inv".into(),
             position: 1,
-            kind: kind.as_str().into(),
+            kind,
             line_key: None,
             description: String::new(),
-            quantity: "1".into(),
-            unit_price: amount.into(),
-            amount: amount.into(),
+            quantity: Decimal::ONE,
+            unit_price: d(amount),
+            amount: d(amount),
             period_start: None,
             period_end: None,
         }

@@ -24,7 +24,9 @@ use super::currency::Currency;
 use super::rating::{line_amount, price_usage, Overflow, Tier};
 use crate::domain::catalog::PricingModel;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Prepaid,
@@ -69,7 +71,9 @@ pub struct Billed {
     pub unit_price: Decimal,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What an invoice line is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum LineKind {
     SetupFee,
     FixedFee,
@@ -93,6 +97,25 @@ impl LineKind {
             LineKind::CreditCarried => "credit_carried",
             LineKind::CreditNote => "credit_note",
         }
+    }
+
+    /// A stored kind; an unknown one is an error, never a guess.
+    pub fn parse(s: &str) -> Result<LineKind, crate::domain::DomainError> {
+        [
+            LineKind::SetupFee,
+            LineKind::FixedFee,
+            LineKind::Usage,
+            LineKind::UnusedTimeCredit,
+            LineKind::Manual,
+            LineKind::CreditApplied,
+            LineKind::CreditCarried,
+            LineKind::CreditNote,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| {
+            crate::domain::DomainError::Internal(format!("unknown invoice line kind {s:?} stored"))
+        })
     }
 }
 

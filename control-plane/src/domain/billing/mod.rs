@@ -8,12 +8,12 @@ pub mod contracts;
 pub mod currency;
 pub mod invoices;
 pub mod lines;
+pub mod manual;
 pub mod outbox;
 pub mod pdf;
 pub mod preview;
 pub mod rating;
 pub mod run;
-pub mod scheduler;
 pub mod settings;
 pub mod totals;
 

@@ -60,7 +60,7 @@ pub async fn enqueue_many(tx: &mut Tx, emails: &[Email], at: i64) -> DomainResul
                 .bind(e.subject.clone())
                 .bind(e.body.clone())
                 .bind(e.invoice_id.clone())
-                .bind("pending")
+                .bind(OutboxState::Pending.as_str())
                 .bind(0i64)
                 .bind(at)
                 .bind(at);
@@ -83,7 +83,36 @@ pub struct SmtpSettings {
     pub from: String,
 }
 
-type Claimed = (String, String, String, String, Option<String>, i64);
+/// Where a message is: `pending` (to send, maybe after a retry wait), `sending` (claimed by a
+/// sender; taken over when its claim expires), `sent`, or `failed` after [`MAX_ATTEMPTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Sending,
+    Sent,
+    Failed,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sending => "sending",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+        }
+    }
+}
+
+/// A message a sender claimed.
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    recipient: String,
+    subject: String,
+    body: String,
+    invoice_id: Option<String>,
+    attempts: i64,
+}
 
 /// Sends pending messages until the process stops. Errors are logged and retried later.
 pub async fn run_sender(pool: Pool, smtp: SmtpSettings) {
@@ -144,12 +173,12 @@ pub async fn send_pass(
         }
         claimed += 1;
         let row: Claimed = sqlx::query_as(
-            "SELECT id, recipient, subject, body, invoice_id, attempts FROM email_outbox WHERE id = $1",
+            "SELECT recipient, subject, body, invoice_id, attempts FROM email_outbox WHERE id = $1",
         )
         .bind(&id)
         .fetch_one(pool)
         .await?;
-        let result = match build(pool, from, &row).await {
+        let result = match build(pool, from, &id, &row).await {
             Ok(message) => transport
                 .send(message)
                 .await
@@ -166,19 +195,22 @@ pub async fn send_pass(
                     .await?;
             }
             Err(e) => {
-                let attempts = row.5;
+                let attempts = row.attempts;
                 let (state, next) = if attempts >= MAX_ATTEMPTS {
-                    ("failed", now())
+                    (OutboxState::Failed, now())
                 } else {
                     (
-                        "pending",
+                        OutboxState::Pending,
                         now() + (FIRST_RETRY_SECS << (attempts - 1).clamp(0, 10)),
                     )
                 };
-                tracing::warn!("email {id} to {}: attempt {attempts} failed: {e}", row.1);
+                tracing::warn!(
+                    "email {id} to {}: attempt {attempts} failed: {e}",
+                    row.recipient
+                );
                 sqlx::query("UPDATE email_outbox SET state = $2, next_attempt_at = $3, last_error = $4 WHERE id = $1")
                     .bind(&id)
-                    .bind(state)
+                    .bind(state.as_str())
                     .bind(next)
                     .bind(e.chars().take(500).collect::<String>())
                     .execute(pool)
@@ -189,8 +221,14 @@ pub async fn send_pass(
     Ok(claimed)
 }
 
-async fn build(pool: &Pool, from: &Mailbox, row: &Claimed) -> Result<Message, String> {
-    let (id, recipient, subject, body, invoice_id, _) = row;
+async fn build(pool: &Pool, from: &Mailbox, id: &str, row: &Claimed) -> Result<Message, String> {
+    let Claimed {
+        recipient,
+        subject,
+        body,
+        invoice_id,
+        ..
+    } = row;
     let to: Mailbox = recipient
         .parse()
         .map_err(|e| format!("bad recipient {recipient:?}: {e}"))?;

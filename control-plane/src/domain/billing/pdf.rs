@@ -7,7 +7,7 @@ use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str};
 use serde_json::Value;
 
 use super::calendar::format_date;
-use super::invoices::{self, Invoice, Line};
+use super::invoices::{self, plain, Invoice, InvoiceKind, Line};
 use crate::domain::DomainResult;
 use crate::store::Pool;
 
@@ -165,7 +165,7 @@ pub fn render(inv: &Invoice, lines: &[Line]) -> Vec<u8> {
             .unwrap_or("")
             .to_string()
     };
-    let credit_note = inv.kind == "credit_note";
+    let credit_note = inv.kind == InvoiceKind::CreditNote;
     let mut w = Writer::new();
     let right_edge = PAGE_W - MARGIN;
 
@@ -248,7 +248,7 @@ pub fn render(inv: &Invoice, lines: &[Line]) -> Vec<u8> {
         b"F2",
         9.0,
         right_edge,
-        &format!("Amount ({})", inv.currency),
+        &format!("Amount ({})", inv.currency.code),
     );
     w.down(6.0);
     w.rule();
@@ -258,9 +258,9 @@ pub fn render(inv: &Invoice, lines: &[Line]) -> Vec<u8> {
         for (i, row) in rows.iter().enumerate() {
             w.text(b"F1", 9.0, MARGIN, row);
             if i == 0 {
-                w.right(b"F1", 9.0, qty_x, &l.quantity);
-                w.right(b"F1", 9.0, price_x, &l.unit_price);
-                w.right(b"F1", 9.0, right_edge, &l.amount);
+                w.right(b"F1", 9.0, qty_x, &plain(l.quantity));
+                w.right(b"F1", 9.0, price_x, &plain(l.unit_price));
+                w.right(b"F1", 9.0, right_edge, &inv.money(l.amount).to_string());
             }
             w.down(12.0);
         }
@@ -269,24 +269,24 @@ pub fn render(inv: &Invoice, lines: &[Line]) -> Vec<u8> {
     w.down(4.0);
     w.rule();
     w.down(6.0);
-    let vat_rate = inv.vat_rate.clone().unwrap_or_else(|| "0".into());
+    // An invoice issued without VAT stores none: printed as 0%.
+    let vat_rate = inv.vat_rate.map(plain).unwrap_or_else(|| "0".into());
     for (label, value, font) in [
-        ("Subtotal".to_string(), inv.subtotal.clone(), b"F1"),
-        (format!("VAT {vat_rate}%"), inv.tax.clone(), b"F1"),
-        (format!("Total {}", inv.currency), inv.total.clone(), b"F2"),
+        ("Subtotal".to_string(), inv.money(inv.subtotal), b"F1"),
+        (format!("VAT {vat_rate}%"), inv.money(inv.tax), b"F1"),
+        (
+            format!("Total {}", inv.currency.code),
+            inv.money(inv.total),
+            b"F2",
+        ),
     ] {
         w.right(font, 10.0, price_x, &label);
-        w.right(font, 10.0, right_edge, &value);
+        w.right(font, 10.0, right_edge, &value.to_string());
         w.down(14.0);
     }
     w.down(10.0);
     let vat_zero_text = field(&seller, "vat_zero_text");
-    if inv
-        .vat_rate
-        .as_deref()
-        .is_some_and(|r| r.parse::<f32>().ok() == Some(0.0))
-        && !vat_zero_text.is_empty()
-    {
+    if inv.vat_rate.is_some_and(|r| r.is_zero()) && !vat_zero_text.is_empty() {
         for row in wrap(&vat_zero_text, 100) {
             w.text(b"F1", 9.0, MARGIN, &row);
             w.down(12.0);

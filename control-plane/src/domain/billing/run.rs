@@ -15,13 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use serde_json::{json, Value};
-use sqlx::Row;
+use serde::Serialize;
 
 use super::calendar::{day_of, format_date, month_start, next_month_start, previous_month_start};
 use super::invoices::{
-    allocate_numbers, buyer_from_row, format_number, insert_lines, issued_email, plain, plan_issue,
-    series, write_issued, Buyer, BUYER_COLUMNS, INVOICE_COLUMNS,
+    allocate_numbers, format_number, insert_lines, issued_email, plain, plan_issue, series,
+    write_issued, Buyer, BuyerRow, InvoiceState, BUYER_COLUMNS, INVOICE_COLUMNS,
 };
 use super::lines::{
     due_lines, history_keys, Billed, BilledKeys, Contract, LineKind, MetricPricing, Mode, NewLine,
@@ -31,7 +30,8 @@ use super::outbox::{enqueue_many, Email};
 use super::rating::Tier;
 use super::settings::{self, BillingSettings};
 use crate::domain::catalog::PricingModel;
-use crate::domain::{DomainError, DomainResult};
+use crate::domain::page::page;
+use crate::domain::{DomainError, DomainResult, Page};
 use crate::money::stored;
 use crate::secrets::new_id;
 use crate::store::{is_unique_violation, now, now_ms, Pool, Tx};
@@ -56,30 +56,121 @@ pub fn batch_size() -> i64 {
         .unwrap_or(DEFAULT_BATCH)
 }
 
-pub const RUN_COLUMNS: &str = "id, run_on, state, accounts_done, invoices_issued, error, started_at, heartbeat_at, finished_at";
+const RUN_COLUMNS: &str =
+    "id, run_on, state, accounts_done, invoices_issued, error, started_at, finished_at";
 
-pub fn run_json(r: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
-    let run_on: i64 = r.try_get("run_on")?;
-    Ok(json!({
-        "object": "billing_run", "id": r.try_get::<String, _>("id")?, "date": format_date(run_on),
-        "state": r.try_get::<String, _>("state")?,
-        "accounts_done": r.try_get::<i64, _>("accounts_done")?,
-        "invoices_issued": r.try_get::<i64, _>("invoices_issued")?,
-        "error": r.try_get::<Option<String>, _>("error")?,
-        "started_at": r.try_get::<i64, _>("started_at")?,
-        "finished_at": r.try_get::<Option<i64>, _>("finished_at")?,
-    }))
+/// Where a run is: `running` until it ends `succeeded` or `failed`; `interrupted` when its process
+/// stopped (stale heartbeat) and another start found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
 }
 
-pub async fn fetch_run(pool: &Pool, id: &str) -> DomainResult<Value> {
-    let row = sqlx::query(&format!(
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Interrupted => "interrupted",
+        }
+    }
+
+    /// A stored state; an unknown one is an error, never a guess.
+    pub fn parse(s: &str) -> DomainResult<RunState> {
+        [
+            RunState::Running,
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::Interrupted,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| DomainError::Internal(format!("unknown billing run state {s:?} stored")))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    id: String,
+    run_on: i64,
+    state: String,
+    accounts_done: i64,
+    invoices_issued: i64,
+    error: Option<String>,
+    started_at: i64,
+    finished_at: Option<i64>,
+}
+
+/// A billing run as the API shows it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct BillingRun {
+    /// Always `"billing_run"`.
+    pub object: &'static str,
+    pub id: String,
+    /// The day billed, `YYYY-MM-DD`.
+    pub date: String,
+    pub state: RunState,
+    pub accounts_done: i64,
+    pub invoices_issued: i64,
+    pub error: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl TryFrom<RunRow> for BillingRun {
+    type Error = DomainError;
+
+    fn try_from(r: RunRow) -> DomainResult<BillingRun> {
+        Ok(BillingRun {
+            object: "billing_run",
+            id: r.id,
+            date: format_date(r.run_on),
+            state: RunState::parse(&r.state)?,
+            accounts_done: r.accounts_done,
+            invoices_issued: r.invoices_issued,
+            error: r.error,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+pub async fn fetch_run(pool: &Pool, id: &str) -> DomainResult<BillingRun> {
+    sqlx::query_as::<_, RunRow>(&format!(
         "SELECT {RUN_COLUMNS} FROM billing_runs WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(pool)
     .await?
-    .ok_or_else(|| DomainError::not_found("billing run", id))?;
-    Ok(run_json(&row)?)
+    .ok_or_else(|| DomainError::not_found("billing run", id))?
+    .try_into()
+}
+
+/// A page of at most `limit` runs older than `before` (all when `None`), newest first: the
+/// cursor is the last id seen.
+pub async fn list_runs(
+    pool: &Pool,
+    limit: i64,
+    before: Option<&str>,
+) -> DomainResult<Page<BillingRun>> {
+    let after = before.unwrap_or("~");
+    let rows: Vec<RunRow> = sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM billing_runs WHERE id < $1 ORDER BY id DESC LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit + 1)
+    .fetch_all(pool)
+    .await?;
+    let runs = rows
+        .into_iter()
+        .map(BillingRun::try_from)
+        .collect::<DomainResult<Vec<_>>>()?;
+    Ok(page(runs, limit, |r| &r.id))
 }
 
 /// Records a new run for `run_on`, unless one is running (409). Runs whose process died (stale
@@ -209,12 +300,15 @@ async fn refusal(pool: &Pool, t_ms: i64) -> DomainResult<Option<String>> {
     }
 }
 
-/// Runs `run_id` to the end and records how it ended.
-pub async fn execute(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> DomainResult<()> {
-    let heartbeat = {
+/// Keeps a run's heartbeat fresh while its process works on it (billing, then the charging that
+/// follows it), so that another replica does not take it for dead; stops when dropped.
+pub struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    pub fn start(pool: &Pool, run_id: &str) -> Heartbeat {
         let pool = pool.clone();
         let id = run_id.to_string();
-        tokio::spawn(async move {
+        Heartbeat(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
                 let _ = sqlx::query(
@@ -225,45 +319,58 @@ pub async fn execute(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> Doma
                 .execute(&pool)
                 .await;
             }
-        })
-    };
-    let mut result = bill_all(pool, run_id, run_on, batch).await;
-    if result.is_ok() {
-        // Charging follows billing: invoices due by the run's date (issued and due, or a retry due).
-        match crate::domain::payments::charging::charge_due(
-            pool,
-            crate::domain::payments::config::master_key(),
-            run_on,
-        )
-        .await
-        {
-            Ok((attempted, paid)) if attempted > 0 => {
-                tracing::info!(run = run_id, attempted, paid, "charged due invoices")
-            }
-            Ok(_) => {}
-            Err(e) => result = Err(e),
-        }
+        }))
     }
-    heartbeat.abort();
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a run billed: its invoices are due by `run_on` at the latest (charging takes every
+/// invoice due by then, these and the retries that fall due).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    pub run_on: i64,
+    pub accounts_done: i64,
+    pub invoices_issued: i64,
+}
+
+/// Records how run `run_id` ended: `succeeded`, or `failed` with the error (its first 1000
+/// characters). The error is passed on.
+pub async fn finish(pool: &Pool, run_id: &str, result: DomainResult<()>) -> DomainResult<()> {
     let (state, error) = match &result {
-        Ok(()) => ("succeeded", None),
+        Ok(()) => (RunState::Succeeded, None),
         Err(e) => {
             tracing::error!(run = run_id, "billing run failed: {e:?}");
             (
-                "failed",
+                RunState::Failed,
                 Some(format!("{e:?}").chars().take(1000).collect::<String>()),
             )
         }
     };
     sqlx::query("UPDATE billing_runs SET state = $2, error = $3, finished_at = $4, finished_at_ms = $5 WHERE id = $1")
         .bind(run_id)
-        .bind(state)
+        .bind(state.as_str())
         .bind(error)
         .bind(now())
         .bind(now_ms())
         .execute(pool)
         .await?;
     result
+}
+
+/// Whether a run for `day` has succeeded (the scheduler runs each day once).
+pub async fn succeeded_on(pool: &Pool, day: i64) -> DomainResult<bool> {
+    let (done,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM billing_runs WHERE run_on = $1 AND state = 'succeeded'",
+    )
+    .bind(day)
+    .fetch_one(pool)
+    .await?;
+    Ok(done > 0)
 }
 
 /// Every plan's terms, with pricing rules grouped per metric.
@@ -350,7 +457,9 @@ struct RunContext {
     period: (i64, i64),
 }
 
-async fn bill_all(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> DomainResult<()> {
+/// Bills every account for run `run_id`, batch by batch (its heartbeat is the caller's, see
+/// [`Heartbeat`]); the run stays `running` until [`finish`] records how it ended.
+pub async fn bill(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> DomainResult<RunSummary> {
     let settings = settings::load(pool).await?;
     let period = match settings.mode {
         Mode::Prepaid => (month_start(run_on), next_month_start(run_on)),
@@ -365,6 +474,11 @@ async fn bill_all(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> DomainR
         period,
     };
     let mut after = String::new();
+    let mut billed = RunSummary {
+        run_on,
+        accounts_done: 0,
+        invoices_issued: 0,
+    };
     loop {
         let mut attempt = 0;
         let next = loop {
@@ -393,8 +507,12 @@ async fn bill_all(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> DomainR
             }
         };
         match next {
-            Some(last) => after = last,
-            None => return Ok(()),
+            Some(done) => {
+                billed.accounts_done += done.accounts;
+                billed.invoices_issued += done.issued;
+                after = done.last;
+            }
+            None => return Ok(billed),
         }
     }
 }
@@ -410,13 +528,20 @@ type ContractRow = (
     i64,
 );
 
-/// Bills the accounts after `after`; returns the last account id, or `None` when none are left.
+/// What one batch billed: accounts up to `last`.
+struct BatchDone {
+    last: String,
+    accounts: i64,
+    issued: i64,
+}
+
+/// Bills the accounts after `after`; `None` when none are left.
 async fn bill_batch(
     tx: &mut Tx,
     ctx: &RunContext,
     after: &str,
     batch: i64,
-) -> DomainResult<Option<String>> {
+) -> DomainResult<Option<BatchDone>> {
     let t = now();
     // A write first: on SQLite the transaction takes the write lock here (waiting its turn), so
     // nothing read below can change before commit.
@@ -425,14 +550,17 @@ async fn bill_batch(
         .bind(t)
         .execute(&mut **tx)
         .await?;
-    let rows = sqlx::query(&format!(
+    let rows: Vec<BuyerRow> = sqlx::query_as(&format!(
         "SELECT {BUYER_COLUMNS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"
     ))
     .bind(after)
     .bind(batch)
     .fetch_all(&mut **tx)
     .await?;
-    let buyers: Vec<Buyer> = rows.iter().map(buyer_from_row).collect::<Result<_, _>>()?;
+    let buyers = rows
+        .into_iter()
+        .map(Buyer::try_from)
+        .collect::<DomainResult<Vec<_>>>()?;
     let (Some(first), Some(last)) = (buyers.first(), buyers.last()) else {
         return Ok(None);
     };
@@ -458,7 +586,11 @@ async fn bill_batch(
         .bind(now())
         .execute(&mut **tx)
         .await?;
-    Ok(Some(last))
+    Ok(Some(BatchDone {
+        last,
+        accounts: buyers.len() as i64,
+        issued,
+    }))
 }
 
 /// An invoice being assembled for one account.
@@ -659,7 +791,7 @@ async fn bill_accounts(
         let num = format_number(&numbering_series, number);
         number += 1;
         let totals = &issue.settlement.totals;
-        let paid_at = (issue.state == "paid").then_some(t);
+        let paid_at = (issue.state == InvoiceState::Paid).then_some(t);
         if draft.existing.is_some() {
             write_issued(tx, &id, &issue, &num, currency, Some(&ctx.run_id), t).await?;
         } else {
@@ -677,8 +809,7 @@ async fn bill_accounts(
                 paid_at,
             });
         }
-        let balance_before = stored(&draft.buyer.credit_balance)?;
-        if issue.settlement.balance_after != balance_before {
+        if issue.settlement.balance_after != draft.buyer.credit_balance {
             super::invoices::set_balance(tx, &draft.buyer.id, issue.settlement.balance_after)
                 .await?;
         }
@@ -716,7 +847,7 @@ async fn bill_accounts(
 struct Issued {
     id: String,
     account_id: String,
-    state: &'static str,
+    state: InvoiceState,
     number: String,
     /// subtotal, tax, total
     totals: [String; 3],
@@ -749,7 +880,7 @@ async fn insert_invoices(
                 .bind(&r.account_id)
                 .bind("invoice")
                 .bind(None::<String>)
-                .bind(r.state)
+                .bind(r.state.as_str())
                 .bind(&r.number)
                 .bind(currency)
                 .bind(ctx.period.0)

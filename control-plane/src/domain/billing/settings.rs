@@ -1,6 +1,9 @@
 //! Billing settings (`GET/PUT /admin/api/v1/billing/settings`): one JSON document, validated,
 //! stored in `billing_settings`. Absent until first written; the defaults below apply until then.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -20,7 +23,7 @@ pub const MAX_TEXT_CHARS: usize = 2_000;
 pub const MAX_SUBJECT_CHARS: usize = 200;
 pub const MAX_BODY_CHARS: usize = 10_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Numbering {
     /// `YYYY-MM-XXXXXXXX`, counting from 1 each month.
@@ -29,18 +32,19 @@ pub enum Numbering {
     Yearly,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Seller {
     #[serde(default)]
     pub name: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub address: BillingAddress,
     #[serde(default)]
     pub vat_id: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retry {
     pub attempts: i64,
@@ -49,14 +53,14 @@ pub struct Retry {
 
 /// An email's subject and body. Placeholders: `{account_name}`, `{invoice_number}`, `{total}`,
 /// `{currency}`, `{due_date}`, `{period}`, and in charge emails `{update_url}` and `{reason}`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailText {
     pub subject: String,
     pub body: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailTexts {
     pub invoice_issued: EmailText,
@@ -65,13 +69,13 @@ pub struct EmailTexts {
     pub final_failure: EmailText,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BillingSettings {
     pub mode: Mode,
     /// ISO 4217, upper case.
     pub currency: String,
-    /// Whether issued invoices are charged to the stored payment method (the payments feature).
+    /// Whether issued invoices are charged to the stored payment method (the charging feature).
     pub charging_enabled: bool,
     pub numbering: Numbering,
     /// Days from issue to due date.
@@ -268,9 +272,43 @@ pub fn merge(base: &mut Value, patch: Value) {
     }
 }
 
-/// Applies a partial update in `tx`: validates the result, refuses a currency change while money
-/// in the old currency is outstanding, and writes it.
-pub async fn update(tx: &mut Tx, patch: Value) -> DomainResult<BillingSettings> {
+/// The settings as the API shows them: the document with `"object": "billing_settings"`.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct SettingsObject {
+    /// Always `"billing_settings"`.
+    pub object: &'static str,
+    #[serde(flatten)]
+    pub settings: BillingSettings,
+}
+
+impl From<BillingSettings> for SettingsObject {
+    fn from(settings: BillingSettings) -> Self {
+        SettingsObject {
+            object: "billing_settings",
+            settings,
+        }
+    }
+}
+
+/// A check run inside the settings' write transaction (a boxed future: it must be `Send` to run
+/// in a request handler, which an `async` closure's future cannot promise).
+pub type Check<'t> = Pin<Box<dyn Future<Output = DomainResult<()>> + Send + 't>>;
+
+/// Applies a partial update in `tx`: validates the result, asks `chargeable` whether the
+/// configured payment provider can charge the resulting currency, refuses a currency change while
+/// money in the old currency is outstanding, and writes it. An `object` field (as `GET` answers
+/// it) is ignored.
+///
+/// `chargeable` is the caller's because the charging side knows the provider (its gateway
+/// config's `check_stored`), and charging depends on billing, not the other way round.
+pub async fn update(
+    tx: &mut Tx,
+    mut patch: Value,
+    chargeable: impl for<'t> FnOnce(&'t mut Tx, Currency) -> Check<'t>,
+) -> DomainResult<BillingSettings> {
+    if let Some(o) = patch.as_object_mut() {
+        o.remove("object");
+    }
     if !patch.is_object() {
         return Err(DomainError::malformed(
             None,
@@ -300,9 +338,8 @@ pub async fn update(tx: &mut Tx, patch: Value) -> DomainResult<BillingSettings> 
     })?;
     next.validate()?;
     // A billing currency the configured payment provider cannot charge is refused now, not at
-    // the first charge.
-    // (Braintree: a merchant account in it.)
-    crate::domain::payments::config::check_stored(tx, next.currency()?).await?;
+    // the first charge (Braintree: a merchant account in it).
+    chargeable(tx, next.currency()?).await?;
     if next.currency != current.currency {
         let (open,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM invoices WHERE state IN ('open', 'finalized', 'pending', 'unpaid')",

@@ -20,7 +20,7 @@ use super::provider::{configured, pay_error, provider, Provider};
 use super::statement::CHARGEABLE;
 use super::{ChargeOutcome, ChargeRequest, PayError};
 use crate::domain::billing::calendar::{day_of, format_date, format_month};
-use crate::domain::billing::invoices::{self, render_text, Invoice};
+use crate::domain::billing::invoices::{self, render_text, Invoice, InvoiceKind, InvoiceState};
 use crate::domain::billing::outbox::{enqueue, Email};
 use crate::domain::billing::settings::{self, BillingSettings};
 use crate::domain::{DomainError, DomainResult};
@@ -175,7 +175,7 @@ pub async fn pay_own(
 pub const CHARGE_LEASE_SECS: i64 = 300;
 
 fn check_chargeable(inv: &Invoice) -> DomainResult<()> {
-    if inv.kind != "invoice" || !CHARGEABLE.contains(&inv.state.as_str()) {
+    if inv.kind != InvoiceKind::Invoice || !CHARGEABLE.contains(&inv.state.as_str()) {
         return Err(DomainError::conflict(
             "invalid_state",
             format!("cannot charge an invoice that is {}", inv.state),
@@ -246,8 +246,8 @@ async fn claim(
             .bind(last + 1)
             .bind(p.name())
             .bind(format!("{invoice_id}-{}", last + 1))
-            .bind(&inv.total)
-            .bind(&inv.currency)
+            .bind(inv.money(inv.total).to_string())
+            .bind(inv.currency.code)
             .bind(t)
             .bind(t + CHARGE_LEASE_SECS)
             .execute(&mut *tx)
@@ -295,8 +295,8 @@ pub async fn charge_invoice(
     let gateway = configured(pool, master_key).await?;
     let p = Provider::from_config(gateway.clone())?;
     // Never a guessed currency: an unknown stored code is an error.
-    let currency = inv.currency()?;
-    let total = crate::money::stored(&inv.total)?;
+    let currency = inv.currency;
+    let total = inv.total;
     // Before any provider call: a currency the provider cannot charge (its units, or for
     // Braintree no merchant account in it) is refused (422).
     gateway.check_currency(currency)?;
@@ -476,7 +476,7 @@ pub async fn apply(
     .execute(&mut *tx)
     .await?;
     match outcome {
-        ChargeOutcome::Succeeded { .. } if inv.state != "paid" => {
+        ChargeOutcome::Succeeded { .. } if inv.state != InvoiceState::Paid => {
             sqlx::query("UPDATE invoices SET state = 'paid', paid_at = $2, next_charge_on = NULL, updated_at = $2 WHERE id = $1")
                     .bind(&invoice_id)
                     .bind(t)
@@ -497,7 +497,7 @@ pub async fn apply(
         // Authentication failed after the charge asked for it: the attempt already counted as
         // one failure when it asked; it is not counted twice.
         ChargeOutcome::Declined { .. } if state == AttemptState::RequiresAction => {}
-        _ if inv.state == "pending" || inv.state == "unpaid" => {
+        _ if matches!(inv.state, InvoiceState::Pending | InvoiceState::Unpaid) => {
             let failures = inv_failed_attempts(&mut tx, &invoice_id).await? + 1;
             let last = failures >= settings.retry.attempts;
             sqlx::query(
@@ -554,7 +554,7 @@ async fn fetch_tx(tx: &mut Tx, id: &str) -> DomainResult<Invoice> {
     .bind(id)
     .fetch_one(&mut **tx)
     .await?;
-    Ok(Invoice::from_row(&row)?)
+    Invoice::from_row(&row)
 }
 
 async fn inv_failed_attempts(tx: &mut Tx, id: &str) -> DomainResult<i64> {
@@ -618,8 +618,8 @@ async fn email(
             s,
             &name,
             &number,
-            &inv.total,
-            &inv.currency,
+            &inv.money(inv.total).to_string(),
+            inv.currency.code,
             &inv.due_on.map(format_date).unwrap_or_default(),
             &format_month(inv.period_start),
         )
@@ -694,7 +694,7 @@ pub async fn charge_due(
         attempted += 1;
         match charge_invoice(pool, master_key, &id, None, today).await {
             Ok(_) => {
-                if invoices::fetch(pool, &id).await?.state == "paid" {
+                if invoices::fetch(pool, &id).await?.state == InvoiceState::Paid {
                     paid += 1;
                 }
             }

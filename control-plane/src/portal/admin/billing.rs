@@ -7,14 +7,15 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::access::{failure, AdminSession, Fields, WriteForm};
 use super::forms::{options, text};
+use crate::domain::billing::invoices::{self, InvoiceAction, InvoiceState};
+use crate::domain::billing::manual;
+use crate::domain::payments::charging;
 use crate::http::auth::Scope;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::portal::html::{
     admin_page, alert, csrf_input, error_span, html, input, notice, select, Markup,
 };
-
-type InvoiceRow = (String, Option<String>, String, String, String, String);
 
 pub async fn invoices(
     State(s): State<AppState>,
@@ -45,15 +46,14 @@ pub(super) async fn invoices_page(
     notice: Markup,
     status: StatusCode,
 ) -> Response {
-    let rows: Result<Vec<InvoiceRow>, _> = sqlx::query_as(
-        "SELECT i.id, i.number, i.state, i.total, i.currency, a.name FROM invoices i JOIN accounts a ON a.id = i.account_id \
-         WHERE i.kind = 'invoice' AND ($1 = '' OR i.state = $1) AND ($2 = '' OR i.account_id = $2) ORDER BY i.id DESC LIMIT $3",
-    )
-    .bind(&filter.state)
-    .bind(&filter.account_id)
-    .bind(INVOICES_SHOWN)
-    .fetch_all(&s.pool)
-    .await;
+    // A state no invoice can be in shows none (as the filter always did).
+    let rows = match InvoiceState::from_name(&filter.state) {
+        None if !filter.state.is_empty() => Ok(Vec::new()),
+        state => {
+            let account = Some(filter.account_id.as_str()).filter(|a| !a.is_empty());
+            invoices::newest(&s.pool, state, account, INVOICES_SHOWN).await
+        }
+    };
     let rows = match rows {
         Ok(r) => r,
         Err(e) => return failure(e),
@@ -68,19 +68,21 @@ pub(super) async fn invoices_page(
                 th scope="col" { "Total" } th scope="col" {} th scope="col" { "Actions" }
             } }
             tbody {
-                @for (id, number, st, total, currency, account) in &rows {
-                    @let actions: &[&str] = match st.as_str() {
-                        "open" => &["finalize", "issue", "cancel"],
-                        "finalized" => &["issue", "cancel"],
-                        "pending" | "unpaid" => &["charge", "cancel"],
-                        "failed" => &["charge"],
+                @for inv in &rows {
+                    @let id = &inv.id;
+                    @let st = inv.state;
+                    @let actions: &[&str] = match st {
+                        InvoiceState::Open => &["finalize", "issue", "cancel"],
+                        InvoiceState::Finalized => &["issue", "cancel"],
+                        InvoiceState::Pending | InvoiceState::Unpaid => &["charge", "cancel"],
+                        InvoiceState::Failed => &["charge"],
                         _ => &[],
                     };
                     tr {
-                        td { (number.as_deref().unwrap_or("(draft)")) }
-                        td { (account) }
-                        td { (st) }
-                        td { (total) " " (currency) }
+                        td { (inv.number.as_deref().unwrap_or("(draft)")) }
+                        td { (inv.account_name) }
+                        td { (st.as_str()) }
+                        td { (inv.total) " " (inv.total.currency.code) }
                         td { a href={ "/admin/api/v1/invoices/" (id) ".pdf" } { "PDF" } }
                         td {
                             @if write {
@@ -88,7 +90,7 @@ pub(super) async fn invoices_page(
                                     (crate::portal::html::plain_post_button(&format!("/admin/invoices/{id}/{a}"), csrf, a))
                                 }
                             }
-                            @if write && matches!(st.as_str(), "pending" | "unpaid" | "paid" | "failed") {
+                            @if write && matches!(st, InvoiceState::Pending | InvoiceState::Unpaid | InvoiceState::Paid | InvoiceState::Failed) {
                                 // A credit note refunds part or all of an issued invoice (net
                                 // amount, VAT added).
                                 details {
@@ -122,17 +124,42 @@ pub async fn invoice_action(
     Path((id, action)): Path<(String, String)>,
     WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    // The admin API's own action routes: same checks, same states, same emails.
-    if !matches!(action.as_str(), "finalize" | "issue" | "cancel" | "charge") {
-        return failure(ApiError::not_found("action", &action));
-    }
-    let path = format!("/invoices/{}/{action}", super::forms::seg(&id));
-    let a = super::api::call(&s, &admin.caller, axum::http::Method::POST, &path, None).await;
-    let message = match a.error() {
-        None => notice(&format!("Invoice {id}: {action} done.")),
-        Some((_, message)) => alert(&format!("Invoice {id}: {action} failed: {message}")),
+    // The same domain functions as the admin API's action routes: same checks, same states,
+    // same emails.
+    let done = match action.as_str() {
+        "finalize" => manual::act(&s.pool, &id, InvoiceAction::Finalize)
+            .await
+            .map(drop),
+        "issue" => manual::act(&s.pool, &id, InvoiceAction::Issue)
+            .await
+            .map(drop),
+        "cancel" => manual::act(&s.pool, &id, InvoiceAction::Cancel)
+            .await
+            .map(drop),
+        "charge" => charging::charge_invoice(
+            &s.pool,
+            s.master_key.as_deref(),
+            &id,
+            None,
+            charging::today(),
+        )
+        .await
+        .map(drop),
+        _ => return failure(ApiError::not_found("action", &action)),
     };
-    let status = if a.ok() { StatusCode::OK } else { a.status };
+    let (message, status) = match done {
+        Ok(()) => (
+            notice(&format!("Invoice {id}: {action} done.")),
+            StatusCode::OK,
+        ),
+        Err(e) => {
+            let message = e.to_string();
+            (
+                alert(&format!("Invoice {id}: {action} failed: {message}")),
+                ApiError::from(e).into_response().status(),
+            )
+        }
+    };
     invoices_page(&s, &admin, &InvoiceFilter::default(), message, status).await
 }
 
@@ -337,7 +364,10 @@ pub async fn save_billing_settings(
     }
     let saved = async {
         let mut tx = crate::store::begin_write(&s.pool).await?;
-        let settings = crate::domain::billing::settings::update(&mut tx, patch).await?;
+        let settings = crate::domain::billing::settings::update(&mut tx, patch, |tx, currency| {
+            Box::pin(crate::domain::payments::config::check_stored(tx, currency))
+        })
+        .await?;
         tx.commit().await?;
         Ok::<_, ApiError>(settings)
     }
