@@ -8,6 +8,7 @@
 //! - [`accounts`]: developer accounts (billing address, VAT) and their applications and keys.
 //! - [`billing`]: contracts, rating, invoices, the billing run and its scheduler.
 //! - [`payments`]: payment gateways (Stripe, Braintree), charging an issued invoice, webhooks.
+//! - [`purge`]: deleting rows nothing reads any more (expired sessions, keys, idempotency records).
 
 pub mod accounts;
 pub mod billing;
@@ -15,6 +16,7 @@ pub mod catalog;
 pub mod error;
 pub mod page;
 pub mod payments;
+pub mod purge;
 
 pub use error::{DomainError, DomainResult};
 pub use page::{Page, PageRequest};

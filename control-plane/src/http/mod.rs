@@ -6,6 +6,7 @@ pub mod applications;
 pub mod auth;
 pub mod billing;
 pub mod catch_panic;
+pub mod client_ip;
 pub mod developer;
 pub mod error;
 pub mod extract;

@@ -17,6 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
+use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::AppState;
 use crate::portal::html::{alert, csrf_input, field, html, page, Markup};
@@ -24,7 +25,6 @@ use crate::portal::session::{
     self, Session, CSRF_COOKIE, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, SESSION_COOKIE,
     SESSION_TTL_SECS,
 };
-use crate::rate_limit::ClientIp;
 use crate::secrets::{new_id, new_session_token};
 use crate::store::now;
 
