@@ -6,14 +6,20 @@
 //! - [`catalog`]: services, metrics, mapping rules, plans, limits and pricing rules, and the
 //!   catalog revision gateways poll.
 //! - [`accounts`]: developer accounts (billing address, VAT) and their applications and keys.
+//! - [`gateway`]: gateway tokens as callers, and the snapshot of a service they enforce.
+//! - [`metering`]: usage reports recorded exactly once, and global usage across instances.
 //! - [`billing`]: contracts, rating, invoices, the billing run and its scheduler.
 //! - [`payments`]: payment gateways (Stripe, Braintree), charging an issued invoice, webhooks.
+//! - [`idempotency`]: the records behind `Idempotency-Key` (claimed, completed, replayed).
 //! - [`purge`]: deleting rows nothing reads any more (expired sessions, keys, idempotency records).
 
 pub mod accounts;
 pub mod billing;
 pub mod catalog;
 pub mod error;
+pub mod gateway;
+pub mod idempotency;
+pub mod metering;
 pub mod page;
 pub mod payments;
 pub mod purge;
