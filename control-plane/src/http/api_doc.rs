@@ -73,6 +73,9 @@ struct Base;
 fn parts() -> Vec<Document> {
     vec![
         // e.g. super::services::ServicesApi::openapi(),
+        super::gateway::GatewayApi::openapi(),
+        super::idempotency::IdempotencyApi::openapi(),
+        super::HealthApi::openapi(),
     ]
 }
 

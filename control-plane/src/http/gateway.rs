@@ -76,6 +76,33 @@ pub struct SnapshotCache {
     entries: std::sync::Mutex<HashMap<String, (String, Arc<Bytes>)>>,
 }
 
+/// The snapshot of a service: JSON, or the compact binary form when `Accept` names it. 304 while
+/// `If-None-Match` holds the current version.
+#[utoipa::path(
+    get,
+    path = "/gateway/v1/services/{id}/snapshot",
+    tag = "gateway",
+    params(
+        ("id" = String, Path, description = "The service"),
+        ("If-None-Match" = Option<String>, Header, description = "The version the gateway holds, quoted"),
+        ("Accept" = Option<String>, Header, description = "`application/vnd.tollgate.snapshot.v1` for the compact binary form")
+    ),
+    responses(
+        (status = 200, description = "The snapshot; its version is the ETag",
+            headers(("etag" = String, description = "The quoted version")),
+            content(
+                (schema::GatewaySnapshot = "application/json"),
+                (Vec<u8> = "application/vnd.tollgate.snapshot.v1")
+            )),
+        (status = 304, description = "Unchanged since the version in If-None-Match",
+            headers(("etag" = String, description = "The quoted version"))),
+        (status = 401, description = "No or an unknown gateway token", body = crate::http::api_doc::ErrorBody),
+        (status = 403, description = "The token is not scoped to the service", body = crate::http::api_doc::ErrorBody),
+        (status = 404, description = "No such service", body = crate::http::api_doc::ErrorBody),
+        (status = 503, description = "The database is unavailable; retry", body = crate::http::api_doc::ErrorBody)
+    ),
+    security(("gateway_token" = []))
+)]
 pub async fn snapshot(
     State(s): State<AppState>,
     Extension(caller): Extension<GatewayCaller>,
@@ -136,6 +163,26 @@ pub async fn snapshot(
     Ok(r)
 }
 
+/// Records a usage report exactly once: a retried `(gateway, sequence)` is acknowledged as a
+/// duplicate and adds nothing; a refused report (4xx) records nothing.
+#[utoipa::path(
+    post,
+    path = "/gateway/v1/services/{id}/usage",
+    tag = "gateway",
+    params(("id" = String, Path, description = "The service")),
+    request_body = schema::UsageReport,
+    responses(
+        (status = 200, description = "Recorded, or a duplicate", body = schema::UsageAck),
+        (status = 400, description = "Not a usage report (`invalid_json`)", body = crate::http::api_doc::ErrorBody),
+        (status = 401, description = "No or an unknown gateway token", body = crate::http::api_doc::ErrorBody),
+        (status = 403, description = "The token is not scoped to the service", body = crate::http::api_doc::ErrorBody),
+        (status = 404, description = "No such service", body = crate::http::api_doc::ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = crate::http::api_doc::ErrorBody),
+        (status = 422, description = "Out of bounds (`invalid_gateway`, `too_many_entries`, `invalid_bucket`, `invalid_delta`, `counter_delta_too_large`, `counter_overflow`, `application_out_of_scope`, ...); nothing was recorded", body = crate::http::api_doc::ErrorBody),
+        (status = 503, description = "The database is unavailable; retry", body = crate::http::api_doc::ErrorBody)
+    ),
+    security(("gateway_token" = []))
+)]
 pub async fn usage(
     State(s): State<AppState>,
     Extension(caller): Extension<GatewayCaller>,
@@ -159,6 +206,24 @@ pub struct GlobalUsageParams {
 /// `GET /gateway/v1/services/{id}/global_usage?instance=<id>`: usage admitted by all *other*
 /// instances in the current window of every period the service's plans limit. A gateway adds it to
 /// its own counts, so a quota holds across gateways within (instances x rate x (flush + poll)).
+#[utoipa::path(
+    get,
+    path = "/gateway/v1/services/{id}/global_usage",
+    tag = "gateway",
+    params(
+        ("id" = String, Path, description = "The service"),
+        ("instance" = String, Query, description = "The asking gateway instance: its own usage is left out")
+    ),
+    responses(
+        (status = 200, description = "Usage of all other instances in the current windows", body = schema::GlobalUsage),
+        (status = 400, description = "No `instance` or an unknown parameter", body = crate::http::api_doc::ErrorBody),
+        (status = 401, description = "No or an unknown gateway token", body = crate::http::api_doc::ErrorBody),
+        (status = 403, description = "The token is not scoped to the service", body = crate::http::api_doc::ErrorBody),
+        (status = 404, description = "No such service", body = crate::http::api_doc::ErrorBody),
+        (status = 503, description = "The database is unavailable; retry", body = crate::http::api_doc::ErrorBody)
+    ),
+    security(("gateway_token" = []))
+)]
 pub async fn global_usage(
     State(s): State<AppState>,
     Extension(caller): Extension<GatewayCaller>,
@@ -169,4 +234,239 @@ pub async fn global_usage(
     Ok(Json(
         metering::global_usage::of_others(&s.pool, &caller, &service_id, &p.instance).await?,
     ))
+}
+
+/// The gateway API's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(snapshot, usage, global_usage),
+    components(schemas(
+        schema::GatewaySnapshot,
+        schema::GatewayPlan,
+        schema::GatewayLimit,
+        schema::GatewayPeriod,
+        schema::GatewayApplication,
+        schema::GatewayMetric,
+        schema::GatewayMappingRule,
+        schema::UsageReport,
+        schema::UsageEntry,
+        schema::UsageAck,
+        schema::GlobalUsage,
+        schema::GlobalUsageEntry
+    ))
+)]
+pub struct GatewayApi;
+
+/// Schemas of the wire types of `tollgate-protocol` (shared with the wasm filter, which carries
+/// no OpenAPI dependency): the same fields, names and optionality, checked against the real
+/// types' JSON by the test below. Prefixed where an admin API schema has the same name.
+#[allow(dead_code)] // schemas only: the handlers use the protocol types
+mod schema {
+    use utoipa::ToSchema;
+
+    /// What a gateway enforces for one service; `version` is also the ETag.
+    #[derive(ToSchema)]
+    pub struct GatewaySnapshot {
+        pub version: Option<String>,
+        pub plans: Vec<GatewayPlan>,
+        pub applications: Vec<GatewayApplication>,
+        pub metrics: Vec<GatewayMetric>,
+        pub mapping_rules: Vec<GatewayMappingRule>,
+    }
+
+    /// A plan as the gateway sees it: only its limits (prices stay in the control plane).
+    #[derive(ToSchema)]
+    pub struct GatewayPlan {
+        pub id: String,
+        pub name: Option<String>,
+        pub limits: Vec<GatewayLimit>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GatewayLimit {
+        pub metric: String,
+        pub period: GatewayPeriod,
+        pub value: u64,
+    }
+
+    /// Calendar-aligned UTC windows (weeks start on Monday).
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum GatewayPeriod {
+        Minute,
+        Hour,
+        Day,
+        Week,
+        Month,
+        Year,
+        Eternity,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GatewayApplication {
+        pub id: String,
+        pub plan: String,
+        /// `live` or `suspended`.
+        #[schema(pattern = "^(live|suspended)$")]
+        pub state: String,
+        /// `admin` or `non_payment` (the filter then answers 402).
+        #[schema(pattern = "^(admin|non_payment)$")]
+        pub state_reason: Option<String>,
+        /// Lowercase hex SHA-256 of each live key.
+        pub key_sha256: Vec<String>,
+        pub app_id: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GatewayMetric {
+        pub name: String,
+        pub parent: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GatewayMappingRule {
+        /// An HTTP method, or `ANY`.
+        pub method: String,
+        pub pattern: String,
+        pub metric: String,
+        pub delta: u64,
+        pub last: Option<bool>,
+    }
+
+    /// `(gateway, sequence)` is the report's idempotency id: a retry is counted once.
+    #[derive(ToSchema)]
+    pub struct UsageReport {
+        pub gateway: String,
+        pub instance: Option<String>,
+        pub sequence: u64,
+        pub entries: Vec<UsageEntry>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct UsageEntry {
+        pub application: String,
+        pub metric: String,
+        /// Start of the UTC minute (Unix seconds, a multiple of 60).
+        pub bucket_start: i64,
+        pub delta: u64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct UsageAck {
+        /// True when this `(gateway, sequence)` was already counted: nothing was added.
+        pub duplicate: bool,
+        pub accepted: u64,
+        pub ignored: u64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GlobalUsage {
+        pub entries: Vec<GlobalUsageEntry>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GlobalUsageEntry {
+        pub application: String,
+        pub metric: String,
+        pub period: GatewayPeriod,
+        pub window_start: i64,
+        pub value: u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    /// Every field the protocol types serialize is in their schema, and nothing else is.
+    #[test]
+    fn the_schemas_name_the_protocol_types_fields() {
+        use tollgate_protocol::*;
+        let snapshot = Snapshot {
+            version: Some("1.0".into()),
+            plans: vec![Plan {
+                id: "p".into(),
+                name: Some("n".into()),
+                limits: vec![Limit {
+                    metric: "hits".into(),
+                    period: Period::Minute,
+                    value: 1,
+                }],
+            }],
+            applications: vec![Application {
+                id: "a".into(),
+                plan: "p".into(),
+                state: ApplicationState::Suspended,
+                state_reason: Some(SuspensionReason::NonPayment),
+                key_sha256: vec!["k".into()],
+                app_id: Some("x".into()),
+            }],
+            metrics: vec![Metric {
+                name: "m".into(),
+                parent: Some("hits".into()),
+            }],
+            mapping_rules: vec![MappingRule {
+                method: "GET".into(),
+                pattern: "/".into(),
+                metric: "hits".into(),
+                delta: 1,
+                last: true,
+            }],
+        };
+        let report = UsageReport {
+            gateway: "g".into(),
+            instance: Some("i".into()),
+            sequence: 1,
+            entries: vec![UsageEntry {
+                application: "a".into(),
+                metric: "hits".into(),
+                bucket_start: 60,
+                delta: 1,
+            }],
+        };
+        let global = GlobalUsage {
+            entries: vec![GlobalUsageEntry {
+                application: "a".into(),
+                metric: "hits".into(),
+                period: Period::Hour,
+                window_start: 0,
+                value: 1,
+            }],
+        };
+        let doc = serde_json::to_value(super::GatewayApi::openapi()).unwrap();
+        let fields = |schema: &str| -> Vec<String> {
+            let mut f: Vec<String> = doc["components"]["schemas"][schema]["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("no schema {schema}"))
+                .keys()
+                .cloned()
+                .collect();
+            f.sort();
+            f
+        };
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let s = serde_json::to_value(&snapshot).unwrap();
+        let r = serde_json::to_value(&report).unwrap();
+        let g = serde_json::to_value(&global).unwrap();
+        let ack = serde_json::to_value(UsageAck::default()).unwrap();
+        for (schema, value) in [
+            ("GatewaySnapshot", &s),
+            ("GatewayPlan", &s["plans"][0]),
+            ("GatewayLimit", &s["plans"][0]["limits"][0]),
+            ("GatewayApplication", &s["applications"][0]),
+            ("GatewayMetric", &s["metrics"][0]),
+            ("GatewayMappingRule", &s["mapping_rules"][0]),
+            ("UsageReport", &r),
+            ("UsageEntry", &r["entries"][0]),
+            ("GlobalUsage", &g),
+            ("GlobalUsageEntry", &g["entries"][0]),
+            ("UsageAck", &ack),
+        ] {
+            assert_eq!(fields(schema), keys(value), "{schema}");
+        }
+    }
 }

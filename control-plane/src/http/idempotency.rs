@@ -187,3 +187,29 @@ fn replayed(cipher: &[u8; 32], stored: &StoredResponse, row: &str) -> Response {
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     r
 }
+
+/// `Idempotency-Key` is not 1 to 255 visible ASCII characters (400 `invalid_idempotency_key`).
+#[derive(utoipa::ToResponse)]
+#[allow(dead_code)] // documentation only: the answers are built above
+pub struct InvalidIdempotencyKey(super::api_doc::ErrorBody);
+
+/// A request with this `Idempotency-Key` is in flight, or the key was just released after a 5xx
+/// (409 `idempotency_key_in_use`): retry.
+#[derive(utoipa::ToResponse)]
+#[allow(dead_code)]
+pub struct IdempotencyKeyInUse(super::api_doc::ErrorBody);
+
+/// This `Idempotency-Key` was used with a different request (422 `idempotency_key_reused`).
+#[derive(utoipa::ToResponse)]
+#[allow(dead_code)]
+pub struct IdempotencyKeyReused(super::api_doc::ErrorBody);
+
+/// The answers the idempotency layer gives on any admin POST carrying `Idempotency-Key` (a replay
+/// is the stored answer with `Idempotent-Replayed: true`), as reusable responses.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(responses(
+    InvalidIdempotencyKey,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused
+)))]
+pub struct IdempotencyApi;

@@ -68,3 +68,9 @@ impl GatewayCaller {
         format!("{}/{name}", self.token_id)
     }
 }
+
+/// Whether the database answers at all (`/healthz`, which gateways and load balancers poll).
+pub async fn database_answers(pool: &Pool) -> DomainResult<()> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
