@@ -3,6 +3,7 @@
 //! - [`store`]: the database (SQLite by default, PostgreSQL by URL), migrations, ids and time.
 //! - [`domain`]: catalog, accounts, billing and payments; knows nothing of HTTP.
 //! - [`http`]: the admin API (axum), one file per resource, errors converted in one place.
+//! - [`server`]: `tollgate serve`, the process: start-up, background tasks, listener, shutdown.
 //! - [`cli`]: `tollgate` subcommands for people at a terminal.
 
 pub mod cli;
@@ -11,8 +12,8 @@ pub mod http;
 pub mod money;
 pub mod outbound;
 pub mod portal;
-pub mod purge;
 pub mod rate_limit;
 pub mod secrets;
+pub mod server;
 pub mod settings;
 pub mod store;

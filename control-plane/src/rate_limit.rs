@@ -11,7 +11,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use tokio::sync::Semaphore;
 
 use crate::store::now;
@@ -220,18 +219,6 @@ impl Limiter {
             })
     }
 
-    /// The client address of a request in a middleware (see [`Limiter::client_ip`]), or `None`
-    /// for a request without a peer address: only in-process calls have none (`tollgate serve`
-    /// always records the peer), and lumping them under one "unknown" address would let one
-    /// caller's failures limit every other.
-    pub fn client_ip_of(&self, req: &axum::extract::Request) -> Option<String> {
-        let peer = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)?;
-        Some(self.client_ip(Some(peer), req.headers()))
-    }
-
     /// Seconds to wait when application `app_id` has used its rotations of this hour.
     pub fn rotation_blocked(&self, app_id: &str) -> Option<u64> {
         self.rotations.blocked(
@@ -261,16 +248,13 @@ impl Limiter {
         .and_then(Result::ok)
     }
 
-    /// The client's address: the socket peer, or with `trust_forwarded_for` the last
-    /// `X-Forwarded-For` entry.
-    pub fn client_ip(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
+    /// The client's address: the socket peer, or with `trust_forwarded_for` the last entry of
+    /// `forwarded_for` (the last `X-Forwarded-For` header's value: the one the nearest proxy
+    /// appended). Reading the request is the HTTP layer's (`http/client_ip.rs`).
+    pub fn client_ip(&self, peer: Option<SocketAddr>, forwarded_for: Option<&str>) -> String {
         if self.settings.trust_forwarded_for {
             // The last entry only (earlier ones are whatever the client sent).
-            let forwarded = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .next_back()
-                .and_then(|v| v.to_str().ok())
+            let forwarded = forwarded_for
                 .and_then(|v| v.rsplit(',').next())
                 .and_then(|s| s.trim().parse::<IpAddr>().ok());
             if let Some(ip) = forwarded {
@@ -300,24 +284,6 @@ impl TokenKind {
 
     fn key(self, ip: &str) -> String {
         format!("{}:{ip}", self.as_str())
-    }
-}
-
-/// The client's address as the limits see it (see [`Limiter::client_ip`]), as a handler argument.
-pub struct ClientIp(pub String);
-
-impl axum::extract::FromRequestParts<crate::http::AppState> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        s: &crate::http::AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
-        Ok(ClientIp(s.limits.client_ip(peer, &parts.headers)))
     }
 }
 

@@ -339,14 +339,14 @@ enum KeyCommand {
 
 pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve => serve().await,
+        Command::Serve => crate::server::serve().await,
         Command::Purge => {
             let settings = Settings::from_env()?;
             let pool = store::connect(&settings.database_url).await?;
             store::migrate(&pool).await?;
-            let p = crate::purge::purge_once(&pool)
+            let p = crate::domain::purge::purge_once(&pool)
                 .await
-                .map_err(|e| format!("purge failed: {e}"))?;
+                .map_err(|e| format!("purge failed: {}", detail(e)))?;
             println!(
                 "purged {} portal session(s), {} admin session(s), {} idempotency record(s), {} expired key(s)",
                 p.portal_sessions, p.admin_sessions, p.idempotency_keys, p.application_keys
@@ -770,90 +770,11 @@ async fn invoices(command: InvoiceCommand, remote: &Remote) -> Result<(), String
     }
 }
 
-async fn serve() -> Result<(), String> {
-    let settings = Settings::from_env()?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let pool = store::connect(&settings.database_url).await?;
-    let applied = store::migrate(&pool).await?;
-    tracing::info!(applied, backend = ?store::backend_of(&settings.database_url)?, "database ready");
-    let env_token = settings
-        .admin_token
-        .as_deref()
-        .map(|t| crate::secrets::sha256_hex(t).into());
-    // A run still marked running is left to staleness (`run::RUN_STALE_SECS`) on SQLite too:
-    // another process may share the file and be running it, and marking it interrupted here
-    // would let a second run start beside it.
-    if let Some(k) = settings.master_key {
-        crate::domain::payments::config::set_master_key(k);
-        // Secrets sealed before they carried their place are re-sealed now, before anything opens
-        // them: afterwards only values bound to their field are used (docs/payments.md).
-        match crate::domain::payments::config::reseal_first_format(&pool, &k).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(n, "gateway secrets re-sealed in the current format"),
-            Err(e) => return Err(format!("cannot re-seal gateway secrets: {e}")),
-        }
+/// What a person at the terminal is shown for a domain error: an internal error's detail too (the
+/// CLI has no log to send it to, and the operator running it is the one who needs it).
+fn detail(e: crate::domain::DomainError) -> String {
+    match e {
+        crate::domain::DomainError::Internal(d) => d,
+        other => other.to_string(),
     }
-    if crate::outbound::init_from_env() {
-        tracing::warn!(
-            "{}=true: outbound URLs may point at loopback hosts over plain http (test set-ups only)",
-            crate::outbound::ALLOW_LOOPBACK_ENV
-        );
-    }
-    let state = crate::http::AppState::new(pool.clone(), env_token)
-        .with_master_key(settings.master_key)
-        .with_limits(settings.limits.clone());
-    tokio::spawn(crate::purge::run_purger(
-        pool.clone(),
-        crate::purge::interval_from_env()?,
-    ));
-    if settings.billing_scheduler {
-        tokio::spawn(crate::domain::scheduler::run_scheduler(
-            pool.clone(),
-            state.billing_runs.clone(),
-        ));
-    }
-    match &settings.smtp_url {
-        Some(url) => {
-            tokio::spawn(crate::domain::billing::outbox::run_sender(
-                pool.clone(),
-                crate::domain::billing::outbox::SmtpSettings {
-                    url: url.clone(),
-                    from: settings.mail_from.clone(),
-                },
-            ));
-        }
-        None => tracing::warn!("TOLLGATE_SMTP_URL is not set: billing email stays in the outbox"),
-    }
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    tracing::info!(listen = %settings.listen, "tollgate control plane listening");
-    axum::serve(
-        listener,
-        crate::http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            if let Ok(mut s) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            {
-                s.recv().await;
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-        tracing::info!("shutting down");
-    })
-    .await
-    .map_err(|e| format!("server error: {e}"))
 }

@@ -6,18 +6,27 @@
 //! - [`catalog`]: services, metrics, mapping rules, plans, limits and pricing rules, and the
 //!   catalog revision gateways poll.
 //! - [`accounts`]: developer accounts (billing address, VAT) and their applications and keys.
+//! - [`gateway`]: gateway tokens as callers, and the snapshot of a service they enforce.
+//! - [`metering`]: usage reports recorded exactly once, and global usage across instances.
 //! - [`billing`]: contracts, rating, invoices, the billing run.
 //! - [`payments`]: payment gateways (Stripe, Braintree), charging an issued invoice, webhooks.
+//! - [`idempotency`]: the records behind `Idempotency-Key` (claimed, completed, replayed).
+//! - [`purge`]: deleting rows nothing reads any more (expired sessions, keys, idempotency records).
 //! - [`scheduler`]: the daily run, and what every run does: billing, then charging.
+//! - [`overview`]: the admin dashboard's figures.
 
 pub mod access;
 pub mod accounts;
 pub mod billing;
 pub mod catalog;
 pub mod error;
+pub mod gateway;
+pub mod idempotency;
+pub mod metering;
 pub mod overview;
 pub mod page;
 pub mod payments;
+pub mod purge;
 pub mod scheduler;
 
 pub use error::{DomainError, DomainResult};

@@ -86,6 +86,9 @@ fn parts() -> Vec<Document> {
         super::applications::ApplicationsApi::openapi(),
         super::billing::BillingApi::openapi(),
         super::invoices::InvoicesApi::openapi(),
+        super::gateway::GatewayApi::openapi(),
+        super::idempotency::IdempotencyApi::openapi(),
+        super::HealthApi::openapi(),
     ]
 }
 

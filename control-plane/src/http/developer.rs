@@ -41,7 +41,7 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
             .into_response();
     };
     // Failed lookups are limited per client address, like sign-in; a valid token never counts.
-    let ip = state.limits.client_ip_of(&req);
+    let ip = super::client_ip::of(&state.limits, &req);
     if let Some(limited) = state
         .limits
         .token_rate_limited(TokenKind::Developer, ip.as_deref())

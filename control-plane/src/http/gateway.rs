@@ -1,10 +1,7 @@
-//! What gateways call: the snapshot of a service (plans, metrics, mapping rules, applications with
-//! key hashes) and usage reports. Authenticated with gateway tokens, which can do nothing else.
-//!
-//! Snapshot versions: `"<catalog revision>.<expired keys>"`. The revision is bumped by every
-//! successful admin write; the second part counts keys whose rotation grace has run out, so a
-//! key expiring with no write still changes the version. A gateway sends its version in
-//! `If-None-Match` and gets 304 while nothing changed.
+//! What gateways call: the snapshot of a service and usage reports (`domain/gateway`,
+//! `domain/metering`). Authenticated with gateway tokens, which can do nothing else. The
+//! handlers check the caller's scope, call the domain, and encode: the snapshot as JSON or the
+//! compact binary form, cached per version, with its version as the ETag (304 on a match).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,129 +13,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use tollgate_protocol::{
-    Application, ApplicationState, Limit, MappingRule, Metric, Period, Plan, Snapshot,
-    SuspensionReason, UsageAck, UsageReport,
-};
+use tollgate_protocol::{UsageAck, UsageReport};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, RawBody};
-use super::services::fetch_service;
 use super::AppState;
+use crate::domain::gateway::{self, snapshot, GatewayCaller};
+use crate::domain::metering;
 use crate::secrets::sha256_hex;
-use crate::store::{is_unique_violation, now, Pool};
-
-/// Counter deltas by (application id, metric id, bucket start), in key order.
-type Sums<'a> = std::collections::BTreeMap<(&'a str, &'a str, i64), i64>;
-
-/// How long per-instance minute counts are kept (they only serve minute windows).
-pub const INSTANCE_MINUTES_KEPT_SECS: i64 = 2 * 3600;
-
-/// Adds deltas to counters of `table` with sorted multi-row upserts (sorted: concurrent reports lock
-/// rows in the same order and cannot deadlock). `instance` selects the per-instance tables.
-async fn add_counts(
-    tx: &mut crate::store::Tx,
-    table: &'static str,
-    instance: Option<&str>,
-    sums: &Sums<'_>,
-) -> ApiResult<()> {
-    let rows: Vec<(&(&str, &str, i64), &i64)> = sums.iter().collect();
-    let (cols, key, width) = match instance {
-        Some(_) => (
-            "instance, application_id, metric_id, bucket_start, value",
-            "instance, application_id, metric_id, bucket_start",
-            5,
-        ),
-        None => (
-            "application_id, metric_id, bucket_start, value",
-            "application_id, metric_id, bucket_start",
-            4,
-        ),
-    };
-    for chunk in rows.chunks(UPSERT_CHUNK) {
-        // A row the report would take past MAX_COUNTER_VALUE is left as it is (the WHERE), and
-        // the statement then touched fewer rows than it carried: the caller rolls back.
-        let sql = format!(
-            "INSERT INTO {table} ({cols}) VALUES {} ON CONFLICT ({key}) DO UPDATE SET value = {table}.value + excluded.value \
-             WHERE {table}.value <= {MAX_COUNTER_VALUE} - excluded.value",
-            crate::store::placeholders(chunk.len(), width)
-        );
-        // One statement text per row count: not kept in the prepared-statement caches (each
-        // connection's, and PostgreSQL's per session), which would fill with every arity seen.
-        let mut q = sqlx::query(&sql).persistent(false);
-        for ((app, metric, bucket), delta) in chunk {
-            if let Some(i) = instance {
-                q = q.bind(i);
-            }
-            q = q.bind(*app).bind(*metric).bind(*bucket).bind(**delta);
-        }
-        let done = q.execute(&mut **tx).await?;
-        if done.rows_affected() < chunk.len() as u64 {
-            return Err(ApiError::invalid(
-                "entries",
-                "counter_overflow",
-                format!(
-                    "this report would take a usage counter past {MAX_COUNTER_VALUE} (per application, metric and hour); nothing was recorded"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// (application id, plan id, state, state reason, one live key's SHA-256)
-type AppKeyRow = (String, String, String, Option<String>, Option<String>);
-
-/// Application ids looked up per query, and counters upserted per statement (4 parameters each):
-/// well under SQLite's and PostgreSQL's parameter limits.
-const LOOKUP_CHUNK: usize = 500;
-const UPSERT_CHUNK: usize = 250;
-
-/// Most entries in one usage report; gateways split larger flushes (the filter sends at most 5,000).
-pub const MAX_REPORT_ENTRIES: usize = 10_000;
-/// Largest delta one counter (application, metric, minute) may receive from one report, summed
-/// over the report's entries for it: a sanity bound far above any minute of real traffic (a
-/// mapping rule adds at most 2^32 - 1 per request), so one report cannot add an unbounded amount.
-pub const MAX_COUNTER_DELTA_PER_REPORT: u64 = 1 << 40;
-/// Most one stored counter (application, metric, and hour or minute) may hold. A report that
-/// would take one past it is refused whole (422 `counter_overflow`, nothing recorded; the filter
-/// drops a report refused with a 4xx instead of retrying it). Far above any real hour of
-/// traffic (2^48 is 78 billion a second), and low enough that sums over a year of hours, which
-/// billing and global usage compute, stay within i64: 8,784 x 2^48 < 2^62.
-pub const MAX_COUNTER_VALUE: i64 = 1 << 48;
-/// Usage older than this is refused. A gateway keeps unacknowledged reports and retries them while
-/// the control plane is down, so usage may arrive late; 7 days covers an outage over a long weekend
-/// with margin. Applied report ids are kept 4 times as long to recognize retries.
-pub const MAX_REPORT_AGE_SECS: i64 = 7 * 24 * 3600;
-/// How far in the future (by this server's clock) a report's minute may start: gateway clocks drift.
-pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
-
-/// The gateway token that authenticated a request (its id), put in the request's extensions by
-/// [`layer`]: usage and instances are namespaced by it and its services bound what it may do.
-#[derive(Clone, Debug)]
-pub struct GatewayCaller {
-    pub token_id: String,
-}
-
-impl GatewayCaller {
-    /// 403 unless the token is scoped to the service (checked before the service's existence, so a
-    /// token learns nothing about services outside its scope).
-    async fn check_scope(&self, pool: &Pool, service_id: &str) -> ApiResult<()> {
-        if super::gateway_tokens::in_scope(pool, &self.token_id, service_id).await? {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "this gateway token is not scoped to service {service_id}"
-            )))
-        }
-    }
-
-    /// A gateway-chosen name (gateway id, instance id) in this token's namespace: two tokens using
-    /// the same name never share report ids or per-instance counts.
-    fn namespaced(&self, name: &str) -> String {
-        format!("{}/{name}", self.token_id)
-    }
-}
 
 /// Gateway authentication: `Authorization: Bearer <gateway token>`.
 pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -152,14 +34,9 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         return ApiError::Unauthorized("send Authorization: Bearer <gateway token>".into())
             .into_response();
     };
-    let found: Result<Option<(String,)>, _> =
-        sqlx::query_as("SELECT id FROM gateway_tokens WHERE token_sha256 = $1")
-            .bind(&digest)
-            .fetch_optional(&state.pool)
-            .await;
-    match found {
-        Ok(Some((token_id,))) => {
-            req.extensions_mut().insert(GatewayCaller { token_id });
+    match gateway::authenticate(&state.pool, &digest).await {
+        Ok(Some(caller)) => {
+            req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Ok(None) => {
@@ -167,19 +44,6 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         }
         Err(e) => ApiError::from(e).into_response(),
     }
-}
-
-pub async fn version(pool: &Pool) -> ApiResult<String> {
-    let (revision,): (i64,) = sqlx::query_as("SELECT revision FROM catalog_revision WHERE id = 1")
-        .fetch_one(pool)
-        .await?;
-    let (expired,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM application_keys WHERE expires_at IS NOT NULL AND expires_at <= $1",
-    )
-    .bind(now())
-    .fetch_one(pool)
-    .await?;
-    Ok(format!("{revision}.{expired}"))
 }
 
 /// Bumps the catalog revision after every successful admin write (wrapped around the admin API).
@@ -205,116 +69,6 @@ pub async fn bump_on_write(State(state): State<AppState>, req: Request, next: Ne
     response
 }
 
-/// Builds the snapshot of one service as the gateway filter reads it.
-pub async fn build_snapshot(pool: &Pool, service_id: &str, version: String) -> ApiResult<Snapshot> {
-    let metric_rows: Vec<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT m.id, m.name, p.name FROM metrics m LEFT JOIN metrics p ON p.id = m.parent_id WHERE m.service_id = $1 ORDER BY m.id")
-            .bind(service_id)
-            .fetch_all(pool)
-            .await?;
-    let metrics = metric_rows
-        .iter()
-        .map(|(_, name, parent)| Metric {
-            name: name.clone(),
-            parent: parent.clone(),
-        })
-        .collect();
-    let rules: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT r.http_method, r.pattern, m.name, r.delta, r.is_last FROM mapping_rules r JOIN metrics m ON m.id = r.metric_id \
-         WHERE r.service_id = $1 ORDER BY r.id",
-    )
-    .bind(service_id)
-    .fetch_all(pool)
-    .await?;
-    let mapping_rules = rules
-        .into_iter()
-        .map(|(method, pattern, metric, delta, last)| MappingRule {
-            method,
-            pattern,
-            metric,
-            delta: delta.max(1) as u64,
-            last: last != 0,
-        })
-        .collect();
-    let plan_ids: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM plans WHERE service_id = $1 ORDER BY id")
-            .bind(service_id)
-            .fetch_all(pool)
-            .await?;
-    let limit_rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT l.plan_id, m.name, l.period, l.limit_value FROM plan_limits l JOIN plans p ON p.id = l.plan_id \
-         JOIN metrics m ON m.id = l.metric_id WHERE p.service_id = $1",
-    )
-    .bind(service_id)
-    .fetch_all(pool)
-    .await?;
-    let mut limits: HashMap<String, Vec<Limit>> = HashMap::new();
-    for (plan, metric, period, value) in limit_rows {
-        let Some(period) = parse_period(&period) else {
-            continue;
-        };
-        limits.entry(plan).or_default().push(Limit {
-            metric,
-            period,
-            value: value.max(0) as u64,
-        });
-    }
-    let plans = plan_ids
-        .into_iter()
-        .map(|(id,)| Plan {
-            limits: limits.remove(&id).unwrap_or_default(),
-            id,
-            name: None,
-        })
-        .collect();
-    // One pass over applications and their live keys (ordered by application): no second query
-    // and no map from application to keys; 100,000 applications is the design point.
-    let rows: Vec<AppKeyRow> = sqlx::query_as(
-        "SELECT a.id, a.plan_id, a.state, a.state_reason, k.key_sha256 FROM applications a JOIN plans p ON p.id = a.plan_id \
-         LEFT JOIN application_keys k ON k.application_id = a.id AND (k.expires_at IS NULL OR k.expires_at > $2) \
-         WHERE p.service_id = $1 ORDER BY a.id, k.id",
-    )
-    .bind(service_id)
-    .bind(now())
-    .fetch_all(pool)
-    .await?;
-    let mut applications: Vec<Application> = Vec::with_capacity(rows.len());
-    for (id, plan, state, reason, digest) in rows {
-        if applications.last().is_none_or(|a| a.id != id) {
-            applications.push(Application {
-                id,
-                plan,
-                state: if state == "live" {
-                    ApplicationState::Live
-                } else {
-                    ApplicationState::Suspended
-                },
-                state_reason: match reason.as_deref() {
-                    Some("non_payment") => Some(SuspensionReason::NonPayment),
-                    Some(_) => Some(SuspensionReason::Admin),
-                    None => None,
-                },
-                key_sha256: Vec::new(),
-                app_id: None,
-            });
-        }
-        if let (Some(digest), Some(app)) = (digest, applications.last_mut()) {
-            app.key_sha256.push(digest);
-        }
-    }
-    Ok(Snapshot {
-        version: Some(version),
-        plans,
-        applications,
-        metrics,
-        mapping_rules,
-    })
-}
-
-fn parse_period(s: &str) -> Option<Period> {
-    Period::ALL.into_iter().find(|p| p.as_str() == s)
-}
-
 /// Serialized snapshots by service, reused while the version holds: many gateways polling every
 /// second cost one build per change, not one per poll.
 #[derive(Default)]
@@ -322,15 +76,41 @@ pub struct SnapshotCache {
     entries: std::sync::Mutex<HashMap<String, (String, Arc<Bytes>)>>,
 }
 
+/// The snapshot of a service: JSON, or the compact binary form when `Accept` names it. 304 while
+/// `If-None-Match` holds the current version.
+#[utoipa::path(
+    get,
+    path = "/gateway/v1/services/{id}/snapshot",
+    tag = "gateway",
+    params(
+        ("id" = String, Path, description = "The service"),
+        ("If-None-Match" = Option<String>, Header, description = "The version the gateway holds, quoted"),
+        ("Accept" = Option<String>, Header, description = "`application/vnd.tollgate.snapshot.v1` for the compact binary form")
+    ),
+    responses(
+        (status = 200, description = "The snapshot; its version is the ETag",
+            headers(("etag" = String, description = "The quoted version")),
+            content(
+                (schema::GatewaySnapshot = "application/json"),
+                (Vec<u8> = "application/vnd.tollgate.snapshot.v1")
+            )),
+        (status = 304, description = "Unchanged since the version in If-None-Match",
+            headers(("etag" = String, description = "The quoted version"))),
+        (status = 401, description = "No or an unknown gateway token", body = crate::http::api_doc::ErrorBody),
+        (status = 403, description = "The token is not scoped to the service", body = crate::http::api_doc::ErrorBody),
+        (status = 404, description = "No such service", body = crate::http::api_doc::ErrorBody),
+        (status = 503, description = "The database is unavailable; retry", body = crate::http::api_doc::ErrorBody)
+    ),
+    security(("gateway_token" = []))
+)]
 pub async fn snapshot(
     State(s): State<AppState>,
     Extension(caller): Extension<GatewayCaller>,
     Path(service_id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    caller.check_scope(&s.pool, &service_id).await?;
-    fetch_service(&s.pool, &service_id).await?;
-    let version = version(&s.pool).await?;
+    caller.check_service(&s.pool, &service_id).await?;
+    let version = snapshot::version(&s.pool).await?;
     let etag = format!("\"{version}\"");
     if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response());
@@ -349,7 +129,7 @@ pub async fn snapshot(
     let body = match cached {
         Some(b) => b,
         None => {
-            let snap = build_snapshot(&s.pool, &service_id, version.clone()).await?;
+            let snap = snapshot::build(&s.pool, &service_id, version.clone()).await?;
             let encoded = if binary {
                 // An application the compact format cannot carry is left out (its keys open
                 // nothing on the gateways), never the whole snapshot.
@@ -383,213 +163,37 @@ pub async fn snapshot(
     Ok(r)
 }
 
+/// Records a usage report exactly once: a retried `(gateway, sequence)` is acknowledged as a
+/// duplicate and adds nothing; a refused report (4xx) records nothing.
+#[utoipa::path(
+    post,
+    path = "/gateway/v1/services/{id}/usage",
+    tag = "gateway",
+    params(("id" = String, Path, description = "The service")),
+    request_body = schema::UsageReport,
+    responses(
+        (status = 200, description = "Recorded, or a duplicate", body = schema::UsageAck),
+        (status = 400, description = "Not a usage report (`invalid_json`)", body = crate::http::api_doc::ErrorBody),
+        (status = 401, description = "No or an unknown gateway token", body = crate::http::api_doc::ErrorBody),
+        (status = 403, description = "The token is not scoped to the service", body = crate::http::api_doc::ErrorBody),
+        (status = 404, description = "No such service", body = crate::http::api_doc::ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = crate::http::api_doc::ErrorBody),
+        (status = 422, description = "Out of bounds (`invalid_gateway`, `too_many_entries`, `invalid_bucket`, `invalid_delta`, `counter_delta_too_large`, `counter_overflow`, `application_out_of_scope`, ...); nothing was recorded", body = crate::http::api_doc::ErrorBody),
+        (status = 503, description = "The database is unavailable; retry", body = crate::http::api_doc::ErrorBody)
+    ),
+    security(("gateway_token" = []))
+)]
 pub async fn usage(
     State(s): State<AppState>,
     Extension(caller): Extension<GatewayCaller>,
     Path(service_id): Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult<Json<UsageAck>> {
-    caller.check_scope(&s.pool, &service_id).await?;
-    fetch_service(&s.pool, &service_id).await?;
+    caller.check_service(&s.pool, &service_id).await?;
     let report: UsageReport = super::extract::parse(&body)?;
-    if report.gateway.is_empty() || report.gateway.len() > 128 {
-        return Err(ApiError::invalid(
-            "gateway",
-            "invalid_gateway",
-            "1-128 characters",
-        ));
-    }
-    if report
-        .instance
-        .as_deref()
-        .is_some_and(|i| i.is_empty() || i.len() > 128)
-    {
-        return Err(ApiError::invalid(
-            "instance",
-            "invalid_instance",
-            "1-128 characters",
-        ));
-    }
-    if report.entries.len() > MAX_REPORT_ENTRIES {
-        return Err(ApiError::invalid(
-            "entries",
-            "too_many_entries",
-            format!("at most {MAX_REPORT_ENTRIES} per report"),
-        ));
-    }
-    let sequence = i64::try_from(report.sequence)
-        .map_err(|_| ApiError::invalid("sequence", "invalid_sequence", "too large"))?;
-    let t = now();
-    let oldest = t - MAX_REPORT_AGE_SECS;
-    for (i, e) in report.entries.iter().enumerate() {
-        if e.bucket_start % 60 != 0
-            || e.bucket_start < oldest
-            || e.bucket_start > t + MAX_CLOCK_SKEW_SECS
-        {
-            return Err(ApiError::invalid(
-                format!("entries[{i}].bucket_start"),
-                "invalid_bucket",
-                "a recent minute boundary",
-            ));
-        }
-        if e.delta == 0 || e.delta > MAX_COUNTER_DELTA_PER_REPORT {
-            return Err(ApiError::invalid(
-                format!("entries[{i}].delta"),
-                "invalid_delta",
-                format!("1 to {MAX_COUNTER_DELTA_PER_REPORT}"),
-            ));
-        }
-    }
-    // The same bound on each counter's sum over the report (entries may repeat a counter).
-    let mut per_counter: HashMap<(&str, &str, i64), u64> = HashMap::new();
-    for (i, e) in report.entries.iter().enumerate() {
-        let sum = per_counter
-            .entry((e.application.as_str(), e.metric.as_str(), e.bucket_start))
-            .or_default();
-        *sum += e.delta;
-        if *sum > MAX_COUNTER_DELTA_PER_REPORT {
-            return Err(ApiError::invalid(
-                format!("entries[{i}].delta"),
-                "counter_delta_too_large",
-                format!(
-                    "at most {MAX_COUNTER_DELTA_PER_REPORT} per application, metric and minute in one report"
-                ),
-            ));
-        }
-    }
-    drop(per_counter);
-    let gateway_id = caller.namespaced(&report.gateway);
-    let instance = report.instance.as_deref().map(|i| caller.namespaced(i));
-    // name -> id for the service's metrics; application ids must belong to the service.
-    let metrics: HashMap<String, String> =
-        super::services::metric_ids(&s.pool, &service_id).await?;
-    let mut tx = s.pool.begin().await?;
-    // Which of the report's applications belong to the service (only those, not all of them).
-    let mut wanted: Vec<&str> = report
-        .entries
-        .iter()
-        .map(|e| e.application.as_str())
-        .collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let mut apps: std::collections::HashSet<String> =
-        std::collections::HashSet::with_capacity(wanted.len());
-    for chunk in wanted.chunks(LOOKUP_CHUNK) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "SELECT a.id FROM applications a JOIN plans p ON p.id = a.plan_id WHERE p.service_id = $1 AND a.id IN ({})",
-            placeholders.join(", ")
-        );
-        let mut q = sqlx::query_as::<_, (String,)>(&sql)
-            .persistent(false)
-            .bind(&service_id);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        apps.extend(q.fetch_all(&mut *tx).await?.into_iter().map(|(a,)| a));
-        // Applications of services outside the token's scope: the whole report is refused (a
-        // token never counts usage on another customer's applications). Unknown ids (deleted
-        // applications a stale snapshot still had) are only ignored.
-        let sql = format!(
-            "SELECT a.id FROM applications a JOIN plans p ON p.id = a.plan_id WHERE a.id IN ({}) \
-             AND p.service_id NOT IN (SELECT service_id FROM gateway_token_services WHERE token_id = $1) ORDER BY a.id LIMIT 1",
-            placeholders.join(", ")
-        );
-        let mut q = sqlx::query_as::<_, (String,)>(&sql)
-            .persistent(false)
-            .bind(&caller.token_id);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        if let Some((outside,)) = q.fetch_optional(&mut *tx).await? {
-            let i = report
-                .entries
-                .iter()
-                .position(|e| e.application == outside)
-                .unwrap_or(0);
-            return Err(ApiError::invalid(
-                format!("entries[{i}].application"),
-                "application_out_of_scope",
-                "an application of a service this gateway token is not scoped to; nothing was recorded",
-            ));
-        }
-    }
-    // The idempotency id, in the same transaction as the counters: a duplicate stops here, and a
-    // failure anywhere below rolls both back (OpenMeter #5118 marked ids first, outside). Report
-    // ids are namespaced by token: another token cannot claim this one's (gateway, sequence).
-    let claimed = sqlx::query(
-        "INSERT INTO usage_reports (gateway_id, sequence, received_at) VALUES ($1, $2, $3)",
-    )
-    .bind(&gateway_id)
-    .bind(sequence)
-    .bind(now())
-    .execute(&mut *tx)
-    .await;
-    match claimed {
-        Err(e) if is_unique_violation(&e) => {
-            return Ok(Json(UsageAck {
-                duplicate: true,
-                accepted: 0,
-                ignored: 0,
-            }))
-        }
-        other => {
-            other?;
-        }
-    }
-    // Aggregate per (application, metric, hour), in key order: concurrent reports then lock rows
-    // in the same order and cannot deadlock each other.
-    let mut hours: Sums = Sums::new();
-    let mut minutes: Sums = Sums::new();
-    let mut ignored = 0u64;
-    let mut accepted = 0u64;
-    for e in &report.entries {
-        match (apps.contains(&e.application), metrics.get(&e.metric)) {
-            (true, Some(metric_id)) => {
-                let hour = e.bucket_start - e.bucket_start.rem_euclid(3600);
-                // Deltas are at most MAX_COUNTER_DELTA_PER_REPORT per minute (checked above), so
-                // an hour's sum is at most 60 times that: well within i64, still checked.
-                let delta = i64::try_from(e.delta).unwrap_or(i64::MAX);
-                for (sums, bucket) in [(&mut hours, hour), (&mut minutes, e.bucket_start)] {
-                    let sum = sums
-                        .entry((e.application.as_str(), metric_id.as_str(), bucket))
-                        .or_default();
-                    *sum = sum.checked_add(delta).ok_or_else(|| {
-                        ApiError::invalid(
-                            "entries",
-                            "counter_overflow",
-                            "this report's deltas overflow a usage counter; nothing was recorded",
-                        )
-                    })?;
-                }
-                accepted += 1;
-            }
-            _ => ignored += 1,
-        }
-    }
-    add_counts(&mut tx, "usage_counters", None, &hours).await?;
-    if let Some(instance) = instance.as_deref() {
-        add_counts(&mut tx, "usage_instance_hours", Some(instance), &hours).await?;
-        add_counts(&mut tx, "usage_instance_minutes", Some(instance), &minutes).await?;
-    }
-    tx.commit().await?;
-    // Forget report ids long after any retry could come, and per-instance minutes past any minute
-    // window (bounded tables); every 1,000th report.
-    if report.sequence.is_multiple_of(1_000) {
-        let _ = sqlx::query("DELETE FROM usage_instance_minutes WHERE bucket_start < $1")
-            .bind(now() - INSTANCE_MINUTES_KEPT_SECS)
-            .execute(&s.pool)
-            .await;
-        let _ = sqlx::query("DELETE FROM usage_reports WHERE received_at < $1")
-            .bind(now() - 4 * MAX_REPORT_AGE_SECS)
-            .execute(&s.pool)
-            .await;
-    }
-    Ok(Json(UsageAck {
-        duplicate: false,
-        accepted,
-        ignored,
-    }))
+    Ok(Json(
+        metering::reports::record(&s.pool, &caller, &service_id, &report).await?,
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -602,56 +206,267 @@ pub struct GlobalUsageParams {
 /// `GET /gateway/v1/services/{id}/global_usage?instance=<id>`: usage admitted by all *other*
 /// instances in the current window of every period the service's plans limit. A gateway adds it to
 /// its own counts, so a quota holds across gateways within (instances x rate x (flush + poll)).
+#[utoipa::path(
+    get,
+    path = "/gateway/v1/services/{id}/global_usage",
+    tag = "gateway",
+    params(
+        ("id" = String, Path, description = "The service"),
+        ("instance" = String, Query, description = "The asking gateway instance: its own usage is left out")
+    ),
+    responses(
+        (status = 200, description = "Usage of all other instances in the current windows", body = schema::GlobalUsage),
+        (status = 400, description = "No `instance` or an unknown parameter", body = crate::http::api_doc::ErrorBody),
+        (status = 401, description = "No or an unknown gateway token", body = crate::http::api_doc::ErrorBody),
+        (status = 403, description = "The token is not scoped to the service", body = crate::http::api_doc::ErrorBody),
+        (status = 404, description = "No such service", body = crate::http::api_doc::ErrorBody),
+        (status = 503, description = "The database is unavailable; retry", body = crate::http::api_doc::ErrorBody)
+    ),
+    security(("gateway_token" = []))
+)]
 pub async fn global_usage(
     State(s): State<AppState>,
     Extension(caller): Extension<GatewayCaller>,
     Path(service_id): Path<String>,
     ApiQuery(p): ApiQuery<GlobalUsageParams>,
 ) -> ApiResult<Json<tollgate_protocol::GlobalUsage>> {
-    caller.check_scope(&s.pool, &service_id).await?;
-    fetch_service(&s.pool, &service_id).await?;
-    // Instances are stored in the reporting token's namespace (see [`usage`]).
-    let own_instance = caller.namespaced(&p.instance);
-    let periods: Vec<(String,)> = sqlx::query_as(
-        "SELECT DISTINCT l.period FROM plan_limits l JOIN plans p ON p.id = l.plan_id WHERE p.service_id = $1",
-    )
-    .bind(&service_id)
-    .fetch_all(&s.pool)
-    .await?;
-    let t = now();
-    let mut entries = Vec::new();
-    for period in periods.iter().filter_map(|(p,)| parse_period(p)) {
-        let window = tollgate_rules::periods::window(period, t);
-        let (table, condition) = if period == Period::Minute {
-            ("usage_instance_minutes", "u.bucket_start = $3")
-        } else {
-            // Every longer window starts on an hour: a sum of hourly rows.
-            ("usage_instance_hours", "u.bucket_start >= $3")
-        };
-        let sql = format!(
-            "SELECT a.id, m.name, CAST(SUM(u.value) AS BIGINT) FROM {table} u JOIN applications a ON a.id = u.application_id \
-             JOIN plans p ON p.id = a.plan_id JOIN metrics m ON m.id = u.metric_id \
-             WHERE p.service_id = $1 AND u.instance <> $2 AND {condition} GROUP BY a.id, m.name"
-        );
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(&sql)
-            .bind(&service_id)
-            .bind(&own_instance)
-            .bind(window.start)
-            .fetch_all(&s.pool)
-            .await?;
-        entries.extend(
-            rows.into_iter()
-                .filter(|r| r.2 > 0)
-                .map(
-                    |(application, metric, value)| tollgate_protocol::GlobalUsageEntry {
-                        application,
-                        metric,
-                        period,
-                        window_start: window.start,
-                        value: value as u64,
-                    },
-                ),
-        );
+    caller.check_service(&s.pool, &service_id).await?;
+    Ok(Json(
+        metering::global_usage::of_others(&s.pool, &caller, &service_id, &p.instance).await?,
+    ))
+}
+
+/// The gateway API's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(snapshot, usage, global_usage),
+    components(schemas(
+        schema::GatewaySnapshot,
+        schema::GatewayPlan,
+        schema::GatewayLimit,
+        schema::GatewayPeriod,
+        schema::GatewayApplication,
+        schema::GatewayMetric,
+        schema::GatewayMappingRule,
+        schema::UsageReport,
+        schema::UsageEntry,
+        schema::UsageAck,
+        schema::GlobalUsage,
+        schema::GlobalUsageEntry
+    ))
+)]
+pub struct GatewayApi;
+
+/// Schemas of the wire types of `tollgate-protocol` (shared with the wasm filter, which carries
+/// no OpenAPI dependency): the same fields, names and optionality, checked against the real
+/// types' JSON by the test below. Prefixed where an admin API schema has the same name.
+#[allow(dead_code)] // schemas only: the handlers use the protocol types
+mod schema {
+    use utoipa::ToSchema;
+
+    /// What a gateway enforces for one service; `version` is also the ETag.
+    #[derive(ToSchema)]
+    pub struct GatewaySnapshot {
+        pub version: Option<String>,
+        pub plans: Vec<GatewayPlan>,
+        pub applications: Vec<GatewayApplication>,
+        pub metrics: Vec<GatewayMetric>,
+        pub mapping_rules: Vec<GatewayMappingRule>,
     }
-    Ok(Json(tollgate_protocol::GlobalUsage { entries }))
+
+    /// A plan as the gateway sees it: only its limits (prices stay in the control plane).
+    #[derive(ToSchema)]
+    pub struct GatewayPlan {
+        pub id: String,
+        pub name: Option<String>,
+        pub limits: Vec<GatewayLimit>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GatewayLimit {
+        pub metric: String,
+        pub period: GatewayPeriod,
+        pub value: u64,
+    }
+
+    /// Calendar-aligned UTC windows (weeks start on Monday).
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum GatewayPeriod {
+        Minute,
+        Hour,
+        Day,
+        Week,
+        Month,
+        Year,
+        Eternity,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GatewayApplication {
+        pub id: String,
+        pub plan: String,
+        /// `live` or `suspended`.
+        #[schema(pattern = "^(live|suspended)$")]
+        pub state: String,
+        /// `admin` or `non_payment` (the filter then answers 402).
+        #[schema(pattern = "^(admin|non_payment)$")]
+        pub state_reason: Option<String>,
+        /// Lowercase hex SHA-256 of each live key.
+        pub key_sha256: Vec<String>,
+        pub app_id: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GatewayMetric {
+        pub name: String,
+        pub parent: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GatewayMappingRule {
+        /// An HTTP method, or `ANY`.
+        pub method: String,
+        pub pattern: String,
+        pub metric: String,
+        pub delta: u64,
+        pub last: Option<bool>,
+    }
+
+    /// `(gateway, sequence)` is the report's idempotency id: a retry is counted once.
+    #[derive(ToSchema)]
+    pub struct UsageReport {
+        pub gateway: String,
+        pub instance: Option<String>,
+        pub sequence: u64,
+        pub entries: Vec<UsageEntry>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct UsageEntry {
+        pub application: String,
+        pub metric: String,
+        /// Start of the UTC minute (Unix seconds, a multiple of 60).
+        pub bucket_start: i64,
+        pub delta: u64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct UsageAck {
+        /// True when this `(gateway, sequence)` was already counted: nothing was added.
+        pub duplicate: bool,
+        pub accepted: u64,
+        pub ignored: u64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GlobalUsage {
+        pub entries: Vec<GlobalUsageEntry>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GlobalUsageEntry {
+        pub application: String,
+        pub metric: String,
+        pub period: GatewayPeriod,
+        pub window_start: i64,
+        pub value: u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    /// Every field the protocol types serialize is in their schema, and nothing else is.
+    #[test]
+    fn the_schemas_name_the_protocol_types_fields() {
+        use tollgate_protocol::*;
+        let snapshot = Snapshot {
+            version: Some("1.0".into()),
+            plans: vec![Plan {
+                id: "p".into(),
+                name: Some("n".into()),
+                limits: vec![Limit {
+                    metric: "hits".into(),
+                    period: Period::Minute,
+                    value: 1,
+                }],
+            }],
+            applications: vec![Application {
+                id: "a".into(),
+                plan: "p".into(),
+                state: ApplicationState::Suspended,
+                state_reason: Some(SuspensionReason::NonPayment),
+                key_sha256: vec!["k".into()],
+                app_id: Some("x".into()),
+            }],
+            metrics: vec![Metric {
+                name: "m".into(),
+                parent: Some("hits".into()),
+            }],
+            mapping_rules: vec![MappingRule {
+                method: "GET".into(),
+                pattern: "/".into(),
+                metric: "hits".into(),
+                delta: 1,
+                last: true,
+            }],
+        };
+        let report = UsageReport {
+            gateway: "g".into(),
+            instance: Some("i".into()),
+            sequence: 1,
+            entries: vec![UsageEntry {
+                application: "a".into(),
+                metric: "hits".into(),
+                bucket_start: 60,
+                delta: 1,
+            }],
+        };
+        let global = GlobalUsage {
+            entries: vec![GlobalUsageEntry {
+                application: "a".into(),
+                metric: "hits".into(),
+                period: Period::Hour,
+                window_start: 0,
+                value: 1,
+            }],
+        };
+        let doc = serde_json::to_value(super::GatewayApi::openapi()).unwrap();
+        let fields = |schema: &str| -> Vec<String> {
+            let mut f: Vec<String> = doc["components"]["schemas"][schema]["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("no schema {schema}"))
+                .keys()
+                .cloned()
+                .collect();
+            f.sort();
+            f
+        };
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let s = serde_json::to_value(&snapshot).unwrap();
+        let r = serde_json::to_value(&report).unwrap();
+        let g = serde_json::to_value(&global).unwrap();
+        let ack = serde_json::to_value(UsageAck::default()).unwrap();
+        for (schema, value) in [
+            ("GatewaySnapshot", &s),
+            ("GatewayPlan", &s["plans"][0]),
+            ("GatewayLimit", &s["plans"][0]["limits"][0]),
+            ("GatewayApplication", &s["applications"][0]),
+            ("GatewayMetric", &s["metrics"][0]),
+            ("GatewayMappingRule", &s["mapping_rules"][0]),
+            ("UsageReport", &r),
+            ("UsageEntry", &r["entries"][0]),
+            ("GlobalUsage", &g),
+            ("GlobalUsageEntry", &g["entries"][0]),
+            ("UsageAck", &ack),
+        ] {
+            assert_eq!(fields(schema), keys(value), "{schema}");
+        }
+    }
 }

@@ -20,12 +20,9 @@ use axum::response::{IntoResponse, Response};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::{AppState, MAX_BODY_BYTES};
+use crate::domain::idempotency::{self as records, StoredResponse};
 use crate::secrets::{open, open_v1, seal, sha256_hex, OpenError, SealedAt};
-use crate::store::{is_unique_violation, now};
 use sha2::{Digest, Sha256};
-
-/// (request_sha256, state, status, sealed response)
-type StoredRow = (String, String, Option<i64>, Option<String>);
 
 /// Longest idempotency key accepted.
 pub const MAX_KEY_BYTES: usize = 255;
@@ -79,20 +76,9 @@ async fn handle(
         String::from_utf8_lossy(&bytes)
     ));
 
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys (token_id, idem_key, request_sha256, state, created_at) VALUES ($1, $2, $3, 'pending', $4)",
-    )
-    .bind(&token_id)
-    .bind(&key)
-    .bind(&fingerprint)
-    .bind(now())
-    .execute(&state.pool)
-    .await;
-    match claimed {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(replay(&state, &token_id, &key, &fingerprint, &cipher).await)
-        }
+    match records::claim(&state.pool, &token_id, &key, &fingerprint).await {
+        Ok(true) => {}
+        Ok(false) => return Err(replay(&state, &token_id, &key, &fingerprint, &cipher).await),
         Err(e) => return Err(ApiError::from(e).into_response()),
     }
 
@@ -102,24 +88,16 @@ async fn handle(
     let (parts, body) = response.into_parts();
     let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
     let completed = if parts.status.is_server_error() {
-        sqlx::query("DELETE FROM idempotency_keys WHERE token_id = $1 AND idem_key = $2")
-            .bind(&token_id)
-            .bind(&key)
-            .execute(&state.pool)
-            .await
+        records::release(&state.pool, &token_id, &key).await
     } else {
-        sqlx::query(
-            "UPDATE idempotency_keys SET state = 'done', status = $3, response = $4 WHERE token_id = $1 AND idem_key = $2",
-        )
-        .bind(&token_id)
-        .bind(&key)
-        .bind(i64::from(parts.status.as_u16()))
-        .bind(seal(&cipher, &body, response_at(&row_key(&token_id, &key))))
-        .execute(&state.pool)
-        .await
+        let stored = StoredResponse {
+            status: parts.status.as_u16(),
+            sealed: seal(&cipher, &body, response_at(&row_key(&token_id, &key))),
+        };
+        records::complete(&state.pool, &token_id, &key, &stored).await
     };
     if let Err(e) = completed {
-        tracing::error!(error = %e, key, "cannot record idempotency key outcome");
+        tracing::error!(error = ?e, key, "cannot record idempotency key outcome");
     }
     Ok(Response::from_parts(parts, Body::from(body)))
 }
@@ -165,46 +143,73 @@ async fn replay(
     fingerprint: &str,
     cipher: &[u8; 32],
 ) -> Response {
-    let row: Result<Option<StoredRow>, _> = sqlx::query_as(
-        "SELECT request_sha256, state, status, response FROM idempotency_keys WHERE token_id = $1 AND idem_key = $2",
-    )
-    .bind(token_id)
-    .bind(key)
-    .fetch_optional(&state.pool)
-    .await;
-    match row {
+    match records::claimed(&state.pool, token_id, key).await {
         Err(e) => ApiError::from(e).into_response(),
         Ok(None) => ApiError::conflict(
             "idempotency_key_in_use",
             "this Idempotency-Key was just released; retry",
         )
         .into_response(),
-        Ok(Some((hash, _, _, _))) if hash != fingerprint => ApiError::Invalid {
+        Ok(Some(claim)) if claim.request_sha256 != fingerprint => ApiError::Invalid {
             code: "idempotency_key_reused",
             message: "this Idempotency-Key was used with a different request".into(),
             param: Some("Idempotency-Key".into()),
         }
         .into_response(),
-        Ok(Some((_, state, Some(status), Some(sealed)))) if state == "done" => {
-            let Some(body) = open_response(cipher, &sealed, &row_key(token_id, key)) else {
-                return ApiError::Internal("stored idempotent response does not decrypt".into())
-                    .into_response();
-            };
-            let status = u16::try_from(status)
-                .ok()
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .unwrap_or(StatusCode::OK);
-            let mut r = (status, body).into_response();
-            r.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
-            r.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            r
-        }
-        Ok(Some(_)) => ApiError::conflict(
-            "idempotency_key_in_use",
-            "a request with this Idempotency-Key is in progress",
-        )
-        .into_response(),
+        Ok(Some(claim)) => match claim.response {
+            Some(stored) => replayed(cipher, &stored, &row_key(token_id, key)),
+            None => ApiError::conflict(
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is in progress",
+            )
+            .into_response(),
+        },
     }
 }
+
+/// The stored answer, as it was given, marked `Idempotent-Replayed: true`.
+fn replayed(cipher: &[u8; 32], stored: &StoredResponse, row: &str) -> Response {
+    let Some(body) = open_response(cipher, &stored.sealed, row) else {
+        return ApiError::Internal("stored idempotent response does not decrypt".into())
+            .into_response();
+    };
+    let Ok(status) = StatusCode::from_u16(stored.status) else {
+        return ApiError::Internal(format!(
+            "stored idempotent status {} is no status",
+            stored.status
+        ))
+        .into_response();
+    };
+    let mut r = (status, body).into_response();
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    r
+}
+
+/// `Idempotency-Key` is not 1 to 255 visible ASCII characters (400 `invalid_idempotency_key`).
+#[derive(utoipa::ToResponse)]
+#[allow(dead_code)] // documentation only: the answers are built above
+pub struct InvalidIdempotencyKey(super::api_doc::ErrorBody);
+
+/// A request with this `Idempotency-Key` is in flight, or the key was just released after a 5xx
+/// (409 `idempotency_key_in_use`): retry.
+#[derive(utoipa::ToResponse)]
+#[allow(dead_code)]
+pub struct IdempotencyKeyInUse(super::api_doc::ErrorBody);
+
+/// This `Idempotency-Key` was used with a different request (422 `idempotency_key_reused`).
+#[derive(utoipa::ToResponse)]
+#[allow(dead_code)]
+pub struct IdempotencyKeyReused(super::api_doc::ErrorBody);
+
+/// The answers the idempotency layer gives on any admin POST carrying `Idempotency-Key` (a replay
+/// is the stored answer with `Idempotent-Replayed: true`), as reusable responses.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(responses(
+    InvalidIdempotencyKey,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused
+)))]
+pub struct IdempotencyApi;

@@ -6,6 +6,7 @@ pub mod applications;
 pub mod auth;
 pub mod billing;
 pub mod catch_panic;
+pub mod client_ip;
 pub mod developer;
 pub mod error;
 pub mod extract;
@@ -295,10 +296,31 @@ pub async fn delete_by_id(
     ))
 }
 
+/// The health answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
 /// 200 once the database answers (migrations have run before the listener opened).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The database answers", body = Health),
+        (status = 503, description = "The database is unavailable", body = api_doc::ErrorBody)
+    )
+)]
 async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
-) -> error::ApiResult<Json<serde_json::Value>> {
-    sqlx::query("SELECT 1").execute(&state.pool).await?;
-    Ok(Json(serde_json::json!({"status": "ok"})))
+) -> error::ApiResult<Json<Health>> {
+    crate::domain::gateway::database_answers(&state.pool).await?;
+    Ok(Json(Health { status: "ok" }))
 }
+
+/// `/healthz` in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz), components(schemas(Health)))]
+pub struct HealthApi;

@@ -156,7 +156,7 @@ pub async fn sign_in_form() -> Response {
 
 pub async fn sign_in(
     State(s): State<AppState>,
-    crate::rate_limit::ClientIp(ip): crate::rate_limit::ClientIp,
+    crate::http::client_ip::ClientIp(ip): crate::http::client_ip::ClientIp,
     headers: HeaderMap,
     Form(f): Form<Fields>,
 ) -> Response {

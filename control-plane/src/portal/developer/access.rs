@@ -18,13 +18,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::domain::access::{passwords, users};
+use crate::http::client_ip::ClientIp;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::portal::html::{alert, csrf_input, field, html, page, Markup};
 use crate::portal::session::{
     self, Session, CSRF_COOKIE, MIN_PASSWORD_CHARS, SESSION_COOKIE, SESSION_TTL_SECS,
 };
-use crate::rate_limit::ClientIp;
 use crate::secrets::new_session_token;
 
 pub use crate::portal::Fields;

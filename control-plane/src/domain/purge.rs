@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::domain::catalog::revision;
+use crate::domain::DomainResult;
 use crate::store::{now, Pool};
 
 /// Seconds between purge passes of `tollgate serve` (default).
@@ -27,7 +29,7 @@ pub struct Purged {
     pub application_keys: u64,
 }
 
-async fn batches(pool: &Pool, sql: &str, before: i64) -> Result<u64, sqlx::Error> {
+async fn batches(pool: &Pool, sql: &str, before: i64) -> DomainResult<u64> {
     let mut total = 0;
     for _ in 0..PURGE_MAX_BATCHES {
         let n = sqlx::query(sql)
@@ -45,7 +47,7 @@ async fn batches(pool: &Pool, sql: &str, before: i64) -> Result<u64, sqlx::Error
 }
 
 /// One pass over every kind.
-pub async fn purge_once(pool: &Pool) -> Result<Purged, sqlx::Error> {
+pub async fn purge_once(pool: &Pool) -> DomainResult<Purged> {
     let t = now();
     let portal_sessions = batches(
         pool,
@@ -82,9 +84,7 @@ pub async fn purge_once(pool: &Pool) -> Result<Purged, sqlx::Error> {
         .await?
         .rows_affected();
         if n > 0 {
-            sqlx::query("UPDATE catalog_revision SET revision = revision + 1 WHERE id = 1")
-                .execute(&mut *tx)
-                .await?;
+            revision::bump(&mut tx).await?;
         }
         tx.commit().await?;
         application_keys += n;
@@ -123,7 +123,7 @@ pub async fn run_purger(pool: Pool, every: Duration) {
         tick.tick().await;
         match purge_once(&pool).await {
             Ok(p) => tracing::info!(?p, "purged expired rows"),
-            Err(e) => tracing::warn!(error = %e, "purge failed; retried next interval"),
+            Err(e) => tracing::warn!(error = ?e, "purge failed; retried next interval"),
         }
     }
 }
