@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod gateway_tokens;
+pub mod health;
 pub mod idempotency;
 pub mod invoices;
 pub mod list;
@@ -235,7 +236,7 @@ pub fn router(state: AppState) -> Router {
             developer::layer,
         ));
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(health::healthz))
         .nest("/api/v1", developers)
         .nest("/portal", crate::portal::router())
         .merge(crate::portal::admin_router())
@@ -247,7 +248,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .nest("/gateway/v1", gateways)
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/openapi.json", get(openapi::serve))
         .nest("/admin/api/v1", admin)
         .fallback(
             |uri: axum::http::Uri| async move { error::ApiError::NoRoute(uri.path().to_string()) },
@@ -293,12 +294,4 @@ pub async fn delete_by_id(
     Ok(Json(
         serde_json::json!({"object": object, "id": id, "deleted": true}),
     ))
-}
-
-/// 200 once the database answers (migrations have run before the listener opened).
-async fn healthz(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> error::ApiResult<Json<serde_json::Value>> {
-    sqlx::query("SELECT 1").execute(&state.pool).await?;
-    Ok(Json(serde_json::json!({"status": "ok"})))
 }
