@@ -11,9 +11,25 @@ sys.path.insert(0, os.path.dirname(__file__))
 from support.envoy import Envoy, bootstrap, free_port, wasm_filter  # noqa: E402
 from support.control_plane import Database, Server  # noqa: E402
 from support.upstream import Upstream  # noqa: E402
+from support import contract  # noqa: E402
 
 #: The bootstrap admin token every test server starts with (TOLLGATE_ADMIN_TOKEN).
 ADMIN_TOKEN = "test-admin-" + __import__("secrets").token_hex(16)
+
+
+def pytest_configure(config):
+    # One log of contract mismatches per run (support/contract.py); xdist workers append to the
+    # controller's.
+    if not hasattr(config, "workerinput"):
+        contract.log_path().unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = contract.summary()
+    if lines:
+        terminalreporter.section("contract mismatches (support/contract.py)")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

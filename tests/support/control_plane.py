@@ -11,6 +11,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from support import contract
 from support.envoy import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +103,7 @@ class Server:
     def start(self):
         # Appended: a restarted server's log follows the killed one's (tests read them whole).
         log = open(self.log_path, "a")
+        contract.forget(self.base)
         self.proc = subprocess.Popen([binary(), "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -164,7 +166,10 @@ class Api:
                 raw, status, hs = r.read(), r.status, dict(r.headers)
         except urllib.error.HTTPError as e:
             raw, status, hs = e.read(), e.code, dict(e.headers)
-        return status, (json.loads(raw) if raw else None), {k.lower(): v for k, v in hs.items()}
+        hs = {k.lower(): v for k, v in hs.items()}
+        # Every answer is also checked against the server's own /openapi.json (support/contract.py).
+        contract.check(self.base, method, path, dict(req.header_items()), status, hs, raw)
+        return status, (json.loads(raw) if raw else None), hs
 
     def get(self, path, **kw):
         return self.call("GET", "/admin/api/v1" + path, **kw)

@@ -67,6 +67,23 @@ impl utoipa::Modify for Tokens {
         title = "Tollgate",
         description = "Admin, developer and gateway APIs of Tollgate's control plane."
     ),
+    // No `servers`: the document is served by the control plane it describes, so clients
+    // resolve paths against the address they fetched it from.
+    tags(
+        (name = "services", description = "APIs sold through Tollgate, their metrics and mapping rules (admin)"),
+        (name = "plans", description = "What a service costs and allows: fees, limits, pricing rules (admin)"),
+        (name = "accounts", description = "Customers: who is billed, their address and VAT rate (admin)"),
+        (name = "applications", description = "An account's use of one plan, its API keys and usage (admin)"),
+        (name = "tokens", description = "Admin API tokens and developer API tokens of accounts (admin)"),
+        (name = "gateway-tokens", description = "Tokens the gateways' filters use, scoped to services (admin)"),
+        (name = "invoices", description = "Invoices, their lines, credit notes and state changes (admin)"),
+        (name = "billing", description = "Billing settings and billing runs (admin)"),
+        (name = "payments", description = "Charging invoices and provider webhooks"),
+        (name = "payment-gateway", description = "The payment provider the control plane charges through (admin)"),
+        (name = "gateway", description = "What gateways poll and report: snapshots and usage (gateway tokens)"),
+        (name = "developer", description = "An account's own invoices, payments and cards (developer tokens)"),
+        (name = "health", description = "Readiness and this document (no token)"),
+    ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Tokens)
 )]
@@ -88,7 +105,8 @@ fn parts() -> Vec<Document> {
         super::invoices::InvoicesApi::openapi(),
         super::gateway::GatewayApi::openapi(),
         super::idempotency::IdempotencyApi::openapi(),
-        super::HealthApi::openapi(),
+        super::health::HealthApi::openapi(),
+        super::openapi::DocumentApi::openapi(),
     ]
 }
 
@@ -98,5 +116,46 @@ pub fn generated() -> Document {
     for part in parts() {
         doc.merge(part);
     }
+    unique_operation_ids(&mut doc);
     doc
+}
+
+/// utoipa names an operation after its handler function, and many files have a `create` or a
+/// `list`; OpenAPI wants each `operationId` once (clients and fuzzers key on it). A name used by
+/// more than one operation gets the operation's first tag in front: `services_create`.
+fn unique_operation_ids(doc: &mut Document) {
+    use std::collections::HashMap;
+    use utoipa::openapi::path::Operation;
+
+    fn operations(doc: &mut Document) -> impl Iterator<Item = &mut Operation> {
+        doc.paths.paths.values_mut().flat_map(|item| {
+            [
+                item.get.as_mut(),
+                item.put.as_mut(),
+                item.post.as_mut(),
+                item.delete.as_mut(),
+                item.options.as_mut(),
+                item.head.as_mut(),
+                item.patch.as_mut(),
+                item.trace.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+        })
+    }
+    let mut uses: HashMap<String, usize> = HashMap::new();
+    for op in operations(doc) {
+        if let Some(id) = &op.operation_id {
+            *uses.entry(id.clone()).or_default() += 1;
+        }
+    }
+    for op in operations(doc) {
+        let (Some(id), Some(tag)) = (&op.operation_id, op.tags.as_ref().and_then(|t| t.first()))
+        else {
+            continue;
+        };
+        if uses.get(id).copied().unwrap_or(0) > 1 {
+            op.operation_id = Some(format!("{}_{id}", tag.replace('-', "_")));
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod gateway_tokens;
+pub mod health;
 pub mod idempotency;
 pub mod invoices;
 pub mod list;
@@ -236,7 +237,7 @@ pub fn router(state: AppState) -> Router {
             developer::layer,
         ));
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(health::healthz))
         .nest("/api/v1", developers)
         .nest("/portal", crate::portal::router())
         .merge(crate::portal::admin_router())
@@ -248,7 +249,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .nest("/gateway/v1", gateways)
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/openapi.json", get(openapi::serve))
         .nest("/admin/api/v1", admin)
         .fallback(
             |uri: axum::http::Uri| async move { error::ApiError::NoRoute(uri.path().to_string()) },
@@ -295,32 +296,3 @@ pub async fn delete_by_id(
         serde_json::json!({"object": object, "id": id, "deleted": true}),
     ))
 }
-
-/// The health answer.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct Health {
-    /// Always `ok`.
-    status: &'static str,
-}
-
-/// 200 once the database answers (migrations have run before the listener opened).
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "health",
-    responses(
-        (status = 200, description = "The database answers", body = Health),
-        (status = 503, description = "The database is unavailable", body = api_doc::ErrorBody)
-    )
-)]
-async fn healthz(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> error::ApiResult<Json<Health>> {
-    crate::domain::gateway::database_answers(&state.pool).await?;
-    Ok(Json(Health { status: "ok" }))
-}
-
-/// `/healthz` in the OpenAPI document.
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(healthz), components(schemas(Health)))]
-pub struct HealthApi;

@@ -13,6 +13,7 @@
 mod access;
 mod admin;
 mod catalog;
+mod contract;
 mod developer;
 mod errors;
 mod gateway;
