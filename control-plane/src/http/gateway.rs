@@ -46,29 +46,6 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     }
 }
 
-/// Bumps the catalog revision after every successful admin write (wrapped around the admin API).
-pub async fn bump_on_write(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    // Billing writes (settings, runs, invoices) do not change what gateways enforce.
-    let path = req.uri().path();
-    let billing = path.contains("/billing/") || path.contains("/invoices");
-    let writes = !billing
-        && !matches!(
-            *req.method(),
-            axum::http::Method::GET | axum::http::Method::HEAD
-        );
-    let response = next.run(req).await;
-    if writes && response.status().is_success() {
-        if let Err(e) =
-            sqlx::query("UPDATE catalog_revision SET revision = revision + 1 WHERE id = 1")
-                .execute(&state.pool)
-                .await
-        {
-            tracing::error!(error = %e, "cannot bump the catalog revision; gateways may serve a stale snapshot");
-        }
-    }
-    response
-}
-
 /// Serialized snapshots by service, reused while the version holds: many gateways polling every
 /// second cost one build per change, not one per poll.
 #[derive(Default)]

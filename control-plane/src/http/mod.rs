@@ -194,11 +194,6 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
         )
         .route("/invoices/{id}/credit_notes", post(invoices::credit_note))
         .route("/invoices/{id}/charge", post(payments::admin_charge))
-        // Innermost: a successful write changes the snapshot version gateways poll.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            gateway::bump_on_write,
-        ))
         // Idempotency runs inside authentication: keys are scoped to the token that sent them.
         .layer(middleware::from_fn_with_state(
             state.clone(),
