@@ -50,6 +50,7 @@ pub struct InvoicesApi;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct InvoiceListParams {
     /// 1 to 100, default 20.
     limit: Option<i64>,
