@@ -84,6 +84,7 @@ fn parts() -> Vec<Document> {
         super::payments::PaymentsApi::openapi(),
         super::accounts::AccountsApi::openapi(),
         super::applications::ApplicationsApi::openapi(),
+        super::developer::DeveloperTokensApi::openapi(),
     ]
 }
 
