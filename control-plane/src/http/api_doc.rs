@@ -107,6 +107,7 @@ fn parts() -> Vec<Document> {
         super::idempotency::IdempotencyApi::openapi(),
         super::health::HealthApi::openapi(),
         super::openapi::DocumentApi::openapi(),
+        super::developer::DeveloperTokensApi::openapi(),
     ]
 }
 

@@ -15,10 +15,13 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, ListParams};
 use super::AppState;
+use crate::domain::access::account_tokens::{
+    self, AccountToken, AccountTokenCheck, AccountTokenInput, CreatedAccountToken,
+};
+use crate::domain::access::Deleted;
 use crate::domain::billing::invoices::{self, Invoice, INVOICE_COLUMNS};
+use crate::domain::Page;
 use crate::rate_limit::TokenKind;
-use crate::secrets::{constant_time_eq, new_account_token, new_id, sha256_hex};
-use crate::store::now;
 
 /// The authenticated developer's account.
 #[derive(Clone, Debug)]
@@ -48,25 +51,18 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     {
         return limited.into_response();
     }
-    let digest = sha256_hex(&token);
-    let row: Result<Option<(String, String, Option<i64>)>, _> = sqlx::query_as(
-        "SELECT account_id, token_sha256, expires_at FROM account_tokens WHERE token_sha256 = $1",
-    )
-    .bind(&digest)
-    .fetch_optional(&state.pool)
-    .await;
-    match row {
-        Ok(Some((_, _, Some(expires_at)))) if expires_at <= now() => {
+    match account_tokens::check(&state.pool, &token).await {
+        Ok(AccountTokenCheck::Valid { account_id }) => {
+            req.extensions_mut().insert(Developer { account_id });
+            next.run(req).await
+        }
+        Ok(AccountTokenCheck::Expired) => {
             state
                 .limits
                 .token_failed(TokenKind::Developer, ip.as_deref());
             ApiError::Unauthorized("the account token has expired".into()).into_response()
         }
-        Ok(Some((account_id, stored, _))) if constant_time_eq(&stored, &digest) => {
-            req.extensions_mut().insert(Developer { account_id });
-            next.run(req).await
-        }
-        Ok(_) => {
+        Ok(AccountTokenCheck::Unknown) => {
             state
                 .limits
                 .token_failed(TokenKind::Developer, ip.as_deref());
@@ -76,80 +72,88 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TokenInput {
-    name: Option<String>,
-    /// 1..=3650 days; absent: until revoked.
-    expires_in_days: Option<i64>,
-}
-
-/// Admin: `POST /accounts/{id}/tokens` -> `{"id", "token"}` (the token is shown only here).
+/// Admin: creates a developer token for the account (the token is shown only here).
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/accounts/{id}/tokens",
+    tag = "accounts",
+    params(("id" = String, Path, description = "The account's id")),
+    request_body = AccountTokenInput,
+    responses(
+        (status = 201, description = "Created; `token` is shown only now", body = CreatedAccountToken),
+        (status = 400, body = crate::http::api_doc::ErrorBody),
+        (status = 401, body = crate::http::api_doc::ErrorBody),
+        (status = 403, description = "A read token", body = crate::http::api_doc::ErrorBody),
+        (status = 404, description = "No such account", body = crate::http::api_doc::ErrorBody),
+        (status = 422, description = "Invalid name or expiry", body = crate::http::api_doc::ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = crate::http::api_doc::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn create_token(
     State(s): State<AppState>,
     Path(account_id): Path<String>,
-    JsonBody(input): JsonBody<TokenInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    super::accounts::fetch_account(&s.pool, &account_id).await?;
-    let name =
-        crate::domain::catalog::check_name("name", input.name.as_deref().unwrap_or("developer"))?;
-    let expires_at = super::tokens::expiry(input.expires_in_days)?;
-    let token = new_account_token();
-    let id = new_id("atok");
-    let t = now();
-    sqlx::query("INSERT INTO account_tokens (id, account_id, name, token_sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(&id)
-        .bind(&account_id)
-        .bind(&name)
-        .bind(sha256_hex(&token))
-        .bind(t)
-        .bind(expires_at)
-        .execute(&s.pool)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({"object": "account_token", "id": id, "account_id": account_id, "name": name, "token": token, "created_at": t, "expires_at": expires_at}),
-        ),
-    ))
+    JsonBody(input): JsonBody<AccountTokenInput>,
+) -> ApiResult<(StatusCode, Json<CreatedAccountToken>)> {
+    let created = account_tokens::create(&s.pool, &account_id, input).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// Admin: the account's developer tokens (one page: an account has few).
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/accounts/{id}/tokens",
+    tag = "accounts",
+    params(("id" = String, Path, description = "The account's id")),
+    responses(
+        (status = 200, body = crate::domain::Page<AccountToken>),
+        (status = 401, body = crate::http::api_doc::ErrorBody),
+        (status = 404, description = "No such account", body = crate::http::api_doc::ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = crate::http::api_doc::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn list_tokens(
     State(s): State<AppState>,
     Path(account_id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    super::accounts::fetch_account(&s.pool, &account_id).await?;
-    let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT id, name, created_at, expires_at FROM account_tokens WHERE account_id = $1 ORDER BY id",
-    )
-    .bind(&account_id)
-    .fetch_all(&s.pool)
-    .await?;
-    let data: Vec<Value> = rows
-        .iter()
-        .map(|(id, name, t, exp)| json!({"object": "account_token", "id": id, "account_id": account_id, "name": name, "created_at": t, "expires_at": exp}))
-        .collect();
-    Ok(Json(
-        json!({"object": "list", "data": data, "has_more": false, "next_cursor": null}),
-    ))
+) -> ApiResult<Json<Page<AccountToken>>> {
+    Ok(Json(account_tokens::list(&s.pool, &account_id).await?))
 }
 
+/// Admin: revokes one of the account's developer tokens.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/v1/accounts/{id}/tokens/{token_id}",
+    tag = "accounts",
+    params(
+        ("id" = String, Path, description = "The account's id"),
+        ("token_id" = String, Path, description = "The developer token's id"),
+    ),
+    responses(
+        (status = 200, description = "Revoked", body = Deleted),
+        (status = 401, body = crate::http::api_doc::ErrorBody),
+        (status = 403, description = "A read token", body = crate::http::api_doc::ErrorBody),
+        (status = 404, description = "No such token of this account", body = crate::http::api_doc::ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = crate::http::api_doc::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn revoke_token(
     State(s): State<AppState>,
     Path((account_id, id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    let r = sqlx::query("DELETE FROM account_tokens WHERE id = $1 AND account_id = $2")
-        .bind(&id)
-        .bind(&account_id)
-        .execute(&s.pool)
-        .await?;
-    if r.rows_affected() == 0 {
-        return Err(ApiError::not_found("account token", id));
-    }
+) -> ApiResult<Json<Deleted>> {
     Ok(Json(
-        json!({"object": "account_token", "id": id, "deleted": true}),
+        account_tokens::revoke(&s.pool, &account_id, id).await?,
     ))
 }
+
+/// The developer tokens' part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(create_token, list_tokens, revoke_token),
+    components(schemas(AccountToken, CreatedAccountToken, AccountTokenInput))
+)]
+pub struct DeveloperTokensApi;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

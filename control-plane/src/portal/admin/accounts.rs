@@ -1,8 +1,10 @@
 //! Admin portal: accounts and their applications (suspend, resume), admin tokens (generate, shown
 //! once, revoke), the payment gateway's credentials (write-only) and credit notes. Accounts and
-//! applications call `domain::accounts` directly (the same functions the admin API calls, so the
-//! same validation and the same catalog revision bump); tokens, the gateway and credit notes are
-//! still the admin API call of the same name, made in-process, until their areas move likewise.
+//! applications, admin tokens and the gateway call the domain directly (the same functions the
+//! admin API calls, so the same validation and the same catalog revision bump); credit notes are
+//! still the admin API call of the same name, made in-process, until their area moves likewise.
+
+use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
@@ -14,10 +16,12 @@ use super::api as admin_api;
 use super::forms::{
     error_for, failed, general_error, get, link, not_found, seg, show, text, write_form, FormError,
 };
+use crate::domain::access::tokens::{self, TokenInput};
 use crate::domain::accounts::account::{self, AccountInput};
 use crate::domain::accounts::applications::{
     self, AppFilter, AppInput, ApplicationState, SuspendInput, SuspensionReason,
 };
+use crate::domain::payments::config::{self, GatewayInput};
 use crate::domain::{DomainError, PageRequest};
 use crate::http::auth::Scope;
 use crate::http::AppState;
@@ -364,17 +368,26 @@ async fn tokens_page(
     done: Markup,
     status: StatusCode,
 ) -> Response {
-    let list = admin_api::get(s, &admin.caller, "/tokens?limit=100").await;
+    // A page that cannot be read shows no rows (as the API's error answer did).
+    let list = tokens::list(
+        &s.pool,
+        &PageRequest {
+            limit: PAGE_ROWS,
+            after: String::new(),
+        },
+    )
+    .await
+    .map(|p| p.data)
+    .unwrap_or_default();
     let write = admin.scope == Scope::Write;
     let rows: Vec<Vec<Markup>> = list
-        .data()
         .iter()
         .map(|t| {
-            let id = text(&t["id"]);
+            let id = t.id.clone();
             let this = id == admin.caller.token_id;
             vec![
-                html! { (text(&t["name"])) },
-                html! { (text(&t["scope"])) },
+                html! { (t.name) },
+                html! { (t.scope.as_str()) },
                 html! { code { (id) } },
                 if this {
                     html! { "(this session)" }
@@ -433,13 +446,22 @@ pub async fn create_token(
     State(s): State<AppState>,
     WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let body = json!({"name": get(&f, "name"), "scope": get(&f, "scope")});
-    let a = admin_api::call(&s, &admin.caller, Method::POST, "/tokens", Some(body)).await;
-    if a.ok() {
-        let done = shown_once("Token generated:", &text(&a.body["token"]));
-        return tokens_page(&s, &admin, &Fields::new(), &None, done, StatusCode::CREATED).await;
+    // `WriteForm` has checked the session's write scope, as the API checks the token's.
+    let input = TokenInput {
+        name: Some(get(&f, "name")),
+        scope: Some(get(&f, "scope")),
+        expires_in_days: None,
+    };
+    match tokens::create(&s.pool, input).await {
+        Ok(created) => {
+            let done = shown_once("Token generated:", &created.token);
+            tokens_page(&s, &admin, &Fields::new(), &None, done, StatusCode::CREATED).await
+        }
+        Err(e) => {
+            let (e, status) = refusal(e);
+            tokens_page(&s, &admin, &f, &e, html! {}, status).await
+        }
     }
-    tokens_page(&s, &admin, &f, &a.error(), html! {}, failed(&a)).await
 }
 
 pub async fn revoke_token(
@@ -447,31 +469,15 @@ pub async fn revoke_token(
     Path(id): Path<String>,
     WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    let a = admin_api::call(
-        &s,
-        &admin.caller,
-        Method::DELETE,
-        &format!("/tokens/{}", seg(&id)),
-        None,
-    )
-    .await;
-    if a.status == StatusCode::NOT_FOUND {
-        return not_found(&admin);
-    }
-    let done = if a.ok() {
-        notice("Token revoked.")
-    } else {
-        html! {}
+    let (e, done, status) = match tokens::revoke(&s.pool, id).await {
+        Ok(_) => (None, notice("Token revoked."), StatusCode::OK),
+        Err(DomainError::NotFound { .. }) => return not_found(&admin),
+        Err(e) => {
+            let (e, status) = refusal(e);
+            (e, html! {}, status)
+        }
     };
-    tokens_page(
-        &s,
-        &admin,
-        &Fields::new(),
-        &a.error(),
-        done,
-        if a.ok() { StatusCode::OK } else { failed(&a) },
-    )
-    .await
+    tokens_page(&s, &admin, &Fields::new(), &e, done, status).await
 }
 
 // ---- payment gateway ----
@@ -527,19 +533,17 @@ fn merchant_accounts_text(stored: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// `EUR=id, JPY=id` (commas, spaces or new lines between pairs) as the API's object; a pair
-/// without `=` keeps an empty id, which the API refuses with the field named.
-fn merchant_accounts_json(typed: &str) -> Value {
-    Value::Object(
-        typed
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|p| !p.is_empty())
-            .map(|pair| {
-                let (code, id) = pair.split_once('=').unwrap_or((pair, ""));
-                (code.trim().to_uppercase(), json!(id.trim()))
-            })
-            .collect(),
-    )
+/// `EUR=id, JPY=id` (commas, spaces or new lines between pairs) as the input's map; a pair
+/// without `=` keeps an empty id, which `config::save` refuses with the field named.
+fn merchant_accounts_map(typed: &str) -> BTreeMap<String, String> {
+    typed
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (code, id) = pair.split_once('=').unwrap_or((pair, ""));
+            (code.trim().to_uppercase(), id.trim().to_string())
+        })
+        .collect()
 }
 
 pub async fn gateway(State(s): State<AppState>, admin: AdminSession) -> Response {
@@ -554,9 +558,12 @@ async fn gateway_page(
     done: Markup,
     status: StatusCode,
 ) -> Response {
-    let current = admin_api::get(s, &admin.caller, "/billing/gateway")
+    // The view as the API answers it (a failed read shows no provider, as the error answer did).
+    let current = config::public_view(&s.pool)
         .await
-        .body;
+        .ok()
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or(Value::Null);
     let kind = text(&current["type"]);
     let form_for = |provider: &str, title: &str, fields: &[(&str, &str, bool)]| {
         let same = kind == provider;
@@ -665,22 +672,21 @@ pub async fn save_gateway(
             .await
         }
     };
-    let stored = match crate::domain::payments::config::load(&s.pool, s.master_key.as_deref()).await
-    {
+    let stored = match config::load(&s.pool, s.master_key.as_deref()).await {
         // A stored secret is kept only for the host it was entered for: a changed api_base needs
         // every secret typed again (else one edit would send them to any host).
         Ok(Some(c))
             if c.provider() == provider
-                && crate::domain::payments::config::same_api_base(
-                    &c,
-                    &get(&f, &format!("{provider}.api_base")),
-                ) =>
+                && config::same_api_base(&c, &get(&f, &format!("{provider}.api_base"))) =>
         {
-            crate::domain::payments::config::secrets_of(&c)
+            config::secrets_of(&c)
         }
         _ => Vec::new(),
     };
-    let mut body = json!({"type": provider});
+    let mut input = GatewayInput {
+        kind: Some(provider.clone()),
+        ..GatewayInput::default()
+    };
     for (name, _, secret) in fields {
         let mut v = get(&f, &format!("{provider}.{name}"));
         if *secret && v.is_empty() {
@@ -689,26 +695,35 @@ pub async fn save_gateway(
             }
         }
         if *name == MERCHANT_ACCOUNTS {
-            body[*name] = merchant_accounts_json(&v);
-        } else if !v.is_empty() {
-            body[*name] = Value::String(v);
+            input.merchant_accounts = Some(merchant_accounts_map(&v));
+            continue;
+        }
+        // An empty field is absent (the provider's default), as in the API's body.
+        let v = Some(v).filter(|v| !v.is_empty());
+        match *name {
+            "secret_key" => input.secret_key = v,
+            "publishable_key" => input.publishable_key = v,
+            "webhook_secret" => input.webhook_secret = v,
+            "merchant_id" => input.merchant_id = v,
+            "public_key" => input.public_key = v,
+            "private_key" => input.private_key = v,
+            "environment" => input.environment = v,
+            "api_base" => input.api_base = v,
+            "js_url" => input.js_url = v,
+            other => unreachable!("form field {other} is not a gateway field"),
         }
     }
-    let a = admin_api::call(
-        &s,
-        &admin.caller,
-        Method::PUT,
-        "/billing/gateway",
-        Some(body),
-    )
-    .await;
-    if a.ok() {
-        let done = html! {
-            (notice("Saved."))
-            @if let Some(w) = a.body["warning"].as_str() { (alert(w)) }
-        };
-        return gateway_page(&s, &admin, &Fields::new(), &None, done, StatusCode::OK).await;
-    }
+    // `WriteForm` has checked the session's write scope, as the API checks the token's.
+    let refused = match config::save(&s.pool, s.master_key.as_deref(), input).await {
+        Ok(view) => {
+            let done = html! {
+                (notice("Saved."))
+                @if let Some(w) = &view.warning { (alert(w)) }
+            };
+            return gateway_page(&s, &admin, &Fields::new(), &None, done, StatusCode::OK).await;
+        }
+        Err(e) => refusal(e),
+    };
     // Never echo secrets back into the form.
     let mut shown = f.clone();
     for (name, _, secret) in fields {
@@ -716,7 +731,7 @@ pub async fn save_gateway(
             shown.remove(&format!("{provider}.{name}"));
         }
     }
-    gateway_page(&s, &admin, &shown, &a.error(), html! {}, failed(&a)).await
+    gateway_page(&s, &admin, &shown, &refused.0, html! {}, refused.1).await
 }
 
 // ---- credit notes ----
