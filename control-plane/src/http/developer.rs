@@ -9,17 +9,18 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
+use super::api_doc::ErrorBody;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, JsonBody};
-use super::list::{page, ListParams};
+use super::list::ListParams;
 use super::AppState;
 use crate::domain::access::account_tokens::{
     self, AccountToken, AccountTokenCheck, AccountTokenInput, CreatedAccountToken,
 };
 use crate::domain::access::Deleted;
-use crate::domain::billing::invoices::{self, Invoice, INVOICE_COLUMNS};
+use crate::domain::billing::invoices::{self, Invoice, InvoiceObject};
+use crate::domain::payments::attempts::{self, AccountPayment};
 use crate::domain::Page;
 use crate::rate_limit::TokenKind;
 
@@ -150,13 +151,21 @@ pub async fn revoke_token(
 /// The developer tokens' part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(create_token, list_tokens, revoke_token),
-    components(schemas(AccountToken, CreatedAccountToken, AccountTokenInput))
+    paths(
+        create_token,
+        list_tokens,
+        revoke_token,
+        list_invoices,
+        get_invoice,
+        list_payments
+    ),
+    components(schemas(AccountToken, CreatedAccountToken, AccountTokenInput, AccountPayment))
 )]
 pub struct DeveloperTokensApi;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DevInvoiceParams {
     limit: Option<i64>,
     starting_after: Option<String>,
@@ -164,32 +173,23 @@ pub struct DevInvoiceParams {
 }
 
 /// The account's issued invoices and credit notes (drafts stay with the admin).
+#[utoipa::path(get, path = "/api/v1/invoices", tag = "developer",
+    params(DevInvoiceParams),
+    responses((status = 200, body = Page<InvoiceObject>),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("developer_token" = [])))]
 pub async fn list_invoices(
     State(s): State<AppState>,
     Extension(dev): Extension<Developer>,
     ApiQuery(p): ApiQuery<DevInvoiceParams>,
-) -> ApiResult<Json<Value>> {
-    let lp = ListParams {
+) -> ApiResult<Json<Page<InvoiceObject>>> {
+    let req = ListParams {
         limit: p.limit,
         starting_after: p.starting_after,
-    };
-    let limit = lp.limit()?;
-    let rows = sqlx::query(&format!(
-        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE account_id = $1 AND id > $2 AND number IS NOT NULL \
-         AND ($3 = '' OR state = $3) ORDER BY id LIMIT $4"
-    ))
-    .bind(&dev.account_id)
-    .bind(lp.after())
-    .bind(p.state.unwrap_or_default())
-    .bind(limit + 1)
-    .fetch_all(&s.pool)
-    .await?;
-    let invs: Vec<Invoice> = rows
-        .iter()
-        .map(Invoice::from_row)
-        .collect::<Result<_, _>>()?;
+    }
+    .request()?;
     Ok(Json(
-        invoices::page_json(&s.pool, page(invs, limit, |i| &i.id)).await?,
+        invoices::issued_of_account(&s.pool, &dev.account_id, p.state.as_deref(), &req).await?,
     ))
 }
 
@@ -202,6 +202,11 @@ pub async fn own_invoice(s: &AppState, dev: &Developer, id: &str) -> ApiResult<I
     Ok(inv)
 }
 
+#[utoipa::path(get, path = "/api/v1/invoices/{id}", tag = "developer",
+    params(("id" = String, Path, description = "invoice id; `<id>.pdf` answers the PDF")),
+    responses((status = 200, body = InvoiceObject, description = "the invoice; `application/pdf` for `<id>.pdf`"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("developer_token" = [])))]
 pub async fn get_invoice(
     State(s): State<AppState>,
     Extension(dev): Extension<Developer>,
@@ -217,37 +222,19 @@ pub async fn get_invoice(
 }
 
 /// Billing history: every charge attempt on the account's invoices, newest first.
+#[utoipa::path(get, path = "/api/v1/payments", tag = "developer",
+    responses((status = 200, body = Page<AccountPayment>, description = "the latest 100 charge attempts, newest first (one page)"),
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("developer_token" = [])))]
 pub async fn list_payments(
     State(s): State<AppState>,
     Extension(dev): Extension<Developer>,
-) -> ApiResult<Json<Value>> {
-    type Row = (
-        String,
-        String,
-        Option<String>,
-        i64,
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        i64,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT a.id, a.invoice_id, i.number, a.attempt, a.state, a.amount, a.currency, a.error_code, a.error_message, a.created_at \
-         FROM charge_attempts a JOIN invoices i ON i.id = a.invoice_id WHERE i.account_id = $1 ORDER BY a.created_at DESC, a.id DESC LIMIT 100",
-    )
-    .bind(&dev.account_id)
-    .fetch_all(&s.pool)
-    .await?;
-    let data: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({"object": "payment", "id": r.0, "invoice_id": r.1, "invoice_number": r.2, "attempt": r.3,
-                   "state": r.4, "amount": r.5, "currency": r.6, "error_code": r.7, "error_message": r.8, "created_at": r.9})
-        })
-        .collect();
-    Ok(Json(
-        json!({"object": "list", "data": data, "has_more": false, "next_cursor": null}),
-    ))
+) -> ApiResult<Json<Page<AccountPayment>>> {
+    let data = attempts::of_account(&s.pool, &dev.account_id).await?;
+    Ok(Json(Page {
+        object: "list",
+        data,
+        has_more: false,
+        next_cursor: None,
+    }))
 }

@@ -177,3 +177,66 @@ pub async fn history(pool: &Pool, account_id: &str) -> DomainResult<Vec<HistoryL
     .await?;
     rows.into_iter().map(HistoryLine::try_from).collect()
 }
+
+/// One charge attempt as the developer API shows it to the account that owes the invoice.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccountPayment {
+    /// `payment`.
+    pub object: &'static str,
+    pub id: String,
+    pub invoice_id: String,
+    pub invoice_number: Option<String>,
+    /// 1 for the first attempt on the invoice.
+    pub attempt: i64,
+    pub state: AttemptState,
+    /// The invoice total charged, in the invoice currency's minor unit (`"49.00"`, `"1500"`).
+    #[schema(pattern = r"^-?[0-9]+(\.[0-9]+)?$")]
+    pub amount: String,
+    pub currency: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountPaymentRow {
+    id: String,
+    invoice_id: String,
+    number: Option<String>,
+    attempt: i64,
+    state: String,
+    amount: String,
+    currency: String,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    created_at: i64,
+}
+
+/// The latest [`HISTORY_LINES`] charge attempts on the account's invoices, newest first.
+pub async fn of_account(pool: &Pool, account_id: &str) -> DomainResult<Vec<AccountPayment>> {
+    let rows: Vec<AccountPaymentRow> = sqlx::query_as(
+        "SELECT a.id, a.invoice_id, i.number, a.attempt, a.state, a.amount, a.currency, a.error_code, a.error_message, a.created_at \
+         FROM charge_attempts a JOIN invoices i ON i.id = a.invoice_id WHERE i.account_id = $1 ORDER BY a.created_at DESC, a.id DESC LIMIT $2",
+    )
+    .bind(account_id)
+    .bind(HISTORY_LINES)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(AccountPayment {
+                object: "payment",
+                state: AttemptState::stored(&r.state)?,
+                amount: checked_amount(r.amount)?,
+                id: r.id,
+                invoice_id: r.invoice_id,
+                invoice_number: r.number,
+                attempt: r.attempt,
+                currency: r.currency,
+                error_code: r.error_code,
+                error_message: r.error_message,
+                created_at: r.created_at,
+            })
+        })
+        .collect()
+}
