@@ -8,7 +8,7 @@ mod table;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::http::auth::Scope;
+use crate::domain::access::tokens::{self as admin_tokens, Scope};
 use crate::settings::Settings;
 use crate::store;
 use client::Client;
@@ -373,18 +373,19 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             store::migrate(&pool).await?;
             let name =
                 crate::domain::catalog::check_name("name", &name).map_err(|e| format!("{e:?}"))?;
-            let scope = Scope::parse(&scope).unwrap_or(Scope::Read);
+            let scope = Scope::parse(&scope)
+                .ok_or_else(|| format!("--scope must be read or write, not {scope:?}"))?;
             let expires_at =
-                crate::http::tokens::expiry(expires_in_days).map_err(|e| e.public_message())?;
-            let (row, token) = crate::http::tokens::insert_token(&pool, &name, scope, expires_at)
+                admin_tokens::expiry(expires_in_days).map_err(|e| e.public_message())?;
+            let created = admin_tokens::insert(&pool, &name, scope, expires_at)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.public_message())?;
             eprintln!(
                 "admin token {} ({}) created; it is shown only now:",
-                row.0,
+                created.admin_token.id,
                 scope.as_str()
             );
-            println!("{token}");
+            println!("{}", created.token);
             Ok(())
         }
         Command::Billing { command, remote } => billing(command, &remote).await,

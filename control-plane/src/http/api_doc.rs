@@ -118,7 +118,44 @@ pub fn generated() -> Document {
         doc.merge(part);
     }
     unique_operation_ids(&mut doc);
+    default_error_answers(&mut doc);
     doc
+}
+
+/// Every operation can also answer what no handler decides: 413 (a body over the cap), 429 (a
+/// rate limit), 503 (the database not answering), 500 (a bug, logged). Each is the error object,
+/// so the document says so once per operation as its `default` answer.
+fn default_error_answers(doc: &mut Document) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            item.get.as_mut(),
+            item.put.as_mut(),
+            item.post.as_mut(),
+            item.delete.as_mut(),
+            item.patch.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses
+                .responses
+                .entry("default".to_string())
+                .or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description(
+                            "Any other error (413 body too large, 429, 500, 503): the error object",
+                        )
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .into()
+                });
+        }
+    }
 }
 
 /// utoipa names an operation after its handler function, and many files have a `create` or a

@@ -273,12 +273,45 @@ pub fn merge(base: &mut Value, patch: Value) {
 }
 
 /// The settings as the API shows them: the document with `"object": "billing_settings"`.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct SettingsObject {
     /// Always `"billing_settings"`.
     pub object: &'static str,
     #[serde(flatten)]
     pub settings: BillingSettings,
+}
+
+/// The schema is [`BillingSettings`]'s with the `object` property added. Derived with
+/// `#[serde(flatten)]` it would be an `allOf` of a closed object (the settings refuse unknown
+/// fields) and `object`, which no answer can satisfy.
+impl utoipa::PartialSchema for SettingsObject {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{Schema, Type};
+        use utoipa::openapi::{ObjectBuilder, RefOr};
+        let mut schema = <BillingSettings as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(obj)) = &mut schema {
+            obj.properties.insert(
+                "object".to_string(),
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["billing_settings"]))
+                    .into(),
+            );
+            obj.required.insert(0, "object".to_string());
+        }
+        schema
+    }
+}
+
+impl utoipa::ToSchema for SettingsObject {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <BillingSettings as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 impl From<BillingSettings> for SettingsObject {
