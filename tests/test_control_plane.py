@@ -276,6 +276,30 @@ def test_suspend_resume_and_customize(api, catalog):
     assert_error(api.delete(f"/accounts/{catalog['account']['id']}"), 409, "account_in_use")
 
 
+def test_concurrent_customize_makes_one_copy(api, catalog):
+    """Ten customize_plan calls at once: one copy is made and the application is on it; the rest
+    are refused as already customized (the plan is re-read inside the locked write)."""
+    app = new_app(api, catalog)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda _: api.post(f"/applications/{app['id']}/customize_plan"), range(10)))
+    statuses = [a[0] for a in answers]
+    assert statuses.count(201) == 1, statuses
+    assert all(a[0] == 201 or (a[0], a[1]["error"]["code"]) == (409, "already_customized")
+               for a in answers), answers
+    copy = next(a[1] for a in answers if a[0] == 201)
+    assert api.ok("GET", f"/applications/{app['id']}")["plan_id"] == copy["id"]
+    plans = []
+    after = ""
+    while True:
+        page = api.ok("GET", f"/plans?limit=100{'&starting_after=' + after if after else ''}")
+        plans += page["data"]
+        if not page["has_more"]:
+            break
+        after = page["next_cursor"]
+    copies = [p for p in plans if p.get("parent_plan_id") == catalog["plan"]["id"]]
+    assert [p["id"] for p in copies] == [copy["id"]], copies
+
+
 # ---- idempotency, pagination ----
 
 def test_idempotency_key_replays_and_never_duplicates(server, api, catalog):

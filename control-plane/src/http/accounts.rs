@@ -138,9 +138,3 @@ pub async fn update(
 pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
     Ok(Json(account::delete(&s.pool, &id).await?))
 }
-
-/// The account `id`, or 404. Kept for `http/invoices.rs` (another resource's handler), which
-/// checks an account exists through it; new code calls `domain::accounts::account` directly.
-pub async fn fetch_account(pool: &crate::store::Pool, id: &str) -> ApiResult<Account> {
-    Ok(account::get(pool, id).await?)
-}

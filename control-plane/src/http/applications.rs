@@ -6,12 +6,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::extract::{ApiQuery, JsonBody};
 use super::list::ListParams;
-use super::plans::{copy_plan, fetch_plan};
 use super::AppState;
 use crate::domain::accounts::account::Deleted;
 use crate::domain::accounts::applications::{
@@ -22,6 +20,7 @@ use crate::domain::accounts::keys::{
     self, ApplicationKey, NewKey, Replaced, RotateInput, RotatedKey,
 };
 use crate::domain::accounts::usage::{self, Bucket, Usage, UsageParams, UsagePeriod};
+use crate::domain::catalog::plans::Plan;
 use crate::domain::Page;
 
 type Error = crate::http::api_doc::ErrorBody;
@@ -368,7 +367,7 @@ pub async fn resume(
     summary = "Give the application its own copy of its plan, to customize",
     params(("id" = String, Path, description = "the application's id")),
     responses(
-        (status = 201, body = Object, description = "the new plan"),
+        (status = 201, body = Plan, description = "the new plan"),
         (status = 401, body = Error),
         (status = 403, body = Error, description = "a read token"),
         (status = 404, body = Error),
@@ -380,24 +379,10 @@ pub async fn resume(
 pub async fn customize_plan(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let a = applications::get(&s.pool, &id).await?;
-    let plan = fetch_plan(&s.pool, &a.plan_id).await?;
-    if plan.7.is_some() {
-        return Err(ApiError::conflict(
-            "already_customized",
-            "the application's plan is already a customized copy",
-        ));
-    }
-    let mut tx = crate::store::begin_write(&s.pool).await?;
-    let name = applications::custom_plan_name(&plan.2, &a.name);
-    let copy = copy_plan(&mut tx, &plan, &name).await?;
-    applications::switch_to_copy(&mut tx, &id, &copy).await?;
-    tx.commit().await?;
-    let plan = fetch_plan(&s.pool, &copy).await?;
+) -> ApiResult<(StatusCode, Json<Plan>)> {
     Ok((
         StatusCode::CREATED,
-        Json(super::plans::plan_json(&s.pool, &plan).await?),
+        Json(applications::customize_plan(&s.pool, &id).await?),
     ))
 }
 

@@ -83,28 +83,6 @@ impl ApiError {
         }
     }
 
-    /// The same error with its `param` nested under `prefix` (`line1` -> `seller.address.line1`).
-    pub fn with_param_prefix(self, prefix: &str) -> Self {
-        let nest = |p: Option<String>| {
-            Some(match p {
-                Some(p) => format!("{prefix}.{}", p.trim_start_matches("billing_address.")),
-                None => prefix.to_string(),
-            })
-        };
-        match self {
-            ApiError::Invalid {
-                code,
-                message,
-                param,
-            } => ApiError::Invalid {
-                code,
-                message,
-                param: nest(param),
-            },
-            other => other,
-        }
-    }
-
     pub fn not_found(resource: &'static str, id: impl Into<String>) -> Self {
         ApiError::NotFound {
             resource,

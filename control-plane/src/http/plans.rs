@@ -5,18 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::extract::{ApiQuery, JsonBody};
 use super::list::ListParams;
 use super::AppState;
-use crate::domain::catalog::plans::{
-    self, Plan, PlanInput, PlanLimit, PlanPricingRule, PlanRecord, PlanState,
-};
+use crate::domain::catalog::plans::{self, Plan, PlanInput, PlanLimit, PlanPricingRule, PlanState};
 use crate::domain::catalog::{Deleted, LimitInput, PricingModel, PricingRuleInput};
 use crate::domain::Page;
-use crate::store::{Pool, Tx};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -157,49 +153,4 @@ pub async fn update(
 )]
 pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
     Ok(Json(plans::delete_plan(&s.pool, &id).await?))
-}
-
-// ---- for http/applications.rs, until it calls crate::domain::catalog::plans itself ----
-
-/// (id, service_id, name, state, setup_fee, fixed_fee, trial_days, parent_plan_id, created_at,
-/// updated_at): the shape `applications.rs` reads; built from the typed [`PlanRecord`].
-pub type PlanRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    i64,
-    i64,
-);
-
-pub async fn fetch_plan(pool: &Pool, id: &str) -> ApiResult<PlanRow> {
-    let p: PlanRecord = plans::find_plan(pool, id).await?;
-    Ok((
-        p.id,
-        p.service_id,
-        p.name,
-        p.state.as_str().to_string(),
-        p.setup_fee.to_string(),
-        p.fixed_fee.to_string(),
-        p.trial_days,
-        p.parent_plan_id,
-        p.created_at,
-        p.updated_at,
-    ))
-}
-
-/// The full plan object of `p`.
-pub async fn plan_json(pool: &Pool, p: &PlanRow) -> ApiResult<Value> {
-    let plan = plans::get_plan(pool, &p.0).await?;
-    serde_json::to_value(plan).map_err(|e| ApiError::Internal(e.to_string()))
-}
-
-/// Copies `plan` (limits and pricing rules included) as a hidden plan customized for one
-/// application; returns the new plan's id.
-pub async fn copy_plan(tx: &mut Tx, plan: &PlanRow, name: &str) -> ApiResult<String> {
-    Ok(plans::copy_plan(tx, &plan.0, name).await?)
 }

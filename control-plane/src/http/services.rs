@@ -18,7 +18,6 @@ use crate::domain::Page;
 // Other handlers check a service exists and resolve metric names through these (gateway.rs).
 pub use crate::domain::catalog::mapping_rules::MAX_MAPPING_RULES_PER_SERVICE;
 pub use crate::domain::catalog::metrics::metric_ids;
-pub use crate::domain::catalog::services::get_service as fetch_service;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(

@@ -11,33 +11,8 @@ use super::list::{ListParams, Page};
 use super::AppState;
 use crate::domain::access::tokens::{self, AdminToken, CreatedAdminToken, TokenInput};
 use crate::domain::access::Deleted;
-use crate::domain::DomainError;
-use crate::store::Pool;
 
 pub use crate::domain::access::tokens::{expiry, MAX_TOKEN_DAYS};
-
-/// (id, name, scope, created_at, expires_at): the shape `tollgate token create` reads; new code
-/// calls `domain::access::tokens::insert`.
-pub type TokenRow = (String, String, String, i64, Option<i64>);
-
-/// Creates a token and returns (row, plaintext). Used by `tollgate token create`.
-pub async fn insert_token(
-    pool: &Pool,
-    name: &str,
-    scope: Scope,
-    expires_at: Option<i64>,
-) -> Result<(TokenRow, String), DomainError> {
-    let created = tokens::insert(pool, name, scope, expires_at).await?;
-    let t = created.admin_token;
-    let row = (
-        t.id,
-        t.name,
-        t.scope.as_str().to_string(),
-        t.created_at,
-        t.expires_at,
-    );
-    Ok((row, created.token))
-}
 
 #[utoipa::path(
     post,

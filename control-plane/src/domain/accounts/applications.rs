@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::account::{self, Deleted};
 use super::keys::{self, ApplicationKey, NewKey};
 use crate::domain::billing::contracts;
+use crate::domain::catalog::plans::{self, Plan};
 use crate::domain::catalog::{check_name, revision};
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
@@ -487,6 +488,39 @@ pub fn custom_plan_name(plan_name: &str, app_name: &str) -> String {
         .chars()
         .take(crate::domain::catalog::MAX_NAME_CHARS)
         .collect()
+}
+
+/// Gives application `id` its own hidden copy of its plan (limits and pricing rules included) and
+/// moves it onto the copy; answers the new plan. The application row is locked and its plan read
+/// inside the write transaction, so two requests at once make one copy: the second finds the
+/// application on a copy already and is refused.
+pub async fn customize_plan(pool: &Pool, id: &str) -> DomainResult<Plan> {
+    #[derive(sqlx::FromRow)]
+    struct Current {
+        name: String,
+        plan_id: String,
+    }
+    let mut tx = crate::store::begin_write(pool).await?;
+    let app: Current = sqlx::query_as(&format!(
+        "SELECT name, plan_id FROM applications WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("application", id))?;
+    let plan = plans::find_plan(&mut *tx, &app.plan_id).await?;
+    if plan.parent_plan_id.is_some() {
+        return Err(DomainError::conflict(
+            "already_customized",
+            "the application's plan is already a customized copy",
+        ));
+    }
+    let copy =
+        plans::copy_plan(&mut tx, &plan.id, &custom_plan_name(&plan.name, &app.name)).await?;
+    switch_to_copy(&mut tx, id, &copy).await?;
+    tx.commit().await?;
+    plans::get_plan(pool, &copy).await
 }
 
 /// Inside `tx` (where the copy `plan_id` was just made): puts application `id` on its customized

@@ -247,10 +247,13 @@ pub struct PlanInput {
 const PLAN_SELECT: &str = "SELECT id, service_id, name, state, setup_fee, fixed_fee, trial_days, parent_plan_id, created_at, updated_at FROM plans";
 
 /// A plan's own row (no limits or pricing rules): for callers that need its terms only.
-pub async fn find_plan(pool: &Pool, id: &str) -> DomainResult<PlanRecord> {
+pub async fn find_plan<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: &str,
+) -> DomainResult<PlanRecord> {
     sqlx::query_as::<_, PlanRow>(&format!("{PLAN_SELECT} WHERE id = $1"))
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await?
         .ok_or_else(|| DomainError::not_found("plan", id))?
         .try_into()
