@@ -258,6 +258,45 @@ pub const PARAMS_PER_STATEMENT_POSTGRES: usize = 2_400;
 /// The backend of the pool this process connected (set by [`connect`]).
 static BACKEND: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
 
+/// The backend of this process's pool (SQLite until [`connect`] says otherwise).
+pub fn backend() -> Backend {
+    match BACKEND.get() {
+        Some(Backend::Postgres) => Backend::Postgres,
+        _ => Backend::Sqlite,
+    }
+}
+
+/// `{"a","b"}`: a PostgreSQL array literal of `items`, bound as one text parameter and cast in
+/// the statement (`$1::text[]`). sqlx's `Any` driver binds no arrays; a literal keeps a statement
+/// of any number of values one text, prepared once, where a placeholder per value makes a new
+/// statement for every count. Every element is quoted, `"` and `\` escaped: any text reads back as
+/// itself (`NULL`, `{`, `,` and spaces included).
+pub fn pg_text_array(items: &[&str]) -> String {
+    let mut out = String::with_capacity(2 + items.iter().map(|s| s.len() + 3).sum::<usize>());
+    out.push('{');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// `{1,-2}`: a PostgreSQL array literal of integers (`$1::bigint[]`), see [`pg_text_array`].
+pub fn pg_bigint_array(items: &[i64]) -> String {
+    let items: Vec<String> = items.iter().map(i64::to_string).collect();
+    format!("{{{}}}", items.join(","))
+}
+
 /// Parameters per statement for this process's database.
 pub fn params_per_statement() -> usize {
     match BACKEND.get() {
@@ -334,6 +373,17 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn array_literals_quote_every_element() {
+        assert_eq!(pg_text_array(&[]), "{}");
+        assert_eq!(
+            pg_text_array(&["app_1", "NULL", "a,b", "{x}", "q\"\\z", ""]),
+            r#"{"app_1","NULL","a,b","{x}","q\"\\z",""}"#
+        );
+        assert_eq!(pg_bigint_array(&[]), "{}");
+        assert_eq!(pg_bigint_array(&[1, -2, i64::MAX]), "{1,-2,9223372036854775807}");
+    }
 
     #[test]
     fn splits_statements() {

@@ -370,6 +370,64 @@ async fn usage_is_counted_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_report_repeating_counters_adds_each_entry_once() {
+    // Reports are aggregated per counter before one upsert per table: repeated entries of one
+    // counter add up, a replay adds nothing, and the per-instance minutes and hours agree.
+    let w = World::new().await;
+    let app_id = w.app_id();
+    let t = minute(-600);
+    let mut entries = Vec::new();
+    for _ in 0..50 {
+        entries.push(json!({"application": app_id, "metric": "hits", "bucket_start": t, "delta": 1}));
+        entries.push(json!({"application": app_id, "metric": "hits", "bucket_start": t + 60, "delta": 2}));
+    }
+    for _ in 0..10 {
+        entries.push(json!({"application": app_id, "metric": "search", "bucket_start": t, "delta": 3}));
+    }
+    // Unknown ids of any text are ignored, never confused with a known one.
+    for odd in [format!("x\",\"{app_id}"), "NULL".into(), "{}".into()] {
+        entries.push(json!({"application": odd, "metric": "hits", "bucket_start": t, "delta": 9}));
+    }
+    let before = w.app.row_counts().await;
+    let report = json!({"gateway": "gw-r", "instance": "envoy-a", "sequence": 1, "entries": entries});
+    let first = w.report(report.clone()).await;
+    assert_eq!(
+        first.json(),
+        json!({"duplicate": false, "accepted": 110, "ignored": 3}),
+        "{}",
+        first.text()
+    );
+    let after = w.app.row_counts().await;
+    // One row per counter: (hits, t), (hits, t + 60), (search, t) per instance and minute.
+    assert_eq!(
+        after["usage_instance_minutes"] - before["usage_instance_minutes"],
+        3
+    );
+    assert_eq!(w.report(report).await.json()["duplicate"], true);
+    assert_eq!(w.app.row_counts().await, after, "a replay writes nothing");
+    assert_eq!(w.usage("hits", "hour", t - 3600).await["total"], 150);
+    assert_eq!(w.usage("search", "hour", t - 3600).await["total"], 30);
+    let others = w
+        .gw()
+        .get(&format!(
+            "/services/{}/global_usage?instance=envoy-b",
+            w.sid()
+        ))
+        .await
+        .json();
+    let day = others["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["metric"] == "hits" && e["period"] == "day")
+        .map(|e| e["value"].clone());
+    // Unless the ten minutes before now straddle midnight UTC, all of it is today's.
+    if t.div_euclid(86_400) == now().div_euclid(86_400) {
+        assert_eq!(day, Some(json!(150)), "{others}");
+    }
+}
+
+#[tokio::test]
 async fn bad_reports_are_refused_and_change_nothing() {
     let w = World::new().await;
     let app_id = w.app_id();
