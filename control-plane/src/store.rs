@@ -186,7 +186,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "billing_run_millis",
         include_str!("../migrations/0017_billing_run_millis.sql"),
     ),
+    (
+        18,
+        "usage_hot_updates",
+        include_str!("../migrations/0018_usage_hot_updates.sql"),
+    ),
 ];
+
+/// Migrations only PostgreSQL runs: storage parameters SQLite has no syntax (and no use) for.
+/// SQLite records them as applied all the same, so both keep one list of versions.
+const POSTGRES_ONLY_MIGRATIONS: &[i64] = &[18];
 
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {
     let err = |e: sqlx::Error| format!("migration failed: {e}");
@@ -207,7 +216,10 @@ pub async fn migrate(pool: &Pool) -> Result<usize, String> {
         if done.is_some() {
             continue;
         }
-        for statement in split_statements(sql) {
+        // The pool's own backend, not the process's (`backend()`): a process may open both.
+        let skipped = tx.backend_name() != <sqlx::Postgres as sqlx::Database>::NAME
+            && POSTGRES_ONLY_MIGRATIONS.contains(version);
+        for statement in split_statements(sql).into_iter().filter(|_| !skipped) {
             tx.execute(statement.as_str())
                 .await
                 .map_err(|e| format!("migration {version} ({name}): {e}"))?;
@@ -382,7 +394,10 @@ mod tests {
             r#"{"app_1","NULL","a,b","{x}","q\"\\z",""}"#
         );
         assert_eq!(pg_bigint_array(&[]), "{}");
-        assert_eq!(pg_bigint_array(&[1, -2, i64::MAX]), "{1,-2,9223372036854775807}");
+        assert_eq!(
+            pg_bigint_array(&[1, -2, i64::MAX]),
+            "{1,-2,9223372036854775807}"
+        );
     }
 
     #[test]

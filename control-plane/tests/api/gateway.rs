@@ -378,18 +378,24 @@ async fn a_report_repeating_counters_adds_each_entry_once() {
     let t = minute(-600);
     let mut entries = Vec::new();
     for _ in 0..50 {
-        entries.push(json!({"application": app_id, "metric": "hits", "bucket_start": t, "delta": 1}));
-        entries.push(json!({"application": app_id, "metric": "hits", "bucket_start": t + 60, "delta": 2}));
+        entries
+            .push(json!({"application": app_id, "metric": "hits", "bucket_start": t, "delta": 1}));
+        entries.push(
+            json!({"application": app_id, "metric": "hits", "bucket_start": t + 60, "delta": 2}),
+        );
     }
     for _ in 0..10 {
-        entries.push(json!({"application": app_id, "metric": "search", "bucket_start": t, "delta": 3}));
+        entries.push(
+            json!({"application": app_id, "metric": "search", "bucket_start": t, "delta": 3}),
+        );
     }
     // Unknown ids of any text are ignored, never confused with a known one.
     for odd in [format!("x\",\"{app_id}"), "NULL".into(), "{}".into()] {
         entries.push(json!({"application": odd, "metric": "hits", "bucket_start": t, "delta": 9}));
     }
     let before = w.app.row_counts().await;
-    let report = json!({"gateway": "gw-r", "instance": "envoy-a", "sequence": 1, "entries": entries});
+    let report =
+        json!({"gateway": "gw-r", "instance": "envoy-a", "sequence": 1, "entries": entries});
     let first = w.report(report.clone()).await;
     assert_eq!(
         first.json(),
