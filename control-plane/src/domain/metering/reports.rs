@@ -2,14 +2,15 @@
 //! transaction as the counters it adds to, so a retry is acknowledged as a duplicate and a failure
 //! anywhere rolls both back.
 //!
-//! Set-based: a report costs the same few statements whatever its size (its applications looked
-//! up in one query, then per counter table one upsert of all its rows), each statement text fixed
-//! so that it is prepared once per connection. The rows travel as one parameter per column:
-//! PostgreSQL array literals expanded by `unnest`, or on SQLite one JSON array of rows expanded
-//! by `json_each`. Statements of one placeholder per value cost more than the rows they write
-//! (SQLite resolves each numbered placeholder by a linear search, so a statement's cost grew with
-//! the square of its size; PostgreSQL parses and plans each new text): reports of 1,000 counters
-//! went from ~25 to see BENCHMARKS.md per second.
+//! Set-based: a report costs the same few statements whatever its size: its applications looked
+//! up in one query answering one row, then per counter table one upsert of all its rows, each
+//! statement text fixed so that a connection prepares it once. The rows travel as one parameter
+//! per column: PostgreSQL array literals expanded by `unnest`, or on SQLite one JSON array of rows
+//! expanded by `json_each`. It replaced multi-row statements of one placeholder per value and an
+//! `IN` list per 500 applications, whose costs were sqlx's rather than the database's (SQLite
+//! resolves each numbered placeholder by a linear search, and every row answered crossed a
+//! channel from SQLite's thread): reports of 1,000 counters went from 4-27 to 45-195 a second
+//! (BENCHMARKS.md, "Snapshot and ingestion").
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -241,8 +242,8 @@ pub async fn record(
         // the same counters (every gateway reports the same applications): queued on those rows
         // instead, each waiting statement held a snapshot that kept every version the reports
         // before it made from being pruned, and each report stepped over longer chains of them
-        // (8 concurrent reports of 1,000 counters: 25 a second queued on rows, 70-85 queued
-        // here; a `LOCK TABLE` would free the snapshot too, but serialize all services).
+        // (8 concurrent reports of 1,000 counters: 25 a second queued on rows, 60-100 queued
+        // here; a `LOCK TABLE` waits without a snapshot, but would serialize all services).
         // Reports of other services do not wait. Any hash collision only queues two services.
         sqlx::query(&format!(
             "SELECT pg_advisory_xact_lock({REPORT_LOCK_CLASS}, hashtext($1))"
