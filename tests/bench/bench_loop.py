@@ -5,13 +5,13 @@
 2. Snapshot application in Envoy (SQLite run): Envoy with the filter in control-plane mode and
    `--concurrency 2` starts while the control plane is down (fail closed), then the control plane
    comes up; the filter logs the apply time per VM; RSS of Envoy before and after.
-3. Ingestion: usage reports of 1,000 counters each, posted by 8 client threads for --seconds,
+3. Ingestion: usage reports of 1,000 counters each, posted by 8 client threads (--clients) for --seconds,
    SQLite and PostgreSQL, without a gateway instance (one counter table) and then with one (as the
    filter sends them: three tables): reports/s and counter updates/s, and the stored totals
    checked against what was sent.
 
 Usage: .venv/bin/python tests/bench/bench_loop.py [--apps 100000] [--seconds 10]
-       [--backends sqlite,postgres] [--ingestion-only]
+       [--backends sqlite,postgres] [--ingestion-only] [--clients 8]
 (`cargo xtask bench-loop` builds the release binaries first.) Loopback only, bounded in time.
 """
 
@@ -150,6 +150,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     ap.add_argument("--ingestion-only", action="store_true", help="skip the snapshot figures and Envoy")
+    ap.add_argument("--clients", type=int, default=8, help="client threads posting reports")
     args = ap.parse_args()
     results = []
     for backend in args.backends.split(","):
@@ -174,7 +175,7 @@ def main():
             sent = 0
             for instance in (False, True):
                 rate, reports, client_cpu, retried = ingest(server, service, gw, apps, args.seconds,
-                                                            instance=instance)
+                                                            instance=instance, threads=args.clients)
                 sent += reports
                 check_counted_once(db, apps, sent)
                 what = "with an instance (3 tables)" if instance else "without instance (1 table)"
