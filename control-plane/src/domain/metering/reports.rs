@@ -9,8 +9,9 @@
 //! expanded by `json_each`. It replaced multi-row statements of one placeholder per value and an
 //! `IN` list per 500 applications, whose costs were sqlx's rather than the database's (SQLite
 //! resolves each numbered placeholder by a linear search, and every row answered crossed a
-//! channel from SQLite's thread): reports of 1,000 counters went from 4-27 to 45-195 a second
-//! (BENCHMARKS.md, "Snapshot and ingestion").
+//! channel from SQLite's thread): with the queue in `record`, 8 clients' reports of 1,000 counters
+//! went from 2 to 250 a second on SQLite and from 12 to 109 on PostgreSQL (BENCHMARKS.md,
+//! "Set-based ingestion").
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -255,7 +256,7 @@ pub async fn record(
     // connection. In PostgreSQL they queued on the rows they add to, and each waiting statement
     // held a snapshot that kept every version the reports before it made from being pruned: each
     // report stepped over longer chains of them (8 concurrent reports of 1,000 counters, one
-    // table: 20-28 a second, 70 from one client). On SQLite a waiting writer sleeps in SQLite's
+    // table: 20-28 a second, 70-90 from one client). On SQLite a waiting writer sleeps in SQLite's
     // busy handler, in steps of up to 100 ms, instead of starting when the lock is free.
     let _queued = write_queue(service_id).lock().await;
     // The write lock first (SQLite's `BEGIN IMMEDIATE`): reports of other services queue for it
