@@ -18,6 +18,7 @@ pub mod header_map;
 pub mod host;
 pub mod link;
 pub mod metering;
+pub mod request;
 pub mod response;
 pub mod worker;
 

@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::catalog::{AppDef, Catalog};
 use crate::config::Config;
@@ -118,14 +119,18 @@ impl Stats {
 
 /// What a worker's requests share: the settings, the catalog (swapped whole when a new snapshot
 /// arrives, so a request sees one snapshot from start to end) and the meter.
+///
+/// The settings, catalog and global usage are `Arc`s: the native shell (`tollgate-envoy`) runs
+/// one link on Envoy's main thread and hands them to every worker thread. Under wasm32 (no
+/// threads) an `Arc` costs what an `Rc` does.
 #[derive(Default)]
 pub struct Shared {
-    pub config: Option<Rc<Config>>,
-    pub catalog: Option<Rc<Catalog>>,
+    pub config: Option<Arc<Config>>,
+    pub catalog: Option<Arc<Catalog>>,
     pub stats: Option<Rc<Stats>>,
     pub meter: Option<Rc<RefCell<Meter>>>,
     /// Usage of other gateway instances (global quotas), indexed for the current catalog.
-    pub global: Option<Rc<GlobalView>>,
+    pub global: Option<Arc<GlobalView>>,
 }
 
 /// Creates every application's counter record before traffic can reach it, so the request path

@@ -19,7 +19,7 @@ pub mod journal;
 pub mod snapshot;
 
 use std::hash::{BuildHasher, Hasher};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use tollgate_protocol::GlobalUsage;
 
@@ -223,7 +223,7 @@ impl Link {
                         shared.global = shared
                             .catalog
                             .as_ref()
-                            .map(|c| Rc::new(GlobalView::build(c, &g)));
+                            .map(|c| Arc::new(GlobalView::build(c, &g)));
                         self.last_global = Some(g);
                     }
                     Err(e) => failed(
