@@ -18,7 +18,7 @@ use crate::link::Link;
 use crate::metering::Meter;
 use crate::request::{on_request_headers, Event, RequestHost, Verdict, View};
 use crate::response::Headers;
-use crate::worker::{prepare_records, Shared, Stats};
+use crate::worker::{configure, Shared, Stats};
 
 proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
@@ -28,10 +28,6 @@ proxy_wasm::main! {{
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
-
-/// How often each worker adds its locally counted stats to the host's counters. Counting locally
-/// saves a host call (~0.6 us under V8) per request; stats lag by at most this interval.
-const STATS_FLUSH_INTERVAL_MS: u32 = 1_000;
 
 #[derive(Default)]
 struct Root {
@@ -69,73 +65,16 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let (config, catalog) = match Config::parse(&bytes) {
-            Ok(c) => c,
-            Err(e) => {
-                // Refusing the configuration makes Envoy refuse to start (or keep the last one).
-                ProxyWasm.log(Level::Error, &format!("tollgate: {e}"));
-                return false;
+        match configure(&mut self.host, &mut self.shared, &bytes) {
+            Some(link) => {
+                if link.is_some() {
+                    self.link = link;
+                }
+                true
             }
-        };
-        if let Some(catalog) = &catalog {
-            if !prepare_records(&mut self.host, &catalog.apps) {
-                return false;
-            }
-            ProxyWasm.log(
-                Level::Info,
-                &format!(
-                    "tollgate: configured with {} applications, {} plans, {} mapping rules",
-                    catalog.apps.len(),
-                    catalog.plans.len(),
-                    catalog.rules.len()
-                ),
-            );
+            // Refusing the configuration makes Envoy refuse to start (or keep the last one).
+            None => false,
         }
-        // Stats are defined once per VM, and only where the configuration asks for them.
-        if self.shared.stats.is_none() {
-            self.shared.stats = config
-                .stats
-                .then(|| Stats::define(&mut self.host))
-                .map(Rc::new);
-        }
-        let mut tick_ms = self.shared.stats.as_ref().map(|_| STATS_FLUSH_INTERVAL_MS);
-        if let Some(cp) = &config.control_plane {
-            let link = Link::new(cp.clone(), &mut self.host);
-            ProxyWasm.log(
-                Level::Info,
-                &format!(
-                    "tollgate: control-plane mode, service {}, gateway {}",
-                    cp.service_id,
-                    link.gateway()
-                ),
-            );
-            tick_ms = Some(tick_ms.unwrap_or(u32::MAX).min(link.tick_ms()));
-            let mut meter = Meter::new(link.gateway().to_string());
-            meter.instance = Some(link.instance().to_string());
-            self.shared.meter = Some(Rc::new(RefCell::new(meter)));
-            link.register(&mut self.host);
-            self.link = Some(link);
-        }
-        if let Some(ms) = tick_ms {
-            if let Err(e) = self.host.set_tick_period_ms(ms) {
-                ProxyWasm.log(
-                    Level::Warn,
-                    &format!(
-                        "tollgate: no tick (status {}): stats and the control-plane link stop",
-                        e.0
-                    ),
-                );
-            }
-        }
-        if let Some(summary) = catalog.as_ref().and_then(Catalog::skipped_summary) {
-            ProxyWasm.log(Level::Warn, &format!("tollgate: snapshot: {summary}"));
-            if let (Some(s), Some(c)) = (&self.shared.stats, &catalog) {
-                s.snapshot_skipped_applications.add(c.skipped_apps as u64);
-            }
-        }
-        self.shared.catalog = catalog.map(Arc::new);
-        self.shared.config = Some(Arc::new(config));
-        true
     }
 
     fn on_tick(&mut self) {
