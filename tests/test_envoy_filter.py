@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import call, sha256_hex
+from support.envoy import Envoy, bootstrap, free_port, native_filter
 
 KEYS = {"live": "k-live-0123456789", "search": "k-search-0123456789", "suspended": "k-susp-0123456789",
         "unpaid": "k-unpaid-0123456789", "pair": "k-pair-0123456789", "burst": "k-burst-0123456789"}
@@ -182,8 +183,8 @@ def test_exact_count_under_concurrency(start_envoy, upstream):
     assert statuses.count(200) == 50, sorted(set(statuses))
     assert statuses.count(429) == clients * per_client - 50
     assert upstream.count() == 50
-    expected = {"wasmcustom.tollgate.allowed": 50,
-                "wasmcustom.tollgate.rejected.limit_exceeded": clients * per_client - 50}
+    expected = {f"{envoy.ns}.tollgate.allowed": 50,
+                f"{envoy.ns}.tollgate.rejected.limit_exceeded": clients * per_client - 50}
     stats = envoy.wait_stats(expected)
     assert {k: stats.get(k) for k in expected} == expected
 
@@ -192,11 +193,11 @@ def test_stats_count_rejections_by_reason(envoy):
     call(envoy.port, "/")
     call(envoy.port, "/", headers={"x-api-key": "bad"})
     call(envoy.port, "/", headers={"x-api-key": KEYS["live"]})
-    expected = {"wasmcustom.tollgate.rejected.missing_credentials": 1,
-                "wasmcustom.tollgate.rejected.invalid_credentials": 1,
-                "wasmcustom.tollgate.unauthorized": 2,
-                "wasmcustom.tollgate.allowed": 1,
-                "wasmcustom.tollgate.errors": 0}
+    expected = {f"{envoy.ns}.tollgate.rejected.missing_credentials": 1,
+                f"{envoy.ns}.tollgate.rejected.invalid_credentials": 1,
+                f"{envoy.ns}.tollgate.unauthorized": 2,
+                f"{envoy.ns}.tollgate.allowed": 1,
+                f"{envoy.ns}.tollgate.errors": 0}
     stats = envoy.wait_stats(expected)
     assert {k: stats.get(k) for k in expected} == expected
 
@@ -229,3 +230,19 @@ def test_bad_configuration_is_refused_and_names_the_field(start_envoy, bad, fiel
     assert code != 0
     log = envoy.log()
     assert f"invalid configuration at `{field}`" in log, log[-3000:]
+
+
+def test_the_native_shell_reports_the_abi_version_of_this_envoy(upstream):
+    """Envoy 1.39 compares the ABI version a dynamic module reports with its own and, on a mismatch,
+    only warns ("deprecated") and loads the module anyway: the module must report exactly the
+    version of the ABI it was written against, or a changed ABI would go unnoticed until it
+    misbehaved. (A module built for 1.39.x is for 1.39.x Envoys: docs/envoy.md.)"""
+    config = bootstrap(free_port(), free_port(), upstream.port, [native_filter(standalone())])
+    envoy = Envoy(config, shell="native").start()
+    try:
+        assert call(envoy.port, "/", headers={"x-api-key": KEYS["live"]}).status == 200
+    finally:
+        envoy.stop()  # Envoy writes its whole log out on exit
+    log = envoy.log()
+    assert "Dynamic module ABI version v0.1.0 matched." in log, log[-3000:]
+    assert "deprecated" not in log

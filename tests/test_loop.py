@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ADMIN_TOKEN, call
 from support.control_plane import Api, Database, Server
-from support.envoy import Envoy, bootstrap, free_port, static_cluster, wasm_filter
+from support.envoy import SHELLS, Envoy, bootstrap, free_port, static_cluster, tollgate_filter
 
 # Not beside other tests (tests/pytest.ini): wall-clock bounds on propagation to every worker and traffic counts during an outage.
 pytestmark = pytest.mark.exclusive
@@ -19,8 +19,9 @@ pytestmark = pytest.mark.exclusive
 PROPAGATION_TIMEOUT_S = 10
 
 
-@pytest.fixture
-def loop(upstream):
+@pytest.fixture(params=SHELLS)
+def loop(upstream, request):
+    shell = request.param
     db = Database("sqlite")
     server = Server(db, ADMIN_TOKEN).start()
     api = Api(server.base, ADMIN_TOKEN)
@@ -43,8 +44,8 @@ def loop(upstream):
     extra = []
 
     def make_envoy():
-        e = Envoy(bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(config)],
-                            [static_cluster("tollgate_control_plane", cp_port)]), concurrency=2).start()
+        e = Envoy(bootstrap(free_port(), free_port(), upstream.port, [tollgate_filter(config, shell)],
+                            [static_cluster("tollgate_control_plane", cp_port)]), concurrency=2, shell=shell).start()
         extra.append(e)
         e.wait_snapshot()
         return e

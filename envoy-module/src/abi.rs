@@ -18,7 +18,8 @@
 //! the header's `envoy_buffer`/`module_buffer` structs are `{const char*, size_t}` passed by value.
 //!
 //! Nothing here may unwind into Envoy: the code reached from a hook never panics (clippy denies
-//! unwrap/expect/panic), and the release profile for this crate aborts rather than unwinds.
+//! unwrap/expect/panic), and a panic that still reached an `extern "C"` function would abort the
+//! process (Rust's rule since 1.81), never cross into C++.
 
 #![allow(unsafe_code)]
 
