@@ -25,7 +25,7 @@ use tollgate_filter::response::Headers;
 use tollgate_filter::worker::{configure, Shared};
 
 use crate::abi::{self, ConfigHandle, FilterHandle, MainThreadOnly, Scheduler};
-use crate::store::StripedStore;
+use crate::store::{process_store, StripedStore};
 use crate::workers::{Published, Workers};
 
 /// The filter name the configuration must carry (`filter_name: tollgate`).
@@ -196,7 +196,7 @@ pub fn config_new(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<Box
         );
         return None;
     }
-    let store = Arc::new(StripedStore::default());
+    let store = process_store();
     let tick_ms = Arc::new(AtomicU32::new(0));
     let mut host = MainHost {
         config: handle,
@@ -290,6 +290,18 @@ fn start_ticker(handle: ConfigHandle, tick_ms: &Arc<AtomicU32>) -> Option<Ticker
 }
 
 pub fn config_destroy(root: Box<Root>) {
+    // The workers' last usage into the journal, for the process's next link to deliver.
+    if let Some(cell) = root.main.get() {
+        if let Ok(mut main) = cell.try_borrow_mut() {
+            let m = &mut *main;
+            if let (Some(link), Some(meter)) = (&mut m.link, &m.shared.meter) {
+                if let Ok(mut meter) = meter.try_borrow_mut() {
+                    root.workers.drain(&mut meter);
+                }
+                link.persist(&m.shared, &mut m.host);
+            }
+        }
+    }
     let ticker = root
         .ticker
         .lock()

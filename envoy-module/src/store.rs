@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tollgate_filter::counters::{SharedStore, StoreError};
 
@@ -26,6 +26,14 @@ pub struct StripedStore {
     shards: Vec<Mutex<Shard>>,
     /// Fixed-key hashing: which stripe a key lives in never changes.
     hasher: BuildHasherDefault<DefaultHasher>,
+}
+
+/// The process's store. Like proxy-wasm shared data (one map per `vm_id`, alive as long as the
+/// process), it outlives any one filter configuration: a listener update that replaces the
+/// configuration keeps every count, and the new link adopts the old one's usage journal.
+pub fn process_store() -> Arc<StripedStore> {
+    static STORE: OnceLock<Arc<StripedStore>> = OnceLock::new();
+    Arc::clone(STORE.get_or_init(|| Arc::new(StripedStore::default())))
 }
 
 impl Default for StripedStore {
