@@ -113,13 +113,6 @@ extern "C" {
         details: ModuleBuffer,
     );
     fn envoy_dynamic_module_callback_http_filter_get_worker_index(filter: *mut c_void) -> u32;
-    fn envoy_dynamic_module_callback_http_filter_increment_counter(
-        filter: *mut c_void,
-        id: usize,
-        label_values: *mut ModuleBuffer,
-        label_values_length: usize,
-        value: u64,
-    ) -> u32;
 
     fn envoy_dynamic_module_callback_http_filter_config_define_counter(
         config: *mut c_void,
@@ -265,20 +258,6 @@ impl FilterHandle {
     pub fn worker_index(&self) -> u32 {
         // SAFETY: live filter.
         unsafe { envoy_dynamic_module_callback_http_filter_get_worker_index(self.0) }
-    }
-
-    /// Adds to a counter the stream's configuration defined (Envoy counters are atomic).
-    pub fn increment_counter(&self, id: usize, value: u64) -> bool {
-        // SAFETY: live filter; no labels (null with length 0, as the header allows).
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_increment_counter(
-                self.0,
-                id,
-                null_mut(),
-                0,
-                value,
-            ) == METRICS_SUCCESS
-        }
     }
 }
 

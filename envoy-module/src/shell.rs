@@ -16,7 +16,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tollgate_filter::counters::{SharedStore, StoreError};
-use tollgate_filter::decision::Reason;
 use tollgate_filter::header_map::HeaderMap;
 use tollgate_filter::host::{Host, HostStatus, Level};
 use tollgate_filter::link::Link;
@@ -26,7 +25,7 @@ use tollgate_filter::worker::{configure, Shared};
 
 use crate::abi::{self, ConfigHandle, FilterHandle, MainThreadOnly, Scheduler};
 use crate::store::{process_store, StripedStore};
-use crate::workers::{Published, Workers};
+use crate::workers::{Counts, Published, Workers};
 
 /// The filter name the configuration must carry (`filter_name: tollgate`).
 const FILTER_NAME: &[u8] = b"tollgate";
@@ -144,15 +143,6 @@ struct Main {
     published: Published,
 }
 
-/// Envoy's counter ids for the request path (where the configuration turns stats on).
-#[derive(Default)]
-struct RequestCounters {
-    allowed: Option<usize>,
-    unauthorized: Option<usize>,
-    errors: Option<usize>,
-    rejected: Vec<(Reason, Option<usize>)>,
-}
-
 /// A thread that asks the main thread for a tick every `tick_ms` until the configuration goes.
 struct Ticker {
     stop: mpsc::Sender<()>,
@@ -165,7 +155,6 @@ struct Ticker {
 pub struct Root {
     store: Arc<StripedStore>,
     workers: Workers,
-    counters: RequestCounters,
     main: MainThreadOnly<RefCell<Main>>,
     ticker: Mutex<Option<Ticker>>,
 }
@@ -207,26 +196,6 @@ pub fn config_new(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<Box
     let mut shared = Shared::default();
     let link = configure(&mut host, &mut shared, bytes)?;
     let config = shared.config.clone()?;
-    let counters = shared
-        .stats
-        .as_ref()
-        .map(|s| RequestCounters {
-            allowed: s.allowed.id().map(|i| i as usize),
-            unauthorized: s.unauthorized.id().map(|i| i as usize),
-            errors: s.errors.id().map(|i| i as usize),
-            rejected: Reason::ALL
-                .iter()
-                .map(|r| {
-                    (
-                        *r,
-                        s.rejected_counter(*r)
-                            .and_then(|c| c.id())
-                            .map(|i| i as usize),
-                    )
-                })
-                .collect(),
-        })
-        .unwrap_or_default();
     let published = Published {
         config,
         catalog: shared.catalog.clone(),
@@ -237,7 +206,6 @@ pub fn config_new(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<Box
     Some(Box::new(Root {
         store,
         workers,
-        counters,
         main: MainThreadOnly::new(RefCell::new(Main {
             shared,
             link,
@@ -331,6 +299,7 @@ pub fn on_tick(root: &Root) {
         link.on_tick(&mut m.shared, &mut m.host);
     }
     if let Some(s) = &m.shared.stats {
+        root.workers.drain_counts(s);
         s.flush(&mut m.host);
     }
     publish(root, m);
@@ -378,18 +347,11 @@ fn publish(root: &Root, m: &mut Main) {
     m.published = next;
 }
 
-/// The native side of [`RequestHost`]: Envoy's header map and local replies for one stream.
+/// The native side of [`RequestHost`]: Envoy's header map and local replies for one stream, stats
+/// counted in the worker's slot.
 struct NativeRequest<'a> {
     filter: &'a FilterHandle,
-    counters: &'a RequestCounters,
-}
-
-impl NativeRequest<'_> {
-    fn bump(&self, id: Option<usize>) {
-        if let Some(id) = id {
-            self.filter.increment_counter(id, 1);
-        }
-    }
+    counts: &'a mut Counts,
 }
 
 fn ok_or_failed(ok: bool) -> Result<(), HostStatus> {
@@ -447,35 +409,17 @@ impl RequestHost for NativeRequest<'_> {
     }
 
     fn count(&mut self, event: Event) {
-        match event {
-            Event::Allowed => self.bump(self.counters.allowed),
-            Event::Error => self.bump(self.counters.errors),
-            Event::Rejected(reason) => {
-                let id = self
-                    .counters
-                    .rejected
-                    .iter()
-                    .find_map(|(r, id)| (*r == reason).then_some(*id))
-                    .flatten();
-                self.bump(id);
-                if reason.is_auth_failure() {
-                    self.bump(self.counters.unauthorized);
-                }
-            }
-        }
+        self.counts.count(event);
     }
 }
 
 /// Decides a request (worker thread); `true` lets it through, `false` means it was answered.
 pub fn on_request_headers(root: &Root, stream: &mut Stream, filter: &FilterHandle) -> bool {
-    let mut req = NativeRequest {
-        filter,
-        counters: &root.counters,
-    };
     let mut tx = root.store.transaction();
     let verdict = root
         .workers
-        .with_view(filter.worker_index() as usize, |view| {
+        .with_view(filter.worker_index() as usize, |view, counts| {
+            let mut req = NativeRequest { filter, counts };
             decide_request(&mut req, view, &mut tx, &mut stream.response_headers)
         });
     verdict == Verdict::Forward

@@ -13,9 +13,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tollgate_filter::catalog::Catalog;
 use tollgate_filter::config::Config;
+use tollgate_filter::decision::Reason;
 use tollgate_filter::global::GlobalView;
 use tollgate_filter::metering::Meter;
-use tollgate_filter::request::View;
+use tollgate_filter::request::{Event, View};
+use tollgate_filter::worker::Stats;
 
 /// What the link publishes to the workers.
 #[derive(Clone)]
@@ -42,10 +44,50 @@ impl Published {
     }
 }
 
+/// A worker's request stats since the last tick. Counted here, under the slot lock the request
+/// holds anyway, and added to Envoy's counters on the tick: a counter call per request would cost
+/// more than the count (the wasm shell buffers per worker VM for the same reason).
+#[derive(Default)]
+pub struct Counts {
+    allowed: u64,
+    errors: u64,
+    rejected: [u64; Reason::ALL.len()],
+}
+
+impl Counts {
+    pub fn count(&mut self, event: Event) {
+        let slot = match event {
+            Event::Allowed => &mut self.allowed,
+            Event::Error => &mut self.errors,
+            Event::Rejected(reason) => {
+                match Reason::ALL.iter().position(|r| *r == reason) {
+                    Some(i) => &mut self.rejected[i],
+                    // Every reason is in Reason::ALL.
+                    None => return,
+                }
+            }
+        };
+        *slot = slot.saturating_add(1);
+    }
+
+    /// Moves the counts into the link's stats (flushed to Envoy by the caller).
+    fn drain_into(&mut self, stats: &Stats) {
+        let c = std::mem::take(self);
+        stats.allowed.add(c.allowed);
+        stats.errors.add(c.errors);
+        for (reason, n) in Reason::ALL.iter().zip(c.rejected) {
+            if n > 0 {
+                stats.rejected_n(*reason, n);
+            }
+        }
+    }
+}
+
 struct Slot {
     view: Published,
     /// Usage admitted by this worker and not yet moved to the link (control-plane mode).
     meter: Option<RefCell<Meter>>,
+    counts: Counts,
 }
 
 pub struct Workers {
@@ -77,23 +119,36 @@ impl Workers {
                     Mutex::new(Slot {
                         view: view.clone(),
                         meter: metering.then(|| RefCell::new(Meter::new(String::new()))),
+                        counts: Counts::default(),
                     })
                 })
                 .collect(),
         }
     }
 
-    /// Runs `f` with worker `index`'s view, its slot locked for the duration (one request).
-    pub fn with_view<R>(&self, index: usize, f: impl FnOnce(View<'_>) -> R) -> R {
+    /// Runs `f` with worker `index`'s view and stats, its slot locked for the duration (one
+    /// request).
+    pub fn with_view<R>(&self, index: usize, f: impl FnOnce(View<'_>, &mut Counts) -> R) -> R {
         // Envoy's worker indexes are below its concurrency, the slot count; `%` keeps any other
         // value in range rather than trusting it.
-        let slot = lock(&self.slots[index % self.slots.len()]);
-        f(View {
-            config: Some(&slot.view.config),
-            catalog: slot.view.catalog.as_deref(),
-            global: slot.view.global.as_deref(),
-            meter: slot.meter.as_ref(),
-        })
+        let mut guard = lock(&self.slots[index % self.slots.len()]);
+        let slot = &mut *guard;
+        f(
+            View {
+                config: Some(&slot.view.config),
+                catalog: slot.view.catalog.as_deref(),
+                global: slot.view.global.as_deref(),
+                meter: slot.meter.as_ref(),
+            },
+            &mut slot.counts,
+        )
+    }
+
+    /// Moves every worker's request stats into `stats` (main thread, each tick).
+    pub fn drain_counts(&self, stats: &Stats) {
+        for s in &self.slots {
+            lock(s).counts.drain_into(stats);
+        }
     }
 
     /// Moves every worker's usage into the link's meter (main thread, each tick).
@@ -149,7 +204,7 @@ mod tests {
     }
 
     fn record(w: &Workers, worker: usize, app: &str, n: u64) {
-        w.with_view(worker, |v| {
+        w.with_view(worker, |v, _| {
             let i = v.catalog.unwrap().app_index(app).unwrap();
             let usage: Usage = vec![(0, n)];
             v.meter.unwrap().borrow_mut().record(i, &usage, 120);
@@ -196,7 +251,7 @@ mod tests {
         record(&w, 1, "b", 1);
         w.drain(&mut link);
         assert_eq!(reported(&mut link), vec![("a".into(), 4), ("b".into(), 1)]);
-        w.with_view(0, |v| {
+        w.with_view(0, |v, _| {
             assert_eq!(v.catalog.unwrap().app_index("b"), Some(0))
         });
     }
@@ -205,7 +260,7 @@ mod tests {
     fn standalone_workers_meter_nothing() {
         let v1 = published(&["a"]);
         let w = Workers::new(1, &v1, false);
-        w.with_view(7, |v| {
+        w.with_view(7, |v, _| {
             assert!(v.meter.is_none());
             assert!(v.catalog.is_some());
         });

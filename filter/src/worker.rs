@@ -33,12 +33,6 @@ impl Counter {
         }
     }
 
-    /// The host's id of this counter, for a shell that counts on the request path itself (the
-    /// native shell increments Envoy's counters directly: one cheap call, no buffering).
-    pub fn id(&self) -> Option<u32> {
-        self.id
-    }
-
     pub fn bump(&self) {
         self.add(1);
     }
@@ -57,7 +51,7 @@ impl Counter {
 
 pub struct Stats {
     pub allowed: Counter,
-    pub unauthorized: Counter,
+    unauthorized: Counter,
     pub errors: Counter,
     rejected: Vec<(Reason, Counter)>,
     pub snapshot_updates: Counter,
@@ -98,19 +92,23 @@ impl Stats {
         }
     }
 
-    /// The counter of rejections for `reason`.
-    pub fn rejected_counter(&self, reason: Reason) -> Option<&Counter> {
+    fn rejected_counter(&self, reason: Reason) -> Option<&Counter> {
         self.rejected
             .iter()
             .find_map(|(r, c)| (*r == reason).then_some(c))
     }
 
     pub fn rejected(&self, reason: Reason) {
-        if let Some((_, c)) = self.rejected.iter().find(|(r, _)| *r == reason) {
-            c.bump();
+        self.rejected_n(reason, 1);
+    }
+
+    /// `n` rejections for `reason` (the native shell adds up a worker's between ticks).
+    pub fn rejected_n(&self, reason: Reason, n: u64) {
+        if let Some(c) = self.rejected_counter(reason) {
+            c.add(n);
         }
         if reason.is_auth_failure() {
-            self.unauthorized.bump();
+            self.unauthorized.add(n);
         }
     }
 
