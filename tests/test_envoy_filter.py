@@ -246,3 +246,24 @@ def test_the_native_shell_reports_the_abi_version_of_this_envoy(upstream):
     log = envoy.log()
     assert "Dynamic module ABI version v0.1.0 matched." in log, log[-3000:]
     assert "deprecated" not in log
+
+
+DRAFT = {"ratelimit-policy", "ratelimit"}
+X_RATELIMIT = {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
+
+
+@pytest.mark.parametrize("choice, sent", [
+    ("draft", DRAFT), ("x-ratelimit", X_RATELIMIT), ("none", set()), ("both", DRAFT | X_RATELIMIT)])
+def test_quota_headers_and_upstream_identity_are_the_users_choice(start_envoy, upstream, choice, sent):
+    """A latency-sensitive gateway keeps one family of quota headers, or none, and can turn the
+    upstream identity headers off; a 429 still says when to retry."""
+    envoy = start_envoy(standalone(quota_headers=choice, upstream_headers={"application": None, "plan": None}))
+    key = {"x-api-key": KEYS["live"]}  # plan basic: 3 hits a day
+    answers = [call(envoy.port, "/", headers=key) for _ in range(4)]
+    assert [r.status for r in answers] == [200, 200, 200, 429]
+    for r in answers:
+        assert {h for h in DRAFT | X_RATELIMIT if r.header(h) is not None} == sent
+    assert answers[3].header("retry-after")
+    forwarded = [r["headers"] for r in upstream.requests]
+    assert len(forwarded) == 3
+    assert not any("x-tollgate-application" in h or "x-tollgate-plan" in h for h in forwarded)

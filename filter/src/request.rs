@@ -186,7 +186,7 @@ pub fn on_request_headers<H: RequestHost>(
                 }
             }
             if let Some(q) = &quota {
-                quota_headers(q, response_headers);
+                quota_headers(q, config.quota_headers, response_headers);
             }
             host.count(Event::Allowed);
             Verdict::Forward
@@ -219,7 +219,12 @@ fn reply<H: RequestHost>(
             &empty
         }
     };
-    let reply = local_reply(rejection, catalog, &config.credentials);
+    let reply = local_reply(
+        rejection,
+        catalog,
+        &config.credentials,
+        config.quota_headers,
+    );
     send(host, reply.status, &reply.headers, &reply.body);
     host.count(Event::Rejected(rejection.reason));
     Verdict::Stop
