@@ -29,7 +29,8 @@ use crate::workers::{Counts, Published, Workers};
 
 /// The filter name the configuration must carry (`filter_name: tollgate`).
 const FILTER_NAME: &[u8] = b"tollgate";
-/// Envoy's `HostStatus` stand-in when a host call fails without a status of its own.
+/// The status a failed call reports where Envoy gives none (proxy-wasm's `InternalFailure`, as
+/// the link and its logs number statuses).
 const HOST_FAILURE: u32 = 10;
 
 /// An HTTP call's answer, copied out of Envoy's buffers.

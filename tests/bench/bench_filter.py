@@ -10,6 +10,8 @@ Envoys, each pinned to core 0 with one worker, all answering with a direct_respo
                libtollgate_envoy.so), same configuration
   metering   - the wasm shell in control-plane mode (snapshot polling, usage reports every second)
   native_metering - the native shell in control-plane mode
+With --header-choices, also the wasm shell with quota_headers draft / x-ratelimit / none, and both
+shells with no quota and no upstream identity headers (`*_no_headers`).
 wrk (pinned to core 1) loads them in interleaved rounds. For each run we read the Envoy process's
 CPU time from /proc (utime + stime) and divide by the requests wrk completed: CPU microseconds per
 request, plus wrk's p50/p99 latency. Figures are medians over the rounds.
@@ -115,11 +117,19 @@ def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_wrk(port, seconds, connections):
+#: Half-load runs pace each connection with a fixed think time (wrk's `delay()`, whole
+#: milliseconds): long enough that rounding and the request's own latency stay a few percent of it.
+PACED_DELAY_MS = 5
+PACER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paced.lua")
+
+
+def run_wrk(port, seconds, connections, paced=False):
+    script = ["-s", PACER] if paced else []
     out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *script,
          "-H", f"x-api-key: {key(KEY_INDEX)}", f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+        env=dict(os.environ, WRK_DELAY_MS=str(PACED_DELAY_MS))).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
@@ -136,6 +146,12 @@ def main():
                     help="also measure another build of the module (for profiling experiments)")
     ap.add_argument("--floor", metavar="PATH",
                     help="the no-op proxy-wasm filter (cargo xtask bench-filter builds and passes it)")
+    ap.add_argument("--half-load-seconds", type=int, default=10,
+                    help="p99 latency of bare Envoy and both shells at the same paced rate, half the "
+                         "wasm shell's capacity (0 skips it)")
+    ap.add_argument("--header-choices", action="store_true",
+                    help="also measure the wasm shell with each quota_headers choice, and with no "
+                         "quota or upstream identity headers at all")
     ap.add_argument("--no-metering", action="store_true",
                     help="skip the control-plane-mode variant (needs the tollgate binary)")
     args = ap.parse_args()
@@ -148,6 +164,14 @@ def main():
         "tollgate": direct_response_bootstrap([wasm_filter(tollgate_config())]),
         "native": direct_response_bootstrap([native_filter(tollgate_config())]),
     }
+    if args.header_choices:
+        for choice in ("draft", "x-ratelimit", "none"):
+            variants[f"wasm_{choice}"] = direct_response_bootstrap(
+                [wasm_filter(dict(tollgate_config(), quota_headers=choice), vm_id=choice)])
+        bare_headers = dict(tollgate_config(), quota_headers="none",
+                            upstream_headers={"application": None, "plan": None})
+        variants["wasm_no_headers"] = direct_response_bootstrap([wasm_filter(bare_headers, vm_id="no_headers")])
+        variants["native_no_headers"] = direct_response_bootstrap([native_filter(bare_headers)])
     if args.floor:
         variants["floor"] = direct_response_bootstrap([wasm_filter({}, wasm=args.floor, vm_id="floor")])
     control_plane = None
@@ -167,7 +191,7 @@ def main():
     envoys = {}
     try:
         for name, cfg in variants.items():
-            shell = "native" if name in ("native", "native_metering") else "wasm"
+            shell = "native" if name in ("native", "native_metering", "native_no_headers") else "wasm"
             e = Envoy(cfg, concurrency=1, shell=shell).start()
             subprocess.run(["taskset", "-a", "-p", "-c", "0", str(e.proc.pid)], check=True,
                            capture_output=True)
@@ -186,6 +210,17 @@ def main():
                 results[name].append((cpu * 1e6 / requests, requests / args.seconds, p50, p99))
                 print(f"round {rnd + 1} {name:15s} {cpu * 1e6 / requests:7.2f} us CPU/req "
                       f"{requests / args.seconds:9.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms", flush=True)
+        half = {}
+        if args.half_load_seconds:
+            # One offered rate for all, so the latencies compare: half of what the wasm shell served.
+            rate = statistics.median(x[1] for x in results["tollgate"]) / 2
+            connections = max(1, round(rate * PACED_DELAY_MS / 1000))
+            for name in ("bare", "tollgate", "native"):
+                requests, p50, p99, non2xx = run_wrk(envoys[name].port, args.half_load_seconds, connections,
+                                                     paced=True)
+                if non2xx:
+                    sys.exit(f"{name}: {non2xx} non-2xx answers; the benchmark is invalid")
+                half[name] = (requests / args.half_load_seconds, p50, p99)
     finally:
         for e in envoys.values():
             e.stop()
@@ -207,6 +242,11 @@ def main():
           f"(tracked, not gated: issue 23); native local_ratelimit adds {rl:.2f} us.")
     print(f"Tollgate's native shell adds {native:.2f} us (goal: <= 3 us, and <= 2x local_ratelimit's "
           f"{rl:.2f} us = {2 * rl:.2f} us): {'met' if native <= 3 and native <= 2 * rl else 'NOT met'}.")
+    if half:
+        print(f"\nHalf load: {connections} connections paced at one request per {PACED_DELAY_MS} ms each "
+              f"(offered ~{rate:.0f} req/s, half the wasm shell's capacity)")
+        for n, (rps, p50, p99) in half.items():
+            print(f"{n:15s} {rps:9.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms")
     if "floor" in med:
         floor = med["floor"][0]
         print(f"The no-op wasm filter (the host's floor) adds {floor - base:.2f} us; over it, Tollgate adds "
