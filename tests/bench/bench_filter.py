@@ -32,7 +32,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from support.envoy import Envoy, free_port, http_listener, native_filter, static_cluster, wasm_filter  # noqa: E402
+from support.envoy import (Envoy, free_port, http_listener, native_filter, rss_kb, static_cluster,  # noqa: E402
+                           wasm_filter)
 
 APPS = 1_000
 KEY_INDEX = 500
@@ -43,13 +44,13 @@ def key(i):
     return f"bench-key-{i:06d}"
 
 
-def tollgate_config():
+def tollgate_config(apps=APPS):
     return {
         "snapshot": {
             "plans": [{"id": "p", "limits": [{"metric": "hits", "period": "day", "value": 10**15}]}],
             "applications": [{"id": f"app-{i}", "plan": "p", "state": "live",
                               "key_sha256": [hashlib.sha256(key(i).encode()).hexdigest()]}
-                             for i in range(APPS)],
+                             for i in range(apps)],
             "metrics": [{"name": "hits"}],
             "mapping_rules": [{"method": "GET", "pattern": "/", "metric": "hits", "delta": 1}],
         }
@@ -137,6 +138,23 @@ def run_wrk(port, seconds, connections, paced=False):
     return requests, to_ms(*p50.groups()), to_ms(*p99.groups()), int(non2xx.group(1)) if non2xx else 0
 
 
+def rss_with_apps(apps):
+    """RSS of Envoy (2 workers) idle, then with `apps` applications in each shell: the wasm shell
+    holds a catalog per VM (the main thread's and each worker's), the native shell one per process."""
+    config = tollgate_config(apps)
+    variants = {"bare": ([], "wasm"), "wasm shell": ([wasm_filter(config, vm_id="rss")], "wasm"),
+                "native shell": ([native_filter(config)], "native")}
+    print(f"\nRSS with {apps:,} applications inline (standalone mode, --concurrency 2, after one request):")
+    for name, (filters, shell) in variants.items():
+        e = Envoy(direct_response_bootstrap(filters), concurrency=2, shell=shell).start()
+        try:
+            run_wrk(e.port, 1, 2)
+            time.sleep(1)
+            print(f"{name:15s} {rss_kb(e.proc.pid) / 1024:8.0f} MiB", flush=True)
+        finally:
+            e.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -149,6 +167,9 @@ def main():
     ap.add_argument("--half-load-seconds", type=int, default=10,
                     help="p99 latency of bare Envoy and both shells at the same paced rate, half the "
                          "wasm shell's capacity (0 skips it)")
+    ap.add_argument("--rss-apps", type=int, default=100_000,
+                    help="resident memory of bare Envoy and of each shell with this many applications "
+                         "inline (standalone mode, --concurrency 2); 0 skips it")
     ap.add_argument("--header-choices", action="store_true",
                     help="also measure the wasm shell with each quota_headers choice, and with no "
                          "quota or upstream identity headers at all")
@@ -242,6 +263,8 @@ def main():
           f"(tracked, not gated: issue 23); native local_ratelimit adds {rl:.2f} us.")
     print(f"Tollgate's native shell adds {native:.2f} us (goal: <= 3 us, and <= 2x local_ratelimit's "
           f"{rl:.2f} us = {2 * rl:.2f} us): {'met' if native <= 3 and native <= 2 * rl else 'NOT met'}.")
+    if args.rss_apps:
+        rss_with_apps(args.rss_apps)
     if half:
         print(f"\nHalf load: {connections} connections paced at one request per {PACED_DELAY_MS} ms each "
               f"(offered ~{rate:.0f} req/s, half the wasm shell's capacity)")
