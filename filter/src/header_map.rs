@@ -20,9 +20,13 @@ impl HeaderMap {
 
     /// A map from (name, value) pairs, for hosts that list headers rather than serialize them
     /// (Envoy's dynamic-module ABI): one copy of the bytes, no per-header allocation.
-    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> HeaderMap {
-        let mut buf = Vec::new();
-        let mut entries = Vec::new();
+    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> HeaderMap {
+        // Sized first: one allocation for the bytes and one for the index, never a regrowth.
+        let (count, bytes) = pairs
+            .clone()
+            .fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
+        let mut buf = Vec::with_capacity(bytes);
+        let mut entries = Vec::with_capacity(count);
         for (name, value) in pairs {
             let name_start = buf.len();
             buf.extend_from_slice(name);
