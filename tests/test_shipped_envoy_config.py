@@ -15,20 +15,24 @@ from support.envoy import Envoy, free_port, wasm_path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_shipped_envoy_yaml_enforces_the_demo_plan(upstream):
-    config = yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())
+def shipped(name, upstream):
+    """envoy/<name> as shipped, moved to free ports and pointed at the test's upstream."""
+    config = yaml.safe_load((ROOT / "envoy" / name).read_text())
     config["admin"]["address"]["socket_address"]["port_value"] = free_port()
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"]["port_value"] = free_port()
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    wasm = hcm["http_filters"][0]["typed_config"]["config"]
-    assert wasm["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
-    assert wasm["vm_config"]["code"]["local"]["filename"] == "target/wasm32-wasip1/wasm/tollgate_filter.wasm"
-    wasm["vm_config"]["code"]["local"]["filename"] = wasm_path()
     cluster = config["static_resources"]["clusters"][0]
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
         "socket_address"]["port_value"] = upstream.port
-    envoy = Envoy(config).start()
+    return config
+
+
+def http_filters(config):
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "http_filters"]
+
+
+def enforces_the_demo_plan(envoy, upstream):
     try:
         r = call(envoy.port, "/search", headers={"x-api-key": "tollgate-demo-key"})
         assert r.status == 200
@@ -39,9 +43,13 @@ def test_shipped_envoy_yaml_enforces_the_demo_plan(upstream):
         envoy.stop()
 
 
-def http_filters(config):
-    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
-        "http_filters"]
+def test_shipped_envoy_yaml_enforces_the_demo_plan(upstream):
+    config = shipped("envoy.yaml", upstream)
+    wasm = http_filters(config)[0]["typed_config"]["config"]
+    assert wasm["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
+    assert wasm["vm_config"]["code"]["local"]["filename"] == "target/wasm32-wasip1/wasm/tollgate_filter.wasm"
+    wasm["vm_config"]["code"]["local"]["filename"] = wasm_path()
+    enforces_the_demo_plan(Envoy(config).start(), upstream)
 
 
 def test_switching_shells_changes_only_the_filter_stanza():
@@ -62,22 +70,8 @@ def test_switching_shells_changes_only_the_filter_stanza():
 
 
 def test_shipped_native_yaml_enforces_the_demo_plan(upstream):
-    config = yaml.safe_load((ROOT / "envoy" / "envoy-native.yaml").read_text())
-    config["admin"]["address"]["socket_address"]["port_value"] = free_port()
-    listener = config["static_resources"]["listeners"][0]
-    listener["address"]["socket_address"]["port_value"] = free_port()
-    cluster = config["static_resources"]["clusters"][0]
-    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
-        "socket_address"]["port_value"] = upstream.port
-    envoy = Envoy(config, shell="native").start()  # the module from TOLLGATE_NATIVE's directory
-    try:
-        r = call(envoy.port, "/search", headers={"x-api-key": "tollgate-demo-key"})
-        assert r.status == 200
-        assert r.header("ratelimit-policy") == '"search-minute";q=2;w=60'
-        assert upstream.last()["headers"]["x-tollgate-application"] == "demo-app"
-        assert call(envoy.port, "/").status == 401
-    finally:
-        envoy.stop()
+    # The module is found in TOLLGATE_NATIVE's directory (ENVOY_DYNAMIC_MODULES_SEARCH_PATH).
+    enforces_the_demo_plan(Envoy(shipped("envoy-native.yaml", upstream), shell="native").start(), upstream)
 
 
 def test_shipped_control_plane_template_works(upstream):
