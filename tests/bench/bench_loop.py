@@ -2,9 +2,10 @@
 
 1. Snapshot production: a service with 100,000 applications (one key each), SQLite and
    PostgreSQL: time of the first (uncached) snapshot request, of a cached one, and of a 304.
-2. Snapshot application in Envoy (SQLite run): Envoy with the filter in control-plane mode and
-   `--concurrency 2` starts while the control plane is down (fail closed), then the control plane
-   comes up; the filter logs the apply time per VM; RSS of Envoy before and after.
+2. Snapshot application in Envoy (SQLite run), for each shell: Envoy with the filter in
+   control-plane mode and `--concurrency 2` starts while the control plane is down (fail closed),
+   then the control plane comes up; the filter logs the apply time per link (each wasm VM; one
+   native link per process); RSS of Envoy before and after.
 3. Ingestion: usage reports of 1,000 counters each, posted by 8 client threads for --seconds,
    SQLite and PostgreSQL: reports/s and counters/s.
 
@@ -27,7 +28,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from support.control_plane import Api, Database, Server  # noqa: E402
-from support.envoy import Envoy, bootstrap, free_port, rss_kb, static_cluster, wasm_filter  # noqa: E402
+from support.envoy import SHELLS, Envoy, bootstrap, free_port, rss_kb, static_cluster, tollgate_filter  # noqa: E402
 
 TOKEN = "bench-admin-token-0123456789abcdef0123456789"
 
@@ -110,9 +111,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--apps", type=int, default=100_000)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--sqlite-only", action="store_true", help="skip the PostgreSQL run")
     args = ap.parse_args()
     results = []
-    for backend in ("sqlite", "postgres"):
+    for backend in ("sqlite",) if args.sqlite_only else ("sqlite", "postgres"):
         db = Database(backend)
         server = Server(db, TOKEN, extra_env={"TOLLGATE_LOG": "warn"}).start()
         try:
@@ -133,7 +135,8 @@ def main():
             print(f"{backend}: ingestion {rate:.0f} reports/s of 1,000 counters = {rate * 1000:.0f} counters/s", flush=True)
             results.append((backend, size, cold, warm, not_modified, rate))
             if backend == "sqlite":
-                results.append(("envoy", *apply_in_envoy(server, service, gw)))
+                for shell in SHELLS:
+                    results.append((f"envoy ({shell} shell)", *apply_in_envoy(server, service, gw, shell)))
         finally:
             server.stop()
             db.drop()
@@ -142,22 +145,24 @@ def main():
         print("  ", r)
 
 
-def apply_in_envoy(server, service, gw):
-    """RSS and apply time of a big snapshot in Envoy (2 workers + the main thread's VM)."""
+def apply_in_envoy(server, service, gw, shell):
+    """RSS and apply time of a big snapshot in Envoy (2 workers; the wasm shell applies it in each
+    worker's VM and the main thread's, the native shell once per process)."""
     from support.upstream import Upstream
     up = Upstream().start()
     server.stop()
     config = {"service_id": service, "control_plane": {"cluster": "cp", "token": gw, "poll_interval_ms": 500,
                                                         "timeout_ms": 60000}}
-    envoy = Envoy(bootstrap(free_port(), free_port(), up.port, [wasm_filter(config)],
-                            [static_cluster("cp", server.port)]), concurrency=2).start()
+    envoy = Envoy(bootstrap(free_port(), free_port(), up.port, [tollgate_filter(config, shell)],
+                            [static_cluster("cp", server.port)]), concurrency=2, shell=shell).start()
+    updates = f"{envoy.ns}.tollgate.snapshot.updates"
     try:
         time.sleep(2)
         before = rss_kb(envoy.proc.pid)
         server.start()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if envoy.stats("wasmcustom.tollgate.snapshot.updates").get("wasmcustom.tollgate.snapshot.updates", 0) >= 2:
+            if envoy.stats(updates).get(updates, 0) >= min(2, envoy.links):
                 break
             time.sleep(0.5)
         time.sleep(2)
@@ -168,8 +173,8 @@ def apply_in_envoy(server, service, gw):
     applied = [int(m) for m in re.findall(r"applied: \d+ applications, \d+ plans, \d+ bytes in (\d+) ms", envoy.log())]
     for line in re.findall(r"applied: .*", envoy.log()):
         print("  ", line, flush=True)
-    print(f"envoy: snapshot applied by {len(applied)} VMs in {applied} ms; RSS {before / 1024:.0f} MB -> "
-          f"{after / 1024:.0f} MB (+{(after - before) / 1024:.0f} MB for all VMs)", flush=True)
+    print(f"envoy, {shell} shell: snapshot applied by {len(applied)} links in {applied} ms; RSS {before / 1024:.0f} MB "
+          f"-> {after / 1024:.0f} MB (+{(after - before) / 1024:.0f} MB)", flush=True)
     return applied, before, after
 
 

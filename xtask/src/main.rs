@@ -94,13 +94,14 @@ fn wasm_module(file: &str) -> PathBuf {
     target_dir().join(WASM_TARGET).join(WASM_PROFILE).join(file)
 }
 
-/// The paths of what was built, for the scripts (demo, benchmarks, pytest) to run.
-fn built(control_plane: &str) -> [(&'static str, String); 2] {
+/// The paths of what was built, for the scripts (demo, benchmarks, pytest) to run: the control
+/// plane and the native shell of `profile` (`debug` or `release`), and the wasm module.
+fn built(profile: &str) -> [(&'static str, String); 3] {
     [
         (
             "TOLLGATE_BIN",
             target_dir()
-                .join(control_plane)
+                .join(profile)
                 .join("tollgate")
                 .display()
                 .to_string(),
@@ -108,6 +109,14 @@ fn built(control_plane: &str) -> [(&'static str, String); 2] {
         (
             "TOLLGATE_WASM",
             wasm_module("tollgate_filter.wasm").display().to_string(),
+        ),
+        (
+            "TOLLGATE_NATIVE",
+            target_dir()
+                .join(profile)
+                .join("libtollgate_envoy.so")
+                .display()
+                .to_string(),
         ),
     ]
 }
@@ -231,6 +240,16 @@ fn build_filter() -> Result {
     build_wasm("tollgate-filter", "the filter")
 }
 
+/// The native Envoy shell (`libtollgate_envoy.so`, an Envoy dynamic module) of `profile`.
+fn build_native(profile: &str) -> Result {
+    step(&format!("build the native Envoy shell ({profile})"));
+    if profile == "release" {
+        sh("cargo", &["build", "--release", "-p", "tollgate-envoy"])
+    } else {
+        sh("cargo", &["build", "-p", "tollgate-envoy"])
+    }
+}
+
 /// A build of a workspace package for wasm32-wasip1 with the filter's profile.
 fn build_wasm(package: &str, what: &str) -> Result {
     step(&format!(
@@ -315,6 +334,7 @@ fn test() -> Result {
     fuzz::check()?;
     fuzz::fuzz(&["--seconds".into(), fuzz::TEST_SECONDS.to_string()])?;
     build_filter()?;
+    build_native("debug")?;
     step("build the control plane");
     sh("cargo", &["build", "-p", "tollgate-control-plane"])?;
     let postgres = Postgres::ensure()?;
@@ -333,11 +353,12 @@ const PYTEST_WORKERS: &str = "3";
 /// workers, then the `exclusive` ones (wall-clock bounds, load, server restarts: tests/pytest.ini)
 /// one at a time with nothing else running. Each prints its 20 slowest tests.
 fn end_to_end(postgres_url: &str) -> Result {
-    let [bin, wasm] = built("debug");
+    let [bin, wasm, native] = built("debug");
     let envs = [
         ("TOLLGATE_TEST_POSTGRES_URL", postgres_url.to_string()),
         bin,
         wasm,
+        native,
     ];
     step(&format!(
         "end-to-end tests on {PYTEST_WORKERS} workers (pytest: real Envoy, real control plane on SQLite and PostgreSQL, real HTTP)"
@@ -549,6 +570,7 @@ fn bench_billing(extra: &[String]) -> Result {
 fn bench_release_script(script: &str, extra: &[String]) -> Result {
     setup(&["wrk", "taskset", "psql", "pg_dump"])?;
     build_filter()?;
+    build_native("release")?;
     step("build the control plane (release)");
     sh(
         "cargo",
@@ -558,7 +580,7 @@ fn bench_release_script(script: &str, extra: &[String]) -> Result {
     step(&format!("benchmark: {script}"));
     let mut args = vec![script];
     args.extend(extra.iter().map(String::as_str));
-    let [bin, wasm] = built("release");
+    let [bin, wasm, native] = built("release");
     let outcome = sh_env(
         ".venv/bin/python",
         &args,
@@ -566,6 +588,7 @@ fn bench_release_script(script: &str, extra: &[String]) -> Result {
             ("TOLLGATE_TEST_POSTGRES_URL", postgres.url.clone()),
             bin,
             wasm,
+            native,
         ],
     );
     postgres.stop();
