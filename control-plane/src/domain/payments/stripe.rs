@@ -38,6 +38,14 @@ pub struct Stripe {
 
 fn err(e: StripeError) -> PayError {
     match e {
+        // An idempotency key reused with other parameters (whatever its status): the first
+        // request's outcome is unknown here, so it is looked up, never read as a refusal.
+        StripeError::Api { error, .. } if error.kind == "idempotency_error" => {
+            PayError::Unavailable(format!(
+                "Stripe refused a reused idempotency key: {}",
+                error.message.unwrap_or_default()
+            ))
+        }
         // A 5xx may come after Stripe acted on the request (and 429 asks for a later retry): the
         // outcome is unknown, never a decline, or dunning's next attempt (a new idempotency key)
         // could charge the card a second time. 409: the idempotency key is in use by a request
@@ -45,6 +53,14 @@ fn err(e: StripeError) -> PayError {
         StripeError::Api { status, error } if status >= 500 || status == 429 || status == 409 => {
             PayError::Unavailable(format!(
                 "Stripe answered {status}: {}",
+                error.message.unwrap_or_default()
+            ))
+        }
+        // The secret key is wrong, rolled or restricted: the gateway's configuration, never the
+        // card (nothing is declined, emailed or suspended for it).
+        StripeError::Api { status, error } if status == 401 || status == 403 => {
+            PayError::Config(format!(
+                "Stripe refused the secret key ({status}): {}",
                 error.message.unwrap_or_default()
             ))
         }
@@ -56,6 +72,15 @@ fn err(e: StripeError) -> PayError {
         StripeError::Invalid(m) => PayError::Config(m),
         other => PayError::Unavailable(other.to_string()),
     }
+}
+
+/// An id from outside (a browser, the database) as a path segment, or a refusal naming it.
+fn id_segment<'a>(what: &str, id: &'a str) -> Result<&'a str, PayError> {
+    segment(id).ok_or_else(|| PayError::Provider {
+        status: 400,
+        code: "resource_missing".into(),
+        message: format!("no such {what}: Stripe ids are letters, digits and _"),
+    })
 }
 
 async fn bounded<T>(
@@ -70,16 +95,25 @@ async fn bounded<T>(
     }
 }
 
-fn outcome(pi: &PaymentIntent) -> ChargeOutcome {
+/// What a PaymentIntent says about the charge. `Err` (an unknown outcome, looked up again later)
+/// for a status that is neither paid, waiting for the cardholder nor finally refused: one this
+/// version does not know, or `requires_capture` (never asked for: Tollgate captures at once).
+fn outcome(pi: &PaymentIntent) -> Result<ChargeOutcome, PayError> {
     let reference = pi.id.clone();
-    match pi.status {
+    Ok(match pi.status {
         PaymentIntentStatus::Succeeded | PaymentIntentStatus::Processing => {
             ChargeOutcome::Succeeded { reference }
         }
         PaymentIntentStatus::RequiresAction | PaymentIntentStatus::RequiresConfirmation => {
             ChargeOutcome::RequiresAction { reference }
         }
-        _ => {
+        PaymentIntentStatus::RequiresCapture | PaymentIntentStatus::Unknown => {
+            return Err(PayError::Unavailable(format!(
+                "PaymentIntent {reference} is in a status Tollgate does not settle ({:?})",
+                pi.status
+            )))
+        }
+        PaymentIntentStatus::RequiresPaymentMethod | PaymentIntentStatus::Canceled => {
             let (code, message) = pi
                 .last_payment_error
                 .as_ref()
@@ -99,7 +133,7 @@ fn outcome(pi: &PaymentIntent) -> ChargeOutcome {
                 message,
             }
         }
-    }
+    })
 }
 
 fn field(name: &str, value: impl Into<String>) -> (String, String) {
@@ -154,7 +188,10 @@ impl Stripe {
     }
 
     pub async fn attach(&self, customer: &str, payment_method: &str) -> Result<Card, PayError> {
-        let path = format!("/payment_methods/{}/attach", segment(payment_method));
+        let path = format!(
+            "/payment_methods/{}/attach",
+            id_segment("payment method", payment_method)?
+        );
         let form: Form = vec![field("customer", customer)];
         let pm: PaymentMethod = bounded(self.client.post(&path, &form, None)).await?;
         Ok(card_of(&pm))
@@ -168,7 +205,10 @@ impl Stripe {
     }
 
     pub async fn detach(&self, payment_method: &str) -> Result<(), PayError> {
-        let path = format!("/payment_methods/{}/detach", segment(payment_method));
+        let path = format!(
+            "/payment_methods/{}/detach",
+            id_segment("payment method", payment_method)?
+        );
         let _: PaymentMethod = bounded(self.client.post(&path, &Form::new(), None)).await?;
         Ok(())
     }
@@ -196,9 +236,10 @@ impl Stripe {
                 "Stripe did not answer in {:?}",
                 call_timeout()
             ))),
-            Ok(Ok(pi)) => Ok(outcome(&pi)),
+            Ok(Ok(pi)) => outcome(&pi),
             Ok(Err(StripeError::Api { status, error }))
-                if status == 402 || error.payment_intent.is_some() =>
+                if (status == 402 || error.payment_intent.is_some())
+                    && error.kind != "idempotency_error" =>
             {
                 let code = error
                     .decline_code
@@ -227,9 +268,12 @@ impl Stripe {
         &self,
         payment_intent: &str,
     ) -> Result<(ChargeOutcome, Option<String>), PayError> {
-        let path = format!("/payment_intents/{}", segment(payment_intent));
+        let path = format!(
+            "/payment_intents/{}",
+            id_segment("payment intent", payment_intent)?
+        );
         let pi: PaymentIntent = bounded(self.client.get(&path, &Form::new())).await?;
-        Ok((outcome(&pi), pi.client_secret.clone()))
+        Ok((outcome(&pi)?, pi.client_secret.clone()))
     }
 
     /// The PaymentIntent an earlier call created for `attempt_key`, if any.
@@ -244,11 +288,11 @@ impl Stripe {
         ];
         let list: List<PaymentIntent> =
             bounded(self.client.get("/payment_intents", &query)).await?;
-        Ok(list
-            .data
+        list.data
             .iter()
             .find(|pi| pi.metadata.get(ATTEMPT_METADATA).map(String::as_str) == Some(attempt_key))
-            .map(outcome))
+            .map(outcome)
+            .transpose()
     }
 }
 

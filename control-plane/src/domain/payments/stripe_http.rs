@@ -61,9 +61,13 @@ impl std::fmt::Display for StripeError {
     }
 }
 
-/// Stripe's error object (`{"error": {...}}`), the fields Tollgate acts on.
-#[derive(Debug, Default, Deserialize)]
+/// Stripe's error object (`{"error": {...}}`), the fields Tollgate acts on. `type` is required:
+/// an answer without it is not Stripe's error object (a proxy's page, `{"error":{}}`), and says
+/// nothing about what Stripe did.
+#[derive(Debug, Deserialize)]
 pub struct ApiError {
+    #[serde(rename = "type")]
+    pub kind: String,
     pub code: Option<String>,
     pub decline_code: Option<String>,
     pub message: Option<String>,
@@ -162,18 +166,17 @@ impl std::fmt::Debug for StripeHttp {
     }
 }
 
-/// An id as one path segment: Stripe's ids are letters, digits and `_`; anything else (an id a
-/// browser sent, say) is percent-encoded, so it can never name another path.
-pub fn segment(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// Longest id put into a path (Stripe's ids are far shorter).
+pub const MAX_ID_CHARS: usize = 255;
+
+/// An id as one path segment, or `None`: Stripe's ids are letters, digits and `_` (`pm_1Ab…`),
+/// and anything else (an id a browser sent, say) is refused rather than encoded, since a URL
+/// parser resolves even an encoded `%2E%2E` as a dot segment and the id would name another path.
+pub fn segment(id: &str) -> Option<&str> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_ID_CHARS
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    valid.then_some(id)
 }
 
 /// A transport error with its causes (the resolver's refusal is a cause), without the URL.
@@ -261,19 +264,23 @@ impl StripeHttp {
             bytes.extend_from_slice(&chunk);
         }
         if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| StripeError::Decode(format!("{path}: {e}")));
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                tracing::warn!(path, "Stripe's answer could not be read: {e}");
+                StripeError::Decode(format!("{path}: the answer is not the expected object"))
+            });
         }
+        // Only Stripe's own error object says what Stripe did. Anything else (a redirect, which
+        // is not followed; a proxy's or firewall's page; a body without `type`) may have come
+        // after Stripe acted, so it is an unknown outcome, never a refusal.
         match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
-            Ok(e) => Err(StripeError::Api {
+            Ok(e) if !status.is_redirection() => Err(StripeError::Api {
                 status: status.as_u16(),
                 error: Box::new(e.error),
             }),
-            // Not Stripe's error object (a proxy's page): the status alone says what happened.
-            Err(_) => Err(StripeError::Api {
-                status: status.as_u16(),
-                error: Box::default(),
-            }),
+            _ => Err(StripeError::Decode(format!(
+                "{path}: HTTP {} without Stripe's error object",
+                status.as_u16()
+            ))),
         }
     }
 }
@@ -284,9 +291,29 @@ mod tests {
 
     #[test]
     fn ids_cannot_leave_their_path_segment() {
-        assert_eq!(segment("pm_1AbC"), "pm_1AbC");
-        assert_eq!(segment("../customers"), "%2E%2E%2Fcustomers");
-        assert_eq!(segment("pm?x=1#y"), "pm%3Fx%3D1%23y");
+        assert_eq!(segment("pm_1AbC"), Some("pm_1AbC"));
+        for hostile in [
+            "",
+            ".",
+            "..",
+            "../customers",
+            "%2E%2E",
+            "pm?x=1#y",
+            "pm/attach",
+            "pm-1",
+        ] {
+            assert_eq!(segment(hostile), None, "{hostile:?}");
+        }
+        assert_eq!(segment(&"a".repeat(MAX_ID_CHARS + 1)), None);
+    }
+
+    #[test]
+    fn only_stripes_error_object_is_an_error_object() {
+        assert!(serde_json::from_str::<ErrorEnvelope>(r#"{"error":{}}"#).is_err());
+        assert!(serde_json::from_str::<ErrorEnvelope>(r#"{"error":{"message":"x"}}"#).is_err());
+        assert!(
+            serde_json::from_str::<ErrorEnvelope>(r#"{"error":{"type":"card_error"}}"#).is_ok()
+        );
     }
 
     #[test]
