@@ -225,6 +225,10 @@ impl Stripe {
             field("payment_method", req.payment_method),
             field("confirm", "true"),
             field("off_session", "true"),
+            // Cards only, named: without it Stripe (API versions since 2023-08-16) enables the
+            // Dashboard's automatic payment methods, some of which redirect, and then refuses a
+            // server-side confirm that carries no `return_url`. Tollgate vaults only cards.
+            field("payment_method_types[0]", "card"),
             metadata(ATTEMPT_METADATA, req.attempt_key),
             metadata("tollgate_invoice", req.invoice_id),
         ];
