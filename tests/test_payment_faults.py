@@ -43,7 +43,9 @@ def attempts(db, invoice_id):
     return db.query(f"SELECT attempt, state FROM charge_attempts WHERE invoice_id = '{invoice_id}' ORDER BY attempt")
 
 
-@pytest.mark.parametrize("mode", ["fail_before", "fail_after", "hang"])
+@pytest.mark.parametrize(
+    "mode", ["fail_before", "fail_after", "hang", "redirect_after", "html_after", "untyped_error_after"]
+)
 def test_a_failing_provider_never_charges_twice(faulty, mode):
     w, api, proxy = faulty, faulty["api"], faulty["proxy"]
     acct, _, dev = developer(w, f"F{mode}")
@@ -67,9 +69,28 @@ def test_a_failing_provider_never_charges_twice(faulty, mode):
     assert [pi["status"] for pi in intents] == ["succeeded"], intents
     creates = proxy.calls("POST", INTENTS)
     # fail_before: Stripe never saw the first create, so the retry creates it (same key).
-    # fail_after / hang: Stripe acted; the retry found it and did not create another.
+    # Every other mode: Stripe acted; the retry found it and did not create another (an answer
+    # that is not Stripe's error object is an unknown outcome, never a decline).
     assert len(creates) == (2 if mode == "fail_before" else 1), creates
     assert "charge outcome unknown" in w["server"].log()
+
+
+def test_a_refused_secret_key_is_the_gateways_configuration_never_a_decline(faulty):
+    """A rolled or revoked Stripe key (401) must not decline invoices, email developers or move
+    dunning on: the charge is refused as a misconfigured gateway and the attempt stays pending."""
+    w, api, proxy = faulty, faulty["api"], faulty["proxy"]
+    acct, _, dev = developer(w, "Fkey")
+    add_card(w, dev, GOOD)
+    inv = issue(api, acct["id"], "25.00")
+    proxy.inject("POST", INTENTS, "unauthorized_before")
+    st, body, _ = charge(api, inv["id"])
+    assert st == 409 and body["error"]["code"] == "payment_gateway_misconfigured", (st, body)
+    assert api.ok("GET", f"/invoices/{inv['id']}")["state"] == "pending"
+    assert attempts(w["db"], inv["id"]) == ["1|pending"]
+    # The key works again: the same attempt charges once.
+    st, paid, _ = charge(api, inv["id"])
+    assert st == 200 and paid["state"] == "paid" and paid["payment"]["attempt"] == 1, paid
+    assert len(proxy.calls("POST", INTENTS)) == 2
 
 
 def test_a_provider_down_for_good_is_retried_boundedly_and_logged(faulty):

@@ -2,7 +2,10 @@
 //!
 //! - [`store`]: the database (SQLite by default, PostgreSQL by URL), migrations, ids and time.
 //! - [`domain`]: catalog, accounts, billing and payments; knows nothing of HTTP.
-//! - [`http`]: the admin API (axum), one file per resource, errors converted in one place.
+//! - [`http`]: the admin, developer and gateway JSON APIs (axum), one file per resource.
+//! - [`portal`]: the developer and admin portals (server-rendered HTML over the domain).
+//! - [`web`]: what `http` and `portal` share: domain errors as HTTP (the one place), the JSON
+//!   body reader, the client's address. [`state`]: what every handler shares.
 //! - [`server`]: `tollgate serve`, the process: start-up, background tasks, listener, shutdown.
 //! - [`cli`]: `tollgate` subcommands for people at a terminal.
 
@@ -16,4 +19,6 @@ pub mod rate_limit;
 pub mod secrets;
 pub mod server;
 pub mod settings;
+pub mod state;
 pub mod store;
+pub mod web;

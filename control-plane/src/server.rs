@@ -37,7 +37,7 @@ pub async fn serve() -> Result<(), String> {
         .admin_token
         .as_deref()
         .map(|t| crate::secrets::sha256_hex(t).into());
-    let state = crate::http::AppState::new(pool.clone(), env_token)
+    let state = crate::state::AppState::new(pool.clone(), env_token)
         .with_master_key(settings.master_key)
         .with_limits(settings.limits.clone());
     spawn_background_tasks(&settings, &pool, &state.billing_runs)?;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
 
-use tollgate_filter::config::Config;
+use tollgate_filter::config::{Config, QuotaHeaders};
 use tollgate_filter::counters::{ensure_record, NoOthers, SharedStore, StoreError};
 use tollgate_filter::credentials::{extract, sha256};
 use tollgate_filter::decision::{decide, Decision};
@@ -75,7 +75,7 @@ fn main() {
         ) {
             Decision::Forward { quota: Some(q), .. } => {
                 let mut h = Headers::new();
-                quota_headers(&q, &mut h);
+                quota_headers(&q, QuotaHeaders::Both, &mut h);
                 black_box(h);
             }
             other => panic!("unexpected {other:?}"),

@@ -2,7 +2,7 @@
 //! semantics. The same tests run compiled to wasm32 under Node (see `cargo xtask test`).
 
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, QuotaHeaders};
 use crate::counters::tests::FakeStore;
 use crate::counters::{ensure_record, NoOthers, StoreError};
 use crate::credentials::{extract, sha256};
@@ -99,7 +99,9 @@ impl Harness {
         match decide(
             config, catalog, &NoOthers, presented, "GET", path, NOW, store,
         ) {
-            Decision::Reject(r) => local_reply(&r, catalog, &config.credentials),
+            Decision::Reject(r) => {
+                local_reply(&r, catalog, &config.credentials, config.quota_headers)
+            }
             other => panic!("expected a rejection, got {other:?}"),
         }
     }
@@ -230,7 +232,7 @@ fn most_constrained_limit_is_reported() {
     assert_eq!(q.limit.policy_name, "search-minute");
     assert_eq!(q.remaining, 1);
     let mut headers = Headers::new();
-    quota_headers(&q, &mut headers);
+    quota_headers(&q, QuotaHeaders::Both, &mut headers);
     assert_eq!(
         headers,
         vec![
@@ -241,6 +243,24 @@ fn most_constrained_limit_is_reported() {
             ("x-ratelimit-reset", "48".to_string()),
         ]
     );
+    let names = |which| {
+        let mut h = Headers::new();
+        quota_headers(&q, which, &mut h);
+        h.into_iter().map(|(n, _)| n).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(QuotaHeaders::Draft),
+        ["ratelimit-policy", "ratelimit"]
+    );
+    assert_eq!(
+        names(QuotaHeaders::XRatelimit),
+        [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset"
+        ]
+    );
+    assert!(names(QuotaHeaders::None).is_empty());
 }
 
 #[test]

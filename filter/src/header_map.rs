@@ -18,6 +18,25 @@ impl HeaderMap {
         HeaderMap { buf, entries }
     }
 
+    /// A map from (name, value) pairs, for hosts that list headers rather than serialize them
+    /// (Envoy's dynamic-module ABI): one copy of the bytes, no per-header allocation.
+    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> HeaderMap {
+        // Sized first: one allocation for the bytes and one for the index, never a regrowth.
+        let (count, bytes) = pairs
+            .clone()
+            .fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
+        let mut buf = Vec::with_capacity(bytes);
+        let mut entries = Vec::with_capacity(count);
+        for (name, value) in pairs {
+            let name_start = buf.len();
+            buf.extend_from_slice(name);
+            let value_start = buf.len();
+            buf.extend_from_slice(value);
+            entries.push((name_start, name.len(), value_start, value.len()));
+        }
+        HeaderMap { buf, entries }
+    }
+
     fn index(buf: &[u8]) -> Option<Vec<(usize, usize, usize, usize)>> {
         let u32_at = |at: usize| -> Option<usize> {
             let b = buf.get(at..at + 4)?;
@@ -103,6 +122,21 @@ pub(crate) mod tests {
         assert_eq!(m.get("x-api-key"), Some(&b"k1"[..]));
         assert_eq!(m.get("e"), Some(&b""[..]));
         assert_eq!(m.get("missing"), None);
+    }
+
+    #[test]
+    fn pairs_read_like_the_serialized_map() {
+        let pairs: [(&[u8], &[u8]); 3] = [
+            (b":path", b"/a"),
+            (b"x-api-key", b"k1"),
+            (b"x-api-key", b"k2"),
+        ];
+        let m = HeaderMap::from_pairs(pairs.into_iter());
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.get(":path"), Some(&b"/a"[..]));
+        assert_eq!(m.get("x-api-key"), Some(&b"k1"[..]));
+        assert_eq!(m.count("x-api-key"), 2);
+        assert_eq!(m.get("x-api"), None);
     }
 
     #[test]

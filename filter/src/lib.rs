@@ -1,7 +1,9 @@
 //! Tollgate's gateway filter.
 //!
 //! The decision logic is plain Rust in host-independent modules (tested natively and as wasm32);
-//! the proxy-wasm glue in `glue` only translates host events into calls on it. The control-plane
+//! the proxy-wasm glue in `glue` and the native Envoy shell (crate `tollgate-envoy`) only translate
+//! host events into calls on it (the request path is [`request`], the configure step
+//! [`worker::configure`]). The control-plane
 //! link ([`link`]) and the worker state ([`worker`]) are written against the [`host::Host`]
 //! trait, so their protocols run natively against a fake host in tests; every real call into the
 //! host goes through `host::wasm`, the one module allowed to touch proxy-wasm host functions
@@ -18,6 +20,7 @@ pub mod header_map;
 pub mod host;
 pub mod link;
 pub mod metering;
+pub mod request;
 pub mod response;
 pub mod worker;
 

@@ -10,7 +10,7 @@
 use serde_json::json;
 
 use crate::catalog::Catalog;
-use crate::config::CredentialSources;
+use crate::config::{CredentialSources, QuotaHeaders};
 use crate::counters::LimitState;
 use crate::decision::{Reason, Rejection};
 
@@ -45,7 +45,21 @@ fn number(n: u64) -> String {
     s
 }
 
-pub fn quota_headers(q: &LimitState<'_>, out: &mut Headers) {
+/// The quota headers of `which` families for the limit `q`.
+pub fn quota_headers(q: &LimitState<'_>, which: QuotaHeaders, out: &mut Headers) {
+    if which.draft() {
+        draft_headers(q, out);
+    }
+    if which.x_ratelimit() {
+        out.push((X_RATELIMIT_LIMIT, number(q.limit.value)));
+        out.push((X_RATELIMIT_REMAINING, number(q.remaining)));
+        if let Some(t) = q.reset_in {
+            out.push((X_RATELIMIT_RESET, number(t)));
+        }
+    }
+}
+
+fn draft_headers(q: &LimitState<'_>, out: &mut Headers) {
     let name = &q.limit.policy_name;
     let mut policy = String::with_capacity(name.len() + 32);
     policy.push('"');
@@ -67,11 +81,6 @@ pub fn quota_headers(q: &LimitState<'_>, out: &mut Headers) {
     }
     out.push((RATELIMIT_POLICY, policy));
     out.push((RATELIMIT, current));
-    out.push((X_RATELIMIT_LIMIT, number(q.limit.value)));
-    out.push((X_RATELIMIT_REMAINING, number(q.remaining)));
-    if let Some(t) = q.reset_in {
-        out.push((X_RATELIMIT_RESET, number(t)));
-    }
 }
 
 /// The local reply for a rejection: status, headers and problem body.
@@ -81,7 +90,12 @@ pub struct LocalReply {
     pub body: Vec<u8>,
 }
 
-pub fn local_reply(r: &Rejection<'_>, catalog: &Catalog, creds: &CredentialSources) -> LocalReply {
+pub fn local_reply(
+    r: &Rejection<'_>,
+    catalog: &Catalog,
+    creds: &CredentialSources,
+    quota: QuotaHeaders,
+) -> LocalReply {
     let mut headers: Headers = vec![("content-type", "application/problem+json".into())];
     let mut body = json!({
         "type": format!("urn:tollgate:problem:{}", r.reason.code()),
@@ -91,7 +105,7 @@ pub fn local_reply(r: &Rejection<'_>, catalog: &Catalog, creds: &CredentialSourc
         "detail": r.detail,
     });
     if let Some(q) = &r.quota {
-        quota_headers(q, &mut headers);
+        quota_headers(q, quota, &mut headers);
         body["limit"] = json!({
             "metric": catalog.metrics[q.limit.metric].name,
             "period": q.limit.period.as_str(),

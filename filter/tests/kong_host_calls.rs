@@ -242,7 +242,7 @@ fn the_host_module_imports_only_what_kong_implements() {
 fn metric_calls_run_only_with_stats_on() {
     let all = sources();
     let file = |name: &str| &all.iter().find(|(p, _)| is(p, name)).unwrap().1;
-    let (host, worker, glue) = (file(HOST), file("src/worker.rs"), file("src/glue.rs"));
+    let (host, worker) = (file(HOST), file("src/worker.rs"));
     // proxy_define_metric is called from exactly one host function...
     assert_eq!(
         host.matches("proxy_define_metric(").count(),
@@ -266,7 +266,8 @@ fn metric_calls_run_only_with_stats_on() {
         worker.matches("Counter::define(").count(),
         stats_define.matches("Counter::define(").count()
     );
-    // ...and Stats::define only where the configuration turns stats on.
+    // ...and Stats::define only in the configure step both shells share (`worker::configure`),
+    // where the configuration turns stats on.
     for (path, src) in &all {
         if src.contains("define_counter(") {
             assert!(
@@ -277,15 +278,16 @@ fn metric_calls_run_only_with_stats_on() {
             );
         }
         let calls = src.matches("Stats::define").count();
-        if is(path, "src/glue.rs") {
+        if is(path, "src/worker.rs") {
             assert_eq!(calls, 1);
         } else if !TEST_ONLY.iter().any(|t| is(path, t)) {
             assert_eq!(calls, 0, "{}", path.display());
         }
     }
     // rustfmt may break the chain across lines: compare without whitespace.
-    let glue: String = glue.chars().filter(|c| !c.is_whitespace()).collect();
-    assert!(glue.contains("config.stats.then(||Stats::define("));
+    let configure = body_from(worker, worker.find("pub fn configure<").unwrap()).unwrap();
+    let configure: String = configure.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(configure.contains("config.stats.then(||Stats::define("));
 }
 
 #[test]

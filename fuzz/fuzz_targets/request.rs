@@ -79,11 +79,11 @@ fuzz_target!(|data: &[u8]| {
                 }
                 if let Some(q) = quota {
                     let mut h = Headers::new();
-                    quota_headers(&q, &mut h);
+                    quota_headers(&q, config.quota_headers, &mut h);
                 }
             }
             Decision::Reject(r) => {
-                let reply = local_reply(&r, &catalog, &config.credentials);
+                let reply = local_reply(&r, &catalog, &config.credentials, config.quota_headers);
                 assert!((400..600).contains(&reply.status));
                 assert!(serde_json::from_slice::<serde_json::Value>(&reply.body).is_ok());
             }

@@ -2,16 +2,17 @@
 
 1. Snapshot production: a service with 100,000 applications (one key each), SQLite and
    PostgreSQL: time of the first (uncached) snapshot request, of a cached one, and of a 304.
-2. Snapshot application in Envoy (SQLite run): Envoy with the filter in control-plane mode and
-   `--concurrency 2` starts while the control plane is down (fail closed), then the control plane
-   comes up; the filter logs the apply time per VM; RSS of Envoy before and after.
+2. Snapshot application in Envoy (SQLite run), for each shell: Envoy with the filter in
+   control-plane mode and `--concurrency 2` starts while the control plane is down (fail closed),
+   then the control plane comes up; the filter logs the apply time per link (each wasm VM; one
+   native link per process); RSS of Envoy before and after.
 3. Ingestion: usage reports of 1,000 counters each, posted by 8 client threads (--clients) for --seconds,
    SQLite and PostgreSQL, without a gateway instance (one counter table) and then with one (as the
    filter sends them: three tables): reports/s and counter updates/s, and the stored totals
    checked against what was sent.
 
 Usage: .venv/bin/python tests/bench/bench_loop.py [--apps 100000] [--seconds 10]
-       [--backends sqlite,postgres] [--ingestion-only] [--clients 8]
+       [--backends sqlite,postgres | --sqlite-only] [--ingestion-only] [--clients 8]
 (`cargo xtask bench-loop` builds the release binaries first.) Loopback only, bounded in time.
 """
 
@@ -30,7 +31,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from support.control_plane import Api, Database, Server  # noqa: E402
-from support.envoy import Envoy, bootstrap, free_port, rss_kb, static_cluster, wasm_filter  # noqa: E402
+from support.envoy import SHELLS, Envoy, bootstrap, free_port, rss_kb, static_cluster, tollgate_filter  # noqa: E402
 
 TOKEN = "bench-admin-token-0123456789abcdef0123456789"
 
@@ -149,11 +150,12 @@ def main():
     ap.add_argument("--apps", type=int, default=100_000)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    ap.add_argument("--sqlite-only", action="store_true", help="skip the PostgreSQL run (--backends sqlite)")
     ap.add_argument("--ingestion-only", action="store_true", help="skip the snapshot figures and Envoy")
     ap.add_argument("--clients", type=int, default=8, help="client threads posting reports")
     args = ap.parse_args()
     results = []
-    for backend in args.backends.split(","):
+    for backend in ["sqlite"] if args.sqlite_only else args.backends.split(","):
         db = Database(backend)
         server = Server(db, TOKEN, extra_env={"TOLLGATE_LOG": "warn"}).start()
         try:
@@ -185,7 +187,8 @@ def main():
                       flush=True)
                 results.append((backend, "ingestion", "instance" if instance else "no instance", round(rate * 1000)))
             if backend == "sqlite" and not args.ingestion_only:
-                results.append(("envoy", *apply_in_envoy(server, service, gw)))
+                for shell in SHELLS:
+                    results.append((f"envoy ({shell} shell)", *apply_in_envoy(server, service, gw, shell)))
         finally:
             server.stop()
             db.drop()
@@ -194,22 +197,24 @@ def main():
         print("  ", r)
 
 
-def apply_in_envoy(server, service, gw):
-    """RSS and apply time of a big snapshot in Envoy (2 workers + the main thread's VM)."""
+def apply_in_envoy(server, service, gw, shell):
+    """RSS and apply time of a big snapshot in Envoy (2 workers; the wasm shell applies it in each
+    worker's VM and the main thread's, the native shell once per process)."""
     from support.upstream import Upstream
     up = Upstream().start()
     server.stop()
     config = {"service_id": service, "control_plane": {"cluster": "cp", "token": gw, "poll_interval_ms": 500,
                                                         "timeout_ms": 60000}}
-    envoy = Envoy(bootstrap(free_port(), free_port(), up.port, [wasm_filter(config)],
-                            [static_cluster("cp", server.port)]), concurrency=2).start()
+    envoy = Envoy(bootstrap(free_port(), free_port(), up.port, [tollgate_filter(config, shell)],
+                            [static_cluster("cp", server.port)]), concurrency=2, shell=shell).start()
+    updates = f"{envoy.ns}.tollgate.snapshot.updates"
     try:
         time.sleep(2)
         before = rss_kb(envoy.proc.pid)
         server.start()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if envoy.stats("wasmcustom.tollgate.snapshot.updates").get("wasmcustom.tollgate.snapshot.updates", 0) >= 2:
+            if envoy.stats(updates).get(updates, 0) >= min(2, envoy.links):
                 break
             time.sleep(0.5)
         time.sleep(2)
@@ -220,8 +225,8 @@ def apply_in_envoy(server, service, gw):
     applied = [int(m) for m in re.findall(r"applied: \d+ applications, \d+ plans, \d+ bytes in (\d+) ms", envoy.log())]
     for line in re.findall(r"applied: .*", envoy.log()):
         print("  ", line, flush=True)
-    print(f"envoy: snapshot applied by {len(applied)} VMs in {applied} ms; RSS {before / 1024:.0f} MB -> "
-          f"{after / 1024:.0f} MB (+{(after - before) / 1024:.0f} MB for all VMs)", flush=True)
+    print(f"envoy, {shell} shell: snapshot applied by {len(applied)} links in {applied} ms; RSS {before / 1024:.0f} MB "
+          f"-> {after / 1024:.0f} MB (+{(after - before) / 1024:.0f} MB)", flush=True)
     return applied, before, after
 
 

@@ -48,6 +48,39 @@ def free_port():
         return s.getsockname()[1]
 
 
+#: The two shells of the same filter: the proxy-wasm module and the native dynamic module.
+SHELLS = ("wasm", "native")
+
+#: Where each shell's stats live (`<namespace>.tollgate.*`): proxy-wasm's custom metrics, and the
+#: dynamic modules' default `metrics_namespace`.
+STATS_NAMESPACE = {"wasm": "wasmcustom", "native": "dynamicmodulescustom"}
+
+
+def native_module_path():
+    """`libtollgate_envoy.so`, which Envoy loads as the dynamic module `tollgate_envoy`."""
+    return os.environ.get("TOLLGATE_NATIVE") or str(ROOT / "target" / "debug" / "libtollgate_envoy.so")
+
+
+def native_filter(plugin_config):
+    """The `envoy.filters.http.dynamic_modules` entry for the native shell (same plugin config)."""
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            # Found as lib<name>.so under ENVOY_DYNAMIC_MODULES_SEARCH_PATH (set by `Envoy`).
+            "dynamic_module_config": {"name": "tollgate_envoy", "do_not_close": True},
+            "filter_name": "tollgate",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value},
+        },
+    }
+
+
+def tollgate_filter(plugin_config, shell="wasm"):
+    """The filter stanza of `shell`: the only part of Envoy's configuration that differs."""
+    return native_filter(plugin_config) if shell == "native" else wasm_filter(plugin_config)
+
+
 def wasm_filter(plugin_config, wasm=None, vm_id="tollgate"):
     """The `envoy.filters.http.wasm` entry; `plugin_config` is a dict (JSON-encoded) or raw str."""
     value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
@@ -121,9 +154,15 @@ def bootstrap(listen_port, admin_port, upstream_port, filters, extra_clusters=()
 class Envoy:
     """One Envoy process; `start()` waits until it is ready or raises with its log."""
 
-    def __init__(self, config, concurrency=2):
+    def __init__(self, config, concurrency=2, shell="wasm"):
         self.config = config
         self.concurrency = concurrency
+        self.shell = shell
+        #: Stats prefix of this Envoy's shell, e.g. `f"{envoy.ns}.tollgate.allowed"`.
+        self.ns = STATS_NAMESPACE[shell]
+        #: Control-plane links that each install a snapshot: one per wasm VM (main thread and each
+        #: worker), one per process for the native shell.
+        self.links = concurrency + 1 if shell == "wasm" else 1
         self.dir = tempfile.mkdtemp(prefix="tollgate-envoy-")
         self.log_path = os.path.join(self.dir, "envoy.log")
         self.proc = None
@@ -135,10 +174,11 @@ class Envoy:
         path = os.path.join(self.dir, "envoy.json")
         with open(path, "w") as f:
             json.dump(self.config, f)
+        env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=os.path.dirname(native_module_path()))
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", path, "--concurrency", str(self.concurrency),
              "--disable-hot-restart", "--log-level", "info", "--log-path", self.log_path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)
         if not expect_ready:
             return self
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -165,7 +205,8 @@ class Envoy:
         except OSError:
             return ""
 
-    def stats(self, prefix="wasmcustom.tollgate"):
+    def stats(self, prefix=None):
+        prefix = prefix or f"{self.ns}.tollgate"
         url = f"http://127.0.0.1:{self.admin_port}/stats?filter=^{prefix}"
         with urllib.request.urlopen(url, timeout=5) as r:
             out = {}
@@ -185,13 +226,15 @@ class Envoy:
             time.sleep(0.1)
 
     def wait_snapshot(self, vms=None, timeout_s=15):
-        """Waits until every VM (main thread + workers) installed a snapshot (control-plane mode:
-        before that, `fail_mode` answers). Stats are flushed every second."""
-        vms = vms or self.concurrency + 1
+        """Waits until every link (each wasm VM: main thread + workers; the native shell: one)
+        installed a snapshot (control-plane mode: before that, `fail_mode` answers). Stats are
+        flushed every second."""
+        vms = vms or self.links
         deadline = time.monotonic() + timeout_s
         updates = 0
+        name = f"{self.ns}.tollgate.snapshot.updates"
         while time.monotonic() < deadline:
-            updates = self.stats("wasmcustom.tollgate.snapshot").get("wasmcustom.tollgate.snapshot.updates", 0)
+            updates = self.stats(f"{self.ns}.tollgate.snapshot").get(name, 0)
             if updates >= vms:
                 return
             time.sleep(0.1)

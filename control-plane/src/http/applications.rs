@@ -7,10 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::error::ApiResult;
-use super::extract::{ApiQuery, JsonBody};
 use super::list::ListParams;
-use super::AppState;
 use crate::domain::accounts::account::Deleted;
 use crate::domain::accounts::applications::{
     self, AppFilter, AppInput, Application, ApplicationState, CreatedApplication, SuspendInput,
@@ -22,6 +19,9 @@ use crate::domain::accounts::keys::{
 use crate::domain::accounts::usage::{self, Bucket, Usage, UsageParams, UsagePeriod};
 use crate::domain::catalog::plans::Plan;
 use crate::domain::Page;
+use crate::state::AppState;
+use crate::web::error::ApiResult;
+use crate::web::extract::{ApiQuery, JsonBody};
 
 type Error = crate::http::api_doc::ErrorBody;
 

@@ -6,10 +6,10 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
-use super::AppState;
 use crate::domain::access::tokens::{self, TokenCheck};
 use crate::rate_limit::TokenKind;
+use crate::state::AppState;
+use crate::web::error::ApiError;
 
 pub use crate::domain::access::tokens::Scope;
 
@@ -51,7 +51,7 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         .map(|h| h.to_str().map(str::to_string));
     // Failed authentications are limited per client address, like sign-in (a missing header is
     // not a guess and does not count; a valid token never counts).
-    let ip = super::client_ip::of(&state.limits, &req);
+    let ip = crate::web::client_ip::of(&state.limits, &req);
     if let Some(limited) = state
         .limits
         .token_rate_limited(TokenKind::Admin, ip.as_deref())

@@ -6,15 +6,15 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiQuery, JsonBody, RawBody};
 use super::list::{ListParams, Page};
-use super::AppState;
 use crate::domain::billing::calendar::{day_of, parse_date};
 use crate::domain::billing::run::{self, BillingRun, RunState};
 use crate::domain::billing::settings::{self, BillingSettings, SettingsObject};
 use crate::http::api_doc::ErrorBody;
+use crate::state::AppState;
 use crate::store::now;
+use crate::web::error::{ApiError, ApiResult};
+use crate::web::extract::{ApiQuery, JsonBody, RawBody};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(

@@ -10,7 +10,7 @@ use std::any::Any;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use super::error::ApiError;
+use crate::web::error::ApiError;
 
 /// The layer [`super::router`] puts around everything (outermost, so a panic in a middleware is
 /// caught too).

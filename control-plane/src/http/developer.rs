@@ -11,10 +11,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 
 use super::api_doc::ErrorBody;
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiQuery, JsonBody};
 use super::list::ListParams;
-use super::AppState;
 use crate::domain::access::account_tokens::{
     self, AccountToken, AccountTokenCheck, AccountTokenInput, CreatedAccountToken,
 };
@@ -23,6 +20,9 @@ use crate::domain::billing::invoices::{self, Invoice, InvoiceObject};
 use crate::domain::payments::attempts::{self, AccountPayment};
 use crate::domain::Page;
 use crate::rate_limit::TokenKind;
+use crate::state::AppState;
+use crate::web::error::{ApiError, ApiResult};
+use crate::web::extract::{ApiQuery, JsonBody};
 
 /// The authenticated developer's account.
 #[derive(Clone, Debug)]
@@ -45,7 +45,7 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
             .into_response();
     };
     // Failed lookups are limited per client address, like sign-in; a valid token never counts.
-    let ip = super::client_ip::of(&state.limits, &req);
+    let ip = crate::web::client_ip::of(&state.limits, &req);
     if let Some(limited) = state
         .limits
         .token_rate_limited(TokenKind::Developer, ip.as_deref())
@@ -214,11 +214,11 @@ pub async fn get_invoice(
 ) -> ApiResult<Response> {
     if let Some(id) = id.strip_suffix(".pdf") {
         own_invoice(&s, &dev, id).await?;
-        return super::invoices::pdf_response(&s, id).await;
+        return crate::web::pdf::invoice(&s.pool, id).await;
     }
     let inv = own_invoice(&s, &dev, &id).await?;
     let lines = invoices::lines(&s.pool, &id).await?;
-    Ok(Json(invoices::to_json(&inv, &lines)).into_response())
+    Ok(Json(InvoiceObject::new(&inv, &lines)).into_response())
 }
 
 /// Billing history: every charge attempt on the account's invoices, newest first.

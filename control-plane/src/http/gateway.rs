@@ -3,9 +3,6 @@
 //! handlers check the caller's scope, call the domain, and encode: the snapshot as JSON or the
 //! compact binary form, cached per version, with its version as the ETag (304 on a match).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -15,12 +12,13 @@ use axum::Extension;
 use axum::Json;
 use tollgate_protocol::{UsageAck, UsageReport};
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiQuery, RawBody};
-use super::AppState;
+use crate::domain::gateway::encoded::Encoding;
 use crate::domain::gateway::{self, snapshot, GatewayCaller};
 use crate::domain::metering;
 use crate::secrets::sha256_hex;
+use crate::state::AppState;
+use crate::web::error::{ApiError, ApiResult};
+use crate::web::extract::{ApiQuery, RawBody};
 
 /// Gateway authentication: `Authorization: Bearer <gateway token>`.
 pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -44,13 +42,6 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         }
         Err(e) => ApiError::from(e).into_response(),
     }
-}
-
-/// Serialized snapshots by service, reused while the version holds: many gateways polling every
-/// second cost one build per change, not one per poll.
-#[derive(Default)]
-pub struct SnapshotCache {
-    entries: std::sync::Mutex<HashMap<String, (String, Arc<Bytes>)>>,
 }
 
 /// The snapshot of a service: JSON, or the compact binary form when `Accept` names it. 304 while
@@ -93,47 +84,24 @@ pub async fn snapshot(
         return Ok((StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response());
     }
     // The compact encoding when the gateway asks for it (the Tollgate filter does), else JSON.
-    let binary = headers
+    let encoding = if headers
         .get("accept")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(tollgate_protocol::binary::MEDIA_TYPE));
-    let cache_key = format!("{service_id}/{}", if binary { "binary" } else { "json" });
-    let cached = s.snapshots.entries.lock().ok().and_then(|m| {
-        m.get(&cache_key)
-            .filter(|(v, _)| *v == version)
-            .map(|(_, b)| b.clone())
-    });
-    let body = match cached {
-        Some(b) => b,
-        None => {
-            let snap = snapshot::build(&s.pool, &service_id, version.clone()).await?;
-            let encoded = if binary {
-                // An application the compact format cannot carry is left out (its keys open
-                // nothing on the gateways), never the whole snapshot.
-                let (bytes, skipped) = tollgate_protocol::binary::encode_reporting(&snap)
-                    .map_err(ApiError::Internal)?;
-                for why in skipped {
-                    tracing::warn!("snapshot of service {service_id}: {why}; left out");
-                }
-                bytes
-            } else {
-                serde_json::to_vec(&snap).map_err(|e| ApiError::Internal(e.to_string()))?
-            };
-            let bytes = Arc::new(Bytes::from(encoded));
-            if let Ok(mut m) = s.snapshots.entries.lock() {
-                m.insert(cache_key, (version, bytes.clone()));
-            }
-            bytes
-        }
-    };
-    let mut r = (StatusCode::OK, Bytes::clone(&body)).into_response();
-    let content_type = if binary {
-        tollgate_protocol::binary::MEDIA_TYPE
+        .is_some_and(|a| a.contains(tollgate_protocol::binary::MEDIA_TYPE))
+    {
+        Encoding::Binary
     } else {
-        "application/json"
+        Encoding::Json
     };
-    r.headers_mut()
-        .insert("content-type", HeaderValue::from_static(content_type));
+    let body = s
+        .snapshots
+        .encoded(&s.pool, &service_id, &version, encoding)
+        .await?;
+    let mut r = (StatusCode::OK, Bytes::clone(&body)).into_response();
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static(encoding.media_type()),
+    );
     if let Ok(v) = HeaderValue::from_str(&etag) {
         r.headers_mut().insert("etag", v);
     }
@@ -167,7 +135,7 @@ pub async fn usage(
     RawBody(body): RawBody,
 ) -> ApiResult<Json<UsageAck>> {
     caller.check_service(&s.pool, &service_id).await?;
-    let report: UsageReport = super::extract::parse(&body)?;
+    let report: UsageReport = crate::web::extract::parse(&body)?;
     Ok(Json(
         metering::reports::record(&s.pool, &caller, &service_id, &report).await?,
     ))

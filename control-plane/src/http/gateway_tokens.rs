@@ -5,14 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::error::ApiResult;
-use super::extract::{ApiQuery, JsonBody};
 use super::list::{ListParams, Page};
-use super::AppState;
 use crate::domain::access::gateway_tokens::{
     self as domain, CreatedGatewayToken, GatewayToken, GatewayTokenInput, GatewayTokenUpdate,
 };
 use crate::domain::access::Deleted;
+use crate::state::AppState;
+use crate::web::error::ApiResult;
+use crate::web::extract::{ApiQuery, JsonBody};
 
 pub use crate::domain::access::gateway_tokens::{in_scope, token_services, MAX_TOKEN_SERVICES};
 

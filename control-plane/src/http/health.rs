@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
-use super::error::ApiResult;
-use super::AppState;
+use crate::state::AppState;
+use crate::web::error::ApiResult;
 
 /// The readiness answer: always `{"status": "ok"}` (anything else is an error object).
 #[derive(Serialize, utoipa::ToSchema)]

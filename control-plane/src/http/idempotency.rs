@@ -18,10 +18,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::Caller;
-use super::error::ApiError;
-use super::{AppState, MAX_BODY_BYTES};
 use crate::domain::idempotency::{self as records, StoredResponse};
 use crate::secrets::{open, open_v1, seal, sha256_hex, OpenError, SealedAt};
+use crate::state::AppState;
+use crate::web::error::ApiError;
+use crate::web::MAX_BODY_BYTES;
 use sha2::{Digest, Sha256};
 
 /// Longest idempotency key accepted.

@@ -2,23 +2,22 @@
 //! credit notes. The work is in `domain::billing::manual` and `domain::billing::invoices`.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiQuery, JsonBody};
 use super::list::{page, ListParams, Page};
-use super::AppState;
 use crate::domain::billing::calendar::parse_date;
 use crate::domain::billing::invoices::{
     self, InvoiceAction, InvoiceFilter, InvoiceKind, InvoiceObject, InvoiceState, LineObject,
     Period,
 };
 use crate::domain::billing::manual::{self, CreateInput, CreditNoteInput, LineInput};
-use crate::domain::billing::pdf;
 use crate::http::api_doc::ErrorBody;
+use crate::state::AppState;
+use crate::web::error::{ApiError, ApiResult};
+use crate::web::extract::{ApiQuery, JsonBody};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -119,24 +118,9 @@ pub async fn list(
     security(("admin_token" = [])))]
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     if let Some(id) = id.strip_suffix(".pdf") {
-        return pdf_response(&s, id).await;
+        return crate::web::pdf::invoice(&s.pool, id).await;
     }
     Ok(Json(invoices::object(&s.pool, &id).await?).into_response())
-}
-
-pub async fn pdf_response(s: &AppState, id: &str) -> ApiResult<Response> {
-    let (stem, bytes) = pdf::invoice_pdf(&s.pool, id).await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/pdf".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("inline; filename=\"invoice-{stem}.pdf\""),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
 }
 
 /// An open invoice for the current month, to which manual lines can be added.

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::error::ApiError;
+use crate::web::error::ApiError;
 
 pub use crate::domain::page::{page, Page, PageRequest, DEFAULT_PAGE, MAX_PAGE};
 

@@ -6,10 +6,7 @@ pub mod applications;
 pub mod auth;
 pub mod billing;
 pub mod catch_panic;
-pub mod client_ip;
 pub mod developer;
-pub mod error;
-pub mod extract;
 pub mod gateway;
 pub mod gateway_tokens;
 pub mod health;
@@ -24,58 +21,20 @@ pub mod security_headers;
 pub mod services;
 pub mod tokens;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::store::Pool;
+use crate::state::AppState;
+use crate::web::error::ApiError;
+use crate::web::MAX_BODY_BYTES;
 
-/// Largest request body accepted (a plan with hundreds of rules fits easily).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A request taking longer than this is answered 408 and its work abandoned.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: Pool,
-    /// SHA-256 of `TOLLGATE_ADMIN_TOKEN`, if set.
-    pub env_token_sha256: Option<Arc<str>>,
-    pub snapshots: Arc<gateway::SnapshotCache>,
-    /// Held while this process runs billing.
-    pub billing_runs: crate::domain::billing::run::RunLock,
-    /// Seals payment-gateway secrets (`TOLLGATE_MASTER_KEY`); `None`: secrets are refused.
-    pub master_key: Option<Arc<[u8; 32]>>,
-    /// Sign-in, sign-up, rotation and Argon2id limits (in this process).
-    pub limits: Arc<crate::rate_limit::Limiter>,
-}
-
-impl AppState {
-    pub fn new(pool: Pool, env_token_sha256: Option<Arc<str>>) -> AppState {
-        AppState {
-            pool,
-            env_token_sha256,
-            snapshots: Arc::default(),
-            billing_runs: Arc::default(),
-            master_key: None,
-            limits: crate::rate_limit::Limiter::new(Default::default()),
-        }
-    }
-
-    pub fn with_limits(mut self, settings: crate::rate_limit::LimitSettings) -> AppState {
-        self.limits = crate::rate_limit::Limiter::new(settings);
-        self
-    }
-
-    pub fn with_master_key(mut self, key: Option<[u8; 32]>) -> AppState {
-        self.master_key = key.map(Arc::new);
-        self
-    }
-}
 
 /// The admin API's routes with their inner layers (snapshot bump, idempotency), without
 /// authentication: [`router`] puts [`auth::layer`] around them, and the admin portal calls them
@@ -246,12 +205,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/gateway/v1", gateways)
         .route("/openapi.json", get(openapi::serve))
         .nest("/admin/api/v1", admin)
-        .fallback(
-            |uri: axum::http::Uri| async move { error::ApiError::NoRoute(uri.path().to_string()) },
-        )
+        .fallback(|uri: axum::http::Uri| async move { ApiError::NoRoute(uri.path().to_string()) })
         .method_not_allowed_fallback(
             |method: axum::http::Method, uri: axum::http::Uri| async move {
-                error::ApiError::bad_request(
+                ApiError::bad_request(
                     None,
                     "method_not_allowed",
                     format!("{method} is not allowed on {}", uri.path()),
@@ -270,24 +227,4 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(catch_panic::layer())
         .with_state(state)
-}
-
-/// Deletes the row `id` of `table` (a constant table name) and answers the deleted object, or 404.
-pub async fn delete_by_id(
-    pool: &Pool,
-    table: &'static str,
-    id: String,
-    resource: &'static str,
-    object: &'static str,
-) -> error::ApiResult<Json<serde_json::Value>> {
-    let r = sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
-        .bind(&id)
-        .execute(pool)
-        .await?;
-    if r.rows_affected() == 0 {
-        return Err(error::ApiError::not_found(resource, id));
-    }
-    Ok(Json(
-        serde_json::json!({"object": object, "id": id, "deleted": true}),
-    ))
 }

@@ -4,10 +4,10 @@ use axum::extract::State;
 use axum::Json;
 
 use super::api_doc::ErrorBody;
-use super::error::ApiResult;
-use super::extract::JsonBody;
-use super::AppState;
 use crate::domain::payments::config::{self, FieldView, GatewayInput, GatewayView, SecretView};
+use crate::state::AppState;
+use crate::web::error::ApiResult;
+use crate::web::extract::JsonBody;
 
 #[utoipa::path(
     get,
@@ -67,7 +67,8 @@ mod tests {
     use serde_json::{json, Value};
     use tower::ServiceExt;
 
-    use crate::http::{router, AppState};
+    use crate::http::router;
+    use crate::state::AppState;
 
     const TOKEN: &str = "test-admin-token-0123456789abcdef0123456789abcdef";
 

@@ -8,9 +8,6 @@ use serde::Deserialize;
 
 use super::api_doc::ErrorBody;
 use super::developer::Developer;
-use super::error::ApiResult;
-use super::extract::{JsonBody, RawBody};
-use super::AppState;
 use crate::domain::payments::attempts::{AttemptState, Payment};
 use crate::domain::payments::cards::{
     self, AddMethod, AddedPaymentMethod, BraintreeSetup, CardSetup, PaymentMethod,
@@ -20,6 +17,9 @@ use crate::domain::payments::charging::{self, ChargedInvoice};
 use crate::domain::payments::webhooks::{self, WebhookReceipt, WebhookResult};
 use crate::domain::payments::ProviderKind;
 use crate::domain::Page;
+use crate::state::AppState;
+use crate::web::error::ApiResult;
+use crate::web::extract::{JsonBody, RawBody};
 
 fn key(s: &AppState) -> Option<&[u8; 32]> {
     s.master_key.as_deref()

@@ -6,13 +6,13 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::error::ApiResult;
-use super::extract::{ApiQuery, JsonBody};
 use super::list::ListParams;
-use super::AppState;
 use crate::domain::catalog::plans::{self, Plan, PlanInput, PlanLimit, PlanPricingRule, PlanState};
 use crate::domain::catalog::{Deleted, LimitInput, PricingModel, PricingRuleInput};
 use crate::domain::Page;
+use crate::state::AppState;
+use crate::web::error::ApiResult;
+use crate::web::extract::{ApiQuery, JsonBody};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(

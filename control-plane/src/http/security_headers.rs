@@ -17,8 +17,8 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::AppState;
 use crate::domain::payments::config::{BRAINTREE_JS_URL, STRIPE_JS_URL};
+use crate::state::AppState;
 
 /// `Referrer-Policy`: full URLs (which may carry ids) only to the portal itself, origins elsewhere.
 pub const REFERRER_POLICY: &str = "strict-origin-when-cross-origin";

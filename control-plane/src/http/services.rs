@@ -5,15 +5,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::error::ApiResult;
-use super::extract::{ApiQuery, JsonBody};
 use super::list::ListParams;
-use super::AppState;
 use crate::domain::catalog::mapping_rules::{self, MappingRule, MappingRuleInput};
 use crate::domain::catalog::metrics::{self, Metric, MetricInput};
 use crate::domain::catalog::services::{self, Service, ServiceInput};
 use crate::domain::catalog::Deleted;
 use crate::domain::Page;
+use crate::state::AppState;
+use crate::web::error::ApiResult;
+use crate::web::extract::{ApiQuery, JsonBody};
 
 // Other handlers check a service exists and resolve metric names through these (gateway.rs).
 pub use crate::domain::catalog::mapping_rules::MAX_MAPPING_RULES_PER_SERVICE;

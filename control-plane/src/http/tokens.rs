@@ -5,12 +5,12 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use super::auth::Scope;
-use super::error::ApiResult;
-use super::extract::{ApiQuery, JsonBody};
 use super::list::{ListParams, Page};
-use super::AppState;
 use crate::domain::access::tokens::{self, AdminToken, CreatedAdminToken, TokenInput};
 use crate::domain::access::Deleted;
+use crate::state::AppState;
+use crate::web::error::ApiResult;
+use crate::web::extract::{ApiQuery, JsonBody};
 
 pub use crate::domain::access::tokens::{expiry, MAX_TOKEN_DAYS};
 

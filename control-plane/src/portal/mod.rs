@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// A posted form's fields by name.
 pub type Fields = HashMap<String, String>;

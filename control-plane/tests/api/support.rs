@@ -10,8 +10,9 @@ use axum::Router;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use tollgate_control_plane::http::{router, AppState};
+use tollgate_control_plane::http::router;
 use tollgate_control_plane::secrets::sha256_hex;
+use tollgate_control_plane::state::AppState;
 use tollgate_control_plane::store;
 
 /// The bootstrap admin token (`TOLLGATE_ADMIN_TOKEN`) every test control plane starts with.

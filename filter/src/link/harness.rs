@@ -71,7 +71,7 @@ impl Worker {
         let shared = Shared {
             stats: config.stats.then(|| Rc::new(Stats::define(&mut host))),
             meter: Some(Rc::new(RefCell::new(meter))),
-            config: Some(Rc::new(config)),
+            config: Some(std::sync::Arc::new(config)),
             ..Shared::default()
         };
         Worker { link, shared, host }

@@ -19,7 +19,7 @@ pub mod journal;
 pub mod snapshot;
 
 use std::hash::{BuildHasher, Hasher};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use tollgate_protocol::GlobalUsage;
 
@@ -154,6 +154,15 @@ impl Link {
         self.journal.adopt(shared, host, now);
     }
 
+    /// Writes this link's journal now (the native shell, when Envoy drops its configuration): the
+    /// usage in it is delivered by the next link of the process, which adopts the journal once its
+    /// heartbeat is stale, as a wasm worker adopts a dead worker's.
+    pub fn persist<H: Host>(&mut self, shared: &Shared, host: &mut H) {
+        if let Ok(now) = host.now_ms() {
+            self.journal.sync(&self.cp, shared, host, now);
+        }
+    }
+
     fn poll_global<H: Host>(&mut self, shared: &Shared, host: &mut H, now: u64) {
         if self.global_poll.is_some() || shared.catalog.is_none() || now < self.next_global_ms {
             return;
@@ -223,7 +232,7 @@ impl Link {
                         shared.global = shared
                             .catalog
                             .as_ref()
-                            .map(|c| Rc::new(GlobalView::build(c, &g)));
+                            .map(|c| Arc::new(GlobalView::build(c, &g)));
                         self.last_global = Some(g);
                     }
                     Err(e) => failed(

@@ -22,7 +22,7 @@
 //!    last global usage is re-indexed for it.
 
 use std::collections::HashSet;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use tollgate_protocol::{GlobalUsage, Snapshot};
 
@@ -330,9 +330,9 @@ impl SnapshotSync {
             }
         }
         // Global usage is indexed by catalog positions: re-index the last answer for the new one.
-        shared.global = last_global.map(|g| Rc::new(GlobalView::build(&catalog, g)));
+        shared.global = last_global.map(|g| Arc::new(GlobalView::build(&catalog, g)));
         self.version = catalog.version.clone();
-        shared.catalog = Some(Rc::new(catalog));
+        shared.catalog = Some(Arc::new(catalog));
         if let Some(st) = &shared.stats {
             st.snapshot_updates.bump();
         }
@@ -402,7 +402,7 @@ mod tests {
         assert_eq!(polls[0].header("if-none-match"), Some("\"v1\""));
         let before = w.shared.catalog.clone().unwrap();
         w.deliver(polls[0].token, cp.answer(&polls[0]));
-        assert!(Rc::ptr_eq(&before, w.shared.catalog.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(&before, w.shared.catalog.as_ref().unwrap()));
         assert_eq!(w.counter("tollgate.snapshot.updates"), 1);
         assert_eq!(w.counter("tollgate.snapshot.failures"), 0);
     }
@@ -438,7 +438,7 @@ mod tests {
             }
             w.deliver(poll.token, answer);
             assert!(
-                Rc::ptr_eq(&old, w.shared.catalog.as_ref().unwrap()),
+                Arc::ptr_eq(&old, w.shared.catalog.as_ref().unwrap()),
                 "{what}: the old snapshot is kept"
             );
             assert_eq!(
@@ -611,7 +611,7 @@ mod tests {
         let answer = cp.answer(&poll);
         b.deliver(poll.token, answer);
         for _ in 0..(CLAIM_TIMEOUT_MS / 1_000) {
-            assert!(Rc::ptr_eq(&old_b, b.shared.catalog.as_ref().unwrap()));
+            assert!(Arc::ptr_eq(&old_b, b.shared.catalog.as_ref().unwrap()));
             assert!(b.link.snapshot.is_pending());
             assert_eq!(b.host.tick_ms, Some(PENDING_TICK_MS));
             world.advance_ms(999);

@@ -76,7 +76,7 @@ async fn sign_up_taken(
     let mut tx = begin_write(pool).await?;
     let notice = outbox::Email {
         dedupe_key: format!("sign_up_taken:{email}:{}", calendar::day_of(t)),
-        kind: "sign_up_taken",
+        kind: outbox::EmailKind::SignUpTaken,
         recipient: email.to_string(),
         subject: "Someone tried to sign up with your email".into(),
         body: format!(

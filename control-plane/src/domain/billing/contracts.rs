@@ -6,12 +6,25 @@ use crate::domain::DomainResult;
 use crate::secrets::new_id;
 use crate::store::Tx;
 
+#[derive(sqlx::FromRow)]
+struct TrialRow {
+    trial_days: i64,
+}
+
+/// The contract an application is on now (the one not ended).
+#[derive(sqlx::FromRow)]
+struct OpenContract {
+    id: String,
+    plan_id: String,
+    trial_ends_on: i64,
+}
+
 async fn trial_days(tx: &mut Tx, plan_id: &str) -> DomainResult<i64> {
-    let (days,): (i64,) = sqlx::query_as("SELECT trial_days FROM plans WHERE id = $1")
+    let row: TrialRow = sqlx::query_as("SELECT trial_days FROM plans WHERE id = $1")
         .bind(plan_id)
         .fetch_one(&mut **tx)
         .await?;
-    Ok(days)
+    Ok(row.trial_days)
 }
 
 async fn insert(
@@ -53,21 +66,21 @@ pub async fn change_plan(
     now: i64,
 ) -> DomainResult<()> {
     let today = day_of(now);
-    let current: Option<(String, String, i64)> = sqlx::query_as(
+    let current: Option<OpenContract> = sqlx::query_as(
         "SELECT id, plan_id, trial_ends_on FROM contracts WHERE application_id = $1 AND ends_on IS NULL",
     )
     .bind(application_id)
     .fetch_optional(&mut **tx)
     .await?;
     let trial_ends_on = match current {
-        Some((_, ref current_plan, _)) if current_plan == plan_id => return Ok(()),
-        Some((id, _, trial_ends_on)) => {
+        Some(c) if c.plan_id == plan_id => return Ok(()),
+        Some(c) => {
             sqlx::query("UPDATE contracts SET ends_on = $2 WHERE id = $1")
-                .bind(&id)
+                .bind(&c.id)
                 .bind(today)
                 .execute(&mut **tx)
                 .await?;
-            trial_ends_on
+            c.trial_ends_on
         }
         None => today + trial_days(tx, plan_id).await?,
     };

@@ -435,12 +435,6 @@ pub async fn page_objects(pool: &Pool, page: Page<Invoice>) -> DomainResult<Page
     }))
 }
 
-/// [`page_objects`] as a JSON value, for handlers that still answer `Value`.
-pub async fn page_json(pool: &Pool, page: Page<Invoice>) -> DomainResult<Value> {
-    serde_json::to_value(page_objects(pool, page).await?)
-        .map_err(|e| DomainError::Internal(e.to_string()))
-}
-
 /// Which invoices a list shows.
 #[derive(Clone, Debug)]
 pub struct InvoiceFilter {
@@ -682,11 +676,6 @@ impl InvoiceObject {
             updated_at: inv.updated_at,
         }
     }
-}
-
-/// [`InvoiceObject`] as a JSON value, for handlers that add to it (the payment of a charge).
-pub fn to_json(inv: &Invoice, lines: &[Line]) -> Value {
-    serde_json::to_value(InvoiceObject::new(inv, lines)).unwrap_or(Value::Null)
 }
 
 /// The series an invoice's number belongs to (see `Numbering`); credit notes have their own.
@@ -967,7 +956,7 @@ pub fn issued_email(
     };
     super::outbox::Email {
         dedupe_key: format!("invoice_issued:{invoice_id}"),
-        kind: "invoice_issued",
+        kind: super::outbox::EmailKind::InvoiceIssued,
         recipient: buyer.email.clone(),
         subject: render(&text.subject),
         body: render(&text.body),

@@ -29,11 +29,38 @@ pub const IDLE_POLL: Duration = Duration::from_secs(2);
 /// SMTP connection and command timeout.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// What an email is about: stored as its name in `email_outbox.kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailKind {
+    /// An issued invoice, with its PDF.
+    InvoiceIssued,
+    /// A charge of an invoice succeeded.
+    ChargeSucceeded,
+    /// A charge failed and dunning will retry.
+    ChargeFailed,
+    /// The last attempt dunning makes failed.
+    FinalFailure,
+    /// Someone tried to sign up with the address of an existing portal user.
+    SignUpTaken,
+}
+
+impl EmailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailKind::InvoiceIssued => "invoice_issued",
+            EmailKind::ChargeSucceeded => "charge_succeeded",
+            EmailKind::ChargeFailed => "charge_failed",
+            EmailKind::FinalFailure => "final_failure",
+            EmailKind::SignUpTaken => "sign_up_taken",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Email {
     /// Enqueueing the same key twice keeps the first message only.
     pub dedupe_key: String,
-    pub kind: &'static str,
+    pub kind: EmailKind,
     pub recipient: String,
     pub subject: String,
     pub body: String,
@@ -55,7 +82,7 @@ pub async fn enqueue_many(tx: &mut Tx, emails: &[Email], at: i64) -> DomainResul
             q = q
                 .bind(new_id("msg"))
                 .bind(e.dedupe_key.clone())
-                .bind(e.kind)
+                .bind(e.kind.as_str())
                 .bind(e.recipient.clone())
                 .bind(e.subject.clone())
                 .bind(e.body.clone())

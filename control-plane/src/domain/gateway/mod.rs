@@ -1,6 +1,7 @@
 //! What gateways see: who is calling (a gateway token, scoped to services) and the snapshot of a
 //! service they enforce. Usage reports, what gateways send back, are [`crate::domain::metering`].
 
+pub mod encoded;
 pub mod snapshot;
 
 use crate::domain::{DomainError, DomainResult};

@@ -12,7 +12,6 @@
 //! non-payment (the gateway answers 402 within its snapshot poll interval).
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::attempts::{self, AttemptState, Payment};
 use super::cards::customer;
@@ -20,8 +19,10 @@ use super::provider::{configured, pay_error, provider, Provider};
 use super::statement::CHARGEABLE;
 use super::{ChargeOutcome, ChargeRequest, PayError};
 use crate::domain::billing::calendar::{day_of, format_date, format_month};
-use crate::domain::billing::invoices::{self, render_text, Invoice, InvoiceKind, InvoiceState};
-use crate::domain::billing::outbox::{enqueue, Email};
+use crate::domain::billing::invoices::{
+    self, render_text, Invoice, InvoiceKind, InvoiceObject, InvoiceState,
+};
+use crate::domain::billing::outbox::{enqueue, Email, EmailKind};
 use crate::domain::billing::settings::{self, BillingSettings};
 use crate::domain::{DomainError, DomainResult};
 use crate::secrets::new_id;
@@ -122,8 +123,7 @@ pub async fn settle_action(
 pub struct ChargedInvoice {
     /// The invoice, as `GET /invoices/{id}` shows it.
     #[serde(flatten)]
-    #[schema(value_type = Object)]
-    pub invoice: Value,
+    pub invoice: InvoiceObject,
     pub payment: Payment,
 }
 
@@ -131,7 +131,7 @@ async fn charged(pool: &Pool, invoice_id: &str, attempt_id: &str) -> DomainResul
     let inv = invoices::fetch(pool, invoice_id).await?;
     let lines = invoices::lines(pool, invoice_id).await?;
     Ok(ChargedInvoice {
-        invoice: invoices::to_json(&inv, &lines),
+        invoice: InvoiceObject::new(&inv, &lines),
         payment: attempts::fetch(pool, attempt_id).await?,
     })
 }
@@ -572,7 +572,7 @@ struct Recipient {
     email: String,
 }
 
-/// The emails a charge's outcome sends (their kind in the outbox).
+/// The emails a charge's outcome sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Notice {
     ChargeSucceeded,
@@ -582,11 +582,11 @@ enum Notice {
 }
 
 impl Notice {
-    fn as_str(self) -> &'static str {
+    fn kind(self) -> EmailKind {
         match self {
-            Notice::ChargeSucceeded => "charge_succeeded",
-            Notice::ChargeFailed => "charge_failed",
-            Notice::FinalFailure => "final_failure",
+            Notice::ChargeSucceeded => EmailKind::ChargeSucceeded,
+            Notice::ChargeFailed => EmailKind::ChargeFailed,
+            Notice::FinalFailure => EmailKind::FinalFailure,
         }
     }
 }
@@ -606,7 +606,7 @@ async fn email(
         Notice::FinalFailure => &texts.final_failure,
         Notice::ChargeFailed => &texts.charge_failed,
     };
-    let kind = notice.as_str();
+    let kind = notice.kind();
     let Recipient { name, email } =
         sqlx::query_as("SELECT name, email FROM accounts WHERE id = $1")
             .bind(&inv.account_id)
@@ -629,7 +629,7 @@ async fn email(
     enqueue(
         tx,
         &Email {
-            dedupe_key: format!("{kind}:{attempt_id}"),
+            dedupe_key: format!("{}:{attempt_id}", kind.as_str()),
             kind,
             recipient: email,
             subject: render(&text.subject),

@@ -1,25 +1,16 @@
-//! Stripe through the plain `async-stripe` client: a customer per account, SetupIntents for card
+//! Stripe ([`super::stripe_http`]): a customer per account, SetupIntents for card
 //! entry (Stripe Elements), cards attached to the customer, and off-session PaymentIntents for
 //! charges, each with an idempotency key derived from invoice and attempt.
 //!
 //! Every call is bounded by [`CALL_TIMEOUT`]; a timed-out charge is recorded as unknown and looked up
 //! (by the attempt key in the PaymentIntent's metadata) before anything is charged again.
 
-use std::collections::HashMap;
-use std::str::FromStr;
 use std::time::Duration;
 
-use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
-use stripe_core::customer::CreateCustomer;
-use stripe_core::payment_intent::{
-    CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
+use super::stripe_http::{
+    segment, Customer, Form, List, PaymentIntent, PaymentIntentStatus, PaymentMethod, SetupIntent,
+    StripeError, StripeHttp,
 };
-use stripe_core::setup_intent::CreateSetupIntent;
-use stripe_core::{PaymentIntent, PaymentIntentStatus};
-use stripe_payment::payment_method::{
-    AttachPaymentMethod, DetachPaymentMethod, ListPaymentMethod, ListPaymentMethodType,
-};
-
 use super::{Card, ChargeOutcome, ChargeRequest, PayError};
 
 /// Longest wait for one Stripe call (`TOLLGATE_PAYMENT_TIMEOUT_MS` overrides it).
@@ -38,7 +29,7 @@ pub const LOOKUP_PAGE: i64 = 100;
 pub const ATTEMPT_METADATA: &str = "tollgate_attempt";
 
 pub struct Stripe {
-    client: super::stripe_http::StripeHttp,
+    client: StripeHttp,
     pub publishable_key: String,
     pub webhook_secret: String,
     /// Where browsers load Stripe.js for this account ([`super::config::STRIPE_JS_URL`] unless set).
@@ -47,27 +38,49 @@ pub struct Stripe {
 
 fn err(e: StripeError) -> PayError {
     match e {
+        // An idempotency key reused with other parameters (whatever its status): the first
+        // request's outcome is unknown here, so it is looked up, never read as a refusal.
+        StripeError::Api { error, .. } if error.kind == "idempotency_error" => {
+            PayError::Unavailable(format!(
+                "Stripe refused a reused idempotency key: {}",
+                error.message.unwrap_or_default()
+            ))
+        }
         // A 5xx may come after Stripe acted on the request (and 429 asks for a later retry): the
         // outcome is unknown, never a decline, or dunning's next attempt (a new idempotency key)
         // could charge the card a second time. 409: the idempotency key is in use by a request
         // still running (or was used with other parameters): unknown too, looked up later.
-        StripeError::Stripe(api, status) if status >= 500 || status == 429 || status == 409 => {
+        StripeError::Api { status, error } if status >= 500 || status == 429 || status == 409 => {
             PayError::Unavailable(format!(
                 "Stripe answered {status}: {}",
-                api.message.unwrap_or_default()
+                error.message.unwrap_or_default()
             ))
         }
-        StripeError::Stripe(api, status) => PayError::Provider {
+        // The secret key is wrong, rolled or restricted: the gateway's configuration, never the
+        // card (nothing is declined, emailed or suspended for it).
+        StripeError::Api { status, error } if status == 401 || status == 403 => {
+            PayError::Config(format!(
+                "Stripe refused the secret key ({status}): {}",
+                error.message.unwrap_or_default()
+            ))
+        }
+        StripeError::Api { status, error } => PayError::Provider {
             status,
-            code: api
-                .code
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "stripe_error".into()),
-            message: api.message.unwrap_or_default(),
+            code: error.code.unwrap_or_else(|| "stripe_error".into()),
+            message: error.message.unwrap_or_default(),
         },
-        StripeError::Timeout => PayError::Unavailable("Stripe did not answer in time".into()),
+        StripeError::Invalid(m) => PayError::Config(m),
         other => PayError::Unavailable(other.to_string()),
     }
+}
+
+/// An id from outside (a browser, the database) as a path segment, or a refusal naming it.
+fn id_segment<'a>(what: &str, id: &'a str) -> Result<&'a str, PayError> {
+    segment(id).ok_or_else(|| PayError::Provider {
+        status: 400,
+        code: "resource_missing".into(),
+        message: format!("no such {what}: Stripe ids are letters, digits and _"),
+    })
 }
 
 async fn bounded<T>(
@@ -82,16 +95,25 @@ async fn bounded<T>(
     }
 }
 
-fn outcome(pi: &PaymentIntent) -> ChargeOutcome {
-    let reference = pi.id.to_string();
-    match pi.status {
+/// What a PaymentIntent says about the charge. `Err` (an unknown outcome, looked up again later)
+/// for a status that is neither paid, waiting for the cardholder nor finally refused: one this
+/// version does not know, or `requires_capture` (never asked for: Tollgate captures at once).
+fn outcome(pi: &PaymentIntent) -> Result<ChargeOutcome, PayError> {
+    let reference = pi.id.clone();
+    Ok(match pi.status {
         PaymentIntentStatus::Succeeded | PaymentIntentStatus::Processing => {
             ChargeOutcome::Succeeded { reference }
         }
         PaymentIntentStatus::RequiresAction | PaymentIntentStatus::RequiresConfirmation => {
             ChargeOutcome::RequiresAction { reference }
         }
-        _ => {
+        PaymentIntentStatus::RequiresCapture | PaymentIntentStatus::Unknown => {
+            return Err(PayError::Unavailable(format!(
+                "PaymentIntent {reference} is in a status Tollgate does not settle ({:?})",
+                pi.status
+            )))
+        }
+        PaymentIntentStatus::RequiresPaymentMethod | PaymentIntentStatus::Canceled => {
             let (code, message) = pi
                 .last_payment_error
                 .as_ref()
@@ -99,7 +121,7 @@ fn outcome(pi: &PaymentIntent) -> ChargeOutcome {
                     (
                         e.decline_code
                             .clone()
-                            .or_else(|| e.code.as_ref().map(|c| c.to_string()))
+                            .or_else(|| e.code.clone())
                             .unwrap_or_else(|| "declined".into()),
                         e.message.clone().unwrap_or_default(),
                     )
@@ -111,7 +133,15 @@ fn outcome(pi: &PaymentIntent) -> ChargeOutcome {
                 message,
             }
         }
-    }
+    })
+}
+
+fn field(name: &str, value: impl Into<String>) -> (String, String) {
+    (name.to_string(), value.into())
+}
+
+fn metadata(key: &str, value: impl Into<String>) -> (String, String) {
+    (format!("metadata[{key}]"), value.into())
 }
 
 impl Stripe {
@@ -125,8 +155,7 @@ impl Stripe {
             // A stored URL is checked again where it is used (the database may hold an older one).
             crate::outbound::check(base).map_err(|m| PayError::Config(format!("api_base: {m}")))?;
         }
-        let client =
-            super::stripe_http::StripeHttp::new(secret_key, api_base).map_err(PayError::Config)?;
+        let client = StripeHttp::new(secret_key, api_base).map_err(PayError::Config)?;
         Ok(Stripe {
             client,
             publishable_key: publishable_key.into(),
@@ -141,96 +170,87 @@ impl Stripe {
         email: &str,
         name: &str,
     ) -> Result<String, PayError> {
-        let mut metadata = HashMap::new();
-        metadata.insert("tollgate_account".to_string(), account_id.to_string());
-        let c = bounded(
-            CreateCustomer::new()
-                .email(email)
-                .name(name)
-                .metadata(metadata)
-                .send(&self.client),
-        )
-        .await?;
-        Ok(c.id.to_string())
+        let form: Form = vec![
+            field("email", email),
+            field("name", name),
+            metadata("tollgate_account", account_id),
+        ];
+        let c: Customer = bounded(self.client.post("/customers", &form, None)).await?;
+        Ok(c.id)
     }
 
     /// A SetupIntent's client secret, for Stripe Elements to collect a card.
     pub async fn setup_intent(&self, customer: &str) -> Result<String, PayError> {
-        let si = bounded(
-            CreateSetupIntent::new()
-                .customer(customer)
-                .send(&self.client),
-        )
-        .await?;
+        let form: Form = vec![field("customer", customer)];
+        let si: SetupIntent = bounded(self.client.post("/setup_intents", &form, None)).await?;
         si.client_secret
             .ok_or_else(|| PayError::Unavailable("the SetupIntent has no client secret".into()))
     }
 
     pub async fn attach(&self, customer: &str, payment_method: &str) -> Result<Card, PayError> {
-        let pm = bounded(
-            AttachPaymentMethod::new(payment_method)
-                .customer(customer)
-                .send(&self.client),
-        )
-        .await?;
+        let path = format!(
+            "/payment_methods/{}/attach",
+            id_segment("payment method", payment_method)?
+        );
+        let form: Form = vec![field("customer", customer)];
+        let pm: PaymentMethod = bounded(self.client.post(&path, &form, None)).await?;
         Ok(card_of(&pm))
     }
 
     pub async fn list_cards(&self, customer: &str) -> Result<Vec<Card>, PayError> {
-        let list = bounded(
-            ListPaymentMethod::new()
-                .customer(customer)
-                .type_(ListPaymentMethodType::Card)
-                .send(&self.client),
-        )
-        .await?;
+        let query: Form = vec![field("customer", customer), field("type", "card")];
+        let list: List<PaymentMethod> =
+            bounded(self.client.get("/payment_methods", &query)).await?;
         Ok(list.data.iter().map(card_of).collect())
     }
 
     pub async fn detach(&self, payment_method: &str) -> Result<(), PayError> {
-        bounded(DetachPaymentMethod::new(payment_method).send(&self.client))
-            .await
-            .map(|_| ())
+        let path = format!(
+            "/payment_methods/{}/detach",
+            id_segment("payment method", payment_method)?
+        );
+        let _: PaymentMethod = bounded(self.client.post(&path, &Form::new(), None)).await?;
+        Ok(())
     }
 
     /// An off-session charge. Declines and SCA come back as outcomes, not errors.
     pub async fn charge(&self, req: &ChargeRequest<'_>) -> Result<ChargeOutcome, PayError> {
-        let mut metadata = HashMap::new();
-        metadata.insert(ATTEMPT_METADATA.to_string(), req.attempt_key.to_string());
-        metadata.insert("tollgate_invoice".to_string(), req.invoice_id.to_string());
-        let key =
-            IdempotencyKey::new(req.attempt_key).map_err(|e| PayError::Config(e.to_string()))?;
-        // Never a fallback currency: a code the client does not know is refused, not sent as USD.
-        let currency = stripe_types::Currency::from_str(&req.currency.code.to_lowercase())
-            .map_err(|_| {
-                PayError::Config(format!("Stripe cannot charge in {}", req.currency.code))
-            })?;
         let amount = super::units::stripe_amount(req.currency, req.amount)
             .map_err(|e| PayError::Config(format!("{e:?}")))?;
-        let call = CreatePaymentIntent::new(amount, currency)
-            .customer(req.customer)
-            .payment_method(req.payment_method)
-            .confirm(true)
-            .off_session(CreatePaymentIntentOffSession::Bool(true))
-            .metadata(metadata)
-            .customize()
-            .request_strategy(RequestStrategy::Idempotent(key))
-            .send(&self.client);
+        // `units` has refused every currency Stripe does not charge in: never a fallback.
+        let form: Form = vec![
+            field("amount", amount.to_string()),
+            field("currency", req.currency.code.to_lowercase()),
+            field("customer", req.customer),
+            field("payment_method", req.payment_method),
+            field("confirm", "true"),
+            field("off_session", "true"),
+            // Cards only, named: without it Stripe (API versions since 2023-08-16) enables the
+            // Dashboard's automatic payment methods, some of which redirect, and then refuses a
+            // server-side confirm that carries no `return_url`. Tollgate vaults only cards.
+            field("payment_method_types[0]", "card"),
+            metadata(ATTEMPT_METADATA, req.attempt_key),
+            metadata("tollgate_invoice", req.invoice_id),
+        ];
+        let call =
+            self.client
+                .post::<PaymentIntent>("/payment_intents", &form, Some(req.attempt_key));
         match tokio::time::timeout(call_timeout(), call).await {
             Err(_) => Err(PayError::Unavailable(format!(
                 "Stripe did not answer in {:?}",
                 call_timeout()
             ))),
-            Ok(Ok(pi)) => Ok(outcome(&pi)),
-            Ok(Err(StripeError::Stripe(api, status)))
-                if status == 402 || api.payment_intent.is_some() =>
+            Ok(Ok(pi)) => outcome(&pi),
+            Ok(Err(StripeError::Api { status, error }))
+                if (status == 402 || error.payment_intent.is_some())
+                    && error.kind != "idempotency_error" =>
             {
-                let code = api
+                let code = error
                     .decline_code
                     .clone()
-                    .or_else(|| api.code.as_ref().map(|c| c.to_string()))
+                    .or_else(|| error.code.clone())
                     .unwrap_or_else(|| "declined".into());
-                let reference = api.payment_intent.as_ref().map(|pi| pi.id.to_string());
+                let reference = error.payment_intent.as_ref().map(|pi| pi.id.clone());
                 if code == "authentication_required" {
                     if let Some(reference) = reference {
                         return Ok(ChargeOutcome::RequiresAction { reference });
@@ -239,7 +259,7 @@ impl Stripe {
                 Ok(ChargeOutcome::Declined {
                     reference,
                     code,
-                    message: api.message.clone().unwrap_or_default(),
+                    message: error.message.clone().unwrap_or_default(),
                 })
             }
             Ok(Err(e)) => Err(err(e)),
@@ -252,8 +272,12 @@ impl Stripe {
         &self,
         payment_intent: &str,
     ) -> Result<(ChargeOutcome, Option<String>), PayError> {
-        let pi = bounded(RetrievePaymentIntent::new(payment_intent).send(&self.client)).await?;
-        Ok((outcome(&pi), pi.client_secret.clone()))
+        let path = format!(
+            "/payment_intents/{}",
+            id_segment("payment intent", payment_intent)?
+        );
+        let pi: PaymentIntent = bounded(self.client.get(&path, &Form::new())).await?;
+        Ok((outcome(&pi)?, pi.client_secret.clone()))
     }
 
     /// The PaymentIntent an earlier call created for `attempt_key`, if any.
@@ -262,25 +286,24 @@ impl Stripe {
         customer: &str,
         attempt_key: &str,
     ) -> Result<Option<ChargeOutcome>, PayError> {
-        let list = bounded(
-            ListPaymentIntent::new()
-                .customer(customer)
-                .limit(LOOKUP_PAGE)
-                .send(&self.client),
-        )
-        .await?;
-        Ok(list
-            .data
+        let query: Form = vec![
+            field("customer", customer),
+            field("limit", LOOKUP_PAGE.to_string()),
+        ];
+        let list: List<PaymentIntent> =
+            bounded(self.client.get("/payment_intents", &query)).await?;
+        list.data
             .iter()
             .find(|pi| pi.metadata.get(ATTEMPT_METADATA).map(String::as_str) == Some(attempt_key))
-            .map(outcome))
+            .map(outcome)
+            .transpose()
     }
 }
 
-fn card_of(pm: &stripe_shared::PaymentMethod) -> Card {
+fn card_of(pm: &PaymentMethod) -> Card {
     let c = pm.card.as_ref();
     Card {
-        id: pm.id.to_string(),
+        id: pm.id.clone(),
         brand: c.map(|c| c.brand.clone()).unwrap_or_default(),
         last4: c.map(|c| c.last4.clone()).unwrap_or_default(),
         exp_month: c.map(|c| c.exp_month).unwrap_or_default(),

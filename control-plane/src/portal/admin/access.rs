@@ -10,12 +10,11 @@ use axum::response::{Html, IntoResponse, Response};
 use crate::domain::access::sessions::{self, SESSION_TTL_SECS};
 use crate::domain::access::tokens::{self, Scope, TokenCheck};
 use crate::domain::DomainResult;
-use crate::http::auth::Caller;
-use crate::http::error::ApiError;
-use crate::http::AppState;
 use crate::portal::html::{admin_page, csrf_input, field, html};
 use crate::portal::session::{cookie, csrf_ok, set_cookie};
 use crate::secrets::new_session_token;
+use crate::state::AppState;
+use crate::web::error::ApiError;
 
 pub const ADMIN_COOKIE: &str = "tg_admin";
 pub const ADMIN_CSRF_COOKIE: &str = "tg_admin_csrf";
@@ -25,8 +24,8 @@ pub use crate::portal::Fields;
 pub struct AdminSession {
     pub scope: Scope,
     pub csrf: String,
-    /// Who acts: the API calls the portal makes run as this token.
-    pub caller: Caller,
+    /// The admin token the session was opened with (`env` for TOLLGATE_ADMIN_TOKEN).
+    pub token_id: String,
 }
 
 pub(super) fn redirect(to: &str) -> Response {
@@ -59,12 +58,7 @@ async fn current(s: &AppState, headers: &HeaderMap) -> DomainResult<Option<Admin
     Ok(grant.map(|g| AdminSession {
         scope: g.scope,
         csrf: g.csrf,
-        caller: Caller {
-            token_id: g.token_id,
-            scope: g.scope,
-            // Only keys idempotent replays, which the portal never asks for.
-            response_secret: [0; 32],
-        },
+        token_id: g.token_id,
     }))
 }
 
@@ -156,7 +150,7 @@ pub async fn sign_in_form() -> Response {
 
 pub async fn sign_in(
     State(s): State<AppState>,
-    crate::http::client_ip::ClientIp(ip): crate::http::client_ip::ClientIp,
+    crate::web::client_ip::ClientIp(ip): crate::web::client_ip::ClientIp,
     headers: HeaderMap,
     Form(f): Form<Fields>,
 ) -> Response {

@@ -1,31 +1,30 @@
 //! Admin portal: accounts and their applications (suspend, resume), admin tokens (generate, shown
 //! once, revoke), the payment gateway's credentials (write-only) and credit notes. Accounts and
-//! applications, admin tokens and the gateway call the domain directly (the same functions the
-//! admin API calls, so the same validation and the same catalog revision bump); credit notes are
-//! still the admin API call of the same name, made in-process, until their area moves likewise.
+//! applications, admin tokens, the gateway and credit notes call the domain directly (the same
+//! functions the admin API calls, so the same validation and the same catalog revision bump).
 
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::access::{redirect, AdminSession, Fields, WriteForm};
-use super::api as admin_api;
 use super::forms::{
-    error_for, failed, general_error, get, link, not_found, seg, show, text, write_form, FormError,
+    error_for, general_error, get, link, not_found, seg, show, text, write_form, FormError,
 };
+use crate::domain::access::tokens::Scope;
 use crate::domain::access::tokens::{self, TokenInput};
 use crate::domain::accounts::account::{self, AccountInput};
 use crate::domain::accounts::applications::{
     self, AppFilter, AppInput, ApplicationState, SuspendInput, SuspensionReason,
 };
+use crate::domain::billing::manual::{self, CreditNoteInput};
 use crate::domain::payments::config::{self, GatewayInput};
 use crate::domain::{DomainError, PageRequest};
-use crate::http::auth::Scope;
-use crate::http::AppState;
 use crate::portal::html::{alert, html, input, notice, post_button, select, table, Markup};
+use crate::state::AppState;
 
 /// Most accounts (and applications of one account) a page lists; the admin API lists the rest.
 const PAGE_ROWS: i64 = 100;
@@ -384,7 +383,7 @@ async fn tokens_page(
         .iter()
         .map(|t| {
             let id = t.id.clone();
-            let this = id == admin.caller.token_id;
+            let this = id == admin.token_id;
             vec![
                 html! { (t.name) },
                 html! { (t.scope.as_str()) },
@@ -742,35 +741,27 @@ pub async fn credit_note(
     Path(id): Path<String>,
     WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
-    let body = json!({"amount": get(&f, "amount"), "reason": get(&f, "reason")});
-    let a = admin_api::call(
-        &s,
-        &admin.caller,
-        Method::POST,
-        &format!("/invoices/{}/credit_notes", seg(&id)),
-        Some(body),
-    )
-    .await;
-    let message = match a.error() {
-        None => notice(&format!(
-            "Credit note {} issued for {} {}.",
-            text(&a.body["number"]),
-            text(&a.body["total"]),
-            text(&a.body["currency"])
-        )),
-        Some((p, m)) => alert(&format!(
-            "Credit note refused: {}{m}",
-            if p.is_empty() {
-                String::new()
-            } else {
-                format!("{p}: ")
-            }
-        )),
+    let input = CreditNoteInput {
+        amount: Some(get(&f, "amount")),
+        reason: Some(get(&f, "reason")),
     };
-    let status = if a.ok() {
-        StatusCode::CREATED
-    } else {
-        failed(&a)
+    // `WriteForm` has checked the session's write scope, as the API checks the token's.
+    let (message, status) = match manual::credit_note(&s.pool, &id, input).await {
+        Ok(cn) => (
+            notice(&format!(
+                "Credit note {} issued for {} {}.",
+                cn.number.as_deref().unwrap_or(""),
+                cn.total,
+                cn.currency
+            )),
+            StatusCode::CREATED,
+        ),
+        Err(e) => {
+            let (refused, status) = refusal(e);
+            let (p, m) = refused.unwrap_or_default();
+            let p = if p.is_empty() { p } else { format!("{p}: ") };
+            (alert(&format!("Credit note refused: {p}{m}")), status)
+        }
     };
     super::billing::invoices_page(
         &s,

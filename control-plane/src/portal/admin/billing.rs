@@ -7,15 +7,15 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::access::{failure, AdminSession, Fields, WriteForm};
 use super::forms::{options, text};
+use crate::domain::access::tokens::Scope;
 use crate::domain::billing::invoices::{self, InvoiceAction, InvoiceState};
 use crate::domain::billing::manual;
 use crate::domain::payments::charging;
-use crate::http::auth::Scope;
-use crate::http::error::ApiError;
-use crate::http::AppState;
 use crate::portal::html::{
     admin_page, alert, csrf_input, error_span, html, input, notice, select, Markup,
 };
+use crate::state::AppState;
+use crate::web::error::ApiError;
 
 pub async fn invoices(
     State(s): State<AppState>,

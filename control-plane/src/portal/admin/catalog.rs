@@ -17,14 +17,15 @@ use super::forms::{
     error_for, general_error, get, link, not_found, options, parsed, refused, seg, show,
     write_form, FormError,
 };
+use crate::domain::access::tokens::Scope;
 use crate::domain::billing::currency::Currency;
 use crate::domain::billing::lines::PlanTerms;
 use crate::domain::billing::preview::month_cost;
 use crate::domain::catalog::plans::{self, Plan};
 use crate::domain::catalog::{mapping_rules, metrics, services};
 use crate::domain::{DomainResult, PageRequest};
-use crate::http::AppState;
 use crate::portal::html::{html, input, notice, post_button, select, table, Markup};
+use crate::state::AppState;
 
 const PERIODS: &[&str] = &["minute", "hour", "day", "week", "month", "year", "eternity"];
 const METHODS: &[&str] = &[
@@ -186,7 +187,7 @@ async fn service_page(
                 html! { code { (r.pattern) } },
                 html! { (r.metric) },
                 html! { (r.delta) },
-                if admin.scope == crate::http::auth::Scope::Write {
+                if admin.scope == Scope::Write {
                     post_button(
                         &format!(
                             "/admin/services/{}/mapping_rules/{}/delete",
@@ -596,7 +597,7 @@ async fn plan_page(
         .map(|m| (m.name.clone(), m.name.clone()))
         .collect();
     let base = format!("/admin/plans/{}", seg(id));
-    let write = admin.scope == crate::http::auth::Scope::Write;
+    let write = admin.scope == Scope::Write;
     let remove = |kind: &str, i: usize| {
         if write {
             post_button(&format!("{base}/{kind}/{i}/remove"), &admin.csrf, "Remove")

@@ -9,8 +9,8 @@ use axum::response::{Html, IntoResponse, Response};
 use super::access::{failure, AdminSession};
 use crate::domain::billing::calendar::{day_of, format_date, month_start, SECONDS_PER_DAY};
 use crate::domain::overview;
-use crate::http::AppState;
 use crate::portal::html::{admin_page, html, table, Markup};
+use crate::state::AppState;
 use crate::store::now;
 
 pub async fn dashboard(State(s): State<AppState>, admin: AdminSession) -> Response {

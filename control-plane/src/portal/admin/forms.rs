@@ -8,11 +8,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::access::{AdminSession, Fields};
-use super::api::Answer;
+use crate::domain::access::tokens::Scope;
 use crate::domain::DomainError;
-use crate::http::auth::Scope;
-use crate::http::error::ApiError;
 use crate::portal::html::{admin_page, alert, csrf_input, html, Markup};
+use crate::web::error::ApiError;
 
 /// An API error as `(param, message)`; `param` is the API's field path (`limits[2].value`).
 pub type FormError = Option<(String, String)>;
@@ -96,7 +95,7 @@ pub fn show(admin: &AdminSession, title: &str, status: StatusCode, body: Markup)
 /// input type by the API's own reader: a field of the wrong shape (`"trial_days": "ten"`) is
 /// refused with the words, field path and 400 the API answers.
 pub fn parsed<T: DeserializeOwned>(body: &Value) -> Result<T, DomainError> {
-    crate::http::extract::parse(body.to_string().as_bytes()).map_err(|e| match e {
+    crate::web::extract::parse(body.to_string().as_bytes()).map_err(|e| match e {
         ApiError::BadRequest {
             code,
             message,
@@ -124,16 +123,6 @@ pub fn refused(e: DomainError) -> (StatusCode, FormError) {
     // The one mapping of domain errors to statuses (http/error.rs); it also logs internal errors.
     let status = e.into_response().status();
     (status, Some((param, message)))
-}
-
-/// The status to show an API refusal with (never a 2xx for a form that failed); for the pages
-/// that still call the API in-process ([`super::api`]).
-pub fn failed(a: &Answer) -> StatusCode {
-    if a.ok() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        a.status
-    }
 }
 
 pub fn not_found(admin: &AdminSession) -> Response {

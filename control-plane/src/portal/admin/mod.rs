@@ -5,7 +5,6 @@
 
 pub mod access;
 pub mod accounts;
-pub mod api;
 pub mod billing;
 pub mod catalog;
 pub mod dashboard;

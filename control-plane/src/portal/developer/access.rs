@@ -18,14 +18,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::domain::access::{passwords, users};
-use crate::http::client_ip::ClientIp;
-use crate::http::error::ApiError;
-use crate::http::AppState;
 use crate::portal::html::{alert, csrf_input, field, html, page, Markup};
 use crate::portal::session::{
     self, Session, CSRF_COOKIE, MIN_PASSWORD_CHARS, SESSION_COOKIE, SESSION_TTL_SECS,
 };
 use crate::secrets::new_session_token;
+use crate::state::AppState;
+use crate::web::client_ip::ClientIp;
+use crate::web::error::ApiError;
 
 pub use crate::portal::Fields;
 

@@ -13,9 +13,9 @@ use crate::domain::accounts::keys;
 use crate::domain::accounts::usage::{self, DayHits};
 use crate::domain::billing::calendar::{day_of, format_date};
 use crate::domain::DomainError;
-use crate::http::AppState;
 use crate::portal::html::{alert, csrf_input, error_span, html, page, shown_once, Markup};
 use crate::portal::session::Session;
+use crate::state::AppState;
 use crate::store::now;
 
 async fn applications_page(

@@ -11,9 +11,9 @@ use crate::domain::billing::calendar::{day_of, format_date};
 use crate::domain::payments::attempts::{self, AttemptState};
 use crate::domain::payments::{cards, charging, provider, statement};
 use crate::domain::DomainError;
-use crate::http::AppState;
 use crate::portal::html::{alert, html, notice, page, plain_post_button, Markup};
 use crate::portal::session::Session;
+use crate::state::AppState;
 
 pub(super) fn not_found(session: &Session) -> Response {
     (
@@ -259,7 +259,7 @@ pub async fn invoice_pdf(
         return not_found(&session);
     };
     match own_invoice(&s, &session, id).await {
-        Ok(true) => crate::http::invoices::pdf_response(&s, id)
+        Ok(true) => crate::web::pdf::invoice(&s.pool, id)
             .await
             .unwrap_or_else(failure),
         Ok(false) => not_found(&session),

@@ -14,10 +14,10 @@ use super::access::{failure, SessionForm};
 use crate::domain::payments::cards::{self, AddMethod, CardSetup};
 use crate::domain::payments::{charging, statement};
 use crate::domain::DomainError;
-use crate::http::AppState;
 use crate::portal::assets;
 use crate::portal::html::{alert, csrf_input, html, notice, page, Markup};
 use crate::portal::session::Session;
+use crate::state::AppState;
 
 /// Pages carrying a client secret or token are never cached.
 fn no_store(status: StatusCode, html: String) -> Response {

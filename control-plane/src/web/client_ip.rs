@@ -7,8 +7,8 @@ use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
-use super::AppState;
 use crate::rate_limit::Limiter;
+use crate::state::AppState;
 
 /// The value of the last `X-Forwarded-For` header (the one the nearest proxy appended to).
 fn last_forwarded_for(headers: &HeaderMap) -> Option<&str> {

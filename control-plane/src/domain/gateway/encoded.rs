@@ -1,0 +1,85 @@
+//! A service's snapshot encoded as a gateway asks for it (JSON, or the compact binary form),
+//! cached per version: many gateways polling every second cost one build per change, not one per
+//! poll. The cache lives as long as the process ([`crate::state::AppState`] holds it).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::snapshot;
+use crate::domain::{DomainError, DomainResult};
+use crate::store::Pool;
+
+/// How a gateway wants its snapshot encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    /// `tollgate_protocol::binary` (what the Tollgate filter asks for).
+    Binary,
+}
+
+impl Encoding {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+            Encoding::Binary => tollgate_protocol::binary::MEDIA_TYPE,
+        }
+    }
+
+    fn cache_suffix(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Binary => "binary",
+        }
+    }
+}
+
+/// Encoded snapshots by `(service, encoding)` with the version they were built at. One entry per
+/// service and encoding, replaced when the version moves: the map is bounded by the services.
+#[derive(Default)]
+pub struct SnapshotCache {
+    entries: Mutex<HashMap<String, (String, Arc<Bytes>)>>,
+}
+
+impl SnapshotCache {
+    /// The snapshot of `service_id` at `version`, encoded; built (and cached) on a miss.
+    pub async fn encoded(
+        &self,
+        pool: &Pool,
+        service_id: &str,
+        version: &str,
+        encoding: Encoding,
+    ) -> DomainResult<Arc<Bytes>> {
+        let key = format!("{service_id}/{}", encoding.cache_suffix());
+        let cached = self.entries.lock().ok().and_then(|m| {
+            m.get(&key)
+                .filter(|(v, _)| v == version)
+                .map(|(_, b)| b.clone())
+        });
+        if let Some(b) = cached {
+            return Ok(b);
+        }
+        let snap = snapshot::build(pool, service_id, version.to_string()).await?;
+        let encoded = match encoding {
+            Encoding::Binary => {
+                // An application the compact format cannot carry is left out (its keys open
+                // nothing on the gateways), never the whole snapshot.
+                let (bytes, skipped) = tollgate_protocol::binary::encode_reporting(&snap)
+                    .map_err(DomainError::Internal)?;
+                for why in skipped {
+                    tracing::warn!("snapshot of service {service_id}: {why}; left out");
+                }
+                bytes
+            }
+            Encoding::Json => {
+                serde_json::to_vec(&snap).map_err(|e| DomainError::Internal(e.to_string()))?
+            }
+        };
+        let bytes = Arc::new(Bytes::from(encoded));
+        if let Ok(mut m) = self.entries.lock() {
+            m.insert(key, (version.to_string(), bytes.clone()));
+        }
+        Ok(bytes)
+    }
+}

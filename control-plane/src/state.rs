@@ -1,0 +1,45 @@
+//! What every request handler of the process shares (the JSON APIs in `http/` and the portals in
+//! `portal/` alike): the database pool, the admin token from the environment, the snapshot
+//! cache, the billing-run lock, the master key and the abuse limits.
+
+use std::sync::Arc;
+
+use crate::domain::gateway::encoded::SnapshotCache;
+use crate::store::Pool;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    /// SHA-256 of `TOLLGATE_ADMIN_TOKEN`, if set.
+    pub env_token_sha256: Option<Arc<str>>,
+    pub snapshots: Arc<SnapshotCache>,
+    /// Held while this process runs billing.
+    pub billing_runs: crate::domain::billing::run::RunLock,
+    /// Seals payment-gateway secrets (`TOLLGATE_MASTER_KEY`); `None`: secrets are refused.
+    pub master_key: Option<Arc<[u8; 32]>>,
+    /// Sign-in, sign-up, rotation and Argon2id limits (in this process).
+    pub limits: Arc<crate::rate_limit::Limiter>,
+}
+
+impl AppState {
+    pub fn new(pool: Pool, env_token_sha256: Option<Arc<str>>) -> AppState {
+        AppState {
+            pool,
+            env_token_sha256,
+            snapshots: Arc::default(),
+            billing_runs: Arc::default(),
+            master_key: None,
+            limits: crate::rate_limit::Limiter::new(Default::default()),
+        }
+    }
+
+    pub fn with_limits(mut self, settings: crate::rate_limit::LimitSettings) -> AppState {
+        self.limits = crate::rate_limit::Limiter::new(settings);
+        self
+    }
+
+    pub fn with_master_key(mut self, key: Option<[u8; 32]>) -> AppState {
+        self.master_key = key.map(Arc::new);
+        self
+    }
+}

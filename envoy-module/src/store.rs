@@ -1,0 +1,211 @@
+//! The counters' shared data, in process: a map split into [`STRIPES`] mutex-guarded shards.
+//!
+//! The filter's counting (`tollgate_filter::counters::enforce`) reads an application's record,
+//! decides, and writes it back with the token it read (compare-and-swap), retrying a lost race.
+//! Under proxy-wasm each of those is a host call and a lost race costs another round trip; here a
+//! request's [`Transaction`] keeps the key's stripe locked from its read to its write, so the write
+//! always finds the token it read: exact across every worker thread, and never a retry.
+//!
+//! The link (main thread) uses [`StripedStore::get`]/[`StripedStore::set`] without holding a lock
+//! between them, with proxy-wasm's semantics (tokens, a missing token writing unconditionally).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use tollgate_filter::counters::{SharedStore, StoreError};
+
+/// Shards of the map. Records are one per application, so two requests wait on each other only
+/// when their applications share a stripe: with 64 stripes and at most a few dozen workers, that
+/// is rare, and each wait lasts one record's read-modify-write (well under a microsecond).
+pub const STRIPES: usize = 64;
+
+type Shard = HashMap<String, (Vec<u8>, u32)>;
+
+pub struct StripedStore {
+    shards: Vec<Mutex<Shard>>,
+    /// Fixed-key hashing: which stripe a key lives in never changes.
+    hasher: BuildHasherDefault<DefaultHasher>,
+}
+
+/// The process's store. Like proxy-wasm shared data (one map per `vm_id`, alive as long as the
+/// process), it outlives any one filter configuration: a listener update that replaces the
+/// configuration keeps every count, and the new link adopts the old one's usage journal.
+pub fn process_store() -> Arc<StripedStore> {
+    static STORE: OnceLock<Arc<StripedStore>> = OnceLock::new();
+    Arc::clone(STORE.get_or_init(|| Arc::new(StripedStore::default())))
+}
+
+impl Default for StripedStore {
+    fn default() -> StripedStore {
+        StripedStore {
+            shards: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: BuildHasherDefault::default(),
+        }
+    }
+}
+
+/// A shard's lock, whether or not a thread panicked while holding it: the data is a map of byte
+/// strings, consistent between statements, and refusing every later request would be worse.
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read(shard: &Shard, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    match shard.get(key) {
+        Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+        None => (None, None),
+    }
+}
+
+/// Writes `value` if `cas` is absent or still the key's token; a new token on each write (never 0,
+/// which proxy-wasm reads as "no token").
+fn write(shard: &mut Shard, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+    match shard.get_mut(key) {
+        Some((v, token)) => {
+            if cas.is_some_and(|c| c != *token) {
+                return false;
+            }
+            v.clear();
+            v.extend_from_slice(value);
+            *token = token.checked_add(1).unwrap_or(1);
+            true
+        }
+        None => {
+            shard.insert(key.to_string(), (value.to_vec(), 1));
+            true
+        }
+    }
+}
+
+impl StripedStore {
+    fn stripe(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) % STRIPES as u64) as usize
+    }
+
+    fn shard(&self, i: usize) -> &Mutex<Shard> {
+        // `i` comes from `stripe`, always below STRIPES == shards.len().
+        &self.shards[i % self.shards.len()]
+    }
+
+    /// The value and its token (link, main thread).
+    pub fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        read(&lock(self.shard(self.stripe(key))), key)
+    }
+
+    /// Compare-and-swap write (link, main thread); `false` on a token mismatch.
+    pub fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        write(&mut lock(self.shard(self.stripe(key))), key, value, cas)
+    }
+
+    /// A request's view of the store: see [`Transaction`].
+    pub fn transaction(&self) -> Transaction<'_> {
+        Transaction {
+            store: self,
+            held: None,
+        }
+    }
+}
+
+/// The store as one request sees it: a `get` locks the key's stripe and keeps it locked until the
+/// `set` that follows (or the next `get`, or the end of the request), so nothing can come between
+/// a read and the write made from it. One stripe at a time: no lock-order deadlock is possible.
+pub struct Transaction<'s> {
+    store: &'s StripedStore,
+    held: Option<(usize, MutexGuard<'s, Shard>)>,
+}
+
+impl Transaction<'_> {
+    fn guard(&mut self, key: &str) -> &mut Shard {
+        let stripe = self.store.stripe(key);
+        let store = self.store;
+        if self.held.as_ref().is_some_and(|h| h.0 != stripe) {
+            // Release the stripe held before taking another (one lock at a time: no deadlock).
+            self.held = None;
+        }
+        &mut self
+            .held
+            .get_or_insert_with(|| (stripe, lock(store.shard(stripe))))
+            .1
+    }
+}
+
+impl SharedStore for Transaction<'_> {
+    fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        Ok(read(self.guard(key), key))
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
+        let written = write(self.guard(key), key, value, cas);
+        // The write ends the read-modify-write: let other requests in.
+        self.held = None;
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::thread;
+
+    #[test]
+    fn tokens_follow_proxy_wasm_semantics() {
+        let s = StripedStore::default();
+        assert_eq!(s.get("k"), (None, None));
+        assert!(s.set("k", b"a", None));
+        let (v, t) = s.get("k");
+        assert_eq!(v.as_deref(), Some(&b"a"[..]));
+        assert!(s.set("k", b"b", t));
+        // The token moved with the write: the old one is refused, nothing changes.
+        assert!(!s.set("k", b"c", t));
+        assert_eq!(s.get("k").0.as_deref(), Some(&b"b"[..]));
+        assert!(s.set("k", b"d", None), "no token writes unconditionally");
+    }
+
+    /// Eight threads each add one to the same record 2,000 times through request transactions
+    /// that read, pause, then write with the token they read: with the stripe held from read to
+    /// write, every write succeeds and none is lost (a plain CAS map would refuse some).
+    #[test]
+    fn read_modify_writes_never_lose_a_race() {
+        const THREADS: usize = 8;
+        const PER_THREAD: u64 = 2_000;
+        let s = StripedStore::default();
+        let refused = AtomicU64::new(0);
+        thread::scope(|scope| {
+            for _ in 0..THREADS {
+                scope.spawn(|| {
+                    for _ in 0..PER_THREAD {
+                        let mut tx = s.transaction();
+                        let (v, cas) = tx.get("app").unwrap();
+                        let n = v.map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+                        thread::yield_now();
+                        if !tx.set("app", &(n + 1).to_le_bytes(), cas).unwrap() {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let total = u64::from_le_bytes(s.get("app").0.unwrap().try_into().unwrap());
+        assert_eq!(refused.load(Ordering::Relaxed), 0);
+        assert_eq!(total, THREADS as u64 * PER_THREAD);
+    }
+
+    #[test]
+    fn a_transaction_can_move_between_stripes() {
+        let s = StripedStore::default();
+        let mut tx = s.transaction();
+        // Many keys: some share a stripe, most do not; none may deadlock the one thread.
+        for i in 0..200 {
+            let key = format!("k{i}");
+            let (_, cas) = tx.get(&key).unwrap();
+            let _ = tx.get("other").unwrap();
+            assert!(tx.set(&key, b"x", cas).unwrap());
+        }
+        drop(tx);
+        assert_eq!(s.get("k199").0.as_deref(), Some(&b"x"[..]));
+    }
+}
