@@ -1,6 +1,7 @@
 """What gateways call on the control plane: gateway tokens, the versioned snapshot, and usage
 reports counted exactly once. On SQLite and PostgreSQL, against real `tollgate serve` processes."""
 
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -184,6 +185,46 @@ def test_big_reports_repeating_counters_count_once_under_concurrency(world):
     assert db.query("SELECT COUNT(*), SUM(value) FROM usage_instance_minutes") == [f"120|{reports * 540}"]
     hours = len({m - m % 3600 for m in minutes})
     assert db.query("SELECT COUNT(*), SUM(value) FROM usage_instance_hours") == [f"{2 * hours}|{reports * 540}"]
+
+
+def test_a_replica_stuck_holding_the_services_report_lock_costs_retries_not_the_pool(world):
+    """PostgreSQL: another replica frozen while it holds a service's report lock (a paused VM, a
+    partition) must not take this replica down. Each report of the service waits for the lock at
+    most REPORT_LOCK_TIMEOUT_MS (5 s) and is answered 503 `unavailable`, which gateways retry;
+    they wait one at a time in this process, so every other route keeps its connections; and
+    once the lock is gone the same report is recorded once."""
+    w = world
+    db = w["server"].db
+    if db.backend != "postgres":
+        pytest.skip("the cross-replica report lock is PostgreSQL's")
+    service = w["service"]["id"]
+    holder = subprocess.Popen(["psql", db.url, "-At", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdin.write(f"BEGIN; SELECT pg_advisory_xact_lock(17, hashtext('{service}')); SELECT 'held';\n")
+        holder.stdin.flush()
+        while holder.stdout.readline().strip() != "held":
+            assert holder.poll() is None, "psql could not take the lock"
+        entries = [{"application": w["app"]["id"], "metric": "hits", "bucket_start": minute(), "delta": 1}]
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            waiting = [pool.submit(report, w, "gw-stuck", s, entries) for s in (1, 2, 3)]
+            time.sleep(1)
+            # Reports of the stuck service are waiting; the rest of the control plane is not.
+            assert snapshot(w)[0] == 200
+            assert w["api"].ok("GET", "/accounts")["object"] == "list"
+            answers = [f.result() for f in waiting]
+        took = time.monotonic() - started
+        for st, body, _ in answers:
+            assert_error((st, body, None), 503, "unavailable")
+        assert took < 3 * 5 + 8, f"each report waits at most the lock timeout ({took:.1f}s for three)"
+    finally:
+        holder.stdin.write("ROLLBACK;\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    st, ack, _ = report(w, "gw-stuck", 1, entries)
+    assert st == 200 and ack == {"duplicate": False, "accepted": 1, "ignored": 0}, (st, ack)
+    assert w["api"].ok("GET", f"/applications/{w['app']['id']}/usage?metric=hits&period=day")["total"] == 1
 
 
 @pytest.mark.parametrize("bad, param", [

@@ -189,10 +189,11 @@ impl From<sqlx::Error> for DomainError {
                 DomainError::Unavailable("the database is unreachable; retry shortly".into())
             }
             // Lock contention the client should simply retry: SQLite busy/locked, PostgreSQL
-            // deadlock or serialization failure (the transaction was rolled back whole).
+            // deadlock, serialization failure or a lock not granted within `lock_timeout` (the
+            // transaction was rolled back whole).
             sqlx::Error::Database(d)
                 if d.code().is_some_and(|c| {
-                    matches!(c.as_ref(), "5" | "6" | "517" | "40P01" | "40001")
+                    matches!(c.as_ref(), "5" | "6" | "517" | "40P01" | "40001" | "55P03")
                 }) =>
             {
                 tracing::warn!(error = %d, "transaction aborted by lock contention");

@@ -14,6 +14,7 @@
 //! "Set-based ingestion").
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use tollgate_protocol::{UsageAck, UsageReport};
 
@@ -29,21 +30,34 @@ use crate::store::{self, is_unique_violation, now, Backend, Pool, Tx};
 /// (the second is a hash of the service id); no other advisory lock in Tollgate has two keys.
 const REPORT_LOCK_CLASS: i32 = 17;
 
-/// Queues in this process for the writes of reports, by a hash of the service id: a report waits
-/// in its service's queue before it takes a connection, and writes alone. Reports of one service
-/// add to the same counters, so they serialize in the database anyway; waiting here costs the
-/// database nothing, where waiting there did (see `record`). Two services sharing a queue only
-/// wait for each other within this process; 64 keeps that rare without a map to clean up.
-const REPORT_WRITE_QUEUES: usize = 64;
-static REPORT_WRITE_QUEUE: [tokio::sync::Mutex<()>; REPORT_WRITE_QUEUES] =
-    [const { tokio::sync::Mutex::const_new(()) }; REPORT_WRITE_QUEUES];
+/// Longest a report's transaction waits on PostgreSQL for a lock (another replica's report of the
+/// same service, a counter or dedup row): past it the report is refused 503 and the gateway
+/// retries it. Without a bound, a replica frozen while holding the service's lock would make
+/// every waiting report here hold a pooled connection until the server noticed (hours), and the
+/// pool would run dry for every route.
+const REPORT_LOCK_TIMEOUT_MS: u32 = 5_000;
 
-fn write_queue(service_id: &str) -> &'static tokio::sync::Mutex<()> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    service_id.hash(&mut hasher);
-    // The remainder is below REPORT_WRITE_QUEUES: a valid index.
-    &REPORT_WRITE_QUEUE[(hasher.finish() % REPORT_WRITE_QUEUES as u64) as usize]
+/// One queue per service in this process, for the writes of its reports: a report waits in its
+/// service's queue before it takes a connection, and writes alone. Reports of one service add to
+/// the same counters, so they serialize in the database anyway; waiting here costs the database
+/// nothing, where waiting there did (see `record`). Per service, so a busy service never delays
+/// another's reports; an entry lives while a report holds or awaits it, and the map drops entries
+/// nobody holds when it is consulted (so it is bounded by the services with reports in flight).
+type WriteQueues = std::sync::Mutex<HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>;
+static REPORT_WRITE_QUEUES: std::sync::LazyLock<WriteQueues> =
+    std::sync::LazyLock::new(Default::default);
+
+fn write_queue(service_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut queues = REPORT_WRITE_QUEUES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(queue) = queues.get(service_id).and_then(std::sync::Weak::upgrade) {
+        return queue;
+    }
+    queues.retain(|_, q| q.strong_count() > 0);
+    let queue = Arc::new(tokio::sync::Mutex::new(()));
+    queues.insert(service_id.to_string(), Arc::downgrade(&queue));
+    queue
 }
 
 /// Counter deltas by (application id, metric id, bucket start), in key order.
@@ -258,11 +272,19 @@ pub async fn record(
     // report stepped over longer chains of them (8 concurrent reports of 1,000 counters, one
     // table: 20-28 a second, 70-90 from one client). On SQLite a waiting writer sleeps in SQLite's
     // busy handler, in steps of up to 100 ms, instead of starting when the lock is free.
-    let _queued = write_queue(service_id).lock().await;
+    let queue = write_queue(service_id);
+    let queued = queue.lock().await;
     // The write lock first (SQLite's `BEGIN IMMEDIATE`): reports of other services queue for it
     // instead of failing "database is locked" when a read transaction cannot be upgraded.
     let mut tx = store::begin_write(pool).await?;
     if store::backend() == Backend::Postgres {
+        // Bounded waits for every lock below (see REPORT_LOCK_TIMEOUT_MS); `SET LOCAL` ends with
+        // the transaction. A constant, so no parameter: SET takes none.
+        sqlx::query(&format!(
+            "SET LOCAL lock_timeout = {REPORT_LOCK_TIMEOUT_MS}"
+        ))
+        .execute(&mut *tx)
+        .await?;
         // Other control-plane replicas' reports of the service queue here, before touching a row
         // (a waiting statement holds a snapshot, as above, but only one per replica waits).
         // Reports of other services do not wait; a hash collision only queues two services.
@@ -302,6 +324,8 @@ pub async fn record(
         add_counts(&mut tx, Counters::InstanceMinutes, Some(instance), &minutes).await?;
     }
     tx.commit().await?;
+    // The next report of the service may write now; the clean-up below is this process's chore.
+    drop(queued);
     // Forget report ids long after any retry could come, and per-instance minutes past any minute
     // window (bounded tables); every 1,000th report.
     if report.sequence.is_multiple_of(1_000) {
