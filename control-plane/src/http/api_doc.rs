@@ -122,7 +122,8 @@ pub fn generated() -> Document {
     doc
 }
 
-/// Every operation can also answer what no handler decides: 413 (a body over the cap), 429 (a
+/// Every operation can also answer what no handler decides: 408 (over the request timeout), 413
+/// (a body over the cap), 429 (a
 /// rate limit), 503 (the database not answering), 500 (a bug, logged). Each is the error object,
 /// so the document says so once per operation as its `default` answer.
 fn default_error_answers(doc: &mut Document) {
@@ -144,7 +145,7 @@ fn default_error_answers(doc: &mut Document) {
                 .or_insert_with(|| {
                     ResponseBuilder::new()
                         .description(
-                            "Any other error (413 body too large, 429, 500, 503): the error object",
+                            "Any other error (408 request timeout, 413 body too large, 429, 500, 503): the error object",
                         )
                         .content(
                             "application/json",

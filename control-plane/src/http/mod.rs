@@ -27,7 +27,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
 use crate::web::error::ApiError;
@@ -221,10 +220,17 @@ pub fn router(state: AppState) -> Router {
             security_headers::layer,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(middleware::from_fn(timeout))
         .layer(catch_panic::layer())
         .with_state(state)
+}
+
+/// Every request is bounded by [`REQUEST_TIMEOUT`]: past it the work is dropped (an open
+/// transaction rolls back) and the answer is 408 with the error object, as every other refusal.
+async fn timeout(req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::TimedOut.into_response(),
+    }
 }

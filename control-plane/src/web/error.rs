@@ -18,6 +18,8 @@ pub enum ApiError {
     },
     /// 413: a body over [`super::MAX_BODY_BYTES`].
     TooLarge,
+    /// 408: the request took longer than `http::REQUEST_TIMEOUT`; its work was abandoned.
+    TimedOut,
     /// 401: no valid token.
     Unauthorized(String),
     /// 403: a valid token without the scope.
@@ -197,6 +199,16 @@ impl ApiError {
                 code,
                 message,
                 param,
+            ),
+            ApiError::TimedOut => (
+                StatusCode::REQUEST_TIMEOUT,
+                "api_error",
+                "request_timeout",
+                format!(
+                    "the request took longer than {} s and was abandoned; nothing it had not committed was kept",
+                    crate::http::REQUEST_TIMEOUT.as_secs()
+                ),
+                None,
             ),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
