@@ -26,9 +26,11 @@ macro_rules! abi_version {
 
 #[cfg(not(test))]
 mod abi;
+pub mod panics;
 #[cfg(not(test))]
 mod shell;
 pub mod store;
+pub mod ticker;
 pub mod workers;
 
 /// The ABI version string this module reports to Envoy (see `abi`).

@@ -10,21 +10,23 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use tollgate_filter::config::Config;
 use tollgate_filter::counters::{SharedStore, StoreError};
 use tollgate_filter::header_map::HeaderMap;
 use tollgate_filter::host::{Host, HostStatus, Level};
 use tollgate_filter::link::Link;
-use tollgate_filter::request::{on_request_headers as decide_request, Event, RequestHost, Verdict};
+use tollgate_filter::request::{
+    failed as request_failed, on_request_headers as decide_request, Event, RequestHost, Verdict,
+};
 use tollgate_filter::response::Headers;
 use tollgate_filter::worker::{configure, Shared};
 
 use crate::abi::{self, ConfigHandle, FilterHandle, MainThreadOnly, Scheduler};
 use crate::store::{process_store, StripedStore};
+use crate::ticker::{self, Commit, Ticker};
 use crate::workers::{Counts, Published, Workers};
 
 /// The filter name the configuration must carry (`filter_name: tollgate`).
@@ -144,17 +146,11 @@ struct Main {
     published: Published,
 }
 
-/// A thread that asks the main thread for a tick every `tick_ms` until the configuration goes.
-struct Ticker {
-    stop: mpsc::Sender<()>,
-    thread: JoinHandle<()>,
-    /// Deleted after the thread stopped committing.
-    _scheduler: Arc<Scheduler>,
-}
-
 /// One filter configuration: shared by Envoy's main thread and every worker.
 pub struct Root {
     store: Arc<StripedStore>,
+    /// The configuration as applied (its `fail_mode` answers a request whose decision panicked).
+    config: Arc<Config>,
     workers: Workers,
     main: MainThreadOnly<RefCell<Main>>,
     ticker: Mutex<Option<Ticker>>,
@@ -206,6 +202,7 @@ pub fn config_new(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<Box
     let ticker = start_ticker(handle, &tick_ms);
     Some(Box::new(Root {
         store,
+        config: Arc::clone(&published.config),
         workers,
         main: MainThreadOnly::new(RefCell::new(Main {
             shared,
@@ -229,25 +226,11 @@ fn start_ticker(handle: ConfigHandle, tick_ms: &Arc<AtomicU32>) -> Option<Ticker
         );
         return None;
     };
-    let scheduler = Arc::new(scheduler);
-    let (stop, stopped) = mpsc::channel::<()>();
-    let (s, period) = (Arc::clone(&scheduler), Arc::clone(tick_ms));
-    let thread = std::thread::Builder::new()
-        .name("tollgate-tick".into())
-        .spawn(move || loop {
-            let ms = period.load(Ordering::Relaxed).max(1);
-            match stopped.recv_timeout(Duration::from_millis(u64::from(ms))) {
-                Err(RecvTimeoutError::Timeout) => s.commit(0),
-                // Stop asked, or the configuration (and the sender with it) is gone.
-                _ => break,
-            }
-        });
-    match thread {
-        Ok(thread) => Some(Ticker {
-            stop,
-            thread,
-            _scheduler: scheduler,
-        }),
+    // The thread owns the scheduler: it is deleted when the thread leaves its loop, after its
+    // last commit (Envoy's scheduler only holds a weak reference to the configuration, so that
+    // may come after the configuration was destroyed).
+    match ticker::start(Arc::new(scheduler), Arc::clone(tick_ms)) {
+        Ok(t) => Some(t),
         Err(e) => {
             log(
                 Level::Error,
@@ -258,30 +241,38 @@ fn start_ticker(handle: ConfigHandle, tick_ms: &Arc<AtomicU32>) -> Option<Ticker
     }
 }
 
+impl Commit for Scheduler {
+    fn commit(&self) {
+        Scheduler::commit(self, 0);
+    }
+}
+
+/// Envoy drops the configuration. Not necessarily on the main thread: every stream holds a
+/// shared pointer to the configuration and whoever drops the last one runs this (a worker thread
+/// at the end of a stream, or the tick thread inside a scheduler commit). Whatever the thread,
+/// `root` is exclusively owned here: no hook of this configuration can run any more (Envoy drops
+/// scheduled events and callout answers once its reference count is zero), so the main-thread
+/// state is taken out by value and its last usage persisted from here (the drain and the journal
+/// write only touch the store, the clock and the log).
 pub fn config_destroy(root: Box<Root>) {
+    let Root {
+        workers,
+        main,
+        ticker,
+        ..
+    } = *root;
     // The workers' last usage into the journal, for the process's next link to deliver.
-    if let Some(cell) = root.main.get() {
-        if let Ok(mut main) = cell.try_borrow_mut() {
-            let m = &mut *main;
-            if let (Some(link), Some(meter)) = (&mut m.link, &m.shared.meter) {
-                if let Ok(mut meter) = meter.try_borrow_mut() {
-                    root.workers.drain(&mut meter);
-                }
-                link.persist(&m.shared, &mut m.host);
-            }
+    let mut m = main.into_inner().into_inner();
+    if let (Some(link), Some(meter)) = (&mut m.link, &m.shared.meter) {
+        if let Ok(mut meter) = meter.try_borrow_mut() {
+            workers.drain(&mut meter);
         }
+        link.persist(&m.shared, &mut m.host);
     }
-    let ticker = root
-        .ticker
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
+    let ticker = ticker.into_inner().unwrap_or_else(PoisonError::into_inner);
     if let Some(t) = ticker {
-        // The thread wakes at once and returns; then the scheduler can be deleted.
-        let _ = t.stop.send(());
-        let _ = t.thread.join();
+        t.stop();
     }
-    drop(root);
 }
 
 /// The main thread's tick: workers' usage to the link, the link's protocols, stats, publication.
@@ -424,6 +415,24 @@ pub fn on_request_headers(root: &Root, stream: &mut Stream, filter: &FilterHandl
             decide_request(&mut req, view, &mut tx, &mut stream.response_headers)
         });
     verdict == Verdict::Forward
+}
+
+/// A request whose decision panicked (caught at the hook): the configured `fail_mode`, as when
+/// the host fails the filter (closed: a 503 `unavailable` problem; open: forwarded uncounted).
+pub fn on_request_failed(root: &Root, stream: &mut Stream, filter: &FilterHandle) -> bool {
+    stream.response_headers.clear();
+    // The worker's stats are not reached again (its slot may be what panicked): the error is
+    // counted nowhere but the log.
+    let mut counts = Counts::default();
+    let mut req = NativeRequest {
+        filter,
+        counts: &mut counts,
+    };
+    request_failed(
+        &mut req,
+        &root.config,
+        "the request could not be decided (panic)",
+    ) == Verdict::Forward
 }
 
 /// Adds the quota headers to the upstream's answer.

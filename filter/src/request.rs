@@ -251,6 +251,13 @@ fn unconfigured<H: RequestHost>(host: &mut H) -> Verdict {
     Verdict::Stop
 }
 
+/// The shell failed to decide (the native shell caught a panic at its hook): the configured fail
+/// mode, as when the host fails the filter.
+pub fn failed<H: RequestHost>(host: &mut H, config: &Config, why: &str) -> Verdict {
+    error(host, why);
+    cannot_decide(host, config, config.fail_mode, why)
+}
+
 /// The host failed us before a decision: apply the configured fail mode.
 fn cannot_decide<H: RequestHost>(
     host: &mut H,
