@@ -88,6 +88,7 @@ pub struct HttpHeader {
 
 /// Envoy's error log level (numbered as proxy-wasm numbers levels, like Tollgate's `Level`).
 const LOG_ERROR: u32 = tollgate_filter::host::Level::Error as u32;
+const LOG_WARN: u32 = tollgate_filter::host::Level::Warn as u32;
 const HEADER_TYPE_REQUEST: u32 = 0;
 const HEADER_TYPE_RESPONSE: u32 = 2;
 const METRICS_SUCCESS: u32 = 0;
@@ -156,6 +157,47 @@ extern "C" {
         body: ModuleBuffer,
         timeout_ms: u64,
     ) -> u32;
+}
+
+/// glibc's `Dl_info` (`<dlfcn.h>`), filled by `dladdr`.
+#[repr(C)]
+struct DlInfo {
+    dli_fname: *const c_char,
+    dli_fbase: *mut c_void,
+    dli_sname: *const c_char,
+    dli_saddr: *mut c_void,
+}
+
+/// `<dlfcn.h>` on Linux (glibc and musl alike).
+const RTLD_NOW: i32 = 0x2;
+const RTLD_NOLOAD: i32 = 0x4;
+const RTLD_NODELETE: i32 = 0x1000;
+
+extern "C" {
+    fn dladdr(addr: *const c_void, info: *mut DlInfo) -> i32;
+    fn dlopen(filename: *const c_char, flags: i32) -> *mut c_void;
+}
+
+/// Keeps this library mapped until the process exits, whatever the stanza's `do_not_close`:
+/// re-opens the already loaded library (`RTLD_NOLOAD`: never a second copy) with
+/// `RTLD_NODELETE`, so a later `dlclose` by Envoy cannot unmap code that a tick thread still
+/// runs or the panic hook points to, nor drop the process's counter stores with it.
+fn pin_library() -> bool {
+    let mut info = DlInfo {
+        dli_fname: null(),
+        dli_fbase: null_mut(),
+        dli_sname: null(),
+        dli_saddr: null_mut(),
+    };
+    let here = envoy_dynamic_module_on_program_init as *const c_void;
+    // SAFETY: `here` is an address inside this library; `info` outlives the call.
+    if unsafe { dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
+        return false;
+    }
+    // SAFETY: `dli_fname` is the NUL-terminated path the loader keeps for this library (valid
+    // while it is loaded, which it is: we are running in it). The handle is deliberately never
+    // closed: holding it is the point.
+    !unsafe { dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) }.is_null()
 }
 
 /// Logs under Envoy's `dynamic_modules` logger id.
@@ -428,6 +470,12 @@ impl<T> MainThreadOnly<T> {
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     panics::install(|m| log(LOG_ERROR, m));
+    if !pin_library() {
+        log(
+            LOG_WARN,
+            "tollgate: cannot pin the module in memory: keep do_not_close: true in the stanza",
+        );
+    }
     ABI_VERSION_C.as_ptr().cast()
 }
 

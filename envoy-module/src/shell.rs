@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tollgate_filter::config::Config;
+use tollgate_filter::config::{shared_data_id, Config};
 use tollgate_filter::counters::{SharedStore, StoreError};
 use tollgate_filter::header_map::HeaderMap;
 use tollgate_filter::host::{Host, HostStatus, Level};
@@ -182,7 +182,17 @@ pub fn config_new(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<Box
         );
         return None;
     }
-    let store = process_store();
+    // The counter namespace first: applying the configuration writes its snapshot's records. A
+    // configuration this cannot read is refused by `configure` below, which names the field.
+    let Some(namespace) = shared_data_id(bytes) else {
+        let why = Config::parse(bytes).err().map_or_else(
+            || "cannot read service_id or shared_data_id".to_string(),
+            |e| e.to_string(),
+        );
+        log(Level::Error, &format!("tollgate: {why}"));
+        return None;
+    };
+    let store = process_store(&namespace);
     let tick_ms = Arc::new(AtomicU32::new(0));
     let mut host = MainHost {
         config: handle,

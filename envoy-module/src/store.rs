@@ -28,12 +28,22 @@ pub struct StripedStore {
     hasher: BuildHasherDefault<DefaultHasher>,
 }
 
-/// The process's store. Like proxy-wasm shared data (one map per `vm_id`, alive as long as the
-/// process), it outlives any one filter configuration: a listener update that replaces the
-/// configuration keeps every count, and the new link adopts the old one's usage journal.
-pub fn process_store() -> Arc<StripedStore> {
-    static STORE: OnceLock<Arc<StripedStore>> = OnceLock::new();
-    Arc::clone(STORE.get_or_init(|| Arc::new(StripedStore::default())))
+/// The process's store for `namespace` (a configuration's `shared_data_id`: by default its
+/// service, or `standalone`). Like proxy-wasm shared data (one map per `vm_id`, alive as long as
+/// the process), it outlives any one filter configuration: a listener update that replaces the
+/// configuration keeps every count, and the new link adopts the old one's usage journal. Two
+/// namespaces share nothing: not a counter record, not a journal (a link never adopts another
+/// service's usage, which the control plane would refuse whole), not a snapshot marker.
+///
+/// Stores are never dropped, as shared data is not: namespaces are few (one per service or
+/// operator-chosen id) and a listener that comes back finds its counts.
+pub fn process_store(namespace: &str) -> Arc<StripedStore> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<StripedStore>>>> = OnceLock::new();
+    let mut stores = STORES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(stores.entry(namespace.to_string()).or_default())
 }
 
 impl Default for StripedStore {
@@ -150,6 +160,19 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::thread;
+
+    #[test]
+    fn each_namespace_has_its_own_store_for_the_process() {
+        let a = process_store("svc_a");
+        assert!(
+            Arc::ptr_eq(&a, &process_store("svc_a")),
+            "a listener update finds its counts"
+        );
+        let b = process_store("svc_b");
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(a.set("tollgate/v1/journal/g1", b"usage of svc_a", None));
+        assert_eq!(b.get("tollgate/v1/journal/g1"), (None, None));
+    }
 
     #[test]
     fn tokens_follow_proxy_wasm_semantics() {
