@@ -151,6 +151,12 @@ impl SharedStore for Transaction<'_> {
         self.held = None;
         Ok(written)
     }
+
+    fn release(&mut self) {
+        // No write follows the read (a rejection): let other requests in before the answer is
+        // built and sent.
+        self.held = None;
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +221,21 @@ mod tests {
         let total = u64::from_le_bytes(s.get("app").0.unwrap().try_into().unwrap());
         assert_eq!(refused.load(Ordering::Relaxed), 0);
         assert_eq!(total, THREADS as u64 * PER_THREAD);
+    }
+
+    #[test]
+    fn a_released_read_frees_its_stripe() {
+        let s = StripedStore::default();
+        let mut tx = s.transaction();
+        let _ = tx.get("app").unwrap();
+        let stripe = s.shard(s.stripe("app"));
+        assert!(stripe.try_lock().is_err(), "held from the read");
+        tx.release();
+        assert!(
+            stripe.try_lock().is_ok(),
+            "free once released, the transaction still alive"
+        );
+        drop(tx);
     }
 
     #[test]
