@@ -18,6 +18,7 @@ use tollgate_filter::counters::{SharedStore, StoreError};
 use tollgate_filter::header_map::HeaderMap;
 use tollgate_filter::host::{Host, HostStatus, Level};
 use tollgate_filter::link::Link;
+use tollgate_filter::metering::JOURNAL_PREFIX;
 use tollgate_filter::request::{
     failed as request_failed, on_request_headers as decide_request, Event, RequestHost, Verdict,
 };
@@ -266,18 +267,21 @@ impl Commit for Scheduler {
 /// write only touch the store, the clock and the log).
 pub fn config_destroy(root: Box<Root>) {
     let Root {
+        store,
         workers,
         main,
         ticker,
         ..
     } = *root;
-    // The workers' last usage into the journal, for the process's next link to deliver.
+    // The workers' last usage into the journal, for the process's next link to deliver; the
+    // journal's key goes once that link has adopted it.
     let mut m = main.into_inner().into_inner();
     if let (Some(link), Some(meter)) = (&mut m.link, &m.shared.meter) {
         if let Ok(mut meter) = meter.try_borrow_mut() {
             workers.drain(&mut meter);
         }
         link.persist(&m.shared, &mut m.host);
+        store.retire(format!("{JOURNAL_PREFIX}{}", link.gateway()));
     }
     let ticker = ticker.into_inner().unwrap_or_else(PoisonError::into_inner);
     if let Some(t) = ticker {
