@@ -282,6 +282,13 @@ pub fn config_destroy(root: Box<Root>) {
         }
         link.persist(&m.shared, &mut m.host);
         store.retire(format!("{JOURNAL_PREFIX}{}", link.gateway()));
+        log(
+            Level::Info,
+            &format!(
+                "tollgate: configuration destroyed; its usage journal {} awaits adoption",
+                link.gateway()
+            ),
+        );
     }
     let ticker = ticker.into_inner().unwrap_or_else(PoisonError::into_inner);
     if let Some(t) = ticker {
