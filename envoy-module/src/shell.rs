@@ -184,7 +184,8 @@ pub fn config_new(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<Box
         return None;
     }
     // The counter namespace first: applying the configuration writes its snapshot's records. A
-    // configuration this cannot read is refused by `configure` below, which names the field.
+    // configuration whose namespace cannot be read is refused here, the log naming the field as
+    // `configure` would.
     let Some(namespace) = shared_data_id(bytes) else {
         let why = Config::parse(bytes).err().map_or_else(
             || "cannot read service_id or shared_data_id".to_string(),
@@ -238,8 +239,10 @@ fn start_ticker(handle: ConfigHandle, tick_ms: &Arc<AtomicU32>) -> Option<Ticker
         return None;
     };
     // The thread owns the scheduler: it is deleted when the thread leaves its loop, after its
-    // last commit (Envoy's scheduler only holds a weak reference to the configuration, so that
-    // may come after the configuration was destroyed).
+    // last commit. That may come after the configuration was destroyed (destroyed on the tick
+    // thread itself, inside a commit): Envoy's scheduler does not keep the configuration alive
+    // (a commit only takes a reference for its duration, or no configuration with a scheduler
+    // could ever reach its destroy), so it outlives the configuration harmlessly.
     match ticker::start(Arc::new(scheduler), Arc::clone(tick_ms)) {
         Ok(t) => Some(t),
         Err(e) => {
