@@ -337,6 +337,43 @@ def test_stanzas_with_their_own_namespace_keep_their_counts_apart(upstream, shel
         envoy.stop()
 
 
+@pytest.mark.parametrize("fail_mode, status", [("closed", 503), ("open", 200)])
+def test_a_panic_in_the_native_shell_answers_per_fail_mode_and_envoy_survives(upstream, fail_mode, status):
+    """A panic unwinding into Envoy would abort the process (every listener, every worker). The
+    native shell catches it at the hook: the request gets the configured fail_mode (closed: 503
+    `unavailable`; open: forwarded) and the next one is decided as usual. Needs a module built with
+    `--features panic-probe` (a request with `x-tollgate-panic-probe` panics), in
+    TOLLGATE_NATIVE_PANIC_PROBE: `cargo build -p tollgate-envoy --features panic-probe`, then copy
+    `libtollgate_envoy.so` into a directory of its own."""
+    probe = os.environ.get("TOLLGATE_NATIVE_PANIC_PROBE")
+    if not probe:
+        pytest.skip("TOLLGATE_NATIVE_PANIC_PROBE (a panic-probe build of the native module) not set")
+    config = bootstrap(free_port(), free_port(), upstream.port, [native_filter(standalone(fail_mode=fail_mode))])
+    envoy = Envoy(config, shell="native")
+    saved = os.environ.get("TOLLGATE_NATIVE")
+    os.environ["TOLLGATE_NATIVE"] = probe  # Envoy finds the module next to this path
+    try:
+        envoy.start()
+    finally:
+        if saved is None:
+            os.environ.pop("TOLLGATE_NATIVE")
+        else:
+            os.environ["TOLLGATE_NATIVE"] = saved
+    try:
+        key = {"x-api-key": KEYS["burst"]}
+        for _ in range(3):
+            r = call(envoy.port, "/", headers={**key, "x-tollgate-panic-probe": "1"})
+            if status == 503:
+                assert_problem(r, 503, "unavailable")
+            else:
+                assert r.status == 200, (r.status, r.body)
+            assert envoy.proc.poll() is None, "Envoy died"
+            assert call(envoy.port, "/", headers=key).status == 200
+    finally:
+        envoy.stop()
+    assert "tollgate: panic" in envoy.log()
+
+
 def dynamic_symbols(path, which):
     out = subprocess.run(["nm", "-D", which, path], capture_output=True, text=True, check=True).stdout
     return {line.split()[-1] for line in out.splitlines() if line.strip()}

@@ -431,6 +431,8 @@ impl RequestHost for NativeRequest<'_> {
 
 /// Decides a request (worker thread); `true` lets it through, `false` means it was answered.
 pub fn on_request_headers(root: &Root, stream: &mut Stream, filter: &FilterHandle) -> bool {
+    #[cfg(feature = "panic-probe")]
+    probe_panic(filter);
     let mut tx = root.store.transaction();
     let verdict = root
         .workers
@@ -439,6 +441,18 @@ pub fn on_request_headers(root: &Root, stream: &mut Stream, filter: &FilterHandl
             decide_request(&mut req, view, &mut tx, &mut stream.response_headers)
         });
     verdict == Verdict::Forward
+}
+
+/// Test builds (`panic-probe`): a request carrying the probe header panics, as a bug would.
+#[cfg(feature = "panic-probe")]
+#[allow(clippy::panic)] // the point of the probe
+fn probe_panic(filter: &FilterHandle) {
+    if filter
+        .request_headers()
+        .is_some_and(|h| h.get("x-tollgate-panic-probe").is_some())
+    {
+        panic!("panic probe");
+    }
 }
 
 /// A request whose decision panicked (caught at the hook): the configured `fail_mode`, as when
