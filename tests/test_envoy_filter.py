@@ -343,8 +343,8 @@ def test_a_panic_in_the_native_shell_answers_per_fail_mode_and_envoy_survives(up
     native shell catches it at the hook: the request gets the configured fail_mode (closed: 503
     `unavailable`; open: forwarded) and the next one is decided as usual. Needs a module built with
     `--features panic-probe` (a request with `x-tollgate-panic-probe` panics), in
-    TOLLGATE_NATIVE_PANIC_PROBE: `cargo build -p tollgate-envoy --features panic-probe`, then copy
-    `libtollgate_envoy.so` into a directory of its own."""
+    TOLLGATE_NATIVE_PANIC_PROBE (`cargo xtask test` builds it into target/panic-probe and sets it;
+    by hand: `cargo build -p tollgate-envoy --features panic-probe --target-dir target/panic-probe`)."""
     probe = os.environ.get("TOLLGATE_NATIVE_PANIC_PROBE")
     if not probe:
         pytest.skip("TOLLGATE_NATIVE_PANIC_PROBE (a panic-probe build of the native module) not set")
