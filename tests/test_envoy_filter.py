@@ -10,7 +10,7 @@ import pytest
 
 from conftest import call, sha256_hex
 from support.envoy import (Envoy, bootstrap, free_port, http_listener, native_filter, native_module_path,
-                           tollgate_filter)
+                           tollgate_filter, wasm_filter)
 
 KEYS = {"live": "k-live-0123456789", "search": "k-search-0123456789", "suspended": "k-susp-0123456789",
         "unpaid": "k-unpaid-0123456789", "pair": "k-pair-0123456789", "burst": "k-burst-0123456789"}
@@ -250,6 +250,8 @@ def test_the_native_shell_reports_the_abi_version_of_this_envoy(upstream):
     log = envoy.log()
     assert "Dynamic module ABI version v0.1.0 matched." in log, log[-3000:]
     assert "deprecated" not in log
+    # The module pins itself in memory (RTLD_NODELETE) whatever the stanza's do_not_close.
+    assert "cannot pin the module" not in log
 
 
 DRAFT = {"ratelimit-policy", "ratelimit"}
@@ -310,6 +312,66 @@ def test_counts_survive_a_listener_update(upstream, shell, tmp_path):
     finally:
         envoy.stop()
     assert envoy.log().count("tollgate: configured with") >= 2, "the update built a new configuration"
+
+
+def test_stanzas_with_their_own_namespace_keep_their_counts_apart(upstream, shell):
+    """Two listeners of one Envoy whose inline snapshots reuse an application id: with their own
+    counter namespace (wasm: `vm_id`; native: `shared_data_id`, which the wasm shell accepts and
+    ignores) each enforces its own quota; they are not one counter record that both spend."""
+    port_b = free_port()
+
+    def stanza(namespace):
+        config = standalone(shared_data_id=namespace)
+        return native_filter(config) if shell == "native" else wasm_filter(config, vm_id=namespace)
+
+    config = bootstrap(free_port(), free_port(), upstream.port, [stanza("edge-a")])
+    config["static_resources"]["listeners"].append(
+        http_listener("api_b", port_b, {"route": {"cluster": "upstream"}}, [stanza("edge-b")]))
+    envoy = Envoy(config, shell=shell).start()
+    try:
+        key = {"x-api-key": KEYS["live"]}  # plan basic: 3 hits a day, in each namespace
+        assert [call(envoy.port, "/", headers=key).status for _ in range(3)] == [200] * 3
+        assert [call(port_b, "/", headers=key).status for _ in range(4)] == [200, 200, 200, 429]
+        assert call(envoy.port, "/", headers=key).status == 429
+    finally:
+        envoy.stop()
+
+
+@pytest.mark.parametrize("fail_mode, status", [("closed", 503), ("open", 200)])
+def test_a_panic_in_the_native_shell_answers_per_fail_mode_and_envoy_survives(upstream, fail_mode, status):
+    """A panic unwinding into Envoy would abort the process (every listener, every worker). The
+    native shell catches it at the hook: the request gets the configured fail_mode (closed: 503
+    `unavailable`; open: forwarded) and the next one is decided as usual. Needs a module built with
+    `--features panic-probe` (a request with `x-tollgate-panic-probe` panics), in
+    TOLLGATE_NATIVE_PANIC_PROBE (`cargo xtask test` builds it into target/panic-probe and sets it;
+    by hand: `cargo build -p tollgate-envoy --features panic-probe --target-dir target/panic-probe`)."""
+    probe = os.environ.get("TOLLGATE_NATIVE_PANIC_PROBE")
+    if not probe:
+        pytest.skip("TOLLGATE_NATIVE_PANIC_PROBE (a panic-probe build of the native module) not set")
+    config = bootstrap(free_port(), free_port(), upstream.port, [native_filter(standalone(fail_mode=fail_mode))])
+    envoy = Envoy(config, shell="native")
+    saved = os.environ.get("TOLLGATE_NATIVE")
+    os.environ["TOLLGATE_NATIVE"] = probe  # Envoy finds the module next to this path
+    try:
+        envoy.start()
+    finally:
+        if saved is None:
+            os.environ.pop("TOLLGATE_NATIVE")
+        else:
+            os.environ["TOLLGATE_NATIVE"] = saved
+    try:
+        key = {"x-api-key": KEYS["burst"]}
+        for _ in range(3):
+            r = call(envoy.port, "/", headers={**key, "x-tollgate-panic-probe": "1"})
+            if status == 503:
+                assert_problem(r, 503, "unavailable")
+            else:
+                assert r.status == 200, (r.status, r.body)
+            assert envoy.proc.poll() is None, "Envoy died"
+            assert call(envoy.port, "/", headers=key).status == 200
+    finally:
+        envoy.stop()
+    assert "tollgate: panic" in envoy.log()
 
 
 def dynamic_symbols(path, which):

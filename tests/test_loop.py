@@ -11,7 +11,8 @@ import pytest
 
 from conftest import ADMIN_TOKEN, call
 from support.control_plane import Api, Database, Server
-from support.envoy import SHELLS, Envoy, bootstrap, free_port, http_listener, static_cluster, tollgate_filter
+from support.envoy import (SHELLS, Envoy, bootstrap, free_port, http_listener, static_cluster, tollgate_filter,
+                           wasm_filter)
 
 # Not beside other tests (tests/pytest.ini): wall-clock bounds on propagation to every worker and traffic counts during an outage.
 pytestmark = pytest.mark.exclusive
@@ -282,3 +283,80 @@ def test_usage_survives_a_listener_update(loop, tmp_path):
     metered = wait_usage(w, app["id"], admitted, timeout_s=45)
     print(f"\nlistener updates ({shell} shell): {admitted} admitted at the upstream, {metered} metered")
     assert metered == admitted
+
+
+def test_two_services_in_one_envoy_keep_their_usage_apart(loop, tmp_path):
+    """Two services behind one Envoy, one of them updated (LDS) twice: the replaced
+    configuration's journal is adopted by a link of its own service only. A link of the other
+    service that adopted it would report applications out of its scope, which the control plane
+    refuses for the whole report, and the usage in it would be lost. Each service has its own
+    counter namespace (native: `shared_data_id`, by default the service; wasm: its own `vm_id`)."""
+    w = loop
+    shell, upstream, api = w["shell"], w["upstream"], w["api"]
+    svc2 = api.ok("POST", "/services", {"name": "Other"})
+    api.ok("POST", f"/services/{svc2['id']}/mapping_rules", {"method": "GET", "pattern": "/", "metric": "hits"})
+    plan2 = api.ok("POST", "/plans", {"service_id": svc2["id"], "name": "Basic",
+                                      "limits": [{"metric": "hits", "period": "day", "value": 1_000_000}]})
+    gw2 = api.ok("POST", "/gateway_tokens", {"name": "envoy-2", "service_ids": [svc2["id"]]})
+    # Reports every 5 s: a configuration replaced right after traffic still holds its usage,
+    # which only the journal's adopter can deliver.
+    slow = {**w["config"]["control_plane"], "flush_interval_ms": 5_000}
+    config1 = {**w["config"], "control_plane": slow}
+    config2 = {**w["config"], "service_id": svc2["id"], "control_plane": {**slow, "token": gw2["token"]}}
+    app1, app2 = new_app(w), new_app(w, plan2)
+    port1, port2, admin = free_port(), free_port(), free_port()
+    lds = tmp_path / "lds.json"
+    cluster = static_cluster("tollgate_control_plane", w["server"].port)
+
+    def stanza(config, vm_id):
+        return tollgate_filter(config, shell) if shell == "native" else wasm_filter(config, vm_id=vm_id)
+
+    def publish(version):
+        one = http_listener("api1", port1, {"route": {"cluster": "upstream"}}, [stanza(config1, "svc1")])
+        # Only the first service's listener changes: its configuration is replaced.
+        one["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] = f"api1_v{version}"
+        two = http_listener("api2", port2, {"route": {"cluster": "upstream"}}, [stanza(config2, "svc2")])
+        for listener in (one, two):
+            listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+        staged = tmp_path / "lds.staged"
+        staged.write_text(json.dumps({"version_info": str(version), "resources": [one, two]}))
+        staged.rename(lds)
+
+    publish(1)
+    envoy = Envoy(bootstrap(port1, admin, upstream.port, [stanza(config1, "svc1")], [cluster]), shell=shell)
+    envoy.config["static_resources"]["listeners"] = []
+    envoy.config["node"] = {"id": "tollgate-test", "cluster": "tollgate-test"}
+    envoy.config["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(lds)},
+                                                        "resource_api_version": "V3"}}
+    # Replaced configurations go a second after the update, their usage still unreported.
+    envoy.extra_args = ["--drain-time-s", "1"]
+    w["extra"].append(envoy.start())
+
+    def until_admitted(port, key):
+        deadline = time.monotonic() + PROPAGATION_TIMEOUT_S
+        while call(port, "/items", headers={"x-api-key": key}).status != 200:
+            assert time.monotonic() < deadline, envoy.log()[-3000:]
+            time.sleep(0.05)
+
+    until_admitted(port1, app1["key"])
+    until_admitted(port2, app2["key"])
+    for version in (2, 3):
+        for port, app in ((port2, app2), (port1, app1)):
+            assert {call(port, "/items", headers={"x-api-key": app["key"]}).status for _ in range(10)} == {200}
+        publish(version)
+        deadline = time.monotonic() + 10
+        while envoy.stats("listener_manager.lds").get("listener_manager.lds.update_success", 0) < version:
+            assert time.monotonic() < deadline, envoy.log()[-3000:]
+            time.sleep(0.1)
+        time.sleep(0.5)
+    for app in (app1, app2):
+        admitted = sum(1 for r in upstream.requests if r["headers"].get("x-tollgate-application") == app["id"])
+        # A replaced configuration's journal is adopted once its heartbeat is 10 s stale.
+        metered = wait_usage(w, app["id"], admitted, timeout_s=45)
+        print(f"\ntwo services ({shell} shell), {app['id']}: {admitted} admitted, {metered} metered")
+        assert metered == admitted, envoy.log()[-3000:]
+    envoy.stop()  # Envoy writes its whole log out on exit
+    log = envoy.log()
+    print(f"{log.count('adopted the usage journal')} journals adopted, "
+          f"{log.count('configuration destroyed')} configurations destroyed")
+    assert "application_out_of_scope" not in log

@@ -23,9 +23,11 @@
 //! Calling convention notes: a C enum is an `int` (passed here as `u32`/`i32` of the same size);
 //! the header's `envoy_buffer`/`module_buffer` structs are `{const char*, size_t}` passed by value.
 //!
-//! Nothing here may unwind into Envoy: the code reached from a hook never panics (clippy denies
-//! unwrap/expect/panic), and a panic that still reached an `extern "C"` function would abort the
-//! process (Rust's rule since 1.81), never cross into C++.
+//! Nothing here may unwind into Envoy: a panic that reached an `extern "C"` function would abort
+//! the process (Rust's rule since 1.81). Clippy denies unwrap/expect/panic, but an index out of
+//! range still panics, so every hook runs its body through [`crate::panics::hook`] with a
+//! fallback: the request hook applies the configured `fail_mode` (closed: a 503 `unavailable`),
+//! `config_new` refuses the configuration, the other hooks do nothing.
 
 #![allow(unsafe_code)]
 
@@ -35,6 +37,7 @@ use std::thread::ThreadId;
 
 use tollgate_filter::header_map::HeaderMap;
 
+use crate::panics;
 use crate::shell::{self, Root, Stream};
 
 /// [`crate::ABI_VERSION`], NUL-terminated for C: the `ENVOY_DYNAMIC_MODULES_ABI_VERSION` of the
@@ -83,6 +86,9 @@ pub struct HttpHeader {
     value_length: usize,
 }
 
+/// Envoy's error log level (numbered as proxy-wasm numbers levels, like Tollgate's `Level`).
+const LOG_ERROR: u32 = tollgate_filter::host::Level::Error as u32;
+const LOG_WARN: u32 = tollgate_filter::host::Level::Warn as u32;
 const HEADER_TYPE_REQUEST: u32 = 0;
 const HEADER_TYPE_RESPONSE: u32 = 2;
 const METRICS_SUCCESS: u32 = 0;
@@ -151,6 +157,47 @@ extern "C" {
         body: ModuleBuffer,
         timeout_ms: u64,
     ) -> u32;
+}
+
+/// glibc's `Dl_info` (`<dlfcn.h>`), filled by `dladdr`.
+#[repr(C)]
+struct DlInfo {
+    dli_fname: *const c_char,
+    dli_fbase: *mut c_void,
+    dli_sname: *const c_char,
+    dli_saddr: *mut c_void,
+}
+
+/// `<dlfcn.h>` on Linux (glibc and musl alike).
+const RTLD_NOW: i32 = 0x2;
+const RTLD_NOLOAD: i32 = 0x4;
+const RTLD_NODELETE: i32 = 0x1000;
+
+extern "C" {
+    fn dladdr(addr: *const c_void, info: *mut DlInfo) -> i32;
+    fn dlopen(filename: *const c_char, flags: i32) -> *mut c_void;
+}
+
+/// Keeps this library mapped until the process exits, whatever the stanza's `do_not_close`:
+/// re-opens the already loaded library (`RTLD_NOLOAD`: never a second copy) with
+/// `RTLD_NODELETE`, so a later `dlclose` by Envoy cannot unmap code that a tick thread still
+/// runs or the panic hook points to, nor drop the process's counter stores with it.
+fn pin_library() -> bool {
+    let mut info = DlInfo {
+        dli_fname: null(),
+        dli_fbase: null_mut(),
+        dli_sname: null(),
+        dli_saddr: null_mut(),
+    };
+    let here = envoy_dynamic_module_on_program_init as *const c_void;
+    // SAFETY: `here` is an address inside this library; `info` outlives the call.
+    if unsafe { dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
+        return false;
+    }
+    // SAFETY: `dli_fname` is the NUL-terminated path the loader keeps for this library (valid
+    // while it is loaded, which it is: we are running in it). The handle is deliberately never
+    // closed: holding it is the point.
+    !unsafe { dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) }.is_null()
 }
 
 /// Logs under Envoy's `dynamic_modules` logger id.
@@ -387,10 +434,12 @@ pub struct MainThreadOnly<T> {
 }
 
 // SAFETY: `get` hands the value out only on the owner thread, so a `T` that is not `Sync` (the
-// link's `Rc`s and `Cell`s) is never reached from two threads; it is dropped where `Root` is
-// dropped, in `on_http_filter_config_destroy`, which Envoy calls on the main thread.
+// link's `Rc`s and `Cell`s) is never reached from two threads at once.
 unsafe impl<T> Sync for MainThreadOnly<T> {}
-// SAFETY: moved only as part of `Root`, created and destroyed on the main thread.
+// SAFETY: moved only as part of `Root`. Envoy may destroy `Root` on any thread (whoever drops the
+// configuration's last shared pointer), but only once no hook can run for it any more: the value
+// is then exclusively owned by that thread (`into_inner`), every `Rc` in it having been created
+// and cloned only inside it, on the owner thread, which no longer reaches it.
 unsafe impl<T> Send for MainThreadOnly<T> {}
 
 impl<T> MainThreadOnly<T> {
@@ -405,6 +454,12 @@ impl<T> MainThreadOnly<T> {
     pub fn get(&self) -> Option<&T> {
         (std::thread::current().id() == self.owner).then_some(&self.value)
     }
+
+    /// The value, on any thread: owning `self` means nothing else can reach it any more (see
+    /// `shell::config_destroy`).
+    pub fn into_inner(self) -> T {
+        self.value
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -414,6 +469,13 @@ impl<T> MainThreadOnly<T> {
 /// Envoy compares the returned string with its ABI version; null would unload the module.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    panics::install(|m| log(LOG_ERROR, m));
+    if !pin_library() {
+        log(
+            LOG_WARN,
+            "tollgate: cannot pin the module in memory: keep do_not_close: true in the stanza",
+        );
+    }
     ABI_VERSION_C.as_ptr().cast()
 }
 
@@ -433,7 +495,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             unsafe { std::slice::from_raw_parts(b.ptr, b.length) }
         }
     };
-    match shell::config_new(ConfigHandle(config_envoy), bytes(name), bytes(config)) {
+    let root = panics::hook(
+        &mut (),
+        |_| shell::config_new(ConfigHandle(config_envoy), bytes(name), bytes(config)),
+        |_| None,
+        None,
+    );
+    match root {
         Some(root) => Box::into_raw(root).cast_const().cast(),
         // Null makes Envoy refuse the configuration (and, at startup, refuse to start).
         None => null(),
@@ -447,10 +515,17 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
     config_module: *const c_void,
 ) {
     if !config_module.is_null() {
-        // SAFETY: created by `Box::into_raw` in `config_new`; Envoy destroys it once, on the main
-        // thread, after every stream created from it.
+        // SAFETY: created by `Box::into_raw` in `config_new`; Envoy destroys it once, after every
+        // stream created from it and with no hook of it running or to come, on whichever thread
+        // dropped the configuration's last reference (not necessarily the main thread).
         let root = unsafe { Box::from_raw(config_module.cast_mut().cast::<Root>()) };
-        shell::config_destroy(root);
+        // A panic here leaks what the unwind did not drop: better than aborting Envoy.
+        panics::hook(
+            &mut Some(root),
+            |r| r.take().map_or((), shell::config_destroy),
+            |_| (),
+            (),
+        );
     }
 }
 
@@ -491,7 +566,16 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     let Some((root, stream)) = (unsafe { stream(filter_module) }) else {
         return STATUS_CONTINUE;
     };
-    if shell::on_request_headers(root, stream, &FilterHandle(filter_envoy)) {
+    let filter = FilterHandle(filter_envoy);
+    let forward = panics::hook(
+        stream,
+        |s| shell::on_request_headers(root, s, &filter),
+        |s| shell::on_request_failed(root, s, &filter),
+        // Not even the fallback could answer: hold the request (Envoy's stream timeout ends it)
+        // rather than let it through unmetered.
+        false,
+    );
+    if forward {
         STATUS_CONTINUE
     } else {
         STATUS_STOP_ITERATION
@@ -508,7 +592,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 ) -> u32 {
     // SAFETY: per this hook's contract.
     if let Some((_, stream)) = unsafe { stream(filter_module) } {
-        shell::on_response_headers(stream, &FilterHandle(filter_envoy));
+        let filter = FilterHandle(filter_envoy);
+        // On a panic the answer goes on without (some of) its quota headers.
+        panics::hook(
+            stream,
+            |s| shell::on_response_headers(s, &filter),
+            |_| (),
+            (),
+        );
     }
     STATUS_CONTINUE
 }
@@ -533,7 +624,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
 ) {
     // SAFETY: a live configuration this module created (Envoy drops pending events with it).
     if let Some(root) = unsafe { config_module.cast::<Root>().as_ref() } {
-        shell::on_tick(root);
+        // A panicking tick is skipped; the next one runs again.
+        panics::hook(&mut (), |_| shell::on_tick(root), |_| (), ());
     }
 }
 
@@ -555,7 +647,41 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
     let Some(root) = (unsafe { config_module.cast::<Root>().as_ref() }) else {
         return;
     };
-    // SAFETY: arrays and the buffers they point to are valid during this hook (copied below).
+    // On a panic the link is told the call failed (as for a reset): it retries as it would.
+    panics::hook(
+        &mut (),
+        // SAFETY: as for the hook (the closure runs during it).
+        |_| unsafe {
+            callout_done(
+                root,
+                callout_id,
+                result,
+                headers,
+                headers_size,
+                body_chunks,
+                body_chunks_size,
+            )
+        },
+        |_| shell::on_callout_done(root, callout_id, None),
+        (),
+    );
+}
+
+/// The body of [`envoy_dynamic_module_on_http_filter_config_http_callout_done`].
+///
+/// # Safety
+/// As for that hook: `headers` and `body_chunks` arrays of the given sizes (or null), valid
+/// during the call.
+unsafe fn callout_done(
+    root: &Root,
+    callout_id: u64,
+    result: u32,
+    headers: *const HttpHeader,
+    headers_size: usize,
+    body_chunks: *const EnvoyBuffer,
+    body_chunks_size: usize,
+) {
+    // SAFETY: arrays and the buffers they point to are valid during this call (copied below).
     let slice = |ptr: *const u8, len: usize| -> &[u8] {
         if ptr.is_null() {
             &[]

@@ -10,21 +10,24 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use tollgate_filter::config::{shared_data_id, Config};
 use tollgate_filter::counters::{SharedStore, StoreError};
 use tollgate_filter::header_map::HeaderMap;
 use tollgate_filter::host::{Host, HostStatus, Level};
 use tollgate_filter::link::Link;
-use tollgate_filter::request::{on_request_headers as decide_request, Event, RequestHost, Verdict};
+use tollgate_filter::metering::JOURNAL_PREFIX;
+use tollgate_filter::request::{
+    failed as request_failed, on_request_headers as decide_request, Event, RequestHost, Verdict,
+};
 use tollgate_filter::response::Headers;
 use tollgate_filter::worker::{configure, Shared};
 
 use crate::abi::{self, ConfigHandle, FilterHandle, MainThreadOnly, Scheduler};
 use crate::store::{process_store, StripedStore};
+use crate::ticker::{self, Commit, Ticker};
 use crate::workers::{Counts, Published, Workers};
 
 /// The filter name the configuration must carry (`filter_name: tollgate`).
@@ -144,17 +147,11 @@ struct Main {
     published: Published,
 }
 
-/// A thread that asks the main thread for a tick every `tick_ms` until the configuration goes.
-struct Ticker {
-    stop: mpsc::Sender<()>,
-    thread: JoinHandle<()>,
-    /// Deleted after the thread stopped committing.
-    _scheduler: Arc<Scheduler>,
-}
-
 /// One filter configuration: shared by Envoy's main thread and every worker.
 pub struct Root {
     store: Arc<StripedStore>,
+    /// The configuration as applied (its `fail_mode` answers a request whose decision panicked).
+    config: Arc<Config>,
     workers: Workers,
     main: MainThreadOnly<RefCell<Main>>,
     ticker: Mutex<Option<Ticker>>,
@@ -186,7 +183,18 @@ pub fn config_new(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<Box
         );
         return None;
     }
-    let store = process_store();
+    // The counter namespace first: applying the configuration writes its snapshot's records. A
+    // configuration whose namespace cannot be read is refused here, the log naming the field as
+    // `configure` would.
+    let Some(namespace) = shared_data_id(bytes) else {
+        let why = Config::parse(bytes).err().map_or_else(
+            || "cannot read service_id or shared_data_id".to_string(),
+            |e| e.to_string(),
+        );
+        log(Level::Error, &format!("tollgate: {why}"));
+        return None;
+    };
+    let store = process_store(&namespace);
     let tick_ms = Arc::new(AtomicU32::new(0));
     let mut host = MainHost {
         config: handle,
@@ -206,6 +214,7 @@ pub fn config_new(handle: ConfigHandle, name: &[u8], bytes: &[u8]) -> Option<Box
     let ticker = start_ticker(handle, &tick_ms);
     Some(Box::new(Root {
         store,
+        config: Arc::clone(&published.config),
         workers,
         main: MainThreadOnly::new(RefCell::new(Main {
             shared,
@@ -229,25 +238,13 @@ fn start_ticker(handle: ConfigHandle, tick_ms: &Arc<AtomicU32>) -> Option<Ticker
         );
         return None;
     };
-    let scheduler = Arc::new(scheduler);
-    let (stop, stopped) = mpsc::channel::<()>();
-    let (s, period) = (Arc::clone(&scheduler), Arc::clone(tick_ms));
-    let thread = std::thread::Builder::new()
-        .name("tollgate-tick".into())
-        .spawn(move || loop {
-            let ms = period.load(Ordering::Relaxed).max(1);
-            match stopped.recv_timeout(Duration::from_millis(u64::from(ms))) {
-                Err(RecvTimeoutError::Timeout) => s.commit(0),
-                // Stop asked, or the configuration (and the sender with it) is gone.
-                _ => break,
-            }
-        });
-    match thread {
-        Ok(thread) => Some(Ticker {
-            stop,
-            thread,
-            _scheduler: scheduler,
-        }),
+    // The thread owns the scheduler: it is deleted when the thread leaves its loop, after its
+    // last commit. That may come after the configuration was destroyed (destroyed on the tick
+    // thread itself, inside a commit): Envoy's scheduler does not keep the configuration alive
+    // (a commit only takes a reference for its duration, or no configuration with a scheduler
+    // could ever reach its destroy), so it outlives the configuration harmlessly.
+    match ticker::start(Arc::new(scheduler), Arc::clone(tick_ms)) {
+        Ok(t) => Some(t),
         Err(e) => {
             log(
                 Level::Error,
@@ -258,30 +255,48 @@ fn start_ticker(handle: ConfigHandle, tick_ms: &Arc<AtomicU32>) -> Option<Ticker
     }
 }
 
+impl Commit for Scheduler {
+    fn commit(&self) {
+        Scheduler::commit(self, 0);
+    }
+}
+
+/// Envoy drops the configuration. Not necessarily on the main thread: every stream holds a
+/// shared pointer to the configuration and whoever drops the last one runs this (a worker thread
+/// at the end of a stream, or the tick thread inside a scheduler commit). Whatever the thread,
+/// `root` is exclusively owned here: no hook of this configuration can run any more (Envoy drops
+/// scheduled events and callout answers once its reference count is zero), so the main-thread
+/// state is taken out by value and its last usage persisted from here (the drain and the journal
+/// write only touch the store, the clock and the log).
 pub fn config_destroy(root: Box<Root>) {
-    // The workers' last usage into the journal, for the process's next link to deliver.
-    if let Some(cell) = root.main.get() {
-        if let Ok(mut main) = cell.try_borrow_mut() {
-            let m = &mut *main;
-            if let (Some(link), Some(meter)) = (&mut m.link, &m.shared.meter) {
-                if let Ok(mut meter) = meter.try_borrow_mut() {
-                    root.workers.drain(&mut meter);
-                }
-                link.persist(&m.shared, &mut m.host);
-            }
+    let Root {
+        store,
+        workers,
+        main,
+        ticker,
+        ..
+    } = *root;
+    // The workers' last usage into the journal, for the process's next link to deliver; the
+    // journal's key goes once that link has adopted it.
+    let mut m = main.into_inner().into_inner();
+    if let (Some(link), Some(meter)) = (&mut m.link, &m.shared.meter) {
+        if let Ok(mut meter) = meter.try_borrow_mut() {
+            workers.drain(&mut meter);
         }
+        link.persist(&m.shared, &mut m.host);
+        store.retire(format!("{JOURNAL_PREFIX}{}", link.gateway()));
+        log(
+            Level::Info,
+            &format!(
+                "tollgate: configuration destroyed; its usage journal {} awaits adoption",
+                link.gateway()
+            ),
+        );
     }
-    let ticker = root
-        .ticker
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
+    let ticker = ticker.into_inner().unwrap_or_else(PoisonError::into_inner);
     if let Some(t) = ticker {
-        // The thread wakes at once and returns; then the scheduler can be deleted.
-        let _ = t.stop.send(());
-        let _ = t.thread.join();
+        t.stop();
     }
-    drop(root);
 }
 
 /// The main thread's tick: workers' usage to the link, the link's protocols, stats, publication.
@@ -416,6 +431,8 @@ impl RequestHost for NativeRequest<'_> {
 
 /// Decides a request (worker thread); `true` lets it through, `false` means it was answered.
 pub fn on_request_headers(root: &Root, stream: &mut Stream, filter: &FilterHandle) -> bool {
+    #[cfg(feature = "panic-probe")]
+    probe_panic(filter);
     let mut tx = root.store.transaction();
     let verdict = root
         .workers
@@ -424,6 +441,36 @@ pub fn on_request_headers(root: &Root, stream: &mut Stream, filter: &FilterHandl
             decide_request(&mut req, view, &mut tx, &mut stream.response_headers)
         });
     verdict == Verdict::Forward
+}
+
+/// Test builds (`panic-probe`): a request carrying the probe header panics, as a bug would.
+#[cfg(feature = "panic-probe")]
+#[allow(clippy::panic)] // the point of the probe
+fn probe_panic(filter: &FilterHandle) {
+    if filter
+        .request_headers()
+        .is_some_and(|h| h.get("x-tollgate-panic-probe").is_some())
+    {
+        panic!("panic probe");
+    }
+}
+
+/// A request whose decision panicked (caught at the hook): the configured `fail_mode`, as when
+/// the host fails the filter (closed: a 503 `unavailable` problem; open: forwarded uncounted).
+pub fn on_request_failed(root: &Root, stream: &mut Stream, filter: &FilterHandle) -> bool {
+    stream.response_headers.clear();
+    // The worker's stats are not reached again (its slot may be what panicked): the error is
+    // counted nowhere but the log.
+    let mut counts = Counts::default();
+    let mut req = NativeRequest {
+        filter,
+        counts: &mut counts,
+    };
+    request_failed(
+        &mut req,
+        &root.config,
+        "the request could not be decided (panic)",
+    ) == Verdict::Forward
 }
 
 /// Adds the quota headers to the upstream's answer.

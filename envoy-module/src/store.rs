@@ -9,7 +9,7 @@
 //! The link (main thread) uses [`StripedStore::get`]/[`StripedStore::set`] without holding a lock
 //! between them, with proxy-wasm's semantics (tokens, a missing token writing unconditionally).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -26,14 +26,26 @@ pub struct StripedStore {
     shards: Vec<Mutex<Shard>>,
     /// Fixed-key hashing: which stripe a key lives in never changes.
     hasher: BuildHasherDefault<DefaultHasher>,
+    /// Usage journals of destroyed configurations, removed once adopted (see [`Self::retire`]).
+    retired: Mutex<HashSet<String>>,
 }
 
-/// The process's store. Like proxy-wasm shared data (one map per `vm_id`, alive as long as the
-/// process), it outlives any one filter configuration: a listener update that replaces the
-/// configuration keeps every count, and the new link adopts the old one's usage journal.
-pub fn process_store() -> Arc<StripedStore> {
-    static STORE: OnceLock<Arc<StripedStore>> = OnceLock::new();
-    Arc::clone(STORE.get_or_init(|| Arc::new(StripedStore::default())))
+/// The process's store for `namespace` (a configuration's `shared_data_id`: by default its
+/// service, or `standalone`). Like proxy-wasm shared data (one map per `vm_id`, alive as long as
+/// the process), it outlives any one filter configuration: a listener update that replaces the
+/// configuration keeps every count, and the new link adopts the old one's usage journal. Two
+/// namespaces share nothing: not a counter record, not a journal (a link never adopts another
+/// service's usage, which the control plane would refuse whole), not a snapshot marker.
+///
+/// Stores are never dropped, as shared data is not: namespaces are few (one per service or
+/// operator-chosen id) and a listener that comes back finds its counts.
+pub fn process_store(namespace: &str) -> Arc<StripedStore> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<StripedStore>>>> = OnceLock::new();
+    let mut stores = STORES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(stores.entry(namespace.to_string()).or_default())
 }
 
 impl Default for StripedStore {
@@ -41,6 +53,7 @@ impl Default for StripedStore {
         StripedStore {
             shards: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: BuildHasherDefault::default(),
+            retired: Mutex::default(),
         }
     }
 }
@@ -93,9 +106,47 @@ impl StripedStore {
         read(&lock(self.shard(self.stripe(key))), key)
     }
 
-    /// Compare-and-swap write (link, main thread); `false` on a token mismatch.
+    /// Compare-and-swap write (link, main thread); `false` on a token mismatch. Emptying a
+    /// retired journal (its adopter's claim) removes the key instead.
     pub fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        write(&mut lock(self.shard(self.stripe(key))), key, value, cas)
+        let mut shard = lock(self.shard(self.stripe(key)));
+        let written = write(&mut shard, key, value, cas);
+        if written && value.is_empty() && self.unretire(key) {
+            shard.remove(key);
+        }
+        written
+    }
+
+    /// The journal `key` of a configuration Envoy destroyed: its last usage is in it, and no
+    /// one will write it again, so once an adopter has claimed it (written it empty) the key
+    /// can go. Without this, every listener update would leave one key behind for the
+    /// process's life (each configuration journals under a new gateway id). Only for an owner
+    /// known destroyed: a stalled owner finds its emptied journal and starts a new one, which
+    /// relies on reading it empty, not missing.
+    pub fn retire(&self, key: String) {
+        let mut shard = lock(self.shard(self.stripe(&key)));
+        if shard.get(&key).is_some_and(|(v, _)| v.is_empty()) {
+            shard.remove(&key);
+        } else {
+            self.retired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key);
+        }
+    }
+
+    /// Whether `key` was retired (and no longer is).
+    fn unretire(&self, key: &str) -> bool {
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key)
+    }
+
+    /// Keys held (tests: that nothing grows).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
     /// A request's view of the store: see [`Transaction`].
@@ -141,6 +192,12 @@ impl SharedStore for Transaction<'_> {
         self.held = None;
         Ok(written)
     }
+
+    fn release(&mut self) {
+        // No write follows the read (a rejection): let other requests in before the answer is
+        // built and sent.
+        self.held = None;
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +207,44 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::thread;
+
+    #[test]
+    fn each_namespace_has_its_own_store_for_the_process() {
+        let a = process_store("svc_a");
+        assert!(
+            Arc::ptr_eq(&a, &process_store("svc_a")),
+            "a listener update finds its counts"
+        );
+        let b = process_store("svc_b");
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(a.set("tollgate/v1/journal/g1", b"usage of svc_a", None));
+        assert_eq!(b.get("tollgate/v1/journal/g1"), (None, None));
+    }
+
+    #[test]
+    fn a_retired_journal_goes_once_adopted_and_only_then() {
+        let s = StripedStore::default();
+        assert!(s.set("journal/old", b"usage", None));
+        assert!(s.set("journal/stalled", b"usage", None));
+        s.retire("journal/old".into());
+        let (_, cas) = s.get("journal/old");
+        assert!(
+            !s.set("journal/old", b"", cas.map(|c| c + 1)),
+            "a lost claim removes nothing"
+        );
+        assert!(s.get("journal/old").0.is_some());
+        assert!(s.set("journal/old", b"", cas), "the adopter's claim");
+        assert_eq!(s.get("journal/old"), (None, None), "removed");
+        // A journal whose owner was not destroyed (a stall) is only emptied: its owner must read
+        // it empty to know it was taken for dead.
+        let (_, cas) = s.get("journal/stalled");
+        assert!(s.set("journal/stalled", b"", cas));
+        assert_eq!(s.get("journal/stalled").0.as_deref(), Some(&b""[..]));
+        // Retired after it was already adopted: removed at once.
+        s.retire("journal/stalled".into());
+        assert_eq!(s.len(), 0);
+        assert!(s.retired.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn tokens_follow_proxy_wasm_semantics() {
@@ -192,6 +287,21 @@ mod tests {
         let total = u64::from_le_bytes(s.get("app").0.unwrap().try_into().unwrap());
         assert_eq!(refused.load(Ordering::Relaxed), 0);
         assert_eq!(total, THREADS as u64 * PER_THREAD);
+    }
+
+    #[test]
+    fn a_released_read_frees_its_stripe() {
+        let s = StripedStore::default();
+        let mut tx = s.transaction();
+        let _ = tx.get("app").unwrap();
+        let stripe = s.shard(s.stripe("app"));
+        assert!(stripe.try_lock().is_err(), "held from the read");
+        tx.release();
+        assert!(
+            stripe.try_lock().is_ok(),
+            "free once released, the transaction still alive"
+        );
+        drop(tx);
     }
 
     #[test]

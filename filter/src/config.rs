@@ -31,6 +31,40 @@ struct RawConfig {
     snapshot: Option<Snapshot>,
     service_id: Option<String>,
     control_plane: Option<RawControlPlane>,
+    /// Native shell: the counter namespace (see [`Config::shared_data_id`]).
+    shared_data_id: Option<String>,
+}
+
+/// The fields that choose a configuration's counter namespace, read before the whole
+/// configuration is applied (the native shell needs the store to apply it); every other field is
+/// skipped unread.
+#[derive(Deserialize)]
+struct RawNamespace {
+    service_id: Option<String>,
+    shared_data_id: Option<String>,
+}
+
+/// The namespace a configuration without `shared_data_id` gets in standalone mode: every
+/// standalone stanza of a process shares counters, as every wasm stanza with one `vm_id` does.
+pub const STANDALONE_SHARED_DATA_ID: &str = "standalone";
+/// Longest `shared_data_id` accepted (as long as a `service_id`).
+const MAX_SHARED_DATA_ID_BYTES: usize = 256;
+
+fn resolve_shared_data_id(explicit: Option<String>, service_id: Option<&str>) -> String {
+    explicit.unwrap_or_else(|| service_id.unwrap_or(STANDALONE_SHARED_DATA_ID).to_string())
+}
+
+/// The counter namespace of the configuration `bytes` (see [`Config::shared_data_id`]), without
+/// compiling its snapshot; `None` for a configuration [`Config::parse`] would refuse anyway.
+pub fn shared_data_id(bytes: &[u8]) -> Option<String> {
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return None;
+    }
+    let raw: RawNamespace = serde_json::from_slice(bytes).ok()?;
+    Some(resolve_shared_data_id(
+        raw.shared_data_id,
+        raw.service_id.as_deref(),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +272,11 @@ pub struct Config {
     pub stats: bool,
     /// Set in control-plane mode; `None` in standalone mode (the snapshot came inline).
     pub control_plane: Option<ControlPlane>,
+    /// The native shell's counter namespace: configurations with the same id share counters,
+    /// journals and snapshot records (the wasm shell's `vm_id` does this there, and ignores this
+    /// field). Default: the `service_id` in control-plane mode, [`STANDALONE_SHARED_DATA_ID`]
+    /// in standalone mode.
+    pub shared_data_id: String,
 }
 
 impl Config {
@@ -289,6 +328,18 @@ impl Config {
             )?,
             plan: name("upstream_headers.plan", raw.upstream_headers.plan)?,
         };
+        if let Some(id) = &raw.shared_data_id {
+            if id.is_empty()
+                || id.len() > MAX_SHARED_DATA_ID_BYTES
+                || !id.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(ConfigError::new(
+                    "shared_data_id",
+                    format!("1-{MAX_SHARED_DATA_ID_BYTES} visible ASCII characters"),
+                ));
+            }
+        }
+        let shared_data_id = resolve_shared_data_id(raw.shared_data_id, raw.service_id.as_deref());
         let (catalog, control_plane) = match (raw.snapshot, raw.service_id, raw.control_plane) {
             (Some(snapshot), None, None) => (Some(Catalog::compile(&snapshot, "snapshot")?), None),
             (None, Some(service_id), Some(cp)) => (None, Some(control_plane(service_id, cp)?)),
@@ -315,6 +366,7 @@ impl Config {
                 quota_headers: raw.quota_headers,
                 stats: raw.stats,
                 control_plane,
+                shared_data_id,
             },
             catalog,
         ))
@@ -464,6 +516,33 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "credentials");
+    }
+
+    #[test]
+    fn shared_data_id_defaults_to_the_service_or_standalone() {
+        let standalone = format!("{{{SNAPSHOT}}}");
+        assert_eq!(parse("").unwrap().shared_data_id, "standalone");
+        assert_eq!(
+            shared_data_id(standalone.as_bytes()).as_deref(),
+            Some("standalone")
+        );
+        let own = format!(r#"{{"shared_data_id": "edge-a", {SNAPSHOT}}}"#);
+        assert_eq!(
+            parse(r#""shared_data_id": "edge-a","#)
+                .unwrap()
+                .shared_data_id,
+            "edge-a"
+        );
+        assert_eq!(shared_data_id(own.as_bytes()).as_deref(), Some("edge-a"));
+        let cp = r#"{"service_id": "svc_1", "control_plane": {"cluster": "c", "token": "t"}}"#;
+        assert_eq!(
+            Config::parse(cp.as_bytes()).unwrap().0.shared_data_id,
+            "svc_1"
+        );
+        assert_eq!(shared_data_id(cp.as_bytes()).as_deref(), Some("svc_1"));
+        for bad in [r#""shared_data_id": "","#, r#""shared_data_id": "a b","#] {
+            assert_eq!(parse(bad).unwrap_err().field, "shared_data_id");
+        }
     }
 }
 

@@ -24,6 +24,11 @@ pub trait SharedStore {
     fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError>;
     /// Writes the value if `cas` still matches; `Ok(false)` on a CAS mismatch.
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError>;
+    /// The value last read will not be written back (a rejected request counts nothing). A store
+    /// that locks a key from its read to its write (the native shell's) unlocks it here, so
+    /// other requests do not wait while this one builds and sends its answer. Shared data has
+    /// nothing to release.
+    fn release(&mut self) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +221,7 @@ pub fn enforce<'c>(
             states.push((state, w.start, metric, after));
         }
         if let Some(violated) = violated {
+            store.release();
             return Ok(Enforcement::Exceeded { violated });
         }
         // Only the entries of the limits this request touched change. Every other entry stays as
@@ -295,6 +301,8 @@ pub(crate) mod tests {
         next_cas: u32,
         pub fail_next_sets: usize,
         pub sets: usize,
+        /// Reads that ended without a write ([`SharedStore::release`]).
+        pub releases: usize,
     }
 
     impl SharedStore for FakeStore {
@@ -319,6 +327,9 @@ pub(crate) mod tests {
             self.data
                 .insert(key.to_string(), (value.to_vec(), self.next_cas));
             Ok(true)
+        }
+        fn release(&mut self) {
+            self.releases += 1;
         }
     }
 
@@ -485,6 +496,7 @@ pub(crate) mod tests {
                     })
                 });
                 let before = store.data.clone();
+                let (sets_before, releases_before) = (store.sets, store.releases);
                 let r = enforce(&mut store, &catalog, app, plan, &usage, &NoOthers, now).unwrap();
                 match r {
                     Enforcement::Admitted { .. } => {
@@ -499,6 +511,9 @@ pub(crate) mod tests {
                     Enforcement::Exceeded { .. } => {
                         prop_assert!(!fits, "rejected with room left at {now}: {s:?}");
                         prop_assert_eq!(&store.data, &before, "a rejected request changed the record");
+                        // Nothing written, and the read released at once (not at the request's end).
+                        prop_assert_eq!(store.sets, sets_before);
+                        prop_assert_eq!(store.releases, releases_before + 1, "a rejection releases its read");
                     }
                 }
                 // Every limit of every plan: the stored count of the current window is the model's.

@@ -251,6 +251,13 @@ fn unconfigured<H: RequestHost>(host: &mut H) -> Verdict {
     Verdict::Stop
 }
 
+/// The shell failed to decide (the native shell caught a panic at its hook): the configured fail
+/// mode, as when the host fails the filter.
+pub fn failed<H: RequestHost>(host: &mut H, config: &Config, why: &str) -> Verdict {
+    error(host, why);
+    cannot_decide(host, config, config.fail_mode, why)
+}
+
 /// The host failed us before a decision: apply the configured fail mode.
 fn cannot_decide<H: RequestHost>(
     host: &mut H,
@@ -276,4 +283,84 @@ fn cannot_decide<H: RequestHost>(
 fn error<H: RequestHost>(host: &mut H, what: &str) {
     host.log(Level::Warn, &format!("tollgate: {what}"));
     host.count(Event::Error);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+    use super::*;
+
+    /// Records the local reply and the counted events; every other call fails.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Option<(u16, Headers, Vec<u8>)>,
+        events: Vec<Event>,
+    }
+
+    impl RequestHost for Recorder {
+        fn request_headers(&mut self) -> Result<HeaderMap, HostStatus> {
+            Err(HostStatus(10))
+        }
+        fn request_header(&mut self, _: &str) -> Option<Vec<u8>> {
+            None
+        }
+        fn set_request_header(&mut self, _: &str, _: &[u8]) -> Result<(), HostStatus> {
+            Err(HostStatus(10))
+        }
+        fn remove_request_header(&mut self, _: &str) -> Result<(), HostStatus> {
+            Err(HostStatus(10))
+        }
+        fn set_request_path(&mut self, _: &str) -> Result<(), HostStatus> {
+            Err(HostStatus(10))
+        }
+        fn send_local_response(
+            &mut self,
+            status: u16,
+            headers: &Headers,
+            body: &[u8],
+        ) -> Result<(), HostStatus> {
+            self.sent = Some((status, headers.clone(), body.to_vec()));
+            Ok(())
+        }
+        fn now_secs(&self) -> Result<i64, HostStatus> {
+            Ok(0)
+        }
+        fn log(&self, _: Level, _: &str) {}
+        fn count(&mut self, event: Event) {
+            self.events.push(event);
+        }
+    }
+
+    fn config(fail_mode: &str) -> Config {
+        let json = format!(
+            r#"{{"fail_mode": "{fail_mode}", "snapshot": {{"plans": [], "applications": [], "metrics": [{{"name": "hits"}}], "mapping_rules": []}}}}"#
+        );
+        Config::parse(json.as_bytes()).unwrap().0
+    }
+
+    /// What the native shell answers when a decision panicked: the configured fail mode.
+    #[test]
+    fn a_failed_decision_follows_the_fail_mode() {
+        let mut host = Recorder::default();
+        assert_eq!(failed(&mut host, &config("closed"), "panic"), Verdict::Stop);
+        let (status, headers, body) = host.sent.take().expect("closed answers");
+        assert_eq!(status, 503);
+        assert!(headers
+            .iter()
+            .any(|(k, v)| *k == "content-type" && v == "application/problem+json"));
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "unavailable");
+        assert_eq!(
+            host.events,
+            [Event::Error, Event::Rejected(Reason::Unavailable)]
+        );
+
+        let mut host = Recorder::default();
+        assert_eq!(
+            failed(&mut host, &config("open"), "panic"),
+            Verdict::Forward
+        );
+        assert!(host.sent.is_none(), "open forwards, uncounted");
+    }
 }

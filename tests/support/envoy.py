@@ -163,6 +163,8 @@ class Envoy:
         #: Control-plane links that each install a snapshot: one per wasm VM (main thread and each
         #: worker), one per process for the native shell.
         self.links = concurrency + 1 if shell == "wasm" else 1
+        #: More command-line arguments, e.g. ["--drain-time-s", "1"].
+        self.extra_args = []
         self.dir = tempfile.mkdtemp(prefix="tollgate-envoy-")
         self.log_path = os.path.join(self.dir, "envoy.log")
         self.proc = None
@@ -177,7 +179,7 @@ class Envoy:
         env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=os.path.dirname(native_module_path()))
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", path, "--concurrency", str(self.concurrency),
-             "--disable-hot-restart", "--log-level", "info", "--log-path", self.log_path],
+             "--disable-hot-restart", "--log-level", "info", "--log-path", self.log_path, *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)
         if not expect_ready:
             return self

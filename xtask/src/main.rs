@@ -250,6 +250,30 @@ fn build_native(profile: &str) -> Result {
     }
 }
 
+/// Where the test-only build of the native shell with `--features panic-probe` goes (its own
+/// target directory, so it never replaces the real module): a request carrying
+/// `x-tollgate-panic-probe` panics in it, for the test that Envoy survives a panic.
+fn panic_probe_dir() -> PathBuf {
+    target_dir().join("panic-probe")
+}
+
+fn build_panic_probe() -> Result {
+    step("build the native Envoy shell with the test-only panic probe (debug)");
+    let dir = panic_probe_dir().display().to_string();
+    sh(
+        "cargo",
+        &[
+            "build",
+            "-p",
+            "tollgate-envoy",
+            "--features",
+            "panic-probe",
+            "--target-dir",
+            &dir,
+        ],
+    )
+}
+
 /// A build of a workspace package for wasm32-wasip1 with the filter's profile.
 fn build_wasm(package: &str, what: &str) -> Result {
     step(&format!(
@@ -335,6 +359,7 @@ fn test() -> Result {
     fuzz::fuzz(&["--seconds".into(), fuzz::TEST_SECONDS.to_string()])?;
     build_filter()?;
     build_native("debug")?;
+    build_panic_probe()?;
     step("build the control plane");
     sh("cargo", &["build", "-p", "tollgate-control-plane"])?;
     let postgres = Postgres::ensure()?;
@@ -359,6 +384,13 @@ fn end_to_end(postgres_url: &str) -> Result {
         bin,
         wasm,
         native,
+        (
+            "TOLLGATE_NATIVE_PANIC_PROBE",
+            panic_probe_dir()
+                .join("debug/libtollgate_envoy.so")
+                .display()
+                .to_string(),
+        ),
     ];
     step(&format!(
         "end-to-end tests on {PYTEST_WORKERS} workers (pytest: real Envoy, real control plane on SQLite and PostgreSQL, real HTTP)"
