@@ -61,8 +61,14 @@ pub struct Worker {
 impl Worker {
     /// What `on_configure` does in control-plane mode.
     pub fn start(world: &Rc<World>) -> Worker {
+        Worker::start_for(world, "svc_1")
+    }
+
+    /// [`Worker::start`] for a stanza of `service` (several may share one VM's shared data).
+    pub fn start_for(world: &Rc<World>, service: &str) -> Worker {
         let mut host = FakeHost::new(world);
-        let (config, catalog) = Config::parse(CONFIG.as_bytes()).unwrap();
+        let config_json = CONFIG.replace("svc_1", service);
+        let (config, catalog) = Config::parse(config_json.as_bytes()).unwrap();
         assert!(catalog.is_none());
         let link = Link::new(config.control_plane.clone().unwrap(), &mut host);
         let mut meter = Meter::new(link.gateway().to_string());
