@@ -104,6 +104,25 @@ def wait_usage(w, app_id, expected, timeout_s=15, metric="hits"):
     return total
 
 
+def test_changes_are_pushed_to_every_worker_long_before_the_next_poll(loop):
+    """With a 60 s poll interval, only the held poll (Prefer: wait) can bring a change within
+    PROPAGATION_TIMEOUT_S: a key added, a key revoked, an application suspended."""
+    w = loop
+    w["config"]["control_plane"]["poll_interval_ms"] = 60_000
+    envoy = w["make_envoy"]()
+    app = new_app(w)
+    figures = [wait_status(envoy, app["key"], 200)]
+    key_id = app["keys"][0]["id"]
+    w["api"].ok("DELETE", f"/applications/{app['id']}/keys/{key_id}")
+    figures.append(wait_status(envoy, app["key"], 403))
+    other = new_app(w)
+    wait_status(envoy, other["key"], 200)
+    w["api"].ok("POST", f"/applications/{other['id']}/suspend", {"reason": "non_payment"}, status=200)
+    figures.append(wait_status(envoy, other["key"], 402))
+    print(f"\npushed changes at a 60 s poll interval ({w['shell']}): "
+          + ", ".join(f"{f * 1000:.0f} ms" for f in figures))
+
+
 def test_changes_reach_every_worker_quickly(loop):
     w = loop
     first = new_app(w)

@@ -160,6 +160,9 @@ pub struct ControlPlane {
     pub snapshot: Snapshot,
     /// Serve the compact binary encoding (else JSON).
     pub binary: bool,
+    /// Say that a poll asking to wait was held (`preference-applied`), as Tollgate's control
+    /// plane does; the harness answers at once all the same (the test plays the time).
+    pub holds: bool,
     pub snapshot_mode: Mode,
     pub usage_mode: Mode,
     /// Reports counted, by `(gateway, sequence)`: the control plane's exactly-once ingestion.
@@ -173,6 +176,7 @@ impl ControlPlane {
         ControlPlane {
             snapshot,
             binary: true,
+            holds: false,
             snapshot_mode: Mode::Up,
             usage_mode: Mode::Up,
             counted: BTreeMap::new(),
@@ -211,8 +215,15 @@ impl ControlPlane {
             Mode::Up => {}
         }
         let version = self.snapshot.version.clone().unwrap_or_default();
+        let applied: Vec<(String, Vec<u8>)> = match call.header("prefer") {
+            Some(p) if self.holds => vec![("preference-applied".into(), p.as_bytes().to_vec())],
+            _ => Vec::new(),
+        };
         if call.header("if-none-match") == Some(format!("\"{version}\"").as_str()) {
-            return Answer::status(304);
+            return Answer {
+                headers: applied,
+                ..Answer::status(304)
+            };
         }
         let (content_type, body) = if self.binary {
             (
@@ -226,7 +237,10 @@ impl ControlPlane {
             )
         };
         Answer {
-            headers: vec![("content-type".into(), content_type.as_bytes().to_vec())],
+            headers: [("content-type".into(), content_type.as_bytes().to_vec())]
+                .into_iter()
+                .chain(applied)
+                .collect(),
             body,
             ..Answer::status(200)
         }
