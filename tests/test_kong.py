@@ -40,6 +40,25 @@ def test_shipped_kong_config_is_valid(schema, kong_filter_config):
     assert kong_filter_config["stats"] is False, "metrics trap on Kong builds without them"
 
 
+def test_every_option_of_the_filter_is_in_the_schema(schema, kong_filter_config):
+    """One configuration for every shell: options that only another shell reads (shared_data_id)
+    or that only control-plane mode has (snapshot_wait_s) still validate here."""
+    ok = json.loads(json.dumps(kong_filter_config))
+    ok["shared_data_id"] = "edge-a"
+    ok["quota_headers"] = "x-ratelimit"
+    jsonschema.Draft4Validator(schema).validate(ok)
+    cp = {k: v for k, v in ok.items() if k != "snapshot"}
+    cp.update(service_id="svc_1", control_plane={"upstream": "127.0.0.1:8080", "token": "tgw_x",
+                                                 "snapshot_wait_s": 0})
+    jsonschema.Draft4Validator(schema).validate(cp)
+    for bad in ({"shared_data_id": ""}, {"shared_data_id": "with space"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.Draft4Validator(schema).validate({**ok, **bad})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(schema).validate(
+            {**cp, "control_plane": {**cp["control_plane"], "snapshot_wait_s": 21}})
+
+
 @pytest.mark.parametrize("mutate", [
     lambda c: c.update(typo=1),
     lambda c: c.update(fail_mode="sometimes"),
