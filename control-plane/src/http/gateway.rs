@@ -53,14 +53,15 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     params(
         ("id" = String, Path, description = "The service"),
         ("If-None-Match" = Option<String>, Header, description = "The version the gateway holds, quoted"),
-        ("Accept" = Option<String>, Header, description = "`application/vnd.tollgate.snapshot.v1` for the compact binary form")
+        ("Accept" = Option<String>, Header, description = "`application/vnd.tollgate.snapshot.v2` (records with app keys) or `.v1` for the compact binary form; the newest named is answered")
     ),
     responses(
         (status = 200, description = "The snapshot; its version is the ETag",
             headers(("etag" = String, description = "The quoted version")),
             content(
                 (schema::GatewaySnapshot = "application/json"),
-                (Vec<u8> = "application/vnd.tollgate.snapshot.v1")
+                (Vec<u8> = "application/vnd.tollgate.snapshot.v1"),
+                (Vec<u8> = "application/vnd.tollgate.snapshot.v2")
             )),
         (status = 304, description = "Unchanged since the version in If-None-Match",
             headers(("etag" = String, description = "The quoted version"))),
@@ -83,16 +84,12 @@ pub async fn snapshot(
     if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response());
     }
-    // The compact encoding when the gateway asks for it (the Tollgate filter does), else JSON.
-    let encoding = if headers
+    // The newest compact encoding the gateway asks for (the Tollgate filter does), else JSON.
+    let encoding = headers
         .get("accept")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(tollgate_protocol::binary::MEDIA_TYPE))
-    {
-        Encoding::Binary
-    } else {
-        Encoding::Json
-    };
+        .and_then(tollgate_protocol::binary::Format::accepted)
+        .map_or(Encoding::Json, Encoding::Binary);
     let body = s
         .snapshots
         .encoded(&s.pool, &service_id, &version, encoding)
@@ -259,7 +256,10 @@ mod schema {
         pub state_reason: Option<String>,
         /// Lowercase hex SHA-256 of each live key.
         pub key_sha256: Vec<String>,
+        /// 3scale's `app_id`, presented with one of the app keys.
         pub app_id: Option<String>,
+        /// Lowercase hex SHA-256 of each app key (only with an `app_id`; absent when none).
+        pub app_key_sha256: Vec<String>,
     }
 
     #[derive(ToSchema)]
@@ -345,6 +345,7 @@ mod tests {
                 state_reason: Some(SuspensionReason::NonPayment),
                 key_sha256: vec!["k".into()],
                 app_id: Some("x".into()),
+                app_key_sha256: vec!["cd".repeat(32)],
             }],
             metrics: vec![Metric {
                 name: "m".into(),

@@ -101,10 +101,13 @@ impl SnapshotSync {
         if let Some(v) = asked {
             headers.push(("if-none-match", format!("\"{v}\"")));
         }
+        // Newest compact version first (TGS2 carries app keys); an older control plane answers
+        // TGS1 or JSON, which this filter reads too.
         headers.push((
             "accept",
             format!(
-                "{}, application/json",
+                "{}, {}, application/json",
+                tollgate_protocol::binary::MEDIA_TYPE_V2,
                 tollgate_protocol::binary::MEDIA_TYPE
             ),
         ));
@@ -162,9 +165,15 @@ impl SnapshotSync {
                 Failure::Snapshot,
             );
         }
-        let binary = host
-            .call_response_header("content-type")
-            .is_some_and(|t| t.starts_with(tollgate_protocol::binary::MEDIA_TYPE.as_bytes()));
+        // Either compact version: the decoder tells them apart by their magic.
+        let binary = host.call_response_header("content-type").is_some_and(|t| {
+            [
+                tollgate_protocol::binary::MEDIA_TYPE,
+                tollgate_protocol::binary::MEDIA_TYPE_V2,
+            ]
+            .iter()
+            .any(|m| t.starts_with(m.as_bytes()))
+        });
         let compiled = if binary {
             // Read 64 KiB at a time: the body never sits whole in this VM's memory.
             Catalog::compile_chunked(body_size, |start, max_len| {

@@ -57,6 +57,18 @@ pub async fn start(tx: &mut Tx, application_id: &str, plan_id: &str, now: i64) -
     insert(tx, application_id, plan_id, today, today + trial, now).await
 }
 
+/// An imported application (`domain/transfer.rs`): its first contract here starts today and its
+/// trial ends on `trial_ends_on` (what was left of it where it came from), not the plan's anew.
+pub async fn start_with_trial(
+    tx: &mut Tx,
+    application_id: &str,
+    plan_id: &str,
+    now: i64,
+    trial_ends_on: i64,
+) -> DomainResult<()> {
+    insert(tx, application_id, plan_id, day_of(now), trial_ends_on, now).await
+}
+
 /// A plan change: the current contract ends today and the new one starts today (the new plan
 /// prices the whole day). The trial is not restarted: it still ends when it would have.
 pub async fn change_plan(
