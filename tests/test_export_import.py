@@ -84,9 +84,9 @@ def populate(api):
     api.ok("PATCH", f"/plans/{copy['id']}", {"limits": [{"metric": "hits", "period": "minute", "value": 2}]})
     tries += [("custom", "/", {"x-api-key": custom["key"]})] * 3
     suspended = app(acme, roomy, "suspended")
-    api.ok("POST", f"/applications/{suspended['id']}/suspend", {})
+    api.ok("POST", f"/applications/{suspended['id']}/suspend", {}, status=200)
     unpaid = app(solo, roomy, "unpaid")
-    api.ok("POST", f"/applications/{unpaid['id']}/suspend", {"reason": "non_payment"})
+    api.ok("POST", f"/applications/{unpaid['id']}/suspend", {"reason": "non_payment"}, status=200)
     tries += [("suspended", "/", {"x-api-key": suspended["key"]}), ("unpaid", "/", {"x-api-key": unpaid["key"]}),
               ("unknown", "/", {"x-api-key": "never-issued-key-0123456789"}), ("none", "/", {}),
               ("unmapped", "/nothing", {"x-api-key": USER_KEY, ":method": "DELETE"})]

@@ -730,12 +730,10 @@ mod tests {
                 .collect::<Vec<_>>()
         ));
         let digest = decode_sha256_hex(KEY).unwrap();
-        let v2 = tollgate_protocol::binary::encode_as(
-            &snapshot,
-            tollgate_protocol::binary::Format::V2,
-        )
-        .unwrap()
-        .0;
+        let v2 =
+            tollgate_protocol::binary::encode_as(&snapshot, tollgate_protocol::binary::Format::V2)
+                .unwrap()
+                .0;
         for c in [
             Catalog::compile(&snapshot, "snapshot").unwrap(),
             Catalog::compile_binary(&v2).unwrap(),
@@ -743,9 +741,23 @@ mod tests {
             assert_eq!(c.app_by_pair("pub-a", &digest).unwrap().id, "a");
             assert_eq!(c.app_by_pair("pub-b", &digest).unwrap().id, "b");
             assert!(c.app_by_pair("pub-a", &[0; 32]).is_none());
-            assert!(c.app_by_key_digest(&digest).is_none(), "an app key alone opens nothing");
+            assert!(
+                c.app_by_key_digest(&digest).is_none(),
+                "an app key alone opens nothing"
+            );
             assert_eq!(c.skipped_apps, 2);
-            assert!(c.app_by_pair("pub-d", &[0; 31].iter().chain(&[1]).copied().collect::<Vec<u8>>().try_into().unwrap()).is_none());
+            assert!(c
+                .app_by_pair(
+                    "pub-d",
+                    &[0; 31]
+                        .iter()
+                        .chain(&[1])
+                        .copied()
+                        .collect::<Vec<u8>>()
+                        .try_into()
+                        .unwrap()
+                )
+                .is_none());
         }
         let v1 = tollgate_protocol::binary::encode(&snapshot).unwrap();
         let c = Catalog::compile_binary(&v1).unwrap();

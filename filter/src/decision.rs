@@ -167,12 +167,10 @@ pub fn decide<'c>(
             app_id,
             key_digest,
             source,
-        }) => {
-            match catalog.app_by_pair(&app_id, &key_digest) {
-                Some(app) => (app, source),
-                None => return reject(Reason::InvalidCredentials, "unknown app_id or app_key"),
-            }
-        }
+        }) => match catalog.app_by_pair(&app_id, &key_digest) {
+            Some(app) => (app, source),
+            None => return reject(Reason::InvalidCredentials, "unknown app_id or app_key"),
+        },
     };
     if app.state == ApplicationState::Suspended {
         return match app.state_reason {

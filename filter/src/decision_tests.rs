@@ -152,10 +152,11 @@ fn authentication_outcomes() {
 #[test]
 fn app_id_and_app_key_pairs() {
     let mut h = Harness::new();
-    let app_of = |h: &mut Harness, path: &str, key: Option<&str>| match h.call("GET", path, key, NOW) {
-        Decision::Forward { app, .. } => Ok(app.id.clone()),
-        Decision::Reject(r) => Err(r.reason),
-    };
+    let app_of =
+        |h: &mut Harness, path: &str, key: Option<&str>| match h.call("GET", path, key, NOW) {
+            Decision::Forward { app, .. } => Ok(app.id.clone()),
+            Decision::Reject(r) => Err(r.reason),
+        };
     assert_eq!(
         app_of(&mut h, "/?app_id=id-5&app_key=shared-app-key", None),
         Ok("app-5".to_string())

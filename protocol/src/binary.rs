@@ -224,7 +224,10 @@ fn encode_app(
         })?);
         for k in &a.app_key_sha256 {
             out.extend_from_slice(&hex32(k).ok_or_else(|| {
-                format!("application {}: app key {k:?} is not a SHA-256 hex digest", a.id)
+                format!(
+                    "application {}: app key {k:?} is not a SHA-256 hex digest",
+                    a.id
+                )
             })?);
         }
     }
@@ -613,7 +616,7 @@ mod tests {
                     state_reason: None,
                     key_sha256: vec![],
                     app_id: None,
-            app_key_sha256: vec![],
+                    app_key_sha256: vec![],
                 },
             ],
             metrics: vec![Metric {

@@ -49,7 +49,14 @@ mod tests {
         assert_eq!(credential_problem(b"tg_abc-DEF.~!"), None);
         assert_eq!(credential_problem(&[b'k'; MAX_CREDENTIAL_BYTES]), None);
         assert!(credential_problem(&[b'k'; MAX_CREDENTIAL_BYTES + 1]).is_some());
-        for bad in [&b""[..], b"a b", b"a\x01b", b"a\tb", b"a\x7fb", "ключ".as_bytes()] {
+        for bad in [
+            &b""[..],
+            b"a b",
+            b"a\x01b",
+            b"a\tb",
+            b"a\x7fb",
+            "ключ".as_bytes(),
+        ] {
             assert!(credential_problem(bad).is_some(), "{bad:?}");
         }
     }

@@ -351,14 +351,23 @@ enum AppKeyCommand {
     /// Add an app key: its value read from stdin (one line), or its SHA-256.
     Add {
         application: String,
-        #[arg(long, conflicts_with = "value_sha256", required_unless_present = "value_sha256")]
+        #[arg(
+            long,
+            conflicts_with = "value_sha256",
+            required_unless_present = "value_sha256"
+        )]
         value_stdin: bool,
         #[arg(long)]
         value_sha256: Option<String>,
     },
     /// List app keys (ids and digest prefixes; values are never shown).
-    List { application: String },
-    Delete { application: String, key: String },
+    List {
+        application: String,
+    },
+    Delete {
+        application: String,
+        key: String,
+    },
 }
 
 /// One line of standard input without its line ending (a key piped in).
@@ -943,7 +952,8 @@ async fn export(out: Option<std::path::PathBuf>) -> Result<(), String> {
 async fn import(file: &std::path::Path) -> Result<(), String> {
     use crate::domain::transfer;
     use std::io::Read;
-    let f = std::fs::File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    let f =
+        std::fs::File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
     let mut text = Vec::new();
     f.take(transfer::MAX_DOCUMENT_BYTES + 1)
         .read_to_end(&mut text)
@@ -960,10 +970,7 @@ async fn import(file: &std::path::Path) -> Result<(), String> {
             crate::domain::DomainError::Invalid { param: Some(p), .. } => format!(" (at {p})"),
             _ => String::new(),
         };
-        format!(
-            "import refused: {}{param}; nothing was imported",
-            detail(e)
-        )
+        format!("import refused: {}{param}; nothing was imported", detail(e))
     };
     let doc = transfer::parse(&text).map_err(refused)?;
     transfer::validate(&doc).map_err(refused)?;

@@ -31,7 +31,7 @@ use crate::domain::billing::settings::BillingSettings;
 use crate::domain::catalog::mapping_rules::MAX_MAPPING_RULES_PER_SERVICE;
 use crate::domain::catalog::plans::PlanState;
 use crate::domain::catalog::{
-    check_limits, check_metric_name, check_method, check_money, check_name, check_pattern,
+    check_limits, check_method, check_metric_name, check_money, check_name, check_pattern,
     check_pricing_rules, check_trial_days, metrics::check_unit, revision, LimitInput,
     PricingRuleInput,
 };
@@ -241,7 +241,12 @@ fn check_id(path: &str, id: &str) -> DomainResult<()> {
     Ok(())
 }
 
-fn unique<'a>(seen: &mut HashSet<&'a str>, path: &str, field: &str, v: &'a str) -> DomainResult<()> {
+fn unique<'a>(
+    seen: &mut HashSet<&'a str>,
+    path: &str,
+    field: &str,
+    v: &'a str,
+) -> DomainResult<()> {
     if seen.insert(v) {
         Ok(())
     } else {
@@ -254,7 +259,10 @@ fn unique<'a>(seen: &mut HashSet<&'a str>, path: &str, field: &str, v: &'a str) 
 }
 
 fn check_digest(path: String, d: &str) -> DomainResult<()> {
-    if d.len() == 64 && d.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if d.len() == 64
+        && d.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
         Err(invalid(
@@ -631,9 +639,7 @@ pub async fn export(pool: &Pool) -> DomainResult<Document> {
             .fetch_optional(&mut *tx)
             .await?;
     let billing_settings = match settings {
-        Some((json,)) => {
-            serde_json::from_str(&json).map_err(|e| corrupt("billing settings", e))?
-        }
+        Some((json,)) => serde_json::from_str(&json).map_err(|e| corrupt("billing settings", e))?,
         None => BillingSettings::default(),
     };
     let services: Vec<ServiceRow> =
@@ -731,7 +737,10 @@ pub async fn export(pool: &Pool) -> DomainResult<Document> {
         prices.entry(r.plan_id).or_default().push(PricingRuleInput {
             metric: r.metric,
             from: unsigned("pricing rule", r.range_from)?,
-            to: r.range_to.map(|t| unsigned("pricing rule", t)).transpose()?,
+            to: r
+                .range_to
+                .map(|t| unsigned("pricing rule", t))
+                .transpose()?,
             unit_price: format_amount(crate::money::stored(&r.unit_price)?),
             model,
             package_size: r
@@ -903,13 +912,15 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
         .execute(&mut *tx)
         .await?;
     for s in &doc.services {
-        sqlx::query("INSERT INTO services (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)")
-            .bind(&s.id)
-            .bind(s.name.trim())
-            .bind(s.created_at)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO services (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&s.id)
+        .bind(s.name.trim())
+        .bind(s.created_at)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
         let ids: HashMap<&str, &str> = s
             .metrics
             .iter()
@@ -1054,8 +1065,10 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
             .trial_ends_on
             .unwrap_or(today + trial_days.get(a.plan_id.as_str()).copied().unwrap_or(0))
             .max(today);
-        crate::domain::billing::contracts::start_with_trial(&mut tx, &a.id, &a.plan_id, t, trial_end)
-            .await?;
+        crate::domain::billing::contracts::start_with_trial(
+            &mut tx, &a.id, &a.plan_id, t, trial_end,
+        )
+        .await?;
         for k in &a.keys {
             sqlx::query("INSERT INTO application_keys (id, application_id, key_sha256, prefix, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(&k.id)

@@ -68,14 +68,14 @@ async fn an_existing_key_is_kept_by_value_or_digest_and_never_echoed() {
             "SELECT key_sha256 FROM application_keys WHERE application_id = '{id}' ORDER BY key_sha256"
         ))
         .await;
-    assert!(stored.contains(&digest) && stored.contains(&other), "{stored:?}");
+    assert!(
+        stored.contains(&digest) && stored.contains(&other),
+        "{stored:?}"
+    );
     // Without a body a key is still generated and shown once.
     let generated = api.create(&path, json!({})).await;
     assert!(s(&generated, "key").starts_with("tg_"));
-    let r = app
-        .admin()
-        .request("POST", &path, None, &[])
-        .await;
+    let r = app.admin().request("POST", &path, None, &[]).await;
     assert_eq!(r.status, 201, "{}", r.text());
 
     // The gateway sees the digests.
@@ -102,11 +102,23 @@ async fn short_hostile_or_ambiguous_keys_are_refused_and_write_nothing() {
         (json!({"key": ""}), "invalid_key", "key"),
         (json!({"key": "a".repeat(257)}), "invalid_key", "key"),
         (json!({"key": "0123456789abcdef xyz"}), "invalid_key", "key"),
-        (json!({"key": "0123456789abcdef\u{1}"}), "invalid_key", "key"),
+        (
+            json!({"key": "0123456789abcdef\u{1}"}),
+            "invalid_key",
+            "key",
+        ),
         (json!({"key": "0123456789abcdef\t"}), "invalid_key", "key"),
         (json!({"key": "0123456789abcdefé"}), "invalid_key", "key"),
-        (json!({"key_sha256": "abc"}), "invalid_key_sha256", "key_sha256"),
-        (json!({"key_sha256": "g".repeat(64)}), "invalid_key_sha256", "key_sha256"),
+        (
+            json!({"key_sha256": "abc"}),
+            "invalid_key_sha256",
+            "key_sha256",
+        ),
+        (
+            json!({"key_sha256": "g".repeat(64)}),
+            "invalid_key_sha256",
+            "key_sha256",
+        ),
         (
             json!({"key": USER_KEY, "key_sha256": "a".repeat(64)}),
             "ambiguous_key",
@@ -120,7 +132,9 @@ async fn short_hostile_or_ambiguous_keys_are_refused_and_write_nothing() {
     // Exactly at the bounds: 16 and 256 characters are taken.
     api.create(&path, json!({"key": "k".repeat(16)})).await;
     api.create(&path, json!({"key": "~".repeat(256)})).await;
-    api.post(&path, json!({"nope": 1})).await.error(400, "invalid_json");
+    api.post(&path, json!({"nope": 1}))
+        .await
+        .error(400, "invalid_json");
     let mut after = app.row_counts().await;
     *after.get_mut("application_keys").unwrap() -= 2;
     // The two accepted keys bumped the revision; nothing else moved.
@@ -185,14 +199,25 @@ async fn concurrent_adds_of_one_key_to_many_applications_have_one_winner() {
     let statuses = join_all(ids.iter().map(|id| {
         let api = &api;
         async move {
-            api.post(&format!("/applications/{id}/keys"), json!({"key": USER_KEY}))
-                .await
-                .status
+            api.post(
+                &format!("/applications/{id}/keys"),
+                json!({"key": USER_KEY}),
+            )
+            .await
+            .status
         }
     }))
     .await;
-    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 5, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        5,
+        "{statuses:?}"
+    );
     let holders = app
         .column(&format!(
             "SELECT application_id FROM application_keys WHERE key_sha256 = '{}'",
@@ -228,9 +253,12 @@ async fn app_id_is_unique_checked_and_carried_in_the_snapshot_with_app_keys() {
     )
     .await
     .error_at(409, "app_id_in_use", "app_id");
-    api.patch(&format!("/applications/{b_id}"), json!({"app_id": "3a7f21c9"}))
-        .await
-        .error_at(409, "app_id_in_use", "app_id");
+    api.patch(
+        &format!("/applications/{b_id}"),
+        json!({"app_id": "3a7f21c9"}),
+    )
+    .await
+    .error_at(409, "app_id_in_use", "app_id");
     for bad in ["", "has space", "ünï", &"x".repeat(129)] {
         api.patch(&format!("/applications/{b_id}"), json!({"app_id": bad}))
             .await
@@ -281,7 +309,9 @@ async fn app_id_is_unique_checked_and_carried_in_the_snapshot_with_app_keys() {
     api.post(&ak, json!({"value": "short"}))
         .await
         .error_at(422, "key_too_short", "value");
-    api.post(&ak, json!({})).await.error_at(422, "missing_field", "value");
+    api.post(&ak, json!({}))
+        .await
+        .error_at(422, "missing_field", "value");
     assert_eq!(app.row_counts().await, before);
     let listed = api.ok("GET", &ak, None).await;
     let listed = listed["data"].as_array().unwrap();
@@ -312,7 +342,8 @@ async fn app_id_is_unique_checked_and_carried_in_the_snapshot_with_app_keys() {
         .await
         .error(404, "resource_missing");
     // Deleting the application deletes its app keys.
-    api.ok("DELETE", &format!("/applications/{a_id}"), None).await;
+    api.ok("DELETE", &format!("/applications/{a_id}"), None)
+        .await;
     let left = app
         .column(&format!(
             "SELECT id FROM application_app_keys WHERE application_id = '{a_id}'"

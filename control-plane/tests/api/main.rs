@@ -21,3 +21,4 @@ mod idempotency;
 mod imported_keys;
 mod keys;
 mod support;
+mod transfer;

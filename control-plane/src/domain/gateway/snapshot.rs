@@ -212,7 +212,10 @@ async fn applications(pool: &Pool, service_id: &str) -> DomainResult<Vec<Applica
     .await?;
     let mut app_keys: HashMap<String, Vec<String>> = HashMap::new();
     for r in app_key_rows {
-        app_keys.entry(r.application_id).or_default().push(r.key_sha256);
+        app_keys
+            .entry(r.application_id)
+            .or_default()
+            .push(r.key_sha256);
     }
     let rows: Vec<ApplicationKeyRow> = sqlx::query_as(
         "SELECT a.id AS id, a.plan_id AS plan_id, a.state AS state, a.state_reason AS state_reason, \
