@@ -817,17 +817,8 @@ pub async fn export(pool: &Pool) -> DomainResult<Document> {
     }
     let mut applications = Vec::with_capacity(app_rows.len());
     for a in app_rows {
-        let state = match a.state.as_str() {
-            "live" => ApplicationState::Live,
-            "suspended" => ApplicationState::Suspended,
-            other => return Err(corrupt("application state", other)),
-        };
-        let state_reason = match a.state_reason.as_deref() {
-            None => None,
-            Some("admin") => Some(SuspensionReason::Admin),
-            Some("non_payment") => Some(SuspensionReason::NonPayment),
-            Some(other) => return Err(corrupt("suspension reason", other)),
-        };
+        let state = ApplicationState::parse(&a.state)?;
+        let state_reason = SuspensionReason::parse_stored(a.state_reason.as_deref())?;
         applications.push(ApplicationDoc {
             keys: keys.remove(&a.id).unwrap_or_default(),
             app_keys: akeys.remove(&a.id).unwrap_or_default(),

@@ -6,22 +6,12 @@ use serde_json::{json, Value};
 
 use tollgate_control_plane::secrets::sha256_hex;
 
-use crate::support::{join_all, s, Catalog, TestApp};
+use crate::support::{join_all, s, snapshot_of, Catalog, TestApp};
 
 const USER_KEY: &str = "3scale-user-key-0123456789abcdef";
 
 async fn snapshot_app(app: &TestApp, service_id: &str, app_id: &str) -> Value {
-    let token = app
-        .admin()
-        .create(
-            "/gateway_tokens",
-            json!({"name": "edge", "service_ids": [service_id]}),
-        )
-        .await;
-    let snap = app
-        .client("/gateway/v1", Some(s(&token, "token")))
-        .ok("GET", &format!("/services/{service_id}/snapshot"), None)
-        .await;
+    let snap = snapshot_of(app, service_id).await;
     snap["applications"]
         .as_array()
         .unwrap()

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use tollgate_control_plane::domain::transfer;
 
-use crate::support::{s, Catalog, TestApp};
+use crate::support::{s, snapshot_of, Catalog, TestApp};
 
 /// A populated installation: the usual catalog, an imported key, an app_id with an app key, a
 /// suspended application.
@@ -40,22 +40,6 @@ async fn populated() -> TestApp {
     app
 }
 
-async fn snapshot(app: &TestApp, service_id: &str) -> serde_json::Value {
-    let token = app
-        .admin()
-        .create(
-            "/gateway_tokens",
-            json!({"name": "edge", "service_ids": [service_id]}),
-        )
-        .await;
-    let mut snap = app
-        .client("/gateway/v1", Some(s(&token, "token")))
-        .ok("GET", &format!("/services/{service_id}/snapshot"), None)
-        .await;
-    snap.as_object_mut().unwrap().remove("version");
-    snap
-}
-
 #[tokio::test]
 async fn an_export_imported_into_an_empty_installation_is_the_same_installation() {
     let from = populated().await;
@@ -68,7 +52,7 @@ async fn an_export_imported_into_an_empty_installation_is_the_same_installation(
     back.exported_at = doc.exported_at;
     assert_eq!(back, doc);
     let sid = &doc.services[0].id;
-    assert_eq!(snapshot(&to, sid).await, snapshot(&from, sid).await);
+    assert_eq!(snapshot_of(&to, sid).await, snapshot_of(&from, sid).await);
     // Billing goes on: every imported application has its one open contract.
     let open = to
         .column("SELECT application_id FROM contracts WHERE ends_on IS NULL")

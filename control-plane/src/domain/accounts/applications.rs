@@ -39,7 +39,8 @@ impl ApplicationState {
         }
     }
 
-    fn parse(s: &str) -> DomainResult<ApplicationState> {
+    /// A stored state; anything else is a corrupt row.
+    pub(crate) fn parse(s: &str) -> DomainResult<ApplicationState> {
         match s {
             "live" => Ok(ApplicationState::Live),
             "suspended" => Ok(ApplicationState::Suspended),
@@ -76,7 +77,8 @@ impl SuspensionReason {
         }
     }
 
-    fn parse_stored(s: Option<&str>) -> DomainResult<Option<SuspensionReason>> {
+    /// A stored reason (or none); anything else is a corrupt row.
+    pub(crate) fn parse_stored(s: Option<&str>) -> DomainResult<Option<SuspensionReason>> {
         s.map(SuspensionReason::parse).transpose()
     }
 }

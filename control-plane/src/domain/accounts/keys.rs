@@ -329,12 +329,14 @@ pub async fn insert_imported(tx: &mut Tx, app_id: &str, digest: &str) -> DomainR
         Some(Holder {
             expires_at: Some(t),
             ..
-        }) => return Err(DomainError::conflict(
-            "key_rotated",
-            format!(
+        }) => {
+            return Err(DomainError::conflict(
+                "key_rotated",
+                format!(
                 "this key was rotated and stops working at {t}; revoke it before adding it again"
             ),
-        )),
+            ))
+        }
         Some(_) => {
             let mine: KeyRow = sqlx::query_as(&format!(
                 "SELECT {KEY_COLUMNS} FROM application_keys WHERE key_sha256 = $1"
