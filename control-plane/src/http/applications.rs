@@ -222,7 +222,7 @@ pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
     params(("id" = String, Path, description = "the application's id")),
     request_body(content = KeyInput, description = "optional"),
     responses(
-        (status = 201, body = AddedKey, description = "a generated key (`NewKey`, with its value) or an imported one (`ApplicationKey`)"),
+        (status = 201, body = AddedKey, description = "the key; with `key` (its value, this once) only when generated"),
         (status = 200, body = AddedKey, description = "the same imported key was already this application's: nothing changed"),
         (status = 400, body = Error, description = "malformed JSON or an unknown field"),
         (status = 401, body = Error),

@@ -259,6 +259,7 @@ mod schema {
         /// 3scale's `app_id`, presented with one of the app keys.
         pub app_id: Option<String>,
         /// Lowercase hex SHA-256 of each app key (only with an `app_id`; absent when none).
+        #[schema(required = false)]
         pub app_key_sha256: Vec<String>,
     }
 

@@ -131,13 +131,25 @@ pub struct KeyInput {
     pub key_sha256: Option<String>,
 }
 
-/// A key added by [`add`]: a generated one (its value shown this once), or one brought by the
-/// caller (never echoed).
+/// A key added by [`add`]: the key object, with the plaintext `key` only when it was generated
+/// (shown this once); a key brought by the caller is never echoed.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum AddedKey {
-    Generated(NewKey),
-    Imported(ApplicationKey),
+pub struct AddedKey {
+    #[serde(flatten)]
+    pub key_object: ApplicationKey,
+    /// The generated key, this once; absent for a key brought by value or digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub key: Option<String>,
+}
+
+impl AddedKey {
+    fn imported(key_object: ApplicationKey) -> AddedKey {
+        AddedKey {
+            key_object,
+            key: None,
+        }
+    }
 }
 
 /// [`add`]'s answer: the key, and whether it was made now (false: the same key was there).
@@ -345,7 +357,7 @@ pub async fn insert_imported(tx: &mut Tx, app_id: &str, digest: &str) -> DomainR
             .fetch_one(&mut **tx)
             .await?;
             return Ok(Added {
-                key: AddedKey::Imported(mine.into()),
+                key: AddedKey::imported(mine.into()),
                 created: false,
             });
         }
@@ -354,7 +366,7 @@ pub async fn insert_imported(tx: &mut Tx, app_id: &str, digest: &str) -> DomainR
     check_room(tx, app_id).await?;
     match insert_row(tx, app_id, digest, digest_prefix(digest)).await {
         Ok(made) => Ok(Added {
-            key: AddedKey::Imported(made),
+            key: AddedKey::imported(made),
             created: true,
         }),
         Err(e) if crate::store::is_unique_violation(&e) => Err(key_in_use()),
@@ -373,8 +385,12 @@ pub async fn add(pool: &Pool, app_id: &str, input: &KeyInput) -> DomainResult<Ad
     )?;
     applications::must_exist(pool, app_id).await?;
     let Some(digest) = digest else {
+        let made = create(pool, app_id).await?;
         return Ok(Added {
-            key: AddedKey::Generated(create(pool, app_id).await?),
+            key: AddedKey {
+                key_object: made.key_object,
+                key: Some(made.key),
+            },
             created: true,
         });
     };
