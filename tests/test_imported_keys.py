@@ -155,3 +155,40 @@ def test_two_applications_adding_one_key_at_once_one_wins(server):
         assert len(holders) == 1
         winner = [k for k, v in statuses.items() if v == 201][0]
         assert holders == [winner]
+
+
+def test_the_cli_brings_keys_from_stdin_and_never_prints_them(server):
+    """`tollgate keys create --key-stdin`, `applications update --app-id`, `app-keys add
+    --value-stdin` / `list` / `delete`: the secrets go in on standard input (not the command line)
+    and come out nowhere."""
+    import subprocess
+    from support.control_plane import binary
+    api = Api(server.base, ADMIN_TOKEN)
+    svc = api.ok("POST", "/services", {"name": "CLI"})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P"})
+    acct = api.ok("POST", "/accounts", {"name": "Dev", "email": "dev@example.com"})
+    app = api.ok("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"], "name": "a"})
+    env = dict(server.env, TOLLGATE_URL=server.base, TOLLGATE_TOKEN=ADMIN_TOKEN)
+
+    def run(*args, stdin=""):
+        return subprocess.run([binary(), *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
+
+    r = run("keys", "create", app["id"], "--key-stdin", stdin=USER_KEY + "\n")
+    assert r.returncode == 0, r.stderr
+    assert USER_KEY not in r.stdout + r.stderr and "sha256:" + sha256_hex(USER_KEY)[:8] in r.stdout
+    r = run("keys", "create", app["id"], "--key-stdin", stdin="too-short\n")
+    assert r.returncode != 0 and "key_too_short" in r.stderr, r.stderr
+    r = run("applications", "update", app["id"], "--app-id", "cli-app-id")
+    assert r.returncode == 0 and "cli-app-id" in r.stdout, r.stderr
+    r = run("app-keys", "add", app["id"], "--value-stdin", stdin=APP_KEY_1 + "\n")
+    assert r.returncode == 0 and APP_KEY_1 not in r.stdout + r.stderr, r.stderr
+    r = run("app-keys", "add", app["id"], "--value-sha256", sha256_hex(APP_KEY_2))
+    assert r.returncode == 0, r.stderr
+    r = run("app-keys", "list", app["id"], "--json")
+    listed = __import__("json").loads(r.stdout)
+    assert len(listed) == 2 and APP_KEY_1 not in r.stdout
+    r = run("app-keys", "delete", app["id"], listed[0]["id"])
+    assert r.returncode == 0, r.stderr
+    assert len(api.ok("GET", f"/applications/{app['id']}/app_keys")["data"]) == 1
+    stored = server.db.query(f"SELECT key_sha256 FROM application_keys WHERE application_id = '{app['id']}'")
+    assert sha256_hex(USER_KEY) in stored
