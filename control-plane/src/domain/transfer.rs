@@ -297,8 +297,9 @@ pub fn validate(doc: &Document) -> DomainResult<()> {
         let p = format!("services[{i}]");
         check_id(&p, &s.id)?;
         unique(&mut ids, &p, "id", &s.id)?;
+        // The unique index on services.name, exactly (as the admin API applies it).
         let name = check_name("name", &s.name).map_err(|e| at(&p, e))?;
-        if !service_names.insert(name.to_lowercase()) {
+        if !service_names.insert(name.clone()) {
             return Err(invalid(
                 format!("{p}.name"),
                 "duplicate",
@@ -441,11 +442,13 @@ pub fn validate(doc: &Document) -> DomainResult<()> {
         }
         check_name("name", &a.name).map_err(|e| at(&p, e))?;
         check_description(&a.description).map_err(|e| at(&p, e))?;
-        if (a.state == ApplicationState::Live) != a.state_reason.is_none() {
+        // A suspended application without a reason is read as suspended by an admin, as the
+        // gateway reads it; only a live one with a reason is contradictory.
+        if a.state == ApplicationState::Live && a.state_reason.is_some() {
             return Err(invalid(
                 format!("{p}.state_reason"),
                 "invalid_state",
-                "a suspended application has a reason, a live one none",
+                "a live application has no suspension reason",
             ));
         }
         if let Some(app_id) = &a.app_id {
@@ -1228,8 +1231,12 @@ mod tests {
         d.applications[0].app_id = None;
         refused(&d, "applications[0].app_keys");
         let mut d = doc();
-        d.applications[0].state = ApplicationState::Suspended;
+        d.applications[0].state_reason = Some(SuspensionReason::Admin);
         refused(&d, "applications[0].state_reason");
+        let mut d = doc();
+        d.services.push(d.services[0].clone());
+        d.services[1].id = "svc_2".into();
+        refused(&d, "services[1].name");
         let mut d = doc();
         d.applications[0].id = "svc_1".into();
         refused(&d, "applications[0].id");
