@@ -155,6 +155,37 @@ def test_two_applications_adding_one_key_at_once_one_wins(server):
         assert len(holders) == 1
         winner = [k for k, v in statuses.items() if v == 201][0]
         assert holders == [winner]
+    # One app_id asked for by both at once: one gets it.
+    for round_ in range(4):
+        barrier = threading.Barrier(2)
+        statuses = {}
+
+        def claim(app, app_id=f"raced-app-id-{round_}"):
+            barrier.wait()
+            statuses[app["id"]] = api.patch(f"/applications/{app['id']}", {"app_id": app_id})[0]
+
+        threads = [threading.Thread(target=claim, args=(x,)) for x in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(statuses.values()) == [200, 409], (round_, statuses)
+    # Ten app keys at once for one application: exactly five are taken, the rest refused (422).
+    api.ok("PATCH", f"/applications/{a['id']}", {"app_id": "raced-app-keys"})
+    barrier = threading.Barrier(10)
+    answers = []
+
+    def add_app_key(i):
+        barrier.wait()
+        answers.append(api.post(f"/applications/{a['id']}/app_keys", {"value": f"raced-app-key-{i:02d}-0123456789"})[0])
+
+    threads = [threading.Thread(target=add_app_key, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(answers) == [201] * 5 + [422] * 5, answers
+    assert len(server.db.query(f"SELECT id FROM application_app_keys WHERE application_id = '{a['id']}'")) == 5
 
 
 def test_the_cli_brings_keys_from_stdin_and_never_prints_them(server):
@@ -192,3 +223,31 @@ def test_the_cli_brings_keys_from_stdin_and_never_prints_them(server):
     assert len(api.ok("GET", f"/applications/{app['id']}/app_keys")["data"]) == 1
     stored = server.db.query(f"SELECT key_sha256 FROM application_keys WHERE application_id = '{app['id']}'")
     assert sha256_hex(USER_KEY) in stored
+
+
+def test_standalone_mode_reads_app_keys_the_same_way(start_envoy, upstream):
+    """The same fields in an inline snapshot (standalone mode) give the same decisions: an app key
+    shared by two applications opens each only with its app_id, alone it opens nothing, and a
+    configuration written before `app_key_sha256` (the app key among `key_sha256`) still works."""
+    shared = "shared-app-key-0123456789abcdef"
+    config = {"snapshot": {
+        "plans": [{"id": "p", "limits": [{"metric": "hits", "period": "day", "value": 100}]}],
+        "applications": [
+            {"id": "app-a", "plan": "p", "state": "live", "app_id": "id-a", "app_key_sha256": [sha256_hex(shared)]},
+            {"id": "app-b", "plan": "p", "state": "live", "app_id": "id-b", "app_key_sha256": [sha256_hex(shared)]},
+            {"id": "app-s", "plan": "p", "state": "suspended", "app_id": "id-s",
+             "app_key_sha256": [sha256_hex(shared)]},
+            {"id": "app-old", "plan": "p", "state": "live", "app_id": "id-old",
+             "key_sha256": [sha256_hex(APP_KEY_1)]}],
+        "metrics": [{"name": "hits"}]}}
+    envoy = start_envoy(config)
+    for app_id, want, app in (("id-a", 200, "app-a"), ("id-b", 200, "app-b"), ("id-s", 403, None),
+                              ("nope", 403, None)):
+        r = call(envoy.port, "/", headers={"app-id": app_id, "app-key": shared})
+        assert r.status == want, (app_id, r.status, r.body)
+        if app:
+            assert upstream.last()["headers"]["x-tollgate-application"] == app
+    r = call(envoy.port, f"/?app_id=id-a&app_key={shared}")
+    assert r.status == 200
+    assert call(envoy.port, "/", headers={"x-api-key": shared}).status == 403
+    assert call(envoy.port, "/", headers={"app-id": "id-old", "app-key": APP_KEY_1}).status == 200
