@@ -176,7 +176,12 @@ def test_export_from_sqlite_import_into_postgres_same_decisions(shell, upstream)
         assert [s for label, s, _ in before if label == "generated"] == [200] * 4 + [429] * 2
         assert [s for label, s, _ in before if label == "custom"] == [200] * 2 + [429]
 
-        # A second import into the now non-empty installation: refused, nothing changed.
+        # A second import into the now non-empty installation: refused, nothing changed (the
+        # gateways stopped first: their usage reports would change the counts).
+        for e in envoys:
+            e.stop()
+        envoys.clear()
+        time.sleep(1)  # a report in flight when Envoy stopped still lands
         counts = dst_db.row_counts(exclude=("idempotency_keys",))
         r = cli(dst, "import", out)
         assert r.returncode != 0 and "not empty" in r.stderr, r.stderr
@@ -220,11 +225,15 @@ def test_a_truncated_or_inconsistent_file_changes_nothing(backend):
             path = os.path.join(d, name)
             with open(path, "w") as f:
                 f.write(content)
+            assert cli(dst, "import", "--check", path).returncode != 0, name
             r = cli(dst, "import", path)
             assert r.returncode != 0, (name, r.stderr)
             assert "nothing was imported" in r.stderr or "cannot" in r.stderr, (name, r.stderr)
             assert dst_db.row_counts() == empty, name
         # The refusals left the installation empty: the good file still imports whole.
+        r = cli(dst, "import", "--check", good)
+        assert r.returncode == 0 and "valid export" in r.stderr, r.stderr
+        assert dst_db.row_counts() == empty
         r = cli(dst, "import", good)
         assert r.returncode == 0, r.stderr
     finally:

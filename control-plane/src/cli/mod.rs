@@ -61,7 +61,12 @@ enum Command {
     },
     /// Import an export into this (empty) installation: the whole file is checked first, then
     /// written in one transaction, all or nothing. A non-empty installation is refused.
-    Import { file: std::path::PathBuf },
+    Import {
+        file: std::path::PathBuf,
+        /// Only check the file (the same checks, no database touched) and say what it holds.
+        #[arg(long)]
+        check: bool,
+    },
     /// Admin tokens, created directly in the database (bootstrap).
     Token {
         #[command(subcommand)]
@@ -460,7 +465,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Export { out } => export(out).await,
-        Command::Import { file } => import(&file).await,
+        Command::Import { file, check } => import(&file, check).await,
         Command::Billing { command, remote } => billing(command, &remote).await,
         Command::Invoices { command, remote } => invoices(command, &remote).await,
         Command::Services { command, remote } => {
@@ -949,7 +954,7 @@ async fn export(out: Option<std::path::PathBuf>) -> Result<(), String> {
 
 /// `tollgate import FILE`: checked whole, then written in one transaction into an empty
 /// installation; any refusal changes nothing and exits non-zero with the reason.
-async fn import(file: &std::path::Path) -> Result<(), String> {
+async fn import(file: &std::path::Path, check_only: bool) -> Result<(), String> {
     use crate::domain::transfer;
     use std::io::Read;
     let f =
@@ -974,6 +979,17 @@ async fn import(file: &std::path::Path) -> Result<(), String> {
     };
     let doc = transfer::parse(&text).map_err(refused)?;
     transfer::validate(&doc).map_err(refused)?;
+    if check_only {
+        eprintln!(
+            "{} is a valid export: {} service(s), {} plan(s), {} account(s), {} application(s); nothing was imported (--check)",
+            file.display(),
+            doc.services.len(),
+            doc.plans.len(),
+            doc.accounts.len(),
+            doc.applications.len()
+        );
+        return Ok(());
+    }
     let settings = Settings::from_env()?;
     let pool = store::connect(&settings.database_url).await?;
     store::migrate(&pool).await?;
