@@ -27,6 +27,7 @@ use crate::domain::accounts::applications::{
 };
 use crate::domain::accounts::{account, app_keys, check_address, check_email, BillingAddress};
 use crate::domain::billing::calendar::day_of;
+use crate::domain::billing::contracts::ImportedContract;
 use crate::domain::billing::settings::BillingSettings;
 use crate::domain::catalog::mapping_rules::MAX_MAPPING_RULES_PER_SERVICE;
 use crate::domain::catalog::plans::PlanState;
@@ -38,7 +39,7 @@ use crate::domain::catalog::{
 use crate::domain::{DomainError, DomainResult};
 use crate::money::format_amount;
 use crate::secrets::new_id;
-use crate::store::{begin_write, now, Pool, Tx};
+use crate::store::{begin_write, now, placeholders, rows_per_statement, Pool, Tx};
 
 /// The document's `format`: what the file is.
 pub const FORMAT: &str = "tollgate.export";
@@ -1017,76 +1018,132 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
         .iter()
         .map(|p| (p.id.as_str(), p.trial_days))
         .collect();
-    for a in &doc.accounts {
-        sqlx::query(
-            "INSERT INTO accounts (id, name, email, billing_address, vat_rate, vat_code, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&a.id)
-        .bind(check_name("name", &a.name)?)
-        .bind(check_email(&a.email)?)
-        .bind(check_address(&a.billing_address)?)
-        .bind(format_amount(account::check_vat_rate(&a.vat_rate)?))
-        .bind(match &a.vat_code {
-            Some(c) => account::check_vat_code(c)?,
-            None => None,
+    // Accounts, applications and their keys in multi-row statements: tens of thousands of rows
+    // cost a few hundred round trips, not one each (the PostgreSQL figure in BENCHMARKS.md).
+    let accounts: Vec<(&AccountDoc, String, String, String, String, Option<String>)> = doc
+        .accounts
+        .iter()
+        .map(|a| {
+            Ok((
+                a,
+                check_name("name", &a.name)?,
+                check_email(&a.email)?,
+                check_address(&a.billing_address)?,
+                format_amount(account::check_vat_rate(&a.vat_rate)?),
+                match &a.vat_code {
+                    Some(c) => account::check_vat_code(c)?,
+                    None => None,
+                },
+            ))
         })
-        .bind(a.created_at)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        done.accounts += 1;
-    }
-    for a in &doc.applications {
-        sqlx::query(
-            "INSERT INTO applications (id, account_id, plan_id, name, description, state, state_reason, created_at, updated_at, app_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&a.id)
-        .bind(&a.account_id)
-        .bind(&a.plan_id)
-        .bind(check_name("name", &a.name)?)
-        .bind(&a.description)
-        .bind(a.state.as_str())
-        .bind(a.state_reason.map(SuspensionReason::as_str))
-        .bind(a.created_at)
-        .bind(t)
-        .bind(&a.app_id)
-        .execute(&mut *tx)
-        .await?;
-        // Billing goes on from the import day; what is left of a trial is kept, never a new one.
-        let trial_end = a
-            .trial_ends_on
-            .unwrap_or(today + trial_days.get(a.plan_id.as_str()).copied().unwrap_or(0))
-            .max(today);
-        crate::domain::billing::contracts::start_with_trial(
-            &mut tx, &a.id, &a.plan_id, t, trial_end,
-        )
-        .await?;
-        for k in &a.keys {
-            sqlx::query("INSERT INTO application_keys (id, application_id, key_sha256, prefix, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
-                .bind(&k.id)
+        .collect::<DomainResult<_>>()?;
+    for chunk in accounts.chunks(rows_per_statement(8)) {
+        let sql = format!(
+            "INSERT INTO accounts (id, name, email, billing_address, vat_rate, vat_code, created_at, updated_at) VALUES {}",
+            placeholders(chunk.len(), 8)
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for (a, name, email, address, vat_rate, vat_code) in chunk {
+            q = q
                 .bind(&a.id)
+                .bind(name)
+                .bind(email)
+                .bind(address)
+                .bind(vat_rate)
+                .bind(vat_code)
+                .bind(a.created_at)
+                .bind(t);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    done.accounts = accounts.len();
+    let names: Vec<String> = doc
+        .applications
+        .iter()
+        .map(|a| check_name("name", &a.name))
+        .collect::<DomainResult<_>>()?;
+    let apps: Vec<(&ApplicationDoc, &String)> = doc.applications.iter().zip(&names).collect();
+    for chunk in apps.chunks(rows_per_statement(10)) {
+        let sql = format!(
+            "INSERT INTO applications (id, account_id, plan_id, name, description, state, state_reason, created_at, updated_at, app_id) VALUES {}",
+            placeholders(chunk.len(), 10)
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for (a, name) in chunk {
+            q = q
+                .bind(&a.id)
+                .bind(&a.account_id)
+                .bind(&a.plan_id)
+                .bind(*name)
+                .bind(&a.description)
+                .bind(a.state.as_str())
+                .bind(a.state_reason.map(SuspensionReason::as_str))
+                .bind(a.created_at)
+                .bind(t)
+                .bind(&a.app_id);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    done.applications = apps.len();
+    // Billing goes on from the import day; what is left of a trial is kept, never a new one.
+    let contracts: Vec<ImportedContract> = apps
+        .iter()
+        .map(|(a, name)| ImportedContract {
+            application_id: &a.id,
+            account_id: &a.account_id,
+            application_name: name,
+            plan_id: &a.plan_id,
+            trial_ends_on: a
+                .trial_ends_on
+                .unwrap_or(today + trial_days.get(a.plan_id.as_str()).copied().unwrap_or(0))
+                .max(today),
+        })
+        .collect();
+    crate::domain::billing::contracts::start_imported(&mut tx, &contracts, t).await?;
+    let keys: Vec<(&str, &KeyDoc)> = doc
+        .applications
+        .iter()
+        .flat_map(|a| a.keys.iter().map(move |k| (a.id.as_str(), k)))
+        .collect();
+    for chunk in keys.chunks(rows_per_statement(6)) {
+        let sql = format!(
+            "INSERT INTO application_keys (id, application_id, key_sha256, prefix, created_at, expires_at) VALUES {}",
+            placeholders(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for (app, k) in chunk {
+            q = q
+                .bind(&k.id)
+                .bind(*app)
                 .bind(&k.key_sha256)
                 .bind(&k.prefix)
                 .bind(k.created_at)
-                .bind(k.expires_at)
-                .execute(&mut *tx)
-                .await?;
-            done.keys += 1;
+                .bind(k.expires_at);
         }
-        for k in &a.app_keys {
-            sqlx::query("INSERT INTO application_app_keys (id, application_id, key_sha256, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(&k.id)
-                .bind(&a.id)
-                .bind(&k.key_sha256)
-                .bind(k.created_at)
-                .execute(&mut *tx)
-                .await?;
-            done.app_keys += 1;
-        }
-        done.applications += 1;
+        q.execute(&mut *tx).await?;
     }
+    done.keys = keys.len();
+    let app_keys: Vec<(&str, &AppKeyDoc)> = doc
+        .applications
+        .iter()
+        .flat_map(|a| a.app_keys.iter().map(move |k| (a.id.as_str(), k)))
+        .collect();
+    for chunk in app_keys.chunks(rows_per_statement(4)) {
+        let sql = format!(
+            "INSERT INTO application_app_keys (id, application_id, key_sha256, created_at) VALUES {}",
+            placeholders(chunk.len(), 4)
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for (app, k) in chunk {
+            q = q
+                .bind(&k.id)
+                .bind(*app)
+                .bind(&k.key_sha256)
+                .bind(k.created_at);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    done.app_keys = app_keys.len();
     revision::bump(&mut tx).await?;
     tx.commit().await?;
     Ok(done)
