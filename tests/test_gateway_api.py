@@ -100,6 +100,49 @@ def test_snapshot_version_changes_with_the_catalog_only(world):
     assert snapshot(w, f'"{snap4["version"]}"')[0] == 304
 
 
+def test_a_held_snapshot_request_answers_when_the_version_moves_or_when_the_wait_ends(world):
+    """Long poll (Prefer: wait): held while nothing changes, answered with the new snapshot as soon
+    as a change commits, whichever way the change came (a write, or a key's grace running out)."""
+    w = world
+    _, snap, headers = snapshot(w)
+    etag = headers["etag"]
+    held = {"If-None-Match": etag, "Prefer": "wait=1"}
+    path = f"/gateway/v1/services/{w['service']['id']}/snapshot"
+    started = time.monotonic()
+    st, body, hs = w["gw"].call("GET", path, headers=held)
+    assert (st, body) == (304, None) and hs["preference-applied"] == "wait=1"
+    assert time.monotonic() - started >= 0.9, "held for the wait"
+    # An unreadable wait is plain polling: answered at once.
+    st, _, hs = w["gw"].call("GET", path, headers={"If-None-Match": etag, "Prefer": "wait=x"})
+    assert st == 304 and "preference-applied" not in hs
+
+    def suspend_soon():
+        time.sleep(0.5)
+        w["api"].ok("POST", f"/applications/{w['app']['id']}/suspend", {"reason": "non_payment"}, status=200)
+
+    # Ten requests held at once for up to 15 s each: the change answers every one of them, with
+    # the new snapshot (a 304 would mean the hold ran out without seeing it).
+    with ThreadPoolExecutor(11) as pool:
+        waits = [pool.submit(w["gw"].call, "GET", path, None, {"If-None-Match": etag, "Prefer": "wait=15"})
+                 for _ in range(10)]
+        pool.submit(suspend_soon).result()
+        answers = [f.result() for f in waits]
+    for st, body, hs in answers:
+        assert st == 200 and body["version"] != snap["version"], (st, body)
+        assert body["applications"][0]["state"] == "suspended"
+    # A version the gateway does not hold is answered at once, held or not.
+    st, body, _ = w["gw"].call("GET", path, headers={"If-None-Match": '"0.0"', "Prefer": "wait=15"})
+    assert st == 200
+    # A key whose grace runs out moves the version with no write: that answers a held request too.
+    new_etag = answers[0][2]["etag"]
+    key_id = w["app"]["keys"][0]["id"]
+    w["api"].ok("POST", f"/applications/{w['app']['id']}/keys/{key_id}/rotate", {"grace_seconds": 2})
+    _, rotated, hs = snapshot(w)
+    st, body, _ = w["gw"].call("GET", path, headers={"If-None-Match": hs["etag"], "Prefer": "wait=15"})
+    assert st == 200 and len(body["applications"][0]["key_sha256"]) == 1, body
+    assert new_etag != hs["etag"]
+
+
 def test_snapshot_is_what_the_filter_enforces(world, start_envoy):
     """One definition: the control plane's snapshot, given to the filter inline, enforces the plan."""
     w = world
@@ -236,12 +279,24 @@ def test_a_replica_stuck_holding_the_services_report_lock_costs_retries_not_the_
     ({"gateway": "g", "sequence": 1, "entries": [{"application": "a", "metric": "hits", "bucket_start": 0, "delta": 0}]},
      None),
     ({"gateway": "g", "sequence": -1, "entries": []}, "sequence"),
+    # PostgreSQL cannot hold U+0000 in text: it was a 500 there; both databases now refuse it alike.
+    ({"gateway": "g", "sequence": 1, "entries": [{"application": "a\u0000b", "metric": "hits", "bucket_start": "now", "delta": 1}]},
+     "entries[0].application"),
+    ({"gateway": "g", "sequence": 1, "entries": [{"application": "a", "metric": "hi\u0000ts", "bucket_start": "now", "delta": 1}]},
+     "entries[0].metric"),
+    ({"gateway": "g", "sequence": 1, "entries": [{"application": "", "metric": "hits", "bucket_start": "now", "delta": 1}]},
+     "entries[0].application"),
+    ({"gateway": "g", "sequence": 1, "entries": [{"application": "a" * 801, "metric": "hits", "bucket_start": "now", "delta": 1}]},
+     "entries[0].application"),
+    ({"gateway": "g\u0000", "sequence": 1, "entries": []}, "gateway"),
 ])
 def test_bad_reports_are_refused_and_change_nothing(world, bad, param):
     w = world
     if bad["entries"] and bad["entries"][0]["bucket_start"] == 0:
         bad["entries"][0]["bucket_start"] = minute()
         param = "entries[0].delta"
+    if bad["entries"] and bad["entries"][0]["bucket_start"] == "now":
+        bad["entries"][0]["bucket_start"] = minute()
     st, body, _ = w["gw"].call("POST", f"/gateway/v1/services/{w['service']['id']}/usage", bad)
     assert st in (400, 422), body
     if param:

@@ -45,11 +45,16 @@ pub async fn serve() -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     tracing::info!(listen = %settings.listen, "tollgate control plane listening");
+    let versions = std::sync::Arc::clone(&state.versions);
     axum::serve(
         listener,
         crate::http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Held snapshot requests answer now (304) instead of holding the shutdown up.
+        versions.close();
+    })
     .await
     .map_err(|e| format!("server error: {e}"))
 }

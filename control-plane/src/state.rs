@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::domain::gateway::encoded::SnapshotCache;
+use crate::domain::gateway::watch::VersionWatch;
 use crate::store::Pool;
 
 #[derive(Clone)]
@@ -13,6 +14,8 @@ pub struct AppState {
     /// SHA-256 of `TOLLGATE_ADMIN_TOKEN`, if set.
     pub env_token_sha256: Option<Arc<str>>,
     pub snapshots: Arc<SnapshotCache>,
+    /// The snapshot version as held snapshot requests (long polls) wait on it.
+    pub versions: Arc<VersionWatch>,
     /// Held while this process runs billing.
     pub billing_runs: crate::domain::billing::run::RunLock,
     /// Seals payment-gateway secrets (`TOLLGATE_MASTER_KEY`); `None`: secrets are refused.
@@ -27,6 +30,7 @@ impl AppState {
             pool,
             env_token_sha256,
             snapshots: Arc::default(),
+            versions: Arc::default(),
             billing_runs: Arc::default(),
             master_key: None,
             limits: crate::rate_limit::Limiter::new(Default::default()),

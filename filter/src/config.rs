@@ -81,6 +81,8 @@ struct RawControlPlane {
     flush_interval_ms: u32,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u32,
+    #[serde(default = "default_snapshot_wait_s")]
+    snapshot_wait_s: u32,
     #[serde(default)]
     fail_mode: FailMode,
 }
@@ -99,6 +101,14 @@ fn default_interval_ms() -> u32 {
 fn default_timeout_ms() -> u32 {
     5_000
 }
+/// A snapshot poll asks the control plane to hold it this long while nothing changes
+/// (`Prefer: wait`), so a change arrives as soon as it commits. 10 s stays under the 15 s route
+/// timeout an Envoy in front of the control plane has by default.
+fn default_snapshot_wait_s() -> u32 {
+    10
+}
+/// Longest `snapshot_wait_s` accepted: the control plane holds a request at most this long.
+pub const MAX_SNAPSHOT_WAIT_S: u32 = 20;
 
 /// Shortest poll or flush interval accepted; keeps a misconfiguration from hammering the
 /// control plane.
@@ -117,6 +127,8 @@ pub struct ControlPlane {
     pub poll_interval_ms: u32,
     pub flush_interval_ms: u32,
     pub timeout_ms: u32,
+    /// How long a snapshot poll asks to be held while nothing changes (0: plain polling).
+    pub snapshot_wait_s: u32,
     /// What requests get while no snapshot was ever received: `closed` 503, `open` forwarded uncounted.
     pub fail_mode: FailMode,
 }
@@ -412,6 +424,12 @@ fn control_plane(service_id: String, cp: RawControlPlane) -> Result<ControlPlane
             format!("{MIN_INTERVAL_MS}-{MAX_INTERVAL_MS} ms"),
         ));
     }
+    if cp.snapshot_wait_s > MAX_SNAPSHOT_WAIT_S {
+        return Err(ConfigError::new(
+            "control_plane.snapshot_wait_s",
+            format!("0-{MAX_SNAPSHOT_WAIT_S} s"),
+        ));
+    }
     Ok(ControlPlane {
         service_id,
         upstream,
@@ -420,6 +438,7 @@ fn control_plane(service_id: String, cp: RawControlPlane) -> Result<ControlPlane
         poll_interval_ms: cp.poll_interval_ms,
         flush_interval_ms: cp.flush_interval_ms,
         timeout_ms: cp.timeout_ms,
+        snapshot_wait_s: cp.snapshot_wait_s,
         fail_mode: cp.fail_mode,
     })
 }
@@ -565,6 +584,7 @@ mod control_plane_tests {
             (c.poll_interval_ms, c.flush_interval_ms, c.timeout_ms),
             (500, 1_000, 5_000)
         );
+        assert_eq!(c.snapshot_wait_s, 10);
         assert_eq!(c.fail_mode, FailMode::Closed);
         let k = cp(r#"{"service_id": "s", "control_plane": {"upstream": "127.0.0.1:8080", "token": "t", "fail_mode": "open"}}"#).unwrap();
         assert_eq!(
@@ -595,6 +615,12 @@ mod control_plane_tests {
                 r#"{"service_id": "s", "control_plane": {"cluster": "c", "token": "t", "poll_interval_ms": 5}}"#
             ),
             "control_plane.poll_interval_ms"
+        );
+        assert_eq!(
+            field(
+                r#"{"service_id": "s", "control_plane": {"cluster": "c", "token": "t", "snapshot_wait_s": 21}}"#
+            ),
+            "control_plane.snapshot_wait_s"
         );
         assert_eq!(field(r#"{"service_id": "s"}"#), "control_plane");
         assert_eq!(

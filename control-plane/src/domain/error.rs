@@ -199,6 +199,18 @@ impl From<sqlx::Error> for DomainError {
                 tracing::warn!(error = %d, "transaction aborted by lock contention");
                 DomainError::Unavailable("the database is busy; retry shortly".into())
             }
+            // Text PostgreSQL cannot store (U+0000 from a path or form; JSON bodies are refused
+            // before): the client's input, not a fault of ours. SQLite would have stored it.
+            sqlx::Error::Database(d)
+                if d.code()
+                    .is_some_and(|c| matches!(c.as_ref(), "22021" | "22P05")) =>
+            {
+                DomainError::Invalid {
+                    code: "invalid_text",
+                    message: "text may not contain the NUL character".into(),
+                    param: None,
+                }
+            }
             // A concurrent change removed or still references what this request relied on.
             sqlx::Error::Database(d) if d.is_foreign_key_violation() || d.is_unique_violation() => {
                 DomainError::conflict(

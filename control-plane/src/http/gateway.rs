@@ -13,7 +13,7 @@ use axum::Json;
 use tollgate_protocol::{UsageAck, UsageReport};
 
 use crate::domain::gateway::encoded::Encoding;
-use crate::domain::gateway::{self, snapshot, GatewayCaller};
+use crate::domain::gateway::{self, snapshot, watch, GatewayCaller};
 use crate::domain::metering;
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
@@ -45,7 +45,8 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
 }
 
 /// The snapshot of a service: JSON, or the compact binary form when `Accept` names it. 304 while
-/// `If-None-Match` holds the current version.
+/// `If-None-Match` holds the current version; with `Prefer: wait=<s>` that 304 is held until the
+/// version moves or the wait runs out (a long poll: see `domain::gateway::watch`).
 #[utoipa::path(
     get,
     path = "/gateway/v1/services/{id}/snapshot",
@@ -53,18 +54,19 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     params(
         ("id" = String, Path, description = "The service"),
         ("If-None-Match" = Option<String>, Header, description = "The version the gateway holds, quoted"),
+        ("Prefer" = Option<String>, Header, description = "`wait=<seconds>` (RFC 7240): while If-None-Match holds the current version, hold the request until the version moves (answered at once, 200) or the wait runs out (304); at most 20 s"),
         ("Accept" = Option<String>, Header, description = "`application/vnd.tollgate.snapshot.v2` (records with app keys) or `.v1` for the compact binary form; the newest named is answered")
     ),
     responses(
         (status = 200, description = "The snapshot; its version is the ETag",
-            headers(("etag" = String, description = "The quoted version")),
+            headers(("etag" = String, description = "The quoted version"), ("preference-applied" = String, description = "`wait=<seconds>` when the request asked to wait")),
             content(
                 (schema::GatewaySnapshot = "application/json"),
                 (Vec<u8> = "application/vnd.tollgate.snapshot.v1"),
                 (Vec<u8> = "application/vnd.tollgate.snapshot.v2")
             )),
         (status = 304, description = "Unchanged since the version in If-None-Match",
-            headers(("etag" = String, description = "The quoted version"))),
+            headers(("etag" = String, description = "The quoted version"), ("preference-applied" = String, description = "`wait=<seconds>` when the request asked to wait"))),
         (status = 401, description = "No or an unknown gateway token", body = crate::http::api_doc::ErrorBody),
         (status = 403, description = "The token is not scoped to the service", body = crate::http::api_doc::ErrorBody),
         (status = 404, description = "No such service", body = crate::http::api_doc::ErrorBody),
@@ -79,10 +81,34 @@ pub async fn snapshot(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     caller.check_service(&s.pool, &service_id).await?;
-    let version = snapshot::version(&s.pool).await?;
+    let mut version = snapshot::version(&s.pool).await?;
+    let held = headers.get("if-none-match").and_then(|v| v.to_str().ok());
+    let wait = watch::requested_wait(
+        headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    if let Some(wait) = wait {
+        if held == Some(format!("\"{version}\"").as_str()) {
+            version = s
+                .versions
+                .wait_past(&s.pool, &version, tokio::time::Instant::now() + wait)
+                .await?;
+        }
+    }
+    // RFC 7240: say that the wait was honored (and how long it may be), so a gateway can tell a
+    // control plane that holds from one that answers at once.
+    let applied = wait.map(|w| ("preference-applied", format!("wait={}", w.as_secs())));
     let etag = format!("\"{version}\"");
-    if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
-        return Ok((StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response());
+    if held == Some(etag.as_str()) {
+        let mut r = (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
+        if let Some((name, value)) = applied {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                r.headers_mut().insert(name, v);
+            }
+        }
+        return Ok(r);
     }
     // The newest compact encoding the gateway asks for (the Tollgate filter does), else JSON.
     let encoding = headers
@@ -101,6 +127,11 @@ pub async fn snapshot(
     );
     if let Ok(v) = HeaderValue::from_str(&etag) {
         r.headers_mut().insert("etag", v);
+    }
+    if let Some((name, value)) = applied {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            r.headers_mut().insert(name, v);
+        }
     }
     Ok(r)
 }

@@ -31,6 +31,18 @@ async fn read_form(req: Request, s: &AppState) -> Result<(HeaderMap, Fields), Re
     let Form(fields) = Form::<Fields>::from_request(req, s)
         .await
         .map_err(IntoResponse::into_response)?;
+    // As for JSON bodies (`web::extract::parse`): PostgreSQL cannot store U+0000, and no field
+    // needs it, so both databases refuse it the same way, before anything is written.
+    if fields
+        .iter()
+        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err((
+            axum::http::StatusCode::BAD_REQUEST,
+            "form fields may not contain the NUL character",
+        )
+            .into_response());
+    }
     Ok((headers, fields))
 }
 

@@ -89,6 +89,7 @@ pub struct Call {
     pub upstream: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    pub timeout_ms: u32,
 }
 
 impl Call {
@@ -257,7 +258,7 @@ impl Host for FakeHost {
         upstream: &str,
         headers: &[(&str, String)],
         body: &[u8],
-        _timeout_ms: u32,
+        timeout_ms: u32,
     ) -> Result<u32, HostStatus> {
         if self.dead {
             return Err(HostStatus(INTERNAL_FAILURE));
@@ -272,6 +273,7 @@ impl Host for FakeHost {
                 .map(|(k, v)| ((*k).to_string(), v.clone()))
                 .collect(),
             body: body.to_vec(),
+            timeout_ms,
         });
         Ok(token)
     }

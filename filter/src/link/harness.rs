@@ -61,8 +61,14 @@ pub struct Worker {
 impl Worker {
     /// What `on_configure` does in control-plane mode.
     pub fn start(world: &Rc<World>) -> Worker {
+        Worker::start_for(world, "svc_1")
+    }
+
+    /// [`Worker::start`] for a stanza of `service` (several may share one VM's shared data).
+    pub fn start_for(world: &Rc<World>, service: &str) -> Worker {
         let mut host = FakeHost::new(world);
-        let (config, catalog) = Config::parse(CONFIG.as_bytes()).unwrap();
+        let config_json = CONFIG.replace("svc_1", service);
+        let (config, catalog) = Config::parse(config_json.as_bytes()).unwrap();
         assert!(catalog.is_none());
         let link = Link::new(config.control_plane.clone().unwrap(), &mut host);
         let mut meter = Meter::new(link.gateway().to_string());
@@ -154,6 +160,9 @@ pub struct ControlPlane {
     pub snapshot: Snapshot,
     /// Serve the compact binary encoding (else JSON).
     pub binary: bool,
+    /// Say that a poll asking to wait was held (`preference-applied`), as Tollgate's control
+    /// plane does; the harness answers at once all the same (the test plays the time).
+    pub holds: bool,
     pub snapshot_mode: Mode,
     pub usage_mode: Mode,
     /// Reports counted, by `(gateway, sequence)`: the control plane's exactly-once ingestion.
@@ -167,6 +176,7 @@ impl ControlPlane {
         ControlPlane {
             snapshot,
             binary: true,
+            holds: false,
             snapshot_mode: Mode::Up,
             usage_mode: Mode::Up,
             counted: BTreeMap::new(),
@@ -205,8 +215,15 @@ impl ControlPlane {
             Mode::Up => {}
         }
         let version = self.snapshot.version.clone().unwrap_or_default();
+        let applied: Vec<(String, Vec<u8>)> = match call.header("prefer") {
+            Some(p) if self.holds => vec![("preference-applied".into(), p.as_bytes().to_vec())],
+            _ => Vec::new(),
+        };
         if call.header("if-none-match") == Some(format!("\"{version}\"").as_str()) {
-            return Answer::status(304);
+            return Answer {
+                headers: applied,
+                ..Answer::status(304)
+            };
         }
         let (content_type, body) = if self.binary {
             // What the control plane answers this filter's `Accept`: the newest version.
@@ -224,7 +241,10 @@ impl ControlPlane {
             )
         };
         Answer {
-            headers: vec![("content-type".into(), content_type.as_bytes().to_vec())],
+            headers: [("content-type".into(), content_type.as_bytes().to_vec())]
+                .into_iter()
+                .chain(applied)
+                .collect(),
             body,
             ..Answer::status(200)
         }

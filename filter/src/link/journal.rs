@@ -56,6 +56,12 @@ fn create_if_absent<H: Host>(host: &mut H, key: &str, value: &[u8]) -> Result<bo
     }
 }
 
+/// The service part of a gateway id (see `new_gateway_id`: `<service>-<random>`), which tells
+/// whose journal a registry entry is.
+fn service_part(gateway: &str) -> &str {
+    gateway.rsplit_once('-').map_or("", |(service, _)| service)
+}
+
 /// The usage report in flight.
 struct InFlight {
     token: u32,
@@ -341,7 +347,10 @@ impl Journal {
         };
         let mut gone = Vec::new();
         for id in registry_decode(&registry) {
-            if id == self.gateway {
+            // Another service's journal (two stanzas sharing one `vm_id`, or one
+            // `shared_data_id`) is left to that service's workers: its reports go to its own
+            // service's usage route with its own token; here they would be refused whole.
+            if id == self.gateway || service_part(&id) != service_part(&self.gateway) {
                 continue;
             }
             let key = format!("{JOURNAL_PREFIX}{id}");
@@ -504,6 +513,41 @@ mod tests {
         assert_eq!(cp.counted.keys().filter(|(g, _)| *g == dead_id).count(), 1);
         assert_eq!(cp.hits("a1"), 12);
         assert_eq!(cp.hits("a2"), 2);
+    }
+
+    #[test]
+    fn a_dead_workers_journal_is_adopted_only_by_a_worker_of_its_own_service() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        let mut ws = workers(&world, &mut cp, 2);
+        let mut c = ws.pop().unwrap();
+        let mut a = ws.pop().unwrap();
+        // A stanza of another service in the same VM's shared data.
+        let mut other = Worker::start_for(&world, "svc_2");
+        other.tick();
+        cp.serve(&mut other);
+        let dead_id = c.link.gateway().to_string();
+
+        c.hits("a1", 4);
+        world.advance_ms(100);
+        c.tick();
+        c.host.die();
+        for _ in 0..(ORPHAN_AFTER_MS / 1_000) + 1 {
+            world.advance_ms(1_000);
+            other.tick();
+            cp.serve(&mut other);
+        }
+        // The other service's worker looks first: it leaves the orphan alone.
+        other.link.journal.next_adopt_ms = 0;
+        other.tick();
+        assert!(!other.host.logged("adopted the usage journal"));
+        assert!(registry(&world).contains(&dead_id));
+        // A worker of the dead one's service adopts it and delivers its hits.
+        a.link.journal.next_adopt_ms = 0;
+        a.tick();
+        assert!(a.host.logged("adopted the usage journal of dead worker"));
+        deliver_everything(&world, &mut cp, &mut [&mut a]);
+        assert_eq!(cp.hits("a1"), 4);
     }
 
     #[test]

@@ -209,6 +209,9 @@ impl Link {
                 shared,
                 host,
             );
+            if let Ok(now) = host.now_ms() {
+                self.snapshot.poll_again(&self.cp, host, now);
+            }
         } else if self.global_poll == Some(token) {
             self.global_poll = None;
             self.on_global_answer(status, body_size, shared, host);

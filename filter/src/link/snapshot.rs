@@ -37,6 +37,9 @@ use crate::worker::{prepare_records, Shared};
 pub const MAX_SNAPSHOT_BYTES: usize = 128 * 1024 * 1024;
 /// Shared-data marker of counter-record preparation: `preparing:<ms>:<version>` or `done:<version>`.
 pub const PREPARED_KEY: &str = "tollgate/v1/prepared";
+/// Least time between the starts of two polls when the control plane holds them (see
+/// [`SnapshotSync::on_answer`]).
+pub const HELD_POLL_SPACING_MS: u32 = 100;
 /// Tick period while waiting for another worker to finish counter records.
 pub const PENDING_TICK_MS: u32 = 20;
 /// A preparation claim older than this is abandoned (its VM died) and taken over.
@@ -65,6 +68,12 @@ pub struct SnapshotSync {
     /// Snapshot request in flight.
     poll: Option<u32>,
     next_poll_ms: u64,
+    /// When the last poll started: a control plane that holds polls lets the next one start
+    /// [`HELD_POLL_SPACING_MS`] after it, not a whole poll interval.
+    poll_started_ms: u64,
+    /// The poll in flight could not ask to be held (no version to hold yet) though the
+    /// configuration wants held polls: its answer lets the first held poll start at once.
+    first_of_held: bool,
     /// A decoded snapshot waiting to be installed.
     pending: Option<Pending>,
 }
@@ -82,10 +91,37 @@ impl SnapshotSync {
 
     /// Asks for the snapshot when the poll interval has passed and no request is in flight.
     pub fn poll<H: Host>(&mut self, cp: &ControlPlane, shared: &Shared, host: &mut H, now: u64) {
+        if let Err(e) = self.start_poll(cp, host, now) {
+            failed(
+                host,
+                shared,
+                &format!(
+                    "cannot call the control plane for a snapshot (status {})",
+                    e.0
+                ),
+                Failure::Snapshot,
+            );
+        }
+    }
+
+    /// Starts the next held poll at once after an answer of a control plane that holds polls,
+    /// so that no change waits for a tick in between. From a call's answer: a host that refuses
+    /// a call there is asked again at the next tick, which counts a failure if it still refuses.
+    pub fn poll_again<H: Host>(&mut self, cp: &ControlPlane, host: &mut H, now: u64) {
+        let _ = self.start_poll(cp, host, now);
+    }
+
+    fn start_poll<H: Host>(
+        &mut self,
+        cp: &ControlPlane,
+        host: &mut H,
+        now: u64,
+    ) -> Result<(), crate::host::HostStatus> {
         if self.poll.is_some() || now < self.next_poll_ms {
-            return;
+            return Ok(());
         }
         self.next_poll_ms = now + u64::from(cp.poll_interval_ms);
+        self.poll_started_ms = now;
         let mut headers = call_headers(
             cp,
             "GET",
@@ -98,8 +134,18 @@ impl SnapshotSync {
             .as_ref()
             .and_then(|p| p.catalog.version.as_ref())
             .or(self.version.as_ref());
+        // Holding the version: ask the control plane to hold the poll until it moves (a long
+        // poll), so a change arrives as it commits, not at the next poll. The call's timeout
+        // covers the hold. Polls still start at most once per `poll_interval_ms`, so a control
+        // plane that does not hold is polled as before, never in a loop.
+        let mut timeout_ms = cp.timeout_ms;
+        self.first_of_held = cp.snapshot_wait_s > 0 && asked.is_none();
         if let Some(v) = asked {
             headers.push(("if-none-match", format!("\"{v}\"")));
+            if cp.snapshot_wait_s > 0 {
+                headers.push(("prefer", format!("wait={}", cp.snapshot_wait_s)));
+                timeout_ms = timeout_ms.saturating_add(cp.snapshot_wait_s.saturating_mul(1_000));
+            }
         }
         // Newest compact version first (TGS2 carries app keys); an older control plane answers
         // TGS1 or JSON, which this filter reads too.
@@ -111,18 +157,8 @@ impl SnapshotSync {
                 tollgate_protocol::binary::MEDIA_TYPE
             ),
         ));
-        match host.http_call(&cp.upstream, &headers, &[], cp.timeout_ms) {
-            Ok(token) => self.poll = Some(token),
-            Err(e) => failed(
-                host,
-                shared,
-                &format!(
-                    "cannot call the control plane for a snapshot (status {})",
-                    e.0
-                ),
-                Failure::Snapshot,
-            ),
-        }
+        self.poll = Some(host.http_call(&cp.upstream, &headers, &[], timeout_ms)?);
+        Ok(())
     }
 
     /// The control plane answered the snapshot request (`status` `None`: reset or timeout).
@@ -136,6 +172,14 @@ impl SnapshotSync {
         host: &mut H,
     ) {
         self.poll = None;
+        // The control plane held this poll (or would have), or this was the first poll and the
+        // next can be held: the next one may start at once, for the next change. Spaced by HELD_POLL_SPACING_MS all the same, so a burst of changes
+        // answered one by one cannot turn polling into a loop.
+        if matches!(status, Some(200 | 304))
+            && (self.first_of_held || host.call_response_header("preference-applied").is_some())
+        {
+            self.next_poll_ms = self.poll_started_ms + u64::from(HELD_POLL_SPACING_MS);
+        }
         match status {
             Some(200) => self.decode(body_size, tick_ms, last_global, shared, host),
             Some(304) => {}
@@ -414,6 +458,74 @@ mod tests {
         assert!(Arc::ptr_eq(&before, w.shared.catalog.as_ref().unwrap()));
         assert_eq!(w.counter("tollgate.snapshot.updates"), 1);
         assert_eq!(w.counter("tollgate.snapshot.failures"), 0);
+    }
+
+    #[test]
+    fn a_poll_holding_a_version_asks_to_be_held_and_is_never_repeated_in_a_loop() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        let mut w = Worker::start(&world);
+        w.tick();
+        let first = w.take_calls("/snapshot").remove(0);
+        assert_eq!(first.header("prefer"), None, "no version to hold yet");
+        assert_eq!(first.timeout_ms, 5_000);
+        w.deliver(first.token, cp.answer(&first));
+        assert_eq!(w.version(), Some("v1"));
+
+        world.advance_ms(500);
+        w.tick();
+        let held = w.take_calls("/snapshot").remove(0);
+        assert_eq!(held.header("prefer"), Some("wait=10"));
+        assert_eq!(held.timeout_ms, 15_000, "the call outlives the hold");
+        // While it is held, no other poll starts.
+        for _ in 0..20 {
+            world.advance_ms(500);
+            w.tick();
+        }
+        assert!(w.take_calls("/snapshot").is_empty());
+        w.deliver(held.token, cp.answer(&held));
+
+        // A control plane that answers at once (one that does not hold) is polled once per
+        // poll interval, as without the preference.
+        w.tick();
+        let p = w.take_calls("/snapshot").remove(0);
+        w.deliver(p.token, cp.answer(&p));
+        world.advance_ms(499);
+        w.tick();
+        assert!(w.take_calls("/snapshot").is_empty());
+        world.advance_ms(1);
+        w.tick();
+        assert_eq!(w.take_calls("/snapshot").len(), 1);
+    }
+
+    #[test]
+    fn after_a_held_poll_the_next_one_starts_at_once_but_never_in_a_loop() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        cp.holds = true;
+        let mut w = Worker::start(&world);
+        w.tick();
+        cp.serve(&mut w);
+        world.advance_ms(500);
+        w.tick();
+        let held = w.take_calls("/snapshot").remove(0);
+        assert_eq!(held.header("prefer"), Some("wait=10"));
+        // Held 10 s, then the answer: the next held poll starts from the answer, not a tick later.
+        world.advance_ms(10_000);
+        w.deliver(held.token, cp.answer(&held));
+        let next = w.take_calls("/snapshot");
+        assert_eq!(next.len(), 1, "started from the answer");
+        // A change answered at once: the next poll waits HELD_POLL_SPACING_MS from the start of
+        // the one answered, however many changes come.
+        cp.snapshot = snapshot("v2", &["a1", "a2"]);
+        w.deliver(next[0].token, cp.answer(&next[0]));
+        assert_eq!(w.version(), Some("v2"));
+        assert!(w.take_calls("/snapshot").is_empty(), "spaced");
+        world.advance_ms(u64::from(HELD_POLL_SPACING_MS));
+        w.tick();
+        let after = w.take_calls("/snapshot");
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].header("if-none-match"), Some("\"v2\""));
     }
 
     #[test]

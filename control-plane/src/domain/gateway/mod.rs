@@ -3,6 +3,7 @@
 
 pub mod encoded;
 pub mod snapshot;
+pub mod watch;
 
 use crate::domain::{DomainError, DomainResult};
 use crate::store::Pool;

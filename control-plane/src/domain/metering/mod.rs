@@ -49,3 +49,6 @@ pub const MAX_REPORT_AGE_SECS: i64 = 7 * 24 * 3600;
 pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 /// Longest gateway id or instance id a report may name, in bytes.
 pub const MAX_GATEWAY_NAME_BYTES: usize = 128;
+/// Longest application id or metric name a report entry may name, in bytes: above every id
+/// Tollgate makes and every metric name the catalog accepts (200 characters of up to 4 bytes).
+pub const MAX_ENTRY_NAME_BYTES: usize = 800;

@@ -20,7 +20,8 @@ use tollgate_protocol::{UsageAck, UsageReport};
 
 use super::{
     Counters, INSTANCE_MINUTES_KEPT_SECS, MAX_CLOCK_SKEW_SECS, MAX_COUNTER_DELTA_PER_REPORT,
-    MAX_COUNTER_VALUE, MAX_GATEWAY_NAME_BYTES, MAX_REPORT_AGE_SECS, MAX_REPORT_ENTRIES,
+    MAX_COUNTER_VALUE, MAX_ENTRY_NAME_BYTES, MAX_GATEWAY_NAME_BYTES, MAX_REPORT_AGE_SECS,
+    MAX_REPORT_ENTRIES,
 };
 use crate::domain::gateway::GatewayCaller;
 use crate::domain::{DomainError, DomainResult};
@@ -81,22 +82,21 @@ struct MetricIdRow {
 
 /// Checks a report's shape and bounds, before anything is looked up.
 fn check(report: &UsageReport) -> DomainResult<i64> {
-    if report.gateway.is_empty() || report.gateway.len() > MAX_GATEWAY_NAME_BYTES {
+    let bad_name = |n: &str| {
+        n.is_empty() || n.len() > MAX_GATEWAY_NAME_BYTES || n.chars().any(char::is_control)
+    };
+    if bad_name(&report.gateway) {
         return Err(DomainError::invalid(
             "gateway",
             "invalid_gateway",
-            format!("1-{MAX_GATEWAY_NAME_BYTES} characters"),
+            format!("1-{MAX_GATEWAY_NAME_BYTES} bytes without control characters"),
         ));
     }
-    if report
-        .instance
-        .as_deref()
-        .is_some_and(|i| i.is_empty() || i.len() > MAX_GATEWAY_NAME_BYTES)
-    {
+    if report.instance.as_deref().is_some_and(bad_name) {
         return Err(DomainError::invalid(
             "instance",
             "invalid_instance",
-            format!("1-{MAX_GATEWAY_NAME_BYTES} characters"),
+            format!("1-{MAX_GATEWAY_NAME_BYTES} bytes without control characters"),
         ));
     }
     if report.entries.len() > MAX_REPORT_ENTRIES {
@@ -111,6 +111,20 @@ fn check(report: &UsageReport) -> DomainResult<i64> {
     let t = now();
     let oldest = t - MAX_REPORT_AGE_SECS;
     for (i, e) in report.entries.iter().enumerate() {
+        // Ids are looked up, never stored from here; but PostgreSQL refuses U+0000 in any text
+        // parameter (22021), and an id with control characters cannot be one of ours.
+        for (field, value) in [("application", &e.application), ("metric", &e.metric)] {
+            if value.is_empty()
+                || value.len() > MAX_ENTRY_NAME_BYTES
+                || value.chars().any(char::is_control)
+            {
+                return Err(DomainError::invalid(
+                    format!("entries[{i}].{field}"),
+                    "invalid_entry",
+                    format!("1-{MAX_ENTRY_NAME_BYTES} bytes without control characters"),
+                ));
+            }
+        }
         if e.bucket_start % 60 != 0
             || e.bucket_start < oldest
             || e.bucket_start > t + MAX_CLOCK_SKEW_SECS
