@@ -1020,21 +1020,30 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
         .collect();
     // Accounts, applications and their keys in multi-row statements: tens of thousands of rows
     // cost a few hundred round trips, not one each (the PostgreSQL figure in BENCHMARKS.md).
-    let accounts: Vec<(&AccountDoc, String, String, String, String, Option<String>)> = doc
+    /// An account's columns as the admin API stores them (trimmed, normalized).
+    struct NewAccount<'d> {
+        doc: &'d AccountDoc,
+        name: String,
+        email: String,
+        billing_address: String,
+        vat_rate: String,
+        vat_code: Option<String>,
+    }
+    let accounts: Vec<NewAccount> = doc
         .accounts
         .iter()
         .map(|a| {
-            Ok((
-                a,
-                check_name("name", &a.name)?,
-                check_email(&a.email)?,
-                check_address(&a.billing_address)?,
-                format_amount(account::check_vat_rate(&a.vat_rate)?),
-                match &a.vat_code {
+            Ok(NewAccount {
+                doc: a,
+                name: check_name("name", &a.name)?,
+                email: check_email(&a.email)?,
+                billing_address: check_address(&a.billing_address)?,
+                vat_rate: format_amount(account::check_vat_rate(&a.vat_rate)?),
+                vat_code: match &a.vat_code {
                     Some(c) => account::check_vat_code(c)?,
                     None => None,
                 },
-            ))
+            })
         })
         .collect::<DomainResult<_>>()?;
     for chunk in accounts.chunks(rows_per_statement(8)) {
@@ -1043,15 +1052,15 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
             placeholders(chunk.len(), 8)
         );
         let mut q = sqlx::query(&sql).persistent(false);
-        for (a, name, email, address, vat_rate, vat_code) in chunk {
+        for a in chunk {
             q = q
-                .bind(&a.id)
-                .bind(name)
-                .bind(email)
-                .bind(address)
-                .bind(vat_rate)
-                .bind(vat_code)
-                .bind(a.created_at)
+                .bind(&a.doc.id)
+                .bind(&a.name)
+                .bind(&a.email)
+                .bind(&a.billing_address)
+                .bind(&a.vat_rate)
+                .bind(&a.vat_code)
+                .bind(a.doc.created_at)
                 .bind(t);
         }
         q.execute(&mut *tx).await?;
