@@ -539,3 +539,59 @@ pub async fn rotate(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(r: DomainResult<Option<String>>) -> (&'static str, Option<String>) {
+        match r {
+            Err(DomainError::Invalid { code, param, .. }) => (code, param),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// What the API refuses is what a gateway would refuse, plus the minimum length; a digest is
+    /// taken in either case and stored lowercase.
+    #[test]
+    fn imported_keys_are_checked_like_the_gateway_reads_them() {
+        let digest = |v: Option<&str>, d: Option<&str>| imported_digest("key", v, "key_sha256", d);
+        assert_eq!(digest(None, None).unwrap(), None);
+        let ok = "k".repeat(MIN_IMPORTED_KEY_CHARS);
+        assert_eq!(digest(Some(&ok), None).unwrap(), Some(sha256_hex(&ok)));
+        let longest = "~".repeat(tollgate_rules::names::MAX_CREDENTIAL_BYTES);
+        assert!(digest(Some(&longest), None).is_ok());
+        let short = "k".repeat(MIN_IMPORTED_KEY_CHARS - 1);
+        assert_eq!(
+            code(digest(Some(&short), None)),
+            ("key_too_short", Some("key".into()))
+        );
+        for bad in [
+            String::new(),
+            "~".repeat(tollgate_rules::names::MAX_CREDENTIAL_BYTES + 1),
+            "0123456789abcdef ghi".into(),
+            "0123456789abcdef\u{7f}".into(),
+            "0123456789abcdef\n".into(),
+            "0123456789abcdefñ".into(),
+        ] {
+            assert_eq!(
+                code(digest(Some(&bad), None)),
+                ("invalid_key", Some("key".into())),
+                "{bad:?}"
+            );
+        }
+        let upper = "AB".repeat(32);
+        assert_eq!(digest(None, Some(&upper)).unwrap(), Some("ab".repeat(32)));
+        for bad in ["ab".repeat(31), "zz".repeat(32), "ab".repeat(33)] {
+            assert_eq!(
+                code(digest(None, Some(&bad))),
+                ("invalid_key_sha256", Some("key_sha256".into()))
+            );
+        }
+        assert_eq!(
+            code(digest(Some(&ok), Some(&upper))),
+            ("ambiguous_key", Some("key_sha256".into()))
+        );
+        assert_eq!(digest_prefix(&"ab".repeat(32)), "sha256:abababab");
+    }
+}
