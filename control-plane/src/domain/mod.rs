@@ -14,6 +14,7 @@
 //! - [`purge`]: deleting rows nothing reads any more (expired sessions, keys, idempotency records).
 //! - [`scheduler`]: the daily run, and what every run does: billing, then charging.
 //! - [`overview`]: the admin dashboard's figures.
+//! - [`transfer`]: the whole installation as one JSON document (`tollgate export` / `import`).
 
 pub mod access;
 pub mod accounts;
@@ -28,6 +29,7 @@ pub mod page;
 pub mod payments;
 pub mod purge;
 pub mod scheduler;
+pub mod transfer;
 
 pub use error::{DomainError, DomainResult};
 pub use page::{Page, PageRequest};

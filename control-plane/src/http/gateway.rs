@@ -55,14 +55,15 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         ("id" = String, Path, description = "The service"),
         ("If-None-Match" = Option<String>, Header, description = "The version the gateway holds, quoted"),
         ("Prefer" = Option<String>, Header, description = "`wait=<seconds>` (RFC 7240): while If-None-Match holds the current version, hold the request until the version moves (answered at once, 200) or the wait runs out (304); at most 20 s"),
-        ("Accept" = Option<String>, Header, description = "`application/vnd.tollgate.snapshot.v1` for the compact binary form")
+        ("Accept" = Option<String>, Header, description = "`application/vnd.tollgate.snapshot.v2` (records with app keys) or `.v1` for the compact binary form; the newest named is answered")
     ),
     responses(
         (status = 200, description = "The snapshot; its version is the ETag",
             headers(("etag" = String, description = "The quoted version"), ("preference-applied" = String, description = "`wait=<seconds>` when the request asked to wait")),
             content(
                 (schema::GatewaySnapshot = "application/json"),
-                (Vec<u8> = "application/vnd.tollgate.snapshot.v1")
+                (Vec<u8> = "application/vnd.tollgate.snapshot.v1"),
+                (Vec<u8> = "application/vnd.tollgate.snapshot.v2")
             )),
         (status = 304, description = "Unchanged since the version in If-None-Match",
             headers(("etag" = String, description = "The quoted version"), ("preference-applied" = String, description = "`wait=<seconds>` when the request asked to wait"))),
@@ -109,16 +110,12 @@ pub async fn snapshot(
         }
         return Ok(r);
     }
-    // The compact encoding when the gateway asks for it (the Tollgate filter does), else JSON.
-    let encoding = if headers
+    // The newest compact encoding the gateway asks for (the Tollgate filter does), else JSON.
+    let encoding = headers
         .get("accept")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(tollgate_protocol::binary::MEDIA_TYPE))
-    {
-        Encoding::Binary
-    } else {
-        Encoding::Json
-    };
+        .and_then(tollgate_protocol::binary::Format::accepted)
+        .map_or(Encoding::Json, Encoding::Binary);
     let body = s
         .snapshots
         .encoded(&s.pool, &service_id, &version, encoding)
@@ -290,7 +287,11 @@ mod schema {
         pub state_reason: Option<String>,
         /// Lowercase hex SHA-256 of each live key.
         pub key_sha256: Vec<String>,
+        /// 3scale's `app_id`, presented with one of the app keys.
         pub app_id: Option<String>,
+        /// Lowercase hex SHA-256 of each app key (only with an `app_id`; absent when none).
+        #[schema(required = false)]
+        pub app_key_sha256: Vec<String>,
     }
 
     #[derive(ToSchema)]
@@ -376,6 +377,7 @@ mod tests {
                 state_reason: Some(SuspensionReason::NonPayment),
                 key_sha256: vec!["k".into()],
                 app_id: Some("x".into()),
+                app_key_sha256: vec!["cd".repeat(32)],
             }],
             metrics: vec![Metric {
                 name: "m".into(),

@@ -96,6 +96,14 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
             delete(applications::revoke_key),
         )
         .route(
+            "/applications/{id}/app_keys",
+            post(applications::create_app_key).get(applications::list_app_keys),
+        )
+        .route(
+            "/applications/{id}/app_keys/{key_id}",
+            delete(applications::delete_app_key),
+        )
+        .route(
             "/applications/{id}/keys/{key_id}/rotate",
             post(applications::rotate_key),
         )

@@ -18,5 +18,7 @@ mod developer;
 mod errors;
 mod gateway;
 mod idempotency;
+mod imported_keys;
 mod keys;
 mod support;
+mod transfer;

@@ -366,6 +366,24 @@ impl Catalog {
     }
 }
 
+/// The gateway snapshot of `service_id` (through a new gateway token scoped to it), without its
+/// version.
+pub async fn snapshot_of(app: &TestApp, service_id: &str) -> Value {
+    let token = app
+        .admin()
+        .create(
+            "/gateway_tokens",
+            json!({"name": "edge", "service_ids": [service_id]}),
+        )
+        .await;
+    let mut snap = app
+        .client("/gateway/v1", Some(s(&token, "token")))
+        .ok("GET", &format!("/services/{service_id}/snapshot"), None)
+        .await;
+    snap.as_object_mut().unwrap().remove("version");
+    snap
+}
+
 /// `v[field]` as a `&str` (ids, keys, tokens).
 #[track_caller]
 pub fn s<'v>(v: &'v Value, field: &str) -> &'v str {

@@ -280,6 +280,7 @@ pub async fn create_application(
         name: Some(get(&f, "name")),
         plan_id: Some(get(&f, "plan_id")),
         description: None,
+        app_id: None,
     };
     match applications::create(&s.pool, &input).await {
         Ok(created) => {
