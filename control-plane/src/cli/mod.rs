@@ -119,7 +119,87 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Outbound webhook endpoints, their deliveries and replay (docs/webhooks.md).
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhookCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
+
+#[derive(Subcommand, Debug)]
+enum WebhookCommand {
+    /// Create an endpoint receiving every account's events of the given types; prints its
+    /// signing secret once.
+    Create {
+        /// https URL of a public host.
+        #[arg(long)]
+        url: String,
+        /// An event type (`invoice.paid`); repeat for several.
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    /// Change the URL or the event types (absent options stay).
+    Update {
+        id: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long = "event")]
+        events: Vec<String>,
+    },
+    /// Stop deliveries to an endpoint (pending ones wait).
+    Disable {
+        id: String,
+    },
+    /// Resume deliveries to an endpoint.
+    Enable {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    /// Send a `webhook.test` event to the endpoint.
+    Test {
+        id: String,
+    },
+    /// The endpoint's delivery log.
+    Deliveries {
+        id: String,
+    },
+    /// Send a delivery again (same webhook-id).
+    Replay {
+        delivery: String,
+    },
+}
+
+/// The columns `tollgate webhooks` shows of an endpoint and of a delivery.
+const ENDPOINT_FIELDS: &[&str] = &[
+    "id",
+    "url",
+    "events",
+    "enabled",
+    "disabled_reason",
+    "consecutive_failures",
+    "account_id",
+];
+const DELIVERY_FIELDS: &[&str] = &[
+    "id",
+    "event_id",
+    "event_type",
+    "state",
+    "attempts",
+    "last_status_code",
+    "latency_ms",
+    "next_attempt_at_ms",
+    "delivered_at",
+];
 
 /// Longest `tollgate billing run` waits for the run to finish before giving up (it keeps running).
 pub const RUN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -551,6 +631,83 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 ApplicationCommand::Delete { id } => c.show(
                     c.delete(&format!("/applications/{id}")).await?,
                     &["id", "deleted"],
+                ),
+            }
+        }
+        Command::Webhooks { command, remote } => {
+            let c = Client::new(&remote)?;
+            match command {
+                WebhookCommand::Create {
+                    url,
+                    events,
+                    description,
+                } => {
+                    let mut fields = ENDPOINT_FIELDS.to_vec();
+                    fields.push("secret");
+                    c.show(
+                        c.post(
+                            "/webhook_endpoints",
+                            json!({"url": url, "events": events, "description": description}),
+                        )
+                        .await?,
+                        &fields,
+                    )
+                }
+                WebhookCommand::List => {
+                    c.show_list(c.get_all("/webhook_endpoints").await?, ENDPOINT_FIELDS)
+                }
+                WebhookCommand::Show { id } => c.show(
+                    c.get(&format!("/webhook_endpoints/{id}")).await?,
+                    ENDPOINT_FIELDS,
+                ),
+                WebhookCommand::Update { id, url, events } => {
+                    let mut body = serde_json::Map::new();
+                    if let Some(url) = url {
+                        body.insert("url".into(), json!(url));
+                    }
+                    if !events.is_empty() {
+                        body.insert("events".into(), json!(events));
+                    }
+                    c.show(
+                        c.patch(&format!("/webhook_endpoints/{id}"), Value::Object(body))
+                            .await?,
+                        ENDPOINT_FIELDS,
+                    )
+                }
+                WebhookCommand::Disable { id } => c.show(
+                    c.patch(
+                        &format!("/webhook_endpoints/{id}"),
+                        json!({"enabled": false}),
+                    )
+                    .await?,
+                    ENDPOINT_FIELDS,
+                ),
+                WebhookCommand::Enable { id } => c.show(
+                    c.patch(
+                        &format!("/webhook_endpoints/{id}"),
+                        json!({"enabled": true}),
+                    )
+                    .await?,
+                    ENDPOINT_FIELDS,
+                ),
+                WebhookCommand::Delete { id } => c.show(
+                    c.delete(&format!("/webhook_endpoints/{id}")).await?,
+                    &["id", "deleted"],
+                ),
+                WebhookCommand::Test { id } => c.show(
+                    c.post(&format!("/webhook_endpoints/{id}/test"), json!({}))
+                        .await?,
+                    DELIVERY_FIELDS,
+                ),
+                WebhookCommand::Deliveries { id } => c.show_list(
+                    c.get_all(&format!("/webhook_endpoints/{id}/deliveries"))
+                        .await?,
+                    DELIVERY_FIELDS,
+                ),
+                WebhookCommand::Replay { delivery } => c.show(
+                    c.post(&format!("/webhook_deliveries/{delivery}/replay"), json!({}))
+                        .await?,
+                    DELIVERY_FIELDS,
                 ),
             }
         }

@@ -20,3 +20,4 @@ mod gateway;
 mod idempotency;
 mod keys;
 mod support;
+mod webhooks;
