@@ -133,9 +133,9 @@ enum WebhookCommand {
     /// Create an endpoint receiving every account's events of the given types; prints its
     /// signing secret once.
     Create {
-        /// https URL of a public host.
+        /// Where to send events: https URL of a public host (`--url` is the admin API's).
         #[arg(long)]
-        url: String,
+        endpoint_url: String,
         /// An event type (`invoice.paid`); repeat for several.
         #[arg(long = "event", required = true)]
         events: Vec<String>,
@@ -150,7 +150,7 @@ enum WebhookCommand {
     Update {
         id: String,
         #[arg(long)]
-        url: Option<String>,
+        endpoint_url: Option<String>,
         #[arg(long = "event")]
         events: Vec<String>,
     },
@@ -638,7 +638,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let c = Client::new(&remote)?;
             match command {
                 WebhookCommand::Create {
-                    url,
+                    endpoint_url: url,
                     events,
                     description,
                 } => {
@@ -660,7 +660,11 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                     c.get(&format!("/webhook_endpoints/{id}")).await?,
                     ENDPOINT_FIELDS,
                 ),
-                WebhookCommand::Update { id, url, events } => {
+                WebhookCommand::Update {
+                    id,
+                    endpoint_url: url,
+                    events,
+                } => {
                     let mut body = serde_json::Map::new();
                     if let Some(url) = url {
                         body.insert("url".into(), json!(url));
