@@ -8,6 +8,7 @@ URLs follow the rule, accounts see only their own endpoints and events, and an e
 for its whole retry window is disabled with an email to the admin."""
 
 import json
+import re
 import threading
 import time
 
@@ -462,3 +463,40 @@ def test_charges_send_failed_overdue_suspended_then_paid_and_resumed(world, rece
     assert (by_type["application.suspended"]["application_id"], by_type["application.suspended"]["state_reason"]) == \
         (app["id"], "non_payment")
     assert by_type["invoice.paid"]["total"] == "15.00" and by_type["application.resumed"]["state"] == "live"
+
+
+def test_the_admin_portal_creates_shows_the_secret_once_disables_and_replays(hooks, receiver):
+    from test_portal import Browser
+    srv, api = hooks
+    admin = Browser(srv.port)
+    admin.submit("/admin/sign_in", {"token": ADMIN_TOKEN})
+    st, _, html = admin.request("GET", "/admin/webhooks")
+    assert st == 200 and "invoice.overdue" in html, "the form lists the event types"
+    st, _, html = admin.submit("/admin/webhooks", {"url": receiver.url("portal"), "events": "invoice.paid, nope"})
+    assert st == 422 and 'id="events-error"' in html and "unknown event type" in html
+    st, _, html = admin.submit("/admin/webhooks", {"url": "https://10.0.0.1/", "events": "invoice.paid"})
+    assert st == 422 and 'id="url-error"' in html
+    assert api.ok("GET", "/webhook_endpoints")["data"] == []
+    st, _, html = admin.submit("/admin/webhooks", {"url": receiver.url("portal"), "events": "key.created, application.created"})
+    secret = re.search(r"whsec_[A-Za-z0-9+/=]+", html).group(0)
+    assert st == 201
+    [ep] = api.ok("GET", "/webhook_endpoints")["data"]
+    assert ep["events"] == ["application.created", "key.created"]
+    st, _, html = admin.request("GET", "/admin/webhooks")
+    assert st == 200 and secret not in html and "whsec_" not in html and receiver.url("portal").split("//")[1] in html
+    st, _, html = admin.request("POST", f"/admin/webhooks/{ep['id']}/test", {"csrf": admin.csrf(html)})
+    assert st == 200
+    receiver.wait_for("portal", lambda g: len(g) >= 1)
+    [(msg_id, payload, _)] = receiver.verified("portal", secret)
+    assert payload["type"] == "webhook.test"
+    log = deliveries_when(api, ep["id"], lambda log: log[0]["state"] == "delivered")
+    st, _, html = admin.request("GET", f"/admin/webhooks/{ep['id']}")
+    assert st == 200 and msg_id in html and "delivered" in html and "Replay" in html
+    st, headers, _ = admin.request("POST", f"/admin/webhook_deliveries/{log[0]['id']}/replay", {"csrf": admin.csrf(html)})
+    assert st == 303 and headers["location"] == f"/admin/webhooks/{ep['id']}"
+    receiver.wait_for("portal", lambda g: len(g) >= 2)
+    assert {r.id for r in receiver.of("portal")} == {msg_id}
+    st, _, html = admin.request("POST", f"/admin/webhooks/{ep['id']}/disable", {"csrf": admin.csrf(html)})
+    assert st == 200 and api.ok("GET", f"/webhook_endpoints/{ep['id']}")["disabled_reason"] == "admin"
+    st, _, html = admin.request("POST", f"/admin/webhooks/{ep['id']}/delete", {"csrf": admin.csrf(html)})
+    assert st == 200 and api.ok("GET", "/webhook_endpoints")["data"] == []

@@ -78,6 +78,7 @@ pub fn admin_page(title: &str, signed_in_csrf: Option<&str>, body: Markup) -> St
                 a href="/admin/billing" { "Billing settings" }
                 a href="/admin/gateway" { "Payment gateway" }
                 a href="/admin/tokens" { "Tokens" }
+                a href="/admin/webhooks" { "Webhooks" }
                 form method="post" action="/admin/sign_out" {
                     (csrf_input(csrf))
                     button type="submit" { "Sign out" }

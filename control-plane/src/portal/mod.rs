@@ -115,6 +115,19 @@ pub fn admin_router() -> Router<AppState> {
             "/admin/gateway",
             get(admin::accounts::gateway).post(admin::accounts::save_gateway),
         )
+        .route(
+            "/admin/webhooks",
+            get(admin::webhooks::webhooks).post(admin::webhooks::create),
+        )
+        .route("/admin/webhooks/{id}", get(admin::webhooks::endpoint))
+        .route(
+            "/admin/webhooks/{id}/{action}",
+            post(admin::webhooks::action),
+        )
+        .route(
+            "/admin/webhook_deliveries/{id}/replay",
+            post(admin::webhooks::replay),
+        )
 }
 
 pub fn router() -> Router<AppState> {
