@@ -500,3 +500,47 @@ def test_the_admin_portal_creates_shows_the_secret_once_disables_and_replays(hoo
     assert st == 200 and api.ok("GET", f"/webhook_endpoints/{ep['id']}")["disabled_reason"] == "admin"
     st, _, html = admin.request("POST", f"/admin/webhooks/{ep['id']}/delete", {"csrf": admin.csrf(html)})
     assert st == 200 and api.ok("GET", "/webhook_endpoints")["data"] == []
+
+
+def test_the_developer_portal_registers_endpoints_for_the_own_account_only(hooks, receiver):
+    from test_portal import sign_up
+    srv, api = hooks
+    alice, mallory = sign_up(srv, "alice@example.com"), sign_up(srv, "mallory@example.com")
+    st, _, html = alice.request("GET", "/portal/webhooks")
+    assert st == 200 and "No webhook endpoints yet" in html and "key.rotated" in html
+    st, _, html = alice.submit("/portal/webhooks", {"url": "https://169.254.169.254/", "events": "key.created"})
+    assert st == 422 and "https URL of a public host" in html
+    st, _, html = alice.submit("/portal/webhooks", {"url": receiver.url("alice"), "events": "application.created"})
+    assert st == 201
+    secret = re.search(r"whsec_[A-Za-z0-9+/=]+", html).group(0)
+    [ep] = api.ok("GET", "/webhook_endpoints")["data"]
+    [acct_a] = [a for a in api.ok("GET", "/accounts?limit=100")["data"] if a["email"] == "alice@example.com"]
+    [acct_m] = [a for a in api.ok("GET", "/accounts?limit=100")["data"] if a["email"] == "mallory@example.com"]
+    assert ep["account_id"] == acct_a["id"]
+    st, _, html = alice.request("GET", "/portal/webhooks")
+    assert secret not in html and receiver.url("alice") in html
+    # Mallory cannot see, test, disable, delete or replay Alice's endpoint: 404 as if it did not exist.
+    st, _, mhtml = mallory.request("GET", "/portal/webhooks")
+    assert st == 200 and receiver.url("alice") not in mhtml
+    assert mallory.request("GET", f"/portal/webhooks/{ep['id']}")[0] == 404
+    for action in ("test", "disable", "delete"):
+        assert mallory.request("POST", f"/portal/webhooks/{ep['id']}/{action}", {"csrf": mallory.csrf(mhtml)})[0] == 404
+    assert api.ok("GET", f"/webhook_endpoints/{ep['id']}")["enabled"] is True
+    # Only Alice's account's events reach it.
+    svc = api.ok("POST", "/services", {"name": "Portal hooks"})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P"})
+    api.ok("POST", "/applications", {"account_id": acct_m["id"], "plan_id": plan["id"], "name": "M"})
+    mine = api.ok("POST", "/applications", {"account_id": acct_a["id"], "plan_id": plan["id"], "name": "A"})
+    receiver.wait_for("alice", lambda g: len(g) >= 1)
+    time.sleep(1)
+    [(msg_id, payload, _)] = receiver.verified("alice", secret)
+    assert payload["data"]["application_id"] == mine["id"]
+    [d] = deliveries_when(api, ep["id"], lambda log: log[0]["state"] == "delivered")
+    st, _, html = alice.request("GET", f"/portal/webhooks/{ep['id']}")
+    assert st == 200 and msg_id in html and "Replay" in html
+    assert mallory.request("POST", f"/portal/webhook_deliveries/{d['id']}/replay", {"csrf": mallory.csrf(mhtml)})[0] == 404
+    st, headers, _ = alice.request("POST", f"/portal/webhook_deliveries/{d['id']}/replay", {"csrf": alice.csrf(html)})
+    assert st == 303 and headers["location"] == f"/portal/webhooks/{ep['id']}"
+    receiver.wait_for("alice", lambda g: len(g) >= 2)
+    st, _, html = alice.request("POST", f"/portal/webhooks/{ep['id']}/delete", {"csrf": alice.csrf(html)})
+    assert st == 200 and api.ok("GET", "/webhook_endpoints")["data"] == []

@@ -168,5 +168,15 @@ pub fn router() -> Router<AppState> {
             post(developer::billing::card_action),
         )
         .route("/invoices/{file}", get(developer::billing::invoice_pdf))
+        .route(
+            "/webhooks",
+            get(developer::webhooks::webhooks).post(developer::webhooks::create),
+        )
+        .route("/webhooks/{id}", get(developer::webhooks::endpoint))
+        .route("/webhooks/{id}/{action}", post(developer::webhooks::action))
+        .route(
+            "/webhook_deliveries/{id}/replay",
+            post(developer::webhooks::replay),
+        )
         .route("/assets/{file}", get(assets::serve))
 }
