@@ -544,3 +544,25 @@ def test_the_developer_portal_registers_endpoints_for_the_own_account_only(hooks
     receiver.wait_for("alice", lambda g: len(g) >= 2)
     st, _, html = alice.request("POST", f"/portal/webhooks/{ep['id']}/delete", {"csrf": alice.csrf(html)})
     assert st == 200 and api.ok("GET", "/webhook_endpoints")["data"] == []
+
+
+def test_a_secret_moved_to_another_endpoint_does_not_sign(hooks, receiver):
+    """Sealed secrets are bound to their endpoint: someone with write access to the database who
+    copies one endpoint's sealed secret onto another gets failed attempts, never a signature under
+    the other endpoint's secret."""
+    srv, api = hooks
+    a = create_endpoint(api, receiver, "a", ["key.created"])
+    b = create_endpoint(api, receiver, "b", ["key.created"])
+    [sealed_a] = srv.db.query(f"SELECT secret_sealed FROM webhook_endpoints WHERE id = '{a['id']}'")
+    from support.control_plane import psql
+    sql = f"UPDATE webhook_endpoints SET secret_sealed = '{sealed_a}' WHERE id = '{b['id']}'"
+    if srv.db.backend == "sqlite":
+        import sqlite3
+        with sqlite3.connect(srv.db.path) as c:
+            c.execute(sql)
+    else:
+        psql(srv.db.url, sql)
+    api.ok("POST", f"/webhook_endpoints/{b['id']}/test")
+    [d] = deliveries_when(api, b["id"], lambda log: log[0]["attempts"] >= 1 and log[0]["state"] != "delivering")
+    assert d["last_status_code"] is None and "does not open" in d["last_error"], d
+    assert receiver.of("b") == [], "nothing was sent"

@@ -23,22 +23,17 @@ use crate::state::AppState;
 /// Most endpoints and deliveries a page lists; the admin API lists the rest.
 const PAGE_ROWS: i64 = 100;
 
+/// [`super::accounts::refusal`], with `events[1]` pointing at the form's one `events` field.
 fn refusal(e: DomainError) -> (FormError, StatusCode) {
-    let param = match &e {
-        DomainError::Malformed { param, .. }
-        | DomainError::Conflict { param, .. }
-        | DomainError::Invalid { param, .. } => param.clone().unwrap_or_default(),
-        _ => String::new(),
-    };
-    let message = e.to_string();
-    let status = axum::response::IntoResponse::into_response(e).status();
-    // `events[1]` is the form's one `events` field.
-    let param = if param.starts_with("events") {
-        "events".to_string()
-    } else {
-        param
-    };
-    (Some((param, message)), status)
+    let (e, status) = super::accounts::refusal(e);
+    let e = e.map(|(param, message)| {
+        if param.starts_with("events") {
+            ("events".to_string(), message)
+        } else {
+            (param, message)
+        }
+    });
+    (e, status)
 }
 
 fn first_page() -> PageRequest {
