@@ -566,3 +566,37 @@ def test_a_secret_moved_to_another_endpoint_does_not_sign(hooks, receiver):
     [d] = deliveries_when(api, b["id"], lambda log: log[0]["attempts"] >= 1 and log[0]["state"] != "delivering")
     assert d["last_status_code"] is None and "does not open" in d["last_error"], d
     assert receiver.of("b") == [], "nothing was sent"
+
+
+def test_a_billing_run_sends_one_invoice_issued_per_invoice_and_a_rerun_none(hooks, receiver):
+    from test_billing import catalog as billing_catalog, invoices, wait_run
+    srv, api = hooks
+    ep = create_endpoint(api, receiver, "run", ["invoice.issued", "invoice.paid"])
+    api.call("PUT", "/admin/api/v1/billing/settings", {"mode": "prepaid"})
+    svc, plan = billing_catalog(api, fixed="30", setup="0")
+    free = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "Free"})
+    accounts = [api.ok("POST", "/accounts", {"name": f"R{i}", "email": f"r{i}@example.com"}) for i in range(3)]
+    for a in accounts[:2]:
+        api.ok("POST", "/applications", {"account_id": a["id"], "plan_id": plan["id"], "name": "A"})
+    # Nothing to bill on a free plan: no invoice, no event.
+    api.ok("POST", "/applications", {"account_id": accounts[2]["id"], "plan_id": free["id"], "name": "F"})
+
+    def run():
+        st, r, _ = api.call("POST", "/admin/api/v1/billing/runs", {})
+        assert st == 202, r
+        return wait_run(api, r["id"])
+
+    issued = run()["invoices_issued"]
+    ids = sorted(i["id"] for a in accounts for i in invoices(api, account_id=a["id"]))
+    assert issued == len(ids) == 2
+    receiver.wait_for("run", lambda g: len(g) >= len(ids))
+    assert run()["invoices_issued"] == 0
+    time.sleep(1.5)
+    got = list(receiver.delivered("run", ep["secret"]).values())
+    assert sorted(p["data"]["invoice_id"] for p in got if p["type"] == "invoice.issued") == ids
+    by_id = {i["id"]: i for a in accounts for i in invoices(api, account_id=a["id"])}
+    for p in got:
+        inv = by_id[p["data"]["invoice_id"]]
+        assert (p["data"]["number"], p["data"]["total"], p["data"]["account_id"]) == \
+            (inv["number"], inv["total"], inv["account_id"])
+    assert all(p["type"] == "invoice.issued" and p["data"]["state"] == "pending" for p in got), got
