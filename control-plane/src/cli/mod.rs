@@ -428,8 +428,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("purge failed: {}", detail(e)))?;
             println!(
-                "purged {} portal session(s), {} admin session(s), {} idempotency record(s), {} expired key(s)",
-                p.portal_sessions, p.admin_sessions, p.idempotency_keys, p.application_keys
+                "purged {} portal session(s), {} admin session(s), {} idempotency record(s), {} expired key(s), {} finished webhook delivery(ies)",
+                p.portal_sessions, p.admin_sessions, p.idempotency_keys, p.application_keys, p.webhook_deliveries
             );
             Ok(())
         }

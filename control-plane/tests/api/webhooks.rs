@@ -185,3 +185,37 @@ async fn accounts_reach_only_their_own_endpoints() {
         .error_at(422, "unknown_event_type", "events[1]");
     assert!(err["message"].as_str().unwrap().contains("invoice.overdue"));
 }
+
+#[tokio::test]
+async fn the_purge_drops_old_finished_deliveries_and_keeps_pending_ones() {
+    let app = TestApp::with_master_key().await;
+    let c = Catalog::new(&app).await;
+    app.admin()
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["application.created", "key.created"]}),
+        )
+        .await;
+    c.application(&app, "Old").await;
+    assert_eq!(count(&app, "webhook_deliveries").await, 2);
+    // One delivered, one still pending, both older than the retention.
+    app.sql("UPDATE webhook_deliveries SET created_at = 0")
+        .await;
+    app.sql("UPDATE webhook_messages SET created_at = 0").await;
+    app.sql(
+        "UPDATE webhook_deliveries SET state = 'delivered' WHERE event_id IN (SELECT id FROM webhook_messages WHERE event_type = 'key.created')",
+    )
+    .await;
+    let purged = tollgate_control_plane::domain::purge::purge_once(&app.state.pool)
+        .await
+        .unwrap();
+    assert_eq!(purged.webhook_deliveries, 1);
+    assert_eq!(
+        app.column("SELECT state FROM webhook_deliveries").await,
+        ["pending"]
+    );
+    assert_eq!(
+        app.column("SELECT event_type FROM webhook_messages").await,
+        ["application.created"]
+    );
+}
