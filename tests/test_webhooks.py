@@ -431,6 +431,9 @@ def test_the_cli_manages_endpoints_and_shows_the_secret_once(hooks, receiver):
     assert msg_id in log
     bad = srv.cli("webhooks", "create", "--endpoint-url", "https://10.1.2.3/", "--event", "key.created")
     assert bad.returncode != 0 and "invalid_url" in bad.stderr + bad.stdout
+    out = srv.cli("webhooks", "rotate-secret", ep["id"], "--grace-seconds", "60", check=True).stdout
+    rotated = next(line.split()[1] for line in out.splitlines() if line.startswith("secret"))
+    assert rotated.startswith("whsec_") and rotated != secret
     srv.cli("webhooks", "delete", ep["id"], check=True)
     assert api.ok("GET", "/webhook_endpoints")["data"] == [] and got
 
@@ -600,3 +603,33 @@ def test_a_billing_run_sends_one_invoice_issued_per_invoice_and_a_rerun_none(hoo
         assert (p["data"]["number"], p["data"]["total"], p["data"]["account_id"]) == \
             (inv["number"], inv["total"], inv["account_id"])
     assert all(p["type"] == "invoice.issued" and p["data"]["state"] == "pending" for p in got), got
+
+
+def test_a_rotated_secret_signs_beside_the_old_one_for_the_grace_period(hooks, receiver):
+    srv, api = hooks
+    ep = create_endpoint(api, receiver, "rot", ["key.created"])
+    old = ep["secret"]
+    assert_error(api.post(f"/webhook_endpoints/{ep['id']}/rotate_secret", {"grace_seconds": 8 * 86400}),
+                 422, "invalid_grace", "grace_seconds")
+    rotated = api.ok("POST", f"/webhook_endpoints/{ep['id']}/rotate_secret", {"grace_seconds": 3600}, status=200)
+    new = rotated["secret"]
+    assert new.startswith("whsec_") and new != old
+    assert new not in json.dumps(api.ok("GET", f"/webhook_endpoints/{ep['id']}"))
+    api.ok("POST", f"/webhook_endpoints/{ep['id']}/test")
+    [r] = receiver.wait_for("rot", lambda g: len(g) >= 1)
+    assert len(r.headers["webhook-signature"].split(" ")) == 2
+    receiver.verified("rot", old)  # a receiver still on the old secret verifies
+    receiver.verified("rot", new)  # and one on the new
+    # No grace: only the new secret signs from now on.
+    newest = api.ok("POST", f"/webhook_endpoints/{ep['id']}/rotate_secret", {"grace_seconds": 0}, status=200)["secret"]
+    api.ok("POST", f"/webhook_endpoints/{ep['id']}/test")
+    got = receiver.wait_for("rot", lambda g: len(g) >= 2)
+    assert len(got[1].headers["webhook-signature"].split(" ")) == 1
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+    Webhook(newest).verify(got[1].body, got[1].headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new).verify(got[1].body, got[1].headers)
+    # Another account's developer cannot rotate it.
+    acct = api.ok("POST", "/accounts", {"name": "Eve", "email": "eve@example.com"})
+    eve = Api(srv.base, api.ok("POST", f"/accounts/{acct['id']}/tokens", {})["token"])
+    assert_error(eve.call("POST", f"/api/v1/webhook_endpoints/{ep['id']}/rotate_secret", {}), 404)

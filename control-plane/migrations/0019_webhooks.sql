@@ -1,13 +1,17 @@
 -- Outbound webhooks (docs/webhooks.md). An endpoint belongs to the admin (account_id NULL: every
 -- event it subscribes to) or to one account (only that account's events). Its signing secret is
 -- sealed with the master key, bound to (webhook_endpoints, secret, <id>); it is never stored in
--- clear. state: enabled | disabled; disabled_reason: admin | failures.
+-- clear. state: enabled | disabled; disabled_reason: admin | failures. After a secret rotation
+-- the previous secret (sealed as (webhook_endpoints, previous_secret, <id>)) also signs until
+-- previous_secret_expires_at (Unix seconds).
 CREATE TABLE webhook_endpoints (
     id TEXT PRIMARY KEY,
     account_id TEXT REFERENCES accounts(id) ON DELETE CASCADE,
     url TEXT NOT NULL,
     description TEXT NOT NULL,
     secret_sealed TEXT NOT NULL,
+    previous_secret_sealed TEXT,
+    previous_secret_expires_at BIGINT,
     state TEXT NOT NULL,
     disabled_reason TEXT,
     consecutive_failures BIGINT NOT NULL,

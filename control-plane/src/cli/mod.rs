@@ -169,6 +169,14 @@ enum WebhookCommand {
     Test {
         id: String,
     },
+    /// Give the endpoint a new signing secret (printed once); the old one also signs for the
+    /// grace period.
+    RotateSecret {
+        id: String,
+        /// Seconds the old secret keeps signing (default one day, at most seven days).
+        #[arg(long)]
+        grace_seconds: Option<i64>,
+    },
     /// The endpoint's delivery log.
     Deliveries {
         id: String,
@@ -703,6 +711,18 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                         .await?,
                     DELIVERY_FIELDS,
                 ),
+                WebhookCommand::RotateSecret { id, grace_seconds } => {
+                    let mut fields = ENDPOINT_FIELDS.to_vec();
+                    fields.push("secret");
+                    c.show(
+                        c.post(
+                            &format!("/webhook_endpoints/{id}/rotate_secret"),
+                            json!({"grace_seconds": grace_seconds}),
+                        )
+                        .await?,
+                        &fields,
+                    )
+                }
                 WebhookCommand::Deliveries { id } => c.show_list(
                     c.get_all(&format!("/webhook_endpoints/{id}/deliveries"))
                         .await?,

@@ -165,6 +165,10 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
         )
         .route("/webhook_endpoints/{id}/test", post(webhooks::admin_test))
         .route(
+            "/webhook_endpoints/{id}/rotate_secret",
+            post(webhooks::admin_rotate_secret),
+        )
+        .route(
             "/webhook_endpoints/{id}/deliveries",
             get(webhooks::admin_deliveries),
         )
@@ -216,6 +220,10 @@ pub fn router(state: AppState) -> Router {
                 .delete(webhooks::dev_remove),
         )
         .route("/webhook_endpoints/{id}/test", post(webhooks::dev_test))
+        .route(
+            "/webhook_endpoints/{id}/rotate_secret",
+            post(webhooks::dev_rotate_secret),
+        )
         .route(
             "/webhook_endpoints/{id}/deliveries",
             get(webhooks::dev_deliveries),

@@ -10,8 +10,8 @@ use super::developer::Developer;
 use super::list::{ListParams, Page};
 use crate::domain::accounts::account::Deleted;
 use crate::domain::webhooks::endpoints::{
-    self, CreatedWebhookEndpoint, DisabledReason, Owner, WebhookEndpoint, WebhookEndpointInput,
-    WebhookEndpointUpdate,
+    self, CreatedWebhookEndpoint, DisabledReason, Owner, RotateSecretInput, WebhookEndpoint,
+    WebhookEndpointInput, WebhookEndpointUpdate,
 };
 use crate::domain::webhooks::outbox::{self, DeliveryState, WebhookDelivery};
 use crate::state::AppState;
@@ -427,6 +427,68 @@ pub async fn dev_replay(
     Ok(Json(outbox::replay(&s.pool, &owner, &id).await?))
 }
 
+/// Replaces the endpoint's signing secret (answered this once); the old one also signs each
+/// attempt for `grace_seconds` (default one day, at most seven).
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/webhook_endpoints/{id}/rotate_secret",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    request_body = RotateSecretInput,
+    responses(
+        (status = 200, description = "The new `secret`, shown only now", body = CreatedWebhookEndpoint),
+        (status = 400, description = "Malformed body", body = crate::http::api_doc::ErrorBody),
+        (status = 401, body = crate::http::api_doc::ErrorBody),
+        (status = 403, description = "A read token", body = crate::http::api_doc::ErrorBody),
+        (status = 404, body = crate::http::api_doc::ErrorBody),
+        (status = 409, description = "No master key on the server", body = crate::http::api_doc::ErrorBody),
+        (status = 422, description = "Invalid grace period", body = crate::http::api_doc::ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = crate::http::api_doc::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn admin_rotate_secret(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<RotateSecretInput>,
+) -> ApiResult<Json<CreatedWebhookEndpoint>> {
+    let owner = Owner::Admin;
+    Ok(Json(
+        endpoints::rotate_secret(&s.pool, s.master_key.as_deref(), &owner, &id, input).await?,
+    ))
+}
+
+/// Replaces the endpoint's signing secret (answered this once); the old one also signs each
+/// attempt for `grace_seconds` (default one day, at most seven).
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhook_endpoints/{id}/rotate_secret",
+    tag = "developer",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    request_body = RotateSecretInput,
+    responses(
+        (status = 200, description = "The new `secret`, shown only now", body = CreatedWebhookEndpoint),
+        (status = 400, description = "Malformed body", body = crate::http::api_doc::ErrorBody),
+        (status = 401, body = crate::http::api_doc::ErrorBody),
+        (status = 404, body = crate::http::api_doc::ErrorBody),
+        (status = 409, description = "No master key on the server", body = crate::http::api_doc::ErrorBody),
+        (status = 422, description = "Invalid grace period", body = crate::http::api_doc::ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = crate::http::api_doc::ErrorBody),
+    ),
+    security(("developer_token" = []))
+)]
+pub async fn dev_rotate_secret(
+    State(s): State<AppState>,
+    Extension(dev): Extension<Developer>,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<RotateSecretInput>,
+) -> ApiResult<Json<CreatedWebhookEndpoint>> {
+    let owner = Owner::Account(dev.account_id);
+    Ok(Json(
+        endpoints::rotate_secret(&s.pool, s.master_key.as_deref(), &owner, &id, input).await?,
+    ))
+}
+
 /// The webhooks' part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -439,6 +501,7 @@ pub async fn dev_replay(
         admin_test,
         admin_deliveries,
         admin_replay,
+        admin_rotate_secret,
         dev_create,
         dev_list,
         dev_get,
@@ -446,13 +509,15 @@ pub async fn dev_replay(
         dev_remove,
         dev_test,
         dev_deliveries,
-        dev_replay
+        dev_replay,
+        dev_rotate_secret
     ),
     components(schemas(
         WebhookEndpoint,
         CreatedWebhookEndpoint,
         WebhookEndpointInput,
         WebhookEndpointUpdate,
+        RotateSecretInput,
         WebhookDelivery,
         DeliveryState,
         DisabledReason,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::endpoints::sealed_at;
+use super::endpoints::{previous_sealed_at, sealed_at};
 use super::signing::{secret_bytes, sign, RetrySchedule};
 use crate::domain::billing::outbox::{self as email, Email, EmailKind};
 use crate::domain::{DomainError, DomainResult};
@@ -67,6 +67,8 @@ struct Job {
     endpoint_id: String,
     url: String,
     secret_sealed: String,
+    previous_secret_sealed: Option<String>,
+    previous_secret_expires_at: Option<i64>,
     attempts: i64,
     window_started_at: i64,
 }
@@ -146,11 +148,13 @@ async fn pass(
     Ok(claimed)
 }
 
-/// Claims delivery `id` if it is still due: only one sender's UPDATE matches.
+/// Claims delivery `id` if it is still due and its endpoint still enabled (it may have been
+/// disabled since the pass read it): only one sender's UPDATE matches.
 async fn claim(pool: &Pool, id: &str) -> DomainResult<Option<Job>> {
     let t = now_ms();
     let r = sqlx::query(
-        "UPDATE webhook_deliveries SET state = 'delivering', attempts = attempts + 1, next_attempt_at = $2 WHERE id = $1 AND state IN ('pending', 'delivering') AND next_attempt_at <= $3",
+        "UPDATE webhook_deliveries SET state = 'delivering', attempts = attempts + 1, next_attempt_at = $2 WHERE id = $1 AND state IN ('pending', 'delivering') AND next_attempt_at <= $3 \
+         AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE state = 'enabled')",
     )
     .bind(id)
     .bind(t + DELIVERY_LEASE_MS)
@@ -161,11 +165,26 @@ async fn claim(pool: &Pool, id: &str) -> DomainResult<Option<Job>> {
         return Ok(None);
     }
     Ok(sqlx::query_as(
-        "SELECT d.id, d.event_id, v.payload, d.endpoint_id, e.url, e.secret_sealed, d.attempts, d.window_started_at FROM webhook_deliveries d JOIN webhook_messages v ON v.id = d.event_id JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = $1",
+        "SELECT d.id, d.event_id, v.payload, d.endpoint_id, e.url, e.secret_sealed, e.previous_secret_sealed, e.previous_secret_expires_at, d.attempts, d.window_started_at FROM webhook_deliveries d JOIN webhook_messages v ON v.id = d.event_id JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
     .await?)
+}
+
+/// The key bytes of a sealed `whsec_` secret, or why not.
+fn open_key(
+    master_key: &[u8; 32],
+    sealed: &str,
+    at: crate::secrets::SealedAt<'_>,
+) -> Result<Vec<u8>, String> {
+    match open(master_key, sealed, at) {
+        Ok(secret) => std::str::from_utf8(&secret)
+            .ok()
+            .and_then(secret_bytes)
+            .ok_or_else(|| "the stored signing secret is not a whsec_ secret".to_string()),
+        Err(e) => Err(format!("the signing secret does not open: {e}")),
+    }
 }
 
 fn cut(s: &str) -> String {
@@ -189,15 +208,32 @@ async fn attempt(client: &reqwest::Client, settings: &SenderSettings, job: &Job)
             "TOLLGATE_MASTER_KEY is not set: the signing secret cannot be opened".into(),
         );
     };
-    let key = match open(master_key, &job.secret_sealed, sealed_at(&job.endpoint_id)) {
-        Ok(secret) => match std::str::from_utf8(&secret).ok().and_then(secret_bytes) {
-            Some(k) => k,
-            None => return failed("the stored signing secret is not a whsec_ secret".into()),
-        },
-        Err(e) => return failed(format!("the signing secret does not open: {e}")),
+    let key = match open_key(master_key, &job.secret_sealed, sealed_at(&job.endpoint_id)) {
+        Ok(k) => k,
+        Err(e) => return failed(e),
     };
     let timestamp = now();
-    let signature = sign(&key, &job.event_id, timestamp, job.payload.as_bytes());
+    let mut signature = sign(&key, &job.event_id, timestamp, job.payload.as_bytes());
+    // During a rotation's grace period the previous secret signs too: receivers on either
+    // secret verify (Standard Webhooks: space-separated signatures).
+    if let (Some(previous), Some(until)) =
+        (&job.previous_secret_sealed, job.previous_secret_expires_at)
+    {
+        if timestamp < until {
+            match open_key(master_key, previous, previous_sealed_at(&job.endpoint_id)) {
+                Ok(old) => {
+                    signature.push(' ');
+                    signature.push_str(&sign(
+                        &old,
+                        &job.event_id,
+                        timestamp,
+                        job.payload.as_bytes(),
+                    ));
+                }
+                Err(e) => return failed(e),
+            }
+        }
+    }
     let sent = client
         .post(&job.url)
         .header("content-type", "application/json")

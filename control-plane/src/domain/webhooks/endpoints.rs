@@ -48,6 +48,28 @@ pub fn sealed_at(id: &str) -> SealedAt<'_> {
     }
 }
 
+/// Where the previous secret of endpoint `id` is sealed (after a rotation).
+pub fn previous_sealed_at(id: &str) -> SealedAt<'_> {
+    SealedAt {
+        table: "webhook_endpoints",
+        field: "previous_secret",
+        row: id,
+    }
+}
+
+/// How long the previous secret keeps signing after a rotation when none is asked for, and at
+/// most: receivers switch to the new secret meanwhile (each attempt carries both signatures).
+pub const DEFAULT_ROTATION_GRACE_SECS: i64 = 24 * 3600;
+pub const MAX_ROTATION_GRACE_SECS: i64 = 7 * 24 * 3600;
+
+/// `POST …/webhook_endpoints/{id}/rotate_secret`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecretInput {
+    /// How long the old secret also signs: 0 to 7 days in seconds, default one day.
+    pub grace_seconds: Option<i64>,
+}
+
 /// Why an endpoint is disabled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -488,6 +510,59 @@ pub async fn delete(pool: &Pool, viewer: &Owner, id: &str) -> DomainResult<Delet
         .await?;
     tx.commit().await?;
     Ok(Deleted::new("webhook_endpoint", id))
+}
+
+/// Gives endpoint `id` a new signing secret (answered this once); the old one also signs every
+/// attempt (a second `v1,` signature) for the grace period, then only the new one.
+pub async fn rotate_secret(
+    pool: &Pool,
+    master_key: Option<&[u8; 32]>,
+    viewer: &Owner,
+    id: &str,
+    input: RotateSecretInput,
+) -> DomainResult<CreatedWebhookEndpoint> {
+    let grace = input.grace_seconds.unwrap_or(DEFAULT_ROTATION_GRACE_SECS);
+    if !(0..=MAX_ROTATION_GRACE_SECS).contains(&grace) {
+        return Err(DomainError::invalid(
+            "grace_seconds",
+            "invalid_grace",
+            format!("0 to {MAX_ROTATION_GRACE_SECS} seconds"),
+        ));
+    }
+    fetch_row(pool, viewer, id).await?;
+    let key = master_key.ok_or_else(master_key_required)?;
+    let mut tx = crate::store::begin_write(pool).await?;
+    let current: String = sqlx::query_scalar(&format!(
+        "SELECT secret_sealed FROM webhook_endpoints WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("webhook endpoint", id))?;
+    // The current secret moves to the previous one's place, re-sealed for that place.
+    let previous = crate::secrets::open(key, &current, sealed_at(id)).map_err(|e| {
+        DomainError::Internal(format!(
+            "the secret of webhook endpoint {id} does not open: {e}"
+        ))
+    })?;
+    let secret = new_secret();
+    let t = now();
+    sqlx::query(
+        "UPDATE webhook_endpoints SET secret_sealed = $2, previous_secret_sealed = $3, previous_secret_expires_at = $4, updated_at = $5 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(seal(key, secret.as_bytes(), sealed_at(id)))
+    .bind((grace > 0).then(|| seal(key, &previous, previous_sealed_at(id))))
+    .bind((grace > 0).then_some(t + grace))
+    .bind(t)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(CreatedWebhookEndpoint {
+        endpoint: get(pool, viewer, id).await?,
+        secret,
+    })
 }
 
 /// Whether endpoint `id` is enabled.
