@@ -1,9 +1,13 @@
-"""Webhook deliveries per second (a benchmark, not a test): a `tollgate serve` on SQLite sends N
-pending deliveries, written at once into its outbox, to a local receiver (the test suite's,
-answering 200 at once; signatures are not verified here, the tests do that). Measured from the
-commit of the N rows to the last one received, and to the last one recorded delivered.
+"""Webhooks (a benchmark, not a test), a `tollgate serve` on SQLite and a local receiver (the test
+suite's, answering 200 at once; signatures are not verified here, the tests do that):
 
-Usage: .venv/bin/python tests/bench/bench_webhooks.py [--deliveries 2000]
+  1. deliveries per second: N pending deliveries written at once into the outbox, from their
+     commit to the last one received, and to the last one recorded delivered;
+  2. outbox lag under a billing run: M accounts with one application each on a prepaid plan
+     with a fixed fee, an admin endpoint subscribed to invoice.issued, one billing run: from the
+     run's start to its end, and to the last invoice.issued received (the lag after the run).
+
+Usage: .venv/bin/python tests/bench/bench_webhooks.py [--deliveries 2000] [--billing-accounts 1000]
 (`cargo xtask bench-webhooks` builds the release binaries first; TOLLGATE_BIN picks the binary.)
 """
 
@@ -28,7 +32,9 @@ WAIT_S = 300
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--deliveries", type=int, default=2000)
-    n = parser.parse_args().deliveries
+    parser.add_argument("--billing-accounts", type=int, default=1000)
+    args = parser.parse_args()
+    n = args.deliveries
     receiver = WebhookReceiver().start()
     db = Database("sqlite")
     srv = Server(db, TOKEN, extra_env={"TOLLGATE_MASTER_KEY": MASTER, "TOLLGATE_LOG": "warn"}).start()
@@ -56,10 +62,39 @@ def main():
         assert len(ids) == len(set(ids)) == n, "each delivered once"
         print(f"{n} deliveries: all received in {received:.2f}s ({n / received:.0f}/s), "
               f"all recorded delivered in {recorded:.2f}s ({n / recorded:.0f}/s)")
+        billing_lag(api, receiver, args.billing_accounts)
     finally:
         srv.stop()
         db.drop()
         receiver.stop()
+
+
+def billing_lag(api, receiver, m):
+    from concurrent.futures import ThreadPoolExecutor
+    api.call("PUT", "/admin/api/v1/billing/settings", {"mode": "prepaid"})
+    svc = api.ok("POST", "/services", {"name": "Bench billing"})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P", "fixed_fee": "30"})
+
+    def account(i):
+        a = api.ok("POST", "/accounts", {"name": f"B{i}", "email": f"b{i}@example.com"})
+        api.ok("POST", "/applications", {"account_id": a["id"], "plan_id": plan["id"], "name": "A"})
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(account, range(m)))
+    api.ok("POST", "/webhook_endpoints", {"url": receiver.url("billing"), "events": ["invoice.issued"]})
+    t0 = time.monotonic()
+    st, r, _ = api.call("POST", "/admin/api/v1/billing/runs", {})
+    assert st == 202, r
+    deadline = time.monotonic() + WAIT_S
+    while api.ok("GET", f"/billing/runs/{r['id']}")["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    ran = time.monotonic() - t0
+    first = receiver.of("billing")
+    receiver.wait_for("billing", lambda got: len(got) >= m, timeout=WAIT_S)
+    done = time.monotonic() - t0
+    print(f"billing run of {m} invoices: run {ran:.2f}s ({len(first)} invoice.issued received during it), "
+          f"last invoice.issued received {done:.2f}s after the start ({done - ran:.2f}s after the run ended)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 //! One line of [`catalogue!`] per event makes both the [`Event`] (what the writer of a fact
 //! enqueues, with its data) and the [`EventType`] (what an endpoint subscribes to, by name).
 //! Adding `usage.threshold_reached`, `wallet.low_balance` or `wallet.depleted` is one line each
-//! here plus its data struct.
+//! here plus its data struct (with its [`EventData`] impl naming the account), then an
+//! [`super::enqueue`] call in the transaction that makes the fact.
 //!
 //! The body sent is `{"type": "<name>", "timestamp": "<RFC 3339 UTC>", "data": {...}}`, the shape
 //! the Standard Webhooks specification recommends; `data` is the variant's payload.
@@ -52,6 +53,14 @@ macro_rules! catalogue {
             fn data_json(&self) -> serde_json::Value {
                 match self {
                     $(Event::$variant(d) => serde_json::to_value(d).unwrap_or_default(),)+
+                }
+            }
+
+            /// The account the event is about: its endpoints receive it (the admin's receive
+            /// all). `None`: no account's (delivered only where it is addressed).
+            pub fn account_id(&self) -> Option<&str> {
+                match self {
+                    $(Event::$variant(d) => EventData::account_id(d),)+
                 }
             }
         }
@@ -108,25 +117,6 @@ impl EventType {
 }
 
 impl Event {
-    /// The account the event is about: its endpoints receive it (the admin's receive all).
-    /// `None`: no account's (delivered only where it is addressed).
-    pub fn account_id(&self) -> Option<&str> {
-        match self {
-            Event::InvoiceIssued(d)
-            | Event::InvoicePaid(d)
-            | Event::InvoicePaymentFailed(d)
-            | Event::InvoiceOverdue(d) => Some(&d.account_id),
-            Event::ApplicationCreated(d)
-            | Event::ApplicationSuspended(d)
-            | Event::ApplicationResumed(d) => Some(&d.account_id),
-            Event::KeyCreated(d) | Event::KeyRotated(d) | Event::KeyRevoked(d) => {
-                Some(&d.account_id)
-            }
-            Event::PlanChanged(d) => Some(&d.account_id),
-            Event::WebhookTest(_) => None,
-        }
-    }
-
     /// The body sent: `{"type", "timestamp", "data"}` (`at`: Unix seconds of the event).
     pub fn body(&self, at: i64) -> String {
         json!({
@@ -135,6 +125,42 @@ impl Event {
             "data": self.data_json(),
         })
         .to_string()
+    }
+}
+
+/// What every payload type says for routing: the account it is about.
+pub trait EventData {
+    fn account_id(&self) -> Option<&str>;
+}
+
+impl EventData for InvoiceData {
+    fn account_id(&self) -> Option<&str> {
+        Some(&self.account_id)
+    }
+}
+
+impl EventData for ApplicationData {
+    fn account_id(&self) -> Option<&str> {
+        Some(&self.account_id)
+    }
+}
+
+impl EventData for KeyData {
+    fn account_id(&self) -> Option<&str> {
+        Some(&self.account_id)
+    }
+}
+
+impl EventData for PlanChangedData {
+    fn account_id(&self) -> Option<&str> {
+        Some(&self.account_id)
+    }
+}
+
+/// `webhook.test` is addressed to one endpoint, no account's.
+impl EventData for TestData {
+    fn account_id(&self) -> Option<&str> {
+        None
     }
 }
 
