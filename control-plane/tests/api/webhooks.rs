@@ -219,3 +219,50 @@ async fn the_purge_drops_old_finished_deliveries_and_keeps_pending_ones() {
         ["application.created"]
     );
 }
+
+async fn first_delivery(app: &TestApp, endpoint_id: &str) -> serde_json::Value {
+    let path = format!("/webhook_endpoints/{endpoint_id}/deliveries");
+    app.admin().ok("GET", &path, None).await["data"][0].clone()
+}
+
+#[tokio::test]
+async fn disabling_parks_pending_deliveries_and_enabling_makes_them_due() {
+    let app = TestApp::with_master_key().await;
+    let c = Catalog::new(&app).await;
+    let ep = app
+        .admin()
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["application.created"]}),
+        )
+        .await;
+    let id = s(&ep, "id");
+    c.application(&app, "A").await;
+    assert!(first_delivery(&app, id).await["next_attempt_at_ms"].is_i64());
+    app.admin()
+        .ok(
+            "PATCH",
+            &format!("/webhook_endpoints/{id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    let parked = first_delivery(&app, id).await;
+    assert_eq!(parked["state"], "pending");
+    assert!(parked["next_attempt_at_ms"].is_null(), "{parked}");
+    assert_eq!(
+        app.column("SELECT CAST(next_attempt_at AS TEXT) FROM webhook_deliveries")
+            .await,
+        [i64::MAX.to_string()]
+    );
+    app.admin()
+        .ok(
+            "PATCH",
+            &format!("/webhook_endpoints/{id}"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    let due = first_delivery(&app, id).await["next_attempt_at_ms"]
+        .as_i64()
+        .unwrap();
+    assert!(due <= tollgate_control_plane::store::now_ms(), "{due}");
+}

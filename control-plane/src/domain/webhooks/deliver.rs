@@ -376,6 +376,7 @@ async fn disable_if_dead(
     if r.rows_affected() != 1 {
         return Ok(());
     }
+    super::endpoints::park_pending(tx, &job.endpoint_id).await?;
     let dead: Dead = sqlx::query_as(
         "SELECT e.url, a.email AS account_email FROM webhook_endpoints e LEFT JOIN accounts a ON a.id = e.account_id WHERE e.id = $1",
     )

@@ -462,10 +462,13 @@ pub async fn update(
     }
     match input.enabled {
         Some(false) => {
-            sqlx::query("UPDATE webhook_endpoints SET state = 'disabled', disabled_reason = 'admin' WHERE id = $1 AND state = 'enabled'")
+            let r = sqlx::query("UPDATE webhook_endpoints SET state = 'disabled', disabled_reason = 'admin' WHERE id = $1 AND state = 'enabled'")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            if r.rows_affected() == 1 {
+                park_pending(&mut tx, id).await?;
+            }
         }
         Some(true) => {
             let r = sqlx::query("UPDATE webhook_endpoints SET state = 'enabled', disabled_reason = NULL, consecutive_failures = 0 WHERE id = $1 AND state = 'disabled'")
@@ -485,6 +488,22 @@ pub async fn update(
     }
     tx.commit().await?;
     get(pool, viewer, id).await
+}
+
+/// When a disabled endpoint's pending deliveries are due: never, until it is enabled again (which
+/// makes them due at once). Parked so that the sender's due query does not step over them.
+pub const PARKED_MS: i64 = i64::MAX;
+
+/// Parks the pending deliveries of endpoint `id`, which is being disabled in `tx`.
+pub async fn park_pending(tx: &mut Tx, id: &str) -> DomainResult<()> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at = $2 WHERE endpoint_id = $1 AND state = 'pending'",
+    )
+    .bind(id)
+    .bind(PARKED_MS)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Deletes an endpoint with its delivery log; its deliveries in flight end without a record.

@@ -230,7 +230,8 @@ pub struct WebhookDelivery {
     pub state: DeliveryState,
     /// Attempts made since it was created or last replayed.
     pub attempts: i64,
-    /// When it is tried next (Unix milliseconds); `null` once delivered or failed.
+    /// When it is tried next (Unix milliseconds); `null` once delivered or failed, and while its
+    /// endpoint is disabled.
     pub next_attempt_at_ms: Option<i64>,
     /// The last attempt's HTTP status; `null` if it got no answer (or none was made).
     pub last_status_code: Option<i64>,
@@ -265,7 +266,10 @@ impl DeliveryRow {
         let state = DeliveryState::parse(&self.state)?;
         Ok(WebhookDelivery {
             object: "webhook_delivery",
-            next_attempt_at_ms: matches!(state, DeliveryState::Pending | DeliveryState::Delivering)
+            next_attempt_at_ms: (matches!(
+                state,
+                DeliveryState::Pending | DeliveryState::Delivering
+            ) && self.next_attempt_at != endpoints::PARKED_MS)
                 .then_some(self.next_attempt_at),
             state,
             id: self.id,
