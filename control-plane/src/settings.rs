@@ -29,6 +29,32 @@ pub struct Settings {
     /// `TOLLGATE_MAX_APPLICATIONS_PER_ACCOUNT`, `TOLLGATE_MAX_CONCURRENT_PASSWORD_HASHES`,
     /// `TOLLGATE_TRUST_FORWARDED_FOR` (defaults in [`crate::rate_limit`]).
     pub limits: crate::rate_limit::LimitSettings,
+    /// `TOLLGATE_ADMIN_EMAIL`: the provider's operator address; told when a webhook endpoint is
+    /// disabled after a retry window of failures. Without it only the log says so.
+    pub admin_email: Option<String>,
+    /// The webhook retry schedule: `TOLLGATE_WEBHOOK_RETRY_FIRST_MS`,
+    /// `TOLLGATE_WEBHOOK_RETRY_MAX_MS`, `TOLLGATE_WEBHOOK_RETRY_WINDOW_SECS` (defaults in
+    /// [`crate::domain::webhooks::signing`]: 5 s, 12 h, 3 days). A window under three days
+    /// breaks the documented promise: for test set-ups.
+    pub webhook_retry: crate::domain::webhooks::signing::RetrySchedule,
+}
+
+fn webhook_retry_from_env() -> Result<crate::domain::webhooks::signing::RetrySchedule, String> {
+    let d = crate::domain::webhooks::signing::RetrySchedule::default();
+    let first_delay_ms = positive("TOLLGATE_WEBHOOK_RETRY_FIRST_MS", d.first_delay_ms)?;
+    let max_delay_ms = positive("TOLLGATE_WEBHOOK_RETRY_MAX_MS", d.max_delay_ms)?;
+    let window_secs = positive("TOLLGATE_WEBHOOK_RETRY_WINDOW_SECS", d.window_ms / 1000)?;
+    if max_delay_ms < first_delay_ms {
+        return Err(
+            "TOLLGATE_WEBHOOK_RETRY_MAX_MS must not be below TOLLGATE_WEBHOOK_RETRY_FIRST_MS"
+                .into(),
+        );
+    }
+    Ok(crate::domain::webhooks::signing::RetrySchedule {
+        first_delay_ms,
+        max_delay_ms,
+        window_ms: window_secs.saturating_mul(1000),
+    })
 }
 
 /// A positive integer setting, or its default when unset.
@@ -126,8 +152,20 @@ impl Settings {
             }
             _ => None,
         };
+        let admin_email = std::env::var("TOLLGATE_ADMIN_EMAIL")
+            .ok()
+            .filter(|e| !e.trim().is_empty());
+        if let Some(e) = &admin_email {
+            if !e.contains('@') || e.chars().any(char::is_control) {
+                return Err(format!(
+                    "TOLLGATE_ADMIN_EMAIL={e:?} is not an email address"
+                ));
+            }
+        }
         Ok(Settings {
             limits: limits_from_env()?,
+            admin_email,
+            webhook_retry: webhook_retry_from_env()?,
             master_key,
             listen,
             database_url,

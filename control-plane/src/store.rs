@@ -192,6 +192,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0018_usage_hot_updates.sql"),
     ),
     (
+        19,
+        "webhooks",
+        include_str!("../migrations/0019_webhooks.sql"),
+    ),
+    (
         20,
         "app_keys",
         include_str!("../migrations/0020_app_keys.sql"),

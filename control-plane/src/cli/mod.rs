@@ -142,7 +142,95 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Outbound webhook endpoints, their deliveries and replay (docs/webhooks.md).
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhookCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
+
+#[derive(Subcommand, Debug)]
+enum WebhookCommand {
+    /// Create an endpoint receiving every account's events of the given types; prints its
+    /// signing secret once.
+    Create {
+        /// Where to send events: https URL of a public host (`--url` is the admin API's).
+        #[arg(long)]
+        endpoint_url: String,
+        /// An event type (`invoice.paid`); repeat for several.
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    /// Change the URL or the event types (absent options stay).
+    Update {
+        id: String,
+        #[arg(long)]
+        endpoint_url: Option<String>,
+        #[arg(long = "event")]
+        events: Vec<String>,
+    },
+    /// Stop deliveries to an endpoint (pending ones wait).
+    Disable {
+        id: String,
+    },
+    /// Resume deliveries to an endpoint.
+    Enable {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    /// Send a `webhook.test` event to the endpoint.
+    Test {
+        id: String,
+    },
+    /// Give the endpoint a new signing secret (printed once); the old one also signs for the
+    /// grace period.
+    RotateSecret {
+        id: String,
+        /// Seconds the old secret keeps signing (default one day, at most seven days).
+        #[arg(long)]
+        grace_seconds: Option<i64>,
+    },
+    /// The endpoint's delivery log.
+    Deliveries {
+        id: String,
+    },
+    /// Send a delivery again (same webhook-id).
+    Replay {
+        delivery: String,
+    },
+}
+
+/// The columns `tollgate webhooks` shows of an endpoint and of a delivery.
+const ENDPOINT_FIELDS: &[&str] = &[
+    "id",
+    "url",
+    "events",
+    "enabled",
+    "disabled_reason",
+    "consecutive_failures",
+    "account_id",
+];
+const DELIVERY_FIELDS: &[&str] = &[
+    "id",
+    "event_id",
+    "event_type",
+    "state",
+    "attempts",
+    "last_status_code",
+    "latency_ms",
+    "next_attempt_at_ms",
+    "delivered_at",
+];
 
 /// Longest `tollgate billing run` waits for the run to finish before giving up (it keeps running).
 pub const RUN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -424,8 +512,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("purge failed: {}", detail(e)))?;
             println!(
-                "purged {} portal session(s), {} admin session(s), {} idempotency record(s), {} expired key(s)",
-                p.portal_sessions, p.admin_sessions, p.idempotency_keys, p.application_keys
+                "purged {} portal session(s), {} admin session(s), {} idempotency record(s), {} expired key(s), {} finished webhook delivery(ies)",
+                p.portal_sessions, p.admin_sessions, p.idempotency_keys, p.application_keys, p.webhook_deliveries
             );
             Ok(())
         }
@@ -649,6 +737,99 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 ApplicationCommand::Delete { id } => c.show(
                     c.delete(&format!("/applications/{id}")).await?,
                     &["id", "deleted"],
+                ),
+            }
+        }
+        Command::Webhooks { command, remote } => {
+            let c = Client::new(&remote)?;
+            match command {
+                WebhookCommand::Create {
+                    endpoint_url: url,
+                    events,
+                    description,
+                } => {
+                    let mut fields = ENDPOINT_FIELDS.to_vec();
+                    fields.push("secret");
+                    c.show(
+                        c.post(
+                            "/webhook_endpoints",
+                            json!({"url": url, "events": events, "description": description}),
+                        )
+                        .await?,
+                        &fields,
+                    )
+                }
+                WebhookCommand::List => {
+                    c.show_list(c.get_all("/webhook_endpoints").await?, ENDPOINT_FIELDS)
+                }
+                WebhookCommand::Show { id } => c.show(
+                    c.get(&format!("/webhook_endpoints/{id}")).await?,
+                    ENDPOINT_FIELDS,
+                ),
+                WebhookCommand::Update {
+                    id,
+                    endpoint_url: url,
+                    events,
+                } => {
+                    let mut body = serde_json::Map::new();
+                    if let Some(url) = url {
+                        body.insert("url".into(), json!(url));
+                    }
+                    if !events.is_empty() {
+                        body.insert("events".into(), json!(events));
+                    }
+                    c.show(
+                        c.patch(&format!("/webhook_endpoints/{id}"), Value::Object(body))
+                            .await?,
+                        ENDPOINT_FIELDS,
+                    )
+                }
+                WebhookCommand::Disable { id } => c.show(
+                    c.patch(
+                        &format!("/webhook_endpoints/{id}"),
+                        json!({"enabled": false}),
+                    )
+                    .await?,
+                    ENDPOINT_FIELDS,
+                ),
+                WebhookCommand::Enable { id } => c.show(
+                    c.patch(
+                        &format!("/webhook_endpoints/{id}"),
+                        json!({"enabled": true}),
+                    )
+                    .await?,
+                    ENDPOINT_FIELDS,
+                ),
+                WebhookCommand::Delete { id } => c.show(
+                    c.delete(&format!("/webhook_endpoints/{id}")).await?,
+                    &["id", "deleted"],
+                ),
+                WebhookCommand::Test { id } => c.show(
+                    c.post(&format!("/webhook_endpoints/{id}/test"), json!({}))
+                        .await?,
+                    DELIVERY_FIELDS,
+                ),
+                WebhookCommand::RotateSecret { id, grace_seconds } => {
+                    let mut fields = ENDPOINT_FIELDS.to_vec();
+                    fields.push("secret");
+                    c.show(
+                        c.post(
+                            &format!("/webhook_endpoints/{id}/rotate_secret"),
+                            json!({"grace_seconds": grace_seconds}),
+                        )
+                        .await?,
+                        &fields,
+                    )
+                }
+                WebhookCommand::Deliveries { id } => c.show_list(
+                    c.get_all(&format!("/webhook_endpoints/{id}/deliveries"))
+                        .await?,
+                    DELIVERY_FIELDS,
+                ),
+                WebhookCommand::Replay { delivery } => c.show(
+                    c.post(&format!("/webhook_deliveries/{delivery}/replay"), json!({}))
+                        .await?,
+                    DELIVERY_FIELDS,
                 ),
             }
         }

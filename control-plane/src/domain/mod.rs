@@ -15,6 +15,8 @@
 //! - [`scheduler`]: the daily run, and what every run does: billing, then charging.
 //! - [`overview`]: the admin dashboard's figures.
 //! - [`transfer`]: the whole installation as one JSON document (`tollgate export` / `import`).
+//! - [`webhooks`]: outbound webhooks (events written in the transaction of their change, signed
+//!   deliveries with retries).
 
 pub mod access;
 pub mod accounts;
@@ -30,6 +32,7 @@ pub mod payments;
 pub mod purge;
 pub mod scheduler;
 pub mod transfer;
+pub mod webhooks;
 
 pub use error::{DomainError, DomainResult};
 pub use page::{Page, PageRequest};

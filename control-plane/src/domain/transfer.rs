@@ -202,6 +202,8 @@ fn excluded() -> Vec<Excluded> {
         e("credit_balances", "credit follows from invoices that are not carried: settle it before moving"),
         e("contracts", "each application's contract starts on the import day (what is left of its trial is carried)"),
         e("payment_customers", "cards live at the payment provider under customers of the old configuration"),
+        e("webhook_endpoints", "their signing secrets are sealed with this installation's TOLLGATE_MASTER_KEY and receivers hold them: create the endpoints again and give receivers the new secrets; events and deliveries stay behind"),
+        e("admin_email", "TOLLGATE_ADMIN_EMAIL is an environment setting of each installation, not stored data"),
     ]
 }
 

@@ -81,7 +81,8 @@ impl utoipa::Modify for Tokens {
         (name = "payments", description = "Charging invoices and provider webhooks"),
         (name = "payment_gateway", description = "The payment provider the control plane charges through (admin)"),
         (name = "gateway", description = "What gateways poll and report: snapshots and usage (gateway tokens)"),
-        (name = "developer", description = "An account's own invoices, payments and cards (developer tokens)"),
+        (name = "developer", description = "An account's own invoices, payments, cards and webhook endpoints (developer tokens)"),
+        (name = "webhooks", description = "Outbound webhook endpoints, their delivery log and replay (admin)"),
         (name = "health", description = "Readiness and this document (no token)"),
     ),
     components(schemas(ErrorBody, ErrorDetail)),
@@ -108,6 +109,7 @@ fn parts() -> Vec<Document> {
         super::health::HealthApi::openapi(),
         super::openapi::DocumentApi::openapi(),
         super::developer::DeveloperTokensApi::openapi(),
+        super::webhooks::WebhooksApi::openapi(),
     ]
 }
 

@@ -20,6 +20,7 @@ pub mod plans;
 pub mod security_headers;
 pub mod services;
 pub mod tokens;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -160,6 +161,29 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
         )
         .route("/invoices/{id}/credit_notes", post(invoices::credit_note))
         .route("/invoices/{id}/charge", post(payments::admin_charge))
+        .route(
+            "/webhook_endpoints",
+            post(webhooks::admin_create).get(webhooks::admin_list),
+        )
+        .route(
+            "/webhook_endpoints/{id}",
+            get(webhooks::admin_get)
+                .patch(webhooks::admin_update)
+                .delete(webhooks::admin_remove),
+        )
+        .route("/webhook_endpoints/{id}/test", post(webhooks::admin_test))
+        .route(
+            "/webhook_endpoints/{id}/rotate_secret",
+            post(webhooks::admin_rotate_secret),
+        )
+        .route(
+            "/webhook_endpoints/{id}/deliveries",
+            get(webhooks::admin_deliveries),
+        )
+        .route(
+            "/webhook_deliveries/{id}/replay",
+            post(webhooks::admin_replay),
+        )
         // Idempotency runs inside authentication: keys are scoped to the token that sent them.
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -192,6 +216,29 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/payment_methods/{id}/default",
             post(payments::make_default),
+        )
+        .route(
+            "/webhook_endpoints",
+            post(webhooks::dev_create).get(webhooks::dev_list),
+        )
+        .route(
+            "/webhook_endpoints/{id}",
+            get(webhooks::dev_get)
+                .patch(webhooks::dev_update)
+                .delete(webhooks::dev_remove),
+        )
+        .route("/webhook_endpoints/{id}/test", post(webhooks::dev_test))
+        .route(
+            "/webhook_endpoints/{id}/rotate_secret",
+            post(webhooks::dev_rotate_secret),
+        )
+        .route(
+            "/webhook_endpoints/{id}/deliveries",
+            get(webhooks::dev_deliveries),
+        )
+        .route(
+            "/webhook_deliveries/{id}/replay",
+            post(webhooks::dev_replay),
         )
         .layer(middleware::from_fn_with_state(
             state.clone(),

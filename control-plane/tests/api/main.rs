@@ -22,3 +22,4 @@ mod imported_keys;
 mod keys;
 mod support;
 mod transfer;
+mod webhooks;

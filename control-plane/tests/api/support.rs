@@ -39,6 +39,22 @@ impl TestApp {
         }
     }
 
+    /// A control plane whose state holds a master key (`TOLLGATE_MASTER_KEY`), for secrets sealed
+    /// at rest (webhook endpoints).
+    pub async fn with_master_key() -> TestApp {
+        let app = TestApp::new().await;
+        let state = app
+            .state
+            .with_master_key(Some(tollgate_control_plane::secrets::derive_key(
+                "test",
+                b"an in-process test master key",
+            )));
+        TestApp {
+            router: router(state.clone()),
+            state,
+        }
+    }
+
     /// The admin API with the bootstrap token.
     pub fn admin(&self) -> Client<'_> {
         self.client(ADMIN_API, Some(ADMIN_TOKEN))

@@ -16,6 +16,8 @@ use crate::domain::billing::contracts;
 use crate::domain::catalog::plans::{self, Plan};
 use crate::domain::catalog::{check_name, revision};
 use crate::domain::page::page;
+use crate::domain::webhooks::events::{ApplicationData, PlanChangedData};
+use crate::domain::webhooks::{self, Event};
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::secrets::new_id;
 use crate::store::{now, Pool, Tx};
@@ -324,6 +326,48 @@ pub async fn list(
     })
 }
 
+/// Application `id` as the `application.*` events carry it, read inside `tx` (after the change).
+pub async fn event_data(tx: &mut Tx, id: &str) -> DomainResult<ApplicationData> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+        account_id: String,
+        plan_id: String,
+        name: String,
+        state: String,
+        state_reason: Option<String>,
+    }
+    let r: Row = sqlx::query_as(
+        "SELECT id, account_id, plan_id, name, state, state_reason FROM applications WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("application", id))?;
+    Ok(ApplicationData {
+        application_id: r.id,
+        account_id: r.account_id,
+        plan_id: r.plan_id,
+        name: r.name,
+        state: r.state,
+        state_reason: r.state_reason,
+    })
+}
+
+/// The state of application `id`, its row locked until `tx` ends (PostgreSQL; SQLite's write
+/// transaction serializes anyway): what a state change compares against.
+async fn locked_state(tx: &mut Tx, id: &str) -> DomainResult<ApplicationState> {
+    let state: String = sqlx::query_scalar(&format!(
+        "SELECT state FROM applications WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("application", id))?;
+    ApplicationState::parse(&state)
+}
+
 /// Inserts a live application (checked input) inside `tx`, starts its plan contract, makes its
 /// first key and bumps the catalog revision.
 async fn insert_application(
@@ -350,6 +394,15 @@ async fn insert_application(
     contracts::start(tx, &id, plan_id, t).await?;
     let key = keys::insert_key(tx, &id).await?;
     revision::bump(tx).await?;
+    let data = event_data(tx, &id).await?;
+    webhooks::enqueue_many(
+        tx,
+        &[
+            Event::ApplicationCreated(data),
+            Event::KeyCreated(keys::event_data(&key.key_object, account_id)),
+        ],
+    )
+    .await?;
     Ok((id, key))
 }
 
@@ -486,6 +539,15 @@ pub async fn update(pool: &Pool, id: &str, input: &AppInput) -> DomainResult<App
     let name = name.unwrap_or(a.name);
     let plan_id = input.plan_id.clone().unwrap_or(a.plan_id);
     let mut tx = crate::store::begin_write(pool).await?;
+    // The plan it is on now, read under the row lock: the change event names the one it leaves.
+    let previous_plan_id: String = sqlx::query_scalar(&format!(
+        "SELECT plan_id FROM applications WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("application", id))?;
     sqlx::query("UPDATE applications SET name = $2, description = $3, plan_id = $4, updated_at = $5 WHERE id = $1")
         .bind(id)
         .bind(&name)
@@ -500,6 +562,18 @@ pub async fn update(pool: &Pool, id: &str, input: &AppInput) -> DomainResult<App
         set_app_id(&mut tx, id, app_id).await?;
     }
     revision::bump(&mut tx).await?;
+    if previous_plan_id != plan_id {
+        webhooks::enqueue(
+            &mut tx,
+            Event::PlanChanged(PlanChangedData {
+                application_id: id.to_string(),
+                account_id: a.account_id.clone(),
+                previous_plan_id,
+                plan_id,
+            }),
+        )
+        .await?;
+    }
     tx.commit().await?;
     get(pool, id).await
 }
@@ -529,6 +603,7 @@ pub async fn suspend(pool: &Pool, id: &str, input: &SuspendInput) -> DomainResul
     fetch_row(pool, id).await?;
     let reason = input.reason.unwrap_or(SuspensionReason::Admin);
     let mut tx = crate::store::begin_write(pool).await?;
+    let before = locked_state(&mut tx, id).await?;
     sqlx::query("UPDATE applications SET state = 'suspended', state_reason = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(reason.as_str())
@@ -536,6 +611,11 @@ pub async fn suspend(pool: &Pool, id: &str, input: &SuspendInput) -> DomainResul
         .execute(&mut *tx)
         .await?;
     revision::bump(&mut tx).await?;
+    // Only a change is an event (suspending a suspended application changes its reason only).
+    if before == ApplicationState::Live {
+        let data = event_data(&mut tx, id).await?;
+        webhooks::enqueue(&mut tx, Event::ApplicationSuspended(data)).await?;
+    }
     tx.commit().await?;
     get(pool, id).await
 }
@@ -544,12 +624,17 @@ pub async fn suspend(pool: &Pool, id: &str, input: &SuspendInput) -> DomainResul
 pub async fn resume(pool: &Pool, id: &str) -> DomainResult<Application> {
     fetch_row(pool, id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
+    let before = locked_state(&mut tx, id).await?;
     sqlx::query("UPDATE applications SET state = 'live', state_reason = NULL, updated_at = $2 WHERE id = $1")
         .bind(id)
         .bind(now())
         .execute(&mut *tx)
         .await?;
     revision::bump(&mut tx).await?;
+    if before == ApplicationState::Suspended {
+        let data = event_data(&mut tx, id).await?;
+        webhooks::enqueue(&mut tx, Event::ApplicationResumed(data)).await?;
+    }
     tx.commit().await?;
     get(pool, id).await
 }
@@ -598,6 +683,7 @@ pub async fn customize_plan(pool: &Pool, id: &str) -> DomainResult<Plan> {
 /// Inside `tx` (where the copy `plan_id` was just made): puts application `id` on its customized
 /// plan, carrying its contract over without a new billing period.
 pub async fn switch_to_copy(tx: &mut Tx, id: &str, plan_id: &str) -> DomainResult<()> {
+    let before = event_data(tx, id).await?;
     sqlx::query("UPDATE applications SET plan_id = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(plan_id)
@@ -606,6 +692,16 @@ pub async fn switch_to_copy(tx: &mut Tx, id: &str, plan_id: &str) -> DomainResul
         .await?;
     contracts::switch_to_copy(tx, id, plan_id).await?;
     revision::bump(tx).await?;
+    webhooks::enqueue(
+        tx,
+        Event::PlanChanged(PlanChangedData {
+            application_id: id.to_string(),
+            account_id: before.account_id,
+            previous_plan_id: before.plan_id,
+            plan_id: plan_id.to_string(),
+        }),
+    )
+    .await?;
     Ok(())
 }
 

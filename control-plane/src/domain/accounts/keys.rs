@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 use super::account::Deleted;
 use super::applications;
 use crate::domain::catalog::revision;
+use crate::domain::webhooks::events::KeyData;
+use crate::domain::webhooks::{self, Event};
 use crate::domain::{DomainError, DomainResult, Page};
 use crate::secrets::{key_prefix, new_api_key, new_id, sha256_hex};
 use crate::store::{now, Pool, Tx};
@@ -398,6 +400,13 @@ pub async fn add(pool: &Pool, app_id: &str, input: &KeyInput) -> DomainResult<Ad
     let added = insert_imported(&mut tx, app_id, &digest).await?;
     if added.created {
         revision::bump(&mut tx).await?;
+        // An imported key is a key created here as much as a generated one.
+        let account_id = account_of(&mut tx, app_id).await?;
+        webhooks::enqueue(
+            &mut tx,
+            Event::KeyCreated(event_data(&added.key.key_object, &account_id)),
+        )
+        .await?;
         tx.commit().await?;
     }
     Ok(added)
@@ -448,12 +457,39 @@ async fn check_room(tx: &mut Tx, app_id: &str) -> DomainResult<()> {
     Ok(())
 }
 
+/// Key `key` of an application of `account_id` as the `key.*` events carry it.
+pub fn event_data(key: &ApplicationKey, account_id: &str) -> KeyData {
+    KeyData {
+        key_id: key.id.clone(),
+        application_id: key.application_id.clone(),
+        account_id: account_id.to_string(),
+        prefix: Some(key.prefix.clone()),
+        replaced_key_id: None,
+        replaced_key_expires_at: None,
+    }
+}
+
+/// The account of application `app_id`, read inside `tx`.
+async fn account_of(tx: &mut Tx, app_id: &str) -> DomainResult<String> {
+    sqlx::query_scalar("SELECT account_id FROM applications WHERE id = $1")
+        .bind(app_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| DomainError::not_found("application", app_id))
+}
+
 /// Makes another active key for application `app_id`.
 pub async fn create(pool: &Pool, app_id: &str) -> DomainResult<NewKey> {
     applications::must_exist(pool, app_id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
     let made = insert_key(&mut tx, app_id).await?;
     revision::bump(&mut tx).await?;
+    let account_id = account_of(&mut tx, app_id).await?;
+    webhooks::enqueue(
+        &mut tx,
+        Event::KeyCreated(event_data(&made.key_object, &account_id)),
+    )
+    .await?;
     tx.commit().await?;
     Ok(made)
 }
@@ -462,6 +498,13 @@ pub async fn create(pool: &Pool, app_id: &str) -> DomainResult<NewKey> {
 pub async fn revoke(pool: &Pool, app_id: &str, key_id: &str) -> DomainResult<Deleted> {
     applications::must_exist(pool, app_id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
+    let prefix: Option<String> = sqlx::query_scalar(
+        "SELECT prefix FROM application_keys WHERE application_id = $1 AND id = $2",
+    )
+    .bind(app_id)
+    .bind(key_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let r = sqlx::query("DELETE FROM application_keys WHERE application_id = $1 AND id = $2")
         .bind(app_id)
         .bind(key_id)
@@ -471,6 +514,19 @@ pub async fn revoke(pool: &Pool, app_id: &str, key_id: &str) -> DomainResult<Del
         return Err(DomainError::not_found("key", key_id));
     }
     revision::bump(&mut tx).await?;
+    let account_id = account_of(&mut tx, app_id).await?;
+    webhooks::enqueue(
+        &mut tx,
+        Event::KeyRevoked(KeyData {
+            key_id: key_id.to_string(),
+            application_id: app_id.to_string(),
+            account_id,
+            prefix,
+            replaced_key_id: None,
+            replaced_key_expires_at: None,
+        }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Deleted::new("application_key", key_id))
 }
@@ -516,10 +572,11 @@ pub async fn rotate(
         .bind(now())
         .execute(&mut *tx)
         .await?;
+    let expires_at = now() + grace;
     let r = sqlx::query("UPDATE application_keys SET expires_at = $3 WHERE application_id = $1 AND id = $2 AND expires_at IS NULL")
         .bind(app_id)
         .bind(key_id)
-        .bind(now() + grace)
+        .bind(expires_at)
         .execute(&mut *tx)
         .await?;
     if r.rows_affected() == 0 {
@@ -527,6 +584,16 @@ pub async fn rotate(
     }
     let made = insert_key(&mut tx, app_id).await?;
     revision::bump(&mut tx).await?;
+    let account_id = account_of(&mut tx, app_id).await?;
+    webhooks::enqueue(
+        &mut tx,
+        Event::KeyRotated(KeyData {
+            replaced_key_id: Some(key_id.to_string()),
+            replaced_key_expires_at: Some(expires_at),
+            ..event_data(&made.key_object, &account_id)
+        }),
+    )
+    .await?;
     tx.commit().await?;
     // Only rotations that happen count (a refused one leaves the window as it was).
     limits.rotated(app_id);
@@ -535,7 +602,7 @@ pub async fn rotate(
         key: made.key,
         replaces: Replaced {
             id: key_id.to_string(),
-            expires_at: now() + grace,
+            expires_at,
         },
     })
 }

@@ -42,6 +42,8 @@ pub enum EmailKind {
     FinalFailure,
     /// Someone tried to sign up with the address of an existing portal user.
     SignUpTaken,
+    /// A webhook endpoint was disabled after a whole retry window of failures (to the admin).
+    WebhookEndpointDisabled,
 }
 
 impl EmailKind {
@@ -52,6 +54,7 @@ impl EmailKind {
             EmailKind::ChargeFailed => "charge_failed",
             EmailKind::FinalFailure => "final_failure",
             EmailKind::SignUpTaken => "sign_up_taken",
+            EmailKind::WebhookEndpointDisabled => "webhook_endpoint_disabled",
         }
     }
 }

@@ -31,7 +31,7 @@ const PAGE_ROWS: i64 = 100;
 
 /// A refused domain call as the form shows it: the field it names (the API error object's
 /// `param`) with its message, and the status the page is answered with (the API's).
-fn refusal(e: DomainError) -> (FormError, StatusCode) {
+pub(super) fn refusal(e: DomainError) -> (FormError, StatusCode) {
     let param = match &e {
         DomainError::Malformed { param, .. }
         | DomainError::Conflict { param, .. }
