@@ -29,7 +29,13 @@ pub struct Settings {
     /// `TOLLGATE_MAX_APPLICATIONS_PER_ACCOUNT`, `TOLLGATE_MAX_CONCURRENT_PASSWORD_HASHES`,
     /// `TOLLGATE_TRUST_FORWARDED_FOR` (defaults in [`crate::rate_limit`]).
     pub limits: crate::rate_limit::LimitSettings,
+    /// `TOLLGATE_METRICS_TOKEN` (at least [`MIN_METRICS_TOKEN_CHARS`] characters): the Bearer
+    /// token `GET /metrics` requires. Unset: `/metrics` is refused (docs/operations.md).
+    pub metrics_token: Option<String>,
 }
+
+/// Shortest metrics token accepted: as long as the admin token's minimum, so it cannot be guessed.
+pub const MIN_METRICS_TOKEN_CHARS: usize = 32;
 
 /// A positive integer setting, or its default when unset.
 fn positive<T: std::str::FromStr + PartialOrd + Default + Copy>(
@@ -126,7 +132,19 @@ impl Settings {
             }
             _ => None,
         };
+        let metrics_token = std::env::var("TOLLGATE_METRICS_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        if metrics_token
+            .as_deref()
+            .is_some_and(|t| t.chars().count() < MIN_METRICS_TOKEN_CHARS)
+        {
+            return Err(format!(
+                "TOLLGATE_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_CHARS} characters"
+            ));
+        }
         Ok(Settings {
+            metrics_token,
             limits: limits_from_env()?,
             master_key,
             listen,

@@ -47,6 +47,10 @@ impl utoipa::Modify for Tokens {
             ),
             ("developer_token", "a developer API token of one account"),
             ("gateway_token", "a gateway token, scoped to services"),
+            (
+                "metrics_token",
+                "the metrics token of the server (`TOLLGATE_METRICS_TOKEN`)",
+            ),
         ] {
             components.add_security_scheme(
                 name,
@@ -83,6 +87,7 @@ impl utoipa::Modify for Tokens {
         (name = "gateway", description = "What gateways poll and report: snapshots and usage (gateway tokens)"),
         (name = "developer", description = "An account's own invoices, payments and cards (developer tokens)"),
         (name = "health", description = "Readiness and this document (no token)"),
+        (name = "operations", description = "Prometheus metrics (the metrics token)"),
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Tokens)
@@ -108,6 +113,7 @@ fn parts() -> Vec<Document> {
         super::health::HealthApi::openapi(),
         super::openapi::DocumentApi::openapi(),
         super::developer::DeveloperTokensApi::openapi(),
+        super::metrics::MetricsApi::openapi(),
     ]
 }
 

@@ -19,4 +19,5 @@ mod errors;
 mod gateway;
 mod idempotency;
 mod keys;
+mod metrics;
 mod support;
