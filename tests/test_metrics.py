@@ -159,6 +159,11 @@ def test_the_exposition_parses_and_names_only_documented_metrics(metered):
     snapshots = {s.labels["answer"] + "/" + s.labels["held"]: s.value
                  for s in families["tollgate_snapshot_requests"].samples if s.name.endswith("_total")}
     assert snapshots == {"full/false": 1, "full/true": 0, "not_modified/false": 0, "not_modified/true": 0}
+    # The revision of the snapshot served: the first part of its version (the catalog was written
+    # above, so it is past 0).
+    status, snap, _ = gw.call("GET", f"/gateway/v1/services/{svc['id']}/snapshot")
+    revision = families["tollgate_snapshot_catalog_revision"].samples[0].value
+    assert status == 200 and revision == int(snap["version"].split(".")[0]) > 0, (revision, snap["version"])
 
 
 def invented_path(rng):

@@ -130,6 +130,9 @@ pub async fn snapshot(
         .encoded(&s.pool, &service_id, &version, encoding)
         .await?;
     telemetry::get().snapshot_request(SnapshotAnswer::Full, was_held);
+    if let Some(revision) = version.split('.').next().and_then(|r| r.parse().ok()) {
+        telemetry::get().snapshot_revision(revision);
+    }
     telemetry::get().snapshot_served(
         match encoding {
             Encoding::Binary => SnapshotEncoding::Binary,

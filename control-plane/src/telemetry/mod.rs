@@ -290,6 +290,7 @@ pub struct Metrics {
     snapshot_requests: Family<SnapshotLabels, Counter>,
     snapshots_held: Gauge,
     snapshot_bytes: Family<EncodingLabels, Counter>,
+    snapshot_revision: Gauge,
     usage_reports: Family<ReportLabels, Counter>,
     usage_counter_updates: Family<EntryLabels, Counter>,
     billing_runs: Family<RunLabels, Counter>,
@@ -317,6 +318,7 @@ impl Metrics {
             snapshot_requests: Family::default(),
             snapshots_held: Gauge::default(),
             snapshot_bytes: Family::default(),
+            snapshot_revision: Gauge::default(),
             usage_reports: Family::default(),
             usage_counter_updates: Family::default(),
             billing_runs: Family::default(),
@@ -359,6 +361,11 @@ impl Metrics {
             "Snapshot bodies served (200), by encoding",
             Unit::Bytes,
             m.snapshot_bytes.clone(),
+        );
+        registry.register(
+            "snapshot_catalog_revision",
+            "Catalog revision of the last snapshot this process served in full (0 before the first)",
+            m.snapshot_revision.clone(),
         );
         registry.register(
             "usage_reports",
@@ -489,6 +496,12 @@ impl Metrics {
         self.snapshot_bytes
             .get_or_create(&EncodingLabels { encoding })
             .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
+    }
+
+    /// The catalog revision (the first part of a snapshot version) of a snapshot served in full.
+    /// Replicas serving different revisions for long means one of them lost its database.
+    pub fn snapshot_revision(&self, revision: i64) {
+        self.snapshot_revision.set(revision);
     }
 
     /// Counts a held snapshot request until the guard drops (answered, or the client left).
