@@ -110,8 +110,27 @@ def test_prometheus_scrapes_exactly_the_traffic_sent(metered):
         # The database-read gauges came through the same scrape.
         assert prom.wait_for('tollgate_outbox_pending{outbox="email"}', 0.0) == 0.0
         assert prom.wait_for("tollgate_metrics_database_up", 1.0) == 1.0
+        # Every PromQL example of docs/operations.md is a query Prometheus accepts.
+        for q in documented_queries():
+            prom.query(q)
     finally:
         prom.stop()
+
+
+def documented_queries():
+    """The queries of the ```promql blocks of docs/operations.md (each after its `#` comment)."""
+    queries = []
+    for block in re.findall(r"```promql\n(.*?)```", DOCS.read_text(), re.S):
+        current = []
+        for line in block.splitlines() + [""]:
+            if line.startswith("#") or not line.strip():
+                if current:
+                    queries.append("\n".join(current))
+                current = []
+            else:
+                current.append(line)
+    assert len(queries) >= 10, queries
+    return queries
 
 
 def test_metrics_refuse_a_missing_or_wrong_token(metered):

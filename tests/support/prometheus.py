@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -82,9 +83,12 @@ class Prometheus:
     def query(self, promql):
         """The instant vector of `promql` now: [(labels, float value)]."""
         url = f"{self.base}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=5) as r:
-            answer = json.load(r)
-        assert answer["status"] == "success", answer
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                answer = json.load(r)
+        except urllib.error.HTTPError as e:  # a query Prometheus refuses: 400 with the reason
+            answer = json.load(e)
+        assert answer["status"] == "success", (promql, answer)
         return [(s["metric"], float(s["value"][1])) for s in answer["data"]["result"]]
 
     def wait_for(self, promql, expected, timeout_s=15):

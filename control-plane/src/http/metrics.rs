@@ -46,7 +46,10 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> ApiResult<Res
         .headers()
         .get("authorization")
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(|t| sha256_hex(t.trim()));
     // Digests of equal length, compared in constant time: the comparison says nothing about how
     // much of the token was right.
