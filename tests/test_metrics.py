@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import ADMIN_TOKEN, call
 from support.control_plane import Api, Database, Server
 from support.prometheus import Prometheus
+from test_billing import catalog, db, next_month, report_usage, sink, start_server, today, wait_run  # noqa: F401
 from test_envoy_filter import KEYS, standalone
 
 METRICS_TOKEN = "metrics-" + secrets.token_hex(20)
@@ -183,6 +184,56 @@ def test_the_exposition_parses_and_names_only_documented_metrics(metered):
     status, snap, _ = gw.call("GET", f"/gateway/v1/services/{svc['id']}/snapshot")
     revision = families["tollgate_snapshot_catalog_revision"].samples[0].value
     assert status == 200 and revision == int(snap["version"].split(".")[0]) > 0, (revision, snap["version"])
+
+
+def sample(text, name, **labels):
+    """The value of one sample of the exposition (None when absent)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def test_billing_runs_invoices_and_email_are_counted(db, sink):
+    """A billing run issuing one invoice, its email delivered over SMTP, and one invoice issued by
+    hand: exactly those counts, on each backend."""
+    srv = start_server(db, sink, TOLLGATE_METRICS_TOKEN=METRICS_TOKEN)
+    try:
+        api = Api(srv.base, ADMIN_TOKEN)
+        svc, plan = catalog(api)
+        acct = api.ok("POST", "/accounts", {"name": "Counted", "email": "counted@example.com"})
+        app = api.ok("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"], "name": "App"})
+        report_usage(srv, api, svc, app["id"], 10)
+        st, run, _ = api.call("POST", "/admin/api/v1/billing/runs", {"date": next_month(today()).isoformat()})
+        assert st == 202, run
+        run = wait_run(api, run["id"])
+        assert (run["state"], run["invoices_issued"]) == ("succeeded", 1), run
+        manual = api.ok("POST", "/invoices", {"account_id": acct["id"]})
+        api.ok("POST", f"/invoices/{manual['id']}/lines", {"description": "Setup help", "unit_price": "50"})
+        api.ok("POST", f"/invoices/{manual['id']}/issue", status=200)
+        assert len(sink.wait_for(2)) == 2
+        deadline = time.monotonic() + 20
+        while True:  # the sender marks a message delivered just after the SMTP server took it
+            text = exposition(srv)
+            if sample(text, "tollgate_outbox_deliveries_total", result="delivered") == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert {
+            "run": sample(text, "tollgate_invoices_issued_total", by="run"),
+            "manual": sample(text, "tollgate_invoices_issued_total", by="manual"),
+            "runs": sample(text, "tollgate_billing_runs_total", result="succeeded"),
+            "failed runs": sample(text, "tollgate_billing_runs_total", result="failed"),
+            "timed runs": sample(text, "tollgate_billing_run_duration_seconds_count", result="succeeded"),
+            "delivered": sample(text, "tollgate_outbox_deliveries_total", outbox="email", result="delivered"),
+            "retried": sample(text, "tollgate_outbox_deliveries_total", outbox="email", result="retried"),
+            "lags": sample(text, "tollgate_outbox_delivery_lag_seconds_count", outbox="email"),
+            "pending": sample(text, "tollgate_outbox_pending", outbox="email"),
+            "usage reports": sample(text, "tollgate_usage_reports_total", outcome="recorded"),
+        } == {"run": 1, "manual": 1, "runs": 1, "failed runs": 0, "timed runs": 1, "delivered": 2, "retried": 0,
+              "lags": 2, "pending": 0, "usage reports": 1}
+    finally:
+        srv.stop()
 
 
 def invented_path(rng):
