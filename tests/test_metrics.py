@@ -20,6 +20,7 @@ from support.control_plane import Api, Database, Server
 from support.prometheus import Prometheus
 from test_billing import catalog, db, next_month, report_usage, sink, start_server, today, wait_run  # noqa: F401
 from test_envoy_filter import KEYS, standalone
+from test_stripe import DECLINED, GOOD, add_card, developer, issue, stripe, world  # noqa: F401
 
 METRICS_TOKEN = "metrics-" + secrets.token_hex(20)
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
@@ -53,7 +54,7 @@ def series(text):
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def world(server):
+def metered_world(server):
     api = Api(server.base, ADMIN_TOKEN)
     svc = api.ok("POST", "/services", {"name": "Metered"})
     api.ok("POST", f"/services/{svc['id']}/metrics", {"name": "search", "parent": "hits"})
@@ -76,7 +77,7 @@ def test_prometheus_scrapes_exactly_the_traffic_sent(metered):
     a duplicate report, admin requests by route template and status."""
     prom = Prometheus([("tollgate", f"127.0.0.1:{metered.port}", METRICS_TOKEN, "/metrics")]).start()
     try:
-        api, gw, svc, app = world(metered)
+        api, gw, svc, app = metered_world(metered)
         now = int(time.time())
         minute = now - now % 60
         sizes = [4, 5, 6]
@@ -154,7 +155,7 @@ def test_metrics_are_off_without_a_token(server):
 
 
 def test_the_exposition_parses_and_names_only_documented_metrics(metered):
-    api, gw, svc, app = world(metered)
+    api, gw, svc, app = metered_world(metered)
     gw.call("GET", f"/gateway/v1/services/{svc['id']}/snapshot")
     text = exposition(metered)
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -234,6 +235,28 @@ def test_billing_runs_invoices_and_email_are_counted(db, sink):
               "lags": 2, "pending": 0, "usage reports": 1}
     finally:
         srv.stop()
+
+
+@pytest.mark.server_env(TOLLGATE_METRICS_TOKEN=METRICS_TOKEN)
+def test_charges_are_counted_by_provider_and_outcome(world):
+    """Through localstripe: one charge succeeds, one is declined, one account has no card."""
+    w, api = world, world["api"]
+    outcomes = {}
+    for name, card in (("Good", GOOD), ("Declined", DECLINED), ("Cardless", None)):
+        acct, _, dev = developer(w, name)
+        if card:
+            add_card(w, dev, card)
+        inv = issue(api, acct["id"], "12.00")
+        st, body, _ = dev.call("POST", f"/api/v1/invoices/{inv['id']}/pay", {})
+        outcomes[name] = (st, (body or {}).get("state") or (body or {}).get("error", {}).get("code"))
+    assert outcomes["Good"] == (200, "paid"), outcomes
+    text = exposition(w["server"])
+    counted = {o: sample(text, "tollgate_charges_total", provider="stripe", outcome=o)
+               for o in ("succeeded", "declined", "no_payment_method", "unknown", "action_required")}
+    assert counted == {"succeeded": 1, "declined": 1, "no_payment_method": 1, "unknown": 0,
+                       "action_required": 0}, outcomes
+    assert sample(text, "tollgate_charge_duration_seconds_count", provider="stripe") == 3
+    assert sample(text, "tollgate_charges_total", provider="braintree", outcome="succeeded") == 0
 
 
 def invented_path(rng):
