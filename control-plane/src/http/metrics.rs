@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -36,14 +36,13 @@ pub const METRICS_TOKEN_ENV: &str = "TOLLGATE_METRICS_TOKEN";
     ),
     security(("metrics_token" = []))
 )]
-pub async fn serve(State(state): State<AppState>, req: Request) -> ApiResult<Response> {
+pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let Some(expected) = state.metrics_token_sha256.as_deref() else {
         return Err(ApiError::Forbidden(format!(
             "metrics are off: start the server with {METRICS_TOKEN_ENV} set and scrape with that Bearer token"
         )));
     };
-    let presented = req
-        .headers()
+    let presented = headers
         .get("authorization")
         .and_then(|h| h.to_str().ok())
         .and_then(|h| {
