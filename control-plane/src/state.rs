@@ -1,6 +1,6 @@
 //! What every request handler of the process shares (the JSON APIs in `http/` and the portals in
 //! `portal/` alike): the database pool, the admin token from the environment, the snapshot
-//! cache, the billing-run lock, the master key and the abuse limits.
+//! cache, the billing-run lock, the master key, the abuse limits and the metrics token.
 
 use std::sync::Arc;
 
