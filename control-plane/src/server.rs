@@ -40,7 +40,13 @@ pub async fn serve() -> Result<(), String> {
         .map(|t| crate::secrets::sha256_hex(t).into());
     let state = crate::state::AppState::new(pool.clone(), env_token)
         .with_master_key(settings.master_key)
-        .with_limits(settings.limits.clone());
+        .with_limits(settings.limits.clone())
+        .with_metrics_token(settings.metrics_token.as_deref());
+    if settings.metrics_token.is_none() {
+        tracing::warn!(
+            "TOLLGATE_METRICS_TOKEN is not set: GET /metrics is refused (403); set it to let Prometheus scrape"
+        );
+    }
     spawn_background_tasks(&settings, &pool, &state.billing_runs)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

@@ -37,6 +37,9 @@ pub struct Settings {
     /// [`crate::domain::webhooks::signing`]: 5 s, 12 h, 3 days). A window under three days
     /// breaks the documented promise: for test set-ups.
     pub webhook_retry: crate::domain::webhooks::signing::RetrySchedule,
+    /// `TOLLGATE_METRICS_TOKEN` (at least [`MIN_METRICS_TOKEN_CHARS`] characters): the Bearer
+    /// token `GET /metrics` requires. Unset: `/metrics` is refused (docs/operations.md).
+    pub metrics_token: Option<String>,
 }
 
 fn webhook_retry_from_env() -> Result<crate::domain::webhooks::signing::RetrySchedule, String> {
@@ -56,6 +59,9 @@ fn webhook_retry_from_env() -> Result<crate::domain::webhooks::signing::RetrySch
         window_ms: window_secs.saturating_mul(1000),
     })
 }
+
+/// Shortest metrics token accepted: as long as the admin token's minimum, so it cannot be guessed.
+pub const MIN_METRICS_TOKEN_CHARS: usize = 32;
 
 /// A positive integer setting, or its default when unset.
 fn positive<T: std::str::FromStr + PartialOrd + Default + Copy>(
@@ -162,7 +168,19 @@ impl Settings {
                 ));
             }
         }
+        let metrics_token = std::env::var("TOLLGATE_METRICS_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        if metrics_token
+            .as_deref()
+            .is_some_and(|t| t.chars().count() < MIN_METRICS_TOKEN_CHARS)
+        {
+            return Err(format!(
+                "TOLLGATE_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_CHARS} characters"
+            ));
+        }
         Ok(Settings {
+            metrics_token,
             limits: limits_from_env()?,
             admin_email,
             webhook_retry: webhook_retry_from_env()?,

@@ -34,6 +34,8 @@ const PYTHON: &str = "python3";
 const DEBIAN: &[(&str, &str)] = &[
     ("node", "nodejs"),
     ("wrk", "wrk"),
+    // The metrics test scrapes a real `tollgate serve` with a real Prometheus server.
+    ("prometheus", "prometheus"),
     ("taskset", "util-linux"),
     ("psql", "postgresql-client"),
     ("pg_dump", "postgresql-client"),
@@ -304,7 +306,15 @@ fn wasm_runner() -> (&'static str, String) {
 }
 
 fn test() -> Result {
-    setup(&["node", "psql", "pg_dump", "chromium", "chromedriver", "wrk"])?;
+    setup(&[
+        "node",
+        "psql",
+        "pg_dump",
+        "chromium",
+        "chromedriver",
+        "wrk",
+        "prometheus",
+    ])?;
     step("cargo fmt --check");
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
     step("cargo clippy (native, all targets)");

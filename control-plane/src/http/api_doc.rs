@@ -47,6 +47,10 @@ impl utoipa::Modify for Tokens {
             ),
             ("developer_token", "a developer API token of one account"),
             ("gateway_token", "a gateway token, scoped to services"),
+            (
+                "metrics_token",
+                "the metrics token of the server (`TOLLGATE_METRICS_TOKEN`)",
+            ),
         ] {
             components.add_security_scheme(
                 name,
@@ -84,6 +88,7 @@ impl utoipa::Modify for Tokens {
         (name = "developer", description = "An account's own invoices, payments, cards and webhook endpoints (developer tokens)"),
         (name = "webhooks", description = "Outbound webhook endpoints, their delivery log and replay (admin)"),
         (name = "health", description = "Readiness and this document (no token)"),
+        (name = "operations", description = "Prometheus metrics (the metrics token)"),
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Tokens)
@@ -110,6 +115,7 @@ fn parts() -> Vec<Document> {
         super::openapi::DocumentApi::openapi(),
         super::developer::DeveloperTokensApi::openapi(),
         super::webhooks::WebhooksApi::openapi(),
+        super::metrics::MetricsApi::openapi(),
     ]
 }
 

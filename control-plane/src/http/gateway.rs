@@ -15,8 +15,10 @@ use tollgate_protocol::{UsageAck, UsageReport};
 use crate::domain::gateway::encoded::Encoding;
 use crate::domain::gateway::{self, snapshot, watch, GatewayCaller};
 use crate::domain::metering;
+use crate::domain::DomainError;
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
+use crate::telemetry::{self, ReportOutcome, SnapshotAnswer, SnapshotEncoding};
 use crate::web::error::{ApiError, ApiResult};
 use crate::web::extract::{ApiQuery, RawBody};
 
@@ -89,8 +91,11 @@ pub async fn snapshot(
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
+    let mut was_held = false;
     if let Some(wait) = wait {
         if held == Some(format!("\"{version}\"").as_str()) {
+            was_held = true;
+            let _holding = telemetry::get().snapshot_held();
             version = s
                 .versions
                 .wait_past(&s.pool, &version, tokio::time::Instant::now() + wait)
@@ -102,6 +107,7 @@ pub async fn snapshot(
     let applied = wait.map(|w| ("preference-applied", format!("wait={}", w.as_secs())));
     let etag = format!("\"{version}\"");
     if held == Some(etag.as_str()) {
+        telemetry::get().snapshot_request(SnapshotAnswer::NotModified, was_held);
         let mut r = (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
         if let Some((name, value)) = applied {
             if let Ok(v) = HeaderValue::from_str(&value) {
@@ -120,6 +126,17 @@ pub async fn snapshot(
         .snapshots
         .encoded(&s.pool, &service_id, &version, encoding)
         .await?;
+    telemetry::get().snapshot_request(SnapshotAnswer::Full, was_held);
+    if let Some(revision) = version.split('.').next().and_then(|r| r.parse().ok()) {
+        telemetry::get().snapshot_revision(revision);
+    }
+    telemetry::get().snapshot_served(
+        match encoding {
+            Encoding::Binary(_) => SnapshotEncoding::Binary,
+            Encoding::Json => SnapshotEncoding::Json,
+        },
+        body.len(),
+    );
     let mut r = (StatusCode::OK, Bytes::clone(&body)).into_response();
     r.headers_mut().insert(
         "content-type",
@@ -163,10 +180,24 @@ pub async fn usage(
     RawBody(body): RawBody,
 ) -> ApiResult<Json<UsageAck>> {
     caller.check_service(&s.pool, &service_id).await?;
-    let report: UsageReport = crate::web::extract::parse(&body)?;
-    Ok(Json(
-        metering::reports::record(&s.pool, &caller, &service_id, &report).await?,
-    ))
+    let report: UsageReport = match crate::web::extract::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            telemetry::get().usage_report(ReportOutcome::Refused, 0, 0);
+            return Err(e);
+        }
+    };
+    let recorded = metering::reports::record(&s.pool, &caller, &service_id, &report).await;
+    let (outcome, accepted, ignored) = match &recorded {
+        Ok(ack) if ack.duplicate => (ReportOutcome::Duplicate, 0, 0),
+        Ok(ack) => (ReportOutcome::Recorded, ack.accepted, ack.ignored),
+        Err(DomainError::Unavailable(_) | DomainError::Internal(_)) => {
+            (ReportOutcome::Failed, 0, 0)
+        }
+        Err(_) => (ReportOutcome::Refused, 0, 0),
+    };
+    telemetry::get().usage_report(outcome, accepted, ignored);
+    Ok(Json(recorded?))
 }
 
 #[derive(serde::Deserialize)]

@@ -13,6 +13,7 @@ pub mod health;
 pub mod idempotency;
 pub mod invoices;
 pub mod list;
+pub mod metrics;
 pub mod openapi;
 pub mod payment_gateway;
 pub mod payments;
@@ -258,6 +259,7 @@ pub fn router(state: AppState) -> Router {
         )
         .nest("/gateway/v1", gateways)
         .route("/openapi.json", get(openapi::serve))
+        .route("/metrics", get(metrics::serve))
         .nest("/admin/api/v1", admin)
         .fallback(|uri: axum::http::Uri| async move { ApiError::NoRoute(uri.path().to_string()) })
         .method_not_allowed_fallback(
@@ -277,6 +279,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(timeout))
         .layer(catch_panic::layer())
+        // Outermost: timeouts (408) and panics (500) are counted as what the client got.
+        .layer(middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

@@ -20,6 +20,7 @@ mod gateway;
 mod idempotency;
 mod imported_keys;
 mod keys;
+mod metrics;
 mod support;
 mod transfer;
 mod webhooks;

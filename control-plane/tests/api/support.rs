@@ -28,11 +28,17 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn new() -> TestApp {
+        TestApp::with_metrics_token(None).await
+    }
+
+    /// A control plane whose `/metrics` takes `token` (`None`: metrics are off, as by default).
+    pub async fn with_metrics_token(token: Option<&str>) -> TestApp {
         let pool = store::connect_in_memory()
             .await
             .expect("in-memory database");
         store::migrate(&pool).await.expect("migrations");
-        let state = AppState::new(pool, Some(sha256_hex(ADMIN_TOKEN).into()));
+        let state =
+            AppState::new(pool, Some(sha256_hex(ADMIN_TOKEN).into())).with_metrics_token(token);
         TestApp {
             router: router(state.clone()),
             state,

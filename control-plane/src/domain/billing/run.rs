@@ -508,6 +508,11 @@ pub async fn bill(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> DomainR
         };
         match next {
             Some(done) => {
+                // Counted once committed: a batch redone after a race issued nothing the first time.
+                crate::telemetry::get().invoices_issued(
+                    crate::telemetry::IssuedBy::Run,
+                    u64::try_from(done.issued).unwrap_or(0),
+                );
                 billed.accounts_done += done.accounts;
                 billed.invoices_issued += done.issued;
                 after = done.last;

@@ -17,7 +17,7 @@ use super::attempts::{self, AttemptState, Payment};
 use super::cards::customer;
 use super::provider::{configured, pay_error, provider, Provider};
 use super::statement::CHARGEABLE;
-use super::{ChargeOutcome, ChargeRequest, PayError};
+use super::{ChargeOutcome, ChargeRequest, PayError, ProviderKind};
 use crate::domain::accounts::applications;
 use crate::domain::billing::calendar::{day_of, format_date, format_month};
 use crate::domain::billing::invoices::{
@@ -30,6 +30,7 @@ use crate::domain::webhooks::{self, Event};
 use crate::domain::{DomainError, DomainResult};
 use crate::secrets::new_id;
 use crate::store::{now, Pool, Tx};
+use crate::telemetry;
 
 /// Invoices charged per pass of the daily charging (the rest wait for the next pass).
 pub const MAX_CHARGES_PER_PASS: i64 = 10_000;
@@ -293,6 +294,7 @@ pub async fn charge_invoice(
     method: Option<&str>,
     today: i64,
 ) -> DomainResult<String> {
+    let started = std::time::Instant::now();
     let inv = invoices::fetch(pool, invoice_id).await?;
     check_chargeable(&inv)?;
     let gateway = configured(pool, master_key).await?;
@@ -315,6 +317,7 @@ pub async fn charge_invoice(
                 .map(|m| (c.customer_ref, m))
         });
     let Some((customer_ref, method)) = card else {
+        counted(&p, telemetry::ChargeOutcome::NoPaymentMethod, started);
         apply(
             pool,
             &attempt_id,
@@ -335,12 +338,14 @@ pub async fn charge_invoice(
         };
         match found {
             Ok(Some(found)) => {
+                counted(&p, outcome_label(&found), started);
                 apply(pool, &attempt_id, found, today).await?;
                 return Ok(attempt_id);
             }
             Ok(None) => {}
             Err(e) => {
                 // The lookup failed: the outcome stays unknown, and the next try looks again.
+                counted(&p, telemetry::ChargeOutcome::Unknown, started);
                 release(pool, &attempt_id).await?;
                 return Err(pay_error(e));
             }
@@ -361,8 +366,12 @@ pub async fn charge_invoice(
         Provider::Braintree(bt) => bt.charge(&req).await,
     };
     match charged {
-        Ok(outcome) => apply(pool, &attempt_id, outcome, today).await?,
+        Ok(outcome) => {
+            counted(&p, outcome_label(&outcome), started);
+            apply(pool, &attempt_id, outcome, today).await?
+        }
         Err(PayError::Provider { code, message, .. }) => {
+            counted(&p, telemetry::ChargeOutcome::Declined, started);
             apply(
                 pool,
                 &attempt_id,
@@ -376,6 +385,7 @@ pub async fn charge_invoice(
             .await?
         }
         Err(e) => {
+            counted(&p, telemetry::ChargeOutcome::Unknown, started);
             // Unknown outcome: the attempt stays pending and is looked up before any new charge;
             // the lease is released so that the next try looks it up at once.
             release(pool, &attempt_id).await?;
@@ -388,6 +398,23 @@ pub async fn charge_invoice(
         }
     }
     Ok(attempt_id)
+}
+
+/// Counts one charge attempt's outcome as this request learned it (`crate::telemetry`).
+fn counted(p: &Provider, outcome: telemetry::ChargeOutcome, started: std::time::Instant) {
+    let provider = match p.kind() {
+        ProviderKind::Stripe => telemetry::Provider::Stripe,
+        ProviderKind::Braintree => telemetry::Provider::Braintree,
+    };
+    telemetry::get().charge(provider, outcome, started.elapsed());
+}
+
+fn outcome_label(outcome: &ChargeOutcome) -> telemetry::ChargeOutcome {
+    match outcome {
+        ChargeOutcome::Succeeded { .. } => telemetry::ChargeOutcome::Succeeded,
+        ChargeOutcome::RequiresAction { .. } => telemetry::ChargeOutcome::ActionRequired,
+        ChargeOutcome::Declined { .. } => telemetry::ChargeOutcome::Declined,
+    }
 }
 
 /// Records an attempt's outcome and moves the invoice (idempotent: an attempt already settled the

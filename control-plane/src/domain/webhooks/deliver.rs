@@ -28,6 +28,7 @@ use super::signing::{secret_bytes, sign, RetrySchedule};
 use crate::domain::billing::outbox::{self as email, Email, EmailKind};
 use crate::domain::{DomainError, DomainResult};
 use crate::secrets::{new_id, open};
+use crate::telemetry::{DeliveryResult, Outbox};
 use crate::store::{now, now_ms, Pool};
 
 /// How long one attempt may take, connection to last byte read.
@@ -347,6 +348,14 @@ async fn record(
         }
     }
     tx.commit().await?;
+    let result = match (delivered, gives_up) {
+        (true, _) => DeliveryResult::Delivered,
+        (false, true) => DeliveryResult::GivenUp,
+        (false, false) => DeliveryResult::Retried,
+    };
+    // Lag from the start of the delivery's window (its enqueue, or its last replay).
+    let lag_ms = u64::try_from(t_ms - job.window_started_at).unwrap_or(0);
+    crate::telemetry::get().delivery(Outbox::Webhook, result, Duration::from_millis(lag_ms));
     Ok(())
 }
 
