@@ -28,8 +28,8 @@ use super::signing::{secret_bytes, sign, RetrySchedule};
 use crate::domain::billing::outbox::{self as email, Email, EmailKind};
 use crate::domain::{DomainError, DomainResult};
 use crate::secrets::{new_id, open};
-use crate::telemetry::{DeliveryResult, Outbox};
 use crate::store::{now, now_ms, Pool};
+use crate::telemetry::{DeliveryResult, Outbox};
 
 /// How long one attempt may take, connection to last byte read.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
