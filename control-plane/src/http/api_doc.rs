@@ -82,6 +82,7 @@ impl utoipa::Modify for Tokens {
         (name = "payment_gateway", description = "The payment provider the control plane charges through (admin)"),
         (name = "gateway", description = "What gateways poll and report: snapshots and usage (gateway tokens)"),
         (name = "developer", description = "An account's own invoices, payments and cards (developer tokens)"),
+        (name = "exports", description = "CSV files of invoices, usage, accounts and applications, streamed (admin)"),
         (name = "health", description = "Readiness and this document (no token)"),
     ),
     components(schemas(ErrorBody, ErrorDetail)),
@@ -108,6 +109,7 @@ fn parts() -> Vec<Document> {
         super::health::HealthApi::openapi(),
         super::openapi::DocumentApi::openapi(),
         super::developer::DeveloperTokensApi::openapi(),
+        super::exports::ExportsApi::openapi(),
     ]
 }
 
