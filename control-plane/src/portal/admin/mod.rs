@@ -8,4 +8,5 @@ pub mod accounts;
 pub mod billing;
 pub mod catalog;
 pub mod dashboard;
+pub mod exports;
 pub mod forms;
