@@ -221,7 +221,7 @@ impl InvoiceSource {
             self.line_cursor = None;
         }
         if !self.with_lines {
-            let rows = self.batch.iter().map(|i| invoice_cells(i)).collect();
+            let rows = self.batch.iter().map(invoice_cells).collect();
             self.batch.clear();
             return Ok(Some(rows));
         }
