@@ -434,3 +434,71 @@ def test_a_client_that_hangs_up_mid_export_leaves_the_server_healthy(server, api
         t.join()
     assert results == [BIG_LINES // 100] * 3
     assert api.ok("GET", "/accounts?limit=1")["data"]
+
+
+# ---- the admin portal's downloads ----
+
+def portal_link(html, file):
+    """The href of the page's download link for `file` (HTML-unescaped)."""
+    import html as html_lib
+    import re
+    m = re.search(r'href="(/admin/exports/' + re.escape(file) + r'[^"]*)"', html)
+    assert m, f"no download link for {file}"
+    return html_lib.unescape(m.group(1))
+
+
+def test_portal_downloads_are_the_api_exports_with_the_pages_filters(server, api):
+    from test_portal import Browser
+
+    _, plan = catalog(api)
+    a = api.ok("POST", "/accounts", {"name": "=Portal A", "email": "pa@example.com"})
+    b = api.ok("POST", "/accounts", {"name": "Portal B", "email": "pb@example.com"})
+    api.ok("POST", "/applications", {"account_id": a["id"], "plan_id": plan["id"], "name": "App A"})
+    api.ok("POST", "/applications", {"account_id": b["id"], "plan_id": plan["id"], "name": "App B"})
+    invoice(api, a["id"], [("Pending one", "1", "9.99")])
+    invoice(api, b["id"], [("Draft one", "1", "1")], issue=False)
+
+    # Not signed in: the sign-in redirect, never a file.
+    anon = Browser(server.port)
+    st, headers, _ = anon.request("GET", "/admin/exports/invoices.csv")
+    assert st == 303 and headers["location"] == "/admin/sign_in"
+    # A read-scope session is enough to download.
+    reader = api.ok("POST", "/tokens", {"name": "exporter", "scope": "read"})
+    admin = Browser(server.port)
+    admin.submit("/admin/sign_in", {"token": reader["token"]})
+
+    def follow(href):
+        st, headers, body = admin.request("GET", href)
+        assert st == 200 and headers["content-type"].startswith("text/csv"), (st, body[:300])
+        assert headers["content-disposition"].startswith('attachment; filename="')
+        return body
+
+    def api_export(name, query):
+        return download(server, f"/admin/api/v1/exports/{name}.csv{query}")[2].decode()
+
+    _, _, page = admin.request("GET", f"/admin/invoices?state=pending&account_id={a['id']}")
+    href = portal_link(page, "invoices.csv")
+    assert href == f"/admin/exports/invoices.csv?state=pending&account_id={a['id']}"
+    body = follow(href)
+    assert body == api_export("invoices", f"?state=pending&account_id={a['id']}")
+    assert [r["line_description"] for r in rows_of(body.encode())] == ["Pending one"]
+
+    _, _, page = admin.request("GET", "/admin/accounts")
+    assert follow(portal_link(page, "accounts.csv")) == api_export("accounts", "")
+    assert "'=Portal A" in follow(portal_link(page, "accounts.csv"))
+    assert follow(portal_link(page, "applications.csv")) == api_export("applications", "")
+    _, _, page = admin.request("GET", f"/admin/accounts/{b['id']}")
+    apps = rows_of(follow(portal_link(page, "applications.csv")).encode())
+    assert [r["name"] for r in apps] == ["App B"]
+
+    _, _, page = admin.request("GET", "/admin")
+    href = portal_link(page, "usage.csv")
+    today = dt.datetime.now(dt.timezone.utc).date()
+    assert f"since={today.isoformat()}" in href and "granularity=hour" in href
+    assert follow(href) == api_export("usage", "?" + href.split("?", 1)[1])
+    assert 'action="/admin/exports/usage.csv"' in page
+
+    # A bad filter is the portal's error page, not a CSV.
+    st, headers, body = admin.request("GET", "/admin/exports/usage.csv?since=soon&until=later")
+    assert st == 400 and headers["content-type"].startswith("text/html")
+    assert admin.request("GET", "/admin/exports/secrets.csv")[0] == 404

@@ -72,7 +72,10 @@ pub fn encode(header: Option<&[&str]>, rows: &[Row]) -> Result<Vec<u8>, ApiError
 /// The streamed answer for `source`: `text/csv`, an attachment named `<kind>-<date>.csv`.
 pub async fn response(pool: Pool, mut source: Source) -> Result<Response, ApiError> {
     let first = source.next_batch(&pool).await?;
-    let head = encode(Some(source.columns()), first.as_deref().unwrap_or_default())?;
+    let head = encode(
+        Some(&source.columns()),
+        first.as_deref().unwrap_or_default(),
+    )?;
     let filename = format!(
         "{}-{}.csv",
         source.kind().as_str(),

@@ -105,12 +105,12 @@ impl Source {
     }
 
     /// The header row: the column names documented in `docs/exports.md`.
-    pub fn columns(&self) -> &'static [&'static str] {
+    pub fn columns(&self) -> Vec<&'static str> {
         match self {
             Source::Invoices(s) => s.columns(),
-            Source::Usage(_) => usage::COLUMNS,
-            Source::Accounts(_) => directory::ACCOUNT_COLUMNS,
-            Source::Applications(_) => directory::APPLICATION_COLUMNS,
+            Source::Usage(_) => usage::COLUMNS.to_vec(),
+            Source::Accounts(_) => directory::ACCOUNT_COLUMNS.to_vec(),
+            Source::Applications(_) => directory::APPLICATION_COLUMNS.to_vec(),
         }
     }
 
