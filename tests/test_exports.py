@@ -502,3 +502,33 @@ def test_portal_downloads_are_the_api_exports_with_the_pages_filters(server, api
     st, headers, body = admin.request("GET", "/admin/exports/usage.csv?since=soon&until=later")
     assert st == 400 and headers["content-type"].startswith("text/html")
     assert admin.request("GET", "/admin/exports/secrets.csv")[0] == 404
+
+
+def test_a_failure_mid_export_breaks_the_download_and_one_at_the_start_is_the_error_object(server, api):
+    acc = seed_big(server, api)
+    path = f"/admin/api/v1/exports/invoices.csv?account_id={acc['id']}"
+    # A corrupt amount far into the export (invoice 500 of 1,000): found after the answer started.
+    server.db.query("UPDATE invoice_lines SET amount = 'not money' WHERE id = 'iln_big_050000'")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {server.admin_token}"})
+        r = conn.getresponse()
+        assert r.status == 200
+        got = b""
+        with pytest.raises(http.client.IncompleteRead):
+            while True:
+                chunk = r.read1(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+    finally:
+        conn.close()
+    # Never a file that looks whole: the rows before the bad one came, the download is cut.
+    assert got.startswith(b"invoice_id,") and b"iln_big_040000" in got and b"iln_big_050001" not in got
+    assert "export failed mid-stream" in server.log()
+    # Found in the first batch: the status says so, with the error object.
+    server.db.query("UPDATE invoice_lines SET amount = 'not money' WHERE id = 'iln_big_000005'")
+    st, body, hs = api.get(f"/exports/invoices.csv?account_id={acc['id']}")
+    assert st == 500 and hs["content-type"].startswith("application/json")
+    assert set(body["error"]) == {"type", "code", "message", "param"}
+    assert api.ok("GET", "/accounts?limit=1")["data"]
