@@ -300,6 +300,22 @@ def test_usage_export_sums_hours_into_days_and_months_and_filters(server, api):
         (app_id, "2026-11-01T00:00:00Z", "11"), (app_id, "2026-11-01T01:00:00Z", "13"),
         (app2["id"], "2026-11-01T00:00:00Z", "1000")]
     assert usage(q + "&metric=nothing") == []
+    # 2,500 hours of one application: days summed across the export's batches of 1,000 counters.
+    long_app = api.ok("POST", "/applications", {"account_id": acc["id"], "plan_id": plan["id"], "name": "Long"})
+    start = int(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc).timestamp())
+    hours = 2500
+    server.db.query(f"INSERT INTO usage_counters (application_id, metric_id, bucket_start, value) SELECT "
+                    f"'{long_app['id']}', '{metrics['hits']}', {start} + i * {hour}, i % 7 + 1 "
+                    f"FROM {series(server, hours)}")
+    days = {}
+    for h in range(hours):
+        day = dt.datetime.fromtimestamp(start + h * hour, dt.timezone.utc).strftime("%Y-%m-%dT00:00:00Z")
+        days[day] = days.get(day, 0) + h % 7 + 1
+    got = usage(f"?since=2026-01-01&until=2026-06-01&application_id={long_app['id']}")
+    assert [(r[2], int(r[4])) for r in got] == sorted(days.items())
+    got_hours = export(server, "usage", f"?since=2026-01-01&until=2026-06-01&granularity=hour"
+                                        f"&application_id={long_app['id']}")
+    assert [int(r["value"]) for r in got_hours] == [h % 7 + 1 for h in range(hours)]
     rows = export(server, "usage", q + f"&application_id={app_id}")
     assert rows[0]["account_id"] == acc["id"] and rows[0]["service_id"] == svc["id"]
     assert rows[0]["application_name"] == "Meter" and rows[0]["granularity"] == "day"
@@ -330,6 +346,13 @@ def test_directory_filters(server, api):
 
 # ---- size, memory, disconnects ----
 
+def series(server, n):
+    """A FROM item of the integers 0..n-1 as column `i`, in this server's SQL dialect."""
+    if server.db.backend == "sqlite":
+        return f"(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {n - 1}) SELECT i FROM s)"
+    return f"generate_series(0, {n - 1}) AS s(i)"
+
+
 def seed_big(server, api):
     """BIG_LINES invoice lines (1,000 invoices of 100), written straight into the database."""
     acc = api.ok("POST", "/accounts", {"name": "Big Buyer", "email": "big@example.com"})
@@ -343,20 +366,25 @@ def seed_big(server, api):
                 "SELECT 'iln_big_' || {lpad}, 'inv_big_' || {ipad}, {pos}, 'manual', "
                 f"'{BIG_DESCRIPTION}', '1', '1.00', '1.00' FROM {{series}}")
     if server.db.backend == "sqlite":
-        series = lambda n: (f"(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {n - 1}) "  # noqa: E731
-                            "SELECT i FROM s)")
         pad = lambda e: f"printf('%06d', {e})"  # noqa: E731
     else:
-        series = lambda n: f"generate_series(0, {n - 1}) AS s(i)"  # noqa: E731
         pad = lambda e: f"lpad(({e})::text, 6, '0')"  # noqa: E731
-    server.db.query(inv_sql.format(pad=pad("i"), acc=acc["id"], series=series(invoices)))
+    server.db.query(inv_sql.format(pad=pad("i"), acc=acc["id"], series=series(server, invoices)))
     server.db.query(line_sql.format(lpad=pad("i"), ipad=pad(f"i / {per}"), pos=f"i % {per}",
-                                    series=series(BIG_LINES)))
+                                    series=series(server, BIG_LINES)))
     return acc
 
 
 def test_a_100k_line_export_streams_in_bounded_memory(server, api):
     acc = seed_big(server, api)
+    # Invoices without lines between and after the others: one row each, wherever the batches
+    # of invoices and of lines happen to end.
+    empty = ["inv_big_000123z", "inv_big_000500z", "inv_big_000999z"]
+    for inv_id in empty:
+        server.db.query(f"INSERT INTO invoices (id, account_id, kind, state, currency, period_start, period_end, "
+                        f"subtotal, tax, total, created_at, updated_at) SELECT '{inv_id}', account_id, kind, state, "
+                        "currency, period_start, period_end, subtotal, tax, total, created_at, updated_at "
+                        "FROM invoices WHERE id = 'inv_big_000000'")
     pid = server.proc.pid
     # Warm up (pool connections, prepared statements, allocator arenas) on a small export.
     export(server, "invoices", f"?account_id={acc['id']}&lines=false")
@@ -397,10 +425,13 @@ def test_a_100k_line_export_streams_in_bounded_memory(server, api):
           f"RSS {before} KiB -> peak {peak[0]} KiB (+{growth} KiB)")
     assert len(raw) > 2 * RSS_GROWTH_BOUND_KB * 1024  # the bound could not hold the file
     rows = rows_of(raw)
-    assert len(rows) == BIG_LINES
+    assert len(rows) == BIG_LINES + len(empty)
+    keys = [(r["invoice_id"], int(r["line_position"] or -1)) for r in rows]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert rows[0]["invoice_id"] == "inv_big_000000" and rows[0]["line_position"] == "0"
-    assert rows[-1]["invoice_id"] == "inv_big_000999" and rows[-1]["line_position"] == "99"
-    assert len({r["line_id"] for r in rows}) == BIG_LINES
+    assert rows[-1]["invoice_id"] == "inv_big_000999z" and rows[-1]["line_id"] == ""
+    assert [r["invoice_id"] for r in rows if not r["line_id"]] == empty
+    assert len({r["line_id"] for r in rows if r["line_id"]}) == BIG_LINES
     assert growth < RSS_GROWTH_BOUND_KB, f"RSS grew {growth} KiB streaming {len(raw)} bytes"
     # Streamed: the header and first rows came long before the export was complete.
     assert first_at < total / 4, (first_at, total)
