@@ -5,6 +5,8 @@
 //! Amounts are the strings the JSON API shows (the currency's decimals, as stored when issued);
 //! quantities, unit prices and VAT rates are plain decimals, as in the API.
 
+use std::collections::HashSet;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -97,6 +99,8 @@ pub struct InvoiceSource {
     /// The last invoice id of the previous batch ("" before the first).
     after: String,
     batch: Vec<Invoice>,
+    /// The ids of `batch`.
+    ids: HashSet<String>,
     /// The invoice of `batch` the next line belongs to or after.
     next: usize,
     /// Whether `batch[next]` has had a row already.
@@ -158,6 +162,7 @@ impl InvoiceSource {
             with_lines: p.lines.unwrap_or(true),
             after: String::new(),
             batch: Vec::new(),
+            ids: HashSet::new(),
             next: 0,
             next_written: false,
             line_cursor: None,
@@ -168,17 +173,6 @@ impl InvoiceSource {
     pub fn columns(&self) -> Vec<&'static str> {
         let lines: &[&str] = if self.with_lines { LINE_HEADER } else { &[] };
         INVOICE_HEADER.iter().chain(lines).copied().collect()
-    }
-
-    /// Invoices per batch: with lines, their ids go in one `IN` list, so the database's
-    /// parameter budget bounds it too.
-    fn invoice_batch(&self) -> i64 {
-        if self.with_lines {
-            let budget = crate::store::params_per_statement().saturating_sub(4);
-            EXPORT_BATCH_ROWS.min(budget as i64)
-        } else {
-            EXPORT_BATCH_ROWS
-        }
     }
 
     pub async fn next_batch(&mut self, pool: &Pool) -> DomainResult<Option<Vec<Row>>> {
@@ -192,6 +186,7 @@ impl InvoiceSource {
                 return Ok(None);
             };
             self.after = last.id.clone();
+            self.ids = self.batch.iter().map(|i| i.id.clone()).collect();
             self.next = 0;
             self.next_written = false;
             self.line_cursor = None;
@@ -205,6 +200,10 @@ impl InvoiceSource {
         let batch_done = (lines.len() as i64) < EXPORT_BATCH_ROWS;
         let mut rows = Vec::with_capacity(lines.len());
         for line in &lines {
+            // The range holds invoices the filters leave out: their lines are skipped.
+            if !self.ids.contains(&line.invoice_id) {
+                continue;
+            }
             // Lines come in invoice order: invoices before this line's had all theirs.
             loop {
                 match self.batch.get(self.next) {
@@ -262,35 +261,37 @@ impl InvoiceSource {
         .bind(f.kind.map(InvoiceKind::as_str).unwrap_or_default())
         .bind(f.since.unwrap_or(-1))
         .bind(f.until.unwrap_or(-1))
-        .bind(self.invoice_batch())
+        .bind(EXPORT_BATCH_ROWS)
         .fetch_all(pool)
         .await?;
         rows.iter().map(Invoice::from_row).collect()
     }
 
-    /// The next lines of the current invoices after the cursor, in (invoice, position, id) order.
+    /// The next lines after the cursor of invoices from the batch's first to its last id, in
+    /// (invoice, position, id) order. A range rather than an `IN` list of the batch's ids: both
+    /// databases then walk the `invoice_lines (invoice_id)` index in order and stop after
+    /// [`EXPORT_BATCH_ROWS`], so each query costs one batch however many lines the batch's
+    /// invoices have (an `IN` list is sorted whole before the limit: quadratic for big invoices).
     async fn read_lines(&self, pool: &Pool) -> DomainResult<Vec<Line>> {
+        let (Some(first), Some(last)) = (self.batch.first(), self.batch.last()) else {
+            return Ok(Vec::new());
+        };
         let (ci, cp, cl) =
             self.line_cursor
                 .clone()
-                .unwrap_or((String::new(), i64::MIN, String::new()));
-        let ids = crate::store::in_list(5, self.batch.len());
-        let sql = format!(
-            "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id IN {ids} \
-             AND (invoice_id > $1 OR (invoice_id = $1 AND (position > $2 OR (position = $2 AND id > $3)))) \
-             ORDER BY invoice_id, position, id LIMIT $4"
-        );
-        // One text per batch size: not worth caching as a prepared statement.
-        let mut q = sqlx::query(&sql)
-            .persistent(false)
-            .bind(ci)
-            .bind(cp)
-            .bind(cl)
-            .bind(EXPORT_BATCH_ROWS);
-        for inv in &self.batch {
-            q = q.bind(inv.id.clone());
-        }
-        let rows = q.fetch_all(pool).await?;
+                .unwrap_or((first.id.clone(), i64::MIN, String::new()));
+        let rows = sqlx::query(&format!(
+            "SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id >= $1 AND invoice_id <= $2 \
+             AND (invoice_id > $1 OR position > $3 OR (position = $3 AND id > $4)) \
+             ORDER BY invoice_id, position, id LIMIT $5"
+        ))
+        .bind(ci)
+        .bind(&last.id)
+        .bind(cp)
+        .bind(cl)
+        .bind(EXPORT_BATCH_ROWS)
+        .fetch_all(pool)
+        .await?;
         rows.iter().map(Line::from_row).collect()
     }
 }
