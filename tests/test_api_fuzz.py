@@ -50,7 +50,9 @@ def fuzzed():
     db = Database("sqlite")
     # Thousands of requests with wrong or missing tokens from one address: not what this test
     # measures (test_abuse.py tests the limits).
-    srv = Server(db, ADMIN_TOKEN, extra_env={"TOLLGATE_TOKEN_FAILURES_PER_IP": "1000000"}).start()
+    metrics_token = "fuzz-metrics-" + "0" * 32
+    srv = Server(db, ADMIN_TOKEN, extra_env={"TOLLGATE_TOKEN_FAILURES_PER_IP": "1000000",
+                                             "TOLLGATE_METRICS_TOKEN": metrics_token}).start()
     api = Api(srv.base, ADMIN_TOKEN)
     svc = api.ok("POST", "/services", {"name": "Fuzzed API"})
     plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "Basic", "state": "published"})
@@ -59,7 +61,8 @@ def fuzzed():
     developer = api.ok("POST", f"/accounts/{account['id']}/tokens", {})["token"]
     gateway = api.ok("POST", "/gateway_tokens", {"name": "edge", "service_ids": [svc["id"]]})["token"]
     doc = json.load(urllib.request.urlopen(srv.base + "/openapi.json", timeout=30))
-    yield {"server": srv, "tokens": {"/api/": developer, "/gateway/": gateway, "": ADMIN_TOKEN},
+    yield {"server": srv, "tokens": {"/api/": developer, "/gateway/": gateway, "/metrics": metrics_token,
+                                     "": ADMIN_TOKEN},
            # The old hand-written document (served until the generated one is switched on in
            # http/openapi.rs) does not follow the real types: only the server's own checks apply.
            "hand_written": bool(doc.get("x-tollgate-hand-written"))}

@@ -7,6 +7,7 @@
 //! - [`web`]: what `http` and `portal` share: domain errors as HTTP (the one place), the JSON
 //!   body reader, the client's address. [`state`]: what every handler shares.
 //! - [`server`]: `tollgate serve`, the process: start-up, background tasks, listener, shutdown.
+//! - [`telemetry`]: the Prometheus metrics this process counts and reads (docs/operations.md).
 //! - [`cli`]: `tollgate` subcommands for people at a terminal.
 
 pub mod cli;
@@ -21,4 +22,5 @@ pub mod server;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod web;

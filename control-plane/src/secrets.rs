@@ -60,6 +60,20 @@ pub fn new_session_token() -> String {
     URL_SAFE_NO_PAD.encode(random::<TOKEN_RANDOM_BYTES>())
 }
 
+/// Bytes of randomness in a webhook signing secret (`whsec_` + base64 of them; the Standard
+/// Webhooks specification asks for 24 to 64).
+pub const WEBHOOK_SECRET_BYTES: usize = 24;
+
+/// The random bytes of a new webhook signing secret.
+pub fn random_webhook_secret() -> [u8; WEBHOOK_SECRET_BYTES] {
+    random::<WEBHOOK_SECRET_BYTES>()
+}
+
+/// A random 64-bit number (retry jitter).
+pub fn random_u64() -> u64 {
+    u64::from_le_bytes(random::<8>())
+}
+
 /// 16 random bytes (password salts).
 pub fn random_salt() -> [u8; 16] {
     random::<16>()

@@ -1,5 +1,6 @@
 //! `tollgate serve`: the process. Reads the settings, opens and migrates the database, re-seals
-//! payment-gateway secrets, spawns the background tasks (purge, billing scheduler, email sender),
+//! payment-gateway secrets, spawns the background tasks (purge, billing scheduler, webhook and
+//! email senders),
 //! listens and shuts down gracefully on Ctrl-C or SIGTERM. This is the composition root: the one
 //! module outside `http/` that names the HTTP layer (to build its router and state); the CLI only
 //! parses arguments and calls [`serve`].
@@ -39,7 +40,13 @@ pub async fn serve() -> Result<(), String> {
         .map(|t| crate::secrets::sha256_hex(t).into());
     let state = crate::state::AppState::new(pool.clone(), env_token)
         .with_master_key(settings.master_key)
-        .with_limits(settings.limits.clone());
+        .with_limits(settings.limits.clone())
+        .with_metrics_token(settings.metrics_token.as_deref());
+    if settings.metrics_token.is_none() {
+        tracing::warn!(
+            "TOLLGATE_METRICS_TOKEN is not set: GET /metrics is refused (403); set it to let Prometheus scrape"
+        );
+    }
     spawn_background_tasks(&settings, &pool, &state.billing_runs)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -71,8 +78,8 @@ fn init_logging() {
         .init();
 }
 
-/// The purge every interval, the daily billing run (unless turned off) and the email sender (when
-/// SMTP is configured); they run until the process ends.
+/// The purge every interval, the daily billing run (unless turned off), the webhook sender and
+/// the email sender (when SMTP is configured); they run until the process ends.
 fn spawn_background_tasks(
     settings: &Settings,
     pool: &Pool,
@@ -88,6 +95,14 @@ fn spawn_background_tasks(
             billing_runs.clone(),
         ));
     }
+    tokio::spawn(crate::domain::webhooks::deliver::run_sender(
+        pool.clone(),
+        crate::domain::webhooks::deliver::SenderSettings {
+            master_key: settings.master_key,
+            schedule: settings.webhook_retry,
+            admin_email: settings.admin_email.clone(),
+        },
+    ));
     match &settings.smtp_url {
         Some(url) => {
             tokio::spawn(crate::domain::billing::outbox::run_sender(

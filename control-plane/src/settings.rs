@@ -29,7 +29,39 @@ pub struct Settings {
     /// `TOLLGATE_MAX_APPLICATIONS_PER_ACCOUNT`, `TOLLGATE_MAX_CONCURRENT_PASSWORD_HASHES`,
     /// `TOLLGATE_TRUST_FORWARDED_FOR` (defaults in [`crate::rate_limit`]).
     pub limits: crate::rate_limit::LimitSettings,
+    /// `TOLLGATE_ADMIN_EMAIL`: the provider's operator address; told when a webhook endpoint is
+    /// disabled after a retry window of failures. Without it only the log says so.
+    pub admin_email: Option<String>,
+    /// The webhook retry schedule: `TOLLGATE_WEBHOOK_RETRY_FIRST_MS`,
+    /// `TOLLGATE_WEBHOOK_RETRY_MAX_MS`, `TOLLGATE_WEBHOOK_RETRY_WINDOW_SECS` (defaults in
+    /// [`crate::domain::webhooks::signing`]: 5 s, 12 h, 3 days). A window under three days
+    /// breaks the documented promise: for test set-ups.
+    pub webhook_retry: crate::domain::webhooks::signing::RetrySchedule,
+    /// `TOLLGATE_METRICS_TOKEN` (at least [`MIN_METRICS_TOKEN_CHARS`] characters): the Bearer
+    /// token `GET /metrics` requires. Unset: `/metrics` is refused (docs/operations.md).
+    pub metrics_token: Option<String>,
 }
+
+fn webhook_retry_from_env() -> Result<crate::domain::webhooks::signing::RetrySchedule, String> {
+    let d = crate::domain::webhooks::signing::RetrySchedule::default();
+    let first_delay_ms = positive("TOLLGATE_WEBHOOK_RETRY_FIRST_MS", d.first_delay_ms)?;
+    let max_delay_ms = positive("TOLLGATE_WEBHOOK_RETRY_MAX_MS", d.max_delay_ms)?;
+    let window_secs = positive("TOLLGATE_WEBHOOK_RETRY_WINDOW_SECS", d.window_ms / 1000)?;
+    if max_delay_ms < first_delay_ms {
+        return Err(
+            "TOLLGATE_WEBHOOK_RETRY_MAX_MS must not be below TOLLGATE_WEBHOOK_RETRY_FIRST_MS"
+                .into(),
+        );
+    }
+    Ok(crate::domain::webhooks::signing::RetrySchedule {
+        first_delay_ms,
+        max_delay_ms,
+        window_ms: window_secs.saturating_mul(1000),
+    })
+}
+
+/// Shortest metrics token accepted: as long as the admin token's minimum, so it cannot be guessed.
+pub const MIN_METRICS_TOKEN_CHARS: usize = 32;
 
 /// A positive integer setting, or its default when unset.
 fn positive<T: std::str::FromStr + PartialOrd + Default + Copy>(
@@ -126,8 +158,32 @@ impl Settings {
             }
             _ => None,
         };
+        let admin_email = std::env::var("TOLLGATE_ADMIN_EMAIL")
+            .ok()
+            .filter(|e| !e.trim().is_empty());
+        if let Some(e) = &admin_email {
+            if !e.contains('@') || e.chars().any(char::is_control) {
+                return Err(format!(
+                    "TOLLGATE_ADMIN_EMAIL={e:?} is not an email address"
+                ));
+            }
+        }
+        let metrics_token = std::env::var("TOLLGATE_METRICS_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        if metrics_token
+            .as_deref()
+            .is_some_and(|t| t.chars().count() < MIN_METRICS_TOKEN_CHARS)
+        {
+            return Err(format!(
+                "TOLLGATE_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_CHARS} characters"
+            ));
+        }
         Ok(Settings {
+            metrics_token,
             limits: limits_from_env()?,
+            admin_email,
+            webhook_retry: webhook_retry_from_env()?,
             master_key,
             listen,
             database_url,

@@ -1,6 +1,6 @@
 //! What every request handler of the process shares (the JSON APIs in `http/` and the portals in
 //! `portal/` alike): the database pool, the admin token from the environment, the snapshot
-//! cache, the billing-run lock, the master key and the abuse limits.
+//! cache, the billing-run lock, the master key, the abuse limits and the metrics token.
 
 use std::sync::Arc;
 
@@ -22,6 +22,8 @@ pub struct AppState {
     pub master_key: Option<Arc<[u8; 32]>>,
     /// Sign-in, sign-up, rotation and Argon2id limits (in this process).
     pub limits: Arc<crate::rate_limit::Limiter>,
+    /// SHA-256 of `TOLLGATE_METRICS_TOKEN`, if set; `None`: `/metrics` is refused.
+    pub metrics_token_sha256: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -34,11 +36,17 @@ impl AppState {
             billing_runs: Arc::default(),
             master_key: None,
             limits: crate::rate_limit::Limiter::new(Default::default()),
+            metrics_token_sha256: None,
         }
     }
 
     pub fn with_limits(mut self, settings: crate::rate_limit::LimitSettings) -> AppState {
         self.limits = crate::rate_limit::Limiter::new(settings);
+        self
+    }
+
+    pub fn with_metrics_token(mut self, token: Option<&str>) -> AppState {
+        self.metrics_token_sha256 = token.map(|t| crate::secrets::sha256_hex(t).into());
         self
     }
 

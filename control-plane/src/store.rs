@@ -191,6 +191,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "usage_hot_updates",
         include_str!("../migrations/0018_usage_hot_updates.sql"),
     ),
+    (
+        19,
+        "webhooks",
+        include_str!("../migrations/0019_webhooks.sql"),
+    ),
+    (
+        20,
+        "app_keys",
+        include_str!("../migrations/0020_app_keys.sql"),
+    ),
 ];
 
 /// Migrations only PostgreSQL runs: storage parameters SQLite has no syntax (and no use) for.

@@ -16,8 +16,7 @@ use crate::error::ConfigError;
 
 /// How many skipped applications' reasons a catalog keeps for the log (all are counted).
 pub const MAX_SKIPPED_REASONS_KEPT: usize = 8;
-/// Longest application or plan id.
-pub const MAX_ID_BYTES: usize = 128;
+pub use tollgate_rules::names::MAX_ID_BYTES;
 /// Deepest metric hierarchy (3scale has two levels: hits and its methods).
 pub const MAX_METRIC_DEPTH: usize = 8;
 
@@ -96,6 +95,14 @@ impl Hasher for DigestHasher {
 
 type DigestMap<V> = HashMap<[u8; 32], V, BuildHasherDefault<DigestHasher>>;
 
+/// An application reachable by its `app_id`, with the digests of its `app_key`s: kept here rather
+/// than in [`AppDef`], so applications without an `app_id` pay nothing for them.
+#[derive(Debug)]
+struct ByAppId {
+    index: usize,
+    app_keys: Box<[[u8; 32]]>,
+}
+
 #[derive(Debug)]
 pub struct Catalog {
     pub metrics: Vec<MetricDef>,
@@ -103,7 +110,7 @@ pub struct Catalog {
     pub plans: Vec<PlanDef>,
     pub apps: Vec<AppDef>,
     by_key: DigestMap<usize>,
-    by_app_id: HashMap<String, usize>,
+    by_app_id: HashMap<String, ByAppId>,
     apps_sorted: bool,
     pub version: Option<String>,
     /// Applications of the snapshot left out because they were invalid (too many keys, a bad
@@ -242,16 +249,9 @@ impl Catalog {
                 let plan = *plan_index.get(a.plan.as_str()).ok_or_else(|| {
                     ConfigError::new(f("plan"), format!("unknown plan {:?}", a.plan))
                 })?;
-                check_key_count(&f, a.key_sha256.len())?;
-                let mut keys = Vec::with_capacity(a.key_sha256.len() * 32);
-                for (k, hex) in a.key_sha256.iter().enumerate() {
-                    keys.extend_from_slice(&decode_sha256_hex(hex).ok_or_else(|| {
-                        ConfigError::new(
-                            f(&format!("key_sha256[{k}]")),
-                            "must be 64 hex characters (a SHA-256 digest)",
-                        )
-                    })?);
-                }
+                check_key_count(&f, a.key_sha256.len(), a.app_key_sha256.len())?;
+                let keys = decode_digests(&f, "key_sha256", &a.key_sha256)?;
+                let app_keys = decode_digests(&f, "app_key_sha256", &a.app_key_sha256)?;
                 catalog.push_app(
                     &f,
                     &a.id,
@@ -260,6 +260,7 @@ impl Catalog {
                     a.state_reason,
                     &keys,
                     a.app_id.as_deref(),
+                    &app_keys,
                 )
             })();
             match added {
@@ -305,7 +306,8 @@ impl Catalog {
                     f("plan"),
                     format!("plan index {plan} out of range"),
                 ))
-            } else if let Err(e) = check_key_count(&f, rec.keys.len() / 32) {
+            } else if let Err(e) = check_key_count(&f, rec.keys.len() / 32, rec.app_keys.len() / 32)
+            {
                 Err(e)
             } else {
                 // The encoding guarantees strictly increasing ids: no duplicate check needed.
@@ -318,6 +320,7 @@ impl Catalog {
                     rec.state_reason,
                     rec.keys,
                     rec.app_id,
+                    rec.app_keys,
                 )
             };
             if let Err(e) = added {
@@ -341,16 +344,11 @@ impl Catalog {
         state_reason: Option<SuspensionReason>,
         keys: &[u8],
         app_id: Option<&str>,
+        app_keys: &[u8],
     ) -> Result<(), ConfigError> {
         check_id(&field("id"), id)?;
         let index = self.apps.len();
-        let digests = || {
-            keys.chunks_exact(32).map(|c| {
-                let mut d = [0u8; 32];
-                d.copy_from_slice(c);
-                d
-            })
-        };
+        let digests = || digests_of(keys);
         for (k, digest) in digests().enumerate() {
             if let Some(&other) = self.by_key.get(&digest) {
                 return Err(ConfigError::new(
@@ -362,15 +360,32 @@ impl Catalog {
                 ));
             }
         }
-        if let Some(app_id) = app_id {
-            check_id(&field("app_id"), app_id)?;
-            if self.by_app_id.contains_key(app_id) {
+        match app_id {
+            Some(app_id) => {
+                check_id(&field("app_id"), app_id)?;
+                if self.by_app_id.contains_key(app_id) {
+                    return Err(ConfigError::new(
+                        field("app_id"),
+                        format!("duplicate app_id {app_id:?}"),
+                    ));
+                }
+                self.by_app_id.insert(
+                    app_id.to_string(),
+                    ByAppId {
+                        index,
+                        app_keys: digests_of(app_keys).collect(),
+                    },
+                );
+            }
+            // App keys without an app_id could never be presented: a producer's mistake worth
+            // naming rather than silently carrying.
+            None if !app_keys.is_empty() => {
                 return Err(ConfigError::new(
-                    field("app_id"),
-                    format!("duplicate app_id {app_id:?}"),
+                    field("app_key_sha256"),
+                    "app keys need an app_id",
                 ));
             }
-            self.by_app_id.insert(app_id.to_string(), index);
+            None => {}
         }
         for digest in digests() {
             self.by_key.insert(digest, index);
@@ -440,7 +455,18 @@ impl Catalog {
     }
 
     pub fn app_by_app_id(&self, app_id: &str) -> Option<&AppDef> {
-        self.by_app_id.get(app_id).map(|&i| &self.apps[i])
+        self.by_app_id.get(app_id).map(|e| &self.apps[e.index])
+    }
+
+    /// The application a 3scale-style `app_id` + `app_key` pair opens: the one with that
+    /// `app_id`, when the key's digest is one of its `app_key_sha256` or (standalone
+    /// configurations written before app keys existed) one of its own `key_sha256`. The one
+    /// decision for both modes: the control plane's snapshot and an inline one read the same.
+    pub fn app_by_pair(&self, app_id: &str, key_digest: &[u8; 32]) -> Option<&AppDef> {
+        let entry = self.by_app_id.get(app_id)?;
+        let opens = entry.app_keys.contains(key_digest)
+            || self.by_key.get(key_digest) == Some(&entry.index);
+        opens.then(|| &self.apps[entry.index])
     }
 
     pub fn plan_of(&self, app: &AppDef) -> &PlanDef {
@@ -459,14 +485,46 @@ fn check_metric_name(field: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn check_key_count(field: &dyn Fn(&str) -> String, keys: usize) -> Result<(), ConfigError> {
-    if keys > MAX_KEYS_PER_APPLICATION {
-        return Err(ConfigError::new(
-            field("key_sha256"),
-            format!("{keys} keys, more than {MAX_KEYS_PER_APPLICATION}"),
-        ));
+fn check_key_count(
+    field: &dyn Fn(&str) -> String,
+    keys: usize,
+    app_keys: usize,
+) -> Result<(), ConfigError> {
+    for (name, n) in [("key_sha256", keys), ("app_key_sha256", app_keys)] {
+        if n > MAX_KEYS_PER_APPLICATION {
+            return Err(ConfigError::new(
+                field(name),
+                format!("{n} keys, more than {MAX_KEYS_PER_APPLICATION}"),
+            ));
+        }
     }
     Ok(())
+}
+
+/// Hex digests decoded into one buffer of 32-byte digests (the compact encoding's shape).
+fn decode_digests(
+    field: &dyn Fn(&str) -> String,
+    name: &str,
+    hex: &[String],
+) -> Result<Vec<u8>, ConfigError> {
+    let mut out = Vec::with_capacity(hex.len() * 32);
+    for (k, h) in hex.iter().enumerate() {
+        out.extend_from_slice(&decode_sha256_hex(h).ok_or_else(|| {
+            ConfigError::new(
+                field(&format!("{name}[{k}]")),
+                "must be 64 hex characters (a SHA-256 digest)",
+            )
+        })?);
+    }
+    Ok(out)
+}
+
+fn digests_of(buf: &[u8]) -> impl Iterator<Item = [u8; 32]> + '_ {
+    buf.chunks_exact(32).map(|c| {
+        let mut d = [0u8; 32];
+        d.copy_from_slice(c);
+        d
+    })
 }
 
 fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
@@ -655,6 +713,55 @@ mod tests {
             err(r#"{"metrics": [{"name": "hits"}], "mapping_rules": [{"method": "GET", "pattern": "/", "metric": "hits", "delta": 0}]}"#).field,
             "snapshot.mapping_rules[0].delta"
         );
+    }
+
+    /// Issue 22: app keys reach the catalog from JSON and from TGS2 alike (TGS1 drops them); app
+    /// keys without an app_id skip their application; the bound on keys holds for app keys too.
+    #[test]
+    fn app_keys_compile_from_json_and_tgs2() {
+        let snapshot = snap(&format!(
+            r#"{{"plans": [{{"id": "p"}}], "applications": [
+                {{"id": "a", "plan": "p", "state": "live", "app_id": "pub-a", "app_key_sha256": ["{KEY}"]}},
+                {{"id": "b", "plan": "p", "state": "live", "app_id": "pub-b", "app_key_sha256": ["{KEY}"]}},
+                {{"id": "c", "plan": "p", "state": "live", "app_key_sha256": ["{KEY}"]}},
+                {{"id": "d", "plan": "p", "state": "live", "app_id": "pub-d", "app_key_sha256": {many:?}}}]}}"#,
+            many = (0..=MAX_KEYS_PER_APPLICATION)
+                .map(|i| format!("{:064x}", i + 1))
+                .collect::<Vec<_>>()
+        ));
+        let digest = decode_sha256_hex(KEY).unwrap();
+        let v2 =
+            tollgate_protocol::binary::encode_as(&snapshot, tollgate_protocol::binary::Format::V2)
+                .unwrap()
+                .0;
+        for c in [
+            Catalog::compile(&snapshot, "snapshot").unwrap(),
+            Catalog::compile_binary(&v2).unwrap(),
+        ] {
+            assert_eq!(c.app_by_pair("pub-a", &digest).unwrap().id, "a");
+            assert_eq!(c.app_by_pair("pub-b", &digest).unwrap().id, "b");
+            assert!(c.app_by_pair("pub-a", &[0; 32]).is_none());
+            assert!(
+                c.app_by_key_digest(&digest).is_none(),
+                "an app key alone opens nothing"
+            );
+            assert_eq!(c.skipped_apps, 2);
+            assert!(c
+                .app_by_pair(
+                    "pub-d",
+                    &[0; 31]
+                        .iter()
+                        .chain(&[1])
+                        .copied()
+                        .collect::<Vec<u8>>()
+                        .try_into()
+                        .unwrap()
+                )
+                .is_none());
+        }
+        let v1 = tollgate_protocol::binary::encode(&snapshot).unwrap();
+        let c = Catalog::compile_binary(&v1).unwrap();
+        assert!(c.app_by_pair("pub-a", &digest).is_none());
     }
 
     #[test]

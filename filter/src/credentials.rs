@@ -8,8 +8,7 @@ use crate::config::CredentialSources;
 use crate::header_map::HeaderMap;
 use crate::mapping::{query_name_is, query_params};
 
-/// Longest credential accepted, in bytes; longer ones get 400 before any hashing.
-pub const MAX_CREDENTIAL_BYTES: usize = 256;
+pub use tollgate_rules::names::MAX_CREDENTIAL_BYTES;
 
 /// Where the credential came from, so it can be stripped before forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,21 +164,12 @@ fn pair(id: &[u8], k: &[u8], source: Source) -> Result<Presented, CredentialErro
     })
 }
 
+/// The rule the control plane also checks keys against before storing them.
 fn check(v: &[u8]) -> Result<(), CredentialError> {
-    if v.is_empty() {
-        return Err(CredentialError::Malformed("empty credential"));
+    match tollgate_rules::names::credential_problem(v) {
+        Some(why) => Err(CredentialError::Malformed(why)),
+        None => Ok(()),
     }
-    if v.len() > MAX_CREDENTIAL_BYTES {
-        return Err(CredentialError::Malformed(
-            "credential longer than 256 bytes",
-        ));
-    }
-    if !v.iter().all(|b| b.is_ascii_graphic()) {
-        return Err(CredentialError::Malformed(
-            "credential has characters outside visible ASCII",
-        ));
-    }
-    Ok(())
 }
 
 fn trim_ascii(v: &[u8]) -> &[u8] {

@@ -167,19 +167,10 @@ pub fn decide<'c>(
             app_id,
             key_digest,
             source,
-        }) => {
-            match catalog
-                .app_by_app_id(&app_id)
-                // The key must belong to this very application (keys are unique across apps).
-                .filter(|a| {
-                    catalog
-                        .app_by_key_digest(&key_digest)
-                        .is_some_and(|k| k.index == a.index)
-                }) {
-                Some(app) => (app, source),
-                None => return reject(Reason::InvalidCredentials, "unknown app_id or app_key"),
-            }
-        }
+        }) => match catalog.app_by_pair(&app_id, &key_digest) {
+            Some(app) => (app, source),
+            None => return reject(Reason::InvalidCredentials, "unknown app_id or app_key"),
+        },
     };
     if app.state == ApplicationState::Suspended {
         return match app.state_reason {

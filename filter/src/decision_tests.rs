@@ -28,9 +28,10 @@ fn config(extra: &str) -> (Config, Catalog) {
           "applications": [
             {{"id": "app-1", "plan": "basic", "state": "live", "key_sha256": ["{k1}"]}},
             {{"id": "app-2", "plan": "search-plan", "state": "live", "key_sha256": ["{k2}"], "app_id": "id-2"}},
-            {{"id": "app-3", "plan": "basic", "state": "suspended", "key_sha256": ["{k3}"]}},
+            {{"id": "app-3", "plan": "basic", "state": "suspended", "key_sha256": ["{k3}"], "app_id": "id-3", "app_key_sha256": ["{shared}"]}},
             {{"id": "app-4", "plan": "basic", "state": "suspended", "state_reason": "non_payment", "key_sha256": ["{k4}"]}},
-            {{"id": "app-5", "plan": "unlimited", "state": "live", "key_sha256": ["{k5}"]}}],
+            {{"id": "app-5", "plan": "unlimited", "state": "live", "key_sha256": ["{k5}"], "app_id": "id-5", "app_key_sha256": ["{shared}", "{ak5}"]}},
+            {{"id": "app-6", "plan": "unlimited", "state": "live", "app_id": "id-6", "app_key_sha256": ["{shared}"]}}],
           "metrics": [{{"name": "hits"}}, {{"name": "search", "parent": "hits"}}],
           "mapping_rules": [
             {{"method": "GET", "pattern": "/", "metric": "hits", "delta": 1}},
@@ -41,6 +42,8 @@ fn config(extra: &str) -> (Config, Catalog) {
         k3 = hex(sha256(b"key-3")),
         k4 = hex(sha256(b"key-4")),
         k5 = hex(sha256(b"key-5")),
+        shared = hex(sha256(b"shared-app-key")),
+        ak5 = hex(sha256(b"app-key-5")),
     );
     let (config, catalog) = Config::parse(json.as_bytes()).unwrap();
     (config, catalog.unwrap())
@@ -140,6 +143,48 @@ fn authentication_outcomes() {
     assert_eq!(
         h.reason("GET", "/?app_id=nope&app_key=key-2", None),
         Some(Reason::InvalidCredentials)
+    );
+}
+
+/// Issue 22: app keys (3scale's model) open their application only with its app_id; two
+/// applications may hold the same app key; an app key alone is no API key; a suspended
+/// application's pair is refused like its key.
+#[test]
+fn app_id_and_app_key_pairs() {
+    let mut h = Harness::new();
+    let app_of =
+        |h: &mut Harness, path: &str, key: Option<&str>| match h.call("GET", path, key, NOW) {
+            Decision::Forward { app, .. } => Ok(app.id.clone()),
+            Decision::Reject(r) => Err(r.reason),
+        };
+    assert_eq!(
+        app_of(&mut h, "/?app_id=id-5&app_key=shared-app-key", None),
+        Ok("app-5".to_string())
+    );
+    assert_eq!(
+        app_of(&mut h, "/?app_id=id-6&app_key=shared-app-key", None),
+        Ok("app-6".to_string())
+    );
+    assert_eq!(
+        app_of(&mut h, "/?app_id=id-5&app_key=app-key-5", None),
+        Ok("app-5".to_string())
+    );
+    // Another application's app key, another application's API key, an app key alone.
+    assert_eq!(
+        app_of(&mut h, "/?app_id=id-6&app_key=app-key-5", None),
+        Err(Reason::InvalidCredentials)
+    );
+    assert_eq!(
+        app_of(&mut h, "/?app_id=id-5&app_key=key-1", None),
+        Err(Reason::InvalidCredentials)
+    );
+    assert_eq!(
+        app_of(&mut h, "/", Some("shared-app-key")),
+        Err(Reason::InvalidCredentials)
+    );
+    assert_eq!(
+        app_of(&mut h, "/?app_id=id-3&app_key=shared-app-key", None),
+        Err(Reason::ApplicationSuspended)
     );
 }
 

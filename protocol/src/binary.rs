@@ -1,10 +1,10 @@
-//! The compact snapshot encoding (`application/vnd.tollgate.snapshot.v1`), for catalogs too large
-//! for JSON to be cheap in every gateway worker: 100,000 applications are ~6 MB instead of ~16 MB,
-//! and a gateway decodes them straight into its catalog without an intermediate tree.
+//! The compact snapshot encoding, for catalogs too large for JSON to be cheap in every gateway
+//! worker: 100,000 applications are ~6 MB instead of ~16 MB, and a gateway decodes them straight
+//! into its catalog without an intermediate tree.
 //!
 //! Layout (integers little-endian):
 //! ```text
-//! "TGS1"
+//! "TGS1" or "TGS2"
 //! u32 head_len, head_len bytes: the snapshot as JSON with "applications": []
 //! u32 app_count, then app_count times:
 //!   u8 id_len, id            (ids strictly increasing: sorted, no duplicates)
@@ -12,12 +12,70 @@
 //!   u8 state                 (0 live, 1 suspended, 2 suspended by an admin, 3 suspended for non-payment)
 //!   u8 key_count, key_count x 32 bytes (SHA-256 of each key)
 //!   u8 app_id_len, app_id    (0: none)
+//!   TGS2 only: u8 app_key_count, app_key_count x 32 bytes (SHA-256 of each app_key)
 //! ```
+//!
+//! Versioning: the head is JSON and takes additive fields like the JSON snapshot; a record's
+//! layout is fixed per version, so a new record field is a new version with its own magic and
+//! media type ([`Format`]). A gateway names the versions it reads in `Accept`, newest first, and a
+//! producer answers the newest it has: an older filter keeps asking for (and getting) TGS1, which
+//! does not carry `app_key_sha256` (3scale-style `app_id` + `app_key` pairs then open nothing
+//! there, as before TGS2).
 
 use crate::{Application, ApplicationState, Snapshot, SuspensionReason};
 
+/// Media type of [`Format::V1`] (`TGS1`).
 pub const MEDIA_TYPE: &str = "application/vnd.tollgate.snapshot.v1";
+/// Media type of [`Format::V2`] (`TGS2`: records also carry `app_key_sha256`).
+pub const MEDIA_TYPE_V2: &str = "application/vnd.tollgate.snapshot.v2";
 const MAGIC: &[u8; 4] = b"TGS1";
+const MAGIC_V2: &[u8; 4] = b"TGS2";
+
+/// A version of the compact encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `TGS1`: records without app keys.
+    V1,
+    /// `TGS2`: each record ends with the SHA-256 of the application's `app_key`s.
+    V2,
+}
+
+impl Format {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::V1 => MEDIA_TYPE,
+            Format::V2 => MEDIA_TYPE_V2,
+        }
+    }
+
+    fn magic(self) -> &'static [u8; 4] {
+        match self {
+            Format::V1 => MAGIC,
+            Format::V2 => MAGIC_V2,
+        }
+    }
+
+    fn of_magic(m: &[u8]) -> Option<Format> {
+        if m == MAGIC {
+            Some(Format::V1)
+        } else if m == MAGIC_V2 {
+            Some(Format::V2)
+        } else {
+            None
+        }
+    }
+
+    /// The newest version an `Accept` header names, `None` when it names none (JSON then).
+    pub fn accepted(accept: &str) -> Option<Format> {
+        if accept.contains(MEDIA_TYPE_V2) {
+            Some(Format::V2)
+        } else if accept.contains(MEDIA_TYPE) {
+            Some(Format::V1)
+        } else {
+            None
+        }
+    }
+}
 
 /// One application as decoded, borrowing from the buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +87,8 @@ pub struct AppRecord<'a> {
     /// Concatenated 32-byte digests.
     pub keys: &'a [u8],
     pub app_id: Option<&'a str>,
+    /// Concatenated 32-byte digests of the `app_key`s (always empty in TGS1).
+    pub app_keys: &'a [u8],
 }
 
 impl AppRecord<'_> {
@@ -67,9 +127,15 @@ pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, String> {
     encode_reporting(snapshot).map(|(bytes, _)| bytes)
 }
 
-/// [`encode`], also returning why each left-out application was left out (for the producer's
-/// log). Fails only when the head itself cannot be written.
+/// [`encode`] in TGS1, also returning why each left-out application was left out (for the
+/// producer's log). Fails only when the head itself cannot be written.
 pub fn encode_reporting(snapshot: &Snapshot) -> Result<(Vec<u8>, Vec<String>), String> {
+    encode_as(snapshot, Format::V1)
+}
+
+/// [`encode_reporting`] in the given version. TGS1 leaves `app_key_sha256` out (it has no place
+/// for it); TGS2 carries it.
+pub fn encode_as(snapshot: &Snapshot, format: Format) -> Result<(Vec<u8>, Vec<String>), String> {
     let head = Snapshot {
         applications: Vec::new(),
         ..snapshot.clone()
@@ -85,7 +151,7 @@ pub fn encode_reporting(snapshot: &Snapshot) -> Result<(Vec<u8>, Vec<String>), S
     let mut apps: Vec<&Application> = snapshot.applications.iter().collect();
     apps.sort_by(|a, b| a.id.cmp(&b.id));
     let mut out = Vec::with_capacity(12 + head.len() + apps.len() * 80);
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(format.magic());
     out.extend_from_slice(&head_len.to_le_bytes());
     out.extend_from_slice(&head);
     let count_at = out.len();
@@ -101,7 +167,7 @@ pub fn encode_reporting(snapshot: &Snapshot) -> Result<(Vec<u8>, Vec<String>), S
         }
         last_id = Some(a.id.as_str());
         let start = out.len();
-        match encode_app(a, &plan_index, &mut out) {
+        match encode_app(a, &plan_index, format, &mut out) {
             Ok(()) => count += 1,
             Err(why) => {
                 out.truncate(start);
@@ -116,6 +182,7 @@ pub fn encode_reporting(snapshot: &Snapshot) -> Result<(Vec<u8>, Vec<String>), S
 fn encode_app(
     a: &Application,
     plan_index: &std::collections::HashMap<&str, u32>,
+    format: Format,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     out.push(short("application id", &a.id)?);
@@ -147,15 +214,30 @@ fn encode_app(
     let app_id = a.app_id.as_deref().unwrap_or("");
     out.push(short("app_id", app_id)?);
     out.extend_from_slice(app_id.as_bytes());
+    if format == Format::V2 {
+        out.push(u8::try_from(a.app_key_sha256.len()).map_err(|_| {
+            format!(
+                "application {} has {} app keys, more than the encoding's 255",
+                a.id,
+                a.app_key_sha256.len()
+            )
+        })?);
+        for k in &a.app_key_sha256 {
+            out.extend_from_slice(&hex32(k).ok_or_else(|| {
+                format!(
+                    "application {}: app key {k:?} is not a SHA-256 hex digest",
+                    a.id
+                )
+            })?);
+        }
+    }
     Ok(())
 }
 
 /// Decodes the head (the snapshot without applications) and an iterator over the applications.
 pub fn decode(bytes: &[u8]) -> Result<(Snapshot, Apps<'_>), String> {
     let mut r = Reader { b: bytes, at: 0 };
-    if r.take(4)? != MAGIC {
-        return Err("not a TGS1 snapshot".into());
-    }
+    let format = Format::of_magic(r.take(4)?).ok_or("not a TGS1 or TGS2 snapshot")?;
     let head_len = r.u32()? as usize;
     let head: Snapshot =
         serde_json::from_slice(r.take(head_len)?).map_err(|e| format!("snapshot head: {e}"))?;
@@ -167,6 +249,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Snapshot, Apps<'_>), String> {
             r,
             left: count,
             last_id: None,
+            format,
         },
     ))
 }
@@ -206,6 +289,7 @@ pub struct Apps<'a> {
     r: Reader<'a>,
     left: usize,
     last_id: Option<&'a str>,
+    format: Format,
 }
 
 impl Apps<'_> {
@@ -248,6 +332,13 @@ impl<'a> Iterator for Apps<'a> {
             let keys = self.r.u8()? as usize;
             let keys = self.r.take(keys * 32)?;
             let app_id = self.r.str()?;
+            let app_keys = match self.format {
+                Format::V1 => &[][..],
+                Format::V2 => {
+                    let n = self.r.u8()? as usize;
+                    self.r.take(n * 32)?
+                }
+            };
             Ok(AppRecord {
                 id,
                 plan,
@@ -255,6 +346,7 @@ impl<'a> Iterator for Apps<'a> {
                 state_reason,
                 keys,
                 app_id: (!app_id.is_empty()).then_some(app_id),
+                app_keys,
             })
         })();
         if rec.is_err() {
@@ -297,9 +389,9 @@ fn read_exact(
     Ok(out)
 }
 
-/// Longest encoded application record (id, plan, state, 255 keys, app id): a chunked reader keeps
-/// at least this much buffered.
-const MAX_RECORD_BYTES: usize = 1 + 255 + 4 + 1 + 1 + 255 * 32 + 1 + 255;
+/// Longest encoded application record (id, plan, state, 255 keys, app id, and in TGS2 255 app
+/// keys): a chunked reader keeps at least this much buffered.
+const MAX_RECORD_BYTES: usize = 1 + 255 + 4 + 1 + 1 + 255 * 32 + 1 + 255 + 1 + 255 * 32;
 /// How much a chunked reader asks for at a time.
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
@@ -315,6 +407,7 @@ pub struct ChunkedDecoder<R> {
     left: usize,
     last_id: String,
     failed: bool,
+    format: Format,
 }
 
 impl<R: FnMut(usize, usize) -> Vec<u8>> ChunkedDecoder<R> {
@@ -322,8 +415,9 @@ impl<R: FnMut(usize, usize) -> Vec<u8>> ChunkedDecoder<R> {
     pub fn new(total: usize, mut read: R) -> Result<(Snapshot, Self), String> {
         let fixed = read_exact(&mut read, 0, 8.min(total))
             .ok()
-            .filter(|f| f.len() == 8 && &f[..4] == MAGIC)
-            .ok_or("not a TGS1 snapshot")?;
+            .filter(|f| f.len() == 8)
+            .ok_or("not a TGS1 or TGS2 snapshot")?;
+        let format = Format::of_magic(&fixed[..4]).ok_or("not a TGS1 or TGS2 snapshot")?;
         let head_len = u32::from_le_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]) as usize;
         if head_len.saturating_add(8 + 4) > total {
             return Err("truncated snapshot".into());
@@ -347,6 +441,7 @@ impl<R: FnMut(usize, usize) -> Vec<u8>> ChunkedDecoder<R> {
                 left,
                 last_id: String::new(),
                 failed: false,
+                format,
             },
         ))
     }
@@ -409,25 +504,45 @@ impl<R: FnMut(usize, usize) -> Vec<u8>> ChunkedDecoder<R> {
             let keys_at = r.at;
             r.take(keys * 32)?;
             let app_id = r.str()?;
-            Ok((
-                id.len(),
+            let app_keys = match self.format {
+                Format::V1 => 0,
+                Format::V2 => {
+                    let n = r.u8()? as usize;
+                    r.take(n * 32)?;
+                    n
+                }
+            };
+            Ok(RecordAt {
+                id_len: id.len(),
                 plan,
                 state,
                 state_reason,
                 keys_at,
                 keys,
-                app_id.len(),
-            ))
+                app_id_len: app_id.len(),
+                app_keys,
+            })
         })();
         match rec {
             Err(e) => {
                 self.failed = true;
                 Some(Err(e))
             }
-            Ok((id_len, plan, state, state_reason, keys_at, keys, app_id_len)) => {
+            Ok(RecordAt {
+                id_len,
+                plan,
+                state,
+                state_reason,
+                keys_at,
+                keys,
+                app_id_len,
+                app_keys,
+            }) => {
                 let id_at = self.pos + 1;
                 let app_id_at = keys_at + keys * 32 + 1;
-                self.pos = app_id_at + app_id_len;
+                // TGS2: the app key count byte, then the digests.
+                let app_keys_at = app_id_at + app_id_len + usize::from(self.format == Format::V2);
+                self.pos = app_keys_at + app_keys * 32;
                 self.last_id.clear();
                 let buf = &self.buf;
                 let id = std::str::from_utf8(&buf[id_at..id_at + id_len]).unwrap_or_default();
@@ -441,10 +556,23 @@ impl<R: FnMut(usize, usize) -> Vec<u8>> ChunkedDecoder<R> {
                     state_reason,
                     keys: &buf[keys_at..keys_at + keys * 32],
                     app_id: (!app_id.is_empty()).then_some(app_id),
+                    app_keys: &buf[app_keys_at..app_keys_at + app_keys * 32],
                 }))
             }
         }
     }
+}
+
+/// Where a record's parts sit in the chunked decoder's buffer.
+struct RecordAt {
+    id_len: usize,
+    plan: u32,
+    state: ApplicationState,
+    state_reason: Option<SuspensionReason>,
+    keys_at: usize,
+    keys: usize,
+    app_id_len: usize,
+    app_keys: usize,
 }
 
 #[cfg(test)]
@@ -479,6 +607,7 @@ mod tests {
                     state_reason: Some(SuspensionReason::NonPayment),
                     key_sha256: vec!["ab".repeat(32), "CD".repeat(32)],
                     app_id: Some("public-b".into()),
+                    app_key_sha256: vec!["ef".repeat(32)],
                 },
                 Application {
                     id: "a".into(),
@@ -487,6 +616,7 @@ mod tests {
                     state_reason: None,
                     key_sha256: vec![],
                     app_id: None,
+                    app_key_sha256: vec![],
                 },
             ],
             metrics: vec![Metric {
@@ -513,6 +643,44 @@ mod tests {
         let digests: Vec<[u8; 32]> = apps[1].digests().collect();
         assert_eq!(digests, vec![[0xab; 32], [0xcd; 32]]);
         assert_eq!(apps[1].app_id, Some("public-b"));
+        // TGS1 has no place for app keys: they are left out, the rest is the same.
+        assert!(apps[1].app_keys.is_empty());
+    }
+
+    /// TGS2 carries the app keys; a TGS1 reader's callers see the same records otherwise, and
+    /// the producer picks the newest version the gateway accepts.
+    #[test]
+    fn v2_carries_app_keys_and_is_negotiated() {
+        let (v2, skipped) = encode_as(&sample(), Format::V2).unwrap();
+        assert!(skipped.is_empty());
+        assert_eq!(&v2[..4], b"TGS2");
+        let (_, apps) = decode(&v2).unwrap();
+        let apps: Vec<AppRecord> = apps.map(Result::unwrap).collect();
+        assert_eq!(apps[1].app_keys, &[0xef; 32][..]);
+        assert_eq!(apps[1].digests().count(), 2);
+        assert!(apps[0].app_keys.is_empty());
+        let len = v2.len();
+        let (_, mut dec) =
+            ChunkedDecoder::new(len, |o: usize, m: usize| v2[o..(o + m).min(len)].to_vec())
+                .unwrap();
+        assert!(dec.next_app().unwrap().unwrap().app_keys.is_empty());
+        assert_eq!(dec.next_app().unwrap().unwrap().app_keys, &[0xef; 32][..]);
+        assert!(dec.next_app().is_none());
+        assert_eq!(
+            Format::accepted(&format!("{MEDIA_TYPE_V2}, {MEDIA_TYPE}, application/json")),
+            Some(Format::V2)
+        );
+        assert_eq!(
+            Format::accepted(&format!("{MEDIA_TYPE}, application/json")),
+            Some(Format::V1)
+        );
+        assert_eq!(Format::accepted("application/json"), None);
+        // A bad app key digest leaves that application out, like a bad key.
+        let mut s = sample();
+        s.applications[0].app_key_sha256 = vec!["nope".into()];
+        let (bytes, skipped) = encode_as(&s, Format::V2).unwrap();
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(decode(&bytes).unwrap().1.count(), 1);
     }
 
     #[test]
@@ -526,10 +694,16 @@ mod tests {
                 state_reason: None,
                 key_sha256: vec![format!("{:064x}", i)],
                 app_id: (i % 7 == 0).then(|| format!("pub-{i}")),
+                app_key_sha256: (0..i % 3).map(|k| format!("{:064x}", i * 10 + k)).collect(),
             })
             .collect();
-        let bytes = encode(&big).unwrap();
-        let (head, whole) = decode(&bytes).unwrap();
+        for format in [Format::V1, Format::V2] {
+            chunked_matches_whole(&encode_as(&big, format).unwrap().0);
+        }
+    }
+
+    fn chunked_matches_whole(bytes: &[u8]) {
+        let (head, whole) = decode(bytes).unwrap();
         let whole: Vec<String> = whole.map(|r| format!("{:?}", r.unwrap())).collect();
         // Odd read sizes: the host may return less than asked.
         let read =
@@ -557,9 +731,18 @@ mod tests {
     #[test]
     fn hostile_bytes_are_errors_not_panics() {
         let bytes = encode(&sample()).unwrap();
-        for cut in 0..bytes.len() {
-            if let Ok((_, apps)) = decode(&bytes[..cut]) {
-                let _ = apps.collect::<Vec<_>>();
+        let v2 = encode_as(&sample(), Format::V2).unwrap().0;
+        for bytes in [&bytes, &v2] {
+            for cut in 0..bytes.len() {
+                if let Ok((_, apps)) = decode(&bytes[..cut]) {
+                    let _ = apps.collect::<Vec<_>>();
+                }
+                let piece = &bytes[..cut];
+                if let Ok((_, mut dec)) = ChunkedDecoder::new(cut, |o: usize, m: usize| {
+                    piece[o..(o + m).min(cut)].to_vec()
+                }) {
+                    while dec.next_app().is_some() {}
+                }
             }
         }
         assert!(decode(b"JSON{}").is_err());
@@ -584,6 +767,7 @@ mod tests {
             state_reason: None,
             key_sha256: vec!["zz".into()],
             app_id: None,
+            app_key_sha256: vec![],
         });
         s.applications.push(Application {
             id: "d".into(),
@@ -592,6 +776,7 @@ mod tests {
             state_reason: None,
             key_sha256: vec!["ef".repeat(32)],
             app_id: None,
+            app_key_sha256: vec![],
         });
         let (bytes, skipped) = encode_reporting(&s).unwrap();
         assert_eq!(skipped.len(), 2, "{skipped:?}");

@@ -95,9 +95,15 @@ pub struct Application {
     #[serde(default)]
     pub key_sha256: Vec<String>,
     /// Public application identifier for 3scale-style `app_id` + `app_key` authentication; the
-    /// `app_key` must then hash to one of `key_sha256`.
+    /// `app_key` must then hash to one of `app_key_sha256` (or, as before that field existed, to
+    /// one of `key_sha256`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<String>,
+    /// Lowercase hex SHA-256 of each `app_key` of the application: secrets that open it only
+    /// together with its `app_id` (never alone), unique within the application but not across
+    /// applications (3scale's model). Added after `app_id`; an older filter ignores it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub app_key_sha256: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +250,7 @@ mod tests {
             state_reason: Some(SuspensionReason::NonPayment),
             key_sha256: vec![],
             app_id: None,
+            app_key_sha256: vec![],
         };
         let j = serde_json::to_string(&a).unwrap();
         assert!(j.contains(r#""state":"suspended""#), "{j}");

@@ -9,6 +9,7 @@
 //! - `cargo xtask bench-admin-api`: admin API throughput on SQLite and PostgreSQL (prints figures).
 //! - `cargo xtask bench-billing`: a billing run over 100,000 accounts on SQLite and PostgreSQL.
 //! - `cargo xtask bench-payments`: charges/s against localstripe; webhook to resumed at the gateway.
+//! - `cargo xtask bench-webhooks`: outbound webhook deliveries/s to a local receiver.
 //! - `cargo xtask bench-loop`: snapshot size/time for 100,000 applications, its application in
 //!   Envoy (time, RSS), and usage ingestion throughput (prints figures).
 //! - `cargo xtask fuzz`: the filter's libFuzzer targets (`fuzz/`), bounded in time or runs.
@@ -33,6 +34,8 @@ const PYTHON: &str = "python3";
 const DEBIAN: &[(&str, &str)] = &[
     ("node", "nodejs"),
     ("wrk", "wrk"),
+    // The metrics test scrapes a real `tollgate serve` with a real Prometheus server.
+    ("prometheus", "prometheus"),
     ("taskset", "util-linux"),
     ("psql", "postgresql-client"),
     ("pg_dump", "postgresql-client"),
@@ -61,12 +64,13 @@ fn main() {
         Some("bench-admin-api") => bench_admin_api(&args[1..]),
         Some("bench-billing") => bench_billing(&args[1..]),
         Some("bench-payments") => bench_release_script("tests/bench/bench_payments.py", &args[1..]),
+        Some("bench-webhooks") => bench_release_script("tests/bench/bench_webhooks.py", &args[1..]),
         Some("bench-loop") => bench_release_script("tests/bench/bench_loop.py", &args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("deny") => deny::deny(),
         Some("soak") => bench_release_script("tests/bench/soak.py", &args[1..]),
         _ => Err(
-            "usage: cargo xtask <run|test|fuzz|deny|soak|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-loop|setup>".into(),
+            "usage: cargo xtask <run|test|fuzz|deny|soak|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-webhooks|bench-loop|setup>".into(),
         ),
     };
     if let Err(e) = outcome {
@@ -302,7 +306,15 @@ fn wasm_runner() -> (&'static str, String) {
 }
 
 fn test() -> Result {
-    setup(&["node", "psql", "pg_dump", "chromium", "chromedriver", "wrk"])?;
+    setup(&[
+        "node",
+        "psql",
+        "pg_dump",
+        "chromium",
+        "chromedriver",
+        "wrk",
+        "prometheus",
+    ])?;
     step("cargo fmt --check");
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
     step("cargo clippy (native, all targets)");

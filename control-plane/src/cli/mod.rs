@@ -51,6 +51,22 @@ enum Command {
     /// Delete expired sessions, old idempotency records and expired rotated keys once, and exit
     /// (`tollgate serve` does the same every hour).
     Purge,
+    /// Write the catalog, accounts, applications (key digests, app ids, app key digests) and
+    /// billing settings as one JSON document (docs/export-import.md); secrets and history are not
+    /// carried. Reads the database directly (TOLLGATE_DATABASE_URL).
+    Export {
+        /// Write here (replaced whole once complete) instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Import an export into this (empty) installation: the whole file is checked first, then
+    /// written in one transaction, all or nothing. A non-empty installation is refused.
+    Import {
+        file: std::path::PathBuf,
+        /// Only check the file (the same checks, no database touched) and say what it holds.
+        #[arg(long)]
+        check: bool,
+    },
     /// Admin tokens, created directly in the database (bootstrap).
     Token {
         #[command(subcommand)]
@@ -105,6 +121,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// App keys (3scale's model: presented with the application's app_id).
+    AppKeys {
+        #[command(subcommand)]
+        command: AppKeyCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Billing settings and billing runs.
     Billing {
         #[command(subcommand)]
@@ -119,7 +142,95 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Outbound webhook endpoints, their deliveries and replay (docs/webhooks.md).
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhookCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
+
+#[derive(Subcommand, Debug)]
+enum WebhookCommand {
+    /// Create an endpoint receiving every account's events of the given types; prints its
+    /// signing secret once.
+    Create {
+        /// Where to send events: https URL of a public host (`--url` is the admin API's).
+        #[arg(long)]
+        endpoint_url: String,
+        /// An event type (`invoice.paid`); repeat for several.
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    /// Change the URL or the event types (absent options stay).
+    Update {
+        id: String,
+        #[arg(long)]
+        endpoint_url: Option<String>,
+        #[arg(long = "event")]
+        events: Vec<String>,
+    },
+    /// Stop deliveries to an endpoint (pending ones wait).
+    Disable {
+        id: String,
+    },
+    /// Resume deliveries to an endpoint.
+    Enable {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    /// Send a `webhook.test` event to the endpoint.
+    Test {
+        id: String,
+    },
+    /// Give the endpoint a new signing secret (printed once); the old one also signs for the
+    /// grace period.
+    RotateSecret {
+        id: String,
+        /// Seconds the old secret keeps signing (default one day, at most seven days).
+        #[arg(long)]
+        grace_seconds: Option<i64>,
+    },
+    /// The endpoint's delivery log.
+    Deliveries {
+        id: String,
+    },
+    /// Send a delivery again (same webhook-id).
+    Replay {
+        delivery: String,
+    },
+}
+
+/// The columns `tollgate webhooks` shows of an endpoint and of a delivery.
+const ENDPOINT_FIELDS: &[&str] = &[
+    "id",
+    "url",
+    "events",
+    "enabled",
+    "disabled_reason",
+    "consecutive_failures",
+    "account_id",
+];
+const DELIVERY_FIELDS: &[&str] = &[
+    "id",
+    "event_id",
+    "event_type",
+    "state",
+    "attempts",
+    "last_status_code",
+    "latency_ms",
+    "next_attempt_at_ms",
+    "delivered_at",
+];
 
 /// Longest `tollgate billing run` waits for the run to finish before giving up (it keeps running).
 pub const RUN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -299,6 +410,19 @@ enum ApplicationCommand {
         plan: String,
         #[arg(long)]
         name: String,
+        /// 3scale's app_id (unique across the installation).
+        #[arg(long)]
+        app_id: Option<String>,
+    },
+    /// Change an application's name, plan or app_id.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        plan: Option<String>,
+        #[arg(long)]
+        app_id: Option<String>,
     },
     List {
         #[arg(long)]
@@ -316,10 +440,50 @@ enum ApplicationCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum AppKeyCommand {
+    /// Add an app key: its value read from stdin (one line), or its SHA-256.
+    Add {
+        application: String,
+        #[arg(
+            long,
+            conflicts_with = "value_sha256",
+            required_unless_present = "value_sha256"
+        )]
+        value_stdin: bool,
+        #[arg(long)]
+        value_sha256: Option<String>,
+    },
+    /// List app keys (ids and digest prefixes; values are never shown).
+    List {
+        application: String,
+    },
+    Delete {
+        application: String,
+        key: String,
+    },
+}
+
+/// One line of standard input without its line ending (a key piped in).
+fn read_secret_line() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+#[derive(Subcommand, Debug)]
 enum KeyCommand {
-    /// Create a key; prints it once.
+    /// Add a key: generated (printed once), or an existing one read from stdin (`--key-stdin`,
+    /// so it stays out of the shell history and process list) or given by its SHA-256.
     Create {
         application: String,
+        /// Read an existing key (one line) from standard input.
+        #[arg(long, conflicts_with = "key_sha256")]
+        key_stdin: bool,
+        /// An existing key's SHA-256 (64 hex characters).
+        #[arg(long)]
+        key_sha256: Option<String>,
     },
     List {
         application: String,
@@ -348,8 +512,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("purge failed: {}", detail(e)))?;
             println!(
-                "purged {} portal session(s), {} admin session(s), {} idempotency record(s), {} expired key(s)",
-                p.portal_sessions, p.admin_sessions, p.idempotency_keys, p.application_keys
+                "purged {} portal session(s), {} admin session(s), {} idempotency record(s), {} expired key(s), {} finished webhook delivery(ies)",
+                p.portal_sessions, p.admin_sessions, p.idempotency_keys, p.application_keys, p.webhook_deliveries
             );
             Ok(())
         }
@@ -388,6 +552,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             println!("{}", created.token);
             Ok(())
         }
+        Command::Export { out } => export(out).await,
+        Command::Import { file, check } => import(&file, check).await,
         Command::Billing { command, remote } => billing(command, &remote).await,
         Command::Invoices { command, remote } => invoices(command, &remote).await,
         Command::Services { command, remote } => {
@@ -520,14 +686,34 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                     account,
                     plan,
                     name,
-                } => c.show(
-                    c.post(
-                        "/applications",
-                        json!({"account_id": account, "plan_id": plan, "name": name}),
+                    app_id,
+                } => {
+                    let mut body = json!({"account_id": account, "plan_id": plan, "name": name});
+                    if let Some(a) = app_id {
+                        body["app_id"] = json!(a);
+                    }
+                    c.show(
+                        c.post("/applications", body).await?,
+                        &["id", "name", "state", "plan_id", "app_id", "key"],
                     )
-                    .await?,
-                    &["id", "name", "state", "plan_id", "key"],
-                ),
+                }
+                ApplicationCommand::Update {
+                    id,
+                    name,
+                    plan,
+                    app_id,
+                } => {
+                    let mut body = json!({});
+                    for (k, v) in [("name", name), ("plan_id", plan), ("app_id", app_id)] {
+                        if let Some(v) = v {
+                            body[k] = json!(v);
+                        }
+                    }
+                    c.show(
+                        c.patch(&format!("/applications/{id}"), body).await?,
+                        &["id", "name", "state", "plan_id", "app_id"],
+                    )
+                }
                 ApplicationCommand::List { account } => {
                     let path = match account {
                         Some(a) => format!("/applications?account_id={a}"),
@@ -551,6 +737,99 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 ApplicationCommand::Delete { id } => c.show(
                     c.delete(&format!("/applications/{id}")).await?,
                     &["id", "deleted"],
+                ),
+            }
+        }
+        Command::Webhooks { command, remote } => {
+            let c = Client::new(&remote)?;
+            match command {
+                WebhookCommand::Create {
+                    endpoint_url: url,
+                    events,
+                    description,
+                } => {
+                    let mut fields = ENDPOINT_FIELDS.to_vec();
+                    fields.push("secret");
+                    c.show(
+                        c.post(
+                            "/webhook_endpoints",
+                            json!({"url": url, "events": events, "description": description}),
+                        )
+                        .await?,
+                        &fields,
+                    )
+                }
+                WebhookCommand::List => {
+                    c.show_list(c.get_all("/webhook_endpoints").await?, ENDPOINT_FIELDS)
+                }
+                WebhookCommand::Show { id } => c.show(
+                    c.get(&format!("/webhook_endpoints/{id}")).await?,
+                    ENDPOINT_FIELDS,
+                ),
+                WebhookCommand::Update {
+                    id,
+                    endpoint_url: url,
+                    events,
+                } => {
+                    let mut body = serde_json::Map::new();
+                    if let Some(url) = url {
+                        body.insert("url".into(), json!(url));
+                    }
+                    if !events.is_empty() {
+                        body.insert("events".into(), json!(events));
+                    }
+                    c.show(
+                        c.patch(&format!("/webhook_endpoints/{id}"), Value::Object(body))
+                            .await?,
+                        ENDPOINT_FIELDS,
+                    )
+                }
+                WebhookCommand::Disable { id } => c.show(
+                    c.patch(
+                        &format!("/webhook_endpoints/{id}"),
+                        json!({"enabled": false}),
+                    )
+                    .await?,
+                    ENDPOINT_FIELDS,
+                ),
+                WebhookCommand::Enable { id } => c.show(
+                    c.patch(
+                        &format!("/webhook_endpoints/{id}"),
+                        json!({"enabled": true}),
+                    )
+                    .await?,
+                    ENDPOINT_FIELDS,
+                ),
+                WebhookCommand::Delete { id } => c.show(
+                    c.delete(&format!("/webhook_endpoints/{id}")).await?,
+                    &["id", "deleted"],
+                ),
+                WebhookCommand::Test { id } => c.show(
+                    c.post(&format!("/webhook_endpoints/{id}/test"), json!({}))
+                        .await?,
+                    DELIVERY_FIELDS,
+                ),
+                WebhookCommand::RotateSecret { id, grace_seconds } => {
+                    let mut fields = ENDPOINT_FIELDS.to_vec();
+                    fields.push("secret");
+                    c.show(
+                        c.post(
+                            &format!("/webhook_endpoints/{id}/rotate_secret"),
+                            json!({"grace_seconds": grace_seconds}),
+                        )
+                        .await?,
+                        &fields,
+                    )
+                }
+                WebhookCommand::Deliveries { id } => c.show_list(
+                    c.get_all(&format!("/webhook_endpoints/{id}/deliveries"))
+                        .await?,
+                    DELIVERY_FIELDS,
+                ),
+                WebhookCommand::Replay { delivery } => c.show(
+                    c.post(&format!("/webhook_deliveries/{delivery}/replay"), json!({}))
+                        .await?,
+                    DELIVERY_FIELDS,
                 ),
             }
         }
@@ -583,14 +862,56 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 ),
             }
         }
+        Command::AppKeys { command, remote } => {
+            let c = Client::new(&remote)?;
+            let fields = &["id", "prefix", "created_at"];
+            match command {
+                AppKeyCommand::Add {
+                    application,
+                    value_stdin,
+                    value_sha256,
+                } => {
+                    let body = match (value_stdin, value_sha256) {
+                        (true, _) => json!({"value": read_secret_line()?}),
+                        (false, d) => json!({"value_sha256": d}),
+                    };
+                    c.show(
+                        c.post(&format!("/applications/{application}/app_keys"), body)
+                            .await?,
+                        fields,
+                    )
+                }
+                AppKeyCommand::List { application } => c.show_list(
+                    c.get_all(&format!("/applications/{application}/app_keys"))
+                        .await?,
+                    fields,
+                ),
+                AppKeyCommand::Delete { application, key } => c.show(
+                    c.delete(&format!("/applications/{application}/app_keys/{key}"))
+                        .await?,
+                    &["id", "deleted"],
+                ),
+            }
+        }
         Command::Keys { command, remote } => {
             let c = Client::new(&remote)?;
             match command {
-                KeyCommand::Create { application } => c.show(
-                    c.post(&format!("/applications/{application}/keys"), json!({}))
-                        .await?,
-                    &["id", "prefix", "key"],
-                ),
+                KeyCommand::Create {
+                    application,
+                    key_stdin,
+                    key_sha256,
+                } => {
+                    let body = match (key_stdin, key_sha256) {
+                        (true, _) => json!({"key": read_secret_line()?}),
+                        (false, Some(d)) => json!({"key_sha256": d}),
+                        (false, None) => json!({}),
+                    };
+                    c.show(
+                        c.post(&format!("/applications/{application}/keys"), body)
+                            .await?,
+                        &["id", "prefix", "key"],
+                    )
+                }
                 KeyCommand::List { application } => c.show_list(
                     c.get_all(&format!("/applications/{application}/keys"))
                         .await?,
@@ -769,6 +1090,96 @@ async fn invoices(command: InvoiceCommand, remote: &Remote) -> Result<(), String
             INVOICE_FIELDS,
         ),
     }
+}
+
+/// `tollgate export`: the document to `out` (written beside it, then renamed over it, so a failed
+/// export never leaves half a file under the name) or standard output.
+async fn export(out: Option<std::path::PathBuf>) -> Result<(), String> {
+    use crate::domain::transfer;
+    let settings = Settings::from_env()?;
+    let pool = store::connect(&settings.database_url).await?;
+    store::migrate(&pool).await?;
+    let doc = transfer::export(&pool)
+        .await
+        .map_err(|e| format!("export failed: {}", detail(e)))?;
+    let text =
+        serde_json::to_vec_pretty(&doc).map_err(|e| format!("cannot encode the export: {e}"))?;
+    let summary = format!(
+        "exported {} service(s), {} plan(s), {} account(s), {} application(s)",
+        doc.services.len(),
+        doc.plans.len(),
+        doc.accounts.len(),
+        doc.applications.len()
+    );
+    match out {
+        Some(path) => {
+            let partial = path.with_extension("partial");
+            std::fs::write(&partial, &text)
+                .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+            std::fs::rename(&partial, &path)
+                .map_err(|e| format!("cannot move the export to {}: {e}", path.display()))?;
+            eprintln!("{summary} to {}", path.display());
+        }
+        None => {
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&text)
+                .and_then(|()| stdout.write_all(b"\n"))
+                .map_err(|e| format!("cannot write the export: {e}"))?;
+            eprintln!("{summary}");
+        }
+    }
+    Ok(())
+}
+
+/// `tollgate import FILE`: checked whole, then written in one transaction into an empty
+/// installation; any refusal changes nothing and exits non-zero with the reason.
+async fn import(file: &std::path::Path, check_only: bool) -> Result<(), String> {
+    use crate::domain::transfer;
+    use std::io::Read;
+    let f =
+        std::fs::File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    let mut text = Vec::new();
+    f.take(transfer::MAX_DOCUMENT_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    if text.len() as u64 > transfer::MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "{} is larger than {} bytes; nothing was imported",
+            file.display(),
+            transfer::MAX_DOCUMENT_BYTES
+        ));
+    }
+    let refused = |e: crate::domain::DomainError| {
+        let param = match &e {
+            crate::domain::DomainError::Invalid { param: Some(p), .. } => format!(" (at {p})"),
+            _ => String::new(),
+        };
+        format!("import refused: {}{param}; nothing was imported", detail(e))
+    };
+    let doc = transfer::parse(&text).map_err(refused)?;
+    transfer::validate(&doc).map_err(refused)?;
+    if check_only {
+        eprintln!(
+            "{} is a valid export: {} service(s), {} plan(s), {} account(s), {} application(s); nothing was imported (--check)",
+            file.display(),
+            doc.services.len(),
+            doc.plans.len(),
+            doc.accounts.len(),
+            doc.applications.len()
+        );
+        return Ok(());
+    }
+    let settings = Settings::from_env()?;
+    let pool = store::connect(&settings.database_url).await?;
+    store::migrate(&pool).await?;
+    let done = transfer::import(&pool, &doc).await.map_err(refused)?;
+    eprintln!(
+        "imported {} service(s), {} plan(s), {} account(s), {} application(s), {} key(s), {} app key(s)",
+        done.services, done.plans, done.accounts, done.applications, done.keys, done.app_keys
+    );
+    Ok(())
 }
 
 /// What a person at the terminal is shown for a domain error: an internal error's detail too (the

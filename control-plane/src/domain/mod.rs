@@ -14,6 +14,9 @@
 //! - [`purge`]: deleting rows nothing reads any more (expired sessions, keys, idempotency records).
 //! - [`scheduler`]: the daily run, and what every run does: billing, then charging.
 //! - [`overview`]: the admin dashboard's figures.
+//! - [`transfer`]: the whole installation as one JSON document (`tollgate export` / `import`).
+//! - [`webhooks`]: outbound webhooks (events written in the transaction of their change, signed
+//!   deliveries with retries).
 
 pub mod access;
 pub mod accounts;
@@ -29,6 +32,8 @@ pub mod page;
 pub mod payments;
 pub mod purge;
 pub mod scheduler;
+pub mod transfer;
+pub mod webhooks;
 
 pub use error::{DomainError, DomainResult};
 pub use page::{Page, PageRequest};

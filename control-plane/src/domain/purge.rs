@@ -1,6 +1,6 @@
 //! Purges rows nothing reads any more: expired portal and admin-portal sessions, idempotency
-//! records older than [`IDEMPOTENCY_KEEP_SECS`], and rotated API keys whose grace period has run
-//! out. Run by `tollgate serve` every [`PURGE_INTERVAL_SECS`] (`TOLLGATE_PURGE_INTERVAL_SECS`
+//! records older than [`IDEMPOTENCY_KEEP_SECS`], rotated API keys whose grace period has run
+//! out, and finished webhook deliveries older than [`WEBHOOK_DELIVERY_KEEP_SECS`]. Run by `tollgate serve` every [`PURGE_INTERVAL_SECS`] (`TOLLGATE_PURGE_INTERVAL_SECS`
 //! overrides it) and by `tollgate purge` once. Deletes in batches of [`PURGE_BATCH_ROWS`], at most
 //! [`PURGE_MAX_BATCHES`] per table per pass, so one pass never holds a long write lock.
 
@@ -19,6 +19,9 @@ pub const PURGE_MAX_BATCHES: usize = 100;
 /// How long an idempotency record is kept: a retry with the same `Idempotency-Key` within this
 /// time gets the stored answer; after it, the key may be reused.
 pub const IDEMPOTENCY_KEEP_SECS: i64 = 24 * 3600;
+/// How long a finished webhook delivery (delivered, or given up) is kept in the delivery log,
+/// with its attempts; its event goes with the last delivery of it. Pending ones are never purged.
+pub const WEBHOOK_DELIVERY_KEEP_SECS: i64 = 30 * 24 * 3600;
 
 /// Rows deleted by one pass, per kind.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -27,6 +30,7 @@ pub struct Purged {
     pub admin_sessions: u64,
     pub idempotency_keys: u64,
     pub application_keys: u64,
+    pub webhook_deliveries: u64,
 }
 
 async fn batches(pool: &Pool, sql: &str, before: i64) -> DomainResult<u64> {
@@ -92,11 +96,27 @@ pub async fn purge_once(pool: &Pool) -> DomainResult<Purged> {
             break;
         }
     }
+    // Attempts go with their delivery (ON DELETE CASCADE), events once no delivery is left.
+    let webhook_deliveries = batches(
+        pool,
+        "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+         WHERE state IN ('delivered', 'failed') AND created_at <= $1 LIMIT $2)",
+        t - WEBHOOK_DELIVERY_KEEP_SECS,
+    )
+    .await?;
+    batches(
+        pool,
+        "DELETE FROM webhook_messages WHERE id IN (SELECT m.id FROM webhook_messages m \
+         WHERE m.created_at <= $1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = m.id) LIMIT $2)",
+        t - WEBHOOK_DELIVERY_KEEP_SECS,
+    )
+    .await?;
     Ok(Purged {
         portal_sessions,
         admin_sessions,
         idempotency_keys,
         application_keys,
+        webhook_deliveries,
     })
 }
 

@@ -16,6 +16,7 @@ use crate::domain::billing::settings;
 use crate::domain::payments::{charging, config};
 use crate::domain::{DomainError, DomainResult};
 use crate::store::{now, Pool};
+use crate::telemetry::{self, RunResult};
 
 pub const FIRST_CHECK: Duration = Duration::from_secs(5);
 pub const TICK: Duration = Duration::from_secs(60);
@@ -63,13 +64,23 @@ pub async fn bill_then_charge(
     run_on: i64,
     batch: i64,
 ) -> DomainResult<()> {
+    let started = std::time::Instant::now();
     let heartbeat = Heartbeat::start(pool, run_id);
     let result = match run::bill(pool, run_id, run_on, batch).await {
         Ok(billed) => charge(pool, run_id, billed).await,
         Err(e) => Err(e),
     };
     drop(heartbeat);
-    run::finish(pool, run_id, result).await
+    let finished = run::finish(pool, run_id, result).await;
+    telemetry::get().billing_run(
+        if finished.is_ok() {
+            RunResult::Succeeded
+        } else {
+            RunResult::Failed
+        },
+        started.elapsed(),
+    );
+    finished
 }
 
 /// Charging follows billing: invoices due by the run's date (issued and due, or a retry due).

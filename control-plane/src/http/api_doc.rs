@@ -47,6 +47,10 @@ impl utoipa::Modify for Tokens {
             ),
             ("developer_token", "a developer API token of one account"),
             ("gateway_token", "a gateway token, scoped to services"),
+            (
+                "metrics_token",
+                "the metrics token of the server (`TOLLGATE_METRICS_TOKEN`)",
+            ),
         ] {
             components.add_security_scheme(
                 name,
@@ -81,9 +85,11 @@ impl utoipa::Modify for Tokens {
         (name = "payments", description = "Charging invoices and provider webhooks"),
         (name = "payment_gateway", description = "The payment provider the control plane charges through (admin)"),
         (name = "gateway", description = "What gateways poll and report: snapshots and usage (gateway tokens)"),
-        (name = "developer", description = "An account's own invoices, payments and cards (developer tokens)"),
+        (name = "developer", description = "An account's own invoices, payments, cards and webhook endpoints (developer tokens)"),
+        (name = "webhooks", description = "Outbound webhook endpoints, their delivery log and replay (admin)"),
         (name = "exports", description = "CSV files of invoices, usage, accounts and applications, streamed (admin)"),
         (name = "health", description = "Readiness and this document (no token)"),
+        (name = "operations", description = "Prometheus metrics (the metrics token)"),
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Tokens)
@@ -109,6 +115,8 @@ fn parts() -> Vec<Document> {
         super::health::HealthApi::openapi(),
         super::openapi::DocumentApi::openapi(),
         super::developer::DeveloperTokensApi::openapi(),
+        super::webhooks::WebhooksApi::openapi(),
+        super::metrics::MetricsApi::openapi(),
         super::exports::ExportsApi::openapi(),
     ]
 }

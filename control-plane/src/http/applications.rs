@@ -9,12 +9,13 @@ use serde::Deserialize;
 
 use super::list::ListParams;
 use crate::domain::accounts::account::Deleted;
+use crate::domain::accounts::app_keys::{self, AppKey, AppKeyInput};
 use crate::domain::accounts::applications::{
     self, AppFilter, AppInput, Application, ApplicationState, CreatedApplication, SuspendInput,
     SuspensionReason,
 };
 use crate::domain::accounts::keys::{
-    self, ApplicationKey, NewKey, Replaced, RotateInput, RotatedKey,
+    self, AddedKey, ApplicationKey, KeyInput, NewKey, Replaced, RotateInput, RotatedKey,
 };
 use crate::domain::accounts::usage::{self, Bucket, Usage, UsageParams, UsagePeriod};
 use crate::domain::catalog::plans::Plan;
@@ -37,6 +38,9 @@ type Error = crate::http::api_doc::ErrorBody;
         list_keys,
         revoke_key,
         rotate_key,
+        create_app_key,
+        list_app_keys,
+        delete_app_key,
         suspend,
         resume,
         customize_plan,
@@ -51,6 +55,10 @@ type Error = crate::http::api_doc::ErrorBody;
         SuspendInput,
         ApplicationKey,
         NewKey,
+        KeyInput,
+        AddedKey,
+        AppKey,
+        AppKeyInput,
         RotatedKey,
         Replaced,
         RotateInput,
@@ -73,7 +81,8 @@ pub struct ApplicationsApi;
         (status = 400, body = Error, description = "malformed JSON or an unknown field"),
         (status = 401, body = Error),
         (status = 403, body = Error, description = "a read token"),
-        (status = 422, body = Error, description = "missing or unknown account or plan, invalid name or description"),
+        (status = 409, body = Error, description = "the app_id belongs to another application (`app_id_in_use`)"),
+        (status = 422, body = Error, description = "missing or unknown account or plan, invalid name, description or app_id"),
         (status = 429, body = Error),
     ),
     security(("admin_token" = []))
@@ -169,7 +178,8 @@ pub async fn get(
         (status = 401, body = Error),
         (status = 403, body = Error, description = "a read token"),
         (status = 404, body = Error),
-        (status = 422, body = Error, description = "another account, an unknown plan, invalid name or description"),
+        (status = 409, body = Error, description = "the app_id belongs to another application (`app_id_in_use`)"),
+        (status = 422, body = Error, description = "another account, an unknown plan, invalid name, description or app_id"),
         (status = 429, body = Error),
     ),
     security(("admin_token" = []))
@@ -207,14 +217,19 @@ pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
     path = "/admin/api/v1/applications/{id}/keys",
     tag = "applications",
     operation_id = "create_application_key",
-    summary = "Create another key (shown once)",
+    summary = "Add a key: generated (shown once), or an existing one by value or SHA-256 (never echoed)",
+    description = "Without a body (or `{}`) a key is generated and shown once. With `key` (16 to 256 visible ASCII characters) or `key_sha256` (64 hex) an existing key is kept: stored as SHA-256, answered without its value. The same key again for the same application is answered 200 and changes nothing; another application's key is 409 `key_in_use`.",
     params(("id" = String, Path, description = "the application's id")),
+    request_body(content = KeyInput, description = "optional"),
     responses(
-        (status = 201, body = NewKey),
+        (status = 201, body = AddedKey, description = "the key; with `key` (its value, this once) only when generated"),
+        (status = 200, body = AddedKey, description = "the same imported key was already this application's: nothing changed"),
+        (status = 400, body = Error, description = "malformed JSON or an unknown field"),
         (status = 401, body = Error),
         (status = 403, body = Error, description = "a read token"),
         (status = 404, body = Error),
-        (status = 409, body = Error, description = "five active or ten live keys already"),
+        (status = 409, body = Error, description = "five active or ten live keys already; the key belongs to another application (`key_in_use`) or was rotated (`key_rotated`)"),
+        (status = 422, body = Error, description = "a key shorter than 16 characters (`key_too_short`), one a gateway would refuse (`invalid_key`), a bad digest, or both fields"),
         (status = 429, body = Error),
     ),
     security(("admin_token" = []))
@@ -222,8 +237,96 @@ pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
 pub async fn create_key(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<NewKey>)> {
-    Ok((StatusCode::CREATED, Json(keys::create(&s.pool, &id).await?)))
+    JsonBody(input): JsonBody<KeyInput>,
+) -> ApiResult<(StatusCode, Json<AddedKey>)> {
+    let added = keys::add(&s.pool, &id, &input).await?;
+    Ok((created_or_ok(added.created), Json(added.key)))
+}
+
+/// 201 for something written now, 200 for the same thing found as it was (idempotent adds).
+fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/applications/{id}/app_keys",
+    tag = "applications",
+    operation_id = "create_application_app_key",
+    summary = "Add an app key (3scale's model: opens the application with its app_id; never echoed)",
+    params(("id" = String, Path, description = "the application's id")),
+    request_body = AppKeyInput,
+    responses(
+        (status = 201, body = AppKey),
+        (status = 200, body = AppKey, description = "the application already holds this app key: nothing changed"),
+        (status = 400, body = Error, description = "malformed JSON or an unknown field"),
+        (status = 401, body = Error),
+        (status = 403, body = Error, description = "a read token"),
+        (status = 404, body = Error),
+        (status = 422, body = Error, description = "no app_id on the application, a sixth app key, a value shorter than 16 characters or one a gateway would refuse, a bad digest"),
+        (status = 429, body = Error),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn create_app_key(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<AppKeyInput>,
+) -> ApiResult<(StatusCode, Json<AppKey>)> {
+    let added = app_keys::add(&s.pool, &id, &input).await?;
+    Ok((created_or_ok(added.created), Json(added.app_key)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/applications/{id}/app_keys",
+    tag = "applications",
+    operation_id = "list_application_app_keys",
+    summary = "List the app keys (one page: at most five; ids and digest prefixes, never values)",
+    params(("id" = String, Path, description = "the application's id")),
+    responses(
+        (status = 200, body = Page<AppKey>),
+        (status = 401, body = Error),
+        (status = 404, body = Error),
+        (status = 429, body = Error),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_app_keys(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Page<AppKey>>> {
+    Ok(Json(app_keys::list(&s.pool, &id).await?))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/admin/api/v1/applications/{id}/app_keys/{key_id}",
+    tag = "applications",
+    operation_id = "delete_application_app_key",
+    summary = "Delete an app key (it stops working with the next snapshot)",
+    params(
+        ("id" = String, Path, description = "the application's id"),
+        ("key_id" = String, Path, description = "the app key's id"),
+    ),
+    responses(
+        (status = 200, body = Deleted),
+        (status = 401, body = Error),
+        (status = 403, body = Error, description = "a read token"),
+        (status = 404, body = Error),
+        (status = 429, body = Error),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn delete_app_key(
+    State(s): State<AppState>,
+    Path((id, key_id)): Path<(String, String)>,
+) -> ApiResult<Json<Deleted>> {
+    Ok(Json(app_keys::remove(&s.pool, &id, &key_id).await?))
 }
 
 #[utoipa::path(

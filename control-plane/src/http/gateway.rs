@@ -15,8 +15,10 @@ use tollgate_protocol::{UsageAck, UsageReport};
 use crate::domain::gateway::encoded::Encoding;
 use crate::domain::gateway::{self, snapshot, watch, GatewayCaller};
 use crate::domain::metering;
+use crate::domain::DomainError;
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
+use crate::telemetry::{self, ReportOutcome, SnapshotAnswer, SnapshotEncoding};
 use crate::web::error::{ApiError, ApiResult};
 use crate::web::extract::{ApiQuery, RawBody};
 
@@ -55,14 +57,15 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         ("id" = String, Path, description = "The service"),
         ("If-None-Match" = Option<String>, Header, description = "The version the gateway holds, quoted"),
         ("Prefer" = Option<String>, Header, description = "`wait=<seconds>` (RFC 7240): while If-None-Match holds the current version, hold the request until the version moves (answered at once, 200) or the wait runs out (304); at most 20 s"),
-        ("Accept" = Option<String>, Header, description = "`application/vnd.tollgate.snapshot.v1` for the compact binary form")
+        ("Accept" = Option<String>, Header, description = "`application/vnd.tollgate.snapshot.v2` (records with app keys) or `.v1` for the compact binary form; the newest named is answered")
     ),
     responses(
         (status = 200, description = "The snapshot; its version is the ETag",
             headers(("etag" = String, description = "The quoted version"), ("preference-applied" = String, description = "`wait=<seconds>` when the request asked to wait")),
             content(
                 (schema::GatewaySnapshot = "application/json"),
-                (Vec<u8> = "application/vnd.tollgate.snapshot.v1")
+                (Vec<u8> = "application/vnd.tollgate.snapshot.v1"),
+                (Vec<u8> = "application/vnd.tollgate.snapshot.v2")
             )),
         (status = 304, description = "Unchanged since the version in If-None-Match",
             headers(("etag" = String, description = "The quoted version"), ("preference-applied" = String, description = "`wait=<seconds>` when the request asked to wait"))),
@@ -88,8 +91,11 @@ pub async fn snapshot(
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
+    let mut was_held = false;
     if let Some(wait) = wait {
         if held == Some(format!("\"{version}\"").as_str()) {
+            was_held = true;
+            let _holding = telemetry::get().snapshot_held();
             version = s
                 .versions
                 .wait_past(&s.pool, &version, tokio::time::Instant::now() + wait)
@@ -101,6 +107,7 @@ pub async fn snapshot(
     let applied = wait.map(|w| ("preference-applied", format!("wait={}", w.as_secs())));
     let etag = format!("\"{version}\"");
     if held == Some(etag.as_str()) {
+        telemetry::get().snapshot_request(SnapshotAnswer::NotModified, was_held);
         let mut r = (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
         if let Some((name, value)) = applied {
             if let Ok(v) = HeaderValue::from_str(&value) {
@@ -109,20 +116,27 @@ pub async fn snapshot(
         }
         return Ok(r);
     }
-    // The compact encoding when the gateway asks for it (the Tollgate filter does), else JSON.
-    let encoding = if headers
+    // The newest compact encoding the gateway asks for (the Tollgate filter does), else JSON.
+    let encoding = headers
         .get("accept")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(tollgate_protocol::binary::MEDIA_TYPE))
-    {
-        Encoding::Binary
-    } else {
-        Encoding::Json
-    };
+        .and_then(tollgate_protocol::binary::Format::accepted)
+        .map_or(Encoding::Json, Encoding::Binary);
     let body = s
         .snapshots
         .encoded(&s.pool, &service_id, &version, encoding)
         .await?;
+    telemetry::get().snapshot_request(SnapshotAnswer::Full, was_held);
+    if let Some(revision) = version.split('.').next().and_then(|r| r.parse().ok()) {
+        telemetry::get().snapshot_revision(revision);
+    }
+    telemetry::get().snapshot_served(
+        match encoding {
+            Encoding::Binary(_) => SnapshotEncoding::Binary,
+            Encoding::Json => SnapshotEncoding::Json,
+        },
+        body.len(),
+    );
     let mut r = (StatusCode::OK, Bytes::clone(&body)).into_response();
     r.headers_mut().insert(
         "content-type",
@@ -166,10 +180,24 @@ pub async fn usage(
     RawBody(body): RawBody,
 ) -> ApiResult<Json<UsageAck>> {
     caller.check_service(&s.pool, &service_id).await?;
-    let report: UsageReport = crate::web::extract::parse(&body)?;
-    Ok(Json(
-        metering::reports::record(&s.pool, &caller, &service_id, &report).await?,
-    ))
+    let report: UsageReport = match crate::web::extract::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            telemetry::get().usage_report(ReportOutcome::Refused, 0, 0);
+            return Err(e);
+        }
+    };
+    let recorded = metering::reports::record(&s.pool, &caller, &service_id, &report).await;
+    let (outcome, accepted, ignored) = match &recorded {
+        Ok(ack) if ack.duplicate => (ReportOutcome::Duplicate, 0, 0),
+        Ok(ack) => (ReportOutcome::Recorded, ack.accepted, ack.ignored),
+        Err(DomainError::Unavailable(_) | DomainError::Internal(_)) => {
+            (ReportOutcome::Failed, 0, 0)
+        }
+        Err(_) => (ReportOutcome::Refused, 0, 0),
+    };
+    telemetry::get().usage_report(outcome, accepted, ignored);
+    Ok(Json(recorded?))
 }
 
 #[derive(serde::Deserialize)]
@@ -290,7 +318,11 @@ mod schema {
         pub state_reason: Option<String>,
         /// Lowercase hex SHA-256 of each live key.
         pub key_sha256: Vec<String>,
+        /// 3scale's `app_id`, presented with one of the app keys.
         pub app_id: Option<String>,
+        /// Lowercase hex SHA-256 of each app key (only with an `app_id`; absent when none).
+        #[schema(required = false)]
+        pub app_key_sha256: Vec<String>,
     }
 
     #[derive(ToSchema)]
@@ -376,6 +408,7 @@ mod tests {
                 state_reason: Some(SuspensionReason::NonPayment),
                 key_sha256: vec!["k".into()],
                 app_id: Some("x".into()),
+                app_key_sha256: vec!["cd".repeat(32)],
             }],
             metrics: vec![Metric {
                 name: "m".into(),

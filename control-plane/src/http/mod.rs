@@ -14,6 +14,7 @@ pub mod health;
 pub mod idempotency;
 pub mod invoices;
 pub mod list;
+pub mod metrics;
 pub mod openapi;
 pub mod payment_gateway;
 pub mod payments;
@@ -21,6 +22,7 @@ pub mod plans;
 pub mod security_headers;
 pub mod services;
 pub mod tokens;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -97,6 +99,14 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
             delete(applications::revoke_key),
         )
         .route(
+            "/applications/{id}/app_keys",
+            post(applications::create_app_key).get(applications::list_app_keys),
+        )
+        .route(
+            "/applications/{id}/app_keys/{key_id}",
+            delete(applications::delete_app_key),
+        )
+        .route(
             "/applications/{id}/keys/{key_id}/rotate",
             post(applications::rotate_key),
         )
@@ -153,6 +163,29 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
         )
         .route("/invoices/{id}/credit_notes", post(invoices::credit_note))
         .route("/invoices/{id}/charge", post(payments::admin_charge))
+        .route(
+            "/webhook_endpoints",
+            post(webhooks::admin_create).get(webhooks::admin_list),
+        )
+        .route(
+            "/webhook_endpoints/{id}",
+            get(webhooks::admin_get)
+                .patch(webhooks::admin_update)
+                .delete(webhooks::admin_remove),
+        )
+        .route("/webhook_endpoints/{id}/test", post(webhooks::admin_test))
+        .route(
+            "/webhook_endpoints/{id}/rotate_secret",
+            post(webhooks::admin_rotate_secret),
+        )
+        .route(
+            "/webhook_endpoints/{id}/deliveries",
+            get(webhooks::admin_deliveries),
+        )
+        .route(
+            "/webhook_deliveries/{id}/replay",
+            post(webhooks::admin_replay),
+        )
         .route("/exports/invoices.csv", get(exports::invoices))
         .route("/exports/usage.csv", get(exports::usage))
         .route("/exports/accounts.csv", get(exports::accounts))
@@ -190,6 +223,29 @@ pub fn router(state: AppState) -> Router {
             "/payment_methods/{id}/default",
             post(payments::make_default),
         )
+        .route(
+            "/webhook_endpoints",
+            post(webhooks::dev_create).get(webhooks::dev_list),
+        )
+        .route(
+            "/webhook_endpoints/{id}",
+            get(webhooks::dev_get)
+                .patch(webhooks::dev_update)
+                .delete(webhooks::dev_remove),
+        )
+        .route("/webhook_endpoints/{id}/test", post(webhooks::dev_test))
+        .route(
+            "/webhook_endpoints/{id}/rotate_secret",
+            post(webhooks::dev_rotate_secret),
+        )
+        .route(
+            "/webhook_endpoints/{id}/deliveries",
+            get(webhooks::dev_deliveries),
+        )
+        .route(
+            "/webhook_deliveries/{id}/replay",
+            post(webhooks::dev_replay),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             developer::layer,
@@ -208,6 +264,7 @@ pub fn router(state: AppState) -> Router {
         )
         .nest("/gateway/v1", gateways)
         .route("/openapi.json", get(openapi::serve))
+        .route("/metrics", get(metrics::serve))
         .nest("/admin/api/v1", admin)
         .fallback(|uri: axum::http::Uri| async move { ApiError::NoRoute(uri.path().to_string()) })
         .method_not_allowed_fallback(
@@ -227,6 +284,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(timeout))
         .layer(catch_panic::layer())
+        // Outermost: timeouts (408) and panics (500) are counted as what the client got.
+        .layer(middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

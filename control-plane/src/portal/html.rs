@@ -52,6 +52,7 @@ pub fn page(title: &str, signed_in_csrf: Option<&str>, body: Markup) -> String {
             @if let Some(csrf) = signed_in_csrf {
                 a href="/portal/applications" { "Applications" }
                 a href="/portal/billing" { "Billing and usage" }
+                a href="/portal/webhooks" { "Webhooks" }
                 form method="post" action="/portal/sign_out" {
                     (csrf_input(csrf))
                     button type="submit" { "Sign out" }
@@ -78,6 +79,7 @@ pub fn admin_page(title: &str, signed_in_csrf: Option<&str>, body: Markup) -> St
                 a href="/admin/billing" { "Billing settings" }
                 a href="/admin/gateway" { "Payment gateway" }
                 a href="/admin/tokens" { "Tokens" }
+                a href="/admin/webhooks" { "Webhooks" }
                 form method="post" action="/admin/sign_out" {
                     (csrf_input(csrf))
                     button type="submit" { "Sign out" }

@@ -128,6 +128,19 @@ pub fn admin_router() -> Router<AppState> {
             "/admin/gateway",
             get(admin::accounts::gateway).post(admin::accounts::save_gateway),
         )
+        .route(
+            "/admin/webhooks",
+            get(admin::webhooks::webhooks).post(admin::webhooks::create),
+        )
+        .route("/admin/webhooks/{id}", get(admin::webhooks::endpoint))
+        .route(
+            "/admin/webhooks/{id}/{action}",
+            post(admin::webhooks::action),
+        )
+        .route(
+            "/admin/webhook_deliveries/{id}/replay",
+            post(admin::webhooks::replay),
+        )
 }
 
 pub fn router() -> Router<AppState> {
@@ -168,5 +181,15 @@ pub fn router() -> Router<AppState> {
             post(developer::billing::card_action),
         )
         .route("/invoices/{file}", get(developer::billing::invoice_pdf))
+        .route(
+            "/webhooks",
+            get(developer::webhooks::webhooks).post(developer::webhooks::create),
+        )
+        .route("/webhooks/{id}", get(developer::webhooks::endpoint))
+        .route("/webhooks/{id}/{action}", post(developer::webhooks::action))
+        .route(
+            "/webhook_deliveries/{id}/replay",
+            post(developer::webhooks::replay),
+        )
         .route("/assets/{file}", get(assets::serve))
 }

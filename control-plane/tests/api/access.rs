@@ -194,6 +194,10 @@ async fn developers_touch_only_their_own_account() {
             );
         } else if path.contains('{') {
             r.error(404, "resource_missing");
+        } else if method == "POST" && path == "/webhook_endpoints" {
+            // Creates the caller's own endpoint: an empty body is invalid, and nothing of
+            // another account's is involved.
+            r.error_at(422, "missing_field", "url");
         } else {
             assert!(status < 300, "{method} {url}: {status} {}", r.text());
         }

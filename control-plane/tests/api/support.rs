@@ -28,11 +28,33 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn new() -> TestApp {
+        TestApp::with_metrics_token(None).await
+    }
+
+    /// A control plane whose `/metrics` takes `token` (`None`: metrics are off, as by default).
+    pub async fn with_metrics_token(token: Option<&str>) -> TestApp {
         let pool = store::connect_in_memory()
             .await
             .expect("in-memory database");
         store::migrate(&pool).await.expect("migrations");
-        let state = AppState::new(pool, Some(sha256_hex(ADMIN_TOKEN).into()));
+        let state =
+            AppState::new(pool, Some(sha256_hex(ADMIN_TOKEN).into())).with_metrics_token(token);
+        TestApp {
+            router: router(state.clone()),
+            state,
+        }
+    }
+
+    /// A control plane whose state holds a master key (`TOLLGATE_MASTER_KEY`), for secrets sealed
+    /// at rest (webhook endpoints).
+    pub async fn with_master_key() -> TestApp {
+        let app = TestApp::new().await;
+        let state = app
+            .state
+            .with_master_key(Some(tollgate_control_plane::secrets::derive_key(
+                "test",
+                b"an in-process test master key",
+            )));
         TestApp {
             router: router(state.clone()),
             state,
@@ -364,6 +386,24 @@ impl Catalog {
             )
             .await
     }
+}
+
+/// The gateway snapshot of `service_id` (through a new gateway token scoped to it), without its
+/// version.
+pub async fn snapshot_of(app: &TestApp, service_id: &str) -> Value {
+    let token = app
+        .admin()
+        .create(
+            "/gateway_tokens",
+            json!({"name": "edge", "service_ids": [service_id]}),
+        )
+        .await;
+    let mut snap = app
+        .client("/gateway/v1", Some(s(&token, "token")))
+        .ok("GET", &format!("/services/{service_id}/snapshot"), None)
+        .await;
+    snap.as_object_mut().unwrap().remove("version");
+    snap
 }
 
 /// `v[field]` as a `&str` (ids, keys, tokens).

@@ -226,9 +226,13 @@ impl ControlPlane {
             };
         }
         let (content_type, body) = if self.binary {
+            // What the control plane answers this filter's `Accept`: the newest version.
+            let format = tollgate_protocol::binary::Format::V2;
             (
-                tollgate_protocol::binary::MEDIA_TYPE,
-                tollgate_protocol::binary::encode(&self.snapshot).unwrap(),
+                format.media_type(),
+                tollgate_protocol::binary::encode_as(&self.snapshot, format)
+                    .unwrap()
+                    .0,
             )
         } else {
             (

@@ -147,10 +147,13 @@ impl SnapshotSync {
                 timeout_ms = timeout_ms.saturating_add(cp.snapshot_wait_s.saturating_mul(1_000));
             }
         }
+        // Newest compact version first (TGS2 carries app keys); an older control plane answers
+        // TGS1 or JSON, which this filter reads too.
         headers.push((
             "accept",
             format!(
-                "{}, application/json",
+                "{}, {}, application/json",
+                tollgate_protocol::binary::MEDIA_TYPE_V2,
                 tollgate_protocol::binary::MEDIA_TYPE
             ),
         ));
@@ -206,9 +209,15 @@ impl SnapshotSync {
                 Failure::Snapshot,
             );
         }
-        let binary = host
-            .call_response_header("content-type")
-            .is_some_and(|t| t.starts_with(tollgate_protocol::binary::MEDIA_TYPE.as_bytes()));
+        // Either compact version: the decoder tells them apart by their magic.
+        let binary = host.call_response_header("content-type").is_some_and(|t| {
+            [
+                tollgate_protocol::binary::MEDIA_TYPE,
+                tollgate_protocol::binary::MEDIA_TYPE_V2,
+            ]
+            .iter()
+            .any(|m| t.starts_with(m.as_bytes()))
+        });
         let compiled = if binary {
             // Read 64 KiB at a time: the body never sits whole in this VM's memory.
             Catalog::compile_chunked(body_size, |start, max_len| {

@@ -105,7 +105,7 @@ impl Deleted {
     }
 }
 
-fn check_vat_rate(raw: &str) -> DomainResult<Decimal> {
+pub(crate) fn check_vat_rate(raw: &str) -> DomainResult<Decimal> {
     let rate =
         parse_amount(raw).map_err(|m| DomainError::invalid("vat_rate", "invalid_vat_rate", m))?;
     if rate > Decimal::from(100) {
@@ -118,7 +118,7 @@ fn check_vat_rate(raw: &str) -> DomainResult<Decimal> {
     Ok(rate)
 }
 
-fn check_vat_code(code: &str) -> DomainResult<Option<String>> {
+pub(crate) fn check_vat_code(code: &str) -> DomainResult<Option<String>> {
     let c = code.trim();
     if c.chars().count() > MAX_VAT_CODE_CHARS || c.chars().any(char::is_control) {
         return Err(DomainError::invalid(

@@ -1,6 +1,12 @@
 //! Applications: an account on a plan, with its keys. An application is live or suspended (by an
 //! admin, or for an unpaid invoice); gateways enforce both, so every change here bumps the
 //! catalog revision in its transaction.
+//!
+//! An application may carry an `app_id` (3scale's public application identifier, presented with
+//! one of its app keys: `domain/accounts/app_keys.rs`). It is unique across the installation
+//! (what a 3scale tenant guarantees, and more than a gateway needs: it looks an `app_id` up within
+//! one service's snapshot), set on create or changed by update, never removed once set (its app
+//! keys would open nothing); [`check_app_id`] refuses what a gateway would.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +16,8 @@ use crate::domain::billing::contracts;
 use crate::domain::catalog::plans::{self, Plan};
 use crate::domain::catalog::{check_name, revision};
 use crate::domain::page::page;
+use crate::domain::webhooks::events::{ApplicationData, PlanChangedData};
+use crate::domain::webhooks::{self, Event};
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::secrets::new_id;
 use crate::store::{now, Pool, Tx};
@@ -33,7 +41,8 @@ impl ApplicationState {
         }
     }
 
-    fn parse(s: &str) -> DomainResult<ApplicationState> {
+    /// A stored state; anything else is a corrupt row.
+    pub(crate) fn parse(s: &str) -> DomainResult<ApplicationState> {
         match s {
             "live" => Ok(ApplicationState::Live),
             "suspended" => Ok(ApplicationState::Suspended),
@@ -70,7 +79,8 @@ impl SuspensionReason {
         }
     }
 
-    fn parse_stored(s: Option<&str>) -> DomainResult<Option<SuspensionReason>> {
+    /// A stored reason (or none); anything else is a corrupt row.
+    pub(crate) fn parse_stored(s: Option<&str>) -> DomainResult<Option<SuspensionReason>> {
         s.map(SuspensionReason::parse).transpose()
     }
 }
@@ -86,10 +96,11 @@ struct AppRow {
     state_reason: Option<String>,
     created_at: i64,
     updated_at: i64,
+    app_id: Option<String>,
 }
 
 const APP_SELECT: &str =
-    "SELECT id, account_id, plan_id, name, description, state, state_reason, created_at, updated_at FROM applications";
+    "SELECT id, account_id, plan_id, name, description, state, state_reason, created_at, updated_at, app_id FROM applications";
 
 /// An application as the admin API shows it, with its live keys.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -106,6 +117,8 @@ pub struct Application {
     pub state_reason: Option<SuspensionReason>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The public identifier presented with an app key (3scale's `app_id`); `null` when none.
+    pub app_id: Option<String>,
     /// The live keys: active ones, and rotated ones in their grace period.
     pub keys: Vec<ApplicationKey>,
 }
@@ -123,6 +136,7 @@ impl AppRow {
             description: self.description,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            app_id: self.app_id,
             keys,
         })
     }
@@ -147,6 +161,9 @@ pub struct AppInput {
     pub plan_id: Option<String>,
     pub name: Option<String>,
     pub description: Option<String>,
+    /// 3scale's `app_id`: 1 to 128 visible ASCII characters, unique across the installation. Set
+    /// on create or changed on update; it cannot be removed.
+    pub app_id: Option<String>,
 }
 
 /// Which applications a list holds (absent: all).
@@ -163,7 +180,7 @@ pub struct SuspendInput {
     pub reason: Option<SuspensionReason>,
 }
 
-fn check_description(d: &str) -> DomainResult<String> {
+pub(crate) fn check_description(d: &str) -> DomainResult<String> {
     if d.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(DomainError::invalid(
             "description",
@@ -172,6 +189,53 @@ fn check_description(d: &str) -> DomainResult<String> {
         ));
     }
     Ok(d.to_string())
+}
+
+/// Checks an `app_id`: what a gateway reads as a credential and as an id (1 to
+/// [`tollgate_rules::names::MAX_ID_BYTES`] visible ASCII characters).
+pub fn check_app_id(app_id: &str) -> DomainResult<String> {
+    let max = tollgate_rules::names::MAX_ID_BYTES;
+    if app_id.len() > max || tollgate_rules::names::credential_problem(app_id.as_bytes()).is_some()
+    {
+        return Err(DomainError::invalid(
+            "app_id",
+            "invalid_app_id",
+            format!("1-{max} visible ASCII characters, no spaces"),
+        ));
+    }
+    Ok(app_id.to_string())
+}
+
+fn app_id_in_use(app_id: &str) -> DomainError {
+    DomainError::Conflict {
+        code: "app_id_in_use",
+        message: format!("another application has app_id {app_id:?}"),
+        param: Some("app_id".into()),
+    }
+}
+
+/// Sets application `id`'s `app_id` inside `tx`: another application's is `app_id_in_use` (409),
+/// also when a concurrent transaction took it first (the unique index).
+pub async fn set_app_id(tx: &mut Tx, id: &str, app_id: &str) -> DomainResult<()> {
+    let holder: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM applications WHERE app_id = $1 AND id <> $2")
+            .bind(app_id)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if holder.is_some() {
+        return Err(app_id_in_use(app_id));
+    }
+    match sqlx::query("UPDATE applications SET app_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(app_id)
+        .execute(&mut **tx)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if crate::store::is_unique_violation(&e) => Err(app_id_in_use(app_id)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn fetch_row(pool: &Pool, id: &str) -> DomainResult<AppRow> {
@@ -262,6 +326,48 @@ pub async fn list(
     })
 }
 
+/// Application `id` as the `application.*` events carry it, read inside `tx` (after the change).
+pub async fn event_data(tx: &mut Tx, id: &str) -> DomainResult<ApplicationData> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+        account_id: String,
+        plan_id: String,
+        name: String,
+        state: String,
+        state_reason: Option<String>,
+    }
+    let r: Row = sqlx::query_as(
+        "SELECT id, account_id, plan_id, name, state, state_reason FROM applications WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("application", id))?;
+    Ok(ApplicationData {
+        application_id: r.id,
+        account_id: r.account_id,
+        plan_id: r.plan_id,
+        name: r.name,
+        state: r.state,
+        state_reason: r.state_reason,
+    })
+}
+
+/// The state of application `id`, its row locked until `tx` ends (PostgreSQL; SQLite's write
+/// transaction serializes anyway): what a state change compares against.
+async fn locked_state(tx: &mut Tx, id: &str) -> DomainResult<ApplicationState> {
+    let state: String = sqlx::query_scalar(&format!(
+        "SELECT state FROM applications WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("application", id))?;
+    ApplicationState::parse(&state)
+}
+
 /// Inserts a live application (checked input) inside `tx`, starts its plan contract, makes its
 /// first key and bumps the catalog revision.
 async fn insert_application(
@@ -288,6 +394,15 @@ async fn insert_application(
     contracts::start(tx, &id, plan_id, t).await?;
     let key = keys::insert_key(tx, &id).await?;
     revision::bump(tx).await?;
+    let data = event_data(tx, &id).await?;
+    webhooks::enqueue_many(
+        tx,
+        &[
+            Event::ApplicationCreated(data),
+            Event::KeyCreated(keys::event_data(&key.key_object, account_id)),
+        ],
+    )
+    .await?;
     Ok((id, key))
 }
 
@@ -310,6 +425,7 @@ pub async fn create(pool: &Pool, input: &AppInput) -> DomainResult<CreatedApplic
         .ok_or_else(|| DomainError::invalid("plan_id", "missing_field", "plan_id is required"))?;
     let name = check_name("name", input.name.as_deref().unwrap_or(""))?;
     let description = check_description(input.description.as_deref().unwrap_or(""))?;
+    let app_id = input.app_id.as_deref().map(check_app_id).transpose()?;
     if !account::exists(pool, account_id).await? {
         return Err(DomainError::invalid(
             "account_id",
@@ -322,6 +438,9 @@ pub async fn create(pool: &Pool, input: &AppInput) -> DomainResult<CreatedApplic
     }
     let mut tx = crate::store::begin_write(pool).await?;
     let (id, key) = insert_application(&mut tx, account_id, plan_id, &name, &description).await?;
+    if let Some(app_id) = &app_id {
+        set_app_id(&mut tx, &id, app_id).await?;
+    }
     tx.commit().await?;
     created(pool, &id, key).await
 }
@@ -410,6 +529,7 @@ pub async fn update(pool: &Pool, id: &str, input: &AppInput) -> DomainResult<App
         .as_deref()
         .map(check_description)
         .transpose()?;
+    let app_id = input.app_id.as_deref().map(check_app_id).transpose()?;
     if let Some(plan_id) = &input.plan_id {
         if !plan_exists(pool, plan_id).await? {
             return Err(unknown_plan(plan_id));
@@ -419,6 +539,15 @@ pub async fn update(pool: &Pool, id: &str, input: &AppInput) -> DomainResult<App
     let name = name.unwrap_or(a.name);
     let plan_id = input.plan_id.clone().unwrap_or(a.plan_id);
     let mut tx = crate::store::begin_write(pool).await?;
+    // The plan it is on now, read under the row lock: the change event names the one it leaves.
+    let previous_plan_id: String = sqlx::query_scalar(&format!(
+        "SELECT plan_id FROM applications WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("application", id))?;
     sqlx::query("UPDATE applications SET name = $2, description = $3, plan_id = $4, updated_at = $5 WHERE id = $1")
         .bind(id)
         .bind(&name)
@@ -429,7 +558,22 @@ pub async fn update(pool: &Pool, id: &str, input: &AppInput) -> DomainResult<App
         .await?;
     contracts::rename(&mut tx, id, &name).await?;
     contracts::change_plan(&mut tx, id, &plan_id, t).await?;
+    if let Some(app_id) = &app_id {
+        set_app_id(&mut tx, id, app_id).await?;
+    }
     revision::bump(&mut tx).await?;
+    if previous_plan_id != plan_id {
+        webhooks::enqueue(
+            &mut tx,
+            Event::PlanChanged(PlanChangedData {
+                application_id: id.to_string(),
+                account_id: a.account_id.clone(),
+                previous_plan_id,
+                plan_id,
+            }),
+        )
+        .await?;
+    }
     tx.commit().await?;
     get(pool, id).await
 }
@@ -439,10 +583,12 @@ pub async fn delete(pool: &Pool, id: &str) -> DomainResult<Deleted> {
     fetch_row(pool, id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
     contracts::end(&mut tx, id, now()).await?;
-    sqlx::query("DELETE FROM application_keys WHERE application_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    for table in ["application_keys", "application_app_keys"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE application_id = $1"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::query("DELETE FROM applications WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
@@ -457,6 +603,7 @@ pub async fn suspend(pool: &Pool, id: &str, input: &SuspendInput) -> DomainResul
     fetch_row(pool, id).await?;
     let reason = input.reason.unwrap_or(SuspensionReason::Admin);
     let mut tx = crate::store::begin_write(pool).await?;
+    let before = locked_state(&mut tx, id).await?;
     sqlx::query("UPDATE applications SET state = 'suspended', state_reason = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(reason.as_str())
@@ -464,6 +611,11 @@ pub async fn suspend(pool: &Pool, id: &str, input: &SuspendInput) -> DomainResul
         .execute(&mut *tx)
         .await?;
     revision::bump(&mut tx).await?;
+    // Only a change is an event (suspending a suspended application changes its reason only).
+    if before == ApplicationState::Live {
+        let data = event_data(&mut tx, id).await?;
+        webhooks::enqueue(&mut tx, Event::ApplicationSuspended(data)).await?;
+    }
     tx.commit().await?;
     get(pool, id).await
 }
@@ -472,12 +624,17 @@ pub async fn suspend(pool: &Pool, id: &str, input: &SuspendInput) -> DomainResul
 pub async fn resume(pool: &Pool, id: &str) -> DomainResult<Application> {
     fetch_row(pool, id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
+    let before = locked_state(&mut tx, id).await?;
     sqlx::query("UPDATE applications SET state = 'live', state_reason = NULL, updated_at = $2 WHERE id = $1")
         .bind(id)
         .bind(now())
         .execute(&mut *tx)
         .await?;
     revision::bump(&mut tx).await?;
+    if before == ApplicationState::Suspended {
+        let data = event_data(&mut tx, id).await?;
+        webhooks::enqueue(&mut tx, Event::ApplicationResumed(data)).await?;
+    }
     tx.commit().await?;
     get(pool, id).await
 }
@@ -526,6 +683,7 @@ pub async fn customize_plan(pool: &Pool, id: &str) -> DomainResult<Plan> {
 /// Inside `tx` (where the copy `plan_id` was just made): puts application `id` on its customized
 /// plan, carrying its contract over without a new billing period.
 pub async fn switch_to_copy(tx: &mut Tx, id: &str, plan_id: &str) -> DomainResult<()> {
+    let before = event_data(tx, id).await?;
     sqlx::query("UPDATE applications SET plan_id = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(plan_id)
@@ -534,6 +692,16 @@ pub async fn switch_to_copy(tx: &mut Tx, id: &str, plan_id: &str) -> DomainResul
         .await?;
     contracts::switch_to_copy(tx, id, plan_id).await?;
     revision::bump(tx).await?;
+    webhooks::enqueue(
+        tx,
+        Event::PlanChanged(PlanChangedData {
+            application_id: id.to_string(),
+            account_id: before.account_id,
+            previous_plan_id: before.plan_id,
+            plan_id: plan_id.to_string(),
+        }),
+    )
+    .await?;
     Ok(())
 }
 

@@ -10,12 +10,24 @@
 //! application is rotated at most [`crate::rate_limit::MAX_ROTATIONS_PER_APPLICATION_PER_HOUR`]
 //! times an hour. Every writer (admin API, CLI, admin and developer portals) goes through
 //! [`insert_key`] and [`rotate`].
+//!
+//! Keys brought from elsewhere (issue 22: moving in from 3scale without re-keying customers):
+//! [`add`] takes an existing key's value (checked: at least [`MIN_IMPORTED_KEY_CHARS`] characters,
+//! and nothing a gateway would refuse to read, see [`tollgate_rules::names::credential_problem`])
+//! or only its SHA-256, and stores the digest as for a generated key; it is never echoed back,
+//! and its listed `prefix` is `sha256:` and the digest's first characters (a prefix of a short
+//! imported key would give part of it away). A digest already held by another application is a
+//! conflict (`key_in_use`, 409), never a merge: the unique index on `key_sha256` decides between
+//! concurrent requests on both databases. The same key added again to the same application is
+//! idempotent: answered 200 with the key as it is, nothing written.
 
 use serde::{Deserialize, Serialize};
 
 use super::account::Deleted;
 use super::applications;
 use crate::domain::catalog::revision;
+use crate::domain::webhooks::events::KeyData;
+use crate::domain::webhooks::{self, Event};
 use crate::domain::{DomainError, DomainResult, Page};
 use crate::secrets::{key_prefix, new_api_key, new_id, sha256_hex};
 use crate::store::{now, Pool, Tx};
@@ -27,6 +39,12 @@ const _: () = assert!(
     MAX_LIVE_KEYS as usize * 3 / 2 <= tollgate_rules::names::MAX_KEYS_PER_APPLICATION,
     "the live-key cap must stay well below the filter's per-application bound"
 );
+/// Shortest key value accepted from the caller (user keys and app keys alike): a key shorter
+/// than this is guessable by brute force through a gateway. A shorter 3scale key can still be
+/// brought by its digest (`key_sha256`), where its length cannot be checked.
+pub const MIN_IMPORTED_KEY_CHARS: usize = 16;
+/// Length of the digest part of an imported key's listed prefix (`sha256:` + this many hex).
+pub const IMPORTED_PREFIX_HEX_CHARS: usize = 8;
 pub const DEFAULT_ROTATION_GRACE_SECS: i64 = 24 * 3600;
 pub const MAX_ROTATION_GRACE_SECS: i64 = 30 * 24 * 3600;
 
@@ -103,6 +121,115 @@ pub struct RotateInput {
     pub grace_seconds: Option<i64>,
 }
 
+/// What `POST /applications/{id}/keys` takes: nothing (a key is generated and shown once), an
+/// existing key's value, or only its SHA-256.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyInput {
+    /// An existing key to keep (3scale's `user_key`, say): 16 to 256 visible ASCII characters.
+    /// Stored as its SHA-256 and never shown again, not even in this answer.
+    pub key: Option<String>,
+    /// Only the SHA-256 of an existing key, 64 hex characters, when its value is not at hand.
+    pub key_sha256: Option<String>,
+}
+
+/// A key added by [`add`]: the key object, with the plaintext `key` only when it was generated
+/// (shown this once); a key brought by the caller is never echoed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AddedKey {
+    #[serde(flatten)]
+    pub key_object: ApplicationKey,
+    /// The generated key, this once; absent for a key brought by value or digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub key: Option<String>,
+}
+
+impl AddedKey {
+    fn imported(key_object: ApplicationKey) -> AddedKey {
+        AddedKey {
+            key_object,
+            key: None,
+        }
+    }
+}
+
+/// [`add`]'s answer: the key, and whether it was made now (false: the same key was there).
+#[derive(Debug)]
+pub struct Added {
+    pub key: AddedKey,
+    pub created: bool,
+}
+
+/// The lowercase-hex SHA-256 a caller's key stands for: from its value (checked against
+/// [`MIN_IMPORTED_KEY_CHARS`] and what gateways read) or its digest (64 hex characters); `None`
+/// when neither is given, both given is invalid. `value_field` and `digest_field` name the
+/// fields in errors. Shared by API keys and app keys, so both refuse the same values.
+pub fn imported_digest(
+    value_field: &str,
+    value: Option<&str>,
+    digest_field: &str,
+    digest: Option<&str>,
+) -> DomainResult<Option<String>> {
+    match (value, digest) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(DomainError::invalid(
+            digest_field,
+            "ambiguous_key",
+            format!("send {value_field} or {digest_field}, not both"),
+        )),
+        (Some(v), None) => {
+            if let Some(why) = tollgate_rules::names::credential_problem(v.as_bytes()) {
+                return Err(DomainError::invalid(
+                    value_field,
+                    "invalid_key",
+                    format!(
+                        "a gateway would refuse this key ({why}): 1-{} visible ASCII characters, no spaces",
+                        tollgate_rules::names::MAX_CREDENTIAL_BYTES
+                    ),
+                ));
+            }
+            if v.len() < MIN_IMPORTED_KEY_CHARS {
+                return Err(DomainError::invalid(
+                    value_field,
+                    "key_too_short",
+                    format!(
+                        "a key has at least {MIN_IMPORTED_KEY_CHARS} characters; bring a shorter one by its {digest_field}"
+                    ),
+                ));
+            }
+            Ok(Some(sha256_hex(v)))
+        }
+        (None, Some(d)) => {
+            if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(Some(d.to_ascii_lowercase()))
+            } else {
+                Err(DomainError::invalid(
+                    digest_field,
+                    "invalid_key_sha256",
+                    "the SHA-256 of the key: 64 hex characters",
+                ))
+            }
+        }
+    }
+}
+
+/// The listed prefix of a key known by its digest only.
+pub fn digest_prefix(digest: &str) -> String {
+    format!(
+        "sha256:{}",
+        digest.get(..IMPORTED_PREFIX_HEX_CHARS).unwrap_or(digest)
+    )
+}
+
+fn key_in_use() -> DomainError {
+    DomainError::Conflict {
+        code: "key_in_use",
+        message: "this key belongs to another application; keys are never shared or merged".into(),
+        param: Some("key".into()),
+    }
+}
+
 /// The live keys (active, and rotated ones in their grace period) of applications `app_ids`, in
 /// id order: one query for a whole page of applications.
 pub(super) async fn live_of(pool: &Pool, app_ids: &[&str]) -> DomainResult<Vec<KeyRow>> {
@@ -149,13 +276,155 @@ pub async fn list(pool: &Pool, app_id: &str) -> DomainResult<Page<ApplicationKey
 /// [`MAX_ACTIVE_KEYS`] active keys; returns the key and its plaintext (never stored). The caller
 /// bumps the catalog revision in the same transaction.
 pub(super) async fn insert_key(tx: &mut Tx, app_id: &str) -> DomainResult<NewKey> {
-    // Lock the application row first, so two concurrent requests cannot both see room for a key
-    // (PostgreSQL row lock; SQLite's write lock serializes anyway).
+    lock_application(tx, app_id).await?;
+    check_room(tx, app_id).await?;
+    let key = new_api_key();
+    let made = insert_row(tx, app_id, &sha256_hex(&key), key_prefix(&key)).await?;
+    Ok(NewKey {
+        key_object: made,
+        key,
+    })
+}
+
+/// Inserts one active key row (digest and listed prefix) for `app_id`.
+async fn insert_row(
+    tx: &mut Tx,
+    app_id: &str,
+    digest: &str,
+    prefix: String,
+) -> Result<ApplicationKey, sqlx::Error> {
+    let made = ApplicationKey {
+        object: "application_key",
+        id: new_id("key"),
+        application_id: app_id.to_string(),
+        prefix,
+        created_at: now(),
+        expires_at: None,
+    };
+    sqlx::query("INSERT INTO application_keys (id, application_id, key_sha256, prefix, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, NULL)")
+        .bind(&made.id)
+        .bind(app_id)
+        .bind(digest)
+        .bind(&made.prefix)
+        .bind(made.created_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(made)
+}
+
+/// Inserts a key brought by the caller (`digest`, from [`imported_digest`]) inside `tx`: the same
+/// caps as [`insert_key`]; a digest of another application is `key_in_use` (409), also when a
+/// concurrent transaction inserted it first (the unique index); this application's own active key
+/// is answered as it is (`created: false`). The caller bumps the revision when `created`.
+pub async fn insert_imported(tx: &mut Tx, app_id: &str, digest: &str) -> DomainResult<Added> {
+    #[derive(sqlx::FromRow)]
+    struct Holder {
+        application_id: String,
+        expires_at: Option<i64>,
+    }
+    // A key whose grace ran out is dead but may wait for the hourly purge: it blocks no one.
+    sqlx::query(
+        "DELETE FROM application_keys WHERE key_sha256 = $1 AND expires_at IS NOT NULL AND expires_at <= $2",
+    )
+    .bind(digest)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    // After the lock: a concurrent add of the same key to this application finds it here.
+    lock_application(tx, app_id).await?;
+    let holder: Option<Holder> = sqlx::query_as(
+        "SELECT application_id, expires_at FROM application_keys WHERE key_sha256 = $1",
+    )
+    .bind(digest)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match holder {
+        Some(h) if h.application_id != app_id => return Err(key_in_use()),
+        Some(Holder {
+            expires_at: Some(t),
+            ..
+        }) => {
+            return Err(DomainError::conflict(
+                "key_rotated",
+                format!(
+                "this key was rotated and stops working at {t}; revoke it before adding it again"
+            ),
+            ))
+        }
+        Some(_) => {
+            let mine: KeyRow = sqlx::query_as(&format!(
+                "SELECT {KEY_COLUMNS} FROM application_keys WHERE key_sha256 = $1"
+            ))
+            .bind(digest)
+            .fetch_one(&mut **tx)
+            .await?;
+            return Ok(Added {
+                key: AddedKey::imported(mine.into()),
+                created: false,
+            });
+        }
+        None => {}
+    }
+    check_room(tx, app_id).await?;
+    match insert_row(tx, app_id, digest, digest_prefix(digest)).await {
+        Ok(made) => Ok(Added {
+            key: AddedKey::imported(made),
+            created: true,
+        }),
+        Err(e) if crate::store::is_unique_violation(&e) => Err(key_in_use()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Adds a key to application `app_id`: generated when `input` is empty, else the caller's (see
+/// [`insert_imported`]). The revision moves only when a key was written.
+pub async fn add(pool: &Pool, app_id: &str, input: &KeyInput) -> DomainResult<Added> {
+    let digest = imported_digest(
+        "key",
+        input.key.as_deref(),
+        "key_sha256",
+        input.key_sha256.as_deref(),
+    )?;
+    applications::must_exist(pool, app_id).await?;
+    let Some(digest) = digest else {
+        let made = create(pool, app_id).await?;
+        return Ok(Added {
+            key: AddedKey {
+                key_object: made.key_object,
+                key: Some(made.key),
+            },
+            created: true,
+        });
+    };
+    let mut tx = crate::store::begin_write(pool).await?;
+    let added = insert_imported(&mut tx, app_id, &digest).await?;
+    if added.created {
+        revision::bump(&mut tx).await?;
+        // An imported key is a key created here as much as a generated one.
+        let account_id = account_of(&mut tx, app_id).await?;
+        webhooks::enqueue(
+            &mut tx,
+            Event::KeyCreated(event_data(&added.key.key_object, &account_id)),
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(added)
+}
+
+/// Locks application `app_id`'s row, so two concurrent requests cannot both see room for a key
+/// (PostgreSQL row lock; SQLite's write lock serializes anyway).
+pub(super) async fn lock_application(tx: &mut Tx, app_id: &str) -> DomainResult<()> {
     sqlx::query("UPDATE applications SET updated_at = $2 WHERE id = $1")
         .bind(app_id)
         .bind(now())
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// Refuses past [`MAX_LIVE_KEYS`] live or [`MAX_ACTIVE_KEYS`] active keys (the row is locked).
+async fn check_room(tx: &mut Tx, app_id: &str) -> DomainResult<()> {
     let (active,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM application_keys WHERE application_id = $1 AND expires_at IS NULL",
     )
@@ -185,27 +454,28 @@ pub(super) async fn insert_key(tx: &mut Tx, app_id: &str) -> DomainResult<NewKey
             ),
         ));
     }
-    let key = new_api_key();
-    let made = ApplicationKey {
-        object: "application_key",
-        id: new_id("key"),
-        application_id: app_id.to_string(),
-        prefix: key_prefix(&key),
-        created_at: now(),
-        expires_at: None,
-    };
-    sqlx::query("INSERT INTO application_keys (id, application_id, key_sha256, prefix, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, NULL)")
-        .bind(&made.id)
+    Ok(())
+}
+
+/// Key `key` of an application of `account_id` as the `key.*` events carry it.
+pub fn event_data(key: &ApplicationKey, account_id: &str) -> KeyData {
+    KeyData {
+        key_id: key.id.clone(),
+        application_id: key.application_id.clone(),
+        account_id: account_id.to_string(),
+        prefix: Some(key.prefix.clone()),
+        replaced_key_id: None,
+        replaced_key_expires_at: None,
+    }
+}
+
+/// The account of application `app_id`, read inside `tx`.
+async fn account_of(tx: &mut Tx, app_id: &str) -> DomainResult<String> {
+    sqlx::query_scalar("SELECT account_id FROM applications WHERE id = $1")
         .bind(app_id)
-        .bind(sha256_hex(&key))
-        .bind(&made.prefix)
-        .bind(made.created_at)
-        .execute(&mut **tx)
-        .await?;
-    Ok(NewKey {
-        key_object: made,
-        key,
-    })
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| DomainError::not_found("application", app_id))
 }
 
 /// Makes another active key for application `app_id`.
@@ -214,6 +484,12 @@ pub async fn create(pool: &Pool, app_id: &str) -> DomainResult<NewKey> {
     let mut tx = crate::store::begin_write(pool).await?;
     let made = insert_key(&mut tx, app_id).await?;
     revision::bump(&mut tx).await?;
+    let account_id = account_of(&mut tx, app_id).await?;
+    webhooks::enqueue(
+        &mut tx,
+        Event::KeyCreated(event_data(&made.key_object, &account_id)),
+    )
+    .await?;
     tx.commit().await?;
     Ok(made)
 }
@@ -222,6 +498,13 @@ pub async fn create(pool: &Pool, app_id: &str) -> DomainResult<NewKey> {
 pub async fn revoke(pool: &Pool, app_id: &str, key_id: &str) -> DomainResult<Deleted> {
     applications::must_exist(pool, app_id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
+    let prefix: Option<String> = sqlx::query_scalar(
+        "SELECT prefix FROM application_keys WHERE application_id = $1 AND id = $2",
+    )
+    .bind(app_id)
+    .bind(key_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let r = sqlx::query("DELETE FROM application_keys WHERE application_id = $1 AND id = $2")
         .bind(app_id)
         .bind(key_id)
@@ -231,6 +514,19 @@ pub async fn revoke(pool: &Pool, app_id: &str, key_id: &str) -> DomainResult<Del
         return Err(DomainError::not_found("key", key_id));
     }
     revision::bump(&mut tx).await?;
+    let account_id = account_of(&mut tx, app_id).await?;
+    webhooks::enqueue(
+        &mut tx,
+        Event::KeyRevoked(KeyData {
+            key_id: key_id.to_string(),
+            application_id: app_id.to_string(),
+            account_id,
+            prefix,
+            replaced_key_id: None,
+            replaced_key_expires_at: None,
+        }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Deleted::new("application_key", key_id))
 }
@@ -276,10 +572,11 @@ pub async fn rotate(
         .bind(now())
         .execute(&mut *tx)
         .await?;
+    let expires_at = now() + grace;
     let r = sqlx::query("UPDATE application_keys SET expires_at = $3 WHERE application_id = $1 AND id = $2 AND expires_at IS NULL")
         .bind(app_id)
         .bind(key_id)
-        .bind(now() + grace)
+        .bind(expires_at)
         .execute(&mut *tx)
         .await?;
     if r.rows_affected() == 0 {
@@ -287,6 +584,16 @@ pub async fn rotate(
     }
     let made = insert_key(&mut tx, app_id).await?;
     revision::bump(&mut tx).await?;
+    let account_id = account_of(&mut tx, app_id).await?;
+    webhooks::enqueue(
+        &mut tx,
+        Event::KeyRotated(KeyData {
+            replaced_key_id: Some(key_id.to_string()),
+            replaced_key_expires_at: Some(expires_at),
+            ..event_data(&made.key_object, &account_id)
+        }),
+    )
+    .await?;
     tx.commit().await?;
     // Only rotations that happen count (a refused one leaves the window as it was).
     limits.rotated(app_id);
@@ -295,7 +602,63 @@ pub async fn rotate(
         key: made.key,
         replaces: Replaced {
             id: key_id.to_string(),
-            expires_at: now() + grace,
+            expires_at,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(r: DomainResult<Option<String>>) -> (&'static str, Option<String>) {
+        match r {
+            Err(DomainError::Invalid { code, param, .. }) => (code, param),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// What the API refuses is what a gateway would refuse, plus the minimum length; a digest is
+    /// taken in either case and stored lowercase.
+    #[test]
+    fn imported_keys_are_checked_like_the_gateway_reads_them() {
+        let digest = |v: Option<&str>, d: Option<&str>| imported_digest("key", v, "key_sha256", d);
+        assert_eq!(digest(None, None).unwrap(), None);
+        let ok = "k".repeat(MIN_IMPORTED_KEY_CHARS);
+        assert_eq!(digest(Some(&ok), None).unwrap(), Some(sha256_hex(&ok)));
+        let longest = "~".repeat(tollgate_rules::names::MAX_CREDENTIAL_BYTES);
+        assert!(digest(Some(&longest), None).is_ok());
+        let short = "k".repeat(MIN_IMPORTED_KEY_CHARS - 1);
+        assert_eq!(
+            code(digest(Some(&short), None)),
+            ("key_too_short", Some("key".into()))
+        );
+        for bad in [
+            String::new(),
+            "~".repeat(tollgate_rules::names::MAX_CREDENTIAL_BYTES + 1),
+            "0123456789abcdef ghi".into(),
+            "0123456789abcdef\u{7f}".into(),
+            "0123456789abcdef\n".into(),
+            "0123456789abcdefñ".into(),
+        ] {
+            assert_eq!(
+                code(digest(Some(&bad), None)),
+                ("invalid_key", Some("key".into())),
+                "{bad:?}"
+            );
+        }
+        let upper = "AB".repeat(32);
+        assert_eq!(digest(None, Some(&upper)).unwrap(), Some("ab".repeat(32)));
+        for bad in ["ab".repeat(31), "zz".repeat(32), "ab".repeat(33)] {
+            assert_eq!(
+                code(digest(None, Some(&bad))),
+                ("invalid_key_sha256", Some("key_sha256".into()))
+            );
+        }
+        assert_eq!(
+            code(digest(Some(&ok), Some(&upper))),
+            ("ambiguous_key", Some("key_sha256".into()))
+        );
+        assert_eq!(digest_prefix(&"ab".repeat(32)), "sha256:abababab");
+    }
 }

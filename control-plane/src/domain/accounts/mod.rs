@@ -3,10 +3,13 @@
 //!
 //! - [`account`]: accounts (create, read, update, delete) and their credit balance.
 //! - [`applications`]: applications, their state (live, suspended and why) and plan changes.
-//! - [`keys`]: API keys: shown once, stored hashed, capped, rotated with a grace period.
+//! - [`keys`]: API keys: shown once, stored hashed, capped, rotated with a grace period; or
+//!   brought from elsewhere by value or digest.
+//! - [`app_keys`]: 3scale-style app keys, presented with the application's `app_id`.
 //! - [`usage`]: metered usage of one application in calendar buckets.
 
 pub mod account;
+pub mod app_keys;
 pub mod applications;
 pub mod keys;
 pub mod usage;

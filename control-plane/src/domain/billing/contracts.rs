@@ -57,6 +57,45 @@ pub async fn start(tx: &mut Tx, application_id: &str, plan_id: &str, now: i64) -
     insert(tx, application_id, plan_id, today, today + trial, now).await
 }
 
+/// The first contract here of an imported application (`domain/transfer.rs`).
+pub struct ImportedContract<'a> {
+    pub application_id: &'a str,
+    pub account_id: &'a str,
+    pub application_name: &'a str,
+    pub plan_id: &'a str,
+    /// What was left of its trial where it came from (a day number), not the plan's anew.
+    pub trial_ends_on: i64,
+}
+
+/// Starts the contracts of imported applications today, in multi-row statements.
+pub async fn start_imported(
+    tx: &mut Tx,
+    contracts: &[ImportedContract<'_>],
+    now: i64,
+) -> DomainResult<()> {
+    let today = day_of(now);
+    for chunk in contracts.chunks(crate::store::rows_per_statement(8)) {
+        let sql = format!(
+            "INSERT INTO contracts (id, account_id, application_id, application_name, plan_id, starts_on, trial_ends_on, created_at) VALUES {}",
+            crate::store::placeholders(chunk.len(), 8)
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for c in chunk {
+            q = q
+                .bind(new_id("ctr"))
+                .bind(c.account_id)
+                .bind(c.application_id)
+                .bind(c.application_name)
+                .bind(c.plan_id)
+                .bind(today)
+                .bind(c.trial_ends_on)
+                .bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// A plan change: the current contract ends today and the new one starts today (the new plan
 /// prices the whole day). The trial is not restarted: it still ends when it would have.
 pub async fn change_plan(

@@ -18,6 +18,8 @@ use super::lines::{LineKind, NewLine};
 use super::settings::{BillingSettings, Numbering};
 use super::totals::{check, settle, Settlement};
 use crate::domain::page::page;
+use crate::domain::webhooks::events::{issued_events, InvoiceData};
+use crate::domain::webhooks::Event;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::money::parse_amount;
 use crate::secrets::new_id;
@@ -893,6 +895,11 @@ pub async fn issue(
     let number = format_number(&series, allocate_numbers(tx, &series, 1).await?);
     write_issued(tx, id, &plan, &number, currency, None, now).await?;
     set_balance(tx, &inv.account_id, plan.settlement.balance_after).await?;
+    crate::domain::webhooks::enqueue_many(
+        tx,
+        &issued_events(id, &inv.account_id, &number, &plan, currency),
+    )
+    .await?;
     let email = issued_email(
         settings,
         &buyer,
@@ -1097,6 +1104,13 @@ pub async fn act(
     .bind(now)
     .execute(&mut **tx)
     .await?;
+    if to == InvoiceState::Paid {
+        crate::domain::webhooks::enqueue(
+            tx,
+            Event::InvoicePaid(InvoiceData::of(&inv, to.as_str())),
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -50,6 +50,9 @@ pub async fn act(pool: &Pool, id: &str, action: InvoiceAction) -> DomainResult<I
     let mut tx = crate::store::begin_write(pool).await?;
     invoices::act(&mut tx, id, action, &settings, now()).await?;
     tx.commit().await?;
+    if action == InvoiceAction::Issue {
+        crate::telemetry::get().invoices_issued(crate::telemetry::IssuedBy::Manual, 1);
+    }
     invoices::object(pool, id).await
 }
 

@@ -16,6 +16,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use crate::domain::DomainResult;
 use crate::secrets::new_id;
 use crate::store::{now, Pool, Tx};
+use crate::telemetry::{DeliveryResult, Outbox};
 
 /// Messages claimed per sender pass.
 pub const BATCH: i64 = 20;
@@ -42,6 +43,8 @@ pub enum EmailKind {
     FinalFailure,
     /// Someone tried to sign up with the address of an existing portal user.
     SignUpTaken,
+    /// A webhook endpoint was disabled after a whole retry window of failures (to the admin).
+    WebhookEndpointDisabled,
 }
 
 impl EmailKind {
@@ -52,6 +55,7 @@ impl EmailKind {
             EmailKind::ChargeFailed => "charge_failed",
             EmailKind::FinalFailure => "final_failure",
             EmailKind::SignUpTaken => "sign_up_taken",
+            EmailKind::WebhookEndpointDisabled => "webhook_endpoint_disabled",
         }
     }
 }
@@ -139,6 +143,7 @@ struct Claimed {
     body: String,
     invoice_id: Option<String>,
     attempts: i64,
+    created_at: i64,
 }
 
 /// Sends pending messages until the process stops. Errors are logged and retried later.
@@ -200,7 +205,7 @@ pub async fn send_pass(
         }
         claimed += 1;
         let row: Claimed = sqlx::query_as(
-            "SELECT recipient, subject, body, invoice_id, attempts FROM email_outbox WHERE id = $1",
+            "SELECT recipient, subject, body, invoice_id, attempts, created_at FROM email_outbox WHERE id = $1",
         )
         .bind(&id)
         .fetch_one(pool)
@@ -215,6 +220,7 @@ pub async fn send_pass(
         };
         match result {
             Ok(()) => {
+                delivered(DeliveryResult::Delivered, row.created_at);
                 sqlx::query("UPDATE email_outbox SET state = 'sent', sent_at = $2, last_error = NULL WHERE id = $1")
                     .bind(&id)
                     .bind(now())
@@ -231,6 +237,14 @@ pub async fn send_pass(
                         now() + (FIRST_RETRY_SECS << (attempts - 1).clamp(0, 10)),
                     )
                 };
+                delivered(
+                    if state == OutboxState::Failed {
+                        DeliveryResult::GivenUp
+                    } else {
+                        DeliveryResult::Retried
+                    },
+                    row.created_at,
+                );
                 tracing::warn!(
                     "email {id} to {}: attempt {attempts} failed: {e}",
                     row.recipient
@@ -246,6 +260,12 @@ pub async fn send_pass(
         }
     }
     Ok(claimed)
+}
+
+/// Counts a delivery attempt of a message enqueued at `created_at` (`crate::telemetry`).
+fn delivered(result: DeliveryResult, created_at: i64) {
+    let lag = Duration::from_secs(u64::try_from(now() - created_at).unwrap_or(0));
+    crate::telemetry::get().delivery(Outbox::Email, result, lag);
 }
 
 async fn build(pool: &Pool, from: &Mailbox, id: &str, row: &Claimed) -> Result<Message, String> {

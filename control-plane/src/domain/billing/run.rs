@@ -508,6 +508,11 @@ pub async fn bill(pool: &Pool, run_id: &str, run_on: i64, batch: i64) -> DomainR
         };
         match next {
             Some(done) => {
+                // Counted once committed: a batch redone after a race issued nothing the first time.
+                crate::telemetry::get().invoices_issued(
+                    crate::telemetry::IssuedBy::Run,
+                    u64::try_from(done.issued).unwrap_or(0),
+                );
                 billed.accounts_done += done.accounts;
                 billed.invoices_issued += done.issued;
                 after = done.last;
@@ -773,6 +778,7 @@ async fn bill_accounts(
     let mut new_invoices: Vec<Issued> = Vec::new();
     let mut line_rows: Vec<(String, i64, NewLine)> = Vec::new();
     let mut emails: Vec<Email> = Vec::new();
+    let mut events: Vec<crate::domain::webhooks::Event> = Vec::new();
     for draft in &drafts {
         let (id, mut amounts, mut position) = match &draft.existing {
             Some((id, amounts, position)) => (id.clone(), amounts.clone(), *position),
@@ -822,6 +828,13 @@ async fn bill_accounts(
             currency,
             ctx.period.0,
         ));
+        events.extend(crate::domain::webhooks::events::issued_events(
+            &id,
+            &draft.buyer.id,
+            &num,
+            &issue,
+            currency,
+        ));
     }
     let computed = std::time::Instant::now();
     insert_invoices(tx, ctx, currency.code, t, &new_invoices).await?;
@@ -833,6 +846,7 @@ async fn bill_accounts(
     insert_lines(tx, &rows).await?;
     let lines_written = std::time::Instant::now();
     enqueue_many(tx, &emails, t).await?;
+    crate::domain::webhooks::enqueue_many(tx, &events).await?;
     tracing::debug!(
         compute_ms = (computed - read_done).as_millis() as u64,
         invoices_ms = (invoices_written - computed).as_millis() as u64,

@@ -111,7 +111,7 @@ pub async fn metric_ids(pool: &Pool, service_id: &str) -> DomainResult<HashMap<S
     Ok(rows.into_iter().map(|r| (r.name, r.id)).collect())
 }
 
-fn check_unit(unit: &str) -> DomainResult<String> {
+pub(crate) fn check_unit(unit: &str) -> DomainResult<String> {
     let u = unit.trim();
     if u.is_empty() || u.chars().count() > MAX_UNIT_CHARS {
         return Err(DomainError::invalid(

@@ -209,7 +209,8 @@ impl InvoiceSource {
                 match self.batch.get(self.next) {
                     Some(inv) if inv.id == line.invoice_id => break,
                     Some(_) => self.close_current(&mut rows),
-                    // The lines were asked for these invoices, in their order: a bug otherwise.
+                    // A line of this batch after its last invoice: the database's order and
+                    // the batch's disagree, a bug; stop rather than write a wrong file.
                     None => {
                         return Err(DomainError::Internal(format!(
                             "export: line {} of invoice {} out of order",

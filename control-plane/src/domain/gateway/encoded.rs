@@ -15,22 +15,24 @@ use crate::store::Pool;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
     Json,
-    /// `tollgate_protocol::binary` (what the Tollgate filter asks for).
-    Binary,
+    /// `tollgate_protocol::binary` in the newest version the gateway accepts (what the Tollgate
+    /// filter asks for).
+    Binary(tollgate_protocol::binary::Format),
 }
 
 impl Encoding {
     pub fn media_type(self) -> &'static str {
         match self {
             Encoding::Json => "application/json",
-            Encoding::Binary => tollgate_protocol::binary::MEDIA_TYPE,
+            Encoding::Binary(format) => format.media_type(),
         }
     }
 
     fn cache_suffix(self) -> &'static str {
         match self {
             Encoding::Json => "json",
-            Encoding::Binary => "binary",
+            Encoding::Binary(tollgate_protocol::binary::Format::V1) => "binary-v1",
+            Encoding::Binary(tollgate_protocol::binary::Format::V2) => "binary-v2",
         }
     }
 }
@@ -62,10 +64,10 @@ impl SnapshotCache {
         }
         let snap = snapshot::build(pool, service_id, version.to_string()).await?;
         let encoded = match encoding {
-            Encoding::Binary => {
+            Encoding::Binary(format) => {
                 // An application the compact format cannot carry is left out (its keys open
                 // nothing on the gateways), never the whole snapshot.
-                let (bytes, skipped) = tollgate_protocol::binary::encode_reporting(&snap)
+                let (bytes, skipped) = tollgate_protocol::binary::encode_as(&snap, format)
                     .map_err(DomainError::Internal)?;
                 for why in skipped {
                     tracing::warn!("snapshot of service {service_id}: {why}; left out");

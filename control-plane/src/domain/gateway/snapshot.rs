@@ -72,6 +72,14 @@ struct ApplicationKeyRow {
     state: String,
     state_reason: Option<String>,
     key_sha256: Option<String>,
+    app_id: Option<String>,
+}
+
+/// One app key of an application of the service.
+#[derive(sqlx::FromRow)]
+struct AppKeyRow {
+    application_id: String,
+    key_sha256: String,
 }
 
 /// A stored limit period (`minute`, `hour`, ...); another value is a corrupt row, not a guess.
@@ -190,12 +198,28 @@ pub async fn build(pool: &Pool, service_id: &str, version: String) -> DomainResu
 }
 
 /// The service's applications with their live keys, in one pass over applications joined with
-/// keys (ordered by application): no second query and no map from application to keys; 100,000
-/// applications is the design point.
+/// keys (ordered by application): no map from application to keys; 100,000 applications is the
+/// design point. App keys come in a second query, mapped only for the applications that have
+/// them (3scale-style applications with an `app_id`).
 async fn applications(pool: &Pool, service_id: &str) -> DomainResult<Vec<Application>> {
+    let app_key_rows: Vec<AppKeyRow> = sqlx::query_as(
+        "SELECT k.application_id AS application_id, k.key_sha256 AS key_sha256 \
+         FROM application_app_keys k JOIN applications a ON a.id = k.application_id \
+         JOIN plans p ON p.id = a.plan_id WHERE p.service_id = $1 ORDER BY k.id",
+    )
+    .bind(service_id)
+    .fetch_all(pool)
+    .await?;
+    let mut app_keys: HashMap<String, Vec<String>> = HashMap::new();
+    for r in app_key_rows {
+        app_keys
+            .entry(r.application_id)
+            .or_default()
+            .push(r.key_sha256);
+    }
     let rows: Vec<ApplicationKeyRow> = sqlx::query_as(
         "SELECT a.id AS id, a.plan_id AS plan_id, a.state AS state, a.state_reason AS state_reason, \
-         k.key_sha256 AS key_sha256 FROM applications a JOIN plans p ON p.id = a.plan_id \
+         k.key_sha256 AS key_sha256, a.app_id AS app_id FROM applications a JOIN plans p ON p.id = a.plan_id \
          LEFT JOIN application_keys k ON k.application_id = a.id AND (k.expires_at IS NULL OR k.expires_at > $2) \
          WHERE p.service_id = $1 ORDER BY a.id, k.id",
     )
@@ -209,10 +233,15 @@ async fn applications(pool: &Pool, service_id: &str) -> DomainResult<Vec<Applica
             applications.push(Application {
                 state: stored_state(&row.state)?,
                 state_reason: row.state_reason.as_deref().map(stored_reason).transpose()?,
+                // App keys travel only with an app_id (without one they could open nothing).
+                app_key_sha256: match row.app_id {
+                    Some(_) => app_keys.remove(&row.id).unwrap_or_default(),
+                    None => Vec::new(),
+                },
                 id: row.id,
                 plan: row.plan_id,
                 key_sha256: Vec::new(),
-                app_id: None,
+                app_id: row.app_id,
             });
         }
         if let (Some(digest), Some(app)) = (row.key_sha256, applications.last_mut()) {

@@ -17,16 +17,20 @@ use super::attempts::{self, AttemptState, Payment};
 use super::cards::customer;
 use super::provider::{configured, pay_error, provider, Provider};
 use super::statement::CHARGEABLE;
-use super::{ChargeOutcome, ChargeRequest, PayError};
+use super::{ChargeOutcome, ChargeRequest, PayError, ProviderKind};
+use crate::domain::accounts::applications;
 use crate::domain::billing::calendar::{day_of, format_date, format_month};
 use crate::domain::billing::invoices::{
     self, render_text, Invoice, InvoiceKind, InvoiceObject, InvoiceState,
 };
 use crate::domain::billing::outbox::{enqueue, Email, EmailKind};
 use crate::domain::billing::settings::{self, BillingSettings};
+use crate::domain::webhooks::events::{ApplicationData, InvoiceData, PaymentFailure};
+use crate::domain::webhooks::{self, Event};
 use crate::domain::{DomainError, DomainResult};
 use crate::secrets::new_id;
 use crate::store::{now, Pool, Tx};
+use crate::telemetry;
 
 /// Invoices charged per pass of the daily charging (the rest wait for the next pass).
 pub const MAX_CHARGES_PER_PASS: i64 = 10_000;
@@ -290,6 +294,7 @@ pub async fn charge_invoice(
     method: Option<&str>,
     today: i64,
 ) -> DomainResult<String> {
+    let started = std::time::Instant::now();
     let inv = invoices::fetch(pool, invoice_id).await?;
     check_chargeable(&inv)?;
     let gateway = configured(pool, master_key).await?;
@@ -312,6 +317,7 @@ pub async fn charge_invoice(
                 .map(|m| (c.customer_ref, m))
         });
     let Some((customer_ref, method)) = card else {
+        counted(&p, telemetry::ChargeOutcome::NoPaymentMethod, started);
         apply(
             pool,
             &attempt_id,
@@ -332,12 +338,14 @@ pub async fn charge_invoice(
         };
         match found {
             Ok(Some(found)) => {
+                counted(&p, outcome_label(&found), started);
                 apply(pool, &attempt_id, found, today).await?;
                 return Ok(attempt_id);
             }
             Ok(None) => {}
             Err(e) => {
                 // The lookup failed: the outcome stays unknown, and the next try looks again.
+                counted(&p, telemetry::ChargeOutcome::Unknown, started);
                 release(pool, &attempt_id).await?;
                 return Err(pay_error(e));
             }
@@ -358,8 +366,12 @@ pub async fn charge_invoice(
         Provider::Braintree(bt) => bt.charge(&req).await,
     };
     match charged {
-        Ok(outcome) => apply(pool, &attempt_id, outcome, today).await?,
+        Ok(outcome) => {
+            counted(&p, outcome_label(&outcome), started);
+            apply(pool, &attempt_id, outcome, today).await?
+        }
         Err(PayError::Provider { code, message, .. }) => {
+            counted(&p, telemetry::ChargeOutcome::Declined, started);
             apply(
                 pool,
                 &attempt_id,
@@ -373,6 +385,7 @@ pub async fn charge_invoice(
             .await?
         }
         Err(e) => {
+            counted(&p, telemetry::ChargeOutcome::Unknown, started);
             // Unknown outcome: the attempt stays pending and is looked up before any new charge;
             // the lease is released so that the next try looks it up at once.
             release(pool, &attempt_id).await?;
@@ -385,6 +398,23 @@ pub async fn charge_invoice(
         }
     }
     Ok(attempt_id)
+}
+
+/// Counts one charge attempt's outcome as this request learned it (`crate::telemetry`).
+fn counted(p: &Provider, outcome: telemetry::ChargeOutcome, started: std::time::Instant) {
+    let provider = match p.kind() {
+        ProviderKind::Stripe => telemetry::Provider::Stripe,
+        ProviderKind::Braintree => telemetry::Provider::Braintree,
+    };
+    telemetry::get().charge(provider, outcome, started.elapsed());
+}
+
+fn outcome_label(outcome: &ChargeOutcome) -> telemetry::ChargeOutcome {
+    match outcome {
+        ChargeOutcome::Succeeded { .. } => telemetry::ChargeOutcome::Succeeded,
+        ChargeOutcome::RequiresAction { .. } => telemetry::ChargeOutcome::ActionRequired,
+        ChargeOutcome::Declined { .. } => telemetry::ChargeOutcome::Declined,
+    }
 }
 
 /// Records an attempt's outcome and moves the invoice (idempotent: an attempt already settled the
@@ -492,6 +522,11 @@ pub async fn apply(
                 t,
             )
             .await?;
+            webhooks::enqueue(
+                &mut tx,
+                Event::InvoicePaid(InvoiceData::of(&inv, InvoiceState::Paid.as_str())),
+            )
+            .await?;
             resume_if_settled(&mut tx, &inv.account_id).await?;
         }
         // Authentication failed after the charge asked for it: the attempt already counted as
@@ -511,6 +546,23 @@ pub async fn apply(
             .execute(&mut *tx)
             .await?;
             let reason = message.clone().unwrap_or_default();
+            let failed = InvoiceData {
+                failure: Some(PaymentFailure {
+                    code: code.clone(),
+                    message: message.clone(),
+                    failed_attempts: failures,
+                    next_attempt_on: (!last)
+                        .then(|| format_date(today + settings.retry.interval_days)),
+                }),
+                ..InvoiceData::of(&inv, if last { "failed" } else { "unpaid" })
+            };
+            let mut events = vec![Event::InvoicePaymentFailed(failed.clone())];
+            if last {
+                // Dunning is over: the invoice is overdue for good (and the account may be
+                // suspended below, which sends its own events).
+                events.push(Event::InvoiceOverdue(failed));
+            }
+            webhooks::enqueue_many(&mut tx, &events).await?;
             if last {
                 email(
                     &mut tx,
@@ -641,12 +693,39 @@ async fn email(
     .await
 }
 
+/// The applications of `account_id` in `state`, their rows locked until `tx` ends.
+async fn applications_in(tx: &mut Tx, account_id: &str, state: &str) -> DomainResult<Vec<String>> {
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT id FROM applications WHERE account_id = $1 AND state = $2 ORDER BY id{}",
+        crate::store::for_update()
+    ))
+    .bind(account_id)
+    .bind(state)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// `application.suspended` / `application.resumed` for each of `ids`, as they are now in `tx`.
+async fn application_events(
+    tx: &mut Tx,
+    ids: &[String],
+    event: fn(ApplicationData) -> Event,
+) -> DomainResult<()> {
+    let mut events = Vec::with_capacity(ids.len());
+    for id in ids {
+        events.push(event(applications::event_data(tx, id).await?));
+    }
+    webhooks::enqueue_many(tx, &events).await.map(|_| ())
+}
+
 async fn suspend_for_non_payment(tx: &mut Tx, account_id: &str) -> DomainResult<()> {
+    let live = applications_in(tx, account_id, "live").await?;
     sqlx::query("UPDATE applications SET state = 'suspended', state_reason = 'non_payment', updated_at = $2 WHERE account_id = $1 AND state = 'live'")
         .bind(account_id)
         .bind(now())
         .execute(&mut **tx)
         .await?;
+    application_events(tx, &live, Event::ApplicationSuspended).await?;
     crate::domain::catalog::revision::bump(tx).await
 }
 
@@ -660,12 +739,20 @@ async fn resume_if_settled(tx: &mut Tx, account_id: &str) -> DomainResult<()> {
     if failed > 0 {
         return Ok(());
     }
+    let suspended: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT id FROM applications WHERE account_id = $1 AND state = 'suspended' AND state_reason = 'non_payment' ORDER BY id{}",
+        crate::store::for_update()
+    ))
+    .bind(account_id)
+    .fetch_all(&mut **tx)
+    .await?;
     let r = sqlx::query("UPDATE applications SET state = 'live', state_reason = NULL, updated_at = $2 WHERE account_id = $1 AND state = 'suspended' AND state_reason = 'non_payment'")
         .bind(account_id)
         .bind(now())
         .execute(&mut **tx)
         .await?;
     if r.rows_affected() > 0 {
+        application_events(tx, &suspended, Event::ApplicationResumed).await?;
         crate::domain::catalog::revision::bump(tx).await?;
     }
     Ok(())

@@ -31,7 +31,7 @@ const PAGE_ROWS: i64 = 100;
 
 /// A refused domain call as the form shows it: the field it names (the API error object's
 /// `param`) with its message, and the status the page is answered with (the API's).
-fn refusal(e: DomainError) -> (FormError, StatusCode) {
+pub(super) fn refusal(e: DomainError) -> (FormError, StatusCode) {
     let param = match &e {
         DomainError::Malformed { param, .. }
         | DomainError::Conflict { param, .. }
@@ -286,6 +286,7 @@ pub async fn create_application(
         name: Some(get(&f, "name")),
         plan_id: Some(get(&f, "plan_id")),
         description: None,
+        app_id: None,
     };
     match applications::create(&s.pool, &input).await {
         Ok(created) => {

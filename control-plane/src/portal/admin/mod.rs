@@ -1,6 +1,6 @@
 //! The admin portal's pages, one file per page group: signing in and the session (`access`), the
 //! dashboard, invoices and billing settings (`billing`), the catalog (`catalog`), accounts, tokens
-//! and the payment gateway (`accounts`); `forms` holds what their forms share and `api` the
+//! and the payment gateway (`accounts`), webhook endpoints and deliveries (`webhooks`); `forms` holds what their forms share and `api` the
 //! in-process calls of the admin API.
 
 pub mod access;
@@ -10,3 +10,4 @@ pub mod catalog;
 pub mod dashboard;
 pub mod exports;
 pub mod forms;
+pub mod webhooks;

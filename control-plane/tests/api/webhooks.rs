@@ -1,0 +1,268 @@
+//! Webhook endpoints in-process: the secret shown once and sealed, events written in the very
+//! transaction of their change (a refused change writes none), fan-out to the subscribed enabled
+//! endpoints only, and accounts confined to their own endpoints. Delivery itself is tested through
+//! real processes (tests/test_webhooks.py).
+
+use serde_json::json;
+
+use crate::support::{s, Catalog, TestApp};
+
+const HOOK: &str = "https://hooks.example.com/tollgate";
+
+async fn count(app: &TestApp, table: &str) -> i64 {
+    app.column(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}"))
+        .await[0]
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_secret_is_shown_once_and_sealed() {
+    let app = TestApp::with_master_key().await;
+    let created = app
+        .admin()
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["invoice.paid"]}),
+        )
+        .await;
+    let secret = s(&created, "secret");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let id = s(&created, "id");
+    for body in [
+        app.admin()
+            .ok("GET", &format!("/webhook_endpoints/{id}"), None)
+            .await,
+        app.admin().ok("GET", "/webhook_endpoints", None).await,
+    ] {
+        assert!(!body.to_string().contains("secret"), "{body}");
+        assert!(!body.to_string().contains(secret), "{body}");
+    }
+    let stored = app
+        .column(&format!(
+            "SELECT secret_sealed FROM webhook_endpoints WHERE id = '{id}'"
+        ))
+        .await;
+    assert!(stored[0].starts_with("v2:") && !stored[0].contains(&secret[6..]));
+}
+
+#[tokio::test]
+async fn without_a_master_key_no_endpoint_is_stored() {
+    let app = TestApp::new().await;
+    app.admin()
+        .post(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["invoice.paid"]}),
+        )
+        .await
+        .error(409, "master_key_required");
+    assert_eq!(count(&app, "webhook_endpoints").await, 0);
+}
+
+#[tokio::test]
+async fn events_are_written_with_their_change_and_only_for_subscribers() {
+    let app = TestApp::with_master_key().await;
+    let c = Catalog::new(&app).await;
+    // No endpoint: a change writes no event at all.
+    let first = c.application(&app, "First").await;
+    assert_eq!(count(&app, "webhook_messages").await, 0);
+    let ep = app
+        .admin()
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["key.created"]}),
+        )
+        .await;
+    let disabled = app
+        .admin()
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["key.created"]}),
+        )
+        .await;
+    app.admin()
+        .ok(
+            "PATCH",
+            &format!("/webhook_endpoints/{}", s(&disabled, "id")),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    let app_id = s(&first, "id");
+    for _ in 0..4 {
+        app.admin()
+            .create(&format!("/applications/{app_id}/keys"), json!({}))
+            .await;
+    }
+    // Four keys made, each one event, delivered to the enabled endpoint only.
+    assert_eq!(count(&app, "webhook_messages").await, 4);
+    assert_eq!(
+        app.column("SELECT DISTINCT endpoint_id FROM webhook_deliveries")
+            .await,
+        [s(&ep, "id")]
+    );
+    // A sixth active key is refused: its transaction, event included, is rolled back.
+    app.admin()
+        .post(&format!("/applications/{app_id}/keys"), json!({}))
+        .await
+        .error(409, "key_limit_reached");
+    assert_eq!(count(&app, "webhook_messages").await, 4);
+    assert_eq!(count(&app, "webhook_deliveries").await, 4);
+    // Suspending is not subscribed: no event.
+    app.admin()
+        .ok(
+            "POST",
+            &format!("/applications/{app_id}/suspend"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(count(&app, "webhook_messages").await, 4);
+}
+
+#[tokio::test]
+async fn accounts_reach_only_their_own_endpoints() {
+    let app = TestApp::with_master_key().await;
+    let c = Catalog::new(&app).await;
+    let other = app
+        .admin()
+        .create(
+            "/accounts",
+            json!({"name": "Other", "email": "other@example.com"}),
+        )
+        .await;
+    let token = |account: String| {
+        let app = &app;
+        async move {
+            let t = app
+                .admin()
+                .create(&format!("/accounts/{account}/tokens"), json!({}))
+                .await;
+            s(&t, "token").to_string()
+        }
+    };
+    let mine = token(c.account_id().to_string()).await;
+    let theirs = token(s(&other, "id").to_string()).await;
+    let me = app.client("/api/v1", Some(&mine));
+    let them = app.client("/api/v1", Some(&theirs));
+    let ep = me
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["application.created"]}),
+        )
+        .await;
+    assert_eq!(ep["account_id"], c.account["id"]);
+    let id = s(&ep, "id");
+    them.request("GET", &format!("/webhook_endpoints/{id}"), None, &[])
+        .await
+        .error(404, "resource_missing");
+    them.patch(
+        &format!("/webhook_endpoints/{id}"),
+        json!({"url": "https://evil.example.com/"}),
+    )
+    .await
+    .error(404, "resource_missing");
+    them.delete(&format!("/webhook_endpoints/{id}"))
+        .await
+        .error(404, "resource_missing");
+    let listed = them.ok("GET", "/webhook_endpoints", None).await;
+    assert_eq!(listed["data"], json!([]));
+    // The other account's application sends nothing to this account's endpoint.
+    app.admin()
+        .create(
+            "/applications",
+            json!({"account_id": other["id"], "plan_id": c.plan_id(), "name": "Theirs"}),
+        )
+        .await;
+    assert_eq!(count(&app, "webhook_deliveries").await, 0);
+    c.application(&app, "Mine").await;
+    assert_eq!(count(&app, "webhook_deliveries").await, 1);
+    // Unknown event types: 422 naming the field and the known types.
+    let err = me
+        .post(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["application.created", "wallet.stolen"]}),
+        )
+        .await
+        .error_at(422, "unknown_event_type", "events[1]");
+    assert!(err["message"].as_str().unwrap().contains("invoice.overdue"));
+}
+
+#[tokio::test]
+async fn the_purge_drops_old_finished_deliveries_and_keeps_pending_ones() {
+    let app = TestApp::with_master_key().await;
+    let c = Catalog::new(&app).await;
+    app.admin()
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["application.created", "key.created"]}),
+        )
+        .await;
+    c.application(&app, "Old").await;
+    assert_eq!(count(&app, "webhook_deliveries").await, 2);
+    // One delivered, one still pending, both older than the retention.
+    app.sql("UPDATE webhook_deliveries SET created_at = 0")
+        .await;
+    app.sql("UPDATE webhook_messages SET created_at = 0").await;
+    app.sql(
+        "UPDATE webhook_deliveries SET state = 'delivered' WHERE event_id IN (SELECT id FROM webhook_messages WHERE event_type = 'key.created')",
+    )
+    .await;
+    let purged = tollgate_control_plane::domain::purge::purge_once(&app.state.pool)
+        .await
+        .unwrap();
+    assert_eq!(purged.webhook_deliveries, 1);
+    assert_eq!(
+        app.column("SELECT state FROM webhook_deliveries").await,
+        ["pending"]
+    );
+    assert_eq!(
+        app.column("SELECT event_type FROM webhook_messages").await,
+        ["application.created"]
+    );
+}
+
+async fn first_delivery(app: &TestApp, endpoint_id: &str) -> serde_json::Value {
+    let path = format!("/webhook_endpoints/{endpoint_id}/deliveries");
+    app.admin().ok("GET", &path, None).await["data"][0].clone()
+}
+
+#[tokio::test]
+async fn disabling_parks_pending_deliveries_and_enabling_makes_them_due() {
+    let app = TestApp::with_master_key().await;
+    let c = Catalog::new(&app).await;
+    let ep = app
+        .admin()
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["application.created"]}),
+        )
+        .await;
+    let id = s(&ep, "id");
+    c.application(&app, "A").await;
+    assert!(first_delivery(&app, id).await["next_attempt_at_ms"].is_i64());
+    app.admin()
+        .ok(
+            "PATCH",
+            &format!("/webhook_endpoints/{id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    let parked = first_delivery(&app, id).await;
+    assert_eq!(parked["state"], "pending");
+    assert!(parked["next_attempt_at_ms"].is_null(), "{parked}");
+    assert_eq!(
+        app.column("SELECT CAST(next_attempt_at AS TEXT) FROM webhook_deliveries")
+            .await,
+        [i64::MAX.to_string()]
+    );
+    app.admin()
+        .ok(
+            "PATCH",
+            &format!("/webhook_endpoints/{id}"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    let due = first_delivery(&app, id).await["next_attempt_at_ms"]
+        .as_i64()
+        .unwrap();
+    assert!(due <= tollgate_control_plane::store::now_ms(), "{due}");
+}
