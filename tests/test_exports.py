@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import http.client
 import io
+import shutil
 import threading
 import time
 
@@ -346,6 +347,17 @@ def test_directory_filters(server, api):
 
 # ---- size, memory, disconnects ----
 
+@pytest.fixture
+def leave_no_db():
+    """Directories of SQLite databases to remove once their server has stopped. Listed before
+    `server` in a test's arguments, it is torn down after it; the large exports' databases are
+    about 90 MB each, and the shared fixture leaves SQLite files behind."""
+    dirs = []
+    yield dirs
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def series(server, n):
     """A FROM item of the integers 0..n-1 as column `i`, in this server's SQL dialect."""
     if server.db.backend == "sqlite":
@@ -353,8 +365,10 @@ def series(server, n):
     return f"generate_series(0, {n - 1}) AS s(i)"
 
 
-def seed_big(server, api):
+def seed_big(server, api, leave_no_db):
     """BIG_LINES invoice lines (1,000 invoices of 100), written straight into the database."""
+    if server.db.backend == "sqlite":
+        leave_no_db.append(server.db.dir)
     acc = api.ok("POST", "/accounts", {"name": "Big Buyer", "email": "big@example.com"})
     invoices, per = BIG_LINES // 100, 100
     now = int(time.time())
@@ -375,8 +389,8 @@ def seed_big(server, api):
     return acc
 
 
-def test_a_100k_line_export_streams_in_bounded_memory(server, api):
-    acc = seed_big(server, api)
+def test_a_100k_line_export_streams_in_bounded_memory(leave_no_db, server, api):
+    acc = seed_big(server, api, leave_no_db)
     # Invoices without lines between and after the others: one row each, wherever the batches
     # of invoices and of lines happen to end.
     empty = ["inv_big_000123z", "inv_big_000500z", "inv_big_000999z"]
@@ -437,8 +451,8 @@ def test_a_100k_line_export_streams_in_bounded_memory(server, api):
     assert first_at < total / 4, (first_at, total)
 
 
-def test_a_client_that_hangs_up_mid_export_leaves_the_server_healthy(server, api):
-    acc = seed_big(server, api)
+def test_a_client_that_hangs_up_mid_export_leaves_the_server_healthy(leave_no_db, server, api):
+    acc = seed_big(server, api, leave_no_db)
     for _ in range(3):
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         conn.request("GET", f"/admin/api/v1/exports/invoices.csv?account_id={acc['id']}",
@@ -535,8 +549,8 @@ def test_portal_downloads_are_the_api_exports_with_the_pages_filters(server, api
     assert admin.request("GET", "/admin/exports/secrets.csv")[0] == 404
 
 
-def test_a_failure_mid_export_breaks_the_download_and_one_at_the_start_is_the_error_object(server, api):
-    acc = seed_big(server, api)
+def test_a_failure_mid_export_breaks_the_download_and_one_at_the_start_is_the_error_object(leave_no_db, server, api):
+    acc = seed_big(server, api, leave_no_db)
     path = f"/admin/api/v1/exports/invoices.csv?account_id={acc['id']}"
     # A corrupt amount far into the export (invoice 500 of 1,000): found after the answer started.
     server.db.query("UPDATE invoice_lines SET amount = 'not money' WHERE id = 'iln_big_050000'")
