@@ -7,6 +7,7 @@ pub mod auth;
 pub mod billing;
 pub mod catch_panic;
 pub mod developer;
+pub mod exports;
 pub mod gateway;
 pub mod gateway_tokens;
 pub mod health;
@@ -185,6 +186,10 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
             "/webhook_deliveries/{id}/replay",
             post(webhooks::admin_replay),
         )
+        .route("/exports/invoices.csv", get(exports::invoices))
+        .route("/exports/usage.csv", get(exports::usage))
+        .route("/exports/accounts.csv", get(exports::accounts))
+        .route("/exports/applications.csv", get(exports::applications))
         // Idempotency runs inside authentication: keys are scoped to the token that sent them.
         .layer(middleware::from_fn_with_state(
             state.clone(),
