@@ -115,6 +115,7 @@ fn parts() -> Vec<Document> {
         super::openapi::DocumentApi::openapi(),
         super::developer::DeveloperTokensApi::openapi(),
         super::webhooks::WebhooksApi::openapi(),
+        super::usage_alerts::UsageAlertsApi::openapi(),
         super::metrics::MetricsApi::openapi(),
     ]
 }

@@ -21,6 +21,7 @@ pub mod plans;
 pub mod security_headers;
 pub mod services;
 pub mod tokens;
+pub mod usage_alerts;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -71,6 +72,18 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
         .route(
             "/plans/{id}",
             get(plans::get).patch(plans::update).delete(plans::remove),
+        )
+        .route(
+            "/plans/{id}/alert_thresholds",
+            get(usage_alerts::get_plan)
+                .put(usage_alerts::put_plan)
+                .delete(usage_alerts::delete_plan),
+        )
+        .route(
+            "/applications/{id}/alert_thresholds",
+            get(usage_alerts::get_application)
+                .put(usage_alerts::put_application)
+                .delete(usage_alerts::delete_application),
         )
         .route("/accounts", post(accounts::create).get(accounts::list))
         .route(
