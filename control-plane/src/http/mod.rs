@@ -75,15 +75,15 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
         )
         .route(
             "/plans/{id}/alert_thresholds",
-            get(usage_alerts::get_plan)
-                .put(usage_alerts::put_plan)
-                .delete(usage_alerts::delete_plan),
+            get(usage_alerts::plan_thresholds)
+                .put(usage_alerts::set_plan_thresholds)
+                .delete(usage_alerts::reset_plan_thresholds),
         )
         .route(
             "/applications/{id}/alert_thresholds",
-            get(usage_alerts::get_application)
-                .put(usage_alerts::put_application)
-                .delete(usage_alerts::delete_application),
+            get(usage_alerts::application_thresholds)
+                .put(usage_alerts::set_application_thresholds)
+                .delete(usage_alerts::reset_application_thresholds),
         )
         .route("/accounts", post(accounts::create).get(accounts::list))
         .route(

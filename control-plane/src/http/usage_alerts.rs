@@ -13,12 +13,12 @@ use crate::web::extract::JsonBody;
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
-        get_plan,
-        put_plan,
-        delete_plan,
-        get_application,
-        put_application,
-        delete_application
+        plan_thresholds,
+        set_plan_thresholds,
+        reset_plan_thresholds,
+        application_thresholds,
+        set_application_thresholds,
+        reset_application_thresholds
     ),
     components(schemas(AlertThresholds, ThresholdSource, ThresholdsInput))
 )]
@@ -37,7 +37,7 @@ pub struct UsageAlertsApi;
     ),
     security(("admin_token" = []))
 )]
-pub async fn get_plan(
+pub async fn plan_thresholds(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertThresholds>> {
@@ -62,7 +62,7 @@ pub async fn get_plan(
     ),
     security(("admin_token" = []))
 )]
-pub async fn put_plan(
+pub async fn set_plan_thresholds(
     State(s): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ThresholdsInput>,
@@ -85,7 +85,7 @@ pub async fn put_plan(
     ),
     security(("admin_token" = []))
 )]
-pub async fn delete_plan(
+pub async fn reset_plan_thresholds(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertThresholds>> {
@@ -105,7 +105,7 @@ pub async fn delete_plan(
     ),
     security(("admin_token" = []))
 )]
-pub async fn get_application(
+pub async fn application_thresholds(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertThresholds>> {
@@ -130,7 +130,7 @@ pub async fn get_application(
     ),
     security(("admin_token" = []))
 )]
-pub async fn put_application(
+pub async fn set_application_thresholds(
     State(s): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ThresholdsInput>,
@@ -153,7 +153,7 @@ pub async fn put_application(
     ),
     security(("admin_token" = []))
 )]
-pub async fn delete_application(
+pub async fn reset_application_thresholds(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertThresholds>> {

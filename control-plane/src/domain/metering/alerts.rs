@@ -31,10 +31,11 @@ pub const MAX_THRESHOLDS: usize = 10;
 /// fleet's slack (instances x rate x (flush + poll)); an "overage" threshold would alert on that
 /// noise, not on a customer's behaviour.
 pub const MAX_THRESHOLD_PERCENT: i64 = 100;
-/// Pause between detector passes. Gateways flush at least every second by default; a pass every
-/// 2 s brings an alert within two flush intervals of its report for flush intervals of 2 s and
-/// up, and within 2 s otherwise.
-pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
+/// Pause between detector passes. Gateways flush every second by default (the filter's
+/// `flush_interval_ms`): a crossing reaches the control plane within one flush interval and is
+/// detected within one pass after that, so within two flush intervals. An idle pass is one
+/// indexed query per alerted period (6 a second per replica).
+pub const PASS_INTERVAL: Duration = Duration::from_secs(1);
 /// The shortest period alerted on. Minute limits reset every minute: an alert per minute window
 /// would be an email a minute, so only periods of an hour or more alert.
 pub const SHORTEST_ALERTED_PERIOD: Period = Period::Hour;
@@ -331,12 +332,13 @@ async fn alert(
     let mut tx = store::begin_write(pool).await?;
     let mut claimed = Vec::new();
     for &threshold in crossed {
+        let id = new_id("ua");
         let done = sqlx::query(
             "INSERT INTO usage_alerts (id, application_id, account_id, metric_id, period, window_start, threshold, limit_value, usage_value, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (application_id, metric_id, period, window_start, threshold) DO NOTHING",
         )
-        .bind(new_id("ua"))
+        .bind(&id)
         .bind(&c.application_id)
         .bind(&c.account_id)
         .bind(&c.metric_id)
@@ -349,10 +351,10 @@ async fn alert(
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            claimed.push(threshold);
+            claimed.push((threshold, id));
         }
     }
-    let Some(&highest) = claimed.last() else {
+    let Some((highest, alert_id)) = claimed.pop() else {
         tx.rollback().await?;
         return Ok(false);
     };
@@ -366,7 +368,7 @@ async fn alert(
         threshold_percent: highest,
         usage: used,
     };
-    enqueue_email(&mut tx, &data, t).await?;
+    enqueue_email(&mut tx, &alert_id, &data, t).await?;
     webhooks::enqueue(&mut tx, Event::UsageThresholdReached(data)).await?;
     tx.commit().await?;
     Ok(true)
@@ -379,9 +381,14 @@ struct Recipient {
     application_name: String,
 }
 
-/// The account's email for crossing `d`, from the billing settings' `usage_threshold_reached`
+/// The account's email for crossing `d` (claimed as row `alert_id`), from the billing settings' `usage_threshold_reached`
 /// text.
-async fn enqueue_email(tx: &mut Tx, d: &UsageThresholdData, t: i64) -> DomainResult<()> {
+async fn enqueue_email(
+    tx: &mut Tx,
+    alert_id: &str,
+    d: &UsageThresholdData,
+    t: i64,
+) -> DomainResult<()> {
     let to: Option<Recipient> = sqlx::query_as(
         "SELECT ac.name AS account_name, ac.email, a.name AS application_name \
          FROM applications a JOIN accounts ac ON ac.id = a.account_id WHERE a.id = $1",
@@ -399,10 +406,8 @@ async fn enqueue_email(tx: &mut Tx, d: &UsageThresholdData, t: i64) -> DomainRes
     email_outbox::enqueue(
         tx,
         &Email {
-            dedupe_key: format!(
-                "usage_alert:{}:{}:{}:{}:{}",
-                d.application_id, d.metric, d.period, d.window_start, d.threshold_percent
-            ),
+            // The crossing's row, claimed once in this transaction.
+            dedupe_key: format!("usage_alert:{alert_id}"),
             kind: EmailKind::UsageThresholdReached,
             recipient: to.email,
             subject: render(&text.subject),
