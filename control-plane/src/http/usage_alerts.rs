@@ -135,7 +135,9 @@ pub async fn set_application_thresholds(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ThresholdsInput>,
 ) -> ApiResult<Json<AlertThresholds>> {
-    Ok(Json(alerts::set_for_application(&s.pool, &id, &input).await?))
+    Ok(Json(
+        alerts::set_for_application(&s.pool, &id, &input).await?,
+    ))
 }
 
 #[utoipa::path(
