@@ -96,11 +96,13 @@ def events(w):
     return [p for _, p, st in w["receiver"].verified("alerts", w["endpoint"]["secret"]) if 200 <= st < 300]
 
 
-def wait_alerts(w, count):
-    """The emails and events once `count` of each arrived, and a quiet moment after (extras show)."""
+def wait_alerts(w, count, quiet=True):
+    """The emails and events once `count` of each arrived, and (`quiet`) a quiet moment after, so
+    extras show; a test that checks every count at its end skips the moments in between."""
     w["sink"].wait_for(count, timeout=ALERT_TIMEOUT_S)
     w["receiver"].wait_for("alerts", lambda got: len(got) >= count, timeout=ALERT_TIMEOUT_S)
-    time.sleep(QUIET_S)
+    if quiet:
+        time.sleep(QUIET_S)
     return w["sink"].messages(), events(w)
 
 
@@ -127,8 +129,8 @@ def test_each_threshold_of_a_daily_limit_alerts_once_by_email_and_event(world):
         assert report(w, seq, delta)[1]["duplicate"] is True  # a retry adds and alerts nothing
         # A minute limit crossed many times over never alerts (an email a minute would be spam).
         report(w, seq, 5, metric="search", gateway="gw-search")
-        mails, evs = wait_alerts(w, n)
-        assert len(mails) == n and len(evs) == n, (thresholds(evs), [m["Subject"] for m in mails])
+        mails, evs = wait_alerts(w, n, quiet=False)
+        assert len(mails) >= n and len(evs) >= n, (thresholds(evs), [m["Subject"] for m in mails])
         assert thresholds(evs)[-1] == want
     # Past 100 %: nothing more in this window.
     report(w, seq + 1, 7)
@@ -159,7 +161,6 @@ def test_concurrent_reports_and_two_replicas_alert_each_threshold_once(world):
         acks = list(pool.map(lambda i: report(w, i // 2 + 1, 1), range(20)))
     assert all(st in (200, 503) for st, _ in acks), acks
     assert sum(1 for st, a in acks if st == 200 and not a["duplicate"]) == 10, acks
-    time.sleep(QUIET_S)
     w["receiver"].wait_for("alerts", lambda got: any(
         p["data"]["threshold_percent"] == 100 for p in events(w)), timeout=ALERT_TIMEOUT_S)
     time.sleep(QUIET_S)
@@ -211,7 +212,7 @@ def test_an_application_override_replaces_the_plans_thresholds(world):
 def test_a_new_window_alerts_again(world):
     w = world
     report(w, 1, 6)
-    _, evs = wait_alerts(w, 1)
+    _, evs = wait_alerts(w, 1, quiet=False)
     assert thresholds(evs) == [50]
     # As if all of it happened yesterday: yesterday's usage and crossing.
     w["db"].query("UPDATE usage_counters SET bucket_start = bucket_start - 86400")
@@ -263,8 +264,8 @@ def test_traffic_through_envoy_alerts_once_per_threshold(world, upstream):
         key = {"x-api-key": w["app"]["key"]}
         for n, (hits, want) in enumerate([(5, 50), (3, 80), (1, 90), (1, 100)], start=1):
             assert [call(envoy.port, "/items", headers=key).status for _ in range(hits)] == [200] * hits
-            mails, evs = wait_alerts(w, n)
-            assert len(mails) == n and thresholds(evs)[-1] == want, thresholds(evs)
+            mails, evs = wait_alerts(w, n, quiet=False)
+            assert thresholds(evs)[-1] == want, thresholds(evs)
         assert call(envoy.port, "/items", headers=key).status == 429
         time.sleep(QUIET_S)
         assert thresholds(events(w)) == [50, 80, 90, 100] and len(w["sink"].messages()) == 4
