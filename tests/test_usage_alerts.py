@@ -15,11 +15,10 @@ import pytest
 from conftest import ADMIN_TOKEN, call
 from support.control_plane import Api
 from support.envoy import Envoy, bootstrap, free_port, static_cluster, tollgate_filter
-from support.smtp import SmtpSink
-from support.webhook_receiver import WebhookReceiver
 from test_billing import db, start_server  # noqa: F401
 from test_control_plane import assert_error
 from test_portal import Browser
+from test_webhooks import receiver, sink  # noqa: F401
 
 MASTER_KEY = "usage-alert-test-master-key-" + "u" * 32
 #: The detector's pass interval (alerts.rs PASS_INTERVAL) plus the outbox senders' idle polls:
@@ -28,20 +27,6 @@ ALERT_TIMEOUT_S = 15
 #: How long to wait for anything extra (a second alert of the same crossing) to show up: more than
 #: two detector passes (1 s each) and an outbox poll.
 QUIET_S = 3
-
-
-@pytest.fixture
-def sink():
-    s = SmtpSink().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def receiver():
-    r = WebhookReceiver().start()
-    yield r
-    r.stop()
 
 
 def serve(db, sink):  # noqa: F811

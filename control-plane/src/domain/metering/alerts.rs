@@ -39,15 +39,6 @@ pub const PASS_INTERVAL: Duration = Duration::from_secs(1);
 /// The shortest period alerted on. Minute limits reset every minute: an alert per minute window
 /// would be an email a minute, so only periods of an hour or more alert.
 pub const SHORTEST_ALERTED_PERIOD: Period = Period::Hour;
-/// The periods a pass looks at (every period from [`SHORTEST_ALERTED_PERIOD`] on).
-const ALERTED_PERIODS: [Period; 6] = [
-    Period::Hour,
-    Period::Day,
-    Period::Week,
-    Period::Month,
-    Period::Year,
-    Period::Eternity,
-];
 /// Most crossings one pass alerts per period; the rest wait for the next pass (bounded work per
 /// transaction batch, and a bounded burst of email).
 pub const MAX_CROSSINGS_PER_PASS: usize = 1_000;
@@ -274,7 +265,10 @@ pub async fn pass(pool: &Pool, t: i64) -> DomainResult<usize> {
     // pair next has usage in a recent hour.
     let recent = t - t.rem_euclid(3600) - 3600;
     let mut alerted = 0;
-    for period in ALERTED_PERIODS {
+    let alerted_periods = Period::ALL
+        .into_iter()
+        .filter(|p| *p >= SHORTEST_ALERTED_PERIOD);
+    for period in alerted_periods {
         let window = tollgate_rules::periods::window(period, t);
         let candidates: Vec<Candidate> = sqlx::query_as(
             "SELECT a.id AS application_id, a.account_id, l.metric_id, m.name AS metric, l.limit_value, \
