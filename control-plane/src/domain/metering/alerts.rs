@@ -220,8 +220,17 @@ pub async fn reset_application(pool: &Pool, id: &str) -> DomainResult<AlertThres
 pub async fn run_detector(pool: Pool) {
     loop {
         tokio::time::sleep(PASS_INTERVAL).await;
-        if let Err(e) = pass(&pool, now()).await {
-            tracing::warn!("usage alerts: {e:?}");
+        let started = std::time::Instant::now();
+        match pass(&pool, now()).await {
+            Err(e) => tracing::warn!("usage alerts: {e:?}"),
+            // A pass longer than the interval delays alerts past two flush intervals: the sign
+            // that the active pairs outgrew one pass a second (docs/operations.md).
+            Ok(alerted) if started.elapsed() > PASS_INTERVAL => tracing::warn!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                alerted,
+                "usage alert pass slower than its interval"
+            ),
+            Ok(_) => {}
         }
     }
 }
