@@ -23,6 +23,7 @@ pub mod accounts;
 pub mod billing;
 pub mod catalog;
 pub mod error;
+pub mod exports;
 pub mod gateway;
 pub mod idempotency;
 pub mod metering;

@@ -87,6 +87,7 @@ impl utoipa::Modify for Tokens {
         (name = "gateway", description = "What gateways poll and report: snapshots and usage (gateway tokens)"),
         (name = "developer", description = "An account's own invoices, payments, cards and webhook endpoints (developer tokens)"),
         (name = "webhooks", description = "Outbound webhook endpoints, their delivery log and replay (admin)"),
+        (name = "exports", description = "CSV files of invoices, usage, accounts and applications, streamed (admin)"),
         (name = "health", description = "Readiness and this document (no token)"),
         (name = "operations", description = "Prometheus metrics (the metrics token)"),
     ),
@@ -117,6 +118,7 @@ fn parts() -> Vec<Document> {
         super::webhooks::WebhooksApi::openapi(),
         super::usage_alerts::UsageAlertsApi::openapi(),
         super::metrics::MetricsApi::openapi(),
+        super::exports::ExportsApi::openapi(),
     ]
 }
 
