@@ -78,7 +78,8 @@ fn init_logging() {
         .init();
 }
 
-/// The purge every interval, the daily billing run (unless turned off), the webhook sender and
+/// The purge every interval, the daily billing run (unless turned off), the usage alert detector,
+/// the webhook sender and
 /// the email sender (when SMTP is configured); they run until the process ends.
 fn spawn_background_tasks(
     settings: &Settings,
@@ -95,6 +96,7 @@ fn spawn_background_tasks(
             billing_runs.clone(),
         ));
     }
+    tokio::spawn(crate::domain::metering::alerts::run_detector(pool.clone()));
     tokio::spawn(crate::domain::webhooks::deliver::run_sender(
         pool.clone(),
         crate::domain::webhooks::deliver::SenderSettings {

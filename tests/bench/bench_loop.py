@@ -33,14 +33,20 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from support.control_plane import Api, Database, Server  # noqa: E402
 from support.envoy import SHELLS, Envoy, bootstrap, free_port, rss_kb, static_cluster, tollgate_filter  # noqa: E402
 
+#: The columns the seed writes (newer ones, like 0020's `app_id`, stay NULL).
+APP_COLUMNS = "id, account_id, plan_id, name, description, state, state_reason, created_at, updated_at"
 TOKEN = "bench-admin-token-0123456789abcdef0123456789"
 
 
-def seed(db, api, apps):
-    """A service, a plan and `apps` applications with one key each, written straight to the database."""
+def seed(db, api, apps, day_limit=False):
+    """A service, a plan and `apps` applications with one key each, written straight to the database.
+    `day_limit`: the plan also limits hits per day, so every application reported is one the usage
+    alert detector examines on each pass (its worst case)."""
     svc = api.ok("POST", "/services", {"name": "Bench"})
-    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P",
-                                     "limits": [{"metric": "hits", "period": "minute", "value": 1000}]})
+    limits = [{"metric": "hits", "period": "minute", "value": 1000}]
+    if day_limit:
+        limits.append({"metric": "hits", "period": "day", "value": 1_000_000_000})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P", "limits": limits})
     acct = api.ok("POST", "/accounts", {"name": "Bench", "email": "bench@example.com"})
     rows_app, rows_key = [], []
     t = int(time.time())
@@ -50,14 +56,14 @@ def seed(db, api, apps):
         rows_key.append((f"key_bench{i:08d}", app_id, secrets.token_hex(32), "tg_benc", t, None))
     if db.backend == "sqlite":
         with sqlite3.connect(db.path) as c:
-            c.executemany("INSERT INTO applications VALUES (?,?,?,?,?,?,?,?,?)", rows_app)
+            c.executemany(f"INSERT INTO applications ({APP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows_app)
             c.executemany("INSERT INTO application_keys VALUES (?,?,?,?,?,?)", rows_key)
     else:
         def copy(table, rows):
             data = "".join("\t".join("\\N" if v is None else str(v) for v in r) + "\n" for r in rows)
             subprocess.run(["psql", db.url, "-q", "-c", f"COPY {table} FROM STDIN"], input=data, text=True,
                            check=True, capture_output=True, timeout=300)
-        copy("applications", rows_app)
+        copy(f"applications ({APP_COLUMNS})", rows_app)
         copy("application_keys", rows_key)
     # Any admin write bumps the snapshot version, as a real change would.
     api.ok("PATCH", f"/services/{svc['id']}", {"name": "Bench"})
@@ -153,6 +159,8 @@ def main():
     ap.add_argument("--sqlite-only", action="store_true", help="skip the PostgreSQL run (--backends sqlite)")
     ap.add_argument("--ingestion-only", action="store_true", help="skip the snapshot figures and Envoy")
     ap.add_argument("--clients", type=int, default=8, help="client threads posting reports")
+    ap.add_argument("--day-limit", action="store_true",
+                    help="add a daily limit: every reported application is a usage alert candidate")
     args = ap.parse_args()
     results = []
     for backend in ["sqlite"] if args.sqlite_only else args.backends.split(","):
@@ -160,7 +168,7 @@ def main():
         server = Server(db, TOKEN, extra_env={"TOLLGATE_LOG": "warn"}).start()
         try:
             api = Api(server.base, TOKEN)
-            service, gw, apps = seed(db, api, args.apps)
+            service, gw, apps = seed(db, api, args.apps, args.day_limit)
             if not args.ingestion_only:
                 url = f"{server.base}/gateway/v1/services/{service}/snapshot"
                 cold, st, size, etag = timed_get(url, gw)

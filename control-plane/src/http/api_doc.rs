@@ -116,6 +116,7 @@ fn parts() -> Vec<Document> {
         super::openapi::DocumentApi::openapi(),
         super::developer::DeveloperTokensApi::openapi(),
         super::webhooks::WebhooksApi::openapi(),
+        super::usage_alerts::UsageAlertsApi::openapi(),
         super::metrics::MetricsApi::openapi(),
         super::exports::ExportsApi::openapi(),
     ]

@@ -22,6 +22,7 @@ pub mod plans;
 pub mod security_headers;
 pub mod services;
 pub mod tokens;
+pub mod usage_alerts;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -72,6 +73,18 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
         .route(
             "/plans/{id}",
             get(plans::get).patch(plans::update).delete(plans::remove),
+        )
+        .route(
+            "/plans/{id}/alert_thresholds",
+            get(usage_alerts::plan_thresholds)
+                .put(usage_alerts::set_plan_thresholds)
+                .delete(usage_alerts::reset_plan_thresholds),
+        )
+        .route(
+            "/applications/{id}/alert_thresholds",
+            get(usage_alerts::application_thresholds)
+                .put(usage_alerts::set_application_thresholds)
+                .delete(usage_alerts::reset_application_thresholds),
         )
         .route("/accounts", post(accounts::create).get(accounts::list))
         .route(

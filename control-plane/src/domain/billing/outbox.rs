@@ -45,6 +45,8 @@ pub enum EmailKind {
     SignUpTaken,
     /// A webhook endpoint was disabled after a whole retry window of failures (to the admin).
     WebhookEndpointDisabled,
+    /// An application's usage reached an alert threshold of a limit.
+    UsageThresholdReached,
 }
 
 impl EmailKind {
@@ -56,6 +58,7 @@ impl EmailKind {
             EmailKind::FinalFailure => "final_failure",
             EmailKind::SignUpTaken => "sign_up_taken",
             EmailKind::WebhookEndpointDisabled => "webhook_endpoint_disabled",
+            EmailKind::UsageThresholdReached => "usage_threshold_reached",
         }
     }
 }

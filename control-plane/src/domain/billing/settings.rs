@@ -53,6 +53,7 @@ pub struct Retry {
 
 /// An email's subject and body. Placeholders: `{account_name}`, `{invoice_number}`, `{total}`,
 /// `{currency}`, `{due_date}`, `{period}`, and in charge emails `{update_url}` and `{reason}`.
+/// The usage alert email has its own (see [`crate::domain::metering::alerts::render_text`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailText {
@@ -67,6 +68,18 @@ pub struct EmailTexts {
     pub charge_succeeded: EmailText,
     pub charge_failed: EmailText,
     pub final_failure: EmailText,
+    /// A usage alert (docs/operations.md, "Usage alerts"). Placeholders: `{account_name}`,
+    /// `{application_name}`, `{metric}`, `{period}`, `{threshold}`, `{usage}`, `{limit}`,
+    /// `{window_start}`. Settings stored before usage alerts existed take the default.
+    #[serde(default = "default_usage_threshold_text")]
+    pub usage_threshold_reached: EmailText,
+}
+
+fn default_usage_threshold_text() -> EmailText {
+    text(
+        "{application_name}: {threshold}% of the {period} {metric} limit reached",
+        "Hello {account_name},\n\nyour application {application_name} has used {usage} of its {limit} {metric} this {period} (window from {window_start}): {threshold}% of its limit.\n",
+    )
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -136,6 +149,7 @@ impl Default for BillingSettings {
                     "Invoice {invoice_number} could not be paid",
                     "Hello {account_name},\n\nall attempts to charge {total} {currency} for invoice {invoice_number} failed.\n",
                 ),
+                usage_threshold_reached: default_usage_threshold_text(),
             },
             run_hour_utc: 2,
             suspend_on_failure: false,
@@ -223,6 +237,7 @@ impl BillingSettings {
             ("charge_succeeded", &t.charge_succeeded),
             ("charge_failed", &t.charge_failed),
             ("final_failure", &t.final_failure),
+            ("usage_threshold_reached", &t.usage_threshold_reached),
         ] {
             check_text(
                 &format!("email_texts.{name}.subject"),
@@ -247,6 +262,19 @@ pub async fn load(pool: &Pool) -> DomainResult<BillingSettings> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT settings FROM billing_settings WHERE id = 1")
             .fetch_optional(pool)
+            .await?;
+    match row {
+        Some((json,)) => serde_json::from_str(&json)
+            .map_err(|e| DomainError::Internal(format!("stored billing settings unreadable: {e}"))),
+        None => Ok(BillingSettings::default()),
+    }
+}
+
+/// The stored settings, or the defaults, read inside `tx`.
+pub async fn load_tx(tx: &mut Tx) -> DomainResult<BillingSettings> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT settings FROM billing_settings WHERE id = 1")
+            .fetch_optional(&mut **tx)
             .await?;
     match row {
         Some((json,)) => serde_json::from_str(&json)

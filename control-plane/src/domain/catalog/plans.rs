@@ -598,6 +598,13 @@ pub async fn copy_plan(tx: &mut Tx, source_id: &str, name: &str) -> DomainResult
         .bind(&source.id)
         .execute(&mut **tx)
         .await?;
+    // Its usage alert thresholds too (docs/operations.md, "Usage alerts"), when it has its own.
+    sqlx::query("INSERT INTO plan_alert_thresholds (plan_id, thresholds, updated_at) SELECT $1, thresholds, $3 FROM plan_alert_thresholds WHERE plan_id = $2")
+        .bind(&id)
+        .bind(&source.id)
+        .bind(t)
+        .execute(&mut **tx)
+        .await?;
     #[derive(sqlx::FromRow)]
     struct SourceRule {
         metric_id: String,

@@ -3,6 +3,7 @@
 //! and the usage of all other instances a gateway adds to its own counts. Billing rates the hourly
 //! counters (`crate::domain::billing::lines`).
 
+pub mod alerts;
 pub mod global_usage;
 pub mod reports;
 

@@ -91,6 +91,9 @@ catalogue! {
     KeyRevoked(KeyData) = "key.revoked",
     /// An application moved to another plan (or to its own customized copy).
     PlanChanged(PlanChangedData) = "plan.changed",
+    /// An application's usage in the current window of a limit reached a threshold (a percentage
+    /// of the limit); once per application, metric, period, window and threshold.
+    UsageThresholdReached(UsageThresholdData) = "usage.threshold_reached",
     /// `POST …/webhook_endpoints/{id}/test`: sent to that endpoint only, whatever it subscribes to.
     WebhookTest(TestData) = "webhook.test",
 }
@@ -152,6 +155,12 @@ impl EventData for KeyData {
 }
 
 impl EventData for PlanChangedData {
+    fn account_id(&self) -> Option<&str> {
+        Some(&self.account_id)
+    }
+}
+
+impl EventData for UsageThresholdData {
     fn account_id(&self) -> Option<&str> {
         Some(&self.account_id)
     }
@@ -286,6 +295,26 @@ pub struct PlanChangedData {
     pub account_id: String,
     pub previous_plan_id: String,
     pub plan_id: String,
+}
+
+/// `data` of `usage.threshold_reached`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UsageThresholdData {
+    pub application_id: String,
+    pub account_id: String,
+    /// The metric's name.
+    pub metric: String,
+    /// The limit's period: `hour`, `day`, `week`, `month`, `year` or `eternity`.
+    pub period: String,
+    /// Unix seconds: the start of the window (calendar-aligned in UTC; 0 for `eternity`).
+    pub window_start: i64,
+    /// The limit's value.
+    pub limit: i64,
+    /// The threshold reached, in percent of the limit (the highest, when usage passed several
+    /// between two detector passes).
+    pub threshold_percent: i64,
+    /// Usage in the window when the crossing was detected.
+    pub usage: i64,
 }
 
 /// `data` of `webhook.test`.

@@ -222,6 +222,14 @@ const SETTINGS_AREAS: &[(&str, &str)] = &[
         "email_texts.final_failure.body",
         "Email, final failure: body",
     ),
+    (
+        "email_texts.usage_threshold_reached.subject",
+        "Email, usage alert: subject",
+    ),
+    (
+        "email_texts.usage_threshold_reached.body",
+        "Email, usage alert: body",
+    ),
 ];
 const NUMBER_FIELDS: &[&str] = &[
     "due_days",

@@ -12,6 +12,7 @@ use crate::domain::accounts::applications::{self, ApplicationState, SuspensionRe
 use crate::domain::accounts::keys;
 use crate::domain::accounts::usage::{self, DayHits};
 use crate::domain::billing::calendar::{day_of, format_date};
+use crate::domain::metering::alerts::{self as usage_alerts, CurrentAlert};
 use crate::domain::DomainError;
 use crate::portal::html::{alert, csrf_input, error_span, html, page, shown_once, Markup};
 use crate::portal::session::Session;
@@ -172,6 +173,29 @@ pub fn usage_chart(days: &[DayHits], daily_limit: Option<i64>, first_day: i64) -
     }
 }
 
+/// The usage alerts of the current windows, highest threshold per metric and period; nothing
+/// when there are none.
+fn alerts_banner(alerts: &[CurrentAlert]) -> Markup {
+    html! {
+        @if !alerts.is_empty() {
+            div class="usage-alerts error" role="alert" id="usage-alerts" {
+                p { strong { "Usage alerts" } }
+                ul {
+                    @for a in alerts {
+                        li {
+                            (a.threshold) "% of the " (a.period) " " (a.metric) " limit reached: "
+                            (a.usage_value) " of " (a.limit_value)
+                            @if a.period != "eternity" {
+                                " (this " (a.period) " from " (crate::domain::webhooks::events::rfc3339(a.window_start)) ")"
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn app_page(
     s: &AppState,
     session: &Session,
@@ -184,6 +208,11 @@ async fn app_page(
     let view = match usage::developer_view(&s.pool, &session.account_id, id, first_day).await {
         Ok(Some(v)) => v,
         Ok(None) => return not_found(session),
+        Err(e) => return failure(e),
+    };
+    // Crossings of the windows now running (docs/operations.md, "Usage alerts").
+    let alerts = match usage_alerts::current(&s.pool, id, t).await {
+        Ok(a) => a,
         Err(e) => return failure(e),
     };
     let (app, keys, usage, limits) = (view.application, view.keys, view.days, view.limits);
@@ -203,6 +232,7 @@ async fn app_page(
     };
     let body = html! {
         (notice)
+        (alerts_banner(&alerts))
         p { "Plan " strong { (app.plan_name) } " · state " (state) }
         h2 { "Keys" }
         table {
