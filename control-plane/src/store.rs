@@ -201,6 +201,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "app_keys",
         include_str!("../migrations/0020_app_keys.sql"),
     ),
+    (
+        22,
+        "audit_log",
+        include_str!("../migrations/0022_audit_log.sql"),
+    ),
 ];
 
 /// Migrations only PostgreSQL runs: storage parameters SQLite has no syntax (and no use) for.
