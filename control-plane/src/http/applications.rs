@@ -20,6 +20,7 @@ use crate::domain::accounts::keys::{
 use crate::domain::accounts::usage::{self, Bucket, Usage, UsageParams, UsagePeriod};
 use crate::domain::catalog::plans::Plan;
 use crate::domain::Page;
+use crate::domain::audit::Actor;
 use crate::state::AppState;
 use crate::web::error::ApiResult;
 use crate::web::extract::{ApiQuery, JsonBody};
@@ -89,11 +90,12 @@ pub struct ApplicationsApi;
 )]
 pub async fn create(
     State(s): State<AppState>,
+    actor: Actor,
     JsonBody(input): JsonBody<AppInput>,
 ) -> ApiResult<(StatusCode, Json<CreatedApplication>)> {
     Ok((
         StatusCode::CREATED,
-        Json(applications::create(&s.pool, &input).await?),
+        Json(applications::create(&s.pool, &actor, &input).await?),
     ))
 }
 
@@ -186,10 +188,11 @@ pub async fn get(
 )]
 pub async fn update(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<AppInput>,
 ) -> ApiResult<Json<Application>> {
-    Ok(Json(applications::update(&s.pool, &id, &input).await?))
+    Ok(Json(applications::update(&s.pool, &actor, &id, &input).await?))
 }
 
 #[utoipa::path(
@@ -208,8 +211,9 @@ pub async fn update(
     ),
     security(("admin_token" = []))
 )]
-pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
-    Ok(Json(applications::delete(&s.pool, &id).await?))
+pub async fn remove(State(s): State<AppState>,
+    actor: Actor, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
+    Ok(Json(applications::delete(&s.pool, &actor, &id).await?))
 }
 
 #[utoipa::path(
@@ -431,10 +435,11 @@ pub async fn rotate_key(
 )]
 pub async fn suspend(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<SuspendInput>,
 ) -> ApiResult<Json<Application>> {
-    Ok(Json(applications::suspend(&s.pool, &id, &input).await?))
+    Ok(Json(applications::suspend(&s.pool, &actor, &id, &input).await?))
 }
 
 #[utoipa::path(
@@ -455,9 +460,10 @@ pub async fn suspend(
 )]
 pub async fn resume(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Application>> {
-    Ok(Json(applications::resume(&s.pool, &id).await?))
+    Ok(Json(applications::resume(&s.pool, &actor, &id).await?))
 }
 
 /// Gives the application its own copy of its plan (limits and prices included) to customize.

@@ -130,7 +130,7 @@ pub async fn create_account(
         email: Some(get(&f, "email")),
         ..AccountInput::default()
     };
-    match account::create(&s.pool, &input).await {
+    match account::create(&s.pool, &admin.actor(), &input).await {
         Ok(a) => redirect(&format!("/admin/accounts/{}", seg(&a.id))),
         Err(e) => {
             let (e, status) = refusal(e);
@@ -282,7 +282,7 @@ pub async fn create_application(
         description: None,
         app_id: None,
     };
-    match applications::create(&s.pool, &input).await {
+    match applications::create(&s.pool, &admin.actor(), &input).await {
         Ok(created) => {
             let done = shown_once("Application created. Its API key:", &created.key);
             account_page(
@@ -319,9 +319,9 @@ pub async fn application_action(
         let input = SuspendInput {
             reason: Some(SuspensionReason::Admin),
         };
-        applications::suspend(&s.pool, &id, &input).await
+        applications::suspend(&s.pool, &admin.actor(), &id, &input).await
     } else {
-        applications::resume(&s.pool, &id).await
+        applications::resume(&s.pool, &admin.actor(), &id).await
     };
     let (done, e, status) = match done {
         Ok(_) => (
