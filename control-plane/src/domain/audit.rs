@@ -55,6 +55,10 @@ pub enum ActorType {
     Session,
     /// A command writing the database directly (`tollgate import`, `token create`).
     Cli,
+    /// A developer in the developer portal, writing their own account's objects (`actor_id` is
+    /// the account's id): recorded where a domain writer admins share is also theirs (a key
+    /// rotation).
+    Account,
 }
 
 impl ActorType {
@@ -63,11 +67,17 @@ impl ActorType {
             ActorType::Token => "token",
             ActorType::Session => "session",
             ActorType::Cli => "cli",
+            ActorType::Account => "account",
         }
     }
 
     fn stored(raw: &str) -> DomainResult<ActorType> {
-        [ActorType::Token, ActorType::Session, ActorType::Cli]
+        [
+            ActorType::Token,
+            ActorType::Session,
+            ActorType::Cli,
+            ActorType::Account,
+        ]
             .into_iter()
             .find(|a| a.as_str() == raw)
             .ok_or_else(|| DomainError::Internal(format!("stored actor type {raw:?} is unknown")))
@@ -97,6 +107,14 @@ impl Actor {
         Actor {
             kind: ActorType::Session,
             id: token_id.to_string(),
+            ip,
+        }
+    }
+
+    pub fn account(account_id: &str, ip: Option<String>) -> Actor {
+        Actor {
+            kind: ActorType::Account,
+            id: account_id.to_string(),
             ip,
         }
     }

@@ -240,10 +240,11 @@ pub async fn remove(State(s): State<AppState>,
 )]
 pub async fn create_key(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<KeyInput>,
 ) -> ApiResult<(StatusCode, Json<AddedKey>)> {
-    let added = keys::add(&s.pool, &id, &input).await?;
+    let added = keys::add(&s.pool, &actor, &id, &input).await?;
     Ok((created_or_ok(added.created), Json(added.key)))
 }
 
@@ -376,9 +377,10 @@ pub async fn list_keys(
 )]
 pub async fn revoke_key(
     State(s): State<AppState>,
+    actor: Actor,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Deleted>> {
-    Ok(Json(keys::revoke(&s.pool, &id, &key_id).await?))
+    Ok(Json(keys::revoke(&s.pool, &actor, &id, &key_id).await?))
 }
 
 #[utoipa::path(
@@ -406,12 +408,13 @@ pub async fn revoke_key(
 )]
 pub async fn rotate_key(
     State(s): State<AppState>,
+    actor: Actor,
     Path((id, key_id)): Path<(String, String)>,
     JsonBody(input): JsonBody<RotateInput>,
 ) -> ApiResult<(StatusCode, Json<RotatedKey>)> {
     applications::must_exist(&s.pool, &id).await?;
     let grace = keys::grace_of(&input)?;
-    let rotated = keys::rotate(&s.limits, &s.pool, &id, &key_id, grace).await?;
+    let rotated = keys::rotate(&s.limits, &s.pool, &actor, &id, &key_id, grace).await?;
     Ok((StatusCode::CREATED, Json(rotated)))
 }
 
