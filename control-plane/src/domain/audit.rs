@@ -78,9 +78,9 @@ impl ActorType {
             ActorType::Cli,
             ActorType::Account,
         ]
-            .into_iter()
-            .find(|a| a.as_str() == raw)
-            .ok_or_else(|| DomainError::Internal(format!("stored actor type {raw:?} is unknown")))
+        .into_iter()
+        .find(|a| a.as_str() == raw)
+        .ok_or_else(|| DomainError::Internal(format!("stored actor type {raw:?} is unknown")))
     }
 }
 
@@ -210,7 +210,11 @@ fn redacted(name: &str, v: Value) -> Value {
         return Value::String(REDACTED.into());
     }
     match v {
-        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k.clone(), redacted(&k, v))).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k.clone(), redacted(&k, v)))
+                .collect(),
+        ),
         Value::Array(items) => Value::Array(items.into_iter().map(|v| redacted("", v)).collect()),
         other => other,
     }
@@ -313,7 +317,11 @@ pub struct AuditFilter {
 }
 
 /// A page of events in id (so time) order, oldest first like every other list.
-pub async fn list(pool: &Pool, req: &PageRequest, f: &AuditFilter) -> DomainResult<Page<AuditEvent>> {
+pub async fn list(
+    pool: &Pool,
+    req: &PageRequest,
+    f: &AuditFilter,
+) -> DomainResult<Page<AuditEvent>> {
     for (field, v) in [
         ("object_type", &f.object_type),
         ("object_id", &f.object_id),

@@ -8,8 +8,8 @@ use axum::Json;
 use super::list::ListParams;
 use crate::domain::accounts::account::{self, Account, AccountInput, Deleted};
 use crate::domain::accounts::BillingAddress;
-use crate::domain::Page;
 use crate::domain::audit::Actor;
+use crate::domain::Page;
 use crate::state::AppState;
 use crate::web::error::ApiResult;
 use crate::web::extract::{ApiQuery, JsonBody};
@@ -138,7 +138,10 @@ pub async fn update(
     ),
     security(("admin_token" = []))
 )]
-pub async fn remove(State(s): State<AppState>,
-    actor: Actor, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
+pub async fn remove(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
     Ok(Json(account::delete(&s.pool, &actor, &id).await?))
 }

@@ -18,9 +18,9 @@ use crate::domain::accounts::keys::{
     self, AddedKey, ApplicationKey, KeyInput, NewKey, Replaced, RotateInput, RotatedKey,
 };
 use crate::domain::accounts::usage::{self, Bucket, Usage, UsageParams, UsagePeriod};
+use crate::domain::audit::Actor;
 use crate::domain::catalog::plans::Plan;
 use crate::domain::Page;
-use crate::domain::audit::Actor;
 use crate::state::AppState;
 use crate::web::error::ApiResult;
 use crate::web::extract::{ApiQuery, JsonBody};
@@ -192,7 +192,9 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<AppInput>,
 ) -> ApiResult<Json<Application>> {
-    Ok(Json(applications::update(&s.pool, &actor, &id, &input).await?))
+    Ok(Json(
+        applications::update(&s.pool, &actor, &id, &input).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -211,8 +213,11 @@ pub async fn update(
     ),
     security(("admin_token" = []))
 )]
-pub async fn remove(State(s): State<AppState>,
-    actor: Actor, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
+pub async fn remove(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
     Ok(Json(applications::delete(&s.pool, &actor, &id).await?))
 }
 
@@ -442,7 +447,9 @@ pub async fn suspend(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<SuspendInput>,
 ) -> ApiResult<Json<Application>> {
-    Ok(Json(applications::suspend(&s.pool, &actor, &id, &input).await?))
+    Ok(Json(
+        applications::suspend(&s.pool, &actor, &id, &input).await?,
+    ))
 }
 
 #[utoipa::path(

@@ -7,10 +7,10 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::list::ListParams;
+use crate::domain::audit::Actor;
 use crate::domain::catalog::plans::{self, Plan, PlanInput, PlanLimit, PlanPricingRule, PlanState};
 use crate::domain::catalog::{Deleted, LimitInput, PricingModel, PricingRuleInput};
 use crate::domain::Page;
-use crate::domain::audit::Actor;
 use crate::state::AppState;
 use crate::web::error::ApiResult;
 use crate::web::extract::{ApiQuery, JsonBody};
@@ -136,7 +136,9 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<PlanInput>,
 ) -> ApiResult<Json<Plan>> {
-    Ok(Json(plans::update_plan(&s.pool, &actor, &id, &input).await?))
+    Ok(Json(
+        plans::update_plan(&s.pool, &actor, &id, &input).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -154,7 +156,10 @@ pub async fn update(
     ),
     security(("admin_token" = []))
 )]
-pub async fn remove(State(s): State<AppState>,
-    actor: Actor, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
+pub async fn remove(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
     Ok(Json(plans::delete_plan(&s.pool, &actor, &id).await?))
 }

@@ -6,12 +6,12 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use super::list::ListParams;
+use crate::domain::audit::Actor;
 use crate::domain::catalog::mapping_rules::{self, MappingRule, MappingRuleInput};
 use crate::domain::catalog::metrics::{self, Metric, MetricInput};
 use crate::domain::catalog::services::{self, Service, ServiceInput};
 use crate::domain::catalog::Deleted;
 use crate::domain::Page;
-use crate::domain::audit::Actor;
 use crate::state::AppState;
 use crate::web::error::ApiResult;
 use crate::web::extract::{ApiQuery, JsonBody};
@@ -138,7 +138,9 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ServiceInput>,
 ) -> ApiResult<Json<Service>> {
-    Ok(Json(services::update_service(&s.pool, &actor, &id, &input).await?))
+    Ok(Json(
+        services::update_service(&s.pool, &actor, &id, &input).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -156,8 +158,11 @@ pub async fn update(
     ),
     security(("admin_token" = []))
 )]
-pub async fn remove(State(s): State<AppState>,
-    actor: Actor, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
+pub async fn remove(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
     Ok(Json(services::delete_service(&s.pool, &actor, &id).await?))
 }
 

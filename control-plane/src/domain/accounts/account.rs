@@ -185,7 +185,10 @@ pub async fn create(pool: &Pool, actor: &Actor, input: &AccountInput) -> DomainR
     .await?;
     let after = Account::try_from(fetch_row(&mut *tx, &id).await?)?;
     let changes = Changes::between(None, Some(&after))?;
-    let object = Object { kind: "account", id: &id };
+    let object = Object {
+        kind: "account",
+        id: &id,
+    };
     audit::record(&mut tx, actor, "account.created", object, &changes).await?;
     tx.commit().await?;
     Ok(after)
@@ -245,7 +248,10 @@ pub async fn update(
         .await?;
     let after = Account::try_from(fetch_row(&mut *tx, id).await?)?;
     let changes = Changes::between(Some(&before), Some(&after))?;
-    let object = Object { kind: "account", id };
+    let object = Object {
+        kind: "account",
+        id,
+    };
     audit::record(&mut tx, actor, "account.updated", object, &changes).await?;
     tx.commit().await?;
     Ok(after)
@@ -284,7 +290,10 @@ pub async fn delete(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<Delete
         .execute(&mut *tx)
         .await?;
     let changes = Changes::between(Some(&before), None)?;
-    let object = Object { kind: "account", id };
+    let object = Object {
+        kind: "account",
+        id,
+    };
     audit::record(&mut tx, actor, "account.deleted", object, &changes).await?;
     crate::domain::catalog::revision::bump(&mut tx).await?;
     tx.commit().await?;

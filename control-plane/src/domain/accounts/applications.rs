@@ -448,7 +448,10 @@ pub async fn create(
     }
     let after = event_data(&mut tx, &id).await?;
     let changes = Changes::between(None, Some(&after))?;
-    let object = Object { kind: "application", id: &id };
+    let object = Object {
+        kind: "application",
+        id: &id,
+    };
     audit::record(&mut tx, actor, "application.created", object, &changes).await?;
     tx.commit().await?;
     created(pool, &id, key).await
@@ -583,7 +586,10 @@ pub async fn update(
     } else {
         "application.updated"
     };
-    let object = Object { kind: "application", id };
+    let object = Object {
+        kind: "application",
+        id,
+    };
     audit::record(&mut tx, actor, action, object, &changes).await?;
     revision::bump(&mut tx).await?;
     if previous_plan_id != plan_id {
@@ -608,7 +614,10 @@ pub async fn delete(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<Delete
     let mut tx = crate::store::begin_write(pool).await?;
     let before = event_data(&mut tx, id).await?;
     let changes = Changes::between(Some(&before), None)?;
-    let object = Object { kind: "application", id };
+    let object = Object {
+        kind: "application",
+        id,
+    };
     audit::record(&mut tx, actor, "application.deleted", object, &changes).await?;
     contracts::end(&mut tx, id, now()).await?;
     for table in ["application_keys", "application_app_keys"] {
@@ -646,7 +655,10 @@ pub async fn suspend(
         .await?;
     let new = event_data(&mut tx, id).await?;
     let changes = Changes::between(Some(&old), Some(&new))?;
-    let object = Object { kind: "application", id };
+    let object = Object {
+        kind: "application",
+        id,
+    };
     audit::record(&mut tx, actor, "application.suspended", object, &changes).await?;
     revision::bump(&mut tx).await?;
     // Only a change is an event (suspending a suspended application changes its reason only).
@@ -671,7 +683,10 @@ pub async fn resume(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<Applic
         .await?;
     let new = event_data(&mut tx, id).await?;
     let changes = Changes::between(Some(&old), Some(&new))?;
-    let object = Object { kind: "application", id };
+    let object = Object {
+        kind: "application",
+        id,
+    };
     audit::record(&mut tx, actor, "application.resumed", object, &changes).await?;
     revision::bump(&mut tx).await?;
     if before == ApplicationState::Suspended {

@@ -409,7 +409,10 @@ pub async fn add(
         // An imported key is a key created here as much as a generated one.
         let account_id = account_of(&mut tx, app_id).await?;
         let data = event_data(&added.key.key_object, &account_id);
-        let object = Object { kind: "application_key", id: &data.key_id };
+        let object = Object {
+            kind: "application_key",
+            id: &data.key_id,
+        };
         let changes = Changes::between(None, Some(&data))?;
         audit::record(&mut tx, actor, "application_key.imported", object, &changes).await?;
         webhooks::enqueue(&mut tx, Event::KeyCreated(data)).await?;
@@ -492,7 +495,10 @@ pub async fn create(pool: &Pool, actor: &Actor, app_id: &str) -> DomainResult<Ne
     revision::bump(&mut tx).await?;
     let account_id = account_of(&mut tx, app_id).await?;
     let data = event_data(&made.key_object, &account_id);
-    let object = Object { kind: "application_key", id: &data.key_id };
+    let object = Object {
+        kind: "application_key",
+        id: &data.key_id,
+    };
     let changes = Changes::between(None, Some(&data))?;
     audit::record(&mut tx, actor, "application_key.created", object, &changes).await?;
     webhooks::enqueue(&mut tx, Event::KeyCreated(data)).await?;
@@ -534,7 +540,10 @@ pub async fn revoke(
         replaced_key_id: None,
         replaced_key_expires_at: None,
     };
-    let object = Object { kind: "application_key", id: key_id };
+    let object = Object {
+        kind: "application_key",
+        id: key_id,
+    };
     let changes = Changes::between(Some(&data), None)?;
     audit::record(&mut tx, actor, "application_key.revoked", object, &changes).await?;
     webhooks::enqueue(&mut tx, Event::KeyRevoked(data)).await?;
@@ -602,7 +611,10 @@ pub async fn rotate(
         replaced_key_expires_at: Some(expires_at),
         ..event_data(&made.key_object, &account_id)
     };
-    let object = Object { kind: "application_key", id: &data.key_id };
+    let object = Object {
+        kind: "application_key",
+        id: &data.key_id,
+    };
     let changes = Changes::between(None, Some(&data))?;
     audit::record(&mut tx, actor, "application_key.rotated", object, &changes).await?;
     webhooks::enqueue(&mut tx, Event::KeyRotated(data)).await?;

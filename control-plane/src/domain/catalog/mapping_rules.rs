@@ -138,7 +138,10 @@ pub async fn create_mapping_rule(
         .await?;
     let rule = MappingRule::from(row);
     let changes = Changes::between(None, Some(&rule))?;
-    let object = Object { kind: "mapping_rule", id: &rule_id };
+    let object = Object {
+        kind: "mapping_rule",
+        id: &rule_id,
+    };
     audit::record(&mut tx, actor, "mapping_rule.created", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
@@ -170,12 +173,13 @@ pub async fn delete_mapping_rule(
     rule_id: &str,
 ) -> DomainResult<Deleted> {
     let mut tx = begin_write(pool).await?;
-    let before: Option<MappingRuleRow> =
-        sqlx::query_as(&format!("{RULE_SELECT} WHERE r.service_id = $1 AND r.id = $2"))
-            .bind(service_id)
-            .bind(rule_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let before: Option<MappingRuleRow> = sqlx::query_as(&format!(
+        "{RULE_SELECT} WHERE r.service_id = $1 AND r.id = $2"
+    ))
+    .bind(service_id)
+    .bind(rule_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let r = sqlx::query("DELETE FROM mapping_rules WHERE service_id = $1 AND id = $2")
         .bind(service_id)
         .bind(rule_id)
@@ -186,7 +190,10 @@ pub async fn delete_mapping_rule(
     }
     let before = before.map(MappingRule::from);
     let changes = Changes::between(before.as_ref(), None)?;
-    let object = Object { kind: "mapping_rule", id: rule_id };
+    let object = Object {
+        kind: "mapping_rule",
+        id: rule_id,
+    };
     audit::record(&mut tx, actor, "mapping_rule.deleted", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;

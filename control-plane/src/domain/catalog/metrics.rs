@@ -205,7 +205,10 @@ pub async fn create_metric(
     }
     let after = get_metric(&mut *tx, service_id, &metric_id).await?;
     let changes = Changes::between(None, Some(&after))?;
-    let object = Object { kind: "metric", id: &metric_id };
+    let object = Object {
+        kind: "metric",
+        id: &metric_id,
+    };
     audit::record(&mut tx, actor, "metric.created", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
@@ -259,7 +262,10 @@ pub async fn update_metric(
     }
     let after = get_metric(&mut *tx, service_id, metric_id).await?;
     let changes = Changes::between(Some(&before), Some(&after))?;
-    let object = Object { kind: "metric", id: metric_id };
+    let object = Object {
+        kind: "metric",
+        id: metric_id,
+    };
     audit::record(&mut tx, actor, "metric.updated", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
@@ -294,7 +300,10 @@ pub async fn delete_metric(
         .execute(&mut *tx)
         .await?;
     let changes = Changes::between(Some(&before), None)?;
-    let object = Object { kind: "metric", id: metric_id };
+    let object = Object {
+        kind: "metric",
+        id: metric_id,
+    };
     audit::record(&mut tx, actor, "metric.deleted", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;

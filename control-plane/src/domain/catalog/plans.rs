@@ -469,7 +469,10 @@ pub async fn create_plan(pool: &Pool, actor: &Actor, input: &PlanInput) -> Domai
     write_rules(&mut tx, &id, Some(&limits), Some(&rules)).await?;
     let after = get_plan_on(&mut tx, &id).await?;
     let changes = Changes::between(None, Some(&after))?;
-    let object = Object { kind: "plan", id: &id };
+    let object = Object {
+        kind: "plan",
+        id: &id,
+    };
     audit::record(&mut tx, actor, "plan.created", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
@@ -539,7 +542,14 @@ pub async fn update_plan(
     write_rules(&mut tx, id, limits.as_deref(), rules.as_deref()).await?;
     let after = get_plan_on(&mut tx, id).await?;
     let changes = Changes::between(Some(&before), Some(&after))?;
-    audit::record(&mut tx, actor, "plan.updated", Object { kind: "plan", id }, &changes).await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "plan.updated",
+        Object { kind: "plan", id },
+        &changes,
+    )
+    .await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
     Ok(after)
@@ -586,7 +596,14 @@ pub async fn delete_plan(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<D
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;
     }
     let changes = Changes::between(Some(&before), None)?;
-    audit::record(&mut tx, actor, "plan.deleted", Object { kind: "plan", id }, &changes).await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "plan.deleted",
+        Object { kind: "plan", id },
+        &changes,
+    )
+    .await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
     Ok(Deleted::new("plan", id))

@@ -122,7 +122,10 @@ pub async fn create_service(
         updated_at: t,
     };
     let changes = Changes::between(None, Some(&service))?;
-    let object = Object { kind: "service", id: &service.id };
+    let object = Object {
+        kind: "service",
+        id: &service.id,
+    };
     audit::record(&mut tx, actor, "service.created", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
@@ -155,7 +158,10 @@ pub async fn update_service(
         }
         let after = get_service(&mut *tx, id).await?;
         let changes = Changes::between(Some(&before), Some(&after))?;
-        let object = Object { kind: "service", id };
+        let object = Object {
+            kind: "service",
+            id,
+        };
         audit::record(&mut tx, actor, "service.updated", object, &changes).await?;
         revision::bump(&mut tx).await?;
         tx.commit().await?;
@@ -188,7 +194,10 @@ pub async fn delete_service(pool: &Pool, actor: &Actor, id: &str) -> DomainResul
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;
     }
     let changes = Changes::between(Some(&before), None)?;
-    let object = Object { kind: "service", id };
+    let object = Object {
+        kind: "service",
+        id,
+    };
     audit::record(&mut tx, actor, "service.deleted", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;

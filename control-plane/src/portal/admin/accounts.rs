@@ -452,7 +452,7 @@ pub async fn create_token(
         scope: Some(get(&f, "scope")),
         expires_in_days: None,
     };
-    match tokens::create(&s.pool, input).await {
+    match tokens::create(&s.pool, &admin.actor(), input).await {
         Ok(created) => {
             let done = shown_once("Token generated:", &created.token);
             tokens_page(&s, &admin, &Fields::new(), &None, done, StatusCode::CREATED).await
@@ -469,7 +469,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
     WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    let (e, done, status) = match tokens::revoke(&s.pool, id).await {
+    let (e, done, status) = match tokens::revoke(&s.pool, &admin.actor(), id).await {
         Ok(_) => (None, notice("Token revoked."), StatusCode::OK),
         Err(DomainError::NotFound { .. }) => return not_found(&admin),
         Err(e) => {

@@ -301,7 +301,9 @@ pub async fn create_metric(
         body["parent"] = json!(parent);
     }
     let done = match parsed(&body) {
-        Ok(input) => metrics::create_metric(&s.pool, &admin.actor(), &id, &input).await.map(drop),
+        Ok(input) => metrics::create_metric(&s.pool, &admin.actor(), &id, &input)
+            .await
+            .map(drop),
         Err(e) => Err(e),
     };
     after(&s, &admin, &id, &f, done, "Metric added.").await
