@@ -139,9 +139,9 @@ pub struct Object<'a> {
 /// One field's values before and after a write (`null` when the object did not exist).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Change {
-    #[schema(value_type = Object)]
+    /// Any JSON value; `null` when the object did not exist yet.
     pub before: Value,
-    #[schema(value_type = Object)]
+    /// Any JSON value; `null` when the object was deleted.
     pub after: Value,
 }
 
