@@ -181,6 +181,16 @@ def test_nul_and_oversized_text_are_refused_alike_on_both_backends(api):
     assert_error(api.post("/services", {"name": "x" * 5000}), 422, param="name")
 
 
+@pytest.mark.parametrize("path", ["/admin/api/v1/applications/app_%00x", "/admin/api/v1/services/%00",
+                                  "/admin/api/v1/invoices?account_id=a%00b", "/portal/sign_in?next=%00"])
+def test_nul_in_a_path_or_query_is_400_alike_on_both_backends(server, api, path):
+    """PostgreSQL cannot compare U+0000 (it answered 422 invalid_text, SQLite 404): one answer for
+    both, before any route."""
+    before = state(server.db)
+    assert_error(api.call("GET", path), 400, "invalid_path")
+    assert state(server.db) == before
+
+
 def test_huge_bodies_are_413_and_write_nothing(server, api):
     before = state(server.db)
     huge = json.dumps({"name": "x", "description": "y" * (2 * 1024 * 1024)}).encode()

@@ -139,6 +139,8 @@ def test_export_from_sqlite_import_into_postgres_same_decisions(shell, upstream)
         out = os.path.join(tempfile.mkdtemp(prefix="tollgate-export-"), "export.json")
         r = cli(src, "export", "--out", out)
         assert r.returncode == 0, r.stderr
+        assert os.stat(out).st_mode & 0o777 == 0o600, "key digests and personal data: owner only"
+        assert not os.path.exists(out.replace(".json", ".partial"))
         doc = json.loads(open(out).read())
         assert doc["format"] == "tollgate.export" and doc["format_version"] == 1
         text = open(out).read()

@@ -188,6 +188,56 @@ def test_two_applications_adding_one_key_at_once_one_wins(server):
     assert len(server.db.query(f"SELECT id FROM application_app_keys WHERE application_id = '{a['id']}'")) == 5
 
 
+def test_an_api_key_may_never_also_be_an_app_key(server):
+    """Whoever holds an app key (the customer of the app_id's application) must not open another
+    application with it alone: the value may be one kind of key only, whichever comes first, also
+    when both are added at once (both databases)."""
+    api = Api(server.base, ADMIN_TOKEN)
+    svc = api.ok("POST", "/services", {"name": "Kinds"})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P"})
+    acct = api.ok("POST", "/accounts", {"name": "Dev", "email": "dev@example.com"})
+    a = api.ok("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"], "name": "a",
+                                         "app_id": "kinds-a"})
+    b = api.ok("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"], "name": "b"})
+    value = "shared-value-0123456789abcdef"
+    api.ok("POST", f"/applications/{b['id']}/keys", {"key": value}, status=201)
+    st, body, _ = api.post(f"/applications/{a['id']}/app_keys", {"value": value})
+    assert (st, body["error"]["code"]) == (409, "key_in_use"), body
+    st, body, _ = api.post(f"/applications/{a['id']}/app_keys", {"value_sha256": sha256_hex(value)})
+    assert (st, body["error"]["code"]) == (409, "key_in_use"), body
+    other = "other-value-0123456789abcdef"
+    api.ok("POST", f"/applications/{a['id']}/app_keys", {"value": other}, status=201)
+    st, body, _ = api.post(f"/applications/{b['id']}/keys", {"key": other})
+    assert (st, body["error"]["code"]) == (409, "key_in_use"), body
+    # Both kinds of one value at once: exactly one is taken (a fresh app_id application per round,
+    # so its five app keys never run out).
+    for round_ in range(6):
+        holder = api.ok("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"],
+                                                  "name": f"r{round_}", "app_id": f"kinds-r{round_}"})
+        raced = f"raced-kind-{round_:02d}-0123456789abcdef"
+        barrier = threading.Barrier(2)
+        statuses = {}
+
+        def as_key():
+            barrier.wait()
+            statuses["key"] = api.post(f"/applications/{b['id']}/keys", {"key": raced})[0]
+
+        def as_app_key():
+            barrier.wait()
+            statuses["app_key"] = api.post(f"/applications/{holder['id']}/app_keys", {"value": raced})[0]
+
+        threads = [threading.Thread(target=as_key), threading.Thread(target=as_app_key)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(statuses.values()) == [201, 409], (round_, statuses)
+        if statuses["key"] == 201:  # room for the next round's key (at most 10 live keys)
+            key_id = [k["id"] for k in api.ok("GET", f"/applications/{b['id']}/keys")["data"]
+                      if k["prefix"] == "sha256:" + sha256_hex(raced)[:8]][0]
+            api.ok("DELETE", f"/applications/{b['id']}/keys/{key_id}")
+
+
 def test_the_cli_brings_keys_from_stdin_and_never_prints_them(server):
     """`tollgate keys create --key-stdin`, `applications update --app-id`, `app-keys add
     --value-stdin` / `list` / `delete`: the secrets go in on standard input (not the command line)

@@ -283,7 +283,8 @@ def test_every_portal_route_is_closed_to_other_accounts_and_to_developers(server
     ro_csrf = ro.csrf(ro.request("GET", "/admin")[2])
     dev_as_admin = Browser(server.port)
     dev_as_admin.cookies = {"tg_admin": mallory.cookies["tg_session"], "tg_session": mallory.cookies["tg_session"]}
-    admin_ids = {"id": app_id, "rule_id": "mr_x", "kind": "limits", "index": "0", "action": "suspend"}
+    admin_ids = {"id": app_id, "rule_id": "mr_x", "kind": "limits", "index": "0", "action": "suspend",
+                 "file": "invoices.csv"}
     before = api.ok("GET", f"/applications/{app_id}")
     checked = 0
     for method, path in portal_routes():

@@ -13,3 +13,6 @@ CREATE TABLE application_app_keys (
     created_at BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX application_app_keys_digest ON application_app_keys (application_id, key_sha256);
+-- An API key may not also be an app key (domain/accounts/keys.rs, `key_is_other_kind`): adding
+-- either looks the digest up among the other kind.
+CREATE INDEX application_app_keys_sha256 ON application_app_keys (key_sha256);

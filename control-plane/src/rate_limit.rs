@@ -41,6 +41,10 @@ pub const DEFAULT_MAX_CONCURRENT_PASSWORD_HASHES: usize = 4;
 pub const PASSWORD_HASH_WAIT_SECS: u64 = 5;
 /// Key rotations per application per hour (admin API, portal, CLI).
 pub const MAX_ROTATIONS_PER_APPLICATION_PER_HOUR: u32 = 10;
+/// Webhook test events and replays an account may ask for per hour (developer API and portal):
+/// each is a delivery retried for days, so an unbounded stream of them to a slow receiver would
+/// fill the sender. The admin's are not limited.
+pub const MAX_WEBHOOK_SENDS_PER_ACCOUNT_PER_HOUR: u32 = 60;
 const SECS_PER_HOUR: i64 = 3600;
 
 /// The configured limits (`TOLLGATE_*` settings; see [`crate::settings`]).
@@ -134,6 +138,7 @@ pub struct Limiter {
     pub sign_up_ip: Windows,
     pub token_failures: Windows,
     pub rotations: Windows,
+    pub webhook_sends: Windows,
     pub hashes: Semaphore,
 }
 
@@ -147,6 +152,7 @@ impl Limiter {
             sign_up_ip: Windows::default(),
             token_failures: Windows::default(),
             rotations: Windows::default(),
+            webhook_sends: Windows::default(),
         })
     }
 
@@ -217,6 +223,16 @@ impl Limiter {
                 ),
                 retry_after,
             })
+    }
+
+    /// Counts one webhook test or replay of account `account_id`; `Err(seconds to wait)` past
+    /// [`MAX_WEBHOOK_SENDS_PER_ACCOUNT_PER_HOUR`].
+    pub fn webhook_send(&self, account_id: &str) -> Result<(), u64> {
+        self.webhook_sends.hit(
+            account_id,
+            MAX_WEBHOOK_SENDS_PER_ACCOUNT_PER_HOUR,
+            SECS_PER_HOUR,
+        )
     }
 
     /// Seconds to wait when application `app_id` has used its rotations of this hour.

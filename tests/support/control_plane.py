@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -82,6 +83,9 @@ class Database:
     def drop(self):
         if self.backend == "postgres":
             psql(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        else:
+            # The file, its WAL and the temp dir: a suite run makes hundreds of them.
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Server:

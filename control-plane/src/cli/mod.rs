@@ -1098,6 +1098,23 @@ async fn invoices(command: InvoiceCommand, remote: &Remote) -> Result<(), String
     }
 }
 
+/// Writes `bytes` to a new file at `path` that only its owner may read (mode 0600 on Unix),
+/// replacing a leftover of an earlier failed attempt.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 /// `tollgate export`: the document to `out` (written beside it, then renamed over it, so a failed
 /// export never leaves half a file under the name) or standard output.
 async fn export(out: Option<std::path::PathBuf>) -> Result<(), String> {
@@ -1120,10 +1137,16 @@ async fn export(out: Option<std::path::PathBuf>) -> Result<(), String> {
     match out {
         Some(path) => {
             let partial = path.with_extension("partial");
-            std::fs::write(&partial, &text)
-                .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
-            std::fs::rename(&partial, &path)
-                .map_err(|e| format!("cannot move the export to {}: {e}", path.display()))?;
+            // Readable by its owner only: the document holds every key digest (a short imported
+            // key's digest can be brute-forced) and customers' personal data.
+            let written = write_private(&partial, &text).and_then(|()| {
+                std::fs::rename(&partial, &path)
+                    .map_err(|e| format!("cannot move the export to {}: {e}", path.display()))
+            });
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e);
+            }
             eprintln!("{summary} to {}", path.display());
         }
         None => {

@@ -25,6 +25,7 @@ pub mod audit;
 pub mod billing;
 pub mod catalog;
 pub mod error;
+pub mod exports;
 pub mod gateway;
 pub mod idempotency;
 pub mod metering;

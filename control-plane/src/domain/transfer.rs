@@ -400,6 +400,19 @@ pub fn validate(doc: &Document) -> DomainResult<()> {
     }
     for (i, pl) in doc.plans.iter().enumerate() {
         if let Some(parent) = &pl.parent_plan_id {
+            // A customized copy's parent is an original plan (one level, as the API makes them):
+            // never the plan itself, never another copy (no chain, no cycle).
+            let parent_is_copy = doc
+                .plans
+                .iter()
+                .any(|q| &q.id == parent && q.parent_plan_id.is_some());
+            if parent == &pl.id || parent_is_copy {
+                return Err(invalid(
+                    format!("plans[{i}].parent_plan_id"),
+                    "invalid_parent_plan",
+                    "a customized plan's parent is an original plan (not itself, not another customized plan)",
+                ));
+            }
             if plan_service.get(parent.as_str()) != Some(&pl.service_id.as_str()) {
                 return Err(invalid(
                     format!("plans[{i}].parent_plan_id"),
@@ -458,6 +471,32 @@ pub fn validate(doc: &Document) -> DomainResult<()> {
             check_app_id(app_id).map_err(|e| at(&p, e))?;
             unique(&mut app_ids_seen, &p, "app_id", app_id)?;
         }
+        // A trial ends at most MAX_TRIAL_DAYS from today: a file cannot give free service
+        // forever (the API's bound on a plan's trial).
+        if let Some(day) = a.trial_ends_on {
+            let today = crate::domain::billing::calendar::day_of(crate::store::now());
+            if day > today + crate::domain::catalog::MAX_TRIAL_DAYS {
+                return Err(invalid(
+                    format!("{p}.trial_ends_on"),
+                    "invalid_trial",
+                    format!(
+                        "at most {} days from today",
+                        crate::domain::catalog::MAX_TRIAL_DAYS
+                    ),
+                ));
+            }
+        }
+        let active = a.keys.iter().filter(|k| k.expires_at.is_none()).count() as i64;
+        if active > crate::domain::accounts::keys::MAX_ACTIVE_KEYS {
+            return Err(invalid(
+                format!("{p}.keys"),
+                "too_many_keys",
+                format!(
+                    "at most {} active keys (without expires_at)",
+                    crate::domain::accounts::keys::MAX_ACTIVE_KEYS
+                ),
+            ));
+        }
         if a.keys.len() as i64 > crate::domain::accounts::keys::MAX_LIVE_KEYS {
             return Err(invalid(
                 format!("{p}.keys"),
@@ -504,6 +543,24 @@ pub fn validate(doc: &Document) -> DomainResult<()> {
             unique(&mut ids, &kp, "id", &k.id)?;
             check_digest(format!("{kp}.key_sha256"), &k.key_sha256)?;
             unique(&mut own, &kp, "key_sha256", &k.key_sha256)?;
+        }
+    }
+    // An app key that is also an API key would open the API key's application alone for
+    // whoever holds the app key (the same rule as the API's).
+    let app_key_digests: HashSet<&str> = doc
+        .applications
+        .iter()
+        .flat_map(|a| a.app_keys.iter().map(|k| k.key_sha256.as_str()))
+        .collect();
+    for (i, a) in doc.applications.iter().enumerate() {
+        for (j, k) in a.keys.iter().enumerate() {
+            if app_key_digests.contains(k.key_sha256.as_str()) {
+                return Err(invalid(
+                    format!("applications[{i}].keys[{j}].key_sha256"),
+                    "key_in_use",
+                    "an API key may not also be an app key",
+                ));
+            }
         }
     }
     Ok(())
@@ -894,6 +951,14 @@ async fn must_be_empty(tx: &mut Tx) -> DomainResult<()> {
 pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
     validate(doc)?;
     let mut tx = begin_write(pool).await?;
+    // Two imports at once (PostgreSQL): the second waits here, then finds the first's rows and
+    // is refused `not_empty`, instead of racing it to a unique key (SQLite's write lock
+    // serializes them already).
+    if crate::store::backend() == crate::store::Backend::Postgres {
+        sqlx::query("LOCK TABLE services IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+    }
     must_be_empty(&mut tx).await?;
     let t = now();
     let today = day_of(t);
@@ -1311,6 +1376,19 @@ mod tests {
         let mut d = doc();
         d.accounts[0].email = "nope".into();
         refused(&d, "accounts[0].email");
+        // An API key that is also an app key would open its application for the app key's holder.
+        let mut d = doc();
+        d.applications[0].app_keys[0].key_sha256 = d.applications[0].keys[0].key_sha256.clone();
+        refused(&d, "applications[0].keys[0].key_sha256");
+        // A plan that is its own parent (or a copy's copy) could never be deleted or billed right.
+        let mut d = doc();
+        d.plans[0].parent_plan_id = Some(d.plans[0].id.clone());
+        refused(&d, "plans[0].parent_plan_id");
+        // Free service forever is not a trial.
+        let mut d = doc();
+        d.applications[0].trial_ends_on =
+            Some(crate::domain::billing::calendar::day_of(crate::store::now()) + 3_651);
+        refused(&d, "applications[0].trial_ends_on");
     }
 
     #[test]

@@ -85,12 +85,16 @@ pub async fn snapshot(
     caller.check_service(&s.pool, &service_id).await?;
     let mut version = snapshot::version(&s.pool).await?;
     let held = headers.get("if-none-match").and_then(|v| v.to_str().ok());
-    let wait = watch::requested_wait(
+    let requested = watch::requested_wait(
         headers
             .get_all("prefer")
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
+    // Past MAX_HELD_REQUESTS held at once, the wait is not honored (answered at once, without
+    // Preference-Applied: the gateway polls at its interval).
+    let place = requested.and_then(|_| s.versions.try_hold());
+    let wait = requested.filter(|_| place.is_some());
     let mut was_held = false;
     if let Some(wait) = wait {
         if held == Some(format!("\"{version}\"").as_str()) {

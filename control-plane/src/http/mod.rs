@@ -8,6 +8,7 @@ pub mod auth;
 pub mod billing;
 pub mod catch_panic;
 pub mod developer;
+pub mod exports;
 pub mod gateway;
 pub mod gateway_tokens;
 pub mod health;
@@ -187,6 +188,10 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
             "/webhook_deliveries/{id}/replay",
             post(webhooks::admin_replay),
         )
+        .route("/exports/invoices.csv", get(exports::invoices))
+        .route("/exports/usage.csv", get(exports::usage))
+        .route("/exports/accounts.csv", get(exports::accounts))
+        .route("/exports/applications.csv", get(exports::applications))
         // Idempotency runs inside authentication: keys are scoped to the token that sent them.
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -279,11 +284,36 @@ pub fn router(state: AppState) -> Router {
             security_headers::layer,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(refuse_nul_in_path))
         .layer(middleware::from_fn(timeout))
         .layer(catch_panic::layer())
         // Outermost: timeouts (408) and panics (500) are counted as what the client got.
         .layer(middleware::from_fn(metrics::track))
         .with_state(state)
+}
+
+/// A path or query with `%00` is refused (400 `invalid_path`) before any route sees it: no id,
+/// name or filter holds U+0000, and PostgreSQL cannot store or even compare it (22021), so one
+/// rule here makes both databases answer alike (SQLite would look it up and answer 404).
+async fn refuse_nul_in_path(
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let raw = req.uri().path_and_query().map_or("", |p| p.as_str());
+    if raw
+        .as_bytes()
+        .windows(3)
+        .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    {
+        return ApiError::bad_request(
+            None,
+            "invalid_path",
+            "the path or query may not contain %00 (the NUL character)",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Every request is bounded by [`REQUEST_TIMEOUT`]: past it the work is dropped (an open

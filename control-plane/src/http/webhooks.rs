@@ -163,7 +163,7 @@ pub async fn admin_test(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<WebhookDelivery>)> {
     let owner = Owner::Admin;
-    let delivery = outbox::send_test(&s.pool, &owner, &id).await?;
+    let delivery = outbox::send_test(&s.limits, &s.pool, &owner, &id).await?;
     Ok((StatusCode::CREATED, Json(delivery)))
 }
 
@@ -218,7 +218,7 @@ pub async fn admin_replay(
     Path(id): Path<String>,
 ) -> ApiResult<Json<WebhookDelivery>> {
     let owner = Owner::Admin;
-    Ok(Json(outbox::replay(&s.pool, &owner, &id).await?))
+    Ok(Json(outbox::replay(&s.limits, &s.pool, &owner, &id).await?))
 }
 
 /// Creates an endpoint receiving the account's own events; the answer carries its signing secret, this once.
@@ -368,7 +368,7 @@ pub async fn dev_test(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<WebhookDelivery>)> {
     let owner = Owner::Account(dev.account_id);
-    let delivery = outbox::send_test(&s.pool, &owner, &id).await?;
+    let delivery = outbox::send_test(&s.limits, &s.pool, &owner, &id).await?;
     Ok((StatusCode::CREATED, Json(delivery)))
 }
 
@@ -424,7 +424,7 @@ pub async fn dev_replay(
     Path(id): Path<String>,
 ) -> ApiResult<Json<WebhookDelivery>> {
     let owner = Owner::Account(dev.account_id);
-    Ok(Json(outbox::replay(&s.pool, &owner, &id).await?))
+    Ok(Json(outbox::replay(&s.limits, &s.pool, &owner, &id).await?))
 }
 
 /// Replaces the endpoint's signing secret (answered this once); the old one also signs each

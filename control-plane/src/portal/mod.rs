@@ -60,6 +60,7 @@ pub fn admin_router() -> Router<AppState> {
             get(admin::billing::billing_settings).post(admin::billing::save_billing_settings),
         )
         .route("/admin/invoices", get(admin::billing::invoices))
+        .route("/admin/exports/{file}", get(admin::exports::download))
         .route(
             "/admin/invoices/{id}/{action}",
             post(admin::billing::invoice_action),

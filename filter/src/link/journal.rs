@@ -56,10 +56,19 @@ fn create_if_absent<H: Host>(host: &mut H, key: &str, value: &[u8]) -> Result<bo
     }
 }
 
-/// The service part of a gateway id (see `new_gateway_id`: `<service>-<random>`), which tells
-/// whose journal a registry entry is.
+/// The service part of a gateway id (see `new_gateway_id`: `<service letters>-<service tag>-<random>`,
+/// or `<service letters>-<random>` from filters before the tag), which tells whose journal a
+/// registry entry is.
 fn service_part(gateway: &str) -> &str {
     gateway.rsplit_once('-').map_or("", |(service, _)| service)
+}
+
+/// Whether two gateway ids belong to one service. An id without the tag (written by an older
+/// filter, before an upgrade) is compared by its letters and digits only, so its journal is still
+/// adopted after the upgrade.
+fn same_service(theirs: &str, mine: &str) -> bool {
+    let (t, m) = (service_part(theirs), service_part(mine));
+    t == m || (!t.contains('-') && m.split('-').next() == Some(t))
 }
 
 /// The usage report in flight.
@@ -350,7 +359,7 @@ impl Journal {
             // Another service's journal (two stanzas sharing one `vm_id`, or one
             // `shared_data_id`) is left to that service's workers: its reports go to its own
             // service's usage route with its own token; here they would be refused whole.
-            if id == self.gateway || service_part(&id) != service_part(&self.gateway) {
+            if id == self.gateway || !same_service(&id, &self.gateway) {
                 continue;
             }
             let key = format!("{JOURNAL_PREFIX}{id}");
@@ -513,6 +522,20 @@ mod tests {
         assert_eq!(cp.counted.keys().filter(|(g, _)| *g == dead_id).count(), 1);
         assert_eq!(cp.hits("a1"), 12);
         assert_eq!(cp.hits("a2"), 2);
+    }
+
+    #[test]
+    fn gateway_ids_tell_services_apart_beyond_their_letters_and_digits() {
+        let world = World::new(START_MS);
+        let a = Worker::start_for(&world, "api_1");
+        let b = Worker::start_for(&world, "api-1");
+        let (ga, gb) = (a.link.gateway().to_string(), b.link.gateway().to_string());
+        assert!(!same_service(&ga, &gb), "{ga} {gb}");
+        let a2 = Worker::start_for(&world, "api_1");
+        assert!(same_service(a2.link.gateway(), &ga));
+        // A journal of a filter from before the tag: adopted by its service after an upgrade.
+        assert!(same_service("api1-00ff00ff00ff00ff00000001", &ga));
+        assert!(!same_service("api2-00ff00ff00ff00ff00000001", &ga));
     }
 
     #[test]

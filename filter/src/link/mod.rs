@@ -66,13 +66,20 @@ fn new_gateway_id<H: Host>(host: &H, service: &str) -> String {
     // RandomState is seeded from the host's WASI random_get: distinct per worker VM.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(host.now_ms().unwrap_or(0));
+    let service_full = service;
     let service: String = service
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .take(32)
         .collect();
+    // The tag tells apart services whose ids agree on those 32 letters and digits (`api_1` and
+    // `api-1`): journal adoption compares it (see `journal::same_service`).
+    let mut tag: u32 = 0x811c_9dc5;
+    for b in service_full.bytes() {
+        tag = (tag ^ u32::from(b)).wrapping_mul(0x0100_0193); // FNV-1a
+    }
     format!(
-        "{service}-{:016x}{:08x}",
+        "{service}-{tag:08x}-{:016x}{:08x}",
         h.finish(),
         host.now_ms().unwrap_or(0) as u32
     )

@@ -173,22 +173,32 @@ impl SnapshotSync {
     ) {
         self.poll = None;
         // The control plane held this poll (or would have), or this was the first poll and the
-        // next can be held: the next one may start at once, for the next change. Spaced by HELD_POLL_SPACING_MS all the same, so a burst of changes
-        // answered one by one cannot turn polling into a loop.
-        if matches!(status, Some(200 | 304))
-            && (self.first_of_held || host.call_response_header("preference-applied").is_some())
-        {
+        // next can be held: the next one may start at once, for the next change, but only after
+        // an answer that was taken (a 304, or a 200 that decoded): a refused 200 (too large, not a
+        // snapshot, a proxy's page) waits for the poll interval, never loops on downloads. Spaced
+        // by HELD_POLL_SPACING_MS all the same, so a burst of changes cannot turn polling into a
+        // loop either.
+        let may_hurry =
+            self.first_of_held || host.call_response_header("preference-applied").is_some();
+        let taken = match status {
+            Some(200) => {
+                let before = self.version.clone();
+                self.decode(body_size, tick_ms, last_global, shared, host);
+                self.pending.is_some() || self.version != before
+            }
+            Some(304) => true,
+            other => {
+                failed(
+                    host,
+                    shared,
+                    &format!("snapshot request answered {other:?}; keeping the last snapshot"),
+                    Failure::Snapshot,
+                );
+                false
+            }
+        };
+        if taken && may_hurry {
             self.next_poll_ms = self.poll_started_ms + u64::from(HELD_POLL_SPACING_MS);
-        }
-        match status {
-            Some(200) => self.decode(body_size, tick_ms, last_global, shared, host),
-            Some(304) => {}
-            other => failed(
-                host,
-                shared,
-                &format!("snapshot request answered {other:?}; keeping the last snapshot"),
-                Failure::Snapshot,
-            ),
         }
     }
 
@@ -526,6 +536,47 @@ mod tests {
         let after = w.take_calls("/snapshot");
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].header("if-none-match"), Some("\"v2\""));
+    }
+
+    #[test]
+    fn a_refused_snapshot_from_a_holding_control_plane_is_asked_again_only_at_the_poll_interval() {
+        let world = World::new(START_MS);
+        let mut cp = ControlPlane::new(snapshot("v1", &["a1"]));
+        cp.holds = true;
+        let mut w = Worker::start(&world);
+        w.tick();
+        cp.serve(&mut w);
+        world.advance_ms(500);
+        w.tick();
+        let mut call = w.take_calls("/snapshot").remove(0);
+        // Twenty answers that cannot be decoded, each after a 200 ms download: one poll per
+        // poll interval, not one per answer.
+        let mut polls = 0;
+        for _ in 0..20 {
+            world.advance_ms(200);
+            let mut bad = cp.answer(&call);
+            cp.snapshot = snapshot("v2", &["a1"]);
+            bad.status = Some(200);
+            bad.body = b"<html>proxy error</html>".to_vec();
+            bad.headers.retain(|(k, _)| k != "content-type");
+            bad.headers
+                .push(("content-type".into(), b"text/html".to_vec()));
+            w.deliver(call.token, bad);
+            let mut next = w.take_calls("/snapshot");
+            while next.is_empty() {
+                world.advance_ms(100);
+                w.tick();
+                next = w.take_calls("/snapshot");
+            }
+            polls += 1;
+            call = next.remove(0);
+        }
+        assert_eq!(polls, 20);
+        assert!(
+            world.now_ms() - START_MS >= 20 * 500,
+            "each refused answer waited for the poll interval"
+        );
+        assert_eq!(w.version(), Some("v1"));
     }
 
     #[test]

@@ -128,6 +128,15 @@ pub async fn insert(tx: &mut Tx, app_id: &str, digest: &str) -> DomainResult<Add
             created: false,
         });
     }
+    keys::lock_digest(tx, digest).await?;
+    let api_key: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM application_keys WHERE key_sha256 = $1")
+            .bind(digest)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if api_key.is_some() {
+        return Err(keys::key_is_other_kind("value"));
+    }
     let (held,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM application_app_keys WHERE application_id = $1")
             .bind(app_id)

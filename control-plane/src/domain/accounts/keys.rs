@@ -31,7 +31,7 @@ use crate::domain::webhooks::events::KeyData;
 use crate::domain::webhooks::{self, Event};
 use crate::domain::{DomainError, DomainResult, Page};
 use crate::secrets::{key_prefix, new_api_key, new_id, sha256_hex};
-use crate::store::{now, Pool, Tx};
+use crate::store::{self, now, Backend, Pool, Tx};
 
 pub const MAX_ACTIVE_KEYS: i64 = 5;
 /// Most live keys (active plus in their grace period) an application holds at once.
@@ -223,6 +223,36 @@ pub fn digest_prefix(digest: &str) -> String {
     )
 }
 
+/// The first key of the PostgreSQL advisory lock held by whoever writes a key digest (an API key
+/// or an app key; the second is a hash of the digest): see [`lock_digest`].
+const KEY_DIGEST_LOCK_CLASS: i32 = 18;
+
+/// Serializes, across transactions and replicas, the writers of one digest as an API key and as
+/// an app key, so the check that it is not the other kind and the insert are one step. On
+/// PostgreSQL an advisory lock (the unique indexes cannot span the two tables); SQLite's write
+/// transactions are serial already.
+pub(super) async fn lock_digest(tx: &mut Tx, digest: &str) -> DomainResult<()> {
+    if store::backend() == Backend::Postgres {
+        sqlx::query(&format!(
+            "SELECT pg_advisory_xact_lock({KEY_DIGEST_LOCK_CLASS}, hashtext($1))"
+        ))
+        .bind(digest)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// An API key and an app key may not share a value: whoever holds the app key (the customer of
+/// the app_id's application) would open the API key's application alone with it.
+pub(super) fn key_is_other_kind(field: &'static str) -> DomainError {
+    DomainError::Conflict {
+        code: "key_in_use",
+        message: "this value is already a key of the other kind (API key or app key); an API key may not also be an app key".into(),
+        param: Some(field.into()),
+    }
+}
+
 fn key_in_use() -> DomainError {
     DomainError::Conflict {
         code: "key_in_use",
@@ -333,6 +363,15 @@ pub async fn insert_imported(tx: &mut Tx, app_id: &str, digest: &str) -> DomainR
     .await?;
     // After the lock: a concurrent add of the same key to this application finds it here.
     lock_application(tx, app_id).await?;
+    lock_digest(tx, digest).await?;
+    let app_key: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM application_app_keys WHERE key_sha256 = $1 LIMIT 1")
+            .bind(digest)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if app_key.is_some() {
+        return Err(key_is_other_kind("key"));
+    }
     let holder: Option<Holder> = sqlx::query_as(
         "SELECT application_id, expires_at FROM application_keys WHERE key_sha256 = $1",
     )

@@ -26,7 +26,7 @@ use crate::secrets::new_id;
 use crate::store::{Pool, Tx};
 
 pub const INVOICE_COLUMNS: &str = "id, account_id, kind, credited_invoice_id, state, number, currency, period_start, period_end, subtotal, tax, total, vat_rate, buyer, seller, footer, billing_run_id, issued_at, due_on, paid_at, cancelled_at, created_at, updated_at";
-const LINE_COLUMNS: &str = "id, invoice_id, position, kind, line_key, contract_id, description, quantity, unit_price, amount, period_start, period_end";
+pub const LINE_COLUMNS: &str = "id, invoice_id, position, kind, line_key, contract_id, description, quantity, unit_price, amount, period_start, period_end";
 
 /// Where an invoice is (see the module comment); credit notes are always `issued`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -308,6 +308,13 @@ impl TryFrom<LineRow> for Line {
             period_start: r.period_start,
             period_end: r.period_end,
         })
+    }
+}
+
+impl Line {
+    /// A row read with [`LINE_COLUMNS`].
+    pub fn from_row(r: &sqlx::any::AnyRow) -> DomainResult<Line> {
+        <LineRow as sqlx::FromRow<_>>::from_row(r)?.try_into()
     }
 }
 

@@ -42,6 +42,10 @@ impl Encoding {
 #[derive(Default)]
 pub struct SnapshotCache {
     entries: Mutex<HashMap<String, (String, Arc<Bytes>)>>,
+    /// One build at a time per `(service, encoding)`: when a change wakes every held poll at
+    /// once, the first builds and the others wait for it and read the cache, instead of each
+    /// building the same snapshot (0.5 s and tens of MB at 100,000 applications) side by side.
+    building: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl SnapshotCache {
@@ -54,12 +58,25 @@ impl SnapshotCache {
         encoding: Encoding,
     ) -> DomainResult<Arc<Bytes>> {
         let key = format!("{service_id}/{}", encoding.cache_suffix());
-        let cached = self.entries.lock().ok().and_then(|m| {
-            m.get(&key)
-                .filter(|(v, _)| v == version)
-                .map(|(_, b)| b.clone())
-        });
-        if let Some(b) = cached {
+        let cached = || {
+            self.entries.lock().ok().and_then(|m| {
+                m.get(&key)
+                    .filter(|(v, _)| v == version)
+                    .map(|(_, b)| b.clone())
+            })
+        };
+        if let Some(b) = cached() {
+            return Ok(b);
+        }
+        let build_lock = self
+            .building
+            .lock()
+            .map_err(|_| DomainError::Internal("snapshot cache lock poisoned".into()))?
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _building = build_lock.lock().await;
+        if let Some(b) = cached() {
             return Ok(b);
         }
         let snap = snapshot::build(pool, service_id, version.to_string()).await?;

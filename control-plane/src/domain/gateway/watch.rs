@@ -8,8 +8,9 @@
 //! not hooking this process's writes, is what makes it right with several replicas on one
 //! PostgreSQL and for the part of the version that moves with time alone (keys whose grace ran
 //! out): whichever replica committed the change, every replica's waiters see it within one check.
-//! A woken waiter reads the version again itself before answering, so a watcher that lags never
-//! makes it answer an unchanged version as new.
+//! A woken waiter answers only a version newer than the one it holds (versions are ordered), so a
+//! watcher reading that lags never makes it answer an older or unchanged version as new; and no
+//! waiter reads the database itself: one reading serves every held request.
 
 use std::sync::Once;
 use std::time::Duration;
@@ -29,8 +30,15 @@ pub const VERSION_CHECK_MS: u64 = 25;
 /// for the answer; a longer `Prefer: wait` is cut to this.
 pub const MAX_SNAPSHOT_WAIT_SECS: u64 = 20;
 
+/// Most snapshot requests one process holds at once. Each is a connection and a task: a few
+/// dozen gateways of a few workers each hold a few hundred; past this, requests are answered at
+/// once (no `Preference-Applied`), so a flood of held requests (a leaked gateway token) costs
+/// polls, not the process's connections.
+pub const MAX_HELD_REQUESTS: usize = 2_000;
+
 /// The process's view of the snapshot version, for held snapshot requests.
 pub struct VersionWatch {
+    held: tokio::sync::Semaphore,
     version: watch::Sender<String>,
     /// `true` once the process is shutting down: waiters answer at once, so a held request never
     /// delays a graceful shutdown.
@@ -41,6 +49,7 @@ pub struct VersionWatch {
 impl Default for VersionWatch {
     fn default() -> VersionWatch {
         VersionWatch {
+            held: tokio::sync::Semaphore::new(MAX_HELD_REQUESTS),
             version: watch::Sender::new(String::new()),
             closing: watch::Sender::new(false),
             started: Once::new(),
@@ -49,6 +58,11 @@ impl Default for VersionWatch {
 }
 
 impl VersionWatch {
+    /// A place among the held requests, or `None` when [`MAX_HELD_REQUESTS`] are held.
+    pub fn try_hold(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.held.try_acquire().ok()
+    }
+
     /// Waits until the snapshot version differs from `held`, or `deadline`, or shutdown, and
     /// returns the version then current (equal to `held` when nothing changed).
     pub async fn wait_past(
@@ -67,13 +81,11 @@ impl VersionWatch {
                 return Ok(held.to_string());
             }
             let seen = version.borrow_and_update().clone();
-            if !seen.is_empty() && seen != held {
-                // The watcher may lag (or lead) the database by one check: the answer is what
-                // the database says now.
-                let now = snapshot::version(pool).await?;
-                if now != held {
-                    return Ok(now);
-                }
+            // Only a version newer than the held one answers: the watcher's last reading may be
+            // older than the version this request read itself. No waiter reads the database:
+            // a change wakes hundreds of held polls, one reading serves them all.
+            if is_newer(&seen, held) {
+                return Ok(seen);
             }
             tokio::select! {
                 changed = version.changed() => {
@@ -121,6 +133,21 @@ async fn watch_versions(pool: Pool, tx: watch::Sender<String>) {
     }
 }
 
+/// Whether snapshot version `a` comes after `b`. Versions are `"<revision>.<expired keys>"`: the
+/// revision only grows, and the count of expired keys only grows between revisions (the purge
+/// that removes expired keys bumps the revision), so the pair ordered as numbers is the order of
+/// time. An unreadable version is never newer.
+fn is_newer(a: &str, b: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let (r, e) = v.split_once('.')?;
+        Some((r.parse().ok()?, e.parse().ok()?))
+    };
+    match (parse(a), parse(b)) {
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
+}
+
 /// The wait a request asks for in `Prefer` (`wait=<seconds>`, RFC 7240 section 4.3), capped at
 /// [`MAX_SNAPSHOT_WAIT_SECS`]; `None` when it asks for none (or for 0, or says it unreadably).
 pub fn requested_wait<'a>(prefer: impl IntoIterator<Item = &'a str>) -> Option<Duration> {
@@ -142,6 +169,17 @@ pub fn requested_wait<'a>(prefer: impl IntoIterator<Item = &'a str>) -> Option<D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_ordered_by_revision_then_expired_keys() {
+        assert!(is_newer("8.0", "7.3"));
+        assert!(is_newer("7.4", "7.3"));
+        assert!(is_newer("10.0", "9.9"), "as numbers, not as text");
+        assert!(!is_newer("7.3", "7.3"));
+        assert!(!is_newer("7.2", "7.3"));
+        assert!(!is_newer("", "7.3"));
+        assert!(!is_newer("x.y", "7.3"));
+    }
 
     #[test]
     fn the_wait_is_read_from_prefer_and_capped() {

@@ -28,7 +28,8 @@ use crate::domain::{DomainError, DomainResult};
 use crate::store::{self, is_unique_violation, now, Backend, Pool, Tx};
 
 /// The first key of the PostgreSQL advisory lock a report of a service holds while it writes
-/// (the second is a hash of the service id); no other advisory lock in Tollgate has two keys.
+/// (the second is a hash of the service id). Each two-key advisory lock of Tollgate has its own
+/// class: this one, and `accounts::keys::KEY_DIGEST_LOCK_CLASS`.
 const REPORT_LOCK_CLASS: i32 = 17;
 
 /// Longest a report's transaction waits on PostgreSQL for a lock (another replica's report of the

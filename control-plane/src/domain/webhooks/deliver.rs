@@ -47,6 +47,8 @@ pub const MAX_ERROR_CHARS: usize = 500;
 pub const BATCH: i64 = 100;
 /// Attempts in flight at once in one process.
 pub const MAX_CONCURRENT_DELIVERIES: usize = 32;
+/// Attempts in flight at once for one endpoint, across replicas (see `pass`).
+pub const MAX_IN_FLIGHT_PER_ENDPOINT: i64 = 4;
 /// Pause between passes when nothing is due.
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -89,7 +91,11 @@ impl Outcome {
 
 /// Sends due deliveries until the process stops. Errors are logged and the pass retried.
 pub async fn run_sender(pool: Pool, settings: SenderSettings) {
+    // No proxy from the environment (HTTPS_PROXY): a proxy resolves the name itself, past the
+    // guarded resolver, and these URLs come from developers. (Payment providers, whose URLs only
+    // the admin sets, keep an operator's egress proxy.)
     let client = match crate::outbound::http_client()
+        .no_proxy()
         .timeout(DELIVERY_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(concat!("Tollgate-Webhooks/", env!("CARGO_PKG_VERSION")))
@@ -121,11 +127,24 @@ async fn pass(
     settings: &Arc<SenderSettings>,
     slots: &Arc<Semaphore>,
 ) -> DomainResult<usize> {
+    // Fair across endpoints: at most MAX_IN_FLIGHT_PER_ENDPOINT of one endpoint's deliveries
+    // are under way at once (counting the leases of every replica), and a pass takes the first
+    // due delivery of every endpoint before the second of any. One endpoint with a slow receiver
+    // and a deep backlog (an account's test events to a tarpit) cannot fill the sender's slots
+    // and starve the others.
     let due: Vec<String> = sqlx::query_scalar(
-        "SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.state IN ('pending', 'delivering') AND d.next_attempt_at <= $1 AND e.state = 'enabled' ORDER BY d.next_attempt_at, d.id LIMIT $2",
+        "SELECT id FROM (\
+           SELECT d.id, d.next_attempt_at, \
+                  ROW_NUMBER() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS turn, \
+                  (SELECT COUNT(*) FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id \
+                     AND f.state = 'delivering' AND f.next_attempt_at > $1) AS busy \
+           FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+           WHERE d.state IN ('pending', 'delivering') AND d.next_attempt_at <= $1 AND e.state = 'enabled') r \
+         WHERE r.turn + r.busy <= $3 ORDER BY r.turn, r.next_attempt_at, r.id LIMIT $2",
     )
     .bind(now_ms())
     .bind(BATCH)
+    .bind(MAX_IN_FLIGHT_PER_ENDPOINT)
     .fetch_all(pool)
     .await?;
     let mut claimed = 0;

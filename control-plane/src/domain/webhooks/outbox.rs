@@ -178,9 +178,35 @@ async fn insert_deliveries(tx: &mut Tx, rows: &[(&str, &str)]) -> DomainResult<(
     Ok(())
 }
 
+/// An account's test events and replays are rate-limited
+/// ([`crate::rate_limit::MAX_WEBHOOK_SENDS_PER_ACCOUNT_PER_HOUR`]); the admin's are not.
+fn account_send_allowed(limits: &crate::rate_limit::Limiter, viewer: &Owner) -> DomainResult<()> {
+    match viewer {
+        Owner::Admin => Ok(()),
+        Owner::Account(account) => {
+            limits
+                .webhook_send(account)
+                .map_err(|retry_after| DomainError::RateLimited {
+                    code: "webhook_sends_rate_limited",
+                    message: format!(
+                        "an account sends at most {} test events and replays an hour",
+                        crate::rate_limit::MAX_WEBHOOK_SENDS_PER_ACCOUNT_PER_HOUR
+                    ),
+                    retry_after,
+                })
+        }
+    }
+}
+
 /// Enqueues a `webhook.test` event for endpoint `id` only (which must be enabled).
-pub async fn send_test(pool: &Pool, viewer: &Owner, id: &str) -> DomainResult<WebhookDelivery> {
+pub async fn send_test(
+    limits: &crate::rate_limit::Limiter,
+    pool: &Pool,
+    viewer: &Owner,
+    id: &str,
+) -> DomainResult<WebhookDelivery> {
     endpoints::must_see(pool, viewer, id).await?;
+    account_send_allowed(limits, viewer)?;
     if !endpoints::is_enabled(pool, id).await? {
         return Err(DomainError::conflict(
             "endpoint_disabled",
@@ -342,8 +368,14 @@ pub async fn get_delivery(pool: &Pool, viewer: &Owner, id: &str) -> DomainResult
 /// Sends delivery `id` again, now, with the same `webhook-id` and body: its attempt count and
 /// retry window start again. Refused while an attempt is under way, or while its endpoint is
 /// disabled.
-pub async fn replay(pool: &Pool, viewer: &Owner, id: &str) -> DomainResult<WebhookDelivery> {
+pub async fn replay(
+    limits: &crate::rate_limit::Limiter,
+    pool: &Pool,
+    viewer: &Owner,
+    id: &str,
+) -> DomainResult<WebhookDelivery> {
     let row = fetch_delivery(pool, viewer, id).await?;
+    account_send_allowed(limits, viewer)?;
     if !endpoints::is_enabled(pool, &row.endpoint_id).await? {
         return Err(DomainError::conflict(
             "endpoint_disabled",

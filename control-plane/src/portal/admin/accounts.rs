@@ -114,6 +114,11 @@ async fn accounts_page(
     );
     let body = html! {
         (general_error(e, &["name", "email"]))
+        p {
+            (super::exports::link("accounts.csv", &[]))
+            " · "
+            (super::exports::link("applications.csv", &[]))
+        }
         (table("accounts", &["Name", "Email", "Credit"], &rows))
         @if more { p { "Showing the first 100 accounts; the admin API lists the rest." } }
         (form)
@@ -263,6 +268,7 @@ async fn account_page(
         p { a href={ "/admin/invoices?account_id=" (seg(id)) } { "Invoices of this account" } }
         section {
             h2 { "Applications" }
+            p { (super::exports::link("applications.csv", &[("account_id", id)])) }
             (table("applications", &["Name", "Id", "Plan", "State", "Keys", ""], &rows))
             (form)
         }

@@ -62,6 +62,7 @@ pub(super) async fn invoices_page(
     let write = admin.scope == Scope::Write;
     let body = html! {
         (notice)
+        p { (super::exports::link("invoices.csv", &[("state", &filter.state), ("account_id", &filter.account_id)])) }
         table class="sortable" {
             thead { tr {
                 th scope="col" { "Number" } th scope="col" { "Account" } th scope="col" { "State" }

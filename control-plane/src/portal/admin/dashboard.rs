@@ -48,7 +48,30 @@ pub async fn dashboard(State(s): State<AppState>, admin: AdminSession) -> Respon
         section {
             h2 { "Usage today (UTC)" }
             (table("usage today", &["Service", "Metric", "Count"], &usage_rows))
+            (usage_download(day_of(now())))
         }
     };
     Html(admin_page("Dashboard", Some(&admin.csrf), body)).into_response()
+}
+
+/// The usage download: today's hours (what the table sums) as a link, and a form for any range
+/// (a GET form: a download changes nothing, so it needs no CSRF token).
+fn usage_download(today: i64) -> Markup {
+    let (since, until) = (format_date(today), format_date(today + 1));
+    html! {
+        p { (super::exports::link("usage.csv", &[("since", &since), ("until", &until), ("granularity", "hour")])) }
+        form method="get" action="/admin/exports/usage.csv" {
+            label for="usage-since" { "Since (UTC date)" }
+            input id="usage-since" name="since" type="date" value=(since) required;
+            label for="usage-until" { "Until (exclusive)" }
+            input id="usage-until" name="until" type="date" value=(until) required;
+            label for="usage-granularity" { "Per" }
+            select id="usage-granularity" name="granularity" {
+                option value="hour" { "hour" }
+                option value="day" selected { "day" }
+                option value="month" { "month" }
+            }
+            button type="submit" { "Download usage CSV" }
+        }
+    }
 }

@@ -8,5 +8,6 @@ pub mod accounts;
 pub mod billing;
 pub mod catalog;
 pub mod dashboard;
+pub mod exports;
 pub mod forms;
 pub mod webhooks;

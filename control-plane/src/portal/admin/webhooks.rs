@@ -171,7 +171,7 @@ pub async fn action(
         )
         .await
         .map(|_| "Saved."),
-        "test" => outbox::send_test(&s.pool, &Owner::Admin, &id)
+        "test" => outbox::send_test(&s.limits, &s.pool, &Owner::Admin, &id)
             .await
             .map(|_| "A webhook.test event is on its way."),
         "delete" => endpoints::delete(&s.pool, &Owner::Admin, &id)
@@ -255,7 +255,7 @@ pub async fn replay(
     Path(id): Path<String>,
     WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    match outbox::replay(&s.pool, &Owner::Admin, &id).await {
+    match outbox::replay(&s.limits, &s.pool, &Owner::Admin, &id).await {
         Ok(d) => redirect(&format!("/admin/webhooks/{}", seg(&d.endpoint_id))),
         Err(DomainError::NotFound { .. }) => not_found(&admin),
         Err(e) => {

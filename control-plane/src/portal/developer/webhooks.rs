@@ -161,7 +161,7 @@ pub async fn action(
         )
         .await
         .map(|_| "Saved."),
-        "test" => outbox::send_test(&s.pool, &who, &id)
+        "test" => outbox::send_test(&s.limits, &s.pool, &who, &id)
             .await
             .map(|_| "A webhook.test event is on its way."),
         "delete" => endpoints::delete(&s.pool, &who, &id)
@@ -245,7 +245,7 @@ pub async fn replay(
     Path(id): Path<String>,
     SessionForm { session, .. }: SessionForm,
 ) -> Response {
-    match outbox::replay(&s.pool, &owner(&session), &id).await {
+    match outbox::replay(&s.limits, &s.pool, &owner(&session), &id).await {
         Ok(d) => (
             StatusCode::SEE_OTHER,
             [(
