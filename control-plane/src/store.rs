@@ -206,6 +206,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "usage_alerts",
         include_str!("../migrations/0021_usage_alerts.sql"),
     ),
+    (
+        22,
+        "audit_log",
+        include_str!("../migrations/0022_audit_log.sql"),
+    ),
 ];
 
 /// Migrations only PostgreSQL runs: storage parameters SQLite has no syntax (and no use) for.

@@ -541,9 +541,15 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 .ok_or_else(|| format!("--scope must be read or write, not {scope:?}"))?;
             let expires_at =
                 admin_tokens::expiry(expires_in_days).map_err(|e| e.public_message())?;
-            let created = admin_tokens::insert(&pool, &name, scope, expires_at)
-                .await
-                .map_err(|e| e.public_message())?;
+            let created = admin_tokens::insert(
+                &pool,
+                &crate::domain::audit::Actor::cli(),
+                &name,
+                scope,
+                expires_at,
+            )
+            .await
+            .map_err(|e| e.public_message())?;
             eprintln!(
                 "admin token {} ({}) created; it is shown only now:",
                 created.admin_token.id,

@@ -5,6 +5,7 @@
 //!
 //! - [`catalog`]: services, metrics, mapping rules, plans, limits and pricing rules, and the
 //!   catalog revision gateways poll.
+//! - [`audit`]: the audit log: every admin write, recorded in the transaction of the write.
 //! - [`accounts`]: developer accounts (billing address, VAT) and their applications and keys.
 //! - [`gateway`]: gateway tokens as callers, and the snapshot of a service they enforce.
 //! - [`metering`]: usage reports recorded exactly once, and global usage across instances.
@@ -20,6 +21,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod audit;
 pub mod billing;
 pub mod catalog;
 pub mod error;

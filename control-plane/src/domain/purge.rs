@@ -3,6 +3,7 @@
 //! out, and finished webhook deliveries older than [`WEBHOOK_DELIVERY_KEEP_SECS`]. Run by `tollgate serve` every [`PURGE_INTERVAL_SECS`] (`TOLLGATE_PURGE_INTERVAL_SECS`
 //! overrides it) and by `tollgate purge` once. Deletes in batches of [`PURGE_BATCH_ROWS`], at most
 //! [`PURGE_MAX_BATCHES`] per table per pass, so one pass never holds a long write lock.
+//! Audit events are never purged (`domain::audit`: the log is append-only and kept forever).
 
 use std::time::Duration;
 

@@ -8,6 +8,7 @@ use axum::Json;
 use super::list::ListParams;
 use crate::domain::accounts::account::{self, Account, AccountInput, Deleted};
 use crate::domain::accounts::BillingAddress;
+use crate::domain::audit::Actor;
 use crate::domain::Page;
 use crate::state::AppState;
 use crate::web::error::ApiResult;
@@ -39,11 +40,12 @@ pub struct AccountsApi;
 )]
 pub async fn create(
     State(s): State<AppState>,
+    actor: Actor,
     JsonBody(input): JsonBody<AccountInput>,
 ) -> ApiResult<(StatusCode, Json<Account>)> {
     Ok((
         StatusCode::CREATED,
-        Json(account::create(&s.pool, &input).await?),
+        Json(account::create(&s.pool, &actor, &input).await?),
     ))
 }
 
@@ -112,10 +114,11 @@ pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult
 )]
 pub async fn update(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<AccountInput>,
 ) -> ApiResult<Json<Account>> {
-    Ok(Json(account::update(&s.pool, &id, &input).await?))
+    Ok(Json(account::update(&s.pool, &actor, &id, &input).await?))
 }
 
 #[utoipa::path(
@@ -135,6 +138,10 @@ pub async fn update(
     ),
     security(("admin_token" = []))
 )]
-pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
-    Ok(Json(account::delete(&s.pool, &id).await?))
+pub async fn remove(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    Ok(Json(account::delete(&s.pool, &actor, &id).await?))
 }

@@ -87,6 +87,7 @@ impl utoipa::Modify for Tokens {
         (name = "gateway", description = "What gateways poll and report: snapshots and usage (gateway tokens)"),
         (name = "developer", description = "An account's own invoices, payments, cards and webhook endpoints (developer tokens)"),
         (name = "webhooks", description = "Outbound webhook endpoints, their delivery log and replay (admin)"),
+        (name = "audit", description = "The audit log of admin writes; read-only (admin)"),
         (name = "exports", description = "CSV files of invoices, usage, accounts and applications, streamed (admin)"),
         (name = "health", description = "Readiness and this document (no token)"),
         (name = "operations", description = "Prometheus metrics (the metrics token)"),
@@ -118,6 +119,7 @@ fn parts() -> Vec<Document> {
         super::webhooks::WebhooksApi::openapi(),
         super::usage_alerts::UsageAlertsApi::openapi(),
         super::metrics::MetricsApi::openapi(),
+        super::audit::AuditApi::openapi(),
         super::exports::ExportsApi::openapi(),
     ]
 }

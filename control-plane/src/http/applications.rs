@@ -18,6 +18,7 @@ use crate::domain::accounts::keys::{
     self, AddedKey, ApplicationKey, KeyInput, NewKey, Replaced, RotateInput, RotatedKey,
 };
 use crate::domain::accounts::usage::{self, Bucket, Usage, UsageParams, UsagePeriod};
+use crate::domain::audit::Actor;
 use crate::domain::catalog::plans::Plan;
 use crate::domain::Page;
 use crate::state::AppState;
@@ -89,11 +90,12 @@ pub struct ApplicationsApi;
 )]
 pub async fn create(
     State(s): State<AppState>,
+    actor: Actor,
     JsonBody(input): JsonBody<AppInput>,
 ) -> ApiResult<(StatusCode, Json<CreatedApplication>)> {
     Ok((
         StatusCode::CREATED,
-        Json(applications::create(&s.pool, &input).await?),
+        Json(applications::create(&s.pool, &actor, &input).await?),
     ))
 }
 
@@ -186,10 +188,13 @@ pub async fn get(
 )]
 pub async fn update(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<AppInput>,
 ) -> ApiResult<Json<Application>> {
-    Ok(Json(applications::update(&s.pool, &id, &input).await?))
+    Ok(Json(
+        applications::update(&s.pool, &actor, &id, &input).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -208,8 +213,12 @@ pub async fn update(
     ),
     security(("admin_token" = []))
 )]
-pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
-    Ok(Json(applications::delete(&s.pool, &id).await?))
+pub async fn remove(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    Ok(Json(applications::delete(&s.pool, &actor, &id).await?))
 }
 
 #[utoipa::path(
@@ -236,10 +245,11 @@ pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
 )]
 pub async fn create_key(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<KeyInput>,
 ) -> ApiResult<(StatusCode, Json<AddedKey>)> {
-    let added = keys::add(&s.pool, &id, &input).await?;
+    let added = keys::add(&s.pool, &actor, &id, &input).await?;
     Ok((created_or_ok(added.created), Json(added.key)))
 }
 
@@ -372,9 +382,10 @@ pub async fn list_keys(
 )]
 pub async fn revoke_key(
     State(s): State<AppState>,
+    actor: Actor,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Deleted>> {
-    Ok(Json(keys::revoke(&s.pool, &id, &key_id).await?))
+    Ok(Json(keys::revoke(&s.pool, &actor, &id, &key_id).await?))
 }
 
 #[utoipa::path(
@@ -402,12 +413,13 @@ pub async fn revoke_key(
 )]
 pub async fn rotate_key(
     State(s): State<AppState>,
+    actor: Actor,
     Path((id, key_id)): Path<(String, String)>,
     JsonBody(input): JsonBody<RotateInput>,
 ) -> ApiResult<(StatusCode, Json<RotatedKey>)> {
     applications::must_exist(&s.pool, &id).await?;
     let grace = keys::grace_of(&input)?;
-    let rotated = keys::rotate(&s.limits, &s.pool, &id, &key_id, grace).await?;
+    let rotated = keys::rotate(&s.limits, &s.pool, &actor, &id, &key_id, grace).await?;
     Ok((StatusCode::CREATED, Json(rotated)))
 }
 
@@ -431,10 +443,13 @@ pub async fn rotate_key(
 )]
 pub async fn suspend(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<SuspendInput>,
 ) -> ApiResult<Json<Application>> {
-    Ok(Json(applications::suspend(&s.pool, &id, &input).await?))
+    Ok(Json(
+        applications::suspend(&s.pool, &actor, &id, &input).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -455,9 +470,10 @@ pub async fn suspend(
 )]
 pub async fn resume(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Application>> {
-    Ok(Json(applications::resume(&s.pool, &id).await?))
+    Ok(Json(applications::resume(&s.pool, &actor, &id).await?))
 }
 
 /// Gives the application its own copy of its plan (limits and prices included) to customize.

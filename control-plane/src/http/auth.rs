@@ -111,3 +111,21 @@ pub(crate) async fn authenticate(
         )),
     }
 }
+
+/// The audit log's actor of an admin API request: the caller's token id and the client address.
+/// Only routes behind [`layer`] take it (it reads the [`Caller`] the layer put in).
+impl axum::extract::FromRequestParts<AppState> for crate::domain::audit::Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AppState,
+    ) -> Result<Self, ApiError> {
+        let caller = parts
+            .extensions
+            .get::<Caller>()
+            .ok_or_else(|| ApiError::Internal("an admin route outside the admin layer".into()))?;
+        let ip = crate::web::client_ip::of_parts(&s.limits, parts);
+        Ok(crate::domain::audit::Actor::token(&caller.token_id, ip))
+    }
+}

@@ -39,10 +39,11 @@ pub async fn get_settings(State(s): State<AppState>) -> ApiResult<Json<SettingsO
     security(("admin_token" = [])))]
 pub async fn put_settings(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult<Json<SettingsObject>> {
     let mut tx = crate::store::begin_write(&s.pool).await?;
-    let settings = settings::update(&mut tx, patch, |tx, currency| {
+    let settings = settings::update(&mut tx, &actor, patch, |tx, currency| {
         Box::pin(crate::domain::payments::config::check_stored(tx, currency))
     })
     .await?;

@@ -34,9 +34,10 @@ pub use crate::domain::access::gateway_tokens::{in_scope, token_services, MAX_TO
 )]
 pub async fn create(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     JsonBody(input): JsonBody<GatewayTokenInput>,
 ) -> ApiResult<(StatusCode, Json<CreatedGatewayToken>)> {
-    let created = domain::create(&s.pool, input).await?;
+    let created = domain::create(&s.pool, &actor, input).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -62,10 +63,11 @@ pub async fn create(
 )]
 pub async fn update(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<GatewayTokenUpdate>,
 ) -> ApiResult<Json<GatewayToken>> {
-    Ok(Json(domain::update(&s.pool, &id, input).await?))
+    Ok(Json(domain::update(&s.pool, &actor, &id, input).await?))
 }
 
 #[utoipa::path(
@@ -125,8 +127,12 @@ pub async fn list(
     ),
     security(("admin_token" = []))
 )]
-pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
-    Ok(Json(domain::revoke(&s.pool, id).await?))
+pub async fn remove(
+    State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    Ok(Json(domain::revoke(&s.pool, &actor, id).await?))
 }
 
 /// The gateway tokens' part of the OpenAPI document.

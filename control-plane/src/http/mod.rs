@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod api_doc;
 pub mod applications;
+pub mod audit;
 pub mod auth;
 pub mod billing;
 pub mod catch_panic;
@@ -129,6 +130,7 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
             "/applications/{id}/customize_plan",
             post(applications::customize_plan),
         )
+        .route("/audit_events", get(audit::list))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", delete(tokens::remove))
         .route("/applications/{id}/usage", get(applications::usage))

@@ -7,6 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::list::ListParams;
+use crate::domain::audit::Actor;
 use crate::domain::catalog::plans::{self, Plan, PlanInput, PlanLimit, PlanPricingRule, PlanState};
 use crate::domain::catalog::{Deleted, LimitInput, PricingModel, PricingRuleInput};
 use crate::domain::Page;
@@ -49,9 +50,10 @@ pub struct PlansApi;
 )]
 pub async fn create(
     State(s): State<AppState>,
+    actor: Actor,
     JsonBody(input): JsonBody<PlanInput>,
 ) -> ApiResult<(StatusCode, Json<Plan>)> {
-    let plan = plans::create_plan(&s.pool, &input).await?;
+    let plan = plans::create_plan(&s.pool, &actor, &input).await?;
     Ok((StatusCode::CREATED, Json(plan)))
 }
 
@@ -130,10 +132,13 @@ pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult
 )]
 pub async fn update(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<PlanInput>,
 ) -> ApiResult<Json<Plan>> {
-    Ok(Json(plans::update_plan(&s.pool, &id, &input).await?))
+    Ok(Json(
+        plans::update_plan(&s.pool, &actor, &id, &input).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -151,6 +156,10 @@ pub async fn update(
     ),
     security(("admin_token" = []))
 )]
-pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
-    Ok(Json(plans::delete_plan(&s.pool, &id).await?))
+pub async fn remove(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    Ok(Json(plans::delete_plan(&s.pool, &actor, &id).await?))
 }

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use super::list::ListParams;
+use crate::domain::audit::Actor;
 use crate::domain::catalog::mapping_rules::{self, MappingRule, MappingRuleInput};
 use crate::domain::catalog::metrics::{self, Metric, MetricInput};
 use crate::domain::catalog::services::{self, Service, ServiceInput};
@@ -66,9 +67,10 @@ pub struct ServicesApi;
 )]
 pub async fn create(
     State(s): State<AppState>,
+    actor: Actor,
     JsonBody(input): JsonBody<ServiceInput>,
 ) -> ApiResult<(StatusCode, Json<Service>)> {
-    let service = services::create_service(&s.pool, &input).await?;
+    let service = services::create_service(&s.pool, &actor, &input).await?;
     Ok((StatusCode::CREATED, Json(service)))
 }
 
@@ -132,10 +134,13 @@ pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult
 )]
 pub async fn update(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ServiceInput>,
 ) -> ApiResult<Json<Service>> {
-    Ok(Json(services::update_service(&s.pool, &id, &input).await?))
+    Ok(Json(
+        services::update_service(&s.pool, &actor, &id, &input).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -153,8 +158,12 @@ pub async fn update(
     ),
     security(("admin_token" = []))
 )]
-pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
-    Ok(Json(services::delete_service(&s.pool, &id).await?))
+pub async fn remove(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    Ok(Json(services::delete_service(&s.pool, &actor, &id).await?))
 }
 
 // ---- metrics ----
@@ -179,10 +188,11 @@ pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
 )]
 pub async fn create_metric(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<MetricInput>,
 ) -> ApiResult<(StatusCode, Json<Metric>)> {
-    let metric = metrics::create_metric(&s.pool, &id, &input).await?;
+    let metric = metrics::create_metric(&s.pool, &actor, &id, &input).await?;
     Ok((StatusCode::CREATED, Json(metric)))
 }
 
@@ -262,11 +272,12 @@ pub async fn get_metric(
 )]
 pub async fn update_metric(
     State(s): State<AppState>,
+    actor: Actor,
     Path((id, metric_id)): Path<(String, String)>,
     JsonBody(input): JsonBody<MetricInput>,
 ) -> ApiResult<Json<Metric>> {
     Ok(Json(
-        metrics::update_metric(&s.pool, &id, &metric_id, &input).await?,
+        metrics::update_metric(&s.pool, &actor, &id, &metric_id, &input).await?,
     ))
 }
 
@@ -290,10 +301,11 @@ pub async fn update_metric(
 )]
 pub async fn remove_metric(
     State(s): State<AppState>,
+    actor: Actor,
     Path((id, metric_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Deleted>> {
     Ok(Json(
-        metrics::delete_metric(&s.pool, &id, &metric_id).await?,
+        metrics::delete_metric(&s.pool, &actor, &id, &metric_id).await?,
     ))
 }
 
@@ -319,10 +331,11 @@ pub async fn remove_metric(
 )]
 pub async fn create_mapping_rule(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<MappingRuleInput>,
 ) -> ApiResult<(StatusCode, Json<MappingRule>)> {
-    let rule = mapping_rules::create_mapping_rule(&s.pool, &id, &input).await?;
+    let rule = mapping_rules::create_mapping_rule(&s.pool, &actor, &id, &input).await?;
     Ok((StatusCode::CREATED, Json(rule)))
 }
 
@@ -375,9 +388,10 @@ pub async fn list_mapping_rules(
 )]
 pub async fn remove_mapping_rule(
     State(s): State<AppState>,
+    actor: Actor,
     Path((id, rule_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Deleted>> {
     Ok(Json(
-        mapping_rules::delete_mapping_rule(&s.pool, &id, &rule_id).await?,
+        mapping_rules::delete_mapping_rule(&s.pool, &actor, &id, &rule_id).await?,
     ))
 }

@@ -31,9 +31,10 @@ pub use crate::domain::access::tokens::{expiry, MAX_TOKEN_DAYS};
 )]
 pub async fn create(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     JsonBody(input): JsonBody<TokenInput>,
 ) -> ApiResult<(StatusCode, Json<CreatedAdminToken>)> {
-    let created = tokens::create(&s.pool, input).await?;
+    let created = tokens::create(&s.pool, &actor, input).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -74,8 +75,12 @@ pub async fn list(
     ),
     security(("admin_token" = []))
 )]
-pub async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
-    Ok(Json(tokens::revoke(&s.pool, id).await?))
+pub async fn remove(
+    State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    Ok(Json(tokens::revoke(&s.pool, &actor, id).await?))
 }
 
 /// The admin tokens' part of the OpenAPI document.

@@ -31,6 +31,15 @@ pub fn of(limits: &Limiter, req: &Request) -> Option<String> {
     Some(limits.client_ip(Some(peer), last_forwarded_for(req.headers())))
 }
 
+/// [`of`] for an extractor's request parts.
+pub fn of_parts(limits: &Limiter, parts: &Parts) -> Option<String> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)?;
+    Some(limits.client_ip(Some(peer), last_forwarded_for(&parts.headers)))
+}
+
 /// The client's address as the limits see it (see [`Limiter::client_ip`]), as a handler argument.
 pub struct ClientIp(pub String);
 

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Deleted;
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::catalog::check_name;
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
@@ -149,7 +150,11 @@ async fn set_services(tx: &mut Tx, token_id: &str, ids: &[String]) -> DomainResu
 }
 
 /// Checks the input (name, then services) and creates the token with its services.
-pub async fn create(pool: &Pool, input: GatewayTokenInput) -> DomainResult<CreatedGatewayToken> {
+pub async fn create(
+    pool: &Pool,
+    actor: &Actor,
+    input: GatewayTokenInput,
+) -> DomainResult<CreatedGatewayToken> {
     let name = check_name("name", input.name.as_deref().unwrap_or(""))?;
     let services = check_services(pool, input.service_ids).await?;
     let token = new_gateway_token();
@@ -170,9 +175,17 @@ pub async fn create(pool: &Pool, input: GatewayTokenInput) -> DomainResult<Creat
     .await?;
     // A service deleted since the check fails the foreign key: nothing is written.
     set_services(&mut tx, &row.id, &services).await?;
+    // The object shown in lists: never the token or its digest.
+    let gateway_token = row.with_services(services);
+    let changes = Changes::between(None, Some(&gateway_token))?;
+    let object = Object {
+        kind: "gateway_token",
+        id: &gateway_token.id,
+    };
+    audit::record(&mut tx, actor, "gateway_token.created", object, &changes).await?;
     tx.commit().await?;
     Ok(CreatedGatewayToken {
-        gateway_token: row.with_services(services),
+        gateway_token,
         token,
     })
 }
@@ -188,15 +201,29 @@ async fn fetch_row(pool: &Pool, id: &str) -> DomainResult<GatewayTokenRow> {
 /// Replaces the token's services (the token itself is unchanged).
 pub async fn update(
     pool: &Pool,
+    actor: &Actor,
     id: &str,
     input: GatewayTokenUpdate,
 ) -> DomainResult<GatewayToken> {
     let row = fetch_row(pool, id).await?;
     let services = check_services(pool, input.service_ids).await?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin_write(pool).await?;
+    let old: Vec<String> = sqlx::query_scalar(
+        "SELECT service_id FROM gateway_token_services WHERE token_id = $1 ORDER BY service_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
     set_services(&mut tx, id, &services).await?;
+    let (before, after) = (row.with_services(old), row.with_services(services));
+    let changes = Changes::between(Some(&before), Some(&after))?;
+    let object = Object {
+        kind: "gateway_token",
+        id,
+    };
+    audit::record(&mut tx, actor, "gateway_token.updated", object, &changes).await?;
     tx.commit().await?;
-    Ok(row.with_services(services))
+    Ok(after)
 }
 
 pub async fn get(pool: &Pool, id: &str) -> DomainResult<GatewayToken> {
@@ -223,13 +250,27 @@ pub async fn list(pool: &Pool, req: &PageRequest) -> DomainResult<Page<GatewayTo
 }
 
 /// Revokes a token: the gateway holding it is refused from its next request on.
-pub async fn revoke(pool: &Pool, id: String) -> DomainResult<Deleted> {
+pub async fn revoke(pool: &Pool, actor: &Actor, id: String) -> DomainResult<Deleted> {
+    let mut tx = crate::store::begin_write(pool).await?;
     let r = sqlx::query("DELETE FROM gateway_tokens WHERE id = $1")
         .bind(&id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     if r.rows_affected() == 0 {
         return Err(DomainError::not_found("gateway token", id));
     }
+    let object = Object {
+        kind: "gateway_token",
+        id: &id,
+    };
+    audit::record(
+        &mut tx,
+        actor,
+        "gateway_token.revoked",
+        object,
+        &Changes::default(),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(Deleted::new("gateway_token", id))
 }

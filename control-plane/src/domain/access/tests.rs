@@ -19,9 +19,15 @@ async fn pool() -> Pool {
 #[tokio::test]
 async fn admin_tokens_are_checked_by_their_secret_while_live() {
     let pool = pool().await;
-    let created = tokens::insert(&pool, "ci", Scope::Read, None)
-        .await
-        .unwrap();
+    let created = tokens::insert(
+        &pool,
+        &crate::domain::audit::Actor::cli(),
+        "ci",
+        Scope::Read,
+        None,
+    )
+    .await
+    .unwrap();
     let id = created.admin_token.id.clone();
     assert_eq!(
         tokens::check(&pool, None, &created.token).await.unwrap(),
@@ -47,13 +53,15 @@ async fn admin_tokens_are_checked_by_their_secret_while_live() {
         tokens::check(&pool, None, &created.token).await.unwrap(),
         TokenCheck::Expired
     );
-    tokens::revoke(&pool, id.clone()).await.unwrap();
+    tokens::revoke(&pool, &crate::domain::audit::Actor::cli(), id.clone())
+        .await
+        .unwrap();
     assert_eq!(
         tokens::check(&pool, None, &created.token).await.unwrap(),
         TokenCheck::Unknown
     );
     assert!(matches!(
-        tokens::revoke(&pool, id).await,
+        tokens::revoke(&pool, &crate::domain::audit::Actor::cli(), id).await,
         Err(DomainError::NotFound { .. })
     ));
 }
@@ -62,9 +70,15 @@ async fn admin_tokens_are_checked_by_their_secret_while_live() {
 #[tokio::test]
 async fn a_corrupt_stored_scope_is_an_error() {
     let pool = pool().await;
-    let created = tokens::insert(&pool, "ci", Scope::Write, None)
-        .await
-        .unwrap();
+    let created = tokens::insert(
+        &pool,
+        &crate::domain::audit::Actor::cli(),
+        "ci",
+        Scope::Write,
+        None,
+    )
+    .await
+    .unwrap();
     sqlx::query("UPDATE admin_tokens SET scope = 'admin'")
         .execute(&pool)
         .await
@@ -78,9 +92,15 @@ async fn a_corrupt_stored_scope_is_an_error() {
 #[tokio::test]
 async fn admin_sessions_end_with_their_token() {
     let pool = pool().await;
-    let created = tokens::insert(&pool, "ci", Scope::Write, None)
-        .await
-        .unwrap();
+    let created = tokens::insert(
+        &pool,
+        &crate::domain::audit::Actor::cli(),
+        "ci",
+        Scope::Write,
+        None,
+    )
+    .await
+    .unwrap();
     let id = created.admin_token.id.clone();
     let cookie = sessions::start_admin(&pool, &id, Scope::Write, None)
         .await
@@ -90,7 +110,9 @@ async fn admin_sessions_end_with_their_token() {
         grant.map(|g| (g.token_id, g.scope)),
         Some((id.clone(), Scope::Write))
     );
-    tokens::revoke(&pool, id).await.unwrap();
+    tokens::revoke(&pool, &crate::domain::audit::Actor::cli(), id)
+        .await
+        .unwrap();
     assert!(sessions::current_admin(&pool, &cookie, None)
         .await
         .unwrap()

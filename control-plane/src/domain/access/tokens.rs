@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Deleted;
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::catalog::check_name;
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
@@ -123,18 +124,23 @@ pub fn expiry(days: Option<i64>) -> DomainResult<Option<i64>> {
 }
 
 /// Checks the input (name, then scope, then expiry) and creates the token.
-pub async fn create(pool: &Pool, input: TokenInput) -> DomainResult<CreatedAdminToken> {
+pub async fn create(
+    pool: &Pool,
+    actor: &Actor,
+    input: TokenInput,
+) -> DomainResult<CreatedAdminToken> {
     let name = check_name("name", input.name.as_deref().unwrap_or(""))?;
     let scope = Scope::parse(input.scope.as_deref().unwrap_or("read")).ok_or_else(|| {
         DomainError::invalid("scope", "invalid_scope", "scope is \"read\" or \"write\"")
     })?;
     let expires_at = expiry(input.expires_in_days)?;
-    insert(pool, &name, scope, expires_at).await
+    insert(pool, actor, &name, scope, expires_at).await
 }
 
 /// Creates a token with a checked name and expiry. Used by the API and by `tollgate token create`.
 pub async fn insert(
     pool: &Pool,
+    actor: &Actor,
     name: &str,
     scope: Scope,
     expires_at: Option<i64>,
@@ -148,6 +154,7 @@ pub async fn insert(
         created_at: now(),
         expires_at,
     };
+    let mut tx = crate::store::begin_write(pool).await?;
     sqlx::query("INSERT INTO admin_tokens (id, name, token_sha256, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&admin_token.id)
         .bind(&admin_token.name)
@@ -155,8 +162,16 @@ pub async fn insert(
         .bind(scope.as_str())
         .bind(admin_token.created_at)
         .bind(admin_token.expires_at)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    // The object shown in lists: never the token or its digest.
+    let changes = Changes::between(None, Some(&admin_token))?;
+    let object = Object {
+        kind: "admin_token",
+        id: &admin_token.id,
+    };
+    audit::record(&mut tx, actor, "admin_token.created", object, &changes).await?;
+    tx.commit().await?;
     Ok(CreatedAdminToken { admin_token, token })
 }
 
@@ -177,14 +192,28 @@ pub async fn list(pool: &Pool, req: &PageRequest) -> DomainResult<Page<AdminToke
 }
 
 /// Revokes a token: its next request is refused, and the admin portal sessions opened with it end.
-pub async fn revoke(pool: &Pool, id: String) -> DomainResult<Deleted> {
+pub async fn revoke(pool: &Pool, actor: &Actor, id: String) -> DomainResult<Deleted> {
+    let mut tx = crate::store::begin_write(pool).await?;
     let r = sqlx::query("DELETE FROM admin_tokens WHERE id = $1")
         .bind(&id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     if r.rows_affected() == 0 {
         return Err(DomainError::not_found("admin token", id));
     }
+    let object = Object {
+        kind: "admin_token",
+        id: &id,
+    };
+    audit::record(
+        &mut tx,
+        actor,
+        "admin_token.revoked",
+        object,
+        &Changes::default(),
+    )
+    .await?;
+    tx.commit().await?;
     Ok(Deleted::new("admin_token", id))
 }
 

@@ -4,6 +4,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{check_address, check_email, BillingAddress};
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::catalog::check_name;
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
@@ -130,7 +131,10 @@ pub(crate) fn check_vat_code(code: &str) -> DomainResult<Option<String>> {
     Ok((!c.is_empty()).then(|| c.to_string()))
 }
 
-async fn fetch_row(pool: &Pool, id: &str) -> DomainResult<AccountRow> {
+async fn fetch_row<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: &str,
+) -> DomainResult<AccountRow> {
     sqlx::query_as(&format!("{ACCOUNT_SELECT} WHERE id = $1"))
         .bind(id)
         .fetch_optional(pool)
@@ -153,7 +157,7 @@ pub async fn exists(pool: &Pool, id: &str) -> DomainResult<bool> {
 }
 
 /// Creates an account; a missing name or email is invalid, a missing VAT rate is 0.
-pub async fn create(pool: &Pool, input: &AccountInput) -> DomainResult<Account> {
+pub async fn create(pool: &Pool, actor: &Actor, input: &AccountInput) -> DomainResult<Account> {
     let name = check_name("name", input.name.as_deref().unwrap_or(""))?;
     let email = check_email(input.email.as_deref().unwrap_or(""))?;
     let address = check_address(&input.billing_address.clone().unwrap_or_default())?;
@@ -166,6 +170,7 @@ pub async fn create(pool: &Pool, input: &AccountInput) -> DomainResult<Account> 
         .flatten();
     let id = new_id("acct");
     let t = now();
+    let mut tx = crate::store::begin_write(pool).await?;
     sqlx::query(
         "INSERT INTO accounts (id, name, email, billing_address, vat_rate, vat_code, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
     )
@@ -176,9 +181,17 @@ pub async fn create(pool: &Pool, input: &AccountInput) -> DomainResult<Account> 
     .bind(vat_rate.normalize().to_string())
     .bind(&vat_code)
     .bind(t)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    get(pool, &id).await
+    let after = Account::try_from(fetch_row(&mut *tx, &id).await?)?;
+    let changes = Changes::between(None, Some(&after))?;
+    let object = Object {
+        kind: "account",
+        id: &id,
+    };
+    audit::record(&mut tx, actor, "account.created", object, &changes).await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 /// A page of accounts in id order.
@@ -198,7 +211,12 @@ pub async fn list(pool: &Pool, req: &PageRequest) -> DomainResult<Page<Account>>
 }
 
 /// Changes the fields `input` has; the others stay. Not found before any field is checked.
-pub async fn update(pool: &Pool, id: &str, input: &AccountInput) -> DomainResult<Account> {
+pub async fn update(
+    pool: &Pool,
+    actor: &Actor,
+    id: &str,
+    input: &AccountInput,
+) -> DomainResult<Account> {
     let a = fetch_row(pool, id).await?;
     let name = input
         .name
@@ -216,6 +234,8 @@ pub async fn update(pool: &Pool, id: &str, input: &AccountInput) -> DomainResult
         Some(c) => check_vat_code(c)?,
         None => a.vat_code,
     };
+    let mut tx = crate::store::begin_write(pool).await?;
+    let before = Account::try_from(fetch_row(&mut *tx, id).await?)?;
     sqlx::query("UPDATE accounts SET name = $2, email = $3, billing_address = $4, vat_rate = $5, vat_code = $6, updated_at = $7 WHERE id = $1")
         .bind(id)
         .bind(name.unwrap_or(a.name))
@@ -224,14 +244,22 @@ pub async fn update(pool: &Pool, id: &str, input: &AccountInput) -> DomainResult
         .bind(vat_rate.map_or(a.vat_rate, |r| r.normalize().to_string()))
         .bind(vat_code)
         .bind(now())
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    get(pool, id).await
+    let after = Account::try_from(fetch_row(&mut *tx, id).await?)?;
+    let changes = Changes::between(Some(&before), Some(&after))?;
+    let object = Object {
+        kind: "account",
+        id,
+    };
+    audit::record(&mut tx, actor, "account.updated", object, &changes).await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 /// Deletes an account that has no applications and no billing history (contracts, invoices:
 /// they are kept, so such an account stays).
-pub async fn delete(pool: &Pool, id: &str) -> DomainResult<Deleted> {
+pub async fn delete(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<Deleted> {
     fetch_row(pool, id).await?;
     let (apps,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM applications WHERE account_id = $1")
         .bind(id)
@@ -256,10 +284,17 @@ pub async fn delete(pool: &Pool, id: &str) -> DomainResult<Deleted> {
         ));
     }
     let mut tx = crate::store::begin_write(pool).await?;
+    let before = Account::try_from(fetch_row(&mut *tx, id).await?)?;
     sqlx::query("DELETE FROM accounts WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
+    let changes = Changes::between(Some(&before), None)?;
+    let object = Object {
+        kind: "account",
+        id,
+    };
+    audit::record(&mut tx, actor, "account.deleted", object, &changes).await?;
     crate::domain::catalog::revision::bump(&mut tx).await?;
     tx.commit().await?;
     Ok(Deleted::new("account", id))

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::account::{self, Deleted};
 use super::keys::{self, ApplicationKey, NewKey};
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::billing::contracts;
 use crate::domain::catalog::plans::{self, Plan};
 use crate::domain::catalog::{check_name, revision};
@@ -415,7 +416,11 @@ async fn created(pool: &Pool, id: &str, key: NewKey) -> DomainResult<CreatedAppl
 }
 
 /// Creates an application (admin): account and plan must exist; its first key is in the answer.
-pub async fn create(pool: &Pool, input: &AppInput) -> DomainResult<CreatedApplication> {
+pub async fn create(
+    pool: &Pool,
+    actor: &Actor,
+    input: &AppInput,
+) -> DomainResult<CreatedApplication> {
     let account_id = input.account_id.as_deref().ok_or_else(|| {
         DomainError::invalid("account_id", "missing_field", "account_id is required")
     })?;
@@ -441,6 +446,13 @@ pub async fn create(pool: &Pool, input: &AppInput) -> DomainResult<CreatedApplic
     if let Some(app_id) = &app_id {
         set_app_id(&mut tx, &id, app_id).await?;
     }
+    let after = event_data(&mut tx, &id).await?;
+    let changes = Changes::between(None, Some(&after))?;
+    let object = Object {
+        kind: "application",
+        id: &id,
+    };
+    audit::record(&mut tx, actor, "application.created", object, &changes).await?;
     tx.commit().await?;
     created(pool, &id, key).await
 }
@@ -506,7 +518,12 @@ pub async fn create_for_developer(
 }
 
 /// Changes the fields `input` has; a new plan ends the current contract and starts one on it.
-pub async fn update(pool: &Pool, id: &str, input: &AppInput) -> DomainResult<Application> {
+pub async fn update(
+    pool: &Pool,
+    actor: &Actor,
+    id: &str,
+    input: &AppInput,
+) -> DomainResult<Application> {
     let a = fetch_row(pool, id).await?;
     if input
         .account_id
@@ -548,6 +565,7 @@ pub async fn update(pool: &Pool, id: &str, input: &AppInput) -> DomainResult<App
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| DomainError::not_found("application", id))?;
+    let before = event_data(&mut tx, id).await?;
     sqlx::query("UPDATE applications SET name = $2, description = $3, plan_id = $4, updated_at = $5 WHERE id = $1")
         .bind(id)
         .bind(&name)
@@ -561,6 +579,18 @@ pub async fn update(pool: &Pool, id: &str, input: &AppInput) -> DomainResult<App
     if let Some(app_id) = &app_id {
         set_app_id(&mut tx, id, app_id).await?;
     }
+    let after = event_data(&mut tx, id).await?;
+    let changes = Changes::between(Some(&before), Some(&after))?;
+    let action = if previous_plan_id != plan_id {
+        "application.plan_changed"
+    } else {
+        "application.updated"
+    };
+    let object = Object {
+        kind: "application",
+        id,
+    };
+    audit::record(&mut tx, actor, action, object, &changes).await?;
     revision::bump(&mut tx).await?;
     if previous_plan_id != plan_id {
         webhooks::enqueue(
@@ -579,9 +609,16 @@ pub async fn update(pool: &Pool, id: &str, input: &AppInput) -> DomainResult<App
 }
 
 /// Deletes an application and its keys; its contract ends (kept for billing).
-pub async fn delete(pool: &Pool, id: &str) -> DomainResult<Deleted> {
+pub async fn delete(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<Deleted> {
     fetch_row(pool, id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
+    let before = event_data(&mut tx, id).await?;
+    let changes = Changes::between(Some(&before), None)?;
+    let object = Object {
+        kind: "application",
+        id,
+    };
+    audit::record(&mut tx, actor, "application.deleted", object, &changes).await?;
     contracts::end(&mut tx, id, now()).await?;
     for table in ["application_keys", "application_app_keys"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE application_id = $1"))
@@ -599,17 +636,30 @@ pub async fn delete(pool: &Pool, id: &str) -> DomainResult<Deleted> {
 }
 
 /// Suspends the application (reason default `admin`): gateways refuse its keys.
-pub async fn suspend(pool: &Pool, id: &str, input: &SuspendInput) -> DomainResult<Application> {
+pub async fn suspend(
+    pool: &Pool,
+    actor: &Actor,
+    id: &str,
+    input: &SuspendInput,
+) -> DomainResult<Application> {
     fetch_row(pool, id).await?;
     let reason = input.reason.unwrap_or(SuspensionReason::Admin);
     let mut tx = crate::store::begin_write(pool).await?;
     let before = locked_state(&mut tx, id).await?;
+    let old = event_data(&mut tx, id).await?;
     sqlx::query("UPDATE applications SET state = 'suspended', state_reason = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(reason.as_str())
         .bind(now())
         .execute(&mut *tx)
         .await?;
+    let new = event_data(&mut tx, id).await?;
+    let changes = Changes::between(Some(&old), Some(&new))?;
+    let object = Object {
+        kind: "application",
+        id,
+    };
+    audit::record(&mut tx, actor, "application.suspended", object, &changes).await?;
     revision::bump(&mut tx).await?;
     // Only a change is an event (suspending a suspended application changes its reason only).
     if before == ApplicationState::Live {
@@ -621,15 +671,23 @@ pub async fn suspend(pool: &Pool, id: &str, input: &SuspendInput) -> DomainResul
 }
 
 /// Makes the application live again, whatever suspended it.
-pub async fn resume(pool: &Pool, id: &str) -> DomainResult<Application> {
+pub async fn resume(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<Application> {
     fetch_row(pool, id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
     let before = locked_state(&mut tx, id).await?;
+    let old = event_data(&mut tx, id).await?;
     sqlx::query("UPDATE applications SET state = 'live', state_reason = NULL, updated_at = $2 WHERE id = $1")
         .bind(id)
         .bind(now())
         .execute(&mut *tx)
         .await?;
+    let new = event_data(&mut tx, id).await?;
+    let changes = Changes::between(Some(&old), Some(&new))?;
+    let object = Object {
+        kind: "application",
+        id,
+    };
+    audit::record(&mut tx, actor, "application.resumed", object, &changes).await?;
     revision::bump(&mut tx).await?;
     if before == ApplicationState::Suspended {
         let data = event_data(&mut tx, id).await?;

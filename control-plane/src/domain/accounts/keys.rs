@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::account::Deleted;
 use super::applications;
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::catalog::revision;
 use crate::domain::webhooks::events::KeyData;
 use crate::domain::webhooks::{self, Event};
@@ -417,7 +418,12 @@ pub async fn insert_imported(tx: &mut Tx, app_id: &str, digest: &str) -> DomainR
 
 /// Adds a key to application `app_id`: generated when `input` is empty, else the caller's (see
 /// [`insert_imported`]). The revision moves only when a key was written.
-pub async fn add(pool: &Pool, app_id: &str, input: &KeyInput) -> DomainResult<Added> {
+pub async fn add(
+    pool: &Pool,
+    actor: &Actor,
+    app_id: &str,
+    input: &KeyInput,
+) -> DomainResult<Added> {
     let digest = imported_digest(
         "key",
         input.key.as_deref(),
@@ -426,7 +432,7 @@ pub async fn add(pool: &Pool, app_id: &str, input: &KeyInput) -> DomainResult<Ad
     )?;
     applications::must_exist(pool, app_id).await?;
     let Some(digest) = digest else {
-        let made = create(pool, app_id).await?;
+        let made = create(pool, actor, app_id).await?;
         return Ok(Added {
             key: AddedKey {
                 key_object: made.key_object,
@@ -441,11 +447,14 @@ pub async fn add(pool: &Pool, app_id: &str, input: &KeyInput) -> DomainResult<Ad
         revision::bump(&mut tx).await?;
         // An imported key is a key created here as much as a generated one.
         let account_id = account_of(&mut tx, app_id).await?;
-        webhooks::enqueue(
-            &mut tx,
-            Event::KeyCreated(event_data(&added.key.key_object, &account_id)),
-        )
-        .await?;
+        let data = event_data(&added.key.key_object, &account_id);
+        let object = Object {
+            kind: "application_key",
+            id: &data.key_id,
+        };
+        let changes = Changes::between(None, Some(&data))?;
+        audit::record(&mut tx, actor, "application_key.imported", object, &changes).await?;
+        webhooks::enqueue(&mut tx, Event::KeyCreated(data)).await?;
         tx.commit().await?;
     }
     Ok(added)
@@ -518,23 +527,31 @@ async fn account_of(tx: &mut Tx, app_id: &str) -> DomainResult<String> {
 }
 
 /// Makes another active key for application `app_id`.
-pub async fn create(pool: &Pool, app_id: &str) -> DomainResult<NewKey> {
+pub async fn create(pool: &Pool, actor: &Actor, app_id: &str) -> DomainResult<NewKey> {
     applications::must_exist(pool, app_id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
     let made = insert_key(&mut tx, app_id).await?;
     revision::bump(&mut tx).await?;
     let account_id = account_of(&mut tx, app_id).await?;
-    webhooks::enqueue(
-        &mut tx,
-        Event::KeyCreated(event_data(&made.key_object, &account_id)),
-    )
-    .await?;
+    let data = event_data(&made.key_object, &account_id);
+    let object = Object {
+        kind: "application_key",
+        id: &data.key_id,
+    };
+    let changes = Changes::between(None, Some(&data))?;
+    audit::record(&mut tx, actor, "application_key.created", object, &changes).await?;
+    webhooks::enqueue(&mut tx, Event::KeyCreated(data)).await?;
     tx.commit().await?;
     Ok(made)
 }
 
 /// Revokes key `key_id` of application `app_id` at once (no grace period).
-pub async fn revoke(pool: &Pool, app_id: &str, key_id: &str) -> DomainResult<Deleted> {
+pub async fn revoke(
+    pool: &Pool,
+    actor: &Actor,
+    app_id: &str,
+    key_id: &str,
+) -> DomainResult<Deleted> {
     applications::must_exist(pool, app_id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
     let prefix: Option<String> = sqlx::query_scalar(
@@ -554,18 +571,21 @@ pub async fn revoke(pool: &Pool, app_id: &str, key_id: &str) -> DomainResult<Del
     }
     revision::bump(&mut tx).await?;
     let account_id = account_of(&mut tx, app_id).await?;
-    webhooks::enqueue(
-        &mut tx,
-        Event::KeyRevoked(KeyData {
-            key_id: key_id.to_string(),
-            application_id: app_id.to_string(),
-            account_id,
-            prefix,
-            replaced_key_id: None,
-            replaced_key_expires_at: None,
-        }),
-    )
-    .await?;
+    let data = KeyData {
+        key_id: key_id.to_string(),
+        application_id: app_id.to_string(),
+        account_id,
+        prefix,
+        replaced_key_id: None,
+        replaced_key_expires_at: None,
+    };
+    let object = Object {
+        kind: "application_key",
+        id: key_id,
+    };
+    let changes = Changes::between(Some(&data), None)?;
+    audit::record(&mut tx, actor, "application_key.revoked", object, &changes).await?;
+    webhooks::enqueue(&mut tx, Event::KeyRevoked(data)).await?;
     tx.commit().await?;
     Ok(Deleted::new("application_key", key_id))
 }
@@ -590,6 +610,7 @@ pub fn grace_of(input: &RotateInput) -> DomainResult<i64> {
 pub async fn rotate(
     limits: &crate::rate_limit::Limiter,
     pool: &Pool,
+    actor: &Actor,
     app_id: &str,
     key_id: &str,
     grace: i64,
@@ -624,15 +645,18 @@ pub async fn rotate(
     let made = insert_key(&mut tx, app_id).await?;
     revision::bump(&mut tx).await?;
     let account_id = account_of(&mut tx, app_id).await?;
-    webhooks::enqueue(
-        &mut tx,
-        Event::KeyRotated(KeyData {
-            replaced_key_id: Some(key_id.to_string()),
-            replaced_key_expires_at: Some(expires_at),
-            ..event_data(&made.key_object, &account_id)
-        }),
-    )
-    .await?;
+    let data = KeyData {
+        replaced_key_id: Some(key_id.to_string()),
+        replaced_key_expires_at: Some(expires_at),
+        ..event_data(&made.key_object, &account_id)
+    };
+    let object = Object {
+        kind: "application_key",
+        id: &data.key_id,
+    };
+    let changes = Changes::between(None, Some(&data))?;
+    audit::record(&mut tx, actor, "application_key.rotated", object, &changes).await?;
+    webhooks::enqueue(&mut tx, Event::KeyRotated(data)).await?;
     tx.commit().await?;
     // Only rotations that happen count (a refused one leaves the window as it was).
     limits.rotated(app_id);

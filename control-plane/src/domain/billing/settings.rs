@@ -364,6 +364,7 @@ pub type Check<'t> = Pin<Box<dyn Future<Output = DomainResult<()>> + Send + 't>>
 /// config's `check_stored`), and charging depends on billing, not the other way round.
 pub async fn update(
     tx: &mut Tx,
+    actor: &crate::domain::audit::Actor,
     mut patch: Value,
     chargeable: impl for<'t> FnOnce(&'t mut Tx, Currency) -> Check<'t>,
 ) -> DomainResult<BillingSettings> {
@@ -433,6 +434,12 @@ pub async fn update(
         .bind(now())
         .execute(&mut **tx)
         .await?;
+    let changes = crate::domain::audit::Changes::between(Some(&current), Some(&next))?;
+    let object = crate::domain::audit::Object {
+        kind: "billing_settings",
+        id: "billing_settings",
+    };
+    crate::domain::audit::record(tx, actor, "billing_settings.updated", object, &changes).await?;
     Ok(next)
 }
 

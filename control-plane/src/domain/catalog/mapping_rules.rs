@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::metrics::metric_ids;
 use super::services::get_service;
 use super::{check_method, check_pattern, revision, Deleted};
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::secrets::new_id;
@@ -86,6 +87,7 @@ const RULE_SELECT: &str = "SELECT r.id AS id, r.service_id AS service_id, r.http
 
 pub async fn create_mapping_rule(
     pool: &Pool,
+    actor: &Actor,
     service_id: &str,
     input: &MappingRuleInput,
 ) -> DomainResult<MappingRule> {
@@ -130,13 +132,20 @@ pub async fn create_mapping_rule(
         .bind(now())
         .execute(&mut *tx)
         .await?;
-    revision::bump(&mut tx).await?;
-    tx.commit().await?;
     let row: MappingRuleRow = sqlx::query_as(&format!("{RULE_SELECT} WHERE r.id = $1"))
         .bind(&rule_id)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
-    Ok(row.into())
+    let rule = MappingRule::from(row);
+    let changes = Changes::between(None, Some(&rule))?;
+    let object = Object {
+        kind: "mapping_rule",
+        id: &rule_id,
+    };
+    audit::record(&mut tx, actor, "mapping_rule.created", object, &changes).await?;
+    revision::bump(&mut tx).await?;
+    tx.commit().await?;
+    Ok(rule)
 }
 
 pub async fn list_mapping_rules(
@@ -159,10 +168,18 @@ pub async fn list_mapping_rules(
 
 pub async fn delete_mapping_rule(
     pool: &Pool,
+    actor: &Actor,
     service_id: &str,
     rule_id: &str,
 ) -> DomainResult<Deleted> {
     let mut tx = begin_write(pool).await?;
+    let before: Option<MappingRuleRow> = sqlx::query_as(&format!(
+        "{RULE_SELECT} WHERE r.service_id = $1 AND r.id = $2"
+    ))
+    .bind(service_id)
+    .bind(rule_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let r = sqlx::query("DELETE FROM mapping_rules WHERE service_id = $1 AND id = $2")
         .bind(service_id)
         .bind(rule_id)
@@ -171,6 +188,13 @@ pub async fn delete_mapping_rule(
     if r.rows_affected() == 0 {
         return Err(DomainError::not_found("mapping rule", rule_id));
     }
+    let before = before.map(MappingRule::from);
+    let changes = Changes::between(before.as_ref(), None)?;
+    let object = Object {
+        kind: "mapping_rule",
+        id: rule_id,
+    };
+    audit::record(&mut tx, actor, "mapping_rule.deleted", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
     Ok(Deleted::new("mapping_rule", rule_id))

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::services::get_service;
 use super::{check_metric_name, revision, Deleted};
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::secrets::new_id;
@@ -67,7 +68,11 @@ pub struct MetricInput {
 const METRIC_SELECT: &str = "SELECT m.id AS id, m.service_id AS service_id, m.name AS name, m.unit AS unit, \
      p.name AS parent, m.created_at AS created_at FROM metrics m LEFT JOIN metrics p ON p.id = m.parent_id";
 
-pub async fn get_metric(pool: &Pool, service_id: &str, metric_id: &str) -> DomainResult<Metric> {
+pub async fn get_metric<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    service_id: &str,
+    metric_id: &str,
+) -> DomainResult<Metric> {
     sqlx::query_as::<_, MetricRow>(&format!(
         "{METRIC_SELECT} WHERE m.service_id = $1 AND m.id = $2"
     ))
@@ -133,6 +138,7 @@ fn metric_exists(name: &str) -> DomainError {
 
 pub async fn create_metric(
     pool: &Pool,
+    actor: &Actor,
     service_id: &str,
     input: &MetricInput,
 ) -> DomainResult<Metric> {
@@ -197,14 +203,22 @@ pub async fn create_metric(
             other?;
         }
     }
+    let after = get_metric(&mut *tx, service_id, &metric_id).await?;
+    let changes = Changes::between(None, Some(&after))?;
+    let object = Object {
+        kind: "metric",
+        id: &metric_id,
+    };
+    audit::record(&mut tx, actor, "metric.created", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
-    get_metric(pool, service_id, &metric_id).await
+    Ok(after)
 }
 
 /// Renames a metric or changes its unit. Everything is checked before anything is written.
 pub async fn update_metric(
     pool: &Pool,
+    actor: &Actor,
     service_id: &str,
     metric_id: &str,
     input: &MetricInput,
@@ -225,6 +239,7 @@ pub async fn update_metric(
         return get_metric(pool, service_id, metric_id).await;
     }
     let mut tx = begin_write(pool).await?;
+    let before = get_metric(&mut *tx, service_id, metric_id).await?;
     if let Some(unit) = unit {
         sqlx::query("UPDATE metrics SET unit = $2 WHERE id = $1")
             .bind(metric_id)
@@ -245,19 +260,28 @@ pub async fn update_metric(
             }
         }
     }
+    let after = get_metric(&mut *tx, service_id, metric_id).await?;
+    let changes = Changes::between(Some(&before), Some(&after))?;
+    let object = Object {
+        kind: "metric",
+        id: metric_id,
+    };
+    audit::record(&mut tx, actor, "metric.updated", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
-    get_metric(pool, service_id, metric_id).await
+    Ok(after)
 }
 
 /// Deletes a metric nothing refers to (no limit, pricing rule, mapping rule or method).
 pub async fn delete_metric(
     pool: &Pool,
+    actor: &Actor,
     service_id: &str,
     metric_id: &str,
 ) -> DomainResult<Deleted> {
     get_metric(pool, service_id, metric_id).await?;
     let mut tx = begin_write(pool).await?;
+    let before = get_metric(&mut *tx, service_id, metric_id).await?;
     let uses: i64 = sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM plan_limits WHERE metric_id = $1) + (SELECT COUNT(*) FROM pricing_rules WHERE metric_id = $1) \
          + (SELECT COUNT(*) FROM mapping_rules WHERE metric_id = $1) + (SELECT COUNT(*) FROM metrics WHERE parent_id = $1)",
@@ -275,6 +299,12 @@ pub async fn delete_metric(
         .bind(metric_id)
         .execute(&mut *tx)
         .await?;
+    let changes = Changes::between(Some(&before), None)?;
+    let object = Object {
+        kind: "metric",
+        id: metric_id,
+    };
+    audit::record(&mut tx, actor, "metric.deleted", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
     Ok(Deleted::new("metric", metric_id))

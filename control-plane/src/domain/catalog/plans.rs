@@ -11,6 +11,7 @@ use super::{
     check_limits, check_money, check_name, check_pricing_rules, check_trial_days, period_schema,
     revision, stored_period, Deleted, LimitInput, PricingModel, PricingRule, PricingRuleInput,
 };
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::money::{format_amount, Amount};
@@ -261,15 +262,23 @@ pub async fn find_plan<'e>(
 
 /// The full plan, with its limits and pricing rules.
 pub async fn get_plan(pool: &Pool, id: &str) -> DomainResult<Plan> {
-    let record = find_plan(pool, id).await?;
-    let mut one = full_plans(pool, vec![record]).await?;
+    get_plan_on(&mut *pool.acquire().await?, id).await
+}
+
+/// [`get_plan`] on one connection (or inside a transaction: the audit log's before and after).
+pub async fn get_plan_on(conn: &mut sqlx::AnyConnection, id: &str) -> DomainResult<Plan> {
+    let record = find_plan(&mut *conn, id).await?;
+    let mut one = full_plans(conn, vec![record]).await?;
     one.pop()
         .ok_or_else(|| DomainError::Internal("plan vanished while rendering".into()))
 }
 
 /// Full plans for a page of plan rows: two queries for all their limits and pricing rules, not
 /// two per plan.
-async fn full_plans(pool: &Pool, plans: Vec<PlanRecord>) -> DomainResult<Vec<Plan>> {
+async fn full_plans(
+    conn: &mut sqlx::AnyConnection,
+    plans: Vec<PlanRecord>,
+) -> DomainResult<Vec<Plan>> {
     if plans.is_empty() {
         return Ok(Vec::new());
     }
@@ -283,7 +292,7 @@ async fn full_plans(pool: &Pool, plans: Vec<PlanRecord>) -> DomainResult<Vec<Pla
         q = q.bind(&p.id);
     }
     let limits = q
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?
         .into_iter()
         .map(<(String, PlanLimit)>::try_from)
@@ -298,7 +307,7 @@ async fn full_plans(pool: &Pool, plans: Vec<PlanRecord>) -> DomainResult<Vec<Pla
         q = q.bind(&p.id);
     }
     let rules = q
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?
         .into_iter()
         .map(<(String, PlanPricingRule)>::try_from)
@@ -340,7 +349,7 @@ pub async fn list_plans(
         .map(PlanRecord::try_from)
         .collect::<DomainResult<Vec<_>>>()?;
     let mut pg = page(records, req.limit, |p: &PlanRecord| &p.id);
-    let data = full_plans(pool, std::mem::take(&mut pg.data)).await?;
+    let data = full_plans(&mut *pool.acquire().await?, std::mem::take(&mut pg.data)).await?;
     Ok(pg.with_data(data))
 }
 
@@ -420,7 +429,7 @@ async fn insert_pricing_rule(
     Ok(())
 }
 
-pub async fn create_plan(pool: &Pool, input: &PlanInput) -> DomainResult<Plan> {
+pub async fn create_plan(pool: &Pool, actor: &Actor, input: &PlanInput) -> DomainResult<Plan> {
     let service_id = input.service_id.as_deref().ok_or_else(|| {
         DomainError::invalid("service_id", "missing_field", "service_id is required")
     })?;
@@ -458,12 +467,24 @@ pub async fn create_plan(pool: &Pool, input: &PlanInput) -> DomainResult<Plan> {
     .execute(&mut *tx)
     .await?;
     write_rules(&mut tx, &id, Some(&limits), Some(&rules)).await?;
+    let after = get_plan_on(&mut tx, &id).await?;
+    let changes = Changes::between(None, Some(&after))?;
+    let object = Object {
+        kind: "plan",
+        id: &id,
+    };
+    audit::record(&mut tx, actor, "plan.created", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
-    get_plan(pool, &id).await
+    Ok(after)
 }
 
-pub async fn update_plan(pool: &Pool, id: &str, input: &PlanInput) -> DomainResult<Plan> {
+pub async fn update_plan(
+    pool: &Pool,
+    actor: &Actor,
+    id: &str,
+    input: &PlanInput,
+) -> DomainResult<Plan> {
     let plan = find_plan(pool, id).await?;
     if input
         .service_id
@@ -505,6 +526,7 @@ pub async fn update_plan(pool: &Pool, id: &str, input: &PlanInput) -> DomainResu
         .map(|r| check_pricing_rules(r, &metrics))
         .transpose()?;
     let mut tx = begin_write(pool).await?;
+    let before = get_plan_on(&mut tx, id).await?;
     sqlx::query(
         "UPDATE plans SET name = $2, state = $3, setup_fee = $4, fixed_fee = $5, trial_days = $6, updated_at = $7 WHERE id = $1",
     )
@@ -518,15 +540,26 @@ pub async fn update_plan(pool: &Pool, id: &str, input: &PlanInput) -> DomainResu
     .execute(&mut *tx)
     .await?;
     write_rules(&mut tx, id, limits.as_deref(), rules.as_deref()).await?;
+    let after = get_plan_on(&mut tx, id).await?;
+    let changes = Changes::between(Some(&before), Some(&after))?;
+    audit::record(
+        &mut tx,
+        actor,
+        "plan.updated",
+        Object { kind: "plan", id },
+        &changes,
+    )
+    .await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
-    get_plan(pool, id).await
+    Ok(after)
 }
 
 /// Deletes a plan nobody uses, was billed on, or customized.
-pub async fn delete_plan(pool: &Pool, id: &str) -> DomainResult<Deleted> {
+pub async fn delete_plan(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<Deleted> {
     find_plan(pool, id).await?;
     let mut tx = begin_write(pool).await?;
+    let before = get_plan_on(&mut tx, id).await?;
     let count = |sql: &'static str| sqlx::query_scalar::<sqlx::Any, i64>(sql).bind(id.to_string());
     let apps = count("SELECT COUNT(*) FROM applications WHERE plan_id = $1")
         .fetch_one(&mut *tx)
@@ -562,6 +595,15 @@ pub async fn delete_plan(pool: &Pool, id: &str) -> DomainResult<Deleted> {
     ] {
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;
     }
+    let changes = Changes::between(Some(&before), None)?;
+    audit::record(
+        &mut tx,
+        actor,
+        "plan.deleted",
+        Object { kind: "plan", id },
+        &changes,
+    )
+    .await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
     Ok(Deleted::new("plan", id))

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{check_name, revision, Deleted};
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::secrets::new_id;
@@ -50,7 +51,10 @@ pub struct ServiceInput {
 
 const SERVICE_SELECT: &str = "SELECT id, name, created_at, updated_at FROM services";
 
-pub async fn get_service(pool: &Pool, id: &str) -> DomainResult<Service> {
+pub async fn get_service<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: &str,
+) -> DomainResult<Service> {
     sqlx::query_as::<_, ServiceRow>(&format!("{SERVICE_SELECT} WHERE id = $1"))
         .bind(id)
         .fetch_optional(pool)
@@ -80,7 +84,11 @@ fn name_taken(name: &str) -> DomainError {
 }
 
 /// A new service with its `hits` metric.
-pub async fn create_service(pool: &Pool, input: &ServiceInput) -> DomainResult<Service> {
+pub async fn create_service(
+    pool: &Pool,
+    actor: &Actor,
+    input: &ServiceInput,
+) -> DomainResult<Service> {
     let name = check_name("name", input.name.as_deref().unwrap_or(""))?;
     let id = new_id("svc");
     let t = now();
@@ -106,23 +114,36 @@ pub async fn create_service(pool: &Pool, input: &ServiceInput) -> DomainResult<S
         .bind(t)
         .execute(&mut *tx)
         .await?;
-    revision::bump(&mut tx).await?;
-    tx.commit().await?;
-    Ok(Service {
+    let service = Service {
         object: "service",
         id,
         name,
         created_at: t,
         updated_at: t,
-    })
+    };
+    let changes = Changes::between(None, Some(&service))?;
+    let object = Object {
+        kind: "service",
+        id: &service.id,
+    };
+    audit::record(&mut tx, actor, "service.created", object, &changes).await?;
+    revision::bump(&mut tx).await?;
+    tx.commit().await?;
+    Ok(service)
 }
 
 /// Renames a service (a missing name changes nothing).
-pub async fn update_service(pool: &Pool, id: &str, input: &ServiceInput) -> DomainResult<Service> {
+pub async fn update_service(
+    pool: &Pool,
+    actor: &Actor,
+    id: &str,
+    input: &ServiceInput,
+) -> DomainResult<Service> {
     get_service(pool, id).await?;
     if let Some(name) = &input.name {
         let name = check_name("name", name)?;
         let mut tx = begin_write(pool).await?;
+        let before = get_service(&mut *tx, id).await?;
         let r = sqlx::query("UPDATE services SET name = $2, updated_at = $3 WHERE id = $1")
             .bind(id)
             .bind(&name)
@@ -135,6 +156,13 @@ pub async fn update_service(pool: &Pool, id: &str, input: &ServiceInput) -> Doma
                 other?;
             }
         }
+        let after = get_service(&mut *tx, id).await?;
+        let changes = Changes::between(Some(&before), Some(&after))?;
+        let object = Object {
+            kind: "service",
+            id,
+        };
+        audit::record(&mut tx, actor, "service.updated", object, &changes).await?;
         revision::bump(&mut tx).await?;
         tx.commit().await?;
     }
@@ -142,9 +170,10 @@ pub async fn update_service(pool: &Pool, id: &str, input: &ServiceInput) -> Doma
 }
 
 /// Deletes a service with its metrics and mapping rules; refused while plans use it.
-pub async fn delete_service(pool: &Pool, id: &str) -> DomainResult<Deleted> {
+pub async fn delete_service(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<Deleted> {
     get_service(pool, id).await?;
     let mut tx = begin_write(pool).await?;
+    let before = get_service(&mut *tx, id).await?;
     let plans: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plans WHERE service_id = $1")
         .bind(id)
         .fetch_one(&mut *tx)
@@ -164,6 +193,12 @@ pub async fn delete_service(pool: &Pool, id: &str) -> DomainResult<Deleted> {
     ] {
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;
     }
+    let changes = Changes::between(Some(&before), None)?;
+    let object = Object {
+        kind: "service",
+        id,
+    };
+    audit::record(&mut tx, actor, "service.deleted", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
     Ok(Deleted::new("service", id))

@@ -26,6 +26,15 @@ pub struct AdminSession {
     pub csrf: String,
     /// The admin token the session was opened with (`env` for TOLLGATE_ADMIN_TOKEN).
     pub token_id: String,
+    /// The client address (see `web::client_ip`), for the audit log.
+    pub ip: Option<String>,
+}
+
+impl AdminSession {
+    /// Who the audit log records for this session's writes.
+    pub fn actor(&self) -> crate::domain::audit::Actor {
+        crate::domain::audit::Actor::session(&self.token_id, self.ip.clone())
+    }
 }
 
 pub(super) fn redirect(to: &str) -> Response {
@@ -59,6 +68,7 @@ async fn current(s: &AppState, headers: &HeaderMap) -> DomainResult<Option<Admin
         scope: g.scope,
         csrf: g.csrf,
         token_id: g.token_id,
+        ip: None,
     }))
 }
 
@@ -75,7 +85,9 @@ impl FromRequestParts<AppState> for AdminSession {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
-        require(s, &parts.headers).await
+        let mut admin = require(s, &parts.headers).await?;
+        admin.ip = crate::web::client_ip::of_parts(&s.limits, parts);
+        Ok(admin)
     }
 }
 
@@ -90,8 +102,10 @@ impl FromRequest<AppState> for WriteForm {
     type Rejection = Response;
 
     async fn from_request(req: Request, s: &AppState) -> Result<Self, Response> {
+        let ip = crate::web::client_ip::of(&s.limits, &req);
         let (headers, fields) = crate::portal::read_form(req, s).await?;
-        let admin = require_write(s, &headers, &fields).await?;
+        let mut admin = require_write(s, &headers, &fields).await?;
+        admin.ip = ip;
         Ok(WriteForm { admin, fields })
     }
 }

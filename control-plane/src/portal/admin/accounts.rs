@@ -135,7 +135,7 @@ pub async fn create_account(
         email: Some(get(&f, "email")),
         ..AccountInput::default()
     };
-    match account::create(&s.pool, &input).await {
+    match account::create(&s.pool, &admin.actor(), &input).await {
         Ok(a) => redirect(&format!("/admin/accounts/{}", seg(&a.id))),
         Err(e) => {
             let (e, status) = refusal(e);
@@ -288,7 +288,7 @@ pub async fn create_application(
         description: None,
         app_id: None,
     };
-    match applications::create(&s.pool, &input).await {
+    match applications::create(&s.pool, &admin.actor(), &input).await {
         Ok(created) => {
             let done = shown_once("Application created. Its API key:", &created.key);
             account_page(
@@ -325,9 +325,9 @@ pub async fn application_action(
         let input = SuspendInput {
             reason: Some(SuspensionReason::Admin),
         };
-        applications::suspend(&s.pool, &id, &input).await
+        applications::suspend(&s.pool, &admin.actor(), &id, &input).await
     } else {
-        applications::resume(&s.pool, &id).await
+        applications::resume(&s.pool, &admin.actor(), &id).await
     };
     let (done, e, status) = match done {
         Ok(_) => (
@@ -458,7 +458,7 @@ pub async fn create_token(
         scope: Some(get(&f, "scope")),
         expires_in_days: None,
     };
-    match tokens::create(&s.pool, input).await {
+    match tokens::create(&s.pool, &admin.actor(), input).await {
         Ok(created) => {
             let done = shown_once("Token generated:", &created.token);
             tokens_page(&s, &admin, &Fields::new(), &None, done, StatusCode::CREATED).await
@@ -475,7 +475,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
     WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    let (e, done, status) = match tokens::revoke(&s.pool, id).await {
+    let (e, done, status) = match tokens::revoke(&s.pool, &admin.actor(), id).await {
         Ok(_) => (None, notice("Token revoked."), StatusCode::OK),
         Err(DomainError::NotFound { .. }) => return not_found(&admin),
         Err(e) => {

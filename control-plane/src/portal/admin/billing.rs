@@ -373,9 +373,12 @@ pub async fn save_billing_settings(
     }
     let saved = async {
         let mut tx = crate::store::begin_write(&s.pool).await?;
-        let settings = crate::domain::billing::settings::update(&mut tx, patch, |tx, currency| {
-            Box::pin(crate::domain::payments::config::check_stored(tx, currency))
-        })
+        let settings = crate::domain::billing::settings::update(
+            &mut tx,
+            &admin.actor(),
+            patch,
+            |tx, currency| Box::pin(crate::domain::payments::config::check_stored(tx, currency)),
+        )
         .await?;
         tx.commit().await?;
         Ok::<_, ApiError>(settings)

@@ -120,7 +120,7 @@ pub async fn create_service(
     WriteForm { admin, fields: f }: WriteForm,
 ) -> Response {
     let created = match parsed(&json!({"name": get(&f, "name")})) {
-        Ok(input) => services::create_service(&s.pool, &input).await,
+        Ok(input) => services::create_service(&s.pool, &admin.actor(), &input).await,
         Err(e) => Err(e),
     };
     match created {
@@ -301,7 +301,9 @@ pub async fn create_metric(
         body["parent"] = json!(parent);
     }
     let done = match parsed(&body) {
-        Ok(input) => metrics::create_metric(&s.pool, &id, &input).await.map(drop),
+        Ok(input) => metrics::create_metric(&s.pool, &admin.actor(), &id, &input)
+            .await
+            .map(drop),
         Err(e) => Err(e),
     };
     after(&s, &admin, &id, &f, done, "Metric added.").await
@@ -315,7 +317,7 @@ pub async fn create_rule(
     let body = json!({"method": get(&f, "method"), "pattern": get(&f, "pattern"),
                       "metric": get(&f, "metric"), "delta": number(&f, "delta")});
     let done = match parsed(&body) {
-        Ok(input) => mapping_rules::create_mapping_rule(&s.pool, &id, &input)
+        Ok(input) => mapping_rules::create_mapping_rule(&s.pool, &admin.actor(), &id, &input)
             .await
             .map(drop),
         Err(e) => Err(e),
@@ -328,7 +330,7 @@ pub async fn delete_rule(
     Path((id, rule)): Path<(String, String)>,
     WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    let done = mapping_rules::delete_mapping_rule(&s.pool, &id, &rule)
+    let done = mapping_rules::delete_mapping_rule(&s.pool, &admin.actor(), &id, &rule)
         .await
         .map(drop);
     after(
@@ -482,7 +484,7 @@ pub async fn create_plan(
     let mut body = plan_fields(&f);
     body["service_id"] = json!(get(&f, "service_id"));
     let created = match parsed(&body) {
-        Ok(input) => plans::create_plan(&s.pool, &input).await,
+        Ok(input) => plans::create_plan(&s.pool, &admin.actor(), &input).await,
         Err(e) => Err(e),
     };
     match created {
@@ -837,7 +839,7 @@ async fn patch_plan(
     done: &str,
 ) -> Response {
     let updated = match parsed(&body) {
-        Ok(input) => plans::update_plan(&s.pool, id, &input).await,
+        Ok(input) => plans::update_plan(&s.pool, &admin.actor(), id, &input).await,
         Err(e) => Err(e),
     };
     match updated {

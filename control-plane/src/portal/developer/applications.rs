@@ -291,9 +291,11 @@ pub async fn rotate_key(
         Ok(None) => return not_found(&session),
         Err(e) => return failure(e),
     }
+    let actor = crate::domain::audit::Actor::account(&session.account_id, None);
     let rotated = keys::rotate(
         &s.limits,
         &s.pool,
+        &actor,
         &id,
         &key_id,
         keys::DEFAULT_ROTATION_GRACE_SECS,
