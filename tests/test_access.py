@@ -97,7 +97,10 @@ def test_admin_routes_refuse_every_other_kind_of_token(world):
             assert answer["error"]["code"] == "unauthorized"
         st, answer, _ = Api(base, reader).call(method, url, body)
         if method == "GET":
-            assert st in (200, 404), (method, url, st, answer)
+            # Past authentication: a route with a required query parameter (the usage export's
+            # `since`) answers 400 missing_parameter.
+            assert st in (200, 404) or (st == 400 and answer["error"]["code"] == "missing_parameter"), \
+                (method, url, st, answer)
         else:
             assert st == 403 and answer["error"]["code"] == "insufficient_scope", (method, url, st, answer)
     assert fingerprint(w["db"], acct["id"]) == before, "a refused request changed something"

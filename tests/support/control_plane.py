@@ -173,6 +173,8 @@ class Api:
         hs = {k.lower(): v for k, v in hs.items()}
         # Every answer is also checked against the server's own /openapi.json (support/contract.py).
         contract.check(self.base, method, path, dict(req.header_items()), status, hs, raw)
+        if raw and hs.get("content-type", "").startswith("text/"):
+            return status, raw, hs  # CSV exports: the bytes as sent
         return status, (json.loads(raw) if raw else None), hs
 
     def get(self, path, **kw):
