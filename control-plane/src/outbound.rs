@@ -41,7 +41,12 @@ fn v4_public(ip: Ipv4Addr) -> bool {
         || ip.is_multicast()
         // 100.64.0.0/10 (carrier-grade NAT) and 0.0.0.0/8
         || (ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64)
-        || ip.octets()[0] == 0)
+        || ip.octets()[0] == 0
+        // 192.0.0.0/24 (IETF protocol assignments), 198.18.0.0/15 (benchmarking, often used
+        // inside networks), 240.0.0.0/4 (reserved)
+        || (ip.octets()[..3] == [192, 0, 0])
+        || (ip.octets()[0] == 198 && (ip.octets()[1] & 0xfe) == 18)
+        || ip.octets()[0] >= 240)
 }
 
 fn v6_public(ip: Ipv6Addr) -> bool {
@@ -51,6 +56,18 @@ fn v6_public(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
     // NAT64 (64:ff9b::/96) reaches the embedded IPv4 address: judge that one.
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let [a, b] = s[6].to_be_bytes();
+        let [c, d] = s[7].to_be_bytes();
+        return v4_public(Ipv4Addr::new(a, b, c, d));
+    }
+    // 6to4 (2002::/16) carries an IPv4 address in its second and third segments, and an
+    // IPv4-compatible address (::a.b.c.d, deprecated) in its last two: judge that one too.
+    if s[0] == 0x2002 {
+        let [a, b] = s[1].to_be_bytes();
+        let [c, d] = s[2].to_be_bytes();
+        return v4_public(Ipv4Addr::new(a, b, c, d));
+    }
+    if s[..6] == [0, 0, 0, 0, 0, 0] {
         let [a, b] = s[6].to_be_bytes();
         let [c, d] = s[7].to_be_bytes();
         return v4_public(Ipv4Addr::new(a, b, c, d));
@@ -212,6 +229,17 @@ mod tests {
             ("::ffff:169.254.169.254", false, false),
             ("64:ff9b::a00:1", false, false),
             ("64:ff9b::5db8:d822", true, true),
+            ("192.0.0.8", false, false),
+            ("198.18.0.1", false, false),
+            ("198.19.255.1", false, false),
+            ("198.20.0.1", true, true),
+            ("240.0.0.1", false, false),
+            ("255.255.255.254", false, false),
+            ("2002:a00:1::", false, false),
+            ("2002:a9fe:a9fe::1", false, false),
+            ("2002:5db8:d822::1", true, true),
+            ("::a00:1", false, false),
+            ("::a9fe:a9fe", false, false),
         ] {
             let ip = IpAddr::from_str(ip).unwrap();
             assert_eq!(address_allowed(ip, false), off, "{ip} without the opt-in");
