@@ -108,15 +108,13 @@ pub async fn snapshot(
     }
     // RFC 7240: say that the wait was honored (and how long it may be), so a gateway can tell a
     // control plane that holds from one that answers at once.
-    let applied = wait.map(|w| ("preference-applied", format!("wait={}", w.as_secs())));
+    let applied = wait.and_then(|w| HeaderValue::from_str(&format!("wait={}", w.as_secs())).ok());
     let etag = format!("\"{version}\"");
     if held == Some(etag.as_str()) {
         telemetry::get().snapshot_request(SnapshotAnswer::NotModified, was_held);
         let mut r = (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
-        if let Some((name, value)) = applied {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                r.headers_mut().insert(name, v);
-            }
+        if let Some(v) = applied {
+            r.headers_mut().insert("preference-applied", v);
         }
         return Ok(r);
     }
@@ -149,10 +147,8 @@ pub async fn snapshot(
     if let Ok(v) = HeaderValue::from_str(&etag) {
         r.headers_mut().insert("etag", v);
     }
-    if let Some((name, value)) = applied {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            r.headers_mut().insert(name, v);
-        }
+    if let Some(v) = applied {
+        r.headers_mut().insert("preference-applied", v);
     }
     Ok(r)
 }
