@@ -633,3 +633,21 @@ def test_a_rotated_secret_signs_beside_the_old_one_for_the_grace_period(hooks, r
     acct = api.ok("POST", "/accounts", {"name": "Eve", "email": "eve@example.com"})
     eve = Api(srv.base, api.ok("POST", f"/accounts/{acct['id']}/tokens", {})["token"])
     assert_error(eve.call("POST", f"/api/v1/webhook_endpoints/{ep['id']}/rotate_secret", {}), 404)
+
+
+def test_an_account_cannot_flood_the_sender_with_test_events_but_the_admin_can_test(hooks, receiver):
+    """A free developer account asking for test events in a loop (each a delivery retried for
+    days) is stopped at MAX_WEBHOOK_SENDS_PER_ACCOUNT_PER_HOUR with 429; the admin is not."""
+    srv, api = hooks
+    acct, _, _ = catalog(api, "Flood")
+    dev = Api(srv.base, api.ok("POST", f"/accounts/{acct['id']}/tokens", {})["token"])
+    ep = create_endpoint(dev, receiver, "flood", ["application.created"], prefix="/api/v1")
+    statuses = [dev.call("POST", f"/api/v1/webhook_endpoints/{ep['id']}/test", {})[0] for _ in range(61)]
+    assert statuses[:60] == [201] * 60, statuses
+    st, body, hs = dev.call("POST", f"/api/v1/webhook_endpoints/{ep['id']}/test", {})
+    assert st == 429 and body["error"]["code"] == "webhook_sends_rate_limited", body
+    assert int(hs["retry-after"]) > 0
+    assert statuses[60] == 429
+    admin_ep = create_endpoint(api, receiver, "admin-flood", ["application.created"])
+    for _ in range(3):
+        assert api.call("POST", f"/admin/api/v1/webhook_endpoints/{admin_ep['id']}/test", {})[0] == 201
