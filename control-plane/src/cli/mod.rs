@@ -61,8 +61,14 @@ enum Command {
     },
     /// Import an export into this (empty) installation: the whole file is checked first, then
     /// written in one transaction, all or nothing. A non-empty installation is refused.
+    /// `tollgate import 3scale ...` reads a 3scale tenant instead (docs/migrate-from-3scale.md).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Import {
-        file: std::path::PathBuf,
+        #[command(subcommand)]
+        from: Option<ImportFrom>,
+        /// The export to import (a file named `3scale`: write it `./3scale`).
+        #[arg(required = true)]
+        file: Option<std::path::PathBuf>,
         /// Only check the file (the same checks, no database touched) and say what it holds.
         #[arg(long)]
         check: bool,
@@ -148,6 +154,33 @@ enum Command {
         command: WebhookCommand,
         #[command(flatten)]
         remote: Remote,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportFrom {
+    /// Read a 3scale tenant through its Account Management API (services, metrics and methods,
+    /// mapping rules, application plans with limits and pricing rules, accounts, applications
+    /// and their keys) and make the same here; run again, it changes only what changed in 3scale.
+    /// Writes the database directly (TOLLGATE_DATABASE_URL), in one transaction.
+    #[command(name = "3scale")]
+    ThreeScale {
+        /// The tenant's admin portal, e.g. https://acme-admin.3scale.net (https; a loopback
+        /// http URL only with TOLLGATE_ALLOW_LOOPBACK_URLS=true).
+        #[arg(long)]
+        admin_url: String,
+        /// A 3scale access token with the Account Management API scope (read is enough).
+        #[arg(long, env = "TOLLGATE_3SCALE_ACCESS_TOKEN", hide_env_values = true)]
+        access_token: String,
+        /// Print what would change and what cannot be carried; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Requests to 3scale in flight at once (1-16).
+        #[arg(long, default_value_t = crate::domain::threescale::source::DEFAULT_CONCURRENCY)]
+        concurrency: usize,
+        /// Carry keys shorter than 16 characters (by digest; they stay guessable).
+        #[arg(long)]
+        accept_short_keys: bool,
     },
 }
 
@@ -559,7 +592,32 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Export { out } => export(out).await,
-        Command::Import { file, check } => import(&file, check).await,
+        Command::Import {
+            from:
+                Some(ImportFrom::ThreeScale {
+                    admin_url,
+                    access_token,
+                    dry_run,
+                    concurrency,
+                    accept_short_keys,
+                }),
+            ..
+        } => {
+            let request = crate::domain::threescale::Request {
+                admin_url: &admin_url,
+                access_token: &access_token,
+                dry_run,
+                concurrency,
+                options: crate::domain::threescale::Options { accept_short_keys },
+            };
+            import_3scale(&request).await
+        }
+        Command::Import {
+            file: Some(file),
+            check,
+            ..
+        } => import(&file, check).await,
+        Command::Import { .. } => Err("tollgate import FILE, or tollgate import 3scale ...".into()),
         Command::Billing { command, remote } => billing(command, &remote).await,
         Command::Invoices { command, remote } => invoices(command, &remote).await,
         Command::Services { command, remote } => {
@@ -1208,6 +1266,74 @@ async fn import(file: &std::path::Path, check_only: bool) -> Result<(), String> 
         "imported {} service(s), {} plan(s), {} account(s), {} application(s), {} key(s), {} app key(s)",
         done.services, done.plans, done.accounts, done.applications, done.keys, done.app_keys
     );
+    Ok(())
+}
+
+/// `tollgate import 3scale`: progress and the summary on standard error; each change (or, with
+/// `--dry-run`, each change it would make) and each note of the report on standard output, one
+/// line each, so they can be kept in a file.
+async fn import_3scale(request: &crate::domain::threescale::Request<'_>) -> Result<(), String> {
+    use crate::domain::threescale;
+    use std::io::Write;
+    if !(1..=threescale::source::MAX_CONCURRENCY).contains(&request.concurrency) {
+        return Err(format!(
+            "--concurrency must be 1-{}",
+            threescale::source::MAX_CONCURRENCY
+        ));
+    }
+    let settings = Settings::from_env()?;
+    crate::outbound::init_from_env();
+    let pool = store::connect(&settings.database_url).await?;
+    store::migrate(&pool).await?;
+    let progress = |what: &str, done: u64, of: u64| {
+        eprintln!("3scale: {what} {done}/{of}");
+    };
+    let outcome = threescale::run(&pool, request, &progress)
+        .await
+        .map_err(|e| {
+            format!(
+                "import from 3scale failed: {}; nothing was written",
+                detail(e)
+            )
+        })?;
+    let r = &outcome.read;
+    eprintln!(
+        "read {} service(s), {} metric(s), {} mapping rule(s), {} plan(s), {} account(s), {} application(s), {} app key(s) from {} in {} ms ({} request(s), {} retried)",
+        r.services, r.metrics, r.mapping_rules, r.plans, r.accounts, r.applications, r.app_keys,
+        outcome.source, outcome.read_ms, r.requests, r.retries
+    );
+    let mut out = std::io::stdout().lock();
+    let verb = if request.dry_run { "would " } else { "" };
+    for line in &outcome.changes {
+        writeln!(out, "{verb}{line}").map_err(|e| e.to_string())?;
+    }
+    for n in &outcome.notes {
+        writeln!(out, "{}: {}: {}", n.kind.as_str(), n.subject, n.reason)
+            .map_err(|e| e.to_string())?;
+    }
+    let figures: Vec<String> = outcome
+        .counts
+        .pairs()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{n} {}", name.replace('_', " ")))
+        .collect();
+    let what = if figures.is_empty() {
+        "no change".to_string()
+    } else {
+        figures.join(", ")
+    };
+    let notes = outcome.notes.len();
+    if request.dry_run {
+        eprintln!("dry run: {what}; {notes} note(s); nothing was written");
+    } else if outcome.written {
+        eprintln!(
+            "imported: {what}; {notes} note(s); in {} ms",
+            outcome.write_ms
+        );
+    } else {
+        eprintln!("up to date: no change; {notes} note(s)");
+    }
     Ok(())
 }
 

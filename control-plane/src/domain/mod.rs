@@ -16,6 +16,8 @@
 //! - [`scheduler`]: the daily run, and what every run does: billing, then charging.
 //! - [`overview`]: the admin dashboard's figures.
 //! - [`transfer`]: the whole installation as one JSON document (`tollgate export` / `import`).
+//! - [`threescale`]: `tollgate import 3scale`, a 3scale tenant read through its Account
+//!   Management API and mirrored here (again and again, changing only what changed).
 //! - [`webhooks`]: outbound webhooks (events written in the transaction of their change, signed
 //!   deliveries with retries).
 
@@ -34,6 +36,7 @@ pub mod page;
 pub mod payments;
 pub mod purge;
 pub mod scheduler;
+pub mod threescale;
 pub mod transfer;
 pub mod webhooks;
 

@@ -697,9 +697,17 @@ pub async fn export(pool: &Pool) -> DomainResult<Document> {
             .execute(&mut *tx)
             .await?;
     }
+    let doc = read_document(&mut tx).await?;
+    tx.commit().await?;
+    Ok(doc)
+}
+
+/// The installation as a [`Document`], read on `conn` (the caller's transaction: `export`'s, or
+/// the 3scale importer's write transaction, which diffs against it).
+pub(crate) async fn read_document(conn: &mut sqlx::AnyConnection) -> DomainResult<Document> {
     let settings: Option<(String,)> =
         sqlx::query_as("SELECT settings FROM billing_settings WHERE id = 1")
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?;
     let billing_settings = match settings {
         Some((json,)) => serde_json::from_str(&json).map_err(|e| corrupt("billing settings", e))?,
@@ -707,21 +715,21 @@ pub async fn export(pool: &Pool) -> DomainResult<Document> {
     };
     let services: Vec<ServiceRow> =
         sqlx::query_as("SELECT id, name, created_at FROM services ORDER BY id")
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await?;
     let metrics: Vec<MetricRow> = sqlx::query_as(
         "SELECT m.id AS id, m.service_id AS service_id, m.name AS name, m.unit AS unit, \
          p.name AS parent, m.created_at AS created_at \
          FROM metrics m LEFT JOIN metrics p ON p.id = m.parent_id ORDER BY m.id",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let rules: Vec<RuleRow> = sqlx::query_as(
         "SELECT r.id AS id, r.service_id AS service_id, r.http_method AS http_method, \
          r.pattern AS pattern, m.name AS metric, r.delta AS delta, r.is_last AS is_last, \
          r.created_at AS created_at FROM mapping_rules r JOIN metrics m ON m.id = r.metric_id ORDER BY r.id",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let mut by_service: HashMap<String, ServiceDoc> = HashMap::new();
     let mut order = Vec::with_capacity(services.len());
@@ -771,20 +779,20 @@ pub async fn export(pool: &Pool) -> DomainResult<Document> {
         "SELECT id, service_id, name, state, setup_fee, fixed_fee, trial_days, parent_plan_id, created_at \
          FROM plans ORDER BY id",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let limit_rows: Vec<LimitRow> = sqlx::query_as(
         "SELECT l.plan_id AS plan_id, m.name AS metric, l.period AS period, l.limit_value AS limit_value \
          FROM plan_limits l JOIN metrics m ON m.id = l.metric_id ORDER BY l.plan_id, m.name, l.period",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let price_rows: Vec<PriceRow> = sqlx::query_as(
         "SELECT r.plan_id AS plan_id, m.name AS metric, r.model AS model, r.range_from AS range_from, \
          r.range_to AS range_to, r.unit_price AS unit_price, r.package_size AS package_size \
          FROM pricing_rules r JOIN metrics m ON m.id = r.metric_id ORDER BY r.plan_id, m.name, r.range_from",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let mut limits: HashMap<String, Vec<LimitInput>> = HashMap::new();
     for l in limit_rows {
@@ -832,7 +840,7 @@ pub async fn export(pool: &Pool) -> DomainResult<Document> {
     let account_rows: Vec<AccountRow> = sqlx::query_as(
         "SELECT id, name, email, billing_address, vat_rate, vat_code, created_at FROM accounts ORDER BY id",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let mut accounts = Vec::with_capacity(account_rows.len());
     for a in account_rows {
@@ -855,21 +863,20 @@ pub async fn export(pool: &Pool) -> DomainResult<Document> {
          FROM applications a LEFT JOIN contracts c ON c.application_id = a.id AND c.ends_on IS NULL \
          ORDER BY a.id",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let key_rows: Vec<OwnedKey> = sqlx::query_as(
         "SELECT application_id, id, key_sha256, prefix, created_at, expires_at FROM application_keys \
          WHERE expires_at IS NULL OR expires_at > $1 ORDER BY id",
     )
     .bind(now())
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let app_key_rows: Vec<OwnedAppKey> = sqlx::query_as(
         "SELECT application_id, id, key_sha256, created_at FROM application_app_keys ORDER BY id",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
-    tx.commit().await?;
     let mut keys: HashMap<String, Vec<KeyDoc>> = HashMap::new();
     for k in key_rows {
         keys.entry(k.application_id).or_default().push(k.key);
@@ -962,7 +969,6 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
     must_be_empty(&mut tx).await?;
     let t = now();
     let today = day_of(t);
-    let mut done = Imported::default();
     let settings =
         serde_json::to_string(&doc.billing_settings).map_err(|e| corrupt("billing settings", e))?;
     sqlx::query("DELETE FROM billing_settings WHERE id = 1")
@@ -973,52 +979,50 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
         .bind(t)
         .execute(&mut *tx)
         .await?;
-    for s in &doc.services {
-        sqlx::query(
-            "INSERT INTO services (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&s.id)
-        .bind(s.name.trim())
-        .bind(s.created_at)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        let ids: HashMap<&str, &str> = s
-            .metrics
-            .iter()
-            .map(|m| (m.name.as_str(), m.id.as_str()))
-            .collect();
-        // Parents first: a method's row references its metric's.
-        let (roots, methods): (Vec<&MetricDoc>, Vec<&MetricDoc>) =
-            s.metrics.iter().partition(|m| m.parent.is_none());
-        for m in roots.into_iter().chain(methods) {
-            sqlx::query("INSERT INTO metrics (id, service_id, name, unit, parent_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-                .bind(&m.id)
-                .bind(&s.id)
-                .bind(&m.name)
-                .bind(m.unit.trim())
-                .bind(m.parent.as_deref().and_then(|p| ids.get(p).copied()))
-                .bind(m.created_at)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for r in &s.mapping_rules {
-            sqlx::query("INSERT INTO mapping_rules (id, service_id, http_method, pattern, metric_id, delta, is_last, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-                .bind(&r.id)
-                .bind(&s.id)
-                .bind(check_method(&r.method)?)
-                .bind(&r.pattern)
-                .bind(ids.get(r.metric.as_str()).copied())
-                .bind(i64::from(r.delta))
-                .bind(i64::from(r.last))
-                .bind(r.created_at)
-                .execute(&mut *tx)
-                .await?;
-        }
-        done.services += 1;
-    }
-    let metric_ids: HashMap<&str, HashMap<String, String>> = doc
-        .services
+    let services: Vec<&ServiceDoc> = doc.services.iter().collect();
+    insert_services(&mut tx, &services, t).await?;
+    let metric_ids = metric_ids_of(&doc.services);
+    // Originals before their customized copies (a copy references its original).
+    let (originals, copies): (Vec<&PlanDoc>, Vec<&PlanDoc>) =
+        doc.plans.iter().partition(|p| p.parent_plan_id.is_none());
+    let ordered: Vec<&PlanDoc> = originals.into_iter().chain(copies).collect();
+    insert_plans(&mut tx, &ordered, &metric_ids, t).await?;
+    let accounts: Vec<&AccountDoc> = doc.accounts.iter().collect();
+    insert_accounts(&mut tx, &accounts, t).await?;
+    let trial_days: HashMap<&str, i64> = doc
+        .plans
+        .iter()
+        .map(|p| (p.id.as_str(), p.trial_days))
+        .collect();
+    let apps: Vec<&ApplicationDoc> = doc.applications.iter().collect();
+    insert_applications(&mut tx, &apps, &trial_days, today, t).await?;
+    let keys: Vec<(&str, &KeyDoc)> = doc
+        .applications
+        .iter()
+        .flat_map(|a| a.keys.iter().map(move |k| (a.id.as_str(), k)))
+        .collect();
+    insert_keys(&mut tx, &keys).await?;
+    let app_keys: Vec<(&str, &AppKeyDoc)> = doc
+        .applications
+        .iter()
+        .flat_map(|a| a.app_keys.iter().map(move |k| (a.id.as_str(), k)))
+        .collect();
+    insert_app_keys(&mut tx, &app_keys).await?;
+    revision::bump(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Imported {
+        services: doc.services.len(),
+        plans: doc.plans.len(),
+        accounts: accounts.len(),
+        applications: apps.len(),
+        keys: keys.len(),
+        app_keys: app_keys.len(),
+    })
+}
+
+/// Service id -> metric name -> metric id, for the plans of `services`.
+pub(crate) fn metric_ids_of(services: &[ServiceDoc]) -> HashMap<&str, HashMap<String, String>> {
+    services
         .iter()
         .map(|s| {
             (
@@ -1029,11 +1033,99 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
                     .collect(),
             )
         })
+        .collect()
+}
+
+/// Writes `services` (validated), each with its metrics and mapping rules, inside `tx`. The
+/// writers below are shared with the 3scale importer (`domain/threescale/`), which writes the
+/// objects new to the installation through them; none bumps the revision (the caller does, once).
+pub(crate) async fn insert_services(
+    tx: &mut Tx,
+    services: &[&ServiceDoc],
+    t: i64,
+) -> DomainResult<()> {
+    for s in services {
+        sqlx::query(
+            "INSERT INTO services (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&s.id)
+        .bind(s.name.trim())
+        .bind(s.created_at)
+        .bind(t)
+        .execute(&mut **tx)
+        .await?;
+        insert_metrics(tx, &s.id, &s.metrics, &s.metrics).await?;
+        insert_mapping_rules(tx, &s.id, &s.mapping_rules, &s.metrics).await?;
+    }
+    Ok(())
+}
+
+/// Writes `metrics` of service `service_id`, metrics before methods (a method's row references
+/// its parent's); parents are found by name among `all`, the service's metrics (written before or
+/// with these).
+pub(crate) async fn insert_metrics(
+    tx: &mut Tx,
+    service_id: &str,
+    metrics: &[MetricDoc],
+    all: &[MetricDoc],
+) -> DomainResult<()> {
+    let ids: HashMap<&str, &str> = all
+        .iter()
+        .map(|m| (m.name.as_str(), m.id.as_str()))
         .collect();
-    // Originals before their customized copies (a copy references its original).
-    let (originals, copies): (Vec<&PlanDoc>, Vec<&PlanDoc>) =
-        doc.plans.iter().partition(|p| p.parent_plan_id.is_none());
-    for p in originals.into_iter().chain(copies) {
+    let (roots, methods): (Vec<&MetricDoc>, Vec<&MetricDoc>) =
+        metrics.iter().partition(|m| m.parent.is_none());
+    for m in roots.into_iter().chain(methods) {
+        sqlx::query("INSERT INTO metrics (id, service_id, name, unit, parent_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&m.id)
+            .bind(service_id)
+            .bind(&m.name)
+            .bind(m.unit.trim())
+            .bind(m.parent.as_deref().and_then(|p| ids.get(p).copied()))
+            .bind(m.created_at)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes mapping rules of service `service_id`, in the order given (ids order evaluation);
+/// their metrics are found by name among `metrics`, the service's.
+pub(crate) async fn insert_mapping_rules(
+    tx: &mut Tx,
+    service_id: &str,
+    rules: &[MappingRuleDoc],
+    metrics: &[MetricDoc],
+) -> DomainResult<()> {
+    let ids: HashMap<&str, &str> = metrics
+        .iter()
+        .map(|m| (m.name.as_str(), m.id.as_str()))
+        .collect();
+    for r in rules {
+        sqlx::query("INSERT INTO mapping_rules (id, service_id, http_method, pattern, metric_id, delta, is_last, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&r.id)
+            .bind(service_id)
+            .bind(check_method(&r.method)?)
+            .bind(&r.pattern)
+            .bind(ids.get(r.metric.as_str()).copied())
+            .bind(i64::from(r.delta))
+            .bind(i64::from(r.last))
+            .bind(r.created_at)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes `plans` (validated; an original before its customized copies) with their limits and
+/// pricing rules; `metric_ids` gives each service's metric ids by name.
+pub(crate) async fn insert_plans(
+    tx: &mut Tx,
+    plans: &[&PlanDoc],
+    metric_ids: &HashMap<&str, HashMap<String, String>>,
+    t: i64,
+) -> DomainResult<()> {
+    for p in plans {
         let metrics = metric_ids
             .get(p.service_id.as_str())
             .ok_or_else(|| DomainError::Internal("validated plan lost its service".into()))?;
@@ -1051,95 +1143,125 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
         .bind(&p.parent_plan_id)
         .bind(p.created_at)
         .bind(t)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        for (metric_id, l) in check_limits(&p.limits, metrics)? {
-            sqlx::query("INSERT INTO plan_limits (plan_id, metric_id, period, limit_value) VALUES ($1, $2, $3, $4)")
-                .bind(&p.id)
-                .bind(metric_id)
-                .bind(l.period.as_str())
-                .bind(i64::try_from(l.value).map_err(|e| DomainError::Internal(e.to_string()))?)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for r in check_pricing_rules(&p.pricing_rules, metrics)? {
-            let big = |v: u64| i64::try_from(v).map_err(|e| DomainError::Internal(e.to_string()));
-            sqlx::query(
-                "INSERT INTO pricing_rules (id, plan_id, metric_id, model, range_from, range_to, unit_price, package_size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(new_id("pr"))
-            .bind(&p.id)
-            .bind(&r.metric_id)
-            .bind(r.model.as_str())
-            .bind(big(r.from)?)
-            .bind(r.to.map(big).transpose()?)
-            .bind(format_amount(r.unit_price))
-            .bind(r.package_size.map(big).transpose()?)
-            .execute(&mut *tx)
+        insert_plan_rules(tx, &p.id, &p.limits, &p.pricing_rules, metrics).await?;
+    }
+    Ok(())
+}
+
+/// Writes plan `plan_id`'s limits and pricing rules (validated against `metrics`, its service's
+/// metric ids by name).
+pub(crate) async fn insert_plan_rules(
+    tx: &mut Tx,
+    plan_id: &str,
+    limits: &[LimitInput],
+    pricing_rules: &[PricingRuleInput],
+    metrics: &HashMap<String, String>,
+) -> DomainResult<()> {
+    for (metric_id, l) in check_limits(limits, metrics)? {
+        sqlx::query("INSERT INTO plan_limits (plan_id, metric_id, period, limit_value) VALUES ($1, $2, $3, $4)")
+            .bind(plan_id)
+            .bind(metric_id)
+            .bind(l.period.as_str())
+            .bind(i64::try_from(l.value).map_err(|e| DomainError::Internal(e.to_string()))?)
+            .execute(&mut **tx)
             .await?;
-        }
-        done.plans += 1;
     }
-    let trial_days: HashMap<&str, i64> = doc
-        .plans
-        .iter()
-        .map(|p| (p.id.as_str(), p.trial_days))
-        .collect();
-    // Accounts, applications and their keys in multi-row statements: tens of thousands of rows
-    // cost a few hundred round trips, not one each (the PostgreSQL figure in BENCHMARKS.md).
-    /// An account's columns as the admin API stores them (trimmed, normalized).
-    struct NewAccount<'d> {
-        doc: &'d AccountDoc,
-        name: String,
-        email: String,
-        billing_address: String,
-        vat_rate: String,
-        vat_code: Option<String>,
+    for r in check_pricing_rules(pricing_rules, metrics)? {
+        let big = |v: u64| i64::try_from(v).map_err(|e| DomainError::Internal(e.to_string()));
+        sqlx::query(
+            "INSERT INTO pricing_rules (id, plan_id, metric_id, model, range_from, range_to, unit_price, package_size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(new_id("pr"))
+        .bind(plan_id)
+        .bind(&r.metric_id)
+        .bind(r.model.as_str())
+        .bind(big(r.from)?)
+        .bind(r.to.map(big).transpose()?)
+        .bind(format_amount(r.unit_price))
+        .bind(r.package_size.map(big).transpose()?)
+        .execute(&mut **tx)
+        .await?;
     }
-    let accounts: Vec<NewAccount> = doc
-        .accounts
-        .iter()
-        .map(|a| {
-            Ok(NewAccount {
-                doc: a,
-                name: check_name("name", &a.name)?,
-                email: check_email(&a.email)?,
-                billing_address: check_address(&a.billing_address)?,
-                vat_rate: format_amount(account::check_vat_rate(&a.vat_rate)?),
-                vat_code: match &a.vat_code {
-                    Some(c) => account::check_vat_code(c)?,
-                    None => None,
-                },
-            })
+    Ok(())
+}
+
+/// An account's columns as the admin API stores them (trimmed, normalized).
+pub(crate) struct AccountColumns {
+    pub name: String,
+    pub email: String,
+    pub billing_address: String,
+    pub vat_rate: String,
+    pub vat_code: Option<String>,
+}
+
+impl AccountColumns {
+    pub(crate) fn of(a: &AccountDoc) -> DomainResult<AccountColumns> {
+        Ok(AccountColumns {
+            name: check_name("name", &a.name)?,
+            email: check_email(&a.email)?,
+            billing_address: check_address(&a.billing_address)?,
+            vat_rate: format_amount(account::check_vat_rate(&a.vat_rate)?),
+            vat_code: match &a.vat_code {
+                Some(c) => account::check_vat_code(c)?,
+                None => None,
+            },
         })
+    }
+}
+
+// Accounts, applications and their keys go in multi-row statements: tens of thousands of rows
+// cost a few hundred round trips, not one each (the PostgreSQL figure in BENCHMARKS.md).
+
+/// Writes `accounts` (validated).
+pub(crate) async fn insert_accounts(
+    tx: &mut Tx,
+    accounts: &[&AccountDoc],
+    t: i64,
+) -> DomainResult<()> {
+    let rows: Vec<(&AccountDoc, AccountColumns)> = accounts
+        .iter()
+        .map(|a| Ok((*a, AccountColumns::of(a)?)))
         .collect::<DomainResult<_>>()?;
-    for chunk in accounts.chunks(rows_per_statement(8)) {
+    for chunk in rows.chunks(rows_per_statement(8)) {
         let sql = format!(
             "INSERT INTO accounts (id, name, email, billing_address, vat_rate, vat_code, created_at, updated_at) VALUES {}",
             placeholders(chunk.len(), 8)
         );
         let mut q = sqlx::query(&sql).persistent(false);
-        for a in chunk {
+        for (doc, a) in chunk {
             q = q
-                .bind(&a.doc.id)
+                .bind(&doc.id)
                 .bind(&a.name)
                 .bind(&a.email)
                 .bind(&a.billing_address)
                 .bind(&a.vat_rate)
                 .bind(&a.vat_code)
-                .bind(a.doc.created_at)
+                .bind(doc.created_at)
                 .bind(t);
         }
-        q.execute(&mut *tx).await?;
+        q.execute(&mut **tx).await?;
     }
-    done.accounts = accounts.len();
-    let names: Vec<String> = doc
-        .applications
+    Ok(())
+}
+
+/// Writes `apps` (validated; their keys and app keys are written by [`insert_keys`] and
+/// [`insert_app_keys`]) and starts their contracts today: what is left of a trial
+/// (`trial_ends_on`, else the plan's `trial_days` from today), never a new one.
+pub(crate) async fn insert_applications(
+    tx: &mut Tx,
+    apps: &[&ApplicationDoc],
+    trial_days: &HashMap<&str, i64>,
+    today: i64,
+    t: i64,
+) -> DomainResult<()> {
+    let names: Vec<String> = apps
         .iter()
         .map(|a| check_name("name", &a.name))
         .collect::<DomainResult<_>>()?;
-    let apps: Vec<(&ApplicationDoc, &String)> = doc.applications.iter().zip(&names).collect();
-    for chunk in apps.chunks(rows_per_statement(10)) {
+    let rows: Vec<(&ApplicationDoc, &String)> = apps.iter().copied().zip(&names).collect();
+    for chunk in rows.chunks(rows_per_statement(10)) {
         let sql = format!(
             "INSERT INTO applications (id, account_id, plan_id, name, description, state, state_reason, created_at, updated_at, app_id) VALUES {}",
             placeholders(chunk.len(), 10)
@@ -1158,11 +1280,9 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
                 .bind(t)
                 .bind(&a.app_id);
         }
-        q.execute(&mut *tx).await?;
+        q.execute(&mut **tx).await?;
     }
-    done.applications = apps.len();
-    // Billing goes on from the import day; what is left of a trial is kept, never a new one.
-    let contracts: Vec<ImportedContract> = apps
+    let contracts: Vec<ImportedContract> = rows
         .iter()
         .map(|(a, name)| ImportedContract {
             application_id: &a.id,
@@ -1175,12 +1295,11 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
                 .max(today),
         })
         .collect();
-    crate::domain::billing::contracts::start_imported(&mut tx, &contracts, t).await?;
-    let keys: Vec<(&str, &KeyDoc)> = doc
-        .applications
-        .iter()
-        .flat_map(|a| a.keys.iter().map(move |k| (a.id.as_str(), k)))
-        .collect();
+    crate::domain::billing::contracts::start_imported(tx, &contracts, t).await
+}
+
+/// Writes API keys, each `(application id, key)`.
+pub(crate) async fn insert_keys(tx: &mut Tx, keys: &[(&str, &KeyDoc)]) -> DomainResult<()> {
     for chunk in keys.chunks(rows_per_statement(6)) {
         let sql = format!(
             "INSERT INTO application_keys (id, application_id, key_sha256, prefix, created_at, expires_at) VALUES {}",
@@ -1196,14 +1315,16 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
                 .bind(k.created_at)
                 .bind(k.expires_at);
         }
-        q.execute(&mut *tx).await?;
+        q.execute(&mut **tx).await?;
     }
-    done.keys = keys.len();
-    let app_keys: Vec<(&str, &AppKeyDoc)> = doc
-        .applications
-        .iter()
-        .flat_map(|a| a.app_keys.iter().map(move |k| (a.id.as_str(), k)))
-        .collect();
+    Ok(())
+}
+
+/// Writes app keys, each `(application id, app key)`.
+pub(crate) async fn insert_app_keys(
+    tx: &mut Tx,
+    app_keys: &[(&str, &AppKeyDoc)],
+) -> DomainResult<()> {
     for chunk in app_keys.chunks(rows_per_statement(4)) {
         let sql = format!(
             "INSERT INTO application_app_keys (id, application_id, key_sha256, created_at) VALUES {}",
@@ -1217,12 +1338,9 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
                 .bind(&k.key_sha256)
                 .bind(k.created_at);
         }
-        q.execute(&mut *tx).await?;
+        q.execute(&mut **tx).await?;
     }
-    done.app_keys = app_keys.len();
-    revision::bump(&mut tx).await?;
-    tx.commit().await?;
-    Ok(done)
+    Ok(())
 }
 
 #[cfg(test)]
