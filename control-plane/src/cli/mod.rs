@@ -1285,8 +1285,15 @@ async fn import_3scale(request: &crate::domain::threescale::Request<'_>) -> Resu
     crate::outbound::init_from_env();
     let pool = store::connect(&settings.database_url).await?;
     store::migrate(&pool).await?;
+    // At most a line a second per step (and its last): 20,000 applications are not 20,000 lines.
+    let last = std::sync::Mutex::new((String::new(), std::time::Instant::now()));
     let progress = |what: &str, done: u64, of: u64| {
-        eprintln!("3scale: {what} {done}/{of}");
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        let step_changed = last.0 != what;
+        if step_changed || done >= of || last.1.elapsed() >= std::time::Duration::from_secs(1) {
+            eprintln!("3scale: {what} {done}/{of}");
+            *last = (what.to_string(), std::time::Instant::now());
+        }
     };
     let outcome = threescale::run(&pool, request, &progress)
         .await

@@ -189,7 +189,7 @@ pub async fn run(pool: &Pool, req: &Request<'_>, progress: Progress<'_>) -> Doma
         retries,
     };
     let read_ms = started.elapsed().as_millis();
-    progress("writing to Tollgate", 0, 1);
+    progress("read; now planning and writing", 1, 1);
     let mut outcome = sync(pool, &source, &tenant, req.dry_run, req.options).await?;
     outcome.read = read;
     outcome.read_ms = read_ms;

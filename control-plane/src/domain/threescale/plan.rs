@@ -209,6 +209,10 @@ struct Planner<'a> {
     plans: HashMap<u64, String>,
     /// 3scale account id -> Tollgate account id.
     accounts: HashMap<u64, String>,
+    /// Where each account and application of `after` is (tens of thousands: found by id, not by
+    /// a scan each).
+    account_pos: HashMap<String, usize>,
+    app_pos: HashMap<String, usize>,
     tenant: &'a Tenant,
 }
 
@@ -1012,8 +1016,8 @@ impl<'a> Planner<'a> {
             let subject = format!("account {} {}", a.id, quote(&label));
             let twin = self.link(Kind::Account, a.id).cloned();
             let pos = match &twin {
-                Some(tid) => match self.after.accounts.iter().position(|x| &x.id == tid) {
-                    Some(p) => Some(p),
+                Some(tid) => match self.account_pos.get(tid) {
+                    Some(p) => Some(*p),
                     None => {
                         self.note(NoteKind::DeletedInTollgate, subject, format!("its twin {tid} was deleted in Tollgate: not made again, nor its applications"));
                         continue;
@@ -1038,6 +1042,8 @@ impl<'a> Planner<'a> {
                         }
                         None => {
                             let id = doc.id.clone();
+                            self.account_pos
+                                .insert(id.clone(), self.after.accounts.len());
                             self.after.accounts.push(doc);
                             self.set_link(Kind::Account, a.id, &id);
                             id
@@ -1074,7 +1080,7 @@ impl<'a> Planner<'a> {
             .filter(|((k, id), t)| {
                 *k == Kind::Account
                     && !present.contains(id)
-                    && self.after.accounts.iter().any(|a| &a.id == *t)
+                    && self.account_pos.contains_key(t.as_str())
             })
             .map(|((_, id), t)| (id.clone(), t.clone()))
             .collect();
@@ -1204,6 +1210,15 @@ impl<'a> Planner<'a> {
             ts_id: u64,
         }
         let mut wanted: Vec<Wanted> = Vec::new();
+        // Each 3scale application's key links (`<application id>/<sha256>`), found once.
+        let mut key_links: HashMap<u64, Vec<(Kind, String)>> = HashMap::new();
+        for (kind, id) in self.links.keys() {
+            if matches!(kind, Kind::UserKey | Kind::AppKey) {
+                if let Some(app) = id.split('/').next().and_then(|a| a.parse::<u64>().ok()) {
+                    key_links.entry(app).or_default().push((*kind, id.clone()));
+                }
+            }
+        }
         let mut present: HashSet<String> = HashSet::new();
         for ad in &tenant.applications {
             let a = &ad.application;
@@ -1212,8 +1227,8 @@ impl<'a> Planner<'a> {
             let subject = format!("application {} {}", a.id, quote(&label));
             let twin = self.link(Kind::Application, a.id).cloned();
             let pos = match &twin {
-                Some(tid) => match self.after.applications.iter().position(|x| &x.id == tid) {
-                    Some(p) => Some(p),
+                Some(tid) => match self.app_pos.get(tid) {
+                    Some(p) => Some(*p),
                     None => {
                         self.note(
                             NoteKind::DeletedInTollgate,
@@ -1369,6 +1384,8 @@ impl<'a> Planner<'a> {
                 }
                 None => {
                     let tid = new_id("app");
+                    self.app_pos
+                        .insert(tid.clone(), self.after.applications.len());
                     let trial = self
                         .after
                         .plans
@@ -1399,8 +1416,8 @@ impl<'a> Planner<'a> {
                 }
             };
             // Keys that left 3scale leave here now.
-            self.drop_stale_keys(a.id, &tid, Kind::UserKey, &user_keys);
-            self.drop_stale_keys(a.id, &tid, Kind::AppKey, &app_keys);
+            self.drop_stale_keys(&key_links, a.id, &tid, Kind::UserKey, &user_keys);
+            self.drop_stale_keys(&key_links, a.id, &tid, Kind::AppKey, &app_keys);
             wanted.push(Wanted {
                 tid,
                 subject,
@@ -1418,7 +1435,11 @@ impl<'a> Planner<'a> {
             .map(|((_, id), t)| (id.clone(), t.clone()))
             .collect();
         for (id, t) in gone {
-            if let Some(app) = self.after.applications.iter_mut().find(|a| a.id == t) {
+            if let Some(app) = self
+                .app_pos
+                .get(&t)
+                .map(|p| &mut self.after.applications[*p])
+            {
                 if app.state == ApplicationState::Live {
                     app.state = ApplicationState::Suspended;
                     app.state_reason = Some(SuspensionReason::Admin);
@@ -1432,7 +1453,7 @@ impl<'a> Planner<'a> {
         }
         // Phase 2: app ids and keys.
         for w in wanted {
-            let Some(pos) = self.after.applications.iter().position(|x| x.id == w.tid) else {
+            let Some(pos) = self.app_pos.get(&w.tid).copied() else {
                 continue;
             };
             let mut app_id_ok = true;
@@ -1484,20 +1505,33 @@ impl<'a> Planner<'a> {
         Some(k.sha256.clone())
     }
 
-    /// Revokes the twins of application `ts`'s keys of `kind` that 3scale no longer has.
-    fn drop_stale_keys(&mut self, ts: u64, tid: &str, kind: Kind, keep: &[String]) {
+    /// Revokes the twins of application `ts`'s keys of `kind` that 3scale no longer has
+    /// (`key_links`: the key links of each 3scale application).
+    fn drop_stale_keys(
+        &mut self,
+        key_links: &HashMap<u64, Vec<(Kind, String)>>,
+        ts: u64,
+        tid: &str,
+        kind: Kind,
+        keep: &[String],
+    ) {
         let prefix = format!("{ts}/");
-        let stale: Vec<(String, String)> = self
-            .links
-            .iter()
-            .filter(|((k, id), _)| {
-                *k == kind
-                    && id.starts_with(&prefix)
-                    && !keep.iter().any(|d| id[prefix.len()..] == **d)
+        let stale: Vec<(String, String)> = key_links
+            .get(&ts)
+            .into_iter()
+            .flatten()
+            .filter(|(k, id)| *k == kind && !keep.iter().any(|d| id[prefix.len()..] == **d))
+            .filter_map(|(k, id)| {
+                self.links
+                    .get(&(*k, id.clone()))
+                    .map(|t| (id.clone(), t.clone()))
             })
-            .map(|((_, id), t)| (id.clone(), t.clone()))
             .collect();
-        let Some(app) = self.after.applications.iter_mut().find(|a| a.id == tid) else {
+        let Some(app) = self
+            .app_pos
+            .get(tid)
+            .map(|p| &mut self.after.applications[*p])
+        else {
             return;
         };
         for (id, key_id) in stale {
@@ -1635,6 +1669,18 @@ pub fn plan(
         metrics: HashMap::new(),
         plans: HashMap::new(),
         accounts: HashMap::new(),
+        account_pos: current
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.clone(), i))
+            .collect(),
+        app_pos: current
+            .applications
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.clone(), i))
+            .collect(),
         tenant,
     };
     p.services();
