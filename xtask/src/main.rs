@@ -12,6 +12,8 @@
 //! - `cargo xtask bench-webhooks`: outbound webhook deliveries/s to a local receiver.
 //! - `cargo xtask bench-loop`: snapshot size/time for 100,000 applications, its application in
 //!   Envoy (time, RSS), and usage ingestion throughput (prints figures).
+//! - `cargo xtask bench-import`: `tollgate import 3scale` of a 20,000-application tenant from the
+//!   3scale contract server, on SQLite and PostgreSQL: first run, second run, run after a change.
 //! - `cargo xtask fuzz`: the filter's libFuzzer targets (`fuzz/`), bounded in time or runs.
 //! - `cargo xtask soak`: ten minutes of load through Envoy + filter + control plane on
 //!   PostgreSQL (`--seconds N` to change): usage exact, memory flat (prints the samples).
@@ -66,11 +68,14 @@ fn main() {
         Some("bench-payments") => bench_release_script("tests/bench/bench_payments.py", &args[1..]),
         Some("bench-webhooks") => bench_release_script("tests/bench/bench_webhooks.py", &args[1..]),
         Some("bench-loop") => bench_release_script("tests/bench/bench_loop.py", &args[1..]),
+        Some("bench-import") => {
+            bench_release_script("tests/bench/bench_import_3scale.py", &args[1..])
+        }
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("deny") => deny::deny(),
         Some("soak") => bench_release_script("tests/bench/soak.py", &args[1..]),
         _ => Err(
-            "usage: cargo xtask <run|test|fuzz|deny|soak|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-webhooks|bench-loop|setup>".into(),
+            "usage: cargo xtask <run|test|fuzz|deny|soak|bench-filter|bench-admin-api|bench-billing|bench-payments|bench-webhooks|bench-loop|bench-import|setup>".into(),
         ),
     };
     if let Err(e) = outcome {

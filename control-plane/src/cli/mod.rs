@@ -1331,15 +1331,14 @@ async fn import_3scale(request: &crate::domain::threescale::Request<'_>) -> Resu
         figures.join(", ")
     };
     let notes = outcome.notes.len();
+    // "in N ms": planning and writing, after reading 3scale.
+    let ms = outcome.write_ms;
     if request.dry_run {
-        eprintln!("dry run: {what}; {notes} note(s); nothing was written");
+        eprintln!("dry run: {what}; {notes} note(s); nothing was written; in {ms} ms");
     } else if outcome.written {
-        eprintln!(
-            "imported: {what}; {notes} note(s); in {} ms",
-            outcome.write_ms
-        );
+        eprintln!("imported: {what}; {notes} note(s); in {ms} ms");
     } else {
-        eprintln!("up to date: no change; {notes} note(s)");
+        eprintln!("up to date: no change; {notes} note(s); in {ms} ms");
     }
     Ok(())
 }

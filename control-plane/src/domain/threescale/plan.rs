@@ -442,23 +442,39 @@ impl<'a> Planner<'a> {
                     format!("upstream {up:?}: routing is the gateway's (an Envoy cluster or Kong service)"),
                 );
             }
+            // Where APIcast reads credentials (`credentials_location`) and under which names:
+            // the filter's `credentials` can read the same, but it is the gateway's
+            // configuration, not the control plane's.
             let location = proxy.credentials_location.as_deref().unwrap_or("query");
-            let names = match s.backend_version.as_deref() {
-                Some("2") => format!(
-                    "app_id {:?} and app_key {:?}",
-                    proxy.auth_app_id.as_deref().unwrap_or("app_id"),
-                    proxy.auth_app_key.as_deref().unwrap_or("app_key")
-                ),
-                _ => format!(
-                    "user key {:?}",
-                    proxy.auth_user_key.as_deref().unwrap_or("user_key")
-                ),
-            };
-            self.note(
-                NoteKind::Gateway,
-                format!("{subject} credentials"),
-                format!("clients send the {names} in {location}: set the filter's `credentials` to read them there (docs/filter-configuration.md)"),
+            let (user_key, app_id, app_key) = (
+                proxy.auth_user_key.as_deref().unwrap_or("user_key"),
+                proxy.auth_app_id.as_deref().unwrap_or("app_id"),
+                proxy.auth_app_key.as_deref().unwrap_or("app_key"),
             );
+            let pair = s.backend_version.as_deref() == Some("2");
+            let setting = match (location, pair) {
+                ("query", false) => Some(format!("\"credentials\": {{\"query\": {user_key:?}}}")),
+                ("headers", false) => Some(format!("\"credentials\": {{\"header\": {user_key:?}}}")),
+                ("query", true) => Some(format!(
+                    "\"credentials\": {{\"app_id\": {{\"query\": {app_id:?}}}, \"app_key\": {{\"query\": {app_key:?}}}}}"
+                )),
+                ("headers", true) => Some(format!(
+                    "\"credentials\": {{\"app_id\": {{\"header\": {app_id:?}}}, \"app_key\": {{\"header\": {app_key:?}}}}}"
+                )),
+                _ => None,
+            };
+            match setting {
+                Some(setting) => self.note(
+                    NoteKind::Gateway,
+                    format!("{subject} credentials"),
+                    format!("APIcast reads them from {location}: give the filter {setting} so clients change nothing (docs/filter-configuration.md)"),
+                ),
+                None => self.note(
+                    NoteKind::NotCarried,
+                    format!("{subject} credentials"),
+                    format!("APIcast reads them from {location:?} (HTTP Basic): the filter does not read Basic credentials; clients send the key as a header, a query parameter or a Bearer token instead"),
+                ),
+            }
         }
     }
 
