@@ -287,6 +287,30 @@ impl<'a> Planner<'a> {
             .insert((kind, id.to_string()), tollgate.to_string());
     }
 
+    /// The Tollgate name of 3scale metric `id` on service `sid`, or a note on `subject` saying
+    /// why there is none (the metric was refused, or belongs to a backend API).
+    fn metric_name(&mut self, id: u64, sid: &str, subject: &str) -> Option<String> {
+        match self.metrics.get(&id).cloned() {
+            Some((s, name)) if s == sid => Some(name),
+            Some(_) => {
+                self.note(
+                    NoteKind::Refused,
+                    subject,
+                    "its metric belongs to another service",
+                );
+                None
+            }
+            None => {
+                self.note(
+                    NoteKind::NotCarried,
+                    subject,
+                    format!("its metric {id} was not imported (refused above, or a backend API's)"),
+                );
+                None
+            }
+        }
+    }
+
     fn service_pos(&self, id: &str) -> Option<usize> {
         self.after.services.iter().position(|s| s.id == id)
     }
@@ -630,22 +654,9 @@ impl<'a> Planner<'a> {
                 r.http_method,
                 quote(&r.pattern)
             );
-            let Some((msid, metric)) = self.metrics.get(&r.metric_id).cloned() else {
-                self.note(
-                    NoteKind::Refused,
-                    rsubject,
-                    format!("its metric {} was not imported", r.metric_id),
-                );
+            let Some(metric) = self.metric_name(r.metric_id, sid, &rsubject) else {
                 continue;
             };
-            if msid != sid {
-                self.note(
-                    NoteKind::Refused,
-                    rsubject,
-                    "its metric belongs to another service",
-                );
-                continue;
-            }
             let method = match check_method(&r.http_method) {
                 Ok(m) => m,
                 Err(e) => {
@@ -848,25 +859,9 @@ impl<'a> Planner<'a> {
                 );
                 continue;
             };
-            let Some((msid, metric)) = self.metrics.get(&l.metric_id).cloned() else {
-                self.note(
-                    NoteKind::NotCarried,
-                    lsubject,
-                    format!(
-                        "its metric {} was not imported (a backend API's metric?)",
-                        l.metric_id
-                    ),
-                );
+            let Some(metric) = self.metric_name(l.metric_id, sid, &lsubject) else {
                 continue;
             };
-            if msid != sid {
-                self.note(
-                    NoteKind::Refused,
-                    lsubject,
-                    "its metric belongs to another service",
-                );
-                continue;
-            }
             if limits.iter().any(|x| x.metric == metric && x.period == per) {
                 self.note(
                     NoteKind::Refused,
@@ -895,25 +890,9 @@ impl<'a> Planner<'a> {
         let mut pricing: Vec<PricingRuleInput> = Vec::new();
         for r in &pd.pricing_rules {
             let rsubject = format!("{subject} pricing rule {}", r.id);
-            let Some((msid, metric)) = self.metrics.get(&r.metric_id).cloned() else {
-                self.note(
-                    NoteKind::NotCarried,
-                    rsubject,
-                    format!(
-                        "its metric {} was not imported (a backend API's metric?)",
-                        r.metric_id
-                    ),
-                );
+            let Some(metric) = self.metric_name(r.metric_id, sid, &rsubject) else {
                 continue;
             };
-            if msid != sid {
-                self.note(
-                    NoteKind::Refused,
-                    rsubject,
-                    "its metric belongs to another service",
-                );
-                continue;
-            }
             let price = match money("cost_per_unit", Some(&r.cost_per_unit)) {
                 Ok(p) => p,
                 Err(e) => {
@@ -1536,7 +1515,12 @@ impl<'a> Planner<'a> {
             .get(&ts)
             .into_iter()
             .flatten()
-            .filter(|(k, id)| *k == kind && !keep.iter().any(|d| id[prefix.len()..] == **d))
+            .filter(|(k, id)| {
+                *k == kind
+                    && !id
+                        .strip_prefix(&prefix)
+                        .is_some_and(|digest| keep.iter().any(|d| d == digest))
+            })
             .filter_map(|(k, id)| {
                 self.links
                     .get(&(*k, id.clone()))

@@ -758,6 +758,75 @@ mod tests {
         }
     }
 
+    /// Answers shaped as porta renders them (representers named on each type), links and fields
+    /// the importer does not read included: they parse, unknown fields are ignored.
+    #[test]
+    fn porta_answers_parse() {
+        use crate::domain::threescale::client::parse_page;
+        let plans = br#"{"plans":[{"application_plan":{"id":7,"name":"Basic","state":"published",
+            "setup_fee":9.99,"cost_per_month":19.0,"trial_period_days":7,"cancellation_period":0,
+            "approval_required":false,"default":false,"created_at":"2024-01-02T03:04:05Z",
+            "updated_at":"2024-01-02T03:04:05Z","custom":false,"system_name":"basic",
+            "links":[{"rel":"service","href":"https://t-admin.example.com/admin/api/services/2"}]}}]}"#;
+        let p: Vec<Plan> = parse_page("/p", plans, "plans", "application_plan")
+            .unwrap()
+            .items;
+        assert_eq!(p[0].setup_fee, Some(DecimalText("9.99".into())));
+        assert_eq!(p[0].cost_per_month, Some(DecimalText("19.0".into())));
+        let rules =
+            br#"{"pricing_rules":[{"pricing_rule":{"id":1,"metric_id":2,"cost_per_unit":"0.0100",
+            "min":1,"max":null,"created_at":"x","updated_at":"x","links":[]}}]}"#;
+        let r: Vec<PricingRule> = parse_page("/r", rules, "pricing_rules", "pricing_rule")
+            .unwrap()
+            .items;
+        assert_eq!((r[0].cost_per_unit.0.as_str(), r[0].max), ("0.0100", None));
+        let methods = br#"{"methods":[{"method":{"id":5,"name":"search","system_name":"search",
+            "friendly_name":"Search","description":"","parent_id":4,"created_at":"x","updated_at":"x"}}]}"#;
+        let m: Vec<Metric> = parse_page("/m", methods, "methods", "method")
+            .unwrap()
+            .items;
+        assert_eq!(
+            (m[0].system_name(), m[0].parent_id, m[0].unit.as_deref()),
+            ("search", Some(4), None)
+        );
+        let accounts = br#"{"accounts":[{"account":{"id":3,"created_at":"2024-01-02T03:04:05Z",
+            "updated_at":"x","credit_card_stored":false,"monthly_billing_enabled":true,
+            "monthly_charging_enabled":true,"state":"approved","links":[],"org_name":"Acme",
+            "vat_rate":"19.0","billing_address":{"company":"Acme","address":"1 Main St",
+            "address1":"1 Main St","address2":null,"phone_number":null,"city":"Berlin",
+            "country":"DE","state":null,"zip":"10115"}}}],
+            "metadata":{"per_page":1,"total_entries":2,"total_pages":2,"current_page":1}}"#;
+        let page = parse_page::<Account>("/a", accounts, "accounts", "account").unwrap();
+        assert_eq!(page.paging.map(|p| p.total_pages), Some(2));
+        let a = &page.items[0];
+        assert_eq!(
+            a.billing_address.as_ref().and_then(|b| b.zip.as_deref()),
+            Some("10115")
+        );
+        let apps = br#"{"applications":[{"application":{"id":9,"state":"live","enabled":true,
+            "created_at":"2024-01-02T03:04:05Z","updated_at":"x","service_id":2,"service_name":"S",
+            "plan_id":7,"plan_name":"Basic","account_id":3,"org_name":"Acme","first_traffic_at":null,
+            "first_daily_traffic_at":null,"application_id":"3a7f21c9","links":[],"name":"Mobile",
+            "description":"d"}}]}"#;
+        let x: Vec<Application> = parse_page("/x", apps, "applications", "application")
+            .unwrap()
+            .items;
+        assert_eq!(
+            (x[0].application_id.as_deref(), x[0].user_key.is_none()),
+            (Some("3a7f21c9"), true)
+        );
+        let keys = br#"{"keys":[{"key":{"value":"a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4","created_at":"x","updated_at":"x","links":[]}}]}"#;
+        let k: Vec<AppKeyItem> = parse_page("/k", keys, "keys", "key").unwrap().items;
+        assert_eq!(
+            k[0].value.0.sha256,
+            crate::secrets::sha256_hex("a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4")
+        );
+        let proxy = br#"{"proxy":{"service_id":2,"credentials_location":"headers","auth_user_key":"user-key",
+            "policies_config":[{"name":"apicast","version":"builtin","configuration":{},"enabled":true}]}}"#;
+        let p: Proxy = crate::domain::threescale::client::parse_one("/p", proxy, "proxy").unwrap();
+        assert_eq!(p.policies_config.map(|c| c.len()), Some(1));
+    }
+
     #[test]
     fn decimals_stay_text_and_keys_become_digests() {
         #[derive(Deserialize)]
