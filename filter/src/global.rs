@@ -89,6 +89,7 @@ mod tests {
                     entry("gone", "hits", Period::Day, 86_400, 9),
                     entry("a1", "nope", Period::Day, 86_400, 9),
                 ],
+                credit: vec![],
             },
         );
         assert_eq!(v.len(), 1);
