@@ -32,15 +32,20 @@ def config(limit_nano):
     }
 
 
-def test_a_wallet_admits_exactly_what_it_pays_for_then_402_until_topped_up(upstream, shell, tmp_path):
+#: Admitted requests are answered by Envoy itself: 50 concurrent clients would overflow the test
+#: upstream's listen backlog (Envoy then answers 503 for a connect timeout), and an admitted
+#: request is a 200 either way.
+ANSWER = {"direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
+
+
+def test_a_wallet_admits_exactly_what_it_pays_for_then_402_until_topped_up(shell, tmp_path):
     port, admin = free_port(), free_port()
     lds = tmp_path / "lds.json"
 
     def publish(version, limit_nano):
         """The listener through LDS: a new inline snapshot is a new filter configuration, as an
         operator applies one without restarting Envoy."""
-        listener = http_listener("api", port, {"route": {"cluster": "upstream"}},
-                                 [tollgate_filter(config(limit_nano), shell)])
+        listener = http_listener("api", port, ANSWER, [tollgate_filter(config(limit_nano), shell)])
         listener["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] = f"api_v{version}"
         listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
         staged = tmp_path / "lds.staged"
@@ -48,7 +53,7 @@ def test_a_wallet_admits_exactly_what_it_pays_for_then_402_until_topped_up(upstr
         staged.rename(lds)
 
     publish(1, 10 * NANO_PER_UNIT)
-    envoy = Envoy(bootstrap(port, admin, upstream.port, []), concurrency=2, shell=shell)
+    envoy = Envoy(bootstrap(port, admin, free_port(), []), concurrency=2, shell=shell)
     envoy.config["static_resources"]["listeners"] = []
     envoy.config["node"] = {"id": "tollgate-test", "cluster": "tollgate-test"}
     envoy.config["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(lds)},
@@ -65,7 +70,6 @@ def test_a_wallet_admits_exactly_what_it_pays_for_then_402_until_topped_up(upstr
             statuses = [s for batch in pool.map(client, range(clients)) for s in batch]
         assert statuses.count(200) == 1_000, sorted(set(statuses))
         assert statuses.count(402) == clients * per_client - 1_000
-        assert upstream.count() == 1_000
 
         r = call(port, "/", headers={"x-api-key": KEYS["app-a"]})
         body = assert_problem(r, 402, "insufficient_credit")
@@ -87,7 +91,6 @@ def test_a_wallet_admits_exactly_what_it_pays_for_then_402_until_topped_up(upstr
         answers = [call(port, "/", headers={"x-api-key": KEYS["app-b" if i % 2 else "app-a"]}).status
                    for i in range(7)]
         assert answers == [200] * 5 + [402] * 2
-        assert upstream.count() == 1_005
     finally:
         envoy.stop()
     assert envoy.log().count("tollgate: configured with") >= 2, "the update built a new configuration"
