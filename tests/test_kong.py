@@ -46,7 +46,17 @@ def test_every_option_of_the_filter_is_in_the_schema(schema, kong_filter_config)
     ok = json.loads(json.dumps(kong_filter_config))
     ok["shared_data_id"] = "edge-a"
     ok["quota_headers"] = "x-ratelimit"
+    # Prepaid credit (docs/wallets.md): prices on a plan, a wallet, the top-up link.
+    plan = ok["snapshot"]["plans"][0]
+    plan["credit_prices"] = [{"metric": plan["limits"][0]["metric"], "nano_per_unit": 10_000_000}]
+    ok["snapshot"]["wallets"] = [{"id": "wallet-1", "limit_nano": 10 * 10**9,
+                                  "applications": [ok["snapshot"]["applications"][0]["id"]]}]
+    ok["snapshot"]["top_up_url"] = "https://portal.example/developer/wallet"
     jsonschema.Draft4Validator(schema).validate(ok)
+    for bad in ({"limit_nano": 2**53}, {"limit_nano": -1}, {"id": ""}):
+        wallet = {**ok["snapshot"]["wallets"][0], **bad}
+        with pytest.raises(jsonschema.ValidationError):  # Kong would pass 2**53 through a double
+            jsonschema.Draft4Validator(schema).validate({**ok, "snapshot": {**ok["snapshot"], "wallets": [wallet]}})
     cp = {k: v for k, v in ok.items() if k != "snapshot"}
     cp.update(service_id="svc_1", control_plane={"upstream": "127.0.0.1:8080", "token": "tgw_x",
                                                  "snapshot_wait_s": 0})
@@ -65,6 +75,7 @@ def test_every_option_of_the_filter_is_in_the_schema(schema, kong_filter_config)
     lambda c: c["snapshot"]["plans"][0]["limits"][0].update(period="fortnight"),
     lambda c: c["snapshot"]["mapping_rules"][0].update(delta=0),
     lambda c: c["credentials"].update(header="x key"),
+    lambda c: c["snapshot"].update(wallets=[{"id": "with space", "limit_nano": 1}]),
     lambda c: c.pop("snapshot"),
 ])
 def test_schema_refuses_what_the_filter_refuses(schema, kong_filter_config, mutate, start_envoy):
