@@ -219,7 +219,11 @@ mod tests {
         s.other_cost = Some(9);
         let refused = spend(&mut s, &wallet, 2, 0).unwrap().unwrap_err();
         assert_eq!(refused.remaining_nano, 1);
-        assert_eq!(own_spend(&mut s, &wallet).unwrap(), 9, "the other's spend stands");
+        assert_eq!(
+            own_spend(&mut s, &wallet).unwrap(),
+            9,
+            "the other's spend stands"
+        );
         s.other_cost = Some(0);
         assert!(spend(&mut s, &wallet, 1, 0).unwrap().is_ok());
         // A give-back racing a spend keeps that spend too.
