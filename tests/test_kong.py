@@ -181,6 +181,27 @@ def test_shipped_config_runs_in_a_kong_like_host(tmp_path, kong_filter_config):
     assert dict(results[7]["local_response"]["headers"])["retry-after"]
 
 
+def test_a_prepaid_wallet_runs_in_a_kong_like_host(tmp_path, kong_filter_config):
+    """Issue 18 on Kong's host semantics: the wallet's spend record lives in the `tg1` zone beside
+    the counters, and the 402 carries its problem body and the top-up link."""
+    config = json.loads(json.dumps(kong_filter_config))
+    snapshot = config["snapshot"]
+    app = snapshot["applications"][0]
+    plan = next(p for p in snapshot["plans"] if p["id"] == app["plan"])
+    plan["credit_prices"] = [{"metric": "hits", "nano_per_unit": 10_000_000}]
+    snapshot["wallets"] = [{"id": "wallet-1", "limit_nano": 20_000_000, "applications": [app["id"]]}]
+    snapshot["top_up_url"] = "https://portal.example/developer/wallet"
+    request = {"uri": "/a", "args": "", "headers": [["host", "localhost"], ["x-api-key", DEMO_KEY]]}
+    out = run_in_kong_host(tmp_path, json.dumps(config), [request] * 3)
+    assert out["configured"] and out["trapped"] is None, out
+    results = out["results"]
+    assert [r["local_response"]["status"] if r["local_response"] else 200 for r in results] == [200, 200, 402]
+    refused = results[2]["local_response"]
+    headers = dict(refused["headers"])
+    assert headers["link"] == '<https://portal.example/developer/wallet>; rel="payment"'
+    assert json.loads(refused["body"])["code"] == "insufficient_credit"
+
+
 def test_the_kong_like_host_traps_where_kong_does(tmp_path, kong_filter_config):
     # The harness must be able to fail: with stats on, the filter defines metrics at configuration
     # time, which Kong builds without metrics support trap on (hence `stats: false` in kong.yml).

@@ -465,6 +465,10 @@ mod tests {
         n.take_calls("/global_usage");
         cp.serve(&mut n);
         assert_eq!(n.version(), Some("v5"));
+        assert!(
+            world.value("tg1/w/another").is_some(),
+            "a new wallet's record is made before the snapshot serves"
+        );
         let view = n.shared.global.clone().unwrap();
         assert_eq!((view.credit_spent(0), view.credit_spent(1)), (0, 5 * CENT));
         assert_eq!(n.request("a1"), Some(Reason::InsufficientCredit));
