@@ -4,12 +4,10 @@ shell (the wasm filter and the native module), in standalone mode (the wallet in
 it, then answers 402 `insufficient_credit` with the top-up link; a snapshot raising the wallet's
 limit (a top-up) restores service for exactly what was added."""
 
-import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from conftest import call, sha256_hex
-from support.envoy import Envoy, bootstrap, free_port, http_listener, tollgate_filter
+from support.envoy import Envoy, ListenersFile, bootstrap, free_port, http_listener, tollgate_filter, versioned
 from test_envoy_filter import assert_problem
 
 NANO_PER_UNIT = 10**9
@@ -39,25 +37,16 @@ ANSWER = {"direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
 
 
 def test_a_wallet_admits_exactly_what_it_pays_for_then_402_until_topped_up(shell, tmp_path):
-    port, admin = free_port(), free_port()
-    lds = tmp_path / "lds.json"
+    port = free_port()
+    lds = ListenersFile(tmp_path)
 
     def publish(version, limit_nano):
-        """The listener through LDS: a new inline snapshot is a new filter configuration, as an
-        operator applies one without restarting Envoy."""
-        listener = http_listener("api", port, ANSWER, [tollgate_filter(config(limit_nano), shell)])
-        listener["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] = f"api_v{version}"
-        listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
-        staged = tmp_path / "lds.staged"
-        staged.write_text(json.dumps({"version_info": str(version), "resources": [listener]}))
-        staged.rename(lds)
+        """A new inline snapshot is a new filter configuration, applied without restarting Envoy."""
+        lds.publish(version, [versioned(
+            http_listener("api", port, ANSWER, [tollgate_filter(config(limit_nano), shell)]), version)])
 
     publish(1, 10 * NANO_PER_UNIT)
-    envoy = Envoy(bootstrap(port, admin, free_port(), []), concurrency=2, shell=shell)
-    envoy.config["static_resources"]["listeners"] = []
-    envoy.config["node"] = {"id": "tollgate-test", "cluster": "tollgate-test"}
-    envoy.config["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(lds)},
-                                                        "resource_api_version": "V3"}}
+    envoy = lds.serve(Envoy(bootstrap(port, free_port(), free_port(), []), concurrency=2, shell=shell))
     envoy.start()
     try:
         clients, per_client = 50, 22  # 1,100 calls for 1,000 the wallet pays for
@@ -83,11 +72,7 @@ def test_a_wallet_admits_exactly_what_it_pays_for_then_402_until_topped_up(shell
 
         # A top-up of 0.05: the new configuration finds the 10.00 spent and admits exactly 5.
         publish(2, 10 * NANO_PER_UNIT + 5 * CENT)
-        deadline = time.monotonic() + 10
-        while envoy.stats("listener_manager.lds").get("listener_manager.lds.update_success", 0) < 2:
-            assert time.monotonic() < deadline, envoy.log()[-3000:]
-            time.sleep(0.1)
-        time.sleep(0.5)  # the new filter chain takes new connections once warm
+        lds.wait_applied(envoy, 2)
         answers = [call(port, "/", headers={"x-api-key": KEYS["app-b" if i % 2 else "app-a"]}).status
                    for i in range(7)]
         assert answers == [200] * 5 + [402] * 2

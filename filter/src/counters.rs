@@ -448,40 +448,48 @@ pub(crate) mod tests {
     }
 
     /// Metrics of the property catalog: `hits`, its methods `search` and `other`, and `data`.
-    const PROPERTY_METRICS: [(&str, Option<&str>); 4] = [
+    pub(crate) const PROPERTY_METRICS: [(&str, Option<&str>); 4] = [
         ("hits", None),
         ("search", Some("hits")),
         ("other", Some("hits")),
         ("data", None),
     ];
 
+    /// `(metric, period, value)` limits of [`PROPERTY_METRICS`] as snapshot JSON, the first of
+    /// each (metric, period) kept (a plan has one limit per pair).
+    pub(crate) fn property_limits(ls: &[(usize, usize, u64)]) -> Vec<serde_json::Value> {
+        let mut seen = Vec::new();
+        ls.iter()
+            .filter(|(m, p, _)| {
+                let fresh = !seen.contains(&(*m, *p));
+                seen.push((*m, *p));
+                fresh
+            })
+            .map(|&(m, p, v)| {
+                serde_json::json!({"metric": PROPERTY_METRICS[m].0,
+                    "period": Period::ALL[p].as_str(), "value": v})
+            })
+            .collect()
+    }
+
+    /// The metrics of [`PROPERTY_METRICS`] as snapshot JSON.
+    pub(crate) fn property_metrics() -> Vec<serde_json::Value> {
+        PROPERTY_METRICS
+            .iter()
+            .map(|(n, p)| serde_json::json!({"name": n, "parent": p}))
+            .collect()
+    }
+
     /// A catalog with one application and two plans built from `(metric, period, value)` limits.
     fn property_catalog(
         plan_a: &[(usize, usize, u64)],
         plan_b: &[(usize, usize, u64)],
     ) -> (Catalog, ()) {
-        let limits = |ls: &[(usize, usize, u64)]| {
-            let mut seen = Vec::new();
-            ls.iter()
-                .filter(|(m, p, _)| {
-                    let fresh = !seen.contains(&(*m, *p));
-                    seen.push((*m, *p));
-                    fresh
-                })
-                .map(|&(m, p, v)| {
-                    serde_json::json!({"metric": PROPERTY_METRICS[m].0,
-                        "period": Period::ALL[p].as_str(), "value": v})
-                })
-                .collect::<Vec<_>>()
-        };
-        let metrics: Vec<_> = PROPERTY_METRICS
-            .iter()
-            .map(|(n, p)| serde_json::json!({"name": n, "parent": p}))
-            .collect();
         let snapshot = serde_json::json!({
-            "plans": [{"id": "a", "limits": limits(plan_a)}, {"id": "b", "limits": limits(plan_b)}],
+            "plans": [{"id": "a", "limits": property_limits(plan_a)},
+                      {"id": "b", "limits": property_limits(plan_b)}],
             "applications": [{"id": "app", "plan": "a", "state": "live"}],
-            "metrics": metrics,
+            "metrics": property_metrics(),
         });
         let snapshot: tollgate_protocol::Snapshot = serde_json::from_value(snapshot).unwrap();
         (Catalog::compile(&snapshot, "snapshot").unwrap(), ())
@@ -512,7 +520,8 @@ pub(crate) mod tests {
             })
     }
 
-    fn limits() -> impl Strategy<Value = Vec<(usize, usize, u64)>> {
+    /// Up to 4 `(metric, period, value)` limits over [`PROPERTY_METRICS`], small values.
+    pub(crate) fn limits() -> impl Strategy<Value = Vec<(usize, usize, u64)>> {
         proptest::collection::vec((0usize..4, 0usize..7, 0u64..6), 0..5)
     }
 

@@ -144,7 +144,9 @@ mod tests {
     use tollgate_protocol::Period;
 
     use crate::catalog::Catalog;
-    use crate::counters::tests::FakeStore;
+    use crate::counters::tests::{
+        limits, property_limits, property_metrics, FakeStore, PROPERTY_METRICS,
+    };
     use crate::counters::{add_usage, enforce, ensure_record, Enforcement, OthersUsage};
     use crate::periods::window;
 
@@ -232,13 +234,6 @@ mod tests {
         assert_eq!(own_spend(&mut s, &wallet).unwrap(), 10 + 3 - 1);
     }
 
-    const METRICS: [(&str, Option<&str>); 4] = [
-        ("hits", None),
-        ("search", Some("hits")),
-        ("other", Some("hits")),
-        ("data", None),
-    ];
-
     /// Others' spend of wallet 0, fixed per request.
     struct OthersSpent(u64);
 
@@ -262,18 +257,6 @@ mod tests {
         prices: &[(usize, u64)],
         limit_nano: u64,
     ) -> Catalog {
-        let mut seen = Vec::new();
-        let limits: Vec<_> = limits
-            .iter()
-            .filter(|(m, p, _)| {
-                let fresh = !seen.contains(&(*m, *p));
-                seen.push((*m, *p));
-                fresh
-            })
-            .map(|&(m, p, v)| {
-                serde_json::json!({"metric": METRICS[m].0, "period": Period::ALL[p].as_str(), "value": v})
-            })
-            .collect();
         let mut priced = Vec::new();
         let prices: Vec<_> = prices
             .iter()
@@ -282,13 +265,13 @@ mod tests {
                 priced.push(*m);
                 fresh
             })
-            .map(|&(m, n)| serde_json::json!({"metric": METRICS[m].0, "nano_per_unit": n}))
+            .map(|&(m, n)| serde_json::json!({"metric": PROPERTY_METRICS[m].0, "nano_per_unit": n}))
             .collect();
         let snapshot = serde_json::json!({
-            "plans": [{"id": "p", "limits": limits, "credit_prices": prices}],
+            "plans": [{"id": "p", "limits": property_limits(limits), "credit_prices": prices}],
             "applications": [{"id": "a", "plan": "p", "state": "live"},
                              {"id": "b", "plan": "p", "state": "live"}],
-            "metrics": METRICS.iter().map(|(n, p)| serde_json::json!({"name": n, "parent": p})).collect::<Vec<_>>(),
+            "metrics": property_metrics(),
             "wallets": [{"id": "w", "limit_nano": limit_nano, "applications": ["a", "b"]}],
         });
         let snapshot: tollgate_protocol::Snapshot = serde_json::from_value(snapshot).unwrap();
@@ -330,6 +313,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: 256,
+            // No files: the same test runs under wasm32-wasip1 with no file system.
             failure_persistence: None,
             ..ProptestConfig::default()
         })]
@@ -342,7 +326,7 @@ mod tests {
         /// leaves every stored value as it was.
         #[test]
         fn the_wallet_spends_exactly_what_admitted_requests_cost(
-            limits in proptest::collection::vec((0usize..4, 0usize..7, 0u64..6), 0..4),
+            limits in limits(),
             prices in proptest::collection::vec((0usize..4, 0u64..5), 0..4),
             limit_nano in 0u64..30,
             start in 0i64..4_000_000_000,
