@@ -175,7 +175,7 @@ pub fn add_usage(catalog: &Catalog, usage: &mut Usage, metric: usize, delta: u64
 /// The cost is spent from the wallet's record with compare-and-swap ([`credit::spend`]); the
 /// limits are checked and counted in one CAS transaction on the application's record. Shared
 /// data has no transaction over two keys, so a request the limits then refuse (or that cannot be
-/// counted) gives its cost back ([`credit::refund`]): a refused request counts nothing and
+/// counted) gives its cost back ([`credit::give_back`]): a refused request counts nothing and
 /// spends nothing once its decision is made. In between, a concurrent request of the same wallet
 /// sees it poorer by that cost, so the race can only refuse a request the wallet could just pay,
 /// never admit one it cannot.
@@ -212,8 +212,8 @@ pub fn enforce<'c>(
     if let Some((wallet, cost, _)) = charged {
         if !matches!(counted, Ok(Enforcement::Admitted { .. })) {
             // Refused by a limit, or not counted: spend nothing. A give-back that fails leaves
-            // the wallet poorer here, never richer (see `credit::refund`).
-            let _ = credit::refund(store, wallet, cost);
+            // the wallet poorer here, never richer (see `credit::give_back`).
+            let _ = credit::give_back(store, wallet, cost);
         }
     }
     counted

@@ -119,7 +119,7 @@ pub fn spend<'c>(
 /// wallet sees the wallet poorer by `cost` and may be refused (never wrongly admitted). Should the
 /// give-back itself fail (the store failing, or losing [`MAX_CAS_ATTEMPTS`] races in a row), the
 /// spend stays counted: the wallet looks `cost` poorer in this gateway, never richer.
-pub fn refund(
+pub fn give_back(
     store: &mut dyn SharedStore,
     wallet: &WalletDef,
     cost: u64,
@@ -176,7 +176,7 @@ mod tests {
         // A snapshot swap, a restarted worker, a listener update: the record is prepared again.
         super::ensure_record(&mut store, &wallet).unwrap();
         assert_eq!(own_spend(&mut store, &wallet).unwrap(), 3);
-        refund(&mut store, &wallet, 5).unwrap();
+        give_back(&mut store, &wallet, 5).unwrap();
         assert_eq!(
             own_spend(&mut store, &wallet).unwrap(),
             0,
@@ -230,7 +230,7 @@ mod tests {
         assert!(spend(&mut s, &wallet, 1, 0).unwrap().is_ok());
         // A give-back racing a spend keeps that spend too.
         s.other_cost = Some(3);
-        refund(&mut s, &wallet, 1).unwrap();
+        give_back(&mut s, &wallet, 1).unwrap();
         assert_eq!(own_spend(&mut s, &wallet).unwrap(), 10 + 3 - 1);
     }
 
