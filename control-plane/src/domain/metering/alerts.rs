@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tollgate_protocol::Period;
 
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::billing::outbox::{self as email_outbox, Email, EmailKind};
 use crate::domain::billing::settings;
 use crate::domain::gateway::snapshot::stored_period;
@@ -116,11 +117,20 @@ fn to_json(thresholds: &[i64]) -> DomainResult<String> {
 
 /// The thresholds plan `plan_id` alerts on.
 pub async fn of_plan(pool: &Pool, plan_id: &str) -> DomainResult<AlertThresholds> {
-    crate::domain::catalog::plans::find_plan(pool, plan_id).await?;
+    of_plan_on(&mut *pool.acquire().await?, plan_id).await
+}
+
+/// [`of_plan`] on one connection (or inside a write's transaction: the audit log's before and
+/// after images).
+async fn of_plan_on(
+    conn: &mut sqlx::AnyConnection,
+    plan_id: &str,
+) -> DomainResult<AlertThresholds> {
+    crate::domain::catalog::plans::find_plan(&mut *conn, plan_id).await?;
     let own: Option<(String,)> =
         sqlx::query_as("SELECT thresholds FROM plan_alert_thresholds WHERE plan_id = $1")
             .bind(plan_id)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?;
     Ok(match own {
         Some((json,)) => AlertThresholds {
@@ -136,14 +146,31 @@ pub async fn of_plan(pool: &Pool, plan_id: &str) -> DomainResult<AlertThresholds
     })
 }
 
+/// The audit event of a threshold write, inside its transaction: `kind` is
+/// `plan_alert_thresholds` or `application_alert_thresholds` (`id` the plan's or the
+/// application's), `verb` `updated` or `reset`.
+async fn record(
+    tx: &mut Tx,
+    actor: &Actor,
+    (kind, verb, id): (&str, &str, &str),
+    before: &AlertThresholds,
+    after: &AlertThresholds,
+) -> DomainResult<()> {
+    let changes = Changes::between(Some(before), Some(after))?;
+    let action = format!("{kind}.{verb}");
+    audit::record(tx, actor, &action, Object { kind, id }, &changes).await
+}
+
 /// Sets plan `plan_id`'s thresholds.
 pub async fn set_for_plan(
     pool: &Pool,
+    actor: &Actor,
     plan_id: &str,
     input: &ThresholdsInput,
 ) -> DomainResult<AlertThresholds> {
     let thresholds = check_thresholds(&input.thresholds)?;
-    crate::domain::catalog::plans::find_plan(pool, plan_id).await?;
+    let mut tx = store::begin_write(pool).await?;
+    let before = of_plan_on(&mut tx, plan_id).await?;
     sqlx::query(
         "INSERT INTO plan_alert_thresholds (plan_id, thresholds, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (plan_id) DO UPDATE SET thresholds = excluded.thresholds, updated_at = excluded.updated_at",
@@ -151,29 +178,50 @@ pub async fn set_for_plan(
     .bind(plan_id)
     .bind(to_json(&thresholds)?)
     .bind(now())
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    of_plan(pool, plan_id).await
+    let after = of_plan_on(&mut tx, plan_id).await?;
+    let what = ("plan_alert_thresholds", "updated", plan_id);
+    record(&mut tx, actor, what, &before, &after).await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 /// Drops plan `plan_id`'s own thresholds (the defaults apply again).
-pub async fn reset_plan(pool: &Pool, plan_id: &str) -> DomainResult<AlertThresholds> {
-    crate::domain::catalog::plans::find_plan(pool, plan_id).await?;
+pub async fn reset_plan(
+    pool: &Pool,
+    actor: &Actor,
+    plan_id: &str,
+) -> DomainResult<AlertThresholds> {
+    let mut tx = store::begin_write(pool).await?;
+    let before = of_plan_on(&mut tx, plan_id).await?;
     sqlx::query("DELETE FROM plan_alert_thresholds WHERE plan_id = $1")
         .bind(plan_id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    of_plan(pool, plan_id).await
+    let after = of_plan_on(&mut tx, plan_id).await?;
+    let what = ("plan_alert_thresholds", "reset", plan_id);
+    record(&mut tx, actor, what, &before, &after).await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 /// The thresholds application `id` alerts on: its override, else its plan's.
 pub async fn of_application(pool: &Pool, id: &str) -> DomainResult<AlertThresholds> {
+    of_application_on(&mut *pool.acquire().await?, id).await
+}
+
+/// [`of_application`] on one connection (see [`of_plan_on`]).
+async fn of_application_on(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> DomainResult<AlertThresholds> {
     let app: Option<(String, Option<String>)> = sqlx::query_as(
         "SELECT a.plan_id, o.thresholds FROM applications a \
          LEFT JOIN application_alert_thresholds o ON o.application_id = a.id WHERE a.id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     match app {
         None => Err(DomainError::not_found("application", id)),
@@ -182,18 +230,20 @@ pub async fn of_application(pool: &Pool, id: &str) -> DomainResult<AlertThreshol
             thresholds: parse_stored(&json)?,
             source: ThresholdSource::Application,
         }),
-        Some((plan_id, None)) => of_plan(pool, &plan_id).await,
+        Some((plan_id, None)) => of_plan_on(conn, &plan_id).await,
     }
 }
 
 /// Sets application `id`'s override.
 pub async fn set_for_application(
     pool: &Pool,
+    actor: &Actor,
     id: &str,
     input: &ThresholdsInput,
 ) -> DomainResult<AlertThresholds> {
     let thresholds = check_thresholds(&input.thresholds)?;
-    crate::domain::accounts::applications::must_exist(pool, id).await?;
+    let mut tx = store::begin_write(pool).await?;
+    let before = of_application_on(&mut tx, id).await?;
     sqlx::query(
         "INSERT INTO application_alert_thresholds (application_id, thresholds, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (application_id) DO UPDATE SET thresholds = excluded.thresholds, updated_at = excluded.updated_at",
@@ -201,19 +251,32 @@ pub async fn set_for_application(
     .bind(id)
     .bind(to_json(&thresholds)?)
     .bind(now())
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    of_application(pool, id).await
+    let after = of_application_on(&mut tx, id).await?;
+    let what = ("application_alert_thresholds", "updated", id);
+    record(&mut tx, actor, what, &before, &after).await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 /// Drops application `id`'s override (its plan's thresholds apply again).
-pub async fn reset_application(pool: &Pool, id: &str) -> DomainResult<AlertThresholds> {
-    crate::domain::accounts::applications::must_exist(pool, id).await?;
+pub async fn reset_application(
+    pool: &Pool,
+    actor: &Actor,
+    id: &str,
+) -> DomainResult<AlertThresholds> {
+    let mut tx = store::begin_write(pool).await?;
+    let before = of_application_on(&mut tx, id).await?;
     sqlx::query("DELETE FROM application_alert_thresholds WHERE application_id = $1")
         .bind(id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    of_application(pool, id).await
+    let after = of_application_on(&mut tx, id).await?;
+    let what = ("application_alert_thresholds", "reset", id);
+    record(&mut tx, actor, what, &before, &after).await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 /// Runs [`pass`] every [`PASS_INTERVAL`] until the process ends.
