@@ -1507,3 +1507,52 @@ async fn a_portal_price_change_is_recorded_with_before_and_after() {
         "only what changed"
     );
 }
+
+/// A developer's own webhook endpoints are its configuration: written through the developer API
+/// (without a limit), they leave no event; an admin's write of the same endpoint does.
+#[tokio::test]
+async fn an_accounts_own_webhook_writes_are_not_recorded() {
+    let (app, _, _) = control_plane().await;
+    let c = Catalog::new(&app).await;
+    let tok = app
+        .admin()
+        .create(&format!("/accounts/{}/tokens", c.account_id()), json!({}))
+        .await;
+    let dev = app.client("/api/v1", Some(s(&tok, "token")));
+    let before = event_count(&app).await;
+    let ep = dev
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["invoice.paid"]}),
+        )
+        .await;
+    let id = s(&ep, "id");
+    for _ in 0..3 {
+        dev.ok(
+            "PATCH",
+            &format!("/webhook_endpoints/{id}"),
+            Some(json!({"description": "x"})),
+        )
+        .await;
+    }
+    dev.ok("DELETE", &format!("/webhook_endpoints/{id}"), None)
+        .await;
+    assert_eq!(event_count(&app).await, before);
+    let ep = dev
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["invoice.paid"]}),
+        )
+        .await;
+    let id = s(&ep, "id");
+    app.admin()
+        .ok(
+            "PATCH",
+            &format!("/webhook_endpoints/{id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    let all = events(&app).await;
+    assert_eq!(all.len(), before + 1);
+    assert_eq!(all[before]["action"], "webhook_endpoint.disabled");
+}

@@ -147,9 +147,11 @@ pub async fn revoke(
     id: String,
 ) -> DomainResult<Deleted> {
     let mut tx = crate::store::begin_write(pool).await?;
-    let before: Option<AccountTokenRow> = sqlx::query_as(
-        "SELECT id, account_id, name, created_at, expires_at FROM account_tokens WHERE id = $1 AND account_id = $2",
-    )
+    // Locked (PostgreSQL): a concurrent revoke waits, then finds nothing (one event, one 404).
+    let before: Option<AccountTokenRow> = sqlx::query_as(&format!(
+        "SELECT id, account_id, name, created_at, expires_at FROM account_tokens WHERE id = $1 AND account_id = $2{}",
+        crate::store::for_update()
+    ))
     .bind(&id)
     .bind(account_id)
     .fetch_optional(&mut *tx)

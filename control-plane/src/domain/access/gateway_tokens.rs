@@ -252,11 +252,14 @@ pub async fn list(pool: &Pool, req: &PageRequest) -> DomainResult<Page<GatewayTo
 /// Revokes a token: the gateway holding it is refused from its next request on.
 pub async fn revoke(pool: &Pool, actor: &Actor, id: String) -> DomainResult<Deleted> {
     let mut tx = crate::store::begin_write(pool).await?;
-    let row: Option<GatewayTokenRow> =
-        sqlx::query_as("SELECT id, name, created_at FROM gateway_tokens WHERE id = $1")
-            .bind(&id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    // Locked (PostgreSQL): a concurrent revoke waits, then finds nothing (one event, one 404).
+    let row: Option<GatewayTokenRow> = sqlx::query_as(&format!(
+        "SELECT id, name, created_at FROM gateway_tokens WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(&id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(row) = row else {
         return Err(DomainError::not_found("gateway token", id));
     };

@@ -194,9 +194,11 @@ pub async fn list(pool: &Pool, req: &PageRequest) -> DomainResult<Page<AdminToke
 /// Revokes a token: its next request is refused, and the admin portal sessions opened with it end.
 pub async fn revoke(pool: &Pool, actor: &Actor, id: String) -> DomainResult<Deleted> {
     let mut tx = crate::store::begin_write(pool).await?;
-    let before: Option<AdminTokenRow> = sqlx::query_as(
-        "SELECT id, name, scope, created_at, expires_at FROM admin_tokens WHERE id = $1",
-    )
+    // Locked (PostgreSQL): a concurrent revoke waits, then finds nothing (one event, one 404).
+    let before: Option<AdminTokenRow> = sqlx::query_as(&format!(
+        "SELECT id, name, scope, created_at, expires_at FROM admin_tokens WHERE id = $1{}",
+        crate::store::for_update()
+    ))
     .bind(&id)
     .fetch_optional(&mut *tx)
     .await?;

@@ -221,7 +221,8 @@ pub async fn remove(
     applications::must_exist(pool, app_id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
     let before: Option<AppKey> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM application_app_keys WHERE application_id = $1 AND id = $2"
+        "SELECT {COLUMNS} FROM application_app_keys WHERE application_id = $1 AND id = $2{}",
+        crate::store::for_update()
     ))
     .bind(app_id)
     .bind(key_id)

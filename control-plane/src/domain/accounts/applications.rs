@@ -358,7 +358,7 @@ pub async fn event_data(tx: &mut Tx, id: &str) -> DomainResult<ApplicationData> 
 /// Application `id` as the audit log diffs it, read inside `tx`: what the `application.*`
 /// events carry, with the fields they leave out (description, app_id).
 #[derive(Serialize)]
-pub struct Audited {
+struct Audited {
     #[serde(flatten)]
     data: ApplicationData,
     description: String,

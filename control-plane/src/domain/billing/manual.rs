@@ -19,7 +19,7 @@ use crate::store::{now, Pool, Tx};
 /// The audit event of an invoice write (`<invoice|credit_note>.<verb>`), inside `tx`. The invoice
 /// is diffed field by field like any object, but its lines by id (`lines.<line id>`): an added
 /// or removed line is one entry, not the whole list before and after.
-pub async fn record(
+async fn record(
     tx: &mut Tx,
     actor: &Actor,
     verb: &str,

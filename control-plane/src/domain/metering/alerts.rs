@@ -146,6 +146,18 @@ async fn of_plan_on(
     })
 }
 
+/// Locks the row a threshold set belongs to (`plans` or `applications`; PostgreSQL, SQLite's write
+/// transaction holds the lock already): two writes of one set run one after the other, and each
+/// before image is what the other left.
+async fn lock_owner(tx: &mut Tx, table: &'static str, id: &str) -> DomainResult<()> {
+    let sql = format!(
+        "SELECT id FROM {table} WHERE id = $1{}",
+        store::for_update()
+    );
+    sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
+    Ok(())
+}
+
 /// The audit event of a threshold write, inside its transaction: `kind` is
 /// `plan_alert_thresholds` or `application_alert_thresholds` (`id` the plan's or the
 /// application's), `verb` `updated` or `reset`.
@@ -170,6 +182,7 @@ pub async fn set_for_plan(
 ) -> DomainResult<AlertThresholds> {
     let thresholds = check_thresholds(&input.thresholds)?;
     let mut tx = store::begin_write(pool).await?;
+    lock_owner(&mut tx, "plans", plan_id).await?;
     let before = of_plan_on(&mut tx, plan_id).await?;
     sqlx::query(
         "INSERT INTO plan_alert_thresholds (plan_id, thresholds, updated_at) VALUES ($1, $2, $3) \
@@ -194,6 +207,7 @@ pub async fn reset_plan(
     plan_id: &str,
 ) -> DomainResult<AlertThresholds> {
     let mut tx = store::begin_write(pool).await?;
+    lock_owner(&mut tx, "plans", plan_id).await?;
     let before = of_plan_on(&mut tx, plan_id).await?;
     sqlx::query("DELETE FROM plan_alert_thresholds WHERE plan_id = $1")
         .bind(plan_id)
@@ -243,6 +257,7 @@ pub async fn set_for_application(
 ) -> DomainResult<AlertThresholds> {
     let thresholds = check_thresholds(&input.thresholds)?;
     let mut tx = store::begin_write(pool).await?;
+    lock_owner(&mut tx, "applications", id).await?;
     let before = of_application_on(&mut tx, id).await?;
     sqlx::query(
         "INSERT INTO application_alert_thresholds (application_id, thresholds, updated_at) VALUES ($1, $2, $3) \
@@ -267,6 +282,7 @@ pub async fn reset_application(
     id: &str,
 ) -> DomainResult<AlertThresholds> {
     let mut tx = store::begin_write(pool).await?;
+    lock_owner(&mut tx, "applications", id).await?;
     let before = of_application_on(&mut tx, id).await?;
     sqlx::query("DELETE FROM application_alert_thresholds WHERE application_id = $1")
         .bind(id)

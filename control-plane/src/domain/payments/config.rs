@@ -499,10 +499,14 @@ pub async fn store(
         doc.insert("merchant_accounts".into(), merchant_accounts.to_json());
     }
     let mut tx = crate::store::begin_write(pool).await?;
-    let previous: Option<(String,)> =
-        sqlx::query_as("SELECT kind FROM payment_gateway WHERE id = 1")
-            .fetch_optional(&mut *tx)
-            .await?;
+    // Locked (PostgreSQL) when stored: a concurrent save waits, and its before image is this
+    // one's after.
+    let previous: Option<(String,)> = sqlx::query_as(&format!(
+        "SELECT kind FROM payment_gateway WHERE id = 1{}",
+        crate::store::for_update()
+    ))
+    .fetch_optional(&mut *tx)
+    .await?;
     let before = view(stored(&mut *tx).await?)?;
     let doc = Value::Object(doc).to_string();
     let sql = if previous.is_some() {

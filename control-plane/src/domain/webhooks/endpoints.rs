@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::events::EventType;
 use super::signing::new_secret;
 use crate::domain::accounts::account::Deleted;
-use crate::domain::audit::{self, Actor, Changes, Object};
+use crate::domain::audit::{self, Actor, ActorType, Changes, Object};
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::secrets::{new_id, seal, SealedAt};
@@ -309,10 +309,13 @@ async fn events_of<'c>(
     .await?)
 }
 
-/// Endpoint `id` as the APIs show it, read inside `tx`: the audit log's before and after images.
+/// Endpoint `id` as the APIs show it, read inside `tx` with its row locked (PostgreSQL; SQLite's
+/// write transaction holds the lock already): the audit log's before and after images, the before
+/// image not stale under a concurrent write.
 async fn shown_tx(tx: &mut Tx, id: &str) -> DomainResult<WebhookEndpoint> {
     let row: EndpointRow = sqlx::query_as(&format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1{}",
+        crate::store::for_update()
     ))
     .bind(id)
     .fetch_optional(&mut **tx)
@@ -322,21 +325,29 @@ async fn shown_tx(tx: &mut Tx, id: &str) -> DomainResult<WebhookEndpoint> {
     row.render(events)
 }
 
-/// The audit event of a write of endpoint `id`, inside its transaction. Every write of an endpoint
-/// is recorded, the admin's and an account's alike (one writer for both; the actor tells them
-/// apart).
+/// The audit event of a write of an endpoint or a delivery (`object`), inside its transaction:
+/// an admin's write (API, portal). An account's writes to its own endpoints are its own
+/// configuration, like its cards, and are not recorded: an account writes without a limit, and
+/// the log is kept forever (docs/operations.md, "Audit log").
 pub(super) async fn record(
     tx: &mut Tx,
     actor: &Actor,
     action: &str,
-    id: &str,
+    object: Object<'_>,
     changes: &Changes,
 ) -> DomainResult<()> {
-    let object = Object {
+    if actor.kind == ActorType::Account {
+        return Ok(());
+    }
+    audit::record(tx, actor, action, object, changes).await
+}
+
+/// The audit object of endpoint `id`.
+pub(super) fn object(id: &str) -> Object<'_> {
+    Object {
         kind: "webhook_endpoint",
         id,
-    };
-    audit::record(tx, actor, action, object, changes).await
+    }
 }
 
 /// Creates an endpoint for `owner`; the answer carries the secret, this once.
@@ -392,7 +403,14 @@ pub async fn create(
     set_events(&mut tx, &id, &events).await?;
     let after = shown_tx(&mut tx, &id).await?;
     let changes = Changes::between(None, Some(&after))?;
-    record(&mut tx, actor, "webhook_endpoint.created", &id, &changes).await?;
+    record(
+        &mut tx,
+        actor,
+        "webhook_endpoint.created",
+        object(&id),
+        &changes,
+    )
+    .await?;
     tx.commit().await?;
     Ok(CreatedWebhookEndpoint {
         endpoint: get(pool, owner, &id).await?,
@@ -533,7 +551,7 @@ pub async fn update(
         _ => "webhook_endpoint.updated",
     };
     let changes = Changes::between(Some(&before), Some(&after))?;
-    record(&mut tx, actor, action, id, &changes).await?;
+    record(&mut tx, actor, action, object(id), &changes).await?;
     tx.commit().await?;
     get(pool, viewer, id).await
 }
@@ -560,7 +578,14 @@ pub async fn delete(pool: &Pool, actor: &Actor, viewer: &Owner, id: &str) -> Dom
     let mut tx = crate::store::begin_write(pool).await?;
     let before = shown_tx(&mut tx, id).await?;
     let changes = Changes::between(Some(&before), None)?;
-    record(&mut tx, actor, "webhook_endpoint.deleted", id, &changes).await?;
+    record(
+        &mut tx,
+        actor,
+        "webhook_endpoint.deleted",
+        object(id),
+        &changes,
+    )
+    .await?;
     // Children first: SQLite applies ON DELETE CASCADE, but the attempts hang off deliveries.
     sqlx::query("DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE endpoint_id = $1)")
         .bind(id)
@@ -643,7 +668,7 @@ pub async fn rotate_secret(
         &mut tx,
         actor,
         "webhook_endpoint.secret_rotated",
-        id,
+        object(id),
         &changes,
     )
     .await?;

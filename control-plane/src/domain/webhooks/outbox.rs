@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::endpoints::{self, Owner};
 use super::events::{Event, EventType, TestData};
-use crate::domain::audit::{self, Actor, Changes, Object};
+use crate::domain::audit::{Actor, Changes, Object};
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::secrets::new_id;
@@ -201,8 +201,8 @@ fn account_send_allowed(limits: &crate::rate_limit::Limiter, viewer: &Owner) -> 
 }
 
 /// Enqueues a `webhook.test` event for endpoint `id` only (which must be enabled).
-/// Recorded in the audit log (`webhook_endpoint.test_sent`): a send is an action someone took,
-/// and the receiver saw a request because of it.
+/// An admin's is recorded in the audit log (`webhook_endpoint.test_sent`): a send is an action
+/// someone took, and the receiver sees a request because of it.
 pub async fn send_test(
     limits: &crate::rate_limit::Limiter,
     pool: &Pool,
@@ -248,7 +248,15 @@ pub async fn send_test(
         ("delivery_id", Value::Null, json!(delivery_id)),
         ("event_id", Value::Null, json!(event_id)),
     ]);
-    endpoints::record(&mut tx, actor, "webhook_endpoint.test_sent", id, &changes).await?;
+    let object = endpoints::object(id);
+    endpoints::record(
+        &mut tx,
+        actor,
+        "webhook_endpoint.test_sent",
+        object,
+        &changes,
+    )
+    .await?;
     tx.commit().await?;
     get_delivery(pool, viewer, &delivery_id).await
 }
@@ -395,12 +403,14 @@ pub async fn replay(
     }
     let t_ms = now_ms();
     let mut tx = crate::store::begin_write(pool).await?;
-    let (state, attempts): (String, i64) =
-        sqlx::query_as("SELECT state, attempts FROM webhook_deliveries WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| DomainError::not_found("webhook delivery", id))?;
+    let (state, attempts): (String, i64) = sqlx::query_as(&format!(
+        "SELECT state, attempts FROM webhook_deliveries WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("webhook delivery", id))?;
     let r = sqlx::query(
         "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $2, window_started_at = $2 WHERE id = $1 AND (state <> 'delivering' OR next_attempt_at <= $2)",
     )
@@ -426,7 +436,7 @@ pub async fn replay(
         kind: "webhook_delivery",
         id,
     };
-    audit::record(
+    endpoints::record(
         &mut tx,
         actor,
         "webhook_delivery.replayed",
