@@ -373,30 +373,26 @@ async fn api_case(app: &TestApp, method: &str, route: &str) -> Option<Case> {
             let path = format!("/plans/{id}");
             case("DELETE", path, None, "plan.deleted", "plan", Some(id))
         }
-        ("put" | "delete", "/plans/{id}/alert_thresholds") => {
-            let path = format!("/plans/{pid}/alert_thresholds");
-            let body = json!({"thresholds": [50, 75]});
-            let kind = "plan_alert_thresholds";
-            if method == "put" {
-                case(
-                    "PUT",
-                    path,
-                    Some(body),
-                    &format!("{kind}.updated"),
-                    kind,
-                    Some(pid),
-                )
+        (
+            "put" | "delete",
+            "/plans/{id}/alert_thresholds" | "/applications/{id}/alert_thresholds",
+        ) => {
+            let (id, kind) = if path.starts_with("/plans/") {
+                (pid.to_string(), "plan_alert_thresholds")
             } else {
+                let a = app_of().await;
+                (s(&a, "id").to_string(), "application_alert_thresholds")
+            };
+            let path = path.replace("{id}", &id);
+            let body = json!({"thresholds": [50, 75]});
+            let (verb, body, action) = if method == "put" {
+                ("PUT", Some(body), format!("{kind}.updated"))
+            } else {
+                // A set of its own first, so that the reset changes something.
                 api.ok("PUT", &path, Some(body)).await;
-                case(
-                    "DELETE",
-                    path,
-                    None,
-                    &format!("{kind}.reset"),
-                    kind,
-                    Some(pid),
-                )
-            }
+                ("DELETE", None, format!("{kind}.reset"))
+            };
+            case(verb, path, body, &action, kind, Some(&id))
         }
         ("post", "/accounts") => case(
             "POST",
@@ -460,33 +456,6 @@ async fn api_case(app: &TestApp, method: &str, route: &str) -> Option<Case> {
             };
             let path = format!("/applications/{id}");
             case(verb, path, body, action, "application", Some(id))
-        }
-        ("put" | "delete", "/applications/{id}/alert_thresholds") => {
-            let a = app_of().await;
-            let id = s(&a, "id");
-            let path = format!("/applications/{id}/alert_thresholds");
-            let body = json!({"thresholds": [90]});
-            let kind = "application_alert_thresholds";
-            if method == "put" {
-                case(
-                    "PUT",
-                    path,
-                    Some(body),
-                    &format!("{kind}.updated"),
-                    kind,
-                    Some(id),
-                )
-            } else {
-                api.ok("PUT", &path, Some(body)).await;
-                case(
-                    "DELETE",
-                    path,
-                    None,
-                    &format!("{kind}.reset"),
-                    kind,
-                    Some(id),
-                )
-            }
         }
         ("post", "/applications/{id}/app_keys") => {
             let a = app_of().await;

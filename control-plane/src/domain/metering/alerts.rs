@@ -146,80 +146,6 @@ async fn of_plan_on(
     })
 }
 
-/// Locks the row a threshold set belongs to (`plans` or `applications`; PostgreSQL, SQLite's write
-/// transaction holds the lock already): two writes of one set run one after the other, and each
-/// before image is what the other left.
-async fn lock_owner(tx: &mut Tx, table: &'static str, id: &str) -> DomainResult<()> {
-    let sql = format!(
-        "SELECT id FROM {table} WHERE id = $1{}",
-        store::for_update()
-    );
-    sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
-    Ok(())
-}
-
-/// The audit event of a threshold write, inside its transaction: `kind` is
-/// `plan_alert_thresholds` or `application_alert_thresholds` (`id` the plan's or the
-/// application's), `verb` `updated` or `reset`.
-async fn record(
-    tx: &mut Tx,
-    actor: &Actor,
-    (kind, verb, id): (&str, &str, &str),
-    before: &AlertThresholds,
-    after: &AlertThresholds,
-) -> DomainResult<()> {
-    let changes = Changes::between(Some(before), Some(after))?;
-    let action = format!("{kind}.{verb}");
-    audit::record(tx, actor, &action, Object { kind, id }, &changes).await
-}
-
-/// Sets plan `plan_id`'s thresholds.
-pub async fn set_for_plan(
-    pool: &Pool,
-    actor: &Actor,
-    plan_id: &str,
-    input: &ThresholdsInput,
-) -> DomainResult<AlertThresholds> {
-    let thresholds = check_thresholds(&input.thresholds)?;
-    let mut tx = store::begin_write(pool).await?;
-    lock_owner(&mut tx, "plans", plan_id).await?;
-    let before = of_plan_on(&mut tx, plan_id).await?;
-    sqlx::query(
-        "INSERT INTO plan_alert_thresholds (plan_id, thresholds, updated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (plan_id) DO UPDATE SET thresholds = excluded.thresholds, updated_at = excluded.updated_at",
-    )
-    .bind(plan_id)
-    .bind(to_json(&thresholds)?)
-    .bind(now())
-    .execute(&mut *tx)
-    .await?;
-    let after = of_plan_on(&mut tx, plan_id).await?;
-    let what = ("plan_alert_thresholds", "updated", plan_id);
-    record(&mut tx, actor, what, &before, &after).await?;
-    tx.commit().await?;
-    Ok(after)
-}
-
-/// Drops plan `plan_id`'s own thresholds (the defaults apply again).
-pub async fn reset_plan(
-    pool: &Pool,
-    actor: &Actor,
-    plan_id: &str,
-) -> DomainResult<AlertThresholds> {
-    let mut tx = store::begin_write(pool).await?;
-    lock_owner(&mut tx, "plans", plan_id).await?;
-    let before = of_plan_on(&mut tx, plan_id).await?;
-    sqlx::query("DELETE FROM plan_alert_thresholds WHERE plan_id = $1")
-        .bind(plan_id)
-        .execute(&mut *tx)
-        .await?;
-    let after = of_plan_on(&mut tx, plan_id).await?;
-    let what = ("plan_alert_thresholds", "reset", plan_id);
-    record(&mut tx, actor, what, &before, &after).await?;
-    tx.commit().await?;
-    Ok(after)
-}
-
 /// The thresholds application `id` alerts on: its override, else its plan's.
 pub async fn of_application(pool: &Pool, id: &str) -> DomainResult<AlertThresholds> {
     of_application_on(&mut *pool.acquire().await?, id).await
@@ -248,6 +174,115 @@ async fn of_application_on(
     }
 }
 
+/// Whose own threshold set a write changes.
+#[derive(Clone, Copy)]
+enum SetOf {
+    Plan,
+    Application,
+}
+
+impl SetOf {
+    /// The owner's table (its row is locked for the write).
+    fn owner_table(self) -> &'static str {
+        match self {
+            SetOf::Plan => "plans",
+            SetOf::Application => "applications",
+        }
+    }
+
+    /// The table of own sets, also the audit log's `object_type` (its id: the owner's).
+    fn table(self) -> &'static str {
+        match self {
+            SetOf::Plan => "plan_alert_thresholds",
+            SetOf::Application => "application_alert_thresholds",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            SetOf::Plan => "plan_id",
+            SetOf::Application => "application_id",
+        }
+    }
+
+    async fn read(self, conn: &mut sqlx::AnyConnection, id: &str) -> DomainResult<AlertThresholds> {
+        match self {
+            SetOf::Plan => of_plan_on(conn, id).await,
+            SetOf::Application => of_application_on(conn, id).await,
+        }
+    }
+}
+
+/// Sets (`Some`) or drops (`None`: the defaults, or the plan's, apply again) the own thresholds
+/// of `id`, with the audit event (`<table>.updated` or `.reset`, the sets before and after) in
+/// the same transaction. The owner's row is locked first (PostgreSQL; SQLite's write transaction
+/// holds the lock already): two writes of one set run one after the other, and each before image
+/// is what the other left.
+async fn write_set(
+    pool: &Pool,
+    actor: &Actor,
+    of: SetOf,
+    id: &str,
+    thresholds: Option<&[i64]>,
+) -> DomainResult<AlertThresholds> {
+    let mut tx = store::begin_write(pool).await?;
+    let lock = format!(
+        "SELECT id FROM {} WHERE id = $1{}",
+        of.owner_table(),
+        store::for_update()
+    );
+    sqlx::query(&lock).bind(id).fetch_optional(&mut *tx).await?;
+    let before = of.read(&mut tx, id).await?;
+    let (table, key) = (of.table(), of.key());
+    let verb = match thresholds {
+        Some(thresholds) => {
+            sqlx::query(&format!(
+                "INSERT INTO {table} ({key}, thresholds, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT ({key}) DO UPDATE SET thresholds = excluded.thresholds, updated_at = excluded.updated_at"
+            ))
+            .bind(id)
+            .bind(to_json(thresholds)?)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            "updated"
+        }
+        None => {
+            sqlx::query(&format!("DELETE FROM {table} WHERE {key} = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            "reset"
+        }
+    };
+    let after = of.read(&mut tx, id).await?;
+    let changes = Changes::between(Some(&before), Some(&after))?;
+    let object = Object { kind: table, id };
+    audit::record(&mut tx, actor, &format!("{table}.{verb}"), object, &changes).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Sets plan `plan_id`'s thresholds.
+pub async fn set_for_plan(
+    pool: &Pool,
+    actor: &Actor,
+    plan_id: &str,
+    input: &ThresholdsInput,
+) -> DomainResult<AlertThresholds> {
+    let thresholds = check_thresholds(&input.thresholds)?;
+    write_set(pool, actor, SetOf::Plan, plan_id, Some(&thresholds)).await
+}
+
+/// Drops plan `plan_id`'s own thresholds (the defaults apply again).
+pub async fn reset_plan(
+    pool: &Pool,
+    actor: &Actor,
+    plan_id: &str,
+) -> DomainResult<AlertThresholds> {
+    write_set(pool, actor, SetOf::Plan, plan_id, None).await
+}
+
 /// Sets application `id`'s override.
 pub async fn set_for_application(
     pool: &Pool,
@@ -256,23 +291,7 @@ pub async fn set_for_application(
     input: &ThresholdsInput,
 ) -> DomainResult<AlertThresholds> {
     let thresholds = check_thresholds(&input.thresholds)?;
-    let mut tx = store::begin_write(pool).await?;
-    lock_owner(&mut tx, "applications", id).await?;
-    let before = of_application_on(&mut tx, id).await?;
-    sqlx::query(
-        "INSERT INTO application_alert_thresholds (application_id, thresholds, updated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (application_id) DO UPDATE SET thresholds = excluded.thresholds, updated_at = excluded.updated_at",
-    )
-    .bind(id)
-    .bind(to_json(&thresholds)?)
-    .bind(now())
-    .execute(&mut *tx)
-    .await?;
-    let after = of_application_on(&mut tx, id).await?;
-    let what = ("application_alert_thresholds", "updated", id);
-    record(&mut tx, actor, what, &before, &after).await?;
-    tx.commit().await?;
-    Ok(after)
+    write_set(pool, actor, SetOf::Application, id, Some(&thresholds)).await
 }
 
 /// Drops application `id`'s override (its plan's thresholds apply again).
@@ -281,18 +300,7 @@ pub async fn reset_application(
     actor: &Actor,
     id: &str,
 ) -> DomainResult<AlertThresholds> {
-    let mut tx = store::begin_write(pool).await?;
-    lock_owner(&mut tx, "applications", id).await?;
-    let before = of_application_on(&mut tx, id).await?;
-    sqlx::query("DELETE FROM application_alert_thresholds WHERE application_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    let after = of_application_on(&mut tx, id).await?;
-    let what = ("application_alert_thresholds", "reset", id);
-    record(&mut tx, actor, what, &before, &after).await?;
-    tx.commit().await?;
-    Ok(after)
+    write_set(pool, actor, SetOf::Application, id, None).await
 }
 
 /// Runs [`pass`] every [`PASS_INTERVAL`] until the process ends.
