@@ -64,10 +64,13 @@ pub async fn plan_thresholds(
 )]
 pub async fn set_plan_thresholds(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ThresholdsInput>,
 ) -> ApiResult<Json<AlertThresholds>> {
-    Ok(Json(alerts::set_for_plan(&s.pool, &id, &input).await?))
+    Ok(Json(
+        alerts::set_for_plan(&s.pool, &actor, &id, &input).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -87,9 +90,10 @@ pub async fn set_plan_thresholds(
 )]
 pub async fn reset_plan_thresholds(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertThresholds>> {
-    Ok(Json(alerts::reset_plan(&s.pool, &id).await?))
+    Ok(Json(alerts::reset_plan(&s.pool, &actor, &id).await?))
 }
 
 #[utoipa::path(
@@ -132,11 +136,12 @@ pub async fn application_thresholds(
 )]
 pub async fn set_application_thresholds(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ThresholdsInput>,
 ) -> ApiResult<Json<AlertThresholds>> {
     Ok(Json(
-        alerts::set_for_application(&s.pool, &id, &input).await?,
+        alerts::set_for_application(&s.pool, &actor, &id, &input).await?,
     ))
 }
 
@@ -157,7 +162,8 @@ pub async fn set_application_thresholds(
 )]
 pub async fn reset_application_thresholds(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AlertThresholds>> {
-    Ok(Json(alerts::reset_application(&s.pool, &id).await?))
+    Ok(Json(alerts::reset_application(&s.pool, &actor, &id).await?))
 }

@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use super::developer::Developer;
 use super::list::{ListParams, Page};
 use crate::domain::accounts::account::Deleted;
+use crate::domain::audit::Actor;
 use crate::domain::webhooks::endpoints::{
     self, CreatedWebhookEndpoint, DisabledReason, Owner, RotateSecretInput, WebhookEndpoint,
     WebhookEndpointInput, WebhookEndpointUpdate,
@@ -37,10 +38,12 @@ use crate::web::extract::{ApiQuery, JsonBody};
 )]
 pub async fn admin_create(
     State(s): State<AppState>,
+    actor: Actor,
     JsonBody(input): JsonBody<WebhookEndpointInput>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhookEndpoint>)> {
     let owner = Owner::Admin;
-    let created = endpoints::create(&s.pool, s.master_key.as_deref(), &owner, input).await?;
+    let created =
+        endpoints::create(&s.pool, s.master_key.as_deref(), &actor, &owner, input).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -112,11 +115,14 @@ pub async fn admin_get(
 )]
 pub async fn admin_update(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<WebhookEndpointUpdate>,
 ) -> ApiResult<Json<WebhookEndpoint>> {
     let owner = Owner::Admin;
-    Ok(Json(endpoints::update(&s.pool, &owner, &id, input).await?))
+    Ok(Json(
+        endpoints::update(&s.pool, &actor, &owner, &id, input).await?,
+    ))
 }
 
 /// Deletes the endpoint and its delivery log.
@@ -136,10 +142,11 @@ pub async fn admin_update(
 )]
 pub async fn admin_remove(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted>> {
     let owner = Owner::Admin;
-    Ok(Json(endpoints::delete(&s.pool, &owner, &id).await?))
+    Ok(Json(endpoints::delete(&s.pool, &actor, &owner, &id).await?))
 }
 
 /// Sends a `webhook.test` event to this endpoint only; answers its delivery.
@@ -160,10 +167,11 @@ pub async fn admin_remove(
 )]
 pub async fn admin_test(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<WebhookDelivery>)> {
     let owner = Owner::Admin;
-    let delivery = outbox::send_test(&s.limits, &s.pool, &owner, &id).await?;
+    let delivery = outbox::send_test(&s.limits, &s.pool, &actor, &owner, &id).await?;
     Ok((StatusCode::CREATED, Json(delivery)))
 }
 
@@ -215,10 +223,13 @@ pub async fn admin_deliveries(
 )]
 pub async fn admin_replay(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WebhookDelivery>> {
     let owner = Owner::Admin;
-    Ok(Json(outbox::replay(&s.limits, &s.pool, &owner, &id).await?))
+    Ok(Json(
+        outbox::replay(&s.limits, &s.pool, &actor, &owner, &id).await?,
+    ))
 }
 
 /// Creates an endpoint receiving the account's own events; the answer carries its signing secret, this once.
@@ -239,11 +250,13 @@ pub async fn admin_replay(
 )]
 pub async fn dev_create(
     State(s): State<AppState>,
+    actor: Actor,
     Extension(dev): Extension<Developer>,
     JsonBody(input): JsonBody<WebhookEndpointInput>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhookEndpoint>)> {
     let owner = Owner::Account(dev.account_id);
-    let created = endpoints::create(&s.pool, s.master_key.as_deref(), &owner, input).await?;
+    let created =
+        endpoints::create(&s.pool, s.master_key.as_deref(), &actor, &owner, input).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -316,12 +329,15 @@ pub async fn dev_get(
 )]
 pub async fn dev_update(
     State(s): State<AppState>,
+    actor: Actor,
     Extension(dev): Extension<Developer>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<WebhookEndpointUpdate>,
 ) -> ApiResult<Json<WebhookEndpoint>> {
     let owner = Owner::Account(dev.account_id);
-    Ok(Json(endpoints::update(&s.pool, &owner, &id, input).await?))
+    Ok(Json(
+        endpoints::update(&s.pool, &actor, &owner, &id, input).await?,
+    ))
 }
 
 /// Deletes the endpoint and its delivery log.
@@ -340,11 +356,12 @@ pub async fn dev_update(
 )]
 pub async fn dev_remove(
     State(s): State<AppState>,
+    actor: Actor,
     Extension(dev): Extension<Developer>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted>> {
     let owner = Owner::Account(dev.account_id);
-    Ok(Json(endpoints::delete(&s.pool, &owner, &id).await?))
+    Ok(Json(endpoints::delete(&s.pool, &actor, &owner, &id).await?))
 }
 
 /// Sends a `webhook.test` event to this endpoint only; answers its delivery.
@@ -364,11 +381,12 @@ pub async fn dev_remove(
 )]
 pub async fn dev_test(
     State(s): State<AppState>,
+    actor: Actor,
     Extension(dev): Extension<Developer>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<WebhookDelivery>)> {
     let owner = Owner::Account(dev.account_id);
-    let delivery = outbox::send_test(&s.limits, &s.pool, &owner, &id).await?;
+    let delivery = outbox::send_test(&s.limits, &s.pool, &actor, &owner, &id).await?;
     Ok((StatusCode::CREATED, Json(delivery)))
 }
 
@@ -420,11 +438,14 @@ pub async fn dev_deliveries(
 )]
 pub async fn dev_replay(
     State(s): State<AppState>,
+    actor: Actor,
     Extension(dev): Extension<Developer>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WebhookDelivery>> {
     let owner = Owner::Account(dev.account_id);
-    Ok(Json(outbox::replay(&s.limits, &s.pool, &owner, &id).await?))
+    Ok(Json(
+        outbox::replay(&s.limits, &s.pool, &actor, &owner, &id).await?,
+    ))
 }
 
 /// Replaces the endpoint's signing secret (answered this once); the old one also signs each
@@ -449,12 +470,14 @@ pub async fn dev_replay(
 )]
 pub async fn admin_rotate_secret(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<RotateSecretInput>,
 ) -> ApiResult<Json<CreatedWebhookEndpoint>> {
     let owner = Owner::Admin;
     Ok(Json(
-        endpoints::rotate_secret(&s.pool, s.master_key.as_deref(), &owner, &id, input).await?,
+        endpoints::rotate_secret(&s.pool, s.master_key.as_deref(), &actor, &owner, &id, input)
+            .await?,
     ))
 }
 
@@ -479,13 +502,15 @@ pub async fn admin_rotate_secret(
 )]
 pub async fn dev_rotate_secret(
     State(s): State<AppState>,
+    actor: Actor,
     Extension(dev): Extension<Developer>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<RotateSecretInput>,
 ) -> ApiResult<Json<CreatedWebhookEndpoint>> {
     let owner = Owner::Account(dev.account_id);
     Ok(Json(
-        endpoints::rotate_secret(&s.pool, s.master_key.as_deref(), &owner, &id, input).await?,
+        endpoints::rotate_secret(&s.pool, s.master_key.as_deref(), &actor, &owner, &id, input)
+            .await?,
     ))
 }
 

@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
+use serde_json::{json, Value};
 
 use super::endpoints::{self, Owner};
 use super::events::{Event, EventType, TestData};
+use crate::domain::audit::{Actor, Changes, Object};
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::secrets::new_id;
@@ -199,9 +201,12 @@ fn account_send_allowed(limits: &crate::rate_limit::Limiter, viewer: &Owner) -> 
 }
 
 /// Enqueues a `webhook.test` event for endpoint `id` only (which must be enabled).
+/// An admin's is recorded in the audit log (`webhook_endpoint.test_sent`): a send is an action
+/// someone took, and the receiver sees a request because of it.
 pub async fn send_test(
     limits: &crate::rate_limit::Limiter,
     pool: &Pool,
+    actor: &Actor,
     viewer: &Owner,
     id: &str,
 ) -> DomainResult<WebhookDelivery> {
@@ -238,6 +243,19 @@ pub async fn send_test(
     .bind(&event_id)
     .bind(id)
     .fetch_one(&mut *tx)
+    .await?;
+    let changes = Changes::of(&[
+        ("delivery_id", Value::Null, json!(delivery_id)),
+        ("event_id", Value::Null, json!(event_id)),
+    ]);
+    let object = endpoints::object(id);
+    endpoints::record(
+        &mut tx,
+        actor,
+        "webhook_endpoint.test_sent",
+        object,
+        &changes,
+    )
     .await?;
     tx.commit().await?;
     get_delivery(pool, viewer, &delivery_id).await
@@ -371,6 +389,7 @@ pub async fn get_delivery(pool: &Pool, viewer: &Owner, id: &str) -> DomainResult
 pub async fn replay(
     limits: &crate::rate_limit::Limiter,
     pool: &Pool,
+    actor: &Actor,
     viewer: &Owner,
     id: &str,
 ) -> DomainResult<WebhookDelivery> {
@@ -383,12 +402,21 @@ pub async fn replay(
         ));
     }
     let t_ms = now_ms();
+    let mut tx = crate::store::begin_write(pool).await?;
+    let (state, attempts): (String, i64) = sqlx::query_as(&format!(
+        "SELECT state, attempts FROM webhook_deliveries WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("webhook delivery", id))?;
     let r = sqlx::query(
         "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $2, window_started_at = $2 WHERE id = $1 AND (state <> 'delivering' OR next_attempt_at <= $2)",
     )
     .bind(id)
     .bind(t_ms)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
     if r.rows_affected() == 0 {
         return Err(DomainError::conflict(
@@ -396,5 +424,26 @@ pub async fn replay(
             "an attempt of this delivery is under way; look at it again in a moment",
         ));
     }
+    let changes = Changes::of(&[
+        (
+            "state",
+            json!(state),
+            json!(DeliveryState::Pending.as_str()),
+        ),
+        ("attempts", json!(attempts), json!(0)),
+    ]);
+    let object = Object {
+        kind: "webhook_delivery",
+        id,
+    };
+    endpoints::record(
+        &mut tx,
+        actor,
+        "webhook_delivery.replayed",
+        object,
+        &changes,
+    )
+    .await?;
+    tx.commit().await?;
     get_delivery(pool, viewer, id).await
 }

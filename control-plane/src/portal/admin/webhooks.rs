@@ -137,7 +137,15 @@ pub async fn create(
         events: Some(events),
         description: (!description.is_empty()).then_some(description),
     };
-    match endpoints::create(&s.pool, s.master_key.as_deref(), &Owner::Admin, input).await {
+    match endpoints::create(
+        &s.pool,
+        s.master_key.as_deref(),
+        &admin.actor(),
+        &Owner::Admin,
+        input,
+    )
+    .await
+    {
         Ok(created) => {
             let done = crate::portal::html::shown_once(
                 "Endpoint created. Its signing secret: copy it now, it is stored sealed and cannot be shown again.",
@@ -162,6 +170,7 @@ pub async fn action(
     let result = match action.as_str() {
         "disable" | "enable" => endpoints::update(
             &s.pool,
+            &admin.actor(),
             &Owner::Admin,
             &id,
             WebhookEndpointUpdate {
@@ -171,10 +180,10 @@ pub async fn action(
         )
         .await
         .map(|_| "Saved."),
-        "test" => outbox::send_test(&s.limits, &s.pool, &Owner::Admin, &id)
+        "test" => outbox::send_test(&s.limits, &s.pool, &admin.actor(), &Owner::Admin, &id)
             .await
             .map(|_| "A webhook.test event is on its way."),
-        "delete" => endpoints::delete(&s.pool, &Owner::Admin, &id)
+        "delete" => endpoints::delete(&s.pool, &admin.actor(), &Owner::Admin, &id)
             .await
             .map(|_| "Deleted."),
         _ => return not_found(&admin),
@@ -255,7 +264,7 @@ pub async fn replay(
     Path(id): Path<String>,
     WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    match outbox::replay(&s.limits, &s.pool, &Owner::Admin, &id).await {
+    match outbox::replay(&s.limits, &s.pool, &admin.actor(), &Owner::Admin, &id).await {
         Ok(d) => redirect(&format!("/admin/webhooks/{}", seg(&d.endpoint_id))),
         Err(DomainError::NotFound { .. }) => not_found(&admin),
         Err(e) => {

@@ -9,6 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::access::{failure, SessionForm};
 use super::billing::not_found;
+use crate::domain::audit::Actor;
 use crate::domain::webhooks::endpoints::{
     self, Owner, WebhookEndpointInput, WebhookEndpointUpdate,
 };
@@ -33,6 +34,12 @@ fn first_page() -> PageRequest {
 
 fn owner(session: &Session) -> Owner {
     Owner::Account(session.account_id.clone())
+}
+
+/// Who the audit log records for the developer's writes (like the developer portal's key
+/// rotation: the account, without an address).
+fn actor(session: &Session) -> Actor {
+    Actor::account(&session.account_id, None)
 }
 
 async fn webhooks_page(
@@ -126,7 +133,15 @@ pub async fn create(
         ),
         description: None,
     };
-    match endpoints::create(&s.pool, s.master_key.as_deref(), &owner(&session), input).await {
+    match endpoints::create(
+        &s.pool,
+        s.master_key.as_deref(),
+        &actor(&session),
+        &owner(&session),
+        input,
+    )
+    .await
+    {
         Ok(created) => {
             let shown = shown_once(
                 "Endpoint created. Its signing secret: copy it now, it cannot be shown again.",
@@ -152,6 +167,7 @@ pub async fn action(
     let result = match action.as_str() {
         "disable" | "enable" => endpoints::update(
             &s.pool,
+            &actor(&session),
             &who,
             &id,
             WebhookEndpointUpdate {
@@ -161,10 +177,10 @@ pub async fn action(
         )
         .await
         .map(|_| "Saved."),
-        "test" => outbox::send_test(&s.limits, &s.pool, &who, &id)
+        "test" => outbox::send_test(&s.limits, &s.pool, &actor(&session), &who, &id)
             .await
             .map(|_| "A webhook.test event is on its way."),
-        "delete" => endpoints::delete(&s.pool, &who, &id)
+        "delete" => endpoints::delete(&s.pool, &actor(&session), &who, &id)
             .await
             .map(|_| "Deleted."),
         _ => return not_found(&session),
@@ -245,7 +261,7 @@ pub async fn replay(
     Path(id): Path<String>,
     SessionForm { session, .. }: SessionForm,
 ) -> Response {
-    match outbox::replay(&s.limits, &s.pool, &owner(&session), &id).await {
+    match outbox::replay(&s.limits, &s.pool, &actor(&session), &owner(&session), &id).await {
         Ok(d) => (
             StatusCode::SEE_OTHER,
             [(
