@@ -266,3 +266,99 @@ async fn disabling_parks_pending_deliveries_and_enabling_makes_them_due() {
         .unwrap();
     assert!(due <= tollgate_control_plane::store::now_ms(), "{due}");
 }
+
+/// An event reaches the admin's endpoints and those of the account it is about, subscribed to
+/// its type: never another account's, whichever statement of the fan-out reads them. 300
+/// accounts' events in one call span more than one statement's list of accounts (SQLite: 240
+/// parameters), and the admin's endpoint still gets each event once.
+#[tokio::test]
+async fn the_fan_out_reads_the_admin_and_the_events_accounts_only() {
+    use tollgate_control_plane::domain::webhooks::events::ApplicationData;
+    use tollgate_control_plane::domain::webhooks::{enqueue_many, Event};
+    let app = TestApp::with_master_key().await;
+    let mut accounts = Vec::new();
+    for i in 0..300 {
+        let a = app
+            .admin()
+            .create(
+                "/accounts",
+                json!({"name": format!("A{i}"), "email": format!("a{i}@example.com")}),
+            )
+            .await;
+        accounts.push(s(&a, "id").to_string());
+    }
+    let admin_ep = app
+        .admin()
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["application.created"]}),
+        )
+        .await;
+    let token = |account: &str| {
+        let app = &app;
+        let path = format!("/accounts/{account}/tokens");
+        async move { s(&app.admin().create(&path, json!({})).await, "token").to_string() }
+    };
+    // The first and the last account, in different statements' lists; a third account's
+    // endpoint receives nothing (no event is about it); the last's other endpoint is not
+    // subscribed to the type.
+    let mut owned = Vec::new();
+    for (account, events) in [
+        (&accounts[0], vec!["application.created"]),
+        (&accounts[299], vec!["application.created"]),
+        (&accounts[299], vec!["key.created"]),
+    ] {
+        let t = token(account).await;
+        let ep = app
+            .client("/api/v1", Some(&t))
+            .create("/webhook_endpoints", json!({"url": HOOK, "events": events}))
+            .await;
+        owned.push(s(&ep, "id").to_string());
+    }
+    let bystander = app
+        .admin()
+        .create(
+            "/accounts",
+            json!({"name": "Bystander", "email": "b@example.com"}),
+        )
+        .await;
+    let t = token(s(&bystander, "id")).await;
+    app.client("/api/v1", Some(&t))
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["application.created"]}),
+        )
+        .await;
+    let events: Vec<Event> = accounts
+        .iter()
+        .enumerate()
+        .map(|(i, account)| {
+            Event::ApplicationCreated(ApplicationData {
+                application_id: format!("app_{i}"),
+                account_id: account.clone(),
+                plan_id: "plan_x".into(),
+                name: format!("App {i}"),
+                state: "live".into(),
+                state_reason: None,
+            })
+        })
+        .collect();
+    let mut tx = tollgate_control_plane::store::begin_write(&app.state.pool)
+        .await
+        .unwrap();
+    let written = enqueue_many(&mut tx, &events).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(written.len(), 300);
+    let per_endpoint = app
+        .column(
+            "SELECT endpoint_id || ':' || CAST(COUNT(*) AS TEXT) FROM webhook_deliveries GROUP BY endpoint_id ORDER BY endpoint_id",
+        )
+        .await;
+    let mut expected = vec![
+        format!("{}:300", s(&admin_ep, "id")),
+        format!("{}:1", owned[0]),
+        format!("{}:1", owned[1]),
+    ];
+    expected.sort();
+    assert_eq!(per_endpoint, expected);
+}
