@@ -424,25 +424,31 @@ pub async fn replay(
 ) -> DomainResult<WebhookDelivery> {
     let row = fetch_delivery(pool, viewer, id).await?;
     account_send_allowed(limits, viewer)?;
-    if !endpoints::is_enabled(pool, &row.endpoint_id).await? {
-        return Err(DomainError::conflict(
-            "endpoint_disabled",
-            "the delivery's endpoint is disabled: enable it first",
-        ));
-    }
     let t_ms = now_ms();
+    // One statement decides: the endpoint enabled and no claim's lease running. A claim made
+    // after it ends later than any before it (the lease end is the sender's fencing token), so
+    // an attempt still under way from before the replay records nothing over the replay's.
     let r = sqlx::query(
-        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $2, window_started_at = $2 WHERE id = $1 AND (state <> 'delivering' OR next_attempt_at <= $2)",
+        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $2, window_started_at = $2 \
+         WHERE id = $1 AND (state <> 'delivering' OR next_attempt_at <= $2) \
+         AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE state = 'enabled')",
     )
     .bind(id)
     .bind(t_ms)
     .execute(pool)
     .await?;
     if r.rows_affected() == 0 {
-        return Err(DomainError::conflict(
-            "delivery_in_progress",
-            "an attempt of this delivery is under way; look at it again in a moment",
-        ));
+        return Err(if endpoints::is_enabled(pool, &row.endpoint_id).await? {
+            DomainError::conflict(
+                "delivery_in_progress",
+                "an attempt of this delivery is under way; look at it again in a moment",
+            )
+        } else {
+            DomainError::conflict(
+                "endpoint_disabled",
+                "the delivery's endpoint is disabled: enable it first",
+            )
+        });
     }
     get_delivery(pool, viewer, id).await
 }
