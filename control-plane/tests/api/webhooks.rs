@@ -362,3 +362,73 @@ async fn the_fan_out_reads_the_admin_and_the_events_accounts_only() {
     expected.sort();
     assert_eq!(per_endpoint, expected);
 }
+
+/// Deliveries parked behind a disabled endpoint are counted apart from the pending ones (they
+/// do not age the outbox) and purged after their retention; a recent one is kept.
+#[tokio::test]
+async fn parked_deliveries_are_counted_apart_and_purged_after_their_retention() {
+    use tollgate_control_plane::domain::purge::{purge_once, WEBHOOK_PARKED_KEEP_SECS};
+    use tollgate_control_plane::telemetry::readings::Readings;
+    use tollgate_control_plane::telemetry::Outbox;
+    let app = TestApp::with_master_key().await;
+    let c = Catalog::new(&app).await;
+    let ep = app
+        .admin()
+        .create(
+            "/webhook_endpoints",
+            json!({"url": HOOK, "events": ["application.created"]}),
+        )
+        .await;
+    let id = s(&ep, "id");
+    c.application(&app, "Old").await;
+    c.application(&app, "Recent").await;
+    let webhook = |r: &Readings| {
+        *r.outboxes
+            .iter()
+            .find(|o| o.outbox == Outbox::Webhook)
+            .unwrap()
+    };
+    let before = webhook(&Readings::read(&app.state.pool).await);
+    assert_eq!((before.pending, before.parked), (2, Some(0)));
+    app.admin()
+        .ok(
+            "PATCH",
+            &format!("/webhook_endpoints/{id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    // One of them (and its event) was created just past the retention.
+    let old = tollgate_control_plane::store::now() - WEBHOOK_PARKED_KEEP_SECS - 1;
+    app.sql(&format!(
+        "UPDATE webhook_deliveries SET created_at = {old} WHERE event_id IN (SELECT id FROM webhook_messages WHERE payload LIKE '%\"Old\"%')"
+    ))
+    .await;
+    app.sql(&format!(
+        "UPDATE webhook_messages SET created_at = {old} WHERE payload LIKE '%\"Old\"%'"
+    ))
+    .await;
+    let parked = webhook(&Readings::read(&app.state.pool).await);
+    assert_eq!(
+        (
+            parked.pending,
+            parked.parked,
+            parked.oldest_pending_age_secs
+        ),
+        (0, Some(2), 0)
+    );
+    let purged = purge_once(&app.state.pool).await.unwrap();
+    assert_eq!(purged.webhook_deliveries, 1);
+    let after = webhook(&Readings::read(&app.state.pool).await);
+    assert_eq!((after.pending, after.parked), (0, Some(1)));
+    assert_eq!(count(&app, "webhook_messages").await, 1);
+    // Enabled again, the recent one goes out; the purged one is gone for good.
+    app.admin()
+        .ok(
+            "PATCH",
+            &format!("/webhook_endpoints/{id}"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    let due = webhook(&Readings::read(&app.state.pool).await);
+    assert_eq!((due.pending, due.parked), (1, Some(0)));
+}
