@@ -46,6 +46,37 @@ async fn read_form(req: Request, s: &AppState) -> Result<(HeaderMap, Fields), Re
     Ok((headers, fields))
 }
 
+/// `disable`, `enable`, `test` or `delete` on webhook endpoint `id` as `owner` (both portals'
+/// endpoint buttons): what to tell on success, or `None` for an unknown action.
+pub(crate) async fn webhook_endpoint_action(
+    s: &AppState,
+    owner: &crate::domain::webhooks::endpoints::Owner,
+    id: &str,
+    action: &str,
+) -> Option<crate::domain::DomainResult<&'static str>> {
+    use crate::domain::webhooks::{endpoints, outbox};
+    Some(match action {
+        "disable" | "enable" => endpoints::update(
+            &s.pool,
+            owner,
+            id,
+            endpoints::WebhookEndpointUpdate {
+                enabled: Some(action == "enable"),
+                ..endpoints::WebhookEndpointUpdate::default()
+            },
+        )
+        .await
+        .map(|_| "Saved."),
+        "test" => outbox::send_test(&s.limits, &s.pool, owner, id)
+            .await
+            .map(|_| "A webhook.test event is on its way."),
+        "delete" => endpoints::delete(&s.pool, owner, id)
+            .await
+            .map(|_| "Deleted."),
+        _ => return None,
+    })
+}
+
 /// The admin portal's routes (mounted at the top level, beside `/admin/api/v1`).
 pub fn admin_router() -> Router<AppState> {
     Router::new()

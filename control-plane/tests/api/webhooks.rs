@@ -16,6 +16,17 @@ async fn count(app: &TestApp, table: &str) -> i64 {
         .unwrap()
 }
 
+/// `PATCH …/webhook_endpoints/{id} {"enabled": enabled}` as the admin.
+async fn set_enabled(app: &TestApp, id: &str, enabled: bool) {
+    app.admin()
+        .ok(
+            "PATCH",
+            &format!("/webhook_endpoints/{id}"),
+            Some(json!({ "enabled": enabled })),
+        )
+        .await;
+}
+
 #[tokio::test]
 async fn the_secret_is_shown_once_and_sealed() {
     let app = TestApp::with_master_key().await;
@@ -80,13 +91,7 @@ async fn events_are_written_with_their_change_and_only_for_subscribers() {
             json!({"url": HOOK, "events": ["key.created"]}),
         )
         .await;
-    app.admin()
-        .ok(
-            "PATCH",
-            &format!("/webhook_endpoints/{}", s(&disabled, "id")),
-            Some(json!({"enabled": false})),
-        )
-        .await;
+    set_enabled(&app, s(&disabled, "id"), false).await;
     let app_id = s(&first, "id");
     for _ in 0..4 {
         app.admin()
@@ -239,13 +244,7 @@ async fn disabling_parks_pending_deliveries_and_enabling_makes_them_due() {
     let id = s(&ep, "id");
     c.application(&app, "A").await;
     assert!(first_delivery(&app, id).await["next_attempt_at_ms"].is_i64());
-    app.admin()
-        .ok(
-            "PATCH",
-            &format!("/webhook_endpoints/{id}"),
-            Some(json!({"enabled": false})),
-        )
-        .await;
+    set_enabled(&app, id, false).await;
     let parked = first_delivery(&app, id).await;
     assert_eq!(parked["state"], "pending");
     assert!(parked["next_attempt_at_ms"].is_null(), "{parked}");
@@ -254,13 +253,7 @@ async fn disabling_parks_pending_deliveries_and_enabling_makes_them_due() {
             .await,
         [i64::MAX.to_string()]
     );
-    app.admin()
-        .ok(
-            "PATCH",
-            &format!("/webhook_endpoints/{id}"),
-            Some(json!({"enabled": true})),
-        )
-        .await;
+    set_enabled(&app, id, true).await;
     let due = first_delivery(&app, id).await["next_attempt_at_ms"]
         .as_i64()
         .unwrap();
@@ -390,13 +383,7 @@ async fn parked_deliveries_are_counted_apart_and_purged_after_their_retention() 
     };
     let before = webhook(&Readings::read(&app.state.pool).await);
     assert_eq!((before.pending, before.parked), (2, Some(0)));
-    app.admin()
-        .ok(
-            "PATCH",
-            &format!("/webhook_endpoints/{id}"),
-            Some(json!({"enabled": false})),
-        )
-        .await;
+    set_enabled(&app, id, false).await;
     // One of them (and its event) was created just past the retention.
     let old = tollgate_control_plane::store::now() - WEBHOOK_PARKED_KEEP_SECS - 1;
     app.sql(&format!(
@@ -422,13 +409,7 @@ async fn parked_deliveries_are_counted_apart_and_purged_after_their_retention() 
     assert_eq!((after.pending, after.parked), (0, Some(1)));
     assert_eq!(count(&app, "webhook_messages").await, 1);
     // Enabled again, the recent one goes out; the purged one is gone for good.
-    app.admin()
-        .ok(
-            "PATCH",
-            &format!("/webhook_endpoints/{id}"),
-            Some(json!({"enabled": true})),
-        )
-        .await;
+    set_enabled(&app, id, true).await;
     let due = webhook(&Readings::read(&app.state.pool).await);
     assert_eq!((due.pending, due.parked), (1, Some(0)));
 }
