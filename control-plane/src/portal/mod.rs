@@ -135,6 +135,14 @@ pub fn admin_router() -> Router<AppState> {
             post(admin::catalog::remove_row),
         )
         .route(
+            "/admin/plans/{id}/alert_thresholds",
+            post(admin::alerts::save_plan),
+        )
+        .route(
+            "/admin/plans/{id}/alert_thresholds/reset",
+            post(admin::alerts::reset_plan),
+        )
+        .route(
             "/admin/accounts",
             get(admin::accounts::accounts).post(admin::accounts::create_account),
         )
@@ -146,6 +154,14 @@ pub fn admin_router() -> Router<AppState> {
         .route(
             "/admin/applications/{id}/{action}",
             post(admin::accounts::application_action),
+        )
+        .route(
+            "/admin/applications/{id}/alert_thresholds",
+            get(admin::alerts::application).post(admin::alerts::save_application),
+        )
+        .route(
+            "/admin/applications/{id}/alert_thresholds/reset",
+            post(admin::alerts::reset_application),
         )
         .route(
             "/admin/tokens",
