@@ -211,6 +211,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_log",
         include_str!("../migrations/0022_audit_log.sql"),
     ),
+    (
+        23,
+        "webhook_due_by_endpoint",
+        include_str!("../migrations/0023_webhook_due_by_endpoint.sql"),
+    ),
 ];
 
 /// Migrations only PostgreSQL runs: storage parameters SQLite has no syntax (and no use) for.

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 use support::{s, TestApp};
 use tollgate_control_plane::domain::webhooks::deliver::{
-    run_sender, SenderSettings, MAX_IN_FLIGHT_PER_ACCOUNT, MAX_IN_FLIGHT_PER_ENDPOINT,
+    run_sender, SenderSettings, MAX_IN_FLIGHT_PER_ACCOUNT, MAX_IN_FLIGHT_PER_ADMIN_ENDPOINT,
 };
 use tollgate_control_plane::domain::webhooks::endpoints::Owner;
 use tollgate_control_plane::domain::webhooks::outbox;
@@ -145,6 +145,26 @@ async fn endpoint(app: &TestApp, token: Option<&str>, url: &str) -> String {
     s(&created, "id").to_string()
 }
 
+/// `n` pending `webhook.test` deliveries to endpoint `id`, due now, written at once.
+async fn backlog(app: &TestApp, id: &str, n: usize) {
+    let t = tollgate_control_plane::store::now_ms();
+    for (table, row) in [
+        (
+            "webhook_messages (id, event_type, account_id, payload, created_at)",
+            format!("'msg_{id}_' || n, 'webhook.test', NULL, '{{}}', {}", t / 1000),
+        ),
+        (
+            "webhook_deliveries (id, event_id, endpoint_id, state, attempts, next_attempt_at, window_started_at, created_at)",
+            format!("'whd_{id}_' || n, 'msg_{id}_' || n, '{id}', 'pending', 0, {t}, {t}, {}", t / 1000),
+        ),
+    ] {
+        app.sql(&format!(
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {n}) INSERT INTO {table} SELECT {row} FROM s"
+        ))
+        .await;
+    }
+}
+
 /// `n` test events to endpoint `id` (the admin's test sends are not rate-limited).
 async fn test_events(app: &TestApp, id: &str, n: usize) {
     for _ in 0..n {
@@ -156,7 +176,7 @@ async fn test_events(app: &TestApp, id: &str, n: usize) {
 
 /// Endpoints that accept the connection and never answer, with deep backlogs, do not delay the
 /// other endpoints' deliveries: an admin tarpit endpoint holds at most
-/// `MAX_IN_FLIGHT_PER_ENDPOINT` attempts, and an account with ten tarpit endpoints (more than
+/// `MAX_IN_FLIGHT_PER_ADMIN_ENDPOINT` attempts, and an account with ten tarpit endpoints (more than
 /// the process's slots at that many per endpoint) at most `MAX_IN_FLIGHT_PER_ACCOUNT`. Every
 /// delivery to the answering endpoints arrives while all the tarpit's attempts are still under
 /// way.
@@ -169,7 +189,7 @@ async fn endpoints_that_never_answer_do_not_delay_the_others() {
     let (_, abuser) = account(&app, "abuser").await;
     let (_, honest) = account(&app, "honest").await;
     let admin_pit = endpoint(&app, None, &format!("{pit}/admin")).await;
-    test_events(&app, &admin_pit, 12).await;
+    test_events(&app, &admin_pit, 20).await;
     for i in 0..10 {
         let id = endpoint(&app, Some(&abuser), &format!("{pit}/abuser{i}")).await;
         test_events(&app, &id, 5).await;
@@ -216,7 +236,7 @@ async fn endpoints_that_never_answer_do_not_delay_the_others() {
         "{abusers} attempts of one account under way"
     );
     assert!(
-        admins <= MAX_IN_FLIGHT_PER_ENDPOINT as usize,
+        admins <= MAX_IN_FLIGHT_PER_ADMIN_ENDPOINT as usize,
         "{admins} attempts of one endpoint under way"
     );
     let held = stuck.load(Ordering::SeqCst);
@@ -230,6 +250,53 @@ async fn endpoints_that_never_answer_do_not_delay_the_others() {
         ))
         .await;
     assert_eq!(recorded, ["0"]);
+    sender.abort();
+}
+
+/// Answering endpoints with deep backlogs that take every slot of the sender still share them:
+/// an attempt that ends gives its slot back to the next pass instead of taking its endpoint's
+/// next delivery when no slot is free, and the pass serves every endpoint's first due delivery
+/// first. A delivery to a third endpoint arrives before the backlogs are through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_endpoints_taking_every_slot_still_share_them() {
+    loopback_allowed();
+    let app = TestApp::with_master_key().await;
+    // Two backlogs that keep all 32 slots busy for seconds: waiting for them is unmistakable.
+    const BACKLOG: usize = 2_000;
+    let (receiver, slow) = Receiver::start(Duration::from_millis(20)).await;
+    let busy = [
+        endpoint(&app, None, &format!("{slow}/busy1")).await,
+        endpoint(&app, None, &format!("{slow}/busy2")).await,
+    ];
+    for id in &busy {
+        backlog(&app, id, BACKLOG).await;
+    }
+    let sender = start_sender(&app);
+    // The backlogs flowing through every slot (16 each), then one delivery for a newcomer.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while receiver.count.load(Ordering::SeqCst) < 32 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backlogs never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let newcomer = endpoint(&app, None, &format!("{slow}/newcomer")).await;
+    test_events(&app, &newcomer, 1).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while receiver.received("newcomer") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the newcomer never got its delivery"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let through = receiver.received("busy1") + receiver.received("busy2");
+    // Waiting for the backlogs would let all but the last few of them through first.
+    assert!(
+        through < BACKLOG,
+        "the newcomer waited for the backlogs ({through} delivered first)"
+    );
     sender.abort();
 }
 

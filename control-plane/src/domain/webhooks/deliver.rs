@@ -21,9 +21,13 @@
 //! the admin is emailed (`TOLLGATE_ADMIN_EMAIL`).
 //!
 //! Fairness: a slow receiver holds a sender slot for up to [`DELIVERY_TIMEOUT`]. At most
-//! [`MAX_IN_FLIGHT_PER_ENDPOINT`] deliveries of one endpoint and [`MAX_IN_FLIGHT_PER_ACCOUNT`] of
-//! one account's endpoints are under way at once (across replicas), so an endpoint that never
-//! answers, or an account with many, cannot take the slots the others need.
+//! [`MAX_IN_FLIGHT_PER_ENDPOINT`] deliveries of one account's endpoint
+//! ([`MAX_IN_FLIGHT_PER_ADMIN_ENDPOINT`] of one of the admin's) and [`MAX_IN_FLIGHT_PER_ACCOUNT`]
+//! of one account's endpoints are under way at once (across replicas), so an endpoint that never
+//! answers, or an account with many, cannot take the slots the others need. A pass shares free
+//! slots out by turns (every endpoint's first due delivery before any second); an attempt that
+//! ends hands its slot to its endpoint's next due delivery while slots are free, and gives it
+//! back to the next pass when they are not.
 //!
 //! Ordering: deliveries to one endpoint run concurrently and retries interleave with newer
 //! events; receivers must not rely on order (each body carries its `timestamp`).
@@ -31,7 +35,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use super::endpoints::{previous_sealed_at, sealed_at, DisabledReason, PARKED_MS};
 use super::outbox::DeliveryState;
@@ -58,13 +62,20 @@ pub const MAX_ERROR_CHARS: usize = 500;
 pub const BATCH: i64 = 100;
 /// Attempts in flight at once in one process.
 pub const MAX_CONCURRENT_DELIVERIES: usize = 32;
-/// Attempts in flight at once for one endpoint, across replicas (see `pass`).
+/// Attempts in flight at once for one endpoint of an account, across replicas (see `pass`).
 pub const MAX_IN_FLIGHT_PER_ENDPOINT: i64 = 4;
+/// Attempts in flight at once for one endpoint of the admin's, across replicas: the provider's
+/// own systems, which receive every account's events (a billing run's `invoice.issued` each), get
+/// more. One endpoint's throughput is its in-flight bound over the receiver's latency.
+pub const MAX_IN_FLIGHT_PER_ADMIN_ENDPOINT: i64 = 16;
+const _: () = assert!(MAX_IN_FLIGHT_PER_ADMIN_ENDPOINT < MAX_CONCURRENT_DELIVERIES as i64);
 /// Attempts in flight at once for all the endpoints of one account, across replicas (the admin's
 /// endpoints are bounded only per endpoint): an account registering many endpoints that never
 /// answer holds at most this many of a process's [`MAX_CONCURRENT_DELIVERIES`] slots.
 pub const MAX_IN_FLIGHT_PER_ACCOUNT: i64 = 8;
 const _: () = assert!(MAX_IN_FLIGHT_PER_ACCOUNT < MAX_CONCURRENT_DELIVERIES as i64);
+/// How often [`claim_next`] looks again after another attempt took the row it found.
+const CLAIM_NEXT_TRIES: usize = 3;
 /// Pause between passes when nothing is due.
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -134,13 +145,21 @@ pub async fn run_sender(pool: Pool, settings: SenderSettings) {
     };
     let settings = Arc::new(settings);
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES));
+    let ended = Arc::new(Notify::new());
     loop {
-        match pass(&pool, &client, &settings, &slots).await {
+        match pass(&pool, &client, &settings, &slots, &ended).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!("webhook sender: {e:?}"),
         }
-        tokio::time::sleep(IDLE_POLL).await;
+        // Nothing could be claimed: what is due may be held back by the in-flight caps, so the
+        // next pass comes as soon as an attempt ends (a permit stored by `notify_one` if one
+        // ended meanwhile), or after IDLE_POLL for new and retried deliveries. Without the
+        // wake-up, one endpoint's backlog went out 4 attempts per IDLE_POLL.
+        tokio::select! {
+            _ = ended.notified() => {}
+            _ = tokio::time::sleep(IDLE_POLL) => {}
+        }
     }
 }
 
@@ -151,9 +170,11 @@ async fn pass(
     client: &reqwest::Client,
     settings: &Arc<SenderSettings>,
     slots: &Arc<Semaphore>,
+    ended: &Arc<Notify>,
 ) -> DomainResult<usize> {
     // Fair across endpoints and accounts: at most MAX_IN_FLIGHT_PER_ENDPOINT of one endpoint's
-    // deliveries and MAX_IN_FLIGHT_PER_ACCOUNT of one account's are under way at once (counting
+    // deliveries (MAX_IN_FLIGHT_PER_ADMIN_ENDPOINT for the admin's endpoints) and
+    // MAX_IN_FLIGHT_PER_ACCOUNT of one account's are under way at once (counting
     // the live leases of every replica), and a pass takes the first due delivery of every
     // endpoint before the second of any. An endpoint with a slow receiver and a deep backlog (an
     // account's test events to a tarpit), or an account with many such endpoints, cannot fill
@@ -175,7 +196,7 @@ async fn pass(
                         GROUP BY x.account_id) ob \
                     ON ob.account_id = e.account_id \
              WHERE d.state IN ('pending', 'delivering') AND d.next_attempt_at <= $1 AND e.state = 'enabled') r \
-           WHERE r.turn + r.busy <= $3) o \
+           WHERE r.turn + r.busy <= CASE WHEN r.owner IS NULL THEN $5 ELSE $3 END) o \
          WHERE o.owner IS NULL OR o.owner_turn + o.owner_busy <= $4 \
          ORDER BY o.turn, o.next_attempt_at, o.id LIMIT $2",
     )
@@ -183,6 +204,7 @@ async fn pass(
     .bind(BATCH)
     .bind(MAX_IN_FLIGHT_PER_ENDPOINT)
     .bind(MAX_IN_FLIGHT_PER_ACCOUNT)
+    .bind(MAX_IN_FLIGHT_PER_ADMIN_ENDPOINT)
     .fetch_all(pool)
     .await?;
     let mut claimed = 0;
@@ -194,13 +216,38 @@ async fn pass(
             continue;
         };
         claimed += 1;
-        let (pool, client, settings) = (pool.clone(), client.clone(), settings.clone());
+        let (pool, client, settings, ended) = (
+            pool.clone(),
+            client.clone(),
+            settings.clone(),
+            ended.clone(),
+        );
+        let slots = slots.clone();
         tokio::spawn(async move {
-            let outcome = attempt(&client, &settings, &job).await;
-            if let Err(e) = record(&pool, &settings, &job, &outcome).await {
-                tracing::warn!(delivery = job.id, "webhook outcome not recorded: {e:?}");
+            let mut job = job;
+            loop {
+                let outcome = attempt(&client, &settings, &job).await;
+                if let Err(e) = record(&pool, &settings, &job, &outcome).await {
+                    tracing::warn!(delivery = job.id, "webhook outcome not recorded: {e:?}");
+                }
+                // The endpoint's next due delivery takes this attempt's place (its endpoint's
+                // and account's in-flight counts stay as they were) while a slot is free, so
+                // nothing waits for this one. When every slot is taken the slot goes back, and
+                // the next pass shares it out by turns again.
+                if slots.available_permits() == 0 {
+                    break;
+                }
+                match claim_next(&pool, &job.endpoint_id).await {
+                    Ok(Some(next)) => job = next,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(endpoint = job.endpoint_id, "webhook sender: {e:?}");
+                        break;
+                    }
+                }
             }
             drop(slot);
+            ended.notify_one();
         });
     }
     Ok(claimed)
@@ -222,12 +269,56 @@ async fn claim(pool: &Pool, id: &str) -> DomainResult<Option<Job>> {
     if r.rows_affected() != 1 {
         return Ok(None);
     }
+    claimed(pool, id).await
+}
+
+/// What sending delivery `id`, just claimed, needs.
+async fn claimed(pool: &Pool, id: &str) -> DomainResult<Option<Job>> {
     Ok(sqlx::query_as(
         "SELECT d.id, d.event_id, v.payload, d.endpoint_id, e.url, e.secret_sealed, e.previous_secret_sealed, e.previous_secret_expires_at, d.attempts, d.window_started_at, d.next_attempt_at AS lease_until FROM webhook_deliveries d JOIN webhook_messages v ON v.id = d.event_id JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
     .await?)
+}
+
+/// Claims the next due pending delivery of endpoint `endpoint_id` (through the
+/// `(endpoint_id, state, next_attempt_at)` index), if any and if the endpoint is enabled.
+async fn claim_next(pool: &Pool, endpoint_id: &str) -> DomainResult<Option<Job>> {
+    // One statement picks and claims, so the endpoint's other attempts ending at the same time
+    // do not pick the same row (SQLite runs it alone; on PostgreSQL a row another transaction
+    // took meanwhile fails the re-checked conditions, and the next try picks the one after it).
+    for _ in 0..CLAIM_NEXT_TRIES {
+        let t = now_ms();
+        let id: Option<String> = sqlx::query_scalar(
+            "UPDATE webhook_deliveries SET state = 'delivering', attempts = attempts + 1, next_attempt_at = $2 \
+             WHERE id = (SELECT id FROM webhook_deliveries WHERE endpoint_id = $1 AND state = 'pending' AND next_attempt_at <= $3 \
+                         ORDER BY next_attempt_at LIMIT 1) \
+             AND state = 'pending' AND next_attempt_at <= $3 \
+             AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE state = 'enabled') \
+             RETURNING id",
+        )
+        .bind(endpoint_id)
+        .bind(t + DELIVERY_LEASE_MS)
+        .bind(t)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(id) = id {
+            return claimed(pool, &id).await;
+        }
+        // Nothing claimed: none due (done), or lost to another transaction (try again).
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM webhook_deliveries WHERE endpoint_id = $1 AND state = 'pending' AND next_attempt_at <= $2 LIMIT 1",
+        )
+        .bind(endpoint_id)
+        .bind(t)
+        .fetch_optional(pool)
+        .await?;
+        if due.is_none() {
+            return Ok(None);
+        }
+    }
+    Ok(None)
 }
 
 /// The key bytes of a sealed `whsec_` secret, or why not.
