@@ -119,7 +119,7 @@ impl Outcome {
         self.status.is_some_and(|s| (200..300).contains(&s)) && self.error.is_none()
     }
 
-    /// `410 Gone`: the endpoint's owner took it down for good (Standard Webhooks: stop sending).
+    /// `410 Gone`: the endpoint's owner took it down for good (stop sending, as Svix does).
     fn gone(&self) -> bool {
         self.status == Some(410)
     }
