@@ -181,3 +181,44 @@ def test_concurrent_writes_each_record_exactly_one_event(server):
     assert not errors and len(made) == 12
     recorded = [e["object_id"] for e in events(api, actor=token_id)]
     assert sorted(recorded) == sorted(made)
+
+
+def test_concurrent_revokes_and_threshold_writes_record_one_event_each(server):
+    """Two requests at once on PostgreSQL too: the revoke that loses the row lock finds nothing
+    (404, no event), and of concurrent threshold writes each records the other's result as its
+    before image (the owner's row is locked before the before image is read)."""
+    api = Api(server.base, ADMIN_TOKEN)
+    p = plan(api)
+    tok = api.ok("POST", "/gateway_tokens", {"name": "raced", "service_ids": [p["service_id"]]})
+    results = []
+
+    def revoke():
+        results.append(api.delete(f"/gateway_tokens/{tok['id']}")[0])
+
+    threads = [threading.Thread(target=revoke) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [200] + [404] * 5, results
+    assert len(events(api, object_id=tok["id"], action="gateway_token.revoked")) == 1
+
+    sets = [[10 + i] for i in range(6)]
+
+    def put(thresholds):
+        st, body, _ = api.call("PUT", f"/admin/api/v1/plans/{p['id']}/alert_thresholds", {"thresholds": thresholds})
+        assert st == 200, body
+
+    threads = [threading.Thread(target=put, args=(s,)) for s in sets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    recorded = events(api, object_id=p["id"], action="plan_alert_thresholds.updated")
+    assert len(recorded) == 6
+    # A chain: each write's before is the previous write's after, starting from the defaults.
+    chain = [e["changes"]["thresholds"] for e in recorded]
+    assert chain[0]["before"] == [50, 80, 90, 100], chain
+    for prev, cur in zip(chain, chain[1:]):
+        assert cur["before"] == prev["after"], chain
+    assert sorted(c["after"] for c in chain) == sorted(sets)

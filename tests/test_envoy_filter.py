@@ -1,6 +1,5 @@
 """The filter in a real Envoy (V8 runtime) with real HTTP: every decision, header and count."""
 
-import json
 import os
 import subprocess
 import time
@@ -9,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import call, sha256_hex
-from support.envoy import (Envoy, bootstrap, free_port, http_listener, native_filter, native_module_path,
-                           tollgate_filter, wasm_filter)
+from support.envoy import (Envoy, ListenersFile, bootstrap, free_port, http_listener, native_filter,
+                           native_module_path, tollgate_filter, versioned, wasm_filter)
 
 KEYS = {"live": "k-live-0123456789", "search": "k-search-0123456789", "suspended": "k-susp-0123456789",
         "unpaid": "k-unpaid-0123456789", "pair": "k-pair-0123456789", "burst": "k-burst-0123456789"}
@@ -279,35 +278,21 @@ def test_counts_survive_a_listener_update(upstream, shell, tmp_path):
     """Operators change listeners (LDS) without restarting Envoy, which builds a new filter
     configuration: every count carries over (proxy-wasm shared data per vm_id; the native shell's
     process-wide store), so an update never hands out a fresh quota."""
-    port, admin = free_port(), free_port()
-    lds = tmp_path / "lds.json"
+    port = free_port()
+    lds = ListenersFile(tmp_path)
 
     def publish(version):
-        listener = http_listener("api", port, {"route": {"cluster": "upstream"}},
-                                 [tollgate_filter(standalone(), shell)])
-        # A change Envoy must apply: the connection manager, and the filters with it, are rebuilt.
-        listener["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] = f"api_v{version}"
-        listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
-        staged = tmp_path / "lds.staged"
-        staged.write_text(json.dumps({"version_info": str(version), "resources": [listener]}))
-        staged.rename(lds)  # Envoy watches the path for a file moved onto it
+        lds.publish(version, [versioned(http_listener("api", port, {"route": {"cluster": "upstream"}},
+                                                      [tollgate_filter(standalone(), shell)]), version)])
 
     publish(1)
-    envoy = Envoy(bootstrap(port, admin, upstream.port, [tollgate_filter(standalone(), shell)]), shell=shell)
-    envoy.config["static_resources"]["listeners"] = []
-    envoy.config["node"] = {"id": "tollgate-test", "cluster": "tollgate-test"}
-    envoy.config["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(lds)},
-                                                        "resource_api_version": "V3"}}
+    envoy = lds.serve(Envoy(bootstrap(port, free_port(), upstream.port, []), shell=shell))
     envoy.start()
     try:
         key = {"x-api-key": KEYS["live"]}  # plan basic: 3 hits a day
         assert [call(port, "/", headers=key).status for _ in range(2)] == [200, 200]
         publish(2)
-        deadline = time.monotonic() + 10
-        while envoy.stats("listener_manager.lds").get("listener_manager.lds.update_success", 0) < 2:
-            assert time.monotonic() < deadline, envoy.log()[-3000:]
-            time.sleep(0.1)
-        time.sleep(0.5)  # the new filter chain takes new connections once warm
+        lds.wait_applied(envoy, 2)
         assert [call(port, "/", headers=key).status for _ in range(2)] == [200, 429]
     finally:
         envoy.stop()

@@ -86,12 +86,17 @@ def test_snapshot_version_changes_with_the_catalog_only(world):
     assert st == 200 and snap2["version"] != snap["version"]
     assert snap2["applications"][0]["state"] == "suspended"
     assert snap2["applications"][0]["state_reason"] == "non_payment"
-    # A rotated key whose grace ran out leaves the snapshot with no write at all.
+    # A rotated key whose grace ran out leaves the snapshot with no write at all. The grace is
+    # long enough for the next read to fall inside it on a loaded machine (a 1 s grace once ran
+    # out before the read on a machine at load 12).
     key_id = w["app"]["keys"][0]["id"]
-    rotated = w["api"].ok("POST", f"/applications/{w['app']['id']}/keys/{key_id}/rotate", {"grace_seconds": 1})
+    grace_s = 4
+    rotated_at = time.monotonic()
+    rotated = w["api"].ok("POST", f"/applications/{w['app']['id']}/keys/{key_id}/rotate",
+                          {"grace_seconds": grace_s})
     _, snap3, headers3 = snapshot(w)
     assert len(snap3["applications"][0]["key_sha256"]) == 2
-    time.sleep(2.1)
+    time.sleep(max(0.0, rotated_at + grace_s + 1.1 - time.monotonic()))
     st, snap4, _ = snapshot(w, headers3["etag"])
     assert st == 200, "the expiry changed the version"
     assert snap4["applications"][0]["key_sha256"] == [sha256_hex(rotated["key"])]

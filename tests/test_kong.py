@@ -46,7 +46,17 @@ def test_every_option_of_the_filter_is_in_the_schema(schema, kong_filter_config)
     ok = json.loads(json.dumps(kong_filter_config))
     ok["shared_data_id"] = "edge-a"
     ok["quota_headers"] = "x-ratelimit"
+    # Prepaid credit (docs/wallets.md): prices on a plan, a wallet, the top-up link.
+    plan = ok["snapshot"]["plans"][0]
+    plan["credit_prices"] = [{"metric": plan["limits"][0]["metric"], "nano_per_unit": 10_000_000}]
+    ok["snapshot"]["wallets"] = [{"id": "wallet-1", "limit_nano": 10 * 10**9,
+                                  "applications": [ok["snapshot"]["applications"][0]["id"]]}]
+    ok["snapshot"]["top_up_url"] = "https://portal.example/developer/wallet"
     jsonschema.Draft4Validator(schema).validate(ok)
+    for bad in ({"limit_nano": 2**53}, {"limit_nano": -1}, {"id": ""}):
+        wallet = {**ok["snapshot"]["wallets"][0], **bad}
+        with pytest.raises(jsonschema.ValidationError):  # Kong would pass 2**53 through a double
+            jsonschema.Draft4Validator(schema).validate({**ok, "snapshot": {**ok["snapshot"], "wallets": [wallet]}})
     cp = {k: v for k, v in ok.items() if k != "snapshot"}
     cp.update(service_id="svc_1", control_plane={"upstream": "127.0.0.1:8080", "token": "tgw_x",
                                                  "snapshot_wait_s": 0})
@@ -65,6 +75,7 @@ def test_every_option_of_the_filter_is_in_the_schema(schema, kong_filter_config)
     lambda c: c["snapshot"]["plans"][0]["limits"][0].update(period="fortnight"),
     lambda c: c["snapshot"]["mapping_rules"][0].update(delta=0),
     lambda c: c["credentials"].update(header="x key"),
+    lambda c: c["snapshot"].update(wallets=[{"id": "with space", "limit_nano": 1}]),
     lambda c: c.pop("snapshot"),
 ])
 def test_schema_refuses_what_the_filter_refuses(schema, kong_filter_config, mutate, start_envoy):
@@ -168,6 +179,27 @@ def test_shipped_config_runs_in_a_kong_like_host(tmp_path, kong_filter_config):
     assert [r["local_response"]["status"] if r["local_response"] else 200 for r in results[3:]] == \
         [401, 403, 200, 200, 429]
     assert dict(results[7]["local_response"]["headers"])["retry-after"]
+
+
+def test_a_prepaid_wallet_runs_in_a_kong_like_host(tmp_path, kong_filter_config):
+    """Issue 18 on Kong's host semantics: the wallet's spend record lives in the `tg1` zone beside
+    the counters, and the 402 carries its problem body and the top-up link."""
+    config = json.loads(json.dumps(kong_filter_config))
+    snapshot = config["snapshot"]
+    app = snapshot["applications"][0]
+    plan = next(p for p in snapshot["plans"] if p["id"] == app["plan"])
+    plan["credit_prices"] = [{"metric": "hits", "nano_per_unit": 10_000_000}]
+    snapshot["wallets"] = [{"id": "wallet-1", "limit_nano": 20_000_000, "applications": [app["id"]]}]
+    snapshot["top_up_url"] = "https://portal.example/developer/wallet"
+    request = {"uri": "/a", "args": "", "headers": [["host", "localhost"], ["x-api-key", DEMO_KEY]]}
+    out = run_in_kong_host(tmp_path, json.dumps(config), [request] * 3)
+    assert out["configured"] and out["trapped"] is None, out
+    results = out["results"]
+    assert [r["local_response"]["status"] if r["local_response"] else 200 for r in results] == [200, 200, 402]
+    refused = results[2]["local_response"]
+    headers = dict(refused["headers"])
+    assert headers["link"] == '<https://portal.example/developer/wallet>; rel="payment"'
+    assert json.loads(refused["body"])["code"] == "insufficient_credit"
 
 
 def test_the_kong_like_host_traps_where_kong_does(tmp_path, kong_filter_config):

@@ -2,7 +2,6 @@
 real Envoy (control-plane mode) and receives every admitted hit back exactly once, including
 across a control-plane outage."""
 
-import json
 import statistics
 import threading
 import time
@@ -11,8 +10,8 @@ import pytest
 
 from conftest import ADMIN_TOKEN, call
 from support.control_plane import Api, Database, Server
-from support.envoy import (SHELLS, Envoy, bootstrap, free_port, http_listener, static_cluster, tollgate_filter,
-                           wasm_filter)
+from support.envoy import (SHELLS, Envoy, ListenersFile, bootstrap, free_port, http_listener, static_cluster,
+                           tollgate_filter, versioned, wasm_filter)
 
 # Not beside other tests (tests/pytest.ini): wall-clock bounds on propagation to every worker and traffic counts during an outage.
 pytestmark = pytest.mark.exclusive
@@ -268,26 +267,16 @@ def test_usage_survives_a_listener_update(loop, tmp_path):
     w = loop
     shell, upstream = w["shell"], w["upstream"]
     app = new_app(w)
-    port, admin = free_port(), free_port()
-    lds = tmp_path / "lds.json"
+    port = free_port()
+    lds = ListenersFile(tmp_path)
     cluster = static_cluster("tollgate_control_plane", w["server"].port)
 
     def publish(version):
-        listener = http_listener("api", port, {"route": {"cluster": "upstream"}},
-                                 [tollgate_filter(w["config"], shell)])
-        listener["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] = f"api_v{version}"
-        listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
-        staged = tmp_path / "lds.staged"
-        staged.write_text(json.dumps({"version_info": str(version), "resources": [listener]}))
-        staged.rename(lds)
+        lds.publish(version, [versioned(http_listener("api", port, {"route": {"cluster": "upstream"}},
+                                                      [tollgate_filter(w["config"], shell)]), version)])
 
     publish(1)
-    envoy = Envoy(bootstrap(port, admin, upstream.port, [tollgate_filter(w["config"], shell)], [cluster]),
-                  shell=shell)
-    envoy.config["static_resources"]["listeners"] = []
-    envoy.config["node"] = {"id": "tollgate-test", "cluster": "tollgate-test"}
-    envoy.config["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(lds)},
-                                                        "resource_api_version": "V3"}}
+    envoy = lds.serve(Envoy(bootstrap(port, free_port(), upstream.port, [], [cluster]), shell=shell))
     w["extra"].append(envoy.start())
     wait_status(envoy, app["key"], 200)
     key = {"x-api-key": app["key"]}
@@ -295,11 +284,7 @@ def test_usage_survives_a_listener_update(loop, tmp_path):
         # Traffic, then an update right away: usage is still unreported in the old configuration.
         assert {call(port, "/items", headers=key).status for _ in range(20)} == {200}
         publish(version)
-        deadline = time.monotonic() + 10
-        while envoy.stats("listener_manager.lds").get("listener_manager.lds.update_success", 0) < version:
-            assert time.monotonic() < deadline, envoy.log()[-3000:]
-            time.sleep(0.1)
-        time.sleep(0.5)
+        lds.wait_applied(envoy, version)
     assert {call(port, "/items", headers=key).status for _ in range(20)} == {200}
     admitted = sum(1 for r in upstream.requests if r["headers"].get("x-tollgate-application") == app["id"])
     # A replaced configuration's journal is adopted once its heartbeat is 10 s stale.
@@ -327,30 +312,22 @@ def test_two_services_in_one_envoy_keep_their_usage_apart(loop, tmp_path):
     config1 = {**w["config"], "control_plane": slow}
     config2 = {**w["config"], "service_id": svc2["id"], "control_plane": {**slow, "token": gw2["token"]}}
     app1, app2 = new_app(w), new_app(w, plan2)
-    port1, port2, admin = free_port(), free_port(), free_port()
-    lds = tmp_path / "lds.json"
+    port1, port2 = free_port(), free_port()
+    lds = ListenersFile(tmp_path)
     cluster = static_cluster("tollgate_control_plane", w["server"].port)
 
     def stanza(config, vm_id):
         return tollgate_filter(config, shell) if shell == "native" else wasm_filter(config, vm_id=vm_id)
 
     def publish(version):
-        one = http_listener("api1", port1, {"route": {"cluster": "upstream"}}, [stanza(config1, "svc1")])
         # Only the first service's listener changes: its configuration is replaced.
-        one["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] = f"api1_v{version}"
+        one = versioned(http_listener("api1", port1, {"route": {"cluster": "upstream"}}, [stanza(config1, "svc1")]),
+                        version)
         two = http_listener("api2", port2, {"route": {"cluster": "upstream"}}, [stanza(config2, "svc2")])
-        for listener in (one, two):
-            listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
-        staged = tmp_path / "lds.staged"
-        staged.write_text(json.dumps({"version_info": str(version), "resources": [one, two]}))
-        staged.rename(lds)
+        lds.publish(version, [one, two])
 
     publish(1)
-    envoy = Envoy(bootstrap(port1, admin, upstream.port, [stanza(config1, "svc1")], [cluster]), shell=shell)
-    envoy.config["static_resources"]["listeners"] = []
-    envoy.config["node"] = {"id": "tollgate-test", "cluster": "tollgate-test"}
-    envoy.config["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(lds)},
-                                                        "resource_api_version": "V3"}}
+    envoy = lds.serve(Envoy(bootstrap(port1, free_port(), upstream.port, [], [cluster]), shell=shell))
     # Replaced configurations go a second after the update, their usage still unreported.
     envoy.extra_args = ["--drain-time-s", "1"]
     w["extra"].append(envoy.start())
@@ -367,11 +344,7 @@ def test_two_services_in_one_envoy_keep_their_usage_apart(loop, tmp_path):
         for port, app in ((port2, app2), (port1, app1)):
             assert {call(port, "/items", headers={"x-api-key": app["key"]}).status for _ in range(10)} == {200}
         publish(version)
-        deadline = time.monotonic() + 10
-        while envoy.stats("listener_manager.lds").get("listener_manager.lds.update_success", 0) < version:
-            assert time.monotonic() < deadline, envoy.log()[-3000:]
-            time.sleep(0.1)
-        time.sleep(0.5)
+        lds.wait_applied(envoy, version)
     for app in (app1, app2):
         admitted = sum(1 for r in upstream.requests if r["headers"].get("x-tollgate-application") == app["id"])
         # A replaced configuration's journal is adopted once its heartbeat is 10 s stale.

@@ -290,11 +290,11 @@ def test_series_do_not_grow_with_invented_paths(metered):
 
 #: The filter's stats as defined in filter/src/worker.rs (`Stats::define`), in Envoy's own names.
 FILTER_STATS = ["allowed", "unauthorized", "errors", "snapshot.updates", "snapshot.failures",
-                "snapshot.skipped_applications", "usage.reports", "usage.report_failures",
-                "usage.dropped_entries"] + [
+                "snapshot.skipped_applications", "snapshot.skipped_wallet_entries", "usage.reports",
+                "usage.report_failures", "usage.dropped_entries"] + [
     f"rejected.{r}" for r in ["malformed_request", "missing_credentials", "malformed_credentials",
                               "invalid_credentials", "application_suspended", "payment_required",
-                              "no_mapping_rule", "limit_exceeded", "unavailable"]]
+                              "no_mapping_rule", "insufficient_credit", "limit_exceeded", "unavailable"]]
 #: How each shell's stats are named on Envoy's /stats/prometheus (docs/operations.md): Envoy
 #: strips the wasm custom namespace (`wasmcustom.`) and keeps the dynamic modules' one.
 PROMETHEUS_PREFIX = {"wasm": "tollgate_", "native": "envoy_dynamicmodulescustom_tollgate_"}

@@ -121,9 +121,13 @@ async fn bench(label: &str, url: &str, accounts: usize) -> Res<()> {
     let seeded = t0.elapsed();
     for attempt in ["first run", "second run"] {
         let t = Instant::now();
-        let id = run::start(&pool, run_on)
-            .await
-            .map_err(|e| format!("{e:?}"))?;
+        let id = run::start(
+            &pool,
+            &tollgate_control_plane::domain::audit::Actor::cli(),
+            run_on,
+        )
+        .await
+        .map_err(|e| format!("{e:?}"))?;
         scheduler::bill_then_charge(&pool, &id, run_on, run::batch_size())
             .await
             .map_err(|e| format!("{e:?}"))?;

@@ -351,7 +351,14 @@ async fn concurrent_replays_are_each_sent_or_refused_and_every_attempt_is_record
             let (state, id, got) = (app.state.clone(), delivery.clone(), receiver.count.clone());
             replays.spawn(async move {
                 let before = got.load(Ordering::SeqCst);
-                let r = outbox::replay(&state.limits, &state.pool, &Owner::Admin, &id).await;
+                let r = outbox::replay(
+                    &state.limits,
+                    &state.pool,
+                    &tollgate_control_plane::domain::audit::Actor::token("env", None),
+                    &Owner::Admin,
+                    &id,
+                )
+                .await;
                 (before, r)
             });
         }

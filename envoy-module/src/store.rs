@@ -318,4 +318,98 @@ mod tests {
         drop(tx);
         assert_eq!(s.get("k199").0.as_deref(), Some(&b"x"[..]));
     }
+
+    /// Issue 18, with real threads: eight workers deciding requests of two applications that
+    /// share one prepaid wallet, through the filter's `enforce` and request transactions, admit
+    /// exactly what the wallet pays for, and each admitted request is counted once.
+    #[test]
+    fn threads_spending_from_one_wallet_admit_exactly_what_it_pays_for() {
+        use tollgate_filter::catalog::Catalog;
+        use tollgate_filter::counters::{add_usage, enforce, ensure_record, Enforcement, NoOthers};
+        use tollgate_filter::credit;
+        use tollgate_protocol::{
+            ApplicationState, CreditPrice, Limit, Metric, Period, Plan, Snapshot, Wallet,
+        };
+
+        const THREADS: usize = 8;
+        const PER_THREAD: u64 = 300;
+        const PAID_FOR: u64 = 1_000;
+        let app = |id: &str| tollgate_protocol::Application {
+            id: id.into(),
+            plan: "prepaid".into(),
+            state: ApplicationState::Live,
+            state_reason: None,
+            key_sha256: vec![],
+            app_id: None,
+            app_key_sha256: vec![],
+        };
+        let snapshot = Snapshot {
+            version: None,
+            plans: vec![Plan {
+                id: "prepaid".into(),
+                name: None,
+                // A limit never reached: each request also counts in its application's record.
+                limits: vec![Limit {
+                    metric: "hits".into(),
+                    period: Period::Eternity,
+                    value: u64::MAX,
+                }],
+                credit_prices: vec![CreditPrice {
+                    metric: "hits".into(),
+                    nano_per_unit: 3,
+                }],
+            }],
+            applications: vec![app("a"), app("b")],
+            metrics: vec![Metric {
+                name: "hits".into(),
+                parent: None,
+            }],
+            mapping_rules: vec![],
+            wallets: vec![Wallet {
+                id: "w".into(),
+                limit_nano: 3 * PAID_FOR,
+                applications: vec!["a".into(), "b".into()],
+            }],
+            top_up_url: None,
+        };
+        let catalog = Catalog::compile(&snapshot, "snapshot").unwrap();
+        let s = StripedStore::default();
+        for a in &catalog.apps {
+            ensure_record(&mut s.transaction(), a).unwrap();
+        }
+        credit::ensure_record(&mut s.transaction(), &catalog.wallets[0]).unwrap();
+        let mut usage = Vec::new();
+        add_usage(&catalog, &mut usage, 0, 1);
+        let admitted = AtomicU64::new(0);
+        thread::scope(|scope| {
+            for t in 0..THREADS {
+                let (catalog, usage, admitted, s) = (&catalog, &usage, &admitted, &s);
+                scope.spawn(move || {
+                    let app = &catalog.apps[t % 2];
+                    for _ in 0..PER_THREAD {
+                        let mut tx = s.transaction();
+                        let r = enforce(
+                            &mut tx,
+                            catalog,
+                            app,
+                            &catalog.plans[0],
+                            usage,
+                            &NoOthers,
+                            0,
+                        );
+                        match r.unwrap() {
+                            Enforcement::Admitted { .. } => {
+                                admitted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Enforcement::InsufficientCredit { .. } => {}
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.load(Ordering::Relaxed), PAID_FOR);
+        let spent = credit::own_spend(&mut s.transaction(), &catalog.wallets[0]).unwrap();
+        assert_eq!(spent, 3 * PAID_FOR);
+    }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use tollgate_protocol::{ApplicationState, Period, Snapshot, SuspensionReason};
+use tollgate_protocol::{ApplicationState, Period, Snapshot, SuspensionReason, Wallet};
 
 use tollgate_rules::mapping::Pattern;
 pub use tollgate_rules::names::{
@@ -23,6 +23,14 @@ pub const MAX_METRIC_DEPTH: usize = 8;
 /// Prefix of the per-application counter record in shared data.
 /// Short on purpose: with 100,000 applications every byte of the key is 100 kB of shared data.
 pub const COUNTER_KEY_PREFIX: &str = "tg1/c/";
+
+/// Prefix of a prepaid wallet's spend record in shared data (see `credit`). Short for the same
+/// reason as [`COUNTER_KEY_PREFIX`].
+pub const WALLET_KEY_PREFIX: &str = "tg1/w/";
+/// Longest `top_up_url` kept: it travels in the `Link` header of every 402 `insufficient_credit`.
+pub const MAX_TOP_UP_URL_BYTES: usize = 2_048;
+/// [`AppDef::wallet`] of an application that spends from no wallet.
+const NO_WALLET: u32 = u32::MAX;
 
 /// A compiled mapping rule; `metric` is an index into the catalog's metric table.
 #[derive(Clone, Debug)]
@@ -50,10 +58,37 @@ pub struct LimitDef {
     pub policy_name: String,
 }
 
+/// What one unit of a metric costs on a prepaid plan; `metric` indexes the metric table.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CreditPriceDef {
+    pub metric: usize,
+    pub nano_per_unit: u64,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct PlanDef {
     pub id: String,
     pub limits: Vec<LimitDef>,
+    /// Prices of a prepaid plan, at most one per metric; empty for an invoiced plan.
+    pub credit_prices: Vec<CreditPriceDef>,
+}
+
+/// A prepaid wallet the gateway enforces (protocol [`Wallet`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct WalletDef {
+    pub id: String,
+    /// Everything the wallet may ever spend on gateway usage, in nano-units.
+    pub limit_nano: u64,
+}
+
+impl WalletDef {
+    /// Shared-data key of the wallet's spend record (this gateway's life-time spend).
+    pub fn spend_key(&self) -> String {
+        let mut k = String::with_capacity(WALLET_KEY_PREFIX.len() + self.id.len());
+        k.push_str(WALLET_KEY_PREFIX);
+        k.push_str(&self.id);
+        k
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -64,9 +99,18 @@ pub struct AppDef {
     pub plan: usize,
     pub state: ApplicationState,
     pub state_reason: Option<SuspensionReason>,
+    /// Index into `Catalog::wallets` of the wallet the application spends from, [`NO_WALLET`]
+    /// for none: a `u32` sits in the struct's padding where an `Option<usize>` would add 8 bytes
+    /// to each of 100,000 applications per worker VM.
+    wallet: u32,
 }
 
 impl AppDef {
+    /// Index into `Catalog::wallets` of the wallet this application spends from.
+    pub fn wallet(&self) -> Option<usize> {
+        (self.wallet != NO_WALLET).then_some(self.wallet as usize)
+    }
+
     /// Shared-data key of the application's counter record. Built when needed rather than stored:
     /// with 100,000 applications per worker VM, every byte kept per application counts.
     pub fn counter_key(&self) -> String {
@@ -116,12 +160,22 @@ pub struct Catalog {
     /// Applications of the snapshot left out because they were invalid (too many keys, a bad
     /// digest, an unknown plan, ...): one bad application never refuses the whole snapshot.
     pub skipped_apps: usize,
-    /// Why, for the first [`MAX_SKIPPED_REASONS_KEPT`] of them.
+    /// Why, for the first [`MAX_SKIPPED_REASONS_KEPT`] of them (and of skipped wallet entries).
     pub skipped_reasons: Vec<ConfigError>,
+    /// Prepaid wallets, in snapshot order.
+    pub wallets: Vec<WalletDef>,
+    /// Applications named by a wallet that were left out of it: not in the catalog (unknown, or
+    /// skipped as invalid), or already in an earlier wallet (the first listing wins).
+    pub skipped_wallet_entries: usize,
+    /// Linked from the 402 `insufficient_credit` answer; `None` when absent or unusable.
+    pub top_up_url: Option<String>,
+    /// The snapshot's `top_up_url` could not be used (logged with the skipped entries).
+    pub top_up_url_dropped: bool,
 }
 
 impl Catalog {
-    pub fn compile(s: &Snapshot, at: &str) -> Result<Catalog, ConfigError> {
+    /// Everything of the snapshot but its wallets.
+    fn compile_without_wallets(s: &Snapshot, at: &str) -> Result<Catalog, ConfigError> {
         let mut metrics = Vec::with_capacity(s.metrics.len());
         let mut metric_index = HashMap::new();
         for (i, m) in s.metrics.iter().enumerate() {
@@ -218,9 +272,26 @@ impl Catalog {
                     policy_name: format!("{}-{}", l.metric, l.period.as_str()),
                 });
             }
+            let mut credit_prices: Vec<CreditPriceDef> = Vec::with_capacity(p.credit_prices.len());
+            for (j, c) in p.credit_prices.iter().enumerate() {
+                let field = format!("{at}.plans[{i}].credit_prices[{j}].metric");
+                let m = metric(&field, &c.metric)?;
+                // One price per metric: two would leave which one charges to chance.
+                if credit_prices.iter().any(|x| x.metric == m) {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("two prices for {:?}", c.metric),
+                    ));
+                }
+                credit_prices.push(CreditPriceDef {
+                    metric: m,
+                    nano_per_unit: c.nano_per_unit,
+                });
+            }
             plans.push(PlanDef {
                 id: p.id.clone(),
                 limits,
+                credit_prices,
             });
         }
 
@@ -235,6 +306,10 @@ impl Catalog {
             version: s.version.clone(),
             skipped_apps: 0,
             skipped_reasons: Vec::new(),
+            wallets: Vec::new(),
+            skipped_wallet_entries: 0,
+            top_up_url: None,
+            top_up_url_dropped: false,
         };
         let mut app_ids = HashMap::with_capacity(s.applications.len());
         for (i, a) in s.applications.iter().enumerate() {
@@ -274,6 +349,14 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Compiles a snapshot: [`Catalog::compile_without_wallets`], then its wallets, which name
+    /// applications and so come last.
+    pub fn compile(s: &Snapshot, at: &str) -> Result<Catalog, ConfigError> {
+        let mut catalog = Catalog::compile_without_wallets(s, at)?;
+        catalog.add_wallets(&s.wallets, s.top_up_url.as_deref(), at)?;
+        Ok(catalog)
+    }
+
     /// Compiles a snapshot in the compact encoding ([`tollgate_protocol::binary`]): applications go
     /// straight from the buffer into the catalog, with no intermediate tree.
     pub fn compile_binary(bytes: &[u8]) -> Result<Catalog, ConfigError> {
@@ -291,7 +374,7 @@ impl Catalog {
     ) -> Result<Catalog, ConfigError> {
         let (head, mut apps) = tollgate_protocol::binary::ChunkedDecoder::new(total, read)
             .map_err(|e| ConfigError::new("snapshot", e))?;
-        let mut catalog = Catalog::compile(&head, "snapshot")?;
+        let mut catalog = Catalog::compile_without_wallets(&head, "snapshot")?;
         // Exact sizes up front: growing by doubling would leave the peak in wasm memory for good.
         catalog.apps.reserve_exact(apps.len());
         catalog.by_key.reserve(apps.len());
@@ -329,7 +412,104 @@ impl Catalog {
             i += 1;
         }
         catalog.apps_sorted = true;
+        // The head carries the wallets; the applications they name are in now.
+        catalog.add_wallets(&head.wallets, head.top_up_url.as_deref(), "snapshot")?;
         Ok(catalog)
+    }
+
+    /// Adds the prepaid wallets once the applications are in. A wallet itself that is invalid (a
+    /// bad or repeated id) refuses the snapshot, as a bad plan does: leaving it out would let its
+    /// applications spend without limit. An application entry that cannot apply is left out and
+    /// counted ([`Catalog::skipped_wallet_entries`]): an id the catalog does not have (unknown, or
+    /// an application skipped as invalid, whose keys open nothing anyway), or an application
+    /// already in an earlier wallet, which keeps spending from that first wallet (one writer per
+    /// fact: the control plane lists each application once; the first listing wins, as the first
+    /// application keeps a key hash two of them claim). A `top_up_url` that cannot be a header
+    /// value is dropped the same way: the 402 then carries no link.
+    fn add_wallets(
+        &mut self,
+        wallets: &[Wallet],
+        top_up_url: Option<&str>,
+        at: &str,
+    ) -> Result<(), ConfigError> {
+        let mut ids = HashMap::with_capacity(wallets.len());
+        // Applications by id: a scan per entry would cost applications x entries on a snapshot
+        // not sorted by id.
+        let by_id: Option<HashMap<&str, usize>> = (!self.apps_sorted && !wallets.is_empty())
+            .then(|| self.apps.iter().map(|a| (a.id.as_str(), a.index)).collect());
+        // Each application's wallet, written into the applications once all are resolved.
+        let mut wallet_of = vec![
+            NO_WALLET;
+            if wallets.is_empty() {
+                0
+            } else {
+                self.apps.len()
+            }
+        ];
+        let mut skipped = Vec::new();
+        let mut defs = Vec::with_capacity(wallets.len());
+        for (w, wallet) in wallets.iter().enumerate() {
+            let field = format!("{at}.wallets[{w}].id");
+            check_id(&field, &wallet.id)?;
+            if ids.insert(wallet.id.as_str(), w).is_some() {
+                return Err(ConfigError::new(
+                    field,
+                    format!("duplicate wallet {:?}", wallet.id),
+                ));
+            }
+            let index = u32::try_from(w)
+                .ok()
+                .filter(|&i| i != NO_WALLET)
+                .ok_or_else(|| ConfigError::new(&field, "too many wallets"))?;
+            for (k, app_id) in wallet.applications.iter().enumerate() {
+                let found = match &by_id {
+                    Some(map) => map.get(app_id.as_str()).copied(),
+                    None => self.app_index(app_id),
+                };
+                let why = match found.map(|a| (a, wallet_of[a])) {
+                    None => format!("unknown application {app_id:?}"),
+                    Some((_, first)) if first != NO_WALLET => format!(
+                        "application {app_id:?} is in wallet {:?} already",
+                        wallets[first as usize].id
+                    ),
+                    Some((a, _)) => {
+                        wallet_of[a] = index;
+                        continue;
+                    }
+                };
+                skipped.push(ConfigError::new(
+                    format!("{at}.wallets[{w}].applications[{k}]"),
+                    why,
+                ));
+            }
+            defs.push(WalletDef {
+                id: wallet.id.clone(),
+                limit_nano: wallet.limit_nano,
+            });
+        }
+        drop(by_id);
+        for (app, wallet) in self.apps.iter_mut().zip(wallet_of) {
+            app.wallet = wallet;
+        }
+        self.wallets = defs;
+        self.skipped_wallet_entries += skipped.len();
+        for why in skipped {
+            self.keep_reason(why);
+        }
+        if let Some(url) = top_up_url {
+            if is_header_safe_url(url) {
+                self.top_up_url = Some(url.to_string());
+            } else {
+                self.top_up_url_dropped = true;
+                self.keep_reason(ConfigError::new(
+                    format!("{at}.top_up_url"),
+                    format!(
+                        "not an http(s) URL of at most {MAX_TOP_UP_URL_BYTES} visible ASCII characters without <>\" or spaces; left out"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Adds one application after checking what the caller has not; on an error nothing of the
@@ -396,6 +576,7 @@ impl Catalog {
             plan,
             state,
             state_reason,
+            wallet: NO_WALLET,
         });
         Ok(())
     }
@@ -403,18 +584,38 @@ impl Catalog {
     /// Leaves one application out: counted, and its reason kept for the log.
     fn skip(&mut self, why: ConfigError) {
         self.skipped_apps += 1;
+        self.keep_reason(why);
+    }
+
+    fn keep_reason(&mut self, why: ConfigError) {
         if self.skipped_reasons.len() < MAX_SKIPPED_REASONS_KEPT {
             self.skipped_reasons.push(why);
         }
     }
 
-    /// One log line about skipped applications, `None` when none was.
+    /// One log line about what was left out of the snapshot, `None` when nothing was.
     pub fn skipped_summary(&self) -> Option<String> {
-        (self.skipped_apps > 0).then(|| {
+        let mut what = Vec::new();
+        if self.skipped_apps > 0 {
+            what.push(format!(
+                "{} invalid applications skipped (their keys open nothing)",
+                self.skipped_apps
+            ));
+        }
+        if self.skipped_wallet_entries > 0 {
+            what.push(format!(
+                "{} wallet entries skipped (unknown applications, or already in an earlier wallet)",
+                self.skipped_wallet_entries
+            ));
+        }
+        if self.top_up_url_dropped {
+            what.push("the top-up URL left out".to_string());
+        }
+        (!what.is_empty()).then(|| {
             let reasons: Vec<String> = self.skipped_reasons.iter().map(|e| e.to_string()).collect();
             format!(
-                "{} invalid applications skipped (their keys open nothing; the rest applies): {}",
-                self.skipped_apps,
+                "{}; the rest applies: {}",
+                what.join(", "),
                 reasons.join("; ")
             )
         })
@@ -433,6 +634,10 @@ impl Catalog {
             version: None,
             skipped_apps: 0,
             skipped_reasons: Vec::new(),
+            wallets: Vec::new(),
+            skipped_wallet_entries: 0,
+            top_up_url: None,
+            top_up_url_dropped: false,
         }
     }
 
@@ -538,6 +743,17 @@ fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
             format!("{id:?}: 1-{MAX_ID_BYTES} visible ASCII characters"),
         ))
     }
+}
+
+/// Whether `url` can go into a `Link: <url>; rel="payment"` header and a JSON body as it is: an
+/// http(s) URL of visible ASCII, without the characters that would end the `<...>` or a quoted
+/// string early.
+fn is_header_safe_url(url: &str) -> bool {
+    (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= MAX_TOP_UP_URL_BYTES
+        && url
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"<>\"\\".contains(&b))
 }
 
 pub fn decode_sha256_hex(hex: &str) -> Option<[u8; 32]> {

@@ -11,6 +11,7 @@
 use tollgate_protocol::Period;
 
 use crate::catalog::{AppDef, Catalog, LimitDef, PlanDef};
+use crate::credit::{self, CreditState};
 use crate::periods::window;
 
 /// Compare-and-swap attempts before giving up on one request. Two racing workers settle in one
@@ -123,16 +124,25 @@ pub struct LimitState<'c> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enforcement<'c> {
-    /// Counted. `tightest` is the most constrained limit the request touched, if any.
+    /// Counted (and its cost spent from its wallet). `tightest` is the most constrained limit
+    /// the request touched, if any.
     Admitted { tightest: Option<LimitState<'c>> },
-    /// Nothing counted. `violated` is the limit that will stay exceeded longest.
+    /// Nothing counted, nothing spent. `violated` is the limit that will stay exceeded longest.
     Exceeded { violated: LimitState<'c> },
+    /// Nothing counted, nothing spent: the wallet cannot pay the request's cost.
+    InsufficientCredit { credit: CreditState<'c> },
 }
 
 /// Usage other gateway instances admitted in a window of an application's metric, as last told by
 /// the control plane (global quotas). Zero in standalone mode.
 pub trait OthersUsage {
     fn get(&self, app: usize, metric: usize, period: Period, window_start: i64) -> u64;
+
+    /// Nano-units other gateway instances spent from the wallet at index `wallet` (life-time).
+    fn credit_spent(&self, wallet: usize) -> u64 {
+        let _ = wallet;
+        0
+    }
 }
 
 /// No other instances (standalone mode, or before the first global usage arrived).
@@ -159,9 +169,59 @@ pub fn add_usage(catalog: &Catalog, usage: &mut Usage, metric: usize, delta: u64
     }
 }
 
+/// Decides a request and counts it: its cost first (an application spending from a prepaid
+/// wallet, on a plan with prices), then every limit of `plan` it touches.
+///
+/// The cost is spent from the wallet's record with compare-and-swap ([`credit::spend`]); the
+/// limits are checked and counted in one CAS transaction on the application's record. Shared
+/// data has no transaction over two keys, so a request the limits then refuse (or that cannot be
+/// counted) gives its cost back ([`credit::give_back`]): a refused request counts nothing and
+/// spends nothing once its decision is made. In between, a concurrent request of the same wallet
+/// sees it poorer by that cost, so the race can only refuse a request the wallet could just pay,
+/// never admit one it cannot.
+///
+/// Hence the order of refusals: a request its wallet cannot pay is 402 `insufficient_credit`
+/// whatever its limits say (the credit is checked first); one it can pay, over a limit, is 429.
+pub fn enforce<'c>(
+    store: &mut dyn SharedStore,
+    catalog: &'c Catalog,
+    app: &AppDef,
+    plan: &'c PlanDef,
+    usage: &Usage,
+    others: &dyn OthersUsage,
+    now: i64,
+) -> Result<Enforcement<'c>, StoreError> {
+    // A zero-cost request (an unpriced metric, an invoiced plan, an application in no wallet)
+    // touches no wallet: it is admitted even at a zero balance.
+    let charged = match app.wallet() {
+        Some(w) => {
+            let cost = credit::cost_nano(plan, usage);
+            match (catalog.wallets.get(w), cost) {
+                (Some(wallet), 1..) => Some((wallet, cost, others.credit_spent(w))),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    if let Some((wallet, cost, others_spent)) = charged {
+        if let Err(credit) = credit::spend(store, wallet, cost, others_spent)? {
+            return Ok(Enforcement::InsufficientCredit { credit });
+        }
+    }
+    let counted = count_limits(store, catalog, app, plan, usage, others, now);
+    if let Some((wallet, cost, _)) = charged {
+        if !matches!(counted, Ok(Enforcement::Admitted { .. })) {
+            // Refused by a limit, or not counted: spend nothing. A give-back that fails leaves
+            // the wallet poorer here, never richer (see `credit::give_back`).
+            let _ = credit::give_back(store, wallet, cost);
+        }
+    }
+    counted
+}
+
 /// Checks every limit of `plan` touched by `usage` and, if all have room, counts the usage, all
 /// in one CAS transaction on the application's record. A rejected request counts nothing.
-pub fn enforce<'c>(
+fn count_limits<'c>(
     store: &mut dyn SharedStore,
     catalog: &'c Catalog,
     app: &AppDef,
@@ -388,40 +448,48 @@ pub(crate) mod tests {
     }
 
     /// Metrics of the property catalog: `hits`, its methods `search` and `other`, and `data`.
-    const PROPERTY_METRICS: [(&str, Option<&str>); 4] = [
+    pub(crate) const PROPERTY_METRICS: [(&str, Option<&str>); 4] = [
         ("hits", None),
         ("search", Some("hits")),
         ("other", Some("hits")),
         ("data", None),
     ];
 
+    /// `(metric, period, value)` limits of [`PROPERTY_METRICS`] as snapshot JSON, the first of
+    /// each (metric, period) kept (a plan has one limit per pair).
+    pub(crate) fn property_limits(ls: &[(usize, usize, u64)]) -> Vec<serde_json::Value> {
+        let mut seen = Vec::new();
+        ls.iter()
+            .filter(|(m, p, _)| {
+                let fresh = !seen.contains(&(*m, *p));
+                seen.push((*m, *p));
+                fresh
+            })
+            .map(|&(m, p, v)| {
+                serde_json::json!({"metric": PROPERTY_METRICS[m].0,
+                    "period": Period::ALL[p].as_str(), "value": v})
+            })
+            .collect()
+    }
+
+    /// The metrics of [`PROPERTY_METRICS`] as snapshot JSON.
+    pub(crate) fn property_metrics() -> Vec<serde_json::Value> {
+        PROPERTY_METRICS
+            .iter()
+            .map(|(n, p)| serde_json::json!({"name": n, "parent": p}))
+            .collect()
+    }
+
     /// A catalog with one application and two plans built from `(metric, period, value)` limits.
     fn property_catalog(
         plan_a: &[(usize, usize, u64)],
         plan_b: &[(usize, usize, u64)],
     ) -> (Catalog, ()) {
-        let limits = |ls: &[(usize, usize, u64)]| {
-            let mut seen = Vec::new();
-            ls.iter()
-                .filter(|(m, p, _)| {
-                    let fresh = !seen.contains(&(*m, *p));
-                    seen.push((*m, *p));
-                    fresh
-                })
-                .map(|&(m, p, v)| {
-                    serde_json::json!({"metric": PROPERTY_METRICS[m].0,
-                        "period": Period::ALL[p].as_str(), "value": v})
-                })
-                .collect::<Vec<_>>()
-        };
-        let metrics: Vec<_> = PROPERTY_METRICS
-            .iter()
-            .map(|(n, p)| serde_json::json!({"name": n, "parent": p}))
-            .collect();
         let snapshot = serde_json::json!({
-            "plans": [{"id": "a", "limits": limits(plan_a)}, {"id": "b", "limits": limits(plan_b)}],
+            "plans": [{"id": "a", "limits": property_limits(plan_a)},
+                      {"id": "b", "limits": property_limits(plan_b)}],
             "applications": [{"id": "app", "plan": "a", "state": "live"}],
-            "metrics": metrics,
+            "metrics": property_metrics(),
         });
         let snapshot: tollgate_protocol::Snapshot = serde_json::from_value(snapshot).unwrap();
         (Catalog::compile(&snapshot, "snapshot").unwrap(), ())
@@ -452,7 +520,8 @@ pub(crate) mod tests {
             })
     }
 
-    fn limits() -> impl Strategy<Value = Vec<(usize, usize, u64)>> {
+    /// Up to 4 `(metric, period, value)` limits over [`PROPERTY_METRICS`], small values.
+    pub(crate) fn limits() -> impl Strategy<Value = Vec<(usize, usize, u64)>> {
         proptest::collection::vec((0usize..4, 0usize..7, 0u64..6), 0..5)
     }
 
@@ -515,6 +584,8 @@ pub(crate) mod tests {
                         prop_assert_eq!(store.sets, sets_before);
                         prop_assert_eq!(store.releases, releases_before + 1, "a rejection releases its read");
                     }
+                    // No wallet in this catalog (credit.rs has the property test with one).
+                    Enforcement::InsufficientCredit { .. } => prop_assert!(false, "no wallet here"),
                 }
                 // Every limit of every plan: the stored count of the current window is the model's.
                 let entries = decode(&store.data[&app.counter_key()].0);

@@ -1,5 +1,13 @@
 //! The whole per-request decision, host-independent: credential -> application -> state ->
-//! mapping rules -> limits. The proxy-wasm glue only gathers inputs and applies the outcome.
+//! mapping rules -> prepaid credit -> limits. The proxy-wasm glue only gathers inputs and applies
+//! the outcome.
+//!
+//! Order of refusals, first applicable wins: 401/400 credentials, 403 invalid key, 403/402
+//! suspension, 400 malformed path, 404 no mapping rule (a request's cost needs its metrics), 402
+//! `insufficient_credit`, 429 `limit_exceeded`. Credit before limits: a wallet that cannot pay
+//! stays unable to until someone tops it up, while a limit resets by itself; answering 429 with a
+//! `Retry-After` first would send the client to wait for a window that changes nothing, and then
+//! still refuse it. The 402 for a suspension comes earlier for the same reason.
 
 use tollgate_protocol::{ApplicationState, SuspensionReason};
 
@@ -22,12 +30,13 @@ pub enum Reason {
     ApplicationSuspended,
     PaymentRequired,
     NoMappingRule,
+    InsufficientCredit,
     LimitExceeded,
     Unavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::MalformedRequest,
         Reason::MissingCredentials,
         Reason::MalformedCredentials,
@@ -35,6 +44,7 @@ impl Reason {
         Reason::ApplicationSuspended,
         Reason::PaymentRequired,
         Reason::NoMappingRule,
+        Reason::InsufficientCredit,
         Reason::LimitExceeded,
         Reason::Unavailable,
     ];
@@ -44,7 +54,7 @@ impl Reason {
             Reason::MissingCredentials => 401,
             Reason::MalformedRequest | Reason::MalformedCredentials => 400,
             Reason::InvalidCredentials | Reason::ApplicationSuspended => 403,
-            Reason::PaymentRequired => 402,
+            Reason::PaymentRequired | Reason::InsufficientCredit => 402,
             Reason::NoMappingRule => 404,
             Reason::LimitExceeded => 429,
             Reason::Unavailable => 503,
@@ -60,6 +70,7 @@ impl Reason {
             Reason::ApplicationSuspended => "application_suspended",
             Reason::PaymentRequired => "payment_required",
             Reason::NoMappingRule => "no_mapping_rule",
+            Reason::InsufficientCredit => "insufficient_credit",
             Reason::LimitExceeded => "limit_exceeded",
             Reason::Unavailable => "unavailable",
         }
@@ -74,6 +85,7 @@ impl Reason {
             Reason::ApplicationSuspended => "The application is suspended",
             Reason::PaymentRequired => "The application is suspended for non-payment",
             Reason::NoMappingRule => "No mapping rule matches this request",
+            Reason::InsufficientCredit => "The prepaid credit does not cover this request",
             Reason::LimitExceeded => "Usage limit exceeded",
             Reason::Unavailable => "Usage cannot be counted right now",
         }
@@ -204,6 +216,10 @@ pub fn decide<'c>(
             uncounted: None,
             usage,
         },
+        Ok(Enforcement::InsufficientCredit { .. }) => reject(
+            Reason::InsufficientCredit,
+            "the prepaid credit of this application's wallet does not cover this request; top up the wallet to continue",
+        ),
         Ok(Enforcement::Exceeded { violated }) => {
             let metric = &catalog.metrics[violated.limit.metric].name;
             Decision::Reject(Rejection {

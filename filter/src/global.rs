@@ -6,6 +6,14 @@
 //! interval plus this one's poll interval, so a quota can be exceeded by at most
 //! (other instances x their admission rate x (flush + poll)); with 1 s intervals, two seconds of
 //! the other instances' traffic.
+//!
+//! Prepaid credit is shared the same way: each wallet's life-time spend by the other instances
+//! (`GlobalUsage::credit`, priced by the control plane from their usage reports) is added to this
+//! instance's own exact spend. Over-spend bound, by the same reasoning: a wallet can be overdrawn
+//! by at most (other instances x the wallet's spend rate at each, in nano-units per second, x
+//! (flush + poll)): the last request admitted anywhere saw every spend but the others' of that
+//! last interval. E.g. two gateways each spending 0.01 a request at 100 requests/s with 1 s
+//! intervals: 1 x 1.00/s x 2 s = 2.00 past the limit at worst. Within one instance, none.
 
 use std::collections::HashMap;
 
@@ -18,10 +26,12 @@ use crate::counters::OthersUsage;
 pub struct GlobalView {
     /// (application index, metric index, period) -> (window start, others' usage).
     usage: HashMap<(u32, u32, Period), (i64, u64)>,
+    /// Others' spend per wallet, by wallet index (empty when no wallet has any).
+    credit: Vec<u64>,
 }
 
 impl GlobalView {
-    /// Entries for applications or metrics the catalog does not have are skipped.
+    /// Entries for applications, metrics or wallets the catalog does not have are skipped.
     pub fn build(catalog: &Catalog, global: &GlobalUsage) -> GlobalView {
         let mut usage = HashMap::with_capacity(global.entries.len());
         for e in &global.entries {
@@ -36,7 +46,23 @@ impl GlobalView {
                 (e.window_start, e.value),
             );
         }
-        GlobalView { usage }
+        let mut credit = Vec::new();
+        if !global.credit.is_empty() && !catalog.wallets.is_empty() {
+            let index: HashMap<&str, usize> = catalog
+                .wallets
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (w.id.as_str(), i))
+                .collect();
+            credit = vec![0u64; catalog.wallets.len()];
+            for e in &global.credit {
+                if let Some(&i) = index.get(e.wallet.as_str()) {
+                    // A wallet named twice counts as the sum: never less than either entry.
+                    credit[i] = credit[i].saturating_add(e.spent_nano);
+                }
+            }
+        }
+        GlobalView { usage, credit }
     }
 
     pub fn len(&self) -> usize {
@@ -55,6 +81,10 @@ impl OthersUsage for GlobalView {
             Some(&(start, value)) if start == window_start => value,
             _ => 0,
         }
+    }
+
+    fn credit_spent(&self, wallet: usize) -> u64 {
+        self.credit.get(wallet).copied().unwrap_or(0)
     }
 }
 
@@ -89,6 +119,7 @@ mod tests {
                     entry("gone", "hits", Period::Day, 86_400, 9),
                     entry("a1", "nope", Period::Day, 86_400, 9),
                 ],
+                credit: vec![],
             },
         );
         assert_eq!(v.len(), 1);

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod config;
 pub mod counters;
 pub mod credentials;
+pub mod credit;
 pub mod decision;
 pub mod global;
 pub mod header_map;
@@ -28,6 +29,8 @@ pub mod worker;
 // the control plane does not link this crate; re-exported under their old paths.
 pub use tollgate_rules::{error, mapping, periods};
 
+#[cfg(test)]
+mod credit_tests;
 #[cfg(test)]
 mod decision_tests;
 

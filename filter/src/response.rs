@@ -1,6 +1,11 @@
 //! What the filter writes: quota headers on every decided request, and the local reply for a
 //! rejection (`application/problem+json`, RFC 9457).
 //!
+//! Prepaid credit has no header on admitted requests: the gateway knows a wallet's balance only
+//! in nano-units of a currency the snapshot does not name, and across gateways only as of the
+//! last global-usage poll, while the RateLimit fields describe windows of units a client can plan
+//! with. The developer portal shows the balance; a 402 `insufficient_credit` links to it.
+//!
 //! Quota headers follow draft-ietf-httpapi-ratelimit-headers-10 (structured fields):
 //! `RateLimit-Policy: "hits-minute";q=3;w=60` and `RateLimit: "hits-minute";r=2;t=48`, plus the
 //! widespread `X-RateLimit-Limit/Remaining/Reset` (reset as delta seconds). They describe the most
@@ -125,6 +130,15 @@ pub fn local_reply(
     }
     if r.reason == Reason::Unavailable {
         headers.push(("retry-after", "1".into()));
+    }
+    if r.reason == Reason::InsufficientCredit {
+        // Where to top up (the developer portal's wallet page): in the body for people and as an
+        // RFC 8288 link (relation `payment`, IANA-registered) for clients. Checked when compiled
+        // to hold no character that could end the `<...>` early (`catalog::is_header_safe_url`).
+        if let Some(url) = &catalog.top_up_url {
+            headers.push(("link", format!("<{url}>; rel=\"payment\"")));
+            body["top_up_url"] = json!(url);
+        }
     }
     LocalReply {
         status: r.reason.status(),

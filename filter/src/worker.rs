@@ -6,9 +6,10 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::catalog::{AppDef, Catalog};
+use crate::catalog::{AppDef, Catalog, WalletDef};
 use crate::config::Config;
 use crate::counters::ensure_record;
+use crate::credit;
 use crate::decision::Reason;
 use crate::global::GlobalView;
 use crate::host::{Host, Level};
@@ -58,6 +59,9 @@ pub struct Stats {
     pub snapshot_failures: Counter,
     /// Invalid applications left out of an installed snapshot (the rest of it applied).
     pub snapshot_skipped_applications: Counter,
+    /// Wallet entries left out of an installed snapshot (unknown application, or one already in
+    /// an earlier wallet).
+    pub snapshot_skipped_wallet_entries: Counter,
     pub usage_reports: Counter,
     pub usage_report_failures: Counter,
     pub usage_dropped: Counter,
@@ -85,6 +89,10 @@ impl Stats {
             snapshot_skipped_applications: Counter::define(
                 host,
                 "tollgate.snapshot.skipped_applications",
+            ),
+            snapshot_skipped_wallet_entries: Counter::define(
+                host,
+                "tollgate.snapshot.skipped_wallet_entries",
             ),
             usage_reports: Counter::define(host, "tollgate.usage.reports"),
             usage_report_failures: Counter::define(host, "tollgate.usage.report_failures"),
@@ -121,6 +129,7 @@ impl Stats {
             &self.snapshot_updates,
             &self.snapshot_failures,
             &self.snapshot_skipped_applications,
+            &self.snapshot_skipped_wallet_entries,
             &self.usage_reports,
             &self.usage_report_failures,
             &self.usage_dropped,
@@ -170,6 +179,38 @@ pub fn prepare_records<'a, H: Host>(
     true
 }
 
+/// Creates every wallet's spend record before traffic can reach it, as [`prepare_records`] does
+/// for applications. An existing record is kept: the spend survives a snapshot swap, a worker VM
+/// restart and a listener update (the native shell's process-wide store).
+pub fn prepare_wallet_records<'a, H: Host>(
+    host: &mut H,
+    wallets: impl IntoIterator<Item = &'a WalletDef>,
+) -> bool {
+    for wallet in wallets {
+        if let Err(e) = credit::ensure_record(host, wallet) {
+            host.log(
+                Level::Error,
+                &format!(
+                    "tollgate: cannot create spend record for wallet {}: {e:?}",
+                    wallet.id
+                ),
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// Counts what a snapshot left out in the stats (the log line is the caller's).
+pub fn count_skipped(stats: Option<&Stats>, catalog: &Catalog) {
+    if let Some(s) = stats {
+        s.snapshot_skipped_applications
+            .add(catalog.skipped_apps as u64);
+        s.snapshot_skipped_wallet_entries
+            .add(catalog.skipped_wallet_entries as u64);
+    }
+}
+
 /// Applies a plugin configuration (the JSON both shells take) to a worker's state: parses it,
 /// creates the counter records of an inline snapshot, defines the stats once, starts the
 /// control-plane link and asks the host for the tick they need. `None` when the configuration is
@@ -183,16 +224,18 @@ pub fn configure<H: Host>(host: &mut H, shared: &mut Shared, bytes: &[u8]) -> Op
         }
     };
     if let Some(catalog) = &catalog {
-        if !prepare_records(host, &catalog.apps) {
+        if !prepare_records(host, &catalog.apps) || !prepare_wallet_records(host, &catalog.wallets)
+        {
             return None;
         }
         host.log(
             Level::Info,
             &format!(
-                "tollgate: configured with {} applications, {} plans, {} mapping rules",
+                "tollgate: configured with {} applications, {} plans, {} mapping rules, {} wallets",
                 catalog.apps.len(),
                 catalog.plans.len(),
-                catalog.rules.len()
+                catalog.rules.len(),
+                catalog.wallets.len()
             ),
         );
     }
@@ -232,8 +275,8 @@ pub fn configure<H: Host>(host: &mut H, shared: &mut Shared, bytes: &[u8]) -> Op
     }
     if let Some(summary) = catalog.as_ref().and_then(Catalog::skipped_summary) {
         host.log(Level::Warn, &format!("tollgate: snapshot: {summary}"));
-        if let (Some(s), Some(c)) = (&shared.stats, &catalog) {
-            s.snapshot_skipped_applications.add(c.skipped_apps as u64);
+        if let Some(c) = &catalog {
+            count_skipped(shared.stats.as_deref(), c);
         }
     }
     shared.catalog = catalog.map(Arc::new);

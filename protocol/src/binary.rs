@@ -592,11 +592,13 @@ mod tests {
                         period: Period::Day,
                         value: 5,
                     }],
+                    credit_prices: vec![],
                 },
                 Plan {
                     id: "p2".into(),
                     name: None,
                     limits: vec![],
+                    credit_prices: vec![],
                 },
             ],
             applications: vec![
@@ -624,6 +626,12 @@ mod tests {
                 parent: None,
             }],
             mapping_rules: vec![],
+            wallets: vec![crate::Wallet {
+                id: "w".into(),
+                limit_nano: 10 * crate::NANO_PER_UNIT,
+                applications: vec!["a".into()],
+            }],
+            top_up_url: None,
         }
     }
 
@@ -634,6 +642,7 @@ mod tests {
         assert_eq!(head.version.as_deref(), Some("7.0"));
         assert!(head.applications.is_empty());
         assert_eq!(head.plans.len(), 2);
+        assert_eq!(head.wallets, sample().wallets, "wallets ride in the head");
         let apps: Vec<AppRecord> = apps.map(Result::unwrap).collect();
         assert_eq!(apps[0].id, "a");
         assert_eq!(

@@ -24,6 +24,47 @@ pub struct Snapshot {
     pub metrics: Vec<Metric>,
     #[serde(default)]
     pub mapping_rules: Vec<MappingRule>,
+    /// Prepaid wallets the gateway enforces (issue 18): each names the applications that spend
+    /// from it. An application in no wallet spends nothing. Added after `mapping_rules`; an older
+    /// filter ignores it and enforces no credit (upgrade gateways before selling prepaid plans).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wallets: Vec<Wallet>,
+    /// Where a developer tops up a wallet (the developer portal's wallet page), linked from the
+    /// filter's 402 `insufficient_credit` answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_up_url: Option<String>,
+}
+
+/// Money in the gateway is an integer count of nano-units (10^-9) of the wallet's currency: the
+/// filter does no decimal or float arithmetic. 1.00 is 1,000,000,000; the largest amount is
+/// about 1.8 x 10^10 currency units.
+pub const NANO_PER_UNIT: u64 = 1_000_000_000;
+
+/// A prepaid wallet as the gateway sees it.
+///
+/// The gateway admits a priced request only while
+/// `own spend + others' spend (GlobalUsage::credit) + the request's cost <= limit_nano`, where
+/// the spends are life-time sums of gateway usage costs: the limit moves only when money moves
+/// (a top-up, a grant, a fixed fee), not with every usage report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wallet {
+    pub id: String,
+    /// Everything the wallet may ever spend on gateway usage, in nano-units: all credits
+    /// (top-ups, grants, refunds into the wallet) plus the overdraft limit, minus every debit
+    /// that is not gateway usage (fixed fees, corrections). Rises with a top-up or a grant.
+    pub limit_nano: u64,
+    /// Ids of applications in this snapshot spending from the wallet.
+    #[serde(default)]
+    pub applications: Vec<String>,
+}
+
+/// What one unit of a metric costs an application whose plan is prepaid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditPrice {
+    pub metric: String,
+    /// Nano-units per unit of the metric: the highest marginal price among the metric's pricing
+    /// rules, rounded up, so the gateway never charges less than the control plane debits.
+    pub nano_per_unit: u64,
 }
 
 /// A plan as the gateway sees it: only what enforcement needs (prices stay in the control plane).
@@ -34,6 +75,11 @@ pub struct Plan {
     pub name: Option<String>,
     #[serde(default)]
     pub limits: Vec<Limit>,
+    /// Prices of a prepaid-credit plan (`"billing": "prepaid_credit"`); empty for invoiced plans.
+    /// A metric without a price costs nothing. Usage rolls up to parents first, so a price on a
+    /// parent charges its methods too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credit_prices: Vec<CreditPrice>,
 }
 
 /// At most `value` units of `metric` per calendar-aligned UTC `period`.
@@ -182,6 +228,17 @@ pub struct UsageEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GlobalUsage {
     pub entries: Vec<GlobalUsageEntry>,
+    /// Life-time gateway usage cost debited to each prepaid wallet from the reports of all other
+    /// instances. Added after `entries`; absent means zero.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credit: Vec<GlobalCreditEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalCreditEntry {
+    pub wallet: String,
+    /// Nano-units (see [`NANO_PER_UNIT`]).
+    pub spent_nano: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

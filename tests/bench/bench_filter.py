@@ -11,7 +11,9 @@ Envoys, each pinned to core 0 with one worker, all answering with a direct_respo
   metering   - the wasm shell in control-plane mode (snapshot polling, usage reports every second)
   native_metering - the native shell in control-plane mode
 With --header-choices, also the wasm shell with quota_headers draft / x-ratelimit / none, and both
-shells with no quota and no upstream identity headers (`*_no_headers`).
+shells with no quota and no upstream identity headers (`*_no_headers`). With --credit, also both
+shells with the plan on prepaid credit (`*_credit`: every application in one wallet that never runs
+dry, so each request also spends from the wallet's record: issue 18).
 wrk (pinned to core 1) loads them in interleaved rounds. For each run we read the Envoy process's
 CPU time from /proc (utime + stime) and divide by the requests wrk completed: CPU microseconds per
 request, plus wrk's p50/p99 latency. Figures are medians over the rounds.
@@ -55,6 +57,16 @@ def tollgate_config(apps=APPS):
             "mapping_rules": [{"method": "GET", "pattern": "/", "metric": "hits", "delta": 1}],
         }
     }
+
+
+def credit_config(apps=APPS):
+    """`tollgate_config` with its plan on prepaid credit: 1 nano-unit a hit, every application in one
+    wallet that cannot run dry in a benchmark."""
+    config = tollgate_config(apps)
+    config["snapshot"]["plans"][0]["credit_prices"] = [{"metric": "hits", "nano_per_unit": 1}]
+    config["snapshot"]["wallets"] = [{"id": "bench-wallet", "limit_nano": 10**18,
+                                      "applications": [f"app-{i}" for i in range(apps)]}]
+    return config
 
 
 NATIVE_RL = {
@@ -173,6 +185,9 @@ def main():
     ap.add_argument("--header-choices", action="store_true",
                     help="also measure the wasm shell with each quota_headers choice, and with no "
                          "quota or upstream identity headers at all")
+    ap.add_argument("--credit", action="store_true",
+                    help="also measure both shells with the plan on prepaid credit (tollgate_credit, "
+                         "native_credit)")
     ap.add_argument("--no-metering", action="store_true",
                     help="skip the control-plane-mode variant (needs the tollgate binary)")
     args = ap.parse_args()
@@ -193,6 +208,9 @@ def main():
                             upstream_headers={"application": None, "plan": None})
         variants["wasm_no_headers"] = direct_response_bootstrap([wasm_filter(bare_headers, vm_id="no_headers")])
         variants["native_no_headers"] = direct_response_bootstrap([native_filter(bare_headers)])
+    if args.credit:
+        variants["tollgate_credit"] = direct_response_bootstrap([wasm_filter(credit_config(), vm_id="credit")])
+        variants["native_credit"] = direct_response_bootstrap([native_filter(credit_config())])
     if args.floor:
         variants["floor"] = direct_response_bootstrap([wasm_filter({}, wasm=args.floor, vm_id="floor")])
     control_plane = None
@@ -212,7 +230,8 @@ def main():
     envoys = {}
     try:
         for name, cfg in variants.items():
-            shell = "native" if name in ("native", "native_metering", "native_no_headers") else "wasm"
+            # Every native_* variant loads the native module but native_rl (Envoy's own filter).
+            shell = "native" if name == "native" or (name.startswith("native_") and name != "native_rl") else "wasm"
             e = Envoy(cfg, concurrency=1, shell=shell).start()
             subprocess.run(["taskset", "-a", "-p", "-c", "0", str(e.proc.pid)], check=True,
                            capture_output=True)
@@ -274,6 +293,10 @@ def main():
         floor = med["floor"][0]
         print(f"The no-op wasm filter (the host's floor) adds {floor - base:.2f} us; over it, Tollgate adds "
               f"{med['tollgate'][0] - floor:.2f} us.")
+    if "tollgate_credit" in med:
+        print(f"Prepaid credit (a wallet record spent on every request): wasm shell "
+              f"{med['tollgate_credit'][0] - med['tollgate'][0]:+.2f} us, native shell "
+              f"{med['native_credit'][0] - med['native'][0]:+.2f} us per request over the same shell without.")
     if "metering" in med:
         print(f"With metering on (control-plane mode, reports every second): {med['metering'][0] - base:.2f} us "
               f"({med['metering'][0] - med['tollgate'][0]:+.2f} us vs standalone).")

@@ -141,6 +141,48 @@ def http_listener(name, port, action, filters=()):
     }
 
 
+class ListenersFile:
+    """Listeners an Envoy reads through LDS from a file, replaced whole by `publish`: how an
+    operator changes a listener (and the filter configuration in it) without restarting Envoy."""
+
+    def __init__(self, directory):
+        self.path = Path(directory) / "lds.json"
+        self._staged = Path(directory) / "lds.staged"
+
+    def publish(self, version, listeners):
+        """Listeners of `version`. Change each that must be rebuilt (e.g. `versioned`): Envoy
+        keeps a listener whose configuration is the same."""
+        for listener in listeners:
+            listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+        self._staged.write_text(json.dumps({"version_info": str(version), "resources": listeners}))
+        self._staged.rename(self.path)  # Envoy watches the path for a file moved onto it
+
+    def serve(self, envoy):
+        """`envoy` (not started yet) takes its listeners from this file instead of its bootstrap."""
+        envoy.config["static_resources"]["listeners"] = []
+        envoy.config["node"] = {"id": "tollgate-test", "cluster": "tollgate-test"}
+        envoy.config["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": str(self.path)},
+                                                            "resource_api_version": "V3"}}
+        return envoy
+
+    @staticmethod
+    def wait_applied(envoy, updates, timeout_s=10):
+        """Until Envoy applied `updates` versions of the file, and the new listeners are warm."""
+        deadline = time.monotonic() + timeout_s
+        while envoy.stats("listener_manager.lds").get("listener_manager.lds.update_success", 0) < updates:
+            assert time.monotonic() < deadline, envoy.log()[-3000:]
+            time.sleep(0.1)
+        time.sleep(0.5)  # the new filter chain takes new connections once warm
+
+
+def versioned(listener, version):
+    """`listener`, different for each `version` (its connection manager's stat prefix), so that an
+    update rebuilds it and the filter configurations in it."""
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    manager["stat_prefix"] = f"{listener['name']}_v{version}"
+    return listener
+
+
 def bootstrap(listen_port, admin_port, upstream_port, filters, extra_clusters=()):
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},

@@ -10,6 +10,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: under ~50 concurrent connections Envoy's
+    # connects timed out (503 "connection timeout") before the server thread accepted them.
+    request_queue_size = 128
+
+
 class Upstream:
     """A threaded HTTP server on 127.0.0.1 that records every request it answers."""
 
@@ -41,7 +47,7 @@ class Upstream:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = _Server(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -1248,7 +1248,9 @@ async fn import(file: &std::path::Path, check_only: bool) -> Result<(), String> 
     let settings = Settings::from_env()?;
     let pool = store::connect(&settings.database_url).await?;
     store::migrate(&pool).await?;
-    let done = transfer::import(&pool, &doc).await.map_err(refused)?;
+    let done = transfer::import(&pool, &crate::domain::audit::Actor::cli(), &doc)
+        .await
+        .map_err(refused)?;
     eprintln!(
         "imported {} service(s), {} plan(s), {} account(s), {} application(s), {} key(s), {} app key(s)",
         done.services, done.plans, done.accounts, done.applications, done.keys, done.app_keys

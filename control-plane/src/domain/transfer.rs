@@ -26,6 +26,7 @@ use crate::domain::accounts::applications::{
     check_app_id, check_description, ApplicationState, SuspensionReason,
 };
 use crate::domain::accounts::{account, app_keys, check_address, check_email, BillingAddress};
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::billing::calendar::day_of;
 use crate::domain::billing::contracts::ImportedContract;
 use crate::domain::billing::settings::BillingSettings;
@@ -947,8 +948,12 @@ async fn must_be_empty(tx: &mut Tx) -> DomainResult<()> {
     }
 }
 
-/// Validates `doc` whole, then writes it in one transaction into an empty installation.
-pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
+/// Validates `doc` whole, then writes it in one transaction into an empty installation, with one
+/// audit event (`installation.imported`, the counts as its changes): not one per row. An import
+/// writes up to tens of thousands of rows in multi-row statements; an event per row would double
+/// that and bury the log, and the document itself is the record of what came in (`tollgate
+/// export` gives it back). The event says when, who (`cli`) and how much.
+pub async fn import(pool: &Pool, actor: &Actor, doc: &Document) -> DomainResult<Imported> {
     validate(doc)?;
     let mut tx = begin_write(pool).await?;
     // Two imports at once (PostgreSQL): the second waits here, then finds the first's rows and
@@ -1220,6 +1225,21 @@ pub async fn import(pool: &Pool, doc: &Document) -> DomainResult<Imported> {
         q.execute(&mut *tx).await?;
     }
     done.app_keys = app_keys.len();
+    let count =
+        |name: &'static str, n: usize| (name, serde_json::Value::Null, serde_json::json!(n));
+    let changes = Changes::of(&[
+        count("services", done.services),
+        count("plans", done.plans),
+        count("accounts", done.accounts),
+        count("applications", done.applications),
+        count("keys", done.keys),
+        count("app_keys", done.app_keys),
+    ]);
+    let object = Object {
+        kind: "installation",
+        id: "installation",
+    };
+    audit::record(&mut tx, actor, "installation.imported", object, &changes).await?;
     revision::bump(&mut tx).await?;
     tx.commit().await?;
     Ok(done)

@@ -284,10 +284,11 @@ fn created_or_ok(created: bool) -> StatusCode {
 )]
 pub async fn create_app_key(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<AppKeyInput>,
 ) -> ApiResult<(StatusCode, Json<AppKey>)> {
-    let added = app_keys::add(&s.pool, &id, &input).await?;
+    let added = app_keys::add(&s.pool, &actor, &id, &input).await?;
     Ok((created_or_ok(added.created), Json(added.app_key)))
 }
 
@@ -334,9 +335,10 @@ pub async fn list_app_keys(
 )]
 pub async fn delete_app_key(
     State(s): State<AppState>,
+    actor: Actor,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Deleted>> {
-    Ok(Json(app_keys::remove(&s.pool, &id, &key_id).await?))
+    Ok(Json(app_keys::remove(&s.pool, &actor, &id, &key_id).await?))
 }
 
 #[utoipa::path(
@@ -497,11 +499,12 @@ pub async fn resume(
 )]
 pub async fn customize_plan(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Plan>)> {
     Ok((
         StatusCode::CREATED,
-        Json(applications::customize_plan(&s.pool, &id).await?),
+        Json(applications::customize_plan(&s.pool, &actor, &id).await?),
     ))
 }
 

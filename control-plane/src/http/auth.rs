@@ -112,8 +112,10 @@ pub(crate) async fn authenticate(
     }
 }
 
-/// The audit log's actor of an admin API request: the caller's token id and the client address.
-/// Only routes behind [`layer`] take it (it reads the [`Caller`] the layer put in).
+/// The audit log's actor of an API request, with the client address: an admin API request's
+/// token id (routes behind [`layer`], which puts the [`Caller`] in), or a developer API request's
+/// account (routes behind `developer::layer`: the writes admins and developers share, such as
+/// webhook endpoints, are recorded whoever makes them).
 impl axum::extract::FromRequestParts<AppState> for crate::domain::audit::Actor {
     type Rejection = ApiError;
 
@@ -121,11 +123,16 @@ impl axum::extract::FromRequestParts<AppState> for crate::domain::audit::Actor {
         parts: &mut axum::http::request::Parts,
         s: &AppState,
     ) -> Result<Self, ApiError> {
-        let caller = parts
-            .extensions
-            .get::<Caller>()
-            .ok_or_else(|| ApiError::Internal("an admin route outside the admin layer".into()))?;
+        use crate::domain::audit::Actor;
         let ip = crate::web::client_ip::of_parts(&s.limits, parts);
-        Ok(crate::domain::audit::Actor::token(&caller.token_id, ip))
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(Actor::token(&caller.token_id, ip));
+        }
+        match parts.extensions.get::<crate::http::developer::Developer>() {
+            Some(dev) => Ok(Actor::account(&dev.account_id, ip)),
+            None => Err(ApiError::Internal(
+                "an API route outside the admin and developer layers".into(),
+            )),
+        }
     }
 }

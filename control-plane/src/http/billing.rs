@@ -69,6 +69,7 @@ pub struct RunInput {
     security(("admin_token" = [])))]
 pub async fn start_run(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<BillingRun>)> {
     let input: RunInput = if body.iter().all(u8::is_ascii_whitespace) {
@@ -92,7 +93,7 @@ pub async fn start_run(
             "a billing run is in progress in this process",
         ));
     };
-    let id = run::start(&s.pool, run_on).await?;
+    let id = run::start(&s.pool, &actor, run_on).await?;
     let pool = s.pool.clone();
     let run_id = id.clone();
     tokio::spawn(async move {

@@ -93,10 +93,11 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
 )]
 pub async fn create_token(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     Path(account_id): Path<String>,
     JsonBody(input): JsonBody<AccountTokenInput>,
 ) -> ApiResult<(StatusCode, Json<CreatedAccountToken>)> {
-    let created = account_tokens::create(&s.pool, &account_id, input).await?;
+    let created = account_tokens::create(&s.pool, &actor, &account_id, input).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -141,10 +142,11 @@ pub async fn list_tokens(
 )]
 pub async fn revoke_token(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     Path((account_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Deleted>> {
     Ok(Json(
-        account_tokens::revoke(&s.pool, &account_id, id).await?,
+        account_tokens::revoke(&s.pool, &actor, &account_id, id).await?,
     ))
 }
 

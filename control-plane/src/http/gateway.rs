@@ -247,6 +247,9 @@ pub async fn global_usage(
     components(schemas(
         schema::GatewaySnapshot,
         schema::GatewayPlan,
+        schema::GatewayCreditPrice,
+        schema::GatewayWallet,
+        schema::GlobalCreditEntry,
         schema::GatewayLimit,
         schema::GatewayPeriod,
         schema::GatewayApplication,
@@ -276,6 +279,10 @@ mod schema {
         pub applications: Vec<GatewayApplication>,
         pub metrics: Vec<GatewayMetric>,
         pub mapping_rules: Vec<GatewayMappingRule>,
+        /// Prepaid wallets the gateway enforces (absent when none).
+        pub wallets: Option<Vec<GatewayWallet>>,
+        /// The developer portal's wallet page, linked from a 402 `insufficient_credit`.
+        pub top_up_url: Option<String>,
     }
 
     /// A plan as the gateway sees it: only its limits (prices stay in the control plane).
@@ -284,6 +291,28 @@ mod schema {
         pub id: String,
         pub name: Option<String>,
         pub limits: Vec<GatewayLimit>,
+        /// Prices of a prepaid-credit plan, nano-units per unit (absent for invoiced plans).
+        pub credit_prices: Option<Vec<GatewayCreditPrice>>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GatewayCreditPrice {
+        pub metric: String,
+        pub nano_per_unit: u64,
+    }
+
+    /// A prepaid wallet: what its applications may spend, in nano-units (10^-9) of its currency.
+    #[derive(ToSchema)]
+    pub struct GatewayWallet {
+        pub id: String,
+        pub limit_nano: u64,
+        pub applications: Vec<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct GlobalCreditEntry {
+        pub wallet: String,
+        pub spent_nano: u64,
     }
 
     #[derive(ToSchema)]
@@ -370,6 +399,7 @@ mod schema {
     #[derive(ToSchema)]
     pub struct GlobalUsage {
         pub entries: Vec<GlobalUsageEntry>,
+        pub credit: Option<Vec<GlobalCreditEntry>>,
     }
 
     #[derive(ToSchema)]
@@ -400,6 +430,10 @@ mod tests {
                     period: Period::Minute,
                     value: 1,
                 }],
+                credit_prices: vec![CreditPrice {
+                    metric: "hits".into(),
+                    nano_per_unit: 10_000_000,
+                }],
             }],
             applications: vec![Application {
                 id: "a".into(),
@@ -421,6 +455,12 @@ mod tests {
                 delta: 1,
                 last: true,
             }],
+            wallets: vec![Wallet {
+                id: "w".into(),
+                limit_nano: 1,
+                applications: vec!["a".into()],
+            }],
+            top_up_url: Some("https://portal.example/wallet".into()),
         };
         let report = UsageReport {
             gateway: "g".into(),
@@ -440,6 +480,10 @@ mod tests {
                 period: Period::Hour,
                 window_start: 0,
                 value: 1,
+            }],
+            credit: vec![GlobalCreditEntry {
+                wallet: "w".into(),
+                spent_nano: 1,
             }],
         };
         let doc = serde_json::to_value(super::GatewayApi::openapi()).unwrap();
@@ -473,6 +517,9 @@ mod tests {
             ("UsageEntry", &r["entries"][0]),
             ("GlobalUsage", &g),
             ("GlobalUsageEntry", &g["entries"][0]),
+            ("GatewayCreditPrice", &s["plans"][0]["credit_prices"][0]),
+            ("GatewayWallet", &s["wallets"][0]),
+            ("GlobalCreditEntry", &g["credit"][0]),
             ("UsageAck", &ack),
         ] {
             assert_eq!(fields(schema), keys(value), "{schema}");

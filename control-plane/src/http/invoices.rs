@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::list::{page, ListParams, Page};
+use crate::domain::audit::Actor;
 use crate::domain::billing::calendar::parse_date;
 use crate::domain::billing::invoices::{
     self, InvoiceAction, InvoiceFilter, InvoiceKind, InvoiceObject, InvoiceState, LineObject,
@@ -132,16 +133,22 @@ pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult
     security(("admin_token" = [])))]
 pub async fn create(
     State(s): State<AppState>,
+    actor: Actor,
     JsonBody(input): JsonBody<CreateInput>,
 ) -> ApiResult<(StatusCode, Json<InvoiceObject>)> {
     Ok((
         StatusCode::CREATED,
-        Json(manual::create(&s.pool, input).await?),
+        Json(manual::create(&s.pool, &actor, input).await?),
     ))
 }
 
-async fn act(s: &AppState, id: &str, action: InvoiceAction) -> ApiResult<Json<InvoiceObject>> {
-    Ok(Json(manual::act(&s.pool, id, action).await?))
+async fn act(
+    s: &AppState,
+    actor: &Actor,
+    id: &str,
+    action: InvoiceAction,
+) -> ApiResult<Json<InvoiceObject>> {
+    Ok(Json(manual::act(&s.pool, actor, id, action).await?))
 }
 
 #[utoipa::path(post, path = "/admin/api/v1/invoices/{id}/finalize", tag = "invoices",
@@ -152,9 +159,10 @@ async fn act(s: &AppState, id: &str, action: InvoiceAction) -> ApiResult<Json<In
     security(("admin_token" = [])))]
 pub async fn finalize(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<InvoiceObject>> {
-    act(&s, &id, InvoiceAction::Finalize).await
+    act(&s, &actor, &id, InvoiceAction::Finalize).await
 }
 
 #[utoipa::path(post, path = "/admin/api/v1/invoices/{id}/issue", tag = "invoices",
@@ -165,9 +173,10 @@ pub async fn finalize(
     security(("admin_token" = [])))]
 pub async fn issue(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<InvoiceObject>> {
-    act(&s, &id, InvoiceAction::Issue).await
+    act(&s, &actor, &id, InvoiceAction::Issue).await
 }
 
 #[utoipa::path(post, path = "/admin/api/v1/invoices/{id}/pay", tag = "invoices",
@@ -178,9 +187,10 @@ pub async fn issue(
     security(("admin_token" = [])))]
 pub async fn pay(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<InvoiceObject>> {
-    act(&s, &id, InvoiceAction::Pay).await
+    act(&s, &actor, &id, InvoiceAction::Pay).await
 }
 
 #[utoipa::path(post, path = "/admin/api/v1/invoices/{id}/cancel", tag = "invoices",
@@ -191,9 +201,10 @@ pub async fn pay(
     security(("admin_token" = [])))]
 pub async fn cancel(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<InvoiceObject>> {
-    act(&s, &id, InvoiceAction::Cancel).await
+    act(&s, &actor, &id, InvoiceAction::Cancel).await
 }
 
 #[utoipa::path(post, path = "/admin/api/v1/invoices/{id}/lines", tag = "invoices",
@@ -206,12 +217,13 @@ pub async fn cancel(
     security(("admin_token" = [])))]
 pub async fn add_line(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<LineInput>,
 ) -> ApiResult<(StatusCode, Json<InvoiceObject>)> {
     Ok((
         StatusCode::CREATED,
-        Json(manual::add_line(&s.pool, &id, input).await?),
+        Json(manual::add_line(&s.pool, &actor, &id, input).await?),
     ))
 }
 
@@ -224,9 +236,12 @@ pub async fn add_line(
     security(("admin_token" = [])))]
 pub async fn remove_line(
     State(s): State<AppState>,
+    actor: Actor,
     Path((id, line_id)): Path<(String, String)>,
 ) -> ApiResult<Json<InvoiceObject>> {
-    Ok(Json(manual::remove_line(&s.pool, &id, &line_id).await?))
+    Ok(Json(
+        manual::remove_line(&s.pool, &actor, &id, &line_id).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/admin/api/v1/invoices/{id}/credit_notes", tag = "invoices",
@@ -239,12 +254,13 @@ pub async fn remove_line(
     security(("admin_token" = [])))]
 pub async fn credit_note(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<CreditNoteInput>,
 ) -> ApiResult<(StatusCode, Json<InvoiceObject>)> {
     Ok((
         StatusCode::CREATED,
-        Json(manual::credit_note(&s.pool, &id, input).await?),
+        Json(manual::credit_note(&s.pool, &actor, &id, input).await?),
     ))
 }
 

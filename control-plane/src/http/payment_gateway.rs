@@ -44,10 +44,11 @@ pub async fn get(State(s): State<AppState>) -> ApiResult<Json<GatewayView>> {
 )]
 pub async fn put(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     JsonBody(input): JsonBody<GatewayInput>,
 ) -> ApiResult<Json<GatewayView>> {
     Ok(Json(
-        config::save(&s.pool, s.master_key.as_deref(), input).await?,
+        config::save(&s.pool, s.master_key.as_deref(), &actor, input).await?,
     ))
 }
 

@@ -45,9 +45,12 @@ fn key(s: &AppState) -> Option<&[u8; 32]> {
 )]
 pub async fn admin_charge(
     State(s): State<AppState>,
+    actor: crate::domain::audit::Actor,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ChargedInvoice>> {
-    Ok(Json(charging::charge_now(&s.pool, key(&s), &id).await?))
+    Ok(Json(
+        charging::charge_now(&s.pool, key(&s), &actor, &id).await?,
+    ))
 }
 
 /// `POST /webhooks/stripe`.
@@ -226,6 +229,7 @@ pub struct PayInput {
 pub async fn pay(
     State(s): State<AppState>,
     Extension(dev): Extension<Developer>,
+    actor: crate::domain::audit::Actor,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<PayInput>,
 ) -> ApiResult<Json<ChargedInvoice>> {
@@ -233,6 +237,7 @@ pub async fn pay(
         charging::pay_own(
             &s.pool,
             key(&s),
+            &actor,
             &dev.account_id,
             &id,
             input.payment_method_id.as_deref(),

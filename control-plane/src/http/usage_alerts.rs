@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 
 use super::api_doc::ErrorBody;
+use crate::domain::audit::Actor;
 use crate::domain::metering::alerts::{self, AlertThresholds, ThresholdSource, ThresholdsInput};
 use crate::state::AppState;
 use crate::web::error::ApiResult;
@@ -28,7 +29,8 @@ use crate::web::extract::JsonBody;
 pub struct UsageAlertsApi;
 
 /// The GET, PUT and DELETE handlers of `/admin/api/v1/$path` (`$path` holds the owner's `{id}`),
-/// reading with `$of`, replacing with `$set` and dropping with `$reset`; `$tag` and `$id` (the
+/// reading with `$of`, replacing with `$set` and dropping with `$reset` (the writes recorded as the
+/// caller's in the audit log); `$tag` and `$id` (the
 /// id parameter's description) and each 200's description are the owner's.
 macro_rules! alert_thresholds_of {
     (
@@ -77,10 +79,11 @@ macro_rules! alert_thresholds_of {
         )]
         pub async fn $put(
             State(s): State<AppState>,
+            actor: Actor,
             Path(id): Path<String>,
             JsonBody(input): JsonBody<ThresholdsInput>,
         ) -> ApiResult<Json<AlertThresholds>> {
-            Ok(Json($set(&s.pool, &id, &input).await?))
+            Ok(Json($set(&s.pool, &actor, &id, &input).await?))
         }
 
         #[utoipa::path(
@@ -100,9 +103,10 @@ macro_rules! alert_thresholds_of {
         )]
         pub async fn $delete(
             State(s): State<AppState>,
+            actor: Actor,
             Path(id): Path<String>,
         ) -> ApiResult<Json<AlertThresholds>> {
-            Ok(Json($reset(&s.pool, &id).await?))
+            Ok(Json($reset(&s.pool, &actor, &id).await?))
         }
     };
 }

@@ -15,6 +15,7 @@ use super::api_doc::ErrorBody;
 use super::developer::Developer;
 use super::list::{ListParams, Page};
 use crate::domain::accounts::account::Deleted;
+use crate::domain::audit::Actor;
 use crate::domain::webhooks::endpoints::{
     self, CreatedWebhookEndpoint, DisabledReason, Owner, RotateSecretInput, WebhookEndpoint,
     WebhookEndpointInput, WebhookEndpointUpdate,
@@ -24,7 +25,8 @@ use crate::state::AppState;
 use crate::web::error::ApiResult;
 use crate::web::extract::{ApiQuery, JsonBody};
 
-/// Declares operation `$shared` (an `async fn(AppState, Owner, args...)`) twice: `$admin` at
+/// Declares operation `$shared` (an `async fn(AppState, Actor, Owner, args...)`: the caller as the
+/// audit log records it, and whose endpoints it sees) twice: `$admin` at
 /// `/admin/api/v1` + `$path` (tag `webhooks`, an admin token, for [`Owner::Admin`], with the
 /// `admin_also` answers besides: a read token's 403 on writes) and `$dev` at `/api/v1` + `$path`
 /// (tag `developer`, an account token, for the developer's account). The doc comment, the
@@ -49,8 +51,12 @@ macro_rules! admin_and_developer {
             responses($($responses)* $($admin_also)*),
             security(("admin_token" = []))
         )]
-        pub async fn $admin(State(s): State<AppState>, $($arg: $arg_ty),*) -> ApiResult<$out> {
-            $shared(s, Owner::Admin, $($arg),*).await
+        pub async fn $admin(
+            State(s): State<AppState>,
+            actor: Actor,
+            $($arg: $arg_ty),*
+        ) -> ApiResult<$out> {
+            $shared(s, actor, Owner::Admin, $($arg),*).await
         }
 
         $(#[doc = $doc])*
@@ -65,10 +71,11 @@ macro_rules! admin_and_developer {
         )]
         pub async fn $dev(
             State(s): State<AppState>,
+            actor: Actor,
             Extension(dev): Extension<Developer>,
             $($arg: $arg_ty),*
         ) -> ApiResult<$out> {
-            $shared(s, Owner::Account(dev.account_id), $($arg),*).await
+            $shared(s, actor, Owner::Account(dev.account_id), $($arg),*).await
         }
     };
 }
@@ -92,10 +99,12 @@ admin_and_developer! {
 
 async fn create(
     s: AppState,
+    actor: Actor,
     owner: Owner,
     JsonBody(input): JsonBody<WebhookEndpointInput>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhookEndpoint>)> {
-    let created = endpoints::create(&s.pool, s.master_key.as_deref(), &owner, input).await?;
+    let created =
+        endpoints::create(&s.pool, s.master_key.as_deref(), &actor, &owner, input).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -118,6 +127,7 @@ admin_and_developer! {
 
 async fn list(
     s: AppState,
+    _: Actor,
     owner: Owner,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<WebhookEndpoint>>> {
@@ -142,6 +152,7 @@ admin_and_developer! {
 
 async fn get(
     s: AppState,
+    _: Actor,
     owner: Owner,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WebhookEndpoint>> {
@@ -167,11 +178,14 @@ admin_and_developer! {
 
 async fn update(
     s: AppState,
+    actor: Actor,
     owner: Owner,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<WebhookEndpointUpdate>,
 ) -> ApiResult<Json<WebhookEndpoint>> {
-    Ok(Json(endpoints::update(&s.pool, &owner, &id, input).await?))
+    Ok(Json(
+        endpoints::update(&s.pool, &actor, &owner, &id, input).await?,
+    ))
 }
 
 admin_and_developer! {
@@ -188,8 +202,13 @@ admin_and_developer! {
     (id: Path<String>) -> Json<Deleted>
 }
 
-async fn remove(s: AppState, owner: Owner, Path(id): Path<String>) -> ApiResult<Json<Deleted>> {
-    Ok(Json(endpoints::delete(&s.pool, &owner, &id).await?))
+async fn remove(
+    s: AppState,
+    actor: Actor,
+    owner: Owner,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    Ok(Json(endpoints::delete(&s.pool, &actor, &owner, &id).await?))
 }
 
 admin_and_developer! {
@@ -211,10 +230,11 @@ admin_and_developer! {
 
 async fn send_test(
     s: AppState,
+    actor: Actor,
     owner: Owner,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<WebhookDelivery>)> {
-    let delivery = outbox::send_test(&s.limits, &s.pool, &owner, &id).await?;
+    let delivery = outbox::send_test(&s.limits, &s.pool, &actor, &owner, &id).await?;
     Ok((StatusCode::CREATED, Json(delivery)))
 }
 
@@ -239,6 +259,7 @@ admin_and_developer! {
 
 async fn deliveries(
     s: AppState,
+    _: Actor,
     owner: Owner,
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<ListParams>,
@@ -265,10 +286,13 @@ admin_and_developer! {
 
 async fn replay(
     s: AppState,
+    actor: Actor,
     owner: Owner,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WebhookDelivery>> {
-    Ok(Json(outbox::replay(&s.limits, &s.pool, &owner, &id).await?))
+    Ok(Json(
+        outbox::replay(&s.limits, &s.pool, &actor, &owner, &id).await?,
+    ))
 }
 
 admin_and_developer! {
@@ -291,12 +315,14 @@ admin_and_developer! {
 
 async fn rotate_secret(
     s: AppState,
+    actor: Actor,
     owner: Owner,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<RotateSecretInput>,
 ) -> ApiResult<Json<CreatedWebhookEndpoint>> {
     Ok(Json(
-        endpoints::rotate_secret(&s.pool, s.master_key.as_deref(), &owner, &id, input).await?,
+        endpoints::rotate_secret(&s.pool, s.master_key.as_deref(), &actor, &owner, &id, input)
+            .await?,
     ))
 }
 

@@ -46,10 +46,12 @@ async fn read_form(req: Request, s: &AppState) -> Result<(HeaderMap, Fields), Re
     Ok((headers, fields))
 }
 
-/// `disable`, `enable`, `test` or `delete` on webhook endpoint `id` as `owner` (both portals'
-/// endpoint buttons): what to tell on success, or `None` for an unknown action.
+/// `disable`, `enable`, `test` or `delete` on webhook endpoint `id` as `owner`, recorded as
+/// `actor`'s (both portals' endpoint buttons): what to tell on success, or `None` for an unknown
+/// action.
 pub(crate) async fn webhook_endpoint_action(
     s: &AppState,
+    actor: &crate::domain::audit::Actor,
     owner: &crate::domain::webhooks::endpoints::Owner,
     id: &str,
     action: &str,
@@ -58,6 +60,7 @@ pub(crate) async fn webhook_endpoint_action(
     Some(match action {
         "disable" | "enable" => endpoints::update(
             &s.pool,
+            actor,
             owner,
             id,
             endpoints::WebhookEndpointUpdate {
@@ -67,10 +70,10 @@ pub(crate) async fn webhook_endpoint_action(
         )
         .await
         .map(|_| "Saved."),
-        "test" => outbox::send_test(&s.limits, &s.pool, owner, id)
+        "test" => outbox::send_test(&s.limits, &s.pool, actor, owner, id)
             .await
             .map(|_| "A webhook.test event is on its way."),
-        "delete" => endpoints::delete(&s.pool, owner, id)
+        "delete" => endpoints::delete(&s.pool, actor, owner, id)
             .await
             .map(|_| "Deleted."),
         _ => return None,

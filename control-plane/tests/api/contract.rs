@@ -46,10 +46,19 @@ fn shape(path: &str) -> String {
     out
 }
 
-/// (method, path) of every route the router holds, read from its `Debug` output: axum prints its
-/// path table (`RouteId(3): "/services/{id}"`) and each route's method router (`get: Route,
-/// post: None`), nested routers already flattened with their prefixes.
+/// (method, path) of every API route the router holds (the portals' pages left out).
 fn routed(app: &TestApp) -> BTreeSet<(String, String)> {
+    route_table(app)
+        .into_iter()
+        .filter(|(_, path)| !is_portal(path))
+        .collect()
+}
+
+/// (method, path) of every route the router holds, portals included, read from its `Debug`
+/// output: axum prints its path table (`RouteId(3): "/services/{id}"`) and each route's method
+/// router (`get: Route, post: None`), nested routers already flattened with their prefixes. The
+/// audit walk reads the admin portal's form posts from it too.
+pub fn route_table(app: &TestApp) -> BTreeSet<(String, String)> {
     let text = format!("{:?}", router(app.state.clone()));
     // Only the main path router: the fallback router (after `fallback_router:`) holds catch-alls.
     let text = text
@@ -82,9 +91,6 @@ fn routed(app: &TestApp) -> BTreeSet<(String, String)> {
     );
     let mut out = BTreeSet::new();
     for (id, path) in paths {
-        if is_portal(&path) {
-            continue;
-        }
         let endpoint = &endpoints[&id];
         assert!(
             endpoint.starts_with("MethodRouter("),

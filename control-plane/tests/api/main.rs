@@ -12,6 +12,7 @@
 
 mod access;
 mod admin;
+mod audit;
 mod catalog;
 mod contract;
 mod developer;

@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use tollgate_control_plane::domain::audit::Actor;
 use tollgate_control_plane::domain::transfer;
 
 use crate::support::{s, snapshot_of, Catalog, TestApp};
@@ -46,8 +47,41 @@ async fn an_export_imported_into_an_empty_installation_is_the_same_installation(
     let doc = transfer::export(&from.state.pool).await.unwrap();
     transfer::validate(&doc).unwrap();
     let to = TestApp::new().await;
-    let done = transfer::import(&to.state.pool, &doc).await.unwrap();
+    let done = transfer::import(&to.state.pool, &Actor::cli(), &doc)
+        .await
+        .unwrap();
     assert_eq!((done.services, done.applications, done.app_keys), (1, 2, 1));
+    // One audit event for the whole import, with its counts (not one per row).
+    let events = to.admin().ok("GET", "/audit_events", None).await;
+    let [e] = events["data"].as_array().unwrap().as_slice() else {
+        panic!("one event per import: {events}");
+    };
+    assert_eq!(
+        (&e["action"], &e["actor_type"], &e["actor_id"], &e["ip"]),
+        (
+            &json!("installation.imported"),
+            &json!("cli"),
+            &json!("cli"),
+            &json!(null)
+        ),
+        "{e}"
+    );
+    let after = |field: &str| e["changes"][field].clone();
+    assert_eq!(
+        after("services"),
+        json!({"before": null, "after": 1}),
+        "{e}"
+    );
+    assert_eq!(
+        after("applications"),
+        json!({"before": null, "after": 2}),
+        "{e}"
+    );
+    assert_eq!(
+        after("app_keys"),
+        json!({"before": null, "after": 1}),
+        "{e}"
+    );
     let mut back = transfer::export(&to.state.pool).await.unwrap();
     back.exported_at = doc.exported_at;
     assert_eq!(back, doc);
@@ -61,7 +95,9 @@ async fn an_export_imported_into_an_empty_installation_is_the_same_installation(
 
     // Into the now non-empty installation: refused, nothing changed.
     let before = to.row_counts().await;
-    let e = transfer::import(&to.state.pool, &doc).await.unwrap_err();
+    let e = transfer::import(&to.state.pool, &Actor::cli(), &doc)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), "not_empty", "{e}");
     assert_eq!(to.row_counts().await, before);
 }
@@ -78,8 +114,12 @@ async fn an_import_failing_half_way_leaves_nothing() {
     )
     .await;
     let before = to.row_counts().await;
-    assert!(transfer::import(&to.state.pool, &doc).await.is_err());
+    assert!(transfer::import(&to.state.pool, &Actor::cli(), &doc)
+        .await
+        .is_err());
     assert_eq!(to.row_counts().await, before);
     to.sql("DROP TRIGGER refuse").await;
-    transfer::import(&to.state.pool, &doc).await.unwrap();
+    transfer::import(&to.state.pool, &Actor::cli(), &doc)
+        .await
+        .unwrap();
 }

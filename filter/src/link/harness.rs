@@ -13,8 +13,9 @@ use tollgate_protocol::{Snapshot, UsageReport};
 use super::Link;
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::counters::{add_usage, Usage};
-use crate::credentials::sha256;
+use crate::counters::{add_usage, NoOthers, OthersUsage, Usage};
+use crate::credentials::{sha256, Presented, Source};
+use crate::decision::{decide, Decision, Reason};
 use crate::host::fake::{Answer, Call, FakeHost, World};
 use crate::host::Host;
 use crate::metering::Meter;
@@ -48,6 +49,27 @@ pub fn snapshot(version: &str, apps: &[&str]) -> Snapshot {
         "applications": apps,
     }))
     .unwrap()
+}
+
+/// [`snapshot`] with the plan on prepaid credit (`price_nano` per `hits`) and every application in
+/// wallet `w` of `limit_nano`.
+pub fn prepaid_snapshot(
+    version: &str,
+    apps: &[&str],
+    price_nano: u64,
+    limit_nano: u64,
+) -> Snapshot {
+    let mut s = snapshot(version, apps);
+    s.plans[0].credit_prices = vec![tollgate_protocol::CreditPrice {
+        metric: "hits".into(),
+        nano_per_unit: price_nano,
+    }];
+    s.wallets = vec![tollgate_protocol::Wallet {
+        id: "w".into(),
+        limit_nano,
+        applications: apps.iter().map(|a| a.to_string()).collect(),
+    }];
+    s
 }
 
 /// One worker VM as the glue runs it: `on_configure` in control-plane mode, then ticks and
@@ -140,6 +162,40 @@ impl Worker {
 
     pub fn counter(&self, name: &str) -> u64 {
         self.host.counter(name)
+    }
+
+    /// What the request path decides for `GET /` with `app`'s key (`key-<app>`), against this
+    /// worker's catalog, global usage and the shared data: `None` when forwarded, else why not.
+    pub fn request(&mut self, app: &str) -> Option<Reason> {
+        let catalog = self.shared.catalog.clone().expect("a catalog");
+        let global = self.shared.global.clone();
+        let others: &dyn OthersUsage = match &global {
+            Some(g) => &**g,
+            None => &NoOthers,
+        };
+        let config = self.shared.config.clone().unwrap();
+        let presented = Ok(Presented::Key {
+            digest: sha256(format!("key-{app}").as_bytes()),
+            source: Source::Header("x-api-key".into()),
+        });
+        let now = self.host.now_secs().unwrap();
+        match decide(
+            &config,
+            &catalog,
+            others,
+            presented,
+            "GET",
+            "/",
+            now,
+            &mut self.host,
+        ) {
+            Decision::Forward { app, usage, .. } => {
+                let meter = self.shared.meter.clone().unwrap();
+                meter.borrow_mut().record(app.index, &usage, now);
+                None
+            }
+            Decision::Reject(r) => Some(r.reason),
+        }
     }
 }
 

@@ -269,10 +269,12 @@ mod tests {
 
     use tollgate_protocol::Period;
 
-    use super::harness::{snapshot, ControlPlane, Worker, START_MS};
+    use super::harness::{prepaid_snapshot, snapshot, ControlPlane, Worker, START_MS};
     use super::*;
     use crate::counters::OthersUsage;
+    use crate::decision::Reason;
     use crate::host::fake::{Answer, World};
+    use crate::metering::ORPHAN_AFTER_MS;
     use crate::periods::window;
 
     /// Answers the snapshot polls made so far (304 while the version is unchanged).
@@ -349,5 +351,126 @@ mod tests {
         assert_eq!(w.catalog().unwrap().app_index("a2"), Some(2));
         assert_eq!(others(&w, "a2"), 7);
         assert_eq!(others(&w, "a0"), 0);
+    }
+
+    /// 0.01 a call.
+    const CENT: u64 = tollgate_protocol::NANO_PER_UNIT / 100;
+
+    /// Issue 18: a wallet's spend lives in shared data beside the limit counters and survives
+    /// what they survive: a snapshot swap that moves every application's index, a worker VM
+    /// replaced by a new one, and the adoption of the dead worker's journal (which delivers its
+    /// usage, the control plane's debit, exactly once). A top-up arrives as a snapshot raising
+    /// `limit_nano`, and what other gateways spent arrives with the global usage, re-indexed
+    /// for each new catalog.
+    #[test]
+    fn a_wallets_spend_survives_swaps_restarts_and_adoption() {
+        let world = World::new(START_MS);
+        // 0.10 in the wallet at 0.01 a call: 10 calls.
+        let mut cp = ControlPlane::new(prepaid_snapshot("v1", &["a1", "a2"], CENT, 10 * CENT));
+        let mut w = Worker::start(&world);
+        w.tick();
+        cp.serve(&mut w);
+        assert_eq!(w.version(), Some("v1"));
+        assert!(
+            world.value("tg1/w/w").is_some(),
+            "made with the counter records"
+        );
+        for app in ["a1", "a1", "a1", "a1", "a2", "a2"] {
+            assert_eq!(w.request(app), None);
+        }
+
+        // A new snapshot moves a1 and a2 to other indexes: 4 calls left, whoever makes them.
+        cp.snapshot = prepaid_snapshot("v2", &["a0", "a1", "a2"], CENT, 10 * CENT);
+        world.advance_ms(500);
+        w.tick();
+        cp.serve(&mut w);
+        assert_eq!(w.version(), Some("v2"));
+        for _ in 0..4 {
+            assert_eq!(w.request("a0"), None);
+        }
+        for app in ["a0", "a1", "a2"] {
+            assert_eq!(w.request(app), Some(Reason::InsufficientCredit));
+        }
+        // The usage goes into the journal on the next tick; then the VM is torn down.
+        world.advance_ms(100);
+        w.tick();
+        w.host.die();
+
+        // Its replacement (a new VM, as after a crash or a reload) finds the wallet spent...
+        let mut n = Worker::start(&world);
+        n.tick();
+        cp.serve(&mut n);
+        assert_eq!(n.version(), Some("v2"));
+        assert_eq!(n.request("a1"), Some(Reason::InsufficientCredit));
+        // ...and a top-up of 0.02 (a snapshot raising the limit) lets exactly 2 more calls in.
+        cp.snapshot = prepaid_snapshot("v3", &["a0", "a1", "a2"], CENT, 12 * CENT);
+        world.advance_ms(500);
+        n.tick();
+        cp.serve(&mut n);
+        assert_eq!(n.version(), Some("v3"));
+        assert_eq!(n.request("a1"), None);
+        assert_eq!(n.request("a2"), None);
+        assert_eq!(n.request("a0"), Some(Reason::InsufficientCredit));
+
+        // The dead worker's journal is adopted and delivered: the control plane sees every
+        // admitted call once (what it prices and debits), and the spend here is unchanged.
+        for _ in 0..(ORPHAN_AFTER_MS / 1_000 + 10) {
+            world.advance_ms(1_000);
+            n.tick();
+            cp.serve(&mut n);
+        }
+        assert!(n.host.logged("adopted the usage journal of dead worker"));
+        assert_eq!(cp.hits("a0") + cp.hits("a1") + cp.hits("a2"), 12);
+        assert_eq!(n.request("a2"), Some(Reason::InsufficientCredit));
+
+        // What other gateways spent comes with the global usage: with the limit at 0.20 and
+        // 0.05 spent elsewhere, 3 more calls here.
+        cp.snapshot = prepaid_snapshot("v4", &["a0", "a1", "a2"], CENT, 20 * CENT);
+        world.advance_ms(1_000);
+        n.tick();
+        for call in std::mem::take(&mut n.host.calls) {
+            let answer = if call.path().contains("/global_usage") {
+                Answer {
+                    body: format!(
+                        r#"{{"entries": [], "credit": [{{"wallet": "w", "spent_nano": {}}}]}}"#,
+                        5 * CENT
+                    )
+                    .into_bytes(),
+                    ..Answer::status(200)
+                }
+            } else {
+                cp.answer(&call)
+            };
+            n.deliver(call.token, answer);
+        }
+        assert_eq!(n.version(), Some("v4"));
+        let view = n.shared.global.clone().unwrap();
+        assert_eq!(view.credit_spent(0), 5 * CENT);
+        for _ in 0..3 {
+            assert_eq!(n.request("a1"), None);
+        }
+        assert_eq!(n.request("a1"), Some(Reason::InsufficientCredit));
+        // A new catalog keeps the others' spend (the last answer, re-indexed).
+        cp.snapshot = prepaid_snapshot("v5", &["a0", "a1", "a2"], CENT, 20 * CENT);
+        cp.snapshot.wallets.insert(
+            0,
+            tollgate_protocol::Wallet {
+                id: "another".into(),
+                limit_nano: 0,
+                applications: vec![],
+            },
+        );
+        world.advance_ms(1_000);
+        n.tick();
+        n.take_calls("/global_usage");
+        cp.serve(&mut n);
+        assert_eq!(n.version(), Some("v5"));
+        assert!(
+            world.value("tg1/w/another").is_some(),
+            "a new wallet's record is made before the snapshot serves"
+        );
+        let view = n.shared.global.clone().unwrap();
+        assert_eq!((view.credit_spent(0), view.credit_spent(1)), (0, 5 * CENT));
+        assert_eq!(n.request("a1"), Some(Reason::InsufficientCredit));
     }
 }

@@ -9,7 +9,7 @@
 //!    ([`Catalog::compile_chunked`]): the body never sits whole in the VM's memory, and a body
 //!    cut short is refused whole. A JSON snapshot is parsed in one piece.
 //! 3. **Claim and prepare.** Before a catalog can serve traffic each of its new applications
-//!    needs a counter record in shared data. Creating 100,000 records is the slow part, so one
+//!    needs a counter record in shared data (and each new prepaid wallet a spend record). Creating 100,000 records is the slow part, so one
 //!    worker claims the work with compare-and-swap on [`PREPARED_KEY`]
 //!    (`preparing:<ms>:<version>`), creates the records, and marks `done:<version>` (or, when
 //!    creating them failed, `failed:<version>`: it, or the next worker to look, tries again on
@@ -31,7 +31,7 @@ use crate::catalog::Catalog;
 use crate::config::ControlPlane;
 use crate::global::GlobalView;
 use crate::host::{Host, Level};
-use crate::worker::{prepare_records, Shared};
+use crate::worker::{count_skipped, prepare_records, prepare_wallet_records, Shared};
 
 /// Largest snapshot body accepted (100,000 applications in JSON fit well below it).
 pub const MAX_SNAPSHOT_BYTES: usize = 128 * 1024 * 1024;
@@ -313,12 +313,17 @@ impl SnapshotSync {
                 Ok((Some(m), cas)) if m == claim.as_bytes() => cas,
                 _ => None,
             };
-            // Records exist for every application of this worker's previous catalog: create only
-            // the new ones.
-            let known: HashSet<&str> = shared
+            // Records exist for every application and wallet of this worker's previous catalog:
+            // create only the new ones.
+            let (known, known_wallets): (HashSet<&str>, HashSet<&str>) = shared
                 .catalog
                 .as_ref()
-                .map(|c| c.apps.iter().map(|a| a.id.as_str()).collect())
+                .map(|c| {
+                    (
+                        c.apps.iter().map(|a| a.id.as_str()).collect(),
+                        c.wallets.iter().map(|w| w.id.as_str()).collect(),
+                    )
+                })
                 .unwrap_or_default();
             let ok = prepare_records(
                 host,
@@ -327,8 +332,15 @@ impl SnapshotSync {
                     .apps
                     .iter()
                     .filter(|a| !known.contains(a.id.as_str())),
+            ) && prepare_wallet_records(
+                host,
+                pending
+                    .catalog
+                    .wallets
+                    .iter()
+                    .filter(|w| !known_wallets.contains(w.id.as_str())),
             );
-            drop(known);
+            drop((known, known_wallets));
             // `done:` only once every record exists: the others install on it. A failure releases
             // the claim (`failed:`), so the next worker to look tries at once.
             let outcome = if ok { "done" } else { "failed" };
@@ -387,10 +399,7 @@ impl SnapshotSync {
                 Level::Warn,
                 &format!("tollgate: snapshot {version}: {summary}"),
             );
-            if let Some(st) = &shared.stats {
-                st.snapshot_skipped_applications
-                    .add(catalog.skipped_apps as u64);
-            }
+            count_skipped(shared.stats.as_deref(), &catalog);
         }
         // Global usage is indexed by catalog positions: re-index the last answer for the new one.
         shared.global = last_global.map(|g| Arc::new(GlobalView::build(&catalog, g)));

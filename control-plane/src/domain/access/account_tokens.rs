@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tokens::expiry;
 use super::Deleted;
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::catalog::check_name;
 use crate::domain::{DomainError, DomainResult, Page};
 use crate::secrets::{new_account_token, new_id, sha256_hex};
@@ -81,6 +82,7 @@ async fn check_account(pool: &Pool, account_id: &str) -> DomainResult<()> {
 /// Checks the account (404), then the name, then the expiry, and creates the token.
 pub async fn create(
     pool: &Pool,
+    actor: &Actor,
     account_id: &str,
     input: AccountTokenInput,
 ) -> DomainResult<CreatedAccountToken> {
@@ -96,6 +98,7 @@ pub async fn create(
         created_at: now(),
         expires_at,
     };
+    let mut tx = crate::store::begin_write(pool).await?;
     sqlx::query("INSERT INTO account_tokens (id, account_id, name, token_sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&account_token.id)
         .bind(&account_token.account_id)
@@ -103,8 +106,16 @@ pub async fn create(
         .bind(sha256_hex(&token))
         .bind(account_token.created_at)
         .bind(account_token.expires_at)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    // The token as listed (never its value or digest).
+    let changes = Changes::between(None, Some(&account_token))?;
+    let object = Object {
+        kind: "account_token",
+        id: &account_token.id,
+    };
+    audit::record(&mut tx, actor, "account_token.created", object, &changes).await?;
+    tx.commit().await?;
     Ok(CreatedAccountToken {
         account_token,
         token,
@@ -129,15 +140,36 @@ pub async fn list(pool: &Pool, account_id: &str) -> DomainResult<Page<AccountTok
 }
 
 /// Revokes one of the account's tokens (another account's token is not found).
-pub async fn revoke(pool: &Pool, account_id: &str, id: String) -> DomainResult<Deleted> {
-    let r = sqlx::query("DELETE FROM account_tokens WHERE id = $1 AND account_id = $2")
-        .bind(&id)
-        .bind(account_id)
-        .execute(pool)
-        .await?;
-    if r.rows_affected() == 0 {
+pub async fn revoke(
+    pool: &Pool,
+    actor: &Actor,
+    account_id: &str,
+    id: String,
+) -> DomainResult<Deleted> {
+    let mut tx = crate::store::begin_write(pool).await?;
+    // Locked (PostgreSQL): a concurrent revoke waits, then finds nothing (one event, one 404).
+    let before: Option<AccountTokenRow> = sqlx::query_as(&format!(
+        "SELECT id, account_id, name, created_at, expires_at FROM account_tokens WHERE id = $1 AND account_id = $2{}",
+        crate::store::for_update()
+    ))
+    .bind(&id)
+    .bind(account_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(before) = before.map(AccountToken::from) else {
         return Err(DomainError::not_found("account token", id));
-    }
+    };
+    sqlx::query("DELETE FROM account_tokens WHERE id = $1")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    let changes = Changes::between(Some(&before), None)?;
+    let object = Object {
+        kind: "account_token",
+        id: &id,
+    };
+    audit::record(&mut tx, actor, "account_token.revoked", object, &changes).await?;
+    tx.commit().await?;
     Ok(Deleted::new("account_token", id))
 }
 

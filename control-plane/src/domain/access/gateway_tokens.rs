@@ -163,7 +163,7 @@ pub async fn create(
         name,
         created_at: now(),
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin_write(pool).await?;
     sqlx::query(
         "INSERT INTO gateway_tokens (id, name, token_sha256, created_at) VALUES ($1, $2, $3, $4)",
     )
@@ -252,25 +252,33 @@ pub async fn list(pool: &Pool, req: &PageRequest) -> DomainResult<Page<GatewayTo
 /// Revokes a token: the gateway holding it is refused from its next request on.
 pub async fn revoke(pool: &Pool, actor: &Actor, id: String) -> DomainResult<Deleted> {
     let mut tx = crate::store::begin_write(pool).await?;
-    let r = sqlx::query("DELETE FROM gateway_tokens WHERE id = $1")
+    // Locked (PostgreSQL): a concurrent revoke waits, then finds nothing (one event, one 404).
+    let row: Option<GatewayTokenRow> = sqlx::query_as(&format!(
+        "SELECT id, name, created_at FROM gateway_tokens WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(&id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Err(DomainError::not_found("gateway token", id));
+    };
+    let services: Vec<String> = sqlx::query_scalar(
+        "SELECT service_id FROM gateway_token_services WHERE token_id = $1 ORDER BY service_id",
+    )
+    .bind(&id)
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM gateway_tokens WHERE id = $1")
         .bind(&id)
         .execute(&mut *tx)
         .await?;
-    if r.rows_affected() == 0 {
-        return Err(DomainError::not_found("gateway token", id));
-    }
     let object = Object {
         kind: "gateway_token",
         id: &id,
     };
-    audit::record(
-        &mut tx,
-        actor,
-        "gateway_token.revoked",
-        object,
-        &Changes::default(),
-    )
-    .await?;
+    let changes = Changes::between(Some(&row.with_services(services)), None)?;
+    audit::record(&mut tx, actor, "gateway_token.revoked", object, &changes).await?;
     tx.commit().await?;
     Ok(Deleted::new("gateway_token", id))
 }

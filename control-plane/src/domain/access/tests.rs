@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::tokens::{Scope, TokenCheck};
 use super::{account_tokens, sessions, tokens};
+use crate::domain::audit::Actor;
 use crate::domain::DomainError;
 use crate::store::{self, Pool};
 
@@ -139,9 +140,9 @@ async fn account_tokens_keep_their_json_and_their_account() {
         .execute(&pool)
         .await
         .unwrap();
-    let missing = account_tokens::create(&pool, "acct_2", Default::default()).await;
+    let missing = account_tokens::create(&pool, &Actor::cli(), "acct_2", Default::default()).await;
     assert!(matches!(missing, Err(DomainError::NotFound { .. })));
-    let created = account_tokens::create(&pool, "acct_1", Default::default())
+    let created = account_tokens::create(&pool, &Actor::cli(), "acct_1", Default::default())
         .await
         .unwrap();
     let body = serde_json::to_value(&created).unwrap();
@@ -162,10 +163,12 @@ async fn account_tokens_keep_their_json_and_their_account() {
     assert_eq!(listed["data"][0]["id"], json!(id));
     assert_eq!(listed["has_more"], json!(false));
     assert_eq!(listed["next_cursor"], json!(null));
-    assert!(account_tokens::revoke(&pool, "acct_2", id.clone())
-        .await
-        .is_err());
-    let deleted = account_tokens::revoke(&pool, "acct_1", id.clone())
+    assert!(
+        account_tokens::revoke(&pool, &Actor::cli(), "acct_2", id.clone())
+            .await
+            .is_err()
+    );
+    let deleted = account_tokens::revoke(&pool, &Actor::cli(), "acct_1", id.clone())
         .await
         .unwrap();
     assert_eq!(

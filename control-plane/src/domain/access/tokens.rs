@@ -194,25 +194,27 @@ pub async fn list(pool: &Pool, req: &PageRequest) -> DomainResult<Page<AdminToke
 /// Revokes a token: its next request is refused, and the admin portal sessions opened with it end.
 pub async fn revoke(pool: &Pool, actor: &Actor, id: String) -> DomainResult<Deleted> {
     let mut tx = crate::store::begin_write(pool).await?;
-    let r = sqlx::query("DELETE FROM admin_tokens WHERE id = $1")
+    // Locked (PostgreSQL): a concurrent revoke waits, then finds nothing (one event, one 404).
+    let before: Option<AdminTokenRow> = sqlx::query_as(&format!(
+        "SELECT id, name, scope, created_at, expires_at FROM admin_tokens WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(&id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(before) = before.map(AdminToken::try_from).transpose()? else {
+        return Err(DomainError::not_found("admin token", id));
+    };
+    sqlx::query("DELETE FROM admin_tokens WHERE id = $1")
         .bind(&id)
         .execute(&mut *tx)
         .await?;
-    if r.rows_affected() == 0 {
-        return Err(DomainError::not_found("admin token", id));
-    }
     let object = Object {
         kind: "admin_token",
         id: &id,
     };
-    audit::record(
-        &mut tx,
-        actor,
-        "admin_token.revoked",
-        object,
-        &Changes::default(),
-    )
-    .await?;
+    let changes = Changes::between(Some(&before), None)?;
+    audit::record(&mut tx, actor, "admin_token.revoked", object, &changes).await?;
     tx.commit().await?;
     Ok(Deleted::new("admin_token", id))
 }

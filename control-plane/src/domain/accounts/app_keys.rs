@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::account::Deleted;
 use super::{applications, keys};
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::catalog::revision;
 use crate::domain::{DomainError, DomainResult, Page};
 use crate::secrets::new_id;
@@ -173,7 +174,12 @@ pub async fn insert(tx: &mut Tx, app_id: &str, digest: &str) -> DomainResult<Add
 }
 
 /// Adds an app key to application `app_id` (see the module's documentation).
-pub async fn add(pool: &Pool, app_id: &str, input: &AppKeyInput) -> DomainResult<AddedAppKey> {
+pub async fn add(
+    pool: &Pool,
+    actor: &Actor,
+    app_id: &str,
+    input: &AppKeyInput,
+) -> DomainResult<AddedAppKey> {
     let digest = keys::imported_digest(
         "value",
         input.value.as_deref(),
@@ -190,7 +196,14 @@ pub async fn add(pool: &Pool, app_id: &str, input: &AppKeyInput) -> DomainResult
     applications::must_exist(pool, app_id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
     let added = insert(&mut tx, app_id, &digest).await?;
+    // Adding an app key the application holds already changes nothing: no event either.
     if added.created {
+        let changes = Changes::between(None, Some(&added.app_key))?;
+        let object = Object {
+            kind: "app_key",
+            id: &added.app_key.id,
+        };
+        audit::record(&mut tx, actor, "app_key.created", object, &changes).await?;
         revision::bump(&mut tx).await?;
         tx.commit().await?;
     }
@@ -199,9 +212,31 @@ pub async fn add(pool: &Pool, app_id: &str, input: &AppKeyInput) -> DomainResult
 
 /// Deletes app key `key_id` of application `app_id`: it stops opening the application with the
 /// next snapshot.
-pub async fn remove(pool: &Pool, app_id: &str, key_id: &str) -> DomainResult<Deleted> {
+pub async fn remove(
+    pool: &Pool,
+    actor: &Actor,
+    app_id: &str,
+    key_id: &str,
+) -> DomainResult<Deleted> {
     applications::must_exist(pool, app_id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
+    let before: Option<AppKey> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM application_app_keys WHERE application_id = $1 AND id = $2{}",
+        crate::store::for_update()
+    ))
+    .bind(app_id)
+    .bind(key_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let before = before
+        .map(AppKey::shown)
+        .ok_or_else(|| DomainError::not_found("app key", key_id))?;
+    let changes = Changes::between(Some(&before), None)?;
+    let object = Object {
+        kind: "app_key",
+        id: key_id,
+    };
+    audit::record(&mut tx, actor, "app_key.deleted", object, &changes).await?;
     let r = sqlx::query("DELETE FROM application_app_keys WHERE application_id = $1 AND id = $2")
         .bind(app_id)
         .bind(key_id)

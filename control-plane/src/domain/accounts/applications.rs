@@ -355,6 +355,30 @@ pub async fn event_data(tx: &mut Tx, id: &str) -> DomainResult<ApplicationData> 
     })
 }
 
+/// Application `id` as the audit log diffs it, read inside `tx`: what the `application.*`
+/// events carry, with the fields they leave out (description, app_id).
+#[derive(Serialize)]
+struct Audited {
+    #[serde(flatten)]
+    data: ApplicationData,
+    description: String,
+    app_id: Option<String>,
+}
+
+async fn audited(tx: &mut Tx, id: &str) -> DomainResult<Audited> {
+    let data = event_data(tx, id).await?;
+    let (description, app_id): (String, Option<String>) =
+        sqlx::query_as("SELECT description, app_id FROM applications WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(Audited {
+        data,
+        description,
+        app_id,
+    })
+}
+
 /// The state of application `id`, its row locked until `tx` ends (PostgreSQL; SQLite's write
 /// transaction serializes anyway): what a state change compares against.
 async fn locked_state(tx: &mut Tx, id: &str) -> DomainResult<ApplicationState> {
@@ -446,7 +470,7 @@ pub async fn create(
     if let Some(app_id) = &app_id {
         set_app_id(&mut tx, &id, app_id).await?;
     }
-    let after = event_data(&mut tx, &id).await?;
+    let after = audited(&mut tx, &id).await?;
     let changes = Changes::between(None, Some(&after))?;
     let object = Object {
         kind: "application",
@@ -565,7 +589,7 @@ pub async fn update(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| DomainError::not_found("application", id))?;
-    let before = event_data(&mut tx, id).await?;
+    let before = audited(&mut tx, id).await?;
     sqlx::query("UPDATE applications SET name = $2, description = $3, plan_id = $4, updated_at = $5 WHERE id = $1")
         .bind(id)
         .bind(&name)
@@ -579,7 +603,7 @@ pub async fn update(
     if let Some(app_id) = &app_id {
         set_app_id(&mut tx, id, app_id).await?;
     }
-    let after = event_data(&mut tx, id).await?;
+    let after = audited(&mut tx, id).await?;
     let changes = Changes::between(Some(&before), Some(&after))?;
     let action = if previous_plan_id != plan_id {
         "application.plan_changed"
@@ -612,7 +636,7 @@ pub async fn update(
 pub async fn delete(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<Deleted> {
     fetch_row(pool, id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
-    let before = event_data(&mut tx, id).await?;
+    let before = audited(&mut tx, id).await?;
     let changes = Changes::between(Some(&before), None)?;
     let object = Object {
         kind: "application",
@@ -646,14 +670,14 @@ pub async fn suspend(
     let reason = input.reason.unwrap_or(SuspensionReason::Admin);
     let mut tx = crate::store::begin_write(pool).await?;
     let before = locked_state(&mut tx, id).await?;
-    let old = event_data(&mut tx, id).await?;
+    let old = audited(&mut tx, id).await?;
     sqlx::query("UPDATE applications SET state = 'suspended', state_reason = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(reason.as_str())
         .bind(now())
         .execute(&mut *tx)
         .await?;
-    let new = event_data(&mut tx, id).await?;
+    let new = audited(&mut tx, id).await?;
     let changes = Changes::between(Some(&old), Some(&new))?;
     let object = Object {
         kind: "application",
@@ -675,13 +699,13 @@ pub async fn resume(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<Applic
     fetch_row(pool, id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
     let before = locked_state(&mut tx, id).await?;
-    let old = event_data(&mut tx, id).await?;
+    let old = audited(&mut tx, id).await?;
     sqlx::query("UPDATE applications SET state = 'live', state_reason = NULL, updated_at = $2 WHERE id = $1")
         .bind(id)
         .bind(now())
         .execute(&mut *tx)
         .await?;
-    let new = event_data(&mut tx, id).await?;
+    let new = audited(&mut tx, id).await?;
     let changes = Changes::between(Some(&old), Some(&new))?;
     let object = Object {
         kind: "application",
@@ -709,7 +733,7 @@ pub fn custom_plan_name(plan_name: &str, app_name: &str) -> String {
 /// moves it onto the copy; answers the new plan. The application row is locked and its plan read
 /// inside the write transaction, so two requests at once make one copy: the second finds the
 /// application on a copy already and is refused.
-pub async fn customize_plan(pool: &Pool, id: &str) -> DomainResult<Plan> {
+pub async fn customize_plan(pool: &Pool, actor: &Actor, id: &str) -> DomainResult<Plan> {
     #[derive(sqlx::FromRow)]
     struct Current {
         name: String,
@@ -731,9 +755,26 @@ pub async fn customize_plan(pool: &Pool, id: &str) -> DomainResult<Plan> {
             "the application's plan is already a customized copy",
         ));
     }
+    let before = audited(&mut tx, id).await?;
     let copy =
         plans::copy_plan(&mut tx, &plan.id, &custom_plan_name(&plan.name, &app.name)).await?;
     switch_to_copy(&mut tx, id, &copy).await?;
+    // One event, on the application: its plan_id moves to the copy (whose id it names; the copy
+    // is the original's limits and prices, as `GET /plans/{id}` shows).
+    let after = audited(&mut tx, id).await?;
+    let changes = Changes::between(Some(&before), Some(&after))?;
+    let object = Object {
+        kind: "application",
+        id,
+    };
+    audit::record(
+        &mut tx,
+        actor,
+        "application.plan_customized",
+        object,
+        &changes,
+    )
+    .await?;
     tx.commit().await?;
     plans::get_plan(pool, &copy).await
 }

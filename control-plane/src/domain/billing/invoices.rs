@@ -416,6 +416,14 @@ pub async fn object(pool: &Pool, id: &str) -> DomainResult<InvoiceObject> {
     Ok(InvoiceObject::new(&inv, &lines))
 }
 
+/// [`object`] read inside `tx`, the invoice row locked ([`fetch_tx`]): the audit log's before and
+/// after images of an admin's invoice write.
+pub async fn object_tx(tx: &mut Tx, id: &str) -> DomainResult<InvoiceObject> {
+    let inv = fetch_tx(tx, id).await?;
+    let lines = lines_tx(tx, id).await?;
+    Ok(InvoiceObject::new(&inv, &lines))
+}
+
 /// A page of invoices as the API shows them, their lines read in one query per
 /// [`crate::store::PARAMS_PER_STATEMENT`] invoices (not one per invoice).
 pub async fn page_objects(pool: &Pool, page: Page<Invoice>) -> DomainResult<Page<InvoiceObject>> {

@@ -1,15 +1,66 @@
 //! What an admin asks of invoices (the admin API and the admin portal): open an invoice, add and
 //! remove manual lines, state actions, credit notes. Each checks its input in the order the API
-//! has always answered, runs in one write transaction, and answers the invoice as it is after.
+//! has always answered, runs in one write transaction with its audit event, and answers the
+//! invoice as it is after.
+
+use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::calendar::day_of;
 use super::invoices::{self, InvoiceAction, InvoiceObject};
 use super::settings;
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::{DomainError, DomainResult};
-use crate::store::{now, Pool};
+use crate::store::{now, Pool, Tx};
+
+/// The audit event of an invoice write (`<invoice|credit_note>.<verb>`), inside `tx`. The invoice
+/// is diffed field by field like any object, but its lines by id (`lines.<line id>`): an added
+/// or removed line is one entry, not the whole list before and after.
+async fn record(
+    tx: &mut Tx,
+    actor: &Actor,
+    verb: &str,
+    before: Option<&InvoiceObject>,
+    after: Option<&InvoiceObject>,
+) -> DomainResult<()> {
+    let Some(shown) = after.or(before) else {
+        return Err(DomainError::Internal(
+            "an invoice audit event without the invoice".into(),
+        ));
+    };
+    let (kind, id) = (shown.object.as_str(), shown.id.clone());
+    let split = |inv: Option<&InvoiceObject>| -> DomainResult<(Value, BTreeMap<String, Value>)> {
+        let mut v = serde_json::to_value(inv)
+            .map_err(|e| DomainError::Internal(format!("audited invoice: {e}")))?;
+        let lines = match v.as_object_mut().and_then(|m| m.remove("lines")) {
+            Some(Value::Array(lines)) => lines,
+            _ => Vec::new(),
+        };
+        let by_id = lines
+            .into_iter()
+            .map(|l| (l["id"].as_str().unwrap_or_default().to_string(), l))
+            .collect();
+        Ok((v, by_id))
+    };
+    let (b, b_lines) = split(before)?;
+    let (a, a_lines) = split(after)?;
+    let present = |v: &Value| (!v.is_null()).then_some(v.clone());
+    let mut changes = Changes::between(present(&b).as_ref(), present(&a).as_ref())?;
+    for id in b_lines.keys().chain(a_lines.keys()) {
+        let (old, new) = (b_lines.get(id), a_lines.get(id));
+        if old != new {
+            let field = format!("lines.{id}");
+            let or_null = |v: Option<&Value>| v.cloned().unwrap_or(Value::Null);
+            let line = Changes::of(&[(field.as_str(), or_null(old), or_null(new))]);
+            changes.0.extend(line.0);
+        }
+    }
+    let action = format!("{kind}.{verb}");
+    audit::record(tx, actor, &action, Object { kind, id: &id }, &changes).await
+}
 
 /// Longest manual line description (and credit note reason).
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
@@ -21,7 +72,7 @@ pub struct CreateInput {
 }
 
 /// An open invoice for the current month, to which manual lines can be added.
-pub async fn create(pool: &Pool, input: CreateInput) -> DomainResult<InvoiceObject> {
+pub async fn create(pool: &Pool, actor: &Actor, input: CreateInput) -> DomainResult<InvoiceObject> {
     let account_id = input.account_id.ok_or_else(|| {
         DomainError::invalid("account_id", "missing_field", "account_id is required")
     })?;
@@ -40,15 +91,32 @@ pub async fn create(pool: &Pool, input: CreateInput) -> DomainResult<InvoiceObje
     let t = now();
     let mut tx = crate::store::begin_write(pool).await?;
     let id = invoices::create_open(&mut tx, &account_id, &settings, day_of(t), t).await?;
+    let after = invoices::object_tx(&mut tx, &id).await?;
+    record(&mut tx, actor, "created", None, Some(&after)).await?;
     tx.commit().await?;
     invoices::object(pool, &id).await
 }
 
 /// Finalize, issue, mark paid or cancel invoice `id`.
-pub async fn act(pool: &Pool, id: &str, action: InvoiceAction) -> DomainResult<InvoiceObject> {
+pub async fn act(
+    pool: &Pool,
+    actor: &Actor,
+    id: &str,
+    action: InvoiceAction,
+) -> DomainResult<InvoiceObject> {
     let settings = settings::load(pool).await?;
     let mut tx = crate::store::begin_write(pool).await?;
+    let before = invoices::object_tx(&mut tx, id).await?;
     invoices::act(&mut tx, id, action, &settings, now()).await?;
+    let after = invoices::object_tx(&mut tx, id).await?;
+    let verb = match action {
+        InvoiceAction::Finalize => "finalized",
+        InvoiceAction::Issue => "issued",
+        // Paid outside Tollgate, by the admin's word (a charge's success is `paid` by the provider).
+        InvoiceAction::Pay => "marked_paid",
+        InvoiceAction::Cancel => "cancelled",
+    };
+    record(&mut tx, actor, verb, Some(&before), Some(&after)).await?;
     tx.commit().await?;
     if action == InvoiceAction::Issue {
         crate::telemetry::get().invoices_issued(crate::telemetry::IssuedBy::Manual, 1);
@@ -67,7 +135,12 @@ pub struct LineInput {
 }
 
 /// Adds a manual line to open invoice `id`.
-pub async fn add_line(pool: &Pool, id: &str, input: LineInput) -> DomainResult<InvoiceObject> {
+pub async fn add_line(
+    pool: &Pool,
+    actor: &Actor,
+    id: &str,
+    input: LineInput,
+) -> DomainResult<InvoiceObject> {
     let description = input.description.unwrap_or_default();
     let description = description.trim();
     if description.is_empty()
@@ -95,15 +168,26 @@ pub async fn add_line(pool: &Pool, id: &str, input: LineInput) -> DomainResult<I
         })?,
     )?;
     let mut tx = crate::store::begin_write(pool).await?;
+    let before = invoices::object_tx(&mut tx, id).await?;
     invoices::add_manual_line(&mut tx, id, description, quantity, unit_price).await?;
+    let after = invoices::object_tx(&mut tx, id).await?;
+    record(&mut tx, actor, "line_added", Some(&before), Some(&after)).await?;
     tx.commit().await?;
     invoices::object(pool, id).await
 }
 
 /// Removes manual line `line_id` from open invoice `id`.
-pub async fn remove_line(pool: &Pool, id: &str, line_id: &str) -> DomainResult<InvoiceObject> {
+pub async fn remove_line(
+    pool: &Pool,
+    actor: &Actor,
+    id: &str,
+    line_id: &str,
+) -> DomainResult<InvoiceObject> {
     let mut tx = crate::store::begin_write(pool).await?;
+    let before = invoices::object_tx(&mut tx, id).await?;
     invoices::remove_manual_line(&mut tx, id, line_id).await?;
+    let after = invoices::object_tx(&mut tx, id).await?;
+    record(&mut tx, actor, "line_removed", Some(&before), Some(&after)).await?;
     tx.commit().await?;
     invoices::object(pool, id).await
 }
@@ -119,6 +203,7 @@ pub struct CreditNoteInput {
 /// A credit note for issued invoice `id`; answers the credit note.
 pub async fn credit_note(
     pool: &Pool,
+    actor: &Actor,
     id: &str,
     input: CreditNoteInput,
 ) -> DomainResult<InvoiceObject> {
@@ -140,6 +225,8 @@ pub async fn credit_note(
     let settings = settings::load(pool).await?;
     let mut tx = crate::store::begin_write(pool).await?;
     let cn = invoices::credit_note(&mut tx, id, amount, &reason, &settings, now()).await?;
+    let after = invoices::object_tx(&mut tx, &cn).await?;
+    record(&mut tx, actor, "created", None, Some(&after)).await?;
     tx.commit().await?;
     invoices::object(pool, &cn).await
 }

@@ -179,8 +179,12 @@ pub async fn list_runs(
 /// One run at a time holds across replicas: the insert itself fails on the unique index
 /// `billing_runs_one_running` (migration 0014) when another process's run is running, so two
 /// control planes starting a run at the same instant cannot both pass a check and both insert.
-pub async fn start(pool: &Pool, run_on: i64) -> DomainResult<String> {
-    match insert_run(pool, run_on, false).await? {
+pub async fn start(
+    pool: &Pool,
+    actor: &crate::domain::audit::Actor,
+    run_on: i64,
+) -> DomainResult<String> {
+    match insert_run(pool, Some(actor), run_on, false).await? {
         Some(id) => Ok(id),
         None => Err(DomainError::Internal(
             "a run insert inserted nothing, and no run overlapped it".into(),
@@ -192,11 +196,14 @@ pub async fn start(pool: &Pool, run_on: i64) -> DomainResult<String> {
 /// has already succeeded, checked in the same statement as the insert, so a replica whose check
 /// came before another replica's run finished does not bill the day a second time.
 pub async fn start_unless_succeeded(pool: &Pool, run_on: i64) -> DomainResult<Option<String>> {
-    insert_run(pool, run_on, true).await
+    insert_run(pool, None, run_on, true).await
 }
 
+/// `actor`: the admin who started the run, recorded in the audit log in the insert's
+/// transaction; `None` for the scheduler's daily run (not an admin write).
 async fn insert_run(
     pool: &Pool,
+    actor: Option<&crate::domain::audit::Actor>,
     run_on: i64,
     unless_succeeded: bool,
 ) -> DomainResult<Option<String>> {
@@ -256,6 +263,19 @@ async fn insert_run(
             }
             let blocking = check.fetch_optional(&mut *tx).await?;
             if blocking.is_none() {
+                if let Some(actor) = actor {
+                    use crate::domain::audit::{self, Changes, Object};
+                    let changes = Changes::of(&[(
+                        "run_on",
+                        serde_json::Value::Null,
+                        serde_json::json!(format_date(run_on)),
+                    )]);
+                    let object = Object {
+                        kind: "billing_run",
+                        id: &id,
+                    };
+                    audit::record(&mut tx, actor, "billing_run.started", object, &changes).await?;
+                }
                 tx.commit().await?;
                 return Ok(Some(id));
             }

@@ -186,6 +186,7 @@ pub async fn build(pool: &Pool, service_id: &str, version: String) -> DomainResu
             limits: limits.remove(&r.id).unwrap_or_default(),
             id: r.id,
             name: None,
+            credit_prices: Vec::new(),
         })
         .collect();
     Ok(Snapshot {
@@ -194,6 +195,8 @@ pub async fn build(pool: &Pool, service_id: &str, version: String) -> DomainResu
         applications: applications(pool, service_id).await?,
         metrics,
         mapping_rules,
+        wallets: Vec::new(),
+        top_up_url: None,
     })
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tollgate_protocol::Period;
 
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::billing::outbox::{self as email_outbox, Email, EmailKind};
 use crate::domain::billing::settings;
 use crate::domain::gateway::snapshot::stored_period;
@@ -116,11 +117,20 @@ fn to_json(thresholds: &[i64]) -> DomainResult<String> {
 
 /// The thresholds plan `plan_id` alerts on.
 pub async fn of_plan(pool: &Pool, plan_id: &str) -> DomainResult<AlertThresholds> {
-    crate::domain::catalog::plans::find_plan(pool, plan_id).await?;
+    of_plan_on(&mut *pool.acquire().await?, plan_id).await
+}
+
+/// [`of_plan`] on one connection (or inside a write's transaction: the audit log's before and
+/// after images).
+async fn of_plan_on(
+    conn: &mut sqlx::AnyConnection,
+    plan_id: &str,
+) -> DomainResult<AlertThresholds> {
+    crate::domain::catalog::plans::find_plan(&mut *conn, plan_id).await?;
     let own: Option<(String,)> =
         sqlx::query_as("SELECT thresholds FROM plan_alert_thresholds WHERE plan_id = $1")
             .bind(plan_id)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?;
     Ok(match own {
         Some((json,)) => AlertThresholds {
@@ -136,44 +146,22 @@ pub async fn of_plan(pool: &Pool, plan_id: &str) -> DomainResult<AlertThresholds
     })
 }
 
-/// Sets plan `plan_id`'s thresholds.
-pub async fn set_for_plan(
-    pool: &Pool,
-    plan_id: &str,
-    input: &ThresholdsInput,
-) -> DomainResult<AlertThresholds> {
-    let thresholds = check_thresholds(&input.thresholds)?;
-    crate::domain::catalog::plans::find_plan(pool, plan_id).await?;
-    sqlx::query(
-        "INSERT INTO plan_alert_thresholds (plan_id, thresholds, updated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (plan_id) DO UPDATE SET thresholds = excluded.thresholds, updated_at = excluded.updated_at",
-    )
-    .bind(plan_id)
-    .bind(to_json(&thresholds)?)
-    .bind(now())
-    .execute(pool)
-    .await?;
-    of_plan(pool, plan_id).await
-}
-
-/// Drops plan `plan_id`'s own thresholds (the defaults apply again).
-pub async fn reset_plan(pool: &Pool, plan_id: &str) -> DomainResult<AlertThresholds> {
-    crate::domain::catalog::plans::find_plan(pool, plan_id).await?;
-    sqlx::query("DELETE FROM plan_alert_thresholds WHERE plan_id = $1")
-        .bind(plan_id)
-        .execute(pool)
-        .await?;
-    of_plan(pool, plan_id).await
-}
-
 /// The thresholds application `id` alerts on: its override, else its plan's.
 pub async fn of_application(pool: &Pool, id: &str) -> DomainResult<AlertThresholds> {
+    of_application_on(&mut *pool.acquire().await?, id).await
+}
+
+/// [`of_application`] on one connection (see [`of_plan_on`]).
+async fn of_application_on(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> DomainResult<AlertThresholds> {
     let app: Option<(String, Option<String>)> = sqlx::query_as(
         "SELECT a.plan_id, o.thresholds FROM applications a \
          LEFT JOIN application_alert_thresholds o ON o.application_id = a.id WHERE a.id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     match app {
         None => Err(DomainError::not_found("application", id)),
@@ -182,38 +170,137 @@ pub async fn of_application(pool: &Pool, id: &str) -> DomainResult<AlertThreshol
             thresholds: parse_stored(&json)?,
             source: ThresholdSource::Application,
         }),
-        Some((plan_id, None)) => of_plan(pool, &plan_id).await,
+        Some((plan_id, None)) => of_plan_on(conn, &plan_id).await,
     }
+}
+
+/// Whose own threshold set a write changes.
+#[derive(Clone, Copy)]
+enum SetOf {
+    Plan,
+    Application,
+}
+
+impl SetOf {
+    /// The owner's table (its row is locked for the write).
+    fn owner_table(self) -> &'static str {
+        match self {
+            SetOf::Plan => "plans",
+            SetOf::Application => "applications",
+        }
+    }
+
+    /// The table of own sets, also the audit log's `object_type` (its id: the owner's).
+    fn table(self) -> &'static str {
+        match self {
+            SetOf::Plan => "plan_alert_thresholds",
+            SetOf::Application => "application_alert_thresholds",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            SetOf::Plan => "plan_id",
+            SetOf::Application => "application_id",
+        }
+    }
+
+    async fn read(self, conn: &mut sqlx::AnyConnection, id: &str) -> DomainResult<AlertThresholds> {
+        match self {
+            SetOf::Plan => of_plan_on(conn, id).await,
+            SetOf::Application => of_application_on(conn, id).await,
+        }
+    }
+}
+
+/// Sets (`Some`) or drops (`None`: the defaults, or the plan's, apply again) the own thresholds
+/// of `id`, with the audit event (`<table>.updated` or `.reset`, the sets before and after) in
+/// the same transaction. The owner's row is locked first (PostgreSQL; SQLite's write transaction
+/// holds the lock already): two writes of one set run one after the other, and each before image
+/// is what the other left.
+async fn write_set(
+    pool: &Pool,
+    actor: &Actor,
+    of: SetOf,
+    id: &str,
+    thresholds: Option<&[i64]>,
+) -> DomainResult<AlertThresholds> {
+    let mut tx = store::begin_write(pool).await?;
+    let lock = format!(
+        "SELECT id FROM {} WHERE id = $1{}",
+        of.owner_table(),
+        store::for_update()
+    );
+    sqlx::query(&lock).bind(id).fetch_optional(&mut *tx).await?;
+    let before = of.read(&mut tx, id).await?;
+    let (table, key) = (of.table(), of.key());
+    let verb = match thresholds {
+        Some(thresholds) => {
+            sqlx::query(&format!(
+                "INSERT INTO {table} ({key}, thresholds, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT ({key}) DO UPDATE SET thresholds = excluded.thresholds, updated_at = excluded.updated_at"
+            ))
+            .bind(id)
+            .bind(to_json(thresholds)?)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            "updated"
+        }
+        None => {
+            sqlx::query(&format!("DELETE FROM {table} WHERE {key} = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            "reset"
+        }
+    };
+    let after = of.read(&mut tx, id).await?;
+    let changes = Changes::between(Some(&before), Some(&after))?;
+    let object = Object { kind: table, id };
+    audit::record(&mut tx, actor, &format!("{table}.{verb}"), object, &changes).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Sets plan `plan_id`'s thresholds.
+pub async fn set_for_plan(
+    pool: &Pool,
+    actor: &Actor,
+    plan_id: &str,
+    input: &ThresholdsInput,
+) -> DomainResult<AlertThresholds> {
+    let thresholds = check_thresholds(&input.thresholds)?;
+    write_set(pool, actor, SetOf::Plan, plan_id, Some(&thresholds)).await
+}
+
+/// Drops plan `plan_id`'s own thresholds (the defaults apply again).
+pub async fn reset_plan(
+    pool: &Pool,
+    actor: &Actor,
+    plan_id: &str,
+) -> DomainResult<AlertThresholds> {
+    write_set(pool, actor, SetOf::Plan, plan_id, None).await
 }
 
 /// Sets application `id`'s override.
 pub async fn set_for_application(
     pool: &Pool,
+    actor: &Actor,
     id: &str,
     input: &ThresholdsInput,
 ) -> DomainResult<AlertThresholds> {
     let thresholds = check_thresholds(&input.thresholds)?;
-    crate::domain::accounts::applications::must_exist(pool, id).await?;
-    sqlx::query(
-        "INSERT INTO application_alert_thresholds (application_id, thresholds, updated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (application_id) DO UPDATE SET thresholds = excluded.thresholds, updated_at = excluded.updated_at",
-    )
-    .bind(id)
-    .bind(to_json(&thresholds)?)
-    .bind(now())
-    .execute(pool)
-    .await?;
-    of_application(pool, id).await
+    write_set(pool, actor, SetOf::Application, id, Some(&thresholds)).await
 }
 
 /// Drops application `id`'s override (its plan's thresholds apply again).
-pub async fn reset_application(pool: &Pool, id: &str) -> DomainResult<AlertThresholds> {
-    crate::domain::accounts::applications::must_exist(pool, id).await?;
-    sqlx::query("DELETE FROM application_alert_thresholds WHERE application_id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    of_application(pool, id).await
+pub async fn reset_application(
+    pool: &Pool,
+    actor: &Actor,
+    id: &str,
+) -> DomainResult<AlertThresholds> {
+    write_set(pool, actor, SetOf::Application, id, None).await
 }
 
 /// Runs [`pass`] every [`PASS_INTERVAL`] until the process ends.

@@ -74,5 +74,8 @@ pub async fn of_others(
                 }),
         );
     }
-    Ok(GlobalUsage { entries })
+    Ok(GlobalUsage {
+        entries,
+        credit: Vec::new(),
+    })
 }

@@ -12,6 +12,7 @@
 //! non-payment (the gateway answers 402 within its snapshot poll interval).
 
 use serde::Serialize;
+use serde_json::{json, Value};
 
 use super::attempts::{self, AttemptState, Payment};
 use super::cards::customer;
@@ -19,6 +20,7 @@ use super::provider::{configured, pay_error, provider, Provider};
 use super::statement::CHARGEABLE;
 use super::{ChargeOutcome, ChargeRequest, PayError, ProviderKind};
 use crate::domain::accounts::applications;
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::billing::calendar::{day_of, format_date, format_month};
 use crate::domain::billing::invoices::{
     self, render_text, Invoice, InvoiceKind, InvoiceObject, InvoiceState,
@@ -144,9 +146,10 @@ async fn charged(pool: &Pool, invoice_id: &str, attempt_id: &str) -> DomainResul
 pub async fn charge_now(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
+    actor: &Actor,
     invoice_id: &str,
 ) -> DomainResult<ChargedInvoice> {
-    let attempt = charge_invoice(pool, master_key, invoice_id, None, today()).await?;
+    let attempt = charge_invoice(pool, master_key, Some(actor), invoice_id, None, today()).await?;
     charged(pool, invoice_id, &attempt).await
 }
 
@@ -155,6 +158,7 @@ pub async fn charge_now(
 pub async fn pay_own(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
+    actor: &Actor,
     account_id: &str,
     invoice_id: &str,
     method: Option<&str>,
@@ -167,7 +171,8 @@ pub async fn pay_own(
         let p = provider(pool, master_key).await?;
         super::cards::own_card(pool, &p, account_id, pm).await?;
     }
-    let attempt = charge_invoice(pool, master_key, invoice_id, method, today()).await?;
+    let attempt =
+        charge_invoice(pool, master_key, Some(actor), invoice_id, method, today()).await?;
     charged(pool, invoice_id, &attempt).await
 }
 
@@ -202,8 +207,11 @@ pub fn in_progress() -> DomainError {
 /// outcome is unknown when nobody holds it (resumed: looked up before charging), else a new
 /// attempt. A pending attempt another request holds (its lease not expired) answers 409
 /// `charge_in_progress`: never a second provider call. Returns (attempt id, attempt, resumed).
+/// A charge someone asked for (`actor`) is recorded in the audit log here, with the claim: the
+/// attempt's outcome is the provider's, and shows on the invoice and its payments.
 async fn claim(
     pool: &Pool,
+    actor: Option<&Actor>,
     invoice_id: &str,
     p: &Provider,
     inv: &Invoice,
@@ -264,6 +272,22 @@ async fn claim(
             (id, last + 1, false)
         }
     };
+    if let Some(actor) = actor {
+        let changes = Changes::of(&[
+            ("payment_id", Value::Null, json!(claimed.0)),
+            ("attempt", Value::Null, json!(claimed.1)),
+            (
+                "amount",
+                Value::Null,
+                json!(inv.money(inv.total).to_string()),
+            ),
+        ]);
+        let object = Object {
+            kind: "invoice",
+            id: invoice_id,
+        };
+        audit::record(&mut tx, actor, "invoice.charge_attempted", object, &changes).await?;
+    }
     tx.commit().await?;
     Ok(claimed)
 }
@@ -286,10 +310,12 @@ async fn release(pool: &Pool, attempt_id: &str) -> DomainResult<()> {
 }
 
 /// Charges an issued invoice (`pending` or `unpaid`) with `method` or the account's default card.
-/// Returns the attempt id.
+/// Returns the attempt id. `actor` is who asked (an admin, or the developer paying); `None` for
+/// the scheduler's dunning, which the audit log does not record.
 pub async fn charge_invoice(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
+    actor: Option<&Actor>,
     invoice_id: &str,
     method: Option<&str>,
     today: i64,
@@ -305,7 +331,7 @@ pub async fn charge_invoice(
     // Before any provider call: a currency the provider cannot charge (its units, or for
     // Braintree no merchant account in it) is refused (422).
     gateway.check_currency(currency)?;
-    let (attempt_id, attempt, resumed) = claim(pool, invoice_id, &p, &inv).await?;
+    let (attempt_id, attempt, resumed) = claim(pool, actor, invoice_id, &p, &inv).await?;
     let attempt_key = format!("{invoice_id}-{attempt}");
     // The customer and the card to charge: the chosen one, else the default.
     let card = customer(pool, &p, &inv.account_id, false)
@@ -779,7 +805,7 @@ pub async fn charge_due(
     let (mut attempted, mut paid) = (0, 0);
     for id in due {
         attempted += 1;
-        match charge_invoice(pool, master_key, &id, None, today).await {
+        match charge_invoice(pool, master_key, None, &id, None, today).await {
             Ok(_) => {
                 if invoices::fetch(pool, &id).await?.state == InvoiceState::Paid {
                     paid += 1;

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::units::UnitError;
 use super::ProviderKind;
+use crate::domain::audit::{self, Actor, Changes, Object};
 use crate::domain::billing::currency::Currency;
 
 use crate::domain::{DomainError, DomainResult};
@@ -450,15 +451,19 @@ impl StoredGateway {
 
 const SELECT_GATEWAY: &str = "SELECT kind, config FROM payment_gateway WHERE id = 1";
 
-async fn stored(pool: &Pool) -> DomainResult<Option<StoredGateway>> {
-    let row: Option<GatewayRow> = sqlx::query_as(SELECT_GATEWAY).fetch_optional(pool).await?;
+async fn stored<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
+) -> DomainResult<Option<StoredGateway>> {
+    let row: Option<GatewayRow> = sqlx::query_as(SELECT_GATEWAY).fetch_optional(db).await?;
     row.map(StoredGateway::try_from).transpose()
 }
 
-/// Stores `config`, secrets sealed. Returns the previous provider, if another.
+/// Stores `config`, secrets sealed, with its audit event (the public views before and after:
+/// secrets by name only, see `audit::REDACTED_FIELDS`). Returns the previous provider, if another.
 pub async fn store(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
+    actor: &Actor,
     config: &GatewayConfig,
 ) -> DomainResult<Option<String>> {
     let Some(key) = master_key else {
@@ -493,10 +498,16 @@ pub async fn store(
     {
         doc.insert("merchant_accounts".into(), merchant_accounts.to_json());
     }
-    let previous: Option<(String,)> =
-        sqlx::query_as("SELECT kind FROM payment_gateway WHERE id = 1")
-            .fetch_optional(pool)
-            .await?;
+    let mut tx = crate::store::begin_write(pool).await?;
+    // Locked (PostgreSQL) when stored: a concurrent save waits, and its before image is this
+    // one's after.
+    let previous: Option<(String,)> = sqlx::query_as(&format!(
+        "SELECT kind FROM payment_gateway WHERE id = 1{}",
+        crate::store::for_update()
+    ))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let before = view(stored(&mut *tx).await?)?;
     let doc = Value::Object(doc).to_string();
     let sql = if previous.is_some() {
         "UPDATE payment_gateway SET kind = $1, config = $2, updated_at = $3 WHERE id = 1"
@@ -507,8 +518,16 @@ pub async fn store(
         .bind(config.provider())
         .bind(doc)
         .bind(now())
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    let after = view(stored(&mut *tx).await?)?;
+    let changes = Changes::between(Some(&before), Some(&after))?;
+    let object = Object {
+        kind: "payment_gateway",
+        id: "payment_gateway",
+    };
+    audit::record(&mut tx, actor, "payment_gateway.updated", object, &changes).await?;
+    tx.commit().await?;
     Ok(previous.map(|p| p.0).filter(|p| p != config.provider()))
 }
 
@@ -574,7 +593,12 @@ pub struct GatewayView {
 /// The public view: which provider, public fields, and for each secret whether it is set and its
 /// last 4 characters.
 pub async fn public_view(pool: &Pool) -> DomainResult<GatewayView> {
-    let Some(g) = stored(pool).await? else {
+    view(stored(pool).await?)
+}
+
+/// The view of the stored gateway `g` (`None`: none is configured).
+fn view(g: Option<StoredGateway>) -> DomainResult<GatewayView> {
+    let Some(g) = g else {
         return Ok(GatewayView {
             object: "payment_gateway",
             kind: None,
@@ -618,6 +642,7 @@ pub async fn public_view(pool: &Pool) -> DomainResult<GatewayView> {
 pub async fn save(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
+    actor: &Actor,
     input: GatewayInput,
 ) -> DomainResult<GatewayView> {
     let cfg = input.validate()?;
@@ -633,7 +658,7 @@ pub async fn save(
             ),
             e => e.into(),
         })?;
-    let previous = store(pool, master_key, &cfg).await?;
+    let previous = store(pool, master_key, actor, &cfg).await?;
     let mut view = public_view(pool).await?;
     if let Some(previous) = previous {
         view.warning = Some(format!(

@@ -611,6 +611,10 @@ mod tests {
     use crate::domain::webhooks::endpoints::{self, Owner, WebhookEndpointInput};
     use crate::domain::webhooks::outbox;
 
+    fn admin() -> crate::domain::audit::Actor {
+        crate::domain::audit::Actor::token("env", None)
+    }
+
     fn settings() -> SenderSettings {
         SenderSettings {
             master_key: None,
@@ -636,6 +640,7 @@ mod tests {
         let ep = endpoints::create(
             &pool,
             Some(&key),
+            &admin(),
             &Owner::Admin,
             WebhookEndpointInput {
                 url: Some("https://hooks.example.com/t".into()),
@@ -646,7 +651,7 @@ mod tests {
         .await
         .unwrap();
         let limits = crate::rate_limit::Limiter::new(Default::default());
-        let d = outbox::send_test(&limits, &pool, &Owner::Admin, &ep.endpoint.id)
+        let d = outbox::send_test(&limits, &pool, &admin(), &Owner::Admin, &ep.endpoint.id)
             .await
             .unwrap();
         (pool, ep.endpoint.id, d.id)
@@ -684,7 +689,7 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        outbox::replay(&limits, &pool, &Owner::Admin, &id)
+        outbox::replay(&limits, &pool, &admin(), &Owner::Admin, &id)
             .await
             .unwrap();
         let new = claim(&pool, &id).await.unwrap().unwrap();
@@ -722,7 +727,7 @@ mod tests {
         let (pool, _, id) = one_delivery().await;
         let limits = crate::rate_limit::Limiter::new(Default::default());
         let job = claim(&pool, &id).await.unwrap().unwrap();
-        let refused = outbox::replay(&limits, &pool, &Owner::Admin, &id).await;
+        let refused = outbox::replay(&limits, &pool, &admin(), &Owner::Admin, &id).await;
         assert!(
             matches!(&refused, Err(DomainError::Conflict { code, .. }) if *code == "delivery_in_progress"),
             "{refused:?}"
@@ -739,7 +744,7 @@ mod tests {
     async fn gone_disables_the_endpoint_at_once_and_emails_the_admin() {
         let (pool, endpoint, id) = one_delivery().await;
         let limits = crate::rate_limit::Limiter::new(Default::default());
-        let other = outbox::send_test(&limits, &pool, &Owner::Admin, &endpoint)
+        let other = outbox::send_test(&limits, &pool, &admin(), &Owner::Admin, &endpoint)
             .await
             .unwrap();
         let job = claim(&pool, &id).await.unwrap().unwrap();
@@ -775,6 +780,7 @@ mod tests {
         assert!(claim(&pool, &id).await.unwrap().is_none());
         endpoints::update(
             &pool,
+            &admin(),
             &Owner::Admin,
             &endpoint,
             endpoints::WebhookEndpointUpdate {
@@ -795,6 +801,7 @@ mod tests {
         let job = claim(&pool, &id).await.unwrap().unwrap();
         endpoints::update(
             &pool,
+            &admin(),
             &Owner::Admin,
             &endpoint,
             endpoints::WebhookEndpointUpdate {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::events::EventType;
 use super::signing::new_secret;
 use crate::domain::accounts::account::Deleted;
+use crate::domain::audit::{self, Actor, ActorType, Changes, Object};
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::secrets::{new_id, seal, SealedAt};
@@ -300,19 +301,64 @@ async fn set_events(tx: &mut Tx, id: &str, events: &[EventType]) -> DomainResult
     Ok(())
 }
 
-async fn events_of(pool: &Pool, id: &str) -> DomainResult<Vec<String>> {
+async fn events_of<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    id: &str,
+) -> DomainResult<Vec<String>> {
     Ok(sqlx::query_scalar(
         "SELECT event_type FROM webhook_endpoint_events WHERE endpoint_id = $1 ORDER BY event_type",
     )
     .bind(id)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
+}
+
+/// Endpoint `id` as the APIs show it, read inside `tx` with its row locked (PostgreSQL; SQLite's
+/// write transaction holds the lock already): the audit log's before and after images, the before
+/// image not stale under a concurrent write.
+async fn shown_tx(tx: &mut Tx, id: &str) -> DomainResult<WebhookEndpoint> {
+    let row: EndpointRow = sqlx::query_as(&format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("webhook endpoint", id))?;
+    let events = events_of(&mut **tx, id).await?;
+    row.render(events)
+}
+
+/// The audit event of a write of an endpoint or a delivery (`object`), inside its transaction:
+/// an admin's write (API, portal). An account's writes to its own endpoints are its own
+/// configuration, like its cards, and are not recorded: an account writes without a limit, and
+/// the log is kept forever (docs/operations.md, "Audit log").
+pub(super) async fn record(
+    tx: &mut Tx,
+    actor: &Actor,
+    action: &str,
+    object: Object<'_>,
+    changes: &Changes,
+) -> DomainResult<()> {
+    if actor.kind == ActorType::Account {
+        return Ok(());
+    }
+    audit::record(tx, actor, action, object, changes).await
+}
+
+/// The audit object of endpoint `id`.
+pub(super) fn object(id: &str) -> Object<'_> {
+    Object {
+        kind: "webhook_endpoint",
+        id,
+    }
 }
 
 /// Creates an endpoint for `owner`; the answer carries the secret, this once.
 pub async fn create(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
+    actor: &Actor,
     owner: &Owner,
     input: WebhookEndpointInput,
 ) -> DomainResult<CreatedWebhookEndpoint> {
@@ -359,6 +405,16 @@ pub async fn create(
     .execute(&mut *tx)
     .await?;
     set_events(&mut tx, &id, &events).await?;
+    let after = shown_tx(&mut tx, &id).await?;
+    let changes = Changes::between(None, Some(&after))?;
+    record(
+        &mut tx,
+        actor,
+        "webhook_endpoint.created",
+        object(&id),
+        &changes,
+    )
+    .await?;
     tx.commit().await?;
     Ok(CreatedWebhookEndpoint {
         endpoint: get(pool, owner, &id).await?,
@@ -432,6 +488,7 @@ pub async fn list(
 /// retry windows starting again (they waited while it was disabled).
 pub async fn update(
     pool: &Pool,
+    actor: &Actor,
     viewer: &Owner,
     id: &str,
     input: WebhookEndpointUpdate,
@@ -452,6 +509,7 @@ pub async fn update(
     };
     let t = now();
     let mut tx = crate::store::begin_write(pool).await?;
+    let before = shown_tx(&mut tx, id).await?;
     sqlx::query(
         "UPDATE webhook_endpoints SET url = $2, description = $3, updated_at = $4 WHERE id = $1",
     )
@@ -490,6 +548,14 @@ pub async fn update(
         }
         None => {}
     }
+    let after = shown_tx(&mut tx, id).await?;
+    let action = match (before.enabled, after.enabled) {
+        (true, false) => "webhook_endpoint.disabled",
+        (false, true) => "webhook_endpoint.enabled",
+        _ => "webhook_endpoint.updated",
+    };
+    let changes = Changes::between(Some(&before), Some(&after))?;
+    record(&mut tx, actor, action, object(id), &changes).await?;
     tx.commit().await?;
     get(pool, viewer, id).await
 }
@@ -511,9 +577,19 @@ pub async fn park_pending(tx: &mut Tx, id: &str) -> DomainResult<()> {
 }
 
 /// Deletes an endpoint with its delivery log; its deliveries in flight end without a record.
-pub async fn delete(pool: &Pool, viewer: &Owner, id: &str) -> DomainResult<Deleted> {
+pub async fn delete(pool: &Pool, actor: &Actor, viewer: &Owner, id: &str) -> DomainResult<Deleted> {
     fetch_row(pool, viewer, id).await?;
     let mut tx = crate::store::begin_write(pool).await?;
+    let before = shown_tx(&mut tx, id).await?;
+    let changes = Changes::between(Some(&before), None)?;
+    record(
+        &mut tx,
+        actor,
+        "webhook_endpoint.deleted",
+        object(id),
+        &changes,
+    )
+    .await?;
     // Children first: SQLite applies ON DELETE CASCADE, but the attempts hang off deliveries.
     sqlx::query("DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE endpoint_id = $1)")
         .bind(id)
@@ -540,6 +616,7 @@ pub async fn delete(pool: &Pool, viewer: &Owner, id: &str) -> DomainResult<Delet
 pub async fn rotate_secret(
     pool: &Pool,
     master_key: Option<&[u8; 32]>,
+    actor: &Actor,
     viewer: &Owner,
     id: &str,
     input: RotateSecretInput,
@@ -555,8 +632,8 @@ pub async fn rotate_secret(
     fetch_row(pool, viewer, id).await?;
     let key = master_key.ok_or_else(master_key_required)?;
     let mut tx = crate::store::begin_write(pool).await?;
-    let current: String = sqlx::query_scalar(&format!(
-        "SELECT secret_sealed FROM webhook_endpoints WHERE id = $1{}",
+    let (current, old_expiry): (String, Option<i64>) = sqlx::query_as(&format!(
+        "SELECT secret_sealed, previous_secret_expires_at FROM webhook_endpoints WHERE id = $1{}",
         crate::store::for_update()
     ))
     .bind(id)
@@ -580,6 +657,24 @@ pub async fn rotate_secret(
     .bind((grace > 0).then_some(t + grace))
     .bind(t)
     .execute(&mut *tx)
+    .await?;
+    // The secrets themselves never: `secret` is a redacted field, so both sides are
+    // `[redacted]` whatever is passed (that it changed is the news).
+    let changes = Changes::of(&[
+        ("secret", serde_json::json!(true), serde_json::json!(true)),
+        (
+            "previous_secret_expires_at",
+            serde_json::json!(old_expiry),
+            serde_json::json!((grace > 0).then_some(t + grace)),
+        ),
+    ]);
+    record(
+        &mut tx,
+        actor,
+        "webhook_endpoint.secret_rotated",
+        object(id),
+        &changes,
+    )
     .await?;
     tx.commit().await?;
     Ok(CreatedWebhookEndpoint {

@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
+use serde_json::{json, Value};
 
 use super::endpoints::{self, Owner};
 use super::events::{Event, EventType, TestData};
+use crate::domain::audit::{Actor, Changes, Object};
 use crate::domain::page::page;
 use crate::domain::{DomainError, DomainResult, Page, PageRequest};
 use crate::secrets::new_id;
@@ -247,9 +249,12 @@ fn account_send_allowed(limits: &crate::rate_limit::Limiter, viewer: &Owner) -> 
 }
 
 /// Enqueues a `webhook.test` event for endpoint `id` only (which must be enabled).
+/// An admin's is recorded in the audit log (`webhook_endpoint.test_sent`): a send is an action
+/// someone took, and the receiver sees a request because of it.
 pub async fn send_test(
     limits: &crate::rate_limit::Limiter,
     pool: &Pool,
+    actor: &Actor,
     viewer: &Owner,
     id: &str,
 ) -> DomainResult<WebhookDelivery> {
@@ -286,6 +291,19 @@ pub async fn send_test(
     .bind(&event_id)
     .bind(id)
     .fetch_one(&mut *tx)
+    .await?;
+    let changes = Changes::of(&[
+        ("delivery_id", Value::Null, json!(delivery_id)),
+        ("event_id", Value::Null, json!(event_id)),
+    ]);
+    let object = endpoints::object(id);
+    endpoints::record(
+        &mut tx,
+        actor,
+        "webhook_endpoint.test_sent",
+        object,
+        &changes,
+    )
     .await?;
     tx.commit().await?;
     get_delivery(pool, viewer, &delivery_id).await
@@ -419,12 +437,22 @@ pub async fn get_delivery(pool: &Pool, viewer: &Owner, id: &str) -> DomainResult
 pub async fn replay(
     limits: &crate::rate_limit::Limiter,
     pool: &Pool,
+    actor: &Actor,
     viewer: &Owner,
     id: &str,
 ) -> DomainResult<WebhookDelivery> {
     let row = fetch_delivery(pool, viewer, id).await?;
     account_send_allowed(limits, viewer)?;
     let t_ms = now_ms();
+    let mut tx = crate::store::begin_write(pool).await?;
+    let (state, attempts): (String, i64) = sqlx::query_as(&format!(
+        "SELECT state, attempts FROM webhook_deliveries WHERE id = $1{}",
+        crate::store::for_update()
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| DomainError::not_found("webhook delivery", id))?;
     // One statement decides: the endpoint enabled and no claim's lease running. A claim made
     // after it ends later than any before it (the lease end is the sender's fencing token), so
     // an attempt still under way from before the replay records nothing over the replay's.
@@ -435,10 +463,15 @@ pub async fn replay(
     )
     .bind(id)
     .bind(t_ms)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
     if r.rows_affected() == 0 {
-        return Err(if endpoints::is_enabled(pool, &row.endpoint_id).await? {
+        let endpoint: Option<String> =
+            sqlx::query_scalar("SELECT state FROM webhook_endpoints WHERE id = $1")
+                .bind(&row.endpoint_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        return Err(if endpoint.as_deref() == Some("enabled") {
             DomainError::conflict(
                 "delivery_in_progress",
                 "an attempt of this delivery is under way; look at it again in a moment",
@@ -450,5 +483,26 @@ pub async fn replay(
             )
         });
     }
+    let changes = Changes::of(&[
+        (
+            "state",
+            json!(state),
+            json!(DeliveryState::Pending.as_str()),
+        ),
+        ("attempts", json!(attempts), json!(0)),
+    ]);
+    let object = Object {
+        kind: "webhook_delivery",
+        id,
+    };
+    endpoints::record(
+        &mut tx,
+        actor,
+        "webhook_delivery.replayed",
+        object,
+        &changes,
+    )
+    .await?;
+    tx.commit().await?;
     get_delivery(pool, viewer, id).await
 }

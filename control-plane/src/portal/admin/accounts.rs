@@ -721,7 +721,8 @@ pub async fn save_gateway(
         }
     }
     // `WriteForm` has checked the session's write scope, as the API checks the token's.
-    let refused = match config::save(&s.pool, s.master_key.as_deref(), input).await {
+    let refused = match config::save(&s.pool, s.master_key.as_deref(), &admin.actor(), input).await
+    {
         Ok(view) => {
             let done = html! {
                 (notice("Saved."))
@@ -754,7 +755,7 @@ pub async fn credit_note(
         reason: Some(get(&f, "reason")),
     };
     // `WriteForm` has checked the session's write scope, as the API checks the token's.
-    let (message, status) = match manual::credit_note(&s.pool, &id, input).await {
+    let (message, status) = match manual::credit_note(&s.pool, &admin.actor(), &id, input).await {
         Ok(cn) => (
             notice(&format!(
                 "Credit note {} issued for {} {}.",

@@ -12,6 +12,7 @@ use super::forms::{
     error_for, general_error, get, not_found, refused, seg, show, write_form, FormError,
 };
 use crate::domain::accounts::applications;
+use crate::domain::audit::Actor;
 use crate::domain::metering::alerts::{
     self, AlertThresholds, ThresholdSource, ThresholdsInput, DEFAULT_THRESHOLDS,
 };
@@ -35,18 +36,24 @@ impl Owner {
         }
     }
 
-    async fn set(self, s: &AppState, id: &str, input: &ThresholdsInput) -> DomainResult<()> {
+    async fn set(
+        self,
+        s: &AppState,
+        actor: &Actor,
+        id: &str,
+        input: &ThresholdsInput,
+    ) -> DomainResult<()> {
         match self {
-            Owner::Plan => alerts::set_for_plan(&s.pool, id, input).await,
-            Owner::Application => alerts::set_for_application(&s.pool, id, input).await,
+            Owner::Plan => alerts::set_for_plan(&s.pool, actor, id, input).await,
+            Owner::Application => alerts::set_for_application(&s.pool, actor, id, input).await,
         }
         .map(|_| ())
     }
 
-    async fn reset(self, s: &AppState, id: &str) -> DomainResult<()> {
+    async fn reset(self, s: &AppState, actor: &Actor, id: &str) -> DomainResult<()> {
         match self {
-            Owner::Plan => alerts::reset_plan(&s.pool, id).await,
-            Owner::Application => alerts::reset_application(&s.pool, id).await,
+            Owner::Plan => alerts::reset_plan(&s.pool, actor, id).await,
+            Owner::Application => alerts::reset_application(&s.pool, actor, id).await,
         }
         .map(|_| ())
     }
@@ -239,7 +246,7 @@ pub async fn application(
 
 async fn save(s: &AppState, owner: Owner, id: &str, admin: &AdminSession, f: &Fields) -> Response {
     let saved = match parse(&get(f, "thresholds")) {
-        Ok(input) => owner.set(s, id, &input).await,
+        Ok(input) => owner.set(s, &admin.actor(), id, &input).await,
         Err(e) => Err(e),
     };
     match saved {
@@ -258,7 +265,7 @@ async fn save(s: &AppState, owner: Owner, id: &str, admin: &AdminSession, f: &Fi
 }
 
 async fn reset(s: &AppState, owner: Owner, id: &str, admin: &AdminSession) -> Response {
-    match owner.reset(s, id).await {
+    match owner.reset(s, &admin.actor(), id).await {
         Ok(()) => {
             let done = notice("Thresholds dropped: the ones they replaced apply again.");
             owner

@@ -128,18 +128,19 @@ pub async fn invoice_action(
     // The same domain functions as the admin API's action routes: same checks, same states,
     // same emails.
     let done = match action.as_str() {
-        "finalize" => manual::act(&s.pool, &id, InvoiceAction::Finalize)
+        "finalize" => manual::act(&s.pool, &admin.actor(), &id, InvoiceAction::Finalize)
             .await
             .map(drop),
-        "issue" => manual::act(&s.pool, &id, InvoiceAction::Issue)
+        "issue" => manual::act(&s.pool, &admin.actor(), &id, InvoiceAction::Issue)
             .await
             .map(drop),
-        "cancel" => manual::act(&s.pool, &id, InvoiceAction::Cancel)
+        "cancel" => manual::act(&s.pool, &admin.actor(), &id, InvoiceAction::Cancel)
             .await
             .map(drop),
         "charge" => charging::charge_invoice(
             &s.pool,
             s.master_key.as_deref(),
+            Some(&admin.actor()),
             &id,
             None,
             charging::today(),

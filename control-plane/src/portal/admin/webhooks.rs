@@ -135,7 +135,15 @@ pub async fn create(
         events: Some(events),
         description: (!description.is_empty()).then_some(description),
     };
-    match endpoints::create(&s.pool, s.master_key.as_deref(), &Owner::Admin, input).await {
+    match endpoints::create(
+        &s.pool,
+        s.master_key.as_deref(),
+        &admin.actor(),
+        &Owner::Admin,
+        input,
+    )
+    .await
+    {
         Ok(created) => {
             let done = crate::portal::html::shown_once(
                 "Endpoint created. Its signing secret: copy it now, it is stored sealed and cannot be shown again.",
@@ -158,7 +166,8 @@ pub async fn action(
     WriteForm { admin, .. }: WriteForm,
 ) -> Response {
     let Some(result) =
-        crate::portal::webhook_endpoint_action(&s, &Owner::Admin, &id, &action).await
+        crate::portal::webhook_endpoint_action(&s, &admin.actor(), &Owner::Admin, &id, &action)
+            .await
     else {
         return not_found(&admin);
     };
@@ -238,7 +247,7 @@ pub async fn replay(
     Path(id): Path<String>,
     WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    match outbox::replay(&s.limits, &s.pool, &Owner::Admin, &id).await {
+    match outbox::replay(&s.limits, &s.pool, &admin.actor(), &Owner::Admin, &id).await {
         Ok(d) => redirect(&format!("/admin/webhooks/{}", seg(&d.endpoint_id))),
         Err(DomainError::NotFound { .. }) => not_found(&admin),
         Err(e) => {

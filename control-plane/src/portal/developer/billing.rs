@@ -158,9 +158,11 @@ pub async fn pay_invoice(
         Err(e) => return failure(e),
     }
     let result = async {
+        let actor = crate::domain::audit::Actor::account(&session.account_id, None);
         let attempt = charging::charge_invoice(
             &s.pool,
             s.master_key.as_deref(),
+            Some(&actor),
             &id,
             None,
             charging::today(),

@@ -9,6 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::access::{failure, SessionForm};
 use super::billing::not_found;
+use crate::domain::audit::Actor;
 use crate::domain::webhooks::endpoints::{self, Owner, WebhookEndpointInput};
 use crate::domain::webhooks::events::EventType;
 use crate::domain::webhooks::outbox::{self, DeliveryState};
@@ -31,6 +32,12 @@ fn first_page() -> PageRequest {
 
 fn owner(session: &Session) -> Owner {
     Owner::Account(session.account_id.clone())
+}
+
+/// Who the audit log records for the developer's writes (like the developer portal's key
+/// rotation: the account, without an address).
+fn actor(session: &Session) -> Actor {
+    Actor::account(&session.account_id, None)
 }
 
 async fn webhooks_page(
@@ -124,7 +131,15 @@ pub async fn create(
         ),
         description: None,
     };
-    match endpoints::create(&s.pool, s.master_key.as_deref(), &owner(&session), input).await {
+    match endpoints::create(
+        &s.pool,
+        s.master_key.as_deref(),
+        &actor(&session),
+        &owner(&session),
+        input,
+    )
+    .await
+    {
         Ok(created) => {
             let shown = shown_once(
                 "Endpoint created. Its signing secret: copy it now, it cannot be shown again.",
@@ -147,7 +162,9 @@ pub async fn action(
     SessionForm { session, .. }: SessionForm,
 ) -> Response {
     let who = owner(&session);
-    let Some(result) = crate::portal::webhook_endpoint_action(&s, &who, &id, &action).await else {
+    let Some(result) =
+        crate::portal::webhook_endpoint_action(&s, &actor(&session), &who, &id, &action).await
+    else {
         return not_found(&session);
     };
     match result {
@@ -226,7 +243,7 @@ pub async fn replay(
     Path(id): Path<String>,
     SessionForm { session, .. }: SessionForm,
 ) -> Response {
-    match outbox::replay(&s.limits, &s.pool, &owner(&session), &id).await {
+    match outbox::replay(&s.limits, &s.pool, &actor(&session), &owner(&session), &id).await {
         Ok(d) => (
             StatusCode::SEE_OTHER,
             [(
