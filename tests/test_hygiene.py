@@ -3,6 +3,7 @@ expired rows, and plain `sqlite://path` URLs. Against real `tollgate serve` proc
 and PostgreSQL where a database is involved."""
 
 import os
+import re
 import tempfile
 import time
 import types
@@ -11,7 +12,7 @@ import urllib.request
 import pytest
 
 from conftest import ADMIN_TOKEN
-from support.control_plane import Api, Server
+from support.control_plane import Api, Database, Server
 from test_portal import Browser, sign_up
 
 # control-plane/src/payments/webhooks.rs, control-plane/src/purge.rs
@@ -53,10 +54,85 @@ def test_every_portal_page_carries_the_security_headers(server):
         st, headers, _ = browser.request("GET", path)
         assert st in (200, 303, 404, 409), (path, st)
         assert_security_headers(headers, path)
+        assert headers.get("cache-control") == "no-store", (path, headers)
     # A posted form's answer (an error page too).
     st, headers, _ = admin.request("POST", f"/admin/applications/{app['id']}/suspend", {"csrf": "forged"})
     assert st == 403
     assert_security_headers(headers, "forged POST")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sealing_server(request):
+    """A `tollgate serve` with a master key (webhook endpoints need one), once per backend."""
+    db = Database(request.param)
+    srv = Server(db, ADMIN_TOKEN, {"TOLLGATE_MASTER_KEY": "hygiene-master-key-" + "h" * 32}).start()
+    yield srv
+    srv.stop()
+    db.drop()
+
+
+def test_every_answer_showing_a_secret_once_is_not_stored(sealing_server):
+    """`Cache-Control: no-store` on each answer that shows a secret once: admin, account and
+    gateway tokens, API keys (an application's first, a new one, a rotated one, and the
+    idempotent replay of a creation), webhook signing secrets (created, rotated) in both APIs, and
+    the portal pages that show them. Nothing else may keep a copy of such an answer."""
+    server = sealing_server
+    api = Api(server.base, ADMIN_TOKEN)
+    shown = []
+
+    def api_call(method, path, body, secret, token=ADMIN_TOKEN, prefix="/admin/api/v1", headers=None):
+        st, doc, hs = api.call(method, prefix + path, body, headers=headers, token=token)
+        assert st in (200, 201) and doc.get(secret), (path, st, doc)
+        shown.append((f"{method} {prefix}{path}", hs.get("cache-control")))
+        return doc
+
+    svc = api.ok("POST", "/services", {"name": "Secrets"})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P", "state": "published"})
+    acct = api.ok("POST", "/accounts", {"name": "S", "email": "s@example.com"})
+    api_call("POST", "/tokens", {"name": "ci", "scope": "read"}, secret="token")
+    api_call("POST", "/gateway_tokens", {"name": "edge", "service_ids": [svc["id"]]}, secret="token")
+    dev_token = api_call("POST", f"/accounts/{acct['id']}/tokens", {}, secret="token")["token"]
+    app = api_call("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"], "name": "A"}, secret="key")
+    once = {"Idempotency-Key": "hygiene-key-1"}
+    key = api_call("POST", f"/applications/{app['id']}/keys", {}, headers=once, secret="key")
+    again = api_call("POST", f"/applications/{app['id']}/keys", {}, headers=once, secret="key")
+    assert again["key"] == key["key"], "the replay answers the stored creation"
+    api_call("POST", f"/applications/{app['id']}/keys/{key['id']}/rotate", {}, secret="key")
+    hook = {"url": "https://hooks.example.com/t", "events": ["key.created"]}
+    ep = api_call("POST", "/webhook_endpoints", hook, secret="secret")
+    api_call("POST", f"/webhook_endpoints/{ep['id']}/rotate_secret", {}, secret="secret")
+    mine = api_call("POST", "/webhook_endpoints", hook, token=dev_token, prefix="/api/v1", secret="secret")
+    api_call("POST", f"/webhook_endpoints/{mine['id']}/rotate_secret", {}, token=dev_token, prefix="/api/v1",
+             secret="secret")
+
+    def page(name, answer, pattern):
+        st, headers, html = answer
+        assert st in (200, 201) and re.search(pattern, html), (name, st)
+        shown.append((name, headers.get("cache-control")))
+        return html
+
+    admin = Browser(server.port)
+    assert admin.submit("/admin/sign_in", {"token": ADMIN_TOKEN})[0] == 303
+    page("admin portal: token", admin.submit("/admin/tokens", {"name": "portal", "scope": "read"}), r'id="secret"')
+    _, _, html = admin.request("GET", f"/admin/accounts/{acct['id']}")
+    page("admin portal: application", admin.request("POST", f"/admin/accounts/{acct['id']}/applications",
+                                                    {"name": "B", "plan_id": plan["id"], "csrf": admin.csrf(html)}),
+         r'id="secret"')
+    page("admin portal: webhook endpoint", admin.submit("/admin/webhooks", {"url": hook["url"], "events": "key.created"}),
+         r"whsec_")
+    dev = sign_up(server, "secrets@example.com")
+    page("developer portal: application", dev.submit("/portal/applications", {"name": "Mine", "plan_id": plan["id"]}),
+         r'id="new-key"')
+    _, _, html = dev.request("GET", "/portal/applications")
+    app_id = re.search(r'href="/portal/applications/(\w+)"', html).group(1)
+    _, _, html = dev.request("GET", f"/portal/applications/{app_id}")
+    rotate = re.search(r'action="(/portal/applications/\w+/keys/\w+/rotate)"', html).group(1)
+    page("developer portal: rotated key", dev.request("POST", rotate, {"csrf": dev.csrf(html)}), r"<code")
+    page("developer portal: webhook endpoint", dev.submit("/portal/webhooks", {"url": hook["url"], "events": "key.created"}),
+         r"whsec_")
+    assert len(shown) == 17
+    stored = [(where, cc) for where, cc in shown if cc != "no-store"]
+    assert stored == [], stored
 
 
 def test_webhook_bodies_are_capped(server):

@@ -256,3 +256,61 @@ def test_traffic_through_envoy_alerts_once_per_threshold(world, upstream):
         assert thresholds(events(w)) == [50, 80, 90, 100] and len(w["sink"].messages()) == 4
     finally:
         envoy.stop()
+
+
+def test_the_cli_and_the_admin_portal_edit_thresholds(server):
+    """Plans' thresholds and applications' overrides from the CLI and the admin portal, through
+    the API's checks (refusals shown on the form's field, nothing stored)."""
+    api = Api(server.base, ADMIN_TOKEN)
+    svc = api.ok("POST", "/services", {"name": "Thresholds"})
+    plan = api.ok("POST", "/plans", {"service_id": svc["id"], "name": "P"})
+    acct = api.ok("POST", "/accounts", {"name": "T", "email": "t@example.com"})
+    app = api.ok("POST", "/applications", {"account_id": acct["id"], "plan_id": plan["id"], "name": "Mobile"})
+
+    def cli(*args, check=True):
+        return server.cli(*args, check=check)
+
+    out = cli("plans", "alert-thresholds", plan["id"]).stdout
+    assert "[50,80,90,100]" in out and "default" in out, out
+    out = cli("plans", "alert-thresholds", plan["id"], "--set", "75,25").stdout
+    assert "[25,75]" in out and "plan" in out, out
+    bad = cli("plans", "alert-thresholds", plan["id"], "--set", "25,101", check=False)
+    assert bad.returncode != 0 and "invalid_threshold" in bad.stderr + bad.stdout
+    both = cli("plans", "alert-thresholds", plan["id"], "--set", "30", "--reset", check=False)
+    assert both.returncode != 0, "--set and --reset exclude each other"
+    assert api.ok("GET", f"/plans/{plan['id']}/alert_thresholds")["thresholds"] == [25, 75]
+    out = cli("applications", "alert-thresholds", app["id"], "--off").stdout
+    assert "[]" in out and "application" in out, out
+    out = cli("applications", "alert-thresholds", app["id"], "--reset").stdout
+    assert "[25,75]" in out and "plan" in out, out
+    assert "default" in cli("plans", "alert-thresholds", plan["id"], "--reset").stdout
+
+    admin = Browser(server.port)
+    assert admin.submit("/admin/sign_in", {"token": ADMIN_TOKEN})[0] == 303
+    st, _, html = admin.request("GET", f"/admin/plans/{plan['id']}")
+    assert st == 200 and 'id="usage-alerts"' in html and "50, 80, 90, 100 %" in html and "the defaults" in html
+    action = f"/admin/plans/{plan['id']}/alert_thresholds"
+    st, _, html = admin.request("POST", action, {"csrf": admin.csrf(html), "thresholds": "60, 30"})
+    assert st == 200 and "Usage alert thresholds saved." in html and "30, 60 %" in html and "the plan's" in html
+    assert api.ok("GET", f"/plans/{plan['id']}/alert_thresholds")["thresholds"] == [30, 60]
+    for typed, words in [("30, 30", "each threshold once"), ("30, lots", "not a whole number"),
+                         ("0", "from 1 to 100")]:
+        st, _, html = admin.request("POST", action, {"csrf": admin.csrf(html), "thresholds": typed})
+        assert st == 422 and 'id="thresholds-error"' in html and words in html, (typed, st)
+        assert f'value="{typed}"' in html, "the form keeps what was typed"
+    assert api.ok("GET", f"/plans/{plan['id']}/alert_thresholds")["thresholds"] == [30, 60]
+    st, _, html = admin.request("POST", action + "/reset", {"csrf": admin.csrf(html)})
+    assert st == 200 and "the defaults" in html
+    assert api.ok("GET", f"/plans/{plan['id']}/alert_thresholds")["source"] == "default"
+
+    _, _, html = admin.request("GET", f"/admin/accounts/{acct['id']}")
+    page = f"/admin/applications/{app['id']}/alert_thresholds"
+    assert f'href="{page}"' in html
+    st, _, html = admin.request("GET", page)
+    assert st == 200 and "the plan's" not in html and "the defaults" in html
+    st, _, html = admin.request("POST", page, {"csrf": admin.csrf(html), "thresholds": "95"})
+    assert st == 200 and "this application's own" in html
+    assert api.ok("GET", f"/applications/{app['id']}/alert_thresholds")["thresholds"] == [95]
+    st, _, html = admin.request("POST", page + "/reset", {"csrf": admin.csrf(html)})
+    assert st == 200 and api.ok("GET", f"/applications/{app['id']}/alert_thresholds")["source"] == "default"
+    assert admin.request("GET", "/admin/applications/app_nope/alert_thresholds")[0] == 404

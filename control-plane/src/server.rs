@@ -103,6 +103,7 @@ fn spawn_background_tasks(
             master_key: settings.master_key,
             schedule: settings.webhook_retry,
             admin_email: settings.admin_email.clone(),
+            delivery_timeout: crate::domain::webhooks::deliver::DELIVERY_TIMEOUT,
         },
     ));
     match &settings.smtp_url {

@@ -216,6 +216,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "threescale_links",
         include_str!("../migrations/0023_threescale_links.sql"),
     ),
+    (
+        24,
+        "webhook_due_by_endpoint",
+        include_str!("../migrations/0024_webhook_due_by_endpoint.sql"),
+    ),
 ];
 
 /// Migrations only PostgreSQL runs: storage parameters SQLite has no syntax (and no use) for.

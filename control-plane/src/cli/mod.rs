@@ -415,6 +415,27 @@ enum PlanCommand {
     Delete {
         id: String,
     },
+    /// Show the plan's usage alert thresholds, or change them.
+    AlertThresholds {
+        id: String,
+        #[command(flatten)]
+        change: ThresholdChange,
+    },
+}
+
+/// How `alert-thresholds` changes a threshold set; none of them: it is only shown.
+#[derive(Args, Debug)]
+#[group(multiple = false)]
+struct ThresholdChange {
+    /// New thresholds, percent of each limit: `--set 50,80,100` (1 to 100, at most 10).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    set: Option<Vec<i64>>,
+    /// No usage alerts at all.
+    #[arg(long)]
+    off: bool,
+    /// Drop the own thresholds: a plan's defaults (50, 80, 90, 100), an application's plan's apply.
+    #[arg(long)]
+    reset: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -469,6 +490,12 @@ enum ApplicationCommand {
     },
     Delete {
         id: String,
+    },
+    /// Show the thresholds the application alerts on (its own, or its plan's), or override them.
+    AlertThresholds {
+        id: String,
+        #[command(flatten)]
+        change: ThresholdChange,
     },
 }
 
@@ -715,6 +742,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 PlanCommand::Delete { id } => {
                     c.show(c.delete(&format!("/plans/{id}")).await?, &["id", "deleted"])
                 }
+                PlanCommand::AlertThresholds { id, change } => {
+                    alert_thresholds(&c, &format!("/plans/{id}/alert_thresholds"), change).await
+                }
             }
         }
         Command::Accounts { command, remote } => {
@@ -802,6 +832,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                     c.delete(&format!("/applications/{id}")).await?,
                     &["id", "deleted"],
                 ),
+                ApplicationCommand::AlertThresholds { id, change } => {
+                    alert_thresholds(&c, &format!("/applications/{id}/alert_thresholds"), change)
+                        .await
+                }
             }
         }
         Command::Webhooks { command, remote } => {
@@ -1007,6 +1041,17 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             }
         }
     }
+}
+
+/// `tollgate plans|applications alert-thresholds`: the set at `path`, shown, replaced or dropped.
+async fn alert_thresholds(c: &Client, path: &str, change: ThresholdChange) -> Result<(), String> {
+    let answer = match change {
+        ThresholdChange { set: Some(t), .. } => c.put(path, json!({ "thresholds": t })).await?,
+        ThresholdChange { off: true, .. } => c.put(path, json!({ "thresholds": [] })).await?,
+        ThresholdChange { reset: true, .. } => c.delete(path).await?,
+        _ => c.get(path).await?,
+    };
+    c.show(answer, &["thresholds", "source"])
 }
 
 fn parse_limit(s: &str) -> Result<Value, String> {

@@ -1,7 +1,9 @@
 //! Purges rows nothing reads any more: expired portal and admin-portal sessions, idempotency
 //! records older than [`IDEMPOTENCY_KEEP_SECS`], rotated API keys whose grace period has run
-//! out, and finished webhook deliveries older than [`WEBHOOK_DELIVERY_KEEP_SECS`]. Run by `tollgate serve` every [`PURGE_INTERVAL_SECS`] (`TOLLGATE_PURGE_INTERVAL_SECS`
-//! overrides it) and by `tollgate purge` once. Deletes in batches of [`PURGE_BATCH_ROWS`], at most
+//! out, finished webhook deliveries older than [`WEBHOOK_DELIVERY_KEEP_SECS`], and deliveries
+//! parked behind a disabled endpoint older than [`WEBHOOK_PARKED_KEEP_SECS`]. Run by `tollgate
+//! serve` every [`PURGE_INTERVAL_SECS`] (`TOLLGATE_PURGE_INTERVAL_SECS` overrides it) and by
+//! `tollgate purge` once. Deletes in batches of [`PURGE_BATCH_ROWS`], at most
 //! [`PURGE_MAX_BATCHES`] per table per pass, so one pass never holds a long write lock.
 //! Audit events are never purged (`domain::audit`: the log is append-only and kept forever).
 
@@ -21,8 +23,12 @@ pub const PURGE_MAX_BATCHES: usize = 100;
 /// time gets the stored answer; after it, the key may be reused.
 pub const IDEMPOTENCY_KEEP_SECS: i64 = 24 * 3600;
 /// How long a finished webhook delivery (delivered, or given up) is kept in the delivery log,
-/// with its attempts; its event goes with the last delivery of it. Pending ones are never purged.
+/// with its attempts, from its creation; its event goes with the last delivery of it.
 pub const WEBHOOK_DELIVERY_KEEP_SECS: i64 = 30 * 24 * 3600;
+/// How long a delivery parked behind a disabled endpoint is kept, from its creation: an endpoint
+/// enabled again within this time receives what it missed; one left disabled longer does not
+/// hold its deliveries forever. Deliveries still being tried (due, or under way) are never purged.
+pub const WEBHOOK_PARKED_KEEP_SECS: i64 = 30 * 24 * 3600;
 
 /// Rows deleted by one pass, per kind.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -31,6 +37,7 @@ pub struct Purged {
     pub admin_sessions: u64,
     pub idempotency_keys: u64,
     pub application_keys: u64,
+    /// Finished deliveries and deliveries parked longer than their retention.
     pub webhook_deliveries: u64,
 }
 
@@ -98,13 +105,28 @@ pub async fn purge_once(pool: &Pool) -> DomainResult<Purged> {
         }
     }
     // Attempts go with their delivery (ON DELETE CASCADE), events once no delivery is left.
-    let webhook_deliveries = batches(
+    let finished = batches(
         pool,
         "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
          WHERE state IN ('delivered', 'failed') AND created_at <= $1 LIMIT $2)",
         t - WEBHOOK_DELIVERY_KEEP_SECS,
     )
     .await?;
+    // The outer conditions are checked again on the row itself (PostgreSQL re-reads a row that
+    // changed since the subquery saw it): a delivery its endpoint's enabling made due at that
+    // moment is not deleted.
+    let parked = batches(
+        pool,
+        &format!(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+             WHERE state = 'pending' AND next_attempt_at = {parked} AND created_at <= $1 LIMIT $2) \
+             AND state = 'pending' AND next_attempt_at = {parked}",
+            parked = crate::domain::webhooks::endpoints::PARKED_MS
+        ),
+        t - WEBHOOK_PARKED_KEEP_SECS,
+    )
+    .await?;
+    let webhook_deliveries = finished + parked;
     batches(
         pool,
         "DELETE FROM webhook_messages WHERE id IN (SELECT m.id FROM webhook_messages m \

@@ -213,8 +213,9 @@ pub fn admin_routes(state: &AppState) -> Router<AppState> {
 }
 
 pub fn router(state: AppState) -> Router {
-    let admin =
-        admin_routes(&state).layer(middleware::from_fn_with_state(state.clone(), auth::layer));
+    let admin = admin_routes(&state)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::layer))
+        .layer(middleware::from_fn(security_headers::no_store));
     let gateways = Router::new()
         .route("/services/{id}/snapshot", get(gateway::snapshot))
         .route("/services/{id}/usage", post(gateway::usage))
@@ -264,7 +265,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             developer::layer,
-        ));
+        ))
+        .layer(middleware::from_fn(security_headers::no_store));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/api/v1", developers)

@@ -1,6 +1,14 @@
 //! Security headers on every portal response (developer and admin portals), as one middleware:
 //! `Content-Security-Policy`, `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and
-//! `Referrer-Policy`.
+//! `Referrer-Policy`; and `Cache-Control: no-store` on every portal page and every answer of the
+//! admin and developer APIs ([`no_store`]).
+//!
+//! `no-store` everywhere rather than on the answers that show a secret once (a new API key, an
+//! account or admin token, a webhook signing secret, in the API, in an idempotent replay of it,
+//! or on a portal page): no browser, proxy or client library keeps a copy of such an answer on
+//! disk, and an answer added later that shows a secret needs no one to remember the header.
+//! What these answers carry is private and current, so nothing is lost by not caching it. An
+//! answer that sets its own `Cache-Control` (the portal's static assets) keeps it.
 //!
 //! The CSP allows what the pages load: the portal's own style sheet and scripts, served from
 //! `/portal/assets/` (the table sorter, the card pages' glue; no inline script or style anywhere,
@@ -13,7 +21,7 @@
 //! the portal itself, no plugins, no `<base>`.
 
 use axum::extract::{Request, State};
-use axum::http::HeaderValue;
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -151,6 +159,23 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         HeaderValue::from_static("nosniff"),
     );
     h.insert("referrer-policy", HeaderValue::from_static(REFERRER_POLICY));
+    set_no_store(&mut response);
+    response
+}
+
+/// `Cache-Control: no-store`, unless the answer chose its own.
+fn set_no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+}
+
+/// The admin and developer APIs' layer: `Cache-Control: no-store` on every answer (see the
+/// module's doc).
+pub async fn no_store(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    set_no_store(&mut response);
     response
 }
 

@@ -46,6 +46,40 @@ async fn read_form(req: Request, s: &AppState) -> Result<(HeaderMap, Fields), Re
     Ok((headers, fields))
 }
 
+/// `disable`, `enable`, `test` or `delete` on webhook endpoint `id` as `owner`, recorded as
+/// `actor`'s (both portals' endpoint buttons): what to tell on success, or `None` for an unknown
+/// action.
+pub(crate) async fn webhook_endpoint_action(
+    s: &AppState,
+    actor: &crate::domain::audit::Actor,
+    owner: &crate::domain::webhooks::endpoints::Owner,
+    id: &str,
+    action: &str,
+) -> Option<crate::domain::DomainResult<&'static str>> {
+    use crate::domain::webhooks::{endpoints, outbox};
+    Some(match action {
+        "disable" | "enable" => endpoints::update(
+            &s.pool,
+            actor,
+            owner,
+            id,
+            endpoints::WebhookEndpointUpdate {
+                enabled: Some(action == "enable"),
+                ..endpoints::WebhookEndpointUpdate::default()
+            },
+        )
+        .await
+        .map(|_| "Saved."),
+        "test" => outbox::send_test(&s.limits, &s.pool, actor, owner, id)
+            .await
+            .map(|_| "A webhook.test event is on its way."),
+        "delete" => endpoints::delete(&s.pool, actor, owner, id)
+            .await
+            .map(|_| "Deleted."),
+        _ => return None,
+    })
+}
+
 /// The admin portal's routes (mounted at the top level, beside `/admin/api/v1`).
 pub fn admin_router() -> Router<AppState> {
     Router::new()
@@ -104,6 +138,14 @@ pub fn admin_router() -> Router<AppState> {
             post(admin::catalog::remove_row),
         )
         .route(
+            "/admin/plans/{id}/alert_thresholds",
+            post(admin::alerts::save_plan),
+        )
+        .route(
+            "/admin/plans/{id}/alert_thresholds/reset",
+            post(admin::alerts::reset_plan),
+        )
+        .route(
             "/admin/accounts",
             get(admin::accounts::accounts).post(admin::accounts::create_account),
         )
@@ -115,6 +157,14 @@ pub fn admin_router() -> Router<AppState> {
         .route(
             "/admin/applications/{id}/{action}",
             post(admin::accounts::application_action),
+        )
+        .route(
+            "/admin/applications/{id}/alert_thresholds",
+            get(admin::alerts::application).post(admin::alerts::save_application),
+        )
+        .route(
+            "/admin/applications/{id}/alert_thresholds/reset",
+            post(admin::alerts::reset_application),
         )
         .route(
             "/admin/tokens",

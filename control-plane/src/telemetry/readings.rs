@@ -22,13 +22,19 @@ pub const MAX_OUTBOX_ROWS_READ: i64 = 100_000;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// An outbox whose depth is read at scrape time. `pending` is the SQL condition of a message
-/// still to deliver; `enqueued_at` its column of Unix seconds when it was written.
+/// still to deliver; `parked` (if the outbox has such) that of a message waiting for a change
+/// before it can go, counted apart so that it does not age the pending ones; `enqueued_at` its
+/// column of Unix seconds when it was written.
 pub struct OutboxTable {
     pub outbox: Outbox,
     pub table: &'static str,
     pub pending: &'static str,
+    pub parked: Option<&'static str>,
     pub enqueued_at: &'static str,
 }
+
+/// `endpoints::PARKED_MS` as the SQL text of [`OUTBOXES`] spells it.
+const _: () = assert!(crate::domain::webhooks::endpoints::PARKED_MS == i64::MAX);
 
 /// The outboxes `/metrics` reports. Adding one is one entry here (and its [`Outbox`] variant).
 pub const OUTBOXES: &[OutboxTable] = &[
@@ -36,14 +42,16 @@ pub const OUTBOXES: &[OutboxTable] = &[
         outbox: Outbox::Email,
         table: "email_outbox",
         pending: "state IN ('pending', 'sending')",
+        parked: None,
         enqueued_at: "created_at",
     },
-    // Deliveries parked behind a disabled endpoint are pending too: they go out once it is
-    // enabled again.
+    // Deliveries parked behind a disabled endpoint (never due until it is enabled again) are
+    // counted apart: an endpoint disabled for a week must not read as a week of delivery lag.
     OutboxTable {
         outbox: Outbox::Webhook,
         table: "webhook_deliveries",
-        pending: "state IN ('pending', 'delivering')",
+        pending: "state IN ('pending', 'delivering') AND next_attempt_at < 9223372036854775807",
+        parked: Some("state = 'pending' AND next_attempt_at = 9223372036854775807"),
         enqueued_at: "created_at",
     },
 ];
@@ -62,6 +70,8 @@ pub struct OutboxDepth {
     pub pending: i64,
     /// Age of the oldest pending message (0 when none).
     pub oldest_pending_age_secs: i64,
+    /// Parked messages, at most [`MAX_OUTBOX_ROWS_READ`]; `None` for an outbox without them.
+    pub parked: Option<i64>,
 }
 
 /// The pool of this process.
@@ -121,10 +131,14 @@ impl Readings {
         if !self.outboxes.is_empty() {
             let depth = Family::<OutboxLabels, Gauge>::default();
             let age = Family::<OutboxLabels, Gauge>::default();
+            let parked = Family::<OutboxLabels, Gauge>::default();
             for o in &self.outboxes {
                 let labels = OutboxLabels { outbox: o.outbox };
                 depth.get_or_create(&labels).set(o.pending);
                 age.get_or_create(&labels).set(o.oldest_pending_age_secs);
+                if let Some(n) = o.parked {
+                    parked.get_or_create(&labels).set(n);
+                }
             }
             r.register(
                 "outbox_pending",
@@ -136,6 +150,11 @@ impl Readings {
                 "Age of the oldest message waiting in an outbox (0 when none)",
                 Unit::Seconds,
                 age,
+            );
+            r.register(
+                "outbox_parked",
+                format!("Messages of an outbox waiting for a change before they can go: webhook deliveries behind a disabled endpoint (read from the database, at most {MAX_OUTBOX_ROWS_READ})"),
+                parked,
             );
         }
         if let Some(p) = self.pool {
@@ -183,10 +202,21 @@ async fn outbox_depths(pool: &Pool) -> Result<Vec<OutboxDepth>, sqlx::Error> {
             pending = o.pending,
         );
         let row: DepthRow = sqlx::query_as(&sql).fetch_one(pool).await?;
+        let parked = match o.parked {
+            Some(parked) => {
+                let sql = format!(
+                    "SELECT COUNT(*) FROM (SELECT 1 AS one FROM {table} WHERE {parked} LIMIT {MAX_OUTBOX_ROWS_READ}) p",
+                    table = o.table,
+                );
+                Some(sqlx::query_scalar::<_, i64>(&sql).fetch_one(pool).await?)
+            }
+            None => None,
+        };
         out.push(OutboxDepth {
             outbox: o.outbox,
             pending: row.n,
             oldest_pending_age_secs: row.oldest.map_or(0, |at| (t - at).max(0)),
+            parked,
         });
     }
     Ok(out)

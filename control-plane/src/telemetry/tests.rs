@@ -68,6 +68,11 @@ fn events_add_exactly_what_happened() {
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
     }
+    // An outbox without parked messages has no parked series (rather than a 0 that means nothing).
+    assert!(
+        !text.contains("tollgate_outbox_parked{outbox=\"email\"}"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -94,11 +99,20 @@ fn a_held_request_is_counted_while_it_is_held() {
 #[test]
 fn readings_are_reported_as_read() {
     let r = Readings {
-        outboxes: vec![OutboxDepth {
-            outbox: Outbox::Email,
-            pending: 3,
-            oldest_pending_age_secs: 42,
-        }],
+        outboxes: vec![
+            OutboxDepth {
+                outbox: Outbox::Email,
+                pending: 3,
+                oldest_pending_age_secs: 42,
+                parked: None,
+            },
+            OutboxDepth {
+                outbox: Outbox::Webhook,
+                pending: 1,
+                oldest_pending_age_secs: 0,
+                parked: Some(7),
+            },
+        ],
         pool: Some(PoolUse {
             max: 8,
             open: 5,
@@ -110,6 +124,7 @@ fn readings_are_reported_as_read() {
     for line in [
         "tollgate_outbox_pending{outbox=\"email\"} 3",
         "tollgate_outbox_oldest_pending_age_seconds{outbox=\"email\"} 42",
+        "tollgate_outbox_parked{outbox=\"webhook\"} 7",
         "tollgate_db_pool_max_connections 8",
         "tollgate_db_pool_connections 5",
         "tollgate_db_pool_idle_connections 2",
@@ -158,4 +173,5 @@ async fn the_outbox_read_counts_pending_messages_and_their_age() {
         (100..110).contains(&email.oldest_pending_age_secs),
         "{email:?}"
     );
+    assert_eq!(email.parked, None);
 }

@@ -1076,6 +1076,34 @@ async fn portal_case(app: &TestApp, route: &str, variant: &str) -> Option<Case> 
             let path = format!("/admin/applications/{id}/{variant}");
             post(path, json!({}), action, "application", Some(id))
         }
+        "/admin/plans/{id}/alert_thresholds"
+        | "/admin/plans/{id}/alert_thresholds/reset"
+        | "/admin/applications/{id}/alert_thresholds"
+        | "/admin/applications/{id}/alert_thresholds/reset" => {
+            let (id, kind) = if route.starts_with("/admin/plans/") {
+                (pid.to_string(), "plan_alert_thresholds")
+            } else {
+                let a = c.application(app, "Alerted").await;
+                (s(&a, "id").to_string(), "application_alert_thresholds")
+            };
+            let path = route.replace("{id}", &id);
+            if route.ends_with("/reset") {
+                // A set of its own first, so that the reset changes something.
+                let own = path.trim_start_matches("/admin").trim_end_matches("/reset");
+                api.ok("PUT", own, Some(json!({"thresholds": [50, 75]})))
+                    .await;
+                post(path, json!({}), &format!("{kind}.reset"), kind, Some(&id))
+            } else {
+                let action = format!("{kind}.updated");
+                post(
+                    path,
+                    json!({"thresholds": "50, 75"}),
+                    &action,
+                    kind,
+                    Some(&id),
+                )
+            }
+        }
         "/admin/tokens" => post(
             route.into(),
             json!({"name": "portal-made", "scope": "read"}),

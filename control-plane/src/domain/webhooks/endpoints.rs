@@ -79,6 +79,8 @@ pub enum DisabledReason {
     Admin,
     /// A delivery spent its whole retry window while the endpoint accepted nothing.
     Failures,
+    /// The endpoint answered `410 Gone`: its owner says it is no more (Standard Webhooks).
+    Gone,
 }
 
 impl DisabledReason {
@@ -86,17 +88,19 @@ impl DisabledReason {
         match self {
             DisabledReason::Admin => "admin",
             DisabledReason::Failures => "failures",
+            DisabledReason::Gone => "gone",
         }
     }
 
     fn parse(s: &str) -> DomainResult<DisabledReason> {
-        match s {
-            "admin" => Ok(DisabledReason::Admin),
-            "failures" => Ok(DisabledReason::Failures),
-            other => Err(DomainError::Internal(format!(
-                "stored disabled reason {other:?} is neither admin nor failures"
-            ))),
-        }
+        [
+            DisabledReason::Admin,
+            DisabledReason::Failures,
+            DisabledReason::Gone,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| DomainError::Internal(format!("stored disabled reason {s:?} is unknown")))
     }
 }
 
@@ -113,7 +117,7 @@ pub struct WebhookEndpoint {
     /// The subscribed event types, sorted.
     pub events: Vec<String>,
     pub enabled: bool,
-    /// Set while disabled: `admin` or `failures`.
+    /// Set while disabled: `admin`, `failures` or `gone`.
     pub disabled_reason: Option<DisabledReason>,
     /// Failed attempts since the last delivered one.
     pub consecutive_failures: i64,

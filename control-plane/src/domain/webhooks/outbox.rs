@@ -75,16 +75,13 @@ struct EventRow {
 
 /// Writes `events` in `tx` and fans each out to the enabled endpoints subscribed to it; returns
 /// the ids (`msg_...`, the `webhook-id` of every delivery) of the events written. An event no
-/// endpoint receives is not written at all: with no endpoint, a change costs one indexed read.
+/// endpoint receives is not written at all: with no endpoint, a change costs one indexed read
+/// ([`subscriptions`]).
 pub async fn enqueue_many(tx: &mut Tx, events: &[Event]) -> DomainResult<Vec<String>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let subs: Vec<Subscription> = sqlx::query_as(
-        "SELECT e.id AS endpoint_id, e.account_id, s.event_type FROM webhook_endpoints e JOIN webhook_endpoint_events s ON s.endpoint_id = e.id WHERE e.state = 'enabled'",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
+    let subs = subscriptions(tx, events).await?;
     if subs.is_empty() {
         return Ok(Vec::new());
     }
@@ -127,6 +124,57 @@ pub async fn enqueue_many(tx: &mut Tx, events: &[Event]) -> DomainResult<Vec<Str
     insert_events(tx, &rows, t).await?;
     insert_deliveries(tx, &deliveries).await?;
     Ok(rows.iter().map(|r| r.id.clone()).collect())
+}
+
+/// The enabled endpoints' subscriptions to the types of `events` that may receive them: the
+/// admin's, and those of the accounts the events are about. Read by owner through the
+/// `webhook_endpoints (account_id)` index and by type through the subscriptions' key, so an event
+/// about account A never reads account B's endpoints, however many accounts have some.
+async fn subscriptions(tx: &mut Tx, events: &[Event]) -> DomainResult<Vec<Subscription>> {
+    let mut types: Vec<&str> = events.iter().map(|e| e.event_type().as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut accounts: Vec<&str> = events.iter().filter_map(Event::account_id).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    // A billing run's batch is about hundreds of accounts: their ids go in IN lists that fit a
+    // statement beside the types; the first statement also reads the admin's endpoints.
+    let room = crate::store::params_per_statement()
+        .saturating_sub(types.len())
+        .max(1);
+    let mut chunks: Vec<&[&str]> = accounts.chunks(room).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let mut subs = Vec::new();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let mut owners = Vec::new();
+        if i == 0 {
+            owners.push("e.account_id IS NULL".to_string());
+        }
+        if !chunk.is_empty() {
+            owners.push(format!(
+                "e.account_id IN {}",
+                crate::store::in_list(types.len() + 1, chunk.len())
+            ));
+        }
+        let sql = format!(
+            "SELECT e.id AS endpoint_id, e.account_id, s.event_type FROM webhook_endpoints e \
+             JOIN webhook_endpoint_events s ON s.endpoint_id = e.id \
+             WHERE e.state = 'enabled' AND s.event_type IN {} AND ({})",
+            crate::store::in_list(1, types.len()),
+            owners.join(" OR ")
+        );
+        let mut q = sqlx::query_as::<_, Subscription>(&sql).persistent(false); // one text per list length
+        for t in &types {
+            q = q.bind(*t);
+        }
+        for a in chunk {
+            q = q.bind(*a);
+        }
+        subs.extend(q.fetch_all(&mut **tx).await?);
+    }
+    Ok(subs)
 }
 
 /// [`enqueue_many`] for one event; its id if an endpoint receives it.
@@ -395,12 +443,6 @@ pub async fn replay(
 ) -> DomainResult<WebhookDelivery> {
     let row = fetch_delivery(pool, viewer, id).await?;
     account_send_allowed(limits, viewer)?;
-    if !endpoints::is_enabled(pool, &row.endpoint_id).await? {
-        return Err(DomainError::conflict(
-            "endpoint_disabled",
-            "the delivery's endpoint is disabled: enable it first",
-        ));
-    }
     let t_ms = now_ms();
     let mut tx = crate::store::begin_write(pool).await?;
     let (state, attempts): (String, i64) = sqlx::query_as(&format!(
@@ -411,18 +453,35 @@ pub async fn replay(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| DomainError::not_found("webhook delivery", id))?;
+    // One statement decides: the endpoint enabled and no claim's lease running. A claim made
+    // after it ends later than any before it (the lease end is the sender's fencing token), so
+    // an attempt still under way from before the replay records nothing over the replay's.
     let r = sqlx::query(
-        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $2, window_started_at = $2 WHERE id = $1 AND (state <> 'delivering' OR next_attempt_at <= $2)",
+        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $2, window_started_at = $2 \
+         WHERE id = $1 AND (state <> 'delivering' OR next_attempt_at <= $2) \
+         AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE state = 'enabled')",
     )
     .bind(id)
     .bind(t_ms)
     .execute(&mut *tx)
     .await?;
     if r.rows_affected() == 0 {
-        return Err(DomainError::conflict(
-            "delivery_in_progress",
-            "an attempt of this delivery is under way; look at it again in a moment",
-        ));
+        let endpoint: Option<String> =
+            sqlx::query_scalar("SELECT state FROM webhook_endpoints WHERE id = $1")
+                .bind(&row.endpoint_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        return Err(if endpoint.as_deref() == Some("enabled") {
+            DomainError::conflict(
+                "delivery_in_progress",
+                "an attempt of this delivery is under way; look at it again in a moment",
+            )
+        } else {
+            DomainError::conflict(
+                "endpoint_disabled",
+                "the delivery's endpoint is disabled: enable it first",
+            )
+        });
     }
     let changes = Changes::of(&[
         (

@@ -229,6 +229,7 @@ async fn account_page(
                 html! { (plan_name(&a.plan_id)) },
                 html! { (state) },
                 html! { (a.keys.len()) },
+                html! { a href={ "/admin/applications/" (seg(&a.id)) "/alert_thresholds" } { "Usage alerts" } },
                 action,
             ]
         })
@@ -269,7 +270,7 @@ async fn account_page(
         section {
             h2 { "Applications" }
             p { (super::exports::link("applications.csv", &[("account_id", id)])) }
-            (table("applications", &["Name", "Id", "Plan", "State", "Keys", ""], &rows))
+            (table("applications", &["Name", "Id", "Plan", "State", "Keys", "Alerts", ""], &rows))
             (form)
         }
     };

@@ -575,7 +575,7 @@ fn preview(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn plan_page(
+pub(super) async fn plan_page(
     s: &AppState,
     admin: &AdminSession,
     id: &str,
@@ -801,7 +801,7 @@ async fn plan_page(
         .collect();
     let body = html! {
         (done)
-        (general_error(e, &["name", "state", "fixed_fee", "setup_fee", "trial_days", "metric", "period", "value", "rule_metric", "model", "from", "to", "unit_price", "package_size"]))
+        (general_error(e, &["name", "state", "fixed_fee", "setup_fee", "trial_days", "metric", "period", "value", "rule_metric", "model", "from", "to", "unit_price", "package_size", "thresholds"]))
         p { "Id " code { (id) } " · service " code { (plan.service_id) } }
         (details)
         section {
@@ -814,6 +814,7 @@ async fn plan_page(
             (table("pricing rules", &["Metric", "Model", "From", "To", "Unit price", "Package", ""], &rule_rows))
             (rule_form)
         }
+        (super::alerts::plan_section(s, admin, id, f, e).await)
         section {
             h2 { "Cost preview" }
             form method="get" action=(base) {

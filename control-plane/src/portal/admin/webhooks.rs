@@ -11,9 +11,7 @@ use super::forms::{
     error_for, general_error, get, link, not_found, seg, show, write_form, FormError,
 };
 use crate::domain::access::tokens::Scope;
-use crate::domain::webhooks::endpoints::{
-    self, Owner, WebhookEndpointInput, WebhookEndpointUpdate,
-};
+use crate::domain::webhooks::endpoints::{self, Owner, WebhookEndpointInput};
 use crate::domain::webhooks::events::EventType;
 use crate::domain::webhooks::outbox::{self, DeliveryState};
 use crate::domain::{DomainError, PageRequest};
@@ -167,26 +165,11 @@ pub async fn action(
     Path((id, action)): Path<(String, String)>,
     WriteForm { admin, .. }: WriteForm,
 ) -> Response {
-    let result = match action.as_str() {
-        "disable" | "enable" => endpoints::update(
-            &s.pool,
-            &admin.actor(),
-            &Owner::Admin,
-            &id,
-            WebhookEndpointUpdate {
-                enabled: Some(action == "enable"),
-                ..WebhookEndpointUpdate::default()
-            },
-        )
-        .await
-        .map(|_| "Saved."),
-        "test" => outbox::send_test(&s.limits, &s.pool, &admin.actor(), &Owner::Admin, &id)
+    let Some(result) =
+        crate::portal::webhook_endpoint_action(&s, &admin.actor(), &Owner::Admin, &id, &action)
             .await
-            .map(|_| "A webhook.test event is on its way."),
-        "delete" => endpoints::delete(&s.pool, &admin.actor(), &Owner::Admin, &id)
-            .await
-            .map(|_| "Deleted."),
-        _ => return not_found(&admin),
+    else {
+        return not_found(&admin);
     };
     match result {
         Ok(text) => {

@@ -10,9 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use super::access::{failure, SessionForm};
 use super::billing::not_found;
 use crate::domain::audit::Actor;
-use crate::domain::webhooks::endpoints::{
-    self, Owner, WebhookEndpointInput, WebhookEndpointUpdate,
-};
+use crate::domain::webhooks::endpoints::{self, Owner, WebhookEndpointInput};
 use crate::domain::webhooks::events::EventType;
 use crate::domain::webhooks::outbox::{self, DeliveryState};
 use crate::domain::{DomainError, PageRequest};
@@ -164,26 +162,10 @@ pub async fn action(
     SessionForm { session, .. }: SessionForm,
 ) -> Response {
     let who = owner(&session);
-    let result = match action.as_str() {
-        "disable" | "enable" => endpoints::update(
-            &s.pool,
-            &actor(&session),
-            &who,
-            &id,
-            WebhookEndpointUpdate {
-                enabled: Some(action == "enable"),
-                ..WebhookEndpointUpdate::default()
-            },
-        )
-        .await
-        .map(|_| "Saved."),
-        "test" => outbox::send_test(&s.limits, &s.pool, &actor(&session), &who, &id)
-            .await
-            .map(|_| "A webhook.test event is on its way."),
-        "delete" => endpoints::delete(&s.pool, &actor(&session), &who, &id)
-            .await
-            .map(|_| "Deleted."),
-        _ => return not_found(&session),
+    let Some(result) =
+        crate::portal::webhook_endpoint_action(&s, &actor(&session), &who, &id, &action).await
+    else {
+        return not_found(&session);
     };
     match result {
         Ok(text) => webhooks_page(&s, &session, notice(text), StatusCode::OK).await,
